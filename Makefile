@@ -1,0 +1,99 @@
+# lxmpp - build, dependencies, tests, sanitizers, fuzzing, benchmarks.
+# `make demo` and `make test` work on a fresh Debian 12 machine: both install
+# what they need (make deps) and build first.
+
+LUA       ?= lua5.4
+LUA_INC   ?= /usr/include/lua5.4
+CC        ?= cc
+BUSTED    ?= busted --lua=$(LUA)
+WARN      := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes -Werror
+CFLAGS    ?= -O2 -g
+ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -I$(LUA_INC) -D_POSIX_C_SOURCE=200809L
+LIBS      := -lexpat -lidn -lssl -lcrypto -luv -lcares
+
+SRC       := $(wildcard csrc/*.c)
+HDR       := $(wildcard csrc/*.h)
+ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c
+
+# Debian packages the project needs (build, tests, peers, fuzzing, benchmarks).
+DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev libexpat1-dev \
+             libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
+             luarocks lua-expat prosody python3-slixmpp libstrophe-dev openssl \
+             clang libclang-rt-14-dev valgrind
+
+export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
+export LUA_CPATH := $(CURDIR)/build/?.so;;
+
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build test check fuzz bench demo lint clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: build/lxmpp/core.so
+
+build/lxmpp/core.so: $(SRC) $(HDR) Makefile
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRC) $(LIBS)
+
+test: deps build
+	$(BUSTED) spec
+
+lint:
+	luacheck lua spec bench examples
+
+# ASan + UBSan over the whole spec suite. The lua5.4 binary is not
+# instrumented, so the sanitizer runtime is preloaded.
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+build-asan/lxmpp/core.so: $(SRC) $(HDR) Makefile
+	@mkdir -p $(@D)
+	gcc $(WARN) $(ASAN_FLAGS) -fPIC -fvisibility=hidden -I$(LUA_INC) -D_POSIX_C_SOURCE=200809L -shared -o $@ $(SRC) $(LIBS)
+
+check: deps build-asan/lxmpp/core.so
+	LUA_CPATH='$(CURDIR)/build-asan/?.so;;' \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(BUSTED) spec
+
+# libFuzzer targets for the pure engines, seeded from the spec data.
+FUZZ_CC    := clang
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c99 -D_POSIX_C_SOURCE=200809L -Icsrc
+FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip
+build-fuzz/%: fuzz/%.c $(ENGINES) $(HDR)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(ENGINES) -lexpat
+
+fuzz: deps build $(FUZZERS)
+	rm -rf build-fuzz/corpus && $(LUA) fuzz/make_corpus.lua build-fuzz/corpus
+	@for f in $(FUZZERS); do \
+	  n=$$(basename $$f); mkdir -p build-fuzz/work-$$n; \
+	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+	      -print_final_stats=1 build-fuzz/work-$$n build-fuzz/corpus >build-fuzz/$$n.log 2>&1 \
+	    && echo "fuzz $$n: clean" \
+	    || { tail -60 build-fuzz/$$n.log; echo "fuzz $$n: FAILED"; exit 1; }; \
+	done
+
+build-bench/expat_floor: bench/expat_floor.c
+	@mkdir -p $(@D)
+	$(CC) -O2 $(WARN) -o $@ $< -lexpat
+
+bench: deps build build-bench/expat_floor
+	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua
+
+demo: deps build
+	$(LUA) examples/demo.lua
+
+clean:
+	rm -rf build build-asan build-fuzz build-bench

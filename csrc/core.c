@@ -1,0 +1,28 @@
+/*
+ * core.c - luaopen_lxmpp_core: assembles the C core from its bindings.
+ * The only symbol this shared object exports (built with -fvisibility=hidden).
+ */
+#include "core.h"
+
+const char lx_stanza_mt_key = 0;
+
+/* core.set_stanza_mt(mt): lxmpp.stanza hands its metatable to C once, so the
+ * parser can give every element table it builds the same metatable. */
+static int set_stanza_mt(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &lx_stanza_mt_key);
+  return 0;
+}
+
+LX_EXPORT int luaopen_lxmpp_core(lua_State *L);
+int luaopen_lxmpp_core(lua_State *L) {
+  luaL_checkversion(L);
+  lua_newtable(L);
+  lua_pushcfunction(L, set_stanza_mt);
+  lua_setfield(L, -2, "set_stanza_mt");
+  lx_open_stream(L);
+  lx_open_serialize(L);
+  lx_open_idn(L);
+  return 1;
+}

@@ -1,0 +1,29 @@
+/*
+ * core.h - the lxmpp.core Lua module: what each binding file exports.
+ *
+ * luaopen_lxmpp_core (core.c) creates the module table and calls each
+ * lx_open_* below with that table on top of the stack; each one adds its
+ * functions to it (stack effect: none) and keeps its own per-state context
+ * in upvalues or the registry (STYLE.md rule 6: no C globals).
+ */
+#ifndef LXMPP_CORE_H
+#define LXMPP_CORE_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#if defined(__GNUC__)
+#define LX_EXPORT __attribute__((visibility("default")))
+#else
+#define LX_EXPORT
+#endif
+
+void lx_open_stream(lua_State *L);    /* stream_lua.c: stream_parser, parse_element */
+void lx_open_serialize(lua_State *L); /* serialize_lua.c: serialize, check_* */
+void lx_open_idn(lua_State *L);       /* idn.c: nodeprep, nameprep, resourceprep, to_ascii */
+
+/* Registry key (its address) of the stanza metatable shared by the parser and
+ * lxmpp.stanza; set by core.set_stanza_mt(mt). */
+extern const char lx_stanza_mt_key;
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * serialize.c - escaping, attribute writing and tree serialization (see
+ * serialize.h). Every string is validated while it is copied, so a caller
+ * can never get restricted or malformed XML out of here.
+ */
+#include "serialize.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xmlchar.h"
+
+#define NS_XML "http://www.w3.org/XML/1998/namespace"
+#define NS_XMLNS "http://www.w3.org/2000/xmlns/"
+
+void lx_buf_free(lx_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+static int reserve(lx_buf *b, size_t extra) {
+  size_t ncap;
+  char *np;
+  if (b->cap - b->len >= extra) return 1;
+  if (extra > (size_t)-1 / 2 - b->len) return 0;
+  ncap = b->cap ? b->cap : 256;
+  while (ncap - b->len < extra) ncap *= 2;
+  np = realloc(b->p, ncap);
+  if (!np) return 0;
+  b->p = np;
+  b->cap = ncap;
+  return 1;
+}
+
+int lx_buf_put(lx_buf *b, const char *s, size_t len) {
+  if (!reserve(b, len)) return 0;
+  memcpy(b->p + b->len, s, len);
+  b->len += len;
+  return 1;
+}
+
+#define PUTS(b, lit) lx_buf_put((b), (lit), sizeof(lit) - 1)
+
+static int escape(lx_buf *b, const char *str, size_t len, int attr) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t start = b->len, i = 0, run = 0;
+  if (!reserve(b, len + 16)) return -1;
+  while (i < len) {
+    unsigned char c = s[i];
+    const char *rep;
+    size_t rlen;
+    if (c >= 0x80) {
+      unsigned long cp;
+      size_t n = lx_utf8_decode(s + i, len - i, &cp);
+      if (n == 0 || !lx_xml_char(cp)) goto invalid;
+      i += n;
+      continue;
+    }
+    switch (c) {
+    case '&': rep = "&amp;"; rlen = 5; break;
+    case '<': rep = "&lt;"; rlen = 4; break;
+    case '>': rep = "&gt;"; rlen = 4; break;
+    case '\r': rep = "&#13;"; rlen = 5; break;
+    case '\'': if (!attr) { i++; continue; } rep = "&apos;"; rlen = 6; break;
+    case '"': if (!attr) { i++; continue; } rep = "&quot;"; rlen = 6; break;
+    case '\t': if (!attr) { i++; continue; } rep = "&#9;"; rlen = 4; break;
+    case '\n': if (!attr) { i++; continue; } rep = "&#10;"; rlen = 5; break;
+    default:
+      if (c < 0x20) goto invalid;
+      i++;
+      continue;
+    }
+    if (!lx_buf_put(b, str + run, i - run) || !lx_buf_put(b, rep, rlen))
+      goto oom;
+    run = ++i;
+  }
+  if (!lx_buf_put(b, str + run, i - run)) goto oom;
+  return 1;
+invalid:
+  b->len = start;
+  return 0;
+oom:
+  b->len = start;
+  return -1;
+}
+
+int lx_escape_text(lx_buf *b, const char *s, size_t len) {
+  return escape(b, s, len, 0);
+}
+
+int lx_escape_attr(lx_buf *b, const char *s, size_t len) {
+  return escape(b, s, len, 1);
+}
+
+/* ` name='value'` with name written as given */
+static int put_attr(lx_buf *b, const char *pfx, size_t plen, const char *name,
+                    size_t nlen, const char *val, size_t vlen) {
+  int r;
+  if (!PUTS(b, " ") || !lx_buf_put(b, pfx, plen) ||
+      !lx_buf_put(b, name, nlen) || !PUTS(b, "='"))
+    return -1;
+  if ((r = lx_escape_attr(b, val, vlen)) != 1) return r;
+  return PUTS(b, "'") ? 1 : -1;
+}
+
+int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,
+                  size_t vlen, unsigned *nsn) {
+  const char *sep = memchr(key, '\1', klen);
+  size_t start = b->len;
+  int r;
+  if (!lx_xml_attr_name_valid(key, klen)) return 0;
+  if (sep) {
+    size_t ulen = (size_t)(sep - key);
+    const char *local = sep + 1;
+    size_t llen = klen - ulen - 1;
+    char pfx[24];
+    int plen;
+    if (ulen == sizeof(NS_XML) - 1 && memcmp(key, NS_XML, ulen) == 0)
+      return put_attr(b, "xml:", 4, local, llen, val, vlen);
+    if (ulen == sizeof(NS_XMLNS) - 1 && memcmp(key, NS_XMLNS, ulen) == 0)
+      return 0;                               /* reserved namespace */
+    /* declared on this element with a generated prefix */
+    plen = snprintf(pfx, sizeof pfx, "lxns%u", ++*nsn);
+    if ((r = put_attr(b, "xmlns:", 6, pfx, (size_t)plen, key, ulen)) == 1) {
+      pfx[plen] = ':';
+      r = put_attr(b, pfx, (size_t)plen + 1, local, llen, val, vlen);
+    }
+    if (r != 1) b->len = start;
+    return r;
+  }
+  if (klen > 6 && memcmp(key, "xmlns:", 6) == 0 && vlen == 0)
+    return 0;                                 /* XML 1.0 can't undeclare */
+  return put_attr(b, "", 0, key, klen, val, vlen);
+}
+
+int lx_serialize_tree(lx_buf *b, const lx_tree *t, uint32_t idx) {
+  const lx_node *n = &t->nodes[idx];
+  uint32_t i, c;
+  unsigned nsn = 0;
+  int r;
+  if (n->is_text) return lx_escape_text(b, t->str + n->name, n->name_len);
+  if (!lx_xml_ncname_valid(t->str + n->name, n->name_len)) return 0;
+  if (!PUTS(b, "<") || !lx_buf_put(b, t->str + n->name, n->name_len))
+    return -1;
+  if (n->ns != LX_NONE &&
+      (r = put_attr(b, "", 0, "xmlns", 5, t->str + n->ns, n->ns_len)) != 1)
+    return r;
+  for (i = 0; i < n->nattr; i++) {
+    const lx_attr *a = &t->attrs[n->attr + i];
+    if ((r = lx_write_attr(b, t->str + a->key, a->key_len, t->str + a->val,
+                           a->val_len, &nsn)) != 1)
+      return r;
+  }
+  if (n->first == LX_NONE) return PUTS(b, "/>") ? 1 : -1;
+  if (!PUTS(b, ">")) return -1;
+  for (c = n->first; c != LX_NONE; c = t->nodes[c].next)
+    if ((r = lx_serialize_tree(b, t, c)) != 1) return r;
+  if (!PUTS(b, "</") || !lx_buf_put(b, t->str + n->name, n->name_len) ||
+      !PUTS(b, ">"))
+    return -1;
+  return 1;
+}

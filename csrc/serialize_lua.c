@@ -1,0 +1,204 @@
+/*
+ * serialize_lua.c - stanza tables to XML, and the validity checks the
+ * stanza builders use.
+ *
+ *   core.serialize(stanza) -> string   (raises on anything that isn't XML)
+ *   core.valid_name(s)  core.valid_attr_name(s)  core.valid_text(s) -> boolean
+ *   core.xml_escape(s) -> s escaped for text and attribute values
+ *
+ * The walk reads tables raw (no metamethods run), so no Lua code runs while
+ * the output buffer is being filled. That buffer belongs to a userdata kept
+ * as an upvalue and reused across calls; a raised error leaves it owned.
+ */
+#include "core.h"
+#include "serialize.h"
+#include "xmlchar.h"
+
+#include <string.h>
+
+#define MAX_NEST 500    /* deeper is a cycle or abuse: the C stack is finite */
+#define KEEP_BUF 65536  /* a bigger buffer is released after use */
+
+typedef struct walk {
+  lua_State *L;
+  lx_buf *b;
+  int depth;
+} walk;
+
+static lx_buf *get_buf(lua_State *L) {
+  lx_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+  b->len = 0;
+  return b;
+}
+
+static int buf_gc(lua_State *L) {
+  lx_buf_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+static void check(walk *w, int r, const char *what, const char *name) {
+  if (r == 1) return;
+  if (r < 0) luaL_error(w->L, "out of memory");
+  luaL_error(w->L, "cannot serialize %s of <%s>: invalid UTF-8, a character "
+             "not allowed in XML, or an invalid name", what, name);
+}
+
+/* Serializes the stanza table at the top of the stack (left there).
+ * parent_ns: the namespace in effect around it (NULL at the top). */
+static void ser(walk *w, const char *parent_ns, size_t parent_len) {
+  lua_State *L = w->L;
+  int el = lua_gettop(L);
+  size_t nlen, nslen = 0;
+  const char *name, *ns = NULL;
+  lua_Integer i, n;
+  unsigned nsn = 0;
+
+  if (++w->depth > MAX_NEST) luaL_error(L, "stanza nested too deeply (or a cycle)");
+  luaL_checkstack(L, 8, "stanza nested too deeply");
+  lua_pushliteral(L, "name");
+  if (lua_rawget(L, el) != LUA_TSTRING)
+    luaL_error(L, "cannot serialize: element without a string name");
+  name = lua_tolstring(L, -1, &nlen);          /* el, name */
+  if (!lx_xml_ncname_valid(name, nlen))
+    luaL_error(L, "cannot serialize: invalid element name");
+  if (!lx_buf_put(w->b, "<", 1) || !lx_buf_put(w->b, name, nlen))
+    luaL_error(L, "out of memory");
+
+  lua_pushliteral(L, "attr");
+  if (lua_rawget(L, el) == LUA_TTABLE) {       /* el, name, attr */
+    int at = lua_gettop(L);
+    lua_pushliteral(L, "xmlns");
+    if (lua_rawget(L, at) == LUA_TSTRING) {
+      ns = lua_tolstring(L, -1, &nslen);
+      if (!parent_ns || parent_len != nslen || memcmp(parent_ns, ns, nslen)) {
+        check(w, lx_buf_put(w->b, " xmlns='", 8) ? 1 : -1, "xmlns", name);
+        check(w, lx_escape_attr(w->b, ns, nslen), "xmlns", name);
+        check(w, lx_buf_put(w->b, "'", 1) ? 1 : -1, "xmlns", name);
+      }
+    } else if (!lua_isnil(L, -1)) {
+      luaL_error(L, "cannot serialize: xmlns of <%s> is not a string", name);
+    }
+    lua_pop(L, 1);                             /* ns stays reachable via attr */
+    lua_pushnil(L);
+    while (lua_next(L, at)) {                  /* el, name, attr, k, v */
+      size_t klen, vlen;
+      const char *k, *v;
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "cannot serialize: attributes of <%s> must be strings", name);
+      k = lua_tolstring(L, -2, &klen);
+      v = lua_tolstring(L, -1, &vlen);
+      if (!(klen == 5 && memcmp(k, "xmlns", 5) == 0)) {
+        /* the xml: spelling and the namespaced spelling of one attribute */
+        if (klen > 4 && memcmp(k, "xml:", 4) == 0) {
+          lua_pushfstring(L, "http://www.w3.org/XML/1998/namespace\1%s", k + 4);
+          if (lua_rawget(L, at) != LUA_TNIL)
+            luaL_error(L, "cannot serialize: duplicate attribute %s", k);
+          lua_pop(L, 1);
+        }
+        check(w, lx_write_attr(w->b, k, klen, v, vlen, &nsn), "an attribute",
+              name);
+      }
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, -1)) {
+    luaL_error(L, "cannot serialize: attr of <%s> is not a table", name);
+  }
+  if (!ns) {
+    ns = parent_ns;
+    nslen = parent_len;
+  }
+
+  n = (lua_Integer)lua_rawlen(L, el);
+  if (n == 0) {
+    check(w, lx_buf_put(w->b, "/>", 2) ? 1 : -1, "", name);
+  } else {
+    check(w, lx_buf_put(w->b, ">", 1) ? 1 : -1, "", name);
+    for (i = 1; i <= n; i++) {
+      int t = lua_rawgeti(L, el, i);
+      if (t == LUA_TSTRING) {
+        size_t tlen;
+        const char *txt = lua_tolstring(L, -1, &tlen);
+        check(w, lx_escape_text(w->b, txt, tlen), "the text", name);
+      } else if (t == LUA_TTABLE) {
+        ser(w, ns, nslen);
+      } else {
+        luaL_error(L, "cannot serialize: child %d of <%s> is a %s", (int)i,
+                   name, luaL_typename(L, -1));
+      }
+      lua_pop(L, 1);
+    }
+    if (!lx_buf_put(w->b, "</", 2) || !lx_buf_put(w->b, name, nlen) ||
+        !lx_buf_put(w->b, ">", 1))
+      luaL_error(L, "out of memory");
+  }
+  lua_settop(L, el);
+  w->depth--;
+}
+
+static int l_serialize(lua_State *L) {
+  walk w;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  w.L = L;
+  w.b = get_buf(L);
+  w.depth = 0;
+  ser(&w, NULL, 0);
+  lua_pushlstring(L, w.b->p, w.b->len);
+  if (w.b->cap > KEEP_BUF) lx_buf_free(w.b);
+  return 1;
+}
+
+static int l_valid_name(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, lx_xml_ncname_valid(s, len));
+  return 1;
+}
+
+static int l_valid_attr_name(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, lx_xml_attr_name_valid(s, len));
+  return 1;
+}
+
+static int l_valid_text(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, lx_xml_text_valid(s, len));
+  return 1;
+}
+
+static int l_xml_escape(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lx_buf *b = get_buf(L);
+  int r = lx_escape_attr(b, s, len);
+  if (r < 0) return luaL_error(L, "out of memory");
+  if (r == 0) return luaL_error(L, "invalid UTF-8 or a character not allowed in XML");
+  lua_pushlstring(L, b->p, b->len);
+  if (b->cap > KEEP_BUF) lx_buf_free(b);
+  return 1;
+}
+
+void lx_open_serialize(lua_State *L) {
+  lx_buf *b;
+  /* module table on top */
+  b = lua_newuserdatauv(L, sizeof *b, 0);      /* M, buf */
+  memset(b, 0, sizeof *b);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, buf_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, l_serialize, 1);
+  lua_setfield(L, -3, "serialize");
+  lua_pushcclosure(L, l_xml_escape, 1);        /* M */
+  lua_setfield(L, -2, "xml_escape");
+  lua_pushcfunction(L, l_valid_name);
+  lua_setfield(L, -2, "valid_name");
+  lua_pushcfunction(L, l_valid_attr_name);
+  lua_setfield(L, -2, "valid_attr_name");
+  lua_pushcfunction(L, l_valid_text);
+  lua_setfield(L, -2, "valid_text");
+}

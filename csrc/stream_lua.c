@@ -1,0 +1,355 @@
+/*
+ * stream_lua.c - Lua binding of the stream parser engine (stream.c).
+ *
+ *   core.stream_parser(handlers, opts) -> parser
+ *   parser:feed(bytes) -> true [, leftover] | nil, message, condition
+ *   parser:reset()  parser:close()
+ *   core.parse_element(xml [, opts]) -> stanza | nil, message, condition
+ *
+ * The engine suspends expat at each event, so this file turns the finished
+ * tree into a Prosody-shaped table and calls the handler with expat idle: no
+ * Lua runs inside expat, and a handler's error is caught here (lua_pcall),
+ * stored, and raised only after the engine has returned (STYLE.md rule 3).
+ * The parser userdata owns its lx_stream; its uservalue 1 is the handlers
+ * table. close() is safe twice and is also __gc/__close.
+ */
+#include "core.h"
+#include "stream.h"
+
+#include <string.h>
+
+#define PARSER_MT "lxmpp.stream_parser"
+
+typedef struct parser {
+  lx_stream *s;
+  int busy;           /* inside feed(): handlers are running */
+  int reset_req;      /* a handler called reset() during feed() */
+  int close_req;      /* a handler called close() during feed() */
+  int handler_failed; /* a handler raised an error; failed until reset */
+  size_t leftover;    /* bytes of the fed buffer not parsed at reset_req */
+} parser;
+
+/* Upvalues of the tree builder: interned key strings, so building a table
+ * costs no string hashing for them. */
+enum { UV_NAME = 1, UV_ATTR, UV_TAGS, UV_XMLNS, UV_NKEYS = UV_XMLNS };
+
+/* Pushes the table for node idx of t and, recursively, its children.
+ * Stack: [mt] ... -> [mt] ... node. mt is at absolute index mtidx. */
+static void build(lua_State *L, const lx_tree *t, uint32_t idx, int mtidx) {
+  const lx_node *n = &t->nodes[idx];
+  uint32_t c, i, nelem = 0;
+  luaL_checkstack(L, 8, "stanza nested too deeply");
+  for (c = n->first; c != LX_NONE; c = t->nodes[c].next)
+    if (!t->nodes[c].is_text) nelem++;
+
+  lua_createtable(L, (int)n->nchild, 3);                  /* el */
+  lua_pushvalue(L, lua_upvalueindex(UV_NAME));
+  lua_pushlstring(L, t->str + n->name, n->name_len);
+  lua_rawset(L, -3);
+
+  lua_pushvalue(L, lua_upvalueindex(UV_ATTR));
+  lua_createtable(L, 0, (int)n->nattr + (n->ns != LX_NONE));  /* el, "attr", attr */
+  for (i = 0; i < n->nattr; i++) {
+    const lx_attr *a = &t->attrs[n->attr + i];
+    lua_pushlstring(L, t->str + a->key, a->key_len);
+    lua_pushlstring(L, t->str + a->val, a->val_len);
+    lua_rawset(L, -3);
+  }
+  if (n->ns != LX_NONE) {
+    lua_pushvalue(L, lua_upvalueindex(UV_XMLNS));
+    lua_pushlstring(L, t->str + n->ns, n->ns_len);
+    lua_rawset(L, -3);
+  }
+  lua_rawset(L, -3);                                        /* el */
+
+  lua_pushvalue(L, lua_upvalueindex(UV_TAGS));
+  lua_createtable(L, (int)nelem, 0);                        /* el, "tags", tags */
+  for (c = n->first, i = 1, nelem = 1; c != LX_NONE;
+       c = t->nodes[c].next, i++) {
+    const lx_node *ch = &t->nodes[c];
+    if (ch->is_text) {
+      lua_pushlstring(L, t->str + ch->name, ch->name_len);
+    } else {
+      build(L, t, c, mtidx);                 /* el, "tags", tags, child */
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, -3, nelem++);
+    }
+    lua_rawseti(L, -4, i);                   /* el[i] = text or child */
+  }
+  lua_rawset(L, -3);                                        /* el */
+  if (mtidx) {
+    lua_pushvalue(L, mtidx);
+    lua_setmetatable(L, -2);
+  }
+}
+
+/* Pushes the stanza metatable (or nil when lxmpp.stanza is not loaded). */
+static int push_mt(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lx_stanza_mt_key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");                /* lxmpp.stanza sets it */
+    lua_pushliteral(L, "lxmpp.stanza");
+    lua_call(L, 1, 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lx_stanza_mt_key);
+  }
+  return lua_gettop(L);
+}
+
+/* deliver(p, event): run under lua_pcall by feed. Builds what the event
+ * carries and calls its handler. Upvalues: the key strings. */
+static int deliver(lua_State *L) {
+  parser *p = lua_touserdata(L, 1);
+  int ev = (int)lua_tointeger(L, 2);
+  lx_tree t;
+  int mtidx;
+  lua_getiuservalue(L, 1, 1);                 /* p, ev, handlers */
+  switch (ev) {
+  case LX_EV_OPEN:
+    lua_getfield(L, 3, "stream_open");
+    if (lua_isnil(L, -1)) return 0;
+    lx_stream_tree(p->s, &t);
+    build(L, &t, 0, 0);                       /* ..., fn, header */
+    lua_getfield(L, -1, "attr");              /* the handler gets its attr */
+    lua_remove(L, -2);
+    lua_call(L, 1, 0);
+    return 0;
+  case LX_EV_STANZA:
+    lua_getfield(L, 3, "stanza");
+    if (lua_isnil(L, -1)) return 0;
+    mtidx = push_mt(L);
+    if (lua_isnil(L, mtidx)) mtidx = 0;
+    lx_stream_tree(p->s, &t);
+    build(L, &t, 0, mtidx);                   /* ..., fn, mt, stanza */
+    lua_remove(L, -2);
+    lua_call(L, 1, 0);
+    return 0;
+  case LX_EV_CLOSE:
+    lua_getfield(L, 3, "stream_close");
+    if (lua_isnil(L, -1)) return 0;
+    lua_call(L, 0, 0);
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+static parser *check_parser(lua_State *L) {
+  parser *p = luaL_checkudata(L, 1, PARSER_MT);
+  if (!p->s) luaL_error(L, "stream parser is closed");
+  return p;
+}
+
+static void free_parser(parser *p) {
+  lx_stream_free(p->s);
+  p->s = NULL;
+}
+
+static unsigned opt_uint(lua_State *L, int t, const char *k, unsigned dflt,
+                         lua_Integer max) {
+  lua_Integer v;
+  int isnum;
+  if (lua_getfield(L, t, k) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return dflt;
+  }
+  v = lua_tointegerx(L, -1, &isnum);
+  if (!isnum || v < 1 || v > max)
+    luaL_error(L, "option %s must be an integer from 1 to %d", k, (int)max);
+  lua_pop(L, 1);
+  return (unsigned)v;
+}
+
+static void get_limits(lua_State *L, int t, lx_limits *lim) {
+  lx_limits_default(lim);
+  if (lua_isnoneornil(L, t)) return;
+  luaL_checktype(L, t, LUA_TTABLE);
+  lim->max_stanza_size = opt_uint(L, t, "max_stanza_size",
+                                  (unsigned)lim->max_stanza_size, 1 << 30);
+  lim->max_depth = opt_uint(L, t, "max_depth", lim->max_depth, 1024);
+  lim->max_attrs = opt_uint(L, t, "max_attributes", lim->max_attrs, 1 << 20);
+  lim->max_children = opt_uint(L, t, "max_children", lim->max_children, 1 << 24);
+}
+
+/* core.stream_parser(handlers, opts) */
+static int l_stream_parser(lua_State *L) {
+  lx_limits lim;
+  parser *p;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  get_limits(L, 2, &lim);
+  push_mt(L);                                 /* loads lxmpp.stanza early */
+  lua_pop(L, 1);
+  p = lua_newuserdatauv(L, sizeof *p, 1);
+  memset(p, 0, sizeof *p);
+  luaL_setmetatable(L, PARSER_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  p->s = lx_stream_new(LX_MODE_STREAM, &lim);
+  if (!p->s) return luaL_error(L, "out of memory");
+  return 1;
+}
+
+static int push_failure(lua_State *L, parser *p) {
+  const char *cond, *msg = lx_stream_error(p->s, &cond);
+  lua_pushnil(L);
+  lua_pushstring(L, msg ? msg : "parser failed");
+  lua_pushstring(L, cond ? cond : "undefined-condition");
+  return 3;
+}
+
+/* parser:feed(bytes): callbacks run, in order, before it returns. Returns
+ * true; or true, leftover when a handler reset the parser (leftover: the
+ * bytes after the element whose handler did it, never parsed); or nil,
+ * message, condition on a violation. A handler's error is raised here, after
+ * the engine returned, and leaves the parser failed until reset(). */
+static int l_feed(lua_State *L) {
+  parser *p = check_parser(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (p->busy) return luaL_error(L, "feed() called from one of its own handlers");
+  if (p->handler_failed) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "a handler raised an error; reset() the parser");
+    lua_pushliteral(L, "undefined-condition");
+    return 3;
+  }
+  p->busy = 1;
+  p->reset_req = p->close_req = 0;
+  lx_stream_feed(p->s, data, len, 0);
+  for (;;) {
+    int ev = lx_stream_next(p->s);
+    if (ev == LX_EV_MORE) break;
+    if (ev == LX_EV_ERROR) {
+      p->busy = 0;
+      return push_failure(L, p);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));    /* deliver */
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, ev);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      p->busy = 0;
+      if (p->close_req) free_parser(p);
+      else if (!p->reset_req) p->handler_failed = 1;
+      return lua_error(L);                    /* the engine is idle now */
+    }
+    if (p->reset_req || p->close_req) {
+      size_t rest = p->reset_req ? p->leftover : 0;
+      p->busy = 0;
+      if (p->close_req) free_parser(p);
+      lua_pushboolean(L, 1);
+      lua_pushlstring(L, data + len - rest, rest);
+      return 2;
+    }
+  }
+  p->busy = 0;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* parser:reset(): forget the stream, for a restart. From a handler it also
+ * stops the feed() in progress (see l_feed). */
+static int l_reset(lua_State *L) {
+  parser *p = check_parser(L);
+  if (p->busy) {
+    p->leftover = lx_stream_remaining(p->s);
+    p->reset_req = 1;
+  }
+  p->handler_failed = 0;
+  if (!lx_stream_reset(p->s)) return luaL_error(L, "out of memory");
+  return 0;
+}
+
+static int l_close(lua_State *L) {
+  parser *p = luaL_checkudata(L, 1, PARSER_MT);
+  if (p->busy) p->close_req = 1;    /* freed when feed() returns */
+  else free_parser(p);
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  parser *p = luaL_checkudata(L, 1, PARSER_MT);
+  lua_pushfstring(L, "lxmpp.stream_parser (%s)", p->s ? "open" : "closed");
+  return 1;
+}
+
+/* core.parse_element(xml [, opts]): one complete element, or nil, message,
+ * condition. Upvalue 1 is deliver's key strings' owner (the build closure). */
+static int l_parse_element(lua_State *L) {
+  size_t len;
+  const char *xml = luaL_checklstring(L, 1, &len);
+  lx_limits lim;
+  lx_stream *s;
+  int ev;
+  lua_settop(L, 2);
+  get_limits(L, 2, &lim);
+  if (lua_isnil(L, 2) && lim.max_stanza_size < len)
+    lim.max_stanza_size = len;        /* no size limit asked: take the string */
+  s = lx_stream_new(LX_MODE_ELEMENT, &lim);
+  if (!s) return luaL_error(L, "out of memory");
+  lx_stream_feed(s, xml, len, 1);
+  ev = lx_stream_next(s);
+  if (ev == LX_EV_STANZA) ev = lx_stream_next(s) == LX_EV_ERROR ? LX_EV_ERROR
+                                                                : LX_EV_STANZA;
+  if (ev != LX_EV_STANZA) {
+    const char *cond, *msg = lx_stream_error(s, &cond);
+    lua_pushnil(L);
+    lua_pushstring(L, msg ? msg : "no element found");
+    lua_pushstring(L, cond ? cond : "not-well-formed");
+    lx_stream_free(s);
+    return 3;
+  }
+  /* build under the key-string upvalues via the builder closure */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, s);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lx_stream_free(s);
+    return lua_error(L);
+  }
+  lx_stream_free(s);
+  return 1;
+}
+
+/* builder(lightuserdata stream) -> stanza: the tree of a finished element */
+static int build_tree(lua_State *L) {
+  lx_stream *s = lua_touserdata(L, 1);
+  lx_tree t;
+  int mtidx = push_mt(L);
+  if (lua_isnil(L, mtidx)) mtidx = 0;
+  lx_stream_tree(s, &t);
+  build(L, &t, 0, mtidx);
+  return 1;
+}
+
+static void push_keys(lua_State *L) {
+  lua_pushliteral(L, "name");
+  lua_pushliteral(L, "attr");
+  lua_pushliteral(L, "tags");
+  lua_pushliteral(L, "xmlns");
+}
+
+void lx_open_stream(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"reset", l_reset}, {"close", l_close}, {NULL, NULL}
+  };
+  /* module table on top */
+  if (luaL_newmetatable(L, PARSER_MT)) {        /* M, mt */
+    luaL_newlib(L, methods);                    /* M, mt, methods */
+    push_keys(L);
+    lua_pushcclosure(L, deliver, UV_NKEYS);     /* M, mt, methods, deliver */
+    lua_pushcclosure(L, l_feed, 1);
+    lua_setfield(L, -2, "feed");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_stream_parser);
+  lua_setfield(L, -2, "stream_parser");
+  push_keys(L);
+  lua_pushcclosure(L, build_tree, UV_NKEYS);
+  lua_pushcclosure(L, l_parse_element, 1);
+  lua_setfield(L, -2, "parse_element");
+}

@@ -1,0 +1,106 @@
+/*
+ * xmlchar.c - UTF-8 decoding and XML 1.0 (Fifth Edition) character classes.
+ * Pure functions; see xmlchar.h.
+ */
+#include "xmlchar.h"
+
+#include <string.h>
+
+size_t lx_utf8_decode(const unsigned char *s, size_t len, unsigned long *cp) {
+  unsigned long c;
+  size_t n, i;
+  if (len == 0) return 0;
+  c = s[0];
+  if (c < 0x80) { *cp = c; return 1; }
+  if (c < 0xC2) return 0;                 /* continuation byte or overlong */
+  if (c < 0xE0) { n = 2; c &= 0x1F; }
+  else if (c < 0xF0) { n = 3; c &= 0x0F; }
+  else if (c < 0xF5) { n = 4; c &= 0x07; }
+  else return 0;
+  if (len < n) return 0;
+  for (i = 1; i < n; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    c = (c << 6) | (s[i] & 0x3F);
+  }
+  if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10FFFF)))
+    return 0;                             /* overlong or beyond Unicode */
+  if (c >= 0xD800 && c <= 0xDFFF) return 0; /* UTF-16 surrogates */
+  *cp = c;
+  return n;
+}
+
+int lx_xml_char(unsigned long cp) {
+  if (cp < 0x20) return cp == 0x9 || cp == 0xA || cp == 0xD;
+  if (cp <= 0xD7FF) return 1;
+  if (cp < 0xE000) return 0;
+  if (cp <= 0xFFFD) return 1;
+  return cp >= 0x10000 && cp <= 0x10FFFF;
+}
+
+int lx_xml_text_valid(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0;
+  while (i < len) {
+    unsigned long cp;
+    size_t n;
+    if (s[i] >= 0x20 && s[i] < 0x80) { i++; continue; } /* ASCII fast path */
+    n = lx_utf8_decode(s + i, len - i, &cp);
+    if (n == 0 || !lx_xml_char(cp)) return 0;
+    i += n;
+  }
+  return 1;
+}
+
+/* NameStartChar without ':' (XML 1.0 Fifth Edition, production [4]). */
+static int name_start(unsigned long c) {
+  if (c < 0x80)
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  return (c >= 0xC0 && c <= 0xD6) || (c >= 0xD8 && c <= 0xF6) ||
+         (c >= 0xF8 && c <= 0x2FF) || (c >= 0x370 && c <= 0x37D) ||
+         (c >= 0x37F && c <= 0x1FFF) || (c >= 0x200C && c <= 0x200D) ||
+         (c >= 0x2070 && c <= 0x218F) || (c >= 0x2C00 && c <= 0x2FEF) ||
+         (c >= 0x3001 && c <= 0xD7FF) || (c >= 0xF900 && c <= 0xFDCF) ||
+         (c >= 0xFDF0 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0xEFFFF);
+}
+
+/* NameChar without ':' (production [4a]). */
+static int name_char(unsigned long c) {
+  if (name_start(c)) return 1;
+  if (c < 0x80) return c == '-' || c == '.' || (c >= '0' && c <= '9');
+  return c == 0xB7 || (c >= 0x300 && c <= 0x36F) ||
+         (c >= 0x203F && c <= 0x2040);
+}
+
+int lx_xml_ncname_valid(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0;
+  if (len == 0) return 0;
+  while (i < len) {
+    unsigned long cp;
+    size_t n = lx_utf8_decode(s + i, len - i, &cp);
+    if (n == 0) return 0;
+    if (i == 0 ? !name_start(cp) : !name_char(cp)) return 0;
+    i += n;
+  }
+  return 1;
+}
+
+int lx_xml_attr_name_valid(const char *s, size_t len) {
+  const char *sep = memchr(s, '\1', len);
+  if (sep) {
+    size_t urilen = (size_t)(sep - s);
+    return urilen > 0 && lx_xml_text_valid(s, urilen) &&
+           lx_xml_ncname_valid(sep + 1, len - urilen - 1);
+  }
+  if (len == 5 && memcmp(s, "xmlns", 5) == 0) return 1;
+  if (len > 6 && memcmp(s, "xmlns:", 6) == 0) {
+    /* the xml and xmlns prefixes are reserved and may not be declared */
+    if ((len == 9 && memcmp(s + 6, "xml", 3) == 0) ||
+        (len == 11 && memcmp(s + 6, "xmlns", 5) == 0))
+      return 0;
+    return lx_xml_ncname_valid(s + 6, len - 6);
+  }
+  if (len > 4 && memcmp(s, "xml:", 4) == 0)
+    return lx_xml_ncname_valid(s + 4, len - 4);
+  return lx_xml_ncname_valid(s, len);
+}

@@ -1,0 +1,34 @@
+-- lxmpp: an XMPP library for Lua 5.4 with a C core.
+-- This file is the friendly face over lxmpp.core (STYLE.md rule 10): it
+-- gathers the submodules and gives the low-level stream parser its API name.
+
+local core = require "lxmpp.core"
+local stanza = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+
+local type, error = type, error
+
+local lxmpp = {
+  VERSION = "0.1.0",
+  core = core,
+  stanza = stanza,
+  jid = jid,
+}
+
+--- lxmpp.stream_parser(handlers, opts) -> parser
+-- handlers: { stream_open = fn(attr), stanza = fn(stanza), stream_close = fn() }
+-- opts: { max_stanza_size = 262144, max_depth = 64, max_attributes = 64,
+--         max_children = 4096 }
+-- parser:feed(bytes) -> true [, leftover] | nil, message, condition
+-- parser:reset()  parser:close()
+function lxmpp.stream_parser(handlers, opts)
+  if type(handlers) ~= "table" then
+    error("lxmpp.stream_parser: handlers must be a table", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("lxmpp.stream_parser: opts must be a table or nil", 2)
+  end
+  return core.stream_parser(handlers, opts)
+end
+
+return lxmpp
