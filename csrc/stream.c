@@ -349,7 +349,14 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
      * becomes attr.xmlns only where it differs from the stream's default
      * namespace (element mode: wherever there is one). */
     uint32_t eff;
-    int differs = s->mode == LX_MODE_STREAM
+    int differs;
+    if (s->mode == LX_MODE_STREAM && ns_len == NS_STREAMS_LEN &&
+        memcmp(ns, LX_NS_STREAMS, ns_len) == 0 && strcmp(local, "stream") == 0) {
+      fail(s, "bad-format", "a stream header inside the stream (a restart "
+           "needs reset())");
+      return;
+    }
+    differs = s->mode == LX_MODE_STREAM
                       ? (s->default_ns_len != ns_len ||
                          memcmp(s->default_ns ? s->default_ns : "", ns, ns_len))
                       : ns_len > 0;
@@ -665,6 +672,15 @@ size_t lx_stream_remaining(const lx_stream *s) {
   size_t rest = s->in_len - s->in_pos;
   if (s->suspended && s->fed > s->ev_end) rest += (size_t)(s->fed - s->ev_end);
   return rest;
+}
+
+size_t lx_stream_memory(const lx_stream *s) {
+  int offset = 0, size = 0;
+  size_t n = s->cap_nodes * sizeof(lx_node) + s->cap_attrs * sizeof(lx_attr) +
+             s->cap_str;
+  if (XML_GetInputContext(s->xp, &offset, &size) && size > 0)
+    n += (size_t)size;
+  return n;
 }
 
 const char *lx_stream_error(const lx_stream *s, const char **condition) {
