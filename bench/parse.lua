@@ -1,0 +1,330 @@
+-- bench/parse.lua: stream parsing and stanza serialization, lxmpp against
+-- Prosody (util.xmppstream / util.stanza, same Lua) and a bare C expat loop.
+--
+--   lua5.4 bench/parse.lua [N] [FLOOR_BINARY]        (normally via `make bench`)
+--
+-- N                    stanzas in the generated stream (default 100000)
+-- FLOOR_BINARY         compiled bench/expat_floor.c; default $LXMPP_EXPAT_FLOOR,
+--                      else it is compiled into a temporary directory with $CC (cc)
+-- LXMPP_BENCH_REPS     repetitions per measurement, best one kept (default 5)
+-- LXMPP_BENCH_SEED     generator seed (default 42)
+-- LXMPP_SKIP=1         development only: skip the lxmpp rows
+--
+-- Method: the stream (bench/gen_stream.lua) is generated once, written to a
+-- temporary file for the floor program, and split into 16 KiB chunks before
+-- any timing. Every parser gets the same bytes in the same chunks. Each
+-- measurement is the best of LXMPP_BENCH_REPS runs, CPU time (os.clock in
+-- Lua, clock() in C), with a full garbage collection before each run; the
+-- garbage a run creates is collected during the run and counts against it.
+-- Timed parse runs only count stanzas; the stanzas used for the serialization
+-- runs come from separate, untimed parses.
+
+local N = math.tointeger(tonumber(arg[1] or "100000"))
+local floor_bin = arg[2] or os.getenv("LXMPP_EXPAT_FLOOR")
+local REPS = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_REPS") or "5"))
+local SEED = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_SEED") or "42"))
+local SKIP_LXMPP = os.getenv("LXMPP_SKIP") == "1"
+local CHUNK = 16 * 1024
+local STANZA_SIZE_LIMIT = 262144 -- as lxmpp's option below and Prosody's c2s_stanza_size_limit default
+
+local function die(fmt, ...)
+  io.stderr:write("bench/parse.lua: ", string.format(fmt, ...), "\n")
+  os.exit(1)
+end
+
+if not N or N < 1 then die("N must be a positive integer, got %q", tostring(arg[1])) end
+if not REPS or REPS < 1 then die("LXMPP_BENCH_REPS must be a positive integer") end
+if not SEED then die("LXMPP_BENCH_SEED must be an integer") end
+
+local script_dir = (arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function first_line(cmd)
+  local f = io.popen(cmd .. " 2>/dev/null")
+  if not f then return nil end
+  local l = f:read("l")
+  f:close()
+  return l
+end
+
+---------------------------------------------------------------------------
+-- Loading. Anything missing is fatal: a benchmark that quietly leaves a
+-- column out is worse than none.
+
+local lxmpp
+if not SKIP_LXMPP then
+  local ok, mod = pcall(require, "lxmpp")
+  if not ok then die("cannot load lxmpp (set LUA_PATH/LUA_CPATH, or run `make bench`):\n%s", mod) end
+  lxmpp = mod
+end
+
+-- Prosody's modules are named "util.xmppstream" etc. below /usr/lib/prosody;
+-- its C helpers (util/encodings.so, ...) sit beside them. Prepended, so that no
+-- other "util.*" on the path can shadow them. lxp (LuaExpat) comes from the
+-- ordinary Lua 5.4 cpath.
+local PROSODY = os.getenv("LXMPP_PROSODY_DIR") or "/usr/lib/prosody"
+package.path = PROSODY .. "/?.lua;" .. package.path
+package.cpath = PROSODY .. "/?.so;" .. package.cpath
+local prosody_ok, xmppstream = pcall(require, "util.xmppstream")
+if not prosody_ok then die("cannot load Prosody's util.xmppstream from %s:\n%s", PROSODY, xmppstream) end
+require "util.stanza" -- its __tostring is the serializer measured
+local lxp = require "lxp"
+
+local gen_ok, gen = pcall(dofile, script_dir .. "/gen_stream.lua")
+if not gen_ok then die("cannot load %s/gen_stream.lua: %s", script_dir, gen) end
+
+---------------------------------------------------------------------------
+-- Input
+
+local t_gen = os.clock()
+local xml, kinds = gen(N, SEED)
+t_gen = os.clock() - t_gen
+
+local chunks = {}
+for i = 1, #xml, CHUNK do chunks[#chunks + 1] = xml:sub(i, i + CHUNK - 1) end
+
+local tmpfile = os.tmpname()
+local tmpdir -- for a floor binary compiled here
+local function cleanup()
+  os.remove(tmpfile)
+  if tmpdir then
+    os.remove(tmpdir .. "/expat_floor")
+    os.remove(tmpdir)
+  end
+end
+
+local function main()
+  do
+    local f = assert(io.open(tmpfile, "wb"))
+    assert(f:write(xml))
+    assert(f:close())
+  end
+
+  ---------------------------------------------------------------------------
+  -- Floor: the C program, run on the same file.
+
+  if not floor_bin or floor_bin == "" then
+    tmpdir = first_line("mktemp -d")
+    if not tmpdir then error("mktemp -d failed") end
+    floor_bin = tmpdir .. "/expat_floor"
+    local cc = os.getenv("CC") or "cc"
+    local cmd = string.format("%s -O2 -std=c99 -Wall -Wextra -pedantic -Werror %s -o %s -lexpat",
+      cc, shell_quote(script_dir .. "/expat_floor.c"), shell_quote(floor_bin))
+    if not os.execute(cmd) then error("compiling the floor program failed: " .. cmd) end
+  end
+  local floor = {}
+  do
+    local p = assert(io.popen(shell_quote(floor_bin) .. " " .. shell_quote(tmpfile) .. " " .. REPS))
+    for line in p:lines() do
+      local k, v = line:match("^([%w_]+)=(.*)$")
+      if k then floor[k] = v end
+    end
+    local ok, how, code = p:close()
+    if not ok then error(string.format("floor program %s failed (%s %s)", floor_bin, how, code)) end
+    if not floor.floor_stanzas_per_sec then error("floor program printed no floor_stanzas_per_sec") end
+  end
+  local floor_stanzas = tonumber(floor.floor_stanzas)
+  if floor_stanzas ~= N then
+    error(string.format("floor counted %s stanzas, generated %d", tostring(floor.floor_stanzas), N))
+  end
+
+  ---------------------------------------------------------------------------
+  -- Timing helper: best of REPS; fn() returns a count that must not change.
+
+  local function best_of(what, fn)
+    local best, count = math.huge, nil
+    for _ = 1, REPS do
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local t0 = os.clock()
+      local c = fn()
+      local dt = os.clock() - t0
+      if count and c ~= count then
+        error(string.format("%s: count changed between runs (%d, then %d)", what, count, c))
+      end
+      count = c
+      if dt < best then best = dt end
+    end
+    if best <= 0 then best = 1e-6 end
+    return best, count
+  end
+
+  ---------------------------------------------------------------------------
+  -- lxmpp
+
+  local function lxmpp_parse(keep)
+    local n, opened, closed = 0, false, false
+    local out = keep and {} or nil
+    local on_stanza
+    if keep then
+      on_stanza = function(s) n = n + 1; out[n] = s end
+    else
+      on_stanza = function() n = n + 1 end
+    end
+    local p = lxmpp.stream_parser({
+      stream_open = function() opened = true end,
+      stanza = on_stanza,
+      stream_close = function() closed = true end,
+    }, { max_stanza_size = STANZA_SIZE_LIMIT })
+    for i = 1, #chunks do
+      local ok, msg, cond = p:feed(chunks[i])
+      if not ok then
+        error(string.format("lxmpp: feed failed at chunk %d: %s (%s)", i, tostring(msg), tostring(cond)))
+      end
+    end
+    if not opened then error("lxmpp: stream_open never called") end
+    if not closed then error("lxmpp: stream_close never called") end
+    return n, out
+  end
+
+  ---------------------------------------------------------------------------
+  -- Prosody, set up as mod_c2s does it: default_ns jabber:client, the c2s
+  -- stanza size limit and max_elements, session.notopen until the header.
+
+  local function prosody_parse(keep)
+    local n, opened, closed = 0, false, false
+    local out = keep and {} or nil
+    local session = { notopen = true }
+    local callbacks = {
+      default_ns = "jabber:client",
+      streamopened = function(sess) sess.notopen = nil; opened = true end,
+      streamclosed = function() closed = true end,
+      error = function(_, err, data)
+        error("prosody: stream error: " .. tostring(err) .. (data and ": " .. tostring(data) or ""), 0)
+      end,
+    }
+    if keep then
+      callbacks.handlestanza = function(_, s) n = n + 1; out[n] = s end
+    else
+      callbacks.handlestanza = function() n = n + 1 end
+    end
+    local stream = xmppstream.new(session, callbacks, STANZA_SIZE_LIMIT, { max_elements = 25000 })
+    for i = 1, #chunks do
+      local ok, err = stream:feed(chunks[i])
+      if not ok then error(string.format("prosody: feed failed at chunk %d: %s", i, tostring(err))) end
+    end
+    if not opened then error("prosody: streamopened never called") end
+    if not closed then error("prosody: streamclosed never called") end
+    return n, out
+  end
+
+  local function serialize(list)
+    return function()
+      local bytes = 0
+      for i = 1, #list do bytes = bytes + #tostring(list[i]) end
+      return bytes
+    end
+  end
+
+  ---------------------------------------------------------------------------
+  -- Runs
+
+  local r = {}
+
+  r.prosody_parse_s, r.prosody_n = best_of("prosody parse", function() return (prosody_parse(false)) end)
+  if r.prosody_n ~= N then error(string.format("prosody saw %d stanzas, generated %d", r.prosody_n, N)) end
+
+  local lx_stanzas
+  if lxmpp then
+    r.lxmpp_parse_s, r.lxmpp_n = best_of("lxmpp parse", function() return (lxmpp_parse(false)) end)
+    if r.lxmpp_n ~= r.prosody_n then
+      error(string.format("stanza counts differ: lxmpp %d, prosody %d", r.lxmpp_n, r.prosody_n))
+    end
+    local n
+    n, lx_stanzas = lxmpp_parse(true)
+    if n ~= N then error("lxmpp: keeping run saw " .. n .. " stanzas") end
+  end
+
+  local _, pr_stanzas = prosody_parse(true)
+  -- util.xmppstream copies the stream's xml:lang onto every top-level stanza
+  -- that lacks one. The generator puts none on stanzas, so drop it again:
+  -- both serializers then write what was read.
+  for i = 1, #pr_stanzas do pr_stanzas[i].attr["xml:lang"] = nil end
+
+  r.prosody_ser_s, r.prosody_ser_bytes = best_of("prosody tostring", serialize(pr_stanzas))
+  if lx_stanzas then
+    r.lxmpp_ser_s, r.lxmpp_ser_bytes = best_of("lxmpp tostring", serialize(lx_stanzas))
+  end
+
+  ---------------------------------------------------------------------------
+  -- Report
+
+  local lua_version = first_line(shell_quote(arg[-1] or "lua5.4") .. " -v") or _VERSION
+  lua_version = lua_version:match("^(Lua %S+)") or lua_version
+  local cpu
+  do
+    local f = io.open("/proc/cpuinfo")
+    if f then
+      for line in f:lines() do
+        cpu = line:match("^model name%s*:%s*(.-)%s*$")
+        if cpu then break end
+      end
+      f:close()
+    end
+  end
+
+  local function grouped(x)
+    local s = string.format("%.0f", x)
+    local k
+    repeat s, k = s:gsub("^(%d+)(%d%d%d)", "%1,%2") until k == 0
+    return s
+  end
+  local function ratio(a, b) return string.format("%.2fx", a / b) end
+  local mb = #xml / 1e6
+
+  local floor_sps = tonumber(floor.floor_stanzas_per_sec)
+  local floor_s = tonumber(floor.floor_best_sec)
+  local pr_sps = N / r.prosody_parse_s
+  local lx_sps = r.lxmpp_parse_s and N / r.lxmpp_parse_s
+
+  local kind_list = {}
+  for k, v in pairs(kinds) do kind_list[#kind_list + 1] = string.format("%s %d", k, v) end
+  table.sort(kind_list)
+
+  print("lxmpp parse/serialize benchmark (bench/parse.lua)")
+  print(string.format("  %s; lxmpp %s; Prosody util.xmppstream on %s (%s); floor %s",
+    lua_version, lxmpp and tostring(lxmpp._VERSION or "loaded") or "SKIPPED (LXMPP_SKIP=1)",
+    lxp._VERSION, lxp._EXPAT_VERSION, floor.expat_version or "?"))
+  if cpu then print(string.format("  CPU: %s", cpu)) end
+  print(string.format("  stream: %d stanzas, %s elements, %.1f MB, seed %d, %d KiB chunks"
+    .. " (generated in %.2f s, untimed)",
+    N, grouped(tonumber(floor.floor_elements)), mb, SEED, CHUNK // 1024, t_gen))
+  print("  mix: " .. table.concat(kind_list, ", "))
+  print(string.format("  best of %d runs, CPU time; full GC before each run", REPS))
+  print()
+  print(string.format("  %-34s %14s %9s %10s", "parse", "stanzas/s", "MB/s", "best s"))
+  local function row(name, s, sps)
+    if s then
+      print(string.format("  %-34s %14s %9.1f %10.3f", name, grouped(sps), mb / s, s))
+    else
+      print(string.format("  %-34s %14s %9s %10s", name, "skipped", "-", "-"))
+    end
+  end
+  row("lxmpp stream_parser", r.lxmpp_parse_s, lx_sps)
+  row("Prosody util.xmppstream", r.prosody_parse_s, pr_sps)
+  row("expat floor (C, counts elements)", floor_s, floor_sps)
+  print(string.format("  %-34s %14s", "ratio lxmpp/prosody", lx_sps and ratio(lx_sps, pr_sps) or "-"))
+  print(string.format("  %-34s %14s", "ratio lxmpp/floor", lx_sps and ratio(lx_sps, floor_sps) or "-"))
+  print(string.format("  %-34s %14s", "ratio prosody/floor", ratio(pr_sps, floor_sps)))
+  print()
+  print(string.format("  %-34s %14s %9s %10s", "serialize (tostring)", "stanzas/s", "MB/s", "best s"))
+  local function srow(name, s, bytes)
+    if s then
+      print(string.format("  %-34s %14s %9.1f %10.3f", name, grouped(N / s), bytes / 1e6 / s, s))
+    else
+      print(string.format("  %-34s %14s %9s %10s", name, "skipped", "-", "-"))
+    end
+  end
+  srow("lxmpp stanza __tostring", r.lxmpp_ser_s, r.lxmpp_ser_bytes)
+  srow("Prosody util.stanza __tostring", r.prosody_ser_s, r.prosody_ser_bytes)
+  print(string.format("  %-34s %14s", "ratio lxmpp/prosody",
+    r.lxmpp_ser_s and ratio(r.prosody_ser_s, r.lxmpp_ser_s) or "-"))
+  print(string.format("  output bytes: lxmpp %s, prosody %s (input stanzas: %s)",
+    r.lxmpp_ser_bytes and grouped(r.lxmpp_ser_bytes) or "-", grouped(r.prosody_ser_bytes),
+    grouped(#xml - #chunks[1]:match("^.-<stream:stream[^>]*>") - #"</stream:stream>")))
+end
+
+local ok, err = xpcall(main, debug.traceback)
+cleanup()
+if not ok then die("%s", err) end
