@@ -43,35 +43,62 @@ int lx_buf_put(lx_buf *b, const char *s, size_t len) {
 
 #define PUTS(b, lit) lx_buf_put((b), (lit), sizeof(lit) - 1)
 
+/* Byte classes for escaping: 0 copied as is, 1 escaped everywhere, 2
+ * escaped in attribute values only, 3 never allowed (C0 controls), 4 the
+ * start of a multi-byte UTF-8 sequence to validate. */
+static const unsigned char esc_class[256] = {
+  3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 3, 3, 1, 3, 3,   /* TAB LF CR */
+  3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+  0, 0, 2, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0,   /* " & ' */
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0,   /* < > */
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+  4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+};
+
+static const char *reference(unsigned char c, size_t *rlen) {
+  switch (c) {
+  case '&': *rlen = 5; return "&amp;";
+  case '<': *rlen = 4; return "&lt;";
+  case '>': *rlen = 4; return "&gt;";
+  case '\r': *rlen = 5; return "&#13;";
+  case '\'': *rlen = 6; return "&apos;";
+  case '"': *rlen = 6; return "&quot;";
+  case '\t': *rlen = 4; return "&#9;";
+  default: *rlen = 5; return "&#10;";
+  }
+}
+
 static int escape(lx_buf *b, const char *str, size_t len, int attr) {
   const unsigned char *s = (const unsigned char *)str;
   size_t start = b->len, i = 0, run = 0;
   if (!reserve(b, len + 16)) return -1;
   while (i < len) {
-    unsigned char c = s[i];
+    unsigned char cls = esc_class[s[i]];
     const char *rep;
     size_t rlen;
-    if (c >= 0x80) {
+    if (cls == 0 || (cls == 2 && !attr)) {
+      i++;
+      continue;
+    }
+    if (cls == 4) {
       unsigned long cp;
       size_t n = lx_utf8_decode(s + i, len - i, &cp);
       if (n == 0 || !lx_xml_char(cp)) goto invalid;
       i += n;
       continue;
     }
-    switch (c) {
-    case '&': rep = "&amp;"; rlen = 5; break;
-    case '<': rep = "&lt;"; rlen = 4; break;
-    case '>': rep = "&gt;"; rlen = 4; break;
-    case '\r': rep = "&#13;"; rlen = 5; break;
-    case '\'': if (!attr) { i++; continue; } rep = "&apos;"; rlen = 6; break;
-    case '"': if (!attr) { i++; continue; } rep = "&quot;"; rlen = 6; break;
-    case '\t': if (!attr) { i++; continue; } rep = "&#9;"; rlen = 4; break;
-    case '\n': if (!attr) { i++; continue; } rep = "&#10;"; rlen = 5; break;
-    default:
-      if (c < 0x20) goto invalid;
-      i++;
-      continue;
-    }
+    if (cls == 3) goto invalid;
+    rep = reference(s[i], &rlen);
     if (!lx_buf_put(b, str + run, i - run) || !lx_buf_put(b, rep, rlen))
       goto oom;
     run = ++i;

@@ -19,6 +19,9 @@
 #define MAX_NEST 500    /* deeper is a cycle or abuse: the C stack is finite */
 #define KEEP_BUF 65536  /* a bigger buffer is released after use */
 
+/* upvalues of serialize: the buffer, then interned key strings */
+enum { UV_BUF = 1, UV_NAME, UV_ATTR, UV_XMLNS };
+
 typedef struct walk {
   lua_State *L;
   lx_buf *b;
@@ -26,7 +29,7 @@ typedef struct walk {
 } walk;
 
 static lx_buf *get_buf(lua_State *L) {
-  lx_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+  lx_buf *b = lua_touserdata(L, lua_upvalueindex(UV_BUF));
   b->len = 0;
   return b;
 }
@@ -55,7 +58,7 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
 
   if (++w->depth > MAX_NEST) luaL_error(L, "stanza nested too deeply (or a cycle)");
   luaL_checkstack(L, 8, "stanza nested too deeply");
-  lua_pushliteral(L, "name");
+  lua_pushvalue(L, lua_upvalueindex(UV_NAME));
   if (lua_rawget(L, el) != LUA_TSTRING)
     luaL_error(L, "cannot serialize: element without a string name");
   name = lua_tolstring(L, -1, &nlen);          /* el, name */
@@ -64,10 +67,10 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
   if (!lx_buf_put(w->b, "<", 1) || !lx_buf_put(w->b, name, nlen))
     luaL_error(L, "out of memory");
 
-  lua_pushliteral(L, "attr");
+  lua_pushvalue(L, lua_upvalueindex(UV_ATTR));
   if (lua_rawget(L, el) == LUA_TTABLE) {       /* el, name, attr */
     int at = lua_gettop(L);
-    lua_pushliteral(L, "xmlns");
+    lua_pushvalue(L, lua_upvalueindex(UV_XMLNS));
     if (lua_rawget(L, at) == LUA_TSTRING) {
       ns = lua_tolstring(L, -1, &nslen);
       if (!parent_ns || parent_len != nslen || memcmp(parent_ns, ns, nslen)) {
@@ -191,7 +194,10 @@ void lx_open_serialize(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  lua_pushcclosure(L, l_serialize, 1);
+  lua_pushliteral(L, "name");
+  lua_pushliteral(L, "attr");
+  lua_pushliteral(L, "xmlns");
+  lua_pushcclosure(L, l_serialize, 4);
   lua_setfield(L, -3, "serialize");
   lua_pushcclosure(L, l_xml_escape, 1);        /* M */
   lua_setfield(L, -2, "xml_escape");

@@ -93,6 +93,10 @@ void lx_stream_tree(const lx_stream *s, lx_tree *t);
  * stops parsing at an event, e.g. STARTTLS <proceed/>). */
 size_t lx_stream_remaining(const lx_stream *s);
 
+/* Bytes the engine holds now: its tree arenas plus the input expat keeps
+ * buffered for an unfinished token. Bounded by the limits (SECURITY.md). */
+size_t lx_stream_memory(const lx_stream *s);
+
 /* After LX_EV_ERROR: a message for humans and the RFC 6120 stream error
  * condition ("not-well-formed", "restricted-xml", "policy-violation", ...). */
 const char *lx_stream_error(const lx_stream *s, const char **condition);

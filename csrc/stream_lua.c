@@ -95,44 +95,6 @@ static int push_mt(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* deliver(p, event): run under lua_pcall by feed. Builds what the event
- * carries and calls its handler. Upvalues: the key strings. */
-static int deliver(lua_State *L) {
-  parser *p = lua_touserdata(L, 1);
-  int ev = (int)lua_tointeger(L, 2);
-  lx_tree t;
-  int mtidx;
-  lua_getiuservalue(L, 1, 1);                 /* p, ev, handlers */
-  switch (ev) {
-  case LX_EV_OPEN:
-    lua_getfield(L, 3, "stream_open");
-    if (lua_isnil(L, -1)) return 0;
-    lx_stream_tree(p->s, &t);
-    build(L, &t, 0, 0);                       /* ..., fn, header */
-    lua_getfield(L, -1, "attr");              /* the handler gets its attr */
-    lua_remove(L, -2);
-    lua_call(L, 1, 0);
-    return 0;
-  case LX_EV_STANZA:
-    lua_getfield(L, 3, "stanza");
-    if (lua_isnil(L, -1)) return 0;
-    mtidx = push_mt(L);
-    if (lua_isnil(L, mtidx)) mtidx = 0;
-    lx_stream_tree(p->s, &t);
-    build(L, &t, 0, mtidx);                   /* ..., fn, mt, stanza */
-    lua_remove(L, -2);
-    lua_call(L, 1, 0);
-    return 0;
-  case LX_EV_CLOSE:
-    lua_getfield(L, 3, "stream_close");
-    if (lua_isnil(L, -1)) return 0;
-    lua_call(L, 0, 0);
-    return 0;
-  default:
-    return 0;
-  }
-}
-
 static parser *check_parser(lua_State *L) {
   parser *p = luaL_checkudata(L, 1, PARSER_MT);
   if (!p->s) luaL_error(L, "stream parser is closed");
@@ -196,6 +158,65 @@ static int push_failure(lua_State *L, parser *p) {
   return 3;
 }
 
+/* Calls handlers[key](arg?) with what the event carries. Stack: p ... */
+static void deliver(lua_State *L, parser *p, int ev) {
+  static const char *const keys[] = {NULL, "stream_open", "stanza",
+                                     "stream_close"};
+  lx_tree t;
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, 1, 1);                 /* ..., handlers */
+  if (lua_getfield(L, -1, keys[ev]) == LUA_TNIL) {
+    lua_settop(L, top);
+    return;
+  }                                           /* ..., handlers, fn */
+  switch (ev) {
+  case LX_EV_OPEN:
+    lx_stream_tree(p->s, &t);
+    build(L, &t, 0, 0);                       /* ..., fn, header */
+    lua_getfield(L, -1, "attr");              /* the handler gets its attr */
+    lua_remove(L, -2);
+    lua_call(L, 1, 0);
+    break;
+  case LX_EV_STANZA: {
+    int mtidx = push_mt(L);                   /* ..., fn, mt */
+    if (lua_isnil(L, mtidx)) mtidx = 0;
+    lx_stream_tree(p->s, &t);
+    build(L, &t, 0, mtidx);                   /* ..., fn, mt, stanza */
+    lua_remove(L, -2);
+    lua_call(L, 1, 0);
+    break;
+  }
+  default:
+    lua_call(L, 0, 0);
+    break;
+  }
+  lua_settop(L, top);
+}
+
+/* feed_loop(p, data): the event loop of feed(), run under one lua_pcall.
+ * Between two lx_stream_next() calls expat is suspended and off the C stack,
+ * so a handler's error unwinds through this loop only, never through expat.
+ * Upvalues: the key strings used by build(). */
+static int feed_loop(lua_State *L) {
+  parser *p = lua_touserdata(L, 1);
+  size_t len;
+  const char *data = lua_tolstring(L, 2, &len);
+  for (;;) {
+    int ev = lx_stream_next(p->s);
+    if (ev == LX_EV_MORE) break;
+    if (ev == LX_EV_ERROR) return push_failure(L, p);
+    deliver(L, p, ev);
+    if (p->reset_req || p->close_req) {
+      size_t rest = p->reset_req ? p->leftover : 0;
+      lua_pushboolean(L, 1);
+      lua_pushlstring(L, data + len - rest, rest);
+      return 2;
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* parser:feed(bytes): callbacks run, in order, before it returns. Returns
  * true; or true, leftover when a handler reset the parser (leftover: the
  * bytes after the element whose handler did it, never parsed); or nil,
@@ -205,6 +226,8 @@ static int l_feed(lua_State *L) {
   parser *p = check_parser(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
+  int status;
+  lua_settop(L, 2);
   if (p->busy) return luaL_error(L, "feed() called from one of its own handlers");
   if (p->handler_failed) {
     lua_pushnil(L);
@@ -215,34 +238,15 @@ static int l_feed(lua_State *L) {
   p->busy = 1;
   p->reset_req = p->close_req = 0;
   lx_stream_feed(p->s, data, len, 0);
-  for (;;) {
-    int ev = lx_stream_next(p->s);
-    if (ev == LX_EV_MORE) break;
-    if (ev == LX_EV_ERROR) {
-      p->busy = 0;
-      return push_failure(L, p);
-    }
-    lua_pushvalue(L, lua_upvalueindex(1));    /* deliver */
-    lua_pushvalue(L, 1);
-    lua_pushinteger(L, ev);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-      p->busy = 0;
-      if (p->close_req) free_parser(p);
-      else if (!p->reset_req) p->handler_failed = 1;
-      return lua_error(L);                    /* the engine is idle now */
-    }
-    if (p->reset_req || p->close_req) {
-      size_t rest = p->reset_req ? p->leftover : 0;
-      p->busy = 0;
-      if (p->close_req) free_parser(p);
-      lua_pushboolean(L, 1);
-      lua_pushlstring(L, data + len - rest, rest);
-      return 2;
-    }
-  }
+  lua_pushvalue(L, lua_upvalueindex(1));      /* p, data, feed_loop */
+  lua_insert(L, 1);
+  status = lua_pcall(L, 2, LUA_MULTRET, 0);
   p->busy = 0;
-  lua_pushboolean(L, 1);
-  return 1;
+  if (status != LUA_OK && !p->reset_req && !p->close_req)
+    p->handler_failed = 1;
+  if (p->close_req) free_parser(p);
+  if (status != LUA_OK) return lua_error(L);  /* the engine is idle now */
+  return lua_gettop(L);
 }
 
 /* parser:reset(): forget the stream, for a restart. From a handler it also
@@ -263,6 +267,13 @@ static int l_close(lua_State *L) {
   if (p->busy) p->close_req = 1;    /* freed when feed() returns */
   else free_parser(p);
   return 0;
+}
+
+/* parser:memory() -> bytes held by the engine (tree and buffered input) */
+static int l_memory(lua_State *L) {
+  parser *p = check_parser(L);
+  lua_pushinteger(L, (lua_Integer)lx_stream_memory(p->s));
+  return 1;
 }
 
 static int l_tostring(lua_State *L) {
@@ -328,13 +339,14 @@ static void push_keys(lua_State *L) {
 
 void lx_open_stream(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"reset", l_reset}, {"close", l_close}, {NULL, NULL}
+    {"reset", l_reset}, {"close", l_close}, {"memory", l_memory},
+    {NULL, NULL}
   };
   /* module table on top */
   if (luaL_newmetatable(L, PARSER_MT)) {        /* M, mt */
     luaL_newlib(L, methods);                    /* M, mt, methods */
     push_keys(L);
-    lua_pushcclosure(L, deliver, UV_NKEYS);     /* M, mt, methods, deliver */
+    lua_pushcclosure(L, feed_loop, UV_NKEYS);   /* M, mt, methods, loop */
     lua_pushcclosure(L, l_feed, 1);
     lua_setfield(L, -2, "feed");
     lua_setfield(L, -2, "__index");
