@@ -22,6 +22,11 @@ void lx_open_stream(lua_State *L);    /* stream_lua.c: stream_parser, parse_elem
 void lx_open_serialize(lua_State *L); /* serialize_lua.c: serialize, check_* */
 void lx_open_idn(lua_State *L);       /* idn.c: nodeprep, nameprep, resourceprep, to_ascii */
 
+/* Deepest element nesting the serializer writes, and so the depth that
+ * core.parse_element accepts by default: whatever lxmpp can write, it can
+ * read back (parse(serialize(x)) == x). */
+#define LX_MAX_NEST 500
+
 /* Registry key (its address) of the stanza metatable shared by the parser and
  * lxmpp.stanza; set by core.set_stanza_mt(mt). */
 extern const char lx_stanza_mt_key;

@@ -157,8 +157,6 @@ int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,
     if (r != 1) b->len = start;
     return r;
   }
-  if (klen > 6 && memcmp(key, "xmlns:", 6) == 0 && vlen == 0)
-    return 0;                                 /* XML 1.0 can't undeclare */
   return put_attr(b, "", 0, key, klen, val, vlen);
 }
 

@@ -28,7 +28,7 @@ int lx_escape_text(lx_buf *b, const char *s, size_t len);
 int lx_escape_attr(lx_buf *b, const char *s, size_t len);
 
 /* Appends one attribute ` key='value'` for a key as the parser and stanzas
- * spell it ("local", "xml:lang", "xmlns:p", "uri\1local"; the last declared
+ * spell it ("local", "xml:lang", "uri\1local"; the last declared
  * with a generated prefix, *nsn counting them per element). Returns 1, 0 for
  * an invalid key or value, -1 when out of memory. */
 int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,

@@ -16,7 +16,6 @@
 
 #include <string.h>
 
-#define MAX_NEST 500    /* deeper is a cycle or abuse: the C stack is finite */
 #define KEEP_BUF 65536  /* a bigger buffer is released after use */
 
 /* upvalues of serialize: the buffer, then interned key strings */
@@ -56,7 +55,8 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
   lua_Integer i, n;
   unsigned nsn = 0;
 
-  if (++w->depth > MAX_NEST) luaL_error(L, "stanza nested too deeply (or a cycle)");
+  if (++w->depth > LX_MAX_NEST)      /* a cycle, or abuse: C stacks end */
+    luaL_error(L, "stanza nested too deeply (or a cycle)");
   luaL_checkstack(L, 8, "stanza nested too deeply");
   lua_pushvalue(L, lua_upvalueindex(UV_NAME));
   if (lua_rawget(L, el) != LUA_TSTRING)

@@ -292,8 +292,11 @@ static int l_parse_element(lua_State *L) {
   int ev;
   lua_settop(L, 2);
   get_limits(L, 2, &lim);
-  if (lua_isnil(L, 2) && lim.max_stanza_size < len)
-    lim.max_stanza_size = len;        /* no size limit asked: take the string */
+  if (lua_isnil(L, 2)) {
+    /* no limits asked: take the whole string, as deep as lxmpp writes */
+    if (lim.max_stanza_size < len) lim.max_stanza_size = len;
+    lim.max_depth = LX_MAX_NEST;
+  }
   s = lx_stream_new(LX_MODE_ELEMENT, &lim);
   if (!s) return luaL_error(L, "out of memory");
   lx_stream_feed(s, xml, len, 1);

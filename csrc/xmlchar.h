@@ -24,8 +24,8 @@ int lx_xml_text_valid(const char *s, size_t len);
 int lx_xml_ncname_valid(const char *s, size_t len);
 
 /* 1 when s is an attribute key lxmpp can serialize: NCName, "xmlns",
- * "xmlns:NCName", "xml:NCName", or "URI\1NCName" (a namespaced attribute,
- * Prosody's convention) with URI valid non-empty text. */
+ * "xml:NCName", or "URI\1NCName" (a namespaced attribute, Prosody's
+ * convention) with URI valid non-empty text. Never "xmlns:p". */
 int lx_xml_attr_name_valid(const char *s, size_t len);
 
 #endif

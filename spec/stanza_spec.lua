@@ -148,7 +148,7 @@ local bad_names = {
 }
 
 local bad_attr_names = {
-	"1a", "a b", "", "a:b", "xmlns:", "xmlns:1a", "xml:", "a=b", "a'", "a>",
+	"1a", "a b", "", "a:b", "xmlns:", "xmlns:1a", "xmlns:stream", "xml:", "a=b", "a'", "a>",
 	"\xff", "a\0", "urn:x\1", "urn:x\1a b", "urn:x\1a:b", "\1a",
 }
 
@@ -787,8 +787,8 @@ describe("lxmpp.stanza", function ()
 			end)
 		end
 
-		it("accepts attribute names: NCName, xmlns, xmlns:p, xml:lang, uri\\1name", function ()
-			for _, name in ipairs({ "to", "xmlns", "xmlns:stream", "xml:lang", "urn:x\1attr", "donn\xc3\xa9es" }) do
+		it("accepts attribute names: NCName, xmlns, xml:lang, uri\\1name", function ()
+			for _, name in ipairs({ "to", "xmlns", "xml:lang", "urn:x\1attr", "donn\xc3\xa9es" }) do
 				assert.equal("v", st.stanza("a", { [name] = "v" }).attr[name])
 			end
 		end)
