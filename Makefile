@@ -26,7 +26,7 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test check fuzz bench demo lint clean
+.PHONY: all deps build test check valgrind fuzz bench demo lint clean
 
 all: build
 
@@ -63,7 +63,7 @@ build-asan/lxmpp/core.so: $(SRC) $(HDR) Makefile
 check: deps build-asan/lxmpp/core.so
 	LUA_CPATH='$(CURDIR)/build-asan/?.so;;' \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(BUSTED) spec
 
 # libFuzzer targets for the pure engines, seeded from the spec data.
@@ -97,3 +97,8 @@ demo: deps build
 
 clean:
 	rm -rf build build-asan build-fuzz build-bench
+
+# The whole suite under Valgrind's memcheck (slow; CI runs it too).
+valgrind: deps build
+	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	  --suppressions=$(CURDIR)/.ci/valgrind.supp $(LUA) /usr/bin/busted spec

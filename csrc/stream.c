@@ -160,6 +160,7 @@ static uint32_t put_str(lx_stream *s, const char *p, size_t len) {
   if (!budget_ok(s, len)) return LX_NONE;
   if (!grow(s, (void **)&s->str, &s->cap_str, s->nstr + len, 1)) return LX_NONE;
   off = (uint32_t)s->nstr;
+  if (len == 0) return off;                /* the arena may not exist yet */
   memcpy(s->str + s->nstr, p, len);
   s->nstr += len;
   return off;
