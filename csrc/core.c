@@ -24,5 +24,6 @@ int luaopen_lxmpp_core(lua_State *L) {
   lx_open_stream(L);
   lx_open_serialize(L);
   lx_open_idn(L);
+  lx_open_loop(L);
   return 1;
 }

@@ -5,6 +5,7 @@
 local core = require "lxmpp.core"
 local stanza = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
+local task = require "lxmpp.task"
 
 local type, error = type, error
 
@@ -13,6 +14,13 @@ local lxmpp = {
   core = core,
   stanza = stanza,
   jid = jid,
+  task = task,
+  -- the coroutine runtime (API.md "Tasks")
+  run = task.run,
+  spawn = task.spawn,
+  sleep = task.sleep,
+  step = task.step,
+  stop = task.stop,
 }
 
 --- lxmpp.stream_parser(handlers, opts) -> parser

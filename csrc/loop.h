@@ -1,0 +1,56 @@
+/*
+ * loop.h - the libuv loop of a Lua state and the one C -> Lua dispatcher.
+ *
+ * Every lua_State that loads lxmpp.core gets one lx_loop (created on first
+ * use, owned by a userdata in the registry; closed with the state). libuv
+ * callbacks never call Lua directly: they push their arguments and call
+ * lx_dispatch(), which runs the Lua dispatcher (set by lxmpp.task) under
+ * lua_pcall. A dispatcher error is stored, the loop is stopped, and the error
+ * is raised by the Lua function that ran the loop, after uv_run returned
+ * (STYLE.md rule 3).
+ *
+ * Handles follow one ownership rule (STYLE.md rule 4): a handle lives inside
+ * its userdata, the userdata is pinned in the registry from the handle's start
+ * until its close callback, and its memory is only released by Lua's GC after
+ * that. lx_handle_close() is safe twice.
+ */
+#ifndef LXMPP_LOOP_H
+#define LXMPP_LOOP_H
+
+#include <lua.h>
+#include <uv.h>
+
+typedef struct lx_loop {
+  uv_loop_t uv;
+  lua_State *main;    /* the main thread: registry work in close callbacks */
+  lua_State *L;       /* the thread running uv_run now, NULL otherwise */
+  int dispatcher;     /* registry ref of the Lua dispatcher */
+  int err_ref;        /* registry ref of a dispatcher error to re-raise */
+  int closing;        /* the state is closing: no more Lua calls */
+  uv_timer_t step_timer; /* wakes uv_run for lxmpp.step(timeout) */
+} lx_loop;
+
+/* Common head of every lxmpp handle userdata. */
+typedef struct lx_handle {
+  lx_loop *lp;
+  int self_ref;       /* pins the userdata while the handle is open */
+  int closed;         /* uv_close requested */
+} lx_handle;
+
+/* The state's loop, created on first call. Raises on allocation failure. */
+lx_loop *lx_loop_get(lua_State *L);
+
+/* Calls the dispatcher with the nargs values on top of lp->L's stack (they
+ * are popped). Only from a libuv callback while the loop runs. Returns 1, or
+ * 0 when the dispatcher raised (the error is kept and the loop stopped). */
+int lx_dispatch(lx_loop *lp, int nargs);
+
+/* Pins the userdata at index idx; h is its lx_handle head. */
+void lx_handle_pin(lua_State *L, int idx, lx_handle *h, lx_loop *lp);
+/* Requests uv_close (once) and unpins in the close callback. */
+void lx_handle_close(lx_handle *h, uv_handle_t *uvh);
+/* Pushes the userdata of an open handle (from its pin); 0 if not pinned. */
+int lx_handle_push(lua_State *L, lx_handle *h);
+
+
+#endif
