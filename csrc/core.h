@@ -28,6 +28,13 @@ void lx_open_loop(lua_State *L);      /* loop.c: the event loop, dispatcher, tim
  * read back (parse(serialize(x)) == x). */
 #define LX_MAX_NEST 500
 
+struct lx_stream;
+/* Pushes what a parser event carries: the stream header's attribute table
+ * (LX_EV_OPEN) or the stanza (LX_EV_STANZA, with the stanza metatable);
+ * returns how many values it pushed (0 for other events). keys: stack index
+ * of the strings "name", "attr", "tags", "xmlns", or 0. stream_lua.c. */
+int lx_push_event(lua_State *L, struct lx_stream *s, int ev, int keys);
+
 /* Registry key (its address) of the stanza metatable shared by the parser and
  * lxmpp.stanza; set by core.set_stanza_mt(mt). */
 extern const char lx_stanza_mt_key;

@@ -29,13 +29,15 @@ typedef struct parser {
   size_t leftover;    /* bytes of the fed buffer not parsed at reset_req */
 } parser;
 
-/* Upvalues of the tree builder: interned key strings, so building a table
- * costs no string hashing for them. */
-enum { UV_NAME = 1, UV_ATTR, UV_TAGS, UV_XMLNS, UV_NKEYS = UV_XMLNS };
+/* Upvalues of the closures that build trees: the key strings of build() */
+#define UV_NKEYS 4
 
 /* Pushes the table for node idx of t and, recursively, its children.
- * Stack: [mt] ... -> [mt] ... node. mt is at absolute index mtidx. */
-static void build(lua_State *L, const lx_tree *t, uint32_t idx, int mtidx) {
+ * keys: absolute index of the strings "name", "attr", "tags", "xmlns" (in
+ * that order, so building costs no string hashing for them); mtidx: absolute
+ * index of the metatable to give every element, or 0. */
+static void build(lua_State *L, const lx_tree *t, uint32_t idx, int mtidx,
+                  int keys) {
   const lx_node *n = &t->nodes[idx];
   uint32_t c, i, nelem = 0;
   luaL_checkstack(L, 8, "stanza nested too deeply");
@@ -43,11 +45,11 @@ static void build(lua_State *L, const lx_tree *t, uint32_t idx, int mtidx) {
     if (!t->nodes[c].is_text) nelem++;
 
   lua_createtable(L, (int)n->nchild, 3);                  /* el */
-  lua_pushvalue(L, lua_upvalueindex(UV_NAME));
+  lua_pushvalue(L, keys);
   lua_pushlstring(L, t->str + n->name, n->name_len);
   lua_rawset(L, -3);
 
-  lua_pushvalue(L, lua_upvalueindex(UV_ATTR));
+  lua_pushvalue(L, keys + 1);
   lua_createtable(L, 0, (int)n->nattr + (n->ns != LX_NONE));  /* el, "attr", attr */
   for (i = 0; i < n->nattr; i++) {
     const lx_attr *a = &t->attrs[n->attr + i];
@@ -56,13 +58,13 @@ static void build(lua_State *L, const lx_tree *t, uint32_t idx, int mtidx) {
     lua_rawset(L, -3);
   }
   if (n->ns != LX_NONE) {
-    lua_pushvalue(L, lua_upvalueindex(UV_XMLNS));
+    lua_pushvalue(L, keys + 3);
     lua_pushlstring(L, t->str + n->ns, n->ns_len);
     lua_rawset(L, -3);
   }
   lua_rawset(L, -3);                                        /* el */
 
-  lua_pushvalue(L, lua_upvalueindex(UV_TAGS));
+  lua_pushvalue(L, keys + 2);
   lua_createtable(L, (int)nelem, 0);                        /* el, "tags", tags */
   for (c = n->first, i = 1, nelem = 1; c != LX_NONE;
        c = t->nodes[c].next, i++) {
@@ -70,7 +72,7 @@ static void build(lua_State *L, const lx_tree *t, uint32_t idx, int mtidx) {
     if (ch->is_text) {
       lua_pushlstring(L, t->str + ch->name, ch->name_len);
     } else {
-      build(L, t, c, mtidx);                 /* el, "tags", tags, child */
+      build(L, t, c, mtidx, keys);           /* el, "tags", tags, child */
       lua_pushvalue(L, -1);
       lua_rawseti(L, -3, nelem++);
     }
@@ -158,38 +160,47 @@ static int push_failure(lua_State *L, parser *p) {
   return 3;
 }
 
-/* Calls handlers[key](arg?) with what the event carries. Stack: p ... */
-static void deliver(lua_State *L, parser *p, int ev) {
-  static const char *const keys[] = {NULL, "stream_open", "stanza",
-                                     "stream_close"};
+static void push_keys(lua_State *L) {
+  lua_pushliteral(L, "name");
+  lua_pushliteral(L, "attr");
+  lua_pushliteral(L, "tags");
+  lua_pushliteral(L, "xmlns");
+}
+
+int lx_push_event(lua_State *L, lx_stream *s, int ev, int keys) {
   lx_tree t;
+  int top = lua_gettop(L), mtidx;
+  if (ev != LX_EV_OPEN && ev != LX_EV_STANZA) return 0;
+  luaL_checkstack(L, 12, "pushing a stanza");
+  if (!keys) {
+    push_keys(L);
+    keys = top + 1;
+  }
+  lx_stream_tree(s, &t);
+  if (ev == LX_EV_OPEN) {
+    build(L, &t, 0, 0, keys);                 /* ..., header */
+    lua_getfield(L, -1, "attr");              /* ..., header, attr */
+  } else {
+    mtidx = push_mt(L);                       /* ..., mt */
+    if (lua_isnil(L, mtidx)) mtidx = 0;
+    build(L, &t, 0, mtidx, keys);             /* ..., mt, stanza */
+  }
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return 1;
+}
+
+/* Calls handlers[key](value) with what the event carries. Stack: p ... */
+static void deliver(lua_State *L, parser *p, int ev, int keys) {
+  static const char *const names[] = {NULL, "stream_open", "stanza",
+                                      "stream_close"};
   int top = lua_gettop(L);
   lua_getiuservalue(L, 1, 1);                 /* ..., handlers */
-  if (lua_getfield(L, -1, keys[ev]) == LUA_TNIL) {
+  if (lua_getfield(L, -1, names[ev]) == LUA_TNIL) {
     lua_settop(L, top);
     return;
   }                                           /* ..., handlers, fn */
-  switch (ev) {
-  case LX_EV_OPEN:
-    lx_stream_tree(p->s, &t);
-    build(L, &t, 0, 0);                       /* ..., fn, header */
-    lua_getfield(L, -1, "attr");              /* the handler gets its attr */
-    lua_remove(L, -2);
-    lua_call(L, 1, 0);
-    break;
-  case LX_EV_STANZA: {
-    int mtidx = push_mt(L);                   /* ..., fn, mt */
-    if (lua_isnil(L, mtidx)) mtidx = 0;
-    lx_stream_tree(p->s, &t);
-    build(L, &t, 0, mtidx);                   /* ..., fn, mt, stanza */
-    lua_remove(L, -2);
-    lua_call(L, 1, 0);
-    break;
-  }
-  default:
-    lua_call(L, 0, 0);
-    break;
-  }
+  lua_call(L, lx_push_event(L, p->s, ev, keys), 0);
   lua_settop(L, top);
 }
 
@@ -201,11 +212,13 @@ static int feed_loop(lua_State *L) {
   parser *p = lua_touserdata(L, 1);
   size_t len;
   const char *data = lua_tolstring(L, 2, &len);
+  int keys = lua_gettop(L) + 1, i;
+  for (i = 1; i <= UV_NKEYS; i++) lua_pushvalue(L, lua_upvalueindex(i));
   for (;;) {
     int ev = lx_stream_next(p->s);
     if (ev == LX_EV_MORE) break;
     if (ev == LX_EV_ERROR) return push_failure(L, p);
-    deliver(L, p, ev);
+    deliver(L, p, ev, keys);
     if (p->reset_req || p->close_req) {
       size_t rest = p->reset_req ? p->leftover : 0;
       lua_pushboolean(L, 1);
@@ -322,22 +335,13 @@ static int l_parse_element(lua_State *L) {
   return 1;
 }
 
-/* builder(lightuserdata stream) -> stanza: the tree of a finished element */
+/* builder(lightuserdata stream) -> stanza: the tree of a finished element.
+ * Upvalues: the key strings. */
 static int build_tree(lua_State *L) {
   lx_stream *s = lua_touserdata(L, 1);
-  lx_tree t;
-  int mtidx = push_mt(L);
-  if (lua_isnil(L, mtidx)) mtidx = 0;
-  lx_stream_tree(s, &t);
-  build(L, &t, 0, mtidx);
-  return 1;
-}
-
-static void push_keys(lua_State *L) {
-  lua_pushliteral(L, "name");
-  lua_pushliteral(L, "attr");
-  lua_pushliteral(L, "tags");
-  lua_pushliteral(L, "xmlns");
+  int keys = lua_gettop(L) + 1, i;
+  for (i = 1; i <= UV_NKEYS; i++) lua_pushvalue(L, lua_upvalueindex(i));
+  return lx_push_event(L, s, LX_EV_STANZA, keys);
 }
 
 void lx_open_stream(lua_State *L) {
