@@ -25,5 +25,6 @@ int luaopen_lxmpp_core(lua_State *L) {
   lx_open_serialize(L);
   lx_open_idn(L);
   lx_open_loop(L);
+  lx_open_net(L);
   return 1;
 }

@@ -13,6 +13,7 @@
 #include "loop.h"
 
 #include <lauxlib.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,12 +32,14 @@ typedef struct loop_box {
 void lx_handle_pin(lua_State *L, int idx, lx_handle *h, lx_loop *lp) {
   h->lp = lp;
   h->closed = 0;
+  h->on_close = NULL;
   lua_pushvalue(L, idx);
   h->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 static void on_handle_closed(uv_handle_t *uvh) {
   lx_handle *h = uvh->data;
+  if (h->on_close) h->on_close(h);
   if (h->self_ref != LUA_NOREF) {
     /* from here on, Lua's GC may free the memory this handle lives in */
     luaL_unref(h->lp->main, LUA_REGISTRYINDEX, h->self_ref);
@@ -65,7 +68,7 @@ static void close_walk(uv_handle_t *uvh, void *arg) {
     if (uvh->data) {
       lx_handle_close(uvh->data, uvh);
     } else {
-      uv_close(uvh, NULL);     /* the loop's own step timer */
+      uv_close(uvh, NULL);     /* the loop's own step timer and prepare */
     }
   }
 }
@@ -117,6 +120,9 @@ lx_loop *lx_loop_get(lua_State *L) {
   uv_timer_init(&lp->uv, &lp->step_timer);
   lp->step_timer.data = NULL;
   uv_unref((uv_handle_t *)&lp->step_timer); /* never keeps the loop alive */
+  uv_prepare_init(&lp->uv, &lp->prepare);
+  lp->prepare.data = NULL;
+  uv_unref((uv_handle_t *)&lp->prepare);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_key);
   return lp;
 }
@@ -137,6 +143,56 @@ int lx_dispatch(lx_loop *lp, int nargs) {
     return 0;
   }
   return 1;
+}
+
+int lx_protected(lx_loop *lp, lua_CFunction f, void *ud) {
+  lua_State *L = lp->L;
+  if (!L || lp->closing || lp->err_ref != LUA_NOREF) return 0;
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, ud);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lp->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_stop(&lp->uv);
+    return 0;
+  }
+  return 1;
+}
+
+static void on_prepare(uv_prepare_t *p) {
+  lx_loop *lp = (lx_loop *)((char *)p - offsetof(lx_loop, prepare));
+  while (lp->deferred) {
+    lx_deferred *d = lp->deferred;
+    lp->deferred = d->next;
+    d->next = NULL;
+    d->queued = 0;
+    d->run(d);
+  }
+  uv_prepare_stop(p);
+  uv_unref((uv_handle_t *)p);
+}
+
+void lx_defer(lx_loop *lp, lx_deferred *d) {
+  if (d->queued) return;
+  d->queued = 1;
+  d->next = lp->deferred;
+  lp->deferred = d;
+  if (!lp->closing) {
+    uv_ref((uv_handle_t *)&lp->prepare);     /* pending work keeps it alive */
+    uv_prepare_start(&lp->prepare, on_prepare);
+  }
+}
+
+void lx_undefer(lx_loop *lp, lx_deferred *d) {
+  lx_deferred **pp;
+  if (!d->queued) return;
+  for (pp = &lp->deferred; *pp; pp = &(*pp)->next) {
+    if (*pp == d) {
+      *pp = d->next;
+      break;
+    }
+  }
+  d->next = NULL;
+  d->queued = 0;
 }
 
 static int l_set_dispatcher(lua_State *L) {

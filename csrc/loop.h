@@ -20,6 +20,14 @@
 #include <lua.h>
 #include <uv.h>
 
+/* Work run once, right before the loop next polls for I/O: how writes made
+ * during one loop iteration are coalesced into one system call. */
+typedef struct lx_deferred {
+  struct lx_deferred *next;
+  void (*run)(struct lx_deferred *d);
+  int queued;
+} lx_deferred;
+
 typedef struct lx_loop {
   uv_loop_t uv;
   lua_State *main;    /* the main thread: registry work in close callbacks */
@@ -28,6 +36,8 @@ typedef struct lx_loop {
   int err_ref;        /* registry ref of a dispatcher error to re-raise */
   int closing;        /* the state is closing: no more Lua calls */
   uv_timer_t step_timer; /* wakes uv_run for lxmpp.step(timeout) */
+  uv_prepare_t prepare;  /* runs the deferred list */
+  lx_deferred *deferred;
 } lx_loop;
 
 /* Common head of every lxmpp handle userdata. */
@@ -35,6 +45,7 @@ typedef struct lx_handle {
   lx_loop *lp;
   int self_ref;       /* pins the userdata while the handle is open */
   int closed;         /* uv_close requested */
+  void (*on_close)(struct lx_handle *h); /* frees what the handle owns */
 } lx_handle;
 
 /* The state's loop, created on first call. Raises on allocation failure. */
@@ -45,9 +56,20 @@ lx_loop *lx_loop_get(lua_State *L);
  * 0 when the dispatcher raised (the error is kept and the loop stopped). */
 int lx_dispatch(lx_loop *lp, int nargs);
 
+/* Runs f under lua_pcall on lp->L with ud as a light userdata argument,
+ * from a libuv callback while the loop runs: for work that allocates Lua
+ * values (which may raise) before dispatching. Same error rule as
+ * lx_dispatch. */
+int lx_protected(lx_loop *lp, lua_CFunction f, void *ud);
+
+void lx_defer(lx_loop *lp, lx_deferred *d);
+void lx_undefer(lx_loop *lp, lx_deferred *d);
+
 /* Pins the userdata at index idx; h is its lx_handle head. */
 void lx_handle_pin(lua_State *L, int idx, lx_handle *h, lx_loop *lp);
-/* Requests uv_close (once) and unpins in the close callback. */
+/* Requests uv_close (once); the close callback runs h->on_close (if set)
+ * and unpins. The uv handle's data field must point at h, and h must be the
+ * first member of the userdata's struct. */
 void lx_handle_close(lx_handle *h, uv_handle_t *uvh);
 /* Pushes the userdata of an open handle (from its pin); 0 if not pinned. */
 int lx_handle_push(lua_State *L, lx_handle *h);

@@ -1,0 +1,613 @@
+/*
+ * net.c - TCP connections and listeners over libuv, with the receive path
+ * in C: socket bytes -> (TLS) -> stream parser -> one dispatcher call per
+ * stream event, and a coalescing, bounded send path.
+ *
+ *   core.tcp_connect(ip, port, owner) -> conn
+ *   core.tcp_listen(ip, port, owner [, backlog]) -> listener | nil, msg, cond
+ *   conn:parse(opts)     attach a stream parser (limits as stream_parser)
+ *   conn:write(bytes)    -> true | nil, msg, "resource-constraint"/"closed"
+ *   conn:restart()       stream restart: a fresh parser; unparsed bytes of the
+ *                        current read go to it
+ *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
+ *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, queued= }
+ *   listener:port()  listener:close()
+ *
+ * Events reach Lua as dispatch("net", owner, event, ...): "connected",
+ * "connect-failed" msg cond, "open" attr, "stanza" st, "stream-close",
+ * "parse-error" msg cond, "eof", "read-error" msg, "write-error" msg,
+ * "drain", "closed", and for listeners "accept" conn.
+ *
+ * Ownership: a conn/listener userdata embeds its uv handle and is pinned from
+ * creation until the close callback, which also frees its buffers and parser.
+ * Every method on a closed conn fails cleanly; close() and abort() are safe
+ * twice.
+ */
+#include "core.h"
+#include "loop.h"
+#include "stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CONN_MT "lxmpp.conn"
+#define LISTENER_MT "lxmpp.listener"
+#define READ_BUF 65536
+#define DEFAULT_MAX_OUT (4u << 20)   /* bytes queued before write() refuses */
+
+enum { RESET_NONE = 0, RESET_RESTART = 1 };
+
+typedef struct conn {
+  lx_handle h;                /* first member (loop.h) */
+  uv_tcp_t tcp;
+  lx_deferred flush;          /* coalesces writes of one loop iteration */
+  lx_deferred cont;           /* resume(): parse what a pause() left */
+  lx_stream *parser;          /* NULL until parse() */
+  char *rbuf;                 /* read buffer, reused; the parser reads it */
+  size_t rlen;                /* bytes of the last read in rbuf */
+  char *out;                  /* bytes not yet handed to libuv */
+  size_t out_len, out_cap;
+  char *wbuf;                 /* bytes of the write in flight */
+  size_t wbuf_len, wbuf_cap;
+  size_t max_out;
+  int writing, connecting, reading, paused, closing, shut, full;
+  int reset;                  /* RESET_* requested by Lua during dispatch */
+  int in_dispatch;
+  uint64_t bytes_in, bytes_out;
+  uv_connect_t creq;
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+} conn;
+
+typedef struct listener {
+  lx_handle h;
+  uv_tcp_t tcp;
+} listener;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static conn *check_conn(lua_State *L) {
+  return luaL_checkudata(L, 1, CONN_MT);
+}
+
+static int fail_closed(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "connection is closed");
+  lua_pushliteral(L, "closed");
+  return 3;
+}
+
+/* Pushes "net", owner, event (owner is uservalue 1 of the conn's userdata);
+ * returns 0 when the conn is no longer pinned. */
+static int push_event(lua_State *L, lx_handle *h, const char *event) {
+  if (!lx_handle_push(L, h)) return 0;        /* ud */
+  lua_pushliteral(L, "net");
+  lua_insert(L, -2);                          /* "net", ud */
+  lua_getiuservalue(L, -1, 1);                /* "net", ud, owner */
+  lua_remove(L, -2);
+  lua_pushstring(L, event);
+  return 1;
+}
+
+static void emit(lx_handle *h, const char *event) {
+  lua_State *L = h->lp->L;
+  if (L && push_event(L, h, event)) lx_dispatch(h->lp, 3);
+}
+
+static void emit_msg(lx_handle *h, const char *event, const char *msg,
+                     const char *cond) {
+  lua_State *L = h->lp->L;
+  if (L && push_event(L, h, event)) {
+    lua_pushstring(L, msg);
+    lua_pushstring(L, cond);
+    lx_dispatch(h->lp, 5);
+  }
+}
+
+static void conn_freed(lx_handle *h) {
+  conn *c = (conn *)h;
+  lx_undefer(h->lp, &c->flush);
+  lx_stream_free(c->parser);
+  c->parser = NULL;
+  free(c->rbuf);
+  free(c->out);
+  free(c->wbuf);
+  c->rbuf = c->out = c->wbuf = NULL;
+  c->out_len = c->wbuf_len = 0;
+  if (!h->lp->closing) emit(h, "closed");
+}
+
+static void conn_abort(conn *c) {
+  c->reading = 0;
+  lx_handle_close(&c->h, (uv_handle_t *)&c->tcp);
+}
+
+/* ---- send path ------------------------------------------------------------- */
+
+static void start_write(conn *c);
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  conn *c = req->data;
+  (void)status;
+  conn_abort(c);
+}
+
+static void maybe_shutdown(conn *c) {
+  if (!c->closing || c->writing || c->out_len || c->shut || c->h.closed) return;
+  c->shut = 1;
+  c->sreq.data = c;
+  if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+    conn_abort(c);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  conn *c = req->data;
+  c->writing = 0;
+  c->wbuf_len = 0;
+  if (c->h.closed) return;
+  if (status < 0) {
+    emit_msg(&c->h, "write-error", uv_strerror(status), "closed");
+    conn_abort(c);
+    return;
+  }
+  if (c->out_len) start_write(c);
+  else if (c->full) {
+    c->full = 0;
+    emit(&c->h, "drain");
+  }
+  maybe_shutdown(c);
+}
+
+static void start_write(conn *c) {
+  char *t;
+  size_t tcap;
+  uv_buf_t b;
+  if (c->writing || !c->out_len || c->h.closed || c->connecting) return;
+  /* swap the buffers: what was queued is now in flight */
+  t = c->wbuf; c->wbuf = c->out; c->out = t;
+  tcap = c->wbuf_cap; c->wbuf_cap = c->out_cap; c->out_cap = tcap;
+  c->wbuf_len = c->out_len;
+  c->out_len = 0;
+  b = uv_buf_init(c->wbuf, (unsigned)c->wbuf_len);
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+    c->wbuf_len = 0;
+    conn_abort(c);
+    return;
+  }
+  c->writing = 1;
+  c->bytes_out += b.len;
+}
+
+static void run_flush(lx_deferred *d) {
+  conn *c = (conn *)((char *)d - offsetof(conn, flush));
+  start_write(c);
+  maybe_shutdown(c);
+}
+
+/* Queues bytes; 0 when the bound is reached (nothing queued then). */
+static int enqueue(conn *c, const char *p, size_t len) {
+  if (c->out_len + c->wbuf_len + len > c->max_out) {
+    c->full = 1;
+    return 0;
+  }
+  if (c->out_cap - c->out_len < len) {
+    size_t ncap = c->out_cap ? c->out_cap : 4096;
+    char *nb;
+    while (ncap - c->out_len < len) ncap *= 2;
+    nb = realloc(c->out, ncap);
+    if (!nb) return 0;
+    c->out = nb;
+    c->out_cap = ncap;
+  }
+  memcpy(c->out + c->out_len, p, len);
+  c->out_len += len;
+  lx_defer(c->h.lp, &c->flush);
+  return 1;
+}
+
+static int l_write(lua_State *L) {
+  conn *c = check_conn(L);
+  size_t len;
+  const char *p = luaL_checklstring(L, 2, &len);
+  if (c->h.closed || c->closing) return fail_closed(L);
+  if (!enqueue(c, p, len)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "output queue full: the peer is not reading");
+    lua_pushliteral(L, "resource-constraint");
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- receive path ---------------------------------------------------------- */
+
+/* Runs the parser and dispatches each event, under lx_protected (ud: the
+ * conn). Input was handed to the parser by on_read (lx_stream_feed); after a
+ * pause() it is still there, and resume() continues it here. Lua may close,
+ * pause or restart the conn during a dispatch: that takes effect before
+ * another byte is parsed. */
+static int feed_protected(lua_State *L) {
+  conn *c = lua_touserdata(L, 1);
+  int top = lua_gettop(L);
+  while (c->parser && !c->h.closed && !c->paused) {
+    int n, ev = lx_stream_next(c->parser);
+    if (ev == LX_EV_MORE) return 0;
+    if (!push_event(L, &c->h, "")) return 0;
+    lua_pop(L, 1);                            /* "net", owner */
+    if (ev == LX_EV_ERROR) {
+      const char *cond, *msg = lx_stream_error(c->parser, &cond);
+      lua_pushliteral(L, "parse-error");
+      lua_pushstring(L, msg);
+      lua_pushstring(L, cond);
+      c->reading = 0;
+      uv_read_stop((uv_stream_t *)&c->tcp);
+      lx_dispatch(c->h.lp, 5);
+      return 0;
+    }
+    lua_pushstring(L, ev == LX_EV_OPEN ? "open" :
+                      ev == LX_EV_STANZA ? "stanza" : "stream-close");
+    n = lx_push_event(L, c->parser, ev, 0);
+    c->in_dispatch = 1;
+    c->reset = RESET_NONE;
+    lx_dispatch(c->h.lp, 3 + n);
+    c->in_dispatch = 0;
+    lua_settop(L, top);
+    if (c->h.closed || !c->parser) return 0;
+    if (c->reset == RESET_RESTART) {
+      /* the rest of this read belongs to the new stream */
+      size_t rest = lx_stream_remaining(c->parser);
+      if (!lx_stream_reset(c->parser)) return 0;
+      lx_stream_feed(c->parser, c->rbuf + c->rlen - rest, rest, 0);
+    }
+  }
+  return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn *c = h->data;
+  (void)suggested;
+  if (!c->rbuf) c->rbuf = malloc(READ_BUF);
+  *buf = uv_buf_init(c->rbuf, c->rbuf ? READ_BUF : 0);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn *c = s->data;
+  (void)buf;
+  if (nread == 0 || c->h.closed) return;
+  if (nread < 0) {
+    c->reading = 0;
+    uv_read_stop(s);
+    if (nread == UV_EOF) emit(&c->h, "eof");
+    else emit_msg(&c->h, "read-error", uv_strerror((int)nread), "closed");
+    return;
+  }
+  c->bytes_in += (uint64_t)nread;
+  if (c->parser) {
+    c->rlen = (size_t)nread;
+    lx_stream_feed(c->parser, c->rbuf, c->rlen, 0);
+    lx_protected(c->h.lp, feed_protected, c);
+  }
+}
+
+static void start_reading(conn *c) {
+  if (c->reading || c->paused || c->h.closed || c->connecting || !c->parser)
+    return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    c->reading = 1;
+}
+
+static void run_cont(lx_deferred *d) {
+  conn *c = (conn *)((char *)d - offsetof(conn, cont));
+  if (c->h.closed || c->paused) return;
+  lx_protected(c->h.lp, feed_protected, c);
+  start_reading(c);
+}
+
+/* ---- creation ---------------------------------------------------------------- */
+
+/* Pushes a new conn userdata with its handle initialised and pinned. */
+static conn *new_conn(lua_State *L, lx_loop *lp) {
+  conn *c = lua_newuserdatauv(L, sizeof *c, 1);
+  memset(c, 0, sizeof *c);
+  c->h.closed = 1;                       /* not open until the handle is */
+  c->h.self_ref = LUA_NOREF;
+  luaL_setmetatable(L, CONN_MT);
+  if (uv_tcp_init(&lp->uv, &c->tcp) != 0) luaL_error(L, "cannot create a socket");
+  c->tcp.data = c;
+  lx_handle_pin(L, -1, &c->h, lp);
+  c->h.on_close = conn_freed;
+  c->flush.run = run_flush;
+  c->cont.run = run_cont;
+  c->max_out = DEFAULT_MAX_OUT;
+  uv_tcp_nodelay(&c->tcp, 1);
+  return c;
+}
+
+static int parse_addr(lua_State *L, const char *ip, int port,
+                      struct sockaddr_storage *ss) {
+  if (port < 0 || port > 65535) return luaL_error(L, "invalid port %d", port);
+  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)ss) == 0) return 1;
+  if (uv_ip6_addr(ip, port, (struct sockaddr_in6 *)ss) == 0) return 1;
+  return 0;
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  conn *c = req->data;
+  c->connecting = 0;
+  if (c->h.closed) return;
+  if (status < 0) {
+    emit_msg(&c->h, "connect-failed", uv_strerror(status),
+             status == UV_ECONNREFUSED ? "connection-refused" : "remote-connection-failed");
+    conn_abort(c);
+    return;
+  }
+  emit(&c->h, "connected");
+  start_reading(c);
+  lx_defer(c->h.lp, &c->flush);          /* anything written while connecting */
+}
+
+/* core.tcp_connect(ip, port, owner) -> conn: the outcome is dispatched as
+ * "connected" or "connect-failed". ip must be a numeric address. */
+static int l_tcp_connect(lua_State *L) {
+  lx_loop *lp = lx_loop_get(L);
+  const char *ip = luaL_checkstring(L, 1);
+  int port = (int)luaL_checkinteger(L, 2);
+  struct sockaddr_storage ss;
+  conn *c;
+  int r;
+  luaL_checkany(L, 3);
+  if (!parse_addr(L, ip, port, &ss))
+    return luaL_error(L, "tcp_connect: %s is not a numeric IP address", ip);
+  c = new_conn(L, lp);                   /* ..., conn */
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, -2, 1);
+  c->creq.data = c;
+  r = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&ss, on_connect);
+  if (r != 0) {
+    conn_abort(c);
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(r));
+    lua_pushliteral(L, "remote-connection-failed");
+    return 3;
+  }
+  c->connecting = 1;
+  return 1;
+}
+
+static int accept_protected(lua_State *L) {
+  listener *ls = lua_touserdata(L, 1);
+  conn *c = new_conn(L, ls->h.lp);       /* ud, conn */
+  if (uv_accept((uv_stream_t *)&ls->tcp, (uv_stream_t *)&c->tcp) != 0) {
+    conn_abort(c);
+    return 0;
+  }
+  if (!push_event(L, &ls->h, "accept")) {
+    conn_abort(c);
+    return 0;
+  }                                      /* ud, conn, "net", owner, "accept" */
+  lua_pushvalue(L, 2);
+  lx_dispatch(ls->h.lp, 4);
+  return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  listener *ls = server->data;
+  if (status < 0 || ls->h.closed) return;
+  lx_protected(ls->h.lp, accept_protected, ls);
+}
+
+/* core.tcp_listen(ip, port, owner [, backlog]) -> listener */
+static int l_tcp_listen(lua_State *L) {
+  lx_loop *lp = lx_loop_get(L);
+  const char *ip = luaL_checkstring(L, 1);
+  int port = (int)luaL_checkinteger(L, 2);
+  int backlog = (int)luaL_optinteger(L, 4, 128);
+  struct sockaddr_storage ss;
+  listener *ls;
+  int r;
+  luaL_checkany(L, 3);
+  if (!parse_addr(L, ip, port, &ss))
+    return luaL_error(L, "tcp_listen: %s is not a numeric IP address", ip);
+  ls = lua_newuserdatauv(L, sizeof *ls, 1);
+  memset(ls, 0, sizeof *ls);
+  ls->h.closed = 1;
+  ls->h.self_ref = LUA_NOREF;
+  luaL_setmetatable(L, LISTENER_MT);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, -2, 1);
+  if (uv_tcp_init(&lp->uv, &ls->tcp) != 0) return luaL_error(L, "cannot create a socket");
+  ls->tcp.data = ls;
+  lx_handle_pin(L, -1, &ls->h, lp);
+  r = uv_tcp_bind(&ls->tcp, (const struct sockaddr *)&ss, 0);
+  if (r == 0) r = uv_listen((uv_stream_t *)&ls->tcp, backlog, on_connection);
+  if (r != 0) {
+    lx_handle_close(&ls->h, (uv_handle_t *)&ls->tcp);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot listen on %s port %d: %s", ip, port, uv_strerror(r));
+    lua_pushliteral(L, "undefined-condition");
+    return 3;
+  }
+  return 1;
+}
+
+/* ---- conn methods ------------------------------------------------------------- */
+
+/* conn:parse(opts): reads stream events from now on (limits as in
+ * lxmpp.stream_parser). */
+static int l_parse(lua_State *L) {
+  conn *c = check_conn(L);
+  lx_limits lim;
+  if (c->h.closed) return fail_closed(L);
+  lx_limits_default(&lim);
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "max_stanza_size");
+    if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0)
+      lim.max_stanza_size = (size_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  if (!c->parser) {
+    c->parser = lx_stream_new(LX_MODE_STREAM, &lim);
+    if (!c->parser) return luaL_error(L, "out of memory");
+  }
+  start_reading(c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:restart(): a stream restart (RFC 6120 §4.3.3): the parser forgets
+ * the stream; bytes already read after the current stanza go to the new
+ * stream. */
+static int l_restart(lua_State *L) {
+  conn *c = check_conn(L);
+  if (c->h.closed || !c->parser) return fail_closed(L);
+  if (c->in_dispatch) c->reset = RESET_RESTART;   /* feed_protected does it */
+  else if (!lx_stream_reset(c->parser)) return luaL_error(L, "out of memory");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_pause(lua_State *L) {
+  conn *c = check_conn(L);
+  if (c->h.closed) return 0;
+  c->paused = 1;
+  if (c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
+  return 0;
+}
+
+static int l_resume(lua_State *L) {
+  conn *c = check_conn(L);
+  if (c->h.closed || !c->paused) return 0;
+  c->paused = 0;
+  lx_defer(c->h.lp, &c->cont);           /* parse what was left, then read */
+  return 0;
+}
+
+/* conn:close(): graceful; queued bytes are sent first. */
+static int l_close(lua_State *L) {
+  conn *c = check_conn(L);
+  if (c->h.closed || c->closing) return 0;
+  c->closing = 1;
+  if (c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
+  if (c->connecting) conn_abort(c);
+  else lx_defer(c->h.lp, &c->flush);   /* flush, then shutdown and close */
+  return 0;
+}
+
+static int l_abort(lua_State *L) {
+  conn *c = check_conn(L);
+  conn_abort(c);
+  return 0;
+}
+
+static int l_set_owner(lua_State *L) {
+  check_conn(L);
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  return 0;
+}
+
+static int l_info(lua_State *L) {
+  conn *c = check_conn(L);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char ip[64] = "";
+  int port = 0;
+  if (!c->h.closed &&
+      uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, ip);
+  lua_setfield(L, -2, "peer");
+  lua_pushinteger(L, port);
+  lua_setfield(L, -2, "port");
+  lua_pushinteger(L, (lua_Integer)c->bytes_in);
+  lua_setfield(L, -2, "bytes_in");
+  lua_pushinteger(L, (lua_Integer)c->bytes_out);
+  lua_setfield(L, -2, "bytes_out");
+  lua_pushinteger(L, (lua_Integer)(c->out_len + c->wbuf_len));
+  lua_setfield(L, -2, "queued");
+  lua_pushboolean(L, !c->h.closed);
+  lua_setfield(L, -2, "open");
+  return 1;
+}
+
+/* conn:set_max_queue(bytes): the bound on queued output */
+static int l_set_max_queue(lua_State *L) {
+  conn *c = check_conn(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n > 0, 2, "must be positive");
+  c->max_out = (size_t)n;
+  return 0;
+}
+
+static int l_conn_tostring(lua_State *L) {
+  conn *c = check_conn(L);
+  lua_pushfstring(L, "lxmpp.conn (%s)", c->h.closed ? "closed" : "open");
+  return 1;
+}
+
+/* ---- listener methods --------------------------------------------------------- */
+
+static int l_listener_port(lua_State *L) {
+  listener *ls = luaL_checkudata(L, 1, LISTENER_MT);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (ls->h.closed ||
+      uv_tcp_getsockname(&ls->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return 0;
+  if (ss.ss_family == AF_INET)
+    lua_pushinteger(L, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  else
+    lua_pushinteger(L, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+  return 1;
+}
+
+static int l_listener_close(lua_State *L) {
+  listener *ls = luaL_checkudata(L, 1, LISTENER_MT);
+  lx_handle_close(&ls->h, (uv_handle_t *)&ls->tcp);
+  return 0;
+}
+
+void lx_open_net(lua_State *L) {
+  static const luaL_Reg conn_methods[] = {
+    {"parse", l_parse}, {"write", l_write}, {"restart", l_restart},
+    {"pause", l_pause}, {"resume", l_resume}, {"close", l_close},
+    {"abort", l_abort}, {"info", l_info}, {"set_owner", l_set_owner},
+    {"set_max_queue", l_set_max_queue}, {NULL, NULL}
+  };
+  static const luaL_Reg listener_methods[] = {
+    {"port", l_listener_port}, {"close", l_listener_close}, {NULL, NULL}
+  };
+  if (luaL_newmetatable(L, CONN_MT)) {
+    luaL_newlib(L, conn_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LISTENER_MT)) {
+    luaL_newlib(L, listener_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_tcp_connect);
+  lua_setfield(L, -2, "tcp_connect");
+  lua_pushcfunction(L, l_tcp_listen);
+  lua_setfield(L, -2, "tcp_listen");
+}
