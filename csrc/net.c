@@ -10,7 +10,8 @@
  *   conn:restart()       stream restart: a fresh parser; unparsed bytes of the
  *                        current read go to it
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
- *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, queued= }
+ *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
+ *                    open= }
  *   listener:port()  listener:close()
  *
  * Events reach Lua as dispatch("net", owner, event, ...): "connected",
@@ -53,7 +54,7 @@ typedef struct conn {
   int writing, connecting, reading, paused, closing, shut, full;
   int reset;                  /* RESET_* requested by Lua during dispatch */
   int in_dispatch;
-  uint64_t bytes_in, bytes_out;
+  uint64_t bytes_in, bytes_out, writes;
   uv_connect_t creq;
   uv_write_t wreq;
   uv_shutdown_t sreq;
@@ -176,6 +177,7 @@ static void start_write(conn *c) {
     return;
   }
   c->writing = 1;
+  c->writes++;
   c->bytes_out += b.len;
 }
 
@@ -531,7 +533,9 @@ static int l_info(lua_State *L) {
       port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
   }
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, (lua_Integer)c->writes);
+  lua_setfield(L, -2, "writes");
   lua_pushstring(L, ip);
   lua_setfield(L, -2, "peer");
   lua_pushinteger(L, port);

@@ -1,0 +1,123 @@
+-- lxmpp.net: TCP connections as objects that tasks can wait on, over the C
+-- connections of csrc/net.c. Each C event arrives through the dispatcher as
+-- ("net", owner, event, ...); owner is the Lua object below, and its
+-- handlers run synchronously (they must not wait: spawn a task to wait).
+
+local core = require "lxmpp.core"
+local task = require "lxmpp.task"
+
+local setmetatable, type, error, tostring, pcall = setmetatable, type, error, tostring, pcall
+
+local M = {}
+
+local Conn = {}
+Conn.__index = Conn
+
+local function new_conn(c)
+  return setmetatable({ c = c, handlers = {}, closed = false }, Conn)
+end
+
+-- C events for connections and listeners
+task.handle("net", function(owner, event, ...)
+  if owner then return owner:net_event(event, ...) end
+end)
+
+function Conn:net_event(event, ...)
+  if event == "closed" then
+    self.closed = true
+    local w = self.close_waiter
+    self.close_waiter = nil
+    if w then w:wake(true) end
+  end
+  local h = self.handlers[event]
+  if h then return h(...) end
+end
+
+--- conn:on(event, fn): fn(...) for the C events: "open" (attr), "stanza"
+-- (stanza), "stream-close", "parse-error" (msg, cond), "eof", "read-error",
+-- "write-error", "drain", "closed". One handler per event; it runs
+-- synchronously, inside the read that produced the event.
+function Conn:on(event, fn)
+  if type(event) ~= "string" then error("conn:on: event must be a string", 2) end
+  if fn ~= nil and type(fn) ~= "function" then error("conn:on: handler must be a function", 2) end
+  self.handlers[event] = fn
+  return self
+end
+
+function Conn:parse(opts) return self.c:parse(opts) end
+function Conn:write(bytes) return self.c:write(bytes) end
+function Conn:send(stanza) return self.c:write(tostring(stanza)) end
+function Conn:restart() return self.c:restart() end
+function Conn:pause() return self.c:pause() end
+function Conn:resume() return self.c:resume() end
+function Conn:info() return self.c:info() end
+function Conn:abort() return self.c:abort() end
+function Conn:set_max_queue(n) return self.c:set_max_queue(n) end
+
+--- conn:close([timeout]): graceful close; from a task it waits until the
+-- socket is closed (at most timeout seconds, default 10, then aborts).
+function Conn:close(timeout)
+  if self.closed then return true end
+  self.c:close()
+  local ok, cur = pcall(task.current)
+  if not ok or not cur then return true end
+  local w = task.waiter("conn:close", 1)
+  self.close_waiter = w
+  local t = core.timer(timeout or 10, w)
+  local done = w:wait()
+  t:stop()
+  if not done then
+    self.c:abort()
+    return nil, "close timed out", "timeout"
+  end
+  return true
+end
+
+--- net.connect(ip, port [, timeout]) -> conn | nil, message, condition
+-- Waits (in a task) until the TCP connection is made; ip is numeric.
+function M.connect(ip, port, timeout)
+  local w = task.waiter("lxmpp.net.connect", 1)
+  local conn = new_conn(nil)
+  conn.handlers.connected = function() w:wake(true) end
+  conn.handlers["connect-failed"] = function(msg, cond) w:wake(nil, msg, cond) end
+  local c, msg, cond = core.tcp_connect(ip, port, conn)
+  if not c then return nil, msg, cond end
+  conn.c = c
+  local t = core.timer(timeout or 30, w)
+  local ok, emsg, econd = w:wait()
+  t:stop()
+  conn.handlers.connected, conn.handlers["connect-failed"] = nil, nil
+  if ok == nil and emsg == nil then
+    c:abort()
+    return nil, ("connection to %s port %d timed out"):format(ip, port), "timeout"
+  end
+  if not ok then return nil, emsg, econd end
+  return conn
+end
+
+local Listener = {}
+Listener.__index = Listener
+
+function Listener:net_event(event, c)
+  if event == "accept" then
+    local conn = new_conn(c)
+    c:set_owner(conn)
+    return self.on_accept(conn)
+  end
+end
+
+function Listener:port() return self.l:port() end
+function Listener:close() return self.l:close() end
+
+--- net.listen(ip, port, on_accept) -> listener | nil, message, condition
+-- on_accept(conn) runs synchronously for each accepted connection.
+function M.listen(ip, port, on_accept)
+  if type(on_accept) ~= "function" then error("net.listen: on_accept must be a function", 2) end
+  local ls = setmetatable({ on_accept = on_accept }, Listener)
+  local l, msg, cond = core.tcp_listen(ip, port, ls)
+  if not l then return nil, msg, cond end
+  ls.l = l
+  return ls
+end
+
+return M

@@ -1,0 +1,196 @@
+-- TCP connections (csrc/net.c, lua/lxmpp/net.lua) on loopback: the receive
+-- path into the stream parser, restarts, pausing, bounded and coalesced
+-- writes, clean closes.
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local net = require "lxmpp.net"
+local st = lxmpp.stanza
+
+local HDR = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>"
+
+local function assert_clean()
+  collectgarbage()
+  assert.equal(0, lxmpp.task.count(), "tasks left running")
+  assert.equal(0, core.loop_handles(), "handles left open")
+end
+
+-- A listener whose accepted connections parse and record stanza names.
+local function recorder()
+  local rec = { conns = {}, names = {}, events = {} }
+  rec.listener = assert(net.listen("127.0.0.1", 0, function(conn)
+    rec.conns[#rec.conns + 1] = conn
+    conn:on("open", function(attr) rec.events[#rec.events + 1] = "open " .. tostring(attr.to) end)
+    conn:on("stanza", function(s)
+      rec.names[#rec.names + 1] = s.name
+      if rec.on_stanza then rec.on_stanza(conn, s) end
+    end)
+    conn:on("parse-error", function(_, cond) rec.events[#rec.events + 1] = "error " .. cond; conn:abort() end)
+    conn:on("eof", function() conn:close() end)
+    conn:parse()
+  end))
+  return rec
+end
+
+local function wait_until(pred, timeout)
+  local t0 = core.now()
+  while not pred() do
+    if core.now() - t0 > (timeout or 5) then error("timed out waiting", 2) end
+    lxmpp.sleep(0.005)
+  end
+end
+
+describe("tcp connections", function()
+  after_each(assert_clean)
+
+  it("delivers stanzas in order, whatever the segmenting", function()
+    lxmpp.run(function()
+      local rec = recorder()
+      local c = assert(net.connect("127.0.0.1", rec.listener:port()))
+      local big = st.message({ to = "a@b" }, ("x"):rep(100000))
+      c:write(HDR)
+      for i = 1, 50 do c:write("<m" .. i .. "/>") end
+      c:send(big)
+      c:write("<last/>")
+      wait_until(function() return #rec.names == 52 end)
+      assert.equal("m1", rec.names[1])
+      assert.equal("m50", rec.names[50])
+      assert.equal("message", rec.names[51])
+      assert.equal("last", rec.names[52])
+      assert.same({ "open x" }, rec.events)
+      c:close()
+      rec.listener:close()
+    end)
+  end)
+
+  it("reports a refused connection with connection-refused", function()
+    lxmpp.run(function()
+      local l = assert(net.listen("127.0.0.1", 0, function() end))
+      local port = l:port()
+      l:close()
+      lxmpp.sleep(0.01)
+      local c, msg, cond = net.connect("127.0.0.1", port)
+      assert.is_nil(c)
+      assert.equal("connection-refused", cond)
+      assert.is_string(msg)
+    end)
+  end)
+
+  it("refuses a non-numeric address as misuse", function()
+    lxmpp.run(function()
+      assert.has_error(function() net.connect("localhost", 5222) end)
+    end)
+  end)
+
+  it("a restart from a handler hands the rest of the read to the new stream", function()
+    lxmpp.run(function()
+      local rec = recorder()
+      rec.on_stanza = function(conn, s) if s.name == "success" then conn:restart() end end
+      local c = assert(net.connect("127.0.0.1", rec.listener:port()))
+      -- one segment: a stanza that restarts the stream, then the new header and a stanza
+      c:write(HDR .. "<success/>" .. HDR:gsub("to='x'", "to='y'") .. "<after/>")
+      wait_until(function() return #rec.names == 2 end)
+      assert.same({ "success", "after" }, rec.names)
+      assert.same({ "open x", "open y" }, rec.events)
+      c:close()
+      rec.listener:close()
+    end)
+  end)
+
+  it("pause inside a handler keeps the rest of the read until resume", function()
+    lxmpp.run(function()
+      local rec = recorder()
+      local paused_conn
+      rec.on_stanza = function(conn, s)
+        if s.name == "pause" then conn:pause() paused_conn = conn end
+      end
+      local c = assert(net.connect("127.0.0.1", rec.listener:port()))
+      c:write(HDR .. "<a/><pause/><b/><c/>")
+      wait_until(function() return paused_conn ~= nil end)
+      lxmpp.sleep(0.05)
+      assert.same({ "a", "pause" }, rec.names)
+      paused_conn:resume()
+      wait_until(function() return #rec.names == 4 end)
+      assert.same({ "a", "pause", "b", "c" }, rec.names)
+      c:close()
+      rec.listener:close()
+    end)
+  end)
+
+  it("reports parse errors with their condition", function()
+    lxmpp.run(function()
+      local rec = recorder()
+      local c = assert(net.connect("127.0.0.1", rec.listener:port()))
+      c:write(HDR .. "<ok/><bad><!-- x --></bad><never/>")
+      wait_until(function() return #rec.events == 2 end)
+      assert.same({ "open x", "error restricted-xml" }, rec.events)
+      assert.same({ "ok" }, rec.names)
+      c:close()
+      rec.listener:close()
+    end)
+  end)
+
+  it("coalesces the writes of one loop iteration into one system call", function()
+    lxmpp.run(function()
+      local rec = recorder()
+      local c = assert(net.connect("127.0.0.1", rec.listener:port()))
+      local before = c:info().writes
+      c:write(HDR)
+      for i = 1, 200 do c:write("<m" .. i .. "/>") end
+      wait_until(function() return #rec.names == 200 end)
+      assert.equal(1, c:info().writes - before)
+      c:close()
+      rec.listener:close()
+    end)
+  end)
+
+  it("bounds the output queue for a peer that stops reading, then drains", function()
+    lxmpp.run(function()
+      local server_conn
+      local l = assert(net.listen("127.0.0.1", 0, function(conn) server_conn = conn end))
+      local c = assert(net.connect("127.0.0.1", l:port()))
+      wait_until(function() return server_conn ~= nil end)
+      c:set_max_queue(256 * 1024)
+      local drained = false
+      c:on("drain", function() drained = true end)
+      local chunk = ("z"):rep(16384)
+      assert(c:write(HDR .. "<m>"))   -- all that follows is the text of <m>
+      local refused, cond
+      for _ = 1, 100000 do
+        local ok, _, co = c:write(chunk)
+        if not ok then refused, cond = true, co break end
+        lxmpp.task.yield()           -- let the loop flush what it can
+      end
+      assert.is_true(refused, "the queue never filled")
+      assert.equal("resource-constraint", cond)
+      assert.is_true(c:info().queued <= 256 * 1024)
+      -- the peer starts reading: everything queued goes out and drain fires
+      local perr
+      server_conn:on("parse-error", function(m) perr = m end)
+      server_conn:parse({ max_stanza_size = 1 << 30 })
+      wait_until(function() return drained end, 10)
+      assert.equal(0, c:info().queued)
+      assert.is_nil(perr)
+      c:abort()
+      server_conn:abort()
+      l:close()
+      lxmpp.sleep(0.01)
+    end)
+  end)
+
+  it("close is graceful, safe twice, and refuses later writes", function()
+    lxmpp.run(function()
+      local rec = recorder()
+      local c = assert(net.connect("127.0.0.1", rec.listener:port()))
+      c:write(HDR .. "<bye/>")
+      assert.is_true(c:close())
+      assert.is_true(c:close())
+      local ok, _, cond = c:write("<x/>")
+      assert.is_nil(ok)
+      assert.equal("closed", cond)
+      wait_until(function() return #rec.names == 1 end)
+      assert.same({ "bye" }, rec.names)
+      rec.listener:close()
+      lxmpp.sleep(0.02)
+    end)
+  end)
+end)
