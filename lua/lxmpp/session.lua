@@ -1,0 +1,379 @@
+-- lxmpp.session: one XML stream over a connection, as clients and components
+-- share it: opening and closing the stream, reading stanzas one at a time
+-- while features are negotiated, then routing them (IQ replies matched by id
+-- and sender, get/set to handle_iq handlers, everything to user handlers,
+-- each in its own task), and sending.
+--
+-- While negotiating, the connection is paused after each stanza, so a
+-- decision taken on one stanza (STARTTLS, a SASL restart) takes effect
+-- before another byte is parsed (SECURITY.md: no plaintext after <proceed/>).
+
+local core = require "lxmpp.core"
+local task = require "lxmpp.task"
+local events = require "lxmpp.events"
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+
+local setmetatable, type, error, tostring, pairs, ipairs, select, string_format, io =
+  setmetatable, type, error, tostring, pairs, ipairs, select, string.format, io
+
+local M = {}
+
+M.NS_STREAMS = "http://etherx.jabber.org/streams"
+M.NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+M.NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+local USER_EVENTS = {
+  message = true, presence = true, iq = true, stanza = true,
+  online = true, disconnected = true, reconnected = true,
+}
+
+local Session = {}
+Session.__index = Session
+M.Session = Session
+
+local id_prefix = ("%08x"):format(math.random(0, 0x7fffffff))
+local id_counter = 0
+--- A fresh stanza id: unique in this process, not guessable from outside.
+function M.new_id()
+  id_counter = id_counter + 1
+  return ("lx%s%x%04x"):format(id_prefix, id_counter, math.random(0, 0xffff))
+end
+
+local function default_logger(level, msg)
+  io.stderr:write("lxmpp [", level, "] ", msg, "\n")
+end
+
+--- session.new{ default_ns = "jabber:client", logger = fn, debug = bool }
+function M.new(opts)
+  local self = setmetatable({
+    default_ns = opts.default_ns or "jabber:client",
+    bus = events.new(),           -- features and plugins
+    user = {},                    -- user handlers: id -> { event, fn }
+    next_handler = 0,
+    iq_handlers = {},             -- xmlns -> fn(iq) -> reply
+    pending = {},                 -- iq id -> { to = prepared jid or false, waiter = w }
+    queue = {}, qn = 0,           -- stanzas read while negotiating
+    negotiating = false,
+    logger = opts.logger or default_logger,
+    debug = opts.debug or false,
+    hide_payloads = 0,            -- > 0: SASL in progress, never log payloads
+  }, Session)
+  return self
+end
+
+function Session:log(level, fmt, ...)
+  local msg = select("#", ...) > 0 and string_format(fmt, ...) or fmt
+  self.logger(level, msg)
+end
+
+-- What debug mode prints of a stanza: never SASL payloads.
+function Session:describe(stanza)
+  if self.hide_payloads > 0 and stanza.attr and
+      stanza.attr.xmlns == "urn:ietf:params:xml:ns:xmpp-sasl" then
+    return ("<%s xmlns='urn:ietf:params:xml:ns:xmpp-sasl'%s> [SASL payload hidden]"):format(
+      stanza.name, stanza.attr.mechanism and (" mechanism='" .. stanza.attr.mechanism .. "'") or "")
+  end
+  return tostring(stanza)
+end
+
+---------------------------------------------------------------------------
+-- the connection
+
+--- Attaches a connected lxmpp.net connection and starts parsing.
+function Session:attach(conn, parse_opts)
+  self.conn = conn
+  self.closed_reason = nil
+  conn:on("open", function(attr) self:on_open(attr) end)
+  conn:on("stanza", function(s) self:on_stanza(s) end)
+  conn:on("stream-close", function() self:on_stream_close() end)
+  conn:on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
+  conn:on("eof", function() self:lost("the server closed the connection", "closed") end)
+  conn:on("read-error", function(msg) self:lost(msg, "closed") end)
+  conn:on("write-error", function(msg) self:lost(msg, "closed") end)
+  conn:on("closed", function() self:lost(self.closed_reason or "connection closed", "closed") end)
+  conn:parse(parse_opts)
+end
+
+--- Writes the opening stream header (also after a restart).
+function Session:open_stream(attr)
+  local parts = { "<?xml version='1.0'?><stream:stream xmlns='", core.xml_escape(self.default_ns),
+    "' xmlns:stream='", M.NS_STREAMS, "'" }
+  for k, v in pairs(attr) do
+    parts[#parts + 1] = (" %s='%s'"):format(k, core.xml_escape(v))
+  end
+  parts[#parts + 1] = ">"
+  local header = table.concat(parts)
+  if self.debug then self:log("debug", "OUT %s", header) end
+  return self.conn:write(header)
+end
+
+--- Sends a stanza; true, or nil, message, condition.
+function Session:send(stanza)
+  if not st.is_stanza(stanza) then error("send: expected a stanza", 2) end
+  if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+  local ok, xml = pcall(tostring, stanza)
+  if not ok then error(xml, 2) end
+  if self.debug then self:log("debug", "OUT %s", self:describe(stanza)) end
+  return self.conn:write(xml)
+end
+
+---------------------------------------------------------------------------
+-- reading while negotiating
+
+function Session:push(item)
+  self.qn = self.qn + 1
+  self.queue[self.qn] = item
+  local w = self.reader
+  if w then
+    self.reader = nil
+    w:wake()
+  end
+end
+
+function Session:on_open(attr)
+  if self.debug then self:log("debug", "IN stream header from %s id %s", tostring(attr.from), tostring(attr.id)) end
+  self.stream_attr = attr
+  if self.negotiating then
+    self.conn:pause()
+    self:push({ open = attr })
+  end
+end
+
+function Session:on_stream_close()
+  if self.debug then self:log("debug", "IN </stream:stream>") end
+  self.remote_closed = true
+  if self.close_waiter then self.close_waiter:wake(true) end
+  if self.negotiating then self:push({ error = "the server closed the stream", condition = "closed" }) end
+  if self.conn then self.conn:close() end
+end
+
+--- Next thing read while negotiating: a stanza, or nil, message, condition
+-- (the stream header is returned as { open = attr }).
+function Session:read(timeout)
+  if self.qn == 0 then
+    if not self.conn or self.conn.closed then return nil, "connection closed", "closed" end
+    local w = task.waiter("session:read", 1)
+    self.reader = w
+    local t = core.timer(timeout or 30, w)
+    self.conn:resume()
+    w:wait()
+    t:stop()
+    if self.reader == w then
+      self.reader = nil
+      return nil, "timed out waiting for the server", "timeout"
+    end
+  end
+  local item = table.remove(self.queue, 1)
+  self.qn = self.qn - 1
+  if item.error then return nil, item.error, item.condition end
+  return item.open and item or item.stanza
+end
+
+---------------------------------------------------------------------------
+-- errors and the end of the stream
+
+-- The condition of a <stream:error/>, and its text.
+local function stream_error_of(s)
+  local cond, text
+  for child in s:childtags(nil, M.NS_STREAM_ERRORS) do
+    if child.name == "text" then text = child:get_text() else cond = cond or child.name end
+  end
+  return cond or "undefined-condition", text
+end
+
+--- Sends a stream error and closes (RFC 6120 §4.9).
+function Session:stream_error(cond, text)
+  if not self.conn or self.conn.closed then return end
+  local xml = "<stream:error><" .. cond .. " xmlns='" .. M.NS_STREAM_ERRORS .. "'/>" ..
+    (text and ("<text xmlns='" .. M.NS_STREAM_ERRORS .. "'>" .. core.xml_escape(text) .. "</text>") or "") ..
+    "</stream:error></stream:stream>"
+  self:log("warn", "stream error %s: %s", cond, tostring(text))
+  self.conn:write(xml)
+  self.closed_reason = text or cond
+  self:lost(text or cond, cond)
+  self.conn:close()
+end
+
+-- The connection ended (or must end): fail what waits on it, once.
+function Session:lost(msg, cond)
+  if self.lost_reason then return end
+  self.lost_reason = { msg, cond }
+  if self.negotiating then self:push({ error = msg, condition = cond }) end
+  for id, p in pairs(self.pending) do
+    self.pending[id] = nil
+    p.waiter:wake(nil, msg, cond)
+  end
+  if self.close_waiter then self.close_waiter:wake(true) end
+  if self.on_lost then self.on_lost(msg, cond) end
+end
+
+--- Ends the stream cleanly: sends </stream:stream>, waits (bounded) for the
+-- peer's, then closes the connection.
+function Session:close(timeout)
+  local conn = self.conn
+  if not conn or conn.closed then return true end
+  self.closing = true
+  if not self.remote_closed then
+    conn:write("</stream:stream>")
+    local ok = pcall(task.current)
+    if ok then
+      local w = task.waiter("close", 1)
+      self.close_waiter = w
+      local t = core.timer(timeout or 10, w)
+      w:wait()
+      t:stop()
+      self.close_waiter = nil
+    end
+  end
+  self.closed_reason = "closed by us"
+  return conn:close(timeout)
+end
+
+---------------------------------------------------------------------------
+-- routing once online
+
+function Session:on_stanza(s)
+  if self.debug then self:log("debug", "IN %s", self:describe(s)) end
+  if s.name == "error" and s.attr.xmlns == M.NS_STREAMS then
+    local cond, text = stream_error_of(s)
+    self.closed_reason = text or cond
+    self:lost(("stream error: %s%s"):format(cond, text and (" (" .. text .. ")") or ""), cond)
+    if self.conn then self.conn:close() end
+    return
+  end
+  if self.negotiating then
+    self.conn:pause()
+    self:push({ stanza = s })
+    return
+  end
+  if self.bus:fire("stanza-in", s) then return end       -- plugins first
+  self:route(s)
+end
+
+-- Is `from` the entity a request to `to` was sent to? (SECURITY.md: IQ
+-- replies are matched by id and by the address the request went to.)
+function Session:reply_from_ok(to, from)
+  if not to or (self.bare_jid and jid.equal(to, self.bare_jid)) then
+    -- sent to our account or our server: the reply comes from there
+    return from == nil or jid.equal(from, self.bare_jid or "") or
+      jid.equal(from, self.jid or "") or jid.equal(from, self.domain or "")
+  end
+  return from ~= nil and jid.equal(from, to)
+end
+
+function Session:route(s)
+  local name, typ = s.name, s.attr.type
+  if name == "iq" and (typ == "result" or typ == "error") then
+    local p = s.attr.id and self.pending[s.attr.id]
+    if p and self:reply_from_ok(p.to, s.attr.from) then
+      self.pending[s.attr.id] = nil
+      if typ == "result" then
+        p.waiter:wake(s)
+      else
+        local etype, cond, text = s:get_error()
+        p.waiter:wake(nil, text or cond or "error", cond or "undefined-condition", s, etype)
+      end
+      return
+    end
+    if p then
+      self:log("warn", "ignored an IQ reply with id %s from the wrong sender %s",
+        s.attr.id, tostring(s.attr.from))
+    end
+  end
+  self:fire_user("stanza", s)
+  if name == "message" or name == "presence" or name == "iq" then self:fire_user(name, s) end
+  if name == "iq" and (typ == "get" or typ == "set") then self:answer_iq(s) end
+end
+
+function Session:answer_iq(iq)
+  local child = iq.tags[1]
+  local h = child and self.iq_handlers[child.attr.xmlns or ""]
+  if not h then
+    self:send(st.error_reply(iq, "cancel", "service-unavailable"))
+    return
+  end
+  task.spawn(function()
+    local ok, reply = pcall(h, iq)
+    if not ok then
+      self:log("error", "handle_iq handler for %s failed: %s", tostring(child.attr.xmlns), tostring(reply))
+      self:send(st.error_reply(iq, "wait", "internal-server-error"))
+    elseif st.is_stanza(reply) then
+      self:send(reply)
+    elseif reply == nil then
+      self:send(st.reply(iq))
+    else
+      self:log("error", "handle_iq handler for %s returned a %s", tostring(child.attr.xmlns), type(reply))
+      self:send(st.error_reply(iq, "wait", "internal-server-error"))
+    end
+  end)
+end
+
+---------------------------------------------------------------------------
+-- user API
+
+--- on(event, fn) -> id: fn runs as its own task for each event.
+function Session:on(event, fn)
+  if not USER_EVENTS[event] then error("on: unknown event '" .. tostring(event) .. "'", 2) end
+  if type(fn) ~= "function" then error("on: handler must be a function", 2) end
+  self.next_handler = self.next_handler + 1
+  self.user[self.next_handler] = { event = event, fn = fn }
+  return self.next_handler
+end
+
+--- off(id): remove a handler; true if it existed.
+function Session:off(id)
+  local had = self.user[id] ~= nil
+  self.user[id] = nil
+  return had
+end
+
+function Session:fire_user(event, ...)
+  -- in the order handlers were added
+  local ids = {}
+  for id, h in pairs(self.user) do
+    if h.event == event then ids[#ids + 1] = id end
+  end
+  table.sort(ids)
+  for _, id in ipairs(ids) do task.spawn(self.user[id].fn, ...) end
+end
+
+--- handle_iq(xmlns, fn): fn(iq) answers get/set whose payload has xmlns;
+-- it returns the reply (nil: an empty result).
+function Session:handle_iq(xmlns, fn)
+  if type(xmlns) ~= "string" then error("handle_iq: xmlns must be a string", 2) end
+  if fn ~= nil and type(fn) ~= "function" then error("handle_iq: handler must be a function", 2) end
+  self.iq_handlers[xmlns] = fn
+end
+
+--- request(iq, timeout) -> result | nil, message, condition, error_stanza
+function Session:request(iq, timeout)
+  if not st.is_stanza(iq) or iq.name ~= "iq" then error("request: expected an iq stanza", 2) end
+  if iq.attr.type ~= "get" and iq.attr.type ~= "set" then error("request: the iq must be of type get or set", 2) end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    error("request: timeout must be a positive number", 2)
+  end
+  local w = task.waiter("request", 1)
+  local id = iq.attr.id
+  if not id or self.pending[id] then
+    id = M.new_id()
+    iq.attr.id = id
+  end
+  local to = iq.attr.to and (jid.prep(iq.attr.to) or iq.attr.to) or false
+  self.pending[id] = { to = to or nil, waiter = w }
+  local ok, msg, cond = self:send(iq)
+  if not ok then
+    self.pending[id] = nil
+    return nil, msg, cond
+  end
+  local t = core.timer(timeout or 30, w)
+  local r, emsg, econd, estanza, etype = w:wait()
+  t:stop()
+  if r == nil and emsg == nil then
+    self.pending[id] = nil
+    return nil, "no reply within " .. tostring(timeout or 30) .. " seconds", "timeout"
+  end
+  return r, emsg, econd, estanza, etype
+end
+
+return M
