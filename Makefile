@@ -51,7 +51,7 @@ test: deps build
 	$(BUSTED) spec
 
 lint:
-	luacheck lua spec bench examples
+	luacheck lua spec bench examples fuzz/make_corpus.lua bin/lxmpp
 
 # ASan + UBSan over the whole spec suite. The lua5.4 binary is not
 # instrumented, so the sanitizer runtime is preloaded.

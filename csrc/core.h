@@ -23,6 +23,7 @@ void lx_open_serialize(lua_State *L); /* serialize_lua.c: serialize, check_* */
 void lx_open_idn(lua_State *L);       /* idn.c: nodeprep, nameprep, resourceprep, to_ascii */
 void lx_open_loop(lua_State *L);      /* loop.c: the event loop, dispatcher, timers */
 void lx_open_net(lua_State *L);       /* net.c: TCP connections and listeners */
+void lx_open_tls(lua_State *L);       /* tls_lua.c: TLS contexts and sessions */
 
 /* Deepest element nesting the serializer writes, and so the depth that
  * core.parse_element accepts by default: whatever lxmpp can write, it can

@@ -83,8 +83,9 @@ static int loop_gc(lua_State *L) {
   b->lp = NULL;
   lp->closing = 1;
   uv_walk(&lp->uv, close_walk, NULL);
-  uv_run(&lp->uv, UV_RUN_DEFAULT);
-  uv_loop_close(&lp->uv);
+  /* uv_run returns at once while a uv_stop() is pending; each NOWAIT pass
+   * clears it and runs close callbacks */
+  while (uv_loop_close(&lp->uv) == UV_EBUSY) uv_run(&lp->uv, UV_RUN_NOWAIT);
   free(lp);
   return 0;
 }
@@ -255,8 +256,11 @@ static int l_loop_alive(lua_State *L) {
   return 1;
 }
 
+/* core.loop_stop(): makes a running uv_run return; outside of one there is
+ * nothing to stop (and a pending stop would cut the next run short). */
 static int l_loop_stop(lua_State *L) {
-  uv_stop(&lx_loop_get(L)->uv);
+  lx_loop *lp = lx_loop_get(L);
+  if (lp->L) uv_stop(&lp->uv);
   return 0;
 }
 

@@ -309,6 +309,8 @@ static int l_parse_element(lua_State *L) {
     /* no limits asked: take the whole string, as deep as lxmpp writes */
     if (lim.max_stanza_size < len) lim.max_stanza_size = len;
     lim.max_depth = LX_MAX_NEST;
+    lim.max_attrs = 1u << 20;
+    lim.max_children = 1u << 24;
   }
   s = lx_stream_new(LX_MODE_ELEMENT, &lim);
   if (!s) return luaL_error(L, "out of memory");

@@ -7,7 +7,7 @@ local stanza = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local task = require "lxmpp.task"
 
-local type, error = type, error
+local type, error, pcall, tostring = type, error, pcall, tostring
 
 local lxmpp = {
   VERSION = "0.1.0",
@@ -36,7 +36,9 @@ function lxmpp.stream_parser(handlers, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("lxmpp.stream_parser: opts must be a table or nil", 2)
   end
-  return core.stream_parser(handlers, opts)
+  local ok, p = pcall(core.stream_parser, handlers, opts)
+  if not ok then error("lxmpp.stream_parser: " .. tostring(p):gsub("^[^:]*:%d+: ", ""), 2) end
+  return p
 end
 
 return lxmpp
