@@ -13,12 +13,12 @@ LIBS      := -lexpat -lidn -lssl -lcrypto -luv -lcares
 
 SRC       := $(wildcard csrc/*.c)
 HDR       := $(wildcard csrc/*.h)
-ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c
+ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c csrc/sasl.c
 
 # Debian packages the project needs (build, tests, peers, fuzzing, benchmarks).
 DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev libexpat1-dev \
              libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
-             luarocks lua-expat prosody python3-slixmpp libstrophe-dev openssl \
+             luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
              clang libclang-rt-14-dev valgrind
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
@@ -69,10 +69,10 @@ check: deps build-asan/lxmpp/core.so
 # libFuzzer targets for the pure engines, seeded from the spec data.
 FUZZ_CC    := clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c99 -D_POSIX_C_SOURCE=200809L -Icsrc
-FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip
+FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip build-fuzz/fuzz_sasl
 build-fuzz/%: fuzz/%.c $(ENGINES) $(HDR)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(ENGINES) -lexpat
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(ENGINES) -lexpat -lidn -lcrypto
 
 fuzz: deps build $(FUZZERS)
 	rm -rf build-fuzz/corpus && $(LUA) fuzz/make_corpus.lua build-fuzz/corpus

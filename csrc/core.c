@@ -24,7 +24,11 @@ int luaopen_lxmpp_core(lua_State *L) {
   lx_open_stream(L);
   lx_open_serialize(L);
   lx_open_idn(L);
+  lx_open_sasl(L);
   lx_open_loop(L);
   lx_open_net(L);
+  lx_open_dns(L);
+  lx_open_tls(L);
+  lx_open_hash(L);
   return 1;
 }

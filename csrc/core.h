@@ -24,11 +24,20 @@ void lx_open_idn(lua_State *L);       /* idn.c: nodeprep, nameprep, resourceprep
 void lx_open_loop(lua_State *L);      /* loop.c: the event loop, dispatcher, timers */
 void lx_open_net(lua_State *L);       /* net.c: TCP connections and listeners */
 void lx_open_tls(lua_State *L);       /* tls_lua.c: TLS contexts and sessions */
+void lx_open_hash(lua_State *L);      /* hash_lua.c: digests, randomness, const_eq */
+void lx_open_dns(lua_State *L);       /* dns.c: core.resolver (c-ares SRV, A/AAAA), core.ip_family */
+void lx_open_sasl(lua_State *L);      /* sasl_lua.c: sasl_choose, sasl_client, sasl_server, ... */
 
 /* Deepest element nesting the serializer writes, and so the depth that
  * core.parse_element accepts by default: whatever lxmpp can write, it can
  * read back (parse(serialize(x)) == x). */
 #define LX_MAX_NEST 500
+
+struct lx_tls_ctx;
+/* The TLS context of the tls_context userdata at idx (raises if it is not
+ * one, or closed); *server tells its role. The context is reference counted
+ * by the engine, so sessions made from it keep it alive. tls_lua.c. */
+struct lx_tls_ctx *lx_tls_ctx_from_lua(lua_State *L, int idx, int *server);
 
 struct lx_stream;
 /* Pushes what a parser event carries: the stream header's attribute table

@@ -9,6 +9,8 @@
  *   conn:write(bytes)    -> true | nil, msg, "resource-constraint"/"closed"
  *   conn:restart()       stream restart: a fresh parser; unparsed bytes of the
  *                        current read go to it
+ *   conn:starttls(ctx, domain) -> true, discarded   (then "tls-done"/"tls-failed")
+ *   conn:tls_info()  conn:channel_binding(type)
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
  *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
  *                    open= }
@@ -17,6 +19,7 @@
  * Events reach Lua as dispatch("net", owner, event, ...): "connected",
  * "connect-failed" msg cond, "open" attr, "stanza" st, "stream-close",
  * "parse-error" msg cond, "eof", "read-error" msg, "write-error" msg,
+ * "tls-done", "tls-failed" msg cond,
  * "drain", "closed", and for listeners "accept" conn.
  *
  * Ownership: a conn/listener userdata embeds its uv handle and is pinned from
@@ -27,6 +30,7 @@
 #include "core.h"
 #include "loop.h"
 #include "stream.h"
+#include "tls.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +48,15 @@ typedef struct conn {
   lx_deferred flush;          /* coalesces writes of one loop iteration */
   lx_deferred cont;           /* resume(): parse what a pause() left */
   lx_stream *parser;          /* NULL until parse() */
-  char *rbuf;                 /* read buffer, reused; the parser reads it */
-  size_t rlen;                /* bytes of the last read in rbuf */
+  char *rbuf;                 /* socket read buffer, reused */
+  char *pbuf;                 /* TLS plaintext buffer, reused */
+  const char *fbuf;           /* what the parser is reading: rbuf or pbuf */
+  size_t flen;
+  int feeding;                /* the parser has not finished fbuf yet */
+  lx_tls *tls;                /* NULL: plaintext */
+  int tls_done;               /* handshake finished */
+  char *early;                /* plaintext written before the handshake ended */
+  size_t early_len, early_cap;
   char *out;                  /* bytes not yet handed to libuv */
   size_t out_len, out_cap;
   char *wbuf;                 /* bytes of the write in flight */
@@ -110,10 +121,16 @@ static void conn_freed(lx_handle *h) {
   lx_undefer(h->lp, &c->flush);
   lx_stream_free(c->parser);
   c->parser = NULL;
+  lx_tls_free(c->tls);
+  c->tls = NULL;
   free(c->rbuf);
+  free(c->pbuf);
   free(c->out);
   free(c->wbuf);
-  c->rbuf = c->out = c->wbuf = NULL;
+  free(c->early);
+  c->rbuf = c->pbuf = c->out = c->wbuf = c->early = NULL;
+  c->fbuf = NULL;
+  c->feeding = 0;
   c->out_len = c->wbuf_len = 0;
   if (!h->lp->closing) emit(h, "closed");
 }
@@ -187,23 +204,48 @@ static void run_flush(lx_deferred *d) {
   maybe_shutdown(c);
 }
 
+/* Appends to a growable buffer; 0 when out of memory. */
+static int append(char **buf, size_t *len, size_t *cap, const char *p,
+                  size_t n) {
+  if (*cap - *len < n) {
+    size_t ncap = *cap ? *cap : 4096;
+    char *nb;
+    while (ncap - *len < n) ncap *= 2;
+    nb = realloc(*buf, ncap);
+    if (!nb) return 0;
+    *buf = nb;
+    *cap = ncap;
+  }
+  memcpy(*buf + *len, p, n);
+  *len += n;
+  return 1;
+}
+
+/* Moves the TLS engine's ciphertext to the output queue (not bounded: it is
+ * the encryption of what was already admitted). */
+static int move_ciphertext(conn *c) {
+  char tmp[16384];
+  size_t n;
+  while (c->tls && (n = lx_tls_take(c->tls, tmp, sizeof tmp)) > 0) {
+    if (!append(&c->out, &c->out_len, &c->out_cap, tmp, n)) return 0;
+    lx_defer(c->h.lp, &c->flush);
+  }
+  return 1;
+}
+
 /* Queues bytes; 0 when the bound is reached (nothing queued then). */
 static int enqueue(conn *c, const char *p, size_t len) {
-  if (c->out_len + c->wbuf_len + len > c->max_out) {
+  if (c->out_len + c->wbuf_len + c->early_len + len > c->max_out) {
     c->full = 1;
     return 0;
   }
-  if (c->out_cap - c->out_len < len) {
-    size_t ncap = c->out_cap ? c->out_cap : 4096;
-    char *nb;
-    while (ncap - c->out_len < len) ncap *= 2;
-    nb = realloc(c->out, ncap);
-    if (!nb) return 0;
-    c->out = nb;
-    c->out_cap = ncap;
+  if (c->tls && !c->tls_done)        /* encrypted once the handshake ends */
+    return append(&c->early, &c->early_len, &c->early_cap, p, len);
+  if (c->tls) {
+    if (lx_tls_send(c->tls, p, len) != LX_TLS_OK) return 0;
+    return move_ciphertext(c);
   }
-  memcpy(c->out + c->out_len, p, len);
-  c->out_len += len;
+  if (!append(&c->out, &c->out_len, &c->out_cap, p, len)) return 0;
   lx_defer(c->h.lp, &c->flush);
   return 1;
 }
@@ -235,7 +277,10 @@ static int feed_protected(lua_State *L) {
   int top = lua_gettop(L);
   while (c->parser && !c->h.closed && !c->paused) {
     int n, ev = lx_stream_next(c->parser);
-    if (ev == LX_EV_MORE) return 0;
+    if (ev == LX_EV_MORE) {
+      c->feeding = 0;
+      return 0;
+    }
     if (!push_event(L, &c->h, "")) return 0;
     lua_pop(L, 1);                            /* "net", owner */
     if (ev == LX_EV_ERROR) {
@@ -244,6 +289,7 @@ static int feed_protected(lua_State *L) {
       lua_pushstring(L, msg);
       lua_pushstring(L, cond);
       c->reading = 0;
+      c->feeding = 0;
       uv_read_stop((uv_stream_t *)&c->tcp);
       lx_dispatch(c->h.lp, 5);
       return 0;
@@ -261,7 +307,7 @@ static int feed_protected(lua_State *L) {
       /* the rest of this read belongs to the new stream */
       size_t rest = lx_stream_remaining(c->parser);
       if (!lx_stream_reset(c->parser)) return 0;
-      lx_stream_feed(c->parser, c->rbuf + c->rlen - rest, rest, 0);
+      lx_stream_feed(c->parser, c->fbuf + c->flen - rest, rest, 0);
     }
   }
   return 0;
@@ -272,6 +318,83 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   if (!c->rbuf) c->rbuf = malloc(READ_BUF);
   *buf = uv_buf_init(c->rbuf, c->rbuf ? READ_BUF : 0);
+}
+
+static void tls_failed(conn *c) {
+  const char *cond, *msg = lx_tls_error(c->tls, &cond);
+  move_ciphertext(c);                         /* the alert, if any */
+  c->reading = 0;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  emit_msg(&c->h, "tls-failed", msg ? msg : "TLS failed",
+           cond ? cond : "tls-failed");
+  if (!c->h.closed) {
+    c->closing = 1;
+    lx_defer(c->h.lp, &c->flush);             /* send the alert, then close */
+  }
+}
+
+/* Parses what there is: the rest of the current buffer, then (with TLS)
+ * whatever plaintext the engine can give, until it needs more bytes, the
+ * conn is paused or closed. */
+static void pump(conn *c) {
+  for (;;) {
+    if (c->feeding) {
+      lx_protected(c->h.lp, feed_protected, c);
+      if (c->feeding || c->paused || c->h.closed || !c->parser) return;
+    }
+    if (!c->tls || !c->tls_done || !c->parser) return;
+    {
+      size_t n = 0;
+      int r;
+      if (!c->pbuf && !(c->pbuf = malloc(READ_BUF))) return;
+      r = lx_tls_read(c->tls, c->pbuf, READ_BUF, &n);
+      if (r == LX_TLS_OK && n > 0) {
+        c->fbuf = c->pbuf;
+        c->flen = n;
+        c->feeding = 1;
+        lx_stream_feed(c->parser, c->pbuf, n, 0);
+        continue;
+      }
+      move_ciphertext(c);                     /* e.g. a TLS 1.3 key update */
+      if (r == LX_TLS_CLOSED) {
+        c->reading = 0;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        emit(&c->h, "eof");
+      } else if (r == LX_TLS_ERROR) {
+        tls_failed(c);
+      }
+      return;
+    }
+  }
+}
+
+/* Ciphertext arrived: advance the handshake, then pump. */
+static void tls_input(conn *c, const char *p, size_t n) {
+  if (!lx_tls_recv(c->tls, p, n)) {
+    tls_failed(c);
+    return;
+  }
+  if (!c->tls_done) {
+    int r = lx_tls_handshake(c->tls);
+    move_ciphertext(c);
+    if (r == LX_TLS_ERROR) {
+      tls_failed(c);
+      return;
+    }
+    if (r != LX_TLS_OK) return;
+    c->tls_done = 1;
+    if (c->early_len) {                       /* written during the handshake */
+      int ok = lx_tls_send(c->tls, c->early, c->early_len) == LX_TLS_OK;
+      c->early_len = 0;
+      if (!ok || !move_ciphertext(c)) {
+        tls_failed(c);
+        return;
+      }
+    }
+    emit(&c->h, "tls-done");
+    if (c->h.closed) return;
+  }
+  pump(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -286,15 +409,20 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->bytes_in += (uint64_t)nread;
-  if (c->parser) {
-    c->rlen = (size_t)nread;
-    lx_stream_feed(c->parser, c->rbuf, c->rlen, 0);
-    lx_protected(c->h.lp, feed_protected, c);
+  if (c->tls) {
+    tls_input(c, c->rbuf, (size_t)nread);
+  } else if (c->parser) {
+    c->fbuf = c->rbuf;
+    c->flen = (size_t)nread;
+    c->feeding = 1;
+    lx_stream_feed(c->parser, c->rbuf, c->flen, 0);
+    pump(c);
   }
 }
 
 static void start_reading(conn *c) {
-  if (c->reading || c->paused || c->h.closed || c->connecting || !c->parser)
+  if (c->reading || c->paused || c->h.closed || c->connecting ||
+      (!c->parser && !c->tls))
     return;
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
     c->reading = 1;
@@ -303,7 +431,7 @@ static void start_reading(conn *c) {
 static void run_cont(lx_deferred *d) {
   conn *c = (conn *)((char *)d - offsetof(conn, cont));
   if (c->h.closed || c->paused) return;
-  lx_protected(c->h.lp, feed_protected, c);
+  pump(c);
   start_reading(c);
 }
 
@@ -470,6 +598,83 @@ static int l_restart(lua_State *L) {
   return 1;
 }
 
+/* conn:starttls(tls_context, peer_domain) -> true, discarded
+ * From now on bytes are TLS (STARTTLS after <proceed/>, or direct TLS right
+ * after connecting). The parser starts a fresh stream; plaintext that was
+ * read but not parsed yet is dropped, never parsed as part of the encrypted
+ * stream (SECURITY.md), and its size returned so the caller can treat it as
+ * the attack it is. Outcome: "tls-done" or "tls-failed" msg cond. */
+static int l_starttls(lua_State *L) {
+  conn *c = check_conn(L);
+  int server = 0;
+  lx_tls_ctx *ctx = lx_tls_ctx_from_lua(L, 2, &server);
+  const char *domain = luaL_optstring(L, 3, NULL);
+  size_t discarded = 0;
+  if (c->h.closed || c->closing) return fail_closed(L);
+  if (c->tls) return luaL_error(L, "TLS is already active on this connection");
+  if (!server && (!domain || !*domain))
+    return luaL_error(L, "starttls: a client needs the peer's domain");
+  if (c->parser) {
+    if (c->feeding) discarded = lx_stream_remaining(c->parser);
+    c->feeding = 0;
+    if (!lx_stream_reset(c->parser)) return luaL_error(L, "out of memory");
+    if (c->in_dispatch) c->reset = RESET_NONE;  /* nothing left to refeed */
+  }
+  c->tls = lx_tls_new(ctx, server ? NULL : domain);
+  if (!c->tls) return luaL_error(L, "out of memory");
+  c->tls_done = 0;
+  if (!server) {                              /* the client speaks first */
+    if (lx_tls_handshake(c->tls) == LX_TLS_ERROR) {
+      const char *cond, *msg = lx_tls_error(c->tls, &cond);
+      lua_pushnil(L);
+      lua_pushstring(L, msg ? msg : "TLS failed");
+      lua_pushstring(L, cond ? cond : "tls-failed");
+      return 3;
+    }
+    move_ciphertext(c);
+  }
+  start_reading(c);
+  lua_pushboolean(L, 1);
+  lua_pushinteger(L, (lua_Integer)discarded);
+  return 2;
+}
+
+/* conn:tls_info() -> { version=, cipher=, alpn=, verified=, peer_subject= }
+ * or nil without TLS. */
+static int l_tls_info(lua_State *L) {
+  conn *c = check_conn(L);
+  const char *v;
+  size_t alen = 0;
+  char subj[512];
+  if (!c->tls || !c->tls_done) return 0;
+  lua_createtable(L, 0, 5);
+  if ((v = lx_tls_version(c->tls))) lua_pushstring(L, v), lua_setfield(L, -2, "version");
+  if ((v = lx_tls_cipher(c->tls))) lua_pushstring(L, v), lua_setfield(L, -2, "cipher");
+  if ((v = lx_tls_alpn(c->tls, &alen))) lua_pushlstring(L, v, alen), lua_setfield(L, -2, "alpn");
+  lua_pushboolean(L, lx_tls_verified(c->tls));
+  lua_setfield(L, -2, "verified");
+  if (lx_tls_peer_subject(c->tls, subj, sizeof subj))
+    lua_pushstring(L, subj), lua_setfield(L, -2, "peer_subject");
+  return 1;
+}
+
+/* conn:channel_binding(type) -> bytes | nil, message */
+static int l_channel_binding(lua_State *L) {
+  conn *c = check_conn(L);
+  const char *type = luaL_checkstring(L, 2);
+  unsigned char out[LX_TLS_CB_MAX];
+  size_t len = 0;
+  const char *why = "no TLS on this connection";
+  if (c->tls && c->tls_done &&
+      lx_tls_channel_binding(c->tls, type, out, &len, &why)) {
+    lua_pushlstring(L, (const char *)out, len);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, why);
+  return 2;
+}
+
 static int l_pause(lua_State *L) {
   conn *c = check_conn(L);
   if (c->h.closed) return 0;
@@ -498,6 +703,8 @@ static int l_close(lua_State *L) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
   }
+  if (c->tls && c->tls_done && lx_tls_shutdown(c->tls) == LX_TLS_OK)
+    move_ciphertext(c);                   /* close_notify goes out last */
   if (c->connecting) conn_abort(c);
   else lx_defer(c->h.lp, &c->flush);   /* flush, then shutdown and close */
   return 0;
@@ -593,7 +800,9 @@ void lx_open_net(lua_State *L) {
     {"parse", l_parse}, {"write", l_write}, {"restart", l_restart},
     {"pause", l_pause}, {"resume", l_resume}, {"close", l_close},
     {"abort", l_abort}, {"info", l_info}, {"set_owner", l_set_owner},
-    {"set_max_queue", l_set_max_queue}, {NULL, NULL}
+    {"set_max_queue", l_set_max_queue}, {"starttls", l_starttls},
+    {"tls_info", l_tls_info}, {"channel_binding", l_channel_binding},
+    {NULL, NULL}
   };
   static const luaL_Reg listener_methods[] = {
     {"port", l_listener_port}, {"close", l_listener_close}, {NULL, NULL}

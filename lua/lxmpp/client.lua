@@ -1,0 +1,299 @@
+-- lxmpp.client: lxmpp.connect{...}, an XMPP client session (RFC 6120/6121).
+--
+-- connect() resolves the server (SRV, XEP-0368), connects, and negotiates
+-- the stream through the feature modules in lua/lxmpp/features/ (STARTTLS,
+-- SASL, resource binding, legacy session), each hooked on the client's
+-- ordered event bus under "features", so later features (stream management)
+-- plug in without touching this file. It returns once the session is bound.
+
+local core = require "lxmpp.core"
+local task = require "lxmpp.task"
+local net = require "lxmpp.net"
+local session = require "lxmpp.session"
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+
+local setmetatable, type, error, tostring, tonumber, pairs, ipairs, require =
+  setmetatable, type, error, tostring, tonumber, pairs, ipairs, require
+
+local M = {}
+
+local Client = setmetatable({}, { __index = session.Session })
+Client.__index = Client
+M.Client = Client
+
+M.NS_CLIENT = "jabber:client"
+
+-- The feature modules, in the order they hook in (higher priority first).
+M.features = {
+  { name = "starttls", priority = 400 },
+  { name = "sasl", priority = 300 },
+  { name = "bind", priority = 200 },
+  { name = "session", priority = 100 },
+}
+
+local TLS_MODES = { starttls = true, direct = true, none = true }
+
+local function is_loopback(host)
+  return host == "localhost" or host == "::1" or (type(host) == "string" and host:match("^127%.") ~= nil)
+end
+
+local function check_opts(opts)
+  if type(opts) ~= "table" then error("lxmpp.connect: expected an options table", 3) end
+  if type(opts.jid) ~= "string" then error("lxmpp.connect: jid must be a string", 3) end
+  local node, domain, resource = jid.split(opts.jid)
+  if not domain then error("lxmpp.connect: invalid jid '" .. opts.jid .. "'", 3) end
+  local mech = opts.mechanism
+  if mech ~= "ANONYMOUS" and mech ~= "EXTERNAL" then
+    if not node then error("lxmpp.connect: the jid needs a local part (user@domain)", 3) end
+    if type(opts.password) ~= "string" then error("lxmpp.connect: password must be a string", 3) end
+  end
+  local tls = opts.tls or "starttls"
+  if not TLS_MODES[tls] then error("lxmpp.connect: tls must be \"starttls\", \"direct\" or \"none\"", 3) end
+  if tls == "none" and not is_loopback(opts.host) then
+    error("lxmpp.connect: tls = \"none\" is only allowed with a loopback host (tests)", 3)
+  end
+  if opts.host ~= nil and type(opts.host) ~= "string" then error("lxmpp.connect: host must be a string", 3) end
+  if opts.port ~= nil and (math.type(opts.port) ~= "integer" or opts.port < 1 or opts.port > 65535) then
+    error("lxmpp.connect: port must be an integer from 1 to 65535", 3)
+  end
+  if opts.cafile ~= nil and type(opts.cafile) ~= "string" then error("lxmpp.connect: cafile must be a path", 3) end
+  return node, domain, resource, tls
+end
+
+--- Creates a client object (not connected). Most users call lxmpp.connect.
+function M.new(opts)
+  local node, domain, resource, tls = check_opts(opts)
+  local self = session.new({ default_ns = M.NS_CLIENT, logger = opts.logger, debug = opts.debug })
+  setmetatable(self, Client)
+  self.opts = opts
+  self.node, self.domain = node, domain
+  self.requested_resource = resource or opts.resource
+  self.bare_jid = node and jid.join(node, domain) or domain
+  self.tls_mode = tls
+  for _, f in ipairs(M.features) do
+    local mod = require("lxmpp.features." .. f.name)
+    self.bus:add("features", function(features) return mod.negotiate(self, features) end, f.priority)
+  end
+  -- answered by every client (XEP-0199, XEP-0092)
+  self:handle_iq("urn:xmpp:ping", function(iq) return st.reply(iq) end)
+  self:handle_iq("jabber:iq:version", function(iq)
+    local sw = opts.software or {}
+    return st.reply(iq):tag("query", { xmlns = "jabber:iq:version" })
+      :text_tag("name", sw.name or "lxmpp"):text_tag("version", sw.version or require("lxmpp").VERSION)
+  end)
+  return self
+end
+
+---------------------------------------------------------------------------
+-- TLS
+
+function Client:tls_context(direct)
+  local ctx, msg, cond = core.tls_context({
+    mode = "client", cafile = self.opts.cafile, insecure = self.opts.insecure == true,
+    alpn = direct and "xmpp-client" or nil,
+  })
+  if not ctx then return nil, msg, cond end
+  return ctx
+end
+
+--- Switches the connection to TLS and waits for the handshake.
+function Client:start_tls(direct)
+  local ctx, msg, cond = self:tls_context(direct)
+  if not ctx then return nil, msg, cond end
+  local w = task.waiter("start_tls", 1)
+  self.conn:on("tls-done", function() w:wake(true) end)
+  self.conn:on("tls-failed", function(m, c) w:wake(nil, m, c) end)
+  -- SNI and the identity to verify: the JID's domain, in A-labels
+  local ok, discarded = self.conn.c:starttls(ctx, core.to_ascii(self.domain) or self.domain)
+  if not ok then return nil, discarded, "tls-failed" end
+  if discarded and discarded > 0 then
+    -- plaintext pipelined after <proceed/>: a man in the middle
+    self.conn:abort()
+    return nil, ("%d bytes of plaintext arrived after <proceed/>: refused"):format(discarded), "tls-failed"
+  end
+  local t = core.timer(self.opts.timeout or 30, w)
+  local done, emsg, econd = w:wait()
+  t:stop()
+  self.conn:on("tls-done", nil)
+  self.conn:on("tls-failed", nil)
+  if done == nil and emsg == nil then return nil, "TLS handshake timed out", "timeout" end
+  if not done then return nil, emsg, econd end
+  self.tls_active = true
+  if self.debug then
+    local info = self.conn.c:tls_info() or {}
+    self:log("debug", "TLS %s %s, certificate %s", tostring(info.version), tostring(info.cipher),
+      info.verified and "verified" or "NOT verified (insecure)")
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- negotiation
+
+--- Opens the stream and reads the server's header and features.
+function Client:open()
+  local attr = { to = self.domain, version = "1.0", ["xml:lang"] = "en" }
+  if self.tls_active and self.node then attr.from = self.bare_jid end
+  local ok, msg, cond = self:open_stream(attr)
+  if not ok then return nil, msg, cond end
+  local header
+  header, msg, cond = self:read()
+  if not header then return nil, msg, cond end
+  if not header.open then return nil, "expected a stream header", "bad-format" end
+  local a = header.open
+  if a.xmlns ~= M.NS_CLIENT then
+    return nil, "the server's stream is not in the jabber:client namespace", "invalid-namespace"
+  end
+  local major = tonumber((a.version or "0"):match("^(%d+)%."))
+  if not major or major < 1 then return nil, "the server does not speak XMPP 1.0", "unsupported-version" end
+  self.stream_id = a.id
+  local features
+  features, msg, cond = self:read()
+  if not features then return nil, msg, cond end
+  if features.name ~= "features" or features.attr.xmlns ~= session.NS_STREAMS then
+    return nil, "expected <stream:features>, got <" .. tostring(features.name) .. ">", "bad-format"
+  end
+  return features
+end
+
+--- Runs the whole negotiation on a connected conn. true or nil, msg, cond.
+function Client:negotiate()
+  self.negotiating = true
+  self.tls_active = false
+  self.authenticated = false
+  self.bound = false
+  self.session_done = false
+  if self.tls_mode == "direct" then
+    local ok, msg, cond = self:start_tls(true)
+    if not ok then return nil, msg, cond end
+  end
+  for _ = 1, 10 do                       -- restarts: TLS, SASL (and a margin)
+    local features, msg, cond = self:open()
+    if not features then return nil, msg, cond end
+    self.stream_features = features
+    -- each feature returns "restart", or false (via client:fail) to end the
+    -- negotiation; one that has nothing (more) to do returns nothing and the
+    -- next one runs
+    local r = self.bus:fire("features", features)
+    if r == false then return nil, self.neg_error[1], self.neg_error[2] end
+    if r ~= "restart" then
+      if not self.bound then return nil, "the server offered no way to bind a resource", "undefined-condition" end
+      self.negotiating = false
+      self.conn:resume()
+      return true
+    end
+    self.conn:restart()
+  end
+  return nil, "too many stream restarts", "policy-violation"
+end
+
+-- Fails the negotiation from a feature: fire() stops at a non-nil result,
+-- so failures are returned as false plus the reason kept on the client.
+function Client:fail(msg, cond)
+  self.neg_error = { msg, cond }
+  return false
+end
+
+---------------------------------------------------------------------------
+-- connecting
+
+-- Candidates: explicit host/port, or DNS SRV with the A/AAAA fallback.
+function Client:candidates()
+  local o = self.opts
+  if o.host then
+    local port = o.port or (self.tls_mode == "direct" and 5223 or 5222)
+    return { { host = o.host, port = port, tls = self.tls_mode } }
+  end
+  local resolve = require "lxmpp.resolve"
+  return resolve.targets(self.domain, { tls = self.tls_mode ~= "none" and self.tls_mode or "starttls" })
+end
+
+local function addresses(host)
+  if host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then return { host } end
+  local resolve = require "lxmpp.resolve"
+  return resolve.addresses(host)
+end
+
+--- Connects and negotiates. true, or nil, message, condition.
+function Client:establish()
+  local list, msg, cond = self:candidates()
+  if not list then return nil, msg, cond end
+  local last_msg, last_cond = "no server to connect to", "remote-server-not-found"
+  for _, cand in ipairs(list) do
+    local ips, amsg, acond = addresses(cand.host)
+    if not ips then
+      last_msg, last_cond = amsg, acond
+    else
+      for _, ip in ipairs(ips) do
+        local conn, cmsg, ccond = net.connect(ip, cand.port, self.opts.connect_timeout or 15)
+        if not conn then
+          last_msg, last_cond = cmsg, ccond
+        else
+          self.lost_reason = nil
+          self:attach(conn, { max_stanza_size = self.opts.max_stanza_size })
+          self.tls_mode = cand.tls or self.tls_mode
+          self.neg_error = nil
+          local ok, nmsg, ncond = self:negotiate()
+          if ok then return true end
+          if self.neg_error then nmsg, ncond = self.neg_error[1], self.neg_error[2] end
+          self.negotiating = false
+          conn:abort()
+          -- these would fail the same way on every server of the domain
+          if ncond == "not-authorized" or ncond == "account-disabled" or ncond == "credentials-expired"
+            or ncond == "tls-verify-failed" or ncond == "invalid-mechanism" or ncond == "encryption-required" then
+            return nil, nmsg, ncond
+          end
+          last_msg, last_cond = nmsg, ncond
+        end
+      end
+    end
+  end
+  return nil, last_msg, last_cond
+end
+
+--- lxmpp.connect{...} -> client | nil, message, condition (API.md)
+function M.connect(opts)
+  local self = M.new(opts)
+  task.current("lxmpp.connect", 1)
+  local ok, msg, cond = self:establish()
+  if not ok then return nil, msg, cond end
+  self:fire_user("online", self.jid)
+  return self
+end
+
+---------------------------------------------------------------------------
+-- IM conveniences (RFC 6121)
+
+--- c:send_message(to, body, type): type defaults to "chat".
+function Client:send_message(to, body, typ)
+  if type(to) ~= "string" then error("send_message: to must be a JID string", 2) end
+  if type(body) ~= "string" then error("send_message: body must be a string", 2) end
+  return self:send(st.message({ to = to, type = typ or "chat", id = session.new_id() }, body))
+end
+
+--- c:send_presence(attr_or_nil): initial/available presence, or directed/typed.
+-- attr may carry show, status and priority besides stanza attributes.
+function Client:send_presence(attr)
+  if attr ~= nil and type(attr) ~= "table" then error("send_presence: expected a table or nil", 2) end
+  local a, show, status, priority = {}, nil, nil, nil
+  for k, v in pairs(attr or {}) do
+    if k == "show" then show = v
+    elseif k == "status" then status = v
+    elseif k == "priority" then priority = v
+    else a[k] = v end
+  end
+  local p = st.presence(a)
+  if show then p:text_tag("show", show) end
+  if status then p:text_tag("status", status) end
+  if priority then p:text_tag("priority", tostring(priority)) end
+  return self:send(p)
+end
+
+--- c:close(): ends the stream cleanly (waits for the server's close, bounded).
+function Client:close(timeout)
+  self.closing = true
+  return session.Session.close(self, timeout)
+end
+
+return M

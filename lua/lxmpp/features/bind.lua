@@ -1,0 +1,55 @@
+-- Resource binding (RFC 6120 §7), client side: the requested resource, or
+-- the server's choice; on a conflict, one retry with a fresh resource.
+
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local session = require "lxmpp.session"
+
+local NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+
+local M = {}
+
+local function bind(client, resource)
+  local id = session.new_id()
+  local iq = st.iq({ type = "set", id = id }):tag("bind", { xmlns = NS_BIND })
+  if resource then iq:text_tag("resource", resource) end
+  local ok, msg, cond = client:send(iq)
+  if not ok then return nil, msg, cond end
+  while true do
+    local reply
+    reply, msg, cond = client:read()
+    if not reply then return nil, msg, cond end
+    if reply.name == "iq" and reply.attr.id == id then
+      if reply.attr.type == "result" then
+        local b = reply:get_child("bind", NS_BIND)
+        local full = b and b:get_child_text("jid")
+        local node, domain, res = jid.split(full or "")
+        if not (domain and res) then return nil, "the server bound an invalid JID", "bad-format" end
+        if client.node and not jid.equal(jid.join(node, domain), client.bare_jid) then
+          return nil, "the server bound another account's JID " .. full, "bad-format"
+        end
+        return full
+      end
+      local _, econd, etext = reply:get_error()
+      return nil, etext or econd or "bind failed", econd or "undefined-condition"
+    end
+    -- anything else before the bind reply is not allowed yet; ignore it
+  end
+end
+
+function M.negotiate(client, features)
+  if client.bound or not client.authenticated then return nil end
+  if not features:get_child("bind", NS_BIND) then
+    return client:fail("the server does not offer resource binding", "undefined-condition")
+  end
+  local full, msg, cond = bind(client, client.requested_resource)
+  if not full and cond == "conflict" and client.requested_resource then
+    full, msg, cond = bind(client, client.requested_resource .. "-" .. session.new_id():sub(-6))
+  end
+  if not full then return client:fail("resource binding failed: " .. tostring(msg), cond) end
+  client.jid = full
+  client.bound = true
+  return nil
+end
+
+return M

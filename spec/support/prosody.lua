@@ -1,0 +1,138 @@
+-- A real Prosody (Debian's package) for interop specs, started on loopback
+-- in a temporary directory with a generated configuration and certificates
+-- from the suite's own test CA (spec/support/pki.lua). CI runs as root, so
+-- the config sets run_as_root. A missing Prosody is an error, never a skip.
+--
+--   local prosody = require "spec.support.prosody"
+--   local srv = prosody.start{ users = { alice = "secret" }, require_encryption = true }
+--   srv.port, srv.direct_tls_port, srv.component_port, srv.domain, srv.ca
+--   srv:stop()
+
+local pki = require "spec.support.pki"
+local socket = require "socket"
+
+local io, os, error, tostring, pairs, assert, setmetatable =
+  io, os, error, tostring, pairs, assert, setmetatable
+
+local M = {}
+
+M.DOMAIN = "example.test"
+M.COMPONENT = "gw.example.test"
+M.COMPONENT_SECRET = "gateway-secret"
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function sh(cmd)
+  local f = assert(io.popen(pki.NO_PRELOAD .. cmd .. " 2>&1", "r"))
+  local out = f:read("a")
+  local ok, _, code = f:close()
+  if not ok then error(("command failed (%s): %s\n%s"):format(tostring(code), cmd, out), 2) end
+  return out
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+local function lua_string(s) return ("%q"):format(s) end
+
+local Server = {}
+Server.__index = Server
+
+function Server:stop()
+  if self.pid then
+    os.execute("kill " .. self.pid .. " 2>/dev/null")
+    for _ = 1, 50 do
+      if not os.execute("kill -0 " .. self.pid .. " 2>/dev/null") then break end
+      socket.sleep(0.1)
+    end
+    os.execute("kill -9 " .. self.pid .. " 2>/dev/null")
+    self.pid = nil
+  end
+  if self.dir then
+    os.execute("rm -rf " .. q(self.dir))
+    self.dir = nil
+  end
+end
+
+function Server:log()
+  local f = io.open(self.dir .. "/prosody.log")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- start{ users = {name = password}, require_encryption = true, modules = {...} }
+function M.start(opts)
+  opts = opts or {}
+  if not os.execute("command -v prosody >/dev/null 2>&1") then
+    error("prosody is not installed: run `make deps` (Debian package prosody)")
+  end
+  local p = pki.get()
+  local dir = sh("mktemp -d /tmp/lxmpp-prosody.XXXXXX"):gsub("%s+$", "")
+  local self = setmetatable({ dir = dir, domain = M.DOMAIN, ca = p.ca,
+    component = M.COMPONENT, component_secret = M.COMPONENT_SECRET }, Server)
+  self.port, self.direct_tls_port, self.component_port = free_port(), free_port(), free_port()
+  os.execute("mkdir -p " .. q(dir .. "/data") .. " " .. q(dir .. "/certs"))
+  local good = p.certs.good
+  local modules = { "roster", "saslauth", "tls", "disco", "ping", "version", "time", "uptime",
+    "register", "private", "carbons", "smacks", "vcard_legacy", "blocklist", "lastactivity" }
+  for _, m in pairs(opts.modules or {}) do modules[#modules + 1] = m end
+  local mods = {}
+  for _, m in pairs(modules) do mods[#mods + 1] = lua_string(m) end
+  local cfg = {
+    "run_as_root = true",
+    "pidfile = " .. lua_string(dir .. "/prosody.pid"),
+    "data_path = " .. lua_string(dir .. "/data"),
+    "log = { { levels = { min = " .. lua_string(opts.log_level or "debug") .. " }, to = 'file', filename = "
+      .. lua_string(dir .. "/prosody.log") .. " } }",
+    "interfaces = { '127.0.0.1' }",
+    "local_interfaces = { '127.0.0.1' }",
+    "c2s_ports = { " .. self.port .. " }",
+    "c2s_direct_tls_ports = { " .. self.direct_tls_port .. " }",
+    "legacy_ssl_ports = { }",
+    "s2s_ports = { }",
+    "component_ports = { " .. self.component_port .. " }",
+    "component_interface = '127.0.0.1'",
+    "modules_enabled = { " .. table.concat(mods, ", ") .. " }",
+    "modules_disabled = { 's2s', 'admin_shell', 'posix' }",
+    "authentication = 'internal_hashed'",
+    "c2s_require_encryption = " .. tostring(opts.require_encryption ~= false),
+    "allow_registration = " .. tostring(opts.registration == true),
+    "certificates = " .. lua_string(dir .. "/certs"),
+    "VirtualHost " .. lua_string(M.DOMAIN),
+    "  ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }",
+    "Component " .. lua_string(M.COMPONENT),
+    "  component_secret = " .. lua_string(M.COMPONENT_SECRET),
+  }
+  local cfgpath = dir .. "/prosody.cfg.lua"
+  local f = assert(io.open(cfgpath, "w"))
+  f:write(table.concat(cfg, "\n"), "\n")
+  f:close()
+  self.config = cfgpath
+  for name, password in pairs(opts.users or {}) do
+    sh("prosodyctl --config " .. q(cfgpath) .. " register " .. q(name) .. " " .. q(M.DOMAIN) .. " " .. q(password))
+  end
+  local pidf = assert(io.popen(pki.NO_PRELOAD .. "prosody --config " .. q(cfgpath) .. " -F >"
+    .. q(dir .. "/stdout.log") .. " 2>&1 & echo $!", "r"))
+  self.pid = pidf:read("l")
+  pidf:close()
+  -- ready when its c2s port accepts connections
+  for _ = 1, 100 do
+    local c = socket.connect("127.0.0.1", self.port)
+    if c then
+      c:close()
+      return self
+    end
+    socket.sleep(0.1)
+  end
+  local log = self:log()
+  self:stop()
+  error("prosody did not start:\n" .. log)
+end
+
+return M
