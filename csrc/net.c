@@ -620,6 +620,9 @@ static int l_starttls(lua_State *L) {
     if (!lx_stream_reset(c->parser)) return luaL_error(L, "out of memory");
     if (c->in_dispatch) c->reset = RESET_NONE;  /* nothing left to refeed */
   }
+  /* nothing of the plaintext stream is left to parse: a pause() taken to
+   * stop at <proceed/> or <starttls/> has done its job */
+  c->paused = 0;
   c->tls = lx_tls_new(ctx, server ? NULL : domain);
   if (!c->tls) return luaL_error(L, "out of memory");
   c->tls_done = 0;

@@ -6,6 +6,8 @@ local core = require "lxmpp.core"
 local stanza = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local task = require "lxmpp.task"
+local client = require "lxmpp.client"
+local component = require "lxmpp.component"
 
 local type, error, pcall, tostring = type, error, pcall, tostring
 
@@ -21,6 +23,9 @@ local lxmpp = {
   sleep = task.sleep,
   step = task.step,
   stop = task.stop,
+  -- sessions (API.md "Client", "Component")
+  connect = client.connect,
+  component = component.new,
 }
 
 --- lxmpp.stream_parser(handlers, opts) -> parser

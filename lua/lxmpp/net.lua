@@ -6,15 +6,31 @@
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 
-local setmetatable, type, error, tostring, pcall = setmetatable, type, error, tostring, pcall
+local setmetatable, type, error, tostring, pcall, pairs = setmetatable, type, error, tostring, pcall, pairs
 
 local M = {}
 
 local Conn = {}
 Conn.__index = Conn
 
+local live = setmetatable({}, { __mode = "k" })   -- open connections
+
 local function new_conn(c)
-  return setmetatable({ c = c, handlers = {}, closed = false }, Conn)
+  local conn = setmetatable({ c = c, handlers = {}, closed = false }, Conn)
+  live[conn] = true
+  return conn
+end
+
+--- net.abort_all(): abort every open connection (shutdown paths, specs).
+function M.abort_all()
+  local n = 0
+  for conn in pairs(live) do
+    if not conn.closed and conn.c then
+      conn.c:abort()
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- C events for connections and listeners
@@ -25,6 +41,7 @@ end)
 function Conn:net_event(event, ...)
   if event == "closed" then
     self.closed = true
+    live[self] = nil
     local w = self.close_waiter
     self.close_waiter = nil
     if w then w:wake(true) end

@@ -112,6 +112,7 @@ end
 function Session:send(stanza)
   if not st.is_stanza(stanza) then error("send: expected a stanza", 2) end
   if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+  if stanza.name == "iq" and not stanza.attr.id then stanza.attr.id = M.new_id() end
   local ok, xml = pcall(tostring, stanza)
   if not ok then error(xml, 2) end
   if self.debug then self:log("debug", "OUT %s", self:describe(stanza)) end

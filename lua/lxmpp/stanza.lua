@@ -522,10 +522,10 @@ end
 local iq_types = { get = true, set = true, result = true, error = true }
 
 local function iq(attr)
+	-- Unlike Prosody, the id may be left out: sessions give every iq they send
+	-- (and request()) a fresh, unguessable one.
 	if type(attr) ~= "table" then
-		error("lxmpp.stanza: iq stanzas require an attribute table with id and type", 2)
-	elseif attr.id == nil then
-		error("lxmpp.stanza: iq stanzas require an id attribute", 2)
+		error("lxmpp.stanza: iq stanzas require an attribute table with a type", 2)
 	elseif attr.type == nil then
 		error("lxmpp.stanza: iq stanzas require a type attribute", 2)
 	elseif not iq_types[attr.type] then

@@ -33,6 +33,7 @@ end
 local function free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()
+  port = math.tointeger(tonumber(port))
   s:close()
   return port
 end
@@ -79,6 +80,9 @@ function M.start(opts)
   self.port, self.direct_tls_port, self.component_port = free_port(), free_port(), free_port()
   os.execute("mkdir -p " .. q(dir .. "/data") .. " " .. q(dir .. "/certs"))
   local good = p.certs.good
+  -- also where Prosody looks by name (the direct TLS port uses these)
+  sh("cp " .. q(good.cert) .. " " .. q(dir .. "/certs/" .. M.DOMAIN .. ".crt") .. " && cp " .. q(good.key)
+    .. " " .. q(dir .. "/certs/" .. M.DOMAIN .. ".key"))
   local modules = { "roster", "saslauth", "tls", "disco", "ping", "version", "time", "uptime",
     "register", "private", "carbons", "smacks", "vcard_legacy", "blocklist", "lastactivity" }
   for _, m in pairs(opts.modules or {}) do modules[#modules + 1] = m end

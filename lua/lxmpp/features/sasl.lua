@@ -109,7 +109,10 @@ function M.negotiate(client, features)
     return client:fail("no usable SASL mechanism: " .. tostring(cb_type), "invalid-mechanism")
   end
   client.sasl_mechanism = mech
-  if client.debug then client:log("debug", "SASL mechanism %s%s", mech, cb_type and (" with " .. cb_type) or "") end
+  if client.debug then
+    client:log("debug", "SASL mechanism %s%s", mech,
+      mech:match("%-PLUS$") and (" bound to " .. tostring(cb_type)) or "")
+  end
   client.hide_payloads = client.hide_payloads + 1
   local ok, msg, cond = exchange(client, mech, cb_type, offers_plus)
   client.hide_payloads = client.hide_payloads - 1
