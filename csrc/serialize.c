@@ -132,58 +132,114 @@ static int put_attr(lx_buf *b, const char *pfx, size_t plen, const char *name,
   return PUTS(b, "'") ? 1 : -1;
 }
 
+void lx_nsscope_free(lx_nsscope *sc) {
+  free(sc->e);
+  sc->e = NULL;
+  sc->n = sc->cap = 0;
+  sc->next_id = 0;
+}
+
+/* The prefix id declared for uri in scope, or 0. */
+static unsigned ns_lookup(const lx_nsscope *sc, const char *uri, size_t len) {
+  size_t i = sc->n;
+  while (i-- > 0)
+    if (sc->e[i].len == len && memcmp(sc->e[i].uri, uri, len) == 0)
+      return sc->e[i].id;
+  return 0;
+}
+
+int lx_ns_reserved(const char *uri, size_t len) {
+  return (len == sizeof(NS_XML) - 1 && memcmp(uri, NS_XML, len) == 0) ||
+         (len == sizeof(NS_XMLNS) - 1 && memcmp(uri, NS_XMLNS, len) == 0);
+}
+
 int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,
-                  size_t vlen, unsigned *nsn) {
+                  size_t vlen, lx_nsscope *sc) {
   const char *sep = memchr(key, '\1', klen);
   size_t start = b->len;
   int r;
   if (!lx_xml_attr_name_valid(key, klen)) return 0;
+  if (klen == 5 && memcmp(key, "xmlns", 5) == 0 && lx_ns_reserved(val, vlen))
+    return 0;                   /* xmlns may not name a reserved namespace */
   if (sep) {
     size_t ulen = (size_t)(sep - key);
     const char *local = sep + 1;
     size_t llen = klen - ulen - 1;
     char pfx[24];
     int plen;
+    unsigned id;
     if (ulen == sizeof(NS_XML) - 1 && memcmp(key, NS_XML, ulen) == 0)
       return put_attr(b, "xml:", 4, local, llen, val, vlen);
     if (ulen == sizeof(NS_XMLNS) - 1 && memcmp(key, NS_XMLNS, ulen) == 0)
       return 0;                               /* reserved namespace */
-    /* declared on this element with a generated prefix */
-    plen = snprintf(pfx, sizeof pfx, "lxns%u", ++*nsn);
+    /* one generated prefix per namespace, declared where first needed and
+     * reused by the descendants: output stays proportional to input */
+    id = ns_lookup(sc, key, ulen);
+    if (id) {
+      plen = snprintf(pfx, sizeof pfx, "lxns%u:", id);
+      return put_attr(b, pfx, (size_t)plen, local, llen, val, vlen);
+    }
+    if (sc->n == sc->cap) {
+      size_t ncap = sc->cap ? 2 * sc->cap : 8;
+      void *ne = realloc(sc->e, ncap * sizeof *sc->e);
+      if (!ne) return -1;
+      sc->e = ne;
+      sc->cap = ncap;
+    }
+    id = ++sc->next_id;
+    plen = snprintf(pfx, sizeof pfx, "lxns%u", id);
     if ((r = put_attr(b, "xmlns:", 6, pfx, (size_t)plen, key, ulen)) == 1) {
       pfx[plen] = ':';
       r = put_attr(b, pfx, (size_t)plen + 1, local, llen, val, vlen);
     }
-    if (r != 1) b->len = start;
-    return r;
+    if (r != 1) {
+      b->len = start;
+      return r;
+    }
+    sc->e[sc->n].uri = key;
+    sc->e[sc->n].len = ulen;
+    sc->e[sc->n].id = id;
+    sc->n++;
+    return 1;
   }
   return put_attr(b, "", 0, key, klen, val, vlen);
 }
 
-int lx_serialize_tree(lx_buf *b, const lx_tree *t, uint32_t idx) {
+static int tree(lx_buf *b, const lx_tree *t, uint32_t idx, lx_nsscope *sc) {
   const lx_node *n = &t->nodes[idx];
   uint32_t i, c;
-  unsigned nsn = 0;
+  size_t mark = sc->n;
   int r;
   if (n->is_text) return lx_escape_text(b, t->str + n->name, n->name_len);
   if (!lx_xml_ncname_valid(t->str + n->name, n->name_len)) return 0;
   if (!PUTS(b, "<") || !lx_buf_put(b, t->str + n->name, n->name_len))
     return -1;
   if (n->ns != LX_NONE &&
-      (r = put_attr(b, "", 0, "xmlns", 5, t->str + n->ns, n->ns_len)) != 1)
+      (r = lx_write_attr(b, "xmlns", 5, t->str + n->ns, n->ns_len, sc)) != 1)
     return r;
   for (i = 0; i < n->nattr; i++) {
     const lx_attr *a = &t->attrs[n->attr + i];
     if ((r = lx_write_attr(b, t->str + a->key, a->key_len, t->str + a->val,
-                           a->val_len, &nsn)) != 1)
+                           a->val_len, sc)) != 1)
       return r;
   }
-  if (n->first == LX_NONE) return PUTS(b, "/>") ? 1 : -1;
+  if (n->first == LX_NONE) {
+    sc->n = mark;
+    return PUTS(b, "/>") ? 1 : -1;
+  }
   if (!PUTS(b, ">")) return -1;
   for (c = n->first; c != LX_NONE; c = t->nodes[c].next)
-    if ((r = lx_serialize_tree(b, t, c)) != 1) return r;
+    if ((r = tree(b, t, c, sc)) != 1) return r;
+  sc->n = mark;                     /* its declarations end with it */
   if (!PUTS(b, "</") || !lx_buf_put(b, t->str + n->name, n->name_len) ||
       !PUTS(b, ">"))
     return -1;
   return 1;
+}
+
+int lx_serialize_tree(lx_buf *b, const lx_tree *t, uint32_t idx) {
+  lx_nsscope sc = {NULL, 0, 0, 0};
+  int r = tree(b, t, idx, &sc);
+  lx_nsscope_free(&sc);
+  return r;
 }

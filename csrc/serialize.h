@@ -27,12 +27,27 @@ int lx_buf_put(lx_buf *b, const char *s, size_t len);
 int lx_escape_text(lx_buf *b, const char *s, size_t len);
 int lx_escape_attr(lx_buf *b, const char *s, size_t len);
 
+/* The namespace prefixes declared around the element being written, so a
+ * namespaced attribute's namespace is declared once, where first needed, and
+ * reused below (keeps output proportional to input). uri points into the
+ * caller's strings, which must outlive the serialization. */
+typedef struct lx_nsscope {
+  struct { const char *uri; size_t len; unsigned id; } *e;
+  size_t n, cap;
+  unsigned next_id;
+} lx_nsscope;
+void lx_nsscope_free(lx_nsscope *sc);
+
+/* 1 when uri is the xml or xmlns namespace, which no xmlns may name. */
+int lx_ns_reserved(const char *uri, size_t len);
+
 /* Appends one attribute ` key='value'` for a key as the parser and stanzas
- * spell it ("local", "xml:lang", "uri\1local"; the last declared
- * with a generated prefix, *nsn counting them per element). Returns 1, 0 for
- * an invalid key or value, -1 when out of memory. */
+ * spell it ("local", "xmlns", "xml:lang", "uri\1local"; the last with a
+ * generated prefix from sc). The caller saves sc->n before an element's
+ * attributes and restores it after the element's end. Returns 1, 0 for an
+ * invalid key or value, -1 when out of memory. */
 int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,
-                  size_t vlen, unsigned *nsn);
+                  size_t vlen, lx_nsscope *sc);
 
 /* Serializes node idx of a parser tree, writing xmlns only where it changes.
  * Returns 1, 0 for invalid content, -1 when out of memory. */

@@ -21,20 +21,35 @@
 /* upvalues of serialize: the buffer, then interned key strings */
 enum { UV_BUF = 1, UV_NAME, UV_ATTR, UV_XMLNS };
 
+/* The reused output state, owned by a userdata upvalue. */
+typedef struct out_state {
+  lx_buf b;
+  lx_nsscope sc;
+} out_state;
+
 typedef struct walk {
   lua_State *L;
   lx_buf *b;
+  lx_nsscope *sc;
   int depth;
 } walk;
 
+static out_state *get_state(lua_State *L) {
+  out_state *o = lua_touserdata(L, lua_upvalueindex(UV_BUF));
+  o->b.len = 0;
+  o->sc.n = 0;
+  o->sc.next_id = 0;
+  return o;
+}
+
 static lx_buf *get_buf(lua_State *L) {
-  lx_buf *b = lua_touserdata(L, lua_upvalueindex(UV_BUF));
-  b->len = 0;
-  return b;
+  return &get_state(L)->b;
 }
 
 static int buf_gc(lua_State *L) {
-  lx_buf_free(lua_touserdata(L, 1));
+  out_state *o = lua_touserdata(L, 1);
+  lx_buf_free(&o->b);
+  lx_nsscope_free(&o->sc);
   return 0;
 }
 
@@ -53,7 +68,7 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
   size_t nlen, nslen = 0;
   const char *name, *ns = NULL;
   lua_Integer i, n;
-  unsigned nsn = 0;
+  size_t mark = w->sc->n;
 
   if (++w->depth > LX_MAX_NEST)      /* a cycle, or abuse: C stacks end */
     luaL_error(L, "stanza nested too deeply (or a cycle)");
@@ -73,11 +88,8 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
     lua_pushvalue(L, lua_upvalueindex(UV_XMLNS));
     if (lua_rawget(L, at) == LUA_TSTRING) {
       ns = lua_tolstring(L, -1, &nslen);
-      if (!parent_ns || parent_len != nslen || memcmp(parent_ns, ns, nslen)) {
-        check(w, lx_buf_put(w->b, " xmlns='", 8) ? 1 : -1, "xmlns", name);
-        check(w, lx_escape_attr(w->b, ns, nslen), "xmlns", name);
-        check(w, lx_buf_put(w->b, "'", 1) ? 1 : -1, "xmlns", name);
-      }
+      if (!parent_ns || parent_len != nslen || memcmp(parent_ns, ns, nslen))
+        check(w, lx_write_attr(w->b, "xmlns", 5, ns, nslen, w->sc), "xmlns", name);
     } else if (!lua_isnil(L, -1)) {
       luaL_error(L, "cannot serialize: xmlns of <%s> is not a string", name);
     }
@@ -98,7 +110,7 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
             luaL_error(L, "cannot serialize: duplicate attribute %s", k);
           lua_pop(L, 1);
         }
-        check(w, lx_write_attr(w->b, k, klen, v, vlen, &nsn), "an attribute",
+        check(w, lx_write_attr(w->b, k, klen, v, vlen, w->sc), "an attribute",
               name);
       }
       lua_pop(L, 1);
@@ -135,15 +147,19 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
       luaL_error(L, "out of memory");
   }
   lua_settop(L, el);
+  w->sc->n = mark;                   /* its prefix declarations end with it */
   w->depth--;
 }
 
 static int l_serialize(lua_State *L) {
   walk w;
+  out_state *o;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  o = get_state(L);
   w.L = L;
-  w.b = get_buf(L);
+  w.b = &o->b;
+  w.sc = &o->sc;
   w.depth = 0;
   ser(&w, NULL, 0);
   lua_pushlstring(L, w.b->p, w.b->len);
@@ -185,10 +201,10 @@ static int l_xml_escape(lua_State *L) {
 }
 
 void lx_open_serialize(lua_State *L) {
-  lx_buf *b;
+  out_state *o;
   /* module table on top */
-  b = lua_newuserdatauv(L, sizeof *b, 0);      /* M, buf */
-  memset(b, 0, sizeof *b);
+  o = lua_newuserdatauv(L, sizeof *o, 0);      /* M, state */
+  memset(o, 0, sizeof *o);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, buf_gc);
   lua_setfield(L, -2, "__gc");

@@ -305,6 +305,12 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
   if (s->failed) return;
   split_name(name, &ns, &ns_len, &local);
   s->text = LX_NONE;
+  if (ns_len == NS_XML_LEN && memcmp(ns, NS_XML, NS_XML_LEN) == 0) {
+    /* <xml:a/> is namespace-well-formed, but no element lives there and it
+     * cannot be written back (xmlns may not name this namespace) */
+    fail(s, "bad-format", "an element in the reserved xml namespace");
+    return;
+  }
 
   if (s->mode == LX_MODE_STREAM && s->depth == 0) {
     /* the stream header: <stream:stream xmlns:stream='...'> */
@@ -623,13 +629,29 @@ int lx_stream_next(lx_stream *s) {
     } else if (s->in_pos < s->in_len) {
       size_t n = slice_len(s);
       int last = s->final && s->in_pos + n == s->in_len;
+      const char *nul = memchr(s->in + s->in_pos, 0, n);
       if (s->fed == 0 && n > 0) {
-        unsigned char c = (unsigned char)s->in[0];
-        /* UTF-16/32 byte order marks and NULs can't start UTF-8 XML */
-        if (c == 0xFE || c == 0xFF || c == 0x00) {
+        unsigned char c = (unsigned char)s->in[s->in_pos];
+        /* UTF-16/32 byte order marks can't start UTF-8 XML */
+        if (c == 0xFE || c == 0xFF) {
           fail(s, "unsupported-encoding", "the stream is not UTF-8");
           continue;
         }
+      }
+      /* A NUL is never XML. expat must not even see one near the start: it
+       * would take "x\0" for UTF-16 whatever encoding it was told, and then
+       * the result would depend on the chunking. Bytes before it are parsed
+       * first, so the first violation in byte order is still the one seen. */
+      if (nul) {
+        if (nul == s->in + s->in_pos) {
+          if (s->fed < 2)
+            fail(s, "unsupported-encoding", "the stream is not UTF-8 (UTF-16?)");
+          else
+            fail(s, "not-well-formed", "NUL byte at byte %llu", s->fed);
+          continue;
+        }
+        n = (size_t)(nul - (s->in + s->in_pos));
+        last = 0;
       }
       st = XML_Parse(s->xp, s->in + s->in_pos, (int)n, last);
       s->in_pos += n;

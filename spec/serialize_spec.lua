@@ -70,6 +70,10 @@ describe("serializer", function()
       { "invalid attribute name", raw("a", { ["a b"] = "1" }) },
       { "prefix declaration", raw("a", { ["xmlns:p"] = "urn:p" }) },
       { "reserved xmlns namespace", raw("a", { ["http://www.w3.org/2000/xmlns/\1p"] = "x" }) },
+      { "xmlns naming the xml namespace", raw("a", { xmlns = "http://www.w3.org/XML/1998/namespace" }) },
+      { "xmlns naming the xmlns namespace", raw("a", { xmlns = "http://www.w3.org/2000/xmlns/" }) },
+      { "a name expat cannot read back (U+10000)", raw("a\240\144\128\128") },
+      { "an attribute name expat cannot read back (U+0132)", raw("a", { ["\196\178"] = "x" }) },
       { "the same attribute spelled twice", raw("a", { ["xml:lang"] = "en",
           ["http://www.w3.org/XML/1998/namespace\1lang"] = "de" }) },
       { "number attribute value", raw("a", { v = 1 }) },
@@ -137,6 +141,18 @@ describe("serializer", function()
       local back = assert(st.parse(tostring(top)))
       assert.equal(tostring(top), tostring(back))
     end)
+  end)
+
+  it("declares an attribute namespace once, not on every element (no amplification)", function()
+    local uri = "urn:" .. ("u"):rep(1000)
+    local top = st.stanza("a", { [uri .. "\1k"] = "1" })
+    for _ = 1, 200 do top:tag("b", { [uri .. "\1k"] = "2" }):up() end
+    local out = tostring(top)
+    local _, decls = out:gsub("xmlns:lxns", "")
+    assert.equal(1, decls)
+    assert.is_true(#out < 10000, #out .. " bytes")
+    local back = assert(st.parse(out))
+    assert.equal(canon(top), canon(back))
   end)
 
   describe("xml_escape", function()

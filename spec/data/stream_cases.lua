@@ -140,6 +140,9 @@ local cases = {
   { name = "a second stream header without a restart", input = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>",
     expect = { OPEN, "error:bad-format" } },
 
+  { name = "an element in the reserved xml namespace", input = "<message><xml:a/></message>",
+    expect = { OPEN, "error:bad-format" } },
+
   -- encodings and versions ---------------------------------------------------
   { name = "a declared non-UTF-8 encoding", raw = true,
     input = "<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>",
@@ -149,6 +152,11 @@ local cases = {
     expect = { "error:unsupported-encoding" } },
   { name = "UTF-16 big endian byte order mark", raw = true,
     input = "\254\255\0<\0s",
+    expect = { "error:unsupported-encoding" } },
+  { name = "UTF-16LE without a byte order mark (expat would guess it)", raw = true,
+    input = "<\0s\0t\0r\0e\0a\0m\0",
+    expect = { "error:unsupported-encoding" } },
+  { name = "a NUL as the second byte", raw = true, input = "t\0",
     expect = { "error:unsupported-encoding" } },
   { name = "XML 1.1", raw = true,
     input = "<?xml version='1.1'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>",
