@@ -1,0 +1,36 @@
+-- Shared by the examples: connection options from the command line or the
+-- environment, so each example runs against any server:
+--
+--   lua5.4 examples/dictbot.lua JID PASSWORD [HOST [PORT]]
+--   LXMPP_JID=... LXMPP_PASSWORD=... [LXMPP_HOST=...] [LXMPP_PORT=...]
+--   [LXMPP_CAFILE=path] [LXMPP_INSECURE=1] [LXMPP_TLS=starttls|direct|none]
+--   [LXMPP_DEBUG=1]
+
+local M = {}
+
+function M.options(args)
+  local getenv = os.getenv
+  local o = {
+    jid = args[1] or getenv("LXMPP_JID"),
+    password = args[2] or getenv("LXMPP_PASSWORD"),
+    host = args[3] or getenv("LXMPP_HOST"),
+    port = math.tointeger(tonumber(args[4] or getenv("LXMPP_PORT") or "")),
+    cafile = getenv("LXMPP_CAFILE"),
+    insecure = getenv("LXMPP_INSECURE") == "1",
+    tls = getenv("LXMPP_TLS"),
+    debug = getenv("LXMPP_DEBUG") == "1",
+  }
+  if not o.jid or not o.password then
+    io.stderr:write("usage: ", arg and arg[0] or "example", " JID PASSWORD [HOST [PORT]]\n",
+      "   or: set LXMPP_JID and LXMPP_PASSWORD (and LXMPP_HOST, LXMPP_PORT, LXMPP_CAFILE)\n")
+    os.exit(2)
+  end
+  return o
+end
+
+function M.say(fmt, ...)
+  io.stdout:write(os.date("%H:%M:%S "), fmt:format(...), "\n")
+  io.stdout:flush()
+end
+
+return M

@@ -1,0 +1,139 @@
+-- The examples, run as their users run them (a separate process, options
+-- from the environment), against a real Prosody, driven by a scripted user.
+local lxmpp = require "lxmpp"
+local prosody = require "spec.support.prosody"
+local pki = require "spec.support.pki"
+
+local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
+local srv
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Starts an example in the background; returns its pid and log path.
+local function start_example(script, env, args)
+  local log = os.tmpname()
+  local parts = { pki.NO_PRELOAD }
+  for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
+  parts[#parts + 1] = "LUA_PATH=" .. q(os.getenv("LUA_PATH") or "")
+  parts[#parts + 1] = "LUA_CPATH=" .. q(os.getenv("LUA_CPATH") or "")
+  parts[#parts + 1] = "lua5.4 " .. q(ROOT .. "/examples/" .. script)
+  for _, a in ipairs(args or {}) do parts[#parts + 1] = q(a) end
+  local f = assert(io.popen(table.concat(parts, " ") .. " >" .. q(log) .. " 2>&1 & echo $!"))
+  local pid = f:read("l")
+  f:close()
+  return pid, log
+end
+
+local function read(path)
+  local f = io.open(path)
+  local s = f and f:read("a") or ""
+  if f then f:close() end
+  return s
+end
+
+local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
+
+local function client_env(user, password)
+  return { LXMPP_JID = user .. "@example.test/example", LXMPP_PASSWORD = password,
+    LXMPP_HOST = "127.0.0.1", LXMPP_PORT = tostring(srv.port), LXMPP_CAFILE = srv.ca }
+end
+
+local function user(name, password)
+  return assert(lxmpp.connect({ jid = name .. "@example.test/user", password = password,
+    host = "127.0.0.1", port = srv.port, cafile = srv.ca }))
+end
+
+-- Asks something and waits for the answer from `from_prefix`.
+local function ask(c, to, text, timeout)
+  local w = lxmpp.task.waiter()
+  local id = c:on("message", function(m)
+    if m:get_child_text("body") then w:wake(m:get_child_text("body")) end
+  end)
+  local t = require("lxmpp.core").timer(timeout or 10, w)
+  c:send_message(to, text)
+  local answer = w:wait()
+  t:stop()
+  c:off(id)
+  return answer
+end
+
+-- The bot is online once a message to it is answered.
+local function ask_until_online(c, to, text)
+  for _ = 1, 40 do
+    local a = ask(c, to, text, 0.5)
+    if a then return a end
+  end
+end
+
+describe("examples against Prosody", function()
+  setup(function()
+    srv = prosody.start({ users = { bot = "bot-secret", user = "user-secret" } })
+  end)
+  teardown(function() if srv then srv:stop() end end)
+
+  it("dictbot answers three words and quits on its owner's request", function()
+    local env = client_env("bot", "bot-secret")
+    env.LXMPP_OWNER = "user@example.test"
+    local pid, log = start_example("dictbot.lua", env)
+    local answers = {}
+    lxmpp.run(function()
+      local u = user("user", "user-secret")
+      local bot = "bot@example.test/example"
+      answers[1] = ask_until_online(u, bot, "xmpp")
+      answers[2] = ask(u, bot, "Roster")
+      answers[3] = ask(u, bot, "flibbertigibbet")
+      u:send_message(bot, "quit")
+      lxmpp.sleep(0.3)
+      u:close()
+    end)
+    for _ = 1, 50 do
+      if not running(pid) then break end
+      os.execute("sleep 0.1")
+    end
+    local out = read(log)
+    if running(pid) then os.execute("kill " .. pid) end
+    assert.matches("^xmpp: the Extensible Messaging", answers[1] or "", nil, false)
+    assert.matches("^roster: an XMPP contact list", answers[2] or "")
+    assert.equal("don't know about flibbertigibbet", answers[3])
+    assert.matches("online as bot@example.test/example", out, 1, true)
+    assert.matches("quit requested by user@example.test", out, 1, true)
+    assert.is_falsy(running(pid))
+  end)
+
+  it("game_loop keeps its frame rate while the bot answers", function()
+    local env = client_env("bot", "bot-secret")
+    env.LXMPP_FRAMES = "240"
+    local pid, log = start_example("game_loop.lua", env)
+    local answer
+    lxmpp.run(function()
+      local u = user("user", "user-secret")
+      answer = ask_until_online(u, "bot@example.test/example", "!players")
+      u:close()
+    end)
+    for _ = 1, 100 do
+      if not running(pid) then break end
+      os.execute("sleep 0.1")
+    end
+    local out = read(log)
+    if running(pid) then os.execute("kill " .. pid) end
+    assert.matches("ada@", answer or "", 1, true)
+    local frames, fps, answered = out:match("(%d+) frames in [%d.]+ s %(([%d.]+) fps%).-(%d+) messages answered")
+    assert.equal("240", frames, out)
+    -- the host loop paced itself at 60 Hz: lxmpp never held a frame up
+    assert.is_true(tonumber(fps) > 30, out)
+    assert.is_true(tonumber(answered) >= 1, out)
+  end)
+
+  it("component_echo echoes from the address it was sent to", function()
+    local pid, log = start_example("component_echo.lua", { LXMPP_HOST = "127.0.0.1" },
+      { srv.component, srv.component_secret, "127.0.0.1", tostring(srv.component_port) })
+    local answer
+    lxmpp.run(function()
+      local u = user("user", "user-secret")
+      answer = ask_until_online(u, "parrot@" .. srv.component, "polly")
+      u:close()
+    end)
+    os.execute("kill " .. pid)
+    assert.equal("polly", answer, read(log))
+  end)
+end)
