@@ -81,6 +81,8 @@ build = {
       ["lxmpp.features.sasl"] = "lua/lxmpp/features/sasl.lua",
       ["lxmpp.features.bind"] = "lua/lxmpp/features/bind.lua",
       ["lxmpp.features.session"] = "lua/lxmpp/features/session.lua",
+      ["lxmpp.plugins.roster"] = "lua/lxmpp/plugins/roster.lua",
+      ["lxmpp.plugins.presence"] = "lua/lxmpp/plugins/presence.lua",
    },
    install = {
       bin = { lxmpp = "bin/lxmpp" },

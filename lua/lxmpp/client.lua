@@ -76,6 +76,7 @@ function M.new(opts)
     self.bus:add("features", function(features) return mod.negotiate(self, features) end, f.priority)
   end
   -- answered by every client (XEP-0199, XEP-0092)
+  self:install_plugins()
   self:handle_iq("urn:xmpp:ping", function(iq) return st.reply(iq) end)
   self:handle_iq("jabber:iq:version", function(iq)
     local sw = opts.software or {}
@@ -84,6 +85,10 @@ function M.new(opts)
   end)
   return self
 end
+
+-- IM plugins (RFC 6121 roster and subscriptions, ping, version)
+require("lxmpp.plugins.roster").install(Client)
+require("lxmpp.plugins.presence").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS

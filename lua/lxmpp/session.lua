@@ -23,10 +23,15 @@ M.NS_STREAMS = "http://etherx.jabber.org/streams"
 M.NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 M.NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
+-- Events user handlers may subscribe to; plugins add theirs (M.add_event).
 local USER_EVENTS = {
   message = true, presence = true, iq = true, stanza = true,
   online = true, disconnected = true, reconnected = true,
 }
+M.USER_EVENTS = USER_EVENTS
+
+--- session.add_event(name): lets plugins offer an event to on().
+function M.add_event(name) USER_EVENTS[name] = true end
 
 local Session = {}
 Session.__index = Session

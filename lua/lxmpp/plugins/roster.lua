@@ -1,0 +1,116 @@
+-- Roster management (RFC 6121 §2) for clients: get (with versioning when
+-- the server offers it), set, remove, and roster pushes -- accepted only
+-- from the account itself (no from, or our bare JID), as SECURITY.md and
+-- RFC 6121 §2.1.6 require; a push from anyone else is refused and ignored.
+--
+--   local items = assert(c:roster_get())        -- { [bare jid] = item }
+--   c:roster_set("juliet@example.com", "Juliet", { "Friends" })
+--   c:roster_remove("juliet@example.com")
+--   c:on("roster", function(item) ... end)      -- a push, item.subscription
+--                                                -- == "remove" when removed
+
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local session = require "lxmpp.session"
+
+local type, error, ipairs, tostring = type, error, ipairs, tostring
+
+local NS_ROSTER = "jabber:iq:roster"
+local NS_ROSTERVER = "urn:xmpp:features:rosterver"
+
+local M = {}
+
+session.add_event("roster")
+
+local function parse_item(item)
+  local groups = {}
+  for g in item:childtags("group") do groups[#groups + 1] = g:get_text() end
+  table.sort(groups)      -- a set on the server: give it a stable order
+  local bare = jid.prep(item.attr.jid or "")
+  if not bare then return nil end
+  return {
+    jid = bare, name = item.attr.name, subscription = item.attr.subscription or "none",
+    ask = item.attr.ask, approved = item.attr.approved == "true", groups = groups,
+  }
+end
+
+-- Installs the roster methods and push handling on a client class.
+function M.install(Client)
+  --- c:roster_get() -> items | nil, message, condition
+  function Client:roster_get(timeout)
+    local q = { xmlns = NS_ROSTER }
+    local versioning = self.stream_features and self.stream_features:get_child("ver", NS_ROSTERVER)
+    if versioning then q.ver = self.roster_ver or "" end
+    local r, msg, cond = self:request(st.iq({ type = "get" }):tag("query", q), timeout)
+    if not r then return nil, msg, cond end
+    local query = r:get_child("query", NS_ROSTER)
+    if not query then
+      -- versioning: an empty result means our copy is current
+      if versioning and self.roster then return self.roster end
+      query = st.stanza("query", { xmlns = NS_ROSTER })
+    end
+    local items = {}
+    for it in query:childtags("item") do
+      local item = parse_item(it)
+      if item then items[item.jid] = item end
+    end
+    self.roster = items
+    self.roster_ver = query.attr.ver
+    return items
+  end
+
+  local function set_item(self, attr, groups, timeout)
+    local iq = st.iq({ type = "set" }):tag("query", { xmlns = NS_ROSTER }):tag("item", attr)
+    for _, g in ipairs(groups or {}) do
+      if type(g) ~= "string" then error("roster_set: groups must be strings", 3) end
+      iq:text_tag("group", g)
+    end
+    local r, msg, cond = self:request(iq, timeout)
+    if not r then return nil, msg, cond end
+    return true
+  end
+
+  --- c:roster_set(jid, name, groups) -> true | nil, message, condition
+  function Client:roster_set(who, name, groups, timeout)
+    local bare = type(who) == "string" and jid.prep(who)
+    if not bare then error("roster_set: invalid JID " .. tostring(who), 2) end
+    if name ~= nil and type(name) ~= "string" then error("roster_set: name must be a string", 2) end
+    if groups ~= nil and type(groups) ~= "table" then error("roster_set: groups must be a list", 2) end
+    return set_item(self, { jid = bare, name = name }, groups, timeout)
+  end
+
+  --- c:roster_remove(jid) -> true | nil, message, condition
+  function Client:roster_remove(who, timeout)
+    local bare = type(who) == "string" and jid.prep(who)
+    if not bare then error("roster_remove: invalid JID " .. tostring(who), 2) end
+    return set_item(self, { jid = bare, subscription = "remove" }, nil, timeout)
+  end
+
+  -- roster pushes
+  local base_new = Client.install_plugins
+  function Client:install_plugins()
+    if base_new then base_new(self) end
+    self:handle_iq(NS_ROSTER, function(iq)
+      local from = iq.attr.from
+      if from and not jid.equal(from, self.bare_jid) and not jid.equal(from, self.jid) then
+        self:log("warn", "refused a roster push from %s", tostring(from))
+        return st.error_reply(iq, "cancel", "service-unavailable")
+      end
+      if iq.attr.type ~= "set" then return st.error_reply(iq, "cancel", "bad-request") end
+      local query = iq.tags[1]
+      local items = {}
+      for it in query:childtags("item") do items[#items + 1] = it end
+      if #items ~= 1 then return st.error_reply(iq, "modify", "bad-request") end  -- RFC 6121 §2.1.6
+      local item = parse_item(items[1])
+      if not item then return st.error_reply(iq, "modify", "bad-request") end
+      self.roster = self.roster or {}
+      if item.subscription == "remove" then self.roster[item.jid] = nil else self.roster[item.jid] = item end
+      if query.attr.ver then self.roster_ver = query.attr.ver end
+      self:fire_user("roster", item)
+      return st.reply(iq)
+    end)
+  end
+  return Client
+end
+
+return M
