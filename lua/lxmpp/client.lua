@@ -58,6 +58,10 @@ local function check_opts(opts)
     error("lxmpp.connect: port must be an integer from 1 to 65535", 3)
   end
   if opts.cafile ~= nil and type(opts.cafile) ~= "string" then error("lxmpp.connect: cafile must be a path", 3) end
+  if mech ~= nil and type(mech) ~= "string" then error("lxmpp.connect: mechanism must be a string", 3) end
+  if mech == "EXTERNAL" and type(opts.cert) ~= "string" then
+    error("lxmpp.connect: mechanism EXTERNAL needs cert (and key) files", 3)
+  end
   return node, domain, resource, tls
 end
 
@@ -97,6 +101,7 @@ function Client:tls_context(direct)
   local ctx, msg, cond = core.tls_context({
     mode = "client", cafile = self.opts.cafile, insecure = self.opts.insecure == true,
     alpn = direct and "xmpp-client" or nil,
+    cert = self.opts.cert, key = self.opts.key,     -- SASL EXTERNAL (XEP-0178)
   })
   if not ctx then return nil, msg, cond end
   return ctx
@@ -206,6 +211,9 @@ end
 -- Candidates: explicit host/port, or DNS SRV with the A/AAAA fallback.
 function Client:candidates()
   local o = self.opts
+  if self.redirect then
+    return { { host = self.redirect.host, port = self.redirect.port, tls = self.tls_mode } }
+  end
   if o.host then
     local port = o.port or (self.tls_mode == "direct" and 5223 or 5222)
     return { { host = o.host, port = port, tls = self.tls_mode } }
@@ -220,8 +228,27 @@ local function addresses(host)
   return resolve.addresses(host)
 end
 
---- Connects and negotiates. true, or nil, message, condition.
+--- Connects and negotiates, following one see-other-host redirect (RFC
+-- 6120 §4.9.3.19) with the same TLS policy: the certificate must still
+-- show the JID's domain. true, or nil, message, condition.
 function Client:establish()
+  local ok, msg, cond = self:establish_once()
+  local target = not ok and cond == "see-other-host" and self.see_other_host
+  if target then
+    self.see_other_host = nil
+    local host, port = target:match("^%[(.+)%]:(%d+)$")
+    if not host then host, port = target:match("^([^:]+):(%d+)$") end
+    host = host or target
+    if self.debug then self:log("debug", "following see-other-host to %s", target) end
+    self.redirect = { host = host, port = math.tointeger(tonumber(port or "")) or
+      (self.tls_mode == "direct" and 5223 or 5222) }
+    ok, msg, cond = self:establish_once()
+    self.redirect = nil
+  end
+  return ok, msg, cond
+end
+
+function Client:establish_once()
   local list, msg, cond = self:candidates()
   if not list then return nil, msg, cond end
   local last_msg, last_cond = "no server to connect to", "remote-server-not-found"
@@ -263,6 +290,12 @@ function M.connect(opts)
   task.current("lxmpp.connect", 1)
   local ok, msg, cond = self:establish()
   if not ok then return nil, msg, cond end
+  self.online = true
+  self.on_lost = function(lmsg, lcond)
+    if not self.online then return end
+    self.online = false
+    self:fire_user("disconnected", lmsg, lcond)
+  end
   self:fire_user("online", self.jid)
   return self
 end

@@ -87,8 +87,13 @@ end
 
 --- Attaches a connected lxmpp.net connection and starts parsing.
 function Session:attach(conn, parse_opts)
+  -- a new stream: nothing of an earlier connection carries over
   self.conn = conn
   self.closed_reason = nil
+  self.lost_reason = nil
+  self.remote_closed = false
+  self.queue, self.qn, self.reader = {}, 0, nil
+  self.stream_attr = nil
   conn:on("open", function(attr) self:on_open(attr) end)
   conn:on("stanza", function(s) self:on_stanza(s) end)
   conn:on("stream-close", function() self:on_stream_close() end)
@@ -181,11 +186,15 @@ end
 
 -- The condition of a <stream:error/>, and its text.
 local function stream_error_of(s)
-  local cond, text
+  local cond, text, data
   for child in s:childtags(nil, M.NS_STREAM_ERRORS) do
-    if child.name == "text" then text = child:get_text() else cond = cond or child.name end
+    if child.name == "text" then
+      text = child:get_text()
+    elseif not cond then
+      cond, data = child.name, child:get_text()
+    end
   end
-  return cond or "undefined-condition", text
+  return cond or "undefined-condition", text, data
 end
 
 --- Sends a stream error and closes (RFC 6120 §4.9).
@@ -242,7 +251,8 @@ end
 function Session:on_stanza(s)
   if self.debug then self:log("debug", "IN %s", self:describe(s)) end
   if s.name == "error" and s.attr.xmlns == M.NS_STREAMS then
-    local cond, text = stream_error_of(s)
+    local cond, text, data = stream_error_of(s)
+    if cond == "see-other-host" then self.see_other_host = data end
     self.closed_reason = text or cond
     self:lost(("stream error: %s%s"):format(cond, text and (" (" .. text .. ")") or ""), cond)
     if self.conn then self.conn:close() end

@@ -74,6 +74,60 @@ describe("client against Prosody", function()
     end)
   end)
 
+  for _, mech in ipairs({ "SCRAM-SHA-1", "PLAIN" }) do
+    it("logs in with " .. mech .. " when asked (over TLS)", function()
+      run(function()
+        local c = assert(lxmpp.connect(opts("alice", { mechanism = mech })))
+        assert.equal(mech, c.sasl_mechanism)
+        c:close()
+      end)
+    end)
+  end
+
+  it("never falls back when the asked mechanism is not offered", function()
+    run(function()
+      local c, msg, cond = lxmpp.connect(opts("alice", { mechanism = "SCRAM-SHA-512" }))
+      assert.is_nil(c)
+      assert.equal("invalid-mechanism", cond)
+      assert.matches("SCRAM%-SHA%-512", msg)
+    end)
+  end)
+
+  it("follows see-other-host to the real server, which must still prove the domain", function()
+    run(function()
+      local net = require "lxmpp.net"
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        conn:on("open", function()
+          conn:write("<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
+            "xmlns:stream='http://etherx.jabber.org/streams' id='r' version='1.0'><stream:error>" ..
+            "<see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>127.0.0.1:" .. srv.port ..
+            "</see-other-host></stream:error></stream:stream>")
+        end)
+        conn:on("eof", function() conn:abort() end)
+        conn:parse()
+      end))
+      local c = assert(lxmpp.connect(opts("alice", { port = l:port() })))
+      assert.equal("alice@example.test/spec", c.jid)
+      assert.is_true(c.conn.c:tls_info().verified)
+      c:close()
+      l:close()
+    end)
+  end)
+
+  it("reports disconnected with the reason when the server ends the session", function()
+    run(function()
+      local first = assert(lxmpp.connect(opts("alice")))
+      local gone = lxmpp.task.waiter()
+      first:on("disconnected", function(msg, cond) gone:wake(msg, cond) end)
+      -- the same full JID logs in again: Prosody ends the first session
+      local second = assert(lxmpp.connect(opts("alice")))
+      local msg, cond = gone:wait()
+      assert.equal("conflict", cond)
+      assert.matches("conflict", msg)
+      second:close()
+    end)
+  end)
+
   it("fails with not-authorized on a wrong password", function()
     run(function()
       local c, msg, cond = lxmpp.connect(opts("alice", { password = "wrong" }))

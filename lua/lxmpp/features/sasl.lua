@@ -90,7 +90,15 @@ function M.negotiate(client, features)
   local mechs = features:get_child("mechanisms", NS_SASL)
   if not mechs then return client:fail("the server offers no SASL authentication", "undefined-condition") end
   local offered = {}
-  for m in mechs:childtags("mechanism") do offered[#offered + 1] = m:get_text() end
+  local want = client.opts.mechanism
+  for m in mechs:childtags("mechanism") do
+    local name = m:get_text()
+    -- an explicitly asked mechanism is the only candidate (never a fallback)
+    if not want or name == want then offered[#offered + 1] = name end
+  end
+  if want and #offered == 0 then
+    return client:fail("the server does not offer the " .. want .. " mechanism", "invalid-mechanism")
+  end
   local server_cb
   local cbt = features:get_child("sasl-channel-binding", NS_SASL_CB)
   if cbt then
