@@ -1,0 +1,120 @@
+-- Client negotiation paths that Prosody does not take by default, against a
+-- scripted server on loopback (tls = "none" is allowed there only): SASL
+-- ANONYMOUS, a bind conflict answered with a fresh resource, and legacy
+-- session establishment when the server still requires it.
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local net = require "lxmpp.net"
+local st = lxmpp.stanza
+
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+local NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+local NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+local HEADER = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
+  "xmlns:stream='http://etherx.jabber.org/streams' from='example.test' id='%s' version='1.0'>"
+
+local function clean()
+  lxmpp.task.cancel_all()
+  net.abort_all()
+  for _ = 1, 50 do if not lxmpp.step(0.01) then break end end
+  assert.equal(0, core.loop_handles())
+end
+
+-- A minimal server: ANONYMOUS, then bind (refusing `taken` resources with
+-- conflict), then a required session. It records what the client did.
+local function scripted_server(taken, session_required)
+  local log = {}
+  local l = assert(net.listen("127.0.0.1", 0, function(conn)
+    local authed, n = false, 0
+    conn:on("open", function()
+      n = n + 1
+      conn:write(HEADER:format("s" .. n))
+      if not authed then
+        conn:write("<stream:features><mechanisms xmlns='" .. NS_SASL .. "'><mechanism>ANONYMOUS</mechanism>" ..
+          "</mechanisms></stream:features>")
+      else
+        conn:write("<stream:features><bind xmlns='" .. NS_BIND .. "'/>" ..
+          (session_required and ("<session xmlns='" .. NS_SESSION .. "'/>") or "") .. "</stream:features>")
+      end
+    end)
+    conn:on("stanza", function(s)
+      if s.name == "auth" then
+        log[#log + 1] = "auth " .. s.attr.mechanism
+        authed = true
+        conn:write("<success xmlns='" .. NS_SASL .. "'/>")
+        conn:restart()
+      elseif s.name == "iq" and s:get_child("bind", NS_BIND) then
+        local res = s:get_child("bind", NS_BIND):get_child_text("resource")
+        log[#log + 1] = "bind " .. tostring(res)
+        if res and taken[res] then
+          conn:send(st.error_reply(s, "cancel", "conflict"))
+        else
+          conn:send(st.reply(s):tag("bind", { xmlns = NS_BIND })
+            :text_tag("jid", "anon@example.test/" .. (res or "server-chosen")))
+        end
+      elseif s.name == "iq" and s:get_child("session", NS_SESSION) then
+        log[#log + 1] = "session"
+        conn:send(st.reply(s))
+      elseif s.name == "message" then
+        log[#log + 1] = "message " .. tostring(s:get_child_text("body"))
+      end
+    end)
+    conn:on("stream-close", function() conn:write("</stream:stream>") conn:close() end)
+    conn:on("eof", function() conn:abort() end)
+    conn:parse()
+  end))
+  return l, log
+end
+
+describe("negotiation paths", function()
+  after_each(clean)
+
+  it("logs in with ANONYMOUS, retries a conflicting resource, establishes a required session", function()
+    lxmpp.run(function()
+      local l, log = scripted_server({ desk = true }, true)
+      local c = assert(lxmpp.connect({ jid = "example.test/desk", mechanism = "ANONYMOUS",
+        host = "127.0.0.1", port = l:port(), tls = "none" }))
+      assert.equal("ANONYMOUS", c.sasl_mechanism)
+      assert.matches("^anon@example%.test/desk%-", c.jid)
+      c:send_message("someone@example.test", "hi")
+      c:close()
+      assert.equal("auth ANONYMOUS", log[1])
+      assert.equal("bind desk", log[2])
+      assert.matches("^bind desk%-", log[3])
+      assert.equal("session", log[4])
+      assert.equal("message hi", log[5])
+      l:close()
+    end)
+  end)
+
+  it("lets the server choose the resource and skips an optional session", function()
+    lxmpp.run(function()
+      local l, log = scripted_server({}, false)
+      local c = assert(lxmpp.connect({ jid = "example.test", mechanism = "ANONYMOUS",
+        host = "127.0.0.1", port = l:port(), tls = "none" }))
+      assert.equal("anon@example.test/server-chosen", c.jid)
+      c:close()
+      assert.same({ "auth ANONYMOUS", "bind nil" }, log)
+      l:close()
+    end)
+  end)
+
+  it("never uses PLAIN without TLS, even when it is all the server offers", function()
+    lxmpp.run(function()
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        conn:on("open", function()
+          conn:write(HEADER:format("p") .. "<stream:features><mechanisms xmlns='" .. NS_SASL ..
+            "'><mechanism>PLAIN</mechanism></mechanisms></stream:features>")
+        end)
+        conn:on("stanza", function(s) if s.name == "auth" then error("PLAIN was sent in the clear") end end)
+        conn:on("eof", function() conn:abort() end)
+        conn:parse()
+      end))
+      local c, _, cond = lxmpp.connect({ jid = "alice@example.test", password = "secret",
+        host = "127.0.0.1", port = l:port(), tls = "none" })
+      assert.is_nil(c)
+      assert.equal("invalid-mechanism", cond)
+      l:close()
+    end)
+  end)
+end)
