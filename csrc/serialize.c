@@ -124,12 +124,13 @@ int lx_escape_attr(lx_buf *b, const char *s, size_t len) {
 /* ` name='value'` with name written as given */
 static int put_attr(lx_buf *b, const char *pfx, size_t plen, const char *name,
                     size_t nlen, const char *val, size_t vlen) {
-  int r;
-  if (!PUTS(b, " ") || !lx_buf_put(b, pfx, plen) ||
-      !lx_buf_put(b, name, nlen) || !PUTS(b, "='"))
-    return -1;
-  if ((r = lx_escape_attr(b, val, vlen)) != 1) return r;
-  return PUTS(b, "'") ? 1 : -1;
+  size_t start = b->len;
+  int r = -1;
+  if (PUTS(b, " ") && lx_buf_put(b, pfx, plen) && lx_buf_put(b, name, nlen) &&
+      PUTS(b, "='") && (r = lx_escape_attr(b, val, vlen)) == 1 && PUTS(b, "'"))
+    return 1;
+  b->len = start;                  /* nothing of a refused attribute stays */
+  return r == 1 ? -1 : r;
 }
 
 void lx_nsscope_free(lx_nsscope *sc) {

@@ -143,9 +143,9 @@ static int grow(lx_stream *s, void **buf, size_t *cap, size_t need, size_t sz) {
   return 1;
 }
 
-/* Tree memory is bounded by a multiple of the stanza's own bytes, so no
- * namespace-prefix trick (a short prefix naming a long URI on every element)
- * can amplify memory beyond that. */
+/* Tree memory is bounded by a multiple of max_stanza_size (not of the
+ * stanza's own bytes), so no namespace-prefix trick (a short prefix naming a
+ * long URI on every element) can amplify memory beyond that. */
 static int budget_ok(lx_stream *s, size_t extra) {
   size_t cap = 2 * s->lim.max_stanza_size + 4096;
   if (s->nstr + extra > cap) {
