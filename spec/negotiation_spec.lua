@@ -3,7 +3,6 @@
 -- ANONYMOUS, a bind conflict answered with a fresh resource, and legacy
 -- session establishment when the server still requires it.
 local lxmpp = require "lxmpp"
-local core = require "lxmpp.core"
 local net = require "lxmpp.net"
 local st = lxmpp.stanza
 
@@ -13,12 +12,7 @@ local NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 local HEADER = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
   "xmlns:stream='http://etherx.jabber.org/streams' from='example.test' id='%s' version='1.0'>"
 
-local function clean()
-  lxmpp.task.cancel_all()
-  net.abort_all()
-  for _ = 1, 50 do if not lxmpp.step(0.01) then break end end
-  assert.equal(0, core.loop_handles())
-end
+local clean = require "spec.support.clean"
 
 -- A minimal server: ANONYMOUS, then bind (refusing `taken` resources with
 -- conflict), then a required session. It records what the client did.

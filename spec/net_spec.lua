@@ -8,11 +8,7 @@ local st = lxmpp.stanza
 
 local HDR = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>"
 
-local function assert_clean()
-  collectgarbage()
-  assert.equal(0, lxmpp.task.count(), "tasks left running")
-  assert.equal(0, core.loop_handles(), "handles left open")
-end
+local assert_clean = require "spec.support.clean"
 
 -- A listener whose accepted connections parse and record stanza names.
 local function recorder()

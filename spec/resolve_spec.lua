@@ -87,12 +87,7 @@ local function queries(d)
   return n
 end
 
-local function assert_clean()
-  collectgarbage()
-  collectgarbage()
-  assert.equal(0, task.count(), "tasks left running")
-  assert.equal(0, core.loop_handles(), "handles left open")
-end
+local assert_clean = require "spec.support.clean"
 
 -- Runs fn as a task and returns what it returned.
 local function run(fn)

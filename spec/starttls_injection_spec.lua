@@ -12,12 +12,7 @@ local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 local HEADER = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
   "xmlns:stream='http://etherx.jabber.org/streams' from='example.test' id='s1' version='1.0'>"
 
-local function clean()
-  lxmpp.task.cancel_all()
-  net.abort_all()
-  for _ = 1, 50 do if not lxmpp.step(0.01) then break end end
-  assert.equal(0, core.loop_handles())
-end
+local clean = require "spec.support.clean"
 
 -- A scripted plaintext server: on_stanza(conn, stanza) answers.
 local function fake_server(on_open, on_stanza)
@@ -102,6 +97,7 @@ describe("STARTTLS injection", function()
           end
         end)
         conn:on("tls-done", function() tls_ok = true done:wake() end)
+        conn:on("eof", function() conn:abort() end)
         conn:on("tls-failed", function() done:wake() end)
         conn:parse()
       end))
@@ -122,6 +118,7 @@ describe("STARTTLS injection", function()
       assert.is_true(tls_ok)
       c:abort()
       l:close()
+      lxmpp.sleep(0.05)     -- the server side sees the EOF and closes too
     end)
   end)
 end)

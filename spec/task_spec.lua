@@ -2,13 +2,7 @@
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 
--- Every spec must leave nothing behind (STYLE.md rule 17).
-local function assert_clean()
-  collectgarbage()
-  collectgarbage()
-  assert.equal(0, lxmpp.task.count(), "tasks left running")
-  assert.equal(0, core.loop_handles(), "handles left open")
-end
+local assert_clean = require "spec.support.clean"
 
 describe("tasks", function()
   after_each(assert_clean)

@@ -21,19 +21,7 @@ local function run(fn)
   if not ok then error(err, 0) end
 end
 
--- Nothing may be left behind; if a failed spec left something, clean it up
--- (so the next spec starts clean) and fail.
-local function assert_clean()
-  collectgarbage()
-  local tasks, handles = lxmpp.task.count(), core.loop_handles()
-  if tasks > 0 or handles > 0 then
-    lxmpp.task.cancel_all()
-    require("lxmpp.net").abort_all()
-    for _ = 1, 50 do if not lxmpp.step(0.01) then break end end
-  end
-  assert.equal(0, tasks, "tasks left running")
-  assert.equal(0, handles, "handles left open")
-end
+local assert_clean = require "spec.support.clean"
 
 describe("client against Prosody", function()
   setup(function()

@@ -183,4 +183,7 @@ function M.fingerprint(pem, md)
     :format(q(pem), md))
 end
 
+-- shared with the other spec supports that run commands
+M.sh, M.q = sh, q
+
 return M

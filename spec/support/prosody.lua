@@ -20,15 +20,7 @@ M.DOMAIN = "example.test"
 M.COMPONENT = "gw.example.test"
 M.COMPONENT_SECRET = "gateway-secret"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local f = assert(io.popen(pki.NO_PRELOAD .. cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  if not ok then error(("command failed (%s): %s\n%s"):format(tostring(code), cmd, out), 2) end
-  return out
-end
+local q, sh = pki.q, pki.sh
 
 local function free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
