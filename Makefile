@@ -26,7 +26,7 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test check valgrind fuzz bench demo lint clean
+.PHONY: all deps build test check valgrind fuzz bench bench-transport demo lint clean
 
 all: build
 
@@ -89,8 +89,14 @@ build-bench/expat_floor: bench/expat_floor.c
 	@mkdir -p $(@D)
 	$(CC) -O2 $(WARN) -o $@ $< -lexpat
 
+# stanzas through a TLS loopback pair, against `openssl speed` (MB of stanzas)
+BENCH_TRANSPORT_MB ?= 200
+bench-transport: deps build
+	$(LUA) bench/transport.lua $(BENCH_TRANSPORT_MB)
+
 bench: deps build build-bench/expat_floor
 	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua
+	$(LUA) bench/transport.lua $(BENCH_TRANSPORT_MB)
 
 demo: deps build
 	$(LUA) examples/demo.lua

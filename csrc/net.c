@@ -55,7 +55,7 @@ typedef struct conn {
   int feeding;                /* the parser has not finished fbuf yet */
   lx_tls *tls;                /* NULL: plaintext */
   int tls_done;               /* handshake finished */
-  char *early;                /* plaintext written before the handshake ended */
+  char *early;                /* plaintext not encrypted yet (TLS) */
   size_t early_len, early_cap;
   char *out;                  /* bytes not yet handed to libuv */
   size_t out_len, out_cap;
@@ -198,8 +198,15 @@ static void start_write(conn *c) {
   c->bytes_out += b.len;
 }
 
+static void tls_failed(conn *c);
+static int encrypt_pending(conn *c);
+
 static void run_flush(lx_deferred *d) {
   conn *c = (conn *)((char *)d - offsetof(conn, flush));
+  if (!encrypt_pending(c)) {
+    tls_failed(c);
+    return;
+  }
   start_write(c);
   maybe_shutdown(c);
 }
@@ -233,17 +240,27 @@ static int move_ciphertext(conn *c) {
   return 1;
 }
 
+/* Encrypts the plaintext queued since the last flush. 0 on a TLS error. */
+static int encrypt_pending(conn *c) {
+  int ok;
+  if (!c->tls || !c->tls_done || !c->early_len) return 1;
+  ok = lx_tls_send(c->tls, c->early, c->early_len) == LX_TLS_OK;
+  c->early_len = 0;
+  return ok && move_ciphertext(c);
+}
+
 /* Queues bytes; 0 when the bound is reached (nothing queued then). */
 static int enqueue(conn *c, const char *p, size_t len) {
   if (c->out_len + c->wbuf_len + c->early_len + len > c->max_out) {
     c->full = 1;
     return 0;
   }
-  if (c->tls && !c->tls_done)        /* encrypted once the handshake ends */
-    return append(&c->early, &c->early_len, &c->early_cap, p, len);
   if (c->tls) {
-    if (lx_tls_send(c->tls, p, len) != LX_TLS_OK) return 0;
-    return move_ciphertext(c);
+    /* encrypted when flushed (or when the handshake ends): the writes of one
+     * loop iteration become full-size TLS records, not one per stanza */
+    if (!append(&c->early, &c->early_len, &c->early_cap, p, len)) return 0;
+    if (c->tls_done) lx_defer(c->h.lp, &c->flush);
+    return 1;
   }
   if (!append(&c->out, &c->out_len, &c->out_cap, p, len)) return 0;
   lx_defer(c->h.lp, &c->flush);
@@ -383,13 +400,9 @@ static void tls_input(conn *c, const char *p, size_t n) {
     }
     if (r != LX_TLS_OK) return;
     c->tls_done = 1;
-    if (c->early_len) {                       /* written during the handshake */
-      int ok = lx_tls_send(c->tls, c->early, c->early_len) == LX_TLS_OK;
-      c->early_len = 0;
-      if (!ok || !move_ciphertext(c)) {
-        tls_failed(c);
-        return;
-      }
+    if (!encrypt_pending(c)) {                /* written during the handshake */
+      tls_failed(c);
+      return;
     }
     emit(&c->h, "tls-done");
     if (c->h.closed) return;
@@ -706,7 +719,8 @@ static int l_close(lua_State *L) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
   }
-  if (c->tls && c->tls_done && lx_tls_shutdown(c->tls) == LX_TLS_OK)
+  if (c->tls && c->tls_done && encrypt_pending(c) &&
+      lx_tls_shutdown(c->tls) == LX_TLS_OK)
     move_ciphertext(c);                   /* close_notify goes out last */
   if (c->connecting) conn_abort(c);
   else lx_defer(c->h.lp, &c->flush);   /* flush, then shutdown and close */
