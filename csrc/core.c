@@ -6,6 +6,28 @@
 
 const char lx_stanza_mt_key = 0;
 
+void lx_class(lua_State *L, const char *name, const luaL_Reg *methods,
+              lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {
+  if (!luaL_newmetatable(L, name)) return;        /* mt (already made) */
+  if (methods) {
+    lua_newtable(L);                              /* mt, methods */
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  if (close) {
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+  }
+  if (tostring) {
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+}
+
 /* core.set_stanza_mt(mt): lxmpp.stanza hands its metatable to C once, so the
  * parser can give every element table it builds the same metatable. */
 static int set_stanza_mt(lua_State *L) {

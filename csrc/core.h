@@ -28,6 +28,12 @@ void lx_open_hash(lua_State *L);      /* hash_lua.c: digests, randomness, const_
 void lx_open_dns(lua_State *L);       /* dns.c: core.resolver (c-ares SRV, A/AAAA), core.ip_family */
 void lx_open_sasl(lua_State *L);      /* sasl_lua.c: sasl_choose, sasl_client, sasl_server, ... */
 
+/* Creates the metatable `name` for a userdata class, once: __index is a
+ * table of `methods` (may be NULL), and __gc, __close, __tostring are set
+ * when given. Pushes the metatable. core.c. */
+void lx_class(lua_State *L, const char *name, const luaL_Reg *methods,
+              lua_CFunction gc, lua_CFunction close, lua_CFunction tostring);
+
 /* Deepest element nesting the serializer writes, and so the depth that
  * core.parse_element accepts by default: whatever lxmpp can write, it can
  * read back (parse(serialize(x)) == x). */

@@ -547,16 +547,7 @@ void lx_open_dns(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"srv", l_srv}, {"addr", l_addr}, {"close", l_close}, {NULL, NULL}
   };
-  if (luaL_newmetatable(L, RESOLVER_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  lx_class(L, RESOLVER_MT, methods, l_gc, l_close, l_tostring);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_resolver);
   lua_setfield(L, -2, "resolver");

@@ -101,10 +101,7 @@ lx_loop *lx_loop_get(lua_State *L) {
   lua_pop(L, 1);
   b = lua_newuserdatauv(L, sizeof *b, 0);   /* owns lp from here on */
   b->lp = NULL;
-  if (luaL_newmetatable(L, LOOP_MT)) {
-    lua_pushcfunction(L, loop_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  lx_class(L, LOOP_MT, NULL, loop_gc, NULL, NULL);
   lua_setmetatable(L, -2);
   lp = calloc(1, sizeof *lp);
   if (!lp) luaL_error(L, "out of memory");
@@ -349,12 +346,7 @@ void lx_open_loop(lua_State *L) {
   static const luaL_Reg timer_methods[] = {
     {"stop", l_timer_stop}, {"active", l_timer_active}, {NULL, NULL}
   };
-  if (luaL_newmetatable(L, TIMER_MT)) {
-    luaL_newlib(L, timer_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_timer_stop);
-    lua_setfield(L, -2, "__close");
-  }
+  lx_class(L, TIMER_MT, timer_methods, NULL, l_timer_stop, NULL);
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);
 }

@@ -824,18 +824,10 @@ void lx_open_net(lua_State *L) {
   static const luaL_Reg listener_methods[] = {
     {"port", l_listener_port}, {"close", l_listener_close}, {NULL, NULL}
   };
-  if (luaL_newmetatable(L, CONN_MT)) {
-    luaL_newlib(L, conn_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, LISTENER_MT)) {
-    luaL_newlib(L, listener_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  /* no __gc: a conn is pinned while open and its close callback frees all */
+  lx_class(L, CONN_MT, conn_methods, NULL, NULL, l_conn_tostring);
+  lx_class(L, LISTENER_MT, listener_methods, NULL, NULL, NULL);
+  lua_pop(L, 2);
   lua_pushcfunction(L, l_tcp_connect);
   lua_setfield(L, -2, "tcp_connect");
   lua_pushcfunction(L, l_tcp_listen);

@@ -663,25 +663,9 @@ void lx_open_sasl(lua_State *L) {
     {"saslprep", l_saslprep}, {NULL, NULL}
   };
   /* module table on top */
-  luaL_newmetatable(L, CLIENT_MT);             /* M, mt */
-  luaL_newlib(L, client_methods);              /* M, mt, methods */
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_client_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_client_close);
-  lua_setfield(L, -2, "__close");
-  lua_pop(L, 1);                               /* M */
-  luaL_newmetatable(L, SERVER_MT);
-  luaL_newlib(L, server_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_server_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_server_close);
-  lua_setfield(L, -2, "__close");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, BOX_MT);
-  lua_pushcfunction(L, l_box_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  lx_class(L, CLIENT_MT, client_methods, l_client_close, l_client_close, NULL);
+  lx_class(L, SERVER_MT, server_methods, l_server_close, l_server_close, NULL);
+  lx_class(L, BOX_MT, NULL, l_box_gc, NULL, NULL);
+  lua_pop(L, 3);                               /* M */
   luaL_setfuncs(L, funcs, 0);
 }

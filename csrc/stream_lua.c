@@ -352,21 +352,13 @@ void lx_open_stream(lua_State *L) {
     {NULL, NULL}
   };
   /* module table on top */
-  if (luaL_newmetatable(L, PARSER_MT)) {        /* M, mt */
-    luaL_newlib(L, methods);                    /* M, mt, methods */
-    push_keys(L);
-    lua_pushcclosure(L, feed_loop, UV_NKEYS);   /* M, mt, methods, loop */
-    lua_pushcclosure(L, l_feed, 1);
-    lua_setfield(L, -2, "feed");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  lx_class(L, PARSER_MT, methods, l_close, l_close, l_tostring); /* M, mt */
+  lua_getfield(L, -1, "__index");               /* M, mt, methods */
+  push_keys(L);
+  lua_pushcclosure(L, feed_loop, UV_NKEYS);     /* M, mt, methods, loop */
+  lua_pushcclosure(L, l_feed, 1);               /* feed's upvalue: the loop */
+  lua_setfield(L, -2, "feed");
+  lua_pop(L, 2);                                /* M */
   lua_pushcfunction(L, l_stream_parser);
   lua_setfield(L, -2, "stream_parser");
   push_keys(L);

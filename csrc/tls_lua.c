@@ -351,22 +351,6 @@ static int l_session_tostring(lua_State *L) {
 
 /* Creates metatable `name` with methods as __index and close as
  * __gc/__close. Stack: M -> M. */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction close, lua_CFunction tostring) {
-  if (luaL_newmetatable(L, name)) {           /* M, mt */
-    lua_newtable(L);                          /* M, mt, methods */
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-}
-
 void lx_open_tls(lua_State *L) {
   static const luaL_Reg ctx_methods[] = {
     {"session", l_session}, {"close", l_ctx_close}, {NULL, NULL}
@@ -378,8 +362,11 @@ void lx_open_tls(lua_State *L) {
     {"close", l_session_close}, {NULL, NULL}
   };
   /* module table on top */
-  new_class(L, CTX_MT, ctx_methods, l_ctx_close, l_ctx_tostring);
-  new_class(L, SESSION_MT, session_methods, l_session_close, l_session_tostring);
+  lx_class(L, CTX_MT, ctx_methods, l_ctx_close, l_ctx_close, l_ctx_tostring);
+  lua_pop(L, 1);
+  lx_class(L, SESSION_MT, session_methods, l_session_close, l_session_close,
+           l_session_tostring);
+  lua_pop(L, 1);
   lua_pushcfunction(L, l_tls_context);
   lua_setfield(L, -2, "tls_context");
 }
