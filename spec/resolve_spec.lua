@@ -6,10 +6,6 @@ local core = require "lxmpp.core"
 local resolve = require "lxmpp.resolve"
 local task = lxmpp.task
 
-local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
-local DNSD = HERE .. "/support/dnsd.py"
--- `make check` preloads the sanitizer runtime: not for python or kill
-local NO_PRELOAD = "unset LD_PRELOAD; "
 
 local function srv(...) return { SRV = { ... } } end
 
@@ -44,41 +40,9 @@ do -- 40 records: far over 512 bytes, so the answer comes over TCP
   ZONE["_xmpp-client._tcp.big.test"] = { SRV = big }
 end
 
--- just enough JSON for the zone
-local function json(v)
-  if type(v) == "string" then return '"' .. v .. '"' end
-  if type(v) == "number" then return tostring(v) end
-  local out = {}
-  if v[1] ~= nil then
-    for i, x in ipairs(v) do out[i] = json(x) end
-    return "[" .. table.concat(out, ",") .. "]"
-  end
-  for k, x in pairs(v) do out[#out + 1] = json(k) .. ":" .. json(x) end
-  return "{" .. table.concat(out, ",") .. "}"
-end
-
--- Starts dnsd.py on a free loopback port; returns { addr =, log =, ... }.
-local function start_dnsd(extra)
-  local d = { zone = os.tmpname(), log = os.tmpname() }
-  local f = assert(io.open(d.zone, "w"))
-  f:write(json(ZONE))
-  f:close()
-  d.pipe = assert(io.popen(("%sexec /usr/bin/python3 %s 0 %s --log %s %s"):format(
-    NO_PRELOAD, DNSD, d.zone, d.log, extra or ""), "r"))
-  d.port = tonumber(d.pipe:read("l"))
-  d.pid = tonumber((d.pipe:read("l") or ""):match("^pid (%d+)$"))
-  assert(d.port and d.pid, "dnsd.py did not start")
-  d.addr = "127.0.0.1:" .. d.port
-  return d
-end
-
-local function stop_dnsd(d)
-  if not d then return end
-  os.execute(NO_PRELOAD .. "kill " .. d.pid)
-  d.pipe:close()
-  os.remove(d.zone)
-  os.remove(d.log)
-end
+local dnsd_support = require "spec.support.dnsd"
+local function start_dnsd(extra) return dnsd_support.start(ZONE, extra) end
+local stop_dnsd = dnsd_support.stop
 
 -- Queries the server has received so far.
 local function queries(d)

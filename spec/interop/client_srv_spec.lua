@@ -1,0 +1,56 @@
+-- The client finds its server the way RFC 6120 §3.2 and XEP-0368 say, against
+-- a DNS server of the suite's own (spec/support/dnsd.py) and a real Prosody:
+-- SRV targets in priority order, the next one when a target refuses, direct
+-- TLS records, and the A/AAAA fallback on port 5222 only when there is no SRV.
+local lxmpp = require "lxmpp"
+local resolve = require "lxmpp.resolve"
+local prosody = require "spec.support.prosody"
+local dnsd = require "spec.support.dnsd"
+local assert_clean = require "spec.support.clean"
+
+local srv, dns, closed_port
+
+describe("client service discovery", function()
+  setup(function()
+    srv = prosody.start({ users = { alice = "alice-pw" } })
+    local socket = require "socket"
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    closed_port = math.tointeger(tonumber(port))
+    s:close()
+    dns = dnsd.start({
+      -- example.test: the best target refuses, the next one is Prosody
+      ["_xmpp-client._tcp.example.test"] = { SRV = { { 5, 0, closed_port, "down.example.test" },
+                                                     { 10, 0, srv.port, "up.example.test" } } },
+      ["_xmpps-client._tcp.example.test"] = { SRV = { { 20, 0, srv.direct_tls_port, "up.example.test" } } },
+      ["down.example.test"] = { A = { "127.0.0.1" } },
+      ["up.example.test"] = { A = { "127.0.0.1" } },
+    })
+    resolve.configure({ servers = dns.addr, timeout = 1, tries = 2 })
+  end)
+  teardown(function()
+    resolve.set_servers(nil)
+    dnsd.stop(dns)
+    if srv then srv:stop() end
+  end)
+  after_each(assert_clean)
+
+  it("tries SRV targets in order and moves on when one refuses", function()
+    lxmpp.run(function()
+      local c = assert(lxmpp.connect({ jid = "alice@example.test/srv", password = "alice-pw", cafile = srv.ca }))
+      assert.equal("alice@example.test/srv", c.jid)
+      assert.equal(srv.port, c.conn:info().port)
+      assert.is_true(c.conn.c:tls_info().verified)   -- identity: the JID's domain, not the SRV target
+      c:close()
+    end)
+  end)
+
+  it("uses the xmpps-client (direct TLS) records when asked for direct TLS", function()
+    lxmpp.run(function()
+      local c = assert(lxmpp.connect({ jid = "alice@example.test/srv", password = "alice-pw",
+        cafile = srv.ca, tls = "direct" }))
+      assert.equal(srv.direct_tls_port, c.conn:info().port)
+      c:close()
+    end)
+  end)
+end)
