@@ -26,7 +26,7 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test check valgrind fuzz bench bench-transport demo lint clean
+.PHONY: all deps build test check valgrind fuzz bench bench-transport bench-echo demo lint clean
 
 all: build
 
@@ -94,9 +94,16 @@ BENCH_TRANSPORT_MB ?= 200
 bench-transport: deps build
 	$(LUA) bench/transport.lua $(BENCH_TRANSPORT_MB)
 
+# pinger + echo bot through one Prosody, lxmpp against slixmpp (messages per library)
+BENCH_ECHO_N    ?= 20000
+BENCH_ECHO_REPS ?= 3
+bench-echo: deps build
+	LXMPP_BENCH_REPS=$(BENCH_ECHO_REPS) $(LUA) bench/echo.lua $(BENCH_ECHO_N)
+
 bench: deps build build-bench/expat_floor
 	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua
 	$(LUA) bench/transport.lua $(BENCH_TRANSPORT_MB)
+	LXMPP_BENCH_REPS=$(BENCH_ECHO_REPS) $(LUA) bench/echo.lua $(BENCH_ECHO_N)
 
 demo: deps build
 	$(LUA) examples/demo.lua

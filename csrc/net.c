@@ -242,11 +242,21 @@ static int move_ciphertext(conn *c) {
 
 /* Encrypts the plaintext queued since the last flush. 0 on a TLS error. */
 static int encrypt_pending(conn *c) {
-  int ok;
+  size_t off = 0;
   if (!c->tls || !c->tls_done || !c->early_len) return 1;
-  ok = lx_tls_send(c->tls, c->early, c->early_len) == LX_TLS_OK;
+  /* in pieces of a few records, each moved out at once, so OpenSSL's
+   * memory BIO never grows (and re-copies) to the size of a whole burst */
+  while (off < c->early_len) {
+    size_t n = c->early_len - off;
+    if (n > 65536) n = 65536;
+    if (lx_tls_send(c->tls, c->early + off, n) != LX_TLS_OK || !move_ciphertext(c)) {
+      c->early_len = 0;
+      return 0;
+    }
+    off += n;
+  }
   c->early_len = 0;
-  return ok && move_ciphertext(c);
+  return 1;
 }
 
 /* Queues bytes; 0 when the bound is reached (nothing queued then). */
