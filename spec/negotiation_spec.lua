@@ -19,6 +19,7 @@ local clean = require "spec.support.clean"
 local function scripted_server(taken, session_required)
   local log = {}
   local l = assert(net.listen("127.0.0.1", 0, function(conn)
+    log.server_conn = conn
     local authed, n = false, 0
     conn:on("open", function()
       n = n + 1
@@ -88,7 +89,30 @@ describe("negotiation paths", function()
         host = "127.0.0.1", port = l:port(), tls = "none" }))
       assert.equal("anon@example.test/server-chosen", c.jid)
       c:close()
-      assert.same({ "auth ANONYMOUS", "bind nil" }, log)
+      assert.same({ "auth ANONYMOUS", "bind nil" }, { log[1], log[2], log[3] })
+      l:close()
+    end)
+  end)
+
+  it("wait_drain waits for a peer that stopped reading, then sending goes on", function()
+    lxmpp.run(function()
+      local l, log = scripted_server({}, false)
+      local c = assert(lxmpp.connect({ jid = "example.test", mechanism = "ANONYMOUS",
+        host = "127.0.0.1", port = l:port(), tls = "none" }))
+      c.conn:set_max_queue(64 * 1024)
+      log.server_conn:pause()                                -- the server stops reading
+      local body = ("x"):rep(4000)
+      local full
+      for _ = 1, 5000 do
+        local ok, _, cond = c:send_message("someone@example.test", body)
+        if not ok then full = cond break end
+        lxmpp.task.yield()
+      end
+      assert.equal("resource-constraint", full)
+      lxmpp.spawn(function() lxmpp.sleep(0.05) log.server_conn:resume() end)
+      assert.is_true(c:wait_drain(10))
+      assert.is_true(c:send_message("someone@example.test", "after the drain"))
+      c:close()
       l:close()
     end)
   end)

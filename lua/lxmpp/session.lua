@@ -54,7 +54,7 @@ function M.new(opts)
   local self = setmetatable({
     default_ns = opts.default_ns or "jabber:client",
     bus = events.new(),           -- features and plugins
-    user = {},                    -- user handlers: id -> { event, fn }
+    user = {},                    -- user handlers: event -> { {id=, fn=}, ... } in order
     next_handler = 0,
     iq_handlers = {},             -- xmlns -> fn(iq) -> reply
     pending = {},                 -- iq id -> { to = prepared jid or false, waiter = w }
@@ -102,6 +102,11 @@ function Session:attach(conn, parse_opts)
   conn:on("read-error", function(msg) self:lost(msg, "closed") end)
   conn:on("write-error", function(msg) self:lost(msg, "closed") end)
   conn:on("closed", function() self:lost(self.closed_reason or "connection closed", "closed") end)
+  conn:on("drain", function()
+    local ws = self.drain_waiters
+    self.drain_waiters = nil
+    for _, w in ipairs(ws or {}) do w:wake(true) end
+  end)
   conn:parse(parse_opts)
 end
 
@@ -333,25 +338,48 @@ function Session:on(event, fn)
   if not USER_EVENTS[event] then error("on: unknown event '" .. tostring(event) .. "'", 2) end
   if type(fn) ~= "function" then error("on: handler must be a function", 2) end
   self.next_handler = self.next_handler + 1
-  self.user[self.next_handler] = { event = event, fn = fn }
+  local list = self.user[event]
+  if not list then
+    list = {}
+    self.user[event] = list
+  end
+  list[#list + 1] = { id = self.next_handler, fn = fn }
   return self.next_handler
 end
 
 --- off(id): remove a handler; true if it existed.
 function Session:off(id)
-  local had = self.user[id] ~= nil
-  self.user[id] = nil
-  return had
+  for _, list in pairs(self.user) do
+    for i = 1, #list do
+      if list[i].id == id then
+        table.remove(list, i)
+        return true
+      end
+    end
+  end
+  return false
 end
 
+-- Starts a task per handler of event, in the order they were added.
 function Session:fire_user(event, ...)
-  -- in the order handlers were added
-  local ids = {}
-  for id, h in pairs(self.user) do
-    if h.event == event then ids[#ids + 1] = id end
-  end
-  table.sort(ids)
-  for _, id in ipairs(ids) do task.spawn(self.user[id].fn, ...) end
+  local list = self.user[event]
+  if not list or #list == 0 then return end
+  for i = 1, #list do task.spawn(list[i].fn, ...) end
+end
+
+--- wait_drain([timeout]): after send returned "resource-constraint" (the
+-- peer reads slower than we write), waits until the output queue drains.
+-- true, or nil, message, condition.
+function Session:wait_drain(timeout)
+  if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+  local w = task.waiter("wait_drain", 1)
+  self.drain_waiters = self.drain_waiters or {}
+  self.drain_waiters[#self.drain_waiters + 1] = w
+  local t = core.timer(timeout or 30, w)
+  local ok = w:wait()
+  t:stop()
+  if not ok then return nil, "the output queue did not drain in time", "timeout" end
+  return true
 end
 
 --- handle_iq(xmlns, fn): fn(iq) answers get/set whose payload has xmlns;
