@@ -2,7 +2,6 @@
 -- from the environment), against a real Prosody, driven by a scripted user.
 local lxmpp = require "lxmpp"
 local prosody = require "spec.support.prosody"
-local pki = require "spec.support.pki"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
 local srv
@@ -12,7 +11,9 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 -- Starts an example in the background; returns its pid and log path.
 local function start_example(script, env, args)
   local log = os.tmpname()
-  local parts = { pki.NO_PRELOAD }
+  -- the environment is inherited as is: under `make check` the example runs
+  -- with the sanitizer runtime preloaded, like the suite itself
+  local parts = {}
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = "LUA_PATH=" .. q(os.getenv("LUA_PATH") or "")
   parts[#parts + 1] = "LUA_CPATH=" .. q(os.getenv("LUA_CPATH") or "")
