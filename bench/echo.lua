@@ -66,13 +66,8 @@ local script_dir = (arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function first_line(cmd)
-  local f = io.popen(cmd .. " 2>/dev/null")
-  if not f then return nil end
-  local l = f:read("l")
-  f:close()
-  return l
-end
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local first_line = common.first_line
 
 local function read_file(path)
   local f = io.open(path)
@@ -258,8 +253,7 @@ local function main()
   local prosody_log = srv:log()
 
   -- report
-  local lua_version = first_line(q(LUA) .. " -v") or _VERSION
-  lua_version = lua_version:match("^(Lua %S+)") or lua_version
+  local lua_version = common.lua_version(LUA)
   local cpu_model, ncpu = nil, 0
   do
     local f = io.open("/proc/cpuinfo")
@@ -273,12 +267,7 @@ local function main()
   end
   local prosody_version = first_line("dpkg-query -W -f='${Version}' prosody") or "?"
 
-  local function grouped(x)
-    local s = string.format("%.0f", x)
-    local k
-    repeat s, k = s:gsub("^(%d+)(%d%d%d)", "%1,%2") until k == 0
-    return s
-  end
+  local grouped = common.grouped
   local function per10k(s) return s / N * 1e4 end
 
   print("lxmpp echo benchmark (bench/echo.lua)")

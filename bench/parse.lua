@@ -38,15 +38,10 @@ if not SEED then die("LXMPP_BENCH_SEED must be an integer") end
 
 local script_dir = (arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local shell_quote = common.quote
 
-local function first_line(cmd)
-  local f = io.popen(cmd .. " 2>/dev/null")
-  if not f then return nil end
-  local l = f:read("l")
-  f:close()
-  return l
-end
+local first_line = common.first_line
 
 ---------------------------------------------------------------------------
 -- Loading. Anything missing is fatal: a benchmark that quietly leaves a
@@ -250,26 +245,10 @@ local function main()
   ---------------------------------------------------------------------------
   -- Report
 
-  local lua_version = first_line(shell_quote(arg[-1] or "lua5.4") .. " -v") or _VERSION
-  lua_version = lua_version:match("^(Lua %S+)") or lua_version
-  local cpu
-  do
-    local f = io.open("/proc/cpuinfo")
-    if f then
-      for line in f:lines() do
-        cpu = line:match("^model name%s*:%s*(.-)%s*$")
-        if cpu then break end
-      end
-      f:close()
-    end
-  end
+  local lua_version = common.lua_version()
+  local cpu = common.cpu()
 
-  local function grouped(x)
-    local s = string.format("%.0f", x)
-    local k
-    repeat s, k = s:gsub("^(%d+)(%d%d%d)", "%1,%2") until k == 0
-    return s
-  end
+  local grouped = common.grouped
   local function ratio(a, b) return string.format("%.2fx", a / b) end
   local mb = #xml / 1e6
 

@@ -80,15 +80,9 @@ if TLS_MAX and TLS_MAX ~= "1.2" and TLS_MAX ~= "1.3" then die("LXMPP_BENCH_TLS m
 if not REPS or REPS < 1 then die("LXMPP_BENCH_REPS must be a positive integer") end
 if not SPEED_SECONDS or SPEED_SECONDS < 1 then die("LXMPP_BENCH_SPEED_SECONDS must be a positive integer") end
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 
-local function first_line(cmd)
-  local f = io.popen(cmd .. " 2>/dev/null")
-  if not f then return nil end
-  local l = f:read("l")
-  f:close()
-  return l
-end
+local first_line = common.first_line
 
 ---------------------------------------------------------------------------
 -- Loading. Anything missing is fatal.
@@ -366,8 +360,7 @@ local function main()
   end
 
   -- report
-  local lua_version = first_line(shell_quote(arg[-1] or "lua5.4") .. " -v") or _VERSION
-  lua_version = lua_version:match("^(Lua %S+)") or lua_version
+  local lua_version = common.lua_version()
   local cpu, ncpu = nil, 0
   do
     local f = io.open("/proc/cpuinfo")
@@ -381,12 +374,7 @@ local function main()
   end
   local ossl = first_line("openssl version") or "openssl ?"
 
-  local function grouped(x)
-    local s = string.format("%.0f", x)
-    local k
-    repeat s, k = s:gsub("^(%d+)(%d%d%d)", "%1,%2") until k == 0
-    return s
-  end
+  local grouped = common.grouped
   local bytes = N * STANZA
   local function mbs(s) return bytes / 1e6 / s end
   local all_wall = {}
