@@ -73,9 +73,12 @@ describe("examples against Prosody", function()
   teardown(function() if srv then srv:stop() end end)
 
   it("dictbot answers three words and quits on its owner's request", function()
+    -- as the README runs it: JID and password as arguments; where the
+    -- server is and which CA it uses from the environment
     local env = client_env("bot", "bot-secret")
+    env.LXMPP_JID, env.LXMPP_PASSWORD = nil, nil
     env.LXMPP_OWNER = "user@example.test"
-    local pid, log = start_example("dictbot.lua", env)
+    local pid, log = start_example("dictbot.lua", env, { "bot@example.test/example", "bot-secret" })
     local answers = {}
     lxmpp.run(function()
       local u = user("user", "user-secret")
