@@ -35,6 +35,18 @@ describe("tasks", function()
     assert.same({ "main", "main again", "a", "b", "main last" }, log)
   end)
 
+  it("a task that keeps yielding does not starve timers and I/O", function()
+    local fired, spins = false, 0
+    lxmpp.run(function()
+      lxmpp.spawn(function() lxmpp.sleep(0.02) fired = true end)
+      while not fired and spins < 1e7 do
+        spins = spins + 1
+        lxmpp.task.yield()
+      end
+    end)
+    assert.is_true(fired)
+  end)
+
   it("wakes sleepers in order of their deadlines", function()
     local log = {}
     lxmpp.run(function()

@@ -63,9 +63,12 @@ local function resume(task, args)
   if co_status(task) == "dead" then finish(task, ok, err) end
 end
 
--- Runs every task that is ready now, including those they make ready.
+-- Runs the tasks that are ready now. Tasks they make ready (a yield()
+-- included) wait for the next round, after the loop has polled for I/O:
+-- a task that keeps yielding cannot starve the network.
 local function run_ready()
-  while qhead <= qtail do
+  local last = qtail
+  while qhead <= last do
     local item = queue[qhead]
     queue[qhead] = nil
     qhead = qhead + 1
