@@ -63,6 +63,15 @@ function Bus:fire(event, ...)
   return nil
 end
 
+--- bus:handlers(event) -> the handler functions in order (a snapshot), for
+-- callers that run them their own way (the session spawns a task for each)
+function Bus:handlers(event)
+  local list = self.lists[event]
+  local out = {}
+  if list then for i = 1, #list do out[i] = list[i].fn end end
+  return out
+end
+
 --- bus:has(event) -> true when some handler listens
 function Bus:has(event)
   local list = self.lists[event]

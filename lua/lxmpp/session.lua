@@ -54,8 +54,7 @@ function M.new(opts)
   local self = setmetatable({
     default_ns = opts.default_ns or "jabber:client",
     bus = events.new(),           -- features and plugins
-    user = {},                    -- user handlers: event -> { {id=, fn=}, ... } in order
-    next_handler = 0,
+    user = events.new(),          -- user handlers, each run as a task
     iq_handlers = {},             -- xmlns -> fn(iq) -> reply
     pending = {},                 -- iq id -> { to = prepared jid or false, waiter = w }
     queue = {}, qn = 0,           -- stanzas read while negotiating
@@ -337,34 +336,18 @@ end
 function Session:on(event, fn)
   if not USER_EVENTS[event] then error("on: unknown event '" .. tostring(event) .. "'", 2) end
   if type(fn) ~= "function" then error("on: handler must be a function", 2) end
-  self.next_handler = self.next_handler + 1
-  local list = self.user[event]
-  if not list then
-    list = {}
-    self.user[event] = list
-  end
-  list[#list + 1] = { id = self.next_handler, fn = fn }
-  return self.next_handler
+  return self.user:add(event, fn)
 end
 
 --- off(id): remove a handler; true if it existed.
 function Session:off(id)
-  for _, list in pairs(self.user) do
-    for i = 1, #list do
-      if list[i].id == id then
-        table.remove(list, i)
-        return true
-      end
-    end
-  end
-  return false
+  return self.user:remove(id)
 end
 
 -- Starts a task per handler of event, in the order they were added.
 function Session:fire_user(event, ...)
-  local list = self.user[event]
-  if not list or #list == 0 then return end
-  for i = 1, #list do task.spawn(list[i].fn, ...) end
+  if not self.user:has(event) then return end
+  for _, fn in ipairs(self.user:handlers(event)) do task.spawn(fn, ...) end
 end
 
 --- wait_drain([timeout]): after send returned "resource-constraint" (the
