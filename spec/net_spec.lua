@@ -71,6 +71,33 @@ describe("tcp connections", function()
     end)
   end)
 
+  it("times a connection out when the peer never answers", function()
+    -- a listener that never accepts, its backlog filled: further SYNs are
+    -- dropped, so the connection hangs until our deadline
+    local socket = require "socket"
+    local srv = assert(socket.tcp())
+    assert(srv:bind("127.0.0.1", 0))
+    assert(srv:listen(0))
+    local _, port = srv:getsockname()
+    port = math.tointeger(tonumber(port))
+    local fill = {}
+    for i = 1, 4 do
+      fill[i] = socket.tcp()
+      fill[i]:settimeout(0)
+      fill[i]:connect("127.0.0.1", port)
+    end
+    lxmpp.run(function()
+      local t0 = core.now()
+      local c, msg, cond = net.connect("127.0.0.1", port, 0.3)
+      assert.is_nil(c)
+      assert.equal("timeout", cond)
+      assert.matches("timed out", msg)
+      assert.is_true(core.now() - t0 < 3)
+    end)
+    for _, f in ipairs(fill) do f:close() end
+    srv:close()
+  end)
+
   it("refuses a non-numeric address as misuse", function()
     lxmpp.run(function()
       assert.has_error(function() net.connect("localhost", 5222) end)
