@@ -29,7 +29,7 @@ function M.lua_version(lua_cmd)
   return v:match("^(Lua %S+)") or v
 end
 
---- the CPU model and the number of processors, from /proc/cpuinfo
+--- the CPU model (nil if unknown) and the number of processors, from /proc/cpuinfo
 function M.cpu()
   local model, n = nil, 0
   local f = io.open("/proc/cpuinfo")
@@ -40,7 +40,7 @@ function M.cpu()
     end
     f:close()
   end
-  return model or "unknown CPU", n
+  return model, n
 end
 
 --- 1234567 -> "1,234,567"

@@ -254,17 +254,7 @@ local function main()
 
   -- report
   local lua_version = common.lua_version(LUA)
-  local cpu_model, ncpu = nil, 0
-  do
-    local f = io.open("/proc/cpuinfo")
-    if f then
-      for line in f:lines() do
-        cpu_model = cpu_model or line:match("^model name%s*:%s*(.-)%s*$")
-        if line:match("^processor%s*:") then ncpu = ncpu + 1 end
-      end
-      f:close()
-    end
-  end
+  local cpu_model, ncpu = common.cpu()
   local prosody_version = first_line("dpkg-query -W -f='${Version}' prosody") or "?"
 
   local grouped = common.grouped

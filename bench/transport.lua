@@ -361,17 +361,7 @@ local function main()
 
   -- report
   local lua_version = common.lua_version()
-  local cpu, ncpu = nil, 0
-  do
-    local f = io.open("/proc/cpuinfo")
-    if f then
-      for line in f:lines() do
-        cpu = cpu or line:match("^model name%s*:%s*(.-)%s*$")
-        if line:match("^processor%s*:") then ncpu = ncpu + 1 end
-      end
-      f:close()
-    end
-  end
+  local cpu, ncpu = common.cpu()
   local ossl = first_line("openssl version") or "openssl ?"
 
   local grouped = common.grouped
