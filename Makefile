@@ -19,7 +19,7 @@ ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c csrc/sasl.c
 DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev libexpat1-dev \
              libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
-             clang libclang-rt-14-dev valgrind
+             clang libclang-rt-14-dev valgrind lua-sql-sqlite3
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/build/?.so;;
