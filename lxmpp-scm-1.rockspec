@@ -83,6 +83,9 @@ build = {
       ["lxmpp.features.session"] = "lua/lxmpp/features/session.lua",
       ["lxmpp.plugins.roster"] = "lua/lxmpp/plugins/roster.lua",
       ["lxmpp.plugins.presence"] = "lua/lxmpp/plugins/presence.lua",
+      ["lxmpp.server.storage"] = "lua/lxmpp/server/storage.lua",
+      ["lxmpp.server.storage_sqlite"] = "lua/lxmpp/server/storage_sqlite.lua",
+      ["lxmpp.server.codec"] = "lua/lxmpp/server/codec.lua",
    },
    install = {
       bin = { lxmpp = "bin/lxmpp" },
