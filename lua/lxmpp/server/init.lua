@@ -365,7 +365,7 @@ end
 local function listen_all(self, list, kind, direct_tls)
   for _, a in ipairs(list) do
     local l, msg, cond = net.listen(a.ip, a.port, function(conn) self:accept(conn, kind, direct_tls) end)
-    if not l then return nil, ("cannot listen on %s port %d: %s"):format(a.ip, a.port, tostring(msg)), cond end
+    if not l then return nil, msg, cond end
     self.listeners[#self.listeners + 1] = { l = l, kind = direct_tls and "c2s-tls" or kind, ip = a.ip, port = l:port() }
   end
   return true
