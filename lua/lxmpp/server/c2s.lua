@@ -274,6 +274,7 @@ negotiation[NS_SASL] = {
       return self:stream_error("policy-violation", "STARTTLS is required before authentication")
     end
     local mech = s.attr.mechanism
+    self.mechanism = mech
     local offered = false
     for _, m in ipairs(self:mechanisms()) do offered = offered or m == mech end
     if not offered then return sasl_failure(self, "invalid-mechanism") end

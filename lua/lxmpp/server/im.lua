@@ -240,7 +240,7 @@ function IM:account_iq(sess, iq)
   if xmlns == NS_VCARD and q.name == "vCard" then
     return answer(send, iq, function(i)
       if i.attr.type == "get" then return vcard_get(self, i, sess.user) end
-      self.srv.store:set("vcard", sess.user, tostring(q))
+      self.srv.store:set("vcard", sess.user, tostring(q), sess.user)
     end)
   end
   if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
