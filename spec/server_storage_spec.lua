@@ -197,9 +197,10 @@ for _, backend in ipairs(BACKENDS) do
 
 		it("versions the roster: every change moves ver, no change keeps it", function()
 			assert.same({ ver = 0, items = {}, pending = {} }, store:get_roster("alice"))
-			assert.equal(1, store:set_roster_item("alice", "bob@x", { name = "Bob", subscription = "to", groups = { "A", "B" } }))
-			assert.equal(1, store:set_roster_item("alice", "bob@x", { name = "Bob", subscription = "to", groups = { "A", "B" } }))
-			assert.equal(2, store:set_roster_item("alice", "bob@x", { name = "Bob", subscription = "both", groups = { "A", "B" } }))
+			local function bob(subscription) return { name = "Bob", subscription = subscription, groups = { "A", "B" } } end
+			assert.equal(1, store:set_roster_item("alice", "bob@x", bob("to")))
+			assert.equal(1, store:set_roster_item("alice", "bob@x", bob("to")))
+			assert.equal(2, store:set_roster_item("alice", "bob@x", bob("both")))
 			assert.equal(3, store:set_roster_item("alice", "carol@x", { ask = "subscribe" }))
 			assert.equal(4, store:set_roster_item("alice", "bob@x", nil))
 			assert.equal(4, store:set_roster_item("alice", "nobody@x", nil))
