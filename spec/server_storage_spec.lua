@@ -393,6 +393,40 @@ describe("storage (sqlite file)", function()
 		assert.has_error(function() storage.open(42) end)
 	end)
 
+	it("answers nil and a message for a write it cannot make, and changes nothing", function()
+		local sqlite = require "lxmpp.server.storage_sqlite"
+		local path = dir .. "/store.db"
+		local saved = sqlite.BUSY_TIMEOUT_MS
+		sqlite.BUSY_TIMEOUT_MS = 50
+		local store = assert(storage.open(path))
+		sqlite.BUSY_TIMEOUT_MS = saved
+		store:set("k", "v", "old")
+		store:set_roster_item("alice", "bob@x", {})
+		local id = store:push_offline("alice", "first")
+		-- another connection holds the write lock
+		local env = luasql.sqlite3()
+		local other = assert(env:connect(path))
+		assert(other:execute("BEGIN IMMEDIATE"))
+		local function refused(ok, err)
+			assert.is_nil(ok)
+			assert.matches("^storage: .*locked", err)
+		end
+		refused(store:set("k", "v", "new"))
+		refused(store:set_roster_item("alice", "carol@x", {}))
+		refused(store:push_offline("alice", "second"))
+		refused(store:remove_account("alice"))
+		-- reads go on (WAL), and show nothing changed
+		assert.equal("old", store:get("k", "v"))
+		assert.equal(1, store:get_roster("alice").ver)
+		assert.same({ { id = id, data = "first" } }, store:get_offline("alice"))
+		assert(other:execute("ROLLBACK"))
+		other:close()
+		env:close()
+		assert.equal(2, store:set_roster_item("alice", "carol@x", {}))
+		assert.is_true(store:set("k", "v", "new"))
+		store:close()
+	end)
+
 	it("refuses a file of a newer schema version", function()
 		local path = dir .. "/store.db"
 		assert(storage.open(path)):close()
