@@ -27,7 +27,10 @@ function M.run(opts, fn)
     assert(srv:start())
     local ports = {}
     for _, a in ipairs(srv:addresses()) do ports[a.kind] = ports[a.kind] or a.port end
-    local ok, err = xpcall(fn, debug.traceback, srv, ports.c2s, ports)
+    local ok, err = xpcall(fn, function(e)
+      if type(e) == "table" then e = tostring(e.message or e[1] or e) end
+      return debug.traceback(e, 2)
+    end, srv, ports.c2s, ports)
     require("lxmpp.net").abort_all()
     srv:stop()
     lxmpp.sleep(0.05)
