@@ -208,14 +208,15 @@ describe("embedded server: connection limits", function()
     serve.run({ users = USERS, limits = { max_per_ip = 1000 } }, function(srv, port)
       collectgarbage()
       local before = collectgarbage("count")
-      local list = {}
-      for i = 1, 200 do
-        list[i] = raw.connect(port)
-        list[i]:send(H)
+      do
+        local list = {}
+        for i = 1, 200 do
+          list[i] = raw.connect(port)
+          list[i]:send(H)
+        end
+        assert.truthy(serve.until_true(function() return srv:stats().streams == 200 end))
+        for _, r in ipairs(list) do r:close() end
       end
-      assert.truthy(serve.until_true(function() return srv:stats().streams == 200 end))
-      for _, r in ipairs(list) do r:close() end
-      list = nil
       assert.truthy(serve.until_true(function() return srv:stats().streams == 0 end))
       lxmpp.sleep(0.1)
       collectgarbage()
@@ -247,5 +248,25 @@ describe("embedded server: hostile components", function()
         assert.equal("host-unknown", (r3:stream_error()))
         still_serving(port)
       end)
+  end)
+end)
+
+describe("embedded server: its own errors", function()
+  it("a bug while handling a stanza ends that stream only (internal-server-error), never the server", function()
+    local logged = {}
+    serve.run({ users = USERS, logger = function(level, msg) logged[#logged + 1] = level .. " " .. msg end },
+      function(srv, port)
+      local im = srv.im
+      local real = im.server_iq
+      im.server_iq = function(self, iq)
+        if iq.tags[1] and iq.tags[1].attr.xmlns == "urn:example:boom" then error("boom") end
+        return real(self, iq)
+      end
+      local r = raw_login(port, "alice", "alice-pw")
+      r:send("<iq type='get' id='x' to='example.test'><q xmlns='urn:example:boom'/></iq>")
+      assert.equal("internal-server-error", (r:stream_error()))
+      still_serving(port)
+    end)
+    assert.matches("^error .*boom", logged[#logged])
   end)
 end)

@@ -312,7 +312,9 @@ function IM:register_iq(sess, iq)
     if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
     return send(st.reply(iq))
   end
-  if srv.auth then return send(st.error_reply(iq, "cancel", "not-allowed", "accounts are managed by the host application")) end
+  if srv.auth then
+    return send(st.error_reply(iq, "cancel", "not-allowed", "accounts are managed by the host application"))
+  end
   local user, pw = q:get_child_text("username"), q:get_child_text("password")
   local node = user and srv:account_name(user)
   if not node or not pw or pw == "" then
