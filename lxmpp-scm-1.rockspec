@@ -88,6 +88,7 @@ build = {
       ["lxmpp.server.component"] = "lua/lxmpp/server/component.lua",
       ["lxmpp.server.im"] = "lua/lxmpp/server/im.lua",
       ["lxmpp.server.presence"] = "lua/lxmpp/server/presence.lua",
+      ["lxmpp.server.sm"] = "lua/lxmpp/server/sm.lua",
       ["lxmpp.server.stream"] = "lua/lxmpp/server/stream.lua",
       ["lxmpp.server.storage"] = "lua/lxmpp/server/storage.lua",
       ["lxmpp.server.storage_sqlite"] = "lua/lxmpp/server/storage_sqlite.lua",
