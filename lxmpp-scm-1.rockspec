@@ -83,6 +83,10 @@ build = {
       ["lxmpp.features.session"] = "lua/lxmpp/features/session.lua",
       ["lxmpp.plugins.roster"] = "lua/lxmpp/plugins/roster.lua",
       ["lxmpp.plugins.presence"] = "lua/lxmpp/plugins/presence.lua",
+      ["lxmpp.forms"] = "lua/lxmpp/forms.lua",
+      ["lxmpp.server.muc"] = "lua/lxmpp/server/muc.lua",
+      ["lxmpp.server.muc_room"] = "lua/lxmpp/server/muc_room.lua",
+      ["lxmpp.server.muc_admin"] = "lua/lxmpp/server/muc_admin.lua",
    },
    install = {
       bin = { lxmpp = "bin/lxmpp" },
