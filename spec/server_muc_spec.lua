@@ -788,13 +788,76 @@ describe("lxmpp.server.muc", function ()
 			assert.same({}, h:send(groupchat("bob@localhost/a", "anyone?")))
 		end)
 
-		it("logs a failing store and keeps the room", function ()
+		it("logs a failing store (raising or returning nil, message) and keeps the room", function ()
 			local store = memory_store()
 			function store.set() error("disk full") end
 			local h = harness(nil, store)
 			configured_room(h, { persistentroom = "1" })
 			assert.is_not_nil(h.host.rooms[ROOM])
 			assert.matches("disk full", h.logs[1])
+			function store.set() return nil, "database is locked" end
+			h:send(iq(OWNER, "set", ROOM, submit({ roomname = "x" })))
+			assert.matches("database is locked", h.logs[2])
+		end)
+
+		it("restores only well-formed rooms of its own domain, logging unreadable ones", function ()
+			local store = memory_store()
+			store:set("muc_room", "other@elsewhere.localhost", { config = { name = "not ours" } })
+			store:set("muc_room", "good@" .. SERVICE, { config = { name = "ok", max_users = "lots", public = false },
+				affiliations = { ["a@localhost"] = "owner", ["b@localhost"] = "emperor" } })
+			store:set("muc_room", "bad@" .. SERVICE, "garbage")
+			local get = store.get
+			function store.get(s, kind, key)
+				if key == "broken@" .. SERVICE then error("corrupt value") end
+				return get(s, kind, key)
+			end
+			store.data.muc_room["broken@" .. SERVICE] = {}
+			local h = harness(nil, store)
+			assert.same({ "good@" .. SERVICE }, (function ()
+				local l = {} for k in pairs(h.host.rooms) do l[#l + 1] = k end return l end)())
+			local room = h.host.rooms["good@" .. SERVICE]
+			assert.equal("ok", room.config.name)
+			assert.equal(0, room.config.max_users) -- a value of the wrong type is ignored
+			assert.is_false(room.config.public)
+			assert.same({ ["a@localhost"] = "owner" }, room.affiliations)
+			assert.equal(2, #h.logs)
+		end)
+
+		it("never writes temporary rooms to the store", function ()
+			local store = memory_store()
+			local h = harness(nil, store)
+			configured_room(h)
+			h:send("<message from='" .. OWNER .. "' to='" .. ROOM .. "' type='groupchat'><subject>t</subject></message>")
+			h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='member' jid='x@localhost'/></query>"))
+			assert.equal(0, store.sets)
+		end)
+
+		it("bounds the history by bytes as well as by count", function ()
+			local h = harness({ max_history_bytes = 2000 })
+			configured_room(h)
+			for i = 1, 20 do h:send(groupchat(OWNER, ("x"):rep(300) .. i)) end
+			local room = h.host.rooms[ROOM]
+			assert.is_true(room.history_bytes <= 2000)
+			assert.is_true(#room.history >= 3 and #room.history < 20)
+			assert.matches("20$", room.history[#room.history].stanza:get_child_text("body"))
+			local h0 = harness({ max_history = 0 })
+			configured_room(h0)
+			h0:send(groupchat(OWNER, "gone"))
+			assert.equal(0, #h0.host.rooms[ROOM].history)
+		end)
+
+		it("bounds the items of one muc#admin request", function ()
+			local h = harness({ max_admin_items = 3 })
+			configured_room(h)
+			local out = h:send(iq(OWNER, "set", ROOM, admin_query .. ("<item affiliation='member' jid='x@localhost'/>"):rep(4)
+				.. "</query>"))
+			assert.equal("policy-violation", (error_condition(out[1])))
+		end)
+
+		it("refuses bad options", function ()
+			assert.has_error(function () muc.new({}, SERVICE) end)
+			assert.has_error(function () muc.new({ route = function () end }, "not a domain@") end)
+			assert.has_error(function () muc.new({ route = function () end }, SERVICE, { max_rooms = -1 }) end)
 		end)
 	end)
 

@@ -10,10 +10,11 @@
 -- From srv it uses srv:route(stanza), srv.store (get/set/keys, kind
 -- "muc_room", key the room's bare JID), srv:log(level, fmt, ...) and
 -- srv.domain. opts (all optional) bound what hostile users can make it hold:
---   max_rooms (10000), max_occupants per room (1000), max_sessions per
+--   max_rooms (1000), max_occupants per room (1000), max_sessions per
 --   nickname (10), max_history messages kept per room (20; also the default
---   sent on join), max_history_bytes per room (256 KiB), max_admin_items per
---   muc#admin request (100), max_pending_iq forwarded per room (256),
+--   sent on join), max_history_bytes per room (64 KiB of XML; so all the
+--   history of all rooms takes at most 64 MiB by default), max_admin_items
+--   per muc#admin request (100), max_pending_iq forwarded per room (256),
 --   create = "local" (users of srv.domain and its subdomains may create
 --   rooms) | "anyone" | function(bare_jid) -> boolean,
 --   clock = function() -> seconds (os.time)
@@ -33,8 +34,8 @@ local NS_PING = "urn:xmpp:ping"
 local STORE_KIND = "muc_room"
 
 local LIMITS = {
-	max_rooms = 10000, max_occupants = 1000, max_sessions = 10, max_history = 20,
-	max_history_bytes = 256 * 1024, max_admin_items = 100, max_pending_iq = 256,
+	max_rooms = 1000, max_occupants = 1000, max_sessions = 10, max_history = 20,
+	max_history_bytes = 64 * 1024, max_admin_items = 100, max_pending_iq = 256,
 }
 
 local Host = {}
@@ -73,24 +74,33 @@ end
 
 --- Storage ----------------------------------------------------------------
 
--- Writes (data) or deletes (nil) a room's stored copy; a failing store is
--- logged, the room goes on in memory.
+-- Writes (data) or deletes (nil) a room's stored copy; a failing store
+-- (one that raises, or returns nil, message) is logged and the room goes on
+-- in memory.
 function Host:store_room(room_jid, data)
 	local store = self.srv.store
 	if not store then return end
-	local ok, err = pcall(store.set, store, STORE_KIND, room_jid, data)
-	if not ok then self:log("error", "muc: cannot save room %s: %s", room_jid, tostring(err)) end
+	local ok, res, err = pcall(store.set, store, STORE_KIND, room_jid, data)
+	if not ok or (res == nil and err ~= nil) then
+		self:log("error", "muc: cannot save room %s: %s", room_jid, tostring(ok and err or res))
+	end
 end
 
+-- The persistent rooms of this domain; one that cannot be read is logged
+-- and left in the store.
 function Host:restore_rooms()
 	local store = self.srv.store
 	if not store then return end
 	for _, key in ipairs(store:keys(STORE_KIND)) do
 		local node, domain, resource = jid.prepped_split(key)
-		local data = store:get(STORE_KIND, key)
-		if node and domain == self.domain and not resource and type(data) == "table" then
-			self.rooms[key] = muc_room.restore(self, key, data)
-			self.nrooms = self.nrooms + 1
+		if node and domain == self.domain and not resource then
+			local ok, data = pcall(store.get, store, STORE_KIND, key)
+			if ok and type(data) == "table" then
+				self.rooms[key] = muc_room.restore(self, key, data)
+				self.nrooms = self.nrooms + 1
+			else
+				self:log("error", "muc: cannot restore room %s: %s", key, tostring(data))
+			end
 		end
 	end
 end

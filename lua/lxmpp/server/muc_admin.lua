@@ -378,7 +378,7 @@ local function install(M)
 		if password then d:text_tag("password", password) end
 		self:evict({ destroy = d })
 		self.destroyed = true
-		self.service:store_room(self.jid, nil)
+		self:save()
 		self.service:remove_room(self)
 	end
 

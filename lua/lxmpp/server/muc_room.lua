@@ -91,15 +91,17 @@ end
 -- The service's persistent copy of the room: written when the room is
 -- persistent, removed when it is not (any more).
 function Room:save()
-	local data = nil
 	if self.config.persistent and not self.destroyed then
 		local config, affiliations = {}, {}
 		for k, v in pairs(self.config) do config[k] = v end
 		for k, v in pairs(self.affiliations) do affiliations[k] = v end
-		data = { config = config, affiliations = affiliations, subject = self.subject,
-			subject_from = self.subject_from }
+		self.service:store_room(self.jid, { config = config, affiliations = affiliations,
+			subject = self.subject, subject_from = self.subject_from })
+		self.stored = true
+	elseif self.stored then
+		self.service:store_room(self.jid, nil)
+		self.stored = false
 	end
-	self.service:store_room(self.jid, data)
 end
 
 -- A room as restore_room() finds it in the store; bad values are skipped.
@@ -117,7 +119,7 @@ local function restore(service, room_jid, data)
 	end
 	if type(data.subject) == "string" then room.subject = data.subject end
 	if type(data.subject_from) == "string" then room.subject_from = data.subject_from end
-	room.config.persistent = true
+	room.config.persistent, room.stored = true, true
 	return room
 end
 
