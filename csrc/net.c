@@ -12,6 +12,7 @@
  *   conn:starttls(ctx, domain) -> true, discarded   (then "tls-done"/"tls-failed")
  *   conn:tls_info()  conn:channel_binding(type)
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
+ *   conn:bytes_in()      bytes read so far
  *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
  *                    open= }
  *   listener:port()  listener:close()
@@ -785,6 +786,14 @@ static int l_info(lua_State *L) {
   return 1;
 }
 
+/* conn:bytes_in() -> bytes read from the socket so far (cheap: for rate
+ * limits checked on every stanza) */
+static int l_bytes_in(lua_State *L) {
+  conn *c = check_conn(L);
+  lua_pushinteger(L, (lua_Integer)c->bytes_in);
+  return 1;
+}
+
 /* conn:set_max_queue(bytes): the bound on queued output */
 static int l_set_max_queue(lua_State *L) {
   conn *c = check_conn(L);
@@ -828,6 +837,7 @@ void lx_open_net(lua_State *L) {
     {"pause", l_pause}, {"resume", l_resume}, {"close", l_close},
     {"abort", l_abort}, {"info", l_info}, {"set_owner", l_set_owner},
     {"set_max_queue", l_set_max_queue}, {"starttls", l_starttls},
+    {"bytes_in", l_bytes_in},
     {"tls_info", l_tls_info}, {"channel_binding", l_channel_binding},
     {NULL, NULL}
   };

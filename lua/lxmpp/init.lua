@@ -28,6 +28,12 @@ local lxmpp = {
   component = component.new,
 }
 
+--- lxmpp.server(opts) -> server: the embedded server (API.md "Embedded
+-- server"); loaded on first use so clients do not pay for it.
+function lxmpp.server(opts)
+  return require("lxmpp.server").new(opts)
+end
+
 --- lxmpp.stream_parser(handlers, opts) -> parser
 -- handlers: { stream_open = fn(attr), stanza = fn(stanza), stream_close = fn() }
 -- opts: { max_stanza_size = 262144, max_depth = 64, max_attributes = 64,

@@ -70,6 +70,10 @@ function Conn:resume() return self.c:resume() end
 function Conn:info() return self.c:info() end
 function Conn:abort() return self.c:abort() end
 function Conn:set_max_queue(n) return self.c:set_max_queue(n) end
+function Conn:bytes_in() return self.c:bytes_in() end
+function Conn:starttls(ctx, domain) return self.c:starttls(ctx, domain) end
+function Conn:channel_binding(t) return self.c:channel_binding(t) end
+function Conn:tls_info() return self.c:tls_info() end
 
 --- conn:close([timeout]): graceful close; from a task it waits until the
 -- socket is closed (at most timeout seconds, default 10, then aborts).

@@ -1,0 +1,359 @@
+-- lxmpp.server.c2s: one client stream of the embedded server, from the
+-- stream header to a bound resource (RFC 6120 §4–§7): STARTTLS (required
+-- unless the server is configured insecure_plaintext), SASL (SCRAM-SHA-1/256
+-- and their -PLUS variants with channel binding, PLAIN over TLS only, or a
+-- host application's auth callback), in-band registration when enabled,
+-- resource binding, then stanzas handed to the IM core with a `from` the
+-- server stamps. Nothing is routed before a resource is bound.
+
+local core = require "lxmpp.core"
+local task = require "lxmpp.task"
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local stream = require "lxmpp.server.stream"
+
+local setmetatable, tostring, pairs, ipairs, pcall, type = setmetatable, tostring, pairs, ipairs, pcall, type
+
+local M = {}
+
+local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+local NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+local NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+local NS_REGISTER = "jabber:iq:register"
+M.NS_SASL = NS_SASL
+
+local C2S = setmetatable({}, { __index = stream.Stream })
+C2S.__index = C2S
+M.C2S = C2S
+
+--- c2s.accept(srv, conn, direct_tls): a new client stream on an accepted
+-- connection (direct_tls: XEP-0368, TLS from the first byte).
+function M.accept(srv, conn, direct_tls)
+  local self = setmetatable({ kind = "c2s", secure = false, sasl_failures = 0 }, C2S)
+  stream.Stream.init(self, srv, conn, "jabber:client")
+  conn:on("tls-done", function()
+    self.secure = true
+    self.starting_tls = false
+  end)
+  conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
+  if direct_tls then
+    self.starting_tls = true
+    conn:starttls(srv.tls_ctx)
+  end
+  return self
+end
+
+---------------------------------------------------------------------------
+-- the stream header and features
+
+function C2S:on_open(attr)
+  if self.ended then return end
+  if attr.xmlns ~= "jabber:client" then
+    return self:stream_error("invalid-namespace", "the stream namespace must be jabber:client")
+  end
+  if attr.version ~= "1.0" then
+    return self:stream_error("unsupported-version", "only XMPP 1.0 streams are served")
+  end
+  local to = attr.to and jid.prep(attr.to)
+  if to ~= self.srv.domain then
+    return self:stream_error("host-unknown", "this server serves " .. self.srv.domain)
+  end
+  self.lang = attr["xml:lang"]
+  self:send_header({ from = self.srv.domain, version = "1.0", ["xml:lang"] = "en" })
+  self:write(self:features())
+end
+
+-- What we offer at this stage of the negotiation.
+function C2S:features()
+  local srv, f = self.srv, { "<stream:features>" }
+  if not self.secure and not self.authenticated then
+    f[#f + 1] = "<starttls xmlns='" .. NS_TLS .. "'>" ..
+      (srv.insecure_plaintext and "" or "<required/>") .. "</starttls>"
+  end
+  if not self.authenticated and (self.secure or srv.insecure_plaintext) then
+    f[#f + 1] = "<mechanisms xmlns='" .. NS_SASL .. "'>"
+    for _, m in ipairs(self:mechanisms()) do
+      f[#f + 1] = "<mechanism>" .. m .. "</mechanism>"
+    end
+    f[#f + 1] = "</mechanisms>"
+    if srv.registration then
+      f[#f + 1] = "<register xmlns='http://jabber.org/features/iq-register'/>"
+    end
+  elseif self.authenticated then
+    f[#f + 1] = "<bind xmlns='" .. NS_BIND .. "'/><session xmlns='" .. NS_SESSION ..
+      "'><optional/></session><ver xmlns='urn:xmpp:features:rosterver'/>"
+    if srv.sm_features then f[#f + 1] = srv.sm_features(self) end
+  end
+  f[#f + 1] = "</stream:features>"
+  return table.concat(f)
+end
+
+-- Channel-binding data of this TLS connection, by type.
+function C2S:binding_data()
+  if not self.secure then return nil end
+  local cb, any = {}, false
+  for _, t in ipairs({ "tls-exporter", "tls-server-end-point" }) do
+    local data = self.conn:channel_binding(t)
+    if data then cb[t], any = data, true end
+  end
+  return any and cb or nil
+end
+
+-- SASL mechanisms, strongest first. With a host auth callback only PLAIN
+-- can work (it needs the password), and PLAIN is never offered without TLS.
+function C2S:mechanisms()
+  if self.mechs then return self.mechs end
+  local list = {}
+  if not self.srv.auth then
+    self.cb = self:binding_data()
+    if self.cb then
+      list[#list + 1] = "SCRAM-SHA-256-PLUS"
+      list[#list + 1] = "SCRAM-SHA-1-PLUS"
+    end
+    list[#list + 1] = "SCRAM-SHA-256"
+    list[#list + 1] = "SCRAM-SHA-1"
+  end
+  if self.secure then list[#list + 1] = "PLAIN" end
+  self.mechs = list
+  return list
+end
+
+---------------------------------------------------------------------------
+-- stanzas
+
+local negotiation = {}   -- [xmlns][name] = handler(self, s)
+
+function C2S:on_stanza(s)
+  if self.ended then return end
+  self:check_rate()
+  local ns, name = s.attr.xmlns, s.name
+  if self.srv.debug then self:log("debug", "IN %s", ns == NS_SASL and ("<" .. name .. "> [SASL]") or tostring(s)) end
+  if ns == stream.NS_STREAMS and name == "error" then
+    return self:finish("the client sent a stream error")
+  end
+  if self.bound then
+    if (ns == nil or ns == "jabber:client") and (name == "message" or name == "presence" or name == "iq") then
+      local from = s.attr.from
+      if from and from ~= self.full then
+        local p = jid.prep(from)
+        if p ~= self.full and p ~= self.bare then
+          return self:stream_error("invalid-from", "the from address is not this session's")
+        end
+      end
+      s.attr.from = self.full
+      return self.srv.im:from_client(self, s)
+    end
+    local h = self.srv.stream_handlers[ns or ""]
+    if h and h(self, s) then return end
+    return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
+  end
+  local byns = negotiation[ns or "jabber:client"]
+  local h = byns and byns[name]
+  if h then return h(self, s) end
+  if (ns == nil or ns == "jabber:client") and (name == "message" or name == "presence" or name == "iq") then
+    return self:stream_error("not-authorized", "authenticate and bind a resource first")
+  end
+  return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not expected here")
+end
+
+negotiation[NS_TLS] = {
+  starttls = function(self)
+    if self.secure or self.authenticated then
+      return self:stream_error("policy-violation", "TLS is already negotiated")
+    end
+    self:write("<proceed xmlns='" .. NS_TLS .. "'/>")
+    self.starting_tls = true
+    local _, discarded = self.conn:starttls(self.srv.tls_ctx)
+    if discarded and discarded > 0 then
+      -- plaintext pipelined after <starttls/>: never parsed (SECURITY.md)
+      self:log("warn", "dropped %d bytes sent in plaintext after <starttls/>", discarded)
+    end
+  end,
+}
+
+---------------------------------------------------------------------------
+-- SASL
+
+local function sasl_failure(self, cond, text)
+  self.sasl = nil
+  self.sasl_failures = self.sasl_failures + 1
+  self:write("<failure xmlns='" .. NS_SASL .. "'><" .. cond .. "/>" ..
+    (text and ("<text>" .. core.xml_escape(text) .. "</text>") or "") .. "</failure>")
+  if self.sasl_failures >= self.srv.limits.sasl_attempts then
+    return self:stream_error("policy-violation", "too many failed authentication attempts")
+  end
+end
+
+-- The SASL conditions a failure may carry (RFC 6120 §6.5).
+local SASL_CONDS = {
+  aborted = true, ["account-disabled"] = true, ["credentials-expired"] = true,
+  ["encryption-required"] = true, ["incorrect-encoding"] = true, ["invalid-authzid"] = true,
+  ["invalid-mechanism"] = true, ["malformed-request"] = true, ["mechanism-too-weak"] = true,
+  ["not-authorized"] = true, ["temporary-auth-failure"] = true,
+}
+
+local function sasl_success(self, user, final)
+  self.sasl = nil
+  self.authenticated = true
+  self.user = user
+  self.bare = user .. "@" .. self.srv.domain
+  self.srv:account_auth(self)
+  self:log("info", "authenticated as %s", self.bare)
+  self:write("<success xmlns='" .. NS_SASL .. "'>" ..
+    (final and final ~= "" and core.base64_encode(final) or "") .. "</success>")
+  self.conn:restart()
+end
+
+-- A SASL username as an account name (nodeprep), or nil.
+local function account_name(self, username)
+  local node = username ~= "" and jid.prepped_split(username .. "@" .. self.srv.domain)
+  return node or nil
+end
+
+local function decode_payload(s)
+  local text = s:get_text() or ""
+  if text == "" then return "" end
+  if text == "=" then return "" end
+  return core.base64_decode(text)
+end
+
+local function check_plain(self, data)
+  local authzid, authcid, password = data:match("^([^%z]*)%z([^%z]+)%z([^%z]+)$")
+  if not authcid then return sasl_failure(self, "malformed-request") end
+  local name = core.saslprep(authcid)
+  password = core.saslprep(password)
+  local user = name and account_name(self, name)
+  if authzid ~= "" and (not user or jid.prep(authzid) ~= user .. "@" .. self.srv.domain) then
+    return sasl_failure(self, "invalid-authzid")
+  end
+  if not user or not password then return sasl_failure(self, "not-authorized") end
+  if self.srv.auth then
+    -- a host application's check may wait (a database call): run it as a
+    -- task, reading nothing from this client meanwhile
+    self.conn:pause()
+    self.sasl = "plain-pending"
+    task.spawn(function()
+      local ok, res = pcall(self.srv.auth, user, password)
+      password = nil
+      if self.ended then return end
+      self.conn:resume()
+      if not ok then
+        self:log("error", "the auth callback failed: %s", tostring(res))
+        return sasl_failure(self, "temporary-auth-failure")
+      end
+      if res == true then return sasl_success(self, user) end
+      return sasl_failure(self, "not-authorized")
+    end)
+    return
+  end
+  if self.srv:check_password(user, password) then return sasl_success(self, user) end
+  return sasl_failure(self, "not-authorized")
+end
+
+local function scram_step(self, data)
+  local out, done, cond = self.sasl:step(data)
+  if not out then
+    return sasl_failure(self, SASL_CONDS[cond] and cond or "not-authorized")
+  end
+  if done then
+    local user = account_name(self, self.sasl:username() or "")
+    self.sasl:close()
+    if not user then return sasl_failure(self, "not-authorized") end
+    return sasl_success(self, user, out)
+  end
+  self:write("<challenge xmlns='" .. NS_SASL .. "'>" .. core.base64_encode(out) .. "</challenge>")
+end
+
+negotiation[NS_SASL] = {
+  auth = function(self, s)
+    if self.authenticated or self.sasl then
+      return self:stream_error("policy-violation", "authentication is already under way or done")
+    end
+    if not self.secure and not self.srv.insecure_plaintext then
+      return self:stream_error("policy-violation", "STARTTLS is required before authentication")
+    end
+    local mech = s.attr.mechanism
+    self.mechanism = mech
+    local offered = false
+    for _, m in ipairs(self:mechanisms()) do offered = offered or m == mech end
+    if not offered then return sasl_failure(self, "invalid-mechanism") end
+    local data = decode_payload(s)
+    if not data then return sasl_failure(self, "incorrect-encoding") end
+    if mech == "PLAIN" then
+      if data == "" then
+        self.sasl = "plain"
+        return self:write("<challenge xmlns='" .. NS_SASL .. "'/>")
+      end
+      return check_plain(self, data)
+    end
+    local srv = self.srv
+    self.sasl = core.sasl_server({
+      mechanism = mech, secret = srv.sasl_secret, iterations = srv.iterations,
+      cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil,
+      lookup = function(username, hash) return srv:scram_credentials(account_name(self, username), hash) end,
+    })
+    if data == "" then return self:write("<challenge xmlns='" .. NS_SASL .. "'/>") end
+    return scram_step(self, data)
+  end,
+  response = function(self, s)
+    if not self.sasl or self.sasl == "plain-pending" then
+      return self:stream_error("policy-violation", "no authentication exchange is under way")
+    end
+    local data = decode_payload(s)
+    if not data then return sasl_failure(self, "incorrect-encoding") end
+    if self.sasl == "plain" then
+      self.sasl = nil
+      return check_plain(self, data)
+    end
+    return scram_step(self, data)
+  end,
+  abort = function(self)
+    if type(self.sasl) == "userdata" then self.sasl:close() end
+    return sasl_failure(self, "aborted")
+  end,
+}
+
+---------------------------------------------------------------------------
+-- binding (and what a client may ask before: registration)
+
+local function bind(self, iq)
+  local b = iq.tags[1]
+  local res = b:get_child_text("resource")
+  if res then
+    local full = jid.prep(self.bare .. "/" .. res)
+    if not full or res == "" then
+      return self:send(st.error_reply(iq, "modify", "bad-request", "invalid resource"))
+    end
+    res = jid.resource(full)
+  else
+    res = "lx" .. core.sha1_hex(core.random(8)):sub(1, 12)
+  end
+  local full, cond, text = self.srv:bind(self, res)
+  if not full then return self:send(st.error_reply(iq, cond == "resource-constraint" and "wait" or "cancel", cond, text)) end
+  self:set_ready()
+  self:send(st.reply(iq):tag("bind", { xmlns = NS_BIND }):text_tag("jid", full))
+end
+
+negotiation["jabber:client"] = {
+  iq = function(self, iq)
+    local child, typ = iq.tags[1], iq.attr.type
+    local xmlns = child and child.attr.xmlns
+    if self.authenticated and typ == "set" and xmlns == NS_BIND and child.name == "bind" then
+      return bind(self, iq)
+    end
+    if not self.authenticated and xmlns == NS_REGISTER and self.srv.registration and
+        (self.secure or self.srv.insecure_plaintext) and (typ == "get" or typ == "set") then
+      return self.srv.im:register_iq(self, iq)
+    end
+    return self:stream_error("not-authorized", "authenticate and bind a resource first")
+  end,
+}
+
+function C2S:on_end(reason)
+  if type(self.sasl) == "userdata" then self.sasl:close() end
+  self.sasl = nil
+  if self.bound then self.srv:unbind(self, reason) end
+end
+
+return M

@@ -1,0 +1,329 @@
+-- lxmpp.server.im: the host of the server's own domain (RFC 6121 §8):
+-- stanzas from our clients, delivery to our accounts (full JIDs, bare JIDs
+-- by priority, message type rules), offline storage with XEP-0203 delay
+-- stamps, and the IQs the server answers itself or on behalf of an account
+-- (disco, ping, version, time, vCard, roster, in-band registration).
+
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local presence = require "lxmpp.server.presence"
+
+local setmetatable, tostring, pairs, ipairs, pcall, os_date, os_time =
+  setmetatable, tostring, pairs, ipairs, pcall, os.date, os.time
+
+local M = {}
+
+local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+local NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+local NS_REGISTER = "jabber:iq:register"
+local NS_VCARD = "vcard-temp"
+
+local IM = {}
+IM.__index = IM
+
+function M.new(srv)
+  local self = setmetatable({ srv = srv, domain = srv.domain, started = os_time() }, IM)
+  self.presence = presence.new(self)
+  return self
+end
+
+---------------------------------------------------------------------------
+-- from our clients
+
+--- A stanza from a bound session; its 'from' is the session's full JID.
+function IM:from_client(sess, s)
+  local name = s.name
+  if name == "presence" then return self.presence:outbound(sess, s) end
+  if not s.attr.to then
+    if name == "iq" then return self:account_iq(sess, s) end
+    s.attr.to = sess.bare            -- a message to no one: to our own account
+  end
+  return self.srv:route(s)
+end
+
+---------------------------------------------------------------------------
+-- delivery to our domain
+
+local function available_sessions(list)
+  local best, top = {}, nil
+  for _, sess in pairs(list or {}) do
+    if sess.available and sess.priority >= 0 then
+      if not top or sess.priority > top then
+        best, top = { sess }, sess.priority
+      elseif sess.priority == top then
+        best[#best + 1] = sess
+      end
+    end
+  end
+  return best
+end
+
+--- host:deliver(stanza, node, domain, resource), called by srv:route.
+function IM:deliver(s, node, _, res)
+  local name, srv = s.name, self.srv
+  if not node then
+    if name == "iq" then return self:server_iq(s) end
+    return                                   -- presence/messages to the server itself
+  end
+  local bare = node .. "@" .. self.domain
+  if name == "presence" then return self.presence:inbound(s, node, bare, res) end
+  if res then
+    local sess = (srv.sessions[bare] or {})[res]
+    if sess then return sess:send(s) end
+    if name == "iq" then return srv:bounce(s, "cancel", "service-unavailable") end
+    if name == "message" then
+      local t = s.attr.type
+      if t == "groupchat" then return srv:bounce(s, "cancel", "service-unavailable") end
+      if t == "error" then return end
+    end
+  end
+  if not srv:user_exists(node) then
+    return srv:bounce(s, "cancel", "service-unavailable")
+  end
+  if name == "message" then return self:message_to_bare(s, node, bare) end
+  if name == "iq" then return self:bare_iq(s, node, bare) end
+end
+
+-- RFC 6121 §8.5.2: a message to a bare JID, by type.
+function IM:message_to_bare(s, node, bare)
+  local srv, t = self.srv, s.attr.type or "normal"
+  if t == "groupchat" then return srv:bounce(s, "cancel", "service-unavailable") end
+  local list = srv.sessions[bare]
+  if t == "headline" then
+    for _, sess in pairs(list or {}) do
+      if sess.available and sess.priority >= 0 then sess:send(s) end
+    end
+    return
+  end
+  local best = available_sessions(list)
+  if #best > 0 then
+    for _, sess in ipairs(best) do sess:send(s) end
+    return
+  end
+  if t == "error" then return end
+  return self:store_offline(s, node)
+end
+
+function IM:store_offline(s, node)
+  local srv, store = self.srv, self.srv.store
+  if not s:get_child("body") and not s:get_child(nil, "jabber:x:conference") and
+      not s:get_child("x", "jabber:x:data") then
+    return                                    -- chat states and receipts are not kept
+  end
+  if store:count_offline(node) >= srv.limits.max_offline then
+    return srv:bounce(s, "wait", "resource-constraint", "the recipient's offline storage is full")
+  end
+  local c = st.clone(s)
+  c:tag("delay", { xmlns = "urn:xmpp:delay", from = self.domain,
+    stamp = os_date("!%Y-%m-%dT%H:%M:%SZ") }):up()
+  store:push_offline(node, tostring(c))
+end
+
+--- Sends the offline messages of sess's account, then forgets them.
+function IM:send_offline(sess)
+  local store = self.srv.store
+  local list = store:get_offline(sess.user)
+  if #list == 0 then return end
+  local last
+  for _, m in ipairs(list) do
+    local s = st.parse(m.data)
+    if s then
+      s.attr.to = sess.full
+      if not sess:send(s) then break end
+    end
+    last = m.id
+  end
+  if last then store:delete_offline(sess.user, last) end
+end
+
+--- A session ended: presence goes unavailable.
+function IM:session_ended(sess)
+  self.presence:session_ended(sess)
+end
+
+---------------------------------------------------------------------------
+-- IQs
+
+-- Answers iq with fn(iq) -> reply stanza | nil (empty result) | false (error sent).
+local function answer(send, iq, fn)
+  local ok, r = pcall(fn, iq)
+  if not ok then
+    send(st.error_reply(iq, "wait", "internal-server-error"))
+    error(r, 0)
+  end
+  if r == false then return end
+  send(r or st.reply(iq))
+end
+
+local function is_request(iq) return iq.attr.type == "get" or iq.attr.type == "set" end
+
+-- disco#info of the server itself
+local function server_info(self, iq)
+  local q = iq.tags[1]
+  if q.attr.node then return st.error_reply(iq, "cancel", "item-not-found") end
+  local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_INFO })
+    :tag("identity", { category = "server", type = "im", name = "lxmpp" }):up()
+  local features = { NS_DISCO_INFO, NS_DISCO_ITEMS, "urn:xmpp:ping", "jabber:iq:version",
+    "urn:xmpp:time", "jabber:iq:last", "msgoffline", NS_VCARD, "jabber:iq:roster" }
+  if self.srv.registration then features[#features + 1] = NS_REGISTER end
+  for _, f in ipairs(features) do r:tag("feature", { var = f }):up() end
+  return r
+end
+
+local function server_items(self, iq)
+  if iq.tags[1].attr.node then return st.error_reply(iq, "cancel", "item-not-found") end
+  local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_ITEMS })
+  local domains = {}
+  for d in pairs(self.srv.hosts) do
+    if d ~= self.domain then domains[#domains + 1] = d end
+  end
+  table.sort(domains)
+  for _, d in ipairs(domains) do r:tag("item", { jid = d }):up() end
+  return r
+end
+
+local SERVER_IQ = {
+  [NS_DISCO_INFO] = server_info,
+  [NS_DISCO_ITEMS] = server_items,
+  ["urn:xmpp:ping"] = function() end,
+  ["urn:ietf:params:xml:ns:xmpp-session"] = function() end,
+  ["jabber:iq:version"] = function(_, iq)
+    if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
+    return st.reply(iq):tag("query", { xmlns = "jabber:iq:version" })
+      :text_tag("name", "lxmpp"):text_tag("version", require("lxmpp").VERSION)
+  end,
+  ["urn:xmpp:time"] = function(_, iq)
+    return st.reply(iq):tag("time", { xmlns = "urn:xmpp:time" })
+      :text_tag("tzo", "+00:00"):text_tag("utc", os_date("!%Y-%m-%dT%H:%M:%SZ"))
+  end,
+  ["jabber:iq:last"] = function(self, iq)   -- a server's last activity is its uptime
+    return st.reply(iq):tag("query", { xmlns = "jabber:iq:last", seconds = tostring(os_time() - self.started) })
+  end,
+}
+
+--- An IQ to the server's own domain.
+function IM:server_iq(iq)
+  if not is_request(iq) then return end
+  local q = iq.tags[1]
+  local xmlns = q and q.attr.xmlns
+  local srv = self.srv
+  local send = function(r) srv:route(r) end
+  local from = iq.attr.from
+  local node, host = jid.prepped_split(from or "")
+  if xmlns == NS_REGISTER and host == self.domain and node then
+    local sess = (srv.sessions[node .. "@" .. host] or {})[jid.resource(from)]
+    if sess then return self:register_iq(sess, iq) end
+  end
+  local fn = xmlns and SERVER_IQ[xmlns]
+  if not fn then return srv:bounce(iq, "cancel", "service-unavailable") end
+  return answer(send, iq, function(i) return fn(self, i) end)
+end
+
+-- vCard (vcard-temp) of an account: stored as XML under kind "vcard".
+local function vcard_get(self, iq, node)
+  local xml = self.srv.store:get("vcard", node)
+  local v = xml and st.parse(xml)
+  local r = st.reply(iq)
+  r:add_child(v or st.stanza("vCard", { xmlns = NS_VCARD }))
+  return r
+end
+
+--- An IQ from our user to its own account (no 'to', or its bare JID).
+function IM:account_iq(sess, iq)
+  if not is_request(iq) then return end
+  local q = iq.tags[1]
+  local xmlns = q and q.attr.xmlns
+  local send = function(r) sess:send(r) end
+  if xmlns == presence.NS_ROSTER and q.name == "query" then
+    return self.presence:roster_iq(sess, iq)
+  end
+  if xmlns == NS_VCARD and q.name == "vCard" then
+    return answer(send, iq, function(i)
+      if i.attr.type == "get" then return vcard_get(self, i, sess.user) end
+      self.srv.store:set("vcard", sess.user, tostring(q), sess.user)
+    end)
+  end
+  if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
+  if xmlns == NS_DISCO_INFO then
+    return answer(send, iq, function(i)
+      return st.reply(i):tag("query", { xmlns = NS_DISCO_INFO })
+        :tag("identity", { category = "account", type = "registered" }):up()
+        :tag("feature", { var = NS_DISCO_INFO }):up()
+    end)
+  end
+  local fn = xmlns and SERVER_IQ[xmlns]
+  if fn and xmlns ~= NS_DISCO_ITEMS then return answer(send, iq, function(i) return fn(self, i) end) end
+  return sess:send(st.error_reply(iq, "cancel", "service-unavailable"))
+end
+
+--- An IQ from someone else to one of our accounts' bare JID: the server
+-- answers on the account's behalf (RFC 6121 §8.5.1).
+function IM:bare_iq(iq, node, bare)
+  if not is_request(iq) then return end
+  local from_bare = iq.attr.from and jid.bare(iq.attr.from)
+  if from_bare == bare then
+    local sess = (self.srv.sessions[bare] or {})[jid.resource(iq.attr.from)]
+    if sess then return self:account_iq(sess, iq) end
+  end
+  local q = iq.tags[1]
+  local xmlns = q and q.attr.xmlns
+  local send = function(r) self.srv:route(r) end
+  if xmlns == NS_VCARD and iq.attr.type == "get" then
+    return answer(send, iq, function(i) return vcard_get(self, i, node) end)
+  end
+  if xmlns == "urn:xmpp:ping" then return answer(send, iq, function() end) end
+  return self.srv:bounce(iq, "cancel", "service-unavailable")
+end
+
+---------------------------------------------------------------------------
+-- in-band registration (XEP-0077)
+
+local function register_form(iq, instructions)
+  return st.reply(iq):tag("query", { xmlns = NS_REGISTER })
+    :text_tag("instructions", instructions):tag("username"):up():tag("password"):up()
+end
+
+--- jabber:iq:register on a stream: before authentication (only when
+-- registration is enabled) it creates accounts; after, it changes the
+-- password or removes the account.
+function IM:register_iq(sess, iq)
+  local srv, q = self.srv, iq.tags[1]
+  local send = function(r) sess:send(r) end
+  if iq.attr.type == "get" then
+    if sess.authenticated then
+      local r = register_form(iq, "Change your password or remove your account.")
+      r:tag("registered"):up()
+      return send(r)
+    end
+    return send(register_form(iq, "Choose a user name and password."))
+  end
+  if sess.authenticated then
+    if q:get_child("remove") then
+      send(st.reply(iq))
+      srv:remove_user(sess.user)
+      return
+    end
+    local user, pw = q:get_child_text("username"), q:get_child_text("password")
+    if not pw or pw == "" or (user and srv:account_name(user) ~= sess.user) then
+      return send(st.error_reply(iq, "modify", "bad-request", "give your own user name and a new password"))
+    end
+    local ok, err = srv:set_password(sess.user, pw)
+    if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
+    return send(st.reply(iq))
+  end
+  if srv.auth then return send(st.error_reply(iq, "cancel", "not-allowed", "accounts are managed by the host application")) end
+  local user, pw = q:get_child_text("username"), q:get_child_text("password")
+  local node = user and srv:account_name(user)
+  if not node or not pw or pw == "" then
+    return send(st.error_reply(iq, "modify", "not-acceptable", "a valid user name and a password are required"))
+  end
+  if srv.store:get_account(node) then
+    return send(st.error_reply(iq, "cancel", "conflict", "that user name is taken"))
+  end
+  local ok, err = srv:add_user(node, pw)
+  if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
+  srv:log("info", "registered %s@%s from %s", node, self.domain, sess.ip)
+  return send(st.reply(iq))
+end
+
+return M

@@ -1,0 +1,456 @@
+-- lxmpp.server: the embedded XMPP server (API.md "Embedded server").
+--
+--   local srv = lxmpp.server{ domain = "localhost", listen = { "127.0.0.1:5222" },
+--     users = { alice = "secret" } }
+--   assert(srv:start())   ...   srv:stop()
+--
+-- This file holds the server object: options, listeners, accounts (stored
+-- only as salted SCRAM keys), bound sessions, and routing by destination
+-- domain to hosts: the IM core for the server's own domain (server/im.lua),
+-- the MUC service, and components. Streams are in server/c2s.lua and
+-- server/component.lua; everything runs from connection events, without a
+-- task per connection.
+
+local core = require "lxmpp.core"
+local net = require "lxmpp.net"
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+
+local setmetatable, type, error, tostring, pairs, ipairs, select, math_type, string_format, io =
+  setmetatable, type, error, tostring, pairs, ipairs, select, math.type, string.format, io
+
+local M = {}
+
+--- Defaults of the `limits` option (SECURITY.md, "Connections").
+M.DEFAULT_LIMITS = {
+  max_stanza_size = 262144,     -- bytes of one stanza (policy-violation beyond)
+  negotiation_timeout = 30,     -- seconds from accept to a bound resource
+  max_unauthenticated = 1000,   -- connections not yet authenticated, in all
+  max_per_ip = 100,             -- connections from one address
+  max_queue = 1048576,          -- bytes queued for a peer that does not read
+  rate = 1048576,               -- bytes per second read from one connection
+  sasl_attempts = 3,            -- failed authentications before the stream ends
+  max_resources = 16,           -- bound resources per account
+  max_offline = 1000,           -- offline messages kept per account
+}
+
+local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
+
+local Server = {}
+Server.__index = Server
+M.Server = Server
+
+-- "ip:port" or "[ipv6]:port" -> ip, port
+local function parse_address(s, what)
+  if type(s) ~= "string" then error(("lxmpp.server: %s entries must be strings like 127.0.0.1:5222"):format(what), 4) end
+  local ip, port = s:match("^%[([%x:.]+)%]:(%d+)$")
+  if not ip then ip, port = s:match("^([%d.]+):(%d+)$") end
+  port = tonumber(port)
+  if not ip or not port or port > 65535 then
+    error(("lxmpp.server: bad %s address %q (expected IP:PORT)"):format(what, s), 4)
+  end
+  return { ip = ip, port = math.tointeger(port) }
+end
+
+local function address_list(v, what, default)
+  if v == nil then v = default end
+  if v == nil then return {} end
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then error(("lxmpp.server: %s must be a string or a list of strings"):format(what), 3) end
+  local out = {}
+  for i, a in ipairs(v) do out[i] = parse_address(a, what) end
+  return out
+end
+
+local function check_type(opts, key, want)
+  local v = opts[key]
+  if v ~= nil and type(v) ~= want then
+    error(("lxmpp.server: option %s must be a %s, got %s"):format(key, want, type(v)), 3)
+  end
+  return v
+end
+
+--- lxmpp.server(opts) -> server (not started: call :start()).
+function M.new(opts)
+  if type(opts) ~= "table" then error("lxmpp.server: expected an options table", 2) end
+  local domain = check_type(opts, "domain", "string") or "localhost"
+  local pdomain = jid.prep(domain)
+  if not pdomain or jid.node(pdomain) or jid.resource(pdomain) then
+    error(("lxmpp.server: %q is not a valid domain"):format(domain), 2)
+  end
+  local limits = {}
+  for k, v in pairs(M.DEFAULT_LIMITS) do limits[k] = v end
+  for k, v in pairs(check_type(opts, "limits", "table") or {}) do
+    if M.DEFAULT_LIMITS[k] == nil then error(("lxmpp.server: unknown limit %q"):format(tostring(k)), 2) end
+    if type(v) ~= "number" or v <= 0 then error(("lxmpp.server: limit %s must be a positive number"):format(k), 2) end
+    limits[k] = v
+  end
+  local tls = check_type(opts, "tls", "table")
+  if tls and (type(tls.cert) ~= "string" or type(tls.key) ~= "string") then
+    error("lxmpp.server: tls needs cert and key file names", 2)
+  end
+  for name, pw in pairs(check_type(opts, "users", "table") or {}) do
+    if type(name) ~= "string" or type(pw) ~= "string" then
+      error("lxmpp.server: users maps names to password strings", 2)
+    end
+  end
+  for d, secret in pairs(check_type(opts, "components", "table") or {}) do
+    if type(d) ~= "string" or type(secret) ~= "string" or secret == "" then
+      error("lxmpp.server: components maps domains to non-empty secrets", 2)
+    end
+  end
+  check_type(opts, "auth", "function")
+  check_type(opts, "storage", "string")
+  check_type(opts, "muc", "string")
+  check_type(opts, "logger", "function")
+  local iterations = opts.iterations or 4096
+  if math_type(iterations) ~= "integer" or iterations < 4096 then
+    error("lxmpp.server: iterations must be an integer of at least 4096", 2)
+  end
+  local self = setmetatable({
+    opts = opts,
+    domain = pdomain,
+    limits = limits,
+    listen = address_list(opts.listen, "listen", { "127.0.0.1:5222" }),
+    tls_listen = address_list(opts.tls_listen, "tls_listen"),
+    component_listen = address_list(opts.component_listen, "component_listen",
+      next(opts.components or {}) and { "127.0.0.1:5347" } or nil),
+    auth = opts.auth,
+    registration = opts.registration == true,
+    insecure_plaintext = opts.insecure_plaintext == true,
+    iterations = iterations,
+    debug = opts.debug == true,
+    log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"] or 3,
+    logger = opts.logger,
+    hosts = {},            -- domain -> host with :deliver(stanza, node, host, resource)
+    sessions = {},         -- bare JID -> { resource -> c2s session }
+    streams = {},          -- every open stream -> true
+    per_ip = {}, unauth = 0,
+    listeners = {},
+    stream_handlers = {},  -- xmlns -> fn(session, element) for non-stanza top-level elements
+    started = false,
+  }, Server)
+  return self
+end
+
+function Server:log(level, fmt, ...)
+  if (LEVELS[level] or 4) < self.log_level then return end
+  local msg = select("#", ...) > 0 and string_format(fmt, ...) or fmt
+  if self.logger then return self.logger(level, msg) end
+  io.stderr:write("lxmpp-server [", level, "] ", msg, "\n")
+end
+
+---------------------------------------------------------------------------
+-- accounts: only salted SCRAM keys are kept (SECURITY.md)
+
+local HASHES = { "SHA-1", "SHA-256" }
+
+-- The prepared account name of a user name, or nil, message.
+function Server:account_name(name)
+  if type(name) ~= "string" or name == "" then return nil, "empty user name" end
+  local node = jid.prepped_split(name .. "@" .. self.domain)
+  if not node then return nil, ("%q is not a valid user name"):format(name) end
+  return node
+end
+
+--- srv:add_user(name, password) -> true | nil, message (creates or replaces)
+function Server:add_user(name, password)
+  if type(password) ~= "string" then error("add_user: password must be a string", 2) end
+  local node, err = self:account_name(name)
+  if not node then return nil, err end
+  local rec = {}
+  for _, h in ipairs(HASHES) do
+    local creds, cerr = core.sasl_credentials(password, h, self.iterations)
+    if not creds then return nil, "password refused: " .. tostring(cerr) end
+    rec["SCRAM-" .. h] = creds
+  end
+  return self.store:set_account(node, rec)
+end
+Server.set_password = Server.add_user
+
+--- srv:remove_user(name) -> true: the account, its roster and offline
+-- messages are removed and its sessions closed.
+function Server:remove_user(name)
+  local node, err = self:account_name(name)
+  if not node then return nil, err end
+  self.store:remove_account(node)
+  local list = self.sessions[node .. "@" .. self.domain]
+  for _, sess in pairs(list or {}) do sess:close("not-authorized", "account removed") end
+  return true
+end
+
+--- srv:user_exists(name) -> boolean
+function Server:user_exists(node)
+  if self.auth then return true end
+  return self.store:get_account(node) ~= nil
+end
+
+-- SCRAM lookup: the stored keys of user for hash, or nil (unknown users
+-- then get the engine's made-up salt: same shape from outside).
+function Server:scram_credentials(user, hash)
+  local rec = user and self.store:get_account(user)
+  return rec and rec["SCRAM-" .. hash] or nil
+end
+
+--- Checks a PLAIN password against the stored SCRAM keys, in constant
+-- time, and with the same work for unknown users.
+function Server:check_password(user, password)
+  local rec = self.store:get_account(user)
+  local c = rec and (rec["SCRAM-SHA-256"] or rec["SCRAM-SHA-1"])
+  local salt = c and c.salt or self.sasl_secret:sub(1, 16)
+  local iter = c and c.iterations or self.iterations
+  local creds = core.sasl_credentials(password, c and c.hash or "SHA-256", iter, salt)
+  if not c or not creds then return false end
+  return core.const_eq(creds.stored_key, c.stored_key)
+end
+
+---------------------------------------------------------------------------
+-- connection accounting (server/stream.lua calls these)
+
+function Server:account_open(s)
+  self.streams[s] = true
+  self.per_ip[s.ip] = (self.per_ip[s.ip] or 0) + 1
+  self.unauth = self.unauth + 1
+  s.counted_unauth = true
+end
+
+function Server:account_auth(s)
+  if s.counted_unauth then
+    s.counted_unauth = false
+    self.unauth = self.unauth - 1
+  end
+end
+
+function Server:account_close(s)
+  if not self.streams[s] then return end
+  self.streams[s] = nil
+  local n = (self.per_ip[s.ip] or 1) - 1
+  self.per_ip[s.ip] = n > 0 and n or nil
+  self:account_auth(s)
+end
+
+--- srv:stats() -> { streams =, unauthenticated =, sessions = }
+function Server:stats()
+  local n, b = 0, 0
+  for _ in pairs(self.streams) do n = n + 1 end
+  for _, list in pairs(self.sessions) do for _ in pairs(list) do b = b + 1 end end
+  return { streams = n, unauthenticated = self.unauth, sessions = b }
+end
+
+-- Refuses a connection over the limits: header, stream error, close.
+local function refuse(self, conn, ns, text)
+  conn:write("<?xml version='1.0'?><stream:stream xmlns='" .. ns ..
+    "' xmlns:stream='http://etherx.jabber.org/streams' from='" .. self.domain ..
+    "' version='1.0'><stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" ..
+    "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>" .. text .. "</text></stream:error></stream:stream>")
+  conn:close()
+end
+
+function Server:accept(conn, kind, direct_tls)
+  local ip = conn:info().peer
+  if (self.per_ip[ip] or 0) >= self.limits.max_per_ip then
+    self:log("warn", "refused a connection from %s: too many from that address", ip)
+    if direct_tls then return conn:abort() end
+    return refuse(self, conn, kind == "component" and "jabber:component:accept" or "jabber:client",
+      "too many connections from your address")
+  end
+  if self.unauth >= self.limits.max_unauthenticated then
+    self:log("warn", "refused a connection from %s: too many unauthenticated connections", ip)
+    if direct_tls then return conn:abort() end
+    return refuse(self, conn, kind == "component" and "jabber:component:accept" or "jabber:client",
+      "too many connections, try again later")
+  end
+  if kind == "component" then
+    return require("lxmpp.server.component").accept(self, conn)
+  end
+  return require("lxmpp.server.c2s").accept(self, conn, direct_tls)
+end
+
+---------------------------------------------------------------------------
+-- bound sessions
+
+--- Binds resource for a c2s session; the newest connection wins a
+-- conflict (the older one gets a conflict stream error).
+function Server:bind(sess, res)
+  local list = self.sessions[sess.bare]
+  if not list then
+    list = {}
+    self.sessions[sess.bare] = list
+  end
+  local old = list[res]
+  if old then old:close("conflict", "replaced by a new connection with the same resource") end
+  local n = 0
+  for _ in pairs(list) do n = n + 1 end
+  if n >= self.limits.max_resources then
+    return nil, "resource-constraint", "too many resources bound for this account"
+  end
+  self.sessions[sess.bare] = list   -- the kick may have dropped an empty list
+  list[res] = sess
+  sess.resource, sess.full, sess.bound = res, sess.bare .. "/" .. res, true
+  self:log("info", "bound %s", sess.full)
+  return sess.full
+end
+
+function Server:unbind(sess, reason)
+  local list = self.sessions[sess.bare]
+  if list and list[sess.resource] == sess then
+    list[sess.resource] = nil
+    if next(list) == nil then self.sessions[sess.bare] = nil end
+  end
+  sess.bound = false
+  self:log("info", "%s left: %s", sess.full, tostring(reason))
+  self.im:session_ended(sess)
+end
+
+---------------------------------------------------------------------------
+-- routing
+
+local split_cache, split_n = {}, 0
+-- A prepared JID's parts (cached: the same addresses come back constantly).
+local function split(to)
+  local c = split_cache[to]
+  if c then return c[1], c[2], c[3] end
+  local node, host, res = jid.prepped_split(to)
+  if not host then return nil end
+  if split_n > 20000 then split_cache, split_n = {}, 0 end
+  split_n = split_n + 1
+  split_cache[to] = { node, host, res }
+  return node, host, res
+end
+M.split = split
+
+--- srv:route(stanza): delivers a stanza whose `from` is trusted (stamped
+-- by the server or checked for a component) to its destination.
+function Server:route(s)
+  local to = s.attr.to
+  local node, host, res = split(to)
+  if not host then
+    return self:bounce(s, "modify", "jid-malformed", "the destination address is not a valid JID")
+  end
+  local h = self.hosts[host]
+  if h then return h:deliver(s, node, host, res) end
+  if self.components and self.components[host] then
+    return self:bounce(s, "cancel", "service-unavailable", "the component serving " .. host .. " is not connected")
+  end
+  return self:bounce(s, "cancel", "remote-server-not-found", "this server does not federate")
+end
+
+--- An error reply to a routed stanza (never to an error or a result).
+function Server:bounce(s, etype, cond, text)
+  local t = s.attr.type
+  if t == "error" or (s.name == "iq" and t == "result") or not s.attr.from then return end
+  if s.name == "presence" then return end   -- presence errors are not worth a round trip
+  local r = st.error_reply(s, etype, cond, text)
+  if not r.attr.from then r.attr.from = self.domain end
+  return self:route(r)
+end
+
+--- srv:add_host(domain, host): mounts a service (host:deliver(stanza, node,
+-- domain, resource)) on a domain of its own.
+function Server:add_host(domain, host)
+  local d = jid.prep(domain)
+  if not d then error("add_host: invalid domain " .. tostring(domain), 2) end
+  if self.hosts[d] then error("add_host: " .. d .. " is already served", 2) end
+  self.hosts[d] = host
+  return d
+end
+
+function Server:remove_host(domain)
+  self.hosts[jid.prep(domain) or domain] = nil
+end
+
+---------------------------------------------------------------------------
+-- start and stop
+
+local function listen_all(self, list, kind, direct_tls)
+  for _, a in ipairs(list) do
+    local l, msg, cond = net.listen(a.ip, a.port, function(conn) self:accept(conn, kind, direct_tls) end)
+    if not l then return nil, msg, cond end
+    self.listeners[#self.listeners + 1] = { l = l, kind = direct_tls and "c2s-tls" or kind, ip = a.ip, port = l:port() }
+  end
+  return true
+end
+
+--- srv:start() -> true | nil, message, condition
+function Server:start()
+  if self.started then return true end
+  local storage = require "lxmpp.server.storage"
+  local store, err = storage.open(self.opts.storage)
+  if not store then return nil, "storage: " .. tostring(err), "internal-server-error" end
+  self.store = store
+  self.sasl_secret = core.random(32)
+  local ctx, msg, cond
+  if self.opts.tls then
+    ctx, msg, cond = core.tls_context({ mode = "server", cert = self.opts.tls.cert, key = self.opts.tls.key })
+  else
+    ctx, msg, cond = core.tls_context({ mode = "server", domain = self.domain })
+  end
+  if not ctx then
+    self:stop()
+    return nil, "TLS: " .. tostring(msg), cond
+  end
+  self.tls_ctx = ctx
+  for name, pw in pairs(self.opts.users or {}) do
+    local ok, uerr = self:add_user(name, pw)
+    if not ok then
+      self:stop()
+      return nil, ("user %q: %s"):format(name, tostring(uerr)), "bad-request"
+    end
+  end
+  self.im = require("lxmpp.server.im").new(self)
+  self.hosts[self.domain] = self.im
+  if self.opts.muc then
+    self.muc = require("lxmpp.server.muc").new(self, self.opts.muc)
+    self:add_host(self.opts.muc, self.muc)
+  end
+  self.components = {}
+  for d, secret in pairs(self.opts.components or {}) do
+    local pd = jid.prep(d)
+    if not pd then
+      self:stop()
+      return nil, ("component domain %q is not valid"):format(d), "bad-request"
+    end
+    self.components[pd] = { secret = secret }
+  end
+  local ok
+  ok, msg, cond = listen_all(self, self.listen, "c2s", false)
+  if ok then ok, msg, cond = listen_all(self, self.tls_listen, "c2s", true) end
+  if ok then ok, msg, cond = listen_all(self, self.component_listen, "component", false) end
+  if not ok then
+    self:stop()
+    return nil, msg, cond
+  end
+  self.started = true
+  for _, l in ipairs(self.listeners) do
+    self:log("info", "listening for %s on %s port %d", l.kind, l.ip, l.port)
+  end
+  return true
+end
+
+--- srv:addresses() -> { { kind = "c2s"|"c2s-tls"|"component", ip =, port = }, ... }
+function Server:addresses()
+  local out = {}
+  for i, l in ipairs(self.listeners) do out[i] = { kind = l.kind, ip = l.ip, port = l.port } end
+  return out
+end
+
+--- srv:stop(): stops listening, ends every stream (system-shutdown), closes
+-- the storage. Safe twice.
+function Server:stop()
+  for _, l in ipairs(self.listeners) do l.l:close() end
+  self.listeners = {}
+  local list = {}
+  for s in pairs(self.streams) do list[#list + 1] = s end
+  for _, s in ipairs(list) do s:close("system-shutdown", "the server is stopping") end
+  if self.muc and self.muc.close then self.muc:close() end
+  self.muc = nil
+  if self.tls_ctx then self.tls_ctx:close() end
+  self.tls_ctx = nil
+  if self.store then self.store:close() end
+  self.store = nil
+  self.hosts = {}
+  self.started = false
+  return true
+end
+
+return M

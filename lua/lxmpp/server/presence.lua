@@ -1,0 +1,353 @@
+-- lxmpp.server.presence: rosters, presence subscriptions and presence
+-- broadcast of the embedded server (RFC 6121 §2–§4 and Appendix A): the
+-- subscription state machine on both sides (outbound from our user, inbound
+-- to our user), roster pushes to interested resources with versioning,
+-- initial/unavailable presence broadcast to subscribers and own resources,
+-- probes, directed presence, and pending requests kept until the contact
+-- logs in.
+
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+
+local setmetatable, tostring, pairs, ipairs, type, tonumber, math_floor =
+  setmetatable, tostring, pairs, ipairs, type, tonumber, math.floor
+
+local M = {}
+local NS_ROSTER = "jabber:iq:roster"
+M.NS_ROSTER = NS_ROSTER
+
+local P = {}
+P.__index = P
+
+function M.new(im)
+  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, push_id = 0 }, P)
+end
+
+---------------------------------------------------------------------------
+-- roster items and pushes
+
+local function item_element(contact, item)
+  local e = st.stanza("item", { jid = contact, name = item.name,
+    subscription = item.subscription, ask = item.ask })
+  for _, g in ipairs(item.groups or {}) do e:text_tag("group", g) end
+  return e
+end
+
+-- Sends a roster push (RFC 6121 §2.1.6) to each interested resource.
+function P:push(user, contact, item, ver)
+  local list = self.srv.sessions[user .. "@" .. self.domain]
+  if not list then return end
+  for _, sess in pairs(list) do
+    if sess.interested then
+      self.push_id = self.push_id + 1
+      local iq = st.iq({ type = "set", id = "push" .. self.push_id, to = sess.full })
+        :tag("query", { xmlns = NS_ROSTER, ver = tostring(ver) })
+      iq:add_child(item and item_element(contact, item) or
+        st.stanza("item", { jid = contact, subscription = "remove" }))
+      sess:send(iq)
+    end
+  end
+end
+
+-- Stores an item (nil removes) and pushes it.
+function P:set_item(user, contact, item)
+  local ver = self.srv.store:set_roster_item(user, contact, item)
+  self:push(user, contact, item, ver)
+end
+
+-- Delivers to every available resource of a local account.
+function P:to_available(bare, s)
+  for _, sess in pairs(self.srv.sessions[bare] or {}) do
+    if sess.available then
+      local c = st.clone(s)
+      c.attr.to = sess.full
+      sess:send(c)
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- the roster IQ (RFC 6121 §2)
+
+local function bad(sess, iq, cond, text) return sess:send(st.error_reply(iq, "modify", cond, text)) end
+
+function P:roster_iq(sess, iq)
+  local q, store = iq.tags[1], self.srv.store
+  if iq.attr.type == "get" then
+    sess.interested = true
+    local roster = store:get_roster(sess.user)
+    if q.attr.ver and q.attr.ver == tostring(roster.ver) then
+      return sess:send(st.reply(iq))        -- unchanged: pushes follow
+    end
+    local r = st.reply(iq):tag("query", { xmlns = NS_ROSTER, ver = tostring(roster.ver) })
+    for contact, item in pairs(roster.items) do r:add_child(item_element(contact, item)) end
+    return sess:send(r)
+  end
+  local items = {}
+  for it in q:childtags("item") do items[#items + 1] = it end
+  if #items ~= 1 then return bad(sess, iq, "bad-request", "a roster set carries exactly one item") end
+  local it = items[1]
+  local contact = it.attr.jid and jid.prep(it.attr.jid)
+  if not contact or jid.resource(contact) then return bad(sess, iq, "jid-malformed", "the item needs a bare JID") end
+  if contact == sess.bare then return bad(sess, iq, "not-allowed", "an account cannot be its own contact") end
+  local sub = it.attr.subscription
+  if sub == "remove" then
+    local roster = store:get_roster(sess.user)
+    local item = roster.items[contact]
+    if not item then return sess:send(st.error_reply(iq, "cancel", "item-not-found")) end
+    local from = sess.bare
+    if item.subscription == "to" or item.subscription == "both" or item.ask then
+      self.srv:route(st.presence({ type = "unsubscribe", from = from, to = contact }))
+    end
+    if item.subscription == "from" or item.subscription == "both" or roster.pending[contact] then
+      self.srv:route(st.presence({ type = "unsubscribed", from = from, to = contact }))
+    end
+    if roster.pending[contact] then store:set_pending(sess.user, contact, nil) end
+    self:set_item(sess.user, contact, nil)
+    return sess:send(st.reply(iq))
+  end
+  if sub ~= nil and sub ~= "none" and sub ~= "both" and sub ~= "to" and sub ~= "from" then
+    return bad(sess, iq, "bad-request", "unknown subscription value")
+  end
+  local groups, seen = {}, {}
+  for g in it:childtags("group") do
+    local name = g:get_text() or ""
+    if name == "" or seen[name] then return bad(sess, iq, "bad-request", "empty or duplicate group") end
+    seen[name] = true
+    groups[#groups + 1] = name
+  end
+  local roster = store:get_roster(sess.user)
+  local old = roster.items[contact]
+  self:set_item(sess.user, contact, {
+    name = it.attr.name ~= "" and it.attr.name or nil, groups = groups,
+    subscription = old and old.subscription or "none", ask = old and old.ask or nil,
+  })
+  return sess:send(st.reply(iq))
+end
+
+---------------------------------------------------------------------------
+-- subscriptions (RFC 6121 §3, state tables of Appendix A)
+
+local function new_item() return { subscription = "none", groups = {} } end
+
+-- Outbound: our user `user` sends `typ` to contact (a bare JID).
+function P:outbound_subscription(sess, s, typ, contact)
+  local srv, store, user, bare = self.srv, self.srv.store, sess.user, sess.bare
+  local roster = store:get_roster(user)
+  local item = roster.items[contact]
+  s.attr.from, s.attr.to = bare, contact
+  if typ == "subscribe" then
+    item = item or new_item()
+    if item.subscription ~= "to" and item.subscription ~= "both" and item.ask ~= "subscribe" then
+      item.ask = "subscribe"
+      self:set_item(user, contact, item)
+    end
+    return srv:route(s)
+  elseif typ == "subscribed" then
+    if not roster.pending[contact] then return end   -- no pre-approvals
+    store:set_pending(user, contact, nil)
+    item = item or new_item()
+    item.subscription = (item.subscription == "to" or item.subscription == "both") and "both" or "from"
+    self:set_item(user, contact, item)
+    srv:route(s)
+    for _, other in pairs(srv.sessions[bare] or {}) do   -- our current presence
+      if other.available then
+        local p = st.clone(other.presence)
+        p.attr.from, p.attr.to = other.full, contact
+        srv:route(p)
+      end
+    end
+  elseif typ == "unsubscribe" then
+    if not item or not (item.subscription == "to" or item.subscription == "both" or item.ask) then return end
+    item.ask = nil
+    item.subscription = item.subscription == "both" and "from" or (item.subscription == "from" and "from" or "none")
+    self:set_item(user, contact, item)
+    return srv:route(s)
+  elseif typ == "unsubscribed" then
+    if roster.pending[contact] then
+      store:set_pending(user, contact, nil)
+      return srv:route(s)                            -- a denial
+    end
+    if not item or not (item.subscription == "from" or item.subscription == "both") then return end
+    item.subscription = item.subscription == "both" and "to" or "none"
+    self:set_item(user, contact, item)
+    srv:route(s)
+    for _, other in pairs(srv.sessions[bare] or {}) do
+      if other.available then
+        srv:route(st.presence({ type = "unavailable", from = other.full, to = contact }))
+      end
+    end
+  end
+end
+
+-- Inbound: `typ` from contact (bare) to our user `user`.
+function P:inbound_subscription(s, user, bare, typ, contact)
+  local srv, store = self.srv, self.srv.store
+  local roster = store:get_roster(user)
+  local item = roster.items[contact]
+  s.attr.from, s.attr.to = contact, bare
+  if typ == "subscribe" then
+    if item and (item.subscription == "from" or item.subscription == "both") then
+      return srv:route(st.presence({ type = "subscribed", from = bare, to = contact }))
+    end
+    if not roster.pending[contact] then store:set_pending(user, contact, tostring(s)) end
+    return self:to_available(bare, s)
+  elseif typ == "subscribed" then
+    if not item or item.ask ~= "subscribe" then return end
+    item.ask = nil
+    item.subscription = item.subscription == "from" and "both" or "to"
+    self:set_item(user, contact, item)
+    return self:to_available(bare, s)
+  elseif typ == "unsubscribe" then
+    if roster.pending[contact] then store:set_pending(user, contact, nil) end
+    if not item or not (item.subscription == "from" or item.subscription == "both") then return end
+    item.subscription = item.subscription == "both" and "to" or "none"
+    self:set_item(user, contact, item)
+    self:to_available(bare, s)
+    for _, other in pairs(srv.sessions[bare] or {}) do
+      if other.available then
+        srv:route(st.presence({ type = "unavailable", from = other.full, to = contact }))
+      end
+    end
+  elseif typ == "unsubscribed" then
+    if not item or not (item.subscription == "to" or item.subscription == "both" or item.ask) then return end
+    item.ask = nil
+    item.subscription = item.subscription == "both" and "from" or (item.subscription == "from" and "from" or "none")
+    self:set_item(user, contact, item)
+    return self:to_available(bare, s)
+  end
+end
+
+---------------------------------------------------------------------------
+-- presence
+
+local SUBSCRIPTION = { subscribe = true, subscribed = true, unsubscribe = true, unsubscribed = true }
+
+-- Presence our server sends for a local contact's available resources to
+-- `to` (answering a probe or an initial presence).
+function P:current_presence(contact_bare, to, send)
+  for _, other in pairs(self.srv.sessions[contact_bare] or {}) do
+    if other.available then
+      local p = st.clone(other.presence)
+      p.attr.from, p.attr.to = other.full, to
+      send(p)
+    end
+  end
+end
+
+-- Presence broadcast from a session (no 'to'): available or unavailable.
+function P:broadcast(sess, s)
+  local srv = self.srv
+  local available = s.attr.type ~= "unavailable"
+  local first = available and not sess.available
+  if not available and not sess.available then return end
+  if available then
+    local prio = math_floor(tonumber(s:get_child_text("priority")) or 0)
+    sess.priority = prio < -128 and -128 or (prio > 127 and 127 or prio)
+    sess.presence = st.clone(s)
+  end
+  sess.available = available
+  local roster = srv.store:get_roster(sess.user)
+  for contact, item in pairs(roster.items) do
+    if item.subscription == "from" or item.subscription == "both" then
+      local p = st.clone(s)
+      p.attr.to = contact
+      srv:route(p)
+      if sess.directed then sess.directed[contact] = nil end
+    end
+  end
+  for _, other in pairs(srv.sessions[sess.bare] or {}) do
+    if other.available or other == sess then
+      local p = st.clone(s)
+      p.attr.to = other.full
+      other:send(p)
+    end
+  end
+  if not available then
+    for to in pairs(sess.directed or {}) do
+      srv:route(st.presence({ type = "unavailable", from = sess.full, to = to }))
+    end
+    sess.directed = nil
+    return
+  end
+  if not first then return end
+  local send = function(p) sess:send(p) end
+  for contact, item in pairs(roster.items) do
+    if item.subscription == "to" or item.subscription == "both" then
+      if srv.hosts[jid.domain(contact)] == self.im then
+        self:current_presence(contact, sess.full, send)
+      else
+        srv:route(st.presence({ type = "probe", from = sess.bare, to = contact }))
+      end
+    end
+  end
+  for contact, request in pairs(roster.pending) do
+    local p = type(request) == "string" and st.parse(request) or
+      st.presence({ type = "subscribe", from = contact, to = sess.bare })
+    p.attr.to = sess.full
+    sess:send(p)
+  end
+  for _, other in pairs(srv.sessions[sess.bare] or {}) do
+    if other ~= sess and other.available then
+      local p = st.clone(other.presence)
+      p.attr.from, p.attr.to = other.full, sess.full
+      sess:send(p)
+    end
+  end
+  if sess.priority >= 0 then self.im:send_offline(sess) end
+end
+
+--- Presence from one of our clients (from = its full JID).
+function P:outbound(sess, s)
+  local typ, to = s.attr.type, s.attr.to
+  if SUBSCRIPTION[typ] then
+    local contact = to and jid.prep(to)
+    if not contact then return sess:bounce(s, "modify", "jid-malformed", "a subscription needs a valid 'to'") end
+    return self:outbound_subscription(sess, s, typ, jid.bare(contact))
+  end
+  if typ ~= nil and typ ~= "unavailable" and typ ~= "error" then return end  -- probes are the server's
+  if not to then
+    if typ == "error" then return end
+    return self:broadcast(sess, s)
+  end
+  if typ == nil then
+    sess.directed = sess.directed or {}
+    sess.directed[to] = true
+  elseif typ == "unavailable" and sess.directed then
+    sess.directed[to] = nil
+  end
+  return self.srv:route(s)
+end
+
+--- Presence to one of our accounts (bare, resource or nil).
+function P:inbound(s, node, bare, res)
+  local typ = s.attr.type
+  local from = s.attr.from
+  if not from then return end
+  if SUBSCRIPTION[typ] then
+    if not self.srv:user_exists(node) then return end
+    return self:inbound_subscription(s, node, bare, typ, jid.bare(from))
+  end
+  if typ == "probe" then
+    local item = self.srv.store:get_roster(node).items[jid.bare(from)]
+    if item and (item.subscription == "from" or item.subscription == "both") then
+      self:current_presence(bare, from, function(p) self.srv:route(p) end)
+    end
+    return
+  end
+  if res then
+    local sess = (self.srv.sessions[bare] or {})[res]
+    if sess then sess:send(s) end
+    return
+  end
+  return self:to_available(bare, s)
+end
+
+--- A session ended: it goes unavailable for everyone who saw it.
+function P:session_ended(sess)
+  if sess.available then
+    self:broadcast(sess, st.presence({ type = "unavailable", from = sess.full }))
+  end
+end
+
+return M

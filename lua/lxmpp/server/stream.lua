@@ -1,0 +1,170 @@
+-- lxmpp.server.stream: the receiving side of one XML stream, shared by
+-- client (c2s) and component sessions of the embedded server: the stream
+-- header we answer with, stream errors (RFC 6120 §4.9), writing with a
+-- bound on queued output, the negotiation deadline, per-address and
+-- unauthenticated connection accounting, and read pausing for floods.
+-- Everything here runs synchronously inside connection events: nothing
+-- waits, so one process holds many thousands of streams.
+
+local core = require "lxmpp.core"
+local st = require "lxmpp.stanza"
+
+local setmetatable, tostring, pairs, string_format = setmetatable, tostring, pairs, string.format
+
+local M = {}
+
+M.NS_STREAMS = "http://etherx.jabber.org/streams"
+M.NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+
+local Stream = {}
+Stream.__index = Stream
+M.Stream = Stream
+
+-- A one-shot timer target: the dispatcher calls wake() when it fires.
+local function timer_target(fn) return { wake = fn } end
+M.timer_target = timer_target
+
+--- Stream.init(self, srv, conn, default_ns): common state of a new stream.
+function Stream.init(self, srv, conn, default_ns)
+  local info = conn:info()
+  self.srv, self.conn, self.default_ns = srv, conn, default_ns
+  self.ip = info.peer ~= "" and info.peer or "?"
+  self.header_sent = false
+  self.authenticated = false
+  self.ended = false
+  srv:account_open(self)
+  conn:set_max_queue(srv.limits.max_queue)
+  conn:on("open", function(attr) self:on_open(attr) end)
+  conn:on("stanza", function(s) self:on_stanza(s) end)
+  conn:on("stream-close", function() self:on_stream_close() end)
+  conn:on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
+  conn:on("eof", function() self:finish("the peer closed the connection") end)
+  conn:on("read-error", function(msg) self:finish(msg) end)
+  conn:on("write-error", function(msg) self:finish(msg) end)
+  conn:on("tls-failed", function(msg) self:finish("TLS failed: " .. tostring(msg)) end)
+  conn:on("closed", function() self:finish("connection closed") end)
+  local deadline = srv.limits.negotiation_timeout
+  self.deadline = core.timer(deadline, timer_target(function()
+    if not self.ended and not self.ready then
+      self:stream_error("connection-timeout", ("negotiation not finished within %g seconds"):format(deadline))
+    end
+  end))
+end
+
+function Stream:log(level, fmt, ...)
+  return self.srv:log(level, "%s %s: " .. fmt, self.kind, self.ip, ...)
+end
+
+--- Writes bytes; a peer that stops reading until the output bound is
+-- reached loses its connection (SECURITY.md: bounded outgoing queues).
+function Stream:write(bytes)
+  if self.ended then return nil end
+  local ok, msg, cond = self.conn:write(bytes)
+  if not ok then
+    if cond == "resource-constraint" then
+      self:log("warn", "output queue full (the peer does not read): closing")
+      self.conn:abort()
+      self:finish("output queue full")
+    end
+    return nil, msg, cond
+  end
+  return true
+end
+
+--- Sends a stanza (serialized by the C serializer).
+function Stream:send(stanza)
+  if self.srv.debug then self:log("debug", "OUT %s", tostring(stanza)) end
+  return self:write(tostring(stanza))
+end
+
+--- Our stream header, answering the peer's (new id each time: RFC 6120 §4.7.3).
+function Stream:send_header(extra)
+  self.stream_id = core.sha1_hex(core.random(16)):sub(1, 24)
+  local parts = { "<?xml version='1.0'?><stream:stream xmlns='", self.default_ns,
+    "' xmlns:stream='", M.NS_STREAMS, "' id='", self.stream_id, "'" }
+  for k, v in pairs(extra) do
+    parts[#parts + 1] = string_format(" %s='%s'", k, core.xml_escape(v))
+  end
+  parts[#parts + 1] = ">"
+  self.header_sent = true
+  return self:write(table.concat(parts))
+end
+
+--- Sends <stream:error/> and closes (a header first when none was sent).
+function Stream:stream_error(cond, text)
+  if self.ended then return end
+  if not self.header_sent then self:send_header({ from = self.srv.domain, version = "1.0" }) end
+  self:log("info", "stream error %s: %s", cond, tostring(text))
+  self:write("<stream:error><" .. cond .. " xmlns='" .. M.NS_STREAM_ERRORS .. "'/>" ..
+    (text and ("<text xmlns='" .. M.NS_STREAM_ERRORS .. "'>" .. core.xml_escape(text) .. "</text>") or "") ..
+    "</stream:error></stream:stream>")
+  self.conn:close()
+  self:finish(cond .. (text and (": " .. text) or ""))
+end
+
+--- The peer closed its stream: close ours too.
+function Stream:on_stream_close()
+  if self.ended then return end
+  self:write("</stream:stream>")
+  self.conn:close()
+  self:finish("stream closed by the peer")
+end
+
+--- Closes the stream cleanly from our side (server shutdown, account removal).
+function Stream:close(cond, text)
+  if cond then return self:stream_error(cond, text) end
+  if self.ended then return end
+  self:write("</stream:stream>")
+  self.conn:close()
+  self:finish("closed by the server")
+end
+
+--- The stream is over (whatever the reason): runs once.
+function Stream:finish(reason)
+  if self.ended then return end
+  self.ended = true
+  self.end_reason = reason
+  if self.deadline then self.deadline:stop() end
+  if not self.conn.closed then self.conn:close() end
+  self.srv:account_close(self)
+  if self.on_end then self:on_end(reason) end
+end
+
+--- Negotiation is over: the deadline no longer applies.
+function Stream:set_ready()
+  self.ready = true
+  if self.deadline then self.deadline:stop() end
+end
+
+--- Read pausing for floods, checked on every stanza: above the rate
+-- (bytes read per second, over a one-second window) reading pauses until
+-- the window has passed.
+function Stream:check_rate()
+  local limit = self.srv.limits.rate
+  if not limit or self.throttled then return end
+  local now, read = core.now(), self.conn:bytes_in()
+  if not self.rate_start or now - self.rate_start >= 1 then
+    self.rate_start, self.rate_base = now, read
+    return
+  end
+  if read - self.rate_base > limit then
+    self.throttled = true
+    self.conn:pause()
+    local wait = 1 - (now - self.rate_start)
+    core.timer(wait > 0.05 and wait or 0.05, timer_target(function()
+      self.throttled = false
+      self.rate_start = nil
+      if not self.ended then self.conn:resume() end
+    end))
+  end
+end
+
+--- An error reply to a stanza we will not process (never to an error).
+function Stream:bounce(s, etype, cond, text)
+  if s.attr.type == "error" or (s.name == "iq" and s.attr.type == "result") then return end
+  local r = st.error_reply(s, etype, cond, text)
+  r.attr.from = r.attr.from or self.srv.domain
+  return self:send(r)
+end
+
+return M
