@@ -90,6 +90,7 @@ build = {
       ["lxmpp.server.muc"] = "lua/lxmpp/server/muc.lua",
       ["lxmpp.server.muc_room"] = "lua/lxmpp/server/muc_room.lua",
       ["lxmpp.server.muc_admin"] = "lua/lxmpp/server/muc_admin.lua",
+      ["lxmpp.server.muc_history"] = "lua/lxmpp/server/muc_history.lua",
    },
    install = {
       bin = { lxmpp = "bin/lxmpp" },

@@ -463,6 +463,7 @@ describe("lxmpp.server.muc", function ()
 			assert.same({ "m7", "m8" }, with("since='" .. os.date("!%Y-%m-%dT%H:%M:%SZ", 1000000065) .. "'"))
 			assert.same({ "m7", "m8" }, with("since='" .. os.date("!%Y-%m-%dT%H:%M:%S", 1000000065 + 3600) .. "+01:00'"))
 			assert.same({ "m4", "m5", "m6", "m7", "m8" }, with("maxstanzas='999'"))
+			assert.same({ "m4", "m5", "m6", "m7", "m8" }, with("since='yesterday' maxstanzas='-1'")) -- ignored
 		end)
 	end)
 

@@ -11,19 +11,19 @@
 --     sessions of one bare JID)
 --   sessions[full real JID] = occupant
 --   affiliations[bare JID] = "owner" | "admin" | "member" | "outcast"
---   config (see DEFAULTS), subject, subject_from (nick), history (bounded)
+--   config (see DEFAULTS), subject, subject_from (nick), history (bounded;
+--   lxmpp.server.muc_history)
 -- Everything is reached through the service (room.service): its srv for
 -- routing and storage, its limits and clock.
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
-local type, pairs, ipairs, tonumber, setmetatable = type, pairs, ipairs, tonumber, setmetatable
-local math_floor, os_date, remove = math.floor, os.date, table.remove
+local type, pairs, ipairs, setmetatable = type, pairs, ipairs, setmetatable
+local remove = table.remove
 
 local NS_MUC = "http://jabber.org/protocol/muc"
 local NS_USER = NS_MUC .. "#user"
-local NS_DELAY = "urn:xmpp:delay"
 
 local AFFILIATION_RANK = { outcast = 0, none = 1, member = 2, admin = 3, owner = 4 }
 local ROLE_RANK = { none = 0, visitor = 1, participant = 2, moderator = 3 }
@@ -373,81 +373,6 @@ function Room:maybe_dispose()
 	end
 end
 
---- History ---------------------------------------------------------------
-
-local function days_from_civil(y, m, d)
-	y = m <= 2 and y - 1 or y
-	local era = math_floor(y / 400)
-	local yoe = y - era * 400
-	local doy = math_floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
-	local doe = yoe * 365 + math_floor(yoe / 4) - math_floor(yoe / 100) + doy
-	return era * 146097 + doe - 719468
-end
-
--- Seconds since the epoch of an XEP-0082 DateTime, or nil.
-local function parse_datetime(s)
-	local y, mo, d, h, mi, sec, tz = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?%d*(.*)$")
-	if not y then return nil end
-	local offset = 0
-	if tz ~= "Z" then
-		local sign, oh, om = tz:match("^([+-])(%d%d):(%d%d)$")
-		if not sign then return nil end
-		offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
-	end
-	return days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
-		+ tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) - offset
-end
-
-local function stamp(t)
-	return os_date("!%Y-%m-%dT%H:%M:%SZ", math_floor(t))
-end
-
-local function non_negative(s)
-	local n = s and s:match("^%d+$") and tonumber(s)
-	return n
-end
-
-function Room:add_history(msg)
-	local limits = self.service.limits
-	if limits.max_history == 0 then return end
-	local now = self.service.clock()
-	local h = msg:clone()
-	h:tag("delay", { xmlns = NS_DELAY, from = self.jid, stamp = stamp(now) }):up()
-	local entry = { stanza = h, time = now, bytes = #tostring(h) }
-	local history = self.history
-	history[#history + 1] = entry
-	self.history_bytes = self.history_bytes + entry.bytes
-	while #history > limits.max_history or (self.history_bytes > limits.max_history_bytes and #history > 1) do
-		self.history_bytes = self.history_bytes - remove(history, 1).bytes
-	end
-end
-
--- Sends session `to` of occ the history <history/> asks for (XEP-0045
--- §7.2.15): at most maxstanzas messages (default: all kept), at most
--- maxchars bytes of XML, none older than `seconds` or `since`.
-function Room:send_history(occ, to, req)
-	local history = self.history
-	local max, maxchars, oldest = #history, nil, nil
-	if req then
-		local a = req.attr
-		max = math.min(max, non_negative(a.maxstanzas) or max)
-		maxchars = non_negative(a.maxchars)
-		local seconds = non_negative(a.seconds)
-		if seconds then oldest = self.service.clock() - seconds end
-		local since = a.since and parse_datetime(a.since)
-		if since and (not oldest or since > oldest) then oldest = since end
-	end
-	local first, chars = #history + 1, 0
-	while first > 1 and #history - first + 1 < max do
-		local entry = history[first - 1]
-		if oldest and entry.time < oldest then break end
-		chars = chars + entry.bytes
-		if maxchars and chars > maxchars then break end
-		first = first - 1
-	end
-	for i = first, #history do self:send_to(occ, history[i].stanza, to) end
-end
-
 --- Messages --------------------------------------------------------------
 
 function Room:handle_message(stanza, nick)
@@ -543,5 +468,6 @@ local M = {
 	AFFILIATION_RANK = AFFILIATION_RANK, ROLE_RANK = ROLE_RANK,
 	NS_MUC = NS_MUC, NS_USER = NS_USER,
 }
+require("lxmpp.server.muc_history").install(Room)
 require("lxmpp.server.muc_admin").install(M)
 return M
