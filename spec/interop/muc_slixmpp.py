@@ -2,8 +2,9 @@
 # Two slixmpp clients (its xep_0045 plugin) in one room of lxmpp's embedded
 # server: alice creates and configures the room, talks before bob comes (so
 # bob gets it as history), bob joins, both exchange groupchat and private
-# messages, alice sets the subject and kicks bob. Prints one "ok <step>"
-# line per step that happened as XEP-0045 says, and exits 0 when all did.
+# messages, alice sets the subject and kicks bob, bob comes back and goes
+# offline. Prints one "ok <step>" line per step that happened as XEP-0045
+# says, and exits 0 when all did.
 #
 #   muc_slixmpp.py HOST PORT DOMAIN ROOM CAFILE
 
@@ -116,8 +117,15 @@ async def main():
     assert 110 in p["muc"]["status_codes"]
     ok("kick")
 
-    alice.disconnect()
+    # bob comes back, then goes offline without leaving: his server tells the
+    # room (directed presence, RFC 6121 section 4.6.3)
+    await muc_b.join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=TIMEOUT)
+    gone = waiter(alice, "muc::%s::got_offline" % ROOM, lambda p: p["from"].resource == "bob")
     bob.disconnect()
+    await asyncio.wait_for(gone, TIMEOUT)
+    ok("offline")
+
+    alice.disconnect()
 
 
 if __name__ == "__main__":
