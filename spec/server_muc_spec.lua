@@ -415,6 +415,27 @@ describe("lxmpp.server.muc", function ()
 			local inv = user_x(m):get_child("invite")
 			assert.equal("bob@localhost/a", inv.attr.from)
 			assert.equal("join us", inv:get_child_text("reason"))
+			-- and dave's answer goes back to bob
+			out = h:send("<message from='dave@localhost/d' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><decline to='bob@localhost/a'><reason>busy</reason></decline></x></message>")
+			m = only(out, function () return true end)
+			assert.equal("bob@localhost/a", m.attr.to)
+			assert.equal(ROOM, m.attr.from)
+			local decline = user_x(m):get_child("decline")
+			assert.equal("dave@localhost", decline.attr.from)
+			assert.equal("busy", decline:get_child_text("reason"))
+			-- invitations from outside the room are refused
+			out = h:send("<message from='eve@localhost/e' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><invite to='dave@localhost'/></x></message>")
+			assert.equal("not-acceptable", (error_condition(out[1])))
+		end)
+
+		it("makes an admin's invitee a member of a members-only room", function ()
+			h:send(iq(OWNER, "set", ROOM, submit({ membersonly = "1" })))
+			local out = h:send("<message from='" .. OWNER .. "' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><invite to='dave@localhost'/></x></message>")
+			assert.equal("dave@localhost", out[1].attr.to)
+			assert.equal("member", h.host.rooms[ROOM].affiliations["dave@localhost"])
 		end)
 	end)
 
@@ -845,6 +866,19 @@ describe("lxmpp.server.muc", function ()
 			configured_room(h0)
 			h0:send(groupchat(OWNER, "gone"))
 			assert.equal(0, #h0.host.rooms[ROOM].history)
+		end)
+
+		it("bounds the affiliations of a room", function ()
+			local h = harness({ max_affiliations = 3 })
+			configured_room(h)
+			local out = h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='member' jid='a@localhost'/>"
+				.. "<item affiliation='outcast' jid='b@localhost'/></query>"))
+			assert.equal("result", out[1].attr.type)
+			out = h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='member' jid='c@localhost'/></query>"))
+			assert.same({ "resource-constraint", "wait" }, { error_condition(out[1]) })
+			-- removing one is always possible
+			out = h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='none' jid='b@localhost'/></query>"))
+			assert.equal("result", out[1].attr.type)
 		end)
 
 		it("bounds the items of one muc#admin request", function ()

@@ -14,7 +14,8 @@
 --   nickname (10), max_history messages kept per room (20; also the default
 --   sent on join), max_history_bytes per room (64 KiB of XML; so all the
 --   history of all rooms takes at most 64 MiB by default), max_admin_items
---   per muc#admin request (100), max_pending_iq forwarded per room (256),
+--   per muc#admin request (100), max_affiliations per room (1000: members,
+--   admins, owners and outcasts), max_pending_iq forwarded per room (256),
 --   create = "local" (users of srv.domain and its subdomains may create
 --   rooms) | "anyone" | function(bare_jid) -> boolean,
 --   clock = function() -> seconds (os.time)
@@ -35,7 +36,7 @@ local STORE_KIND = "muc_room"
 
 local LIMITS = {
 	max_rooms = 1000, max_occupants = 1000, max_sessions = 10, max_history = 20,
-	max_history_bytes = 64 * 1024, max_admin_items = 100, max_pending_iq = 256,
+	max_history_bytes = 64 * 1024, max_admin_items = 100, max_affiliations = 1000, max_pending_iq = 256,
 }
 
 local Host = {}

@@ -246,6 +246,12 @@ local function install(M)
 		end
 	end
 
+	function Room:affiliation_count()
+		local n = 0
+		for _ in pairs(self.affiliations) do n = n + 1 end
+		return n
+	end
+
 	-- muc#admin set: every item is checked before any is applied.
 	function Room:admin_set(stanza, q)
 		local from = stanza.attr.from
@@ -273,10 +279,14 @@ local function install(M)
 		end
 		if n == 0 then return self:reply_error(stanza, "modify", "bad-request", "no item") end
 		if #aff_changes > 0 then
-			local owners = false
-			for _, a in pairs(planned) do owners = owners or a == "owner" end
+			local owners, count = false, 0
+			for _, a in pairs(planned) do
+				owners, count = owners or a == "owner", count + 1
+			end
 			if not owners then
 				return self:reply_error(stanza, "cancel", "conflict", "a room needs at least one owner")
+			elseif count > self.service.limits.max_affiliations and count > self:affiliation_count() then
+				return self:reply_error(stanza, "wait", "resource-constraint", "too many affiliations in this room")
 			end
 		end
 		local actor_nick = actor and actor.nick

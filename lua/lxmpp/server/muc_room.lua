@@ -386,6 +386,7 @@ function Room:handle_message(stanza, nick)
 	if mtype == "groupchat" then return self:groupchat(stanza) end
 	local x = stanza:get_child("x", NS_USER)
 	if x and x:get_child("invite") then return self:invite(stanza, x) end
+	if x and x:get_child("decline") then return self:decline(stanza, x) end
 	return self:reply_error(stanza, "modify", "bad-request", "messages to the room must be of type groupchat")
 end
 
@@ -460,6 +461,18 @@ function Room:invite(stanza, x)
 		self.affiliations[jid.bare(to)] = "member"
 		self:save()
 	end
+	self.srv:route(m)
+end
+
+-- A declined invitation goes back to the inviter, from the room.
+function Room:decline(stanza, x)
+	local decline = x:get_child("decline")
+	local to = decline.attr.to and jid.prep(decline.attr.to)
+	if not to then return self:reply_error(stanza, "modify", "jid-malformed", "invalid inviter") end
+	local m = st.message({ from = self.jid, to = to })
+	m:tag("x", { xmlns = NS_USER }):tag("decline", { from = jid.bare(stanza.attr.from) })
+	local reason = decline:get_child_text("reason")
+	if reason then m:text_tag("reason", reason) end
 	self.srv:route(m)
 end
 
