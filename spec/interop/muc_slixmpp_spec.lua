@@ -8,7 +8,9 @@ local lxmpp = require "lxmpp"
 local pki = require "spec.support.pki"
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/interop"
-local STEPS = { "created", "configured", "disco", "echo", "history", "groupchat", "private", "subject", "kick", "offline" }
+local STEPS = {
+	"created", "configured", "disco", "echo", "history", "groupchat", "private", "subject", "kick", "offline",
+}
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
