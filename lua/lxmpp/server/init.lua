@@ -42,7 +42,9 @@ M.Server = Server
 
 -- "ip:port" or "[ipv6]:port" -> ip, port
 local function parse_address(s, what)
-  if type(s) ~= "string" then error(("lxmpp.server: %s entries must be strings like 127.0.0.1:5222"):format(what), 4) end
+  if type(s) ~= "string" then
+    error(("lxmpp.server: %s entries must be strings like 127.0.0.1:5222"):format(what), 4)
+  end
   local ip, port = s:match("^%[([%x:.]+)%]:(%d+)$")
   if not ip then ip, port = s:match("^([%d.]+):(%d+)$") end
   port = tonumber(port)
