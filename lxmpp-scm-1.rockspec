@@ -93,6 +93,11 @@ build = {
       ["lxmpp.server.storage"] = "lua/lxmpp/server/storage.lua",
       ["lxmpp.server.storage_sqlite"] = "lua/lxmpp/server/storage_sqlite.lua",
       ["lxmpp.server.codec"] = "lua/lxmpp/server/codec.lua",
+      ["lxmpp.forms"] = "lua/lxmpp/forms.lua",
+      ["lxmpp.server.muc"] = "lua/lxmpp/server/muc.lua",
+      ["lxmpp.server.muc_room"] = "lua/lxmpp/server/muc_room.lua",
+      ["lxmpp.server.muc_admin"] = "lua/lxmpp/server/muc_admin.lua",
+      ["lxmpp.server.muc_history"] = "lua/lxmpp/server/muc_history.lua",
    },
    install = {
       bin = { lxmpp = "bin/lxmpp" },
