@@ -107,7 +107,7 @@ function C2S:mechanisms()
   if self.mechs then return self.mechs end
   local list = {}
   if not self.srv.auth then
-    self.cb = self:binding_data()
+    self.cb = self.srv.channel_binding and self:binding_data() or nil
     if self.cb then
       list[#list + 1] = "SCRAM-SHA-256-PLUS"
       list[#list + 1] = "SCRAM-SHA-1-PLUS"

@@ -122,6 +122,7 @@ function M.new(opts)
     auth = opts.auth,
     registration = opts.registration == true,
     insecure_plaintext = opts.insecure_plaintext == true,
+    channel_binding = opts.channel_binding ~= false,
     iterations = iterations,
     debug = opts.debug == true,
     log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"] or 3,
