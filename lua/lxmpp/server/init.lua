@@ -106,6 +106,7 @@ function M.new(opts)
   check_type(opts, "auth", "function")
   check_type(opts, "storage", "string")
   check_type(opts, "muc", "string")
+  check_type(opts, "muc_options", "table")
   check_type(opts, "logger", "function")
   local iterations = opts.iterations or 4096
   if math_type(iterations) ~= "integer" or iterations < 4096 then
@@ -415,7 +416,7 @@ function Server:start()
   self.sm_features = function() return "<sm xmlns='" .. sm.NS .. "'/>" end
   self.hosts[self.domain] = self.im
   if self.opts.muc then
-    self.muc = require("lxmpp.server.muc").new(self, self.opts.muc)
+    self.muc = require("lxmpp.server.muc").new(self, self.opts.muc, self.opts.muc_options)
     self:add_host(self.opts.muc, self.muc)
   end
   self.components = {}
