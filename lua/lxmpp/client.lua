@@ -93,6 +93,22 @@ end
 -- IM plugins (RFC 6121 roster and subscriptions, ping, version)
 require("lxmpp.plugins.roster").install(Client)
 require("lxmpp.plugins.presence").install(Client)
+-- XEP plugins, client side (docs/xeps.md): discovery and capabilities first,
+-- the plugins after them register their features there
+require("lxmpp.plugins.disco").install(Client)
+require("lxmpp.plugins.caps").install(Client)
+require("lxmpp.plugins.time").install(Client)
+require("lxmpp.plugins.last").install(Client)
+require("lxmpp.plugins.delay").install(Client)
+require("lxmpp.plugins.commands").install(Client)
+require("lxmpp.plugins.receipts").install(Client)
+require("lxmpp.plugins.chatstates").install(Client)
+require("lxmpp.plugins.stanzaid").install(Client)
+require("lxmpp.plugins.correction").install(Client)
+require("lxmpp.plugins.markers").install(Client)
+require("lxmpp.plugins.carbons").install(Client)
+require("lxmpp.plugins.mam").install(Client)
+require("lxmpp.plugins.blocking").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS

@@ -26,7 +26,8 @@
 local jid = require "lxmpp.jid"
 local st = require "lxmpp.stanza"
 
-local type, error, ipairs, tostring, setmetatable = type, error, ipairs, tostring, setmetatable
+local type, error, ipairs, tostring, setmetatable, getmetatable =
+	type, error, ipairs, tostring, setmetatable, getmetatable
 local format, gmatch, concat = string.format, string.gmatch, table.concat
 
 local XMLNS = "jabber:x:data"
@@ -280,8 +281,14 @@ local function parse(x)
 	return form
 end
 
+-- Is x a layout forms.new made?
+local function is_layout(x)
+	return getmetatable(x) == Form
+end
+
 return {
 	xmlns = XMLNS,
 	new = new,
 	parse = parse,
+	is_layout = is_layout,
 }

@@ -1,0 +1,193 @@
+-- XEP-0030 service discovery for clients: asking others (disco#info and
+-- disco#items, with nodes) and answering about ourselves. A client answers
+-- disco#info with its identity and the features its plugins register
+-- (c:add_feature), plus XEP-0128 extension forms; nodes (ad-hoc commands,
+-- the XEP-0115 caps node) are answered by handlers registered with
+-- c:disco_node.
+--
+--   local info = c:disco_info("example.org" [, node])
+--   info.identities[1].category, info.features["urn:xmpp:ping"], info.forms
+--   local items = c:disco_items("example.org" [, node])  -- { {jid=, node=, name=} }
+
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local forms = require "lxmpp.forms"
+
+local type, error, ipairs, pairs, table_sort = type, error, ipairs, pairs, table.sort
+
+local NS_INFO = "http://jabber.org/protocol/disco#info"
+local NS_ITEMS = "http://jabber.org/protocol/disco#items"
+
+local M = { NS_INFO = NS_INFO, NS_ITEMS = NS_ITEMS }
+
+local MAX_ITEMS = 10000   -- items read from one disco#items answer
+
+--- disco.read_info(query) -> info: a disco#info <query/> as Lua tables:
+-- { node=, identities = { {category=, type=, name=, lang=} }, features =
+-- { [var] = true }, feature_list = { sorted vars }, forms = { parsed forms } }
+function M.read_info(query)
+  local info = { node = query.attr.node, identities = {}, features = {}, feature_list = {}, forms = {} }
+  for id in query:childtags("identity") do
+    info.identities[#info.identities + 1] = { category = id.attr.category, type = id.attr.type,
+      name = id.attr.name, lang = id.attr["xml:lang"] }
+  end
+  for f in query:childtags("feature") do
+    local var = f.attr.var
+    if type(var) == "string" and not info.features[var] then
+      info.features[var] = true
+      info.feature_list[#info.feature_list + 1] = var
+    end
+  end
+  table_sort(info.feature_list)
+  for x in query:childtags("x", forms.xmlns) do
+    local form = forms.parse(x)
+    if form then info.forms[#info.forms + 1] = form end
+  end
+  return info
+end
+
+--- disco.info_query(info) -> <query xmlns=disco#info/>, built from tables
+-- shaped as read_info returns them (features as a set or a list; forms as
+-- <x/> elements).
+function M.info_query(info, node)
+  local q = st.stanza("query", { xmlns = NS_INFO, node = node })
+  for _, id in ipairs(info.identities or {}) do
+    q:tag("identity", { category = id.category, type = id.type, name = id.name, ["xml:lang"] = id.lang }):up()
+  end
+  local vars = {}
+  if info.features and info.features[1] then
+    for _, v in ipairs(info.features) do vars[#vars + 1] = v end
+  else
+    for v in pairs(info.features or {}) do vars[#vars + 1] = v end
+  end
+  table_sort(vars)
+  for _, v in ipairs(vars) do q:tag("feature", { var = v }):up() end
+  for _, x in ipairs(info.forms or {}) do q:add_child(x) end
+  return q
+end
+
+local function check_to(to, fname)
+  if to ~= nil and type(to) ~= "string" then error(fname .. ": to must be a JID string", 3) end
+end
+local function check_node(node, fname)
+  if node ~= nil and type(node) ~= "string" then error(fname .. ": node must be a string", 3) end
+end
+
+function M.install(Client)
+  require("lxmpp.plugins.outgoing").install(Client)
+
+  --- c:disco_info([to [, node [, timeout]]]) -> info | nil, message, condition
+  function Client:disco_info(to, node, timeout)
+    check_to(to, "disco_info")
+    check_node(node, "disco_info")
+    local r, msg, cond = self:request(st.iq({ type = "get", to = to or self.domain })
+      :tag("query", { xmlns = NS_INFO, node = node }), timeout)
+    if not r then return nil, msg, cond end
+    local q = r:get_child("query", NS_INFO)
+    if not q then return nil, "the disco#info answer has no query", "bad-request" end
+    return M.read_info(q), q
+  end
+
+  --- c:disco_items([to [, node [, timeout]]]) -> { {jid=, node=, name=} } | nil, message, condition
+  function Client:disco_items(to, node, timeout)
+    check_to(to, "disco_items")
+    check_node(node, "disco_items")
+    local r, msg, cond = self:request(st.iq({ type = "get", to = to or self.domain })
+      :tag("query", { xmlns = NS_ITEMS, node = node }), timeout)
+    if not r then return nil, msg, cond end
+    local q = r:get_child("query", NS_ITEMS)
+    if not q then return nil, "the disco#items answer has no query", "bad-request" end
+    local items = {}
+    for it in q:childtags("item") do
+      local j = it.attr.jid and jid.prep(it.attr.jid)
+      if j then
+        if #items >= MAX_ITEMS then break end
+        items[#items + 1] = { jid = j, node = it.attr.node, name = it.attr.name }
+      end
+    end
+    return items
+  end
+
+  --- c:add_feature(var): announce a feature (disco#info, caps)
+  function Client:add_feature(var)
+    if type(var) ~= "string" or var == "" then error("add_feature: var must be a non-empty string", 2) end
+    self.disco_features = self.disco_features or {}
+    self.disco_features[var] = true
+  end
+
+  --- c:remove_feature(var)
+  function Client:remove_feature(var)
+    if type(var) ~= "string" then error("remove_feature: var must be a string", 2) end
+    if self.disco_features then self.disco_features[var] = nil end
+  end
+
+  --- c:set_identity{ category=, type=, name=, lang= } (default client/bot)
+  function Client:set_identity(id)
+    if type(id) ~= "table" or type(id.category) ~= "string" or type(id.type) ~= "string" then
+      error("set_identity: expected { category = string, type = string [, name =] [, lang =] }", 2)
+    end
+    self.disco_identities = { { category = id.category, type = id.type, name = id.name, lang = id.lang } }
+  end
+
+  --- c:add_info_form(x): an XEP-0128 extension form in our disco#info
+  function Client:add_info_form(x)
+    if not st.is_stanza(x) or x.name ~= "x" or x.attr.xmlns ~= forms.xmlns then
+      error("add_info_form: expected a jabber:x:data <x/> element", 2)
+    end
+    self.disco_forms = self.disco_forms or {}
+    self.disco_forms[#self.disco_forms + 1] = x
+  end
+
+  --- c:disco_node(node, handler): handler(from, kind) answers disco queries
+  -- on node; kind is "info" (return { identities =, features = }) or
+  -- "items" (return { {jid=, node=, name=} }); nil answers item-not-found
+  function Client:disco_node(node, handler)
+    if type(node) ~= "string" then error("disco_node: node must be a string", 2) end
+    if handler ~= nil and type(handler) ~= "function" then error("disco_node: handler must be a function", 2) end
+    self.disco_nodes = self.disco_nodes or {}
+    self.disco_nodes[node] = handler
+  end
+
+  --- c:own_info() -> our disco#info as tables (what we answer)
+  function Client:own_info()
+    local features = {}
+    for v in pairs(self.disco_features or {}) do features[#features + 1] = v end
+    table_sort(features)
+    return { identities = self.disco_identities, features = features, forms = self.disco_forms or {} }
+  end
+
+  local function node_answer(self, iq, kind)
+    local q = iq.tags[1]
+    local node = q.attr.node
+    local h = node and self.disco_nodes and self.disco_nodes[node]
+    local r = h and h(iq.attr.from, kind, node)
+    if r == nil then return st.error_reply(iq, "cancel", "item-not-found") end
+    if kind == "info" then return st.reply(iq):add_child(M.info_query(r, node)) end
+    local reply = st.reply(iq):tag("query", { xmlns = NS_ITEMS, node = node })
+    for _, it in ipairs(r) do reply:tag("item", { jid = it.jid, node = it.node, name = it.name }):up() end
+    return reply
+  end
+
+  local base = Client.install_plugins
+  function Client:install_plugins()
+    if base then base(self) end
+    self.disco_identities = { { category = "client", type = "bot", name = "lxmpp" } }
+    for _, v in ipairs({ NS_INFO, NS_ITEMS, "urn:xmpp:ping", "jabber:iq:version" }) do self:add_feature(v) end
+    self:handle_iq(NS_INFO, function(iq)
+      if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
+      local node = iq.tags[1].attr.node
+      if node == nil or (self.caps_node_ver and node == self.caps_node_ver()) then
+        return st.reply(iq):add_child(M.info_query(self:own_info(), node))
+      end
+      return node_answer(self, iq, "info")
+    end)
+    self:handle_iq(NS_ITEMS, function(iq)
+      if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
+      if iq.tags[1].attr.node == nil then return st.reply(iq):tag("query", { xmlns = NS_ITEMS }) end
+      return node_answer(self, iq, "items")
+    end)
+  end
+  return Client
+end
+
+return M

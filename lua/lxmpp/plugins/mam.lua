@@ -1,0 +1,162 @@
+-- XEP-0313 message archive management with XEP-0059 result set paging:
+-- querying our own archive (or a room's, or any archive's JID) with filters,
+-- one page at a time. Results are accepted only from the archive queried
+-- (our own: no from, or our bare JID) and only for the query id we chose;
+-- anything else is ignored, so nobody can slip messages into our history.
+--
+--   local page = assert(c:mam_query{ with = "juliet@example.com", max = 50 })
+--   for _, m in ipairs(page.messages) do print(m.id, m.stamp, m.message:get_child_text("body")) end
+--   while not page.complete do page = assert(c:mam_next(page)) ... end
+
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local forms = require "lxmpp.forms"
+local datetime = require "lxmpp.datetime"
+local delay = require "lxmpp.plugins.delay"
+local session = require "lxmpp.session"
+
+local type, error, tostring, tonumber, pairs, math_type = type, error, tostring, tonumber, pairs, math.type
+
+local NS_MAM = "urn:xmpp:mam:2"
+local NS_RSM = "http://jabber.org/protocol/rsm"
+local NS_FORWARD = "urn:xmpp:forward:0"
+
+local M = { NS_MAM = NS_MAM, NS_RSM = NS_RSM }
+
+local MAX_RESULTS = 1000     -- messages kept for one page, whatever max says
+
+local FILTER = forms.new{
+  { var = "FORM_TYPE", type = "hidden", value = NS_MAM },
+  { var = "with", type = "jid-single" },
+  { var = "start", type = "text-single" },
+  { var = "end", type = "text-single" },
+}
+
+local OPTS = { to = true, with = true, start = true, ["end"] = true, max = true, after = true,
+  before = true, timeout = true }
+
+local function check(opts)
+  if type(opts) ~= "table" then error("mam_query: expected an options table", 3) end
+  for k in pairs(opts) do
+    if not OPTS[k] then error("mam_query: unknown option " .. tostring(k), 3) end
+  end
+  for _, k in pairs({ "to", "with" }) do
+    if opts[k] ~= nil and (type(opts[k]) ~= "string" or not jid.prep(opts[k])) then
+      error("mam_query: " .. k .. " must be a JID", 3)
+    end
+  end
+  for _, k in pairs({ "start", "end" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "number" then error("mam_query: " .. k .. " must be Unix seconds", 3) end
+  end
+  if opts.max ~= nil and (math_type(opts.max) ~= "integer" or opts.max < 0) then
+    error("mam_query: max must be a non-negative integer", 3)
+  end
+  if opts.after ~= nil and type(opts.after) ~= "string" then error("mam_query: after must be a string", 3) end
+  if opts.before ~= nil and opts.before ~= true and type(opts.before) ~= "string" then
+    error("mam_query: before must be a string, or true for the last page", 3)
+  end
+end
+
+-- the query element: filters as a data form, paging as an RSM set
+local function build(opts, queryid)
+  local values = { with = opts.with, start = opts.start and datetime.format(opts.start),
+    ["end"] = opts["end"] and datetime.format(opts["end"]) }
+  local q = st.stanza("query", { xmlns = NS_MAM, queryid = queryid })
+  q:add_child(FILTER:form(values, "submit"))
+  if opts.max or opts.after or opts.before then
+    q:tag("set", { xmlns = NS_RSM })
+    if opts.max then q:text_tag("max", ("%d"):format(opts.max)) end
+    if opts.after then q:text_tag("after", opts.after) end
+    if opts.before == true then q:tag("before"):up()
+    elseif opts.before then q:text_tag("before", opts.before) end
+    q:up()
+  end
+  return q
+end
+
+-- one archived message from a <result/>, or nil
+local function read_result(result)
+  local fwd = result:get_child("forwarded", NS_FORWARD)
+  local m = fwd and fwd:get_child("message", "jabber:client")
+  if not m or type(result.attr.id) ~= "string" then return nil end
+  return { id = result.attr.id, message = m, stamp = delay.of(fwd) or delay.of(m) }
+end
+
+function M.install(Client)
+  --- c:mam_query{ to=, with=, start=, ["end"]=, max=, after=, before=, timeout= }
+  -- -> page { messages = { {id=, stamp=, message=} }, complete =, first =, last =, count = }
+  -- | nil, message, condition
+  function Client:mam_query(opts)
+    check(opts)
+    local archive = opts.to and jid.prep(opts.to) or nil
+    local queryid = session.new_id()
+    local page = { messages = {}, query = opts }
+    self.mam_queries[queryid] = { archive = archive, page = page }
+    local r, msg, cond = self:request(st.iq({ type = "set", to = archive }):add_child(build(opts, queryid)),
+      opts.timeout)
+    self.mam_queries[queryid] = nil
+    if not r then return nil, msg, cond end
+    local fin = r:get_child("fin", NS_MAM)
+    if not fin then return nil, "the archive's answer has no <fin/>", "bad-request" end
+    page.complete = fin.attr.complete == "true"
+    local set = fin:get_child("set", NS_RSM)
+    if set then
+      page.first, page.last = set:get_child_text("first"), set:get_child_text("last")
+      local count = set:get_child_text("count")
+      page.count = count and count:match("^%d+$") and tonumber(count) or nil
+    end
+    return page
+  end
+
+  --- c:mam_next(page) -> the following page (older ones when paging back
+  -- with before) | nil, message, condition; nil when page was complete
+  function Client:mam_next(page)
+    if type(page) ~= "table" or type(page.query) ~= "table" then error("mam_next: expected a page", 2) end
+    if page.complete then return nil end
+    local q = {}
+    for k, v in pairs(page.query) do q[k] = v end
+    if q.before then
+      if not page.first then return nil end
+      q.before, q.after = page.first, nil
+    else
+      if not page.last then return nil end
+      q.after = page.last
+    end
+    return self:mam_query(q)
+  end
+
+  local function on_message(self, m)
+    local result = m:get_child("result", NS_MAM)
+    if not result then return nil end
+    local pending = result.attr.queryid and self.mam_queries[result.attr.queryid]
+    if not pending then return nil end
+    local from = m.attr.from
+    local ok
+    if pending.archive then
+      ok = from ~= nil and jid.equal(from, pending.archive)
+    else
+      ok = from == nil or jid.equal(from, self.bare_jid)
+    end
+    if not ok then
+      self:log("warn", "ignored an archive result from %s (queried %s)", tostring(from),
+        tostring(pending.archive or self.bare_jid))
+      return true
+    end
+    local item = read_result(result)
+    local list = pending.page.messages
+    if item and #list < MAX_RESULTS then list[#list + 1] = item end
+    return true
+  end
+
+  local base = Client.install_plugins
+  function Client:install_plugins()
+    if base then base(self) end
+    self.mam_queries = {}
+    self.bus:add("stanza-in", function(s)
+      if s.name == "message" then return on_message(self, s) end
+    end, 20)
+  end
+  return Client
+end
+
+return M

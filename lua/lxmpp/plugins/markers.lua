@@ -1,0 +1,66 @@
+-- XEP-0333 chat markers: messages with a body we send are markable; c:mark
+-- tells a sender we received, displayed or acknowledged one of theirs; a
+-- "marker" event reports others' markers.
+--
+--   c:mark(message_from_them, "displayed")
+--   c:on("marker", function(kind, id, from, stanza) end)
+
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local session = require "lxmpp.session"
+
+local type, error = type, error
+
+local NS_MARKERS = "urn:xmpp:chat-markers:0"
+local KINDS = { received = true, displayed = true, acknowledged = true }
+
+local M = { NS_MARKERS = NS_MARKERS }
+
+session.add_event("marker")
+
+function M.install(Client)
+  require("lxmpp.plugins.outgoing").install(Client)
+
+  --- c:mark(message, kind) -> true | nil, message, condition
+  -- message: a markable message we received; kind: received, displayed, acknowledged
+  function Client:mark(message, kind)
+    if not st.is_stanza(message) or message.name ~= "message" then error("mark: expected a message stanza", 2) end
+    if not KINDS[kind] then error("mark: kind must be received, displayed or acknowledged", 2) end
+    local from, id = message.attr.from, message.attr.id
+    if not from or not id then return nil, "the message has no sender or no id", "bad-request" end
+    if not message:get_child("markable", NS_MARKERS) then
+      return nil, "the message is not markable", "not-acceptable"
+    end
+    local typ = message.attr.type == "groupchat" and "groupchat" or "chat"
+    local to = typ == "groupchat" and jid.bare(from) or from
+    if typ == "groupchat" then id = self:stanza_id(message, to) or id end
+    return self:send(st.message({ to = to, type = typ, id = session.new_id() })
+      :tag(kind, { xmlns = NS_MARKERS, id = id }):up())
+  end
+
+  local base = Client.install_plugins
+  function Client:install_plugins()
+    if base then base(self) end
+    self:add_feature(NS_MARKERS)
+    self.bus:add("stanza-out", function(s)
+      if s.name == "message" and s.attr.type ~= "error" and s:get_child("body")
+          and not s:get_child("markable", NS_MARKERS) then
+        s:add_direct_child(st.stanza("markable", { xmlns = NS_MARKERS }))
+      end
+    end)
+    self.bus:add("stanza-in", function(m)
+      if m.name ~= "message" or m.attr.type == "error" then return end
+      local from = m.attr.from and jid.prep(m.attr.from)
+      if not from then return end
+      for child in m:childtags(nil, NS_MARKERS) do
+        if KINDS[child.name] and type(child.attr.id) == "string" then
+          self:fire_user("marker", child.name, child.attr.id, from, m)
+          return
+        end
+      end
+    end)
+  end
+  return Client
+end
+
+return M
