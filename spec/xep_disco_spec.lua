@@ -1,0 +1,253 @@
+-- XEP-0030 discovery, XEP-0115 capabilities, XEP-0092/0202/0012 answers,
+-- between two lxmpp clients on the embedded server: queries and answers with
+-- nodes, our ver per §5 (the XEP's own examples), others' caps cached by ver
+-- only when the answer hashes to it.
+local lxmpp = require "lxmpp"
+local st = lxmpp.stanza
+local serve = require "spec.support.serve"
+local caps = require "lxmpp.plugins.caps"
+local disco = require "lxmpp.plugins.disco"
+local listen = require "spec.support.listen"
+
+local USERS = { alice = "alice-pw", bob = "bob-pw", mallory = "mallory-pw" }
+
+local SIMPLE = [[<query xmlns='http://jabber.org/protocol/disco#info'>
+  <identity category='client' name='Exodus 0.9.1' type='pc'/>
+  <feature var='http://jabber.org/protocol/caps'/>
+  <feature var='http://jabber.org/protocol/disco#info'/>
+  <feature var='http://jabber.org/protocol/disco#items'/>
+  <feature var='http://jabber.org/protocol/muc'/>
+</query>]]
+
+local COMPLEX = [[<query xmlns='http://jabber.org/protocol/disco#info'
+    node='http://psi-im.org#q07IKJEyjvHSyhy//CH0CxmKi8w='>
+  <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>
+  <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>
+  <feature var='http://jabber.org/protocol/caps'/>
+  <feature var='http://jabber.org/protocol/disco#info'/>
+  <feature var='http://jabber.org/protocol/disco#items'/>
+  <feature var='http://jabber.org/protocol/muc'/>
+  <x xmlns='jabber:x:data' type='result'>
+    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>
+    <field var='ip_version'><value>ipv6</value><value>ipv4</value></field>
+    <field var='os'><value>Mac</value></field>
+    <field var='os_version'><value>10.5.1</value></field>
+    <field var='software'><value>Psi</value></field>
+    <field var='software_version'><value>0.11</value></field>
+  </x>
+</query>]]
+
+describe("XEP-0115 verification string", function()
+  it("is the XEP's simple example (§5.2)", function()
+    assert.equal("QgayPKawpkPSDYmwT/WM94uAlu0=", caps.ver(st.parse(SIMPLE)))
+  end)
+
+  it("is the XEP's complex example, extension form and all (§5.3)", function()
+    local q = st.parse(COMPLEX)
+    assert.equal("client/pc/el/Ψ 0.11<client/pc/en/Psi 0.11<http://jabber.org/protocol/caps<"
+      .. "http://jabber.org/protocol/disco#info<http://jabber.org/protocol/disco#items<"
+      .. "http://jabber.org/protocol/muc<urn:xmpp:dataforms:softwareinfo<ip_version<ipv4<ipv6<os<Mac<"
+      .. "os_version<10.5.1<software<Psi<software_version<0.11<", caps.string(q))
+    assert.equal("q07IKJEyjvHSyhy//CH0CxmKi8w=", caps.ver(q))
+  end)
+
+  it("does not depend on the order of identities, features and forms", function()
+    local shuffled = st.parse([[<query xmlns='http://jabber.org/protocol/disco#info'>
+      <feature var='http://jabber.org/protocol/muc'/>
+      <feature var='http://jabber.org/protocol/disco#items'/>
+      <identity category='client' name='Exodus 0.9.1' type='pc'/>
+      <feature var='http://jabber.org/protocol/disco#info'/>
+      <feature var='http://jabber.org/protocol/caps'/></query>]])
+    assert.equal("QgayPKawpkPSDYmwT/WM94uAlu0=", caps.ver(shuffled))
+  end)
+
+  it("refuses answers §5.4 says not to cache, and skips forms without a hidden FORM_TYPE", function()
+    local dup_feature = st.parse(SIMPLE:gsub("</query>", "<feature var='http://jabber.org/protocol/muc'/></query>"))
+    local ver, msg = caps.ver(dup_feature)
+    assert.is_nil(ver)
+    assert.matches("duplicate feature", msg)
+    local dup_identity = st.parse(SIMPLE:gsub("</query>",
+      "<identity category='client' name='Exodus 0.9.1' type='pc'/></query>"))
+    assert.is_nil(caps.ver(dup_identity))
+    local two_forms = COMPLEX:gsub("(<x .-</x>)", "%1%1")
+    assert.matches("two extension forms", select(2, caps.ver(st.parse(two_forms))))
+    local two_values = COMPLEX:gsub("<value>urn:xmpp:dataforms:softwareinfo</value>",
+      "<value>urn:xmpp:dataforms:softwareinfo</value><value>urn:other</value>")
+    assert.is_nil(caps.ver(st.parse(two_values)))
+    -- a form whose FORM_TYPE is not hidden, or that has none, is left out
+    local not_hidden = COMPLEX:gsub("var='FORM_TYPE' type='hidden'", "var='FORM_TYPE'")
+    local no_form = SIMPLE:gsub("identity", "identity xml:lang='en'", 1):gsub("name='Exodus 0.9.1'", "name='Psi 0.11'")
+    assert.equal(caps.string(st.parse(not_hidden)), caps.string(st.parse(COMPLEX:gsub("<x .-</x>", ""))))
+    assert.truthy(caps.ver(st.parse(no_form)))
+  end)
+end)
+
+describe("discovery between clients", function()
+  it("answers disco#info about itself with identity, plugin features and extension forms", function()
+    serve.run({ users = USERS }, function(_, port)
+      local alice = assert(serve.login(port, "alice", "alice-pw", "bot"))
+      local bob = assert(serve.login(port, "bob", "bob-pw"))
+      alice:set_identity{ category = "client", type = "bot", name = "Dictionary" }
+      alice:add_feature("urn:example:dict")
+      alice:add_info_form(require("lxmpp.forms").new{
+        { var = "FORM_TYPE", type = "hidden", value = "urn:xmpp:dataforms:softwareinfo" },
+        { var = "software", value = "dictbot" },
+      }:form(nil, "result"))
+      local info = assert(bob:disco_info(alice.jid))
+      assert.same({ { category = "client", type = "bot", name = "Dictionary" } }, info.identities)
+      for _, f in ipairs({ "urn:example:dict", "urn:xmpp:ping", "jabber:iq:version", "urn:xmpp:time",
+        "jabber:iq:last", "http://jabber.org/protocol/caps", "http://jabber.org/protocol/commands",
+        "urn:xmpp:receipts", "http://jabber.org/protocol/chatstates", "urn:xmpp:chat-markers:0",
+        disco.NS_INFO, disco.NS_ITEMS }) do
+        assert.is_true(info.features[f], f)
+      end
+      assert.equal("dictbot", info.forms[1].values.software)
+      assert.same(alice:own_info().features, info.feature_list)
+      alice:remove_feature("urn:example:dict")
+      assert.is_nil(assert(bob:disco_info(alice.jid)).features["urn:example:dict"])
+      -- the server's own info, and its items
+      local server = assert(bob:disco_info())
+      assert.is_true(server.features["urn:xmpp:ping"])
+      assert.is_table(assert(bob:disco_items()))
+      alice:close()
+      bob:close()
+    end)
+  end)
+
+  it("answers nodes through their handlers, item-not-found for unknown ones", function()
+    serve.run({ users = USERS }, function(_, port)
+      local alice = assert(serve.login(port, "alice", "alice-pw", "bot"))
+      local bob = assert(serve.login(port, "bob", "bob-pw"))
+      local asked
+      alice:disco_node("urn:example:rooms", function(from, kind)
+        asked = from
+        if kind == "items" then return { { jid = "lobby@conference.example.test", name = "Lobby" } } end
+        return { identities = { { category = "hierarchy", type = "branch" } }, features = { "urn:example:x" } }
+      end)
+      local items = assert(bob:disco_items(alice.jid, "urn:example:rooms"))
+      assert.same({ { jid = "lobby@conference.example.test", name = "Lobby" } }, items)
+      assert.equal(bob.jid, asked)
+      local info = assert(bob:disco_info(alice.jid, "urn:example:rooms"))
+      assert.equal("urn:example:rooms", info.node)
+      assert.equal("branch", info.identities[1].type)
+      assert.is_true(info.features["urn:example:x"])
+      local r, _, cond = bob:disco_info(alice.jid, "urn:example:nothing")
+      assert.is_nil(r)
+      assert.equal("item-not-found", cond)
+      r, _, cond = bob:disco_items(alice.jid, "urn:example:nothing")
+      assert.is_nil(r)
+      assert.equal("item-not-found", cond)
+      -- and the caps node#ver is ourselves
+      local own = assert(bob:disco_info(alice.jid, alice.caps_node .. "#" .. alice:caps_ver()))
+      assert.is_true(own.features["urn:xmpp:ping"])
+      assert.has_error(function() bob:disco_info(42) end)
+      alice:close()
+      bob:close()
+    end)
+  end)
+
+  it("answers version, time and last activity (to the account and contacts only)", function()
+    serve.run({ users = USERS }, function(_, port)
+      local alice = assert(serve.login(port, "alice", "alice-pw", "bot", { software = { name = "dictbot",
+        version = "2.0" } }))
+      local alice2 = assert(serve.login(port, "alice", "alice-pw", "phone"))
+      local bob = assert(serve.login(port, "bob", "bob-pw"))
+      local v = assert(bob:version(alice.jid))
+      assert.equal("dictbot", v.name)
+      assert.equal("2.0", v.version)
+      local t = assert(bob:time(alice.jid))
+      assert.is_true(math.abs(t.utc - os.time()) <= 2)
+      assert.matches("^[+-]%d%d:%d%d$", t.tzo)
+      local server_time = assert(bob:time("example.test"))
+      assert.is_true(math.abs(server_time.utc - os.time()) <= 2)
+      lxmpp.sleep(1.1)
+      local seconds = assert(alice2:last_activity(alice.jid))
+      assert.is_true(seconds >= 1)
+      alice:send_message(bob.jid, "hello")
+      assert.equal(0, (alice2:last_activity(alice.jid)))
+      local r, _, cond = bob:last_activity(alice.jid)
+      assert.is_nil(r)
+      assert.equal("forbidden", cond)
+      -- a contact with a subscription to alice may know
+      alice.roster = { ["bob@example.test"] = { jid = "bob@example.test", subscription = "from" } }
+      assert.is_number((bob:last_activity(alice.jid)))
+      alice:close()
+      alice2:close()
+      bob:close()
+    end)
+  end)
+end)
+
+describe("XEP-0115 capabilities between clients", function()
+  local function directed(from, to)
+    assert(from:send(st.presence({ to = to.jid })))
+  end
+
+  it("sends caps in presence and caches a peer's after verifying the hash", function()
+    serve.run({ users = USERS }, function(_, port)
+      local alice = assert(serve.login(port, "alice", "alice-pw", "bot"))
+      local bob = assert(serve.login(port, "bob", "bob-pw"))
+      alice:add_feature("urn:example:caps-test-" .. tostring(os.time()))
+      local got = listen(bob, "caps")
+      local pres = listen(bob, "presence")
+      directed(alice, bob)
+      local p = pres:next()
+      local c = p:get_child("c", caps.NS_CAPS)
+      assert.equal("sha-1", c.attr.hash)
+      assert.equal(alice:caps_ver(), c.attr.ver)
+      assert.equal(alice.caps_node, c.attr.node)
+      local from, info = got:next()
+      assert.equal(alice.jid, from)
+      assert.is_true(info.features["urn:xmpp:ping"])
+      assert.equal(info, bob:caps_info(alice.jid))
+      assert.equal(info, caps.cached("sha-1", alice:caps_ver()))
+      -- a second announcement of the same ver is answered from the cache
+      local queries = 0
+      alice:on("iq", function(iq) if iq:get_child("query", disco.NS_INFO) then queries = queries + 1 end end)
+      directed(alice, bob)
+      assert.equal(alice.jid, (got:next()))
+      assert.equal(0, queries)
+      -- unavailable forgets who announced what
+      assert(alice:send(st.presence({ to = bob.jid, type = "unavailable" })))
+      assert.is_true(serve.until_true(function() return bob:caps_info(alice.jid) == nil end))
+      alice:close()
+      bob:close()
+    end)
+  end)
+
+  it("does not cache an answer that does not hash to the announced ver, nor a malformed ver", function()
+    serve.run({ users = USERS }, function(_, port)
+      local mallory = assert(serve.login(port, "mallory", "mallory-pw", "liar"))
+      local bob = assert(serve.login(port, "bob", "bob-pw"))
+      local events = 0
+      bob:on("caps", function() events = events + 1 end)
+      local queries = 0
+      mallory:on("iq", function(iq) if iq:get_child("query", disco.NS_INFO) then queries = queries + 1 end end)
+      -- a ver that names features mallory does not answer with
+      local forged = st.parse(SIMPLE)
+      local ver = caps.ver(forged)
+      local victim_ver = "Zm9yZ2VkLXZlci0xMjM0NTY3OD0="       -- base64 of 20 bytes, not mallory's hash
+      for _, v in ipairs({ victim_ver, ver }) do
+        assert(mallory:send(st.presence({ to = bob.jid }):tag("c", { xmlns = caps.NS_CAPS, hash = "sha-1",
+          node = "urn:example:liar", ver = v }):up()))
+      end
+      assert.is_true(serve.until_true(function() return queries == 2 end))
+      lxmpp.sleep(0.2)
+      assert.equal(0, events)
+      assert.is_nil(caps.cached("sha-1", victim_ver))
+      assert.is_nil(caps.cached("sha-1", ver))
+      assert.is_nil(bob:caps_info(mallory.jid))
+      -- malformed: not base64, wrong length, unknown hash: not even asked
+      for _, c in ipairs({ { hash = "sha-1", ver = "not base64!" }, { hash = "sha-1", ver = "AAAA" },
+        { hash = "md5", ver = victim_ver }, { ver = victim_ver } }) do
+        c.xmlns, c.node = caps.NS_CAPS, "urn:example:liar"
+        assert(mallory:send(st.presence({ to = bob.jid }):tag("c", c):up()))
+      end
+      lxmpp.sleep(0.3)
+      assert.equal(2, queries)
+      assert.equal(0, events)
+      mallory:close()
+      bob:close()
+    end)
+  end)
+end)
