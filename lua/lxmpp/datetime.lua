@@ -45,7 +45,9 @@ function M.parse(s)
     s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
   if not y then return nil, "not an XEP-0082 date-time: " .. s end
   y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
-  if mo < 1 or mo > 12 or d < 1 or d > DAYS[mo] or h > 23 or mi > 59 or sec > 60 then
+  local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
+  if mo < 1 or mo > 12 or d < 1 or d > DAYS[mo] or (mo == 2 and d == 29 and not leap)
+      or h > 23 or mi > 59 or sec > 60 then
     return nil, "date-time out of range: " .. s
   end
   if frac == "." then return nil, "empty fraction of a second: " .. s end
