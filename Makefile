@@ -26,7 +26,7 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test check valgrind fuzz bench bench-transport bench-echo demo lint clean
+.PHONY: all deps build test check valgrind fuzz bench bench-transport bench-echo demo lint clean docs
 
 all: build
 
@@ -49,6 +49,10 @@ build/lxmpp/core.so: $(SRC) $(HDR) Makefile
 
 test: deps build
 	$(BUSTED) spec
+
+# docs/xeps.md from its one source, lua/lxmpp/xeps.lua
+docs:
+	$(LUA) -e 'io.write(require("lxmpp.xeps").markdown())' > docs/xeps.md
 
 lint:
 	luacheck lua spec bench examples fuzz/make_corpus.lua bin/lxmpp

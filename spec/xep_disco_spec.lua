@@ -97,7 +97,7 @@ describe("discovery between clients", function()
       assert.same({ { category = "client", type = "bot", name = "Dictionary" } }, info.identities)
       for _, f in ipairs({ "urn:example:dict", "urn:xmpp:ping", "jabber:iq:version", "urn:xmpp:time",
         "jabber:iq:last", "http://jabber.org/protocol/caps", "http://jabber.org/protocol/commands",
-        "urn:xmpp:receipts", "http://jabber.org/protocol/chatstates", "urn:xmpp:chat-markers:0",
+        "urn:xmpp:receipts", "http://jabber.org/protocol/chatstates", "urn:xmpp:sid:0",
         disco.NS_INFO, disco.NS_ITEMS }) do
         assert.is_true(info.features[f], f)
       end

@@ -1,8 +1,10 @@
--- XEP-0333 chat markers: messages with a body we send are markable; c:mark
--- tells a sender we received, displayed or acknowledged one of theirs; a
--- "marker" event reports others' markers.
+-- XEP-0333 displayed markers (1.0.0): messages with a body we send are
+-- markable; c:mark_displayed tells a sender we displayed one of theirs (in
+-- a room also without <markable/>, as §4 allows); a "marker" event reports
+-- others' markers (also the received and acknowledged ones older versions
+-- sent). 1.0.0 has no disco feature: <markable/> is the opt-in.
 --
---   c:mark(message_from_them, "displayed")
+--   c:mark_displayed(message_from_them)
 --   c:on("marker", function(kind, id, from, stanza) end)
 
 local st = require "lxmpp.stanza"
@@ -21,27 +23,27 @@ session.add_event("marker")
 function M.install(Client)
   require("lxmpp.plugins.outgoing").install(Client)
 
-  --- c:mark(message, kind) -> true | nil, message, condition
-  -- message: a markable message we received; kind: received, displayed, acknowledged
-  function Client:mark(message, kind)
-    if not st.is_stanza(message) or message.name ~= "message" then error("mark: expected a message stanza", 2) end
-    if not KINDS[kind] then error("mark: kind must be received, displayed or acknowledged", 2) end
+  --- c:mark_displayed(message) -> true | nil, message, condition
+  -- message: a message we received and displayed
+  function Client:mark_displayed(message)
+    if not st.is_stanza(message) or message.name ~= "message" then
+      error("mark_displayed: expected a message stanza", 2)
+    end
     local from, id = message.attr.from, message.attr.id
     if not from or not id then return nil, "the message has no sender or no id", "bad-request" end
-    if not message:get_child("markable", NS_MARKERS) then
+    local typ = message.attr.type == "groupchat" and "groupchat" or "chat"
+    if typ ~= "groupchat" and not message:get_child("markable", NS_MARKERS) then
       return nil, "the message is not markable", "not-acceptable"
     end
-    local typ = message.attr.type == "groupchat" and "groupchat" or "chat"
     local to = typ == "groupchat" and jid.bare(from) or from
     if typ == "groupchat" then id = self:stanza_id(message, to) or id end
     return self:send(st.message({ to = to, type = typ, id = session.new_id() })
-      :tag(kind, { xmlns = NS_MARKERS, id = id }):up())
+      :tag("displayed", { xmlns = NS_MARKERS, id = id }):up())
   end
 
   local base = Client.install_plugins
   function Client:install_plugins()
     if base then base(self) end
-    self:add_feature(NS_MARKERS)
     self.bus:add("stanza-out", function(s)
       if s.name == "message" and s.attr.type ~= "error" and s:get_child("body")
           and not s:get_child("markable", NS_MARKERS) then
