@@ -129,6 +129,7 @@ describe("ad-hoc commands", function()
       assert.equal("canceled", c.status)
       bad, _, cond, e = r:complete({ style = "plain" })
       assert.is_nil(bad)
+      assert.equal("bad-request", cond)
       assert.truthy(e:get_child("error"):get_child("bad-sessionid", commands.NS_COMMANDS))
       assert.is_true(serve.until_true(function() return next(bot.command_sessions) == nil end))
       for _, cl in ipairs({ bot, bob, mallory }) do cl:close() end
