@@ -3,21 +3,30 @@
 -- requests in messages, XEP-0012's idle clock) hook the client's bus under
 -- "stanza-out"; each handler gets the stanza before it is serialized and may
 -- add children to it. Installed once, whatever number of plugins use it.
+--
+-- The hook wraps the send method the client class has when a client is
+-- created (not when this file is loaded), so a send defined later in
+-- client.lua (stream management queues, say) is wrapped too, not replaced.
 
 local st = require "lxmpp.stanza"
+
+local error = error
 
 local M = {}
 
 function M.install(Client)
   if Client.outgoing_hook_installed then return Client end
   Client.outgoing_hook_installed = true
-  local base_send = Client.send
-  --- c:send(stanza): fires "stanza-out" on the plugin bus, then sends.
-  function Client:send(stanza)
-    if self.bus:has("stanza-out") and st.is_stanza(stanza) then
-      self.bus:fire("stanza-out", stanza)
+  local base = Client.install_plugins
+  function Client:install_plugins()
+    if base then base(self) end
+    local class_send = Client.send
+    --- c:send(stanza): fires "stanza-out" on the plugin bus, then sends.
+    self.send = function(c, stanza)
+      if not st.is_stanza(stanza) then error("send: expected a stanza", 2) end
+      if c.bus:has("stanza-out") then c.bus:fire("stanza-out", stanza) end
+      return class_send(c, stanza)
     end
-    return base_send(self, stanza)
   end
   return Client
 end
