@@ -228,10 +228,14 @@ describe("XEP-0115 capabilities between clients", function()
       local ver = caps.ver(forged)
       local victim_ver = "Zm9yZ2VkLXZlci0xMjM0NTY3OD0="       -- base64 of 20 bytes, not mallory's hash
       for _, v in ipairs({ victim_ver, ver }) do
+        -- mallory answers on node#ver, with info that does not hash to it
+        mallory:disco_node("urn:example:liar#" .. v, function() return mallory:own_info() end)
         assert(mallory:send(st.presence({ to = bob.jid }):tag("c", { xmlns = caps.NS_CAPS, hash = "sha-1",
           node = "urn:example:liar", ver = v }):up()))
       end
       assert.is_true(serve.until_true(function() return queries == 2 end))
+      local answer = assert(bob:disco_info(mallory.jid, "urn:example:liar#" .. ver))   -- answered, yet
+      assert.is_true(answer.features["urn:xmpp:ping"])
       lxmpp.sleep(0.2)
       assert.equal(0, events)
       assert.is_nil(caps.cached("sha-1", victim_ver))
@@ -244,7 +248,7 @@ describe("XEP-0115 capabilities between clients", function()
         assert(mallory:send(st.presence({ to = bob.jid }):tag("c", c):up()))
       end
       lxmpp.sleep(0.3)
-      assert.equal(2, queries)
+      assert.equal(3, queries)             -- two verifications and our own look
       assert.equal(0, events)
       mallory:close()
       bob:close()
