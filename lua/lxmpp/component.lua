@@ -68,6 +68,7 @@ function Component:connect()
     if reply then
       if reply.name == "handshake" then
         self.negotiating = false
+        self.on_lost = function(lmsg, lcond) self:fire_user("disconnected", lmsg, lcond) end
         conn:resume()
         self:fire_user("online", self.jid)
         return true

@@ -91,8 +91,10 @@ function M.negotiate(client, features)
   if not mechs then return client:fail("the server offers no SASL authentication", "undefined-condition") end
   local offered = {}
   local want = client.opts.mechanism
+  local any_plus = false
   for m in mechs:childtags("mechanism") do
     local name = m:get_text()
+    any_plus = any_plus or (name or ""):match("%-PLUS$") ~= nil
     -- an explicitly asked mechanism is the only candidate (never a fallback)
     if not want or name == want then offered[#offered + 1] = name end
   end
@@ -117,6 +119,10 @@ function M.negotiate(client, features)
     return client:fail("no usable SASL mechanism: " .. tostring(cb_type), "invalid-mechanism")
   end
   client.sasl_mechanism = mech
+  -- an explicitly asked SCRAM without -PLUS, while the server offers -PLUS:
+  -- the client says 'n' (it chose not to bind), never 'y' (which claims the
+  -- server offers no binding, and a server rightly takes for a downgrade)
+  offers_plus = offers_plus or any_plus
   if client.debug then
     client:log("debug", "SASL mechanism %s%s", mech,
       mech:match("%-PLUS$") and (" bound to " .. tostring(cb_type)) or "")

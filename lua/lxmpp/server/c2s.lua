@@ -12,7 +12,7 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
 
-local setmetatable, tostring, pairs, ipairs, pcall, type = setmetatable, tostring, pairs, ipairs, pcall, type
+local setmetatable, tostring, ipairs, pcall, type = setmetatable, tostring, ipairs, pcall, type
 
 local M = {}
 
@@ -274,6 +274,7 @@ negotiation[NS_SASL] = {
       return self:stream_error("policy-violation", "STARTTLS is required before authentication")
     end
     local mech = s.attr.mechanism
+    self.mechanism = mech
     local offered = false
     for _, m in ipairs(self:mechanisms()) do offered = offered or m == mech end
     if not offered then return sasl_failure(self, "invalid-mechanism") end
@@ -329,7 +330,9 @@ local function bind(self, iq)
     res = "lx" .. core.sha1_hex(core.random(8)):sub(1, 12)
   end
   local full, cond, text = self.srv:bind(self, res)
-  if not full then return self:send(st.error_reply(iq, cond == "resource-constraint" and "wait" or "cancel", cond, text)) end
+  if not full then
+    return self:send(st.error_reply(iq, cond == "resource-constraint" and "wait" or "cancel", cond, text))
+  end
   self:set_ready()
   self:send(st.reply(iq):tag("bind", { xmlns = NS_BIND }):text_tag("jid", full))
 end

@@ -175,8 +175,9 @@ local function server_items(self, iq)
   local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_ITEMS })
   local domains = {}
   for d in pairs(self.srv.hosts) do
-    if d ~= self.domain then domains[#domains + 1] = d end
+    if d ~= self.domain and not self.srv.components[d] then domains[#domains + 1] = d end
   end
+  for d in pairs(self.srv.components) do domains[#domains + 1] = d end  -- connected or not
   table.sort(domains)
   for _, d in ipairs(domains) do r:tag("item", { jid = d }):up() end
   return r
@@ -240,7 +241,7 @@ function IM:account_iq(sess, iq)
   if xmlns == NS_VCARD and q.name == "vCard" then
     return answer(send, iq, function(i)
       if i.attr.type == "get" then return vcard_get(self, i, sess.user) end
-      self.srv.store:set("vcard", sess.user, tostring(q))
+      self.srv.store:set("vcard", sess.user, tostring(q), sess.user)
     end)
   end
   if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
@@ -311,7 +312,9 @@ function IM:register_iq(sess, iq)
     if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
     return send(st.reply(iq))
   end
-  if srv.auth then return send(st.error_reply(iq, "cancel", "not-allowed", "accounts are managed by the host application")) end
+  if srv.auth then
+    return send(st.error_reply(iq, "cancel", "not-allowed", "accounts are managed by the host application"))
+  end
   local user, pw = q:get_child_text("username"), q:get_child_text("password")
   local node = user and srv:account_name(user)
   if not node or not pw or pw == "" then

@@ -42,7 +42,9 @@ M.Server = Server
 
 -- "ip:port" or "[ipv6]:port" -> ip, port
 local function parse_address(s, what)
-  if type(s) ~= "string" then error(("lxmpp.server: %s entries must be strings like 127.0.0.1:5222"):format(what), 4) end
+  if type(s) ~= "string" then
+    error(("lxmpp.server: %s entries must be strings like 127.0.0.1:5222"):format(what), 4)
+  end
   local ip, port = s:match("^%[([%x:.]+)%]:(%d+)$")
   if not ip then ip, port = s:match("^([%d.]+):(%d+)$") end
   port = tonumber(port)
@@ -365,7 +367,7 @@ end
 local function listen_all(self, list, kind, direct_tls)
   for _, a in ipairs(list) do
     local l, msg, cond = net.listen(a.ip, a.port, function(conn) self:accept(conn, kind, direct_tls) end)
-    if not l then return nil, ("cannot listen on %s port %d: %s"):format(a.ip, a.port, tostring(msg)), cond end
+    if not l then return nil, msg, cond end
     self.listeners[#self.listeners + 1] = { l = l, kind = direct_tls and "c2s-tls" or kind, ip = a.ip, port = l:port() }
   end
   return true

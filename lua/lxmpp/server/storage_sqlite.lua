@@ -27,7 +27,6 @@ local io_open, os_execute = io.open, os.execute
 local unpack, pack = table.unpack, table.pack
 
 local SCHEMA_VERSION = 1
-local BUSY_TIMEOUT_MS = 5000
 
 local SCHEMA = {
 	"CREATE TABLE accounts (user BLOB PRIMARY KEY, data BLOB NOT NULL)",
@@ -57,8 +56,12 @@ end
 -- they are told apart from bugs.
 local DBError = {}
 
-local function fail(message)
-	error(setmetatable({ message = "storage: " .. tostring(message):gsub("^LuaSQL: ", "") }, DBError), 0)
+local function message(err)
+	return "storage: " .. (tostring(err):gsub("^LuaSQL: ", ""))
+end
+
+local function fail(err)
+	error(setmetatable({ message = message(err) }, DBError), 0)
 end
 
 local DB = {}
@@ -95,12 +98,12 @@ end
 -- failed. Bugs re-raise.
 function DB:transaction(how, fn, ...)
 	local began, err = self.conn:execute("BEGIN " .. how)
-	if not began then return nil, "storage: " .. tostring(err):gsub("^LuaSQL: ", "") end
+	if not began then return nil, message(err) end
 	local res = pack(pcall(fn, self, ...))
 	if res[1] then
 		local ok, cerr = self.conn:execute("COMMIT")
 		if ok then return unpack(res, 2, res.n) end
-		res = { false, setmetatable({ message = "storage: " .. tostring(cerr) }, DBError) }
+		res = { false, setmetatable({ message = message(cerr) }, DBError) }
 	end
 	self.conn:execute("ROLLBACK")
 	if getmetatable(res[2]) == DBError then return nil, res[2].message end
@@ -289,7 +292,11 @@ local function prepare(self)
 	if not ok then fail((err:gsub("^storage: ", ""))) end
 end
 
-local sqlite = { SCHEMA_VERSION = SCHEMA_VERSION }
+local sqlite = {
+	SCHEMA_VERSION = SCHEMA_VERSION,
+	-- how long a write waits for another connection's lock before failing
+	BUSY_TIMEOUT_MS = 5000,
+}
 
 --- Opens (creating if missing) the store at path. Returns the backend, or
 -- nil and a message.
@@ -299,10 +306,10 @@ function sqlite.open(path)
 	end
 	create_private(path)
 	local env = luasql.sqlite3()
-	local conn, err = env:connect(path, BUSY_TIMEOUT_MS)
+	local conn, err = env:connect(path, sqlite.BUSY_TIMEOUT_MS)
 	if not conn then
 		env:close()
-		return nil, format("storage: cannot open %s: %s", path, tostring(err):gsub("^LuaSQL: ", ""))
+		return nil, "storage: cannot open " .. path .. ": " .. message(err):gsub("^storage: ", "")
 	end
 	local self = setmetatable({ env = env, conn = conn }, DB)
 	local ok, perr = pcall(prepare, self)

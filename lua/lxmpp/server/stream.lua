@@ -9,7 +9,7 @@
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 
-local setmetatable, tostring, pairs, string_format = setmetatable, tostring, pairs, string.format
+local tostring, pairs, xpcall, debug, string_format = tostring, pairs, xpcall, debug, string.format
 
 local M = {}
 
@@ -34,8 +34,8 @@ function Stream.init(self, srv, conn, default_ns)
   self.ended = false
   srv:account_open(self)
   conn:set_max_queue(srv.limits.max_queue)
-  conn:on("open", function(attr) self:on_open(attr) end)
-  conn:on("stanza", function(s) self:on_stanza(s) end)
+  conn:on("open", function(attr) self:guarded(self.on_open, attr) end)
+  conn:on("stanza", function(s) self:guarded(self.on_stanza, s) end)
   conn:on("stream-close", function() self:on_stream_close() end)
   conn:on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
   conn:on("eof", function() self:finish("the peer closed the connection") end)
@@ -49,6 +49,17 @@ function Stream.init(self, srv, conn, default_ns)
       self:stream_error("connection-timeout", ("negotiation not finished within %g seconds"):format(deadline))
     end
   end))
+end
+
+-- Runs a handler of this stream's input: an error in the server's own code
+-- ends this stream (internal-server-error) and is logged, and never reaches
+-- the loop, where it would stop the whole server.
+function Stream:guarded(fn, arg)
+  local ok, err = xpcall(fn, debug.traceback, self, arg)
+  if not ok then
+    self:log("error", "internal error: %s", tostring(err))
+    self:stream_error("internal-server-error")
+  end
 end
 
 function Stream:log(level, fmt, ...)

@@ -1,0 +1,80 @@
+-- Runs the embedded server for a spec: domain example.test, a certificate
+-- from the suite's test CA, any free loopback port; clients log in with
+-- lxmpp.connect verifying against that CA.
+--
+--   serve.run({ users = { alice = "pw" } }, function(srv, port) ... end)
+--   local c = serve.login(port, "alice", "pw" [, resource [, extra opts]])
+--   local s = serve.expect(c, "message", function(m) return ... end)
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local pki = require "spec.support.pki"
+local clean = require "spec.support.clean"
+
+local M = {}
+M.DOMAIN = "example.test"
+
+function M.pki() return pki.get() end
+
+function M.run(opts, fn)
+  local p = pki.get()
+  lxmpp.run(function()
+    opts.domain = opts.domain or M.DOMAIN
+    opts.listen = opts.listen or "127.0.0.1:0"
+    if opts.tls == nil then opts.tls = { cert = p.certs.good.cert, key = p.certs.good.key } end
+    if opts.tls == false then opts.tls = nil end
+    opts.log_level = opts.log_level or "error"
+    local srv = lxmpp.server(opts)
+    assert(srv:start())
+    local ports = {}
+    for _, a in ipairs(srv:addresses()) do ports[a.kind] = ports[a.kind] or a.port end
+    local ok, err = xpcall(fn, function(e)
+      if type(e) == "table" then e = tostring(e.message or e[1] or e) end
+      return debug.traceback(e, 2)
+    end, srv, ports.c2s, ports)
+    require("lxmpp.net").abort_all()
+    srv:stop()
+    lxmpp.sleep(0.05)
+    if not ok then error(err, 0) end
+  end)
+  clean()
+end
+
+function M.login(port, user, pw, res, extra)
+  local o = { jid = user .. "@" .. M.DOMAIN .. "/" .. (res or "r"), password = pw,
+    host = "127.0.0.1", port = port, cafile = pki.get().ca }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return lxmpp.connect(o)
+end
+
+--- Waits (at most timeout s) for an event on a client whose stanza passes
+-- the filter; returns it, or nil on timeout.
+function M.expect(c, event, filter, timeout)
+  local w = lxmpp.task.waiter("expect")
+  local id = c:on(event, function(s)
+    if not filter or filter(s) then w:wake(s) end
+  end)
+  local t = core.timer(timeout or 5, w)
+  local s = w:wait()
+  t:stop()
+  c:off(id)
+  return s
+end
+
+--- A collector: every stanza of `event` on c, kept in order.
+function M.collect(c, event)
+  local list = {}
+  c:on(event, function(s) list[#list + 1] = s end)
+  return list
+end
+
+--- Waits until pred() is true (polling), at most timeout seconds.
+function M.until_true(pred, timeout)
+  local deadline = core.now() + (timeout or 5)
+  while not pred() do
+    if core.now() > deadline then return false end
+    lxmpp.sleep(0.02)
+  end
+  return true
+end
+
+return M
