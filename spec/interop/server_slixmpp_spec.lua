@@ -91,7 +91,7 @@ describe("embedded server with slixmpp", function()
     end)
   end)
 
-  it("runs roster add and the subscription handshake to both, then presence and messages", function()
+  it("runs roster add and the subscription handshake to both, then presence, messages, leaving", function()
     server.run({ users = USERS }, function(srv, port)
       local r = slix(port, "pair", ALICE, USERS.alice, BOB, USERS.bob)
       assert.equal(0, r.code, r.text)
@@ -121,6 +121,8 @@ describe("embedded server with slixmpp", function()
       assert.matches("^alice@example%.test/", got[BOB][3])
       assert.equal("hello alice", got[ALICE][4])
       assert.matches("^bob@example%.test/", got[ALICE][3])
+      -- and when alice leaves, bob sees her go
+      assert.same({ "unavailable", BOB, got[BOB][3] }, records(r, "unavailable")[1], r.text)
     end)
   end)
 

@@ -9,11 +9,14 @@ clients saw, one tab-separated record per line, for the spec to check:
   login  J P              mech NAME / jid FULL / tls VERSION / cert SANS, or
                           auth_failed CONDS, tls_failed REASON
   pair   J1 P1 J2 P2      roster OWNER CONTACT SUBSCRIPTION, presence SEER FROM SHOW STATUS,
-                          message TO FROM BODY (roster add, subscription handshake both
-                          ways, presence, a message each way)
+                          message TO FROM BODY, unavailable SEER FROM (roster add,
+                          subscription handshake both ways, presence, a message each
+                          way, then J1 leaves)
   send   J P TO BODY      sent TO
   receive J P COUNT       message TO FROM BODY DELAY_STAMP DELAY_FROM (after initial presence)
-  muc    J1 P1 J2 P2 ROOM groupchat ... (two occupants join ROOM and talk)
+  muc    J1 P1 J2 P2 ROOM joined WHO OCCUPANT AFFILIATION ROLE CODES, occupant SEER OCCUPANT,
+                          groupchat TO FROM BODY (J1 creates ROOM as an instant room, J2
+                          joins, each says something to the room)
 
 TLS is verified normally against the CA given (the server's certificate
 must name the JID's domain). Exit status 0 when the scenario completed,
@@ -179,7 +182,15 @@ async def pair(args, j1, p1, j2, p2):
     await until(lambda: any(g[0] == abare for g in got), "alice's message")
     for g in got:
         out("message", *g)
-    await close(a, b)
+
+    # a leaves: b learns it
+    gone = []
+    b.add_event_handler("presence_unavailable", lambda p: gone.append(p["from"].full))
+    afull = a.boundjid.full
+    await close(a)
+    await until(lambda: afull in gone, "alice's unavailable presence")
+    out("unavailable", bbare, afull)
+    await close(b)
 
 
 async def send(args, jid, password, to, body):
@@ -210,15 +221,24 @@ async def muc(args, j1, p1, j2, p2, room):
         x.add_event_handler("groupchat_message", lambda m, x=x: m["body"] and got.append(
             (x.boundjid.bare, m["from"].full, m["body"])))
     joined = {}
-    for x, nick in ((a, "alice"), (b, "bob")):
+    for x in (a, b):
         x.add_event_handler("muc::%s::got_online" % room,
                             lambda p, x=x: joined.setdefault(x.boundjid.bare, []).append(p["from"].full))
-    await a["xep_0045"].join_muc_wait(room, "alice", maxhistory="0", timeout=TIMEOUT)
-    await b["xep_0045"].join_muc_wait(room, "bob", maxhistory="0", timeout=TIMEOUT)
+    # a creates the room and, as its owner, accepts the default configuration
+    # (an instant room, XEP-0045 §10.1.2): it stays locked until then
+    pres, _, _, _ = await a["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0, timeout=TIMEOUT)
+    codes = pres["muc"]["status_codes"]
+    out("joined", a.boundjid.bare, pres["from"].full, pres["muc"]["affiliation"], pres["muc"]["role"],
+        ",".join(str(c) for c in sorted(codes)))
+    if 201 in codes:
+        await a["xep_0045"].set_room_config(room, a["xep_0004"].make_form(ftype="submit"))
+    pres, _, occupants, _ = await b["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=TIMEOUT)
+    out("joined", b.boundjid.bare, pres["from"].full, pres["muc"]["affiliation"], pres["muc"]["role"],
+        ",".join(str(c) for c in sorted(pres["muc"]["status_codes"])))
+    for o in occupants:
+        out("occupant", b.boundjid.bare, o["from"].full)
     await until(lambda: room + "/bob" in joined.get(a.boundjid.bare, []), "alice seeing bob join")
-    for owner, occupants in joined.items():
-        for o in occupants:
-            out("occupant", owner, o)
+    out("occupant", a.boundjid.bare, room + "/bob")
     a.send_message(mto=room, mbody="hi room from alice", mtype="groupchat")
     await until(lambda: sum(1 for g in got if g[2] == "hi room from alice") >= 2, "alice's groupchat")
     b.send_message(mto=room, mbody="hi room from bob", mtype="groupchat")
