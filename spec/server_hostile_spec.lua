@@ -9,22 +9,7 @@ local raw = require "spec.support.raw"
 local USERS = { alice = "alice-pw", bob = "bob-pw" }
 local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
--- TLS, PLAIN and (unless bind == false) a bound resource, in raw bytes.
-local function raw_login(port, user, pw, bind)
-  local r = raw.connect(port)
-  r:negotiate_tls(serve.pki().ca)
-  r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='PLAIN'>" ..
-    core.base64_encode("\0" .. user .. "\0" .. pw) .. "</auth>")
-  assert.equal("success", assert(r:stanza()).name)
-  r.conn:restart()
-  r:send(raw.header())
-  assert.equal("features", assert(r:stanza()).name)
-  if bind ~= false then
-    r:send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>raw</resource></bind></iq>")
-    assert.equal("result", assert(r:stanza()).attr.type)
-  end
-  return r
-end
+local function raw_login(port, user, pw, bind) return raw.login(port, serve.pki().ca, user, pw, bind) end
 
 -- A normal client still logs in and talks to itself.
 local function still_serving(port)

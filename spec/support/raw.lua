@@ -120,4 +120,27 @@ end
 
 function Raw:close() self.conn:abort() end
 
+--- TLS, SASL PLAIN and, unless bind is false, a bound resource (bind may
+-- name it; default "raw"): a raw stream ready for stanzas.
+function M.login(port, cafile, user, pw, bind)
+  local r = M.connect(port)
+  r:negotiate_tls(cafile)
+  r:send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" ..
+    core.base64_encode("\0" .. user .. "\0" .. pw) .. "</auth>")
+  local s = assert(r:stanza())
+  assert(s.name == "success", "authentication failed: " .. tostring(s.name))
+  r.conn:restart()
+  r:send(header())
+  local f = assert(r:stanza())
+  assert(f.name == "features", "expected features after authentication")
+  r.features = f
+  if bind ~= false then
+    r:send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" ..
+      (bind or "raw") .. "</resource></bind></iq>")
+    local b = assert(r:stanza())
+    assert(b.attr.type == "result", "bind failed")
+  end
+  return r
+end
+
 return M

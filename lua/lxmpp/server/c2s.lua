@@ -11,6 +11,7 @@ local task = require "lxmpp.task"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
+local sm = require "lxmpp.server.sm"
 
 local setmetatable, tostring, ipairs, pcall, type = setmetatable, tostring, ipairs, pcall, type
 
@@ -106,7 +107,7 @@ function C2S:mechanisms()
   if self.mechs then return self.mechs end
   local list = {}
   if not self.srv.auth then
-    self.cb = self:binding_data()
+    self.cb = self.srv.channel_binding and self:binding_data() or nil
     if self.cb then
       list[#list + 1] = "SCRAM-SHA-256-PLUS"
       list[#list + 1] = "SCRAM-SHA-1-PLUS"
@@ -142,11 +143,16 @@ function C2S:on_stanza(s)
         end
       end
       s.attr.from = self.full
+      if self.sm then sm.inbound(self) end
       return self.srv.im:from_client(self, s)
     end
     local h = self.srv.stream_handlers[ns or ""]
     if h and h(self, s) then return end
     return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
+  end
+  if self.authenticated then                -- XEP-0198 <resume/> comes before binding
+    local h = self.srv.stream_handlers[ns or ""]
+    if h and h(self, s) then return end
   end
   local byns = negotiation[ns or "jabber:client"]
   local h = byns and byns[name]
@@ -355,7 +361,17 @@ negotiation["jabber:client"] = {
 function C2S:on_end(reason)
   if type(self.sasl) == "userdata" then self.sasl:close() end
   self.sasl = nil
-  if self.bound then self.srv:unbind(self, reason) end
+  if self.bound and not sm.stream_ended(self) then self.srv:unbind(self, reason) end
+end
+
+--- Sends a stanza; with stream management it is also kept until the
+-- client acknowledges it (and queued while the session hibernates).
+function C2S:send(stanza)
+  if self.sm then
+    if not sm.outbound(self, stanza) then return nil end
+    if self.ended then return true end
+  end
+  return stream.Stream.send(self, stanza)
 end
 
 return M

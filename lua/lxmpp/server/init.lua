@@ -32,6 +32,8 @@ M.DEFAULT_LIMITS = {
   sasl_attempts = 3,            -- failed authentications before the stream ends
   max_resources = 16,           -- bound resources per account
   max_offline = 1000,           -- offline messages kept per account
+  sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
+  sm_queue = 500,               -- unacknowledged stanzas kept for an XEP-0198 session
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
@@ -104,6 +106,7 @@ function M.new(opts)
   check_type(opts, "auth", "function")
   check_type(opts, "storage", "string")
   check_type(opts, "muc", "string")
+  check_type(opts, "muc_options", "table")
   check_type(opts, "logger", "function")
   local iterations = opts.iterations or 4096
   if math_type(iterations) ~= "integer" or iterations < 4096 then
@@ -120,6 +123,7 @@ function M.new(opts)
     auth = opts.auth,
     registration = opts.registration == true,
     insecure_plaintext = opts.insecure_plaintext == true,
+    channel_binding = opts.channel_binding ~= false,
     iterations = iterations,
     debug = opts.debug == true,
     log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"] or 3,
@@ -130,6 +134,7 @@ function M.new(opts)
     per_ip = {}, unauth = 0,
     listeners = {},
     stream_handlers = {},  -- xmlns -> fn(session, element) for non-stanza top-level elements
+    sm_sessions = {},      -- XEP-0198 resumption id -> session
     started = false,
   }, Server)
   return self
@@ -280,7 +285,12 @@ function Server:bind(sess, res)
     self.sessions[sess.bare] = list
   end
   local old = list[res]
-  if old then old:close("conflict", "replaced by a new connection with the same resource") end
+  if old and old.hibernation then                 -- a dropped session waiting for resumption
+    old.sm.resumable = false
+    self:unbind(old, "replaced by a new connection with the same resource")
+  elseif old then
+    old:close("conflict", "replaced by a new connection with the same resource")
+  end
   local n = 0
   for _ in pairs(list) do n = n + 1 end
   if n >= self.limits.max_resources then
@@ -302,6 +312,7 @@ function Server:unbind(sess, reason)
   sess.bound = false
   self:log("info", "%s left: %s", sess.full, tostring(reason))
   self.im:session_ended(sess)
+  require("lxmpp.server.sm").session_over(sess)
 end
 
 ---------------------------------------------------------------------------
@@ -400,9 +411,12 @@ function Server:start()
     end
   end
   self.im = require("lxmpp.server.im").new(self)
+  local sm = require "lxmpp.server.sm"
+  self.stream_handlers[sm.NS] = sm.handle
+  self.sm_features = function() return "<sm xmlns='" .. sm.NS .. "'/>" end
   self.hosts[self.domain] = self.im
   if self.opts.muc then
-    self.muc = require("lxmpp.server.muc").new(self, self.opts.muc)
+    self.muc = require("lxmpp.server.muc").new(self, self.opts.muc, self.opts.muc_options)
     self:add_host(self.opts.muc, self.muc)
   end
   self.components = {}
@@ -444,6 +458,16 @@ function Server:stop()
   local list = {}
   for s in pairs(self.streams) do list[#list + 1] = s end
   for _, s in ipairs(list) do s:close("system-shutdown", "the server is stopping") end
+  local waiting = {}                         -- XEP-0198 sessions nobody resumed yet
+  for _, l in pairs(self.sessions) do
+    for _, s in pairs(l) do
+      if s.hibernation then waiting[#waiting + 1] = s end
+    end
+  end
+  for _, s in ipairs(waiting) do
+    s.sm.resumable = false
+    self:unbind(s, "the server is stopping")  -- unacknowledged messages go offline
+  end
   if self.muc and self.muc.close then self.muc:close() end
   self.muc = nil
   if self.tls_ctx then self.tls_ctx:close() end

@@ -104,6 +104,7 @@ end
 --- Sends <stream:error/> and closes (a header first when none was sent).
 function Stream:stream_error(cond, text)
   if self.ended then return end
+  self.clean_end = true
   if not self.header_sent then self:send_header({ from = self.srv.domain, version = "1.0" }) end
   self:log("info", "stream error %s: %s", cond, tostring(text))
   self:write("<stream:error><" .. cond .. " xmlns='" .. M.NS_STREAM_ERRORS .. "'/>" ..
@@ -116,6 +117,7 @@ end
 --- The peer closed its stream: close ours too.
 function Stream:on_stream_close()
   if self.ended then return end
+  self.clean_end = true
   self:write("</stream:stream>")
   self.conn:close()
   self:finish("stream closed by the peer")
@@ -125,6 +127,7 @@ end
 function Stream:close(cond, text)
   if cond then return self:stream_error(cond, text) end
   if self.ended then return end
+  self.clean_end = true
   self:write("</stream:stream>")
   self.conn:close()
   self:finish("closed by the server")

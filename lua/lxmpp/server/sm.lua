@@ -1,0 +1,248 @@
+-- lxmpp.server.sm: stream management (XEP-0198) on the server side.
+--
+-- A bound client may <enable/> it: from then on both sides count the
+-- stanzas they handled (32-bit counters that wrap), the server keeps what
+-- it sent until the client acknowledges it (a bounded queue), asks for
+-- acks after a few stanzas or a short idle time, and answers <r/>. When
+-- the connection drops without a clean close, a resumable session
+-- hibernates: it stays bound and available, stanzas for it are queued,
+-- and a new stream of the same account can <resume/> it before binding,
+-- getting every unacknowledged stanza again. A session nobody resumes in
+-- time ends then: its unacknowledged messages go to offline storage (or
+-- back to their sender as errors), never silently away.
+
+local core = require "lxmpp.core"
+local st = require "lxmpp.stanza"
+local stream = require "lxmpp.server.stream"
+
+local tostring, tonumber, table_remove, string_format = tostring, tonumber, table.remove, string.format
+
+local M = {}
+local NS = "urn:xmpp:sm:3"
+M.NS = NS
+
+local WRAP = 4294967296          -- 2^32
+local ACK_EVERY = 5              -- unacknowledged stanzas before we ask
+local ACK_IDLE = 1               -- seconds of quiet before we ask anyway
+
+-- XEP-0198 counters are xs:unsignedInt, written in digits only.
+local function parse_h(s)
+  if type(s) ~= "string" or not s:match("^%d+$") or #s > 10 then return nil end
+  local n = tonumber(s)
+  if n >= WRAP then return nil end
+  return math.tointeger(n)
+end
+M.parse_h = parse_h
+
+local function sm_error(sess, cond, text)
+  return sess:write("<failed xmlns='" .. NS .. "'><" .. cond ..
+    " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>" ..
+    (text and ("<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>" .. core.xml_escape(text) .. "</text>") or "") ..
+    "</failed>")
+end
+
+---------------------------------------------------------------------------
+-- counting and acknowledging
+
+local function request_ack(sess)
+  local sm = sess.sm
+  sm.requested = true
+  if not sess.ended then sess:write("<r xmlns='" .. NS .. "'/>") end
+end
+
+local function arm_idle(sess)
+  local sm = sess.sm
+  if sm.idle or sm.requested or sess.ended then return end
+  sm.idle = core.timer(ACK_IDLE, stream.timer_target(function()
+    sm.idle = nil
+    if sess.sm == sm and sm.qn > 0 and not sm.requested then request_ack(sess) end
+  end))
+end
+
+--- A stanza sent to an SM session: counted and kept until acknowledged.
+function M.outbound(sess, stanza)
+  local sm = sess.sm
+  if sm.qn >= sess.srv.limits.sm_queue then
+    sess:log("warn", "stream management queue full (%d unacknowledged): closing", sm.qn)
+    sm.resumable = false
+    if sess.hibernation then
+      sess.srv:unbind(sess, "too many stanzas while waiting for resumption")
+    else
+      sess:close("resource-constraint", "too many unacknowledged stanzas")
+    end
+    sess.srv:route(stanza)          -- the session is gone: offline storage or an error
+    return false
+  end
+  sm.qn = sm.qn + 1
+  sm.q[sm.qn] = stanza
+  if sm.qn % ACK_EVERY == 0 and not sm.requested then request_ack(sess) else arm_idle(sess) end
+  return true
+end
+
+-- The client acknowledged h: drop what it has; true, or nil on a bad h.
+local function acknowledge(sess, h)
+  local sm = sess.sm
+  local n = (h - sm.acked) % WRAP
+  if n > sm.qn then return nil end
+  for _ = 1, n do table_remove(sm.q, 1) end
+  sm.qn = sm.qn - n
+  sm.acked = h
+  return true
+end
+
+--- One stanza handled from the client.
+function M.inbound(sess)
+  local sm = sess.sm
+  sm.handled = (sm.handled + 1) % WRAP
+end
+
+local function handled_too_high(sess)
+  sess.sm.resumable = false
+  sess:write("<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" ..
+    "<handled-count-too-high xmlns='" .. NS .. "' h='" .. tostring(sess.sm.acked) ..
+    "' send-count='" .. tostring((sess.sm.acked + sess.sm.qn) % WRAP) .. "'/>" ..
+    "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>the client acknowledged more than was sent</text>" ..
+    "</stream:error></stream:stream>")
+  sess.conn:close()
+  sess:finish("handled-count-too-high")
+end
+
+---------------------------------------------------------------------------
+-- elements
+
+local handlers = {}
+
+function handlers.enable(sess, el)
+  if not sess.bound then return sm_error(sess, "unexpected-request", "bind a resource first") end
+  if sess.sm then return sm_error(sess, "unexpected-request", "stream management is already enabled") end
+  local srv = sess.srv
+  sess.sm = { handled = 0, acked = 0, q = {}, qn = 0 }
+  local attrs = ""
+  if el.attr.resume == "true" or el.attr.resume == "1" then
+    local id = core.sha1_hex(core.random(16))
+    sess.sm.id, sess.sm.resumable = id, true
+    srv.sm_sessions[id] = sess
+    attrs = string_format(" id='%s' resume='true' max='%d'", id, math.ceil(srv.limits.sm_timeout))
+  end
+  sess:write("<enabled xmlns='" .. NS .. "'" .. attrs .. "/>")
+end
+
+function handlers.r(sess)
+  if not sess.sm then return sess:stream_error("unsupported-stanza-type", "stream management is not enabled") end
+  sess:write("<a xmlns='" .. NS .. "' h='" .. tostring(sess.sm.handled) .. "'/>")
+end
+
+function handlers.a(sess, el)
+  if not sess.sm then return sess:stream_error("unsupported-stanza-type", "stream management is not enabled") end
+  local h = parse_h(el.attr.h)
+  if not h then return sess:stream_error("bad-format", "h must be a 32-bit count in digits") end
+  sess.sm.requested = false
+  if not acknowledge(sess, h) then return handled_too_high(sess) end
+  if sess.sm.qn > 0 then arm_idle(sess) end
+end
+
+-- Moves the hibernating (or still connected) session old into the new
+-- stream sess, which then stands for it.
+local function take_over(sess, old)
+  local srv = sess.srv
+  old.resumed_by = sess
+  if old.hibernation then old.hibernation:stop() end
+  if not old.ended then
+    old.conn:abort()
+    old:finish("resumed on another connection")
+  end
+  for _, k in ipairs({ "user", "bare", "resource", "full", "available", "priority", "presence",
+    "interested", "directed", "sm", "mechanism" }) do
+    sess[k] = old[k]
+  end
+  sess.bound = true
+  local list = srv.sessions[sess.bare] or {}
+  srv.sessions[sess.bare] = list
+  list[sess.resource] = sess
+  srv.sm_sessions[sess.sm.id] = sess
+  sess:set_ready()
+end
+
+function handlers.resume(sess, el)
+  local srv = sess.srv
+  if not sess.authenticated or sess.bound then
+    return sm_error(sess, "unexpected-request", "resume after authentication and before binding")
+  end
+  local h = parse_h(el.attr.h)
+  local old = el.attr.previd and srv.sm_sessions[el.attr.previd]
+  -- only the account that owns a session may resume it (SECURITY.md)
+  if not h or not old or old.bare ~= sess.bare or old.resumed_by then
+    return sm_error(sess, "item-not-found", "no such session to resume")
+  end
+  take_over(sess, old)
+  if not acknowledge(sess, h) then return handled_too_high(sess) end
+  local sm = sess.sm
+  sm.requested = false
+  sess:write("<resumed xmlns='" .. NS .. "' previd='" .. sm.id .. "' h='" .. tostring(sm.handled) .. "'/>")
+  for i = 1, sm.qn do
+    if not sess:write(tostring(sm.q[i])) then break end
+  end
+  if sm.qn > 0 then request_ack(sess) end
+  sess:log("info", "resumed %s (%d stanzas sent again)", sess.full, sm.qn)
+end
+
+--- The stream handler for the SM namespace (c2s calls it).
+function M.handle(sess, el)
+  local h = handlers[el.name]
+  if not h then return false end
+  h(sess, el)
+  return true
+end
+
+---------------------------------------------------------------------------
+-- the end of a session
+
+-- Unacknowledged stanzas of a session that is over: messages are stored
+-- offline (or bounced), IQ requests answered with an error.
+local function flush_unacked(sess)
+  local sm, srv = sess.sm, sess.srv
+  local q = sm.q
+  sm.q, sm.qn = {}, 0
+  for _, s in ipairs(q) do
+    local t = s.attr.type
+    if s.name == "message" and t ~= "error" and t ~= "groupchat" and t ~= "headline" then
+      srv.im:store_offline(s, sess.user)
+    elseif s.name == "iq" and (t == "get" or t == "set") then
+      local r = st.error_reply(s, "wait", "recipient-unavailable")
+      r.attr.from = sess.full
+      srv:route(r)
+    end
+  end
+end
+
+--- Called by c2s when a stream ends: true when the session hibernates
+-- (it stays bound until resumed or timed out).
+function M.stream_ended(sess)
+  local sm = sess.sm
+  if not sm then return false end
+  if sm.idle then sm.idle:stop(); sm.idle = nil end
+  if sess.resumed_by then return true end             -- it lives on elsewhere
+  if sm.resumable and not sess.clean_end and sess.srv.started then
+    local srv = sess.srv
+    sess:log("info", "%s hibernates for %d seconds", sess.full, srv.limits.sm_timeout)
+    sess.hibernation = core.timer(srv.limits.sm_timeout, stream.timer_target(function()
+      sess.hibernation = nil
+      if sess.resumed_by then return end
+      sm.resumable = false
+      srv:unbind(sess, "not resumed in time")
+    end))
+    return true
+  end
+  return false
+end
+
+--- The session is really over: forget its id, hand over what is unacknowledged.
+function M.session_over(sess)
+  local sm = sess.sm
+  if not sm or sess.resumed_by then return end
+  if sm.id and sess.srv.sm_sessions[sm.id] == sess then sess.srv.sm_sessions[sm.id] = nil end
+  if sess.hibernation then sess.hibernation:stop(); sess.hibernation = nil end
+  flush_unacked(sess)
+end
+
+return M

@@ -1,0 +1,160 @@
+-- The command line (bin/lxmpp) and `make demo`'s script, run as a user runs
+-- them: --version/--help, clear errors for bad flags, `serve` printing where
+-- it listens and which accounts exist, `send` delivering through it, `run`,
+-- `parse`, and examples/demo.lua's scripted conversation with the bot.
+local lxmpp = require "lxmpp"
+
+local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
+local BIN = ROOT .. "/bin/lxmpp"
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Runs a command: its output (stdout and stderr) and exit code.
+local function run(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1", "r"))
+  local out = f:read("a")
+  local _, _, code = f:close()
+  return out, code
+end
+
+local function lxmpp_cmd(args) return run("lua5.4 " .. q(BIN) .. " " .. args) end
+
+local function read(path)
+  local f = io.open(path)
+  local s = f and f:read("a") or ""
+  if f then f:close() end
+  return s
+end
+
+-- Waits (polling, in a task) until the file contains pattern.
+local function wait_for(path, pattern, seconds)
+  for _ = 1, (seconds or 10) * 20 do
+    local s = read(path)
+    if s:match(pattern) then return s:match(pattern), s end
+    lxmpp.sleep(0.05)
+  end
+  return nil, read(path)
+end
+
+describe("bin/lxmpp", function()
+  it("prints its version and help", function()
+    local out, code = lxmpp_cmd("--version")
+    assert.equal(0, code)
+    assert.equal("lxmpp " .. lxmpp.VERSION .. "\n", out)
+    out, code = lxmpp_cmd("--help")
+    assert.equal(0, code)
+    assert.matches("serve %[%-%-domain D%]", out)
+    assert.matches("send %-%-jid J %-%-password P", out)
+  end)
+
+  it("refuses bad commands and flags with exit code 2 and a clear message", function()
+    local cases = {
+      { "frobnicate", "unknown command 'frobnicate'" },
+      { "serve --bogus", "serve: unknown option '%-%-bogus'" },
+      { "serve --listen nonsense", "bad listen address \"nonsense\"" },
+      { "serve --user alice", "serve: %-%-user expects NAME:VALUE" },
+      { "serve --cert x.pem", "%-%-cert and %-%-key go together" },
+      { "serve --domain", "serve: %-%-domain needs a value" },
+      { "send bob@localhost hi", "send: %-%-jid and %-%-password are required" },
+      { "send --jid a@localhost --password p bob@localhost", "send: expected TO and MESSAGE" },
+      { "send --jid a@localhost --password p --port x bob@localhost hi", "send: %-%-port must be a number" },
+    }
+    for _, c in ipairs(cases) do
+      local out, code = lxmpp_cmd(c[1])
+      assert.equal(2, code, c[1])
+      assert.matches(c[2], out, 1, false, c[1])
+    end
+  end)
+
+  it("runs scripts with their arguments and parses streams", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write("print(arg[0] ~= nil, ...)\n")
+    f:close()
+    local out, code = lxmpp_cmd("run " .. q(script) .. " a b")
+    assert.equal(0, code)
+    assert.equal("true\ta\tb\n", out)
+    os.remove(script)
+    out, code = run("printf '<message><body>hi</body></message>' | lua5.4 " .. q(BIN) .. " parse")
+    assert.equal(0, code)
+    assert.matches("<body>hi</body>", out)
+  end)
+
+  it("serves, says where and for whom, and `send` delivers through it", function()
+    local log = os.tmpname()
+    local pidf = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
+      "--user alice:alice-pw --user bob:bob-pw >" .. q(log) .. " 2>&1 & echo $!"))
+    local pid = pidf:read("l")
+    pidf:close()
+    lxmpp.run(function()
+      local port, text = wait_for(log, "listening: c2s 127%.0%.0%.1:(%d+)")
+      assert(port, "serve did not say where it listens:\n" .. text)
+      assert.matches("accounts: alice@localhost bob@localhost", text)
+      assert.matches("ready", text)
+      local bob = assert(lxmpp.connect({ jid = "bob@localhost/b", password = "bob-pw",
+        host = "127.0.0.1", port = tonumber(port), insecure = true }))
+      bob:send_presence()
+      local got = lxmpp.task.waiter()
+      bob:on("message", function(m) if m:get_child_text("body") then got:wake(m) end end)
+      lxmpp.sleep(0.1)
+      local out, code = lxmpp_cmd("send --jid alice@localhost --password alice-pw --host 127.0.0.1 --port " ..
+        port .. " --insecure bob@localhost 'hello from the command line'")
+      assert.equal(0, code, out)
+      local t = lxmpp.core.timer(10, got)
+      local m = got:wait()
+      t:stop()
+      assert.truthy(m, "bob got nothing")
+      assert.equal("hello from the command line", m:get_child_text("body"))
+      assert.matches("^alice@localhost/", m.attr.from)
+      out, code = lxmpp_cmd("send --jid alice@localhost --password wrong --host 127.0.0.1 --port " ..
+        port .. " --insecure bob@localhost hi")
+      assert.equal(1, code)
+      assert.matches("send: cannot log in: .*not%-authorized", out)
+      -- a verified connection refuses the self-signed certificate
+      out, code = lxmpp_cmd("send --jid alice@localhost --password alice-pw --host 127.0.0.1 --port " ..
+        port .. " bob@localhost hi")
+      assert.equal(1, code)
+      assert.matches("tls%-verify%-failed", out)
+      bob:close()
+    end)
+    os.execute("kill " .. pid)
+    os.remove(log)
+  end)
+
+  it("serve reads a Lua config file, and flags override it", function()
+    local conf = os.tmpname()
+    local f = assert(io.open(conf, "w"))
+    f:write('domain = "conf.example"\nusers = { carol = "pw" }\nlisten = { "127.0.0.1:0" }\n')
+    f:close()
+    local log = os.tmpname()
+    local pidf = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --config " .. q(conf) ..
+      " --user dave:pw2 >" .. q(log) .. " 2>&1 & echo $!"))
+    local pid = pidf:read("l")
+    pidf:close()
+    lxmpp.run(function()
+      local accounts, text = wait_for(log, "accounts: ([^\n]*)")
+      assert(accounts, text)
+      assert.equal("carol@conf.example dave@conf.example", accounts)
+      assert.matches("domain: conf.example", text)
+    end)
+    os.execute("kill " .. pid)
+    os.remove(log)
+    os.remove(conf)
+    local out, code = lxmpp_cmd("serve --config /nonexistent/x.lua")
+    assert.equal(1, code)
+    assert.matches("serve: cannot open /nonexistent/x.lua", out)
+  end)
+end)
+
+describe("make demo (examples/demo.lua)", function()
+  it("starts the server, runs the bot, asks three words and tells how to connect", function()
+    local out, code = run("LXMPP_DEMO_PORT=0 LXMPP_DEMO_EXIT=1 timeout 60 lua5.4 " .. q(ROOT .. "/examples/demo.lua"))
+    assert.equal(0, code, out)
+    assert.matches("embedded server for localhost listening on 127.0.0.1 port %d+", out)
+    assert.matches("dictbot < xmpp: the Extensible Messaging and Presence Protocol", out)
+    assert.matches("dictbot < jid: a Jabber ID", out)
+    assert.matches("dictbot < don't know about unicorn", out)
+    assert.matches("account  you@localhost   password you%-secret", out)
+    assert.matches("demo finished", out)
+  end)
+end)

@@ -1,0 +1,923 @@
+-- The embedded server's MUC service (lxmpp.server.muc), driven through a fake
+-- server: route() records what the service sends, a memory store keeps
+-- persistent rooms. Each exchange is transcript-like: deliver a stanza,
+-- look at what came out.
+
+local st = require "lxmpp.stanza"
+local muc = require "lxmpp.server.muc"
+
+local NS_MUC = "http://jabber.org/protocol/muc"
+local NS_USER = NS_MUC .. "#user"
+local NS_ADMIN = NS_MUC .. "#admin"
+local NS_OWNER = NS_MUC .. "#owner"
+local NS_X = "jabber:x:data"
+local SERVICE = "conference.localhost"
+local ROOM = "room@" .. SERVICE
+
+local function memory_store()
+	local data = {}
+	local store = { data = data, sets = 0 }
+	function store.get(_, kind, key)
+		return data[kind] and data[kind][key]
+	end
+	function store:set(kind, key, value)
+		self.sets = self.sets + 1
+		data[kind] = data[kind] or {}
+		data[kind][key] = value
+	end
+	function store.keys(_, kind)
+		local list = {}
+		for k in pairs(data[kind] or {}) do list[#list + 1] = k end
+		table.sort(list)
+		return list
+	end
+	return store
+end
+
+-- A fake server with its MUC host; h:send(xml) delivers and returns what
+-- was routed meanwhile.
+local function harness(opts, store)
+	local h = { out = {}, logs = {}, now = 1000000000 }
+	opts = opts or {}
+	opts.clock = opts.clock or function () return h.now end
+	h.srv = {
+		domain = "localhost", store = store or memory_store(),
+		route = function (_, s)
+			assert(st.is_stanza(s))
+			assert(s.attr.to, "routed without a 'to': " .. tostring(s))
+			h.out[#h.out + 1] = st.parse(tostring(s)) -- what a peer would read
+		end,
+		log = function (_, level, fmt, ...) h.logs[#h.logs + 1] = level .. " " .. fmt:format(...) end,
+	}
+	h.host = muc.new(h.srv, SERVICE, opts)
+	function h:send(s)
+		if type(s) == "string" then s = assert(st.parse(s)) end
+		self.out = {}
+		self.host:deliver(s)
+		local out = self.out
+		self.out = {}
+		return out
+	end
+	return h
+end
+
+local function user_x(s)
+	return s:get_child("x", NS_USER)
+end
+
+local function codes(s)
+	local set = {}
+	local x = user_x(s)
+	if x then
+		for status in x:childtags("status") do set[status.attr.code] = true end
+	end
+	return set
+end
+
+local function item(s)
+	local x = user_x(s)
+	return x and x:get_child("item")
+end
+
+local function only(list, pred, what)
+	local found = {}
+	for _, s in ipairs(list) do
+		if pred(s) then found[#found + 1] = s end
+	end
+	assert(#found == 1, ("expected one %s, got %d in:\n%s"):format(what or "stanza", #found,
+		table.concat((function () local t = {} for i, s in ipairs(list) do t[i] = tostring(s) end return t end)(), "\n")))
+	return found[1]
+end
+
+local function to(list, full)
+	local found = {}
+	for _, s in ipairs(list) do
+		if s.attr.to == full then found[#found + 1] = s end
+	end
+	return found
+end
+
+local function error_condition(s)
+	assert.equal("error", s.attr.type, tostring(s))
+	local e = s:get_child("error")
+	return e.tags[1].name, e.attr.type
+end
+
+local function presence(from, to_, extra)
+	return ("<presence from='%s' to='%s'>%s</presence>"):format(from, to_, extra or "<x xmlns='" .. NS_MUC .. "'/>")
+end
+
+local function groupchat(from, body, room)
+	return ("<message from='%s' to='%s' type='groupchat' id='g1'><body>%s</body></message>"):format(from,
+		room or ROOM, body)
+end
+
+local function iq(from, typ, to_, payload, id)
+	return ("<iq from='%s' to='%s' type='%s' id='%s'>%s</iq>"):format(from, to_ or ROOM, typ, id or "q1", payload)
+end
+
+local function submit(fields)
+	local x = { "<x xmlns='" .. NS_X .. "' type='submit'>" }
+	for var, value in pairs(fields) do
+		x[#x + 1] = ("<field var='muc#roomconfig_%s'><value>%s</value></field>"):format(var, value)
+	end
+	x[#x + 1] = "</x>"
+	return "<query xmlns='" .. NS_OWNER .. "'>" .. table.concat(x) .. "</query>"
+end
+
+local OWNER = "owner@localhost/desk"
+local admin_query = "<query xmlns='" .. NS_ADMIN .. "'>"
+
+-- A room created by owner@localhost as "boss" and configured (unlocked).
+local function configured_room(h, fields, room)
+	room = room or ROOM
+	h:send(presence(OWNER, room .. "/boss"))
+	local out = h:send(iq(OWNER, "set", room, submit(fields or {})))
+	assert.equal("result", out[1].attr.type, tostring(out[1]))
+	return out
+end
+
+-- Joins and returns what the joining session received.
+local function join(h, full, nick, extra, room)
+	local out = h:send(presence(full, (room or ROOM) .. "/" .. nick, extra))
+	return to(out, full), out
+end
+
+describe("lxmpp.server.muc", function ()
+	describe("creating a room", function ()
+		it("creates a locked room on first join: 201 and 110 on the owner's own presence, last", function ()
+			local h = harness()
+			local out = h:send(presence(OWNER, ROOM .. "/boss"))
+			local pres = {}
+			for _, s in ipairs(out) do if s.name == "presence" then pres[#pres + 1] = s end end
+			assert.equal(1, #pres)
+			local p = pres[1]
+			assert.equal(ROOM .. "/boss", p.attr.from)
+			assert.equal(OWNER, p.attr.to)
+			assert.is_true(codes(p)["201"] and codes(p)["110"])
+			assert.same({ affiliation = "owner", role = "moderator", jid = OWNER }, item(p).attr)
+			-- then the (empty) subject, last
+			assert.equal("", out[#out]:get_child_text("subject"))
+			-- locked: nobody else may enter yet
+			local got = join(h, "bob@localhost/a", "bob")
+			assert.equal("item-not-found", (error_condition(got[1])))
+		end)
+
+		it("unlocks on an empty submitted form (an instant room)", function ()
+			local h = harness()
+			h:send(presence(OWNER, ROOM .. "/boss"))
+			local out = h:send(iq(OWNER, "set", ROOM, "<query xmlns='" .. NS_OWNER .. "'><x xmlns='" .. NS_X
+				.. "' type='submit'/></query>"))
+			assert.equal("result", out[1].attr.type)
+			local got = join(h, "bob@localhost/a", "bob")
+			local self_p = got[#got - 1]
+			assert.is_true(codes(self_p)["110"])
+			assert.is_nil(codes(self_p)["201"])
+			assert.same({ affiliation = "none", role = "participant", jid = "bob@localhost/a" }, item(self_p).attr)
+		end)
+
+		it("destroys a new room whose owner cancels the configuration", function ()
+			local h = harness()
+			h:send(presence(OWNER, ROOM .. "/boss"))
+			local out = h:send(iq(OWNER, "set", ROOM, "<query xmlns='" .. NS_OWNER .. "'><x xmlns='" .. NS_X
+				.. "' type='cancel'/></query>"))
+			local p = only(out, function (s) return s.name == "presence" end)
+			assert.equal("unavailable", p.attr.type)
+			assert.is_not_nil(user_x(p):get_child("destroy"))
+			assert.is_nil(h.host.rooms[ROOM])
+		end)
+
+		it("lets only local users create rooms by default, and bounds the number of rooms", function ()
+			local h = harness({ max_rooms = 1 })
+			local out = h:send(presence("eve@elsewhere.example/x", ROOM .. "/eve"))
+			assert.equal("not-allowed", (error_condition(out[1])))
+			h:send(presence(OWNER, ROOM .. "/boss"))
+			out = h:send(presence(OWNER, "other@" .. SERVICE .. "/boss"))
+			assert.same({ "resource-constraint", "wait" }, { error_condition(out[1]) })
+			local h2 = harness({ create = "anyone" })
+			out = h2:send(presence("eve@elsewhere.example/x", ROOM .. "/eve"))
+			assert.is_true(codes(out[1])["201"])
+		end)
+
+		it("refuses a join without a nickname, and invisible or unpreparable nicknames", function ()
+			local h = harness()
+			local out = h:send(presence(OWNER, ROOM))
+			assert.equal("jid-malformed", (error_condition(out[1])))
+			out = h:send(presence(OWNER, ROOM .. "/   "))
+			assert.equal("not-acceptable", (error_condition(out[1])))
+			assert.is_nil(h.host.rooms[ROOM])
+			out = h:send(presence(OWNER, ROOM .. "/" .. ("n"):rep(1024)))
+			assert.equal("jid-malformed", (error_condition(out[1])))
+			out = h:send(st.presence({ from = OWNER, to = ROOM .. "/a\238\128\128b" })) -- private use: prohibited
+			assert.equal("jid-malformed", (error_condition(out[1])))
+			out = h:send(presence(OWNER, ROOM .. "/" .. ("n"):rep(1023)))
+			assert.is_true(codes(out[1])["110"])
+		end)
+	end)
+
+	describe("occupants", function ()
+		local h
+		before_each(function ()
+			h = harness()
+			configured_room(h)
+		end)
+
+		it("sends a newcomer everyone's presence, then its own (110) last, then the subject", function ()
+			join(h, "bob@localhost/a", "bob")
+			local got, all = join(h, "carol@localhost/c", "carol",
+				"<x xmlns='" .. NS_MUC .. "'/><show>away</show><status>out</status>")
+			local froms = {}
+			for _, s in ipairs(got) do froms[#froms + 1] = s.attr.from end
+			assert.equal(ROOM .. "/carol", froms[#froms - 1])
+			assert.is_true(codes(got[#got - 1])["110"])
+			assert.equal("away", got[#got - 1]:get_child_text("show"))
+			assert.is_not_nil(got[#got]:get_child("subject"))
+			local seen = {}
+			for i = 1, #got - 2 do seen[got[i].attr.from] = item(got[i]).attr end
+			assert.same({ affiliation = "owner", role = "moderator" }, seen[ROOM .. "/boss"])
+			assert.same({ affiliation = "none", role = "participant" }, seen[ROOM .. "/bob"])
+			-- the others see carol; the moderator sees her real JID, bob does not
+			local to_boss = only(to(all, OWNER), function () return true end)
+			assert.equal("carol@localhost/c", item(to_boss).attr.jid)
+			local to_bob = only(to(all, "bob@localhost/a"), function () return true end)
+			assert.is_nil(item(to_bob).attr.jid)
+			assert.equal("out", to_bob:get_child_text("status"))
+			assert.is_nil(to_bob:get_child("x", NS_MUC)) -- the client's join element is not reflected
+		end)
+
+		it("refuses a nickname in use by someone else (409 conflict)", function ()
+			join(h, "bob@localhost/a", "bob")
+			local got = join(h, "mallory@localhost/m", "bob")
+			assert.same({ "conflict", "cancel" }, { error_condition(got[1]) })
+		end)
+
+		it("lets the same bare JID join one nickname from two sessions", function ()
+			join(h, "bob@localhost/a", "bob")
+			local got, all = join(h, "bob@localhost/b", "bob")
+			assert.is_true(codes(got[#got - 1])["110"])
+			-- messages to bob reach both sessions
+			local out = h:send(groupchat(OWNER, "hi"))
+			assert.equal(1, #to(out, "bob@localhost/a"))
+			assert.equal(1, #to(out, "bob@localhost/b"))
+			assert.is_true(#all >= #got)
+			-- one session leaving keeps bob in the room
+			out = h:send("<presence type='unavailable' from='bob@localhost/a' to='" .. ROOM .. "/bob'/>")
+			assert.equal(1, #to(out, "bob@localhost/a"))
+			assert.equal("unavailable", to(out, "bob@localhost/a")[1].attr.type)
+			assert.is_not_nil(h.host.rooms[ROOM].occupants.bob)
+			out = h:send(groupchat(OWNER, "still there?"))
+			assert.equal(0, #to(out, "bob@localhost/a"))
+			assert.equal(1, #to(out, "bob@localhost/b"))
+		end)
+
+		it("changes nicknames with 303 then the new presence, 110 for the occupant", function ()
+			join(h, "bob@localhost/a", "bob")
+			local out = h:send(presence("bob@localhost/a", ROOM .. "/robert", ""))
+			local mine = to(out, "bob@localhost/a")
+			assert.equal(2, #mine)
+			assert.equal("unavailable", mine[1].attr.type)
+			assert.equal(ROOM .. "/bob", mine[1].attr.from)
+			assert.is_true(codes(mine[1])["303"] and codes(mine[1])["110"])
+			assert.equal("robert", item(mine[1]).attr.nick)
+			assert.equal(ROOM .. "/robert", mine[2].attr.from)
+			assert.is_true(codes(mine[2])["110"])
+			local boss = to(out, OWNER)
+			assert.is_true(codes(boss[1])["303"])
+			assert.is_nil(codes(boss[1])["110"])
+			-- and into a nickname in use: conflict
+			out = h:send(presence("bob@localhost/a", ROOM .. "/boss", ""))
+			assert.equal("conflict", (error_condition(out[1])))
+		end)
+
+		it("tells everyone when an occupant leaves, with its status, and ignores non-occupants", function ()
+			join(h, "bob@localhost/a", "bob")
+			local out = h:send("<presence type='unavailable' from='bob@localhost/a' to='" .. ROOM
+				.. "/bob'><status>bye</status></presence>")
+			local to_boss = only(to(out, OWNER), function () return true end)
+			assert.equal("unavailable", to_boss.attr.type)
+			assert.equal("bye", to_boss:get_child_text("status"))
+			assert.same({ affiliation = "none", role = "none", jid = "bob@localhost/a" }, item(to_boss).attr)
+			local self_p = only(to(out, "bob@localhost/a"), function () return true end)
+			assert.is_true(codes(self_p)["110"])
+			assert.equal("bob@localhost/a", item(self_p).attr.jid) -- one's own JID is always shown
+			out = h:send("<presence type='unavailable' from='bob@localhost/a' to='" .. ROOM .. "/bob'/>")
+			assert.same({}, out)
+			-- probes and subscriptions are not joins
+			out = h:send("<presence type='probe' from='bob@localhost/a' to='" .. ROOM .. "/bob'/>")
+			assert.same({}, out)
+		end)
+
+		it("removes an occupant whose client bounces the room's stanzas (ghost)", function ()
+			join(h, "bob@localhost/a", "bob")
+			local out = h:send("<message type='error' from='bob@localhost/a' to='" .. ROOM
+				.. "/boss'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+			assert.is_true(codes(to(out, OWNER)[1])["333"])
+			assert.is_nil(h.host.rooms[ROOM].occupants.bob)
+		end)
+
+		it("passes a presence change to everyone", function ()
+			join(h, "bob@localhost/a", "bob")
+			local out = h:send(presence("bob@localhost/a", ROOM .. "/bob", "<show>dnd</show>"))
+			assert.equal("dnd", to(out, OWNER)[1]:get_child_text("show"))
+			assert.is_true(codes(to(out, "bob@localhost/a")[1])["110"])
+		end)
+	end)
+
+	describe("messages", function ()
+		local h
+		before_each(function ()
+			h = harness()
+			configured_room(h)
+			join(h, "bob@localhost/a", "bob")
+		end)
+
+		it("broadcasts groupchat from room/nick to every occupant, sender included", function ()
+			local out = h:send(groupchat("bob@localhost/a", "hello"))
+			assert.equal(2, #out)
+			for _, m in ipairs(out) do
+				assert.equal(ROOM .. "/bob", m.attr.from)
+				assert.equal("groupchat", m.attr.type)
+				assert.equal("hello", m:get_child_text("body"))
+				assert.equal("g1", m.attr.id)
+			end
+		end)
+
+		it("refuses groupchat from non-occupants (not-acceptable)", function ()
+			local out = h:send(groupchat("carol@localhost/c", "let me in"))
+			assert.equal(1, #out)
+			assert.equal("carol@localhost/c", out[1].attr.to)
+			assert.same({ "not-acceptable", "modify" }, { error_condition(out[1]) })
+		end)
+
+		it("refuses non-groupchat messages to the room and groupchat to an occupant (bad-request)", function ()
+			local out = h:send("<message from='bob@localhost/a' to='" .. ROOM .. "' type='chat'><body>x</body></message>")
+			assert.equal("bad-request", (error_condition(out[1])))
+			out = h:send(groupchat("bob@localhost/a", "x", ROOM .. "/boss"))
+			assert.equal("bad-request", (error_condition(out[1])))
+		end)
+
+		it("answers a message to a room that does not exist with item-not-found", function ()
+			local out = h:send(groupchat("bob@localhost/a", "x", "nowhere@" .. SERVICE))
+			assert.equal("item-not-found", (error_condition(out[1])))
+		end)
+
+		it("relays private messages through room/nick, marked with muc#user", function ()
+			local out = h:send("<message from='bob@localhost/a' to='" .. ROOM
+				.. "/boss' type='chat' id='p1'><body>psst</body></message>")
+			local m = only(out, function () return true end)
+			assert.equal(OWNER, m.attr.to)
+			assert.equal(ROOM .. "/bob", m.attr.from)
+			assert.equal("psst", m:get_child_text("body"))
+			assert.is_not_nil(user_x(m))
+			out = h:send("<message from='bob@localhost/a' to='" .. ROOM .. "/nobody' type='chat'><body>x</body></message>")
+			assert.equal("item-not-found", (error_condition(out[1])))
+			out = h:send("<message from='carol@localhost/c' to='" .. ROOM .. "/boss' type='chat'><body>x</body></message>")
+			assert.equal("not-acceptable", (error_condition(out[1])))
+		end)
+
+		it("lets only moderators change the subject unless changesubject is on", function ()
+			local subject = "<message from='%s' to='" .. ROOM .. "' type='groupchat'><subject>%s</subject></message>"
+			local out = h:send(subject:format("bob@localhost/a", "mine"))
+			assert.same({ "forbidden", "auth" }, { error_condition(out[1]) })
+			out = h:send(subject:format(OWNER, "Welcome"))
+			assert.equal(2, #out)
+			assert.equal("Welcome", out[1]:get_child_text("subject"))
+			assert.equal(ROOM .. "/boss", out[1].attr.from)
+			h:send(iq(OWNER, "set", ROOM, submit({ changesubject = "1" })))
+			out = h:send(subject:format("bob@localhost/a", "ours"))
+			assert.equal(2, #out)
+			-- newcomers get the subject after the history, from whoever set it
+			h:send(groupchat("bob@localhost/a", "before carol"))
+			local got = join(h, "carol@localhost/c", "carol")
+			assert.equal("ours", got[#got]:get_child_text("subject"))
+			assert.equal(ROOM .. "/bob", got[#got].attr.from)
+			assert.equal("before carol", got[#got - 1]:get_child_text("body"))
+		end)
+
+		it("obeys allowpm", function ()
+			h:send(iq(OWNER, "set", ROOM, submit({ allowpm = "moderators" })))
+			local pm = "<message from='%s' to='" .. ROOM .. "/%s' type='chat'><body>x</body></message>"
+			local out = h:send(pm:format("bob@localhost/a", "boss"))
+			assert.same({ "forbidden", "auth" }, { error_condition(out[1]) })
+			out = h:send(pm:format(OWNER, "bob"))
+			assert.equal("bob@localhost/a", out[1].attr.to)
+			h:send(iq(OWNER, "set", ROOM, submit({ allowpm = "none" })))
+			out = h:send(pm:format(OWNER, "bob"))
+			assert.equal("forbidden", (error_condition(out[1])))
+		end)
+
+		it("forwards mediated invitations from the room", function ()
+			local out = h:send("<message from='bob@localhost/a' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><invite to='dave@localhost'><reason>join us</reason></invite></x></message>")
+			local m = only(out, function () return true end)
+			assert.equal("dave@localhost", m.attr.to)
+			assert.equal(ROOM, m.attr.from)
+			local inv = user_x(m):get_child("invite")
+			assert.equal("bob@localhost/a", inv.attr.from)
+			assert.equal("join us", inv:get_child_text("reason"))
+			-- and dave's answer goes back to bob
+			out = h:send("<message from='dave@localhost/d' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><decline to='bob@localhost/a'><reason>busy</reason></decline></x></message>")
+			m = only(out, function () return true end)
+			assert.equal("bob@localhost/a", m.attr.to)
+			assert.equal(ROOM, m.attr.from)
+			local decline = user_x(m):get_child("decline")
+			assert.equal("dave@localhost", decline.attr.from)
+			assert.equal("busy", decline:get_child_text("reason"))
+			-- invitations from outside the room are refused
+			out = h:send("<message from='eve@localhost/e' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><invite to='dave@localhost'/></x></message>")
+			assert.equal("not-acceptable", (error_condition(out[1])))
+		end)
+
+		it("makes an admin's invitee a member of a members-only room", function ()
+			h:send(iq(OWNER, "set", ROOM, submit({ membersonly = "1" })))
+			local out = h:send("<message from='" .. OWNER .. "' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><invite to='dave@localhost'/></x></message>")
+			assert.equal("dave@localhost", out[1].attr.to)
+			assert.equal("member", h.host.rooms[ROOM].affiliations["dave@localhost"])
+		end)
+	end)
+
+	describe("history", function ()
+		local h
+		before_each(function ()
+			h = harness({ max_history = 5 })
+			configured_room(h)
+			for i = 1, 8 do
+				h.now = h.now + 10
+				h:send(groupchat(OWNER, "m" .. i))
+			end
+		end)
+
+		local function bodies(got)
+			local list = {}
+			for _, s in ipairs(got) do
+				if s.name == "message" and s:get_child("body") then list[#list + 1] = s:get_child_text("body") end
+			end
+			return list
+		end
+
+		it("sends the kept history (capped) with XEP-0203 delays from the room, before the subject", function ()
+			local got = join(h, "bob@localhost/a", "bob")
+			assert.same({ "m4", "m5", "m6", "m7", "m8" }, bodies(got))
+			local first = got[#got - 5]
+			assert.equal(ROOM .. "/boss", first.attr.from)
+			local delay = first:get_child("delay", "urn:xmpp:delay")
+			assert.equal(ROOM, delay.attr.from)
+			assert.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", 1000000040), delay.attr.stamp)
+			assert.is_not_nil(got[#got]:get_child("subject"))
+		end)
+
+		it("honours maxstanzas, maxchars, seconds and since", function ()
+			local function with(attrs)
+				local got = join(h, "bob@localhost/a", "bob", "<x xmlns='" .. NS_MUC .. "'><history " .. attrs .. "/></x>")
+				h:send("<presence type='unavailable' from='bob@localhost/a' to='" .. ROOM .. "/bob'/>")
+				return bodies(got)
+			end
+			assert.same({ "m7", "m8" }, with("maxstanzas='2'"))
+			assert.same({}, with("maxstanzas='0'"))
+			assert.same({}, with("maxchars='0'"))
+			local one = #tostring(h.host.rooms[ROOM].history[5].stanza)
+			assert.same({ "m8" }, with("maxchars='" .. (one + 10) .. "'"))
+			assert.same({ "m6", "m7", "m8" }, with("seconds='25'"))
+			assert.same({ "m7", "m8" }, with("since='" .. os.date("!%Y-%m-%dT%H:%M:%SZ", 1000000065) .. "'"))
+			assert.same({ "m7", "m8" }, with("since='" .. os.date("!%Y-%m-%dT%H:%M:%S", 1000000065 + 3600) .. "+01:00'"))
+			assert.same({ "m4", "m5", "m6", "m7", "m8" }, with("maxstanzas='999'"))
+			assert.same({ "m4", "m5", "m6", "m7", "m8" }, with("since='yesterday' maxstanzas='-1'")) -- ignored
+		end)
+	end)
+
+	describe("entry rules", function ()
+		it("asks for the password of a password-protected room (not-authorized)", function ()
+			local h = harness()
+			configured_room(h, { passwordprotectedroom = "1", roomsecret = "s3cret" })
+			local got = join(h, "bob@localhost/a", "bob")
+			assert.same({ "not-authorized", "auth" }, { error_condition(got[1]) })
+			got = join(h, "bob@localhost/a", "bob", "<x xmlns='" .. NS_MUC .. "'><password>wrong</password></x>")
+			assert.equal("not-authorized", (error_condition(got[1])))
+			got = join(h, "bob@localhost/a", "bob", "<x xmlns='" .. NS_MUC .. "'><password>s3cret</password></x>")
+			assert.is_true(codes(got[#got - 1])["110"])
+		end)
+
+		it("refuses a password-protected room without a password", function ()
+			local h = harness()
+			h:send(presence(OWNER, ROOM .. "/boss"))
+			local out = h:send(iq(OWNER, "set", ROOM, submit({ passwordprotectedroom = "1" })))
+			assert.equal("not-acceptable", (error_condition(out[1])))
+		end)
+
+		it("lets only members into a members-only room (registration-required)", function ()
+			local h = harness()
+			configured_room(h, { membersonly = "1" })
+			local got = join(h, "bob@localhost/a", "bob")
+			assert.same({ "registration-required", "auth" }, { error_condition(got[1]) })
+			local out = h:send(iq(OWNER, "set", ROOM, "<query xmlns='" .. NS_ADMIN
+				.. "'><item affiliation='member' jid='bob@localhost'/></query>"))
+			assert.equal("result", out[1].attr.type)
+			got = join(h, "bob@localhost/a", "bob")
+			assert.same({ affiliation = "member", role = "participant", jid = "bob@localhost/a" }, item(got[#got - 1]).attr)
+		end)
+
+		it("refuses a full room (service-unavailable), but not to admins", function ()
+			local h = harness()
+			configured_room(h, { maxusers = "2" })
+			join(h, "bob@localhost/a", "bob")
+			local got = join(h, "carol@localhost/c", "carol")
+			assert.same({ "service-unavailable", "wait" }, { error_condition(got[1]) })
+			h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='admin' jid='carol@localhost'/></query>"))
+			got = join(h, "carol@localhost/c", "carol")
+			assert.is_true(codes(got[#got - 1])["110"])
+		end)
+
+		it("caps occupants per room whatever the configuration", function ()
+			local h = harness({ max_occupants = 2 })
+			configured_room(h)
+			join(h, "bob@localhost/a", "bob")
+			local got = join(h, "carol@localhost/c", "carol")
+			assert.equal("service-unavailable", (error_condition(got[1])))
+			local out = h:send(iq(OWNER, "set", ROOM, submit({ maxusers = "100" })))
+			assert.equal("not-acceptable", (error_condition(out[1])))
+		end)
+
+		it("puts newcomers without affiliation in a moderated room as visitors, who may not speak", function ()
+			local h = harness()
+			configured_room(h, { moderatedroom = "1" })
+			local got = join(h, "bob@localhost/a", "bob")
+			assert.equal("visitor", item(got[#got - 1]).attr.role)
+			local out = h:send(groupchat("bob@localhost/a", "hear me"))
+			assert.same({ "forbidden", "auth" }, { error_condition(out[1]) })
+			-- a moderator grants voice
+			out = h:send(iq(OWNER, "set", ROOM, admin_query .. "<item nick='bob' role='participant'/></query>"))
+			assert.equal("result", only(out, function (s) return s.name == "iq" end).attr.type)
+			assert.equal("participant", item(to(out, "bob@localhost/a")[1]).attr.role)
+			out = h:send(groupchat("bob@localhost/a", "hear me"))
+			assert.equal(2, #out)
+		end)
+	end)
+
+	describe("moderation (muc#admin)", function ()
+		local h
+		local function admin(from, items)
+			return h:send(iq(from, "set", ROOM, admin_query .. "" .. items .. "</query>"))
+		end
+		before_each(function ()
+			h = harness()
+			configured_room(h)
+			join(h, "bob@localhost/a", "bob")
+			join(h, "carol@localhost/c", "carol")
+		end)
+
+		it("kicks with status 307, actor and reason, to everyone", function ()
+			local out = admin(OWNER, "<item nick='bob' role='none'><reason>spam</reason></item>")
+			local kicked = only(to(out, "bob@localhost/a"), function () return true end)
+			assert.equal("unavailable", kicked.attr.type)
+			assert.is_true(codes(kicked)["307"] and codes(kicked)["110"])
+			assert.equal("spam", item(kicked):get_child_text("reason"))
+			assert.equal("boss", item(kicked):get_child("actor").attr.nick)
+			local seen = only(to(out, "carol@localhost/c"), function () return true end)
+			assert.is_true(codes(seen)["307"])
+			assert.equal("none", item(seen).attr.role)
+			assert.equal("result", only(to(out, OWNER), function (s) return s.name == "iq" end).attr.type)
+			assert.is_nil(h.host.rooms[ROOM].occupants.bob)
+		end)
+
+		it("lets no participant kick, and no moderator kick an owner", function ()
+			local out = admin("bob@localhost/a", "<item nick='carol' role='none'/>")
+			assert.same({ "forbidden", "auth" }, { error_condition(out[1]) })
+			admin(OWNER, "<item jid='carol@localhost' affiliation='admin'/>")
+			out = admin("carol@localhost/c", "<item nick='boss' role='none'/>")
+			assert.same({ "not-allowed", "cancel" }, { error_condition(out[1]) })
+			out = admin("carol@localhost/c", "<item nick='bob' role='moderator'/>")
+			assert.equal("result", only(to(out, "carol@localhost/c"), function (s) return s.name == "iq" end).attr.type)
+			assert.equal("moderator", item(to(out, "bob@localhost/a")[1]).attr.role)
+			out = admin("carol@localhost/c", "<item nick='nobody' role='none'/>")
+			assert.equal("item-not-found", (error_condition(out[1])))
+			out = admin(OWNER, "<item nick='bob' role='none' affiliation='none'/>")
+			assert.equal("bad-request", (error_condition(out[1])))
+		end)
+
+		it("bans with status 301; the outcast cannot come back (forbidden)", function ()
+			local out = admin(OWNER, "<item affiliation='outcast' jid='bob@localhost'><reason>bye</reason></item>")
+			local banned = only(to(out, "bob@localhost/a"), function () return true end)
+			assert.is_true(codes(banned)["301"])
+			assert.equal("outcast", item(banned).attr.affiliation)
+			local got = join(h, "bob@localhost/b", "bobby")
+			assert.same({ "forbidden", "auth" }, { error_condition(got[1]) })
+			-- the ban list
+			out = h:send(iq(OWNER, "get", ROOM, admin_query .. "<item affiliation='outcast'/></query>"))
+			local listed = out[1]:get_child("query", NS_ADMIN):get_child("item")
+			assert.same({ jid = "bob@localhost", affiliation = "outcast" }, listed.attr)
+		end)
+
+		it("applies the affiliation rules: admins manage members and outcasts, owners everything", function ()
+			admin(OWNER, "<item affiliation='admin' jid='carol@localhost'/>")
+			local out = admin("carol@localhost/c", "<item affiliation='member' jid='bob@localhost'/>")
+			assert.equal("result", only(to(out, "carol@localhost/c"), function (s) return s.name == "iq" end).attr.type)
+			assert.equal("member", item(to(out, "bob@localhost/a")[1]).attr.affiliation)
+			out = admin("carol@localhost/c", "<item affiliation='admin' jid='bob@localhost'/>")
+			assert.same({ "forbidden", "auth" }, { error_condition(out[1]) })
+			out = admin("carol@localhost/c", "<item affiliation='outcast' jid='owner@localhost'/>")
+			assert.same({ "not-allowed", "cancel" }, { error_condition(out[1]) })
+			out = admin("bob@localhost/a", "<item affiliation='outcast' jid='carol@localhost'/>")
+			assert.equal("forbidden", (error_condition(out[1])))
+			out = admin(OWNER, "<item affiliation='none' jid='owner@localhost'/>")
+			assert.same({ "conflict", "cancel" }, { error_condition(out[1]) })
+			out = admin(OWNER, "<item affiliation='member' jid='not a jid@@'/>")
+			assert.equal("jid-malformed", (error_condition(out[1])))
+			-- all items or none
+			out = admin(OWNER, "<item affiliation='member' jid='x@localhost'/><item affiliation='bogus' jid='y@localhost'/>")
+			assert.equal("bad-request", (error_condition(out[1])))
+			assert.is_nil(h.host.rooms[ROOM].affiliations["x@localhost"])
+			-- an admin is a moderator; revoking the affiliation demotes
+			assert.equal("moderator", h.host.rooms[ROOM].occupants.carol.role)
+			out = admin(OWNER, "<item affiliation='none' jid='carol@localhost'/>")
+			assert.same({ affiliation = "none", role = "participant" }, item(to(out, "bob@localhost/a")[1]).attr)
+		end)
+
+		it("lists roles to moderators and affiliations to admins", function ()
+			local out = h:send(iq("bob@localhost/a", "get", ROOM, admin_query .. "<item role='participant'/></query>"))
+			assert.equal("forbidden", (error_condition(out[1])))
+			out = h:send(iq(OWNER, "get", ROOM, admin_query .. "<item role='participant'/></query>"))
+			local n = 0
+			for it_ in out[1]:get_child("query", NS_ADMIN):childtags("item") do
+				n = n + 1
+				assert.is_not_nil(it_.attr.jid)
+			end
+			assert.equal(2, n)
+			out = h:send(iq(OWNER, "get", ROOM, admin_query .. "<item affiliation='owner'/></query>"))
+			assert.equal("owner@localhost", out[1]:get_child("query", NS_ADMIN):get_child("item").attr.jid)
+		end)
+
+		it("removes non-members when the room becomes members-only (322)", function ()
+			admin(OWNER, "<item affiliation='member' jid='carol@localhost'/>")
+			local out = h:send(iq(OWNER, "set", ROOM, submit({ membersonly = "1" })))
+			local gone = only(to(out, "bob@localhost/a"), function (s) return s.name == "presence" end)
+			assert.is_true(codes(gone)["322"])
+			assert.is_nil(h.host.rooms[ROOM].occupants.bob)
+			assert.is_not_nil(h.host.rooms[ROOM].occupants.carol)
+			-- and config change notices (104) go to those who stay
+			local notice = only(to(out, "carol@localhost/c"), function (s) return s.name == "message" end)
+			assert.is_true(codes(notice)["104"])
+		end)
+	end)
+
+	describe("owner", function ()
+		it("serves the muc#roomconfig form to owners only, with the current values", function ()
+			local h = harness()
+			configured_room(h, { roomname = "Lobby" })
+			join(h, "bob@localhost/a", "bob")
+			local out = h:send(iq("bob@localhost/a", "get", ROOM, "<query xmlns='" .. NS_OWNER .. "'/>"))
+			assert.same({ "forbidden", "auth" }, { error_condition(out[1]) })
+			out = h:send(iq(OWNER, "get", ROOM, "<query xmlns='" .. NS_OWNER .. "'/>"))
+			local form = assert(require("lxmpp.forms").parse(out[1]:get_child("query", NS_OWNER):get_child("x", NS_X)))
+			assert.equal("http://jabber.org/protocol/muc#roomconfig", form.form_type)
+			assert.equal("Lobby", form.values["muc#roomconfig_roomname"])
+			assert.equal(false, form.values["muc#roomconfig_persistentroom"])
+			assert.equal("moderators", form.values["muc#roomconfig_whois"])
+			assert.equal("none", form.values["muc#roomconfig_maxusers"])
+			for _, var in ipairs({ "roomdesc", "publicroom", "membersonly", "moderatedroom", "passwordprotectedroom",
+				"roomsecret", "changesubject", "allowpm" }) do
+				assert.is_not_nil(form.values["muc#roomconfig_" .. var], var)
+			end
+			-- a bad value is refused and changes nothing
+			out = h:send(iq(OWNER, "set", ROOM, submit({ whois = "everyone", roomname = "X" })))
+			assert.equal("bad-request", (error_condition(out[1])))
+			assert.equal("Lobby", h.host.rooms[ROOM].config.name)
+		end)
+
+		it("makes a room non-anonymous (172): real JIDs to everyone, 100 on join", function ()
+			local h = harness()
+			configured_room(h)
+			join(h, "bob@localhost/a", "bob")
+			local out = h:send(iq(OWNER, "set", ROOM, submit({ whois = "anyone" })))
+			assert.is_true(codes(only(to(out, "bob@localhost/a"), function () return true end))["172"])
+			local got, all = join(h, "carol@localhost/c", "carol")
+			assert.is_true(codes(got[#got - 1])["100"])
+			assert.equal("carol@localhost/c", item(to(all, "bob@localhost/a")[1]).attr.jid)
+		end)
+
+		it("destroys a room: each occupant gets one unavailable presence with <destroy/>", function ()
+			local h = harness()
+			configured_room(h, { persistentroom = "1" })
+			join(h, "bob@localhost/a", "bob")
+			local out = h:send(iq("bob@localhost/a", "set", ROOM, "<query xmlns='" .. NS_OWNER .. "'><destroy/></query>"))
+			assert.same({ "forbidden", "auth" }, { error_condition(out[1]) })
+			out = h:send(iq(OWNER, "set", ROOM, "<query xmlns='" .. NS_OWNER
+				.. "'><destroy jid='new@" .. SERVICE .. "'><reason>moved</reason></destroy></query>"))
+			local p = only(to(out, "bob@localhost/a"), function () return true end)
+			assert.equal("unavailable", p.attr.type)
+			local d = user_x(p):get_child("destroy")
+			assert.equal("new@" .. SERVICE, d.attr.jid)
+			assert.equal("moved", d:get_child_text("reason"))
+			assert.equal("result", only(to(out, OWNER), function (s) return s.name == "iq" end).attr.type)
+			assert.is_nil(h.host.rooms[ROOM])
+			assert.is_nil(h.srv.store:get("muc_room", ROOM))
+		end)
+	end)
+
+	describe("discovery", function ()
+		it("describes the service and lists its public, unlocked rooms", function ()
+			local h = harness()
+			configured_room(h, { roomname = "The Lobby" })
+			configured_room(h, { publicroom = "0" }, "secret@" .. SERVICE)
+			h:send(presence(OWNER, "locked@" .. SERVICE .. "/boss"))
+			local out = h:send(iq("bob@localhost/a", "get", SERVICE, "<query xmlns='http://jabber.org/protocol/disco#info'/>"))
+			local q = out[1]:get_child("query", "http://jabber.org/protocol/disco#info")
+			assert.same({ category = "conference", type = "text", name = "Chatrooms" }, q:get_child("identity").attr)
+			assert.is_not_nil(q:get_child_with_attr("feature", nil, "var", NS_MUC))
+			out = h:send(iq("bob@localhost/a", "get", SERVICE, "<query xmlns='http://jabber.org/protocol/disco#items'/>"))
+			local items = {}
+			local q_items = out[1]:get_child("query", "http://jabber.org/protocol/disco#items")
+			for i in q_items:childtags("item") do items[#items + 1] = i.attr end
+			assert.same({ { jid = ROOM, name = "The Lobby" } }, items)
+			out = h:send(iq("bob@localhost/a", "set", SERVICE, "<query xmlns='jabber:iq:register'/>"))
+			assert.equal("service-unavailable", (error_condition(out[1])))
+		end)
+
+		it("describes a room with its features and muc#roominfo", function ()
+			local h = harness()
+			configured_room(h, { persistentroom = "1", membersonly = "1", roomdesc = "Talk" })
+			local out = h:send(iq("bob@localhost/a", "get", ROOM, "<query xmlns='http://jabber.org/protocol/disco#info'/>"))
+			local q = out[1]:get_child("query", "http://jabber.org/protocol/disco#info")
+			local features = {}
+			for f in q:childtags("feature") do features[f.attr.var] = true end
+			for _, f in ipairs({ NS_MUC, "muc_persistent", "muc_membersonly", "muc_public", "muc_unmoderated",
+				"muc_semianonymous", "muc_unsecured" }) do
+				assert.is_true(features[f], f)
+			end
+			assert.is_nil(features.muc_temporary)
+			local info = require("lxmpp.forms").parse(q:get_child("x", NS_X))
+			assert.equal("http://jabber.org/protocol/muc#roominfo", info.form_type)
+			assert.equal("Talk", info.values["muc#roominfo_description"])
+			assert.equal("1", info.values["muc#roominfo_occupants"])
+			out = h:send(iq("bob@localhost/a", "get", "nowhere@" .. SERVICE,
+				"<query xmlns='http://jabber.org/protocol/disco#info'/>"))
+			assert.equal("item-not-found", (error_condition(out[1])))
+		end)
+	end)
+
+	describe("lifetime", function ()
+		it("destroys a temporary room with its last occupant", function ()
+			local h = harness()
+			configured_room(h)
+			h:send("<presence type='unavailable' from='" .. OWNER .. "' to='" .. ROOM .. "/boss'/>")
+			assert.is_nil(h.host.rooms[ROOM])
+			-- the next join creates a new room
+			local out = h:send(presence("bob@localhost/a", ROOM .. "/bob"))
+			assert.is_true(codes(out[1])["201"])
+		end)
+
+		it("restores persistent rooms (config, affiliations, subject) from the store", function ()
+			local store = memory_store()
+			local h = harness(nil, store)
+			configured_room(h, { persistentroom = "1", roomname = "Kept", passwordprotectedroom = "1", roomsecret = "pw" })
+			h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='member' jid='bob@localhost'/>"
+				.. "<item affiliation='outcast' jid='eve@localhost'/></query>"))
+			h:send("<message from='" .. OWNER .. "' to='" .. ROOM
+				.. "' type='groupchat'><subject>Kept topic</subject></message>")
+			h:send("<presence type='unavailable' from='" .. OWNER .. "' to='" .. ROOM .. "/boss'/>")
+			assert.is_not_nil(h.host.rooms[ROOM]) -- persistent rooms outlive their occupants
+			h.host:close()
+
+			local h2 = harness(nil, store)
+			local room = h2.host.rooms[ROOM]
+			assert.is_not_nil(room)
+			assert.equal("Kept", room.config.name)
+			assert.is_true(room.config.persistent)
+			assert.equal("pw", room.config.password)
+			assert.same({ ["owner@localhost"] = "owner", ["bob@localhost"] = "member", ["eve@localhost"] = "outcast" },
+				room.affiliations)
+			local got = join(h2, "eve@localhost/e", "eve", "<x xmlns='" .. NS_MUC .. "'><password>pw</password></x>")
+			assert.equal("forbidden", (error_condition(got[1])))
+			got = join(h2, "bob@localhost/a", "bob", "<x xmlns='" .. NS_MUC .. "'><password>pw</password></x>")
+			assert.equal("Kept topic", got[#got]:get_child_text("subject"))
+			assert.is_nil(codes(got[#got - 1])["201"])
+			-- turning persistence off removes the stored copy
+			h2:send(iq(OWNER, "set", ROOM, submit({ persistentroom = "0" })))
+			assert.is_nil(store:get("muc_room", ROOM))
+		end)
+
+		it("tells occupants the service is shutting down (332) on close", function ()
+			local h = harness()
+			configured_room(h)
+			join(h, "bob@localhost/a", "bob")
+			h.out = {}
+			h.host:close()
+			local p = only(to(h.out, "bob@localhost/a"), function () return true end)
+			assert.equal("unavailable", p.attr.type)
+			assert.is_true(codes(p)["332"])
+			assert.same({}, h:send(groupchat("bob@localhost/a", "anyone?")))
+		end)
+
+		it("logs a failing store (raising or returning nil, message) and keeps the room", function ()
+			local store = memory_store()
+			function store.set() error("disk full") end
+			local h = harness(nil, store)
+			configured_room(h, { persistentroom = "1" })
+			assert.is_not_nil(h.host.rooms[ROOM])
+			assert.matches("disk full", h.logs[1])
+			function store.set() return nil, "database is locked" end
+			h:send(iq(OWNER, "set", ROOM, submit({ roomname = "x" })))
+			assert.matches("database is locked", h.logs[2])
+		end)
+
+		it("restores only well-formed rooms of its own domain, logging unreadable ones", function ()
+			local store = memory_store()
+			store:set("muc_room", "other@elsewhere.localhost", { config = { name = "not ours" } })
+			store:set("muc_room", "good@" .. SERVICE, { config = { name = "ok", max_users = "lots", public = false },
+				affiliations = { ["a@localhost"] = "owner", ["b@localhost"] = "emperor" } })
+			store:set("muc_room", "bad@" .. SERVICE, "garbage")
+			local get = store.get
+			function store.get(s, kind, key)
+				if key == "broken@" .. SERVICE then error("corrupt value") end
+				return get(s, kind, key)
+			end
+			store.data.muc_room["broken@" .. SERVICE] = {}
+			local h = harness(nil, store)
+			assert.same({ "good@" .. SERVICE }, (function ()
+				local l = {} for k in pairs(h.host.rooms) do l[#l + 1] = k end return l end)())
+			local room = h.host.rooms["good@" .. SERVICE]
+			assert.equal("ok", room.config.name)
+			assert.equal(0, room.config.max_users) -- a value of the wrong type is ignored
+			assert.is_false(room.config.public)
+			assert.same({ ["a@localhost"] = "owner" }, room.affiliations)
+			assert.equal(2, #h.logs)
+		end)
+
+		it("never writes temporary rooms to the store", function ()
+			local store = memory_store()
+			local h = harness(nil, store)
+			configured_room(h)
+			h:send("<message from='" .. OWNER .. "' to='" .. ROOM .. "' type='groupchat'><subject>t</subject></message>")
+			h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='member' jid='x@localhost'/></query>"))
+			assert.equal(0, store.sets)
+		end)
+
+		it("bounds the history by bytes as well as by count", function ()
+			local h = harness({ max_history_bytes = 2000 })
+			configured_room(h)
+			for i = 1, 20 do h:send(groupchat(OWNER, ("x"):rep(300) .. i)) end
+			local room = h.host.rooms[ROOM]
+			assert.is_true(room.history_bytes <= 2000)
+			assert.is_true(#room.history >= 3 and #room.history < 20)
+			assert.matches("20$", room.history[#room.history].stanza:get_child_text("body"))
+			local h0 = harness({ max_history = 0 })
+			configured_room(h0)
+			h0:send(groupchat(OWNER, "gone"))
+			assert.equal(0, #h0.host.rooms[ROOM].history)
+		end)
+
+		it("bounds the affiliations of a room", function ()
+			local h = harness({ max_affiliations = 3 })
+			configured_room(h)
+			local out = h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='member' jid='a@localhost'/>"
+				.. "<item affiliation='outcast' jid='b@localhost'/></query>"))
+			assert.equal("result", out[1].attr.type)
+			out = h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='member' jid='c@localhost'/></query>"))
+			assert.same({ "resource-constraint", "wait" }, { error_condition(out[1]) })
+			-- removing one is always possible
+			out = h:send(iq(OWNER, "set", ROOM, admin_query .. "<item affiliation='none' jid='b@localhost'/></query>"))
+			assert.equal("result", out[1].attr.type)
+		end)
+
+		it("bounds the items of one muc#admin request", function ()
+			local h = harness({ max_admin_items = 3 })
+			configured_room(h)
+			local out = h:send(iq(OWNER, "set", ROOM, admin_query .. ("<item affiliation='member' jid='x@localhost'/>"):rep(4)
+				.. "</query>"))
+			assert.equal("policy-violation", (error_condition(out[1])))
+		end)
+
+		it("refuses bad options", function ()
+			assert.has_error(function () muc.new({}, SERVICE) end)
+			assert.has_error(function () muc.new({ route = function () end }, "not a domain@") end)
+			assert.has_error(function () muc.new({ route = function () end }, SERVICE, { max_rooms = -1 }) end)
+		end)
+	end)
+
+	describe("iq to occupants", function ()
+		it("answers XEP-0410 self-pings and forwards other iqs under the room's own id", function ()
+			local h = harness()
+			configured_room(h)
+			join(h, "bob@localhost/a", "bob")
+			local ping = "<ping xmlns='urn:xmpp:ping'/>"
+			local out = h:send(iq("bob@localhost/a", "get", ROOM .. "/bob", ping))
+			assert.equal("result", out[1].attr.type)
+			out = h:send(iq("carol@localhost/c", "get", ROOM .. "/bob", ping))
+			assert.equal("not-acceptable", (error_condition(out[1])))
+			out = h:send(iq("bob@localhost/a", "get", ROOM .. "/boss", "<vCard xmlns='vcard-temp'/>", "v1"))
+			local fwd = out[1]
+			assert.equal(OWNER, fwd.attr.to)
+			assert.equal(ROOM .. "/bob", fwd.attr.from)
+			assert.not_equal("v1", fwd.attr.id)
+			-- a spoofed answer from someone else is dropped
+			assert.same({}, h:send(iq("bob@localhost/a", "result", ROOM .. "/bob", "", fwd.attr.id)))
+			out = h:send(iq(OWNER, "result", ROOM .. "/bob", "<vCard xmlns='vcard-temp'/>", fwd.attr.id))
+			assert.equal("bob@localhost/a", out[1].attr.to)
+			assert.equal(ROOM .. "/boss", out[1].attr.from)
+			assert.equal("v1", out[1].attr.id)
+			assert.same({}, h:send(iq(OWNER, "result", ROOM .. "/bob", "", fwd.attr.id))) -- once only
+		end)
+	end)
+end)
