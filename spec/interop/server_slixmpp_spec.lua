@@ -4,7 +4,8 @@
 -- test CA. Covered: SCRAM login, a wrong password refused, roster and the
 -- subscription handshake between two accounts ending in both, presence,
 -- messages both ways, and a message to an offline account delivered with a
--- XEP-0203 delay at its next login. A missing slixmpp fails, never skips.
+-- XEP-0203 delay at its next login, a MUC room joined by two with groupchat
+-- both ways. A missing slixmpp fails, never skips.
 local pki = require "spec.support.pki"
 local proc = require "spec.support.proc"
 local server = require "spec.support.server"
@@ -61,6 +62,33 @@ describe("embedded server with slixmpp", function()
       assert.matches("^alice@example%.test/.+", records(r, "jid")[1][2])
       assert.truthy(server.logged(log, "authenticated as alice@example%.test"))
       assert.truthy(server.logged(log, "bound " .. records(r, "jid")[1][2]:gsub("%p", "%%%0")))
+    end)
+  end)
+
+  it("refuses stock slixmpp's tls-unique on TLS 1.3 and its downgrade flag; channel_binding = false lets it in", function()
+    -- slixmpp before 1.8.5 binds with tls-unique, undefined on TLS 1.3 (RFC
+    -- 9266), and then retries without -PLUS saying "y" (I could bind, you
+    -- offered no -PLUS), which a server that offered -PLUS must refuse
+    -- (RFC 5802 §6). The server option for such clients offers no -PLUS.
+    server.run({ users = USERS }, function(srv, port, log)
+      local r = slix(port, "--stock", "login", ALICE, USERS.alice)
+      local version = assert(records(r, "version")[1], r.text)[2]
+      local major, minor, patch = version:match("^(%d+)%.(%d+)%.(%d+)")
+      local old = tonumber(major) * 10000 + tonumber(minor) * 100 + tonumber(patch) < 10805
+      if old then
+        assert.equal(0, #records(r, "mech"), r.text)
+        assert.matches("^not%-authorized,not%-authorized,not%-authorized", records(r, "auth_failed")[1][2], r.text)
+        assert.truthy(server.logged(log, "too many failed authentication attempts"))
+        assert.equal(0, srv:stats().sessions)
+      else   -- a fixed slixmpp simply logs in
+        assert.same({ "mech", "SCRAM-SHA-256" }, records(r, "mech")[1], r.text)
+      end
+    end)
+    server.run({ users = USERS, channel_binding = false }, function(_, port, log)
+      local r = slix(port, "--stock", "login", ALICE, USERS.alice)
+      assert.equal(0, r.code, r.text)
+      assert.same({ "mech", "SCRAM-SHA-256" }, records(r, "mech")[1], r.text)
+      assert.truthy(server.logged(log, "authenticated as alice@example%.test"))
     end)
   end)
 
@@ -123,6 +151,34 @@ describe("embedded server with slixmpp", function()
       assert.matches("^bob@example%.test/", got[ALICE][3])
       -- and when alice leaves, bob sees her go
       assert.same({ "unavailable", BOB, got[BOB][3] }, records(r, "unavailable")[1], r.text)
+    end)
+  end)
+
+  it("serves a MUC room: an instant room created, joined by two, groupchat both ways", function()
+    local ROOM = "lobby@conference.example.test"
+    server.run({ users = USERS, muc = "conference.example.test" }, function(_, port)
+      local r = slix(port, "muc", ALICE, USERS.alice, BOB, USERS.bob, ROOM)
+      assert.equal(0, r.code, r.text)
+      local joined = {}
+      for _, f in ipairs(records(r, "joined")) do joined[f[2]] = f end
+      -- the creator is owner and moderator, told the room is new (201) and
+      -- which presence is its own (110); the next one is a participant
+      assert.same({ "joined", ALICE, ROOM .. "/alice", "owner", "moderator", "110,201" }, joined[ALICE], r.text)
+      assert.same({ "joined", BOB, ROOM .. "/bob", "none", "participant", "110" }, joined[BOB], r.text)
+      local occupants = {}
+      for _, f in ipairs(records(r, "occupant")) do occupants[f[2] .. " " .. f[3]] = true end
+      assert.is_true(occupants[BOB .. " " .. ROOM .. "/alice"], r.text)
+      assert.is_true(occupants[ALICE .. " " .. ROOM .. "/bob"], r.text)
+      -- every occupant, the sender too, gets each message from the sender's room JID
+      local got = {}
+      for _, f in ipairs(records(r, "groupchat")) do got[#got + 1] = table.concat(f, " ", 2) end
+      table.sort(got)
+      assert.same({
+        ALICE .. " " .. ROOM .. "/alice hi room from alice",
+        ALICE .. " " .. ROOM .. "/bob hi room from bob",
+        BOB .. " " .. ROOM .. "/alice hi room from alice",
+        BOB .. " " .. ROOM .. "/bob hi room from bob",
+      }, got, r.text)
     end)
   end)
 

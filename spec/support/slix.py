@@ -4,9 +4,9 @@
 Runs one scenario against an XMPP server on loopback and prints what the
 clients saw, one tab-separated record per line, for the spec to check:
 
-  slix.py --port P --ca CA.pem SCENARIO JID PASSWORD [...]
+  slix.py --port P --ca CA.pem [--stock] SCENARIO JID PASSWORD [...]
 
-  login  J P              mech NAME / jid FULL / tls VERSION / cert SANS, or
+  login  J P              version V, then mech NAME / jid FULL / tls VERSION / cert SANS, or
                           auth_failed CONDS, tls_failed REASON
   pair   J1 P1 J2 P2      roster OWNER CONTACT SUBSCRIPTION, presence SEER FROM SHOW STATUS,
                           message TO FROM BODY, unavailable SEER FROM (roster add,
@@ -18,7 +18,8 @@ clients saw, one tab-separated record per line, for the spec to check:
                           groupchat TO FROM BODY (J1 creates ROOM as an instant room, J2
                           joins, each says something to the room)
 
-TLS is verified normally against the CA given (the server's certificate
+--stock leaves out the backport of slixmpp 1.8.5's TLS 1.3 channel-binding
+fix (no_tls_unique_on_tls13). TLS is verified normally against the CA given (the server's certificate
 must name the JID's domain). Exit status 0 when the scenario completed,
 2 when it failed (the reason is on stderr), 3 on timeout.
 """
@@ -68,7 +69,8 @@ def no_tls_unique_on_tls13(x):
 async def online(jid, password, args, presence=True, roster=True):
     """A connected, bound client (its initial presence sent unless told)."""
     x = slixmpp.ClientXMPP(jid, password)
-    no_tls_unique_on_tls13(x)
+    if not args.stock:
+        no_tls_unique_on_tls13(x)
     x.register_plugin("xep_0203")   # delayed delivery
     x.register_plugin("xep_0045")   # MUC
     x.ca_certs = args.ca
@@ -124,8 +126,10 @@ async def login(args, jid, password):
     try:
         x = await online(jid, password, args, presence=False, roster=False)
     except Failed as e:
+        out("version", slixmpp.__version__)
         out(str(e))
         return
+    out("version", slixmpp.__version__)
     out("mech", x["feature_mechanisms"].mech.name)
     out("jid", x.boundjid.full)
     out("tls", x.socket.version() if hasattr(x.socket, "version") else "none")
@@ -257,6 +261,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--ca", required=True)
     ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--stock", action="store_true", help="without the backported 1.8.5 fix")
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("words", nargs="*")
     args = ap.parse_args()
