@@ -18,13 +18,7 @@ local q = pki.q
 
 local M = {}
 
-local function read(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = pki.read_file
 
 local Proc = {}
 Proc.__index = Proc
@@ -53,6 +47,7 @@ function Proc:wait(timeout)
   local rc
   while true do
     rc = read(self.dir .. "/rc")
+    if rc == "" then rc = nil end                 -- not written (completely) yet
     if rc or core.now() > deadline then break end
     lxmpp.sleep(0.05)
   end
