@@ -93,6 +93,8 @@ end
 -- IM plugins (RFC 6121 roster and subscriptions, ping, version)
 require("lxmpp.plugins.roster").install(Client)
 require("lxmpp.plugins.presence").install(Client)
+require("lxmpp.plugins.muc").install(Client)
+require("lxmpp.plugins.muc_admin").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS

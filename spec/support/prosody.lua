@@ -59,7 +59,8 @@ function Server:log()
   return s
 end
 
---- start{ users = {name = password}, require_encryption = true, modules = {...} }
+--- start{ users = {name = password}, require_encryption = true, modules = {...},
+--          components = { { "conference.example.test", "muc", "extra = 'config line'" }, ... } }
 function M.start(opts)
   opts = opts or {}
   if not os.execute("command -v prosody >/dev/null 2>&1") then
@@ -105,6 +106,11 @@ function M.start(opts)
     "Component " .. lua_string(M.COMPONENT),
     "  component_secret = " .. lua_string(M.COMPONENT_SECRET),
   }
+  -- extra internal components: opts.components = { { "conference.example.test", "muc", "option = value" ... } }
+  for _, comp in pairs(opts.components or {}) do
+    cfg[#cfg + 1] = "Component " .. lua_string(comp[1]) .. " " .. lua_string(comp[2])
+    for i = 3, #comp do cfg[#cfg + 1] = "  " .. comp[i] end
+  end
   local cfgpath = dir .. "/prosody.cfg.lua"
   local f = assert(io.open(cfgpath, "w"))
   f:write(table.concat(cfg, "\n"), "\n")
