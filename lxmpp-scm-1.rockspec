@@ -85,6 +85,7 @@ build = {
       ["lxmpp.plugins.presence"] = "lua/lxmpp/plugins/presence.lua",
       ["lxmpp.plugins.muc"] = "lua/lxmpp/plugins/muc.lua",
       ["lxmpp.plugins.muc_admin"] = "lua/lxmpp/plugins/muc_admin.lua",
+      ["lxmpp.plugins.rpc"] = "lua/lxmpp/plugins/rpc.lua",
       ["lxmpp.server"] = "lua/lxmpp/server/init.lua",
       ["lxmpp.server.c2s"] = "lua/lxmpp/server/c2s.lua",
       ["lxmpp.server.component"] = "lua/lxmpp/server/component.lua",

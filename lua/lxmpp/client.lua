@@ -95,6 +95,7 @@ require("lxmpp.plugins.roster").install(Client)
 require("lxmpp.plugins.presence").install(Client)
 require("lxmpp.plugins.muc").install(Client)
 require("lxmpp.plugins.muc_admin").install(Client)
+require("lxmpp.plugins.rpc").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS
