@@ -86,6 +86,7 @@ build = {
       ["lxmpp.plugins.muc"] = "lua/lxmpp/plugins/muc.lua",
       ["lxmpp.plugins.muc_admin"] = "lua/lxmpp/plugins/muc_admin.lua",
       ["lxmpp.plugins.rpc"] = "lua/lxmpp/plugins/rpc.lua",
+      ["lxmpp.plugins.ibb"] = "lua/lxmpp/plugins/ibb.lua",
       ["lxmpp.server"] = "lua/lxmpp/server/init.lua",
       ["lxmpp.server.c2s"] = "lua/lxmpp/server/c2s.lua",
       ["lxmpp.server.component"] = "lua/lxmpp/server/component.lua",

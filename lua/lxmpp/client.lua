@@ -96,6 +96,7 @@ require("lxmpp.plugins.presence").install(Client)
 require("lxmpp.plugins.muc").install(Client)
 require("lxmpp.plugins.muc_admin").install(Client)
 require("lxmpp.plugins.rpc").install(Client)
+require("lxmpp.plugins.ibb").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS
