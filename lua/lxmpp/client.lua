@@ -97,6 +97,8 @@ require("lxmpp.plugins.muc").install(Client)
 require("lxmpp.plugins.muc_admin").install(Client)
 require("lxmpp.plugins.rpc").install(Client)
 require("lxmpp.plugins.ibb").install(Client)
+require("lxmpp.plugins.register").install(Client)
+require("lxmpp.plugins.vcard").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS
