@@ -89,6 +89,7 @@ build = {
       ["lxmpp.plugins.ibb"] = "lua/lxmpp/plugins/ibb.lua",
       ["lxmpp.plugins.register"] = "lua/lxmpp/plugins/register.lua",
       ["lxmpp.plugins.vcard"] = "lua/lxmpp/plugins/vcard.lua",
+      ["lxmpp.plugins.pubsub"] = "lua/lxmpp/plugins/pubsub.lua",
       ["lxmpp.server"] = "lua/lxmpp/server/init.lua",
       ["lxmpp.server.c2s"] = "lua/lxmpp/server/c2s.lua",
       ["lxmpp.server.component"] = "lua/lxmpp/server/component.lua",

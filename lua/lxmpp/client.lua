@@ -99,6 +99,7 @@ require("lxmpp.plugins.rpc").install(Client)
 require("lxmpp.plugins.ibb").install(Client)
 require("lxmpp.plugins.register").install(Client)
 require("lxmpp.plugins.vcard").install(Client)
+require("lxmpp.plugins.pubsub").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS
