@@ -100,6 +100,7 @@ require("lxmpp.plugins.ibb").install(Client)
 require("lxmpp.plugins.register").install(Client)
 require("lxmpp.plugins.vcard").install(Client)
 require("lxmpp.plugins.pubsub").install(Client)
+require("lxmpp.plugins.upload").install(Client)
 
 ---------------------------------------------------------------------------
 -- TLS

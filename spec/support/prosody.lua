@@ -59,7 +59,7 @@ function Server:log()
   return s
 end
 
---- start{ users = {name = password}, require_encryption = true, modules = {...},
+--- start{ users = {name = password}, require_encryption = true, modules = {...}, https = true,
 --          components = { { "conference.example.test", "muc", "extra = 'config line'" }, ... } }
 function M.start(opts)
   opts = opts or {}
@@ -71,6 +71,7 @@ function M.start(opts)
   local self = setmetatable({ dir = dir, domain = M.DOMAIN, ca = p.ca,
     component = M.COMPONENT, component_secret = M.COMPONENT_SECRET }, Server)
   self.port, self.direct_tls_port, self.component_port = free_port(), free_port(), free_port()
+  if opts.https then self.https_port = free_port() end     -- mod_http over TLS (srv.https_port)
   os.execute("mkdir -p " .. q(dir .. "/data") .. " " .. q(dir .. "/certs"))
   local good = p.certs.good
   -- also where Prosody looks by name (the direct TLS port uses these)
@@ -101,6 +102,9 @@ function M.start(opts)
     "c2s_require_encryption = " .. tostring(opts.require_encryption ~= false),
     "allow_registration = " .. tostring(opts.registration == true),
     "certificates = " .. lua_string(dir .. "/certs"),
+    opts.https and ("https_ports = { " .. self.https_port .. " }; http_ports = { }; "
+      .. "https_interfaces = { '127.0.0.1' }; http_interfaces = { '127.0.0.1' }; "
+      .. "https_ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }") or "",
     "VirtualHost " .. lua_string(M.DOMAIN),
     "  ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }",
     "Component " .. lua_string(M.COMPONENT),
