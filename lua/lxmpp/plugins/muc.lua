@@ -20,6 +20,8 @@
 --       info.actor, info.text, info.codes (kicked, banned, affiliation,
 --       members-only, shutdown, destroyed, error)
 --   c:on("muc-rejoined", function(room, ok, msg, cond) end)
+--   c:on("muc-error", function(room, msg, cond, stanza) end)  -- a message refused
+--       (a visitor speaking in a moderated room, a subject we may not set)
 --
 -- Only presence and messages from a room we are in (its bare JID, or an
 -- occupant JID of it) touch that room; anything else is left to the
@@ -43,7 +45,7 @@ local NS_CONFERENCE = "jabber:x:conference"
 local M = { NS_MUC = NS_MUC, NS_USER = NS_USER }
 
 for _, e in pairs({ "muc-message", "muc-private", "muc-subject", "muc-occupant", "muc-left",
-  "muc-invite", "muc-decline", "muc-rejoined" }) do session.add_event(e) end
+  "muc-invite", "muc-decline", "muc-rejoined", "muc-error" }) do session.add_event(e) end
 
 -- Why a departure happened, by status code (XEP-0045 §15.6).
 local REASONS = {
@@ -321,7 +323,11 @@ end
 
 local function on_message(c, room, s, nick)
   local typ = s.attr.type
-  if typ == "error" then return end
+  if typ == "error" then
+    local _, cond, text = s:get_error()
+    c:fire_user("muc-error", room, text or cond or "error", cond or "undefined-condition", s)
+    return
+  end
   local x = s:get_child("x", NS_USER)
   if typ == "groupchat" then
     local subject = s:get_child_text("subject")
