@@ -8,22 +8,29 @@
 --                      else it is compiled into a temporary directory with $CC (cc)
 -- LXMPP_BENCH_REPS     repetitions per measurement, best one kept (default 5)
 -- LXMPP_BENCH_SEED     generator seed (default 42)
+-- LXMPP_BENCH_GC       "default" (Lua's own settings, the default) or "prosody":
+--                      incremental with pause 105, step multiplier 500, what
+--                      Prosody's startup sets; either way the same for all
 -- LXMPP_SKIP=1         development only: skip the lxmpp rows
 --
 -- Method: the stream (bench/gen_stream.lua) is generated once, written to a
 -- temporary file for the floor program, and split into 16 KiB chunks before
--- any timing. Every parser gets the same bytes in the same chunks. Each
--- measurement is the best of LXMPP_BENCH_REPS runs, CPU time (os.clock in
--- Lua, clock() in C), with a full garbage collection before each run; the
--- garbage a run creates is collected during the run and counts against it.
--- Timed parse runs only count stanzas; the stanzas used for the serialization
--- runs come from separate, untimed parses.
+-- any timing. Every parser gets the same bytes in the same chunks. The runs
+-- are interleaved: each of LXMPP_BENCH_REPS rounds runs the floor program,
+-- Prosody and lxmpp once (the two Lua parsers in alternating order), so a
+-- shared machine that slows down for a while slows all of them alike; each
+-- figure is the best round, CPU time (os.clock in Lua, clock() in C), with a
+-- full garbage collection before each run; the garbage a run creates is
+-- collected during the run and counts against it. Timed parse runs only count
+-- stanzas; the stanzas used for the serialization runs come from separate,
+-- untimed parses.
 
 local N = math.tointeger(tonumber(arg[1] or "100000"))
 local floor_bin = arg[2] or os.getenv("LXMPP_EXPAT_FLOOR")
 local REPS = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_REPS") or "5"))
 local SEED = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_SEED") or "42"))
 local SKIP_LXMPP = os.getenv("LXMPP_SKIP") == "1"
+local GC = os.getenv("LXMPP_BENCH_GC") or "default"
 local CHUNK = 16 * 1024
 local STANZA_SIZE_LIMIT = 262144 -- as lxmpp's option below and Prosody's c2s_stanza_size_limit default
 
@@ -35,6 +42,7 @@ end
 if not N or N < 1 then die("N must be a positive integer, got %q", tostring(arg[1])) end
 if not REPS or REPS < 1 then die("LXMPP_BENCH_REPS must be a positive integer") end
 if not SEED then die("LXMPP_BENCH_SEED must be an integer") end
+if GC ~= "default" and GC ~= "prosody" then die("LXMPP_BENCH_GC must be default or prosody") end
 
 local script_dir = (arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 
@@ -108,40 +116,60 @@ local function main()
       cc, shell_quote(script_dir .. "/expat_floor.c"), shell_quote(floor_bin))
     if not os.execute(cmd) then error("compiling the floor program failed: " .. cmd) end
   end
-  local floor = {}
-  do
-    local p = assert(io.popen(shell_quote(floor_bin) .. " " .. shell_quote(tmpfile) .. " " .. REPS))
+  -- One run of the floor program: it parses the file `reps` times and reports
+  -- the best.
+  local function run_floor(reps)
+    local out = {}
+    local p = assert(io.popen(shell_quote(floor_bin) .. " " .. shell_quote(tmpfile) .. " " .. reps))
     for line in p:lines() do
       local k, v = line:match("^([%w_]+)=(.*)$")
-      if k then floor[k] = v end
+      if k then out[k] = v end
     end
     local ok, how, code = p:close()
     if not ok then error(string.format("floor program %s failed (%s %s)", floor_bin, how, code)) end
-    if not floor.floor_stanzas_per_sec then error("floor program printed no floor_stanzas_per_sec") end
+    if not out.floor_best_sec then error("floor program printed no floor_best_sec") end
+    if tonumber(out.floor_stanzas) ~= N then
+      error(string.format("floor counted %s stanzas, generated %d", tostring(out.floor_stanzas), N))
+    end
+    return out
   end
-  local floor_stanzas = tonumber(floor.floor_stanzas)
-  if floor_stanzas ~= N then
-    error(string.format("floor counted %s stanzas, generated %d", tostring(floor.floor_stanzas), N))
-  end
+  local floor = run_floor(1) -- warm-up, and the counts for the report
 
   ---------------------------------------------------------------------------
-  -- Timing helper: best of REPS; fn() returns a count that must not change.
+  -- Timing: rounds of interleaved runs. runs maps a name to fn() returning a
+  -- count that must not change (or, for "floor", to a function returning its
+  -- own best time and count); the best time of each is kept.
 
-  local function best_of(what, fn)
-    local best, count = math.huge, nil
-    for _ = 1, REPS do
-      collectgarbage("collect")
-      collectgarbage("collect")
-      local t0 = os.clock()
-      local c = fn()
-      local dt = os.clock() - t0
-      if count and c ~= count then
-        error(string.format("%s: count changed between runs (%d, then %d)", what, count, c))
+  if GC == "prosody" then collectgarbage("incremental", 105, 500) end
+
+  local function interleaved(order, runs)
+    local best, count = {}, {}
+    for round = 1, REPS do
+      local names = {}
+      for i = 1, #order do names[i] = order[i] end
+      if round % 2 == 0 then -- the last two (the Lua parsers or serializers) swap every other round
+        local a, b = #names - 1, #names
+        names[a], names[b] = names[b], names[a]
       end
-      count = c
-      if dt < best then best = dt end
+      for _, what in ipairs(names) do
+        local dt, c
+        if what == "floor" then
+          dt, c = runs[what]()
+        else
+          collectgarbage("collect")
+          collectgarbage("collect")
+          local t0 = os.clock()
+          c = runs[what]()
+          dt = os.clock() - t0
+        end
+        if count[what] and c ~= count[what] then
+          error(string.format("%s: count changed between runs (%d, then %d)", what, count[what], c))
+        end
+        count[what] = c
+        if not best[what] or dt < best[what] then best[what] = dt end
+      end
     end
-    if best <= 0 then best = 1e-6 end
+    for what, dt in pairs(best) do if dt <= 0 then best[what] = 1e-6 end end
     return best, count
   end
 
@@ -217,12 +245,23 @@ local function main()
 
   local r = {}
 
-  r.prosody_parse_s, r.prosody_n = best_of("prosody parse", function() return (prosody_parse(false)) end)
+  local parse_runs = {
+    floor = function() -- two parses per round: the first warms the process up
+      local out = run_floor(2)
+      return tonumber(out.floor_best_sec), tonumber(out.floor_stanzas)
+    end,
+    prosody = function() return (prosody_parse(false)) end,
+    lxmpp = function() return (lxmpp_parse(false)) end,
+  }
+  local best, count = interleaved(lxmpp and { "floor", "prosody", "lxmpp" } or { "floor", "prosody" },
+    parse_runs)
+  floor.floor_best_sec = best.floor
+  r.prosody_parse_s, r.prosody_n = best.prosody, count.prosody
   if r.prosody_n ~= N then error(string.format("prosody saw %d stanzas, generated %d", r.prosody_n, N)) end
 
   local lx_stanzas
   if lxmpp then
-    r.lxmpp_parse_s, r.lxmpp_n = best_of("lxmpp parse", function() return (lxmpp_parse(false)) end)
+    r.lxmpp_parse_s, r.lxmpp_n = best.lxmpp, count.lxmpp
     if r.lxmpp_n ~= r.prosody_n then
       error(string.format("stanza counts differ: lxmpp %d, prosody %d", r.lxmpp_n, r.prosody_n))
     end
@@ -237,10 +276,10 @@ local function main()
   -- both serializers then write what was read.
   for i = 1, #pr_stanzas do pr_stanzas[i].attr["xml:lang"] = nil end
 
-  r.prosody_ser_s, r.prosody_ser_bytes = best_of("prosody tostring", serialize(pr_stanzas))
-  if lx_stanzas then
-    r.lxmpp_ser_s, r.lxmpp_ser_bytes = best_of("lxmpp tostring", serialize(lx_stanzas))
-  end
+  best, count = interleaved(lx_stanzas and { "prosody", "lxmpp" } or { "prosody" },
+    { prosody = serialize(pr_stanzas), lxmpp = lx_stanzas and serialize(lx_stanzas) })
+  r.prosody_ser_s, r.prosody_ser_bytes = best.prosody, count.prosody
+  r.lxmpp_ser_s, r.lxmpp_ser_bytes = best.lxmpp, count.lxmpp
 
   ---------------------------------------------------------------------------
   -- Report
@@ -252,8 +291,8 @@ local function main()
   local function ratio(a, b) return string.format("%.2fx", a / b) end
   local mb = #xml / 1e6
 
-  local floor_sps = tonumber(floor.floor_stanzas_per_sec)
-  local floor_s = tonumber(floor.floor_best_sec)
+  local floor_s = floor.floor_best_sec
+  local floor_sps = N / floor_s
   local pr_sps = N / r.prosody_parse_s
   local lx_sps = r.lxmpp_parse_s and N / r.lxmpp_parse_s
 
@@ -270,7 +309,8 @@ local function main()
     .. " (generated in %.2f s, untimed)",
     N, grouped(tonumber(floor.floor_elements)), mb, SEED, CHUNK // 1024, t_gen))
   print("  mix: " .. table.concat(kind_list, ", "))
-  print(string.format("  best of %d runs, CPU time; full GC before each run", REPS))
+  print(string.format("  best of %d interleaved rounds, CPU time; full GC before each run; GC settings: %s",
+    REPS, GC == "prosody" and "Prosody's (incremental, pause 105, stepmul 500)" or "Lua's defaults"))
   print()
   print(string.format("  %-34s %14s %9s %10s", "parse", "stanzas/s", "MB/s", "best s"))
   local function row(name, s, sps)

@@ -13,13 +13,14 @@
  *   conn:tls_info()  conn:channel_binding(type)
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
  *   conn:bytes_in()      bytes read so far
+ *   conn:raw()           no parser: each read (decrypted) is a "data" event
  *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
  *                    open= }
  *   listener:port()  listener:close()
  *
  * Events reach Lua as dispatch("net", owner, event, ...): "connected",
  * "connect-failed" msg cond, "open" attr, "stanza" st, "stream-close",
- * "parse-error" msg cond, "eof", "read-error" msg, "write-error" msg,
+ * "parse-error" msg cond, "data" bytes (raw mode), "eof", "read-error" msg, "write-error" msg,
  * "tls-done", "tls-failed" msg cond,
  * "drain", "closed", and for listeners "accept" conn.
  *
@@ -54,6 +55,7 @@ typedef struct conn {
   const char *fbuf;           /* what the parser is reading: rbuf or pbuf */
   size_t flen;
   int feeding;                /* the parser has not finished fbuf yet */
+  int raw;                    /* raw(): bytes go to Lua as "data", no parser */
   lx_tls *tls;                /* NULL: plaintext */
   int tls_done;               /* handshake finished */
   char *early;                /* plaintext not encrypted yet (TLS) */
@@ -114,6 +116,15 @@ static void emit_msg(lx_handle *h, const char *event, const char *msg,
     lua_pushstring(L, msg);
     lua_pushstring(L, cond);
     lx_dispatch(h->lp, 5);
+  }
+}
+
+/* Raw mode: one "data" event with the bytes read (plaintext under TLS). */
+static void emit_data(conn *c, const char *p, size_t n) {
+  lua_State *L = c->h.lp->L;
+  if (L && push_event(L, &c->h, "data")) {
+    lua_pushlstring(L, p, n);
+    lx_dispatch(c->h.lp, 4);
   }
 }
 
@@ -370,12 +381,17 @@ static void pump(conn *c) {
       lx_protected(c->h.lp, feed_protected, c);
       if (c->feeding || c->paused || c->h.closed || !c->parser) return;
     }
-    if (!c->tls || !c->tls_done || !c->parser) return;
+    if (!c->tls || !c->tls_done || (!c->parser && !c->raw)) return;
     {
       size_t n = 0;
       int r;
       if (!c->pbuf && !(c->pbuf = malloc(READ_BUF))) return;
       r = lx_tls_read(c->tls, c->pbuf, READ_BUF, &n);
+      if (r == LX_TLS_OK && n > 0 && !c->parser) {
+        emit_data(c, c->pbuf, n);
+        if (c->paused || c->h.closed) return;
+        continue;
+      }
       if (r == LX_TLS_OK && n > 0) {
         c->fbuf = c->pbuf;
         c->flen = n;
@@ -441,12 +457,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     c->feeding = 1;
     lx_stream_feed(c->parser, c->rbuf, c->flen, 0);
     pump(c);
+  } else if (c->raw) {
+    emit_data(c, c->rbuf, (size_t)nread);
   }
 }
 
 static void start_reading(conn *c) {
   if (c->reading || c->paused || c->h.closed || c->connecting ||
-      (!c->parser && !c->tls))
+      (!c->parser && !c->tls && !c->raw))
     return;
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
     c->reading = 1;
@@ -594,6 +612,7 @@ static int l_parse(lua_State *L) {
   conn *c = check_conn(L);
   lx_limits lim;
   if (c->h.closed) return fail_closed(L);
+  if (c->raw) return luaL_error(L, "parse: this connection is in raw mode");
   lx_limits_default(&lim);
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "max_stanza_size");
@@ -700,6 +719,19 @@ static int l_channel_binding(lua_State *L) {
   lua_pushnil(L);
   lua_pushstring(L, why);
   return 2;
+}
+
+/* conn:raw() -> true: no stream parser; every byte read (decrypted, under
+ * TLS) is dispatched as a "data" event, for protocols other than XMPP on
+ * lxmpp's own connections and TLS (HTTP upload, XEP-0363). */
+static int l_raw(lua_State *L) {
+  conn *c = check_conn(L);
+  if (c->h.closed) return fail_closed(L);
+  if (c->parser) return luaL_error(L, "raw: this connection parses XML");
+  c->raw = 1;
+  lx_defer(c->h.lp, &c->cont);           /* deliver what TLS holds, then read */
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int l_pause(lua_State *L) {
@@ -837,7 +869,7 @@ void lx_open_net(lua_State *L) {
     {"pause", l_pause}, {"resume", l_resume}, {"close", l_close},
     {"abort", l_abort}, {"info", l_info}, {"set_owner", l_set_owner},
     {"set_max_queue", l_set_max_queue}, {"starttls", l_starttls},
-    {"bytes_in", l_bytes_in},
+    {"bytes_in", l_bytes_in}, {"raw", l_raw},
     {"tls_info", l_tls_info}, {"channel_binding", l_channel_binding},
     {NULL, NULL}
   };

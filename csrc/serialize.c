@@ -140,13 +140,26 @@ void lx_nsscope_free(lx_nsscope *sc) {
   sc->next_id = 0;
 }
 
-/* The prefix id declared for uri in scope, or 0. */
-static unsigned ns_lookup(const lx_nsscope *sc, const char *uri, size_t len) {
+unsigned lx_nsscope_find(const lx_nsscope *sc, const char *uri, size_t len) {
   size_t i = sc->n;
   while (i-- > 0)
     if (sc->e[i].len == len && memcmp(sc->e[i].uri, uri, len) == 0)
       return sc->e[i].id;
   return 0;
+}
+
+unsigned lx_nsscope_add(lx_nsscope *sc, const char *uri, size_t len) {
+  if (sc->n == sc->cap) {
+    size_t ncap = sc->cap ? 2 * sc->cap : 8;
+    void *ne = realloc(sc->e, ncap * sizeof *sc->e);
+    if (!ne) return 0;
+    sc->e = ne;
+    sc->cap = ncap;
+  }
+  sc->e[sc->n].uri = uri;
+  sc->e[sc->n].len = len;
+  sc->e[sc->n].id = ++sc->next_id;
+  return sc->e[sc->n++].id;
 }
 
 int lx_ns_reserved(const char *uri, size_t len) {
@@ -175,19 +188,12 @@ int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,
       return 0;                               /* reserved namespace */
     /* one generated prefix per namespace, declared where first needed and
      * reused by the descendants: output stays proportional to input */
-    id = ns_lookup(sc, key, ulen);
+    id = lx_nsscope_find(sc, key, ulen);
     if (id) {
       plen = snprintf(pfx, sizeof pfx, "lxns%u:", id);
       return put_attr(b, pfx, (size_t)plen, local, llen, val, vlen);
     }
-    if (sc->n == sc->cap) {
-      size_t ncap = sc->cap ? 2 * sc->cap : 8;
-      void *ne = realloc(sc->e, ncap * sizeof *sc->e);
-      if (!ne) return -1;
-      sc->e = ne;
-      sc->cap = ncap;
-    }
-    id = ++sc->next_id;
+    if (!(id = lx_nsscope_add(sc, key, ulen))) return -1;
     plen = snprintf(pfx, sizeof pfx, "lxns%u", id);
     if ((r = put_attr(b, "xmlns:", 6, pfx, (size_t)plen, key, ulen)) == 1) {
       pfx[plen] = ':';
@@ -195,12 +201,9 @@ int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,
     }
     if (r != 1) {
       b->len = start;
+      sc->n--;                     /* the declaration was not written */
       return r;
     }
-    sc->e[sc->n].uri = key;
-    sc->e[sc->n].len = ulen;
-    sc->e[sc->n].id = id;
-    sc->n++;
     return 1;
   }
   return put_attr(b, "", 0, key, klen, val, vlen);

@@ -37,6 +37,10 @@ typedef struct lx_nsscope {
   unsigned next_id;
 } lx_nsscope;
 void lx_nsscope_free(lx_nsscope *sc);
+/* The generated prefix id ("lxnsID") bound to uri in scope, or 0. */
+unsigned lx_nsscope_find(const lx_nsscope *sc, const char *uri, size_t len);
+/* Binds uri to a new prefix id and returns it; 0 when out of memory. */
+unsigned lx_nsscope_add(lx_nsscope *sc, const char *uri, size_t len);
 
 /* 1 when uri is the xml or xmlns namespace, which no xmlns may name. */
 int lx_ns_reserved(const char *uri, size_t len);

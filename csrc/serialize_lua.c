@@ -32,7 +32,19 @@ typedef struct walk {
   lx_buf *b;
   lx_nsscope *sc;
   int depth;
+  /* Namespace amplification (SECURITY.md: output proportional to input):
+   * xmlns is written where an element's namespace differs from its
+   * parent's, so a stanza alternating long namespaces down its tree would
+   * repeat them. Past NS_BUDGET bytes of such declarations the walk stops
+   * (overflow) and starts again hoisting: every namespace is then declared
+   * once, as a prefix on the top element. */
+  size_t nsbytes;
+  int overflow, hoist;
+  const char *top_ns;
+  size_t top_len;
 } walk;
+
+#define NS_BUDGET 16384
 
 static out_state *get_state(lua_State *L) {
   out_state *o = lua_touserdata(L, lua_upvalueindex(UV_BUF));
@@ -60,40 +72,122 @@ static void check(walk *w, int r, const char *what, const char *name) {
              "not allowed in XML, or an invalid name", what, name);
 }
 
-/* Serializes the stanza table at the top of the stack (left there).
- * parent_ns: the namespace in effect around it (NULL at the top). */
-static void ser(walk *w, const char *parent_ns, size_t parent_len) {
+static int same_ns(const char *a, size_t alen, const char *b, size_t blen) {
+  return a == b || (a && b && alen == blen && memcmp(a, b, alen) == 0);
+}
+
+/* The element table at idx: its name (checked), and its explicit xmlns
+ * (NULL if none), leaving name, attr (or nil) on the stack. */
+static const char *element_head(walk *w, int el, size_t *nlen, const char **ns,
+                                size_t *nslen) {
+  lua_State *L = w->L;
+  const char *name;
+  lua_pushvalue(L, lua_upvalueindex(UV_NAME));
+  if (lua_rawget(L, el) != LUA_TSTRING)
+    luaL_error(L, "cannot serialize: element without a string name");
+  name = lua_tolstring(L, -1, nlen);
+  if (!lx_xml_ncname_valid(name, *nlen))
+    luaL_error(L, "cannot serialize: invalid element name");
+  *ns = NULL;
+  *nslen = 0;
+  lua_pushvalue(L, lua_upvalueindex(UV_ATTR));
+  if (lua_rawget(L, el) == LUA_TTABLE) {
+    lua_pushvalue(L, lua_upvalueindex(UV_XMLNS));
+    if (lua_rawget(L, -2) == LUA_TSTRING) {
+      *ns = lua_tolstring(L, -1, nslen);       /* reachable via attr */
+    } else if (!lua_isnil(L, -1)) {
+      luaL_error(L, "cannot serialize: xmlns of <%s> is not a string", name);
+    }
+    lua_pop(L, 1);
+  } else if (!lua_isnil(L, -1)) {
+    luaL_error(L, "cannot serialize: attr of <%s> is not a table", name);
+  }
+  return name;
+}
+
+/* Hoisting, first step: binds every namespace an element below the top
+ * uses (other than the top's) to a prefix, in tree order. */
+static void collect(walk *w, const char *parent_ns, size_t parent_len) {
   lua_State *L = w->L;
   int el = lua_gettop(L);
+  size_t nlen, nslen;
+  const char *ns;
+  lua_Integer i, n;
+  if (++w->depth > LX_MAX_NEST)
+    luaL_error(L, "stanza nested too deeply (or a cycle)");
+  luaL_checkstack(L, 8, "stanza nested too deeply");
+  element_head(w, el, &nlen, &ns, &nslen);
+  if (!ns) {
+    ns = parent_ns;
+    nslen = parent_len;
+  }
+  if (w->depth > 1 && ns && !same_ns(ns, nslen, w->top_ns, w->top_len) &&
+      !lx_nsscope_find(w->sc, ns, nslen)) {
+    if (lx_ns_reserved(ns, nslen))
+      luaL_error(L, "cannot serialize xmlns: a reserved namespace");
+    if (!lx_nsscope_add(w->sc, ns, nslen)) luaL_error(L, "out of memory");
+  }
+  n = (lua_Integer)lua_rawlen(L, el);
+  for (i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, el, i) == LUA_TTABLE) collect(w, ns, nslen);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, el);
+  w->depth--;
+}
+
+/* "<" or "</", then the element's name, with its hoisted prefix if any. */
+static void put_name(walk *w, const char *open, unsigned id, const char *name,
+                     size_t nlen) {
+  char pfx[24];
+  int plen = id ? snprintf(pfx, sizeof pfx, "lxns%u:", id) : 0;
+  if (!lx_buf_put(w->b, open, strlen(open)) ||
+      !lx_buf_put(w->b, pfx, (size_t)plen) || !lx_buf_put(w->b, name, nlen))
+    luaL_error(w->L, "out of memory");
+}
+
+/* Serializes the stanza table at the top of the stack (left there).
+ * parent_ns: the namespace its children inherit around it (NULL at the
+ * top). */
+static void ser(walk *w, const char *parent_ns, size_t parent_len) {
+  lua_State *L = w->L;
+  int el = lua_gettop(L), at;
   size_t nlen, nslen = 0;
   const char *name, *ns = NULL;
   lua_Integer i, n;
   size_t mark = w->sc->n;
+  unsigned id = 0;
 
   if (++w->depth > LX_MAX_NEST)      /* a cycle, or abuse: C stacks end */
     luaL_error(L, "stanza nested too deeply (or a cycle)");
   luaL_checkstack(L, 8, "stanza nested too deeply");
-  lua_pushvalue(L, lua_upvalueindex(UV_NAME));
-  if (lua_rawget(L, el) != LUA_TSTRING)
-    luaL_error(L, "cannot serialize: element without a string name");
-  name = lua_tolstring(L, -1, &nlen);          /* el, name */
-  if (!lx_xml_ncname_valid(name, nlen))
-    luaL_error(L, "cannot serialize: invalid element name");
-  if (!lx_buf_put(w->b, "<", 1) || !lx_buf_put(w->b, name, nlen))
-    luaL_error(L, "out of memory");
-
-  lua_pushvalue(L, lua_upvalueindex(UV_ATTR));
-  if (lua_rawget(L, el) == LUA_TTABLE) {       /* el, name, attr */
-    int at = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(UV_XMLNS));
-    if (lua_rawget(L, at) == LUA_TSTRING) {
-      ns = lua_tolstring(L, -1, &nslen);
-      if (!parent_ns || parent_len != nslen || memcmp(parent_ns, ns, nslen))
-        check(w, lx_write_attr(w->b, "xmlns", 5, ns, nslen, w->sc), "xmlns", name);
-    } else if (!lua_isnil(L, -1)) {
-      luaL_error(L, "cannot serialize: xmlns of <%s> is not a string", name);
+  name = element_head(w, el, &nlen, &ns, &nslen);   /* el, name, attr */
+  at = lua_istable(L, -1) ? lua_gettop(L) : 0;
+  if (w->hoist && w->depth > 1) {
+    const char *logical = ns ? ns : parent_ns;
+    size_t llen = ns ? nslen : parent_len;
+    if (logical && !same_ns(logical, llen, w->top_ns, w->top_len))
+      id = lx_nsscope_find(w->sc, logical, llen);
+  }
+  put_name(w, "<", id, name, nlen);
+  if (w->hoist && w->depth == 1) {
+    size_t k;
+    if (ns) check(w, lx_write_attr(w->b, "xmlns", 5, ns, nslen, w->sc), "xmlns", name);
+    for (k = 0; k < w->sc->n; k++) {            /* every hoisted prefix */
+      char pfx[32];
+      int plen = snprintf(pfx, sizeof pfx, " xmlns:lxns%u='", w->sc->e[k].id);
+      if (!lx_buf_put(w->b, pfx, (size_t)plen)) luaL_error(L, "out of memory");
+      check(w, lx_escape_attr(w->b, w->sc->e[k].uri, w->sc->e[k].len), "xmlns", name);
+      if (!lx_buf_put(w->b, "'", 1)) luaL_error(L, "out of memory");
     }
-    lua_pop(L, 1);                             /* ns stays reachable via attr */
+    mark = w->sc->n;
+  } else if (!w->hoist && ns &&
+             (!parent_ns || parent_len != nslen || memcmp(parent_ns, ns, nslen))) {
+    check(w, lx_write_attr(w->b, "xmlns", 5, ns, nslen, w->sc), "xmlns", name);
+    w->nsbytes += nslen;
+    if (w->nsbytes > NS_BUDGET) w->overflow = 1;
+  }
+  if (at) {
     lua_pushnil(L);
     while (lua_next(L, at)) {                  /* el, name, attr, k, v */
       size_t klen, vlen;
@@ -115,8 +209,6 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
       }
       lua_pop(L, 1);
     }
-  } else if (!lua_isnil(L, -1)) {
-    luaL_error(L, "cannot serialize: attr of <%s> is not a table", name);
   }
   if (!ns) {
     ns = parent_ns;
@@ -128,7 +220,7 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
     check(w, lx_buf_put(w->b, "/>", 2) ? 1 : -1, "", name);
   } else {
     check(w, lx_buf_put(w->b, ">", 1) ? 1 : -1, "", name);
-    for (i = 1; i <= n; i++) {
+    for (i = 1; i <= n && !w->overflow; i++) {
       int t = lua_rawgeti(L, el, i);
       if (t == LUA_TSTRING) {
         size_t tlen;
@@ -142,9 +234,8 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
       }
       lua_pop(L, 1);
     }
-    if (!lx_buf_put(w->b, "</", 2) || !lx_buf_put(w->b, name, nlen) ||
-        !lx_buf_put(w->b, ">", 1))
-      luaL_error(L, "out of memory");
+    put_name(w, "</", id, name, nlen);
+    if (!lx_buf_put(w->b, ">", 1)) luaL_error(L, "out of memory");
   }
   lua_settop(L, el);
   w->sc->n = mark;                   /* its prefix declarations end with it */
@@ -157,11 +248,22 @@ static int l_serialize(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   o = get_state(L);
+  memset(&w, 0, sizeof w);
   w.L = L;
   w.b = &o->b;
   w.sc = &o->sc;
-  w.depth = 0;
   ser(&w, NULL, 0);
+  if (w.overflow) {                  /* namespaces would repeat: hoist them */
+    size_t nslen;
+    o = get_state(L);
+    w.hoist = 1;
+    w.overflow = 0;
+    w.depth = 0;
+    element_head(&w, 1, &nslen, &w.top_ns, &w.top_len);
+    lua_settop(L, 1);
+    collect(&w, NULL, 0);
+    ser(&w, NULL, 0);
+  }
   lua_pushlstring(L, w.b->p, w.b->len);
   if (w.b->cap > KEEP_BUF) lx_buf_free(w.b);
   return 1;

@@ -19,12 +19,7 @@ end
 
 local function lxmpp_cmd(args) return run("lua5.4 " .. q(BIN) .. " " .. args) end
 
-local function read(path)
-  local f = io.open(path)
-  local s = f and f:read("a") or ""
-  if f then f:close() end
-  return s
-end
+local read = require("spec.support.pki").read_file
 
 -- Waits (polling, in a task) until the file contains pattern.
 local function wait_for(path, pattern, seconds)

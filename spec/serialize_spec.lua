@@ -155,6 +155,27 @@ describe("serializer", function()
     assert.equal(canon(top), canon(back))
   end)
 
+  it("keeps output proportional when element namespaces alternate down the tree", function()
+    -- each <z/> in namespace A under a <y/> in the default namespace: written
+    -- naively, A is declared again on every <z/>
+    local A = "urn:example:" .. ("a"):rep(300)
+    local B = "urn:example:" .. ("b"):rep(300)
+    local xml = "<m xmlns='jabber:client' xmlns:p='" .. A .. "' xmlns:q='" .. B .. "'>" ..
+      ("<y><p:z p:k='1'><q:w/><v/></p:z></y>"):rep(300) .. "</m>"
+    local s = assert(st.parse(xml))
+    local out = tostring(s)
+    assert.is_true(#out < 2 * #xml, #out .. " bytes out of " .. #xml)
+    local _, decls_a = out:gsub(A, "")
+    assert.equal(1, decls_a)
+    assert.equal(canon(s), canon(assert(st.parse(out))))
+  end)
+
+  it("writes ordinary stanzas without prefixes (xmlns where it changes)", function()
+    local s = st.message({ to = "a@example.test" }):tag("x", { xmlns = "urn:y" }):tag("z"):up()
+      :tag("w", { xmlns = "urn:w" })
+    assert.equal("<message to='a@example.test'><x xmlns='urn:y'><z/><w xmlns='urn:w'/></x></message>", tostring(s))
+  end)
+
   describe("xml_escape", function()
     it("escapes for text and attributes alike", function()
       assert.equal("&lt;&amp;&gt;&apos;&quot;", core.xml_escape("<&>'\""))

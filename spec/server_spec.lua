@@ -449,6 +449,31 @@ describe("embedded server: TLS options", function()
     end)
   end)
 
+  it("with insecure_plaintext, offers SCRAM before TLS and -PLUS and PLAIN after it", function()
+    local raw = require "spec.support.raw"
+    serve.run({ users = USERS, insecure_plaintext = true }, function(_, port)
+      local function mechs(f)
+        local out = {}
+        for m in f:get_child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl"):childtags("mechanism") do
+          out[#out + 1] = m:get_text()
+        end
+        return table.concat(out, " ")
+      end
+      local r = raw.connect(port)
+      r:send(raw.header())
+      local before = assert(r:stanza())
+      assert.equal("SCRAM-SHA-256 SCRAM-SHA-1", mechs(before))
+      assert.is_nil(before:get_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls"):get_child("required"))
+      r:close()
+      r = raw.connect(port)
+      local after = r:negotiate_tls(serve.pki().ca)
+      assert.equal("SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1 PLAIN", mechs(after))
+      r:close()
+      local c = assert(serve.login(port, "alice", "alice-pw", "p", { tls = "none" }))
+      c:close()
+    end)
+  end)
+
   it("offers no -PLUS with channel_binding = false (plain SCRAM with 'y' is then fine)", function()
     serve.run({ users = USERS, channel_binding = false }, function(srv, port)
       local c = assert(serve.login(port, "alice", "alice-pw"))

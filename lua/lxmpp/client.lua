@@ -93,6 +93,14 @@ end
 -- IM plugins (RFC 6121 roster and subscriptions, ping, version)
 require("lxmpp.plugins.roster").install(Client)
 require("lxmpp.plugins.presence").install(Client)
+require("lxmpp.plugins.muc").install(Client)
+require("lxmpp.plugins.muc_admin").install(Client)
+require("lxmpp.plugins.rpc").install(Client)
+require("lxmpp.plugins.ibb").install(Client)
+require("lxmpp.plugins.register").install(Client)
+require("lxmpp.plugins.vcard").install(Client)
+require("lxmpp.plugins.pubsub").install(Client)
+require("lxmpp.plugins.upload").install(Client)
 -- XEP plugins, client side (docs/xeps.md): discovery and capabilities first,
 -- the plugins after them register their features there
 require("lxmpp.plugins.disco").install(Client)

@@ -74,6 +74,8 @@ function Conn:bytes_in() return self.c:bytes_in() end
 function Conn:starttls(ctx, domain) return self.c:starttls(ctx, domain) end
 function Conn:channel_binding(t) return self.c:channel_binding(t) end
 function Conn:tls_info() return self.c:tls_info() end
+--- conn:raw(): no XML parser; each read (decrypted) is a "data" (bytes) event
+function Conn:raw() return self.c:raw() end
 
 --- conn:close([timeout]): graceful close; from a task it waits until the
 -- socket is closed (at most timeout seconds, default 10, then aborts).

@@ -25,12 +25,7 @@ local function start_example(script, env, args)
   return pid, log
 end
 
-local function read(path)
-  local f = io.open(path)
-  local s = f and f:read("a") or ""
-  if f then f:close() end
-  return s
-end
+local read = require("spec.support.pki").read_file
 
 local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
 

@@ -14,12 +14,7 @@ local STEPS = {
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function read(path)
-	local f = io.open(path)
-	local s = f and f:read("a") or ""
-	if f then f:close() end
-	return s
-end
+local read = require("spec.support.pki").read_file
 
 describe("MUC interop: slixmpp on the embedded server", function ()
 	it("creates, configures and talks in a room", function ()

@@ -46,11 +46,18 @@ local function write(path, text)
   f:close()
 end
 
-local function read(path)
-  local f = assert(io.open(path, "r"))
+-- A file's contents, or "" when it cannot be read (a log not written yet).
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
   local s = f:read("a")
   f:close()
-  return s
+  return s or ""
+end
+
+local function read(path)
+  assert(io.open(path, "r")):close()
+  return read_file(path)
 end
 
 -- Date in the form `openssl ca -startdate` takes.
@@ -184,6 +191,6 @@ function M.fingerprint(pem, md)
 end
 
 -- shared with the other spec supports that run commands
-M.sh, M.q = sh, q
+M.sh, M.q, M.read_file = sh, q, read_file
 
 return M

@@ -59,7 +59,8 @@ function Server:log()
   return s
 end
 
---- start{ users = {name = password}, require_encryption = true, modules = {...} }
+--- start{ users = {name = password}, require_encryption = true, modules = {...}, https = true,
+--          components = { { "conference.example.test", "muc", "extra = 'config line'" }, ... } }
 function M.start(opts)
   opts = opts or {}
   if not os.execute("command -v prosody >/dev/null 2>&1") then
@@ -70,6 +71,7 @@ function M.start(opts)
   local self = setmetatable({ dir = dir, domain = M.DOMAIN, ca = p.ca,
     component = M.COMPONENT, component_secret = M.COMPONENT_SECRET }, Server)
   self.port, self.direct_tls_port, self.component_port = free_port(), free_port(), free_port()
+  if opts.https then self.https_port = free_port() end     -- mod_http over TLS (srv.https_port)
   os.execute("mkdir -p " .. q(dir .. "/data") .. " " .. q(dir .. "/certs"))
   local good = p.certs.good
   -- also where Prosody looks by name (the direct TLS port uses these)
@@ -100,11 +102,19 @@ function M.start(opts)
     "c2s_require_encryption = " .. tostring(opts.require_encryption ~= false),
     "allow_registration = " .. tostring(opts.registration == true),
     "certificates = " .. lua_string(dir .. "/certs"),
+    opts.https and ("https_ports = { " .. self.https_port .. " }; http_ports = { }; "
+      .. "https_interfaces = { '127.0.0.1' }; http_interfaces = { '127.0.0.1' }; "
+      .. "https_ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }") or "",
     "VirtualHost " .. lua_string(M.DOMAIN),
     "  ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }",
     "Component " .. lua_string(M.COMPONENT),
     "  component_secret = " .. lua_string(M.COMPONENT_SECRET),
   }
+  -- extra internal components: opts.components = { { "conference.example.test", "muc", "option = value" ... } }
+  for _, comp in pairs(opts.components or {}) do
+    cfg[#cfg + 1] = "Component " .. lua_string(comp[1]) .. " " .. lua_string(comp[2])
+    for i = 3, #comp do cfg[#cfg + 1] = "  " .. comp[i] end
+  end
   local cfgpath = dir .. "/prosody.cfg.lua"
   local f = assert(io.open(cfgpath, "w"))
   f:write(table.concat(cfg, "\n"), "\n")

@@ -4,9 +4,10 @@
 -- "stanza-out"; each handler gets the stanza before it is serialized and may
 -- add children to it. Installed once, whatever number of plugins use it.
 --
--- The hook wraps the send method the client class has when a client is
--- created (not when this file is loaded), so a send defined later in
--- client.lua (stream management queues, say) is wrapped too, not replaced.
+-- The hook wraps the send method a client has when it is created (not when
+-- this file is loaded), so a send defined later in client.lua (stream
+-- management queues, say) or another plugin's wrapper (XEP-0153 avatar
+-- hashes) is wrapped too, not replaced.
 
 local st = require "lxmpp.stanza"
 
@@ -20,12 +21,12 @@ function M.install(Client)
   local base = Client.install_plugins
   function Client:install_plugins()
     if base then base(self) end
-    local class_send = Client.send
+    local inner_send = self.send          -- the class's, or another plugin's wrapper
     --- c:send(stanza): fires "stanza-out" on the plugin bus, then sends.
     self.send = function(c, stanza)
       if not st.is_stanza(stanza) then error("send: expected a stanza", 2) end
       if c.bus:has("stanza-out") then c.bus:fire("stanza-out", stanza) end
-      return class_send(c, stanza)
+      return inner_send(c, stanza)
     end
   end
   return Client

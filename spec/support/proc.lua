@@ -1,0 +1,75 @@
+-- External programs (slixmpp scripts, a libstrophe client) run from inside
+-- lxmpp.run without blocking its loop: the program runs in the background
+-- in a process group of its own, its output goes to files, and the waiting
+-- task polls for its exit status with lxmpp.sleep, so an embedded server
+-- in the same process keeps serving it meanwhile.
+--
+--   local proc = require "spec.support.proc"
+--   local p = proc.start({ "/usr/bin/python3", "script.py", "arg" })
+--   local r = p:wait(20)   -- r.code (nil on timeout: then killed), r.out, r.err
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local pki = require "spec.support.pki"
+
+local io, os, error, tonumber, table, ipairs, setmetatable, assert =
+  io, os, error, tonumber, table, ipairs, setmetatable, assert
+
+local q = pki.q
+
+local M = {}
+
+local read = pki.read_file
+
+local Proc = {}
+Proc.__index = Proc
+
+--- proc.start(argv) -> process. Starts at once; never yields.
+function M.start(argv)
+  local dir = pki.sh("mktemp -d /tmp/lxmpp-proc.XXXXXX"):gsub("%s+$", "")
+  local words = {}
+  for i, a in ipairs(argv) do words[i] = q(a) end
+  -- the exit status lands in rc only once the program is done (rename)
+  local script = table.concat(words, " ") .. " >" .. q(dir .. "/out") .. " 2>" .. q(dir .. "/err")
+    .. " </dev/null; echo $? >" .. q(dir .. "/rc.tmp") .. "; mv " .. q(dir .. "/rc.tmp") .. " " .. q(dir .. "/rc")
+  -- setsid: a process group of its own, so a timeout kills the program too
+  local f = assert(io.popen(pki.NO_PRELOAD .. "setsid sh -c " .. q(script)
+    .. " >/dev/null 2>&1 </dev/null & echo $!", "r"))
+  local pid = tonumber(f:read("l"))
+  f:close()
+  if not pid then error("could not start " .. argv[1]) end
+  return setmetatable({ pid = pid, dir = dir, argv = argv }, Proc)
+end
+
+--- p:wait(timeout) -> { code =, out =, err = }; code is nil when the
+-- program did not end in time (it is then killed). Yields while waiting.
+function Proc:wait(timeout)
+  local deadline = core.now() + (timeout or 30)
+  local rc
+  while true do
+    rc = read(self.dir .. "/rc")
+    if rc == "" then rc = nil end                 -- not written (completely) yet
+    if rc or core.now() > deadline then break end
+    lxmpp.sleep(0.05)
+  end
+  if not rc then self:kill() end
+  local r = { code = tonumber(rc), out = read(self.dir .. "/out") or "", err = read(self.dir .. "/err") or "" }
+  self:cleanup()
+  return r
+end
+
+--- p:kill(): ends the program and everything it started.
+function Proc:kill()
+  if self.pid then
+    os.execute(pki.NO_PRELOAD .. "kill -KILL -- -" .. self.pid .. " 2>/dev/null")
+    self.pid = nil
+  end
+end
+
+function Proc:cleanup()
+  if self.dir then
+    os.execute(pki.NO_PRELOAD .. "rm -rf " .. q(self.dir))
+    self.dir = nil
+  end
+end
+
+return M
