@@ -266,8 +266,12 @@ end
 
 local function idle_phase(srv, ca)
   settle(srv.pid)
-  collectgarbage()
   local rss0 = proc_rss(srv.pid)
+  local lua0
+  if srv.name == "lxmpp" then
+    socket.sleep(0.6)
+    for k in read_file(srv.log):gmatch("lua_kib (%d+)") do lua0 = tonumber(k) * 1024 end
+  end
   local procs, t0 = {}, socket.gettime()
   for i, part in ipairs(split(IDLE)) do
     local pid, log = start(srv.name .. "-idle" .. i, load_cmd({ "idle", srv.port, ca, DOMAIN, PASSWORD, "idle",
@@ -280,9 +284,15 @@ local function idle_phase(srv, ca)
   socket.sleep(2)
   settle(srv.pid)
   local rss1 = proc_rss(srv.pid)
+  local lua1
+  if srv.name == "lxmpp" then
+    socket.sleep(0.6)
+    for k in read_file(srv.log):gmatch("lua_kib (%d+)") do lua1 = tonumber(k) * 1024 end
+  end
   for _, p in ipairs(procs) do kill(p.pid) end
   settle(srv.pid)
   return { rss0 = rss0, rss1 = rss1, per_conn = (rss1 - rss0) / IDLE, login_s = login_s, mech = mech,
+    lua_per_conn = lua0 and lua1 and (lua1 - lua0) / IDLE,
     cipher = cipher }
 end
 
@@ -363,6 +373,10 @@ local function main()
       .. " %.2f s; %d warning/error line(s) in the server log"):format(r.name, tostring(r.idle.mech),
       tostring(r.idle.cipher), r.idle.rss0 / 2 ^ 20,
       r.idle.rss1 / 2 ^ 20, r.route.client_cpu, r.warnings))
+    if r.idle.lua_per_conn then
+      print(("  %s: Lua heap per idle connection %.1f KiB (of the %.1f KiB resident)"):format(r.name,
+        r.idle.lua_per_conn / 1024, r.idle.per_conn / 1024))
+    end
     if r.warnings > 0 then
       local shown = 0
       for line in r.log:gmatch("[^\n]+") do

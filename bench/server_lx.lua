@@ -10,7 +10,8 @@
 -- Listens on 127.0.0.1, a free port, with STARTTLS required and CERT/KEY;
 -- limits on connections per address and unauthenticated connections are
 -- raised for the load clients, nothing else is changed. Prints
--- "ready PORT PID" and serves until it is killed.
+-- "ready PORT PID" and serves until it is killed; every half second it
+-- prints "lua_kib N", the size of its Lua heap (collectgarbage "count").
 
 local DOMAIN, CERT, KEY, PASSWORD, SALT = arg[1], arg[2], arg[3], arg[4], arg[5]
 if not (DOMAIN and CERT and KEY and PASSWORD and SALT) or not arg[6] then
@@ -47,5 +48,9 @@ lxmpp.run(function()
   collectgarbage("collect")
   io.stdout:write(("ready %d %d\n"):format(srv:addresses()[1].port, pid()))
   io.stdout:flush()
-  while true do lxmpp.sleep(3600) end
+  while true do
+    lxmpp.sleep(0.5)
+    io.stdout:write(("lua_kib %.0f\n"):format(collectgarbage("count")))
+    io.stdout:flush()
+  end
 end)
