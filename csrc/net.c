@@ -49,11 +49,12 @@ typedef struct conn {
   lx_deferred flush;          /* coalesces writes of one loop iteration */
   lx_deferred cont;           /* resume(): parse what a pause() left */
   lx_stream *parser;          /* NULL until parse() */
-  char *rbuf;                 /* socket read buffer, reused */
-  char *pbuf;                 /* TLS plaintext buffer, reused */
-  const char *fbuf;           /* what the parser is reading: rbuf or pbuf */
+  const char *fbuf;           /* what the parser is reading: a shared buffer
+                                 (during a read callback) or rest */
   size_t flen;
   int feeding;                /* the parser has not finished fbuf yet */
+  char *rest;                 /* own copy of fbuf's unparsed end, kept when a
+                                 callback ends mid-buffer (paused, closed) */
   lx_tls *tls;                /* NULL: plaintext */
   int tls_done;               /* handshake finished */
   char *early;                /* plaintext not encrypted yet (TLS) */
@@ -124,12 +125,11 @@ static void conn_freed(lx_handle *h) {
   c->parser = NULL;
   lx_tls_free(c->tls);
   c->tls = NULL;
-  free(c->rbuf);
-  free(c->pbuf);
+  free(c->rest);
   free(c->out);
   free(c->wbuf);
   free(c->early);
-  c->rbuf = c->pbuf = c->out = c->wbuf = c->early = NULL;
+  c->rest = c->out = c->wbuf = c->early = NULL;
   c->fbuf = NULL;
   c->feeding = 0;
   c->out_len = c->wbuf_len = 0;
@@ -341,11 +341,54 @@ static int feed_protected(lua_State *L) {
   return 0;
 }
 
+/* Read buffers: two per loop, shared by every connection (socket bytes, and
+ * TLS plaintext), so an idle connection holds none. A buffer is only read
+ * within one libuv callback; when the callback ends with the parser in the
+ * middle of it (the conn was paused), keep_rest() copies the unparsed end. */
+static char *shared_buf(lx_loop *lp, int which) {
+  if (!lp->net_bufs) lp->net_bufs = malloc(2 * (size_t)READ_BUF);
+  return lp->net_bufs ? lp->net_bufs + which * READ_BUF : NULL;
+}
+#define SOCKET_BUF 0
+#define PLAIN_BUF 1
+
+/* The parser will read from buf: a shared buffer, so rest is not needed. */
+static void feed_from(conn *c, const char *buf, size_t len) {
+  c->fbuf = buf;
+  c->flen = len;
+  c->feeding = 1;
+  free(c->rest);
+  c->rest = NULL;
+  lx_stream_feed(c->parser, buf, len, 0);
+}
+
+/* At the end of a callback that fed the parser from a shared buffer: what
+ * the parser has not finished moves into the conn's own rest (including the
+ * bytes of a suspended parse, which a stream restart would re-feed). */
+static void keep_rest(conn *c) {
+  size_t n, unread;
+  char *p;
+  if (!c->feeding || !c->parser || c->h.closed || c->fbuf == c->rest) return;
+  n = lx_stream_remaining(c->parser);
+  unread = lx_stream_unread(c->parser);
+  if (!(p = malloc(n ? n : 1))) {
+    c->feeding = 0;
+    emit_msg(&c->h, "read-error", "out of memory", "resource-constraint");
+    if (!c->h.closed) conn_abort(c);
+    return;
+  }
+  memcpy(p, c->fbuf + c->flen - n, n);
+  c->rest = p;
+  c->fbuf = p;
+  c->flen = n;
+  lx_stream_rebase(c->parser, p + n - unread);
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn *c = h->data;
+  char *b = shared_buf(c->h.lp, SOCKET_BUF);
   (void)suggested;
-  if (!c->rbuf) c->rbuf = malloc(READ_BUF);
-  *buf = uv_buf_init(c->rbuf, c->rbuf ? READ_BUF : 0);
+  *buf = uv_buf_init(b, b ? READ_BUF : 0);
 }
 
 static void tls_failed(conn *c) {
@@ -374,13 +417,11 @@ static void pump(conn *c) {
     {
       size_t n = 0;
       int r;
-      if (!c->pbuf && !(c->pbuf = malloc(READ_BUF))) return;
-      r = lx_tls_read(c->tls, c->pbuf, READ_BUF, &n);
+      char *pbuf = shared_buf(c->h.lp, PLAIN_BUF);
+      if (!pbuf) return;
+      r = lx_tls_read(c->tls, pbuf, READ_BUF, &n);
       if (r == LX_TLS_OK && n > 0) {
-        c->fbuf = c->pbuf;
-        c->flen = n;
-        c->feeding = 1;
-        lx_stream_feed(c->parser, c->pbuf, n, 0);
+        feed_from(c, pbuf, n);
         continue;
       }
       move_ciphertext(c);                     /* e.g. a TLS 1.3 key update */
@@ -423,7 +464,6 @@ static void tls_input(conn *c, const char *p, size_t n) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn *c = s->data;
-  (void)buf;
   if (nread == 0 || c->h.closed) return;
   if (nread < 0) {
     c->reading = 0;
@@ -434,14 +474,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   c->bytes_in += (uint64_t)nread;
   if (c->tls) {
-    tls_input(c, c->rbuf, (size_t)nread);
+    tls_input(c, buf->base, (size_t)nread);
   } else if (c->parser) {
-    c->fbuf = c->rbuf;
-    c->flen = (size_t)nread;
-    c->feeding = 1;
-    lx_stream_feed(c->parser, c->rbuf, c->flen, 0);
+    feed_from(c, buf->base, (size_t)nread);
     pump(c);
   }
+  keep_rest(c);
 }
 
 static void start_reading(conn *c) {
@@ -456,6 +494,7 @@ static void run_cont(lx_deferred *d) {
   conn *c = (conn *)((char *)d - offsetof(conn, cont));
   if (c->h.closed || c->paused) return;
   pump(c);
+  keep_rest(c);
   start_reading(c);
 }
 

@@ -697,6 +697,14 @@ size_t lx_stream_remaining(const lx_stream *s) {
   return rest;
 }
 
+size_t lx_stream_unread(const lx_stream *s) { return s->in_len - s->in_pos; }
+
+void lx_stream_rebase(lx_stream *s, const char *unread) {
+  s->in = unread;
+  s->in_len -= s->in_pos;
+  s->in_pos = 0;
+}
+
 size_t lx_stream_memory(const lx_stream *s) {
   int offset = 0, size = 0;
   size_t n = s->cap_nodes * sizeof(lx_node) + s->cap_attrs * sizeof(lx_attr) +
