@@ -118,6 +118,13 @@ static void emit_msg(lx_handle *h, const char *event, const char *msg,
   }
 }
 
+/* Frees a growable buffer that is empty: an idle connection keeps none. */
+static void release(char **buf, size_t *cap) {
+  free(*buf);
+  *buf = NULL;
+  *cap = 0;
+}
+
 static void conn_freed(lx_handle *h) {
   conn *c = (conn *)h;
   lx_undefer(h->lp, &c->flush);
@@ -163,6 +170,7 @@ static void on_written(uv_write_t *req, int status) {
   conn *c = req->data;
   c->writing = 0;
   c->wbuf_len = 0;
+  release(&c->wbuf, &c->wbuf_cap);
   if (c->h.closed) return;
   if (status < 0) {
     emit_msg(&c->h, "write-error", uv_strerror(status), "closed");
@@ -257,6 +265,7 @@ static int encrypt_pending(conn *c) {
     off += n;
   }
   c->early_len = 0;
+  release(&c->early, &c->early_cap);
   return 1;
 }
 
