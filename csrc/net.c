@@ -14,7 +14,7 @@
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
  *   conn:bytes_in()      bytes read so far
  *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
- *                    open= }
+ *                    open=, parser_idle= (the parser gave its memory back) }
  *   listener:port()  listener:close()
  *
  * Events reach Lua as dispatch("net", owner, event, ...): "connected",
@@ -373,11 +373,18 @@ static void feed_from(conn *c, const char *buf, size_t len) {
 
 /* At the end of a callback that fed the parser from a shared buffer: what
  * the parser has not finished moves into the conn's own rest (including the
- * bytes of a suspended parse, which a stream restart would re-feed). */
+ * bytes of a suspended parse, which a stream restart would re-feed). A
+ * parser that finished everything between two stanzas gives its memory back
+ * until the next read (lx_stream_idle): idle connections are cheap. */
 static void keep_rest(conn *c) {
   size_t n, unread;
   char *p;
-  if (!c->feeding || !c->parser || c->h.closed || c->fbuf == c->rest) return;
+  if (!c->parser || c->h.closed) return;
+  if (!c->feeding) {
+    lx_stream_idle(c->parser);
+    return;
+  }
+  if (c->fbuf == c->rest) return;
   n = lx_stream_remaining(c->parser);
   unread = lx_stream_unread(c->parser);
   if (!(p = malloc(n ? n : 1))) {
@@ -816,7 +823,7 @@ static int l_info(lua_State *L) {
       port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
   }
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 8);
   lua_pushinteger(L, (lua_Integer)c->writes);
   lua_setfield(L, -2, "writes");
   lua_pushstring(L, ip);
@@ -825,6 +832,8 @@ static int l_info(lua_State *L) {
   lua_setfield(L, -2, "port");
   lua_pushinteger(L, (lua_Integer)c->bytes_in);
   lua_setfield(L, -2, "bytes_in");
+  lua_pushboolean(L, c->parser && lx_stream_is_idle(c->parser));
+  lua_setfield(L, -2, "parser_idle");
   lua_pushinteger(L, (lua_Integer)c->bytes_out);
   lua_setfield(L, -2, "bytes_out");
   lua_pushinteger(L, (lua_Integer)(c->out_len + c->wbuf_len));

@@ -96,3 +96,110 @@ describe("shared read buffers", function()
     scenario(sctx, cctx)
   end)
 end)
+
+-- Between stanzas, with everything read parsed, a connection's parser gives
+-- its memory back (conn:info().parser_idle) and is rebuilt from the stream
+-- header with the next read: namespaces declared there, the default
+-- namespace, byte positions, limits and restarts carry on unchanged.
+describe("idle stream parsers", function()
+  after_each(assert_clean)
+
+  local function accept(opts)
+    local rec = { stanzas = {}, opens = 0 }
+    rec.l = assert(net.listen("127.0.0.1", 0, function(conn)
+      rec.conn = conn
+      conn:on("open", function() rec.opens = rec.opens + 1 end)
+      conn:on("stanza", function(s)
+        rec.stanzas[#rec.stanzas + 1] = s
+        if s.name == "success" then conn:restart() end
+      end)
+      conn:on("parse-error", function(msg, cond) rec.error, rec.cond = msg, cond; conn:abort() end)
+      conn:on("eof", function() conn:close() end)
+      conn:parse(opts)
+    end))
+    return rec
+  end
+
+  it("keeps the header's namespaces and the stream going across idle periods", function()
+    lxmpp.run(function()
+      local rec = accept()
+      local c = assert(net.connect("127.0.0.1", rec.l:port()))
+      assert(c:write(HDR:gsub("to='x'", "to='x' xmlns:x='urn:x'")))
+      wait_until(function() return rec.opens == 1 end)
+      wait_until(function() return rec.conn:info().parser_idle end)
+      assert(c:write("<message><x:y a='1'/></message>"))
+      wait_until(function() return #rec.stanzas == 1 end)
+      wait_until(function() return rec.conn:info().parser_idle end)
+      assert(c:write(" <iq xmlns='urn:other'><q/></iq>"))
+      wait_until(function() return #rec.stanzas == 2 end)
+      local m, iq = rec.stanzas[1], rec.stanzas[2]
+      assert.equal("message", m.name)
+      assert.is_nil(m.attr.xmlns)                       -- the stream's default namespace
+      assert.equal("urn:x", m.tags[1].attr.xmlns)
+      assert.equal("y", m.tags[1].name)
+      assert.equal("1", m.tags[1].attr.a)
+      assert.equal("urn:other", iq.attr.xmlns)
+      assert.is_nil(iq.tags[1].attr.xmlns)
+      -- a restart after an idle period, the new header in a later read
+      wait_until(function() return rec.conn:info().parser_idle end)
+      assert(c:write("<success/>"))
+      wait_until(function() return #rec.stanzas == 3 end)
+      assert(c:write(HDR .. "<after/>"))
+      wait_until(function() return #rec.stanzas == 4 end)
+      assert.equal(2, rec.opens)
+      assert.equal("after", rec.stanzas[4].name)
+      -- a stanza split over two reads keeps its parser in between
+      assert(c:write("<split>"))
+      lxmpp.sleep(0.05)
+      assert.is_false(rec.conn:info().parser_idle)
+      assert(c:write("</split>"))
+      wait_until(function() return #rec.stanzas == 5 end)
+      c:close()
+      rec.l:close()
+    end)
+  end)
+
+  it("counts bytes and limits from the start of the stream, idle or not", function()
+    lxmpp.run(function()
+      local rec = accept({ max_stanza_size = 200 })
+      local c = assert(net.connect("127.0.0.1", rec.l:port()))
+      assert(c:write(HDR))
+      wait_until(function() return rec.opens == 1 end)
+      for i = 1, 3 do
+        wait_until(function() return rec.conn:info().parser_idle end)
+        assert(c:write("<m>" .. ("x"):rep(150) .. "</m>"))
+        wait_until(function() return #rec.stanzas == i end)
+      end
+      wait_until(function() return rec.conn:info().parser_idle end)
+      assert(c:write("<m>" .. ("x"):rep(250) .. "</m>"))
+      wait_until(function() return rec.cond ~= nil end)
+      assert.equal("policy-violation", rec.cond)
+      rec.l:close()
+      c:abort()
+    end)
+    -- the error position counts from the first byte of the stream: the same
+    -- whether the parser went idle before the bad stanza or not
+    local errors = {}
+    for _, idle in ipairs({ true, false }) do
+      lxmpp.run(function()
+        local rec = accept()
+        local c = assert(net.connect("127.0.0.1", rec.l:port()))
+        if idle then
+          assert(c:write(HDR .. "<a/>"))
+          wait_until(function() return #rec.stanzas == 1 end)
+          wait_until(function() return rec.conn:info().parser_idle end)
+          assert(c:write("<b></c>"))
+        else
+          assert(c:write(HDR .. "<a/><b></c>"))
+        end
+        wait_until(function() return rec.cond ~= nil end)
+        assert.equal("not-well-formed", rec.cond)
+        errors[#errors + 1] = rec.error
+        rec.l:close()
+        c:abort()
+      end)
+    end
+    assert.matches("at byte " .. (#HDR + #"<a/><b></"), errors[2], 1, true)
+    assert.equal(errors[2], errors[1])
+  end)
+end)
