@@ -99,7 +99,7 @@ end
 
 local function route()
   local clients = login_all(FIRST, 2 * COUNT)
-  local total, received, t0, cpu0 = 2 * COUNT * K, 0, nil, nil
+  local total, received = 2 * COUNT * K, 0
   local finished = lxmpp.task.waiter("route")
   local failure
   -- per client i: sent[i] messages written, got[i] received from its partner
@@ -148,7 +148,7 @@ local function route()
   io.stdout:write("ready\n")
   io.stdout:flush()
   while not io.open(GOFILE) do lxmpp.sleep(0.002) end
-  t0, cpu0 = core.now(), os.clock()
+  local t0, cpu0 = core.now(), os.clock()
   for i in pairs(clients) do fill(i) end
   local t = core.timer(600, finished)
   finished:wait()
