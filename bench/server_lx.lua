@@ -22,6 +22,11 @@ end
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 
+-- The Lua garbage collector as Prosody 0.12 sets it up by default
+-- (util/startup.lua: incremental, threshold 105, speed 500), so that both
+-- servers keep garbage alike; LXMPP_BENCH_GC=lua keeps Lua's defaults.
+if os.getenv("LXMPP_BENCH_GC") ~= "lua" then collectgarbage("incremental", 105, 500) end
+
 local function pid()
   local f = assert(io.open("/proc/self/stat"))
   local p = f:read("n")

@@ -217,6 +217,7 @@ static void run_flush(lx_deferred *d) {
     return;
   }
   start_write(c);
+  if (c->tls_done) lx_tls_idle(c->tls);   /* all ciphertext is moved out */
   maybe_shutdown(c);
 }
 
@@ -382,6 +383,7 @@ static void keep_rest(conn *c) {
   if (!c->parser || c->h.closed) return;
   if (!c->feeding) {
     lx_stream_idle(c->parser);
+    if (c->tls_done && !c->out_len) lx_tls_idle(c->tls);
     return;
   }
   if (c->fbuf == c->rest) return;

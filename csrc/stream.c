@@ -621,8 +621,9 @@ void lx_stream_free(lx_stream *s) {
 
 int lx_stream_reset(lx_stream *s) {
   reset_state(s);
+  if (!s->stack) s->stack = calloc(s->lim.max_depth + 2, sizeof *s->stack);
   if (!s->xp) s->xp = XML_ParserCreateNS("UTF-8", SEP);
-  if (!s->xp || !XML_ParserReset(s->xp, "UTF-8")) {
+  if (!s->stack || !s->xp || !XML_ParserReset(s->xp, "UTF-8")) {
     fail(s, "resource-constraint", "out of memory");
     return 0;
   }
@@ -653,7 +654,8 @@ static size_t slice_len(const lx_stream *s) {
 /* A parser for an idle stream: the stream header again, without events. */
 static int wake(lx_stream *s) {
   enum XML_Status st;
-  if (!(s->xp = XML_ParserCreateNS("UTF-8", SEP))) {
+  if (!s->stack) s->stack = calloc(s->lim.max_depth + 2, sizeof *s->stack);
+  if (!s->stack || !(s->xp = XML_ParserCreateNS("UTF-8", SEP))) {
     fail(s, "resource-constraint", "out of memory");
     return 0;
   }
@@ -680,9 +682,12 @@ int lx_stream_idle(lx_stream *s) {
   free(s->nodes);
   free(s->attrs);
   free(s->str);
+  free(s->stack);                 /* the stream element's level is not used
+                                     again: top-level elements set their own */
   s->nodes = NULL;
   s->attrs = NULL;
   s->str = NULL;
+  s->stack = NULL;
   s->cap_nodes = s->cap_attrs = s->cap_str = 0;
   return 1;
 }

@@ -104,7 +104,7 @@ end)
 describe("idle stream parsers", function()
   after_each(assert_clean)
 
-  local function accept(opts)
+  local function accept(opts, tls_ctx)
     local rec = { stanzas = {}, opens = 0 }
     rec.l = assert(net.listen("127.0.0.1", 0, function(conn)
       rec.conn = conn
@@ -116,14 +116,15 @@ describe("idle stream parsers", function()
       conn:on("parse-error", function(msg, cond) rec.error, rec.cond = msg, cond; conn:abort() end)
       conn:on("eof", function() conn:close() end)
       conn:parse(opts)
+      if tls_ctx then conn:starttls(tls_ctx) end
     end))
     return rec
   end
 
-  it("keeps the header's namespaces and the stream going across idle periods", function()
+  local function idle_stream(sctx, cctx)
     lxmpp.run(function()
-      local rec = accept()
-      local c = assert(net.connect("127.0.0.1", rec.l:port()))
+      local rec = accept(nil, sctx)
+      local c = client(rec.l:port(), cctx)
       assert(c:write(HDR:gsub("to='x'", "to='x' xmlns:x='urn:x'")))
       wait_until(function() return rec.opens == 1 end)
       wait_until(function() return rec.conn:info().parser_idle end)
@@ -154,9 +155,27 @@ describe("idle stream parsers", function()
       assert.is_false(rec.conn:info().parser_idle)
       assert(c:write("</split>"))
       wait_until(function() return #rec.stanzas == 5 end)
+      -- and the other way round, after idle periods on both ends
+      local got
+      c:on("stanza", function(s) got = s end)
+      c:parse()
+      wait_until(function() return rec.conn:info().parser_idle end)
+      assert(rec.conn:write(HDR .. "<back/>"))
+      wait_until(function() return got ~= nil end)
+      assert.equal("back", got.name)
       c:close()
       rec.l:close()
     end)
+  end
+
+  it("keeps the header's namespaces and the stream going across idle periods", function()
+    idle_stream(nil, nil)
+  end)
+
+  it("does the same over TLS, whose buffers are given back in between", function()
+    local pki = require("spec.support.pki").get()
+    idle_stream(assert(core.tls_context({ mode = "server", cert = pki.certs.good.cert, key = pki.certs.good.key })),
+      assert(core.tls_context({ mode = "client", cafile = pki.ca })))
   end)
 
   it("counts bytes and limits from the start of the stream, idle or not", function()
