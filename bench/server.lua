@@ -13,7 +13,8 @@
 -- LXMPP_BENCH_SRV_WRAP     development only: a command prefix for the lxmpp
 --                          server process (perf record ...)
 --
--- Method, for each server in turn (lxmpp first, then Prosody):
+-- Method, for each server in turn (lxmpp first, then Prosody), each phase
+-- against a freshly started server:
 --  * The server starts in its own process on 127.0.0.1 with the same
 --    certificate from the suite's test CA (spec/support/pki.lua), STARTTLS
 --    required, SCRAM keys (4096 iterations, one salt) for every account.
@@ -27,8 +28,8 @@
 --    then LOADERS client processes (bench/server_load.lua idle) log in IDLE
 --    accounts (TLS, SCRAM-SHA-1, bind, initial presence) and keep them; when
 --    all are in and 2 s have passed, VmRSS again. Memory per idle
---    connection = the difference / IDLE. Then the idle clients are killed
---    and the server is left until its CPU time stops moving.
+--    connection = the difference / IDLE (the lxmpp server also prints its
+--    Lua heap, so that part is shown on its own).
 --  * Routing: LOADERS processes (bench/server_load.lua route) log in PAIRS
 --    pairs; on a go signal every client sends K chat messages to its
 --    partner's full JID, both directions, at most WINDOW of its messages in
@@ -290,7 +291,6 @@ local function idle_phase(srv, ca)
     for k in read_file(srv.log):gmatch("lua_kib (%d+)") do lua1 = tonumber(k) * 1024 end
   end
   for _, p in ipairs(procs) do kill(p.pid) end
-  settle(srv.pid)
   return { rss0 = rss0, rss1 = rss1, per_conn = (rss1 - rss0) / IDLE, login_s = login_s, mech = mech,
     lua_per_conn = lua0 and lua1 and (lua1 - lua0) / IDLE,
     cipher = cipher }
@@ -325,24 +325,32 @@ local function route_phase(srv, ca)
     client_cpu = ccpu, busy = cpu / wall }
 end
 
-local function run(name, p)
+-- One phase against a freshly started server (so neither phase inherits
+-- the other's heap): phase(srv, ca) -> figures; the server's log is checked.
+local function with_server(name, p, phase, r)
   local srv = name == "lxmpp" and start_lxmpp(p) or start_prosody(p)
   local ok, res = pcall(function()
-    local r = { name = name }
-    r.idle = idle_phase(srv, p.ca)
-    r.route = route_phase(srv, p.ca)
+    local out = phase(srv, p.ca)
     if not running(srv.pid) then error(name .. " died:\n" .. read_file(srv.log), 0) end
     local log = read_file(srv.log)
-    local warnings = 0
     for line in log:gmatch("[^\n]+") do
-      if line:match("warn") or line:match("error") then warnings = warnings + 1 end
+      if line:match("warn") or line:match("error") then
+        r.warnings = r.warnings + 1
+        if #r.log < 5 then r.log[#r.log + 1] = line end
+      end
     end
-    r.warnings, r.log = warnings, log
-    return r
+    return out
   end)
   srv.stop()
   if not ok then error(res, 0) end
   return res
+end
+
+local function run(name, p)
+  local r = { name = name, warnings = 0, log = {} }
+  r.route = with_server(name, p, route_phase, r)
+  r.idle = with_server(name, p, idle_phase, r)
+  return r
 end
 
 local function main()
@@ -377,15 +385,7 @@ local function main()
       print(("  %s: Lua heap per idle connection %.1f KiB (of the %.1f KiB resident)"):format(r.name,
         r.idle.lua_per_conn / 1024, r.idle.per_conn / 1024))
     end
-    if r.warnings > 0 then
-      local shown = 0
-      for line in r.log:gmatch("[^\n]+") do
-        if shown < 5 and (line:match("warn") or line:match("error")) then
-          print("    " .. line)
-          shown = shown + 1
-        end
-      end
-    end
+    for _, line in ipairs(r.log) do print("    " .. line) end
   end
   if #results == 2 then
     local lx, pr = results[1], results[2]
