@@ -19,14 +19,18 @@
 --    certificate from the suite's test CA (spec/support/pki.lua), STARTTLS
 --    required, SCRAM keys (4096 iterations, one salt) for every account.
 --    lxmpp: bench/server_lx.lua (memory storage, per-address and
---    unauthenticated connection limits raised, nothing else changed).
+--    unauthenticated connection limits raised, nothing else changed; its
+--    Lua GC set as Prosody sets its own by default: incremental, 105, 500).
 --    Prosody: Debian's 0.12 on the same Lua 5.4, modules roster, saslauth and
 --    tls only (s2s, offline, admin modules disabled; presence, message, iq,
 --    c2s are core), storage in memory except accounts (internal, files
 --    written before start), no mod_limits, log level warn, epoll backend.
+--  * Routing (first): see below.
 --  * Idle memory: VmRSS of the server (/proc/PID/status) once it has started,
 --    then LOADERS client processes (bench/server_load.lua idle) log in IDLE
---    accounts (TLS, SCRAM-SHA-1, bind, initial presence) and keep them; when
+--    accounts (STARTTLS, the strongest SCRAM the server offers: lxmpp
+--    SCRAM-SHA-256-PLUS, Prosody 0.12 SCRAM-SHA-1; bind; initial presence)
+--    and keep them; when
 --    all are in and 2 s have passed, VmRSS again. Memory per idle
 --    connection = the difference / IDLE (the lxmpp server also prints its
 --    Lua heap, so that part is shown on its own).
@@ -125,10 +129,13 @@ local function cleanup()
   os.execute("rm -rf " .. q(tmpdir))
 end
 
--- Starts cmd in the background (its own pid is printed by `exec`);
--- returns pid, log path.
+-- Starts cmd in the background (`exec`: the pid is cmd's own); returns
+-- pid, log path (a new file each time: the shell may open it after we
+-- first look).
+local started = 0
 local function start(name, cmd)
-  local log = tmpdir .. "/" .. name .. ".log"
+  started = started + 1
+  local log = ("%s/%s-%d.log"):format(tmpdir, name, started)
   local f = assert(io.popen("unset LD_PRELOAD; " .. ULIMIT .. "( exec " .. cmd .. " ) >" .. q(log)
     .. " 2>&1 & echo $!"))
   local pid = f:read("l")
