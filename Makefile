@@ -102,7 +102,7 @@ bench-echo: deps build
 
 # lxmpp.server against Prosody: messages routed between client pairs (server CPU
 # per message) and memory per idle connection; raises the open file limit
-BENCH_SERVER_K ?= 3000
+BENCH_SERVER_K ?= 5000
 bench-server: deps build
 	ulimit -n "$$(ulimit -Hn)" && $(LUA) bench/server.lua $(BENCH_SERVER_K)
 

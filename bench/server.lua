@@ -4,7 +4,7 @@
 --
 --   lua5.4 bench/server.lua [K]
 --
--- K                        messages each routing client sends (default 3000)
+-- K                        messages each routing client sends (default 5000)
 -- LXMPP_BENCH_IDLE         idle connections (default 5000)
 -- LXMPP_BENCH_PAIRS        routing client pairs (default 50)
 -- LXMPP_BENCH_WINDOW       messages of one client on the way at once (default 50)
@@ -46,7 +46,7 @@
 -- messages per server CPU second, with at most half of Prosody's memory per
 -- idle connection.
 
-local K = math.tointeger(tonumber(arg[1] or "3000"))
+local K = math.tointeger(tonumber(arg[1] or "5000"))
 local IDLE = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_IDLE") or "5000"))
 local PAIRS = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_PAIRS") or "50"))
 local WINDOW = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_WINDOW") or "50"))
