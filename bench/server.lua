@@ -9,6 +9,7 @@
 -- LXMPP_BENCH_PAIRS        routing client pairs (default 50)
 -- LXMPP_BENCH_WINDOW       messages of one client on the way at once (default 50)
 -- LXMPP_BENCH_LOADERS      client processes for each phase (default 2)
+-- LXMPP_BENCH_GC=lua       the lxmpp server with Lua's default GC parameters
 -- LXMPP_BENCH_ONLY         development only: "lxmpp" or "prosody"
 -- LXMPP_BENCH_SRV_WRAP     development only: a command prefix for the lxmpp
 --                          server process (perf record ...)
