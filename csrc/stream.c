@@ -24,6 +24,7 @@
 
 #define SEP '\1'
 #define SLICE 16384               /* largest piece given to one XML_Parse */
+#define MAX_KEPT_HEADER 2048      /* a real header is a few hundred bytes */
 #define NS_XML "http://www.w3.org/XML/1998/namespace"
 #define NS_XML_LEN (sizeof(NS_XML) - 1)
 #define NS_STREAMS_LEN (sizeof(LX_NS_STREAMS) - 1)
@@ -305,7 +306,8 @@ static int add_attrs(lx_stream *s, lx_node *n, const XML_Char **atts,
 
 /* Keeps the bytes of the stream header being parsed, to rebuild expat's
  * namespace context after lx_stream_idle(); without them (expat built
- * without context bytes, no memory) the stream never goes idle. */
+ * without context bytes, no memory, or a header over MAX_KEPT_HEADER, which
+ * every wake-up would parse again) the stream never goes idle. */
 static void keep_header(lx_stream *s) {
   int offset = 0, size = 0;
   const char *ctx = XML_GetInputContext(s->xp, &offset, &size);
@@ -313,7 +315,8 @@ static void keep_header(lx_stream *s) {
   free(s->header);
   s->header = NULL;
   s->header_len = 0;
-  if (!ctx || n <= 0 || offset < 0 || offset + n > size) return;
+  if (!ctx || n <= 0 || n > MAX_KEPT_HEADER || offset < 0 || offset + n > size)
+    return;
   if (!(s->header = malloc((size_t)n))) return;
   memcpy(s->header, ctx + offset, (size_t)n);
   s->header_len = (size_t)n;
