@@ -40,6 +40,7 @@
 #define LISTENER_MT "lxmpp.listener"
 #define READ_BUF 65536
 #define DEFAULT_MAX_OUT (4u << 20)   /* bytes queued before write() refuses */
+#define SWEEP_MS 500                 /* quiet this long (or up to twice): idle */
 
 enum { RESET_NONE = 0, RESET_RESTART = 1 };
 
@@ -55,6 +56,8 @@ typedef struct conn {
   int feeding;                /* the parser has not finished fbuf yet */
   char *rest;                 /* own copy of fbuf's unparsed end, kept when a
                                  callback ends mid-buffer (paused, closed) */
+  struct conn *act_next, *act_prev; /* in the loop's list of active conns */
+  int listed, recent;         /* in that list; had I/O since the last sweep */
   lx_tls *tls;                /* NULL: plaintext */
   int tls_done;               /* handshake finished */
   char *early;                /* plaintext not encrypted yet (TLS) */
@@ -125,8 +128,12 @@ static void release(char **buf, size_t *cap) {
   *cap = 0;
 }
 
+static void unlist(conn *c);
+static void touched(conn *c);
+
 static void conn_freed(lx_handle *h) {
   conn *c = (conn *)h;
+  unlist(c);
   lx_undefer(h->lp, &c->flush);
   lx_stream_free(c->parser);
   c->parser = NULL;
@@ -217,7 +224,7 @@ static void run_flush(lx_deferred *d) {
     return;
   }
   start_write(c);
-  if (c->tls_done) lx_tls_idle(c->tls);   /* all ciphertext is moved out */
+  touched(c);
   maybe_shutdown(c);
 }
 
@@ -351,16 +358,94 @@ static int feed_protected(lua_State *L) {
   return 0;
 }
 
+/* ---- per loop: shared read buffers, idle sweeps --------------------------- */
+
 /* Read buffers: two per loop, shared by every connection (socket bytes, and
  * TLS plaintext), so an idle connection holds none. A buffer is only read
  * within one libuv callback; when the callback ends with the parser in the
- * middle of it (the conn was paused), keep_rest() copies the unparsed end. */
-static char *shared_buf(lx_loop *lp, int which) {
-  if (!lp->net_bufs) lp->net_bufs = malloc(2 * (size_t)READ_BUF);
-  return lp->net_bufs ? lp->net_bufs + which * READ_BUF : NULL;
-}
+ * middle of it (the conn was paused), keep_rest() copies the unparsed end.
+ *
+ * Idle connections: every SWEEP_MS the conns that had no I/O for a whole
+ * period give their parser's memory (lx_stream_idle) and their TLS
+ * buffers (lx_tls_idle) back; busy ones keep them, so they do not pay to
+ * rebuild them at every read. */
+typedef struct net_loop {
+  char bufs[2 * READ_BUF];
+  uv_timer_t sweep;           /* data NULL: the loop itself closes it */
+  int sweep_init;
+  conn *active;               /* conns with I/O since they last went idle */
+} net_loop;
 #define SOCKET_BUF 0
 #define PLAIN_BUF 1
+
+static net_loop *net_of(lx_loop *lp) {
+  if (!lp->net) {
+    net_loop *n = malloc(sizeof *n);
+    if (!n) return NULL;
+    n->sweep_init = 0;
+    n->active = NULL;
+    lp->net = n;
+  }
+  return lp->net;
+}
+
+static char *shared_buf(lx_loop *lp, int which) {
+  net_loop *n = net_of(lp);
+  return n ? n->bufs + which * READ_BUF : NULL;
+}
+
+static void unlist(conn *c) {
+  net_loop *n = c->h.lp->net;
+  if (!c->listed) return;
+  if (c->act_prev) c->act_prev->act_next = c->act_next;
+  else n->active = c->act_next;
+  if (c->act_next) c->act_next->act_prev = c->act_prev;
+  c->act_next = c->act_prev = NULL;
+  c->listed = 0;
+}
+
+static void go_idle(conn *c) {
+  if (c->h.closed || !c->parser || c->feeding) return;
+  lx_stream_idle(c->parser);
+  if (c->tls_done && !c->out_len && !c->early_len) lx_tls_idle(c->tls);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  net_loop *n = (net_loop *)((char *)t - offsetof(net_loop, sweep));
+  conn *c, *next;
+  for (c = n->active; c; c = next) {
+    next = c->act_next;
+    if (c->recent) {
+      c->recent = 0;
+      continue;
+    }
+    unlist(c);
+    go_idle(c);
+  }
+  if (!n->active) uv_timer_stop(t);
+}
+
+/* The conn read or wrote: it goes idle after a quiet sweep period. */
+static void touched(conn *c) {
+  lx_loop *lp = c->h.lp;
+  net_loop *n = net_of(lp);
+  c->recent = 1;
+  if (c->listed || !n || lp->closing) return;
+  if (!n->sweep_init) {
+    if (uv_timer_init(&lp->uv, &n->sweep) != 0) return;
+    n->sweep.data = NULL;
+    uv_unref((uv_handle_t *)&n->sweep);  /* never keeps the loop running */
+    n->sweep_init = 1;
+  }
+  if (uv_is_closing((uv_handle_t *)&n->sweep)) return;
+  c->act_prev = NULL;
+  c->act_next = n->active;
+  if (n->active) n->active->act_prev = c;
+  n->active = c;
+  c->listed = 1;
+  if (!uv_is_active((uv_handle_t *)&n->sweep))
+    uv_timer_start(&n->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+}
 
 /* The parser will read from buf: a shared buffer, so rest is not needed. */
 static void feed_from(conn *c, const char *buf, size_t len) {
@@ -374,19 +459,13 @@ static void feed_from(conn *c, const char *buf, size_t len) {
 
 /* At the end of a callback that fed the parser from a shared buffer: what
  * the parser has not finished moves into the conn's own rest (including the
- * bytes of a suspended parse, which a stream restart would re-feed). A
- * parser that finished everything between two stanzas gives its memory back
- * until the next read (lx_stream_idle): idle connections are cheap. */
+ * bytes of a suspended parse, which a stream restart would re-feed). */
 static void keep_rest(conn *c) {
   size_t n, unread;
   char *p;
-  if (!c->parser || c->h.closed) return;
-  if (!c->feeding) {
-    lx_stream_idle(c->parser);
-    if (c->tls_done && !c->out_len) lx_tls_idle(c->tls);
-    return;
-  }
-  if (c->fbuf == c->rest) return;
+  if (c->h.closed) return;
+  touched(c);
+  if (!c->parser || !c->feeding || c->fbuf == c->rest) return;
   n = lx_stream_remaining(c->parser);
   unread = lx_stream_unread(c->parser);
   if (!(p = malloc(n ? n : 1))) {

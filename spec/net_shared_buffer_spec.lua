@@ -97,9 +97,10 @@ describe("shared read buffers", function()
   end)
 end)
 
--- Between stanzas, with everything read parsed, a connection's parser gives
--- its memory back (conn:info().parser_idle) and is rebuilt from the stream
--- header with the next read: namespaces declared there, the default
+-- A connection quiet for a while (half a second to a second), between
+-- stanzas with everything read parsed, gives its parser's memory back
+-- (conn:info().parser_idle); it is rebuilt from the stream header with the
+-- next read: namespaces declared there, the default
 -- namespace, byte positions, limits and restarts carry on unchanged.
 describe("idle stream parsers", function()
   after_each(assert_clean)
@@ -130,6 +131,9 @@ describe("idle stream parsers", function()
       wait_until(function() return rec.conn:info().parser_idle end)
       assert(c:write("<message><x:y a='1'/></message>"))
       wait_until(function() return #rec.stanzas == 1 end)
+      -- a connection that just read stays as it is until it has been quiet
+      -- for a while (busy ones do not rebuild their parser at every read)
+      assert.is_false(rec.conn:info().parser_idle)
       wait_until(function() return rec.conn:info().parser_idle end)
       assert(c:write(" <iq xmlns='urn:other'><q/></iq>"))
       wait_until(function() return #rec.stanzas == 2 end)
