@@ -40,7 +40,7 @@
 #define LISTENER_MT "lxmpp.listener"
 #define READ_BUF 65536
 #define DEFAULT_MAX_OUT (4u << 20)   /* bytes queued before write() refuses */
-#define SWEEP_MS 500                 /* quiet this long (or up to twice): idle */
+#define SWEEP_MS 250                 /* quiet this long (or up to twice): idle */
 
 enum { RESET_NONE = 0, RESET_RESTART = 1 };
 
