@@ -26,7 +26,7 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test check valgrind fuzz bench bench-transport bench-echo demo lint clean docs
+.PHONY: all deps build test check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs
 
 all: build
 
@@ -103,6 +103,12 @@ BENCH_ECHO_N    ?= 20000
 BENCH_ECHO_REPS ?= 3
 bench-echo: deps build
 	LXMPP_BENCH_REPS=$(BENCH_ECHO_REPS) $(LUA) bench/echo.lua $(BENCH_ECHO_N)
+
+# lxmpp.server against Prosody: messages routed between client pairs (server CPU
+# per message) and memory per idle connection; raises the open file limit
+BENCH_SERVER_K ?= 5000
+bench-server: deps build
+	ulimit -n "$$(ulimit -Hn)" && $(LUA) bench/server.lua $(BENCH_SERVER_K)
 
 bench: deps build build-bench/expat_floor
 	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua

@@ -15,7 +15,7 @@
  *   conn:bytes_in()      bytes read so far
  *   conn:raw()           no parser: each read (decrypted) is a "data" event
  *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
- *                    open= }
+ *                    open=, parser_idle= (the parser gave its memory back) }
  *   listener:port()  listener:close()
  *
  * Events reach Lua as dispatch("net", owner, event, ...): "connected",
@@ -41,6 +41,7 @@
 #define LISTENER_MT "lxmpp.listener"
 #define READ_BUF 65536
 #define DEFAULT_MAX_OUT (4u << 20)   /* bytes queued before write() refuses */
+#define SWEEP_MS 250                 /* quiet this long (or up to twice): idle */
 
 enum { RESET_NONE = 0, RESET_RESTART = 1 };
 
@@ -50,12 +51,15 @@ typedef struct conn {
   lx_deferred flush;          /* coalesces writes of one loop iteration */
   lx_deferred cont;           /* resume(): parse what a pause() left */
   lx_stream *parser;          /* NULL until parse() */
-  char *rbuf;                 /* socket read buffer, reused */
-  char *pbuf;                 /* TLS plaintext buffer, reused */
-  const char *fbuf;           /* what the parser is reading: rbuf or pbuf */
+  const char *fbuf;           /* what the parser is reading: a shared buffer
+                                 (during a read callback) or rest */
   size_t flen;
   int feeding;                /* the parser has not finished fbuf yet */
   int raw;                    /* raw(): bytes go to Lua as "data", no parser */
+  char *rest;                 /* own copy of fbuf's unparsed end, kept when a
+                                 callback ends mid-buffer (paused, closed) */
+  struct conn *act_next, *act_prev; /* in the loop's list of active conns */
+  int listed, recent;         /* in that list; had I/O since the last sweep */
   lx_tls *tls;                /* NULL: plaintext */
   int tls_done;               /* handshake finished */
   char *early;                /* plaintext not encrypted yet (TLS) */
@@ -128,19 +132,29 @@ static void emit_data(conn *c, const char *p, size_t n) {
   }
 }
 
+/* Frees a growable buffer that is empty: an idle connection keeps none. */
+static void release(char **buf, size_t *cap) {
+  free(*buf);
+  *buf = NULL;
+  *cap = 0;
+}
+
+static void unlist(conn *c);
+static void touched(conn *c);
+
 static void conn_freed(lx_handle *h) {
   conn *c = (conn *)h;
+  unlist(c);
   lx_undefer(h->lp, &c->flush);
   lx_stream_free(c->parser);
   c->parser = NULL;
   lx_tls_free(c->tls);
   c->tls = NULL;
-  free(c->rbuf);
-  free(c->pbuf);
+  free(c->rest);
   free(c->out);
   free(c->wbuf);
   free(c->early);
-  c->rbuf = c->pbuf = c->out = c->wbuf = c->early = NULL;
+  c->rest = c->out = c->wbuf = c->early = NULL;
   c->fbuf = NULL;
   c->feeding = 0;
   c->out_len = c->wbuf_len = 0;
@@ -174,6 +188,7 @@ static void on_written(uv_write_t *req, int status) {
   conn *c = req->data;
   c->writing = 0;
   c->wbuf_len = 0;
+  release(&c->wbuf, &c->wbuf_cap);
   if (c->h.closed) return;
   if (status < 0) {
     emit_msg(&c->h, "write-error", uv_strerror(status), "closed");
@@ -220,6 +235,7 @@ static void run_flush(lx_deferred *d) {
     return;
   }
   start_write(c);
+  touched(c);
   maybe_shutdown(c);
 }
 
@@ -268,6 +284,7 @@ static int encrypt_pending(conn *c) {
     off += n;
   }
   c->early_len = 0;
+  release(&c->early, &c->early_cap);
   return 1;
 }
 
@@ -352,11 +369,134 @@ static int feed_protected(lua_State *L) {
   return 0;
 }
 
+/* ---- per loop: shared read buffers, idle sweeps --------------------------- */
+
+/* Read buffers: two per loop, shared by every connection (socket bytes, and
+ * TLS plaintext), so an idle connection holds none. A buffer is only read
+ * within one libuv callback; when the callback ends with the parser in the
+ * middle of it (the conn was paused), keep_rest() copies the unparsed end.
+ *
+ * Idle connections: every SWEEP_MS the conns that had no I/O for a whole
+ * period give their parser's memory (lx_stream_idle) and their TLS
+ * buffers (lx_tls_idle) back; busy ones keep them, so they do not pay to
+ * rebuild them at every read. */
+typedef struct net_loop {
+  char bufs[2 * READ_BUF];
+  uv_timer_t sweep;           /* data NULL: the loop itself closes it */
+  int sweep_init;
+  conn *active;               /* conns with I/O since they last went idle */
+} net_loop;
+#define SOCKET_BUF 0
+#define PLAIN_BUF 1
+
+static net_loop *net_of(lx_loop *lp) {
+  if (!lp->net) {
+    net_loop *n = malloc(sizeof *n);
+    if (!n) return NULL;
+    n->sweep_init = 0;
+    n->active = NULL;
+    lp->net = n;
+  }
+  return lp->net;
+}
+
+static char *shared_buf(lx_loop *lp, int which) {
+  net_loop *n = net_of(lp);
+  return n ? n->bufs + which * READ_BUF : NULL;
+}
+
+static void unlist(conn *c) {
+  net_loop *n = c->h.lp->net;
+  if (!c->listed) return;
+  if (c->act_prev) c->act_prev->act_next = c->act_next;
+  else n->active = c->act_next;
+  if (c->act_next) c->act_next->act_prev = c->act_prev;
+  c->act_next = c->act_prev = NULL;
+  c->listed = 0;
+}
+
+static void go_idle(conn *c) {
+  if (c->h.closed || !c->parser || c->feeding) return;
+  lx_stream_idle(c->parser);
+  if (c->tls_done && !c->out_len && !c->early_len) lx_tls_idle(c->tls);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  net_loop *n = (net_loop *)((char *)t - offsetof(net_loop, sweep));
+  conn *c, *next;
+  for (c = n->active; c; c = next) {
+    next = c->act_next;
+    if (c->recent) {
+      c->recent = 0;
+      continue;
+    }
+    unlist(c);
+    go_idle(c);
+  }
+  if (!n->active) uv_timer_stop(t);
+}
+
+/* The conn read or wrote: it goes idle after a quiet sweep period. */
+static void touched(conn *c) {
+  lx_loop *lp = c->h.lp;
+  net_loop *n = net_of(lp);
+  c->recent = 1;
+  if (c->listed || !n || lp->closing) return;
+  if (!n->sweep_init) {
+    if (uv_timer_init(&lp->uv, &n->sweep) != 0) return;
+    n->sweep.data = NULL;
+    uv_unref((uv_handle_t *)&n->sweep);  /* never keeps the loop running */
+    n->sweep_init = 1;
+  }
+  if (uv_is_closing((uv_handle_t *)&n->sweep)) return;
+  c->act_prev = NULL;
+  c->act_next = n->active;
+  if (n->active) n->active->act_prev = c;
+  n->active = c;
+  c->listed = 1;
+  if (!uv_is_active((uv_handle_t *)&n->sweep))
+    uv_timer_start(&n->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+}
+
+/* The parser will read from buf: a shared buffer, so rest is not needed. */
+static void feed_from(conn *c, const char *buf, size_t len) {
+  c->fbuf = buf;
+  c->flen = len;
+  c->feeding = 1;
+  free(c->rest);
+  c->rest = NULL;
+  lx_stream_feed(c->parser, buf, len, 0);
+}
+
+/* At the end of a callback that fed the parser from a shared buffer: what
+ * the parser has not finished moves into the conn's own rest (including the
+ * bytes of a suspended parse, which a stream restart would re-feed). */
+static void keep_rest(conn *c) {
+  size_t n, unread;
+  char *p;
+  if (c->h.closed) return;
+  touched(c);
+  if (!c->parser || !c->feeding || c->fbuf == c->rest) return;
+  n = lx_stream_remaining(c->parser);
+  unread = lx_stream_unread(c->parser);
+  if (!(p = malloc(n ? n : 1))) {
+    c->feeding = 0;
+    emit_msg(&c->h, "read-error", "out of memory", "resource-constraint");
+    if (!c->h.closed) conn_abort(c);
+    return;
+  }
+  memcpy(p, c->fbuf + c->flen - n, n);
+  c->rest = p;
+  c->fbuf = p;
+  c->flen = n;
+  lx_stream_rebase(c->parser, p + n - unread);
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn *c = h->data;
+  char *b = shared_buf(c->h.lp, SOCKET_BUF);
   (void)suggested;
-  if (!c->rbuf) c->rbuf = malloc(READ_BUF);
-  *buf = uv_buf_init(c->rbuf, c->rbuf ? READ_BUF : 0);
+  *buf = uv_buf_init(b, b ? READ_BUF : 0);
 }
 
 static void tls_failed(conn *c) {
@@ -385,18 +525,16 @@ static void pump(conn *c) {
     {
       size_t n = 0;
       int r;
-      if (!c->pbuf && !(c->pbuf = malloc(READ_BUF))) return;
-      r = lx_tls_read(c->tls, c->pbuf, READ_BUF, &n);
+      char *pbuf = shared_buf(c->h.lp, PLAIN_BUF);
+      if (!pbuf) return;
+      r = lx_tls_read(c->tls, pbuf, READ_BUF, &n);
       if (r == LX_TLS_OK && n > 0 && !c->parser) {
-        emit_data(c, c->pbuf, n);
+        emit_data(c, pbuf, n);
         if (c->paused || c->h.closed) return;
         continue;
       }
       if (r == LX_TLS_OK && n > 0) {
-        c->fbuf = c->pbuf;
-        c->flen = n;
-        c->feeding = 1;
-        lx_stream_feed(c->parser, c->pbuf, n, 0);
+        feed_from(c, pbuf, n);
         continue;
       }
       move_ciphertext(c);                     /* e.g. a TLS 1.3 key update */
@@ -439,7 +577,6 @@ static void tls_input(conn *c, const char *p, size_t n) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn *c = s->data;
-  (void)buf;
   if (nread == 0 || c->h.closed) return;
   if (nread < 0) {
     c->reading = 0;
@@ -450,16 +587,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   c->bytes_in += (uint64_t)nread;
   if (c->tls) {
-    tls_input(c, c->rbuf, (size_t)nread);
+    tls_input(c, buf->base, (size_t)nread);
   } else if (c->parser) {
-    c->fbuf = c->rbuf;
-    c->flen = (size_t)nread;
-    c->feeding = 1;
-    lx_stream_feed(c->parser, c->rbuf, c->flen, 0);
+    feed_from(c, buf->base, (size_t)nread);
     pump(c);
   } else if (c->raw) {
-    emit_data(c, c->rbuf, (size_t)nread);
+    emit_data(c, buf->base, (size_t)nread);
   }
+  keep_rest(c);
 }
 
 static void start_reading(conn *c) {
@@ -474,6 +609,7 @@ static void run_cont(lx_deferred *d) {
   conn *c = (conn *)((char *)d - offsetof(conn, cont));
   if (c->h.closed || c->paused) return;
   pump(c);
+  keep_rest(c);
   start_reading(c);
 }
 
@@ -721,19 +857,6 @@ static int l_channel_binding(lua_State *L) {
   return 2;
 }
 
-/* conn:raw() -> true: no stream parser; every byte read (decrypted, under
- * TLS) is dispatched as a "data" event, for protocols other than XMPP on
- * lxmpp's own connections and TLS (HTTP upload, XEP-0363). */
-static int l_raw(lua_State *L) {
-  conn *c = check_conn(L);
-  if (c->h.closed) return fail_closed(L);
-  if (c->parser) return luaL_error(L, "raw: this connection parses XML");
-  c->raw = 1;
-  lx_defer(c->h.lp, &c->cont);           /* deliver what TLS holds, then read */
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 static int l_pause(lua_State *L) {
   conn *c = check_conn(L);
   if (c->h.closed) return 0;
@@ -800,7 +923,7 @@ static int l_info(lua_State *L) {
       port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
   }
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 8);
   lua_pushinteger(L, (lua_Integer)c->writes);
   lua_setfield(L, -2, "writes");
   lua_pushstring(L, ip);
@@ -809,6 +932,8 @@ static int l_info(lua_State *L) {
   lua_setfield(L, -2, "port");
   lua_pushinteger(L, (lua_Integer)c->bytes_in);
   lua_setfield(L, -2, "bytes_in");
+  lua_pushboolean(L, c->parser && lx_stream_is_idle(c->parser));
+  lua_setfield(L, -2, "parser_idle");
   lua_pushinteger(L, (lua_Integer)c->bytes_out);
   lua_setfield(L, -2, "bytes_out");
   lua_pushinteger(L, (lua_Integer)(c->out_len + c->wbuf_len));
@@ -823,6 +948,19 @@ static int l_info(lua_State *L) {
 static int l_bytes_in(lua_State *L) {
   conn *c = check_conn(L);
   lua_pushinteger(L, (lua_Integer)c->bytes_in);
+  return 1;
+}
+
+/* conn:raw() -> true: no stream parser; every byte read (decrypted, under
+ * TLS) is dispatched as a "data" event, for protocols other than XMPP on
+ * lxmpp's own connections and TLS (HTTP upload, XEP-0363). */
+static int l_raw(lua_State *L) {
+  conn *c = check_conn(L);
+  if (c->h.closed) return fail_closed(L);
+  if (c->parser) return luaL_error(L, "raw: this connection parses XML");
+  c->raw = 1;
+  lx_defer(c->h.lp, &c->cont);           /* deliver what TLS holds, then read */
+  lua_pushboolean(L, 1);
   return 1;
 }
 

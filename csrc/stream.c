@@ -16,6 +16,7 @@
 #include "stream.h"
 
 #include <expat.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 
 #define SEP '\1'
 #define SLICE 16384               /* largest piece given to one XML_Parse */
+#define MAX_KEPT_HEADER 2048      /* a real header is a few hundred bytes */
 #define NS_XML "http://www.w3.org/XML/1998/namespace"
 #define NS_XML_LEN (sizeof(NS_XML) - 1)
 #define NS_STREAMS_LEN (sizeof(LX_NS_STREAMS) - 1)
@@ -70,6 +72,14 @@ struct lx_stream {
   char *default_ns;
   size_t default_ns_len;
   int want_default_ns;
+
+  /* idle streams (lx_stream_idle): expat is freed (xp NULL) between
+   * stanzas and made again from the stream header's bytes when input comes;
+   * base is the document position of the new parser's byte 0 */
+  char *header;
+  size_t header_len;
+  unsigned long long base;
+  int replaying;
 
   int failed;
   const char *cond;
@@ -120,7 +130,7 @@ static void fail_expat(lx_stream *s) {
     break;
   }
   fail(s, cond, "%s at byte %llu", XML_ErrorString(e),
-       (unsigned long long)XML_GetCurrentByteIndex(s->xp));
+       s->base + (unsigned long long)XML_GetCurrentByteIndex(s->xp));
 }
 
 /* ---- arenas -------------------------------------------------------------- */
@@ -200,7 +210,7 @@ static int link_child(lx_stream *s, uint32_t child) {
 /* ---- positions and limits ------------------------------------------------ */
 
 static unsigned long long token_end(lx_stream *s) {
-  return (unsigned long long)XML_GetCurrentByteIndex(s->xp) +
+  return s->base + (unsigned long long)XML_GetCurrentByteIndex(s->xp) +
          (unsigned long long)XML_GetCurrentByteCount(s->xp);
 }
 
@@ -220,6 +230,7 @@ static void queue(lx_stream *s, int ev) {
 static void XMLCALL on_ns_start(void *ud, const XML_Char *prefix,
                                 const XML_Char *uri) {
   lx_stream *s = ud;
+  if (s->replaying) return;
   if (s->want_default_ns && prefix == NULL) {
     size_t len = uri ? strlen(uri) : 0;
     char *copy = malloc(len + 1);
@@ -293,6 +304,24 @@ static int add_attrs(lx_stream *s, lx_node *n, const XML_Char **atts,
   return 1;
 }
 
+/* Keeps the bytes of the stream header being parsed, to rebuild expat's
+ * namespace context after lx_stream_idle(); without them (expat built
+ * without context bytes, no memory, or a header over MAX_KEPT_HEADER, which
+ * every wake-up would parse again) the stream never goes idle. */
+static void keep_header(lx_stream *s) {
+  int offset = 0, size = 0;
+  const char *ctx = XML_GetInputContext(s->xp, &offset, &size);
+  int n = XML_GetCurrentByteCount(s->xp);
+  free(s->header);
+  s->header = NULL;
+  s->header_len = 0;
+  if (!ctx || n <= 0 || n > MAX_KEPT_HEADER || offset < 0 || offset + n > size)
+    return;
+  if (!(s->header = malloc((size_t)n))) return;
+  memcpy(s->header, ctx + offset, (size_t)n);
+  s->header_len = (size_t)n;
+}
+
 static void XMLCALL on_start(void *ud, const XML_Char *name,
                              const XML_Char **atts) {
   lx_stream *s = ud;
@@ -302,7 +331,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
   level *lv;
   lx_node *n;
 
-  if (s->failed) return;
+  if (s->failed || s->replaying) return;
   split_name(name, &ns, &ns_len, &local);
   s->text = LX_NONE;
   if (ns_len == NS_XML_LEN && memcmp(ns, NS_XML, NS_XML_LEN) == 0) {
@@ -334,6 +363,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
       n->ns_len = (uint32_t)s->default_ns_len;
     }
     if (!add_attrs(s, n, atts, node)) return;
+    keep_header(s);
     lv = &s->stack[0];
     lv->node = node;
     lv->ns = n->ns == LX_NONE ? 0 : n->ns;
@@ -367,7 +397,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
                       ? (s->default_ns_len != ns_len ||
                          memcmp(s->default_ns ? s->default_ns : "", ns, ns_len))
                       : ns_len > 0;
-    s->mark = (unsigned long long)XML_GetCurrentByteIndex(s->xp);
+    s->mark = s->base + (unsigned long long)XML_GetCurrentByteIndex(s->xp);
     clear_tree(s);
     if ((node = new_node(s)) == LX_NONE) return;
     if ((eff = put_str(s, ns, ns_len)) == LX_NONE) return;
@@ -552,6 +582,11 @@ static void reset_state(lx_stream *s) {
   s->default_ns = NULL;
   s->default_ns_len = 0;
   s->want_default_ns = s->mode == LX_MODE_STREAM;
+  free(s->header);
+  s->header = NULL;
+  s->header_len = 0;
+  s->base = 0;
+  s->replaying = 0;
   s->failed = 0;
   s->cond = NULL;
   s->msg[0] = '\0';
@@ -583,12 +618,15 @@ void lx_stream_free(lx_stream *s) {
   free(s->str);
   free(s->stack);
   free(s->default_ns);
+  free(s->header);
   free(s);
 }
 
 int lx_stream_reset(lx_stream *s) {
   reset_state(s);
-  if (!XML_ParserReset(s->xp, "UTF-8")) {
+  if (!s->stack) s->stack = calloc(s->lim.max_depth + 2, sizeof *s->stack);
+  if (!s->xp) s->xp = XML_ParserCreateNS("UTF-8", SEP);
+  if (!s->stack || !s->xp || !XML_ParserReset(s->xp, "UTF-8")) {
     fail(s, "resource-constraint", "out of memory");
     return 0;
   }
@@ -616,6 +654,49 @@ static size_t slice_len(const lx_stream *s) {
   return n;
 }
 
+/* A parser for an idle stream: the stream header again, without events. */
+static int wake(lx_stream *s) {
+  enum XML_Status st;
+  if (!s->stack) s->stack = calloc(s->lim.max_depth + 2, sizeof *s->stack);
+  if (!s->stack || !(s->xp = XML_ParserCreateNS("UTF-8", SEP))) {
+    fail(s, "resource-constraint", "out of memory");
+    return 0;
+  }
+  setup(s);
+  s->base = s->fed - s->header_len;
+  s->replaying = 1;
+  st = XML_Parse(s->xp, s->header, (int)s->header_len, 0);
+  s->replaying = 0;
+  if (st != XML_STATUS_OK) {
+    fail(s, "resource-constraint", "cannot restore the idle stream parser");
+    return 0;
+  }
+  return 1;
+}
+
+int lx_stream_idle(lx_stream *s) {
+  if (!s->xp || s->mode != LX_MODE_STREAM || !s->header || s->depth != 1 ||
+      s->suspended || s->in_pos < s->in_len || s->failed || s->closed ||
+      s->fed != s->mark || s->evpos < s->nev || s->header_len > (size_t)INT_MAX)
+    return 0;
+  XML_ParserFree(s->xp);
+  s->xp = NULL;
+  clear_tree(s);
+  free(s->nodes);
+  free(s->attrs);
+  free(s->str);
+  free(s->stack);                 /* the stream element's level is not used
+                                     again: top-level elements set their own */
+  s->nodes = NULL;
+  s->attrs = NULL;
+  s->str = NULL;
+  s->stack = NULL;
+  s->cap_nodes = s->cap_attrs = s->cap_str = 0;
+  return 1;
+}
+
+int lx_stream_is_idle(const lx_stream *s) { return s->xp == NULL; }
+
 int lx_stream_next(lx_stream *s) {
   for (;;) {
     enum XML_Status st;
@@ -623,6 +704,9 @@ int lx_stream_next(lx_stream *s) {
     s->nev = s->evpos = 0;
     if (s->failed) return LX_EV_ERROR;
 
+    if (!s->xp && ((s->in_pos < s->in_len) || (s->final && !s->final_sent)) &&
+        !wake(s))
+      continue;
     if (s->suspended) {
       s->suspended = 0;
       st = XML_ResumeParser(s->xp);
@@ -697,11 +781,19 @@ size_t lx_stream_remaining(const lx_stream *s) {
   return rest;
 }
 
+size_t lx_stream_unread(const lx_stream *s) { return s->in_len - s->in_pos; }
+
+void lx_stream_rebase(lx_stream *s, const char *unread) {
+  s->in = unread;
+  s->in_len -= s->in_pos;
+  s->in_pos = 0;
+}
+
 size_t lx_stream_memory(const lx_stream *s) {
   int offset = 0, size = 0;
   size_t n = s->cap_nodes * sizeof(lx_node) + s->cap_attrs * sizeof(lx_attr) +
              s->cap_str;
-  if (XML_GetInputContext(s->xp, &offset, &size) && size > 0)
+  if (s->xp && XML_GetInputContext(s->xp, &offset, &size) && size > 0)
     n += (size_t)size;
   return n;
 }

@@ -93,6 +93,20 @@ void lx_stream_tree(const lx_stream *s, lx_tree *t);
  * stops parsing at an event, e.g. STARTTLS <proceed/>). */
 size_t lx_stream_remaining(const lx_stream *s);
 
+/* Bytes of the fed buffer the engine has not taken yet (the tail of what
+ * lx_stream_remaining counts), and moving them: a caller that reuses its
+ * buffer copies those bytes elsewhere and hands over the copy, which must
+ * then stay valid instead (same rule as lx_stream_feed). */
+size_t lx_stream_unread(const lx_stream *s);
+
+/* Between stanzas with all input parsed (stream mode): frees expat and the
+ * tree arenas, which come back, as they were, with the next input. Returns
+ * 1 when it did. For connections that go quiet: it costs a parser when
+ * they speak again. */
+int lx_stream_idle(lx_stream *s);
+int lx_stream_is_idle(const lx_stream *s);
+void lx_stream_rebase(lx_stream *s, const char *unread);
+
 /* Bytes the engine holds now: its tree arenas plus the input expat keeps
  * buffered for an unfinished token. Bounded by the limits (SECURITY.md). */
 size_t lx_stream_memory(const lx_stream *s);

@@ -582,6 +582,34 @@ size_t lx_tls_take(lx_tls *t, void *buf, size_t cap) {
   return n;
 }
 
+/* A memory BIO that holds no bytes but memory: replaced by an empty one. */
+static BIO *fresh_bio(BIO *b) {
+  BUF_MEM *m = NULL;
+  BIO *n;
+  if (BIO_ctrl_pending(b) != 0) return NULL;
+  BIO_get_mem_ptr(b, &m);
+  if (!m || m->max == 0) return NULL;
+  if (!(n = BIO_new(BIO_s_mem()))) {
+    ERR_clear_error();
+    return NULL;
+  }
+  BIO_set_mem_eof_return(n, -1);        /* as lx_tls_new's */
+  return n;
+}
+
+void lx_tls_idle(lx_tls *t) {
+  BIO *b;
+  if (!t || t->failed || !t->done) return;
+  if ((b = fresh_bio(t->rbio))) {
+    SSL_set0_rbio(t->ssl, b);             /* frees the old one */
+    t->rbio = b;
+  }
+  if ((b = fresh_bio(t->wbio))) {
+    SSL_set0_wbio(t->ssl, b);
+    t->wbio = b;
+  }
+}
+
 int lx_tls_shutdown(lx_tls *t) {
   if (t->failed || !t->done) return LX_TLS_ERROR;
   ERR_clear_error();

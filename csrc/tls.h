@@ -123,6 +123,10 @@ int lx_tls_read(lx_tls *t, void *buf, size_t cap, size_t *n);
 size_t lx_tls_pending(const lx_tls *t);
 size_t lx_tls_take(lx_tls *t, void *buf, size_t cap);
 
+/* Nothing buffered either way: gives back the memory the ciphertext buffers
+ * grew to (fresh, empty memory BIOs). For a connection between reads. */
+void lx_tls_idle(lx_tls *t);
+
 /* Queues close_notify (then take() it and close the transport). Returns
  * LX_TLS_OK, or LX_TLS_ERROR if the session failed or never finished the
  * handshake. */

@@ -1,0 +1,61 @@
+-- bench/server_lx.lua: the lxmpp server of bench/server.lua, in a process of
+-- its own (so that its CPU time and memory can be read from /proc).
+--
+--   lua5.4 bench/server_lx.lua DOMAIN CERT KEY PASSWORD SALT ACCOUNTS...
+--
+-- ACCOUNTS are "PREFIX:COUNT" (accounts PREFIX1 .. PREFIXCOUNT), all with
+-- PASSWORD. Their SCRAM keys are derived once, with SALT, and stored for
+-- every account (deriving 4096-iteration keys for thousands of accounts
+-- would take minutes; Prosody gets the same keys in its account files).
+-- Listens on 127.0.0.1, a free port, with STARTTLS required and CERT/KEY;
+-- limits on connections per address and unauthenticated connections are
+-- raised for the load clients, nothing else is changed. Prints
+-- "ready PORT PID" and serves until it is killed; every half second it
+-- prints "lua_kib N", the size of its Lua heap (collectgarbage "count").
+
+local DOMAIN, CERT, KEY, PASSWORD, SALT = arg[1], arg[2], arg[3], arg[4], arg[5]
+if not (DOMAIN and CERT and KEY and PASSWORD and SALT) or not arg[6] then
+  io.stderr:write("usage: server_lx.lua DOMAIN CERT KEY PASSWORD SALT PREFIX:COUNT...\n")
+  os.exit(1)
+end
+
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+
+-- The Lua garbage collector as Prosody 0.12 sets it up by default
+-- (util/startup.lua: incremental, threshold 105, speed 500), so that both
+-- servers keep garbage alike; LXMPP_BENCH_GC=lua keeps Lua's defaults.
+if os.getenv("LXMPP_BENCH_GC") ~= "lua" then collectgarbage("incremental", 105, 500) end
+
+local function pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local p = f:read("n")
+  f:close()
+  return math.tointeger(p)
+end
+
+lxmpp.run(function()
+  local srv = lxmpp.server({
+    domain = DOMAIN, listen = "127.0.0.1:0", tls = { cert = CERT, key = KEY },
+    limits = { max_per_ip = 100000, max_unauthenticated = 100000 },
+    log_level = "warn",
+  })
+  assert(srv:start())
+  local rec = {}
+  for _, h in ipairs({ "SHA-1", "SHA-256" }) do
+    rec["SCRAM-" .. h] = assert(core.sasl_credentials(PASSWORD, h, srv.iterations, SALT))
+  end
+  for i = 6, #arg do
+    local prefix, count = arg[i]:match("^(%w+):(%d+)$")
+    if not prefix then error("bad account spec " .. arg[i]) end
+    for n = 1, tonumber(count) do assert(srv.store:set_account(prefix .. n, rec)) end
+  end
+  collectgarbage("collect")
+  io.stdout:write(("ready %d %d\n"):format(srv:addresses()[1].port, pid()))
+  io.stdout:flush()
+  while true do
+    lxmpp.sleep(0.5)
+    io.stdout:write(("lua_kib %.0f\n"):format(collectgarbage("count")))
+    io.stdout:flush()
+  end
+end)
