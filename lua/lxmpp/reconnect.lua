@@ -80,10 +80,6 @@ function M.install(Client)
         and (stanza.attr.type == nil or stanza.attr.type == "unavailable") then
       self.last_presence = stanza.attr.type == nil and { xml, stanza } or nil
     end
-    if self.negotiating then
-      if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
-      return self.conn:write(xml)
-    end
     if self.online and not self.flushing then return self:write_now(xml, stanza) end
     if self.reconnecting or self.flushing then
       if self.olast - self.ofirst + 1 >= self.max_queued then
@@ -92,6 +88,9 @@ function M.install(Client)
       self.olast = self.olast + 1
       self.offline[self.olast] = { xml, stanza }
       return true
+    end
+    if self.negotiating and not self.closing then
+      return nil, "not connected yet (lxmpp.connect has not returned)", "closed"
     end
     return nil, "not connected", "closed"
   end

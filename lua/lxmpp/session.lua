@@ -138,12 +138,16 @@ function Session:serialize(stanza)
   return xml
 end
 
---- Sends a stanza; true, or nil, message, condition.
-function Session:send(stanza)
+--- Writes a stanza on the current connection, whatever the session's
+-- state (negotiation features use this); true, or nil, message, condition.
+function Session:write_stanza(stanza)
   local xml = self:serialize(stanza)
   if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
   return self.conn:write(xml)
 end
+
+--- Sends a stanza; true, or nil, message, condition.
+Session.send = Session.write_stanza
 
 ---------------------------------------------------------------------------
 -- reading while negotiating

@@ -11,8 +11,8 @@
 local pki = require "spec.support.pki"
 local socket = require "socket"
 
-local io, os, error, tostring, pairs, assert, setmetatable =
-  io, os, error, tostring, pairs, assert, setmetatable
+local io, os, error, tostring, pairs, ipairs, assert, setmetatable =
+  io, os, error, tostring, pairs, ipairs, assert, setmetatable
 
 local M = {}
 
@@ -59,7 +59,8 @@ function Server:log()
   return s
 end
 
---- start{ users = {name = password}, require_encryption = true, modules = {...} }
+--- start{ users = {name = password}, require_encryption = true, modules = {...},
+--         config = { "smacks_hibernation_time = 3", ... } (extra global lines) }
 function M.start(opts)
   opts = opts or {}
   if not os.execute("command -v prosody >/dev/null 2>&1") then
@@ -100,11 +101,15 @@ function M.start(opts)
     "c2s_require_encryption = " .. tostring(opts.require_encryption ~= false),
     "allow_registration = " .. tostring(opts.registration == true),
     "certificates = " .. lua_string(dir .. "/certs"),
+  }
+  -- extra global settings, e.g. { "smacks_hibernation_time = 3" }
+  for _, line in ipairs(opts.config or {}) do cfg[#cfg + 1] = line end
+  for _, line in ipairs({
     "VirtualHost " .. lua_string(M.DOMAIN),
     "  ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }",
     "Component " .. lua_string(M.COMPONENT),
     "  component_secret = " .. lua_string(M.COMPONENT_SECRET),
-  }
+  }) do cfg[#cfg + 1] = line end
   local cfgpath = dir .. "/prosody.cfg.lua"
   local f = assert(io.open(cfgpath, "w"))
   f:write(table.concat(cfg, "\n"), "\n")
