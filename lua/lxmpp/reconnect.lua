@@ -160,7 +160,9 @@ function M.install(Client)
     if not self.online then return false end
     self.online = false
     self:stop_keepalive()
-    if not self.closing and self.conn and not self.conn.closed then self.conn:abort() end
+    -- graceful: a stream error we wrote still goes out (a dead link is
+    -- aborted by the keepalive before it gets here)
+    if not self.closing and self.conn and not self.conn.closed then self.conn.c:close() end
     local retry = self.reconnect_opts ~= nil and not self.closing and not NO_RETRY[cond]
     local sm = self.sm
     if sm then sm:link_lost() end
@@ -267,6 +269,7 @@ function M.install(Client)
     local idle = core.now() - (self.last_rx or 0)
     if idle >= ka then
       self.closed_reason = "dead link"
+      conn:abort()
       self:lost(("nothing from the server for %.1f seconds: the link is dead"):format(idle), "timeout")
       return
     end
