@@ -25,7 +25,9 @@ end
 
 local function unacked_events(c)
   local got = {}
-  c:on("unacked", function(list, reason, cond) got[#got + 1] = { bodies = bodies(list), reason = reason, cond = cond } end)
+  c:on("unacked", function(list, reason, cond)
+    got[#got + 1] = { bodies = bodies(list), reason = reason, cond = cond }
+  end)
   return got
 end
 
@@ -37,7 +39,8 @@ describe("stream management", function()
     for s, n in pairs(good) do
       it("parses " .. s, function() assert.equal(n, sm.parse_h(s)) end)
     end
-    for _, bad in ipairs({ "", "-1", "+1", " 1", "1 ", "1.0", "0x1", "1e3", "4294967296", "12345678901", "\u{FF11}" }) do
+    for _, bad in ipairs({ "", "-1", "+1", " 1", "1 ", "1.0", "0x1", "1e3", "4294967296", "12345678901",
+        "\u{FF11}" }) do
       it("refuses " .. ("%q"):format(bad), function() assert.is_nil(sm.parse_h(bad)) end)
     end
     it("refuses what is not a string", function() assert.is_nil(sm.parse_h(nil)) end)
@@ -210,7 +213,8 @@ describe("stream management", function()
   it("reports only what <failed h=.../> says the server did not handle", function()
     run(function()
       local srv = smserver.start({ ack = function() return false end, resumed = function()
-        return "<failed xmlns='urn:xmpp:sm:3' h='2'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
+        return "<failed xmlns='urn:xmpp:sm:3' h='2'>" ..
+          "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
       end })
       local c = assert(lxmpp.connect(srv:client_opts()))
       local got = unacked_events(c)

@@ -103,7 +103,8 @@ function Server:on_stanza(conn, n, state, s)
         conn:write(custom)
         if custom:find("<failed") then return end
       elseif not sess then
-        conn:write("<failed xmlns='" .. NS_SM .. "'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+        conn:write("<failed xmlns='" .. NS_SM .. "'>" ..
+          "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
         return
       else
         conn:write(("<resumed xmlns='%s' previd='%s' h='%d'/>"):format(NS_SM, sess.id, sess.handled))

@@ -1,3 +1,4 @@
+-- luacheck: globals module
 -- Works around a bug of Prosody 0.12's mod_smacks for the reliability
 -- specs: on <resume/> it moves the hibernating session onto the new
 -- connection, but the connection's bytes still go to session.data of the
