@@ -293,7 +293,10 @@ function M.install(Client)
     if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
       error("wait_acked: timeout must be a positive number", 2)
     end
-    if not self.sm or (self.sm:unacked() == 0 and self.ofirst > self.olast) then return true end
+    if not self.sm or (self.online and not self.sm.enabled) then
+      return nil, "the server does not acknowledge stanzas (no stream management)", "feature-not-implemented"
+    end
+    if self.sm:unacked() == 0 and self.ofirst > self.olast then return true end
     local deadline = core.now() + (timeout or 30)
     while core.now() < deadline do
       if self.online and not self.flushing and self.sm.enabled then
