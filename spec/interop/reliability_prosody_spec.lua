@@ -12,8 +12,13 @@ local assert_clean = require "spec.support.clean"
 local SPEC = debug.getinfo(1, "S").source:match("^@(.*)/interop/[^/]*$") or "spec"
 if SPEC:sub(1, 1) ~= "/" then SPEC = assert(io.popen("pwd")):read("l") .. "/" .. SPEC end
 local MODULES = SPEC .. "/support/prosody_modules"
-local HIBERNATION = 5          -- Prosody's resumption window here (seconds)
-local N = 5000
+local slow = require "spec.support.slow"
+local SLOW = slow.factor
+local HIBERNATION = 5 * SLOW   -- Prosody's resumption window here (seconds)
+-- 5,000 messages and 20+ cuts; under Valgrind (tens of times slower) a
+-- tenth of it, which still cuts links mid-stanza and resumes
+local N = slow.valgrind and 500 or 5000
+local MIN_CUTS = slow.valgrind and 2 or 20
 
 local srv
 local users = { alice = "alice-secret", bob = "bob-secret", carol = "carol-secret" }
@@ -25,14 +30,14 @@ end
 
 local function client_opts(user, port, extra)
   local o = { jid = user .. "@example.test/rel", password = users[user], host = "127.0.0.1", port = port,
-    cafile = srv.ca, reconnect = { delay = 0.02, max_delay = 0.3 }, keepalive = 10 }
+    cafile = srv.ca, reconnect = { delay = 0.02, max_delay = 0.3 }, keepalive = 10 * SLOW }
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end
 
 -- Waits (polling) until cond() holds; false after `seconds`.
 local function wait_for(cond, seconds)
-  local deadline = lxmpp.core.now() + seconds
+  local deadline = lxmpp.core.now() + seconds * SLOW
   while not cond() do
     if lxmpp.core.now() > deadline then return false end
     lxmpp.sleep(0.02)
@@ -108,11 +113,11 @@ describe("reliability against Prosody through a fault proxy", function()
       assert.equal(N, got.n)
       assert.equal(0, got.dup)
       for i = 1, N do assert(got.count["m" .. i] == 1, "m" .. i) end
-      assert.is_true(cuts >= 20, "only " .. cuts .. " cuts")
+      assert.is_true(cuts >= MIN_CUTS, "only " .. cuts .. " cuts")
       assert.same({}, ea.unacked)
       assert.same({}, eb.unacked)
       -- every disconnection was followed by a resumption, never a new session
-      assert.is_true(#ea.reconnected + #eb.reconnected >= 20)
+      assert.is_true(#ea.reconnected + #eb.reconnected >= MIN_CUTS)
       for _, resumed in ipairs(ea.reconnected) do assert.is_true(resumed) end
       for _, resumed in ipairs(eb.reconnected) do assert.is_true(resumed) end
       alice:close()
@@ -133,15 +138,15 @@ describe("reliability against Prosody through a fault proxy", function()
       pa:cmd("cut 6000 40000")
       pa:cmd("cutnow")
       send_all(alice, bob.jid, function(i)
-        if i == 2000 then
+        if i == N * 2 // 5 then
           -- a half-open link swallows what is sent next, then the link stays
           -- down longer than the server keeps the session
           pa:cmd("cut 0 0")
           pa:cmd("stall")
           lxmpp.sleep(0.3)
-        elseif i == 2300 then
+        elseif i == N * 23 // 50 then
           pa:cmd("down " .. (HIBERNATION + 2))
-        elseif i == 2400 then
+        elseif i == N * 12 // 25 then
           pa:cmd("cut 6000 40000")
         end
       end)
@@ -173,7 +178,7 @@ describe("reliability against Prosody through a fault proxy", function()
       for _, u in ipairs(ea.unacked) do reasons[u[2]] = true end
       assert.equal(1, fresh, "new sessions; reasons: " .. table.concat((function()
         local l = {} for r in pairs(reasons) do l[#l + 1] = r end return l end)(), "; "))
-      assert.is_true(pa:status().cuts >= 20, "only " .. pa:status().cuts .. " cuts")
+      assert.is_true(pa:status().cuts >= MIN_CUTS, "only " .. pa:status().cuts .. " cuts")
       alice:close()
       bob:close()
     end)
@@ -184,7 +189,7 @@ describe("reliability against Prosody through a fault proxy", function()
   it("finds a half-open link within the keepalive interval, and a waiting request gets its reply", function()
     local pa = faultproxy.start({ target_port = srv.port, seed = 4004 })
     local ok, err = pcall(run, function()
-      local alice = assert(lxmpp.connect(client_opts("alice", pa.port, { keepalive = 1 })))
+      local alice = assert(lxmpp.connect(client_opts("alice", pa.port, { keepalive = SLOW })))
       local ea = events(alice)
       pa:cmd("stall")
       local t0 = lxmpp.core.now()
@@ -194,7 +199,7 @@ describe("reliability against Prosody through a fault proxy", function()
       assert.equal("result", reply.attr.type)
       assert.equal(1, #ea.disconnected)
       assert.equal("timeout", ea.disconnected[1][2])
-      assert.is_true(lxmpp.core.now() - t0 < 1 * 1.25 + 1.5)
+      assert.is_true(lxmpp.core.now() - t0 < (1.25 + 1.5) * SLOW)
       assert.same({ true }, ea.reconnected)
       assert.same({}, ea.unacked)
       alice:close()

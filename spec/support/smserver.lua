@@ -174,9 +174,10 @@ end
 
 --- smserver.wait_for(cond, seconds): polls (in a task) until cond() is
 -- true; false when it is not after that long.
+-- (scaled by spec/support/slow.lua under Valgrind).
 function M.wait_for(cond, seconds)
   local lxmpp = require "lxmpp"
-  local deadline = lxmpp.core.now() + seconds
+  local deadline = lxmpp.core.now() + seconds * require("spec.support.slow").factor
   while not cond() do
     if lxmpp.core.now() > deadline then return false end
     lxmpp.sleep(0.01)
