@@ -8,6 +8,7 @@ local core = require "lxmpp.core"
 local st = lxmpp.stanza
 local smserver = require "spec.support.smserver"
 local clean = require "spec.support.clean"
+local clients = require "spec.support.clients"
 local SLOW = require("spec.support.slow").factor
 
 local wait_for = smserver.wait_for
@@ -40,7 +41,10 @@ local function kick(srv, cond)
 end
 
 describe("reconnection", function()
-  after_each(clean)
+  after_each(function()
+    clients.kill_all()
+    clean()
+  end)
 
   it("comes back with the same handlers, sending what waited meanwhile in order", function()
     run(function()
@@ -206,7 +210,10 @@ describe("reconnection", function()
 end)
 
 describe("liveness", function()
-  after_each(clean)
+  after_each(function()
+    clients.kill_all()
+    clean()
+  end)
 
   it("finds a dead link by unanswered stream management acks, then reconnects", function()
     run(function()

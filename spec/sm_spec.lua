@@ -9,6 +9,7 @@ local st = lxmpp.stanza
 local sm = require "lxmpp.features.sm"
 local smserver = require "spec.support.smserver"
 local clean = require "spec.support.clean"
+local clients = require "spec.support.clients"
 
 local wait_for = smserver.wait_for
 
@@ -32,7 +33,10 @@ local function unacked_events(c)
 end
 
 describe("stream management", function()
-  after_each(clean)
+  after_each(function()
+    clients.kill_all()
+    clean()
+  end)
 
   describe("h", function()
     local good = { ["0"] = 0, ["7"] = 7, ["007"] = 7, ["4294967295"] = 4294967295 }

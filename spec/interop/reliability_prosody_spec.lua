@@ -8,6 +8,7 @@ local st = lxmpp.stanza
 local prosody = require "spec.support.prosody"
 local faultproxy = require "spec.support.faultproxy"
 local assert_clean = require "spec.support.clean"
+local clients = require "spec.support.clients"
 
 local SPEC = debug.getinfo(1, "S").source:match("^@(.*)/interop/[^/]*$") or "spec"
 if SPEC:sub(1, 1) ~= "/" then SPEC = assert(io.popen("pwd")):read("l") .. "/" .. SPEC end
@@ -89,7 +90,10 @@ describe("reliability against Prosody through a fault proxy", function()
     } })
   end)
   teardown(function() if srv then srv:stop() end end)
-  after_each(assert_clean)
+  after_each(function()
+    clients.kill_all()
+    assert_clean()
+  end)
 
   it("delivers 5,000 messages exactly once while both links are cut at random 20+ times", function()
     local pa = faultproxy.start({ target_port = srv.port, seed = 1001 })
@@ -194,7 +198,7 @@ describe("reliability against Prosody through a fault proxy", function()
       pa:cmd("stall")
       local t0 = lxmpp.core.now()
       local reply, msg = alice:request(st.iq({ type = "get", to = "example.test" })
-        :tag("ping", { xmlns = "urn:xmpp:ping" }), 10)
+        :tag("ping", { xmlns = "urn:xmpp:ping" }), 10 * SLOW)
       assert(reply, msg)
       assert.equal("result", reply.attr.type)
       assert.equal(1, #ea.disconnected)

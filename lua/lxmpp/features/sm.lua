@@ -63,7 +63,7 @@ function M.new(client, opts)
   end
   local self = setmetatable({
     client = client,
-    ack_every = opts.ack_every or 5,      -- <r/> after this many stanzas
+    ack_every = opts.ack_every or 10,     -- <r/> after this many stanzas
     ack_delay = opts.ack_delay or 1,      -- or when one waited this long
     want_resume = opts.resume ~= false,
     save_fn = opts.save,
