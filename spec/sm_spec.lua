@@ -275,10 +275,15 @@ describe("stream management", function()
     end)
   end)
 
-  it("refuses a saved state that is not one", function()
+  it("refuses a saved state that is not one, or is another account's", function()
     assert.has_error(function()
       require("lxmpp.client").new({ jid = "example.test", mechanism = "ANONYMOUS", host = "127.0.0.1", tls = "none",
         stream_management = { state = { id = 1 } } })
     end, "lxmpp.connect: stream_management.state is not a state saved by lxmpp")
+    assert.has_error(function()
+      require("lxmpp.client").new({ jid = "alice@example.test", password = "x", host = "127.0.0.1", tls = "none",
+        stream_management = { state = { id = "s", jid = "mallory@example.test/r", inbound = 0, acked = 0,
+          queue = {} } } })
+    end, "lxmpp.connect: stream_management.state belongs to mallory@example.test/r, not alice@example.test")
   end)
 end)

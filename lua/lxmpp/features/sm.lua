@@ -12,6 +12,7 @@
 
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
 
 local setmetatable, type, tostring, tonumber, math_type, ipairs, error =
   setmetatable, type, tostring, tonumber, math.type, ipairs, error
@@ -76,6 +77,10 @@ function M.new(client, opts)
   local state = opts.state
   if state ~= nil then
     check_state(state)
+    -- a session belongs to one account (SECURITY.md)
+    if client.node and not jid.equal(jid.bare(state.jid) or "", client.bare_jid) then
+      error("lxmpp.connect: stream_management.state belongs to " .. state.jid .. ", not " .. client.bare_jid, 3)
+    end
     self.id, self.jid, self.max = state.id, state.jid, state.max
     self.inbound, self.acked = state.inbound % MOD, state.acked % MOD
     for _, xml in ipairs(state.queue) do self:push(xml) end
