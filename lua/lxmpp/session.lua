@@ -99,7 +99,7 @@ function Session:attach(conn, parse_opts)
     conn:on(event, function(...) if self.conn == conn then return fn(...) end end)
   end
   on("open", function(attr) self:on_open(attr) end)
-  on("stanza", function(s) self:on_stanza(s) end)
+  conn:on("stanza", function(s) if self.conn == conn then self:on_stanza(s) end end)   -- the hot path
   on("stream-close", function() self:on_stream_close() end)
   on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
   on("eof", function() self:lost("the server closed the connection", "closed") end)
