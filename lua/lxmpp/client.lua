@@ -3,8 +3,9 @@
 -- connect() resolves the server (SRV, XEP-0368), connects, and negotiates
 -- the stream through the feature modules in lua/lxmpp/features/ (STARTTLS,
 -- SASL, resource binding, legacy session), each hooked on the client's
--- ordered event bus under "features", so later features (stream management)
--- plug in without touching this file. It returns once the session is bound.
+-- ordered event bus under "features"; stream management (features/sm.lua)
+-- resumes before binding and enables after it. It returns once the session
+-- is bound. Once online, a lost link is reconnected (lua/lxmpp/reconnect.lua).
 
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
@@ -24,12 +25,16 @@ M.Client = Client
 
 M.NS_CLIENT = "jabber:client"
 
--- The feature modules, in the order they hook in (higher priority first).
+-- The feature modules, in the order they hook in (higher priority first);
+-- fn names the module's function when it is not negotiate, and `sm` marks
+-- the stream management steps (they call the client's sm state).
 M.features = {
   { name = "starttls", priority = 400 },
   { name = "sasl", priority = 300 },
+  { name = "sm", priority = 250, fn = "resume", sm = true },   -- before binding
   { name = "bind", priority = 200 },
   { name = "session", priority = 100 },
+  { name = "sm", priority = 50, fn = "enable", sm = true },
 }
 
 local TLS_MODES = { starttls = true, direct = true, none = true }
@@ -75,10 +80,21 @@ function M.new(opts)
   self.requested_resource = resource or opts.resource
   self.bare_jid = node and jid.join(node, domain) or domain
   self.tls_mode = tls
+  if opts.stream_management ~= false then
+    local sm = require("lxmpp.features.sm").new(self, opts.stream_management)
+    self.sm = sm
+    self.bus:add("stanza-in", function(s) return sm:incoming(s) end, 1000)
+  end
   for _, f in ipairs(M.features) do
     local mod = require("lxmpp.features." .. f.name)
-    self.bus:add("features", function(features) return mod.negotiate(self, features) end, f.priority)
+    if not f.sm then
+      self.bus:add("features", function(features) return mod.negotiate(self, features) end, f.priority)
+    elseif self.sm then
+      local fn, sm = f.fn, self.sm
+      self.bus:add("features", function(features) return sm[fn](sm, features) end, f.priority)
+    end
   end
+  self:init_reconnect()
   -- answered by every client (XEP-0199, XEP-0092)
   self:install_plugins()
   self:handle_iq("urn:xmpp:ping", function(iq) return st.reply(iq) end)
@@ -198,6 +214,7 @@ function Client:negotiate()
   self.authenticated = false
   self.bound = false
   self.session_done = false
+  self.resumed = false
   if self.tls_mode == "direct" then
     local ok, msg, cond = self:start_tls(true)
     if not ok then return nil, msg, cond end
@@ -213,8 +230,7 @@ function Client:negotiate()
     if r == false then return nil, self.neg_error[1], self.neg_error[2] end
     if r ~= "restart" then
       if not self.bound then return nil, "the server offered no way to bind a resource", "undefined-condition" end
-      self.negotiating = false
-      self.conn:resume()
+      self:finish_negotiation()
       return true
     end
     self.conn:restart()
@@ -314,15 +330,13 @@ function M.connect(opts)
   task.current("lxmpp.connect", 1)
   local ok, msg, cond = self:establish()
   if not ok then return nil, msg, cond end
-  self.online = true
-  self.on_lost = function(lmsg, lcond)
-    if not self.online then return end
-    self.online = false
-    self:fire_user("disconnected", lmsg, lcond)
-  end
+  self:went_online()
   self:fire_user("online", self.jid)
   return self
 end
+
+-- Reconnection, liveness, the offline queue and close (lua/lxmpp/reconnect.lua)
+require("lxmpp.reconnect").install(Client)
 
 ---------------------------------------------------------------------------
 -- IM conveniences (RFC 6121)
@@ -350,12 +364,6 @@ function Client:send_presence(attr)
   if status then p:text_tag("status", status) end
   if priority then p:text_tag("priority", tostring(priority)) end
   return self:send(p)
-end
-
---- c:close(): ends the stream cleanly (waits for the server's close, bounded).
-function Client:close(timeout)
-  self.closing = true
-  return session.Session.close(self, timeout)
 end
 
 return M

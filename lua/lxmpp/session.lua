@@ -86,22 +86,27 @@ end
 
 --- Attaches a connected lxmpp.net connection and starts parsing.
 function Session:attach(conn, parse_opts)
-  -- a new stream: nothing of an earlier connection carries over
+  -- a new stream: nothing of an earlier connection carries over, and the
+  -- late events of an earlier connection (its "closed") are ignored
   self.conn = conn
   self.closed_reason = nil
   self.lost_reason = nil
   self.remote_closed = false
   self.queue, self.qn, self.reader = {}, 0, nil
   self.stream_attr = nil
-  conn:on("open", function(attr) self:on_open(attr) end)
-  conn:on("stanza", function(s) self:on_stanza(s) end)
-  conn:on("stream-close", function() self:on_stream_close() end)
-  conn:on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
-  conn:on("eof", function() self:lost("the server closed the connection", "closed") end)
-  conn:on("read-error", function(msg) self:lost(msg, "closed") end)
-  conn:on("write-error", function(msg) self:lost(msg, "closed") end)
-  conn:on("closed", function() self:lost(self.closed_reason or "connection closed", "closed") end)
-  conn:on("drain", function()
+  self.last_rx = core.now()
+  local function on(event, fn)
+    conn:on(event, function(...) if self.conn == conn then return fn(...) end end)
+  end
+  on("open", function(attr) self:on_open(attr) end)
+  conn:on("stanza", function(s) if self.conn == conn then self:on_stanza(s) end end)   -- the hot path
+  on("stream-close", function() self:on_stream_close() end)
+  on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
+  on("eof", function() self:lost("the server closed the connection", "closed") end)
+  on("read-error", function(msg) self:lost(msg, "closed") end)
+  on("write-error", function(msg) self:lost(msg, "closed") end)
+  on("closed", function() self:lost(self.closed_reason or "connection closed", "closed") end)
+  on("drain", function()
     local ws = self.drain_waiters
     self.drain_waiters = nil
     for _, w in ipairs(ws or {}) do w:wake(true) end
@@ -122,16 +127,27 @@ function Session:open_stream(attr)
   return self.conn:write(header)
 end
 
---- Sends a stanza; true, or nil, message, condition.
-function Session:send(stanza)
-  if not st.is_stanza(stanza) then error("send: expected a stanza", 2) end
-  if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+--- The XML of a stanza to send (an iq gets an id if it has none); raises
+-- for what is not a stanza, at the caller's caller.
+function Session:serialize(stanza)
+  if not st.is_stanza(stanza) then error("send: expected a stanza", 3) end
   if stanza.name == "iq" and not stanza.attr.id then stanza.attr.id = M.new_id() end
   local ok, xml = pcall(tostring, stanza)
-  if not ok then error(xml, 2) end
+  if not ok then error(xml, 3) end
   if self.debug then self:log("debug", "OUT %s", self:describe(stanza)) end
+  return xml
+end
+
+--- Writes a stanza on the current connection, whatever the session's
+-- state (negotiation features use this); true, or nil, message, condition.
+function Session:write_stanza(stanza)
+  local xml = self:serialize(stanza)
+  if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
   return self.conn:write(xml)
 end
+
+--- Sends a stanza; true, or nil, message, condition.
+Session.send = Session.write_stanza
 
 ---------------------------------------------------------------------------
 -- reading while negotiating
@@ -201,12 +217,13 @@ local function stream_error_of(s)
   return cond or "undefined-condition", text, data
 end
 
---- Sends a stream error and closes (RFC 6120 §4.9).
-function Session:stream_error(cond, text)
+--- Sends a stream error and closes (RFC 6120 §4.9). extra: the XML of an
+-- application-specific condition element, or nil.
+function Session:stream_error(cond, text, extra)
   if not self.conn or self.conn.closed then return end
   local xml = "<stream:error><" .. cond .. " xmlns='" .. M.NS_STREAM_ERRORS .. "'/>" ..
     (text and ("<text xmlns='" .. M.NS_STREAM_ERRORS .. "'>" .. core.xml_escape(text) .. "</text>") or "") ..
-    "</stream:error></stream:stream>"
+    (extra or "") .. "</stream:error></stream:stream>"
   self:log("warn", "stream error %s: %s", cond, tostring(text))
   self.conn:write(xml)
   self.closed_reason = text or cond
@@ -214,17 +231,24 @@ function Session:stream_error(cond, text)
   self.conn:close()
 end
 
--- The connection ended (or must end): fail what waits on it, once.
+-- The connection ended (or must end): fail what waits on it, once. A
+-- session that will resume its stream (on_lost returns true) keeps its
+-- pending requests: their replies come on the resumed stream.
 function Session:lost(msg, cond)
   if self.lost_reason then return end
   self.lost_reason = { msg, cond }
   if self.negotiating then self:push({ error = msg, condition = cond }) end
+  if self.close_waiter then self.close_waiter:wake(true) end
+  local keep = self.on_lost and self.on_lost(msg, cond)
+  if not keep then self:fail_pending(msg, cond) end
+end
+
+--- Fails every request still waiting for a reply.
+function Session:fail_pending(msg, cond)
   for id, p in pairs(self.pending) do
     self.pending[id] = nil
     p.waiter:wake(nil, msg, cond)
   end
-  if self.close_waiter then self.close_waiter:wake(true) end
-  if self.on_lost then self.on_lost(msg, cond) end
 end
 
 --- Ends the stream cleanly: sends </stream:stream>, waits (bounded) for the
@@ -253,6 +277,7 @@ end
 -- routing once online
 
 function Session:on_stanza(s)
+  self.last_rx = core.now()
   if self.debug then self:log("debug", "IN %s", self:describe(s)) end
   if s.name == "error" and s.attr.xmlns == M.NS_STREAMS then
     local cond, text, data = stream_error_of(s)
@@ -267,8 +292,25 @@ function Session:on_stanza(s)
     self:push({ stanza = s })
     return
   end
-  if self.bus:fire("stanza-in", s) then return end       -- plugins first
+  self:incoming(s)
+end
+
+--- A stanza of the established stream: plugins first, then routing.
+function Session:incoming(s)
+  if self.bus:fire("stanza-in", s) then return end
   self:route(s)
+end
+
+--- Ends the negotiation: what was read meanwhile and not consumed by a
+-- feature is handled as usual, then reading goes on.
+function Session:finish_negotiation()
+  self.negotiating = false
+  local q = self.queue
+  self.queue, self.qn = {}, 0
+  for _, item in ipairs(q) do
+    if item.stanza then self:incoming(item.stanza) end
+  end
+  if self.conn then self.conn:resume() end
 end
 
 -- Is `from` the entity a request to `to` was sent to? (SECURITY.md: IQ
@@ -336,7 +378,9 @@ end
 function Session:on(event, fn)
   if not USER_EVENTS[event] then error("on: unknown event '" .. tostring(event) .. "'", 2) end
   if type(fn) ~= "function" then error("on: handler must be a function", 2) end
-  return self.user:add(event, fn)
+  local id = self.user:add(event, fn)
+  if self.on_added then self:on_added(event) end
+  return id
 end
 
 --- off(id): remove a handler; true if it existed.

@@ -45,6 +45,32 @@ describe("client service discovery", function()
     end)
   end)
 
+  it("walks the SRV targets in order again when it reconnects", function()
+    lxmpp.run(function()
+      local c = assert(lxmpp.connect({ jid = "alice@example.test/srv", password = "alice-pw", cafile = srv.ca,
+        reconnect = { delay = 0.01, max_delay = 0.05 } }))
+      local back, order = nil, {}
+      c:on("reconnected", function(resumed) back = resumed order[#order + 1] = "up" end)
+      -- the best target now answers, and hangs up at once
+      local net = require "lxmpp.net"
+      local down = assert(net.listen("127.0.0.1", closed_port, function(conn)
+        order[#order + 1] = "down"
+        conn:abort()
+      end))
+      c.conn:abort()                                  -- the link drops
+      for _ = 1, 200 do
+        if back ~= nil then break end
+        lxmpp.sleep(0.02)
+      end
+      down:close()
+      assert.is_true(back)                            -- resumed, through the SRV records again
+      assert.same({ "down", "up" }, order)
+      assert.equal(srv.port, c.conn:info().port)
+      assert.is_true(c.conn.c:tls_info().verified)
+      c:close()
+    end)
+  end)
+
   it("uses the xmpps-client (direct TLS) records when asked for direct TLS", function()
     lxmpp.run(function()
       local c = assert(lxmpp.connect({ jid = "alice@example.test/srv", password = "alice-pw",

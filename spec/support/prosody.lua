@@ -11,8 +11,8 @@
 local pki = require "spec.support.pki"
 local socket = require "socket"
 
-local io, os, error, tostring, pairs, assert, setmetatable =
-  io, os, error, tostring, pairs, assert, setmetatable
+local io, os, error, tostring, pairs, ipairs, assert, setmetatable =
+  io, os, error, tostring, pairs, ipairs, assert, setmetatable
 
 local M = {}
 
@@ -60,7 +60,8 @@ function Server:log()
 end
 
 --- start{ users = {name = password}, require_encryption = true, modules = {...}, https = true,
---          components = { { "conference.example.test", "muc", "extra = 'config line'" }, ... } }
+--          components = { { "conference.example.test", "muc", "extra = 'config line'" }, ... },
+--          config = { "smacks_hibernation_time = 3", ... } (extra global lines) }
 function M.start(opts)
   opts = opts or {}
   if not os.execute("command -v prosody >/dev/null 2>&1") then
@@ -105,11 +106,15 @@ function M.start(opts)
     opts.https and ("https_ports = { " .. self.https_port .. " }; http_ports = { }; "
       .. "https_interfaces = { '127.0.0.1' }; http_interfaces = { '127.0.0.1' }; "
       .. "https_ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }") or "",
+  }
+  -- extra global settings, e.g. { "smacks_hibernation_time = 3" }
+  for _, line in ipairs(opts.config or {}) do cfg[#cfg + 1] = line end
+  for _, line in ipairs({
     "VirtualHost " .. lua_string(M.DOMAIN),
     "  ssl = { certificate = " .. lua_string(good.cert) .. ", key = " .. lua_string(good.key) .. " }",
     "Component " .. lua_string(M.COMPONENT),
     "  component_secret = " .. lua_string(M.COMPONENT_SECRET),
-  }
+  }) do cfg[#cfg + 1] = line end
   -- extra internal components: opts.components = { { "conference.example.test", "muc", "option = value" ... } }
   for _, comp in pairs(opts.components or {}) do
     cfg[#cfg + 1] = "Component " .. lua_string(comp[1]) .. " " .. lua_string(comp[2])

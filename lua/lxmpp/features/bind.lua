@@ -13,7 +13,7 @@ local function bind(client, resource)
   local id = session.new_id()
   local iq = st.iq({ type = "set", id = id }):tag("bind", { xmlns = NS_BIND })
   if resource then iq:text_tag("resource", resource) end
-  local ok, msg, cond = client:send(iq)
+  local ok, msg, cond = client:write_stanza(iq)
   if not ok then return nil, msg, cond end
   while true do
     local reply

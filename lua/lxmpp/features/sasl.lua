@@ -47,7 +47,7 @@ local function exchange(client, mech, cb_type, offers_plus)
   first, msg, cond = sasl:step(nil)
   if not first then return nil, msg, cond end
   local ok
-  ok, msg, cond = client:send(st.stanza("auth", { xmlns = NS_SASL, mechanism = mech }):text(payload(first)))
+  ok, msg, cond = client:write_stanza(st.stanza("auth", { xmlns = NS_SASL, mechanism = mech }):text(payload(first)))
   if not ok then return nil, msg, cond end
   while true do
     local s
@@ -57,16 +57,16 @@ local function exchange(client, mech, cb_type, offers_plus)
     if s.name == "challenge" then
       local data, derr = decode(s:get_text())
       if not data then
-        client:send(st.stanza("abort", { xmlns = NS_SASL }))
+        client:write_stanza(st.stanza("abort", { xmlns = NS_SASL }))
         return nil, "malformed base64 in the server's challenge: " .. tostring(derr), "incorrect-encoding"
       end
       local resp
       resp, msg, cond = sasl:step(data)
       if not resp then
-        client:send(st.stanza("abort", { xmlns = NS_SASL }))
+        client:write_stanza(st.stanza("abort", { xmlns = NS_SASL }))
         return nil, msg, cond
       end
-      client:send(st.stanza("response", { xmlns = NS_SASL }):text(payload(resp)))
+      client:write_stanza(st.stanza("response", { xmlns = NS_SASL }):text(payload(resp)))
     elseif s.name == "success" then
       local data, derr = decode(s:get_text())
       if not data then return nil, "malformed base64 in <success/>: " .. tostring(derr), "incorrect-encoding" end

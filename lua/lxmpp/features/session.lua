@@ -14,7 +14,7 @@ function M.negotiate(client, features)
   client.session_done = true
   if not offer or offer:get_child("optional") then return nil end
   local id = session.new_id()
-  local ok, msg, cond = client:send(st.iq({ type = "set", id = id, to = client.domain })
+  local ok, msg, cond = client:write_stanza(st.iq({ type = "set", id = id, to = client.domain })
     :tag("session", { xmlns = NS_SESSION }))
   if not ok then return client:fail(msg, cond) end
   while true do

@@ -12,7 +12,7 @@ function M.negotiate(client, features)
   if not features:get_child("starttls", NS_TLS) then
     return client:fail("the server does not offer STARTTLS; refusing to continue in plaintext", "tls-failed")
   end
-  local ok, msg, cond = client:send(st.stanza("starttls", { xmlns = NS_TLS }))
+  local ok, msg, cond = client:write_stanza(st.stanza("starttls", { xmlns = NS_TLS }))
   if not ok then return client:fail(msg, cond) end
   local reply
   reply, msg, cond = client:read()

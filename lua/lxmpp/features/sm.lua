@@ -1,0 +1,347 @@
+-- Stream management (XEP-0198), client side: a negotiation module (resume
+-- before binding, enable after it) and the per-session state that outlives
+-- a connection: the server's session id, the counters, and the queue of
+-- stanzas the server has not acknowledged yet.
+--
+-- Counters are 32-bit and wrap; an `h` is parsed strictly as digits; an
+-- ack for more than was sent is the stream error handled-count-too-high
+-- (SECURITY.md). After <resumed h=.../> exactly the stanzas past h are sent
+-- again. When resumption fails, the stanzas the server did not acknowledge
+-- go to the client's report_unacked (the "unacked" event): never dropped,
+-- never sent twice behind the application's back.
+
+local core = require "lxmpp.core"
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+
+local setmetatable, type, tostring, tonumber, math_type, ipairs, error =
+  setmetatable, type, tostring, tonumber, math.type, ipairs, error
+
+local NS = "urn:xmpp:sm:3"
+local NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+local MOD = 4294967296                          -- 2^32: counters wrap here
+
+local M = { NS = NS }
+
+--- sm.parse_h(s) -> integer in [0, 2^32), or nil: digits only, no sign,
+-- no spaces, no more than ten of them.
+function M.parse_h(s)
+  if type(s) ~= "string" or #s == 0 or #s > 10 or s:find("[^0-9]") then return nil end
+  local n = math.tointeger(tonumber(s))
+  if not n or n >= MOD then return nil end
+  return n
+end
+
+--- Does this stanza count for XEP-0198? (message, presence, iq in the
+-- stream's default namespace; nonzas never do)
+function M.counts(s)
+  local name, ns = s.name, s.attr.xmlns
+  return (name == "message" or name == "presence" or name == "iq") and (ns == nil or ns == "jabber:client")
+end
+local counts = M.counts
+
+local SM = {}
+SM.__index = SM
+
+local function check_state(state)
+  if type(state) ~= "table" or type(state.id) ~= "string" or type(state.jid) ~= "string"
+      or math_type(state.inbound) ~= "integer" or math_type(state.acked) ~= "integer"
+      or type(state.queue) ~= "table" then
+    error("lxmpp.connect: stream_management.state is not a state saved by lxmpp", 4)
+  end
+  for _, x in ipairs(state.queue) do
+    if type(x) ~= "string" then error("lxmpp.connect: stream_management.state.queue holds a non-string", 4) end
+  end
+end
+
+--- sm.new(client, opts) -> the client's stream management state. opts is
+-- the stream_management option: true, or { ack_every =, ack_delay =,
+-- resume =, state =, save = }.
+function M.new(client, opts)
+  if type(opts) ~= "table" then opts = {} end
+  if opts.save ~= nil and type(opts.save) ~= "function" then
+    error("lxmpp.connect: stream_management.save must be a function", 3)
+  end
+  local self = setmetatable({
+    client = client,
+    ack_every = opts.ack_every or 10,     -- <r/> after this many stanzas
+    ack_delay = opts.ack_delay or 1,      -- or when one waited this long
+    want_resume = opts.resume ~= false,
+    save_fn = opts.save,
+    enabled = false,                      -- on the current connection
+    id = nil, max = nil,                  -- the server's session, when resumable
+    inbound = 0, acked = 0,               -- h we report, h the server reported
+    q = {}, qfirst = 1, qlast = 0,        -- unacknowledged stanzas (XML)
+    since_r = 0,
+  }, SM)
+  local state = opts.state
+  if state ~= nil then
+    check_state(state)
+    -- a session belongs to one account (SECURITY.md)
+    if client.node and not jid.equal(jid.bare(state.jid) or "", client.bare_jid) then
+      error("lxmpp.connect: stream_management.state belongs to " .. state.jid .. ", not " .. client.bare_jid, 3)
+    end
+    self.id, self.jid, self.max = state.id, state.jid, state.max
+    self.inbound, self.acked = state.inbound % MOD, state.acked % MOD
+    for _, xml in ipairs(state.queue) do self:push(xml) end
+  end
+  return self
+end
+
+function SM:unacked() return self.qlast - self.qfirst + 1 end
+
+function SM:push(xml)
+  self.qlast = self.qlast + 1
+  self.q[self.qlast] = xml
+end
+
+--- Can this session be resumed on a new connection?
+function SM:resumable() return self.id ~= nil end
+
+--- The state a store keeps to resume after a restart (nil: nothing to keep).
+function SM:state()
+  if not self.id then return nil end
+  local queue = {}
+  for i = self.qfirst, self.qlast do queue[#queue + 1] = self.q[i] end
+  return { id = self.id, jid = self.jid, max = self.max, inbound = self.inbound, acked = self.acked, queue = queue }
+end
+
+function SM:save()
+  local fn = self.save_fn
+  if not fn then return end
+  local ok, err = pcall(fn, self:state())
+  if not ok then self.client:log("error", "stream_management.save failed: %s", tostring(err)) end
+end
+
+-- Takes every unacknowledged stanza out of the queue, parsed back.
+function SM:take_queue()
+  local out = {}
+  for i = self.qfirst, self.qlast do
+    local s = st.parse(self.q[i])
+    if s then out[#out + 1] = s end
+  end
+  self.q, self.qfirst, self.qlast = {}, 1, 0
+  return out
+end
+
+--- Gives up the session: what the server did not acknowledge goes to the
+-- application, the store forgets the session.
+function SM:abandon(reason, condition)
+  local had = self.id ~= nil or self:unacked() > 0
+  self.id, self.max, self.enabled = nil, nil, false
+  self.inbound, self.acked, self.since_r = 0, 0, 0
+  local lost = self:take_queue()
+  if had then self:save() end
+  if #lost > 0 then self.client:report_unacked(lost, reason, condition) end
+end
+
+---------------------------------------------------------------------------
+-- acknowledgements
+
+local function stream_error_too_high(self, h)
+  local sent = (self.acked + self:unacked()) % MOD
+  local extra = ("<handled-count-too-high xmlns='%s' h='%d' send-count='%d'/>"):format(NS, h, sent)
+  self:abandon("the server acknowledged more stanzas than were sent", "undefined-condition")
+  self.client:stream_error("undefined-condition",
+    ("the server acknowledged %d stanzas, %d were sent"):format(h, sent), extra)
+end
+
+--- Applies an acknowledgement (h as the server sent it). true, or nil after
+-- a stream error (bad h, or more than was sent).
+function SM:ack(hs)
+  local h = M.parse_h(hs)
+  if not h then
+    self:abandon("the server sent an invalid h", "bad-format")
+    self.client:stream_error("bad-format", "invalid h in stream management: " .. tostring(hs))
+    return nil
+  end
+  local n = (h - self.acked) % MOD
+  if n > self:unacked() then
+    stream_error_too_high(self, h)
+    return nil
+  end
+  if n > 0 then
+    for i = self.qfirst, self.qfirst + n - 1 do self.q[i] = nil end
+    self.qfirst = self.qfirst + n
+    if self.qfirst > self.qlast then self.q, self.qfirst, self.qlast = {}, 1, 0 end
+    self.acked = h
+    self:save()
+  end
+  if self:unacked() == 0 then
+    local ws = self.ack_waiters
+    self.ack_waiters = nil
+    for _, w in ipairs(ws or {}) do w:wake(true) end
+  end
+  return true
+end
+
+function SM:request_ack()
+  self.since_r = 0
+  if self.ack_timer then
+    self.ack_timer:stop()
+    self.ack_timer = nil
+  end
+  return self.client.conn:write("<r xmlns='" .. NS .. "'/>")
+end
+
+-- The idle-delay timer's target: ask for an ack if stanzas still wait.
+function SM:wake()
+  self.ack_timer = nil
+  if self.enabled and self.since_r > 0 and self.client.conn and not self.client.conn.closed then
+    self:request_ack()
+  end
+end
+
+--- Sends a stanza that counts, keeping it until it is acknowledged.
+-- true, or nil, message, condition (then it was neither sent nor counted).
+function SM:send(xml)
+  local ok, msg, cond = self.client.conn:write(xml)
+  if not ok then return nil, msg, cond end
+  self:push(xml)
+  self:save()
+  self.since_r = self.since_r + 1
+  if self.since_r >= self.ack_every then
+    self:request_ack()
+  elseif not self.ack_timer then
+    self.ack_timer = core.timer(self.ack_delay, self)
+  end
+  return true
+end
+
+--- Waits until every sent stanza is acknowledged (or timeout). true or nil.
+function SM:wait_acked(timeout)
+  if self:unacked() == 0 then return true end
+  if not self.enabled then return nil end
+  local task = require "lxmpp.task"
+  local w = task.waiter("wait_acked", 2)
+  self.ack_waiters = self.ack_waiters or {}
+  self.ack_waiters[#self.ack_waiters + 1] = w
+  self:request_ack()
+  local t = core.timer(timeout, w)
+  local ok = w:wait()
+  t:stop()
+  return ok
+end
+
+--- The connection is gone: nothing is enabled on the next one until
+-- resumed or enabled again.
+function SM:link_lost()
+  self.enabled = false
+  if self.ack_timer then
+    self.ack_timer:stop()
+    self.ack_timer = nil
+  end
+  local ws = self.ack_waiters
+  self.ack_waiters = nil
+  for _, w in ipairs(ws or {}) do w:wake(nil) end
+end
+
+-- Incoming: the counter, and the nonzas <r/> and <a/>. Returns true for
+-- what it consumed.
+function SM:incoming(s)
+  if s.attr.xmlns == NS then
+    if not self.enabled then return true end
+    if s.name == "r" then
+      self.client.conn:write(("<a xmlns='%s' h='%d'/>"):format(NS, self.inbound))
+    elseif s.name == "a" then
+      self:ack(s.attr.h)
+    end
+    return true
+  end
+  if self.enabled and counts(s) then
+    self.inbound = (self.inbound + 1) % MOD
+    if self.save_fn then self:save() end
+  end
+  return nil
+end
+
+---------------------------------------------------------------------------
+-- negotiation
+
+local function failure_condition(s)
+  local child = s:childtags(nil, NS_STANZAS)()
+  return child and child.name or "undefined-condition"
+end
+
+-- Reads the answer to <enable/> or <resume/>; stanzas that come first are
+-- handled as usual (they are not counted: stream management starts with
+-- the answer).
+local function read_answer(client)
+  while true do
+    local s, msg, cond = client:read()
+    if not s then return nil, msg, cond end
+    if s.attr.xmlns == NS and (s.name == "enabled" or s.name == "resumed" or s.name == "failed") then
+      return s
+    end
+    if s.attr.xmlns ~= NS then client:incoming(s) end
+  end
+end
+
+--- Before binding, on a reconnection: <resume/>.
+function SM:resume(features)
+  local client = self.client
+  if not self.id or client.bound or not client.authenticated then return nil end
+  if not features:get_child("sm", NS) then
+    self:abandon("the server no longer offers stream management", "service-unavailable")
+    return nil
+  end
+  local ok, msg, cond = client.conn:write(("<resume xmlns='%s' previd='%s' h='%d'/>"):format(
+    NS, core.xml_escape(self.id), self.inbound))
+  if not ok then return client:fail(msg, cond) end
+  local s
+  s, msg, cond = read_answer(client)
+  if not s then return client:fail(msg, cond) end
+  if s.name == "failed" then
+    local fcond = failure_condition(s)
+    -- a server may say how many it handled before the session ended
+    if s.attr.h and self:unacked() > 0 then
+      local h = M.parse_h(s.attr.h)
+      local n = h and (h - self.acked) % MOD
+      if n and n <= self:unacked() then self:ack(s.attr.h) end
+    end
+    self:abandon("the server could not resume the session (" .. fcond .. ")", fcond)
+    return nil                                  -- bind a new session
+  end
+  if s.name ~= "resumed" then return client:fail("unexpected <" .. s.name .. "/> after <resume/>", "bad-format") end
+  if s.attr.previd ~= self.id then
+    self:abandon("the server resumed another session", "bad-format")
+    return client:fail("the server resumed session " .. tostring(s.attr.previd) .. ", not ours", "bad-format")
+  end
+  self.enabled = true
+  if not self:ack(s.attr.h) then return client:fail("bad acknowledgement in <resumed/>", "bad-format") end
+  client.jid, client.bound, client.session_done, client.resumed = self.jid, true, true, true
+  -- exactly what the server did not get, in order, with their old numbers
+  local n = 0
+  for i = self.qfirst, self.qlast do
+    client.conn:write(self.q[i])
+    n = n + 1
+  end
+  if n > 0 then self:request_ack() end
+  return nil
+end
+
+--- After binding: <enable resume='true'/>.
+function SM:enable(features)
+  local client = self.client
+  if self.enabled or not client.bound or client.resumed or not features:get_child("sm", NS) then return nil end
+  local ok, msg, cond = client.conn:write(("<enable xmlns='%s'%s/>"):format(NS,
+    self.want_resume and " resume='true'" or ""))
+  if not ok then return client:fail(msg, cond) end
+  local s
+  s, msg, cond = read_answer(client)
+  if not s then return client:fail(msg, cond) end
+  if s.name ~= "enabled" then
+    client:log("warn", "the server refused stream management (%s)", failure_condition(s))
+    return nil
+  end
+  self.enabled = true
+  self.inbound, self.acked, self.since_r = 0, 0, 0
+  local resume = s.attr.resume == "true" or s.attr.resume == "1"
+  self.id = resume and s.attr.id or nil
+  self.max = tonumber(s.attr.max or "")
+  self.jid = client.jid
+  self:save()
+  return nil
+end
+
+return M

@@ -1,0 +1,340 @@
+-- Reconnection, liveness and the client's side of "never lose a message":
+--
+--   * a lost link is reconnected (exponential backoff with jitter and a
+--     cap), resuming the XEP-0198 session before binding when it can;
+--     "disconnected" (message, condition, reconnecting) and "reconnected"
+--     (resumed) tell the application; presence is restored on a new session;
+--     handlers live on the client and stay. No retry after not-authorized,
+--     or after a conflict (another client took our resource), or close().
+--   * stanzas sent while reconnecting wait in a bounded queue and go out,
+--     in order, once the session is back.
+--   * a link that stays silent for `keepalive` seconds is dead (half-open
+--     TCP): after half of it a probe goes out (an XEP-0198 <r/>, or an
+--     XEP-0199 ping), and without an answer the link is dropped.
+--   * what the server never acknowledged is handed to the application in
+--     the "unacked" event (kept until a handler is there).
+
+local core = require "lxmpp.core"
+local task = require "lxmpp.task"
+local session = require "lxmpp.session"
+local sm_mod = require "lxmpp.features.sm"
+
+local type, error, pairs, ipairs, math_random, math_min =
+  type, error, pairs, ipairs, math.random, math.min
+
+local M = {}
+
+session.add_event("unacked")
+
+-- Conditions after which trying again would fail the same way, or fight
+-- another client for our resource.
+local NO_RETRY = { conflict = true, ["not-authorized"] = true }
+local FATAL = { conflict = true, ["not-authorized"] = true, ["account-disabled"] = true,
+  ["credentials-expired"] = true, ["invalid-mechanism"] = true, ["encryption-required"] = true }
+
+local function check_number(v, name, default)
+  if v == nil then return default end
+  if type(v) ~= "number" or v <= 0 then error("lxmpp.connect: " .. name .. " must be a positive number", 5) end
+  return v
+end
+
+function M.install(Client)
+  --- Reads the reconnect, keepalive and max_queued options.
+  function Client:init_reconnect()
+    local o = self.opts
+    local r = o.reconnect
+    if r ~= nil and r ~= true and r ~= false and type(r) ~= "table" then
+      error("lxmpp.connect: reconnect must be true, false or a table", 4)
+    end
+    if r ~= false then
+      r = type(r) == "table" and r or {}
+      self.reconnect_opts = {
+        delay = check_number(r.delay, "reconnect.delay", 1),
+        max_delay = check_number(r.max_delay, "reconnect.max_delay", 60),
+        max_attempts = r.max_attempts ~= nil and check_number(r.max_attempts, "reconnect.max_attempts") or nil,
+      }
+    end
+    if o.keepalive ~= false then self.keepalive = check_number(o.keepalive, "keepalive", 60) end
+    self.max_queued = check_number(o.max_queued, "max_queued", 10000)
+    self.offline, self.ofirst, self.olast = {}, 1, 0
+    self.unacked_backlog = {}
+    self.on_lost = function(msg, cond) return self:link_lost(msg, cond) end
+  end
+
+  ---------------------------------------------------------------------------
+  -- sending
+
+  -- Writes on the established stream; stanzas that count go through stream
+  -- management, which keeps them until acknowledged.
+  function Client:write_now(xml, stanza)
+    local sm = self.sm
+    if sm and sm.enabled and sm_mod.counts(stanza) then return sm:send(xml) end
+    return self.conn:write(xml)
+  end
+
+  --- c:send(stanza) -> true | nil, message, condition. While the client
+  -- reconnects, stanzas wait (up to max_queued) and go out once it is back.
+  function Client:send(stanza)
+    local xml = self:serialize(stanza)
+    if stanza.name == "presence" and not stanza.attr.to
+        and (stanza.attr.type == nil or stanza.attr.type == "unavailable") then
+      self.last_presence = stanza.attr.type == nil and { xml, stanza } or nil
+    end
+    if self.online and not self.flushing then return self:write_now(xml, stanza) end
+    if self.reconnecting or self.flushing then
+      if self.olast - self.ofirst + 1 >= self.max_queued then
+        return nil, "too many stanzas wait for the reconnection", "resource-constraint"
+      end
+      self.olast = self.olast + 1
+      self.offline[self.olast] = { xml, stanza }
+      return true
+    end
+    if self.negotiating and not self.closing then
+      return nil, "not connected yet (lxmpp.connect has not returned)", "closed"
+    end
+    return nil, "not connected", "closed"
+  end
+
+  -- Sends what waited for the reconnection, in order.
+  function Client:flush_offline()
+    self.flushing = true
+    while self.ofirst <= self.olast and self.online do
+      local item = self.offline[self.ofirst]
+      local ok, _, cond = self:write_now(item[1], item[2])
+      if ok then
+        self.offline[self.ofirst] = nil
+        self.ofirst = self.ofirst + 1
+      elseif cond ~= "resource-constraint" or not self:wait_drain(30) then
+        break
+      end
+    end
+    if self.ofirst > self.olast then self.offline, self.ofirst, self.olast = {}, 1, 0 end
+    self.flushing = false
+  end
+
+  ---------------------------------------------------------------------------
+  -- what the server never got
+
+  --- Hands stanzas the server did not acknowledge to the application.
+  function Client:report_unacked(stanzas, reason, condition)
+    self:log("warn", "%d stanza(s) not acknowledged by the server: %s", #stanzas, reason)
+    if self.user:has("unacked") then
+      self:fire_user("unacked", stanzas, reason, condition)
+    else
+      local b = self.unacked_backlog
+      b[#b + 1] = { stanzas, reason, condition }
+    end
+  end
+
+  -- Session:on hook: the first "unacked" handler gets what waited for one.
+  function Client:on_added(event)
+    if event ~= "unacked" or #self.unacked_backlog == 0 then return end
+    local b = self.unacked_backlog
+    self.unacked_backlog = {}
+    for _, r in ipairs(b) do self:fire_user("unacked", r[1], r[2], r[3]) end
+  end
+
+  -- The session is over: report its unacknowledged and queued stanzas,
+  -- fail its requests.
+  function Client:end_session(reason, condition)
+    if self.sm then self.sm:abandon(reason, condition) end
+    if self.ofirst <= self.olast then
+      local out = {}
+      for i = self.ofirst, self.olast do out[#out + 1] = self.offline[i][2] end
+      self.offline, self.ofirst, self.olast = {}, 1, 0
+      self:report_unacked(out, reason .. " (never sent)", condition)
+    end
+    self:fail_pending(reason, condition)
+  end
+
+  ---------------------------------------------------------------------------
+  -- losing and regaining the link
+
+  function Client:went_online()
+    self.online = true
+    self:start_keepalive()
+  end
+
+  -- Session:lost calls this (as on_lost); true keeps the pending requests.
+  function Client:link_lost(msg, cond)
+    if not self.online then return false end
+    self.online = false
+    self:stop_keepalive()
+    -- graceful: a stream error we wrote still goes out (a dead link is
+    -- aborted by the keepalive before it gets here)
+    if not self.closing and self.conn and not self.conn.closed then self.conn.c:close() end
+    local retry = self.reconnect_opts ~= nil and not self.closing and not NO_RETRY[cond]
+    local sm = self.sm
+    if sm then sm:link_lost() end
+    local keep = retry and sm ~= nil and sm:resumable()
+    self.kept = {}
+    if keep then
+      for id in pairs(self.pending) do self.kept[id] = true end
+    end
+    if retry then
+      self.reconnecting = true
+      if sm and not keep then sm:abandon(msg, cond) end
+      self.reconnect_task = task.spawn(self.reconnect_loop, self, msg, cond)
+    else
+      self:end_session(msg, cond)
+    end
+    self:fire_user("disconnected", msg, cond, retry)
+    return keep
+  end
+
+  local function backoff(r, attempt)
+    local d = math_min(r.max_delay, r.delay * 2 ^ (attempt - 1))
+    return d * (0.5 + 0.5 * math_random())
+  end
+
+  -- The reconnecting task: wait, try, until back, given up, or closed.
+  function Client:reconnect_loop(msg, cond)
+    local r = self.reconnect_opts
+    local attempt, ok = 0, nil
+    while not self.closing do
+      attempt = attempt + 1
+      if r.max_attempts and attempt > r.max_attempts then break end
+      local w = task.waiter("reconnect")
+      self.backoff_waiter = w
+      local t = core.timer(backoff(r, attempt), w)
+      w:wait()
+      t:stop()
+      self.backoff_waiter = nil
+      if self.closing then break end
+      if self.debug then self:log("debug", "reconnecting (attempt %d)", attempt) end
+      local emsg, econd
+      ok, emsg, econd = self:establish()
+      if ok and self.closing then self.conn:abort() end
+      if ok or self.closing then break end
+      msg, cond = emsg, econd
+      if FATAL[cond] then break end
+    end
+    self.reconnecting = false
+    if ok and not self.closing then
+      self:came_back()
+    elseif self.closing then
+      self:end_session("the client was closed while reconnecting", "closed")
+    else
+      self:end_session(msg, cond)
+      self:fire_user("disconnected", msg, cond, false)
+    end
+    local ws = self.reconnect_waiters
+    self.reconnect_waiters = nil
+    for _, w in ipairs(ws or {}) do w:wake(true) end
+  end
+
+  function Client:came_back()
+    if not self.resumed then
+      -- replies to requests sent on the old session will not come
+      for id in pairs(self.kept or {}) do
+        local p = self.pending[id]
+        if p then
+          self.pending[id] = nil
+          p.waiter:wake(nil, "the session could not be resumed", "closed")
+        end
+      end
+      local p = self.last_presence
+      if p then self:write_now(p[1], p[2]) end
+    end
+    self.kept = nil
+    self:went_online()
+    self:flush_offline()
+    self:fire_user("reconnected", self.resumed)
+  end
+
+  ---------------------------------------------------------------------------
+  -- liveness
+
+  function Client:start_keepalive()
+    local ka = self.keepalive
+    if not ka then return end
+    self:stop_keepalive()
+    local conn = self.conn
+    local target = {}
+    function target.wake() self:keepalive_tick(conn, target) end
+    self.ka_timer = core.timer(ka / 4, target)
+  end
+
+  function Client:stop_keepalive()
+    if self.ka_timer then
+      self.ka_timer:stop()
+      self.ka_timer = nil
+    end
+  end
+
+  function Client:keepalive_tick(conn, target)
+    self.ka_timer = nil
+    if not self.online or self.conn ~= conn or conn.closed then return end
+    local ka = self.keepalive
+    local idle = core.now() - (self.last_rx or 0)
+    if idle >= ka then
+      self.closed_reason = "dead link"
+      conn:abort()
+      self:lost(("nothing from the server for %.1f seconds: the link is dead"):format(idle), "timeout")
+      return
+    end
+    if idle >= ka / 2 and self.probed_rx ~= self.last_rx then
+      self.probed_rx = self.last_rx
+      if self.sm and self.sm.enabled then
+        self.sm:request_ack()
+      else
+        task.spawn(function() self:ping(nil, ka) end)
+      end
+    end
+    self.ka_timer = core.timer(ka / 4, target)
+  end
+
+  ---------------------------------------------------------------------------
+  -- closing
+
+  --- c:wait_acked([timeout]): waits until the server has acknowledged every
+  -- stanza sent so far (XEP-0198). true, or nil, message, condition.
+  function Client:wait_acked(timeout)
+    if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+      error("wait_acked: timeout must be a positive number", 2)
+    end
+    if not self.sm or (self.online and not self.sm.enabled) then
+      return nil, "the server does not acknowledge stanzas (no stream management)", "feature-not-implemented"
+    end
+    if self.sm:unacked() == 0 and self.ofirst > self.olast then return true end
+    local deadline = core.now() + (timeout or 30)
+    while core.now() < deadline do
+      if self.online and not self.flushing and self.sm.enabled then
+        if self.sm:wait_acked(deadline - core.now()) and self.ofirst > self.olast then return true end
+      else
+        task.sleep(math_min(0.05, deadline - core.now()))
+      end
+      if self.sm:unacked() == 0 and self.ofirst > self.olast then return true end
+      if self.closing or not (self.online or self.reconnecting) then break end
+    end
+    if self.sm:unacked() == 0 and self.ofirst > self.olast then return true end
+    return nil, "stanzas still unacknowledged", "timeout"
+  end
+
+  --- c:close([timeout]): ends the session for good (no reconnection); what
+  -- the server has not acknowledged by then goes to "unacked".
+  function Client:close(timeout)
+    self.closing = true
+    if self.reconnecting then
+      local w = self.backoff_waiter
+      if w then w:wake() end
+      if self.conn and not self.conn.closed then self.conn:abort() end
+      local rt = self.reconnect_task
+      if rt and task.alive(rt) then
+        local done = task.waiter("close", 1)
+        self.reconnect_waiters = self.reconnect_waiters or {}
+        self.reconnect_waiters[#self.reconnect_waiters + 1] = done
+        done:wait()
+      end
+      return true
+    end
+    local sm = self.sm
+    if self.online and sm and sm.enabled and sm:unacked() > 0 then
+      sm:wait_acked(math_min(timeout or 10, 5))
+    end
+    return session.Session.close(self, timeout)
+  end
+  return Client
+end
+
+return M

@@ -1,0 +1,261 @@
+-- Reconnection and liveness against a scripted server
+-- (spec/support/smserver.lua): backoff with jitter and a cap, no retry
+-- after conflict or not-authorized, close() stopping it all, the queue of
+-- stanzas sent while reconnecting, handlers that stay, and dead links found
+-- by the keepalive (XEP-0198 acks, or XEP-0199 pings without them).
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local st = lxmpp.stanza
+local smserver = require "spec.support.smserver"
+local clean = require "spec.support.clean"
+local clients = require "spec.support.clients"
+local SLOW = require("spec.support.slow").factor
+
+local wait_for = smserver.wait_for
+
+local function run(fn)
+  local ok, err = pcall(lxmpp.run, fn)
+  if not ok then error(err, 0) end
+end
+
+local function watch(c)
+  local ev = { disconnected = {}, reconnected = {}, unacked = {} }
+  c:on("disconnected", function(msg, cond, again)
+    table.insert(ev.disconnected, { msg = msg, cond = cond, again = again })
+  end)
+  c:on("reconnected", function(resumed) table.insert(ev.reconnected, resumed) end)
+  c:on("unacked", function(list, reason, cond)
+    for _, s in ipairs(list) do
+      table.insert(ev.unacked, { body = s:get_child_text("body"), reason = reason, cond = cond })
+    end
+  end)
+  return ev
+end
+
+-- The server ends the stream with a stream error.
+local function kick(srv, cond)
+  local conn = srv:session().conn
+  conn:write("<stream:error><" .. cond .. " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>" ..
+    "</stream:stream>")
+  conn:close()
+end
+
+describe("reconnection", function()
+  after_each(function()
+    clients.kill_all()
+    clean()
+  end)
+
+  it("comes back with the same handlers, sending what waited meanwhile in order", function()
+    run(function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts()))
+      local ev = watch(c)
+      local got = {}
+      c:on("message", function(m) got[#got + 1] = m:get_child_text("body") end)
+      srv.opts.refuse = true
+      srv:kill()
+      assert(wait_for(function() return #ev.disconnected == 1 end, 2))
+      assert.same({ "closed", true }, { ev.disconnected[1].cond, ev.disconnected[1].again })
+      for i = 1, 3 do assert.is_true(c:send_message("x@example.test", "q" .. i)) end
+      srv.opts.refuse = nil
+      assert(wait_for(function() return #ev.reconnected == 1 end, 2))
+      assert.is_true(ev.reconnected[1])
+      assert(wait_for(function() return #srv:grep("message q3") == 1 end, 2))
+      local msgs = srv:grep("message q")
+      assert.same({ "q1", "q2", "q3" }, { msgs[1]:match("q%d"), msgs[2]:match("q%d"), msgs[3]:match("q%d") })
+      assert.equal(msgs[1]:match("^%d+"), tostring(srv.nconn))          -- on the new connection
+      srv:push(st.message({ to = c.jid }, "after"))
+      assert(wait_for(function() return got[1] == "after" end, 2))
+      assert.same({}, ev.unacked)
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("waits longer after each failure, with jitter, up to the cap", function()
+    run(function()
+      local srv = smserver.start()
+      local base, cap = 0.1 * SLOW, 0.4 * SLOW
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = base, max_delay = cap } })))
+      local ev = watch(c)
+      srv.opts.refuse = true
+      srv:kill()
+      assert(wait_for(function() return #srv.attempts >= 8 end, 10 * SLOW))
+      srv.opts.refuse = nil
+      assert(wait_for(function() return #ev.reconnected == 1 end, 2))
+      -- a[1] is the first connection; attempt k waits d * (0.5 .. 1), d = min(0.4, 0.1 * 2^(k-1))
+      -- (upper bounds with slack for a loaded machine; without the cap they would pass 0.8)
+      local a, below = srv.attempts, 0
+      for k = 1, 6 do
+        local d = math.min(cap, base * 2 ^ (k - 1))
+        local gap = a[k + 2] - a[k + 1]
+        assert(gap >= 0.5 * d - 0.01 and gap <= d + 0.3 * SLOW, ("attempt %d after %.3f s, expected %.3f-%.3f"):format(
+          k + 1, gap, 0.5 * d, d))
+        if d == cap and gap < 0.95 * cap then below = below + 1 end
+      end
+      assert.is_true(below > 0, "no jitter")
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("gives up after max_attempts and says so", function()
+    run(function()
+      local srv = smserver.start({ ack = function() return false end })
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_attempts = 3 } })))
+      local ev = watch(c)
+      c:send_message("x@example.test", "m1")
+      assert(wait_for(function() return #srv:grep("message m1") == 1 end, 2))
+      srv.opts.refuse = true
+      srv:kill()
+      assert(wait_for(function() return #ev.disconnected == 2 end, 2))
+      assert.is_true(ev.disconnected[1].again)
+      assert.is_false(ev.disconnected[2].again)
+      assert.equal(4, #srv.attempts)
+      assert.same({ "m1" }, { ev.unacked[1] and ev.unacked[1].body })
+      assert.same({}, ev.reconnected)
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("does not fight another client for its resource (conflict)", function()
+    run(function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts()))
+      local ev = watch(c)
+      kick(srv, "conflict")
+      assert(wait_for(function() return #ev.disconnected == 1 end, 2))
+      assert.same({ "conflict", false }, { ev.disconnected[1].cond, ev.disconnected[1].again })
+      lxmpp.sleep(0.2)
+      assert.equal(1, #srv.attempts)
+      local ok, _, cond = c:send_message("x@example.test", "late")
+      assert.same({ nil, "closed" }, { ok, cond })
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("stops when the server refuses the credentials on a reconnection", function()
+    run(function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts()))
+      local ev = watch(c)
+      srv.opts.refuse_auth = true
+      srv:kill()
+      assert(wait_for(function() return #ev.disconnected == 2 end, 2))
+      assert.same({ "not-authorized", false }, { ev.disconnected[2].cond, ev.disconnected[2].again })
+      lxmpp.sleep(0.2)
+      assert.equal(2, #srv.attempts)
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("close() stops reconnecting and reports what waited", function()
+    run(function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.05, max_delay = 0.05 } })))
+      local ev = watch(c)
+      srv.opts.refuse = true
+      srv:kill()
+      assert(wait_for(function() return #srv.attempts >= 3 end, 2))
+      c:send_message("x@example.test", "never")
+      local t0 = core.now()
+      assert.is_true(c:close())
+      assert.is_true(core.now() - t0 < 0.5)
+      local n = #srv.attempts
+      lxmpp.sleep(0.2)
+      assert.equal(n, #srv.attempts)
+      assert(wait_for(function() return #ev.unacked == 1 end, 1))
+      assert.equal("never", ev.unacked[1].body)
+      assert.equal(1, #ev.disconnected)
+      srv:close()
+    end)
+  end)
+
+  it("bounds the stanzas waiting for a reconnection", function()
+    run(function()
+      local srv = smserver.start({ refuse = false })
+      local c = assert(lxmpp.connect(srv:client_opts({ max_queued = 2 })))
+      local ev = watch(c)
+      srv.opts.refuse = true
+      srv:kill()
+      assert(wait_for(function() return #ev.disconnected == 1 end, 2))
+      assert.is_true(c:send_message("x@example.test", "a"))
+      assert.is_true(c:send_message("x@example.test", "b"))
+      local ok, _, cond = c:send_message("x@example.test", "c")
+      assert.same({ nil, "resource-constraint" }, { ok, cond })
+      c:close()
+      assert.equal(2, #ev.unacked)
+      srv:close()
+    end)
+  end)
+
+  it("is off with reconnect = false", function()
+    run(function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = false })))
+      local ev = watch(c)
+      srv:kill()
+      assert(wait_for(function() return #ev.disconnected == 1 end, 2))
+      assert.is_false(ev.disconnected[1].again)
+      lxmpp.sleep(0.1)
+      assert.equal(1, #srv.attempts)
+      c:close()
+      srv:close()
+    end)
+  end)
+end)
+
+describe("liveness", function()
+  after_each(function()
+    clients.kill_all()
+    clean()
+  end)
+
+  it("finds a dead link by unanswered stream management acks, then reconnects", function()
+    run(function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts({ keepalive = 0.4 * SLOW })))
+      local ev = watch(c)
+      lxmpp.sleep(1 * SLOW)                                        -- answered probes keep it up
+      assert.same({}, ev.disconnected)
+      assert.is_true(#srv:grep("^1 r$") >= 1)
+      srv.opts.ack = function() return false end          -- the link goes silent
+      local t0 = core.now()
+      assert(wait_for(function() return #ev.disconnected == 1 end, 2))
+      assert.is_true(core.now() - t0 <= (0.4 * 1.25 + 0.15) * SLOW)
+      assert.equal("timeout", ev.disconnected[1].cond)
+      srv.opts.ack = nil
+      assert(wait_for(function() return #ev.reconnected == 1 end, 2))
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("uses XEP-0199 pings without stream management", function()
+    run(function()
+      local answer = true
+      local srv = smserver.start({ no_sm = true, stanza = function(conn, s)
+        if answer and s.name == "iq" and s.attr.type == "get" and s:get_child("ping", "urn:xmpp:ping") then
+          conn:send(st.reply(s))
+        end
+      end })
+      local c = assert(lxmpp.connect(srv:client_opts({ keepalive = 0.4 * SLOW })))
+      local ev = watch(c)
+      assert.same({ nil, "feature-not-implemented" }, { select(1, c:wait_acked(1)), select(3, c:wait_acked(1)) })
+      lxmpp.sleep(1 * SLOW)
+      assert.same({}, ev.disconnected)
+      assert.is_true(#srv:grep("^1 iq get") >= 1)
+      answer = false
+      assert(wait_for(function() return #ev.disconnected == 1 end, 2))
+      assert.equal("timeout", ev.disconnected[1].cond)
+      assert(wait_for(function() return #ev.reconnected == 1 end, 2))
+      assert.is_false(ev.reconnected[1])                  -- no stream management: a new session
+      c:close()
+      srv:close()
+    end)
+  end)
+end)
