@@ -30,7 +30,7 @@ local M = { xmlns = NS }
 local function exchange(client, iq)
   local id = session.new_id()
   iq.attr.id = id
-  local ok, msg, cond = client:send(iq)
+  local ok, msg, cond = client:write_stanza(iq)
   if not ok then return nil, msg, cond end
   for _ = 1, 20 do
     local s
@@ -93,12 +93,7 @@ function M.register(opts)
   c.register_request = { fields = opts.fields }
   local ok, msg, cond = c:establish()
   if not ok then return nil, msg, cond end
-  c.online = true
-  c.on_lost = function(lmsg, lcond)
-    if not c.online then return end
-    c.online = false
-    c:fire_user("disconnected", lmsg, lcond)
-  end
+  c:went_online()                      -- as lxmpp.connect: reconnection and all
   c:fire_user("online", c.jid)
   return c
 end
