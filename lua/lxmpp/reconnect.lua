@@ -332,6 +332,11 @@ function M.install(Client)
     if self.online and sm and sm.enabled and sm:unacked() > 0 then
       sm:wait_acked(math_min(timeout or 10, 5))
     end
+    if sm and sm.enabled and self.conn and not self.conn.closed then
+      -- tell the server what we handled, so it does not treat the last
+      -- stanzas it sent as lost (and store or bounce them) when we close
+      self.conn:write(("<a xmlns='urn:xmpp:sm:3' h='%d'/>"):format(sm.inbound))
+    end
     return session.Session.close(self, timeout)
   end
   return Client

@@ -9,6 +9,7 @@ local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local pki = require "spec.support.pki"
 local clean = require "spec.support.clean"
+require "spec.support.clients"     -- tracks every client made, from now on
 
 local M = {}
 M.DOMAIN = "example.test"
@@ -31,6 +32,9 @@ function M.run(opts, fn)
       if type(e) == "table" then e = tostring(e.message or e[1] or e) end
       return debug.traceback(e, 2)
     end, srv, ports.c2s, ports)
+    -- clients the spec left open must not reconnect forever once the
+    -- server is gone (lxmpp.run would never return)
+    require("spec.support.clients").kill_all()
     require("lxmpp.net").abort_all()
     srv:stop()
     lxmpp.sleep(0.05)
