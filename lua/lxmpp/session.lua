@@ -146,6 +146,12 @@ function Session:write_stanza(stanza)
   return self.conn:write(xml)
 end
 
+--- Is `from` our own account (no from, our bare JID or our full JID)?
+-- Roster and block-list pushes are accepted only from there (SECURITY.md).
+function Session:from_own_account(from)
+  return from == nil or jid.equal(from, self.bare_jid or "") or jid.equal(from, self.jid or "")
+end
+
 --- Sends a stanza; true, or nil, message, condition.
 Session.send = Session.write_stanza
 

@@ -53,15 +53,8 @@ end
 --- Waits (at most timeout s) for an event on a client whose stanza passes
 -- the filter; returns it, or nil on timeout.
 function M.expect(c, event, filter, timeout)
-  local w = lxmpp.task.waiter("expect")
-  local id = c:on(event, function(s)
-    if not filter or filter(s) then w:wake(s) end
-  end)
-  local t = core.timer(timeout or 5, w)
-  local s = w:wait()
-  t:stop()
-  c:off(id)
-  return s
+  local args = require("spec.support.events").expect(c, event, filter, timeout)
+  return args and args[1]
 end
 
 --- A collector: every stanza of `event` on c, kept in order.

@@ -79,7 +79,7 @@ function M.install(Client)
     if base then base(self) end
     self:handle_iq(NS_BLOCKING, function(iq)
       local from = iq.attr.from
-      if from and not jid.equal(from, self.bare_jid) and not jid.equal(from, self.jid) then
+      if not self:from_own_account(from) then
         self:log("warn", "refused a block list push from %s", tostring(from))
         return st.error_reply(iq, "cancel", "service-unavailable")
       end
