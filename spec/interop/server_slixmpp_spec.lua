@@ -8,7 +8,7 @@
 -- both ways. A missing slixmpp fails, never skips.
 local pki = require "spec.support.pki"
 local proc = require "spec.support.proc"
-local server = require "spec.support.server"
+local server = require "spec.support.serve"
 local assert_clean = require "spec.support.clean"
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/interop"
@@ -51,7 +51,7 @@ describe("embedded server with slixmpp", function()
   after_each(assert_clean)
 
   it("logs in with SCRAM-SHA-256 over TLS it verified", function()
-    server.run({ users = USERS }, function(_, port, log)
+    server.run_logged({ users = USERS }, function(_, port, log)
       local r = slix(port, "login", ALICE, USERS.alice)
       assert.equal(0, r.code, r.text)
       -- slixmpp has no tls-exporter (CPython lacks it), so on TLS 1.3 it
@@ -70,7 +70,7 @@ describe("embedded server with slixmpp", function()
     -- 9266), and then retries without -PLUS saying "y" (I could bind, you
     -- offered no -PLUS), which a server that offered -PLUS must refuse
     -- (RFC 5802 §6). The server option for such clients offers no -PLUS.
-    server.run({ users = USERS }, function(srv, port, log)
+    server.run_logged({ users = USERS }, function(srv, port, log)
       local r = slix(port, "--stock", "login", ALICE, USERS.alice)
       local version = assert(records(r, "version")[1], r.text)[2]
       local major, minor, patch = version:match("^(%d+)%.(%d+)%.(%d+)")
@@ -84,7 +84,7 @@ describe("embedded server with slixmpp", function()
         assert.same({ "mech", "SCRAM-SHA-256" }, records(r, "mech")[1], r.text)
       end
     end)
-    server.run({ users = USERS, channel_binding = false }, function(_, port, log)
+    server.run_logged({ users = USERS, channel_binding = false }, function(_, port, log)
       local r = slix(port, "--stock", "login", ALICE, USERS.alice)
       assert.equal(0, r.code, r.text)
       assert.same({ "mech", "SCRAM-SHA-256" }, records(r, "mech")[1], r.text)
@@ -95,7 +95,7 @@ describe("embedded server with slixmpp", function()
   it("is refused by slixmpp when its certificate does not name the domain", function()
     -- proves slixmpp really verifies: the same server with a certificate
     -- for other.test from the same trusted CA is not accepted
-    server.run({ users = USERS, cert = "wrongname" }, function(srv, port, log)
+    server.run_logged({ users = USERS, cert = "wrongname" }, function(srv, port, log)
       local r = slix(port, "login", ALICE, USERS.alice)
       assert.equal(0, #records(r, "mech"), r.text)
       assert.equal(0, #records(r, "jid"), r.text)
@@ -108,7 +108,7 @@ describe("embedded server with slixmpp", function()
   end)
 
   it("refuses a wrong password", function()
-    server.run({ users = USERS }, function(srv, port, log)
+    server.run_logged({ users = USERS }, function(srv, port, log)
       local r = slix(port, "login", ALICE, "not-the-password")
       assert.equal(0, #records(r, "mech"), r.text)
       local failed = records(r, "auth_failed")[1]
@@ -120,7 +120,7 @@ describe("embedded server with slixmpp", function()
   end)
 
   it("runs roster add and the subscription handshake to both, then presence, messages, leaving", function()
-    server.run({ users = USERS }, function(srv, port)
+    server.run_logged({ users = USERS }, function(srv, port)
       local r = slix(port, "pair", ALICE, USERS.alice, BOB, USERS.bob)
       assert.equal(0, r.code, r.text)
       local roster = {}
@@ -156,7 +156,7 @@ describe("embedded server with slixmpp", function()
 
   it("serves a MUC room: an instant room created, joined by two, groupchat both ways", function()
     local ROOM = "lobby@conference.example.test"
-    server.run({ users = USERS, muc = "conference.example.test" }, function(_, port)
+    server.run_logged({ users = USERS, muc = "conference.example.test" }, function(_, port)
       local r = slix(port, "muc", ALICE, USERS.alice, BOB, USERS.bob, ROOM)
       assert.equal(0, r.code, r.text)
       local joined = {}
@@ -183,7 +183,7 @@ describe("embedded server with slixmpp", function()
   end)
 
   it("keeps a message for an offline account and delivers it with a delay stamp at login", function()
-    server.run({ users = USERS }, function(srv, port)
+    server.run_logged({ users = USERS }, function(srv, port)
       local before = os.time()
       local s = slix(port, "send", ALICE, USERS.alice, BOB, "while you were away")
       assert.equal(0, s.code, s.text)

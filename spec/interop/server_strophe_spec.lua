@@ -8,7 +8,7 @@
 local lxmpp = require "lxmpp"
 local pki = require "spec.support.pki"
 local proc = require "spec.support.proc"
-local server = require "spec.support.server"
+local server = require "spec.support.serve"
 local assert_clean = require "spec.support.clean"
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/interop"
@@ -46,7 +46,7 @@ describe("embedded server with a libstrophe client", function()
   after_each(assert_clean)
 
   it("logs in with SCRAM over verified TLS and exchanges messages with another account", function()
-    server.run({ users = USERS }, function(_, port, log)
+    server.run_logged({ users = USERS }, function(_, port, log)
       local bob = assert(lxmpp.connect({ jid = "bob@example.test/lx", password = USERS.bob,
         host = "127.0.0.1", port = port, cafile = pki.get().ca }))
       local received
@@ -79,7 +79,7 @@ describe("embedded server with a libstrophe client", function()
 
   it("is refused by libstrophe when the certificate does not name the domain", function()
     -- proves the CA file is really used for verification
-    server.run({ users = USERS, cert = "wrongname" }, function(srv, port, log)
+    server.run_logged({ users = USERS, cert = "wrongname" }, function(srv, port, log)
       local r = strophe(port, USERS.alice, "-", "")
       assert.equal(1, r.code, r.text)
       assert.is_table(r.certfail, r.text)
@@ -90,7 +90,7 @@ describe("embedded server with a libstrophe client", function()
   end)
 
   it("refuses a wrong password", function()
-    server.run({ users = USERS }, function(srv, port, log)
+    server.run_logged({ users = USERS }, function(srv, port, log)
       local r = strophe(port, "not-the-password", "-", "")
       assert.equal(1, r.code, r.text)
       assert.is_table(r.mech, r.text)          -- it did try

@@ -5,6 +5,7 @@
 --   serve.run({ users = { alice = "pw" } }, function(srv, port) ... end)
 --   local c = serve.login(port, "alice", "pw" [, resource [, extra opts]])
 --   local s = serve.expect(c, "message", function(m) return ... end)
+--   serve.run_logged({ users = ..., cert = "wrongname" }, function(srv, port, log) ... end)
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local pki = require "spec.support.pki"
@@ -21,7 +22,11 @@ function M.run(opts, fn)
   lxmpp.run(function()
     opts.domain = opts.domain or M.DOMAIN
     opts.listen = opts.listen or "127.0.0.1:0"
-    if opts.tls == nil then opts.tls = { cert = p.certs.good.cert, key = p.certs.good.key } end
+    if opts.tls == nil then
+      local cert = p.certs[opts.cert or "good"]
+      opts.tls = { cert = cert.cert, key = cert.key }
+    end
+    opts.cert = nil
     if opts.tls == false then opts.tls = nil end
     opts.log_level = opts.log_level or "error"
     local srv = lxmpp.server(opts)
@@ -41,6 +46,25 @@ function M.run(opts, fn)
     if not ok then error(err, 0) end
   end)
   clean()
+end
+
+--- serve.run_logged(opts, fn): as run, keeping the server's log (info and
+-- up) as "level message" lines: fn(srv, port, log). A failure's message
+-- ends with the log. opts.cert names a pki certificate ("good" unless told).
+function M.run_logged(opts, fn)
+  local log = {}
+  opts.log_level = opts.log_level or "info"
+  opts.logger = function(level, msg) log[#log + 1] = level .. " " .. msg end
+  local ok, err = pcall(M.run, opts, function(srv, port) return fn(srv, port, log) end)
+  if not ok then error(tostring(err) .. "\nserver log:\n" .. table.concat(log, "\n"), 0) end
+end
+
+--- serve.logged(log, pattern) -> the first log line matching pattern, or nil
+function M.logged(log, pattern)
+  for _, line in ipairs(log) do
+    if line:find(pattern) then return line end
+  end
+  return nil
 end
 
 function M.login(port, user, pw, res, extra)
