@@ -11,11 +11,7 @@ local forms = require "lxmpp.forms"
 local common = require "common"
 
 local opts = common.options(arg)
-local owner = os.getenv("LXMPP_OWNER")
-if not owner then
-  io.stderr:write("set LXMPP_OWNER to the JID allowed to run the commands\n")
-  os.exit(2)
-end
+local owner = common.need_env("LXMPP_OWNER", "the JID allowed to run the commands")
 
 local WHAT = forms.new{
   title = "New reminder",
@@ -36,11 +32,7 @@ local function confirm_form(values)
 end
 
 lxmpp.run(function()
-  local c, message, condition = lxmpp.connect(opts)
-  if not c then
-    common.say("cannot connect: %s (%s)", message, condition)
-    os.exit(1)
-  end
+  local c = common.connect(opts)
   common.say("online as %s", c.jid)
   c:send_presence()
 

@@ -28,6 +28,27 @@ function M.options(args)
   return o
 end
 
+--- common.connect(opts) -> the client; or says why not and exits with 1.
+function M.connect(opts)
+  local c, message, condition = require("lxmpp").connect(opts)
+  if not c then
+    M.say("cannot connect as %s: %s (%s)", tostring(opts.jid), message, condition)
+    os.exit(1)
+  end
+  return c
+end
+
+--- common.need_env(name, what) -> the variable's value; or says what it is
+-- for and exits with 2.
+function M.need_env(name, what)
+  local value = os.getenv(name)
+  if not value or value == "" then
+    io.stderr:write("set ", name, " to ", what, "\n")
+    os.exit(2)
+  end
+  return value
+end
+
 function M.say(fmt, ...)
   io.stdout:write(os.date("%H:%M:%S "), fmt:format(...), "\n")
   io.stdout:flush()

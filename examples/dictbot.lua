@@ -26,11 +26,7 @@ local opts = common.options(arg)
 local owner = os.getenv("LXMPP_OWNER")
 
 lxmpp.run(function()
-  local c, message, condition = lxmpp.connect(opts)
-  if not c then
-    common.say("cannot connect as %s: %s (%s)", opts.jid, message, condition)
-    os.exit(1)
-  end
+  local c = common.connect(opts)
   common.say("online as %s", c.jid)
   c:send_presence({ status = "send me a word" })
 

@@ -9,11 +9,7 @@ local common = require "common"
 local opts = common.options(arg)
 
 lxmpp.run(function()
-  local c, message, condition = lxmpp.connect(opts)
-  if not c then
-    common.say("cannot connect: %s (%s)", message, condition)
-    os.exit(1)
-  end
+  local c = common.connect(opts)
   common.say("online as %s", c.jid)
   c:send_presence()
   c:on("message", function(m)

@@ -24,11 +24,7 @@ if not (send_to and path) and not accept_from then
 end
 
 lxmpp.run(function()
-  local c, message, condition = lxmpp.connect(opts)
-  if not c then
-    common.say("cannot connect: %s (%s)", message, condition)
-    os.exit(1)
-  end
+  local c = common.connect(opts)
   c:send_presence()
 
   if send_to then

@@ -11,11 +11,7 @@ local lxmpp = require "lxmpp"
 local common = require "common"
 
 local opts = common.options(arg)
-local room_jid = os.getenv("LXMPP_ROOM")
-if not room_jid then
-  io.stderr:write("set LXMPP_ROOM to the room's JID (room@conference.example.org)\n")
-  os.exit(2)
-end
+local room_jid = common.need_env("LXMPP_ROOM", "the room's JID (room@conference.example.org)")
 local nick = os.getenv("LXMPP_NICK") or "bot"
 
 local commands = {}
@@ -42,15 +38,10 @@ function commands.help()
 end
 
 lxmpp.run(function()
-  local c, message, condition = lxmpp.connect(opts)
-  if not c then
-    common.say("cannot connect: %s (%s)", message, condition)
-    os.exit(1)
-  end
+  local c = common.connect(opts)
   c:send_presence()
   local join_opts = { password = os.getenv("LXMPP_ROOM_PASSWORD"), history = { maxstanzas = 0 } }
-  local room
-  room, message, condition = c:muc_join(room_jid, nick, join_opts)
+  local room, message, condition = c:muc_join(room_jid, nick, join_opts)
   if not room then
     common.say("cannot join %s: %s (%s)", room_jid, message, condition)
     c:close()

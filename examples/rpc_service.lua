@@ -52,11 +52,7 @@ local methods = {
 }
 
 lxmpp.run(function()
-  local c, message, condition = lxmpp.connect(opts)
-  if not c then
-    common.say("cannot connect: %s (%s)", message, condition)
-    os.exit(1)
-  end
+  local c = common.connect(opts)
   for name, fn in pairs(methods) do
     c:rpc_expose(name, function(...)
       common.say("call %s", name)
