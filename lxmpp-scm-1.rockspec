@@ -70,6 +70,7 @@ build = {
       ["lxmpp"] = "lua/lxmpp/init.lua",
       ["lxmpp.stanza"] = "lua/lxmpp/stanza.lua",
       ["lxmpp.jid"] = "lua/lxmpp/jid.lua",
+      ["lxmpp.bounded"] = "lua/lxmpp/bounded.lua",
       ["lxmpp.task"] = "lua/lxmpp/task.lua",
       ["lxmpp.net"] = "lua/lxmpp/net.lua",
       ["lxmpp.events"] = "lua/lxmpp/events.lua",

@@ -13,6 +13,47 @@ function M.dier(name)
   end
 end
 
+--- A watch for a benchmark's main task, which blocks while handlers do the
+-- work: handlers call w.kick() when something the main task may wait for
+-- happened and w.fail(msg) when something went wrong (the first failure is
+-- kept). w.wait_until(pred, what [, progress [, max_wait]]) blocks the main
+-- task until pred() holds; it calls raise(message) on a failure, or when
+-- progress() (default: never moves) did not change for `timeout` seconds.
+-- Between kicks it looks again every max_wait seconds (default 1).
+function M.watch(timeout, raise)
+  local core, task = require "lxmpp.core", require("lxmpp").task
+  local w = { failure = nil }
+  local blocked            -- the waiter the main task is blocked on, if any
+  function w.kick()
+    local b = blocked
+    if b then blocked = nil; b:wake(true) end
+  end
+  function w.fail(msg)
+    w.failure = w.failure or msg
+    w.kick()
+  end
+  function w.wait_until(pred, what, progress, max_wait)
+    progress = progress or function() return 0 end
+    local last, moved_at = progress(), core.now()
+    while not pred() do
+      if w.failure then raise(w.failure) end
+      local p = progress()
+      if p ~= last then last, moved_at = p, core.now() end
+      if core.now() - moved_at > timeout then
+        raise(("%s: nothing happened for %d s"):format(what, timeout))
+      end
+      local b = task.waiter(what)
+      blocked = b
+      local t = core.timer(max_wait or 1, b)
+      b:wait()
+      t:stop()
+      blocked = nil
+    end
+    if w.failure then raise(w.failure) end
+  end
+  return w
+end
+
 function M.quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 function M.first_line(cmd)

@@ -47,40 +47,12 @@ if ROLE == "ping" and (not N or N < 1 or not PEER) then die("ping needs N >= 1 a
 local ok_load, lxmpp = pcall(require, "lxmpp")
 if not ok_load then die("cannot load lxmpp (set LUA_PATH/LUA_CPATH as the Makefile does):\n%s", lxmpp) end
 local core = require "lxmpp.core"
-local task = lxmpp.task
 
-local failure     -- the first thing that went wrong, from any handler
-local kick_w      -- the waiter the main task is blocked on, if any
-
-local function kick()
-  local w = kick_w
-  if w then kick_w = nil; w:wake(true) end
-end
-local function fail(msg)
-  failure = failure or msg
-  kick()
-end
-
--- Waits (in the main task) until pred() holds. Handlers kick when something
--- the main task waits for happens; progress() (default: pred) tells whether
--- anything moved: TIMEOUT seconds without movement fail the run.
-local function wait_until(pred, what, progress, max_wait)
-  progress = progress or function() return 0 end
-  local last, moved_at = progress(), core.now()
-  while not pred() do
-    if failure then die("%s", failure) end
-    local p = progress()
-    if p ~= last then last, moved_at = p, core.now() end
-    if core.now() - moved_at > TIMEOUT then die("%s: nothing happened for %d s", what, TIMEOUT) end
-    local w = task.waiter(what)
-    kick_w = w
-    local t = core.timer(max_wait or 1, w)
-    w:wait()
-    t:stop()
-    kick_w = nil
-  end
-  if failure then die("%s", failure) end
-end
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+-- handlers kick the main task when something it waits for happens, or fail;
+-- a wait fails after TIMEOUT seconds without progress
+local watch = common.watch(TIMEOUT, function(msg) die("%s", msg) end)
+local kick, fail, wait_until = watch.kick, watch.fail, watch.wait_until
 
 -- Sends a chat message, waiting while the output queue is full (the
 -- connection's "drain" event, or at worst max_wait).

@@ -152,33 +152,9 @@ end
 -- fresh connection and TLS session (the handshake is not timed).
 
 local function transfers()
-  local failure          -- the first thing that went wrong, from any handler
-  local kick_w           -- the waiter the main task is blocked on, if any
-
-  local function kick()
-    local w = kick_w
-    if w then kick_w = nil; w:wake(true) end
-  end
-  local function fail(msg)
-    failure = failure or msg
-    kick()
-  end
-  -- Waits (in the main task) until pred() holds; every event kicks.
-  local function wait_until(pred, what)
-    local deadline = core.now() + TIMEOUT
-    while not pred() do
-      if failure then error(failure, 0) end
-      local left = deadline - core.now()
-      if left <= 0 then error(what .. ": nothing happened for " .. TIMEOUT .. " s", 0) end
-      local w = task.waiter(what)
-      kick_w = w
-      local t = core.timer(left, w)
-      w:wait()
-      t:stop()
-      kick_w = nil
-    end
-    if failure then error(failure, 0) end
-  end
+  -- handlers kick the main task or fail; a wait fails after TIMEOUT s
+  local watch = common.watch(TIMEOUT, function(msg) error(msg, 0) end)
+  local kick, fail, wait_until = watch.kick, watch.fail, watch.wait_until
 
   local server_ctx = assert(core.tls_context({
     mode = "server", cert = pki.certs.good.cert, key = pki.certs.good.key, max_version = TLS_MAX,

@@ -16,11 +16,15 @@ local function login(port, user, res)
 end
 
 describe("XEP-0184 receipts", function()
-  it("asks for a receipt, answers automatically, and reports it only from the recipient", function()
+  it("asks for receipts once told to, answers by default, and reports them only from the recipient", function()
     serve.run({ users = USERS }, function(_, port)
       local alice, bob, mallory = login(port, "alice"), login(port, "bob"), login(port, "mallory")
       local receipts = listen(alice, "receipt")
       local inbox = listen(bob, "message", function(m) return m:get_child("body") ~= nil end)
+      -- by default nothing asks (a receipt is one more stanza per message)
+      assert(alice:send_message(bob.jid, "not asking"))
+      assert.is_nil(inbox:next():get_child("request", "urn:xmpp:receipts"))
+      alice:set_receipts{ request = true }
       assert(alice:send_message(bob.jid, "did you get this?"))
       local m = inbox:next()
       assert.truthy(m:get_child("request", "urn:xmpp:receipts"))
@@ -29,7 +33,7 @@ describe("XEP-0184 receipts", function()
       assert.equal(bob.jid, from)
       -- mallory claims to have received a message alice sent to carol
       assert(alice:send_message("carol@example.test", "for carol only"))
-      local sent = next(alice.receipts_waiting.ids)
+      local sent = next(alice.receipts_waiting.map)
       assert(mallory:send(st.message({ to = alice.jid }):tag("received", { xmlns = "urn:xmpp:receipts", id = sent })))
       -- and a receipt for nothing alice sent
       assert(bob:send(st.message({ to = alice.jid }):tag("received", { xmlns = "urn:xmpp:receipts", id = "nope" })))

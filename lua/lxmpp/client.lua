@@ -106,6 +106,20 @@ function M.new(opts)
   return self
 end
 
+-- What each plugin does to every new client (its handlers, its state), in
+-- the order the plugins were installed: a plugin's install(Client) adds
+-- methods to the class and its per-client part with Client.add_setup(fn).
+Client.setups = {}
+
+--- Client.add_setup(fn): fn(client) runs for every client made from now on.
+function Client.add_setup(fn)
+  Client.setups[#Client.setups + 1] = fn
+end
+
+function Client:install_plugins()
+  for _, fn in ipairs(Client.setups) do fn(self) end
+end
+
 -- IM plugins (RFC 6121 roster and subscriptions, ping, version)
 require("lxmpp.plugins.roster").install(Client)
 require("lxmpp.plugins.presence").install(Client)

@@ -197,7 +197,7 @@ local function prep_part(fn, part, strict, what)
 end
 
 -- node, domain, resource prepared, or nil, nil, nil, message.
-local function prep_parts(s, strict)
+local function prep_parts_uncached(s, strict)
 	local node, domain, resource, err = parse(s)
 	if not domain then return nil, nil, nil, err end
 	if node then
@@ -211,6 +211,31 @@ local function prep_parts(s, strict)
 		if not resource then return nil, nil, nil, err end
 	end
 	return node, domain, resource
+end
+
+-- Preparation (stringprep and IDNA in libidn) costs microseconds, and the
+-- same few JIDs are prepared again and again (every plugin looks at who
+-- sent each stanza), so results are remembered: per mode, up to
+-- CACHE_MAX inputs, the whole cache dropped when it is full (hostile input
+-- can only make it forget, never grow). Results are strings, so sharing
+-- them is safe.
+local CACHE_MAX = 512
+local cache = { [false] = {}, [true] = {} }
+local cached = { [false] = 0, [true] = 0 }
+
+local function prep_parts(s, strict)
+	strict = strict == true
+	local c = cache[strict]
+	local hit = c[s]
+	if hit then return hit[1], hit[2], hit[3], hit[4] end
+	local node, domain, resource, err = prep_parts_uncached(s, strict)
+	if cached[strict] >= CACHE_MAX then
+		c = {}
+		cache[strict], cached[strict] = c, 0
+	end
+	c[s] = { node, domain, resource, err }
+	cached[strict] = cached[strict] + 1
+	return node, domain, resource, err
 end
 
 local function split(s)

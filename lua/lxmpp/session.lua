@@ -54,6 +54,7 @@ function M.new(opts)
   local self = setmetatable({
     default_ns = opts.default_ns or "jabber:client",
     bus = events.new(),           -- features and plugins
+    child_hooks = {},             -- stanza name -> a bus whose events are child namespaces
     user = events.new(),          -- user handlers, each run as a task
     iq_handlers = {},             -- xmlns -> fn(iq) -> reply
     pending = {},                 -- iq id -> { to = prepared jid or false, waiter = w }
@@ -301,9 +302,39 @@ function Session:on_stanza(s)
   self:incoming(s)
 end
 
---- A stanza of the established stream: plugins first, then routing.
+--- s:hook_child(stanza_name, xmlns, fn [, priority]) -> id: fn(stanza) runs
+-- for each incoming stanza of that name with a child element in namespace
+-- xmlns (once per stanza, however many such children it has), after the
+-- "stanza-in" handlers; a result other than nil ends the stanza's handling
+-- there. Plugins that care about one extension hook here instead of looking
+-- at every stanza themselves.
+function Session:hook_child(name, xmlns, fn, priority)
+  local by_ns = self.child_hooks[name]
+  if not by_ns then
+    by_ns = events.new()
+    self.child_hooks[name] = by_ns
+  end
+  return by_ns:add(xmlns, fn, priority)
+end
+
+--- A stanza of the established stream: plugins first (the "stanza-in"
+-- handlers, then the hooks of its children's namespaces), then routing.
 function Session:incoming(s)
   if self.bus:fire("stanza-in", s) then return end
+  local by_ns = self.child_hooks[s.name]
+  if by_ns then
+    local tags, lists = s.tags, by_ns.lists
+    for i = 1, #tags do
+      local ns = tags[i].attr.xmlns
+      if ns ~= nil and lists[ns] ~= nil then
+        local seen = false
+        for j = 1, i - 1 do
+          if tags[j].attr.xmlns == ns then seen = true break end
+        end
+        if not seen and by_ns:fire(ns, s) ~= nil then return end
+      end
+    end
+  end
   self:route(s)
 end
 

@@ -74,9 +74,7 @@ function M.install(Client)
     return list
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self:handle_iq(NS_BLOCKING, function(iq)
       local from = iq.attr.from
       if not self:from_own_account(from) then
@@ -94,7 +92,7 @@ function M.install(Client)
       self:fire_user("blocklist", el.name, list)
       return st.reply(iq)
     end)
-  end
+  end)
   return Client
 end
 

@@ -15,6 +15,7 @@ local jid = require "lxmpp.jid"
 local task = require "lxmpp.task"
 local session = require "lxmpp.session"
 local disco = require "lxmpp.plugins.disco"
+local bounded = require "lxmpp.bounded"
 
 local type, error, ipairs, pairs, tostring, table_sort, concat =
   type, error, ipairs, pairs, tostring, table.sort, table.concat
@@ -123,21 +124,13 @@ function M.ver(query, hash)
 end
 
 -- process-wide cache of verified answers: ver -> info
-local cache, cache_n, cache_order = {}, 0, {}
+local cache = bounded.new(MAX_CACHE)
 local function cache_put(key, info)
-  if cache[key] then return end
-  if cache_n >= MAX_CACHE then
-    local old = table.remove(cache_order, 1)
-    cache[old] = nil
-    cache_n = cache_n - 1
-  end
-  cache[key] = info
-  cache_n = cache_n + 1
-  cache_order[#cache_order + 1] = key
+  if cache:get(key) == nil then cache:put(key, info) end
 end
 
 --- caps.cached(hash, ver) -> info | nil (for specs and tools)
-function M.cached(hash, ver) return cache[(hash or "sha-1") .. " " .. tostring(ver)] end
+function M.cached(hash, ver) return cache:get((hash or "sha-1") .. " " .. tostring(ver)) end
 
 -- A ver as the XEP makes it: base64 of a digest of the hash's length.
 local function well_formed(hash, ver)
@@ -160,7 +153,7 @@ function M.install(Client)
     if type(who) ~= "string" then error("caps_info: expected a JID string", 2) end
     local j = jid.prep(who)
     local key = j and self.caps_of and self.caps_of[j]
-    return key and cache[key] or nil
+    return key and cache:get(key) or nil
   end
 
   -- verifies one announcement (in its own task) and caches what matches
@@ -203,16 +196,14 @@ function M.install(Client)
     end
     local key = hash .. " " .. ver
     self.caps_of[from] = key
-    if cache[key] then
-      self:fire_user("caps", from, cache[key])
+    if cache:get(key) then
+      self:fire_user("caps", from, cache:get(key))
     else
       verify(self, from, hash, node, ver)
     end
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.caps_of = {}                    -- full jid -> "hash ver"
     self.caps_node = self.opts and self.opts.caps_node or DEFAULT_NODE
     self:add_feature(NS_CAPS)
@@ -224,10 +215,11 @@ function M.install(Client)
           ver = self:caps_ver() }))
       end
     end)
+    -- every presence: an unavailable one or one without caps forgets them
     self.bus:add("stanza-in", function(s)
       if s.name == "presence" then on_presence(self, s) end
     end)
-  end
+  end)
   return Client
 end
 

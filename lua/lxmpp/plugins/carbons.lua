@@ -59,14 +59,12 @@ function M.install(Client)
     return true
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self:add_feature(NS_CARBONS)
     self.bus:add("stanza-in", function(s)
       if s.name == "message" then return on_message(self, s) end
     end, 10)
-  end
+  end)
   return Client
 end
 

@@ -29,12 +29,10 @@ function M.install(Client)
       :tag("no-store", { xmlns = "urn:xmpp:hints" }):up())
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self:add_feature(NS_CHATSTATES)
-    self.bus:add("stanza-in", function(m)
-      if m.name ~= "message" or m.attr.type == "error" then return end
+    self:hook_child("message", NS_CHATSTATES, function(m)
+      if m.attr.type == "error" then return end
       local from = m.attr.from and jid.prep(m.attr.from)
       if not from then return end
       for child in m:childtags(nil, NS_CHATSTATES) do
@@ -44,7 +42,7 @@ function M.install(Client)
         end
       end
     end)
-  end
+  end)
   return Client
 end
 

@@ -323,9 +323,7 @@ function M.install(Client)
     return send_step(self, to, node, nil, "execute", nil, timeout)
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.commands_offered, self.command_sessions = {}, {}
     self:add_feature(NS_COMMANDS)
     self:disco_node(NS_COMMANDS, function(from, kind)
@@ -356,7 +354,7 @@ function M.install(Client)
       end
       return start(self, iq, cmd, from)
     end)
-  end
+  end)
   return Client
 end
 

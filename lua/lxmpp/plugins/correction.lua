@@ -30,12 +30,10 @@ function M.install(Client)
     return new_id
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self:add_feature(NS_CORRECT)
-    self.bus:add("stanza-in", function(m)
-      if m.name ~= "message" or m.attr.type == "error" then return end
+    self:hook_child("message", NS_CORRECT, function(m)
+      if m.attr.type == "error" then return end
       local r = m:get_child("replace", NS_CORRECT)
       local from = m.attr.from and jid.prep(m.attr.from)
       local body = m:get_child_text("body")
@@ -43,7 +41,7 @@ function M.install(Client)
         self:fire_user("correction", from, r.attr.id, body, m)
       end
     end)
-  end
+  end)
   return Client
 end
 

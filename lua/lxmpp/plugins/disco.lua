@@ -168,9 +168,7 @@ function M.install(Client)
     return reply
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.disco_identities = { { category = "client", type = "bot", name = "lxmpp" } }
     for _, v in ipairs({ NS_INFO, NS_ITEMS, "urn:xmpp:ping", "jabber:iq:version" }) do self:add_feature(v) end
     self:handle_iq(NS_INFO, function(iq)
@@ -186,7 +184,7 @@ function M.install(Client)
       if iq.tags[1].attr.node == nil then return st.reply(iq):tag("query", { xmlns = NS_ITEMS }) end
       return node_answer(self, iq, "items")
     end)
-  end
+  end)
   return Client
 end
 

@@ -230,9 +230,7 @@ function M.install(Client)
     self.ibb_policy, self.ibb_opts = policy, opts
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.ibb_sessions, self.ibb_opts = {}, {}
     self:handle_iq(NS, function(iq)
       if iq.attr.type ~= "set" then return st.error_reply(iq, "cancel", "bad-request") end
@@ -242,7 +240,7 @@ function M.install(Client)
       elseif el.name == "close" then return on_close(self, iq, el) end
       return st.error_reply(iq, "cancel", "bad-request")
     end)
-  end
+  end)
   return Client
 end
 

@@ -43,9 +43,7 @@ function M.install(Client)
     return item ~= nil and (item.subscription == "from" or item.subscription == "both")
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.last_active = core.now()
     self:add_feature(NS_LAST)
     self.bus:add("stanza-out", function(s)
@@ -57,7 +55,7 @@ function M.install(Client)
       return st.reply(iq):tag("query", { xmlns = NS_LAST,
         seconds = ("%d"):format(math_floor(core.now() - self.last_active)) })
     end)
-  end
+  end)
   return Client
 end
 

@@ -41,17 +41,15 @@ function M.install(Client)
       :tag("displayed", { xmlns = NS_MARKERS, id = id }):up())
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.bus:add("stanza-out", function(s)
       if s.name == "message" and s.attr.type ~= "error" and s:get_child("body")
           and not s:get_child("markable", NS_MARKERS) then
         s:add_direct_child(st.stanza("markable", { xmlns = NS_MARKERS }))
       end
     end)
-    self.bus:add("stanza-in", function(m)
-      if m.name ~= "message" or m.attr.type == "error" then return end
+    self:hook_child("message", NS_MARKERS, function(m)
+      if m.attr.type == "error" then return end
       local from = m.attr.from and jid.prep(m.attr.from)
       if not from then return end
       for child in m:childtags(nil, NS_MARKERS) do
@@ -61,7 +59,7 @@ function M.install(Client)
         end
       end
     end)
-  end
+  end)
   return Client
 end
 

@@ -431,26 +431,33 @@ function M.install(Client)
     return p and self.muc_rooms[p] or nil
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.muc_rooms = {}
+    -- what rooms we are in send us
     self.bus:add("stanza-in", function(s)
-      if s.name ~= "presence" and s.name ~= "message" then return end
+      if (s.name ~= "presence" and s.name ~= "message") or next(self.muc_rooms) == nil then return end
       local from = s.attr.from and jid.prep(s.attr.from)
       if not from then return end
       local room = self.muc_rooms[jid.bare(from)]
-      if room then
-        if s.name == "presence" then on_presence(self, room, s, jid.resource(from))
-        else on_message(self, room, s, jid.resource(from)) end
-      elseif s.name == "message" and s.attr.type ~= "error" and s.attr.type ~= "groupchat" then
-        on_invite(self, s, from)
-      end
+      if not room then return end
+      if s.name == "presence" then on_presence(self, room, s, jid.resource(from))
+      else on_message(self, room, s, jid.resource(from)) end
     end)
+    -- invitations, from rooms we are not in or from users
+    local last            -- a stanza with both kinds of invitation is one
+    local function invite(s)
+      if s == last or s.attr.type == "error" or s.attr.type == "groupchat" then return end
+      last = s
+      local from = s.attr.from and jid.prep(s.attr.from)
+      if not from or self.muc_rooms[jid.bare(from)] then return end
+      on_invite(self, s, from)
+    end
+    self:hook_child("message", NS_USER, invite)
+    self:hook_child("message", NS_CONFERENCE, invite)
     self:on("reconnected", function(resumed)
       if not resumed then rejoin_all(self) end
     end)
-  end
+  end)
   return Client
 end
 

@@ -18,9 +18,7 @@ local M = {}
 function M.install(Client)
   if Client.outgoing_hook_installed then return Client end
   Client.outgoing_hook_installed = true
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     local inner_send = self.send          -- the class's, or another plugin's wrapper
     --- c:send(stanza): fires "stanza-out" on the plugin bus, then sends.
     self.send = function(c, stanza)
@@ -28,7 +26,7 @@ function M.install(Client)
       if c.bus:has("stanza-out") then c.bus:fire("stanza-out", stanza) end
       return inner_send(c, stanza)
     end
-  end
+  end)
   return Client
 end
 

@@ -61,16 +61,14 @@ function M.install(Client)
     return { name = q:get_child_text("name"), version = q:get_child_text("version"), os = q:get_child_text("os") }
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.bus:add("stanza-in", function(s)
       if s.name == "presence" and SUBSCRIPTION[s.attr.type] then
         local from = s.attr.from and jid.prep(s.attr.from)
         if from then self:fire_user("subscription", s.attr.type, jid.bare(from), s) end
       end
     end)
-  end
+  end)
   return Client
 end
 

@@ -273,13 +273,9 @@ function M.install(Client)
     return self:pubsub_items(jid.bare(who), node, opts)
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
-    self.bus:add("stanza-in", function(s)
-      if s.name == "message" then on_event(self, s) end
-    end)
-  end
+  Client.add_setup(function(self)
+    self:hook_child("message", NS_EVENT, function(s) on_event(self, s) end)
+  end)
   return Client
 end
 

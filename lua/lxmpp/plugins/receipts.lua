@@ -1,17 +1,20 @@
--- XEP-0184 message delivery receipts: every message with a body we send
--- (not groupchat) asks for a receipt; a receipt is reported as a "receipt"
+-- XEP-0184 message delivery receipts: once asked to (request = true), every
+-- message with a body we send (not groupchat) asks for a receipt; a receipt is reported as a "receipt"
 -- event only when it comes from the entity the message went to (bare JIDs
 -- compared) and names a message we sent; messages that ask for a receipt
 -- are answered automatically.
 --
 --   c:on("receipt", function(id, from, stanza) end)
---   c:set_receipts{ request = true, answer = true }   (both default true)
+--   c:set_receipts{ request = true, answer = true }
+--   (request defaults to false: each receipt is one more stanza per message;
+--   answer defaults to true, as the XEP asks of whoever supports it)
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local session = require "lxmpp.session"
+local bounded = require "lxmpp.bounded"
 
-local type, error, tostring, table_remove = type, error, tostring, table.remove
+local type, error, tostring = type, error, tostring
 
 local NS_RECEIPTS = "urn:xmpp:receipts"
 local MAX_WAITING = 1024     -- sent messages whose receipt we still accept
@@ -32,10 +35,7 @@ function M.install(Client)
 
   local function remember(self, id, to)
     local w = self.receipts_waiting
-    if w.ids[id] then return end
-    if #w.order >= MAX_WAITING then w.ids[table_remove(w.order, 1)] = nil end
-    w.ids[id] = jid.bare(to)
-    w.order[#w.order + 1] = id
+    if w:get(id) == nil then w:put(id, jid.bare(to)) end
   end
 
   local function on_message(self, m)
@@ -43,9 +43,9 @@ function M.install(Client)
     local received = m:get_child("received", NS_RECEIPTS)
     if received and from then
       local id = received.attr.id
-      local to = id and self.receipts_waiting.ids[id]
+      local to = id and self.receipts_waiting:get(id)
       if to and jid.equal(to, jid.bare(from)) then
-        self.receipts_waiting.ids[id] = nil
+        self.receipts_waiting:delete(id)
         self:fire_user("receipt", id, from, m)
       else
         if self.debug then self:log("debug", "ignored a receipt for %s from %s", tostring(id), from) end
@@ -58,11 +58,9 @@ function M.install(Client)
     end
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
-    self.receipts_request, self.receipts_answer = true, true
-    self.receipts_waiting = { ids = {}, order = {} }
+  Client.add_setup(function(self)
+    self.receipts_request, self.receipts_answer = false, true
+    self.receipts_waiting = bounded.new(MAX_WAITING)
     self:add_feature(NS_RECEIPTS)
     self.bus:add("stanza-out", function(s)
       if s.name == "message" and self.receipts_request and s.attr.to and s.attr.type ~= "groupchat"
@@ -72,10 +70,8 @@ function M.install(Client)
         remember(self, s.attr.id, s.attr.to)
       end
     end)
-    self.bus:add("stanza-in", function(s)
-      if s.name == "message" then on_message(self, s) end
-    end)
-  end
+    self:hook_child("message", NS_RECEIPTS, function(s) on_message(self, s) end)
+  end)
   return Client
 end
 

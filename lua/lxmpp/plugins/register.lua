@@ -118,11 +118,9 @@ function M.install(Client)
     return true
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.bus:add("features", function(features) return register_step(self, features) end, 350)
-  end
+  end)
   return Client
 end
 

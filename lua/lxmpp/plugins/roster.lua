@@ -87,9 +87,7 @@ function M.install(Client)
   end
 
   -- roster pushes
-  local base_new = Client.install_plugins
-  function Client:install_plugins()
-    if base_new then base_new(self) end
+  Client.add_setup(function(self)
     self:handle_iq(NS_ROSTER, function(iq)
       local from = iq.attr.from
       if not self:from_own_account(from) then
@@ -109,7 +107,7 @@ function M.install(Client)
       self:fire_user("roster", item)
       return st.reply(iq)
     end)
-  end
+  end)
   return Client
 end
 

@@ -369,12 +369,10 @@ function M.install(Client)
     self.rpc_methods[name] = fn and { fn = fn, allow = allow } or nil
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.rpc_methods = {}
     self:handle_iq(NS, function(iq) return serve(self, iq) end)
-  end
+  end)
   return Client
 end
 

@@ -39,9 +39,7 @@ function M.install(Client)
     return o and o.attr.id or nil
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self:add_feature(NS_SID)
     self.bus:add("stanza-out", function(s)
       if s.name == "message" and s.attr.type ~= "error" and not s:get_child("origin-id", NS_SID) then
@@ -49,7 +47,7 @@ function M.install(Client)
         s:add_direct_child(st.stanza("origin-id", { xmlns = NS_SID, id = s.attr.id }))
       end
     end)
-  end
+  end)
   return Client
 end
 

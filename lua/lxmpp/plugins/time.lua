@@ -28,9 +28,7 @@ function M.install(Client)
     return { utc = utc, tzo = tzo, offset = offset }
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self:add_feature(NS_TIME)
     self:handle_iq(NS_TIME, function(iq)
       if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
@@ -38,7 +36,7 @@ function M.install(Client)
       return st.reply(iq):tag("time", { xmlns = NS_TIME })
         :text_tag("tzo", datetime.tzo(datetime.local_offset(now))):text_tag("utc", datetime.format(now))
     end)
-  end
+  end)
   return Client
 end
 

@@ -127,6 +127,7 @@ local function announced_hash(s)
 end
 
 function M.install(Client)
+  require("lxmpp.plugins.outgoing").install(Client)
   --- c:vcard_get([jid]) -> vcard table | nil, message, condition
   function Client:vcard_get(who, timeout)
     local to = target_of(self, who, "vcard_get")
@@ -194,21 +195,16 @@ function M.install(Client)
     return v.photo.data, v.photo.type, hash
   end
 
-  local base = Client.install_plugins
-  function Client:install_plugins()
-    if base then base(self) end
+  Client.add_setup(function(self)
     self.avatar_hashes = {}
     -- available presence carries our avatar's hash once we have one
-    local send = self.send
-    self.send = function(c, s)
-      local available = st.is_stanza(s) and s.name == "presence" and s.attr.type == nil
-      if available and s.attr.to == nil then c.last_presence = s end      -- our broadcast presence
-      if available and c.avatar_hash and not s:get_child("x", NS_UPDATE) then
-        s = st.clone(s)
-        s:tag("x", { xmlns = NS_UPDATE }):text_tag("photo", c.avatar_hash):up()
+    self.bus:add("stanza-out", function(s)
+      if s.name ~= "presence" or s.attr.type ~= nil then return end
+      if s.attr.to == nil then self.last_presence = st.clone(s) end      -- our broadcast presence
+      if self.avatar_hash and not s:get_child("x", NS_UPDATE) then
+        s:add_direct_child(st.stanza("x", { xmlns = NS_UPDATE }):text_tag("photo", self.avatar_hash))
       end
-      return send(c, s)
-    end
+    end)
     self.bus:add("stanza-in", function(s)
       if s.name ~= "presence" or s.attr.type ~= nil then return end
       local hash = announced_hash(s)
@@ -222,7 +218,7 @@ function M.install(Client)
         self:fire_user("avatar", key, hash, from)
       end
     end)
-  end
+  end)
   return Client
 end
 
