@@ -176,6 +176,52 @@ describe("embedded server: stream management", function()
     end)
   end)
 
+  it("holds a burst back beyond sm_queue and sends it on as acks arrive", function()
+    serve.run({ users = USERS, limits = { sm_queue = 10 } }, function(srv, port)
+      local r = login(port, "alice")
+      enable(r)
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      for i = 1, 25 do b:send_message("alice@example.test/raw", "m" .. i) end
+      local sess = srv.sessions["alice@example.test"].raw
+      assert.truthy(serve.until_true(function() return sess.sm.hn == 15 end))
+      local bodies = {}
+      local function take(n)
+        for _, m in ipairs((read_until(r, "message", n))) do bodies[#bodies + 1] = m:get_child_text("body") end
+      end
+      take(10)
+      -- nothing more until we acknowledge
+      local extra = r:stanza(0.3)
+      assert.is_true(extra == nil or extra.name == "r")
+      assert.equal(10, sess.sm.qn)
+      r:send("<a xmlns='" .. NS .. "' h='10'/>")
+      take(10)
+      r:send("<a xmlns='" .. NS .. "' h='20'/>")
+      take(5)
+      local want = {}
+      for i = 1, 25 do want[i] = "m" .. i end
+      assert.same(want, bodies)
+      r:send("<a xmlns='" .. NS .. "' h='25'/>")
+      assert.truthy(serve.until_true(function() return sess.sm.qn == 0 and sess.sm.hn == 0 end))
+      assert.is_falsy(sess.ended)
+      b:close()
+      r:close()
+    end)
+  end)
+
+  it("ends a session that acknowledges nothing once four sm_queues wait, keeping the messages offline", function()
+    serve.run({ users = USERS, limits = { sm_queue = 5 } }, function(srv, port)
+      local r = login(port, "alice")
+      enable(r)
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      for i = 1, 21 do b:send_message("alice@example.test/raw", "m" .. i) end
+      assert.equal("resource-constraint", (r:stream_error()))
+      assert.truthy(serve.until_true(function() return srv.sessions["alice@example.test"] == nil end))
+      -- 5 sent and unacknowledged, 15 held back, the 21st: all kept
+      assert.equal(21, srv.store:count_offline("alice"))
+      b:close()
+    end)
+  end)
+
   it("stores the unacknowledged messages offline when nobody resumes in time", function()
     serve.run({ users = USERS, limits = { sm_timeout = 0.3 } }, function(srv, port)
       local b = assert(serve.login(port, "bob", "bob-pw"))

@@ -238,13 +238,13 @@ local function check_plain(self, data)
   if self.srv.auth then
     -- a host application's check may wait (a database call): run it as a
     -- task, reading nothing from this client meanwhile
-    self.conn:pause()
+    self:pause_reading("auth")
     self.sasl = "plain-pending"
     task.spawn(function()
       local ok, res = pcall(self.srv.auth, user, password)
       password = nil
       if self.ended then return end
-      self.conn:resume()
+      self:resume_reading("auth")
       if not ok then
         self:log("error", "the auth callback failed: %s", tostring(res))
         return sasl_failure(self, "temporary-auth-failure")
@@ -369,8 +369,9 @@ end
 -- client acknowledges it (and queued while the session hibernates).
 function C2S:send(stanza)
   if self.sm then
-    if not sm.outbound(self, stanza) then return nil end
-    if self.ended then return true end
+    local now = sm.outbound(self, stanza)
+    if not now then return nil end
+    if now == "held" or self.ended then return true end
   end
   return stream.Stream.send(self, stanza)
 end

@@ -33,7 +33,7 @@ M.DEFAULT_LIMITS = {
   max_resources = 16,           -- bound resources per account
   max_offline = 1000,           -- offline messages kept per account
   sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
-  sm_queue = 500,               -- unacknowledged stanzas kept for an XEP-0198 session
+  sm_queue = 500,               -- unacknowledged stanzas out per XEP-0198 session (4x this may wait)
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }

@@ -3,7 +3,11 @@
 -- A bound client may <enable/> it: from then on both sides count the
 -- stanzas they handled (32-bit counters that wrap), the server keeps what
 -- it sent until the client acknowledges it (a bounded queue), asks for
--- acks after a few stanzas or a short idle time, and answers <r/>. When
+-- acks after a few stanzas or a short idle time, and answers <r/>. A burst
+-- (offline messages at login, a fast sender) does not overrun the queue:
+-- once sm_queue stanzas wait for their ack, further ones are held back,
+-- unsent, and go out as acks arrive; only when HOLD_FACTOR times that many
+-- wait does the session end, as a client that never acknowledges must. When
 -- the connection drops without a clean close, a resumable session
 -- hibernates: it stays bound and available, stanzas for it are queued,
 -- and a new stream of the same account can <resume/> it before binding,
@@ -15,7 +19,7 @@ local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local stream = require "lxmpp.server.stream"
 
-local tostring, tonumber, table_remove, string_format = tostring, tonumber, table.remove, string.format
+local tostring, tonumber, string_format = tostring, tonumber, string.format
 
 local M = {}
 local NS = "urn:xmpp:sm:3"
@@ -24,6 +28,7 @@ M.NS = NS
 local WRAP = 4294967296          -- 2^32
 local ACK_EVERY = 5              -- unacknowledged stanzas before we ask
 local ACK_IDLE = 1               -- seconds of quiet before we ask anyway
+local HOLD_FACTOR = 4            -- held back + unacknowledged, in sm_queues, before we give up
 
 -- XEP-0198 counters are xs:unsignedInt, written in digits only.
 local function parse_h(s)
@@ -59,11 +64,31 @@ local function arm_idle(sess)
   end))
 end
 
---- A stanza sent to an SM session: counted and kept until acknowledged.
+-- The unacknowledged stanzas are q[first .. first + qn - 1]; the held
+-- back ones held[hfirst .. hfirst + hn - 1], oldest first.
+local function new_state()
+  return { handled = 0, acked = 0, q = {}, first = 1, qn = 0, held = {}, hfirst = 1, hn = 0 }
+end
+
+-- Counts a stanza as sent: kept until acknowledged, an ack asked for now
+-- and then.
+local function keep(sess, stanza)
+  local sm = sess.sm
+  sm.q[sm.first + sm.qn] = stanza
+  sm.qn = sm.qn + 1
+  if sm.qn % ACK_EVERY == 0 and not sm.requested then request_ack(sess) else arm_idle(sess) end
+end
+
+--- A stanza sent to an SM session: counted and kept until acknowledged;
+-- true when it is to be written now, "held" when it waits for acks, false
+-- when the session ended over it (the stanza went on to offline storage or
+-- an error).
 function M.outbound(sess, stanza)
   local sm = sess.sm
-  if sm.qn >= sess.srv.limits.sm_queue then
-    sess:log("warn", "stream management queue full (%d unacknowledged): closing", sm.qn)
+  local limit = sess.srv.limits.sm_queue
+  local waiting = sm.qn + sm.hn
+  if (sess.hibernation and waiting >= limit) or waiting >= HOLD_FACTOR * limit then
+    sess:log("warn", "stream management queue full (%d unacknowledged, %d held back): closing", sm.qn, sm.hn)
     sm.resumable = false
     if sess.hibernation then
       sess.srv:unbind(sess, "too many stanzas while waiting for resumption")
@@ -73,10 +98,30 @@ function M.outbound(sess, stanza)
     sess.srv:route(stanza)          -- the session is gone: offline storage or an error
     return false
   end
-  sm.qn = sm.qn + 1
-  sm.q[sm.qn] = stanza
-  if sm.qn % ACK_EVERY == 0 and not sm.requested then request_ack(sess) else arm_idle(sess) end
-  return true
+  if sess.hibernation or (sm.hn == 0 and sm.qn < limit) then
+    keep(sess, stanza)
+    return true
+  end
+  sm.held[sm.hfirst + sm.hn] = stanza
+  sm.hn = sm.hn + 1
+  if not sm.requested then request_ack(sess) end
+  -- (not paused: pausing the sender's reading would also stop reading its
+  -- acks, and two clients sending to each other would wait forever)
+  return "held"
+end
+
+-- Sends held back stanzas while the queue has room.
+local function release(sess)
+  local sm = sess.sm
+  local limit = sess.srv.limits.sm_queue
+  while sm.hn > 0 and sm.qn < limit and not sess.ended do
+    local s = sm.held[sm.hfirst]
+    sm.held[sm.hfirst] = nil
+    sm.hfirst, sm.hn = sm.hfirst + 1, sm.hn - 1
+    keep(sess, s)
+    stream.Stream.send(sess, s)
+  end
+  if sm.hn > 0 and not sm.requested then request_ack(sess) end
 end
 
 -- The client acknowledged h: drop what it has; true, or nil on a bad h.
@@ -84,8 +129,8 @@ local function acknowledge(sess, h)
   local sm = sess.sm
   local n = (h - sm.acked) % WRAP
   if n > sm.qn then return nil end
-  for _ = 1, n do table_remove(sm.q, 1) end
-  sm.qn = sm.qn - n
+  for i = sm.first, sm.first + n - 1 do sm.q[i] = nil end
+  sm.first, sm.qn = sm.first + n, sm.qn - n
   sm.acked = h
   return true
 end
@@ -116,7 +161,7 @@ function handlers.enable(sess, el)
   if not sess.bound then return sm_error(sess, "unexpected-request", "bind a resource first") end
   if sess.sm then return sm_error(sess, "unexpected-request", "stream management is already enabled") end
   local srv = sess.srv
-  sess.sm = { handled = 0, acked = 0, q = {}, qn = 0 }
+  sess.sm = new_state()
   local attrs = ""
   if el.attr.resume == "true" or el.attr.resume == "1" then
     local id = core.sha1_hex(core.random(16))
@@ -138,6 +183,7 @@ function handlers.a(sess, el)
   if not h then return sess:stream_error("bad-format", "h must be a 32-bit count in digits") end
   sess.sm.requested = false
   if not acknowledge(sess, h) then return handled_too_high(sess) end
+  release(sess)
   if sess.sm.qn > 0 then arm_idle(sess) end
 end
 
@@ -179,10 +225,11 @@ function handlers.resume(sess, el)
   local sm = sess.sm
   sm.requested = false
   sess:write("<resumed xmlns='" .. NS .. "' previd='" .. sm.id .. "' h='" .. tostring(sm.handled) .. "'/>")
-  for i = 1, sm.qn do
+  for i = sm.first, sm.first + sm.qn - 1 do
     if not sess:write(tostring(sm.q[i])) then break end
   end
   if sm.qn > 0 then request_ack(sess) end
+  release(sess)
   sess:log("info", "resumed %s (%d stanzas sent again)", sess.full, sm.qn)
 end
 
@@ -201,8 +248,11 @@ end
 -- offline (or bounced), IQ requests answered with an error.
 local function flush_unacked(sess)
   local sm, srv = sess.sm, sess.srv
-  local q = sm.q
-  sm.q, sm.qn = {}, 0
+  local q = {}
+  for i = sm.first, sm.first + sm.qn - 1 do q[#q + 1] = sm.q[i] end
+  for i = sm.hfirst, sm.hfirst + sm.hn - 1 do q[#q + 1] = sm.held[i] end
+  local fresh = new_state()
+  sm.q, sm.first, sm.qn, sm.held, sm.hfirst, sm.hn = fresh.q, 1, 0, fresh.held, 1, 0
   for _, s in ipairs(q) do
     local t = s.attr.type
     if s.name == "message" and t ~= "error" and t ~= "groupchat" and t ~= "headline" then

@@ -150,25 +150,44 @@ function Stream:set_ready()
   if self.deadline then self.deadline:stop() end
 end
 
+--- s:pause_reading(reason) / s:resume_reading(reason): reading stops while
+-- any reason holds (a flood's window, a pending auth callback, a recipient
+-- that is behind with its acks); a reason is any value used as a key.
+function Stream:pause_reading(reason)
+  local pauses = self.pauses
+  if not pauses then
+    pauses = {}
+    self.pauses = pauses
+  end
+  if pauses[reason] then return end
+  pauses[reason] = true
+  if next(pauses, nil) == reason and next(pauses, reason) == nil then self.conn:pause() end
+end
+
+function Stream:resume_reading(reason)
+  local pauses = self.pauses
+  if not pauses or not pauses[reason] then return end
+  pauses[reason] = nil
+  if next(pauses) == nil and not self.ended then self.conn:resume() end
+end
+
 --- Read pausing for floods, checked on every stanza: above the rate
 -- (bytes read per second, over a one-second window) reading pauses until
 -- the window has passed.
 function Stream:check_rate()
   local limit = self.srv.limits.rate
-  if not limit or self.throttled then return end
+  if not limit or (self.pauses and self.pauses.rate) then return end
   local now, read = core.now(), self.conn:bytes_in()
   if not self.rate_start or now - self.rate_start >= 1 then
     self.rate_start, self.rate_base = now, read
     return
   end
   if read - self.rate_base > limit then
-    self.throttled = true
-    self.conn:pause()
+    self:pause_reading("rate")
     local wait = 1 - (now - self.rate_start)
     core.timer(wait > 0.05 and wait or 0.05, timer_target(function()
-      self.throttled = false
       self.rate_start = nil
-      if not self.ended then self.conn:resume() end
+      self:resume_reading("rate")
     end))
   end
 end
