@@ -7,6 +7,7 @@
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local presence = require "lxmpp.server.presence"
+local mam = require "lxmpp.server.mam"
 
 local setmetatable, tostring, pairs, ipairs, pcall, os_date, os_time =
   setmetatable, tostring, pairs, ipairs, pcall, os.date, os.time
@@ -24,6 +25,7 @@ IM.__index = IM
 function M.new(srv)
   local self = setmetatable({ srv = srv, domain = srv.domain, started = os_time() }, IM)
   self.presence = presence.new(self)
+  self.mam = mam.new(self)
   return self
 end
 
@@ -38,6 +40,7 @@ function IM:from_client(sess, s)
     if name == "iq" then return self:account_iq(sess, s) end
     s.attr.to = sess.bare            -- a message to no one: to our own account
   end
+  if name == "message" then self.mam:outgoing(sess, s) end
   return self.srv:route(s)
 end
 
@@ -67,6 +70,7 @@ function IM:deliver(s, node, _, res)
   end
   local bare = node .. "@" .. self.domain
   if name == "presence" then return self.presence:inbound(s, node, bare, res) end
+  if name == "message" then self.mam:incoming(s, node, bare) end
   if res then
     local sess = (srv.sessions[bare] or {})[res]
     if sess then return sess:send(s) end
@@ -245,11 +249,14 @@ function IM:account_iq(sess, iq)
     end)
   end
   if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
+  if xmlns == mam.NS then return self.mam:iq(sess, iq) end
   if xmlns == NS_DISCO_INFO then
     return answer(send, iq, function(i)
-      return st.reply(i):tag("query", { xmlns = NS_DISCO_INFO })
+      local r = st.reply(i):tag("query", { xmlns = NS_DISCO_INFO })
         :tag("identity", { category = "account", type = "registered" }):up()
         :tag("feature", { var = NS_DISCO_INFO }):up()
+      for _, f in ipairs(mam.FEATURES) do r:tag("feature", { var = f }):up() end
+      return r
     end)
   end
   local fn = xmlns and SERVER_IQ[xmlns]
@@ -273,6 +280,7 @@ function IM:bare_iq(iq, node, bare)
     return answer(send, iq, function(i) return vcard_get(self, i, node) end)
   end
   if xmlns == "urn:xmpp:ping" then return answer(send, iq, function() end) end
+  if xmlns == mam.NS then return self.srv:bounce(iq, "auth", "forbidden", "only its owner may read an archive") end
   return self.srv:bounce(iq, "cancel", "service-unavailable")
 end
 

@@ -34,6 +34,8 @@ M.DEFAULT_LIMITS = {
   max_offline = 1000,           -- offline messages kept per account
   sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
   sm_queue = 500,               -- unacknowledged stanzas out per XEP-0198 session (4x this may wait)
+  mam_max_page = 100,           -- archived messages sent for one XEP-0313 query
+  mam_max_messages = 10000,     -- archived messages kept per account (the oldest go)
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }

@@ -1,6 +1,6 @@
 -- The embedded server's storage: accounts, rosters, pending subscription
--- requests, offline messages, and a key/value space for other server parts
--- (MUC rooms, vCards, private XML).
+-- requests, offline messages, message archives (storage_archive.lua), and a
+-- key/value space for other server parts (MUC rooms, vCards, private XML).
 --
 --   local store = assert(storage.open(nil))        -- memory
 --   local store = assert(storage.open("x.sqlite")) -- SQLite file (storage_sqlite.lua)
@@ -200,6 +200,8 @@ function Store:keys(kind)
 	return list
 end
 
+require("lxmpp.server.storage_archive").install_store(Store, backend)
+
 --- The memory backend -------------------------------------------------------------
 -- Plain tables of encoded bytes. Offline ids come from one counter, so they
 -- only grow, as in SQLite.
@@ -238,6 +240,7 @@ function Memory:account_remove(user)
 	-- two different rosters of one user name (RFC 6121 §2.6)
 	if self.versions[user] then self.versions[user] = self.versions[user] + 1 end
 	self.pending[user], self.offline[user] = nil, nil
+	if self.archives then self.archives[user] = nil end
 	for kind, rows in pairs(self.kv) do
 		local owners = self.owners[kind]
 		for key in pairs(rows) do
@@ -315,6 +318,8 @@ function Memory:kv_keys(kind)
 	for key in pairs(self.kv[kind] or {}) do list[#list + 1] = key end
 	return list
 end
+
+require("lxmpp.server.storage_archive").install_memory(Memory)
 
 --- Opening ------------------------------------------------------------------------
 

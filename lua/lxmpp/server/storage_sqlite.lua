@@ -24,7 +24,7 @@ local error, pcall, type, setmetatable, getmetatable = error, pcall, type, setme
 local tostring, ipairs, math_type = tostring, ipairs, math.type
 local format, char = string.format, string.char
 local io_open, os_execute = io.open, os.execute
-local unpack, pack = table.unpack, table.pack
+local unpack, pack, concat = table.unpack, table.pack, table.concat
 
 local SCHEMA_VERSION = 1
 
@@ -43,6 +43,19 @@ local SCHEMA = {
 	"CREATE TABLE kv (kind BLOB NOT NULL, key BLOB NOT NULL, data BLOB NOT NULL, owner BLOB,"
 		.. " PRIMARY KEY (kind, key))",
 	"CREATE INDEX kv_owner ON kv (owner)",
+}
+
+-- Message archives (storage_archive.lua), created when a file lacks them
+-- (IF NOT EXISTS) rather than by a schema version: an older lxmpp reading
+-- the file leaves the extra table alone. seq orders an archive and is never
+-- reused (AUTOINCREMENT); an archive id is unique within its user's archive.
+local ARCHIVE_SCHEMA = {
+	"CREATE TABLE IF NOT EXISTS archive (seq INTEGER PRIMARY KEY AUTOINCREMENT, user BLOB NOT NULL,"
+		.. " id BLOB NOT NULL, time INTEGER NOT NULL, with_jid BLOB NOT NULL, peer BLOB NOT NULL,"
+		.. " data BLOB NOT NULL)",
+	"CREATE UNIQUE INDEX IF NOT EXISTS archive_id ON archive (user, id)",
+	"CREATE INDEX IF NOT EXISTS archive_user ON archive (user, seq)",
+	"CREATE INDEX IF NOT EXISTS archive_with ON archive (user, with_jid, seq)",
 }
 
 local HEX = {}
@@ -151,6 +164,7 @@ DB.account_remove = write(function(self, user)
 	self:run("DELETE FROM roster WHERE user = %s", u)
 	self:run("DELETE FROM pending WHERE user = %s", u)
 	self:run("DELETE FROM offline WHERE user = %s", u)
+	self:run("DELETE FROM archive WHERE user = %s", u)
 	self:run("DELETE FROM kv WHERE owner = %s", u)
 	self:run("UPDATE roster_version SET ver = ver + 1 WHERE user = %s", u)
 	return true
@@ -226,6 +240,49 @@ DB.offline_count = read(function(self, user)
 	return self:value("SELECT count(*) FROM offline WHERE user = %s", blob(user))
 end)
 
+--- Message archives (storage_archive.lua) ------------------------------------------
+
+-- The condition of an archive filter f on user's rows.
+local function archive_where(user, f)
+	local w = { "user = " .. blob(user) }
+	if f.with then w[#w + 1] = "with_jid = " .. blob(f.with) end
+	if f.peer then w[#w + 1] = "peer = " .. blob(f.peer) end
+	if f.start then w[#w + 1] = format("time >= %d", f.start) end
+	if f["end"] then w[#w + 1] = format("time <= %d", f["end"]) end
+	if f.above then w[#w + 1] = format("seq > %d", f.above) end
+	if f.below then w[#w + 1] = format("seq < %d", f.below) end
+	return concat(w, " AND ")
+end
+
+DB.archive_add = write(function(self, user, id, time, with, peer, data, keep)
+	local u = blob(user)
+	self:run("INSERT INTO archive (user, id, time, with_jid, peer, data) VALUES (%s, %s, %d, %s, %s, %s)",
+		u, blob(id), time, blob(with), blob(peer), blob(data))
+	if keep then -- the oldest beyond keep go, in the same transaction
+		self:run("DELETE FROM archive WHERE user = %s AND seq <= (SELECT seq FROM archive WHERE user = %s"
+			.. " ORDER BY seq DESC LIMIT 1 OFFSET %d)", u, u, keep)
+	end
+	return true
+end)
+
+DB.archive_seq = read(function(self, user, id)
+	return self:value("SELECT seq FROM archive WHERE user = %s AND id = %s", blob(user), blob(id))
+end)
+
+DB.archive_count = read(function(self, user, f)
+	return self:value("SELECT count(*) FROM archive WHERE %s", archive_where(user, f))
+end)
+
+DB.archive_rows = read(function(self, user, f, limit, newest_first)
+	local list = {}
+	local rows = self:run("SELECT seq, id, time, with_jid, peer, data FROM archive WHERE %s ORDER BY seq %s LIMIT %d",
+		archive_where(user, f), newest_first and "DESC" or "ASC", limit)
+	for i, r in ipairs(rows) do
+		list[i] = { seq = r[1], id = r[2], time = r[3], with = r[4], peer = r[5], data = r[6] }
+	end
+	return list
+end)
+
 --- Key/value ----------------------------------------------------------------------
 
 DB.kv_get = read(function(self, kind, key)
@@ -289,6 +346,12 @@ local function prepare(self)
 		-- version < SCHEMA_VERSION: migrations go here when there is a version 2
 		return true
 	end)
+	if ok then
+		ok, err = self:transaction("IMMEDIATE", function()
+			for _, sql in ipairs(ARCHIVE_SCHEMA) do self:run(sql) end
+			return true
+		end)
+	end
 	if not ok then fail((err:gsub("^storage: ", ""))) end
 end
 

@@ -1,0 +1,233 @@
+-- lxmpp.server.mam: the message archive of each account (XEP-0313, with
+-- XEP-0059 paging) and the XEP-0359 stanza ids that name its entries.
+--
+-- What is kept: one-to-one messages of type chat or normal with a body, in
+-- the sender's archive (when the sender is our user) and in the
+-- recipient's (when the recipient is our account), once each: a message to
+-- oneself is kept once. Not kept: groupchat, headline and error messages,
+-- messages without a body (chat states, receipts), and those with an
+-- XEP-0334 <no-store/> or <no-permanent-store/> hint. An account keeps at
+-- most limits.mam_max_messages entries (the oldest go first).
+--
+-- Every message for one of our accounts first loses any <stanza-id/> that
+-- claims to be by that account (XEP-0359 §4: nobody can forge one); a kept
+-- message then gets ours, <stanza-id by='user@domain' id='archive id'/>, the
+-- id being random and unguessable.
+--
+-- Only the account itself queries its archive (anyone else: forbidden).
+-- The IM core (server/im.lua) calls :outgoing, :incoming and :iq.
+
+local core = require "lxmpp.core"
+local st = require "lxmpp.stanza"
+local jid = require "lxmpp.jid"
+local forms = require "lxmpp.forms"
+local datetime = require "lxmpp.datetime"
+local session = require "lxmpp.session"
+
+local setmetatable, ipairs, tonumber, tostring, os_time, floor, min =
+  setmetatable, ipairs, tonumber, tostring, os.time, math.floor, math.min
+
+local NS_MAM = "urn:xmpp:mam:2"
+local NS_SID = "urn:xmpp:sid:0"
+local NS_RSM = "http://jabber.org/protocol/rsm"
+local NS_FORWARD = "urn:xmpp:forward:0"
+local NS_DELAY = "urn:xmpp:delay"
+local NS_HINTS = "urn:xmpp:hints"
+
+local M = { NS = NS_MAM, NS_SID = NS_SID, FEATURES = { NS_MAM, NS_SID } }
+
+-- The query form: what a client may filter on (XEP-0313 §4.1.1).
+local FILTER = forms.new{
+  { var = "FORM_TYPE", type = "hidden", value = NS_MAM },
+  { var = "with", type = "jid-single" },
+  { var = "start", type = "text-single" },
+  { var = "end", type = "text-single" },
+}
+
+local Archive = {}
+Archive.__index = Archive
+
+--- mam.new(im) -> the archive service of the IM core. clock() gives the
+-- time of an entry (whole seconds; os.time).
+function M.new(im)
+  return setmetatable({ im = im, srv = im.srv, clock = os_time }, Archive)
+end
+
+-- Should message s be kept?
+local function storable(s)
+  local t = s.attr.type or "normal"
+  if t ~= "chat" and t ~= "normal" then return false end
+  if not s:get_child("body") then return false end
+  return not (s:get_child("no-store", NS_HINTS) or s:get_child("no-permanent-store", NS_HINTS))
+end
+
+local function new_archive_id()
+  return (("%02x"):rep(12):format(core.random(12):byte(1, -1)))
+end
+
+-- Keeps s in node's archive, peer being the other party; the id, or nil
+-- (logged) when the store refused it.
+function Archive:add(node, s, peer)
+  local copy = st.clone(s)
+  copy.attr.xmlns = "jabber:client"
+  local id = new_archive_id()
+  local ok, err = self.srv.store:archive_add(node, { id = id, time = floor(self.clock()), with = peer,
+    data = tostring(copy) }, floor(self.srv.limits.mam_max_messages))
+  if not ok then
+    self.srv:log("warn", "could not archive a message for %s: %s", node, tostring(err))
+    return nil
+  end
+  return id
+end
+
+--- A message our user sent (sess's account): kept in the sender's archive;
+-- one to the account itself is kept when it arrives.
+function Archive:outgoing(sess, s)
+  if not storable(s) then return end
+  local to = s.attr.to and jid.prep(s.attr.to)
+  if not to or jid.bare(to) == sess.bare then return end
+  self:add(sess.user, s, to)
+end
+
+--- A message routed to our account node (bare JID `bare`), before delivery:
+-- forged stanza ids go, a message worth keeping is kept and stamped.
+function Archive:incoming(s, node, bare)
+  s:maptags(function(c)
+    if c.name == "stanza-id" and c.attr.xmlns == NS_SID and c.attr.by and jid.prep(c.attr.by) == bare then
+      return nil
+    end
+    return c
+  end)
+  if not storable(s) or not self.srv:user_exists(node) then return end
+  local peer = s.attr.from and jid.prep(s.attr.from)
+  if not peer then return end
+  local id = self:add(node, s, peer)
+  if id then s:add_direct_child(st.stanza("stanza-id", { xmlns = NS_SID, by = bare, id = id })) end
+end
+
+---------------------------------------------------------------------------
+-- queries
+
+local function fail(iq, etype, cond, text)
+  return nil, st.error_reply(iq, etype, cond, text)
+end
+
+-- The filters of a query's data form: { with =, start =, ["end"] = } or
+-- nil, error reply.
+local function read_form(iq, x)
+  if not x then return {} end
+  local form, msg = forms.parse(x)
+  if not form then return fail(iq, "modify", "bad-request", msg) end
+  if form.values.FORM_TYPE ~= NS_MAM then
+    return fail(iq, "modify", "bad-request", "the form's FORM_TYPE must be " .. NS_MAM)
+  end
+  for _, f in ipairs(form) do
+    if f.var and not FILTER.by_var[f.var] then
+      return fail(iq, "cancel", "feature-not-implemented", "no filter named " .. f.var)
+    end
+  end
+  local values, err = FILTER:data(x)
+  if not values then return fail(iq, "modify", "bad-request", err) end
+  local q = {}
+  if values.with ~= nil and values.with ~= "" then q.with = values.with end
+  for _, k in ipairs({ "start", "end" }) do
+    local v = values[k]
+    if v ~= nil and v ~= "" then
+      local t = datetime.parse(v)
+      if not t then return fail(iq, "modify", "bad-request", "'" .. k .. "' is not an XEP-0082 date-time") end
+      q[k] = t
+    end
+  end
+  return q
+end
+
+-- XEP-0059 paging into q: max (capped by the server), after, before.
+local function read_set(iq, set, q, cap)
+  q.max = cap
+  if not set then return q end
+  local max = set:get_child_text("max")
+  if max then
+    if not max:match("^%d+$") then return fail(iq, "modify", "bad-request", "<max/> must be a number") end
+    q.max = min(tonumber(max), cap)
+  end
+  if set:get_child("index") then
+    return fail(iq, "cancel", "feature-not-implemented", "paging by <index/> is not supported")
+  end
+  local after = set:get_child("after")
+  if after then
+    q.after = after:get_text()
+    if not q.after or q.after == "" then return fail(iq, "modify", "bad-request", "<after/> needs an id") end
+  end
+  local before = set:get_child("before")
+  if before then
+    local id = before:get_text()
+    q.before = (id == nil or id == "") and true or id
+  end
+  return q
+end
+
+-- The result message of one archive entry, or nil when it cannot be read.
+local function result(sess, queryid, item)
+  local m = st.parse(item.data)
+  if not m then return nil end
+  local r = st.message({ from = sess.bare, to = sess.full, id = session.new_id() })
+    :tag("result", { xmlns = NS_MAM, queryid = queryid, id = item.id })
+    :tag("forwarded", { xmlns = NS_FORWARD })
+    :tag("delay", { xmlns = NS_DELAY, stamp = datetime.format(item.time) }):up()
+  r:add_child(m)
+  return r
+end
+
+-- Answers a query of sess's own archive: the results, then <fin/>.
+function Archive:query(sess, iq, qel)
+  local q, err = read_form(iq, qel:get_child("x", forms.xmlns))
+  if q then q, err = read_set(iq, qel:get_child("set", NS_RSM), q, floor(self.srv.limits.mam_max_page)) end
+  if not q then return sess:send(err) end
+  local page, msg, cond = self.srv.store:archive_query(sess.user, q)
+  if not page then return sess:send(st.error_reply(iq, "cancel", cond, msg)) end
+  -- results go out at once: at most half the output queue's bytes per page
+  local budget, out = self.srv.limits.max_queue / 2, {}
+  local items, n = page.items, #page.items
+  local from, to, step = 1, n, 1
+  if q.before then from, to, step = n, 1, -1 end    -- paging back: the newest of the page count
+  for i = from, to, step do
+    local r = result(sess, qel.attr.queryid, items[i])
+    if r then
+      local bytes = #tostring(r)
+      if #out > 0 and bytes > budget then
+        page.complete = false
+        break
+      end
+      budget = budget - bytes
+      out[#out + 1] = { r = r, item = items[i], pos = i }
+    else
+      self.srv:log("warn", "archive entry %s of %s is not XML; skipped", items[i].id, sess.user)
+    end
+  end
+  if q.before then   -- back in chronological order
+    for i = 1, #out // 2 do out[i], out[#out - i + 1] = out[#out - i + 1], out[i] end
+  end
+  for _, o in ipairs(out) do sess:send(o.r) end
+  local fin = st.reply(iq):tag("fin", { xmlns = NS_MAM, complete = page.complete and "true" or "false" })
+    :tag("set", { xmlns = NS_RSM })
+  if #out > 0 then
+    fin:text_tag("first", out[1].item.id, { index = ("%d"):format(page.index + out[1].pos - 1) })
+      :text_tag("last", out[#out].item.id)
+  end
+  fin:text_tag("count", ("%d"):format(page.count))
+  return sess:send(fin)
+end
+
+--- An IQ from sess to its own archive (urn:xmpp:mam:2).
+function Archive:iq(sess, iq)
+  local q = iq.tags[1]
+  if q.name ~= "query" then
+    return sess:send(st.error_reply(iq, "cancel", "feature-not-implemented"))
+  end
+  if iq.attr.type == "get" then          -- the fields a query may use
+    return sess:send(st.reply(iq):tag("query", { xmlns = NS_MAM }):add_child(FILTER:form(nil, "form")))
+  end
+  return self:query(sess, iq, q)
+end
+
+return M

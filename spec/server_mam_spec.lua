@@ -1,0 +1,470 @@
+-- The embedded server's message archives (XEP-0313 with XEP-0059 paging,
+-- XEP-0359 stanza ids; lua/lxmpp/server/mam.lua, storage_archive.lua) with
+-- real lxmpp clients: what is archived on each side, paging both ways with
+-- exact contents, filters, limits and errors, who may query, forged stanza
+-- ids, retention, SQLite across a restart, and the client plugin on top.
+local lxmpp = require "lxmpp"
+local st = lxmpp.stanza
+local serve = require "spec.support.serve"
+local storage = require "lxmpp.server.storage"
+local datetime = require "lxmpp.datetime"
+
+local NS = "urn:xmpp:mam:2"
+local NS_SID = "urn:xmpp:sid:0"
+local USERS = { alice = "alice-pw", bob = "bob-pw", carol = "carol-pw" }
+local A, B, C = "alice@example.test", "bob@example.test", "carol@example.test"
+
+-- Entries get the time the spec sets (h.now), not the wall clock.
+local function fake_clock(srv, t)
+  local h = { now = t or 1000 }
+  srv.im.mam.clock = function() return h.now end
+  return h
+end
+
+-- A round trip: the server has handled everything c sent before.
+local function sync(c)
+  assert(c:request(st.iq({ type = "get" }):tag("ping", { xmlns = "urn:xmpp:ping" })))
+end
+
+local qn = 0
+-- A raw query: o = { to, fields = { var = value }, form_type, max, after,
+-- before (string, "" for empty) }. Returns the result messages in order and
+-- <fin/>, or nil, condition.
+local function query(c, o)
+  qn = qn + 1
+  local qid = "q" .. qn
+  local iq = st.iq({ type = "set", to = o.to }):tag("query", { xmlns = NS, queryid = qid })
+  if o.fields then
+    iq:tag("x", { xmlns = "jabber:x:data", type = "submit" })
+      :tag("field", { var = "FORM_TYPE", type = "hidden" }):text_tag("value", o.form_type or NS):up()
+    for var, v in pairs(o.fields) do iq:tag("field", { var = var }):text_tag("value", v):up() end
+    iq:up()
+  end
+  if o.max or o.after or o.before then
+    iq:tag("set", { xmlns = "http://jabber.org/protocol/rsm" })
+    if o.max then iq:text_tag("max", tostring(o.max)) end
+    if o.after then iq:text_tag("after", o.after) end
+    if o.before then iq:text_tag("before", o.before) end
+    iq:up()
+  end
+  local got = {}
+  local id = c:on("message", function(m)
+    local r = m:get_child("result", NS)
+    if r and r.attr.queryid == qid then got[#got + 1] = m end
+  end)
+  local r, _, cond = c:request(iq, 5)
+  c:off(id)
+  if not r then return nil, cond end
+  return got, r:get_child("fin", NS)
+end
+
+local function forwarded(m)
+  local f = m:get_child("result", NS):get_child("forwarded", "urn:xmpp:forward:0")
+  return f:get_child("message", "jabber:client"), f:get_child("delay", "urn:xmpp:delay")
+end
+
+local function bodies(results)
+  local out = {}
+  for i, m in ipairs(results) do out[i] = forwarded(m):get_child_text("body") end
+  return out
+end
+
+local function ids(results)
+  local out = {}
+  for i, m in ipairs(results) do out[i] = m:get_child("result", NS).attr.id end
+  return out
+end
+
+-- <fin/> as { complete, first, index, last, count }
+local function fin_set(fin)
+  local set = fin:get_child("set", "http://jabber.org/protocol/rsm")
+  local first = set:get_child("first")
+  return { complete = fin.attr.complete, first = first and first:get_text(), index = first and first.attr.index,
+    last = set:get_child_text("last"), count = set:get_child_text("count") }
+end
+
+local function bodies_of(page)
+  local out = {}
+  for i, m in ipairs(page.messages) do out[i] = m.message:get_child_text("body") end
+  return out
+end
+
+local function sids(m)
+  local out = {}
+  for s in m:childtags("stanza-id", NS_SID) do out[#out + 1] = s.attr.by .. " " .. s.attr.id end
+  return out
+end
+
+describe("embedded server archives (XEP-0313)", function()
+  it("keeps chat and normal messages with a body for sender and recipient, the recipient's copy stamped", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local h = fake_clock(srv, 1000)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      b:send_presence()
+      sync(b)
+      local inbox = serve.collect(b, "message")
+      a:send_message(B, "one")
+      sync(a)
+      h.now = 1060
+      a:send(st.message({ to = B .. "/r" }, "two"))          -- type normal, to the full JID
+      sync(a)
+      assert.truthy(serve.until_true(function() return #inbox == 2 end))
+      local mine = assert(query(a, {}))
+      assert.same({ "one", "two" }, bodies(mine))
+      local theirs = assert(query(b, {}))
+      assert.same({ "one", "two" }, bodies(theirs))
+      -- what bob got carries bob's archive ids, by bob's bare JID, one each
+      for i = 1, 2 do
+        assert.same({ B .. " " .. ids(theirs)[i] }, sids(inbox[i]))
+        assert.equal(ids(theirs)[i], b:stanza_id(inbox[i]))
+      end
+      assert.are_not.equal(ids(mine)[1], ids(theirs)[1])
+      assert.truthy(ids(mine)[1]:match("^%x+$") and #ids(mine)[1] >= 24)
+      -- results come from the account, forwarded with the time they were kept
+      local m, delay = forwarded(theirs[2])
+      assert.equal(B, theirs[2].attr.from)
+      assert.equal(A .. "/r", m.attr.from)
+      assert.equal(B .. "/r", m.attr.to)
+      assert.equal(datetime.format(1060), delay.attr.stamp)
+      assert.equal(datetime.format(1000), select(2, forwarded(mine[1])).attr.stamp)
+      assert.equal("true", fin_set(select(2, query(a, {}))).complete)
+      a:close()
+      b:close()
+    end)
+  end)
+
+  it("keeps no groupchat, headline, error, body-less or no-store messages, and a message to oneself once", function()
+    serve.run({ users = USERS }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local a2 = assert(serve.login(port, "alice", "alice-pw", "r2"))
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      b:send_presence()
+      sync(b)
+      local inbox = {}            -- every message, also those plugins consume (chat states)
+      b:on("stanza", function(s) if s.name == "message" then inbox[#inbox + 1] = s end end)
+      a:send(st.message({ to = B, type = "chat" }):tag("active", { xmlns = "http://jabber.org/protocol/chatstates" }))
+      a:send(st.message({ to = B, type = "headline" }, "headline"))
+      a:send(st.message({ to = B .. "/r", type = "groupchat" }, "groupchat"))
+      a:send(st.message({ to = B, type = "error" }, "error"))
+      a:send(st.message({ to = B, type = "chat" }, "no-store"):tag("no-store", { xmlns = "urn:xmpp:hints" }))
+      a:send(st.message({ to = B, type = "chat" }, "no-permanent-store")
+        :tag("no-permanent-store", { xmlns = "urn:xmpp:hints" }))
+      a:send_message(A .. "/r2", "to myself")
+      a:send_message(B, "kept")
+      sync(a)
+      assert.truthy(serve.until_true(function() return #inbox == 7 end))
+      assert.same({ "to myself", "kept" }, bodies(assert(query(a, {}))))
+      assert.same({ "to myself", "kept" }, bodies(assert(query(a2, {}))))   -- one archive per account
+      assert.same({ "kept" }, bodies(assert(query(b, {}))))
+      for i = 1, 6 do assert.same({}, sids(inbox[i])) end                  -- not kept: no id
+      assert.equal(1, #sids(inbox[7]))
+      a:close()
+      a2:close()
+      b:close()
+    end)
+  end)
+
+  it("archives a message for an offline recipient, who gets it later with the archive's stanza-id", function()
+    serve.run({ users = USERS }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      a:send_message(B, "while you were away")
+      sync(a)
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      local inbox = serve.collect(b, "message")
+      b:send_presence()
+      assert.truthy(serve.until_true(function() return #inbox == 1 end))
+      local kept = assert(query(b, {}))
+      assert.same({ "while you were away" }, bodies(kept))
+      assert.equal(ids(kept)[1], b:stanza_id(inbox[1]))
+      a:close()
+      b:close()
+    end)
+  end)
+
+  it("strips stanza-ids that claim to be by the recipient, so nobody can forge one", function()
+    serve.run({ users = USERS }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      b:send_presence()
+      sync(b)
+      local inbox = serve.collect(b, "message")
+      local function forged(body)
+        local m = st.message({ to = B, type = "chat" }, body)
+        m:tag("stanza-id", { xmlns = NS_SID, by = B, id = "forged" }):up()
+        m:tag("stanza-id", { xmlns = NS_SID, by = "BOB@Example.Test", id = "forged-too" }):up()
+        m:tag("stanza-id", { xmlns = NS_SID, by = "room@muc.example.test", id = "theirs" }):up()
+        return m
+      end
+      a:send(forged("with a body"))
+      local no_body = forged(nil)
+      a:send(no_body:remove_children("body"))
+      sync(a)
+      assert.truthy(serve.until_true(function() return #inbox == 2 end))
+      local kept = assert(query(b, {}))
+      assert.same({ "room@muc.example.test theirs", B .. " " .. ids(kept)[1] }, sids(inbox[1]))
+      assert.same({ "room@muc.example.test theirs" }, sids(inbox[2]))
+      assert.is_nil(b:stanza_id(inbox[2]))
+      assert.same({ "room@muc.example.test theirs" }, sids((forwarded(kept[1]))))   -- nor in the archive
+      a:close()
+      b:close()
+    end)
+  end)
+
+  it("pages forward and back (XEP-0059) with exact contents, through the client plugin too", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local h = fake_clock(srv, 1000)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      for i = 1, 7 do
+        h.now = 1000 + i
+        a:send_message(B, "m" .. i)
+        sync(a)
+      end
+      local r, fin = query(a, { max = 3 })
+      assert.same({ "m1", "m2", "m3" }, bodies(r))
+      local all = ids(assert(query(a, {})))
+      assert.same({ complete = "false", first = all[1], index = "0", last = all[3], count = "7" }, fin_set(fin))
+      r, fin = query(a, { max = 3, after = all[3] })
+      assert.same({ "m4", "m5", "m6" }, bodies(r))
+      assert.same({ complete = "false", first = all[4], index = "3", last = all[6], count = "7" }, fin_set(fin))
+      r, fin = query(a, { max = 3, after = all[6] })
+      assert.same({ "m7" }, bodies(r))
+      assert.same({ complete = "true", first = all[7], index = "6", last = all[7], count = "7" }, fin_set(fin))
+      r, fin = query(a, { max = 3, before = "" })                       -- the last page
+      assert.same({ "m5", "m6", "m7" }, bodies(r))
+      assert.same({ complete = "false", first = all[5], index = "4", last = all[7], count = "7" }, fin_set(fin))
+      r, fin = query(a, { max = 3, before = all[2] })
+      assert.same({ "m1" }, bodies(r))
+      assert.same({ complete = "true", first = all[1], index = "0", last = all[1], count = "7" }, fin_set(fin))
+      r, fin = query(a, { max = 0 })                                    -- just the count
+      assert.same({}, r)
+      assert.same({ complete = "false", count = "7" }, fin_set(fin))
+      -- the client plugin: forward to the end, then back from the end
+      local page = assert(a:mam_query{ max = 3 })
+      local seen = {}
+      while page do
+        for _, b in ipairs(bodies_of(page)) do seen[#seen + 1] = b end
+        page = a:mam_next(page)
+      end
+      assert.same({ "m1", "m2", "m3", "m4", "m5", "m6", "m7" }, seen)
+      page = assert(a:mam_query{ max = 3, before = true })
+      local pages = {}
+      while page do
+        pages[#pages + 1] = table.concat(bodies_of(page), ",")
+        assert.equal(7, page.count)
+        page = a:mam_next(page)
+      end
+      assert.same({ "m5,m6,m7", "m2,m3,m4", "m1" }, pages)
+      a:close()
+    end)
+  end)
+
+  it("filters by with (bare or full JID), start and end", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local h = fake_clock(srv, 1000)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local function send(t, to, body)
+        h.now = t
+        a:send_message(to, body)
+        sync(a)
+      end
+      send(1000, B, "to bob")
+      send(2000, C, "to carol")
+      send(3000, B .. "/phone", "to bob's phone")
+      local function q(fields) return bodies(assert(query(a, { fields = fields }))) end
+      assert.same({ "to bob", "to bob's phone" }, q{ with = B })
+      assert.same({ "to bob's phone" }, q{ with = B .. "/phone" })
+      assert.same({ "to carol" }, q{ with = C })
+      assert.same({ "to carol", "to bob's phone" }, q{ start = datetime.format(2000) })
+      assert.same({ "to bob", "to carol" }, q{ ["end"] = datetime.format(2000) })
+      assert.same({ "to carol" }, q{ start = "1970-01-01T00:33:20Z", ["end"] = "1970-01-01T01:33:20+01:00" })
+      assert.same({ "to bob's phone" }, q{ with = B, start = "1970-01-01T00:16:40.5Z" })
+      assert.same({}, q{ start = datetime.format(3001) })
+      -- the client plugin sends the same form
+      assert.same({ "to bob's phone" }, bodies_of(assert(a:mam_query{ with = B, start = 1500 })))
+      a:close()
+    end)
+  end)
+
+  it("caps pages, and refuses unknown ids, bad dates, bad forms and unknown fields", function()
+    serve.run({ users = USERS, limits = { mam_max_page = 2 } }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      for i = 1, 3 do a:send_message(B, "m" .. i) end
+      sync(a)
+      local r, fin = query(a, { max = 50 })
+      assert.same({ "m1", "m2" }, bodies(r))
+      assert.equal("false", fin.attr.complete)
+      assert.same({ "m1", "m2" }, bodies((query(a, {}))))          -- no <set/>: the cap too
+      local function cond(o) return select(2, query(a, o)) end
+      assert.equal("item-not-found", cond{ after = "no-such-id" })
+      assert.equal("item-not-found", cond{ before = "no-such-id" })
+      assert.equal("bad-request", cond{ fields = { start = "yesterday" } })
+      assert.equal("bad-request", cond{ fields = { ["end"] = "2024-02-30T00:00:00Z" } })
+      assert.equal("bad-request", cond{ fields = { with = "not a jid@@" } })
+      assert.equal("bad-request", cond{ fields = {}, form_type = "urn:example:other" })
+      assert.equal("feature-not-implemented", cond{ fields = { ["{urn:example}search"] = "hi" } })
+      assert.equal("bad-request", cond{ max = "lots" })
+      assert.equal("bad-request", cond{ after = "" })
+      a:close()
+    end)
+  end)
+
+  it("lets only the owner query an archive, and advertises it to the owner", function()
+    serve.run({ users = USERS }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      a:send_message(B, "private")
+      sync(a)
+      assert.equal("forbidden", select(2, query(b, { to = A })))
+      assert.equal("forbidden", select(2, query(a, { to = B })))
+      assert.same({ "private" }, bodies(assert(query(a, { to = A }))))
+      local info = assert(a:disco_info(A))
+      assert.is_true(info.features[NS])
+      assert.is_true(info.features[NS_SID])
+      assert.is_nil(info.features[NS .. "#extended"])
+      local form = assert(a:request(st.iq({ type = "get" }):tag("query", { xmlns = NS })))
+      local vars = {}
+      for f in form:get_child("query", NS):get_child("x", "jabber:x:data"):childtags("field") do
+        vars[#vars + 1] = f.attr.var .. ":" .. f.attr.type
+      end
+      assert.same({ "FORM_TYPE:hidden", "with:jid-single", "start:text-single", "end:text-single" }, vars)
+      a:close()
+      b:close()
+    end)
+  end)
+
+  it("keeps at most mam_max_messages per account, dropping the oldest", function()
+    serve.run({ users = USERS, limits = { mam_max_messages = 3 } }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      a:send_message(B, "m1")
+      sync(a)
+      local first = ids(assert(query(a, {})))[1]
+      for i = 2, 5 do a:send_message(B, "m" .. i) end
+      sync(a)
+      local r, fin = query(a, {})
+      assert.same({ "m3", "m4", "m5" }, bodies(r))
+      assert.equal("3", fin_set(fin).count)
+      assert.equal("item-not-found", select(2, query(a, { after = first })))
+      a:close()
+    end)
+  end)
+
+  it("sends at most half the output queue per page; paging goes on where it stopped", function()
+    serve.run({ users = USERS, limits = { max_queue = 40000 } }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local big = ("x"):rep(6000)
+      for i = 1, 7 do a:send_message(B, i .. big) end
+      sync(a)
+      local r, fin = query(a, {})
+      assert.equal(3, #r)
+      assert.equal("false", fin.attr.complete)
+      local got = {}
+      local page = assert(a:mam_query{ before = true })
+      while page do
+        assert.is_true(#page.messages <= 3)
+        for i = #page.messages, 1, -1 do got[#got + 1] = page.messages[i].message:get_child_text("body"):sub(1, 1) end
+        page = a:mam_next(page)
+      end
+      assert.same({ "7", "6", "5", "4", "3", "2", "1" }, got)
+      a:close()
+    end)
+  end)
+
+  it("keeps archives in SQLite across a restart, and removes them with the account", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local path = dir .. "/lxmpp.db"
+    local before
+    serve.run({ users = USERS, storage = path }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      a:send_message(B, "kept on disk")
+      a:send_message(C, "also kept")
+      sync(a)
+      before = ids(assert(query(a, {})))
+      a:close()
+    end)
+    serve.run({ storage = path }, function(srv, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      a:send_message(B, "after the restart")
+      sync(a)
+      local r = assert(query(a, {}))
+      assert.same({ "kept on disk", "also kept", "after the restart" }, bodies(r))
+      assert.same(before, { ids(r)[1], ids(r)[2] })
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      assert.same({ "kept on disk", "after the restart" }, bodies(assert(query(b, {}))))
+      assert.same({ "after the restart" }, bodies(assert(query(b, { max = 1, after = ids(query(b, { max = 1 }))[1] }))))
+      a:close()
+      b:close()
+      srv:remove_user("bob")
+      assert.equal(0, srv.store:archive_query("bob", { max = 10 }).count)
+      assert.equal(3, srv.store:archive_query("alice", { max = 10 }).count)
+    end)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
+describe("archive storage, memory and SQLite alike", function()
+  local function with_stores(fn)
+    local path = os.tmpname()
+    local m = assert(storage.open(nil))
+    os.remove(path)
+    local s = assert(storage.open(path))
+    fn(m, "memory")
+    fn(s, "sqlite")
+    m:close()
+    s:close()
+    os.remove(path)
+    os.remove(path .. "-wal")
+    os.remove(path .. "-shm")
+  end
+
+  it("pages, filters and caps the same way", function()
+    with_stores(function(store, name)
+      for i = 1, 6 do
+        assert(store:archive_add("u", { id = "id" .. i, time = 100 * i, with = i % 2 == 0 and "b@x/r" or "c@x",
+          data = "<m>" .. i .. "</m>" }, 5))
+      end
+      local function list(q)
+        local p = assert(store:archive_query("u", q))
+        local out = {}
+        for i, it in ipairs(p.items) do out[i] = it.id end
+        return table.concat(out, ","), p.count, p.index, p.complete
+      end
+      assert.same({ "id2,id3", 5, 0, false }, { list{ max = 2 } }, name)
+      assert.same({ "id5,id6", 5, 3, true }, { list{ max = 2, after = "id4" } }, name)
+      assert.same({ "id3,id4", 5, 1, false }, { list{ max = 2, before = "id5" } }, name)
+      assert.same({ "id2,id4,id6", 3, 0, true }, { list{ max = 9, with = "b@x" } }, name)
+      assert.same({ "id4", 1, 0, true }, { list{ max = 9, with = "b@x/r", start = 350.5, ["end"] = 450 } }, name)
+      assert.same({ "", 0, nil, true }, { list{ max = 9, start = 1e300 } }, name)
+      assert.same({ nil, "no entry id1 in the archive", "item-not-found" },
+        { store:archive_query("u", { max = 1, after = "id1" }) }, name)
+      assert.is_nil((store:archive_add("u", { id = "id6", time = 1, with = "c@x", data = "" })), name)
+      assert.has_error(function() store:archive_add("u", { id = "x", time = 1.5, with = "c@x", data = "" }) end)
+      assert.has_error(function() store:archive_query("u", { max = -1 }) end)
+      store:remove_account("u")
+      assert.same({ "", 0, nil, true }, { list{ max = 9 } }, name)
+    end)
+  end)
+
+  it("adds the archive table to a SQLite store made before archives", function()
+    local path = os.tmpname()
+    os.remove(path)
+    local s = assert(storage.open(path))
+    s:set("k", "v", "kept")
+    s:close()
+    local env = require("luasql.sqlite3").sqlite3()
+    local conn = assert(env:connect(path))
+    assert(conn:execute("DROP TABLE archive"))
+    conn:close()
+    env:close()
+    s = assert(storage.open(path))
+    assert.equal("kept", s:get("k", "v"))
+    assert(s:archive_add("u", { id = "a", time = 1, with = "b@x", data = "<m/>" }))
+    assert.equal(1, s:archive_query("u", { max = 1 }).count)
+    s:close()
+    os.remove(path)
+    os.remove(path .. "-wal")
+    os.remove(path .. "-shm")
+  end)
+end)
