@@ -3,7 +3,6 @@
 -- life cycle, configuration, publishing and notifications, items and
 -- paging, permissions, access models, limits, errors, and persistence in
 -- SQLite across a restart.
-local lxmpp = require "lxmpp"
 local st = require "lxmpp.stanza"
 local serve = require "spec.support.serve"
 local ev = require "spec.support.events"
@@ -297,6 +296,7 @@ describe("embedded server: pubsub service", function()
       assert.equal("not-allowed", cond)
       assert.equal("closed-node", app_error(s))
       r, _, cond = b:pubsub_items(SERVICE, "club")
+      assert.is_nil(r)
       assert.equal("not-allowed", cond)
       assert(owner_iq(a, "set", st.stanza("affiliations", { node = "club" })
         :tag("affiliation", { jid = "bob@example.test", affiliation = "member" }):up()))
@@ -321,11 +321,13 @@ describe("embedded server: pubsub service", function()
       assert(owner_iq(a, "set", st.stanza("affiliations", { node = "club" })
         :tag("affiliation", { jid = "bob@example.test", affiliation = "outcast" }):up()))
       r, _, cond = b:pubsub_items(SERVICE, "club")
+      assert.is_nil(r)
       assert.equal("forbidden", cond)
       assert.is_nil(next(srv.hosts[SERVICE].service.nodes.club.subscriptions))
       -- presence: only who sees the owner's presence
       assert(a:pubsub_create(SERVICE, "friends", { ["pubsub#access_model"] = "presence" }))
       r, _, cond, s = b:pubsub_items(SERVICE, "friends")
+      assert.is_nil(r)
       assert.equal("not-authorized", cond)
       assert.equal("presence-subscription-required", app_error(s))
       srv.store:set_roster_item("alice", "bob@example.test", { subscription = "from" })

@@ -133,7 +133,8 @@ function M.install(Client)
   --- c:pubsub_get_config(service, node) -> form | nil, message, condition
   function Client:pubsub_get_config(service, node)
     service, node = check_service(service, "pubsub_get_config"), check_node(node, "pubsub_get_config")
-    local r, msg, cond, es = request(self, "get", service, NS_OWNER, function(iq) iq:tag("configure", { node = node }) end)
+    local r, msg, cond, es = request(self, "get", service, NS_OWNER,
+      function(iq) iq:tag("configure", { node = node }) end)
     if not r then return nil, msg, cond, es end
     local ps = r:get_child("pubsub", NS_OWNER)
     local conf = ps and ps:get_child("configure")
