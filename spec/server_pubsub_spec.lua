@@ -362,8 +362,18 @@ describe("embedded server: pubsub service", function()
       assert.equal("unsupported", app_error(s))
       _, feature = app_error(s)
       assert.equal("subscription-options", feature)
+      -- the bytes of items the service keeps
+      local big = ("x"):rep(100)
+      assert(a:pubsub_publish(SERVICE, "two", entry(big), "big"))
+      r, _, cond = a:pubsub_publish(SERVICE, "two", entry(big), "big2")
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      assert(a:pubsub_publish(SERVICE, "two", entry(big .. "y"), "big"))  -- a replacement fits
+      assert.is_true(a:pubsub_retract(SERVICE, "two", "big"))
+      assert.equal("big2", a:pubsub_publish(SERVICE, "two", entry(big), "big2"))
       a:close(); b:close(); c:close()
-    end, { limits = { max_pubsub_nodes = 2, max_pubsub_subscriptions = 1, max_pubsub_items = 3 } })
+    end, { limits = { max_pubsub_nodes = 2, max_pubsub_subscriptions = 1, max_pubsub_items = 3,
+      max_pubsub_bytes = 200 } })
   end)
 
   it("keeps nodes, items and subscriptions in SQLite across a restart", function()

@@ -37,6 +37,7 @@ M.DEFAULT_LIMITS = {
   max_pubsub_nodes = 1000,      -- nodes of the pubsub service, and of each account's PEP
   max_pubsub_items = 256,       -- the largest pubsub#max_items a node may have
   max_pubsub_subscriptions = 1000, -- subscribers of one pubsub node
+  max_pubsub_bytes = 16777216,  -- bytes of item XML kept by the pubsub service, and by each account's PEP
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }

@@ -9,7 +9,8 @@
 --
 -- From srv it uses srv:route, srv.store, srv.limits (max_pubsub_nodes per
 -- service, max_pubsub_items the cap of pubsub#max_items,
--- max_pubsub_subscriptions per node), srv.domain and srv:log.
+-- max_pubsub_subscriptions per node, max_pubsub_bytes of item XML per
+-- service), srv.domain and srv:log.
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
@@ -62,7 +63,7 @@ M.Service = Service
 -- the account's bare JID and owner_user its user name).
 function M.service(srv, at, kind, owner_user)
   return setmetatable({ srv = srv, jid = at, kind = kind, nodes = {}, nnodes = 0, owner_user = owner_user,
-    owner_bare = kind == "pep" and at or nil, ids = 0 }, Service)
+    owner_bare = kind == "pep" and at or nil, ids = 0, bytes = 0 }, Service)
 end
 
 function Service:limit(name) return self.srv.limits[name] end

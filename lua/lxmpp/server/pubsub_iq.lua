@@ -118,7 +118,11 @@ local function install(M)
     end
     local id = item.attr.id
     if not id or id == "" then id = self:new_id() end
-    local it = node:publish(id, item.tags[1], bare)
+    local xml, old = tostring(item.tags[1]), node.by_id[id]
+    if self.bytes + #xml - (old and #old.xml or 0) > self:limit("max_pubsub_bytes") then
+      return err("wait", "resource-constraint", "this service holds too much data; retract or purge items")
+    end
+    local it = node:publish(id, item.tags[1], bare, xml)
     return reply(iq):tag("publish", { node = node.name }):tag("item", { id = id }):up():up(), function()
       self:notify(node, self:item_event(node, it))
     end

@@ -219,11 +219,17 @@ function Node:set_config(c)
   self:save()
 end
 
+-- The service counts the bytes of its items' XML (limits.max_pubsub_bytes).
+local function account(self, item, sign)
+  self.service.bytes = self.service.bytes + sign * #item.xml
+end
+
 -- Drops the oldest items beyond max_items; returns them.
 function Node:trim()
   local gone = {}
   while #self.items > self.config.max_items do
     local it = remove(self.items, 1)
+    account(self, it, -1)
     self.by_id[it.id] = nil
     self:forget_item(it)
     gone[#gone + 1] = it
@@ -232,18 +238,20 @@ function Node:trim()
 end
 
 --- Adds (or replaces: the item becomes the newest) an item; returns it.
-function Node:publish(id, payload, publisher)
+function Node:publish(id, payload, publisher, xml)
   local old = self.by_id[id]
   if old then
     for i, it in ipairs(self.items) do
       if it == old then remove(self.items, i) break end
     end
+    account(self, old, -1)
   end
   self.seq = self.seq + 1
   local item = { id = id, seq = self.seq, publisher = publisher, payload = payload,
-    xml = payload and tostring(payload) or "" }
+    xml = xml or (payload and tostring(payload)) or "" }
   self.items[#self.items + 1] = item
   self.by_id[id] = item
+  account(self, item, 1)
   self:save_item(item)
   self:trim()
   return item
@@ -257,12 +265,16 @@ function Node:retract(id)
     if x == it then remove(self.items, i) break end
   end
   self.by_id[id] = nil
+  account(self, it, -1)
   self:forget_item(it)
   return true
 end
 
 function Node:purge()
-  for _, it in ipairs(self.items) do self:forget_item(it) end
+  for _, it in ipairs(self.items) do
+    account(self, it, -1)
+    self:forget_item(it)
+  end
   self.items, self.by_id = {}, {}
 end
 
@@ -355,6 +367,7 @@ function M.restore(srv, want, add)
         for _, it in ipairs(list) do
           node.items[#node.items + 1] = it
           node.by_id[it.id] = it
+          account(node, it, 1)
           if it.seq > node.seq then node.seq = it.seq end
         end
         return node
