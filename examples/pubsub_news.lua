@@ -8,6 +8,11 @@
 --
 -- The publisher creates the node if it is missing; "|" separates headlines.
 -- Without LXMPP_PUBSUB the account's own PEP service (XEP-0163) is used.
+--
+-- lxmpp's embedded server has a pubsub service to try it on:
+--   bin/lxmpp serve --pubsub pubsub.localhost --user publisher:secret --user reader:secret
+--   LXMPP_INSECURE=1 LXMPP_PUBSUB=pubsub.localhost LXMPP_PUBLISH="hello" \
+--     lua5.4 examples/pubsub_news.lua publisher@localhost secret 127.0.0.1
 
 package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local lxmpp = require "lxmpp"

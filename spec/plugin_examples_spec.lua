@@ -1,7 +1,7 @@
 -- The plugin examples (examples/muc_bot.lua, rpc_service.lua, ibb_file.lua,
 -- pubsub_news.lua), run as their users run them -- a separate process,
--- options from the environment -- against the embedded server (Prosody for
--- pubsub), driven by a scripted user.
+-- options from the environment -- against the embedded server (pubsub_news
+-- also against Prosody), driven by a scripted user.
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local rpc = require "lxmpp.plugins.rpc"
@@ -143,6 +143,47 @@ describe("plugin examples on the embedded server", function()
   end)
 end)
 
+-- publisher (bot) and reader (user) of examples/pubsub_news.lua on `port`:
+-- the reader hears what is published after it subscribed, then stops.
+local function pubsub_news(port, ca, service)
+  local env = { LXMPP_PUBSUB = service, LXMPP_NODE = "headlines" }
+  local function with(extra)
+    local e = {}
+    for k, v in pairs(env) do e[k] = v end
+    for k, v in pairs(extra) do e[k] = v end
+    return e
+  end
+  local ppid, plog = start_example("pubsub_news.lua", env_for("bot", port, ca, with({ LXMPP_PUBLISH = "first" })))
+  local rpid, rlog, ppid2, plog2
+  local ok, err = pcall(function()
+    assert.is_true(wait_log(plog, "published"), read(plog))
+    rpid, rlog = start_example("pubsub_news.lua", env_for("user", port, ca, with({ LXMPP_COUNT = "2" })))
+    assert.is_true(wait_log(rlog, "subscribed to headlines"), read(rlog))
+    ppid2, plog2 = start_example("pubsub_news.lua", env_for("bot", port, ca, with({ LXMPP_PUBLISH = "second|third" })))
+    assert.is_true(wait_log(rlog, ": third"), read(rlog) .. read(plog2))
+    serve.until_true(function() return not running(rpid) end, 5)
+  end)
+  for _, p in ipairs({ ppid, rpid, ppid2 }) do if p then stop(p) end end
+  if not ok then error(err, 0) end
+  local out = read(rlog)
+  assert.matches(": second", out, 1, true)
+  assert.not_matches(": first", out, 1, true)
+  assert.matches("created node headlines", read(plog), 1, true)
+  assert.is_falsy(running(rpid))
+end
+
+describe("pubsub_news on the embedded server's pubsub service", function()
+  it("a reader prints what the publisher publishes", function()
+    serve.run({ users = USERS, pubsub = "pubsub.example.test" }, function(srv, port)
+      pubsub_news(port, serve.pki().ca, "pubsub.example.test")
+      local node = srv.hosts["pubsub.example.test"].service.nodes.headlines
+      assert.same({ "bot@example.test" }, node:owners())
+      assert.equal("Headlines", node.config.title)
+      assert.equal(3, #node.items)
+    end)
+  end)
+end)
+
 describe("pubsub_news against Prosody", function()
   local srv
   setup(function()
@@ -152,26 +193,7 @@ describe("pubsub_news against Prosody", function()
   teardown(function() if srv then srv:stop() end end)
 
   it("a reader prints what the publisher publishes", function()
-    local env = { LXMPP_PUBSUB = "pubsub.example.test", LXMPP_NODE = "headlines" }
-    local ppid, plog = start_example("pubsub_news.lua", env_for("bot", srv.port, srv.ca,
-      { LXMPP_PUBSUB = env.LXMPP_PUBSUB, LXMPP_NODE = env.LXMPP_NODE, LXMPP_PUBLISH = "first" }))
-    local rpid, rlog, ppid2, plog2
-    local ok, err = pcall(lxmpp.run, function()
-      assert.is_true(wait_log(plog, "published"), read(plog))
-      rpid, rlog = start_example("pubsub_news.lua", env_for("user", srv.port, srv.ca,
-        { LXMPP_PUBSUB = env.LXMPP_PUBSUB, LXMPP_NODE = env.LXMPP_NODE, LXMPP_COUNT = "2" }))
-      assert.is_true(wait_log(rlog, "subscribed to headlines"), read(rlog))
-      ppid2, plog2 = start_example("pubsub_news.lua", env_for("bot", srv.port, srv.ca,
-        { LXMPP_PUBSUB = env.LXMPP_PUBSUB, LXMPP_NODE = env.LXMPP_NODE, LXMPP_PUBLISH = "second|third" }))
-      assert.is_true(wait_log(rlog, ": third"), read(rlog) .. read(plog2))
-      serve.until_true(function() return not running(rpid) end, 5)
-    end)
-    for _, p in ipairs({ ppid, rpid, ppid2 }) do if p then stop(p) end end
+    local ok, err = pcall(lxmpp.run, function() pubsub_news(srv.port, srv.ca, "pubsub.example.test") end)
     if not ok then error(err, 0) end
-    local out = read(rlog)
-    assert.matches(": second", out, 1, true)
-    assert.not_matches(": first", out, 1, true)
-    assert.matches("created node headlines", read(plog), 1, true)
-    assert.is_falsy(running(rpid))
   end)
 end)

@@ -121,11 +121,11 @@ function M.install(Client)
     service = check_service(service, "pubsub_create")
     node = check_node(node, "pubsub_create", true)           -- nil: an instant node
     if config ~= nil and type(config) ~= "table" then error("pubsub_create: config must be a table", 2) end
-    local r, msg, cond = request(self, "set", service, NS, function(iq)
+    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
       iq:tag("create", { node = node }):up()
       if config then iq:tag("configure"):add_child(values_form(FORM_CONFIG, config, "pubsub_create")):up() end
     end)
-    if not r then return nil, msg, cond end
+    if not r then return nil, msg, cond, es end
     local created = r:find("{" .. NS .. "}pubsub/create@node")
     return created or node
   end
@@ -133,8 +133,9 @@ function M.install(Client)
   --- c:pubsub_get_config(service, node) -> form | nil, message, condition
   function Client:pubsub_get_config(service, node)
     service, node = check_service(service, "pubsub_get_config"), check_node(node, "pubsub_get_config")
-    local r, msg, cond = request(self, "get", service, NS_OWNER, function(iq) iq:tag("configure", { node = node }) end)
-    if not r then return nil, msg, cond end
+    local r, msg, cond, es = request(self, "get", service, NS_OWNER,
+      function(iq) iq:tag("configure", { node = node }) end)
+    if not r then return nil, msg, cond, es end
     local ps = r:get_child("pubsub", NS_OWNER)
     local conf = ps and ps:get_child("configure")
     local x = conf and conf:get_child("x", forms.xmlns)
@@ -145,25 +146,25 @@ function M.install(Client)
   --- c:pubsub_configure(service, node, values) -> true | nil, message, condition
   function Client:pubsub_configure(service, node, values)
     if type(values) ~= "table" then error("pubsub_configure: values must be a table", 2) end
-    local form, msg, cond = self:pubsub_get_config(service, node)
-    if not form then return nil, msg, cond end
+    local form, msg, cond, es = self:pubsub_get_config(service, node)
+    if not form then return nil, msg, cond, es end
     local layout = forms.new(form)
     for var in pairs(values) do
       if not layout.by_var[var] then return nil, "the node has no setting " .. tostring(var), "bad-request" end
     end
     local r
-    r, msg, cond = request(self, "set", check_service(service, "pubsub_configure"), NS_OWNER, function(iq)
+    r, msg, cond, es = request(self, "set", check_service(service, "pubsub_configure"), NS_OWNER, function(iq)
       iq:tag("configure", { node = node }):add_child(layout:form(values, "submit"))
     end)
-    if not r then return nil, msg, cond end
+    if not r then return nil, msg, cond, es end
     return true
   end
 
   local function owner_action(name)
     return function(self, service, node)
       service, node = check_service(service, "pubsub_" .. name), check_node(node, "pubsub_" .. name)
-      local r, msg, cond = request(self, "set", service, NS_OWNER, function(iq) iq:tag(name, { node = node }) end)
-      if not r then return nil, msg, cond end
+      local r, msg, cond, es = request(self, "set", service, NS_OWNER, function(iq) iq:tag(name, { node = node }) end)
+      if not r then return nil, msg, cond, es end
       return true
     end
   end
@@ -177,13 +178,13 @@ function M.install(Client)
     if not st.is_stanza(payload) then error("pubsub_publish: payload must be a stanza element", 2) end
     if id ~= nil and (type(id) ~= "string" or id == "") then error("pubsub_publish: id must be a string", 2) end
     if options ~= nil and type(options) ~= "table" then error("pubsub_publish: options must be a table", 2) end
-    local r, msg, cond = request(self, "set", service, NS, function(iq)
+    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
       iq:tag("publish", { node = node }):tag("item", { id = id }):add_child(payload):up():up()
       if options then
         iq:tag("publish-options"):add_child(values_form(FORM_PUBLISH, options, "pubsub_publish")):up()
       end
     end)
-    if not r then return nil, msg, cond end
+    if not r then return nil, msg, cond, es end
     return r:find("{" .. NS .. "}pubsub/publish/item@id") or id
   end
 
@@ -191,10 +192,10 @@ function M.install(Client)
   function Client:pubsub_retract(service, node, id, notify)
     service, node = check_service(service, "pubsub_retract"), check_node(node, "pubsub_retract")
     if type(id) ~= "string" or id == "" then error("pubsub_retract: id must be a string", 2) end
-    local r, msg, cond = request(self, "set", service, NS, function(iq)
+    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
       iq:tag("retract", { node = node, notify = notify and "true" or nil }):tag("item", { id = id })
     end)
-    if not r then return nil, msg, cond end
+    if not r then return nil, msg, cond, es end
     return true
   end
 
@@ -203,11 +204,11 @@ function M.install(Client)
     service, node = check_service(service, "pubsub_subscribe"), check_node(node, "pubsub_subscribe")
     who = who or jid.bare(self.jid)
     if type(who) ~= "string" or not jid.prep(who) then error("pubsub_subscribe: invalid JID " .. tostring(who), 2) end
-    local r, msg, cond = request(self, "set", service, NS, function(iq)
+    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
       iq:tag("subscribe", { node = node, jid = who }):up()
       if options then iq:tag("options"):add_child(values_form(FORM_SUBSCRIBE, options, "pubsub_subscribe")):up() end
     end)
-    if not r then return nil, msg, cond end
+    if not r then return nil, msg, cond, es end
     local sub = r:find("{" .. NS .. "}pubsub/subscription")
     if not sub then return { jid = who, node = node, subscription = "subscribed" } end   -- an empty result: done
     return { jid = sub.attr.jid or who, node = sub.attr.node or node, subscription = sub.attr.subscription,
@@ -218,10 +219,10 @@ function M.install(Client)
   function Client:pubsub_unsubscribe(service, node, opts)
     service, node = check_service(service, "pubsub_unsubscribe"), check_node(node, "pubsub_unsubscribe")
     opts = opts or {}
-    local r, msg, cond = request(self, "set", service, NS, function(iq)
+    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
       iq:tag("unsubscribe", { node = node, jid = opts.jid or jid.bare(self.jid), subid = opts.subid })
     end)
-    if not r then return nil, msg, cond end
+    if not r then return nil, msg, cond, es end
     return true
   end
 
@@ -234,7 +235,7 @@ function M.install(Client)
       error("pubsub_items: max must be a positive integer", 2)
     end
     local paged = opts.after ~= nil or opts.before ~= nil or opts.page
-    local r, msg, cond = request(self, "get", service, NS, function(iq)
+    local r, msg, cond, es = request(self, "get", service, NS, function(iq)
       iq:tag("items", { node = node, max_items = (not paged and opts.max) and tostring(opts.max) or nil })
       for _, id in ipairs(opts.ids or {}) do iq:tag("item", { id = id }):up() end
       iq:up()
@@ -246,7 +247,7 @@ function M.install(Client)
         iq:up()
       end
     end)
-    if not r then return nil, msg, cond end
+    if not r then return nil, msg, cond, es end
     local ps = r:get_child("pubsub", NS)
     local items = ps and ps:get_child("items")
     if not items then return nil, "the reply has no <items/>", "bad-request" end

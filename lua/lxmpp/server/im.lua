@@ -233,6 +233,20 @@ local function vcard_get(self, iq, node)
   return r
 end
 
+-- disco#info of an account (XEP-0030), with its PEP service (XEP-0163)
+local function account_info(self, iq, bare, owner)
+  local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_INFO })
+    :tag("identity", { category = "account", type = "registered" }):up()
+  if self.srv.pep then
+    self.srv.pep:disco_identity(r, bare)
+  else
+    r:tag("feature", { var = NS_DISCO_INFO }):up()
+  end
+  -- the archive is the owner's alone
+  if owner then for _, f in ipairs(mam.FEATURES) do r:tag("feature", { var = f }):up() end end
+  return r
+end
+
 --- An IQ from our user to its own account (no 'to', or its bare JID).
 function IM:account_iq(sess, iq)
   if not is_request(iq) then return end
@@ -250,14 +264,10 @@ function IM:account_iq(sess, iq)
   end
   if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
   if xmlns == mam.NS then return self.mam:iq(sess, iq) end
+  local pep = self.srv.pep
+  if pep and pep.handles(q) then return pep:iq(iq, sess.bare, send) end
   if xmlns == NS_DISCO_INFO then
-    return answer(send, iq, function(i)
-      local r = st.reply(i):tag("query", { xmlns = NS_DISCO_INFO })
-        :tag("identity", { category = "account", type = "registered" }):up()
-        :tag("feature", { var = NS_DISCO_INFO }):up()
-      for _, f in ipairs(mam.FEATURES) do r:tag("feature", { var = f }):up() end
-      return r
-    end)
+    return answer(send, iq, function(i) return account_info(self, i, sess.bare, true) end)
   end
   local fn = xmlns and SERVER_IQ[xmlns]
   if fn and xmlns ~= NS_DISCO_ITEMS then return answer(send, iq, function(i) return fn(self, i) end) end
@@ -281,6 +291,11 @@ function IM:bare_iq(iq, node, bare)
   end
   if xmlns == "urn:xmpp:ping" then return answer(send, iq, function() end) end
   if xmlns == mam.NS then return self.srv:bounce(iq, "auth", "forbidden", "only its owner may read an archive") end
+  local pep = self.srv.pep
+  if pep and pep.handles(q) then return pep:iq(iq, bare, send) end
+  if xmlns == NS_DISCO_INFO and iq.attr.type == "get" then
+    return answer(send, iq, function(i) return account_info(self, i, bare) end)
+  end
   return self.srv:bounce(iq, "cancel", "service-unavailable")
 end
 

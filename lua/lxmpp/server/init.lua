@@ -36,6 +36,10 @@ M.DEFAULT_LIMITS = {
   sm_queue = 500,               -- unacknowledged stanzas out per XEP-0198 session (4x this may wait)
   mam_max_page = 100,           -- archived messages sent for one XEP-0313 query
   mam_max_messages = 10000,     -- archived messages kept per account (the oldest go)
+  max_pubsub_nodes = 1000,      -- nodes of the pubsub service, and of each account's PEP
+  max_pubsub_items = 256,       -- the largest pubsub#max_items a node may have
+  max_pubsub_subscriptions = 1000, -- subscribers of one pubsub node
+  max_pubsub_bytes = 16777216,  -- bytes of item XML kept by the pubsub service, and by each account's PEP
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
@@ -109,6 +113,8 @@ function M.new(opts)
   check_type(opts, "storage", "string")
   check_type(opts, "muc", "string")
   check_type(opts, "muc_options", "table")
+  check_type(opts, "pubsub", "string")
+  check_type(opts, "pep", "boolean")
   check_type(opts, "logger", "function")
   local iterations = opts.iterations or 4096
   if math_type(iterations) ~= "integer" or iterations < 4096 then
@@ -183,6 +189,7 @@ function Server:remove_user(name)
   local node, err = self:account_name(name)
   if not node then return nil, err end
   self.store:remove_account(node)
+  if self.pep then self.pep:forget(node .. "@" .. self.domain) end
   local list = self.sessions[node .. "@" .. self.domain]
   for _, sess in pairs(list or {}) do sess:close("not-authorized", "account removed") end
   return true
@@ -421,6 +428,10 @@ function Server:start()
     self.muc = require("lxmpp.server.muc").new(self, self.opts.muc, self.opts.muc_options)
     self:add_host(self.opts.muc, self.muc)
   end
+  if self.opts.pep ~= false then self.pep = require("lxmpp.server.pep").new(self) end
+  if self.opts.pubsub then
+    self:add_host(self.opts.pubsub, require("lxmpp.server.pubsub").new_host(self, self.opts.pubsub))
+  end
   self.components = {}
   for d, secret in pairs(self.opts.components or {}) do
     local pd = jid.prep(d)
@@ -471,7 +482,7 @@ function Server:stop()
     self:unbind(s, "the server is stopping")  -- unacknowledged messages go offline
   end
   if self.muc and self.muc.close then self.muc:close() end
-  self.muc = nil
+  self.muc, self.pep = nil, nil
   if self.tls_ctx then self.tls_ctx:close() end
   self.tls_ctx = nil
   if self.store then self.store:close() end

@@ -294,6 +294,7 @@ function P:broadcast(sess, s)
       sess:send(p)
     end
   end
+  if srv.pep then srv.pep:came_online(sess) end
   if sess.priority >= 0 then self.im:send_offline(sess) end
 end
 
