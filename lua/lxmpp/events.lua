@@ -53,8 +53,10 @@ end
 function Bus:fire(event, ...)
   local list = self.lists[event]
   if not list then return nil end
+  local n = #list
+  if n == 1 then return list[1].fn(...) end
   -- a snapshot: handlers may add or remove handlers while it runs
-  local n, snapshot = #list, {}
+  local snapshot = {}
   for i = 1, n do snapshot[i] = list[i].fn end
   for i = 1, n do
     local r = snapshot[i](...)

@@ -306,8 +306,10 @@ end
 -- for each incoming stanza of that name with a child element in namespace
 -- xmlns (once per stanza, however many such children it has), after the
 -- "stanza-in" handlers; a result other than nil ends the stanza's handling
--- there. Plugins that care about one extension hook here instead of looking
--- at every stanza themselves.
+-- there. Hooks run by priority (higher first: wrappers such as carbons
+-- decide before anyone reads the outer stanza), then in the order of the
+-- children. Plugins that care about one extension hook here instead of
+-- looking at every stanza themselves.
 function Session:hook_child(name, xmlns, fn, priority)
   local by_ns = self.child_hooks[name]
   if not by_ns then
@@ -324,15 +326,36 @@ function Session:incoming(s)
   local by_ns = self.child_hooks[s.name]
   if by_ns then
     local tags, lists = s.tags, by_ns.lists
+    local found, nfound = nil, 0    -- the hooked namespaces, each once
     for i = 1, #tags do
       local ns = tags[i].attr.xmlns
       if ns ~= nil and lists[ns] ~= nil then
         local seen = false
-        for j = 1, i - 1 do
-          if tags[j].attr.xmlns == ns then seen = true break end
+        for j = 1, nfound do
+          if found[j] == ns then seen = true break end
         end
-        if not seen and by_ns:fire(ns, s) ~= nil then return end
+        if not seen then
+          found = found or {}
+          nfound = nfound + 1
+          found[nfound] = ns
+        end
       end
+    end
+    if nfound > 1 then
+      -- stable: by priority, then in the order of the children
+      local order = {}
+      for i = 1, nfound do order[i] = i end
+      table.sort(order, function(a, b)
+        local pa, pb = lists[found[a]][1].priority, lists[found[b]][1].priority
+        if pa ~= pb then return pa > pb end
+        return a < b
+      end)
+      local sorted = {}
+      for i = 1, nfound do sorted[i] = found[order[i]] end
+      found = sorted
+    end
+    for i = 1, nfound do
+      if by_ns:fire(found[i], s) ~= nil then return end
     end
   end
   self:route(s)

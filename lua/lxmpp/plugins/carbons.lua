@@ -61,9 +61,7 @@ function M.install(Client)
 
   Client.add_setup(function(self)
     self:add_feature(NS_CARBONS)
-    self.bus:add("stanza-in", function(s)
-      if s.name == "message" then return on_message(self, s) end
-    end, 10)
+    self:hook_child("message", NS_CARBONS, function(s) return on_message(self, s) end, 10)
   end)
   return Client
 end

@@ -150,9 +150,7 @@ function M.install(Client)
 
   Client.add_setup(function(self)
     self.mam_queries = {}
-    self.bus:add("stanza-in", function(s)
-      if s.name == "message" then return on_message(self, s) end
-    end, 20)
+    self:hook_child("message", NS_MAM, function(s) return on_message(self, s) end, 20)
   end)
   return Client
 end

@@ -50,11 +50,10 @@ function M.install(Client)
     end)
     self:hook_child("message", NS_MARKERS, function(m)
       if m.attr.type == "error" then return end
-      local from = m.attr.from and jid.prep(m.attr.from)
-      if not from then return end
       for child in m:childtags(nil, NS_MARKERS) do
         if KINDS[child.name] and type(child.attr.id) == "string" then
-          self:fire_user("marker", child.name, child.attr.id, from, m)
+          local from = m.attr.from and jid.prep(m.attr.from)
+          if from then self:fire_user("marker", child.name, child.attr.id, from, m) end
           return
         end
       end
