@@ -7,6 +7,8 @@
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local presence = require "lxmpp.server.presence"
+local carbons = require "lxmpp.server.carbons"
+local blocking = require "lxmpp.server.blocking"
 
 local setmetatable, tostring, pairs, ipairs, pcall, os_date, os_time =
   setmetatable, tostring, pairs, ipairs, pcall, os.date, os.time
@@ -24,6 +26,7 @@ IM.__index = IM
 function M.new(srv)
   local self = setmetatable({ srv = srv, domain = srv.domain, started = os_time() }, IM)
   self.presence = presence.new(self)
+  self.carbons, self.blocking = carbons.new(self), blocking.new(self)
   return self
 end
 
@@ -38,6 +41,7 @@ function IM:from_client(sess, s)
     if name == "iq" then return self:account_iq(sess, s) end
     s.attr.to = sess.bare            -- a message to no one: to our own account
   end
+  if name == "message" then self.carbons:sent(sess, s) end
   return self.srv:route(s)
 end
 
@@ -57,6 +61,7 @@ local function available_sessions(list)
   end
   return best
 end
+IM.available_sessions = available_sessions
 
 --- host:deliver(stanza, node, domain, resource), called by srv:route.
 function IM:deliver(s, node, _, res)
@@ -67,6 +72,7 @@ function IM:deliver(s, node, _, res)
   end
   local bare = node .. "@" .. self.domain
   if name == "presence" then return self.presence:inbound(s, node, bare, res) end
+  if name == "message" then self.carbons:received(s, bare, res) end
   if res then
     local sess = (srv.sessions[bare] or {})[res]
     if sess then return sess:send(s) end
@@ -166,6 +172,7 @@ local function server_info(self, iq)
   local features = { NS_DISCO_INFO, NS_DISCO_ITEMS, "urn:xmpp:ping", "jabber:iq:version",
     "urn:xmpp:time", "jabber:iq:last", "msgoffline", NS_VCARD, "jabber:iq:roster" }
   if self.srv.registration then features[#features + 1] = NS_REGISTER end
+  features[#features + 1], features[#features + 2] = carbons.NS, blocking.NS
   for _, f in ipairs(features) do r:tag("feature", { var = f }):up() end
   return r
 end
@@ -245,6 +252,8 @@ function IM:account_iq(sess, iq)
     end)
   end
   if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
+  if xmlns == carbons.NS then return self.carbons:iq(sess, iq) end
+  if xmlns == blocking.NS then return self.blocking:iq(sess, iq) end
   if xmlns == NS_DISCO_INFO then
     return answer(send, iq, function(i)
       return st.reply(i):tag("query", { xmlns = NS_DISCO_INFO })

@@ -34,6 +34,7 @@ M.DEFAULT_LIMITS = {
   max_offline = 1000,           -- offline messages kept per account
   sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
   sm_queue = 500,               -- unacknowledged stanzas kept for an XEP-0198 session
+  max_blocklist = 1000,         -- JIDs in one account's XEP-0191 block list
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
@@ -181,6 +182,7 @@ function Server:remove_user(name)
   local node, err = self:account_name(name)
   if not node then return nil, err end
   self.store:remove_account(node)
+  if self.im then self.im.blocking:forget(node) end
   local list = self.sessions[node .. "@" .. self.domain]
   for _, sess in pairs(list or {}) do sess:close("not-authorized", "account removed") end
   return true
@@ -340,6 +342,7 @@ function Server:route(s)
   if not host then
     return self:bounce(s, "modify", "jid-malformed", "the destination address is not a valid JID")
   end
+  if self.store and self.im and self.im.blocking:refuses(s, node, host, res) then return end  -- XEP-0191
   local h = self.hosts[host]
   if h then return h:deliver(s, node, host, res) end
   if self.components and self.components[host] then
