@@ -4,8 +4,7 @@
 -- state lives on its session (XEP-0198 resumption carries it over). Which
 -- messages are copied follows XEP-0280 §6: type "chat", or "normal" with a
 -- body; never errors, groupchat or headlines, never a message sent by a MUC
--- room or occupant (it carries a muc#user <x/> or comes from a MUC service
--- of this server), and never a message marked <private/> (carbons) or
+-- room or occupant (it carries a muc#user <x/>), and never a message marked <private/> (carbons) or
 -- <no-copy/> (XEP-0334 hints). A private message from our user to a room
 -- occupant is an ordinary sent message and is copied.
 --
@@ -87,11 +86,10 @@ function C:sent(sess, s)
   copy_to(self, s, sess.bare, "sent", { [sess] = true })
 end
 
--- Was this message sent by a MUC room or occupant (§6)?
-local function from_muc(self, s)
-  if s:get_child("x", NS_MUC_USER) then return true end
-  local _, host = split(s.attr.from or "")
-  return host ~= nil and self.srv.muc ~= nil and self.srv.hosts[host] == self.srv.muc
+-- Was this message sent by a MUC room or occupant (§6)? Rooms mark what
+-- they send with a muc#user <x/> (XEP-0045 §7.5; ours always do).
+local function from_muc(s)
+  return s:get_child("x", NS_MUC_USER) ~= nil
 end
 
 --- A message for our account `bare` (before it is delivered to the
@@ -102,7 +100,7 @@ function C:received(s, bare, res)
     s:remove_children("private", NS)
     return
   end
-  if not eligible(s) or from_muc(self, s) then return end
+  if not eligible(s) or from_muc(s) then return end
   local list = self.srv.sessions[bare]
   if not list then return end
   local skip = {}
