@@ -4,8 +4,8 @@
 -- state lives on its session (XEP-0198 resumption carries it over). Which
 -- messages are copied follows XEP-0280 §6: type "chat", or "normal" with a
 -- body; never errors, groupchat or headlines, never a message sent by a MUC
--- room or occupant (it carries a muc#user <x/>), and never a message marked <private/> (carbons) or
--- <no-copy/> (XEP-0334 hints). A private message from our user to a room
+-- room or occupant (it carries a muc#user <x/>), and never a message
+-- marked <private/> (carbons) or <no-copy/> (XEP-0334 hints). A private message from our user to a room
 -- occupant is an ordinary sent message and is copied.
 --
 -- Copies go only to carbons-enabled resources that did not get the
