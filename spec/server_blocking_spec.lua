@@ -72,6 +72,7 @@ describe("embedded server: block list", function()
       assert(a2:unblock({ "spam.example" }))
       wait_for(p1, 2)
       wait_for(p3, 1)                       -- a3 asked for the list meanwhile
+      assert.same({ "unblock", { "spam.example" } }, p3[1])   -- its first push: none before it asked
       assert.same({ "unblock", { "spam.example" } }, p1[2])
       assert.same({ BOB .. "/b1", "mallory@evil.example" }, assert(a1:blocklist()))
       assert(a1:unblock())
