@@ -318,7 +318,7 @@ describe("embedded server: blocking", function()
     end)
   end)
 
-  it("hides a blocked contact's presence when we log in", function()
+  it("hides a blocked contact's presence and pending request when we log in", function()
     serve.run({ users = USERS }, function(srv, port)
       local a, b = login(port, "alice", "a"), login(port, "bob", "b")
       a:send_presence()
@@ -327,12 +327,16 @@ describe("embedded server: blocking", function()
       assert(a:block({ BOB }))
       a:close()
       local c = login(port, "carol", "c")
+      c:send(st.presence({ to = ALICE, type = "subscribe" }))   -- kept until alice logs in
+      assert.truthy(serve.until_true(function() return srv.store:get_roster("alice").pending[CAROL] end))
       a = login(port, "alice", "again")
+      assert(a:block({ CAROL }))
       local seen = {}
       a:on("presence", function(p) seen[#seen + 1] = p.attr.from end)
       a:send_presence()
-      lxmpp.sleep(0.2)
-      for _, from in ipairs(seen) do assert.not_equal(BOB .. "/b", from) end
+      wait_for(seen, 1)                                 -- our own presence comes back last
+      lxmpp.sleep(0.1)
+      assert.same({ ALICE .. "/again" }, seen)
       a:close()
       b:close()
       c:close()
