@@ -334,7 +334,7 @@ describe("embedded server: blocking", function()
       local seen = {}
       a:on("presence", function(p) seen[#seen + 1] = p.attr.from end)
       a:send_presence()
-      wait_for(seen, 1)                                 -- our own presence comes back last
+      wait_for(seen, 1)                       -- our own presence comes back; the rest would follow
       lxmpp.sleep(0.1)
       assert.same({ ALICE .. "/again" }, seen)
       a:close()
