@@ -133,7 +133,7 @@ function IM:send_offline(sess)
   local last
   for _, m in ipairs(list) do
     local s = st.parse(m.data)
-    if s then
+    if s and not self.blocking:blocked(sess.user, s.attr.from) then   -- blocked since it was kept
       s.attr.to = sess.full
       if not sess:send(s) then break end
     end
