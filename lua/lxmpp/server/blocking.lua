@@ -10,7 +10,8 @@
 -- stanza between two addresses takes:
 --  * from a blocked JID to our user: presence and IQ results/errors are
 --    dropped, IQ get/set and messages answered <service-unavailable/>
---    (XEP-0191 §3.3), nothing delivered, stored offline or copied;
+--    (XEP-0191 §3.3), nothing delivered, stored offline or copied (the IM
+--    core also skips offline messages kept before the block);
 --  * from our user to a JID it blocks: not routed; messages and IQ
 --    requests get <not-acceptable/> with <blocked xmlns=
 --    'urn:xmpp:blocking:errors'/>, presence (broadcasts included) is
