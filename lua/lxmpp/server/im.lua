@@ -8,6 +8,8 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local presence = require "lxmpp.server.presence"
 local mam = require "lxmpp.server.mam"
+local carbons = require "lxmpp.server.carbons"
+local blocking = require "lxmpp.server.blocking"
 
 local setmetatable, tostring, pairs, ipairs, pcall, os_date, os_time =
   setmetatable, tostring, pairs, ipairs, pcall, os.date, os.time
@@ -26,6 +28,7 @@ function M.new(srv)
   local self = setmetatable({ srv = srv, domain = srv.domain, started = os_time() }, IM)
   self.presence = presence.new(self)
   self.mam = mam.new(self)
+  self.carbons, self.blocking = carbons.new(self), blocking.new(self)
   return self
 end
 
@@ -41,6 +44,7 @@ function IM:from_client(sess, s)
     s.attr.to = sess.bare            -- a message to no one: to our own account
   end
   if name == "message" then self.mam:outgoing(sess, s) end
+  if name == "message" then self.carbons:sent(sess, s) end
   return self.srv:route(s)
 end
 
@@ -60,6 +64,7 @@ local function available_sessions(list)
   end
   return best
 end
+IM.available_sessions = available_sessions
 
 --- host:deliver(stanza, node, domain, resource), called by srv:route.
 function IM:deliver(s, node, _, res)
@@ -71,6 +76,7 @@ function IM:deliver(s, node, _, res)
   local bare = node .. "@" .. self.domain
   if name == "presence" then return self.presence:inbound(s, node, bare, res) end
   if name == "message" then self.mam:incoming(s, node, bare) end
+  if name == "message" then self.carbons:received(s, bare, res) end
   if res then
     local sess = (srv.sessions[bare] or {})[res]
     if sess then return sess:send(s) end
@@ -131,7 +137,7 @@ function IM:send_offline(sess)
   local last
   for _, m in ipairs(list) do
     local s = st.parse(m.data)
-    if s then
+    if s and not self.blocking:blocked(sess.user, s.attr.from) then   -- blocked since it was kept
       s.attr.to = sess.full
       if not sess:send(s) then break end
     end
@@ -170,6 +176,7 @@ local function server_info(self, iq)
   local features = { NS_DISCO_INFO, NS_DISCO_ITEMS, "urn:xmpp:ping", "jabber:iq:version",
     "urn:xmpp:time", "jabber:iq:last", "msgoffline", NS_VCARD, "jabber:iq:roster" }
   if self.srv.registration then features[#features + 1] = NS_REGISTER end
+  features[#features + 1], features[#features + 2] = carbons.NS, blocking.NS
   for _, f in ipairs(features) do r:tag("feature", { var = f }):up() end
   return r
 end
@@ -266,6 +273,8 @@ function IM:account_iq(sess, iq)
   if xmlns == mam.NS then return self.mam:iq(sess, iq) end
   local pep = self.srv.pep
   if pep and pep.handles(q) then return pep:iq(iq, sess.bare, send) end
+  if xmlns == carbons.NS then return self.carbons:iq(sess, iq) end
+  if xmlns == blocking.NS then return self.blocking:iq(sess, iq) end
   if xmlns == NS_DISCO_INFO then
     return answer(send, iq, function(i) return account_info(self, i, sess.bare, true) end)
   end

@@ -40,6 +40,7 @@ M.DEFAULT_LIMITS = {
   max_pubsub_items = 256,       -- the largest pubsub#max_items a node may have
   max_pubsub_subscriptions = 1000, -- subscribers of one pubsub node
   max_pubsub_bytes = 16777216,  -- bytes of item XML kept by the pubsub service, and by each account's PEP
+  max_blocklist = 1000,         -- JIDs in one account's XEP-0191 block list
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
@@ -190,6 +191,7 @@ function Server:remove_user(name)
   if not node then return nil, err end
   self.store:remove_account(node)
   if self.pep then self.pep:forget(node .. "@" .. self.domain) end
+  if self.im then self.im.blocking:forget(node) end
   local list = self.sessions[node .. "@" .. self.domain]
   for _, sess in pairs(list or {}) do sess:close("not-authorized", "account removed") end
   return true
@@ -349,6 +351,7 @@ function Server:route(s)
   if not host then
     return self:bounce(s, "modify", "jid-malformed", "the destination address is not a valid JID")
   end
+  if self.store and self.im and self.im.blocking:refuses(s, node, host, res) then return end  -- XEP-0191
   local h = self.hosts[host]
   if h then return h:deliver(s, node, host, res) end
   if self.components and self.components[host] then

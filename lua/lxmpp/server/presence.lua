@@ -271,7 +271,7 @@ function P:broadcast(sess, s)
     return
   end
   if not first then return end
-  local send = function(p) sess:send(p) end
+  local send = function(p) srv:route(p) end   -- routed: block lists apply
   for contact, item in pairs(roster.items) do
     if item.subscription == "to" or item.subscription == "both" then
       if srv.hosts[jid.domain(contact)] == self.im then
@@ -285,7 +285,7 @@ function P:broadcast(sess, s)
     local p = type(request) == "string" and st.parse(request) or
       st.presence({ type = "subscribe", from = contact, to = sess.bare })
     p.attr.to = sess.full
-    sess:send(p)
+    if not self.im.blocking:blocked(sess.user, contact) then sess:send(p) end
   end
   for _, other in pairs(srv.sessions[sess.bare] or {}) do
     if other ~= sess and other.available then

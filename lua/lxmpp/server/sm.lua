@@ -198,7 +198,7 @@ local function take_over(sess, old)
     old:finish("resumed on another connection")
   end
   for _, k in ipairs({ "user", "bare", "resource", "full", "available", "priority", "presence",
-    "interested", "directed", "sm", "mechanism" }) do
+    "interested", "directed", "sm", "mechanism", "carbons", "blocklist_wanted" }) do
     sess[k] = old[k]
   end
   sess.bound = true
