@@ -11,7 +11,7 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local session = require "lxmpp.session"
 
-local type, error = type, error
+local type, error, ipairs = type, error, ipairs
 
 local NS_MARKERS = "urn:xmpp:chat-markers:0"
 local KINDS = { received = true, displayed = true, acknowledged = true }
@@ -50,8 +50,8 @@ function M.install(Client)
     end)
     self:hook_child("message", NS_MARKERS, function(m)
       if m.attr.type == "error" then return end
-      for child in m:childtags(nil, NS_MARKERS) do
-        if KINDS[child.name] and type(child.attr.id) == "string" then
+      for _, child in ipairs(m.tags) do
+        if child.attr.xmlns == NS_MARKERS and KINDS[child.name] and type(child.attr.id) == "string" then
           local from = m.attr.from and jid.prep(m.attr.from)
           if from then self:fire_user("marker", child.name, child.attr.id, from, m) end
           return

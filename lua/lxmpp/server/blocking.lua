@@ -239,6 +239,17 @@ local function get(self, sess, iq)
   return sess:send(r)
 end
 
+-- Stores the new list, answers, pushes the change, then hides our presence
+-- from the newly blocked or shows it to the unblocked ("hide" or "show"
+-- on `changed`; after the pushes).
+local function commit(self, sess, iq, set, action, list, changed, presence_fn)
+  local ok = self:save(sess.user, set)
+  if not ok then return bad(sess, iq, "wait", "internal-server-error", "the block list could not be stored") end
+  sess:send(st.reply(iq))
+  self:push(sess.user, action, list)
+  if next(changed) then self[presence_fn](self, sess.user, changed) end
+end
+
 local function block(self, sess, iq, list)
   if #list == 0 then return bad(sess, iq, "modify", "bad-request", "block at least one JID") end
   local old, set, n, added = self:set_of(sess.user), {}, 0, {}
@@ -251,11 +262,7 @@ local function block(self, sess, iq, list)
     return bad(sess, iq, "wait", "resource-constraint",
       ("a block list holds at most %d JIDs"):format(self.srv.limits.max_blocklist))
   end
-  local ok = self:save(sess.user, set)
-  if not ok then return bad(sess, iq, "wait", "internal-server-error", "the block list could not be stored") end
-  sess:send(st.reply(iq))
-  self:push(sess.user, "block", list)
-  if next(added) then self:hide(sess.user, added) end
+  return commit(self, sess, iq, set, "block", list, added, "hide")
 end
 
 local function unblock(self, sess, iq, list)
@@ -268,11 +275,7 @@ local function unblock(self, sess, iq, list)
       if set[j] then set[j], removed[j] = nil, true end
     end
   end
-  local ok = self:save(sess.user, set)
-  if not ok then return bad(sess, iq, "wait", "internal-server-error", "the block list could not be stored") end
-  sess:send(st.reply(iq))
-  self:push(sess.user, "unblock", list)
-  if next(removed) then self:show(sess.user, removed) end
+  return commit(self, sess, iq, set, "unblock", list, removed, "show")
 end
 
 --- A urn:xmpp:blocking IQ from one of our resources.

@@ -222,13 +222,23 @@ end
 ---------------------------------------------------------------------------
 -- disco
 
-function Service:disco_info(iq)
+-- The reply's <query/> of a disco request, and the node it asks about when
+-- it names one the asker may see; or the error reply.
+function Service:disco_query(iq, xmlns)
   local q = iq.tags[1]
-  local from = jid.bare(iq.attr.from)
-  local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_INFO, node = q.attr.node })
-  if q.attr.node then
-    local node = self.nodes[q.attr.node]
-    if not node or not self:can_access(node, from) then return st.error_reply(iq, "cancel", "item-not-found") end
+  local r = st.reply(iq):tag("query", { xmlns = xmlns, node = q.attr.node })
+  if not q.attr.node then return r end
+  local node = self.nodes[q.attr.node]
+  if not node or not self:can_access(node, jid.bare(iq.attr.from)) then
+    return nil, st.error_reply(iq, "cancel", "item-not-found")
+  end
+  return r, node
+end
+
+function Service:disco_info(iq)
+  local r, node = self:disco_query(iq, NS_DISCO_INFO)
+  if not r then return node end
+  if node then
     r:tag("identity", { category = "pubsub", type = "leaf" }):up()
     r:tag("feature", { var = NS }):up()
     return r
@@ -245,18 +255,15 @@ function Service:features(r)
 end
 
 function Service:disco_items(iq)
-  local q = iq.tags[1]
-  local from = jid.bare(iq.attr.from)
-  local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_ITEMS, node = q.attr.node })
-  if q.attr.node then
-    local node = self.nodes[q.attr.node]
-    if not node or not self:can_access(node, from) then return st.error_reply(iq, "cancel", "item-not-found") end
+  local r, node = self:disco_query(iq, NS_DISCO_ITEMS)
+  if not r then return node end
+  if node then
     for _, it in ipairs(node.items) do r:tag("item", { jid = self.jid, name = it.id }):up() end
     return r
   end
-  local names = {}
-  for name, node in pairs(self.nodes) do
-    if self:can_access(node, from) then names[#names + 1] = name end
+  local names, from = {}, jid.bare(iq.attr.from)
+  for name, n in pairs(self.nodes) do
+    if self:can_access(n, from) then names[#names + 1] = name end
   end
   sort(names)
   for _, name in ipairs(names) do
