@@ -1,9 +1,11 @@
--- XEP-0333 displayed markers (1.0.0): messages with a body we send are
--- markable; c:mark_displayed tells a sender we displayed one of theirs (in
+-- XEP-0333 displayed markers (1.0.0): once c:set_markable(true), messages
+-- with a body we send are markable (off by default: a bot rarely wants a
+-- "displayed" message back for each of its answers); c:mark_displayed tells a sender we displayed one of theirs (in
 -- a room also without <markable/>, as §4 allows); a "marker" event reports
 -- others' markers (also the received and acknowledged ones older versions
 -- sent). 1.0.0 has no disco feature: <markable/> is the opt-in.
 --
+--   c:set_markable(true)
 --   c:mark_displayed(message_from_them)
 --   c:on("marker", function(kind, id, from, stanza) end)
 
@@ -22,6 +24,13 @@ session.add_event("marker")
 
 function M.install(Client)
   require("lxmpp.plugins.outgoing").install(Client)
+
+  --- c:set_markable(on): whether the messages with a body we send are
+  -- markable (default false)
+  function Client:set_markable(on)
+    if type(on) ~= "boolean" then error("set_markable: expected a boolean", 2) end
+    self.markable = on
+  end
 
   --- c:mark_displayed(message) -> true | nil, message, condition
   -- message: a message we received and displayed
@@ -43,7 +52,7 @@ function M.install(Client)
 
   Client.add_setup(function(self)
     self.bus:add("stanza-out", function(s)
-      if s.name == "message" and s.attr.type ~= "error" and s:get_child("body")
+      if self.markable and s.name == "message" and s.attr.type ~= "error" and s:get_child("body")
           and not s:get_child("markable", NS_MARKERS) then
         s:add_direct_child(st.stanza("markable", { xmlns = NS_MARKERS }))
       end
