@@ -1,5 +1,6 @@
--- XEP-0359 unique and stable stanza ids: an <origin-id/> on every message we
--- send (the message's id), and reading the <stanza-id/> an archive or a room
+-- XEP-0359 unique and stable stanza ids: after c:set_origin_id(true), an
+-- <origin-id/> on every message we send (the message's id; off by default,
+-- as the XEP leaves it to the client and a bot seldom needs it), and reading the <stanza-id/> an archive or a room
 -- stamped, trusted only when its `by` is the entity we expect (our own
 -- account by default; a MUC room's JID for its messages): anyone can put a
 -- stanza-id in a message they send.
@@ -32,6 +33,12 @@ function M.install(Client)
     return nil
   end
 
+  --- c:set_origin_id(on): whether the messages we send carry an origin-id
+  function Client:set_origin_id(on)
+    if type(on) ~= "boolean" then error("set_origin_id: expected a boolean", 2) end
+    self.origin_ids = on
+  end
+
   --- c:origin_id(stanza) -> the sender's origin-id, or nil
   function Client.origin_id(_, stanza)
     if not st.is_stanza(stanza) then error("origin_id: expected a stanza", 2) end
@@ -42,7 +49,8 @@ function M.install(Client)
   Client.add_setup(function(self)
     self:add_feature(NS_SID)
     self.bus:add("stanza-out", function(s)
-      if s.name == "message" and s.attr.type ~= "error" and not s:get_child("origin-id", NS_SID) then
+      if self.origin_ids and s.name == "message" and s.attr.type ~= "error"
+          and not s:get_child("origin-id", NS_SID) then
         if not s.attr.id then s.attr.id = session.new_id() end
         s:add_direct_child(st.stanza("origin-id", { xmlns = NS_SID, id = s.attr.id }))
       end
