@@ -411,6 +411,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
     const level *parent = &s->stack[s->depth - 1];
     if ((node = new_node(s)) == LX_NONE) return;
     if (!link_child(s, node)) return;
+    s->nodes[parent->node].nelem++;
     n = &s->nodes[node];
     if (parent->ns_len != ns_len ||
         memcmp(s->str + parent->ns, ns, ns_len) != 0) {

@@ -46,9 +46,10 @@ typedef struct parser {
 #define SC_MAXLEN 40
 
 typedef struct sc_slot {
-  uint64_t a, b; /* the words sc_key made of the cached string */
-  size_t len;    /* its length, 0 for an empty slot */
-  const char *p; /* its bytes */
+  uint64_t a, b;  /* the words sc_key made of the cached string */
+  uint32_t len;   /* its length, 0 for an empty slot */
+  uint32_t seen;  /* fingerprint of the last string missed here, or 0 */
+  const char *p;  /* its bytes */
 } sc_slot;
 
 typedef struct strcache {
@@ -87,43 +88,82 @@ typedef struct builder {
   int keys, mtidx;
 } builder;
 
+#ifdef __GNUC__
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+/* Whether x and y, both len > 16 bytes long, have the same bytes from 8 to
+ * len - 8 (sc_key's words hold the rest). */
+static int sc_same_middle(const char *x, const char *y, size_t len) {
+  size_t o;
+  uint64_t u, v;
+  for (o = 8; o < len - 8; o += 8) {
+    size_t at = o + 8 <= len - 8 ? o : len - 16;
+    memcpy(&u, x + at, 8);
+    memcpy(&v, y + at, 8);
+    if (u != v) return 0;
+  }
+  return 1;
+}
+
+/* push_str's miss: pushes the string, and caches it if it is the second
+ * string in a row to miss slot h with fingerprint fp. A string seen once
+ * (an id, a time stamp) is not kept: in a generational collector, a young
+ * string the cache points to survives and becomes old garbage when it is
+ * replaced, which only a major collection frees. */
+static NOINLINE void sc_miss(lua_State *L, const builder *b, const char *s,
+                             uint32_t len, unsigned h, uint32_t fp,
+                             uint64_t ka, uint64_t kb) {
+  sc_slot *e = &b->sc->slot[h];
+  const char *p = lua_pushlstring(L, s, len);
+  if (e->seen != fp) {
+    e->seen = fp;
+    return;
+  }
+  e->p = p;
+  e->a = ka;
+  e->b = kb;
+  e->len = len;
+  e->seen = 0;
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, b->keys + 4, (int)h + 1);
+}
+
 /* Pushes s[0..len), from the cache when it is there. */
 static void push_str(lua_State *L, const builder *b, uint32_t off,
                      uint32_t len) {
   const char *s = b->t->str + off;
-  if (len - 1 < SC_MAXLEN) {               /* 1 .. SC_MAXLEN */
-    uint64_t ka, kb;
-    unsigned h;
-    sc_slot *e;
-    sc_key(s, len, &ka, &kb);
-    h = (unsigned)((((ka ^ len) * UINT64_C(0x9E3779B97F4A7C15)) ^
-                    (kb * UINT64_C(0xC2B2AE3D27D4EB4F))) >> (64 - SC_BITS));
-    e = &b->sc->slot[h];
-    if (e->a == ka && e->b == kb && e->len == len &&
-        (len <= 16 || memcmp(e->p + 8, s + 8, len - 16) == 0)) {
-      lua_getiuservalue(L, b->keys + 4, (int)h + 1);
-      return;
-    }
-    e->p = lua_pushlstring(L, s, len);
-    e->a = ka;
-    e->b = kb;
-    e->len = len;
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, b->keys + 4, (int)h + 1);
+  uint64_t ka, kb, m;
+  unsigned h;
+  const sc_slot *e;
+  if (len - 1 >= SC_MAXLEN) {              /* not 1 .. SC_MAXLEN */
+    lua_pushlstring(L, s, len);
     return;
   }
-  lua_pushlstring(L, s, len);
+  sc_key(s, len, &ka, &kb);
+  m = ((ka ^ len) * UINT64_C(0x9E3779B97F4A7C15)) ^
+      (kb * UINT64_C(0xC2B2AE3D27D4EB4F));
+  h = (unsigned)(m >> (64 - SC_BITS));
+  e = &b->sc->slot[h];
+  if (e->a == ka && e->b == kb && e->len == len &&
+      (len <= 16 || sc_same_middle(e->p, s, len)))
+    lua_getiuservalue(L, b->keys + 4, (int)h + 1);
+  else
+    sc_miss(L, b, s, len, h, (uint32_t)m | 1u, ka, kb);
 }
 
-/* Pushes the table for node idx and, recursively, its children. */
-static void build(lua_State *L, const builder *b, uint32_t idx) {
+/* Pushes the table for node idx and, recursively, its children; depth: of
+ * idx below the root. Each level keeps 3 slots on the Lua stack (the element,
+ * "tags", tags) and uses at most 4 more while it builds. */
+static void build(lua_State *L, const builder *b, uint32_t idx,
+                  unsigned depth) {
   const lx_tree *t = b->t;
   const lx_node *n = &t->nodes[idx];
-  uint32_t c, i, nelem = 0;
+  uint32_t c, i, nelem;
   int keys = b->keys;
-  luaL_checkstack(L, 8, "stanza nested too deeply");
-  for (c = n->first; c != LX_NONE; c = t->nodes[c].next)
-    if (!t->nodes[c].is_text) nelem++;
+  if (depth % 8 == 0) luaL_checkstack(L, 8 * 3 + 4, "stanza nested too deeply");
 
   lua_createtable(L, (int)n->nchild, 3);                  /* el */
   lua_pushvalue(L, keys);
@@ -146,14 +186,14 @@ static void build(lua_State *L, const builder *b, uint32_t idx) {
   lua_rawset(L, -3);                                        /* el */
 
   lua_pushvalue(L, keys + 2);
-  lua_createtable(L, (int)nelem, 0);                        /* el, "tags", tags */
+  lua_createtable(L, (int)n->nelem, 0);                     /* el, "tags", tags */
   for (c = n->first, i = 1, nelem = 1; c != LX_NONE;
        c = t->nodes[c].next, i++) {
     const lx_node *ch = &t->nodes[c];
     if (ch->is_text) {
       lua_pushlstring(L, t->str + ch->name, ch->name_len);
     } else {
-      build(L, b, c);                        /* el, "tags", tags, child */
+      build(L, b, c, depth + 1);             /* el, "tags", tags, child */
       lua_pushvalue(L, -1);
       lua_rawseti(L, -3, nelem++);
     }
@@ -274,12 +314,12 @@ int lx_push_event(lua_State *L, lx_stream *s, int ev, int keys) {
   b.keys = keys;
   b.mtidx = 0;
   if (ev == LX_EV_OPEN) {
-    build(L, &b, 0);                          /* ..., header */
+    build(L, &b, 0, 0);                       /* ..., header */
     lua_getfield(L, -1, "attr");              /* ..., header, attr */
   } else {
     b.mtidx = push_mt(L);                     /* ..., mt */
     if (lua_isnil(L, b.mtidx)) b.mtidx = 0;
-    build(L, &b, 0);                          /* ..., mt, stanza */
+    build(L, &b, 0, 0);                       /* ..., mt, stanza */
   }
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
