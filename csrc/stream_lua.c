@@ -37,10 +37,11 @@ typedef struct parser {
  * attribute values repeat from stanza to stanza, and Lua would hash every
  * byte of each to intern it again. One cache per Lua state (a userdata in the
  * registry, also the fifth "key"), direct-mapped: slot i holds a string, as
- * uservalue i + 1 (which keeps it alive), and where its bytes are, so a hit
- * costs a hash of at most 16 of the bytes, a memcmp and a copy of the value.
+ * uservalue i + 1 (which keeps it alive), with the words sc_key makes of it,
+ * so a hit costs a multiply, a few word compares and a copy of the value.
  * It only holds strings Lua interns anyway (short ones: Lua's
- * LUAI_MAXSHORTLEN is 40), so what the tables hold is the same either way. */
+ * LUAI_MAXSHORTLEN is 40), so what the tables hold is the same either way.
+ * docs/performance.md has the measurements. */
 #define SC_BITS 10
 #define SC_N (1u << SC_BITS)
 #define SC_MAXLEN 40
