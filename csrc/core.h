@@ -49,7 +49,8 @@ struct lx_stream;
 /* Pushes what a parser event carries: the stream header's attribute table
  * (LX_EV_OPEN) or the stanza (LX_EV_STANZA, with the stanza metatable);
  * returns how many values it pushed (0 for other events). keys: stack index
- * of the strings "name", "attr", "tags", "xmlns", or 0. stream_lua.c. */
+ * of the strings "name", "attr", "tags", "xmlns" and the string cache, as
+ * stream_lua.c's push_keys() pushes them, or 0. stream_lua.c. */
 int lx_push_event(lua_State *L, struct lx_stream *s, int ev, int keys);
 
 /* Registry key (its address) of the stanza metatable shared by the parser and

@@ -153,25 +153,40 @@ static int grow(lx_stream *s, void **buf, size_t *cap, size_t need, size_t sz) {
   return 1;
 }
 
-/* Tree memory is bounded by a multiple of max_stanza_size (not of the
- * stanza's own bytes), so no namespace-prefix trick (a short prefix naming a
- * long URI on every element) can amplify memory beyond that. */
-static int budget_ok(lx_stream *s, size_t extra) {
-  size_t cap = 2 * s->lim.max_stanza_size + 4096;
-  if (s->nstr + extra > cap) {
+/* Makes room for extra more bytes in the string arena. Tree memory is
+ * bounded by a multiple of max_stanza_size (not of the stanza's own bytes),
+ * so no namespace-prefix trick (a short prefix naming a long URI on every
+ * element) can amplify memory beyond that; the arena never grows past that
+ * budget, so whatever fits in it is within budget (put_str's fast path). */
+static int reserve_str(lx_stream *s, size_t extra) {
+  size_t budget = 2 * s->lim.max_stanza_size + 4096, ncap;
+  char *nb;
+  if (s->nstr + extra <= s->cap_str) return 1;
+  if (s->nstr + extra > budget) {
     fail(s, "policy-violation", "stanza tree exceeds its memory budget");
     return 0;
   }
+  ncap = s->cap_str ? s->cap_str : 16;
+  while (ncap < s->nstr + extra) ncap *= 2;
+  if (ncap > budget) ncap = budget;
+  if (!(nb = realloc(s->str, ncap))) {
+    fail(s, "resource-constraint", "out of memory");
+    return 0;
+  }
+  s->str = nb;
+  s->cap_str = ncap;
   return 1;
 }
 
+/* Appends p[0..len) to the string arena: its offset, or LX_NONE when the
+ * stream failed. */
 static uint32_t put_str(lx_stream *s, const char *p, size_t len) {
-  uint32_t off;
-  if (!budget_ok(s, len)) return LX_NONE;
-  if (!grow(s, (void **)&s->str, &s->cap_str, s->nstr + len, 1)) return LX_NONE;
-  off = (uint32_t)s->nstr;
-  if (len == 0) return off;                /* the arena may not exist yet */
-  memcpy(s->str + s->nstr, p, len);
+  uint32_t off = (uint32_t)s->nstr;
+  if (len - 1 >= s->cap_str - s->nstr) {   /* empty, or no room */
+    if (!reserve_str(s, len)) return LX_NONE;
+    if (len == 0) return off;              /* the arena may not exist yet */
+  }
+  memcpy(s->str + off, p, len);
   s->nstr += len;
   return off;
 }
@@ -285,9 +300,7 @@ static int add_attrs(lx_stream *s, lx_node *n, const XML_Char **atts,
       /* xml:lang and friends keep their familiar spelling */
       const char *local = k + NS_XML_LEN + 1;
       size_t llen = strlen(local);
-      if (!budget_ok(s, llen + 4) ||
-          !grow(s, (void **)&s->str, &s->cap_str, s->nstr + llen + 4, 1))
-        return 0;
+      if (!reserve_str(s, llen + 4)) return 0;
       a->key = (uint32_t)s->nstr;
       memcpy(s->str + s->nstr, "xml:", 4);
       memcpy(s->str + s->nstr + 4, local, llen);
@@ -411,6 +424,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
     const level *parent = &s->stack[s->depth - 1];
     if ((node = new_node(s)) == LX_NONE) return;
     if (!link_child(s, node)) return;
+    s->nodes[parent->node].nelem++;
     n = &s->nodes[node];
     if (parent->ns_len != ns_len ||
         memcmp(s->str + parent->ns, ns, ns_len) != 0) {

@@ -56,6 +56,7 @@ typedef struct lx_node {
   uint32_t first, last;    /* first and last child, LX_NONE if none */
   uint32_t next;           /* next sibling, LX_NONE at the end */
   uint32_t nchild;         /* number of children */
+  uint32_t nelem;          /* how many of them are elements */
   unsigned char is_text;
 } lx_node;
 

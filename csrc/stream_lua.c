@@ -29,58 +29,180 @@ typedef struct parser {
   size_t leftover;    /* bytes of the fed buffer not parsed at reset_req */
 } parser;
 
-/* Upvalues of the closures that build trees: the key strings of build() */
-#define UV_NKEYS 4
+/* Upvalues of the closures that build trees: the key strings of build()
+ * and the string cache */
+#define UV_NKEYS 5
 
-/* Pushes the table for node idx of t and, recursively, its children.
- * keys: absolute index of the strings "name", "attr", "tags", "xmlns" (in
- * that order, so building costs no string hashing for them); mtidx: absolute
- * index of the metatable to give every element, or 0. */
-static void build(lua_State *L, const lx_tree *t, uint32_t idx, int mtidx,
-                  int keys) {
+/* The string cache: element and attribute names, namespaces and short
+ * attribute values repeat from stanza to stanza, and Lua would hash every
+ * byte of each to intern it again. One cache per Lua state (a userdata in the
+ * registry, also the fifth "key"), direct-mapped: slot i holds a string, as
+ * uservalue i + 1 (which keeps it alive), with the words sc_key makes of it,
+ * so a hit costs a multiply, a few word compares and a copy of the value.
+ * It only holds strings Lua interns anyway (short ones: Lua's
+ * LUAI_MAXSHORTLEN is 40), so what the tables hold is the same either way.
+ * docs/performance.md has the measurements. */
+#define SC_BITS 10
+#define SC_N (1u << SC_BITS)
+#define SC_MAXLEN 40
+
+typedef struct sc_slot {
+  uint64_t a, b;  /* the words sc_key made of the cached string */
+  uint32_t len;   /* its length, 0 for an empty slot */
+  uint32_t seen;  /* fingerprint of the last string missed here, or 0 */
+  const char *p;  /* its bytes */
+} sc_slot;
+
+typedef struct strcache {
+  sc_slot slot[SC_N];
+} strcache;
+
+static const char strcache_key = 0;
+
+/* Two words of s[0..len), 0 < len <= SC_MAXLEN, that hold all of its bytes
+ * when len <= 16, and the first and last 8 otherwise (namespaces share long
+ * prefixes, names end differently). */
+static void sc_key(const char *s, size_t len, uint64_t *a, uint64_t *b) {
+  if (len >= 8) {
+    memcpy(a, s, 8);
+    memcpy(b, s + len - 8, 8);
+  } else if (len >= 4) {
+    uint32_t x, y;
+    memcpy(&x, s, 4);
+    memcpy(&y, s + len - 4, 4);
+    *a = x;
+    *b = y;
+  } else {
+    *a = (uint64_t)(unsigned char)s[0] |
+         (uint64_t)(unsigned char)s[len / 2] << 8 |
+         (uint64_t)(unsigned char)s[len - 1] << 16;
+    *b = 0;
+  }
+}
+
+/* What build() needs at hand: the tree, and the stack indexes of the key
+ * strings "name", "attr", "tags", "xmlns" (keys .. keys + 3), of the string
+ * cache (keys + 4) and of the metatable to give every element (or 0). */
+typedef struct builder {
+  const lx_tree *t;
+  strcache *sc;
+  int keys, mtidx;
+} builder;
+
+#ifdef __GNUC__
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+/* Whether x and y, both len > 16 bytes long, have the same bytes from 8 to
+ * len - 8 (sc_key's words hold the rest). */
+static int sc_same_middle(const char *x, const char *y, size_t len) {
+  size_t o;
+  uint64_t u, v;
+  for (o = 8; o < len - 8; o += 8) {
+    size_t at = o + 8 <= len - 8 ? o : len - 16;
+    memcpy(&u, x + at, 8);
+    memcpy(&v, y + at, 8);
+    if (u != v) return 0;
+  }
+  return 1;
+}
+
+/* push_str's miss: pushes the string, and caches it if it is the second
+ * string in a row to miss slot h with fingerprint fp. A string seen once
+ * (an id, a time stamp) is not kept: in a generational collector, a young
+ * string the cache points to survives and becomes old garbage when it is
+ * replaced, which only a major collection frees. */
+static NOINLINE void sc_miss(lua_State *L, const builder *b, const char *s,
+                             uint32_t len, unsigned h, uint32_t fp,
+                             uint64_t ka, uint64_t kb) {
+  sc_slot *e = &b->sc->slot[h];
+  const char *p = lua_pushlstring(L, s, len);
+  if (e->seen != fp) {
+    e->seen = fp;
+    return;
+  }
+  e->p = p;
+  e->a = ka;
+  e->b = kb;
+  e->len = len;
+  e->seen = 0;
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, b->keys + 4, (int)h + 1);
+}
+
+/* Pushes s[0..len), from the cache when it is there. */
+static void push_str(lua_State *L, const builder *b, uint32_t off,
+                     uint32_t len) {
+  const char *s = b->t->str + off;
+  uint64_t ka, kb, m;
+  unsigned h;
+  const sc_slot *e;
+  if (len - 1 >= SC_MAXLEN) {              /* not 1 .. SC_MAXLEN */
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  sc_key(s, len, &ka, &kb);
+  m = ((ka ^ len) * UINT64_C(0x9E3779B97F4A7C15)) ^
+      (kb * UINT64_C(0xC2B2AE3D27D4EB4F));
+  h = (unsigned)(m >> (64 - SC_BITS));
+  e = &b->sc->slot[h];
+  if (e->a == ka && e->b == kb && e->len == len &&
+      (len <= 16 || sc_same_middle(e->p, s, len)))
+    lua_getiuservalue(L, b->keys + 4, (int)h + 1);
+  else
+    sc_miss(L, b, s, len, h, (uint32_t)m | 1u, ka, kb);
+}
+
+/* Pushes the table for node idx and, recursively, its children; depth: of
+ * idx below the root. Each level keeps 3 slots on the Lua stack (the element,
+ * "tags", tags) and uses at most 4 more while it builds. */
+static void build(lua_State *L, const builder *b, uint32_t idx,
+                  unsigned depth) {
+  const lx_tree *t = b->t;
   const lx_node *n = &t->nodes[idx];
-  uint32_t c, i, nelem = 0;
-  luaL_checkstack(L, 8, "stanza nested too deeply");
-  for (c = n->first; c != LX_NONE; c = t->nodes[c].next)
-    if (!t->nodes[c].is_text) nelem++;
+  uint32_t c, i, nelem;
+  int keys = b->keys;
+  if (depth % 8 == 0) luaL_checkstack(L, 8 * 3 + 4, "stanza nested too deeply");
 
   lua_createtable(L, (int)n->nchild, 3);                  /* el */
   lua_pushvalue(L, keys);
-  lua_pushlstring(L, t->str + n->name, n->name_len);
+  push_str(L, b, n->name, n->name_len);
   lua_rawset(L, -3);
 
   lua_pushvalue(L, keys + 1);
   lua_createtable(L, 0, (int)n->nattr + (n->ns != LX_NONE));  /* el, "attr", attr */
   for (i = 0; i < n->nattr; i++) {
     const lx_attr *a = &t->attrs[n->attr + i];
-    lua_pushlstring(L, t->str + a->key, a->key_len);
-    lua_pushlstring(L, t->str + a->val, a->val_len);
+    push_str(L, b, a->key, a->key_len);
+    push_str(L, b, a->val, a->val_len);
     lua_rawset(L, -3);
   }
   if (n->ns != LX_NONE) {
     lua_pushvalue(L, keys + 3);
-    lua_pushlstring(L, t->str + n->ns, n->ns_len);
+    push_str(L, b, n->ns, n->ns_len);
     lua_rawset(L, -3);
   }
   lua_rawset(L, -3);                                        /* el */
 
   lua_pushvalue(L, keys + 2);
-  lua_createtable(L, (int)nelem, 0);                        /* el, "tags", tags */
+  lua_createtable(L, (int)n->nelem, 0);                     /* el, "tags", tags */
   for (c = n->first, i = 1, nelem = 1; c != LX_NONE;
        c = t->nodes[c].next, i++) {
     const lx_node *ch = &t->nodes[c];
     if (ch->is_text) {
       lua_pushlstring(L, t->str + ch->name, ch->name_len);
     } else {
-      build(L, t, c, mtidx, keys);           /* el, "tags", tags, child */
+      build(L, b, c, depth + 1);             /* el, "tags", tags, child */
       lua_pushvalue(L, -1);
       lua_rawseti(L, -3, nelem++);
     }
     lua_rawseti(L, -4, i);                   /* el[i] = text or child */
   }
   lua_rawset(L, -3);                                        /* el */
-  if (mtidx) {
-    lua_pushvalue(L, mtidx);
+  if (b->mtidx) {
+    lua_pushvalue(L, b->mtidx);
     lua_setmetatable(L, -2);
   }
 }
@@ -160,16 +282,27 @@ static int push_failure(lua_State *L, parser *p) {
   return 3;
 }
 
+/* Pushes the UV_NKEYS values build() needs: the key strings and the string
+ * cache of this Lua state (made on first use). */
 static void push_keys(lua_State *L) {
   lua_pushliteral(L, "name");
   lua_pushliteral(L, "attr");
   lua_pushliteral(L, "tags");
   lua_pushliteral(L, "xmlns");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &strcache_key) == LUA_TNIL) {
+    strcache *sc;
+    lua_pop(L, 1);
+    sc = lua_newuserdatauv(L, sizeof *sc, (int)SC_N);
+    memset(sc, 0, sizeof *sc);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &strcache_key);
+  }
 }
 
 int lx_push_event(lua_State *L, lx_stream *s, int ev, int keys) {
   lx_tree t;
-  int top = lua_gettop(L), mtidx;
+  builder b;
+  int top = lua_gettop(L);
   if (ev != LX_EV_OPEN && ev != LX_EV_STANZA) return 0;
   luaL_checkstack(L, 12, "pushing a stanza");
   if (!keys) {
@@ -177,13 +310,17 @@ int lx_push_event(lua_State *L, lx_stream *s, int ev, int keys) {
     keys = top + 1;
   }
   lx_stream_tree(s, &t);
+  b.t = &t;
+  b.sc = lua_touserdata(L, keys + 4);
+  b.keys = keys;
+  b.mtidx = 0;
   if (ev == LX_EV_OPEN) {
-    build(L, &t, 0, 0, keys);                 /* ..., header */
+    build(L, &b, 0, 0);                       /* ..., header */
     lua_getfield(L, -1, "attr");              /* ..., header, attr */
   } else {
-    mtidx = push_mt(L);                       /* ..., mt */
-    if (lua_isnil(L, mtidx)) mtidx = 0;
-    build(L, &t, 0, mtidx, keys);             /* ..., mt, stanza */
+    b.mtidx = push_mt(L);                     /* ..., mt */
+    if (lua_isnil(L, b.mtidx)) b.mtidx = 0;
+    build(L, &b, 0, 0);                       /* ..., mt, stanza */
   }
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);

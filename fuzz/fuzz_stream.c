@@ -181,7 +181,7 @@ static int same_str(const lx_tree *t, uint32_t a, uint32_t alen, uint32_t b,
 static void walk_node(walker *w, uint32_t idx, unsigned depth) {
   const lx_tree *t = w->t;
   const lx_node *n;
-  uint32_t c, prev = LX_NONE, count = 0, i, j;
+  uint32_t c, prev = LX_NONE, count = 0, nelem = 0, i, j;
   CHECK(idx < t->nnodes);
   CHECK(++w->visited <= t->nnodes);
   n = &t->nodes[idx];
@@ -219,10 +219,12 @@ static void walk_node(walker *w, uint32_t idx, unsigned depth) {
     CHECK(c < t->nnodes);
     CHECK(++count <= t->nnodes);
     CHECK(!(prev != LX_NONE && t->nodes[prev].is_text && t->nodes[c].is_text));
+    if (!t->nodes[c].is_text) nelem++;
     walk_node(w, c, depth + 1);
     prev = c;
   }
   CHECK(count == n->nchild);
+  CHECK(nelem == n->nelem);
   CHECK(count <= w->lim->max_children);
   CHECK(n->last == prev);
 }
