@@ -134,12 +134,14 @@ function Conn:on_data(bytes)
     local all = concat(self.buf)
     self.buf = { all }
     local e = all:find("\r\n\r\n", 1, true)
+    local head = e and all:sub(1, e + 1) or all           -- a bare LF is refused now, not at the deadline
+    if head:find("[^\r]\n") or head:find("^\n") then return self:answer(400, "lines must end with CRLF") end
     if (e and e + 3 > HEAD_MAX) or (not e and self.size > HEAD_MAX) then
       return self:answer(431, "the request head is larger than " .. HEAD_MAX .. " bytes")
     end
     if not e then return end
     self.buf, self.size = {}, 0
-    return self:request(all:sub(1, e + 1), all:sub(e + 4))
+    return self:request(head, all:sub(e + 4))
   elseif self.state == "body" then
     return self:body(bytes)
   end
