@@ -66,7 +66,9 @@ local function raw(hp, chunks, wait)
   conn:raw()
   local start = core.now()
   if type(chunks) == "string" then chunks = { chunks } end
-  for _, c in ipairs(chunks) do assert(conn:write(c)) end
+  for _, c in ipairs(chunks) do   -- a number: a pause of that many seconds
+    if type(c) == "number" then lxmpp.sleep(c) else assert(conn:write(c)) end
+  end
   serve.until_true(function() return closed end, wait or 5)
   conn:abort()
   ctx:close()
@@ -244,7 +246,23 @@ describe("embedded server: HTTP upload", function()
       local path = slot.put:match("^https://[^/]+(/.*)$")
       answer = raw(hp, "PUT " .. path .. " HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly a part", 3)
       assert.equal(408, status_of(answer))
-      assert.equal(201, (put(slot.put, ("y"):rep(100))))  -- the stalled PUT gave the slot back
+      -- a PUT cut off in the middle gives its slot back too
+      local cutoff = assert(net.connect("127.0.0.1", hp))
+      local w = lxmpp.task.waiter("tls", 1)
+      cutoff:on("tls-done", function() w:wake(true) end)
+      local ctx = assert(core.tls_context({ mode = "client", cafile = serve.pki().ca }))
+      assert(cutoff:starttls(ctx, serve.DOMAIN))
+      assert(w:wait())
+      cutoff:raw()
+      assert(cutoff:write("PUT " .. path .. " HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc"))
+      lxmpp.sleep(0.1)
+      cutoff:abort()
+      ctx:close()
+      lxmpp.sleep(0.1)
+      -- a body that keeps coming, slower in all than the deadline, is taken
+      answer = raw(hp, { "PUT " .. path .. " HTTP/1.1\r\nContent-Length: 100\r\n\r\n", 0.3, ("y"):rep(40), 0.3,
+        ("y"):rep(40), 0.3, ("y"):rep(20) }, 3)
+      assert.equal(201, status_of(answer))
       -- at most http_connections open: the third is cut before TLS
       local idle = {}
       for i = 1, 2 do idle[i] = assert(net.connect("127.0.0.1", hp)) end
