@@ -67,7 +67,7 @@ local function raw(hp, chunks, wait)
   local start = core.now()
   if type(chunks) == "string" then chunks = { chunks } end
   for _, c in ipairs(chunks) do   -- a number: a pause of that many seconds
-    if type(c) == "number" then lxmpp.sleep(c) else assert(conn:write(c)) end
+    if type(c) == "number" then lxmpp.sleep(c) elseif not conn:write(c) then break end
   end
   serve.until_true(function() return closed end, wait or 5)
   conn:abort()
