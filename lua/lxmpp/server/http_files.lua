@@ -66,11 +66,13 @@ function M.accept(server, conn)
   server.conns[self] = true
   server.n = server.n + 1
   server.per_ip[ip] = (server.per_ip[ip] or 0) + 1
-  conn:set_max_queue(server.svc.max_size + 65536)   -- a GET answer is written at once
   conn:on("data", function(bytes) self:guarded(bytes) end)
-  for _, ev in pairs({ "eof", "read-error", "write-error", "tls-failed", "closed" }) do
+  for _, ev in pairs({ "read-error", "write-error", "tls-failed", "closed" }) do
     conn:on(ev, function() self:finish() end)
   end
+  conn:on("eof", function()   -- once answered, the answer still goes out
+    if self.state ~= "done" then self:finish() end
+  end)
   self:arm()
   conn:raw()
   local ok = conn:starttls(server.svc.srv.tls_ctx)
@@ -112,11 +114,17 @@ function Conn:answer(status, text, headers, body)
     REASONS[status], #body, SAFE)
   if not headers then head = head .. "Content-Type: text/plain; charset=utf-8\r\n" end
   self.state = "done"
-  if self.timer then self.timer:stop() end
-  self.timer = nil
   if self.slot and self.slot.busy == self then self.slot.busy = nil end
-  self.conn:write(head .. (headers or "") .. "\r\n" .. body)
+  local out = head .. (headers or "") .. "\r\n" .. body
+  self.conn:set_max_queue(#out + 65536)
+  self.conn:write(out)
   self.conn:close()
+  -- a peer that does not read the answer does not keep its connection
+  if self.timer then self.timer:stop() end
+  self.timer = core.timer(self.server.svc.limits.http_timeout, timer_target(function()
+    self.timer = nil
+    self:finish()
+  end))
 end
 
 function Conn:guarded(bytes)
