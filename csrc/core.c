@@ -4,6 +4,8 @@
  */
 #include "core.h"
 
+#include <signal.h>
+
 const char lx_stanza_mt_key = 0;
 
 void lx_class(lua_State *L, const char *name, const luaL_Reg *methods,
@@ -37,9 +39,23 @@ static int set_stanza_mt(lua_State *L) {
   return 0;
 }
 
+/* A write to a connection its peer reset must fail with EPIPE (a
+ * "write-error" event), not kill the process with SIGPIPE: libuv writes
+ * with write(2), and one client closing at the wrong moment would stop
+ * the whole server. A handler the host application installed is kept. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+      !(sa.sa_flags & SA_SIGINFO)) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
 LX_EXPORT int luaopen_lxmpp_core(lua_State *L);
 int luaopen_lxmpp_core(lua_State *L) {
   luaL_checkversion(L);
+  ignore_sigpipe();
   lua_newtable(L);
   lua_pushcfunction(L, set_stanza_mt);
   lua_setfield(L, -2, "set_stanza_mt");

@@ -216,4 +216,39 @@ describe("tcp connections", function()
       lxmpp.sleep(0.02)
     end)
   end)
+
+  -- regression: writing to a connection the peer had reset killed the
+  -- whole process with SIGPIPE (a hostile client could stop the server).
+  -- In a process of its own, with SIGPIPE at its default (the spec runner's
+  -- may be ignoring it, and children inherit that).
+  it("writes to a connection the peer reset fail; the process lives on", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local lxmpp = require "lxmpp"
+local net = require "lxmpp.net"
+lxmpp.run(function()
+  local l = assert(net.listen("127.0.0.1", 0, function(conn) conn:abort() end))
+  local c = assert(net.connect("127.0.0.1", l:port()))
+  c:raw()
+  lxmpp.sleep(0.05)
+  local last
+  for _ = 1, 5 do
+    last = c:write(("x"):rep(1000))
+    lxmpp.sleep(0.02)
+  end
+  assert(last == nil, "writes to a reset connection still succeed")
+  c:abort()
+  l:close()
+end)
+io.write("survived")
+]])
+    f:close()
+    local p = assert(io.popen("env --default-signal=PIPE lua5.4 " .. script .. " 2>&1"))
+    local out = p:read("a")
+    local ok, _, code = p:close()
+    os.remove(script)
+    assert.equal("survived", out)
+    assert.is_true(ok, "exit " .. tostring(code))
+  end)
 end)

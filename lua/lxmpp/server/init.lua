@@ -41,6 +41,10 @@ M.DEFAULT_LIMITS = {
   max_pubsub_subscriptions = 1000, -- subscribers of one pubsub node
   max_pubsub_bytes = 16777216,  -- bytes of item XML kept by the pubsub service, and by each account's PEP
   max_blocklist = 1000,         -- JIDs in one account's XEP-0191 block list
+  upload_quota = 104857600,     -- bytes of files the XEP-0363 upload service keeps, in all
+  upload_user_quota = 33554432, -- bytes of files it keeps for one account
+  http_connections = 100,       -- HTTPS connections open to the upload service
+  http_timeout = 30,            -- seconds for an HTTP request's head, or a stalled body
 }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
@@ -62,6 +66,8 @@ local function parse_address(s, what)
   end
   return { ip = ip, port = math.tointeger(port) }
 end
+
+M.parse_address = parse_address
 
 local function address_list(v, what, default)
   if v == nil then v = default end
@@ -117,6 +123,7 @@ function M.new(opts)
   check_type(opts, "pubsub", "string")
   check_type(opts, "pep", "boolean")
   check_type(opts, "logger", "function")
+  if opts.upload ~= nil then require("lxmpp.server.upload").check(opts.upload) end
   local iterations = opts.iterations or 4096
   if math_type(iterations) ~= "integer" or iterations < 4096 then
     error("lxmpp.server: iterations must be an integer of at least 4096", 2)
@@ -448,6 +455,10 @@ function Server:start()
   ok, msg, cond = listen_all(self, self.listen, "c2s", false)
   if ok then ok, msg, cond = listen_all(self, self.tls_listen, "c2s", true) end
   if ok then ok, msg, cond = listen_all(self, self.component_listen, "component", false) end
+  if ok and self.opts.upload then   -- XEP-0363, after the XMPP listeners (addresses() order)
+    self.upload, msg, cond = require("lxmpp.server.upload").start(self, self.opts.upload)
+    ok = self.upload ~= nil
+  end
   if not ok then
     self:stop()
     return nil, msg, cond
@@ -485,7 +496,8 @@ function Server:stop()
     self:unbind(s, "the server is stopping")  -- unacknowledged messages go offline
   end
   if self.muc and self.muc.close then self.muc:close() end
-  self.muc, self.pep = nil, nil
+  if self.upload then self.upload:close() end
+  self.muc, self.pep, self.upload = nil, nil, nil
   if self.tls_ctx then self.tls_ctx:close() end
   self.tls_ctx = nil
   if self.store then self.store:close() end
