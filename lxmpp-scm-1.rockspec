@@ -135,6 +135,7 @@ build = {
       ["lxmpp.server.muc_admin"] = "lua/lxmpp/server/muc_admin.lua",
       ["lxmpp.server.muc_history"] = "lua/lxmpp/server/muc_history.lua",
       ["lxmpp.server.pubsub"] = "lua/lxmpp/server/pubsub.lua",
+      ["lxmpp.server.service"] = "lua/lxmpp/server/service.lua",
       ["lxmpp.server.pubsub_iq"] = "lua/lxmpp/server/pubsub_iq.lua",
       ["lxmpp.server.pubsub_node"] = "lua/lxmpp/server/pubsub_node.lua",
       ["lxmpp.server.pep"] = "lua/lxmpp/server/pep.lua",

@@ -16,6 +16,7 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local core = require "lxmpp.core"
 local pubsub_node = require "lxmpp.server.pubsub_node"
+local domain_service = require "lxmpp.server.service"
 
 local type, pairs, ipairs, setmetatable, tostring, error = type, pairs, ipairs, setmetatable, tostring, error
 local sort = table.sort
@@ -297,19 +298,9 @@ function M.new_host(srv, domain)
 end
 
 function Host:deliver(s, node, _, res)
-  local from = s.attr.from and jid.prep(s.attr.from)
-  if not from then return end
-  s.attr.from = from
-  if node or res then return self.srv:bounce(s, "cancel", "service-unavailable") end
-  if s.name ~= "iq" then
-    if s.name == "message" then return self.srv:bounce(s, "cancel", "service-unavailable") end
-    return
-  end
-  local t = s.attr.type
-  if t ~= "get" and t ~= "set" then return end
+  local t, _, ns = domain_service.request(self.srv, s, node, res)
+  if not t then return end
   local send = function(r) self.srv:route(r) end
-  local q = s.tags[1]
-  local ns = q and q.attr.xmlns
   if t == "get" and ns == NS_DISCO_INFO then return send(self.service:disco_info(s)) end
   if t == "get" and ns == NS_DISCO_ITEMS then return send(self.service:disco_items(s)) end
   if t == "get" and ns == "urn:xmpp:ping" then return send(st.reply(s)) end

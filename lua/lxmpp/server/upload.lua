@@ -18,6 +18,7 @@ local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local http = require "lxmpp.http"
+local service = require "lxmpp.server.service"
 
 local type, error, tostring, tonumber, pairs, ipairs, setmetatable, math_type, io, os, utf8 =
   type, error, tostring, tonumber, pairs, ipairs, setmetatable, math.type, io, os, utf8
@@ -293,18 +294,8 @@ end
 
 --- host:deliver: IQs to the service's domain; messages to it bounce.
 function Service:deliver(s, node, _, res)
-  local from = s.attr.from and jid.prep(s.attr.from)
-  if not from then return end
-  s.attr.from = from
-  if node or res then return self.srv:bounce(s, "cancel", "service-unavailable") end
-  if s.name ~= "iq" then
-    if s.name == "message" then return self.srv:bounce(s, "cancel", "service-unavailable") end
-    return
-  end
-  local t = s.attr.type
-  if t ~= "get" and t ~= "set" then return end
-  local q = s.tags[1]
-  local ns = q and q.attr.xmlns
+  local t, q, ns = service.request(self.srv, s, node, res)
+  if not t then return end
   local r
   if t == "get" and ns == NS_DISCO_INFO then r = disco_info(self, s)
   elseif t == "get" and ns == NS_DISCO_ITEMS and not q.attr.node then
