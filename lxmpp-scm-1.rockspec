@@ -45,6 +45,7 @@ build = {
             "csrc/idn.c",
             "csrc/loop.c",
             "csrc/net.c",
+            "csrc/net_io.c",
             "csrc/sasl.c",
             "csrc/sasl_client.c",
             "csrc/sasl_lua.c",

@@ -38,7 +38,7 @@ typedef struct lx_loop {
   uv_timer_t step_timer; /* wakes uv_run for lxmpp.step(timeout) */
   uv_prepare_t prepare;  /* runs the deferred list */
   lx_deferred *deferred;
-  void *net;          /* net.c's state for all connections (freed here) */
+  void *net;          /* net_io.c's state for all connections (freed here) */
 } lx_loop;
 
 /* Common head of every lxmpp handle userdata. */

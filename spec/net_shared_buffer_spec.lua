@@ -1,4 +1,4 @@
--- csrc/net.c reads every connection into read buffers its loop shares (an
+-- csrc/net_io.c reads every connection into read buffers its loop shares (an
 -- idle connection holds none). A connection paused in the middle of a read
 -- keeps its unparsed bytes, including those of a parse suspended at the
 -- event, while other connections read into the same buffers: plaintext and

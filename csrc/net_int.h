@@ -1,0 +1,73 @@
+/*
+ * net_int.h - what the two files of the TCP connections share: net.c
+ * (creation, and the conn and listener methods of the Lua binding) and
+ * net_io.c (the send and receive paths, the per-loop read buffers and idle
+ * sweeps). Internal: nothing else includes this file, and none of these
+ * names leaves core.so (-fvisibility=hidden); each is documented where it
+ * is defined.
+ */
+#ifndef LXMPP_NET_INT_H
+#define LXMPP_NET_INT_H
+
+#include "core.h"
+#include "loop.h"
+#include "stream.h"
+#include "tls.h"
+
+enum { RESET_NONE = 0, RESET_RESTART = 1 };
+
+typedef struct conn {
+  lx_handle h;                /* first member (loop.h) */
+  uv_tcp_t tcp;
+  lx_deferred flush;          /* coalesces writes of one loop iteration */
+  lx_deferred cont;           /* resume(): parse what a pause() left */
+  lx_stream *parser;          /* NULL until parse() */
+  const char *fbuf;           /* what the parser is reading: a shared buffer
+                                 (during a read callback) or rest */
+  size_t flen;
+  int feeding;                /* the parser has not finished fbuf yet */
+  int raw;                    /* raw(): bytes go to Lua as "data", no parser */
+  char *rest;                 /* own copy of fbuf's unparsed end, kept when a
+                                 callback ends mid-buffer (paused, closed) */
+  struct conn *act_next, *act_prev; /* in the loop's list of active conns */
+  int listed, recent;         /* in that list; had I/O since the last sweep */
+  lx_tls *tls;                /* NULL: plaintext */
+  int tls_done;               /* handshake finished */
+  char *early;                /* plaintext not encrypted yet (TLS) */
+  size_t early_len, early_cap;
+  char *out;                  /* bytes not yet handed to libuv */
+  size_t out_len, out_cap;
+  char *wbuf;                 /* bytes of the write in flight */
+  size_t wbuf_len, wbuf_cap;
+  size_t max_out;
+  int writing, connecting, reading, paused, closing, shut, full;
+  int reset;                  /* RESET_* requested by Lua during dispatch */
+  int in_dispatch;
+  uint64_t bytes_in, bytes_out, writes;
+  uv_connect_t creq;
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+} conn;
+
+/* ---- events (net_io.c) -------------------------------------------------- */
+
+int lx_net_push_event(lua_State *L, lx_handle *h, const char *event);
+void lx_net_emit(lx_handle *h, const char *event);
+void lx_net_emit_msg(lx_handle *h, const char *event, const char *msg,
+                     const char *cond);
+void lx_net_conn_freed(lx_handle *h);
+void lx_net_conn_abort(conn *c);
+
+/* ---- send path (net_io.c) ----------------------------------------------- */
+
+void lx_net_run_flush(lx_deferred *d);
+int lx_net_move_ciphertext(conn *c);
+int lx_net_encrypt_pending(conn *c);
+int lx_net_enqueue(conn *c, const char *p, size_t len);
+
+/* ---- receive path (net_io.c) -------------------------------------------- */
+
+void lx_net_start_reading(conn *c);
+void lx_net_run_cont(lx_deferred *d);
+
+#endif

@@ -1,0 +1,519 @@
+/*
+ * net_io.c - the I/O of TCP connections (net.c makes them and holds their
+ * Lua methods): a coalescing, bounded send path, and the receive path in C,
+ * socket bytes -> (TLS) -> stream parser -> one dispatcher call per stream
+ * event, over read buffers shared by the loop; idle connections give their
+ * parser's and TLS engine's memory back.
+ *
+ * Ownership: as in net.c; a conn's buffers and parser are freed by its close
+ * callback (lx_net_conn_freed, here).
+ */
+#include "net_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BUF 65536
+#define SWEEP_MS 250                 /* quiet this long (or up to twice): idle */
+
+/* ---- helpers ------------------------------------------------------------- */
+
+/* Pushes "net", owner, event (owner is uservalue 1 of the conn's userdata);
+ * returns 0 when the conn is no longer pinned. */
+int lx_net_push_event(lua_State *L, lx_handle *h, const char *event) {
+  if (!lx_handle_push(L, h)) return 0;        /* ud */
+  lua_pushliteral(L, "net");
+  lua_insert(L, -2);                          /* "net", ud */
+  lua_getiuservalue(L, -1, 1);                /* "net", ud, owner */
+  lua_remove(L, -2);
+  lua_pushstring(L, event);
+  return 1;
+}
+
+void lx_net_emit(lx_handle *h, const char *event) {
+  lua_State *L = h->lp->L;
+  if (L && lx_net_push_event(L, h, event)) lx_dispatch(h->lp, 3);
+}
+
+void lx_net_emit_msg(lx_handle *h, const char *event, const char *msg,
+                     const char *cond) {
+  lua_State *L = h->lp->L;
+  if (L && lx_net_push_event(L, h, event)) {
+    lua_pushstring(L, msg);
+    lua_pushstring(L, cond);
+    lx_dispatch(h->lp, 5);
+  }
+}
+
+/* Raw mode: one "data" event with the bytes read (plaintext under TLS). */
+static void emit_data(conn *c, const char *p, size_t n) {
+  lua_State *L = c->h.lp->L;
+  if (L && lx_net_push_event(L, &c->h, "data")) {
+    lua_pushlstring(L, p, n);
+    lx_dispatch(c->h.lp, 4);
+  }
+}
+
+/* Frees a growable buffer that is empty: an idle connection keeps none. */
+static void release(char **buf, size_t *cap) {
+  free(*buf);
+  *buf = NULL;
+  *cap = 0;
+}
+
+static void unlist(conn *c);
+static void touched(conn *c);
+
+void lx_net_conn_freed(lx_handle *h) {
+  conn *c = (conn *)h;
+  unlist(c);
+  lx_undefer(h->lp, &c->flush);
+  lx_stream_free(c->parser);
+  c->parser = NULL;
+  lx_tls_free(c->tls);
+  c->tls = NULL;
+  free(c->rest);
+  free(c->out);
+  free(c->wbuf);
+  free(c->early);
+  c->rest = c->out = c->wbuf = c->early = NULL;
+  c->fbuf = NULL;
+  c->feeding = 0;
+  c->out_len = c->wbuf_len = 0;
+  if (!h->lp->closing) lx_net_emit(h, "closed");
+}
+
+void lx_net_conn_abort(conn *c) {
+  c->reading = 0;
+  lx_handle_close(&c->h, (uv_handle_t *)&c->tcp);
+}
+/* ---- send path ------------------------------------------------------------- */
+
+static void start_write(conn *c);
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  conn *c = req->data;
+  (void)status;
+  lx_net_conn_abort(c);
+}
+
+static void maybe_shutdown(conn *c) {
+  if (!c->closing || c->writing || c->out_len || c->shut || c->h.closed) return;
+  c->shut = 1;
+  c->sreq.data = c;
+  if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+    lx_net_conn_abort(c);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  conn *c = req->data;
+  c->writing = 0;
+  c->wbuf_len = 0;
+  release(&c->wbuf, &c->wbuf_cap);
+  if (c->h.closed) return;
+  if (status < 0) {
+    lx_net_emit_msg(&c->h, "write-error", uv_strerror(status), "closed");
+    lx_net_conn_abort(c);
+    return;
+  }
+  if (c->out_len) start_write(c);
+  else if (c->full) {
+    c->full = 0;
+    lx_net_emit(&c->h, "drain");
+  }
+  maybe_shutdown(c);
+}
+
+static void start_write(conn *c) {
+  char *t;
+  size_t tcap;
+  uv_buf_t b;
+  if (c->writing || !c->out_len || c->h.closed || c->connecting) return;
+  /* swap the buffers: what was queued is now in flight */
+  t = c->wbuf; c->wbuf = c->out; c->out = t;
+  tcap = c->wbuf_cap; c->wbuf_cap = c->out_cap; c->out_cap = tcap;
+  c->wbuf_len = c->out_len;
+  c->out_len = 0;
+  b = uv_buf_init(c->wbuf, (unsigned)c->wbuf_len);
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+    c->wbuf_len = 0;
+    lx_net_conn_abort(c);
+    return;
+  }
+  c->writing = 1;
+  c->writes++;
+  c->bytes_out += b.len;
+}
+
+static void tls_failed(conn *c);
+
+void lx_net_run_flush(lx_deferred *d) {
+  conn *c = (conn *)((char *)d - offsetof(conn, flush));
+  if (!lx_net_encrypt_pending(c)) {
+    tls_failed(c);
+    return;
+  }
+  start_write(c);
+  touched(c);
+  maybe_shutdown(c);
+}
+
+/* Appends to a growable buffer; 0 when out of memory. */
+static int append(char **buf, size_t *len, size_t *cap, const char *p,
+                  size_t n) {
+  if (*cap - *len < n) {
+    size_t ncap = *cap ? *cap : 4096;
+    char *nb;
+    while (ncap - *len < n) ncap *= 2;
+    nb = realloc(*buf, ncap);
+    if (!nb) return 0;
+    *buf = nb;
+    *cap = ncap;
+  }
+  memcpy(*buf + *len, p, n);
+  *len += n;
+  return 1;
+}
+
+/* Moves the TLS engine's ciphertext to the output queue (not bounded: it is
+ * the encryption of what was already admitted). */
+int lx_net_move_ciphertext(conn *c) {
+  char tmp[16384];
+  size_t n;
+  while (c->tls && (n = lx_tls_take(c->tls, tmp, sizeof tmp)) > 0) {
+    if (!append(&c->out, &c->out_len, &c->out_cap, tmp, n)) return 0;
+    lx_defer(c->h.lp, &c->flush);
+  }
+  return 1;
+}
+
+/* Encrypts the plaintext queued since the last flush. 0 on a TLS error. */
+int lx_net_encrypt_pending(conn *c) {
+  size_t off = 0;
+  if (!c->tls || !c->tls_done || !c->early_len) return 1;
+  /* in pieces of a few records, each moved out at once, so OpenSSL's
+   * memory BIO never grows (and re-copies) to the size of a whole burst */
+  while (off < c->early_len) {
+    size_t n = c->early_len - off;
+    if (n > 65536) n = 65536;
+    if (lx_tls_send(c->tls, c->early + off, n) != LX_TLS_OK || !lx_net_move_ciphertext(c)) {
+      c->early_len = 0;
+      return 0;
+    }
+    off += n;
+  }
+  c->early_len = 0;
+  release(&c->early, &c->early_cap);
+  return 1;
+}
+
+/* Queues bytes; 0 when the bound is reached (nothing queued then). */
+int lx_net_enqueue(conn *c, const char *p, size_t len) {
+  if (c->out_len + c->wbuf_len + c->early_len + len > c->max_out) {
+    c->full = 1;
+    return 0;
+  }
+  if (c->tls) {
+    /* encrypted when flushed (or when the handshake ends): the writes of one
+     * loop iteration become full-size TLS records, not one per stanza */
+    if (!append(&c->early, &c->early_len, &c->early_cap, p, len)) return 0;
+    if (c->tls_done) lx_defer(c->h.lp, &c->flush);
+    return 1;
+  }
+  if (!append(&c->out, &c->out_len, &c->out_cap, p, len)) return 0;
+  lx_defer(c->h.lp, &c->flush);
+  return 1;
+}
+
+/* ---- receive path ---------------------------------------------------------- */
+
+/* Runs the parser and dispatches each event, under lx_protected (ud: the
+ * conn). Input was handed to the parser by on_read (lx_stream_feed); after a
+ * pause() it is still there, and resume() continues it here. Lua may close,
+ * pause or restart the conn during a dispatch: that takes effect before
+ * another byte is parsed. */
+static int feed_protected(lua_State *L) {
+  conn *c = lua_touserdata(L, 1);
+  int top = lua_gettop(L);
+  while (c->parser && !c->h.closed && !c->paused) {
+    int n, ev = lx_stream_next(c->parser);
+    if (ev == LX_EV_MORE) {
+      c->feeding = 0;
+      return 0;
+    }
+    if (!lx_net_push_event(L, &c->h, "")) return 0;
+    lua_pop(L, 1);                            /* "net", owner */
+    if (ev == LX_EV_ERROR) {
+      const char *cond, *msg = lx_stream_error(c->parser, &cond);
+      lua_pushliteral(L, "parse-error");
+      lua_pushstring(L, msg);
+      lua_pushstring(L, cond);
+      c->reading = 0;
+      c->feeding = 0;
+      uv_read_stop((uv_stream_t *)&c->tcp);
+      lx_dispatch(c->h.lp, 5);
+      return 0;
+    }
+    lua_pushstring(L, ev == LX_EV_OPEN ? "open" :
+                      ev == LX_EV_STANZA ? "stanza" : "stream-close");
+    n = lx_push_event(L, c->parser, ev, 0);
+    c->in_dispatch = 1;
+    c->reset = RESET_NONE;
+    lx_dispatch(c->h.lp, 3 + n);
+    c->in_dispatch = 0;
+    lua_settop(L, top);
+    if (c->h.closed || !c->parser) return 0;
+    if (c->reset == RESET_RESTART) {
+      /* the rest of this read belongs to the new stream */
+      size_t rest = lx_stream_remaining(c->parser);
+      if (!lx_stream_reset(c->parser)) return 0;
+      lx_stream_feed(c->parser, c->fbuf + c->flen - rest, rest, 0);
+    }
+  }
+  return 0;
+}
+
+/* ---- per loop: shared read buffers, idle sweeps --------------------------- */
+
+/* Read buffers: two per loop, shared by every connection (socket bytes, and
+ * TLS plaintext), so an idle connection holds none. A buffer is only read
+ * within one libuv callback; when the callback ends with the parser in the
+ * middle of it (the conn was paused), keep_rest() copies the unparsed end.
+ *
+ * Idle connections: every SWEEP_MS the conns that had no I/O for a whole
+ * period give their parser's memory (lx_stream_idle) and their TLS
+ * buffers (lx_tls_idle) back; busy ones keep them, so they do not pay to
+ * rebuild them at every read. */
+typedef struct net_loop {
+  char bufs[2 * READ_BUF];
+  uv_timer_t sweep;           /* data NULL: the loop itself closes it */
+  int sweep_init;
+  conn *active;               /* conns with I/O since they last went idle */
+} net_loop;
+#define SOCKET_BUF 0
+#define PLAIN_BUF 1
+
+static net_loop *net_of(lx_loop *lp) {
+  if (!lp->net) {
+    net_loop *n = malloc(sizeof *n);
+    if (!n) return NULL;
+    n->sweep_init = 0;
+    n->active = NULL;
+    lp->net = n;
+  }
+  return lp->net;
+}
+
+static char *shared_buf(lx_loop *lp, int which) {
+  net_loop *n = net_of(lp);
+  return n ? n->bufs + which * READ_BUF : NULL;
+}
+
+static void unlist(conn *c) {
+  net_loop *n = c->h.lp->net;
+  if (!c->listed) return;
+  if (c->act_prev) c->act_prev->act_next = c->act_next;
+  else n->active = c->act_next;
+  if (c->act_next) c->act_next->act_prev = c->act_prev;
+  c->act_next = c->act_prev = NULL;
+  c->listed = 0;
+}
+
+static void go_idle(conn *c) {
+  if (c->h.closed || !c->parser || c->feeding) return;
+  lx_stream_idle(c->parser);
+  if (c->tls_done && !c->out_len && !c->early_len) lx_tls_idle(c->tls);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  net_loop *n = (net_loop *)((char *)t - offsetof(net_loop, sweep));
+  conn *c, *next;
+  for (c = n->active; c; c = next) {
+    next = c->act_next;
+    if (c->recent) {
+      c->recent = 0;
+      continue;
+    }
+    unlist(c);
+    go_idle(c);
+  }
+  if (!n->active) uv_timer_stop(t);
+}
+
+/* The conn read or wrote: it goes idle after a quiet sweep period. */
+static void touched(conn *c) {
+  lx_loop *lp = c->h.lp;
+  net_loop *n = net_of(lp);
+  c->recent = 1;
+  if (c->listed || !n || lp->closing) return;
+  if (!n->sweep_init) {
+    if (uv_timer_init(&lp->uv, &n->sweep) != 0) return;
+    n->sweep.data = NULL;
+    uv_unref((uv_handle_t *)&n->sweep);  /* never keeps the loop running */
+    n->sweep_init = 1;
+  }
+  if (uv_is_closing((uv_handle_t *)&n->sweep)) return;
+  c->act_prev = NULL;
+  c->act_next = n->active;
+  if (n->active) n->active->act_prev = c;
+  n->active = c;
+  c->listed = 1;
+  if (!uv_is_active((uv_handle_t *)&n->sweep))
+    uv_timer_start(&n->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+}
+
+/* The parser will read from buf: a shared buffer, so rest is not needed. */
+static void feed_from(conn *c, const char *buf, size_t len) {
+  c->fbuf = buf;
+  c->flen = len;
+  c->feeding = 1;
+  free(c->rest);
+  c->rest = NULL;
+  lx_stream_feed(c->parser, buf, len, 0);
+}
+
+/* At the end of a callback that fed the parser from a shared buffer: what
+ * the parser has not finished moves into the conn's own rest (including the
+ * bytes of a suspended parse, which a stream restart would re-feed). */
+static void keep_rest(conn *c) {
+  size_t n, unread;
+  char *p;
+  if (c->h.closed) return;
+  touched(c);
+  if (!c->parser || !c->feeding || c->fbuf == c->rest) return;
+  n = lx_stream_remaining(c->parser);
+  unread = lx_stream_unread(c->parser);
+  if (!(p = malloc(n ? n : 1))) {
+    c->feeding = 0;
+    lx_net_emit_msg(&c->h, "read-error", "out of memory", "resource-constraint");
+    if (!c->h.closed) lx_net_conn_abort(c);
+    return;
+  }
+  memcpy(p, c->fbuf + c->flen - n, n);
+  c->rest = p;
+  c->fbuf = p;
+  c->flen = n;
+  lx_stream_rebase(c->parser, p + n - unread);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn *c = h->data;
+  char *b = shared_buf(c->h.lp, SOCKET_BUF);
+  (void)suggested;
+  *buf = uv_buf_init(b, b ? READ_BUF : 0);
+}
+
+static void tls_failed(conn *c) {
+  const char *cond, *msg = lx_tls_error(c->tls, &cond);
+  lx_net_move_ciphertext(c);                         /* the alert, if any */
+  c->reading = 0;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  lx_net_emit_msg(&c->h, "tls-failed", msg ? msg : "TLS failed",
+           cond ? cond : "tls-failed");
+  if (!c->h.closed) {
+    c->closing = 1;
+    lx_defer(c->h.lp, &c->flush);             /* send the alert, then close */
+  }
+}
+
+/* Parses what there is: the rest of the current buffer, then (with TLS)
+ * whatever plaintext the engine can give, until it needs more bytes, the
+ * conn is paused or closed. */
+static void pump(conn *c) {
+  for (;;) {
+    if (c->feeding) {
+      lx_protected(c->h.lp, feed_protected, c);
+      if (c->feeding || c->paused || c->h.closed || !c->parser) return;
+    }
+    if (!c->tls || !c->tls_done || (!c->parser && !c->raw)) return;
+    {
+      size_t n = 0;
+      int r;
+      char *pbuf = shared_buf(c->h.lp, PLAIN_BUF);
+      if (!pbuf) return;
+      r = lx_tls_read(c->tls, pbuf, READ_BUF, &n);
+      if (r == LX_TLS_OK && n > 0 && !c->parser) {
+        emit_data(c, pbuf, n);
+        if (c->paused || c->h.closed) return;
+        continue;
+      }
+      if (r == LX_TLS_OK && n > 0) {
+        feed_from(c, pbuf, n);
+        continue;
+      }
+      lx_net_move_ciphertext(c);                     /* e.g. a TLS 1.3 key update */
+      if (r == LX_TLS_CLOSED) {
+        c->reading = 0;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        lx_net_emit(&c->h, "eof");
+      } else if (r == LX_TLS_ERROR) {
+        tls_failed(c);
+      }
+      return;
+    }
+  }
+}
+
+/* Ciphertext arrived: advance the handshake, then pump. */
+static void tls_input(conn *c, const char *p, size_t n) {
+  if (!lx_tls_recv(c->tls, p, n)) {
+    tls_failed(c);
+    return;
+  }
+  if (!c->tls_done) {
+    int r = lx_tls_handshake(c->tls);
+    lx_net_move_ciphertext(c);
+    if (r == LX_TLS_ERROR) {
+      tls_failed(c);
+      return;
+    }
+    if (r != LX_TLS_OK) return;
+    c->tls_done = 1;
+    if (!lx_net_encrypt_pending(c)) {                /* written during the handshake */
+      tls_failed(c);
+      return;
+    }
+    lx_net_emit(&c->h, "tls-done");
+    if (c->h.closed) return;
+  }
+  pump(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn *c = s->data;
+  if (nread == 0 || c->h.closed) return;
+  if (nread < 0) {
+    c->reading = 0;
+    uv_read_stop(s);
+    if (nread == UV_EOF) lx_net_emit(&c->h, "eof");
+    else lx_net_emit_msg(&c->h, "read-error", uv_strerror((int)nread), "closed");
+    return;
+  }
+  c->bytes_in += (uint64_t)nread;
+  if (c->tls) {
+    tls_input(c, buf->base, (size_t)nread);
+  } else if (c->parser) {
+    feed_from(c, buf->base, (size_t)nread);
+    pump(c);
+  } else if (c->raw) {
+    emit_data(c, buf->base, (size_t)nread);
+  }
+  keep_rest(c);
+}
+
+void lx_net_start_reading(conn *c) {
+  if (c->reading || c->paused || c->h.closed || c->connecting ||
+      (!c->parser && !c->tls && !c->raw))
+    return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    c->reading = 1;
+}
+
+void lx_net_run_cont(lx_deferred *d) {
+  conn *c = (conn *)((char *)d - offsetof(conn, cont));
+  if (c->h.closed || c->paused) return;
+  pump(c);
+  keep_rest(c);
+  lx_net_start_reading(c);
+}
