@@ -14,7 +14,8 @@ LIBS      := -lexpat -lidn -lssl -lcrypto -luv -lcares
 SRC       := $(wildcard csrc/*.c)
 HDR       := $(wildcard csrc/*.h)
 ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c csrc/sasl.c \
-             csrc/saslprep.c csrc/sasl_client.c csrc/sasl_server.c
+             csrc/saslprep.c csrc/sasl_client.c csrc/sasl_server.c \
+             csrc/stream_tree.c
 
 # Debian packages the project needs (build, tests, peers, fuzzing, benchmarks).
 DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev libexpat1-dev \

@@ -55,6 +55,7 @@ build = {
             "csrc/serialize_lua.c",
             "csrc/stream.c",
             "csrc/stream_lua.c",
+            "csrc/stream_tree.c",
             "csrc/tls.c",
             "csrc/tls_lua.c",
             "csrc/xmlchar.c",
