@@ -75,7 +75,7 @@ function IM:deliver(s, node, _, res)
   end
   local bare = node .. "@" .. self.domain
   if name == "presence" then return self.presence:inbound(s, node, bare, res) end
-  if name == "message" then self.mam:incoming(s, node, bare) end
+  if name == "message" then self.mam:incoming(s, node, bare, not self:offline_full(node, bare, res)) end
   if name == "message" then self.carbons:received(s, bare, res) end
   if res then
     local sess = (srv.sessions[bare] or {})[res]
@@ -95,6 +95,15 @@ function IM:deliver(s, node, _, res)
 end
 
 -- RFC 6121 §8.5.2: a message to a bare JID, by type.
+-- Would a message for node now go to its offline store, and is that full
+-- (so that it bounces, and is not archived either)?
+function IM:offline_full(node, bare, res)
+  local list = self.srv.sessions[bare]
+  if res and list and list[res] then return false end
+  if #available_sessions(list) > 0 then return false end
+  return self.srv.store:count_offline(node) >= self.srv.limits.max_offline
+end
+
 function IM:message_to_bare(s, node, bare)
   local srv, t = self.srv, s.attr.type or "normal"
   if t == "groupchat" then return srv:bounce(s, "cancel", "service-unavailable") end

@@ -91,14 +91,14 @@ end
 
 --- A message routed to our account node (bare JID `bare`), before delivery:
 -- forged stanza ids go, a message worth keeping is kept and stamped.
-function Archive:incoming(s, node, bare)
+function Archive:incoming(s, node, bare, keep)
   s:maptags(function(c)
     if c.name == "stanza-id" and c.attr.xmlns == NS_SID and c.attr.by and jid.prep(c.attr.by) == bare then
       return nil
     end
     return c
   end)
-  if not storable(s) or not self.srv:user_exists(node) then return end
+  if keep == false or not storable(s) or not self.srv:user_exists(node) then return end
   local peer = s.attr.from and jid.prep(s.attr.from)
   if not peer then return end
   local id = self:add(node, s, peer)
