@@ -7,16 +7,11 @@ local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local st = lxmpp.stanza
 local smserver = require "spec.support.smserver"
-local clean = require "spec.support.clean"
-local clients = require "spec.support.clients"
 local SLOW = require("spec.support.slow").factor
 
 local wait_for = smserver.wait_for
 
-local function run(fn)
-  local ok, err = pcall(lxmpp.run, fn)
-  if not ok then error(err, 0) end
-end
+local run = smserver.run
 
 local function watch(c)
   local ev = { disconnected = {}, reconnected = {}, unacked = {} }
@@ -41,10 +36,7 @@ local function kick(srv, cond)
 end
 
 describe("reconnection", function()
-  after_each(function()
-    clients.kill_all()
-    clean()
-  end)
+  after_each(smserver.cleanup)
 
   it("comes back with the same handlers, sending what waited meanwhile in order", function()
     run(function()
@@ -210,10 +202,7 @@ describe("reconnection", function()
 end)
 
 describe("liveness", function()
-  after_each(function()
-    clients.kill_all()
-    clean()
-  end)
+  after_each(smserver.cleanup)
 
   it("finds a dead link by unanswered stream management acks, then reconnects", function()
     run(function()

@@ -8,15 +8,10 @@ local lxmpp = require "lxmpp"
 local st = lxmpp.stanza
 local sm = require "lxmpp.features.sm"
 local smserver = require "spec.support.smserver"
-local clean = require "spec.support.clean"
-local clients = require "spec.support.clients"
 
 local wait_for = smserver.wait_for
 
-local function run(fn)
-  local ok, err = pcall(lxmpp.run, fn)
-  if not ok then error(err, 0) end
-end
+local run = smserver.run
 
 local function bodies(list)
   local out = {}
@@ -33,10 +28,7 @@ local function unacked_events(c)
 end
 
 describe("stream management", function()
-  after_each(function()
-    clients.kill_all()
-    clean()
-  end)
+  after_each(smserver.cleanup)
 
   describe("h", function()
     local good = { ["0"] = 0, ["7"] = 7, ["007"] = 7, ["4294967295"] = 4294967295 }

@@ -202,4 +202,17 @@ function Server:client_opts(extra)
   return o
 end
 
+--- smserver.run(fn): lxmpp.run(fn), its error raised as it is.
+function M.run(fn)
+  local ok, err = pcall(require("lxmpp").run, fn)
+  if not ok then error(err, 0) end
+end
+
+--- smserver.cleanup(): after each spec, ends every client it left and
+-- what it left on disk.
+function M.cleanup()
+  require("spec.support.clients").kill_all()
+  require("spec.support.clean")()
+end
+
 return M
