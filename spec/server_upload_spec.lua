@@ -301,12 +301,43 @@ describe("embedded server: HTTP upload", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("deletes files after expire seconds, and with their account", function()
+    run(function(srv, port)
+      local a = login(port, "alice")
+      local url = assert(a:upload("short-lived", { name = "s.txt", address = "127.0.0.1" }))
+      assert.equal(200, (get(url)))
+      lxmpp.sleep(2.2)                        -- expire = 1, whole seconds of os.time
+      assert.equal(404, (get(url)))
+      assert.equal(0, srv.upload.used)
+      assert.is_nil(srv.upload.used_by["alice@example.test"])
+    end, nil, { expire = 1 })
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -m 700 " .. dir))
+    run(function(srv, port)
+      local a = login(port, "alice")
+      local url = assert(a:upload("alice's", { name = "a.txt", address = "127.0.0.1" }))
+      local b = login(port, "bob")
+      local burl = assert(b:upload("bob's", { name = "b.txt", address = "127.0.0.1" }))
+      local token = url:match("/upload/(%x+)/")
+      assert(io.open(dir .. "/" .. token, "rb")):close()
+      assert(srv:remove_user("alice"))
+      assert.equal(404, (get(url)))
+      assert.is_nil(io.open(dir .. "/" .. token, "rb"))
+      assert.is_nil(srv.store:get("upload_files", token))
+      assert.equal(200, (get(burl)))
+      assert.equal(#"bob's", srv.upload.used)
+    end, nil, { storage_dir = dir })
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("validates its options and stops with the server", function()
     local bad = {
       { upload = 5 }, { upload = { domain = "a@b" } }, { upload = { domain = "u.l", url = "http://u.l" } },
       { upload = { domain = "u.l", url = "https://u.l/files" } }, { upload = { domain = "u.l", max_size = -1 } },
       { upload = { domain = "u.l", listen = "nowhere" } }, { upload = { domain = "u.l", colour = "red" } },
-      { upload = { domain = "u.l", storage_dir = 3 } },
+      { upload = { domain = "u.l", storage_dir = 3 } }, { upload = { domain = "u.l", expire = 0 } },
+      { upload = { domain = "u.l", expire = "never" } },
     }
     for _, o in ipairs(bad) do
       assert.has_error(function() lxmpp.server(o) end)

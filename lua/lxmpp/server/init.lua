@@ -198,6 +198,7 @@ function Server:remove_user(name)
   if not node then return nil, err end
   self.store:remove_account(node)
   if self.pep then self.pep:forget(node .. "@" .. self.domain) end
+  if self.upload then self.upload:forget_owner(node .. "@" .. self.domain) end
   if self.im then self.im.blocking:forget(node) end
   local list = self.sessions[node .. "@" .. self.domain]
   for _, sess in pairs(list or {}) do sess:close("not-authorized", "account removed") end

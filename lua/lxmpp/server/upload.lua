@@ -29,7 +29,7 @@ local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 local NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 M.NS = NS
 
-M.DEFAULTS = { listen = "127.0.0.1:5281", max_size = 10485760, slot_timeout = 300 }
+M.DEFAULTS = { listen = "127.0.0.1:5281", max_size = 10485760, slot_timeout = 300, expire = 604800 }
 local MAX_PENDING = 64          -- unused slots one account may hold
 local KIND = "upload_files"     -- the storage kv space of stored files' metadata
 
@@ -48,7 +48,8 @@ local function positive(o, key, integer)
 end
 
 --- upload.check(opt): validates the `upload` option (a domain, or a table
--- { domain =, listen =, url =, max_size =, slot_timeout =, storage_dir = });
+-- { domain =, listen =, url =, max_size =, slot_timeout =, expire =,
+-- storage_dir = }; expire: seconds a file is kept, false for ever);
 -- raises with a clear message.
 function M.check(opt)
   if type(opt) == "string" then opt = { domain = opt } end
@@ -69,6 +70,7 @@ function M.check(opt)
   end
   positive(opt, "max_size", true)
   positive(opt, "slot_timeout", false)
+  if opt.expire ~= false then positive(opt, "expire", false) end
   if opt.storage_dir ~= nil and (type(opt.storage_dir) ~= "string" or opt.storage_dir == "") then
     fail("storage_dir must be a directory name")
   end
@@ -114,6 +116,7 @@ function M.start(srv, opt)
   local self = setmetatable({ srv = srv, domain = d, limits = srv.limits,
     max_size = opt.max_size or M.DEFAULTS.max_size, slot_timeout = opt.slot_timeout or M.DEFAULTS.slot_timeout,
     dir = opt.storage_dir, slots = {}, files = {}, used = 0, used_by = {}, pending_by = {},
+    expire = opt.expire == nil and M.DEFAULTS.expire or opt.expire,
     next_sweep = 0 }, Service)
   if self.dir then
     local probe = file_path(self, ".lxmpp-probe")
@@ -149,6 +152,34 @@ function Service:account(token, meta)
   self.used_by[meta.owner] = (self.used_by[meta.owner] or 0) + meta.size
 end
 
+-- Deletes a stored file (memory, disk, storage) and its share of the quotas.
+function Service:delete_file(token)
+  local meta = self.files[token]
+  if not meta then return end
+  self.files[token] = nil
+  self.used = self.used - meta.size
+  local left = (self.used_by[meta.owner] or 0) - meta.size
+  self.used_by[meta.owner] = left > 0 and left or nil
+  if self.dir then
+    os.remove(file_path(self, token))
+    self.srv.store:set(KIND, token, nil)
+  end
+end
+
+local function expired(self, meta)
+  return self.expire and meta.time + self.expire <= os.time()
+end
+
+--- Forgets an account's files and unused slots (the account is removed).
+function Service:forget_owner(owner)
+  for token, meta in pairs(self.files) do
+    if meta.owner == owner then self:delete_file(token) end
+  end
+  for token, slot in pairs(self.slots) do
+    if slot.owner == owner and not slot.busy then self:drop_slot(token) end
+  end
+end
+
 --- Stops the HTTP side: open transfers are cut; memory is given back.
 function Service:close()
   if self.listener then self.listener:close() end
@@ -158,12 +189,16 @@ function Service:close()
   self.slots, self.files = {}, {}
 end
 
--- Drops expired slots (at most once a second), giving back their reservation.
+-- Drops expired slots (at most once a second), giving back their
+-- reservation, and deletes expired files.
 function Service:sweep(now)
   if now < self.next_sweep then return end
   self.next_sweep = now + 1
   for token, slot in pairs(self.slots) do
     if slot.expires <= now and not slot.busy then self:drop_slot(token) end
+  end
+  for token, meta in pairs(self.files) do
+    if expired(self, meta) then self:delete_file(token) end
   end
 end
 
@@ -270,6 +305,10 @@ end
 function Service:file(token, name)
   local meta = self.files[token]
   if not meta or meta.name ~= name then return nil end
+  if expired(self, meta) then
+    self:delete_file(token)
+    return nil
+  end
   if meta.data then return meta, meta.data end
   local f = io.open(file_path(self, token), "rb")
   local data = f and f:read("a")
