@@ -144,9 +144,15 @@ describe("reliability against Prosody through a fault proxy", function()
       send_all(alice, bob.jid, function(i)
         if i == N * 2 // 5 then
           -- a half-open link swallows what is sent next, then the link stays
-          -- down longer than the server keeps the session
+          -- down longer than the server keeps the session. The stall must
+          -- find a live link: a random cut may just have happened.
           pa:cmd("cut 0 0")
-          pa:cmd("stall")
+          for _ = 1, 10 do
+            assert(wait_for(function() return alice.online and not alice.reconnecting end, 10))
+            pa:cmd("stall")
+            if wait_for(function() return pa:status().stalls >= 1 end, 1) then break end
+          end
+          assert(pa:status().stalls >= 1, "no link was stalled")
           lxmpp.sleep(0.3)
         elseif i == N * 23 // 50 then
           pa:cmd("down " .. (HIBERNATION + 2))
