@@ -161,7 +161,7 @@ describe("embedded server: HTTP upload", function()
   end)
 
   it("takes one PUT per slot, with exactly the announced length and type, before it expires", function()
-    run(function(_, port)
+    run(function(srv, port)
       local a = login(port, "alice")
       local slot = assert(a:upload_slot(SERVICE, "a.txt", 10, "text/plain"))
       local ct = { ["Content-Type"] = "text/plain" }
@@ -173,16 +173,23 @@ describe("embedded server: HTTP upload", function()
       assert.equal(403, (put(slot.put, "9876543210", ct)))   -- used
       local _, _, body = get(slot.get)
       assert.equal("0123456789", body)
-      -- expiry (slot_timeout = 0.3 here)
+      -- expiry (slot_timeout = 30 here), on the service's clock
+      local t = core.now()
+      srv.upload.now = function() return t end
       local old = assert(a:upload_slot(SERVICE, "late.txt", 4))
-      lxmpp.sleep(0.5)
+      t = t + 29
+      local fresh = assert(a:upload_slot(SERVICE, "fresh.txt", 5))
+      t = t + 2
       assert.equal(403, (put(old.put, "late")))
       assert.equal(404, (get(old.get)))
-    end, nil, { slot_timeout = 0.3 })
+      assert.equal(201, (put(fresh.put, "fresh")))
+    end, nil, { slot_timeout = 30 })
   end)
 
   it("keeps the quotas in all and per account, counting unused slots until they expire", function()
-    run(function(_, port)
+    run(function(srv, port)
+      local t = core.now()
+      srv.upload.now = function() return t end
       local a, b = login(port, "alice"), login(port, "bob")
       assert(a:upload(("a"):rep(500), { name = "a.bin", address = "127.0.0.1" }))
       local r, _, cond = ask(a, "b.bin", "200")          -- 500 + 200 > 600 for alice
@@ -191,9 +198,9 @@ describe("embedded server: HTTP upload", function()
       assert.truthy(ask(b, "d.bin", "300"))               -- 900 of 1000 kept or promised
       r, _, cond = ask(b, "e.bin", "200")
       assert.same({ nil, "resource-constraint" }, { r, cond })
-      lxmpp.sleep(1.2)                                    -- the unused slots expire
+      t = t + 31                                          -- the unused slots expire
       assert.truthy(ask(b, "e.bin", "400"))
-    end, { limits = { upload_quota = 1000, upload_user_quota = 600 } }, { slot_timeout = 0.2 })
+    end, { limits = { upload_quota = 1000, upload_user_quota = 600 } }, { slot_timeout = 30 })
   end)
 
   it("answers hostile HTTP with the right status and keeps serving", function()
@@ -304,13 +311,16 @@ describe("embedded server: HTTP upload", function()
   it("deletes files after expire seconds, and with their account", function()
     run(function(srv, port)
       local a = login(port, "alice")
+      local t = os.time()
+      srv.upload.clock = function() return t end
       local url = assert(a:upload("short-lived", { name = "s.txt", address = "127.0.0.1" }))
+      t = t + 59
       assert.equal(200, (get(url)))
-      lxmpp.sleep(2.2)                        -- expire = 1, whole seconds of os.time
+      t = t + 1                               -- expire = 60
       assert.equal(404, (get(url)))
       assert.equal(0, srv.upload.used)
       assert.is_nil(srv.upload.used_by["alice@example.test"])
-    end, nil, { expire = 1 })
+    end, nil, { expire = 60 })
     local dir = os.tmpname()
     os.remove(dir)
     assert(os.execute("mkdir -m 700 " .. dir))

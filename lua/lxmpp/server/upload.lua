@@ -117,6 +117,7 @@ function M.start(srv, opt)
     max_size = opt.max_size or M.DEFAULTS.max_size, slot_timeout = opt.slot_timeout or M.DEFAULTS.slot_timeout,
     dir = opt.storage_dir, slots = {}, files = {}, used = 0, used_by = {}, pending_by = {},
     expire = opt.expire == nil and M.DEFAULTS.expire or opt.expire,
+    now = core.now, clock = os.time,     -- slots' and files' clocks (specs set them)
     next_sweep = 0 }, Service)
   if self.dir then
     local probe = file_path(self, ".lxmpp-probe")
@@ -167,7 +168,7 @@ function Service:delete_file(token)
 end
 
 local function expired(self, meta)
-  return self.expire and meta.time + self.expire <= os.time()
+  return self.expire and meta.time + self.expire <= self.clock()
 end
 
 --- Forgets an account's files and unused slots (the account is removed).
@@ -241,7 +242,7 @@ function Service:slot_request(iq, req)
     return st.error_reply(iq, "modify", "bad-request", "the content type is not a media type")
   end
   if size > self.max_size then return file_too_large(iq, self.max_size) end
-  local now = core.now()
+  local now = self.now()
   self:sweep(now)
   local p = self.pending_by[owner] or { bytes = 0, n = 0 }
   if p.n >= MAX_PENDING then
@@ -267,7 +268,7 @@ end
 function Service:usable_slot(token, name)
   local slot = self.slots[token]
   if not slot or slot.busy or slot.name ~= name then return nil end
-  if slot.expires <= core.now() then
+  if slot.expires <= self.now() then
     self:drop_slot(token)
     return nil
   end
@@ -276,7 +277,7 @@ end
 
 --- Stores a slot's file: true | nil, HTTP status. The slot is used up.
 function Service:store(slot, data, ctype)
-  local meta = { name = slot.name, size = #data, type = ctype, owner = slot.owner, time = os.time() }
+  local meta = { name = slot.name, size = #data, type = ctype, owner = slot.owner, time = self.clock() }
   self:drop_slot(slot.token)
   if self.dir then
     local path = file_path(self, slot.token)
