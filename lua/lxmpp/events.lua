@@ -2,9 +2,13 @@
 -- first, then in the order they were added); a handler that returns a value
 -- other than nil stops the event there, and fire() returns that value.
 -- Negotiation features, plugins and the session core hook in here.
+--
+-- A list of handlers is never changed in place: add and remove make a new
+-- one, so fire walks the list it started with, whatever its handlers add or
+-- remove meanwhile, without copying it on every event.
 
-local setmetatable, type, error, pairs, table_insert, table_remove =
-  setmetatable, type, error, pairs, table.insert, table.remove
+local setmetatable, type, error, pairs, table_insert, table_remove, table_unpack =
+  setmetatable, type, error, pairs, table.insert, table.remove, table.unpack
 
 local Bus = {}
 Bus.__index = Bus
@@ -19,29 +23,29 @@ function Bus:add(event, fn, priority)
   if type(fn) ~= "function" then error("events: handler must be a function", 2) end
   priority = priority or 0
   self.next_id = self.next_id + 1
-  local list = self.lists[event]
-  if not list then
-    list = {}
-    self.lists[event] = list
-  end
+  local old = self.lists[event] or {}
   local entry = { id = self.next_id, fn = fn, priority = priority }
-  local pos = #list + 1
-  for i = 1, #list do
-    if list[i].priority < priority then
+  local pos = #old + 1
+  for i = 1, #old do
+    if old[i].priority < priority then
       pos = i
       break
     end
   end
+  local list = { table_unpack(old) }
   table_insert(list, pos, entry)
+  self.lists[event] = list
   return entry.id
 end
 
 --- bus:remove(id) -> true if it was there
 function Bus:remove(id)
-  for _, list in pairs(self.lists) do
-    for i = 1, #list do
-      if list[i].id == id then
+  for event, old in pairs(self.lists) do
+    for i = 1, #old do
+      if old[i].id == id then
+        local list = { table_unpack(old) }
         table_remove(list, i)
+        self.lists[event] = list
         return true
       end
     end
@@ -53,13 +57,8 @@ end
 function Bus:fire(event, ...)
   local list = self.lists[event]
   if not list then return nil end
-  local n = #list
-  if n == 1 then return list[1].fn(...) end
-  -- a snapshot: handlers may add or remove handlers while it runs
-  local snapshot = {}
-  for i = 1, n do snapshot[i] = list[i].fn end
-  for i = 1, n do
-    local r = snapshot[i](...)
+  for i = 1, #list do
+    local r = list[i].fn(...)
     if r ~= nil then return r end
   end
   return nil

@@ -450,8 +450,9 @@ end
 
 -- Starts a task per handler of event, in the order they were added.
 function Session:fire_user(event, ...)
-  if not self.user:has(event) then return end
-  for _, fn in ipairs(self.user:handlers(event)) do task.spawn(fn, ...) end
+  local list = self.user.lists[event]        -- never changed in place (events.lua)
+  if not list then return end
+  for i = 1, #list do task.spawn(list[i].fn, ...) end
 end
 
 --- wait_drain([timeout]): after send returned "resource-constraint" (the
