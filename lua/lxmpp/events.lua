@@ -64,13 +64,12 @@ function Bus:fire(event, ...)
   return nil
 end
 
---- bus:handlers(event) -> the handler functions in order (a snapshot), for
--- callers that run them their own way (the session spawns a task for each)
-function Bus:handlers(event)
-  local list = self.lists[event]
-  local out = {}
-  if list then for i = 1, #list do out[i] = list[i].fn end end
-  return out
+--- bus:list(event) -> the handler entries ({ fn =, priority =, id = }) in
+-- order, or nil: the list itself, which is never changed in place, for
+-- callers that run the handlers their own way (the session spawns a task
+-- for each) or pick lists by event (child namespaces)
+function Bus:list(event)
+  return self.lists[event]
 end
 
 --- bus:has(event) -> true when some handler listens

@@ -325,11 +325,11 @@ function Session:incoming(s)
   if self.bus:fire("stanza-in", s) then return end
   local by_ns = self.child_hooks[s.name]
   if by_ns then
-    local tags, lists = s.tags, by_ns.lists
+    local tags = s.tags
     local found, nfound = nil, 0    -- the hooked namespaces, each once
     for i = 1, #tags do
       local ns = tags[i].attr.xmlns
-      if ns ~= nil and lists[ns] ~= nil then
+      if ns ~= nil and by_ns:list(ns) ~= nil then
         local seen = false
         for j = 1, nfound do
           if found[j] == ns then seen = true break end
@@ -346,7 +346,7 @@ function Session:incoming(s)
       local order = {}
       for i = 1, nfound do order[i] = i end
       table.sort(order, function(a, b)
-        local pa, pb = lists[found[a]][1].priority, lists[found[b]][1].priority
+        local pa, pb = by_ns:list(found[a])[1].priority, by_ns:list(found[b])[1].priority
         if pa ~= pb then return pa > pb end
         return a < b
       end)
@@ -450,7 +450,7 @@ end
 
 -- Starts a task per handler of event, in the order they were added.
 function Session:fire_user(event, ...)
-  local list = self.user.lists[event]        -- never changed in place (events.lua)
+  local list = self.user:list(event)
   if not list then return end
   for i = 1, #list do task.spawn(list[i].fn, ...) end
 end
