@@ -18,7 +18,11 @@ ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c csrc/sasl.c \
              csrc/stream_tree.c
 
 # Debian packages the project needs (build, tests, peers, fuzzing, benchmarks).
-DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev libexpat1-dev \
+# NAME>=VERSION asks for at least that version: `make deps` installs what is
+# missing and upgrades what is older (a fresh Debian 12 image ships expat
+# 2.5.0-1+deb12u1, before the security updates), then checks the result.
+DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev \
+             libexpat1>=2.5.0-1+deb12u2 libexpat1-dev>=2.5.0-1+deb12u2 \
              libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
              clang libclang-rt-14-dev valgrind lua-sql-sqlite3
@@ -28,19 +32,27 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs
+.PHONY: all deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs
 
 all: build
 
+# prints the packages of DEB_PKGS that are missing or older than asked
+DEPS_NEEDED = for spec in $(foreach p,$(DEB_PKGS),'$(p)'); do \
+	  p=$${spec%%>=*}; min=; [ "$$p" = "$$spec" ] || min=$${spec\#*>=}; \
+	  v=$$(dpkg-query -W -f='$${Status} $${Version}\n' "$$p" 2>/dev/null | sed -n 's/^install ok installed //p'); \
+	  if [ -z "$$v" ]; then echo "$$p"; \
+	  elif [ -n "$$min" ] && dpkg --compare-versions "$$v" lt "$$min"; then echo "$$p"; fi; \
+	done
+
 deps:
-	@missing=$$(for p in $(DEB_PKGS); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing: $$missing"; \
+	@need=$$($(DEPS_NEEDED)); \
+	if [ -n "$$need" ]; then \
+	  echo "installing or upgrading:" $$need; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$need || exit 1; \
+	  left=$$($(DEPS_NEEDED)); \
+	  if [ -n "$$left" ]; then echo "make deps: still missing or too old:" $$left; exit 1; fi; \
 	fi
 
 build: build/lxmpp/core.so
@@ -58,6 +70,18 @@ docs:
 
 lint:
 	luacheck lua spec bench examples fuzz/make_corpus.lua bin/lxmpp
+
+# The core against an expat.h without XML_SetReparseDeferralEnabled (expat
+# before 2.6.0 and unpatched distributions, such as a fresh Debian 12 image):
+# it must still compile under -Werror, load and parse. CI runs this stage.
+EXPAT_H ?= /usr/include/expat.h
+compat-expat: deps
+	@mkdir -p build-compat/inc build-compat/lxmpp
+	sed -e '/^XMLPARSEAPI(XML_Bool)$$/{N;/XML_SetReparseDeferralEnabled/d;}' \
+	    -e '/XML_SetReparseDeferralEnabled/d' $(EXPAT_H) >build-compat/inc/expat.h
+	@! grep -q XML_SetReparseDeferralEnabled build-compat/inc/expat.h
+	$(CC) $(ALL_CFLAGS) -Ibuild-compat/inc -shared -o build-compat/lxmpp/core.so $(SRC) $(LIBS)
+	LUA_CPATH='$(CURDIR)/build-compat/?.so;;' $(BUSTED) spec/stream_parser_spec.lua spec/stream_strcache_spec.lua
 
 # ASan + UBSan over the whole spec suite. The lua5.4 binary is not
 # instrumented, so the sanitizer runtime is preloaded.
@@ -121,7 +145,7 @@ demo: deps build
 	$(LUA) examples/demo.lua
 
 clean:
-	rm -rf build build-asan build-fuzz build-bench
+	rm -rf build build-asan build-fuzz build-bench build-compat
 
 # The suite under Valgrind's memcheck (slow; CI runs it too), without
 # spec/interop: those specs check other projects' clients and servers against

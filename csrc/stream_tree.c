@@ -10,6 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * Reparse deferral (expat 2.6.0, and distributions' backports of it to older
+ * versions) holds a large token back until more bytes arrive, which would
+ * delay a stanza whose last byte has already come. Expat without the feature
+ * has neither the deferral nor this function, and its expat.h may lack the
+ * declaration: declared here and referenced weakly, the address is NULL at
+ * run time when the loaded libexpat lacks the function, so the core builds
+ * and runs against any expat from 2.2 on (the compat-expat make target
+ * compiles it against a header without the declaration).
+ */
+#pragma weak XML_SetReparseDeferralEnabled
+XML_Bool XML_SetReparseDeferralEnabled(XML_Parser parser, XML_Bool enabled);
+
 
 #define MAX_KEPT_HEADER 2048      /* a real header is a few hundred bytes */
 #define NS_XML "http://www.w3.org/XML/1998/namespace"
@@ -461,6 +474,6 @@ int lx_stream_setup(lx_stream *s) {
   XML_SetXmlDeclHandler(xp, on_xmldecl);
   XML_SetParamEntityParsing(xp, XML_PARAM_ENTITY_PARSING_NEVER);
   /* a stanza must be delivered as soon as its last byte arrives */
-  XML_SetReparseDeferralEnabled(xp, XML_FALSE);
+  if (XML_SetReparseDeferralEnabled) XML_SetReparseDeferralEnabled(xp, XML_FALSE);
   return 1;
 }
