@@ -80,6 +80,7 @@ static void reset_state(lx_stream *s) {
   s->final = s->final_sent = 0;
   s->suspended = 0;
   s->fed = s->mark = s->ev_end = 0;
+  s->skipped_space = 0;
   s->depth = 0;
   s->closed = 0;
   s->nev = s->evpos = 0;
@@ -203,6 +204,29 @@ int lx_stream_idle(lx_stream *s) {
 
 int lx_stream_is_idle(const lx_stream *s) { return s->xp == NULL; }
 
+/* Whitespace before a stream's first byte (stream mode, nothing given to
+ * expat yet) is skipped, so a stream may start, or restart, after the
+ * space, tab, CR or LF that followed the last element of the previous one.
+ * RFC 6120 §11.7 lets whitespace separate first-level elements; go-xmpp
+ * (go-sendxmpp) writes "</auth>\n" and then, after SASL success, a new
+ * "<?xml ...?>", which expat would refuse as a declaration not at the start
+ * of its document (Prosody and ejabberd accept it). Anything else is junk
+ * and still goes to expat, which fails on it; a byte order mark after the
+ * whitespace fails here. Returns 1 when whitespace used up the input. */
+static int skip_space(lx_stream *s) {
+  while (s->in_pos < s->in_len) {
+    unsigned char c = (unsigned char)s->in[s->in_pos];
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+      if (s->skipped_space && c == 0xEF)   /* a UTF-8 BOM must come first */
+        lx_stream_fail(s, "not-well-formed", "a byte order mark after whitespace");
+      return 0;
+    }
+    s->skipped_space = 1;
+    s->in_pos++;
+  }
+  return 1;
+}
+
 int lx_stream_next(lx_stream *s) {
   for (;;) {
     enum XML_Status st;
@@ -217,9 +241,14 @@ int lx_stream_next(lx_stream *s) {
       s->suspended = 0;
       st = XML_ResumeParser(s->xp);
     } else if (s->in_pos < s->in_len) {
-      size_t n = slice_len(s);
-      int last = s->final && s->in_pos + n == s->in_len;
-      const char *nul = memchr(s->in + s->in_pos, 0, n);
+      size_t n;
+      const char *nul;
+      int last;
+      if (s->mode == LX_MODE_STREAM && s->fed == 0 && (skip_space(s) || s->failed))
+        continue;                  /* all whitespace so far: wait for more */
+      n = slice_len(s);
+      last = s->final && s->in_pos + n == s->in_len;
+      nul = memchr(s->in + s->in_pos, 0, n);
       if (s->fed == 0 && n > 0) {
         unsigned char c = (unsigned char)s->in[s->in_pos];
         /* UTF-16/32 byte order marks can't start UTF-8 XML */

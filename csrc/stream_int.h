@@ -31,6 +31,7 @@ struct lx_stream {
   size_t in_len, in_pos;
   int final, final_sent;
   int suspended;          /* expat suspended inside the current slice */
+  int skipped_space;      /* whitespace before the document was skipped */
 
   /* positions in bytes since the start of the document */
   unsigned long long fed;  /* bytes given to expat */

@@ -237,6 +237,44 @@ describe("stream parser behaviour", function()
     assert.same({ "open example.com", "a", "close", "open example.com", "b" }, log)
   end)
 
+  it("after reset(), skips the whitespace left from the old stream before the new header (go-xmpp)", function()
+    -- go-xmpp writes "</auth>\n", and the "\n" reaches the parser after
+    -- the SASL restart, in the same read or in the next one
+    local restarted = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
+      "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'><presence/>"
+    for _, tail in ipairs({ "\n", "\r\n", " \t\r\n" }) do
+      for _, split in ipairs({ "same read", "next read", "byte by byte" }) do
+        local log, p = {}, nil
+        p = lxmpp.stream_parser({
+          stream_open = function() log[#log + 1] = "open" end,
+          stanza = function(st)
+            log[#log + 1] = st.name
+            if st.name == "success" then p:reset() end
+          end,
+        })
+        local first = H .. "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>" .. (split == "same read" and tail or "")
+        local ok, leftover = p:feed(first)
+        assert.is_true(ok)
+        local rest = (leftover or "") .. (split == "same read" and "" or tail) .. restarted
+        local chunks = split == "byte by byte" and support.bytes(rest) or { rest }
+        for _, c in ipairs(chunks) do assert.is_true(p:feed(c), split) end
+        assert.same({ "open", "success", "open", "presence" }, log, split)
+      end
+    end
+  end)
+
+  it("after reset(), refuses anything but whitespace before the new header", function()
+    for _, junk in ipairs({ "x", "\n.", "\0", "\v", "\n\239\187\191" }) do
+      local p = lxmpp.stream_parser({})
+      assert.is_true(p:feed(H .. "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"))
+      p:reset()
+      local ok, msg, cond = p:feed(junk .. H)
+      assert.is_nil(ok, ("%q was accepted"):format(junk))
+      assert.is_string(msg)
+      assert.truthy(cond == "not-well-formed" or cond == "unsupported-encoding", cond)
+    end
+  end)
+
   it("keeps the canonical form of a parsed header", function()
     assert.equal("<x a=1></x>", canon({ name = "x", attr = { a = "1" } }))
   end)
