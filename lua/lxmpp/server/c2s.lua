@@ -171,6 +171,7 @@ negotiation[NS_TLS] = {
     end
     self:write("<proceed xmlns='" .. NS_TLS .. "'/>")
     self.starting_tls = true
+    self:restarted()
     local _, discarded = self.conn:starttls(self.srv.tls_ctx)
     if discarded and discarded > 0 then
       -- plaintext pipelined after <starttls/>: never parsed (SECURITY.md)
@@ -210,6 +211,7 @@ local function sasl_success(self, user, final)
   self:write("<success xmlns='" .. NS_SASL .. "'>" ..
     (final and final ~= "" and core.base64_encode(final) or "") .. "</success>")
   self.conn:restart()
+  self:restarted()
 end
 
 -- A SASL username as an account name (nodeprep), or nil.

@@ -101,7 +101,16 @@ function Stream:send_header(extra)
   return self:write(table.concat(parts))
 end
 
---- Sends <stream:error/> and closes (a header first when none was sent).
+--- The stream restarts (after STARTTLS, after SASL success: RFC 6120
+-- §4.3.3): the header we sent belongs to the old stream, so a stream error
+-- before we answer the peer's new header must open the new stream first
+-- (§4.9.1.2), or clients (Pidgin, go-xmpp) see an error with no stream.
+function Stream:restarted()
+  self.header_sent = false
+end
+
+--- Sends <stream:error/> and closes (a header first when none was sent on
+-- this stream, restarts included).
 function Stream:stream_error(cond, text)
   if self.ended then return end
   self.clean_end = true
