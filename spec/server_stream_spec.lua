@@ -139,3 +139,96 @@ describe("embedded server: whitespace before a restarted stream's header", funct
     end)
   end)
 end)
+
+describe("embedded server: the negotiation deadline and the caps on unauthenticated streams", function()
+  local slow = require("spec.support.slow").factor
+
+  it("by default gives a person at a certificate prompt more than two minutes", function()
+    local default = require("lxmpp.server").DEFAULT_LIMITS.negotiation_timeout
+    assert.is_true(default >= 150, "negotiation_timeout is " .. default .. " s")
+    serve.run({ users = USERS }, function(srv)
+      assert.equal(default, srv.limits.negotiation_timeout)
+    end)
+  end)
+
+  it("lets in a client that waits at the prompt for most of the deadline, then stops timing it", function()
+    -- the default's proportions: 120 s at the prompt of 180 s
+    local deadline, prompt = 1.5 * slow, 1.0 * slow
+    serve.run({ users = USERS, limits = { negotiation_timeout = deadline } }, function(_, port)
+      local r = up_to_restart(port, "tls")
+      lxmpp.sleep(prompt)                       -- the person reads the certificate
+      r:send(raw.header())
+      assert.equal("features", assert(r:stanza()).name)
+      r:send(PLAIN)
+      assert.equal("success", assert(r:stanza()).name)
+      r.conn:restart()
+      r:send(raw.header())
+      assert.equal("features", assert(r:stanza()).name)
+      r:send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+      assert.equal("result", assert(r:stanza()).attr.type)
+      lxmpp.sleep(deadline - prompt + 0.3 * slow)  -- past the deadline: bound, so no longer timed
+      r:send("<iq type='get' id='p' to='example.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+      local pong = assert(r:stanza())
+      assert.equal("result", pong.attr.type)
+      r:close()
+    end)
+  end)
+
+  it("counts the deadline from accept, not from the last byte (a slowloris dribbling bytes)", function()
+    local deadline = 0.8 * slow
+    serve.run({ users = USERS, limits = { negotiation_timeout = deadline } }, function(_, port)
+      local r = raw.connect(port)
+      local h, t0, i = raw.header(), core.now(), 0
+      while #r.q == 0 and i < #h do              -- one byte every 50 ms: 7 s for the header
+        i = i + 1
+        r:send(h:sub(i, i))
+        lxmpp.sleep(0.05)
+      end
+      assert.equal("connection-timeout", (r:stream_error()))
+      local took = core.now() - t0
+      assert.is_true(took >= deadline - 0.05 and took < deadline + 1 * slow, "cut after " .. took .. " s")
+      assert.is_true(i < #h, "the whole header went through")
+    end)
+  end)
+
+  it("holds what slowloris streams can keep within the caps, per address and in all, with the long deadline", function()
+    -- the default deadline: what bounds the attack is the caps, not time
+    serve.run({ users = USERS, listen = { "127.0.0.1:0", "[::1]:0" }, limits = { max_per_ip = 4, max_unauthenticated = 6 } },
+      function(srv)
+        local v4, v6
+        for _, a in ipairs(srv:addresses()) do
+          if a.ip == "::1" then v6 = a.port else v4 = v4 or a.port end
+        end
+        local alice = raw.login(v4, serve.pki().ca, "alice", "alice-pw")   -- counts per address only
+        local partial = raw.header():sub(1, 40)   -- an unfinished header, then nothing
+        local held = {}
+        local function hold(port, host)
+          local r = raw.connect(port, host)
+          r:send(partial)
+          held[#held + 1] = r
+          return r
+        end
+        for _ = 1, 3 do hold(v4) end
+        assert.truthy(serve.until_true(function() return srv:stats().unauthenticated == 3 end))
+        local cond, text = hold(v4):stream_error()    -- alice's and 3: the address is full
+        assert.equal("policy-violation", cond)
+        assert.matches("your address", text)
+        for _ = 1, 3 do hold(v6, "::1") end
+        assert.truthy(serve.until_true(function() return srv:stats().unauthenticated == 6 end))
+        cond, text = hold(v6, "::1"):stream_error()   -- 6 unauthenticated in all
+        assert.equal("policy-violation", cond)
+        assert.matches("try again later", text)
+        assert.equal(6, srv:stats().unauthenticated)
+        assert.same({ ["127.0.0.1"] = 4, ["::1"] = 3 }, srv.per_ip)
+        -- the authenticated session is not held up
+        alice:send("<iq type='get' id='p' to='example.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert.equal("result", assert(alice:stanza()).attr.type)
+        for _, r in ipairs(held) do r:close() end
+        assert.truthy(serve.until_true(function() return srv:stats().unauthenticated == 0 end))
+        assert.same({ ["127.0.0.1"] = 1 }, srv.per_ip)
+        local c = assert(serve.login(v4, "bob", "bob-pw"))
+        c:close()
+        alice:close()
+      end)
+  end)
+end)

@@ -2,7 +2,7 @@
 -- byte (hostile clients, registration, stream-level checks). It reads
 -- stream events into a queue that a task waits on.
 --
---   local r = raw.connect(port)                 -- in a task
+--   local r = raw.connect(port [, host])        -- in a task (host: 127.0.0.1)
 --   r:send("<stream:stream ...>")               -- any bytes
 --   local ev = r:next()                         -- { open = attr } | { stanza = s }
 --                                               -- | { close = true } | { closed = true }
@@ -26,8 +26,8 @@ M.header = header
 local Raw = {}
 Raw.__index = Raw
 
-function M.connect(port)
-  local conn = assert(net.connect("127.0.0.1", port))
+function M.connect(port, host)
+  local conn = assert(net.connect(host or "127.0.0.1", port))
   local r = setmetatable({ conn = conn, q = {} }, Raw)
   local function push(ev)
     r.q[#r.q + 1] = ev

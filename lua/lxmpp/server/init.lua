@@ -24,7 +24,8 @@ local M = {}
 --- Defaults of the `limits` option (SECURITY.md, "Connections").
 M.DEFAULT_LIMITS = {
   max_stanza_size = 262144,     -- bytes of one stanza (policy-violation beyond)
-  negotiation_timeout = 30,     -- seconds from accept to a bound resource
+  negotiation_timeout = 180,    -- seconds from accept to a bound resource (a person may
+                                -- first accept a self-signed certificate: 2 minutes and more)
   max_unauthenticated = 1000,   -- connections not yet authenticated, in all
   max_per_ip = 100,             -- connections from one address
   max_queue = 1048576,          -- bytes queued for a peer that does not read
