@@ -305,7 +305,9 @@ end)
 
 describe("embedded server: server IQs and registration", function()
   it("answers disco, ping, version and time, and vCards", function()
-    serve.run({ users = USERS, components = { ["gw.example.test"] = "s3cret" } }, function(_, port)
+    -- component_listen: a free port, never the default 5347 (it may be busy)
+    local opts = { users = USERS, components = { ["gw.example.test"] = "s3cret" }, component_listen = "127.0.0.1:0" }
+    serve.run(opts, function(_, port)
       local a = assert(serve.login(port, "alice", "alice-pw"))
       local info = assert(a:request(st.iq({ type = "get", to = "example.test" }):query("http://jabber.org/protocol/disco#info")))
       local q = info:get_child("query", "http://jabber.org/protocol/disco#info")

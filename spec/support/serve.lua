@@ -1,6 +1,6 @@
 -- Runs the embedded server for a spec: domain example.test, a certificate
--- from the suite's test CA, any free loopback port; clients log in with
--- lxmpp.connect verifying against that CA.
+-- from the suite's test CA, any free loopback port (for components too);
+-- clients log in with lxmpp.connect verifying against that CA.
 --
 --   serve.run({ users = { alice = "pw" } }, function(srv, port) ... end)
 --   local c = serve.login(port, "alice", "pw" [, resource [, extra opts]])
@@ -22,6 +22,8 @@ function M.run(opts, fn)
   lxmpp.run(function()
     opts.domain = opts.domain or M.DOMAIN
     opts.listen = opts.listen or "127.0.0.1:0"
+    -- never a default port (5347 for components): it may be in use
+    if opts.components and not opts.component_listen then opts.component_listen = "127.0.0.1:0" end
     if opts.tls == nil then
       local cert = p.certs[opts.cert or "good"]
       opts.tls = { cert = cert.cert, key = cert.key }
