@@ -81,7 +81,9 @@ typedef struct lx_stream lx_stream;
 lx_stream *lx_stream_new(int mode, const lx_limits *lim);
 void lx_stream_free(lx_stream *s);            /* NULL is fine */
 /* Forgets everything, as for a stream restart (RFC 6120 §4.3.3): unparsed
- * input, the tree, the error. Returns 0 when out of memory (then failed). */
+ * input, the tree, the error. Returns 0 when out of memory (then failed).
+ * In stream mode, whitespace before the next header is skipped (as before
+ * the first one): only space, tab, CR and LF. */
 int lx_stream_reset(lx_stream *s);
 
 /* final = 1: no more input will follow (needed in element mode to detect an
