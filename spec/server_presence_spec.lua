@@ -133,11 +133,23 @@ describe("embedded server: presence probes from clients (RFC 6121 §4.3)", funct
       assert.truthy(serve.until_true(function() return #picked(seen, nil, "bob" .. D .. "/b1") == 2 end))
       ev.settle(0.1)
       assert.equal(0, #picked(other_seen, nil, "bob" .. D .. "/b1"))   -- only the asker
-      -- bob gone: one unavailable from his bare JID
+      -- bob gone: one unavailable from his bare JID, dated (XEP-0203) from
+      -- when his last resource left
       b1:close(); b2:close()
       assert.truthy(serve.until_true(function() return #picked(seen, "unavailable", "bob" .. D .. "/b2") == 1 end))
       probe(a, "bob" .. D)
       assert.truthy(serve.until_true(function() return #picked(seen, "unavailable", "bob" .. D) == 1 end))
+      local delay = picked(seen, "unavailable", "bob" .. D)[1]:get_child("delay", "urn:xmpp:delay")
+      assert.is_not_nil(delay, "a delay stamp")
+      assert.equal("example.test", delay.attr.from)
+      assert.equal(os.date("!%Y-%m-%d"), delay.attr.stamp:sub(1, 10))
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", delay.attr.stamp)
+      -- carol never came online since the server started: undated
+      srv.store:set_roster_item("carol", "alice" .. D, { subscription = "from", groups = {} })
+      srv.store:set_roster_item("alice", "carol" .. D, { subscription = "to", groups = {} })
+      probe(a, "carol" .. D)
+      assert.truthy(serve.until_true(function() return #picked(seen, "unavailable", "carol" .. D) == 1 end))
+      assert.is_nil(picked(seen, "unavailable", "carol" .. D)[1]:get_child("delay", "urn:xmpp:delay"))
       -- the prober's subscription is untouched
       assert.equal("to", roster_item(srv, "alice", "bob").subscription)
       a:close(); a_other:close()

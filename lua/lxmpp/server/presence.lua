@@ -8,9 +8,14 @@
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
+local bounded = require "lxmpp.bounded"
 
-local setmetatable, tostring, pairs, ipairs, type, tonumber, math_floor =
-  setmetatable, tostring, pairs, ipairs, type, tonumber, math.floor
+local setmetatable, tostring, pairs, ipairs, type, tonumber, math_floor, os_date =
+  setmetatable, tostring, pairs, ipairs, type, tonumber, math.floor, os.date
+
+-- Accounts whose last resource went offline, remembered (stamp only) to
+-- date the answer to a probe; at most this many, the oldest forgotten.
+local MAX_LAST_SEEN = 10000
 
 local M = {}
 local NS_ROSTER = "jabber:iq:roster"
@@ -20,7 +25,8 @@ local P = {}
 P.__index = P
 
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, push_id = 0 }, P)
+  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, push_id = 0,
+    last_seen = bounded.new(MAX_LAST_SEEN) }, P)
 end
 
 ---------------------------------------------------------------------------
@@ -270,6 +276,7 @@ function P:broadcast(sess, s)
     end
   end
   if not available then
+    self:went_offline(sess.bare)
     for to in pairs(sess.directed or {}) do
       srv:route(st.presence({ type = "unavailable", from = sess.full, to = to }))
     end
@@ -347,6 +354,16 @@ function P:inbound(s, node, bare, res)
   return self:to_available(bare, s)
 end
 
+-- Remembers when `bare` had no available resource left (RFC 6121 §4.3.2:
+-- the answer to a probe then says since when, as a XEP-0203 delay).
+function P:went_offline(bare)
+  for _, other in pairs(self.srv.sessions[bare] or {}) do
+    if other.available then return end
+  end
+  self.last_seen:delete(bare)                  -- to the young end of the ring
+  self.last_seen:put(bare, os_date("!%Y-%m-%dT%H:%M:%SZ"))
+end
+
 --- A probe from one of our clients (RFC 6121 §4.3: clients SHOULD NOT
 -- send them, but the server routes or processes one and never answers it
 -- with an error just for being sent). It goes out from the client's full
@@ -366,7 +383,8 @@ end
 -- A probe to our account `node` (to its bare or a full JID: either way
 -- about the account, RFC 6121 §4.3.2), answered on its behalf:
 --  * the prober is subscribed (from/both): the last presence of each
---    available resource, or an unavailable from the bare JID when none is;
+--    available resource, or an unavailable from the bare JID when none is,
+--    dated (XEP-0203) when the account went offline since the server started;
 --  * it is not, or the account does not exist: "unsubscribed", which ends
 --    a subscription the prober's side still believes in (not sent while
 --    the prober's own subscription request awaits an answer here: it would
@@ -382,7 +400,12 @@ function P:inbound_probe(s, node, bare)
   if item and (item.subscription == "from" or item.subscription == "both") then
     local n = 0
     self:current_presence(bare, from, function(p) n = n + 1; route(p) end)
-    if n == 0 then route(st.presence({ type = "unavailable", from = bare, to = from, id = s.attr.id })) end
+    if n == 0 then
+      local p = st.presence({ type = "unavailable", from = bare, to = from, id = s.attr.id })
+      local stamp = self.last_seen:get(bare)
+      if stamp then p:tag("delay", { xmlns = "urn:xmpp:delay", from = self.domain, stamp = stamp }):up() end
+      route(p)
+    end
   elseif not (roster and roster.pending[prober]) then
     route(st.presence({ type = "unsubscribed", from = bare, to = prober, id = s.attr.id }))
   end
