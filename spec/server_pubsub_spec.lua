@@ -107,10 +107,29 @@ describe("embedded server: pubsub service", function()
       r, _, cond = a:pubsub_configure(SERVICE, "news", { ["pubsub#access_model"] = "authorize" })
       assert.is_nil(r)
       assert.equal("not-acceptable", cond)
-      r, _, cond = a:pubsub_create(SERVICE, "odd", { ["pubsub#colour"] = "red" })
-      assert.is_nil(r)
-      assert.equal("bad-request", cond)
       assert.equal("5", assert(a:pubsub_get_config(SERVICE, "news")).values["pubsub#max_items"])
+      -- node_config fields this service does not know are ignored (XEP-0004
+      -- §3.3), on create and configure alike; the known ones still apply
+      assert(a:pubsub_create(SERVICE, "odd", { ["pubsub#colour"] = "red", ["pubsub#title"] = "Odd",
+        ["pubsub#type"] = "urn:example:odd" }))
+      local odd = assert(a:pubsub_get_config(SERVICE, "odd"))
+      assert.equal("Odd", odd.values["pubsub#title"])
+      assert.is_nil(odd.values["pubsub#colour"])
+      -- (lxmpp's own pubsub_configure only sends fields the node's form has,
+      -- so this one is written by hand, as another client would)
+      local function configure(fields)
+        local x = st.stanza("x", { xmlns = "jabber:x:data", type = "submit" })
+          :tag("field", { var = "FORM_TYPE", type = "hidden" }):text_tag("value", NS .. "#node_config"):up()
+        for _, f in ipairs(fields) do x:tag("field", { var = f[1] }):text_tag("value", f[2]):up() end
+        return owner_iq(a, "set", st.stanza("configure", { node = "news" }):add_child(x))
+      end
+      assert(configure({ { "x-example#shade", "blue" }, { "pubsub#max_items", "4" } }))
+      assert.equal("4", assert(a:pubsub_get_config(SERVICE, "news")).values["pubsub#max_items"])
+      -- a bad value of a known field is still refused, with or without strangers around it
+      r, _, cond = configure({ { "pubsub#colour", "red" }, { "pubsub#max_items", "0" } })
+      assert.is_nil(r)
+      assert.equal("not-acceptable", cond)
+      assert.equal("4", assert(a:pubsub_get_config(SERVICE, "news")).values["pubsub#max_items"])
       -- the default configuration, for the owner namespace
       local d = assert(owner_iq(a, "get", st.stanza("default")))
       assert.truthy(d:find("{" .. NS_OWNER .. "}pubsub/default/{jabber:x:data}x"))
@@ -279,6 +298,11 @@ describe("embedded server: pubsub service", function()
       assert.equal("ok", a:pubsub_publish(SERVICE, "news", entry("x"), "ok",
         { ["pubsub#max_items"] = "3", ["pubsub#access_model"] = "open" }))
       local r, _, cond, s = a:pubsub_publish(SERVICE, "news", entry("x"), "no", { ["pubsub#access_model"] = "whitelist" })
+      assert.is_nil(r)
+      assert.equal("conflict", cond)
+      assert.equal("precondition-not-met", app_error(s))
+      -- an unknown precondition cannot be met (XEP-0060 §7.1.5: reject it)
+      r, _, cond, s = a:pubsub_publish(SERVICE, "news", entry("x"), "odd", { ["pubsub#colour"] = "red" })
       assert.is_nil(r)
       assert.equal("conflict", cond)
       assert.equal("precondition-not-met", app_error(s))

@@ -5,7 +5,9 @@
 -- subscription handshake between two accounts ending in both, presence,
 -- messages both ways, and a message to an offline account delivered with a
 -- XEP-0203 delay at its next login, a MUC room joined by two with groupchat
--- both ways. A missing slixmpp fails, never skips.
+-- both ways; a probe answered, a roster removal ending a subscription, the
+-- member list of a non-anonymous members-only room read by a member. A
+-- missing slixmpp fails, never skips.
 local pki = require "spec.support.pki"
 local proc = require "spec.support.proc"
 local server = require "spec.support.serve"
@@ -179,6 +181,37 @@ describe("embedded server with slixmpp", function()
         BOB .. " " .. ROOM .. "/alice hi room from alice",
         BOB .. " " .. ROOM .. "/bob hi room from bob",
       }, got, r.text)
+    end)
+  end)
+
+  it("answers slixmpp's probe, and its roster removal ends the subscription with unavailable both ways", function()
+    server.run_logged({ users = USERS }, function(srv, port)
+      srv.store:set_roster_item("alice", BOB, { subscription = "both", groups = {} })
+      srv.store:set_roster_item("bob", ALICE, { subscription = "both", groups = {} })
+      local r = slix(port, "unroster", ALICE, USERS.alice, BOB, USERS.bob)
+      assert.equal(0, r.code, r.text)
+      local probed = assert(records(r, "probed")[1], r.text)
+      assert.equal("bob here", probed[4])                 -- RFC 6121 §4.3: answered, not dropped
+      local gone = {}
+      for _, f in ipairs(records(r, "unavailable")) do gone[f[2]] = f[3] end
+      assert.matches("^alice@example%.test/", gone[BOB], r.text)   -- RFC 6121 §2.5.2
+      assert.matches("^bob@example%.test/", gone[ALICE], r.text)   -- RFC 6121 §3.3.3
+      assert.same({ "roster", BOB, ALICE, "none" }, records(r, "roster")[1], r.text)
+      assert.is_nil(srv.store:get_roster("alice").items[BOB])
+      assert.equal("none", srv.store:get_roster("bob").items[ALICE].subscription)
+    end)
+  end)
+
+  it("lets a member read the member list of a non-anonymous members-only room, announced with 172", function()
+    local ROOM = "club@conference.example.test"
+    server.run_logged({ users = USERS, muc = "conference.example.test" }, function(_, port)
+      local r = slix(port, "members", ALICE, USERS.alice, BOB, USERS.bob, ROOM)
+      assert.equal(0, r.code, r.text)
+      -- XEP-0045 §10.2.1: the first configuration made it non-anonymous
+      assert.same({ "config_status", ALICE, "104,172" }, records(r, "config_status")[1], r.text)
+      -- §9.5: bob, a member but not in the room, reads the member list
+      assert.same({ "members", BOB, BOB }, records(r, "members")[1], r.text)
+      assert.same({ "refused", BOB, "owner", "forbidden" }, records(r, "refused")[1], r.text)
     end)
   end)
 

@@ -17,6 +17,13 @@ clients saw, one tab-separated record per line, for the spec to check:
   muc    J1 P1 J2 P2 ROOM joined WHO OCCUPANT AFFILIATION ROLE CODES, occupant SEER OCCUPANT,
                           groupchat TO FROM BODY (J1 creates ROOM as an instant room, J2
                           joins, each says something to the room)
+  unroster J1 P1 J2 P2    probed SEER FROM STATUS, unavailable SEER FROM, roster OWNER CONTACT
+                          SUBSCRIPTION (J1 and J2 already subscribed both ways: J1 probes J2,
+                          then removes J2 from its roster; each sees the other go)
+  members J1 P1 J2 P2 ROOM config_status SEER CODES, members ASKER JIDS, refused ASKER LIST
+                          CONDITION (J1 creates ROOM members-only and non-anonymous, makes
+                          J2 a member; J2, not in the room, reads the member list, not the
+                          owner list)
 
 --stock leaves out the backport of slixmpp 1.8.5's TLS 1.3 channel-binding
 fix (no_tls_unique_on_tls13). TLS is verified normally against the CA given (the server's certificate
@@ -252,7 +259,70 @@ async def muc(args, j1, p1, j2, p2, room):
     await close(a, b)
 
 
-SCENARIOS = {"login": login, "pair": pair, "send": send, "receive": receive, "muc": muc}
+async def unroster(args, j1, p1, j2, p2):
+    a = await online(j1, p1, args)
+    b = await online(j2, p2, args, presence=False)
+    abare, bbare = a.boundjid.bare, b.boundjid.bare
+    afull, bfull = a.boundjid.full, b.boundjid.full
+    seen = []      # (seer, from, type, status)
+    for x in (a, b):
+        x.add_event_handler("presence", lambda p, x=x: seen.append(
+            (x.boundjid.bare, p["from"].full, p["type"], p["status"])))
+
+    def saw(seer, frm, kinds, status=None):
+        return [s for s in seen if s[0] == seer and s[1] == frm and s[2] in kinds
+                and (status is None or s[3] == status)]
+    available = ("available", "chat", "away", "xa", "dnd")
+    b.send_presence(pstatus="bob here")
+    await until(lambda: saw(abare, bfull, available) and saw(bbare, afull, available), "presence both ways")
+    # a client's probe is answered with the contact's presence (RFC 6121 §4.3)
+    before = len(saw(abare, bfull, available))
+    a.send_presence(pto=bbare, ptype="probe")
+    await until(lambda: len(saw(abare, bfull, available, "bob here")) > before, "the answer to alice's probe")
+    out("probed", abare, bfull, saw(abare, bfull, available)[-1][3])
+    # removing the contact: it sees a go, and a sees it go (RFC 6121 §2.5.2)
+    removed = a.del_roster_item(bbare)
+    if asyncio.isfuture(removed) or asyncio.iscoroutine(removed):
+        await removed
+    await until(lambda: saw(bbare, afull, ("unavailable",)), "bob seeing alice go")
+    out("unavailable", bbare, afull)
+    await until(lambda: saw(abare, bfull, ("unavailable",)), "alice seeing bob go")
+    out("unavailable", abare, bfull)
+    await b.get_roster()
+    await until(lambda: abare in b.client_roster and b.client_roster[abare]["subscription"] == "none",
+                "bob's roster without a subscription")
+    out("roster", bbare, abare, b.client_roster[abare]["subscription"])
+    await close(a, b)
+
+
+async def members(args, j1, p1, j2, p2, room):
+    a = await online(j1, p1, args)
+    b = await online(j2, p2, args)
+    notices = []
+    a.add_event_handler("groupchat_config_status", lambda m: notices.append(m["muc"]["status_codes"]))
+    pres, _, _, _ = await a["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0, timeout=TIMEOUT)
+    if 201 not in pres["muc"]["status_codes"]:
+        raise Failed("the room was not new")
+    form = a["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig")
+    form.add_field(var="muc#roomconfig_membersonly", ftype="boolean", value=True)
+    form.add_field(var="muc#roomconfig_whois", ftype="list-single", value="anyone")
+    await a["xep_0045"].set_room_config(room, form)
+    await until(lambda: notices, "the configuration notice")
+    out("config_status", a.boundjid.bare, ",".join(str(c) for c in sorted(notices[0])))
+    await a["xep_0045"].set_affiliation(room, "member", jid=b.boundjid.bare)
+    listed = await b["xep_0045"].get_affiliation_list(room, "member")
+    out("members", b.boundjid.bare, ",".join(sorted(str(j) for j in listed)))
+    try:
+        await b["xep_0045"].get_affiliation_list(room, "owner")
+        out("refused", b.boundjid.bare, "owner", "none")
+    except slixmpp.exceptions.IqError as e:
+        out("refused", b.boundjid.bare, "owner", e.iq["error"]["condition"])
+    await close(a, b)
+
+
+SCENARIOS = {"login": login, "pair": pair, "send": send, "receive": receive, "muc": muc,
+             "unroster": unroster, "members": members}
 
 
 def main():

@@ -131,8 +131,20 @@ local function install(M)
 
 	--- Roles and affiliations ------------------------------------------
 
+	-- May `from` read the list of `aff`? Admins and owners may read any;
+	-- in a non-anonymous members-only room every occupant and every member
+	-- may read the member list (XEP-0045 §9.5: real JIDs are no secret
+	-- there, and it helps members see who else belongs).
+	function Room:may_list(aff, from)
+		local asker_aff = self:affiliation(jid.bare(from))
+		if ARANK[asker_aff] >= ARANK.admin then return true end
+		local c = self.config
+		return aff == "member" and c.members_only and c.whois == "anyone"
+			and (ARANK[asker_aff] >= ARANK.member or self.sessions[from] ~= nil)
+	end
+
 	-- muc#admin get: the occupants with a role (moderators may ask), or the
-	-- JIDs with an affiliation (admins and owners may ask).
+	-- JIDs with an affiliation (admins and owners may ask; see may_list).
 	function Room:admin_get(stanza, q)
 		local item = q:get_child("item")
 		local role, aff = item and item.attr.role, item and item.attr.affiliation
@@ -149,7 +161,7 @@ local function install(M)
 				end
 			end
 		elseif aff and ARANK[aff] and aff ~= "none" then
-			if ARANK[self:affiliation(jid.bare(stanza.attr.from))] < ARANK.admin then
+			if not self:may_list(aff, stanza.attr.from) then
 				return self:reply_error(stanza, "auth", "forbidden", "only admins and owners may list affiliations")
 			end
 			local list = {}
@@ -356,7 +368,7 @@ local function install(M)
 		end
 		local c, etype, cond, text = self:read_config(x)
 		if not c then return self:reply_error(stanza, etype, cond, text) end
-		local old, was_locked = self.config, self.locked
+		local old = self.config
 		self.config, self.locked = c, nil
 		self.srv:route(st.reply(stanza))
 		local changed = false
@@ -368,11 +380,15 @@ local function install(M)
 				end
 			end
 		end
-		if changed and not was_locked then
-			local code = "104"
-			if c.whois ~= old.whois then code = c.whois == "anyone" and "172" or "173" end
-			self:broadcast(st.message({ from = self.jid, type = "groupchat" })
-				:tag("x", { xmlns = NS_USER }):tag("status", { code = code }):up():up())
+		-- XEP-0045 §10.2.1: a change of anonymity is announced (172/173),
+		-- and any change with 104 so clients fetch the form again; the first
+		-- configuration of a new room counts too: its owner is in it, and a
+		-- room made non-anonymous from the default must say so.
+		if changed then
+			local notice = st.message({ from = self.jid, type = "groupchat" }):tag("x", { xmlns = NS_USER })
+			if c.whois ~= old.whois then notice:tag("status", { code = c.whois == "anyone" and "172" or "173" }):up() end
+			notice:tag("status", { code = "104" }):up()
+			self:broadcast(notice:up())
 		end
 		self:save()
 		self:maybe_dispose()

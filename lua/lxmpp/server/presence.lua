@@ -8,9 +8,14 @@
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
+local bounded = require "lxmpp.bounded"
 
-local setmetatable, tostring, pairs, ipairs, type, tonumber, math_floor =
-  setmetatable, tostring, pairs, ipairs, type, tonumber, math.floor
+local setmetatable, tostring, pairs, ipairs, type, tonumber, math_floor, os_date =
+  setmetatable, tostring, pairs, ipairs, type, tonumber, math.floor, os.date
+
+-- Accounts whose last resource went offline, remembered (stamp only) to
+-- date the answer to a probe; at most this many, the oldest forgotten.
+local MAX_LAST_SEEN = 10000
 
 local M = {}
 local NS_ROSTER = "jabber:iq:roster"
@@ -20,7 +25,8 @@ local P = {}
 P.__index = P
 
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, push_id = 0 }, P)
+  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, push_id = 0,
+    last_seen = bounded.new(MAX_LAST_SEEN) }, P)
 end
 
 ---------------------------------------------------------------------------
@@ -66,6 +72,17 @@ function P:to_available(bare, s)
   end
 end
 
+-- Unavailable presence from each available resource of `bare` to
+-- `contact`: what a contact that could see us gets when the subscription
+-- that let it see us ends (RFC 6121 §3.2.2, §3.3.3).
+function P:unavailable_to(bare, contact)
+  for _, other in pairs(self.srv.sessions[bare] or {}) do
+    if other.available then
+      self.srv:route(st.presence({ type = "unavailable", from = other.full, to = contact }))
+    end
+  end
+end
+
 ---------------------------------------------------------------------------
 -- the roster IQ (RFC 6121 §2)
 
@@ -102,6 +119,9 @@ function P:roster_iq(sess, iq)
     if item.subscription == "from" or item.subscription == "both" or roster.pending[contact] then
       self.srv:route(st.presence({ type = "unsubscribed", from = from, to = contact }))
     end
+    -- RFC 6121 §2.5.2 and §3.2.2: a contact that could see our presence
+    -- sees us go, from every resource it saw
+    if item.subscription == "from" or item.subscription == "both" then self:unavailable_to(from, contact) end
     if roster.pending[contact] then store:set_pending(sess.user, contact, nil) end
     self:set_item(sess.user, contact, nil)
     return sess:send(st.reply(iq))
@@ -172,11 +192,7 @@ function P:outbound_subscription(sess, s, typ, contact)
     item.subscription = item.subscription == "both" and "to" or "none"
     self:set_item(user, contact, item)
     srv:route(s)
-    for _, other in pairs(srv.sessions[bare] or {}) do
-      if other.available then
-        srv:route(st.presence({ type = "unavailable", from = other.full, to = contact }))
-      end
-    end
+    self:unavailable_to(bare, contact)
   end
 end
 
@@ -204,11 +220,7 @@ function P:inbound_subscription(s, user, bare, typ, contact)
     item.subscription = item.subscription == "both" and "to" or "none"
     self:set_item(user, contact, item)
     self:to_available(bare, s)
-    for _, other in pairs(srv.sessions[bare] or {}) do
-      if other.available then
-        srv:route(st.presence({ type = "unavailable", from = other.full, to = contact }))
-      end
-    end
+    self:unavailable_to(bare, contact)
   elseif typ == "unsubscribed" then
     if not item or not (item.subscription == "to" or item.subscription == "both" or item.ask) then return end
     item.ask = nil
@@ -264,6 +276,7 @@ function P:broadcast(sess, s)
     end
   end
   if not available then
+    self:went_offline(sess.bare)
     for to in pairs(sess.directed or {}) do
       srv:route(st.presence({ type = "unavailable", from = sess.full, to = to }))
     end
@@ -306,7 +319,10 @@ function P:outbound(sess, s)
     if not contact then return sess:bounce(s, "modify", "jid-malformed", "a subscription needs a valid 'to'") end
     return self:outbound_subscription(sess, s, typ, jid.bare(contact))
   end
-  if typ ~= nil and typ ~= "unavailable" and typ ~= "error" then return end  -- probes are the server's
+  if typ == "probe" then return self:outbound_probe(sess, s) end
+  if typ ~= nil and typ ~= "unavailable" and typ ~= "error" then
+    return sess:bounce(s, "modify", "bad-request", "unknown presence type")
+  end
   if not to then
     if typ == "error" then return end
     return self:broadcast(sess, s)
@@ -329,19 +345,70 @@ function P:inbound(s, node, bare, res)
     if not self.srv:user_exists(node) then return end
     return self:inbound_subscription(s, node, bare, typ, jid.bare(from))
   end
-  if typ == "probe" then
-    local item = self.srv.store:get_roster(node).items[jid.bare(from)]
-    if item and (item.subscription == "from" or item.subscription == "both") then
-      self:current_presence(bare, from, function(p) self.srv:route(p) end)
-    end
-    return
-  end
+  if typ == "probe" then return self:inbound_probe(s, node, bare) end
   if res then
     local sess = (self.srv.sessions[bare] or {})[res]
     if sess then sess:send(s) end
     return
   end
   return self:to_available(bare, s)
+end
+
+-- Remembers when `bare` had no available resource left (RFC 6121 §4.3.2:
+-- the answer to a probe then says since when, as a XEP-0203 delay).
+function P:went_offline(bare)
+  for _, other in pairs(self.srv.sessions[bare] or {}) do
+    if other.available then return end
+  end
+  self.last_seen:delete(bare)                  -- to the young end of the ring
+  self.last_seen:put(bare, os_date("!%Y-%m-%dT%H:%M:%SZ"))
+end
+
+--- A probe from one of our clients (RFC 6121 §4.3: clients SHOULD NOT
+-- send them, but the server routes or processes one and never answers it
+-- with an error just for being sent). It goes out from the client's full
+-- JID, so the answers come back to the resource that asked. To the
+-- account's own bare JID (or with no 'to'), the answer is the presence of
+-- its available resources: an account always sees itself.
+function P:outbound_probe(sess, s)
+  local to = s.attr.to and jid.prep(s.attr.to)
+  if s.attr.to and not to then return sess:bounce(s, "modify", "jid-malformed", "a probe needs a valid 'to'") end
+  if not to or jid.bare(to) == sess.bare then
+    return self:current_presence(sess.bare, sess.full, function(p) sess:send(p) end)
+  end
+  s.attr.to = to
+  return self.srv:route(s)
+end
+
+-- A probe to our account `node` (to its bare or a full JID: either way
+-- about the account, RFC 6121 §4.3.2), answered on its behalf:
+--  * the prober is subscribed (from/both): the last presence of each
+--    available resource, or an unavailable from the bare JID when none is,
+--    dated (XEP-0203) when the account went offline since the server started;
+--  * it is not, or the account does not exist: "unsubscribed", which ends
+--    a subscription the prober's side still believes in (not sent while
+--    the prober's own subscription request awaits an answer here: it would
+--    cancel that request on the prober's side, RFC 6121 §3.1.3 keeps it);
+--  * its 'from' is blocked by the account: nothing (the router drops it).
+function P:inbound_probe(s, node, bare)
+  local from = s.attr.from
+  local prober = jid.bare(from)
+  if prober == bare then return end   -- our own account, answered at outbound_probe
+  local roster = self.srv:user_exists(node) and self.srv.store:get_roster(node)
+  local item = roster and roster.items[prober]
+  local route = function(p) self.srv:route(p) end
+  if item and (item.subscription == "from" or item.subscription == "both") then
+    local n = 0
+    self:current_presence(bare, from, function(p) n = n + 1; route(p) end)
+    if n == 0 then
+      local p = st.presence({ type = "unavailable", from = bare, to = from, id = s.attr.id })
+      local stamp = self.last_seen:get(bare)
+      if stamp then p:tag("delay", { xmlns = "urn:xmpp:delay", from = self.domain, stamp = stamp }):up() end
+      route(p)
+    end
+  elseif not (roster and roster.pending[prober]) then
+    route(st.presence({ type = "unsubscribed", from = bare, to = prober, id = s.attr.id }))
+  end
 end
 
 --- A session ended: it goes unavailable for everyone who saw it.

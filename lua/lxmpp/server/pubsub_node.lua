@@ -119,16 +119,23 @@ end
 
 --- Reads a submitted node_config (or publish-options) form against
 -- `base` (a config): returns the changed copy and the set of keys the form
--- gave, or nil, message, condition ("bad-request" for a malformed form or
--- an unknown field, "not-acceptable" for a value this service refuses).
+-- gave, or nil, message, condition ("bad-request" for a malformed form, or
+-- an unknown field in publish-options, "not-acceptable" for a value this
+-- service refuses). A node_config field this service does not know is
+-- ignored (XEP-0004 §3.3, type "submit": the form-processing entity MUST
+-- ignore fields it does not understand); publish-options are preconditions,
+-- and XEP-0060 §7.1.5 says to reject a publish naming an unknown one.
 function M.read_form(x, base, max_items)
   local peer, msg = forms.parse(x)
   if not peer then return nil, msg, "bad-request" end
-  local form_layout = LAYOUTS[peer.form_type or FORM_CONFIG]
+  local form_type = peer.form_type or FORM_CONFIG
+  local form_layout = LAYOUTS[form_type]
   if not form_layout then return nil, "not a node configuration form", "bad-request" end
-  for var in pairs(peer.values) do
-    if var ~= "FORM_TYPE" and not BY_VAR[var] then
-      return nil, "this service has no node setting " .. var, "bad-request"
+  if form_type == FORM_PUBLISH then
+    for var in pairs(peer.values) do
+      if var ~= "FORM_TYPE" and not BY_VAR[var] then
+        return nil, "this service has no node setting " .. var, "bad-request"
+      end
     end
   end
   local values, err = form_layout:data(x)
