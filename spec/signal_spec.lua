@@ -274,12 +274,13 @@ describe("the example bots on Ctrl-C", function()
     clean()
   end)
 
-  for _, example in ipairs({ "echo", "dictbot" }) do
+  -- game_loop pumps the loop itself (lxmpp.step) and asks for Ctrl-C
+  for _, example in ipairs({ "echo", "dictbot", "game_loop" }) do
     it(example .. ".lua exits promptly and closes its stream cleanly", function()
       serve.run_logged({ users = { bot = "bot-pw" } }, function(srv, port, log)
         local p = start_lua({ ROOT .. "/examples/" .. example .. ".lua" }, {
           "LXMPP_JID=bot@" .. serve.DOMAIN .. "/b", "LXMPP_PASSWORD=bot-pw", "LXMPP_HOST=127.0.0.1",
-          "LXMPP_PORT=" .. port, "LXMPP_CAFILE=" .. pki.get().ca,
+          "LXMPP_PORT=" .. port, "LXMPP_CAFILE=" .. pki.get().ca, "LXMPP_FRAMES=36000",
         })
         assert(p:wait_output("online as"), "the bot did not come online")
         assert.is_true(serve.until_true(function()
@@ -294,6 +295,7 @@ describe("the example bots on Ctrl-C", function()
           return serve.logged(log, "left: stream closed by the peer") ~= nil
         end, 2), "the server did not see the stream closed")
         assert.is_nil(serve.logged(log, "hibernates"))
+        if example == "game_loop" then assert.matches("Ctrl%-C: stopping the game", r.out) end
       end)
     end)
   end
