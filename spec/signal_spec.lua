@@ -199,6 +199,67 @@ describe("who owns SIGINT and SIGTERM", function()
   end)
 end)
 
+describe("a shutdown a peer holds up", function()
+  after_each(function()
+    kill_started()
+    clean()
+  end)
+
+  -- A program whose client is stuck in negotiation with a "server" (here)
+  -- that accepts and never answers: its shutdown waits for that server's
+  -- </stream:stream>, which never comes.
+  local function start_stuck_client(fn)
+    local net = require "lxmpp.net"
+    lxmpp.run(function()
+      local got, conns = {}, {}
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        conns[#conns + 1] = conn
+        conn:on("data", function(bytes) got[#got + 1] = bytes end)
+        conn:raw()
+      end))
+      local path = script(([[
+        local lxmpp = require "lxmpp"
+        lxmpp.run(function()
+          lxmpp.connect({ jid = "a@example.test", password = "x", tls = "none",
+            host = "127.0.0.1", port = %d })
+        end)
+        io.write("run returned\n")
+      ]]):format(l:port()))
+      local p = start_lua({ path })
+      assert.is_true(serve.until_true(function() return table.concat(got):find("<stream:stream", 1, true) end, 10),
+        "the client did not open its stream")
+      fn(p, function() return table.concat(got) end)
+      for _, c in ipairs(conns) do c:abort() end
+      l:close()
+      os.remove(path)
+    end)
+  end
+
+  it("is cut after its time, and the program still ends with status 0", function()
+    start_stuck_client(function(p, received)
+      p:signal("INT")
+      local r, took = ended(p, 15)
+      assert.equal(0, r.code, r.err)
+      assert.equal("run returned\n", r.out)
+      assert.is_true(took > 4 and took < 8, "took " .. took .. " s")
+      assert.matches("</stream:stream>$", received())   -- the client did close its stream
+    end)
+  end)
+
+  it("ends at once on a SIGTERM that comes meanwhile", function()
+    start_stuck_client(function(p)
+      p:signal("INT")
+      lxmpp.sleep(0.5)
+      assert.equal("", pki.read_file(p.dir .. "/rc"), "the shutdown did not wait for the peer")
+      p:signal("TERM")
+      local r, took = ended(p, 5)
+      assert.equal(143, r.code)                -- killed by SIGTERM, as sh reports it
+      assert.is_true(took < 2)
+      assert.equal("", r.out)
+    end)
+  end)
+end)
+
 describe("bin/lxmpp serve", function()
   after_each(function()
     kill_started()
@@ -224,6 +285,7 @@ describe("bin/lxmpp serve", function()
         assert.equal(0, r.code, r.err)
         assert.is_true(took < 2, "took " .. took .. " s")
         no_traceback(r)
+        assert.matches("ready %(Ctrl%-C stops%)\nstopped\n$", r.out)
       end)
     end)
 

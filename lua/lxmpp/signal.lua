@@ -87,7 +87,7 @@ local function run_shutdown(timeout)
   -- waits for the server's, all at once
   local left = 0
   for s in pairs(sessions) do
-    if s.conn and not s.conn.closed then
+    if (s.conn and not s.conn.closed) or s.reconnecting then
       left = left + 1
       task.spawn(function()
         pcall(s.close, s, timeout)
