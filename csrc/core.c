@@ -64,6 +64,7 @@ int luaopen_lxmpp_core(lua_State *L) {
   lx_open_idn(L);
   lx_open_sasl(L);
   lx_open_loop(L);
+  lx_open_signal(L);
   lx_open_net(L);
   lx_open_dns(L);
   lx_open_tls(L);

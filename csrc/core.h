@@ -22,6 +22,7 @@ void lx_open_stream(lua_State *L);    /* stream_lua.c: stream_parser, parse_elem
 void lx_open_serialize(lua_State *L); /* serialize_lua.c: serialize, check_* */
 void lx_open_idn(lua_State *L);       /* idn.c: nodeprep, nameprep, resourceprep, to_ascii */
 void lx_open_loop(lua_State *L);      /* loop.c: the event loop, dispatcher, timers */
+void lx_open_signal(lua_State *L);    /* signal.c: signal watchers, getpid, kill */
 void lx_open_net(lua_State *L);       /* net.c: TCP connections and listeners */
 void lx_open_tls(lua_State *L);       /* tls_lua.c: TLS contexts and sessions */
 void lx_open_hash(lua_State *L);      /* hash_lua.c: digests, randomness, const_eq */

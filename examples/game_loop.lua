@@ -1,7 +1,8 @@
 -- A game server's main loop at 60 frames per second that embeds a chat bot:
 -- the host owns the loop and calls lxmpp.step(0) once per frame, so lxmpp
 -- never blocks a frame. The bot answers "!players" and "!time" while the
--- simulation runs; at the end the frame statistics are printed.
+-- simulation runs; at the end (or on Ctrl-C, which this host asks lxmpp
+-- to watch) the frame statistics are printed and the bot leaves cleanly.
 --
 --   lua5.4 examples/game_loop.lua bot@example.org secret [HOST [PORT]]
 --   LXMPP_FRAMES=600 (how many frames to run; default 600 = 10 s)
@@ -47,10 +48,15 @@ lxmpp.spawn(function()
   end)
 end)
 
+-- The host owns its signals: lxmpp.step takes none. This host asks for
+-- Ctrl-C, which ends the game at the next frame (and the bot cleanly).
+local quit = false
+local ctrl_c = lxmpp.on_signal("int", function() quit = true end)
+
 -- the host's loop: simulate, then give lxmpp its slice without blocking
 local worst, total, frame = 0, 0, 0
 local start = core.now()
-while frame < FRAMES and not failure do
+while frame < FRAMES and not failure and not quit do
   local t0 = core.now()
   simulate(FRAME)
   lxmpp.step(0)
@@ -63,10 +69,12 @@ while frame < FRAMES and not failure do
   local rest = start + frame * FRAME - core.now()
   if rest > 0 then lxmpp.step(rest) end
 end
+ctrl_c:stop()
 if failure then
   common.say("bot could not connect: %s", failure)
   os.exit(1)
 end
+if quit then common.say("Ctrl-C: stopping the game") end
 local elapsed = core.now() - start
 common.say("%d frames in %.2f s (%.1f fps); work per frame avg %.2f ms, worst %.2f ms; %d messages answered",
   frame, elapsed, frame / elapsed, total / frame * 1000, worst * 1000, answered)

@@ -8,6 +8,7 @@ local jid = require "lxmpp.jid"
 local task = require "lxmpp.task"
 local client = require "lxmpp.client"
 local component = require "lxmpp.component"
+local signal = require "lxmpp.signal"
 
 local type, error, pcall, tostring = type, error, pcall, tostring
 
@@ -23,6 +24,10 @@ local lxmpp = {
   sleep = task.sleep,
   step = task.step,
   stop = task.stop,
+  -- signals and the clean shutdown (docs/api.md "Signals")
+  on_signal = signal.on,
+  shutdown = signal.shutdown,
+  default_signals = signal.default_signals,
   -- sessions (API.md "Client", "Component")
   connect = client.connect,
   component = component.new,

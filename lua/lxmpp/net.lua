@@ -33,6 +33,22 @@ function M.abort_all()
   return n
 end
 
+--- net.closing() -> how many connections are closing (close() called, the
+-- last bytes not flushed yet); net.abort_closing() cuts them (shutdown).
+function M.closing()
+  local n = 0
+  for conn in pairs(live) do
+    if conn.closing and not conn.closed then n = n + 1 end
+  end
+  return n
+end
+
+function M.abort_closing()
+  for conn in pairs(live) do
+    if conn.closing and not conn.closed and conn.c then conn.c:abort() end
+  end
+end
+
 -- C events for connections and listeners
 task.handle("net", function(owner, event, ...)
   if owner then return owner:net_event(event, ...) end
@@ -81,6 +97,7 @@ function Conn:raw() return self.c:raw() end
 -- socket is closed (at most timeout seconds, default 10, then aborts).
 function Conn:close(timeout)
   if self.closed then return true end
+  self.closing = true
   self.c:close()
   local ok, cur = pcall(task.current)
   if not ok or not cur then return true end

@@ -64,6 +64,7 @@ function M.new(opts)
     debug = opts.debug or false,
     hide_payloads = 0,            -- > 0: SASL in progress, never log payloads
   }, Session)
+  require("lxmpp.signal").track_session(self)   -- lxmpp.shutdown closes it
   return self
 end
 

@@ -208,6 +208,9 @@ function M.run(fn, ...)
   if type(fn) ~= "function" then error("lxmpp.run: expected a function, got " .. type(fn), 2) end
   stopped = false
   main_error = nil
+  -- Ctrl-C and SIGTERM end the run cleanly while it lasts (lxmpp.signal,
+  -- loaded here: it builds on this module)
+  local signals <close> = require("lxmpp.signal").run_guard() -- luacheck: ignore
   main_task = M.spawn(fn, ...)
   while not stopped and not main_error do
     run_ready()

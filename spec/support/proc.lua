@@ -51,16 +51,35 @@ function Proc:wait(timeout)
     if rc or core.now() > deadline then break end
     lxmpp.sleep(0.05)
   end
-  if not rc then self:kill() end
+  if rc then self.pid = nil else self:kill() end   -- (an ended pid may be reused)
   local r = { code = tonumber(rc), out = read(self.dir .. "/out") or "", err = read(self.dir .. "/err") or "" }
   self:cleanup()
   return r
 end
 
+--- p:signal(name): sends a signal ("INT", "TERM", ...) to the program (the
+-- children of the shell that waits for it to write its exit status).
+function Proc:signal(name)
+  if self.pid then os.execute(pki.NO_PRELOAD .. "pkill -" .. name .. " -P " .. self.pid .. " 2>/dev/null") end
+end
+
+--- p:wait_output(pattern, timeout) -> the first capture of pattern in what
+-- the program has written to stdout so far (polling), or nil, the output.
+function Proc:wait_output(pattern, timeout)
+  local deadline = core.now() + (timeout or 10)
+  while true do
+    local out = read(self.dir .. "/out") or ""
+    local found = out:match(pattern)
+    if found then return found, out end
+    if core.now() > deadline or (read(self.dir .. "/rc") or "") ~= "" then return nil, out end
+    lxmpp.sleep(0.05)
+  end
+end
+
 --- p:kill(): ends the program and everything it started.
 function Proc:kill()
   if self.pid then
-    os.execute(pki.NO_PRELOAD .. "kill -KILL -- -" .. self.pid .. " 2>/dev/null")
+    os.execute(pki.NO_PRELOAD .. "kill -KILL -" .. self.pid .. " 2>/dev/null")
     self.pid = nil
   end
 end

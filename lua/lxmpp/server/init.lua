@@ -466,6 +466,7 @@ function Server:start()
     return nil, msg, cond
   end
   self.started = true
+  require("lxmpp.signal").track_server(self, true)   -- lxmpp.shutdown stops it
   for _, l in ipairs(self.listeners) do
     self:log("info", "listening for %s on %s port %d", l.kind, l.ip, l.port)
   end
@@ -482,6 +483,7 @@ end
 --- srv:stop(): stops listening, ends every stream (system-shutdown), closes
 -- the storage. Safe twice.
 function Server:stop()
+  require("lxmpp.signal").track_server(self, false)
   for _, l in ipairs(self.listeners) do l.l:close() end
   self.listeners = {}
   local list = {}

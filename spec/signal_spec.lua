@@ -1,0 +1,372 @@
+-- Signals (lua/lxmpp/signal.lua, csrc/signal.c) and Ctrl-C (issue 12,
+-- point 7): handlers run as tasks from the loop; lxmpp.run turns SIGINT and
+-- SIGTERM into a clean shutdown (clients close their streams, the server
+-- sends <system-shutdown/> and closes its storage) and a second signal ends
+-- the process at once; lxmpp.step takes no signal from its host.
+--
+-- In-process specs use SIGUSR1/SIGUSR2 and look at SIGTERM's disposition;
+-- INT and TERM are sent only to programs the spec starts (bin/lxmpp serve,
+-- the example bots, small scripts), through spec/support/proc.lua.
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local proc = require "spec.support.proc"
+local serve = require "spec.support.serve"
+local raw = require "spec.support.raw"
+local pki = require "spec.support.pki"
+local clean = require "spec.support.clean"
+
+local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
+if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
+local LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
+local LUA_CPATH = ROOT .. "/build/?.so;;"
+
+-- Every program a spec started: killed after it, whatever happened.
+local started = {}
+local function kill_started()
+  for _, p in ipairs(started) do
+    p:kill()
+    p:cleanup()
+  end
+  started = {}
+end
+
+-- Starts `lua5.4 args...` with lxmpp on its paths (and env: "NAME=value").
+local function start_lua(args, env)
+  local argv = { "env", "LUA_PATH=" .. LUA_PATH, "LUA_CPATH=" .. LUA_CPATH }
+  for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
+  argv[#argv + 1] = "lua5.4"
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local p = proc.start(argv)
+  started[#started + 1] = p
+  return p
+end
+
+-- A script in a temporary file.
+local function script(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- Waits for the program to end: the result and how long it took.
+local function ended(p, timeout)
+  local t0 = core.now()
+  local r = p:wait(timeout or 5)
+  return r, core.now() - t0
+end
+
+local function no_traceback(r)
+  assert.not_matches("traceback", r.err)
+  assert.not_matches("interrupted", r.err)
+  assert.not_matches("%.lua:%d+:", r.err)
+end
+
+describe("lxmpp.on_signal", function()
+  after_each(function()
+    kill_started()
+    clean()
+  end)
+
+  it("runs its handler as a task from the loop, each time the signal comes", function()
+    local before = core.signal_disposition("usr1")
+    local got = {}
+    lxmpp.run(function()
+      local w = lxmpp.on_signal("SIGUSR1", function(name)
+        lxmpp.sleep(0)                   -- a task: it may wait
+        got[#got + 1] = name
+      end)
+      assert.equal("handler", core.signal_disposition("usr1"))
+      for i = 1, 3 do
+        assert(core.kill(core.getpid(), "usr1"))
+        assert.is_true(serve.until_true(function() return #got == i end, 2), "delivery " .. i)
+      end
+      w:stop()
+      w:stop()                           -- safe twice
+    end)
+    assert.same({ "usr1", "usr1", "usr1" }, got)
+    assert.equal(before, core.signal_disposition("usr1"))
+  end)
+
+  it("does not keep lxmpp.run alive, and is a to-be-closed value", function()
+    local w
+    local t0 = core.now()
+    lxmpp.run(function() w = lxmpp.on_signal("usr2", function() end) end)
+    assert.is_true(core.now() - t0 < 1)
+    assert.equal(1, core.loop_handles())
+    do local _ <close> = w end        -- __close stops it
+    lxmpp.step(0)
+    assert.equal(0, core.loop_handles())
+  end)
+
+  it("reports a handler's error like any task's, and the loop goes on", function()
+    local reported
+    lxmpp.task.on_error(function(_, msg) reported = msg end)
+    local ok, err = pcall(lxmpp.run, function()
+      local w = lxmpp.on_signal("usr1", function() error("handler broke") end)
+      core.kill(core.getpid(), "usr1")
+      assert.is_true(serve.until_true(function() return reported ~= nil end, 2))
+      lxmpp.sleep(0.01)                  -- the loop still runs
+      w:stop()
+    end)
+    lxmpp.task.on_error(nil)
+    assert.is_true(ok, tostring(err))
+    assert.matches("handler broke", reported)
+  end)
+
+  it("refuses what is not a signal name or a function, clearly", function()
+    assert.has_error(function() lxmpp.on_signal("bogus", function() end) end,
+      'lxmpp.on_signal: unknown signal "bogus"')
+    assert.has_error(function() lxmpp.on_signal("kill", function() end) end,
+      'lxmpp.on_signal: unknown signal "kill"')
+    assert.has_error(function() lxmpp.on_signal("int") end, "lxmpp.on_signal: expected a function")
+    assert.has_error(function() lxmpp.default_signals({ "nope" }) end,
+      'lxmpp.default_signals: unknown signal "nope"')
+    assert.has_error(function() lxmpp.shutdown("soon") end,
+      "lxmpp.shutdown: timeout must be a number of seconds")
+    local r, msg, cond = core.kill(2 ^ 22 + 12345, "usr1")
+    assert.is_nil(r)
+    assert.matches("kill", msg)
+    assert.equal("item-not-found", cond)
+  end)
+end)
+
+describe("who owns SIGINT and SIGTERM", function()
+  after_each(function()
+    kill_started()
+    clean()
+  end)
+
+  it("lxmpp.step takes none; lxmpp.run takes them while it runs, then gives them back", function()
+    local before = core.signal_disposition("term")
+    lxmpp.spawn(function() lxmpp.sleep(0.02) end)
+    local during_step = {}
+    while lxmpp.step(0.005) do during_step[core.signal_disposition("term")] = true end
+    assert.same({ [before] = true }, during_step)
+    local during_run
+    lxmpp.run(function() during_run = core.signal_disposition("term") end)
+    assert.equal("handler", during_run)
+    assert.equal(before, core.signal_disposition("term"))
+    -- a program that wants its own handling turns the defaults off
+    local prev = lxmpp.default_signals(false)
+    lxmpp.run(function() during_run = core.signal_disposition("term") end)
+    assert.same({}, lxmpp.default_signals(prev))
+    assert.same({ "int", "term" }, prev)
+    assert.equal(before, during_run)
+  end)
+
+  it("puts Lua's own Ctrl-C handler back when run returns", function()
+    local path = script([[
+      local lxmpp = require "lxmpp"
+      lxmpp.run(function() end)
+      io.write("ready\n") io.flush()
+      local t = os.clock() while os.clock() - t < 20 do end
+    ]])
+    local p = start_lua({ path })
+    lxmpp.run(function()
+      assert(p:wait_output("ready"), "the script did not start")
+      p:signal("INT")
+      local r = ended(p, 10)
+      assert.equal(1, r.code)
+      assert.matches("interrupted!", r.err)   -- lua5.4's handler, as without lxmpp
+    end)
+    os.remove(path)
+  end)
+
+  it("a second SIGINT ends the process at once, even when Lua is stuck", function()
+    local path = script([[
+      local lxmpp = require "lxmpp"
+      lxmpp.run(function()
+        io.write("ready\n") io.flush()
+        local t = os.clock() while os.clock() - t < 20 do end
+        io.write("not interrupted\n")
+      end)
+    ]])
+    local p = start_lua({ path })
+    lxmpp.run(function()
+      assert(p:wait_output("ready"), "the script did not start")
+      p:signal("INT")
+      lxmpp.sleep(0.3)
+      assert.equal("", pki.read_file(p.dir .. "/rc"), "the first SIGINT already ended it")
+      p:signal("INT")
+      local r, took = ended(p, 5)
+      assert.equal(130, r.code)               -- killed by SIGINT, as sh reports it
+      assert.is_true(took < 2)
+      assert.equal("ready\n", r.out)
+    end)
+    os.remove(path)
+  end)
+end)
+
+describe("a shutdown a peer holds up", function()
+  after_each(function()
+    kill_started()
+    clean()
+  end)
+
+  -- A program whose client is stuck in negotiation with a "server" (here)
+  -- that accepts and never answers: its shutdown waits for that server's
+  -- </stream:stream>, which never comes.
+  local function start_stuck_client(fn)
+    local net = require "lxmpp.net"
+    lxmpp.run(function()
+      local got, conns = {}, {}
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        conns[#conns + 1] = conn
+        conn:on("data", function(bytes) got[#got + 1] = bytes end)
+        conn:raw()
+      end))
+      local path = script(([[
+        local lxmpp = require "lxmpp"
+        lxmpp.run(function()
+          lxmpp.connect({ jid = "a@example.test", password = "x", tls = "none",
+            host = "127.0.0.1", port = %d })
+        end)
+        io.write("run returned\n")
+      ]]):format(l:port()))
+      local p = start_lua({ path })
+      assert.is_true(serve.until_true(function() return table.concat(got):find("<stream:stream", 1, true) end, 10),
+        "the client did not open its stream")
+      fn(p, function() return table.concat(got) end)
+      for _, c in ipairs(conns) do c:abort() end
+      l:close()
+      os.remove(path)
+    end)
+  end
+
+  it("is cut after its time, and the program still ends with status 0", function()
+    start_stuck_client(function(p, received)
+      p:signal("INT")
+      local r, took = ended(p, 15)
+      assert.equal(0, r.code, r.err)
+      assert.equal("run returned\n", r.out)
+      assert.is_true(took > 4 and took < 8, "took " .. took .. " s")
+      assert.matches("</stream:stream>$", received())   -- the client did close its stream
+    end)
+  end)
+
+  it("ends at once on a SIGTERM that comes meanwhile", function()
+    start_stuck_client(function(p)
+      p:signal("INT")
+      lxmpp.sleep(0.5)
+      assert.equal("", pki.read_file(p.dir .. "/rc"), "the shutdown did not wait for the peer")
+      p:signal("TERM")
+      local r, took = ended(p, 5)
+      assert.equal(143, r.code)                -- killed by SIGTERM, as sh reports it
+      assert.is_true(took < 2)
+      assert.equal("", r.out)
+    end)
+  end)
+end)
+
+describe("bin/lxmpp serve", function()
+  after_each(function()
+    kill_started()
+    clean()
+  end)
+
+  local function start_serve(extra)
+    local args = { ROOT .. "/bin/lxmpp", "serve", "--listen", "127.0.0.1:0", "--user", "alice:pw" }
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    local p = start_lua(args)
+    local port, out = p:wait_output("listening: c2s 127%.0%.0%.1:(%d+)")
+    assert(port, "serve did not start:\n" .. tostring(out))
+    assert(p:wait_output("ready"))
+    return p, math.tointeger(tonumber(port))
+  end
+
+  for _, sig in ipairs({ "INT", "TERM" }) do
+    it("stops at once when idle on SIG" .. sig .. ", with status 0 and no traceback", function()
+      lxmpp.run(function()
+        local p = start_serve()
+        p:signal(sig)
+        local r, took = ended(p, 5)
+        assert.equal(0, r.code, r.err)
+        assert.is_true(took < 2, "took " .. took .. " s")
+        no_traceback(r)
+        assert.matches("ready %(Ctrl%-C stops%)\nstopped\n$", r.out)
+      end)
+    end)
+
+    it("on SIG" .. sig .. " sends <system-shutdown/> then </stream:stream> to every stream, raw or logged in", function()
+      lxmpp.run(function()
+        local p, port = start_serve()
+        local c = raw.connect(port)
+        c:send(raw.header("localhost"))
+        local f = assert(c:stanza())
+        assert.equal("features", f.name)
+        -- and a logged-in client over TLS (serve's certificate is self-signed)
+        local alice = assert(lxmpp.connect({ jid = "alice@localhost/a", password = "pw",
+          host = "127.0.0.1", port = port, insecure = true, reconnect = false }))
+        local gone = lxmpp.task.waiter()
+        alice:on("disconnected", function(msg, cond) gone:wake(cond, msg) end)
+        p:signal(sig)
+        local cond = c:stream_error(3)
+        assert.equal("system-shutdown", cond)
+        local ev = c:next(3)
+        assert.is_true(ev and ev.close, "no </stream:stream> after the stream error")
+        assert.is_true(c:wait_closed(3))
+        local t = core.timer(3, gone)
+        assert.equal("system-shutdown", (gone:wait()))
+        t:stop()
+        local r, took = ended(p, 5)
+        assert.equal(0, r.code, r.err)
+        assert.is_true(took < 2)
+        no_traceback(r)
+        c:close()
+      end)
+    end)
+  end
+
+  it("closes its storage on SIGINT (the SQLite write-ahead log is folded back)", function()
+    local db = os.tmpname()
+    os.remove(db)
+    lxmpp.run(function()
+      local p = start_serve({ "--storage", db })
+      assert.truthy(io.open(db .. "-wal", "rb"), "the store has no WAL open")
+      p:signal("INT")
+      local r = ended(p, 5)
+      assert.equal(0, r.code, r.err)
+      assert.is_nil(io.open(db .. "-wal", "rb"), "the store was not closed")
+      -- and the account it made is there for the next start
+      local p2 = start_serve({ "--storage", db })
+      p2:signal("INT")
+      assert.equal(0, ended(p2, 5).code)
+    end)
+    for _, f in ipairs({ db, db .. "-wal", db .. "-shm" }) do os.remove(f) end
+  end)
+end)
+
+describe("the example bots on Ctrl-C", function()
+  after_each(function()
+    kill_started()
+    clean()
+  end)
+
+  -- game_loop pumps the loop itself (lxmpp.step) and asks for Ctrl-C
+  for _, example in ipairs({ "echo", "dictbot", "game_loop" }) do
+    it(example .. ".lua exits promptly and closes its stream cleanly", function()
+      serve.run_logged({ users = { bot = "bot-pw" } }, function(srv, port, log)
+        local p = start_lua({ ROOT .. "/examples/" .. example .. ".lua" }, {
+          "LXMPP_JID=bot@" .. serve.DOMAIN .. "/b", "LXMPP_PASSWORD=bot-pw", "LXMPP_HOST=127.0.0.1",
+          "LXMPP_PORT=" .. port, "LXMPP_CAFILE=" .. pki.get().ca, "LXMPP_FRAMES=36000",
+        })
+        assert(p:wait_output("online as"), "the bot did not come online")
+        assert.is_true(serve.until_true(function()
+          return srv.sessions["bot@" .. serve.DOMAIN] ~= nil
+        end, 5))
+        p:signal("INT")
+        local r, took = ended(p, 5)
+        assert.equal(0, r.code, r.err)
+        assert.is_true(took < 2, "took " .. took .. " s")
+        no_traceback(r)
+        assert.is_true(serve.until_true(function()
+          return serve.logged(log, "left: stream closed by the peer") ~= nil
+        end, 2), "the server did not see the stream closed")
+        assert.is_nil(serve.logged(log, "hibernates"))
+        if example == "game_loop" then assert.matches("Ctrl%-C: stopping the game", r.out) end
+      end)
+    end)
+  end
+end)
