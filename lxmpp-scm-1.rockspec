@@ -141,6 +141,8 @@ build = {
       ["lxmpp.server.pubsub_iq"] = "lua/lxmpp/server/pubsub_iq.lua",
       ["lxmpp.server.pubsub_node"] = "lua/lxmpp/server/pubsub_node.lua",
       ["lxmpp.server.pep"] = "lua/lxmpp/server/pep.lua",
+      ["lxmpp.server.private"] = "lua/lxmpp/server/private.lua",
+      ["lxmpp.server.bookmarks"] = "lua/lxmpp/server/bookmarks.lua",
       ["lxmpp.server.upload"] = "lua/lxmpp/server/upload.lua",
       ["lxmpp.server.http_files"] = "lua/lxmpp/server/http_files.lua",
    },
