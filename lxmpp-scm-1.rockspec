@@ -143,6 +143,7 @@ build = {
       ["lxmpp.server.pep"] = "lua/lxmpp/server/pep.lua",
       ["lxmpp.server.private"] = "lua/lxmpp/server/private.lua",
       ["lxmpp.server.bookmarks"] = "lua/lxmpp/server/bookmarks.lua",
+      ["lxmpp.server.redact"] = "lua/lxmpp/server/redact.lua",
       ["lxmpp.server.upload"] = "lua/lxmpp/server/upload.lua",
       ["lxmpp.server.http_files"] = "lua/lxmpp/server/http_files.lua",
    },

@@ -125,6 +125,9 @@ function M.new(opts)
   check_type(opts, "pubsub", "string")
   check_type(opts, "pep", "boolean")
   check_type(opts, "logger", "function")
+  if opts.log_level ~= nil and not LEVELS[opts.log_level] then
+    error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
+  end
   if opts.upload ~= nil then require("lxmpp.server.upload").check(opts.upload) end
   local iterations = opts.iterations or 4096
   if math_type(iterations) ~= "integer" or iterations < 4096 then
@@ -143,8 +146,9 @@ function M.new(opts)
     insecure_plaintext = opts.insecure_plaintext == true,
     channel_binding = opts.channel_binding ~= false,
     iterations = iterations,
-    debug = opts.debug == true,
-    log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"] or 3,
+    -- stanzas in and out are logged at level debug (secrets redacted: server/redact.lua)
+    debug = opts.debug == true or opts.log_level == "debug",
+    log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"],
     logger = opts.logger,
     hosts = {},            -- domain -> host with :deliver(stanza, node, host, resource)
     sessions = {},         -- bare JID -> { resource -> c2s session }
