@@ -144,6 +144,7 @@ build = {
       ["lxmpp.server.private"] = "lua/lxmpp/server/private.lua",
       ["lxmpp.server.bookmarks"] = "lua/lxmpp/server/bookmarks.lua",
       ["lxmpp.server.redact"] = "lua/lxmpp/server/redact.lua",
+      ["lxmpp.server.muc_mam"] = "lua/lxmpp/server/muc_mam.lua",
       ["lxmpp.server.upload"] = "lua/lxmpp/server/upload.lua",
       ["lxmpp.server.http_files"] = "lua/lxmpp/server/http_files.lua",
    },
