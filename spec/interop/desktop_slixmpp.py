@@ -14,7 +14,8 @@ tab-separated records:
                        AUTOJOIN NICK (the XEP-0402 node seen through
                        xep_0060); then a room added as a XEP-0402 item and
                        the XEP-0049 copy read again: after JID NAME AUTOJOIN;
-                       then XEP-0048 over PEP (xep_0223): pep JID NAME
+                       then XEP-0048 over PEP (xep_0223): pep JID NAME,
+                       and XEP-0049 again: after_pep JID NAME NICK
   archive J1 P1 J2 P2 ROOM
                        J1 makes ROOM, says three things, J2 joins and reads
                        the room's archive with xep_0313 (as Gajim does on
@@ -94,6 +95,9 @@ async def bookmarks(args, j, p, room):
     got = await x["xep_0048"].get_bookmarks(method="xep_0223")
     for c in got["pubsub"]["items"]["item"]["bookmarks"]["conferences"]:
         out("pep", c["jid"], c["name"])
+    got = await x["xep_0048"].get_bookmarks(method="xep_0049")
+    for c in got["private"]["bookmarks"]["conferences"]:
+        out("after_pep", c["jid"], c["name"], c["nick"])
     await close(x)
 
 

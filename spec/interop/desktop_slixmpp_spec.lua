@@ -54,7 +54,8 @@ describe("embedded server with slixmpp doing what desktop clients do", function(
       local r = run(port, "bookmarks", "alice@example.test", USERS.alice, "tea@" .. MUC)
       assert.equal(0, r.code, r.text)
       assert.same({ "jabber:iq:private", "urn:xmpp:mam:2" }, records(r, "server_feature"), r.text)
-      assert.same({ "urn:xmpp:bookmarks:1#compat" }, records(r, "account_feature"), r.text)
+      assert.same({ "urn:xmpp:bookmarks:1#compat", "urn:xmpp:bookmarks:1#compat-pep" },
+        records(r, "account_feature"), r.text)
       assert.same({
         "other@conference.example.test Other False n2 ",
         "tea@conference.example.test Poezio room True poezio-nick room-pw",
@@ -70,6 +71,8 @@ describe("embedded server with slixmpp doing what desktop clients do", function(
         "tea@conference.example.test Poezio room True",
       }, records(r, "after"), r.text)
       assert.same({ "tea@conference.example.test PEP room" }, records(r, "pep"), r.text)
+      -- one set: what went over PEP is what private storage shows
+      assert.same({ "tea@conference.example.test PEP room pep-nick" }, records(r, "after_pep"), r.text)
     end)
   end)
 

@@ -13,6 +13,13 @@
 -- conferences (XEP-0048 <url/> bookmarks) is kept as it was written, in
 -- private storage under the same namespace.
 --
+-- XEP-0048 over PEP (XEP-0223; XEP-0402 §5.3 "#compat-pep"): the
+-- account's PEP node storage:bookmarks is not a node of its own either. A
+-- publish to it by the account becomes the same write as above (the
+-- <storage/> in its one item), and reading its items gives one item,
+-- "current", made as above; so the three views never disagree. Other
+-- requests on that node go to PEP as they are.
+--
 -- A write goes through the PEP service's own publish and retract, with the
 -- pubsub bounds (max_pubsub_items rooms, max_pubsub_bytes of XML); a write
 -- refused there leaves every room already bookmarked in place.
@@ -27,7 +34,7 @@ local NS = "urn:xmpp:bookmarks:1"
 local NS_LEGACY = "storage:bookmarks"
 local NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 
-local M = { NS = NS, NS_LEGACY = NS_LEGACY, FEATURE_COMPAT = NS .. "#compat" }
+local M = { NS = NS, NS_LEGACY = NS_LEGACY, FEATURES = { NS .. "#compat", NS .. "#compat-pep" } }
 
 local Bookmarks = {}
 Bookmarks.__index = Bookmarks
@@ -147,6 +154,44 @@ function Bookmarks:store_legacy(bare, el)
     if not ok then return nil, etype, cond, text end
   end
   return true
+end
+
+---------------------------------------------------------------------------
+-- XEP-0048 over PEP
+
+local function legacy_op(q)
+  if not q or q.name ~= "pubsub" or q.attr.xmlns ~= NS_PUBSUB then return nil end
+  local op = q:get_child("publish") or q:get_child("items")
+  return op and op.attr.node == NS_LEGACY and op or nil
+end
+
+--- Is this request of the account to its own PEP the storage:bookmarks
+-- node's publish or items?
+function Bookmarks.handles_pep(_, iq)
+  local op = legacy_op(iq.tags[1])
+  if not op then return false end
+  return (op.name == "publish" and iq.attr.type == "set") or (op.name == "items" and iq.attr.type == "get")
+end
+
+--- Answers such a request of sess (see handles_pep).
+function Bookmarks:pep_iq(sess, iq)
+  local op = legacy_op(iq.tags[1])
+  if op.name == "items" then
+    local r = st.reply(iq):tag("pubsub", { xmlns = NS_PUBSUB }):tag("items", { node = NS_LEGACY })
+      :tag("item", { id = "current" }):add_child(self:legacy(sess.bare))
+    return sess:send(r)
+  end
+  local items = {}
+  for it in op:childtags("item") do items[#items + 1] = it end
+  local storage = #items == 1 and #items[1].tags == 1 and items[1].tags[1]
+  if not storage or storage.name ~= "storage" or storage.attr.xmlns ~= NS_LEGACY then
+    return sess:send(st.error_reply(iq, "modify", "bad-request",
+      "publish one item holding <storage xmlns='storage:bookmarks'/>"))
+  end
+  local ok, etype, cond, text = self:store_legacy(sess.bare, storage)
+  if not ok then return sess:send(st.error_reply(iq, etype, cond, text)) end
+  return sess:send(st.reply(iq):tag("pubsub", { xmlns = NS_PUBSUB }):tag("publish", { node = NS_LEGACY })
+    :tag("item", { id = items[1].attr.id or "current" }))
 end
 
 return M

@@ -266,7 +266,7 @@ local function account_info(self, iq, bare, owner)
   end
   -- the archive is the owner's alone
   if owner then for _, f in ipairs(mam.FEATURES) do r:tag("feature", { var = f }):up() end end
-  if owner and self.srv.pep then r:tag("feature", { var = bookmarks.FEATURE_COMPAT }):up() end
+  if owner and self.srv.pep then for _, f in ipairs(bookmarks.FEATURES) do r:tag("feature", { var = f }):up() end end
   return r
 end
 
@@ -289,6 +289,7 @@ function IM:account_iq(sess, iq)
   if xmlns == mam.NS then return self.mam:iq(sess, iq) end
   if xmlns == private.NS then return self.private:iq(sess, iq) end
   local pep = self.srv.pep
+  if pep and self.bookmarks:handles_pep(iq) then return self.bookmarks:pep_iq(sess, iq) end  -- XEP-0048 on PEP
   if pep and pep.handles(q) then return pep:iq(iq, sess.bare, send) end
   if xmlns == carbons.NS then return self.carbons:iq(sess, iq) end
   if xmlns == blocking.NS then return self.blocking:iq(sess, iq) end
