@@ -191,6 +191,16 @@ describe("server bookmarks (XEP-0048 in private storage and XEP-0402)", function
         :tag("field", { var = "FORM_TYPE", type = "hidden" })
         :text_tag("value", "http://jabber.org/protocol/pubsub#publish-options"):up()
         :tag("field", { var = "pubsub#access_model" }):text_tag("value", "whitelist"):up()))
+      -- a XEP-0402 client pins tea: <extensions/> survive XEP-0048 writes
+      assert(c:request(st.iq({ type = "set" }):tag("pubsub", { xmlns = NS_PUBSUB })
+        :tag("publish", { node = NS_BM }):tag("item", { id = "tea@conference.example.test" })
+        :tag("conference", { xmlns = NS_BM, name = "Tea", autojoin = "true" }):text_tag("nick", "al")
+        :text_tag("password", "pw"):tag("extensions")
+        :tag("pinned", { xmlns = "urn:xmpp:bookmarks-pinning:0" }):up():up():up():up():up()
+        :tag("publish-options"):tag("x", { xmlns = "jabber:x:data", type = "submit" })
+        :tag("field", { var = "FORM_TYPE", type = "hidden" })
+        :text_tag("value", "http://jabber.org/protocol/pubsub#publish-options"):up()
+        :tag("field", { var = "pubsub#access_model" }):text_tag("value", "whitelist"):up()))
       local got = assert(private_get(c, "storage", "storage:bookmarks"))
       local byjid = {}
       for conf in got:childtags("conference") do byjid[conf.attr.jid] = conf end
@@ -212,6 +222,8 @@ describe("server bookmarks (XEP-0048 in private storage and XEP-0402)", function
       assert(private_set(c, legacy({ { jid = "tea@conference.example.test", name = "Tea 2" } })))
       items = assert(native(c))
       assert.equal("Tea 2", items["tea@conference.example.test"].attr.name)
+      assert.truthy(items["tea@conference.example.test"]:get_child("extensions", NS_BM)
+        :get_child("pinned", "urn:xmpp:bookmarks-pinning:0"))
       assert.is_nil(items["cake@conference.example.test"])
       assert.is_nil(items["pie@conference.example.test"])
       assert(c:request(st.iq({ type = "get" }):tag("ping", { xmlns = "urn:xmpp:ping" })))

@@ -138,12 +138,19 @@ function Bookmarks:store_legacy(bare, el)
   end
   local ok, etype, cond, text = self.im.private:set(jid.node(bare), NS_LEGACY, #rest.tags > 0 and rest or nil)
   if not ok then return nil, etype, cond, text end
+  local node = self:node(bare)
   for _, room in ipairs(order) do
+    local payload = to_native(rooms[room])
+    -- XEP-0402 <extensions/> (pinning, ...) have no XEP-0048 form: kept
+    local old = node and node.by_id[room]
+    local was = old and old.xml and st.parse(old.xml)
+    local ext = was and was:get_child("extensions", NS)
+    if ext then payload:add_child(ext) end
     ok, etype, cond, text = as_owner(self, bare, st.stanza("publish", { node = NS })
-      :tag("item", { id = room }):add_child(to_native(rooms[room])):up())
+      :tag("item", { id = room }):add_child(payload):up())
     if not ok then return nil, etype, cond, text end
   end
-  local node = self:node(bare)
+  node = self:node(bare)
   local gone = {}
   for _, item in pairs(node and node.items or {}) do
     if not rooms[item.id] then gone[#gone + 1] = item.id end
