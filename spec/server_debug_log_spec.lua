@@ -66,6 +66,25 @@ describe("server debug log", function()
     end)
   end)
 
+  it("prints what a component sends, its handshake redacted", function()
+    serve.run_logged({ users = { alice = "alice-pw-1" }, components = { ["gw.example.test"] = "comp-secret-5" },
+        component_listen = "127.0.0.1:0", log_level = "debug" }, function(srv, _, log)
+      local cport
+      for _, a in ipairs(srv:addresses()) do if a.kind == "component" then cport = a.port end end
+      local comp = lxmpp.component({ jid = "gw.example.test", secret = "comp-secret-5", host = "127.0.0.1",
+        port = cport })
+      assert(comp:connect())
+      assert(comp:request(st.iq({ type = "get", to = "example.test", from = "gw.example.test" })
+        :tag("ping", { xmlns = "urn:xmpp:ping" })))
+      comp:close()
+      local text = table.concat(log, "\n")
+      assert.truthy(serve.logged(log, "^debug component [^ ]+: IN <handshake xmlns='jabber:component:accept'/> %[redacted%]"),
+        text)
+      assert.truthy(serve.logged(log, "^debug component [^ ]+: IN <iq[^\n]*urn:xmpp:ping"), text)
+      assert.is_nil(text:find("comp-secret-5", 1, true))
+    end)
+  end)
+
   it("redacts without changing the stanza, and only what is secret", function()
     local s = st.iq({ type = "set" }):tag("query", { xmlns = "jabber:iq:register" })
       :text_tag("username", "u"):text_tag("password", "p<&>w"):up()
