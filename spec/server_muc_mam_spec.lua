@@ -1,7 +1,8 @@
 -- Room archives of the embedded server's MUC service (XEP-0313 §6 on
 -- XEP-0045 rooms; lua/lxmpp/server/muc_mam.lua) with real lxmpp clients:
 -- what is archived (groupchat with a body, not subjects nor private
--- messages), the room's stanza ids (forged ones dropped), queries to the
+-- messages), the room's stanza ids (forged ones dropped), real JIDs shown
+-- only to whom the room shows them, queries to the
 -- room with paging, who may query (members-only, password-protected,
 -- outcasts), disco, and what happens to the archive when the room goes or
 -- the server restarts (SQLite).
@@ -118,6 +119,19 @@ describe("server room archives (XEP-0313 on MUC)", function()
         assert.equal("groupchat", g.msg.attr.type)
         assert.is_nil(tostring(g.msg):find("example.test/r", 1, true), "a real JID in the archive")
       end
+      -- real JIDs: the owner sees them (semi-anonymous room), a participant does not
+      local function real(g)
+        local x = g.msg:get_child("x", NS_MUC .. "#user")
+        return x and x:get_child("item") and x:get_child("item").attr.jid or "-"
+      end
+      local seen_by_owner = assert(query(a, ROOM))
+      assert.same({ "alice@example.test", "bob@example.test", "alice@example.test" },
+        { real(seen_by_owner[1]), real(seen_by_owner[2]), real(seen_by_owner[3]) })
+      assert.same({ "-", "-", "-" }, { real(got[1]), real(got[2]), real(got[3]) })
+      configure(a, ROOM, { whois = "anyone" })   -- non-anonymous: everyone sees them
+      local now = assert(query(b, ROOM))
+      assert.equal("bob@example.test", real(now[2]))
+      configure(a, ROOM, { whois = "moderators" })
       -- paging
       local page, pfin = query(b, ROOM, 2)
       assert.same({ ROOM .. "/al: one", ROOM .. "/bo: two" }, bodies(page))

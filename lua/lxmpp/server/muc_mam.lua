@@ -4,8 +4,13 @@
 -- messages of XEP-0045 §7.2.15.
 --
 -- What is kept: the groupchat messages a room sends its occupants, as they
--- go out (from the occupant's room JID, never with a real JID), when they
--- have a <body/> and no XEP-0334 <no-store/> or <no-permanent-store/> hint.
+-- go out (from the occupant's room JID), when they have a <body/> and no
+-- XEP-0334 <no-store/> or <no-permanent-store/> hint, with the sender's real
+-- bare JID in <x xmlns='http://jabber.org/protocol/muc#user'><item jid=/></x>.
+-- That element is shown only to whom the room shows real JIDs (XEP-0045
+-- §7.2.3 and XEP-0313 §6.1.2: everyone in a non-anonymous room, moderators,
+-- admins and owners in a semi-anonymous one); others get the message
+-- without it.
 -- Not kept: subject changes, private messages between occupants,
 -- invitations. Each kept message gets the room's XEP-0359
 -- <stanza-id by='room@service'/> (one that claims to be by the room and came
@@ -33,6 +38,7 @@ local setmetatable, pcall, tostring = setmetatable, pcall, tostring
 
 local NS_MAM, NS_SID = mam.NS, mam.NS_SID
 local NS_HINTS = "urn:xmpp:hints"
+local NS_USER = "http://jabber.org/protocol/muc#user"
 local RANK = { outcast = 0, none = 1, member = 2, admin = 3, owner = 4 }
 
 local M = { NS = NS_MAM }
@@ -58,7 +64,7 @@ end
 --- A groupchat message of room, as it goes to the occupants (from the
 -- occupant JID): forged room stanza ids go; kept when worth keeping and
 -- stamped with the room's id.
-function Archive:groupchat(room, msg)
+function Archive:groupchat(room, msg, occ)
   msg:maptags(function(c)
     if c.name == "stanza-id" and c.attr.xmlns == NS_SID and c.attr.by and jid.prep(c.attr.by) == room.jid then
       return nil
@@ -67,7 +73,10 @@ function Archive:groupchat(room, msg)
   end)
   local archive = self:mam()
   if not archive or not storable(msg) then return end
-  local id = archive:add(room.jid, msg, msg.attr.from)
+  local kept = msg:clone()
+  kept:remove_children("x", NS_USER)
+  if occ and occ.bare then kept:tag("x", { xmlns = NS_USER }):tag("item", { jid = occ.bare }):up():up() end
+  local id = archive:add(room.jid, kept, msg.attr.from)
   if id then msg:tag("stanza-id", { xmlns = NS_SID, by = room.jid, id = id }):up() end
 end
 
@@ -92,9 +101,17 @@ function Archive:iq(room, iq)
   if not archive then return srv:route(st.error_reply(iq, "cancel", "service-unavailable")) end
   local ok, why = self:may_query(room, from)
   if not ok then return srv:route(st.error_reply(iq, "auth", "forbidden", why)) end
+  -- real JIDs: to whom the room shows them
+  local occ = room.sessions[from]
+  local reveal = room.config.whois == "anyone" or (occ and occ.role == "moderator")
+    or RANK[room:affiliation(jid.bare(from))] >= RANK.admin
   -- the query code answers a session: here the room answers the requester
   local peer = {
     user = room.jid, bare = room.jid, full = from,
+    archive_filter = function(m)
+      if not reveal then m:remove_children("x", NS_USER) end
+      return m
+    end,
     send = function(_, s)
       s.attr.from = s.attr.from or room.jid
       srv:route(s)
