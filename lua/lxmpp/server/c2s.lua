@@ -12,6 +12,7 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
 local sm = require "lxmpp.server.sm"
+local redact = require "lxmpp.server.redact"
 
 local setmetatable, tostring, ipairs, pcall, type = setmetatable, tostring, ipairs, pcall, type
 
@@ -130,7 +131,7 @@ function C2S:on_stanza(s)
   if self.ended then return end
   self:check_rate()
   local ns, name = s.attr.xmlns, s.name
-  if self.srv.debug then self:log("debug", "IN %s", ns == NS_SASL and ("<" .. name .. "> [SASL]") or tostring(s)) end
+  if self.srv.debug then self:log("debug", "IN %s", redact.text(s)) end
   if ns == stream.NS_STREAMS and name == "error" then
     return self:finish("the client sent a stream error")
   end

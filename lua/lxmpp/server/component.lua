@@ -7,6 +7,7 @@
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
+local redact = require "lxmpp.server.redact"
 
 local setmetatable = setmetatable
 
@@ -38,6 +39,7 @@ end
 function Comp:on_stanza(s)
   if self.ended then return end
   self:check_rate()
+  if self.srv.debug then self:log("debug", "IN %s", redact.text(s)) end
   local name, ns = s.name, s.attr.xmlns
   if ns == stream.NS_STREAMS and name == "error" then return self:finish("the component sent a stream error") end
   if not self.authenticated then

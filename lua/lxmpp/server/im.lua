@@ -10,6 +10,8 @@ local presence = require "lxmpp.server.presence"
 local mam = require "lxmpp.server.mam"
 local carbons = require "lxmpp.server.carbons"
 local blocking = require "lxmpp.server.blocking"
+local private = require "lxmpp.server.private"
+local bookmarks = require "lxmpp.server.bookmarks"
 
 local setmetatable, tostring, pairs, ipairs, pcall, os_date, os_time =
   setmetatable, tostring, pairs, ipairs, pcall, os.date, os.time
@@ -29,6 +31,7 @@ function M.new(srv)
   self.presence = presence.new(self)
   self.mam = mam.new(self)
   self.carbons, self.blocking = carbons.new(self), blocking.new(self)
+  self.private, self.bookmarks = private.new(self), bookmarks.new(self)
   return self
 end
 
@@ -186,6 +189,9 @@ local function server_info(self, iq)
     "urn:xmpp:time", "jabber:iq:last", "msgoffline", NS_VCARD, "jabber:iq:roster" }
   if self.srv.registration then features[#features + 1] = NS_REGISTER end
   features[#features + 1], features[#features + 2] = carbons.NS, blocking.NS
+  -- XEP-0313 §6.1: clients (profanity) look for MAM on the server as well
+  -- as on the account; the archive itself is the account's
+  features[#features + 1], features[#features + 2] = mam.NS, private.NS
   for _, f in ipairs(features) do r:tag("feature", { var = f }):up() end
   return r
 end
@@ -260,6 +266,7 @@ local function account_info(self, iq, bare, owner)
   end
   -- the archive is the owner's alone
   if owner then for _, f in ipairs(mam.FEATURES) do r:tag("feature", { var = f }):up() end end
+  if owner and self.srv.pep then for _, f in ipairs(bookmarks.FEATURES) do r:tag("feature", { var = f }):up() end end
   return r
 end
 
@@ -280,7 +287,9 @@ function IM:account_iq(sess, iq)
   end
   if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
   if xmlns == mam.NS then return self.mam:iq(sess, iq) end
+  if xmlns == private.NS then return self.private:iq(sess, iq) end
   local pep = self.srv.pep
+  if pep and self.bookmarks:handles_pep(iq) then return self.bookmarks:pep_iq(sess, iq) end  -- XEP-0048 on PEP
   if pep and pep.handles(q) then return pep:iq(iq, sess.bare, send) end
   if xmlns == carbons.NS then return self.carbons:iq(sess, iq) end
   if xmlns == blocking.NS then return self.blocking:iq(sess, iq) end
@@ -309,6 +318,9 @@ function IM:bare_iq(iq, node, bare)
   end
   if xmlns == "urn:xmpp:ping" then return answer(send, iq, function() end) end
   if xmlns == mam.NS then return self.srv:bounce(iq, "auth", "forbidden", "only its owner may read an archive") end
+  if xmlns == private.NS then   -- XEP-0049 §3
+    return self.srv:bounce(iq, "cancel", "forbidden", "private storage is its owner's alone")
+  end
   local pep = self.srv.pep
   if pep and pep.handles(q) then return pep:iq(iq, bare, send) end
   if xmlns == NS_DISCO_INFO and iq.attr.type == "get" then

@@ -42,6 +42,8 @@ M.DEFAULT_LIMITS = {
   max_pubsub_subscriptions = 1000, -- subscribers of one pubsub node
   max_pubsub_bytes = 16777216,  -- bytes of item XML kept by the pubsub service, and by each account's PEP
   max_blocklist = 1000,         -- JIDs in one account's XEP-0191 block list
+  max_private_bytes = 65536,    -- bytes of XEP-0049 private XML one account keeps
+  max_private_items = 64,       -- namespaces one account keeps in XEP-0049 private storage
   upload_quota = 104857600,     -- bytes of files the XEP-0363 upload service keeps, in all
   upload_user_quota = 33554432, -- bytes of files it keeps for one account
   http_connections = 100,       -- HTTPS connections open to the upload service
@@ -124,6 +126,9 @@ function M.new(opts)
   check_type(opts, "pubsub", "string")
   check_type(opts, "pep", "boolean")
   check_type(opts, "logger", "function")
+  if opts.log_level ~= nil and not LEVELS[opts.log_level] then
+    error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
+  end
   if opts.upload ~= nil then require("lxmpp.server.upload").check(opts.upload) end
   local iterations = opts.iterations or 4096
   if math_type(iterations) ~= "integer" or iterations < 4096 then
@@ -142,8 +147,9 @@ function M.new(opts)
     insecure_plaintext = opts.insecure_plaintext == true,
     channel_binding = opts.channel_binding ~= false,
     iterations = iterations,
-    debug = opts.debug == true,
-    log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"] or 3,
+    -- stanzas in and out are logged at level debug (secrets redacted: server/redact.lua)
+    debug = opts.debug == true or opts.log_level == "debug",
+    log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"],
     logger = opts.logger,
     hosts = {},            -- domain -> host with :deliver(stanza, node, host, resource)
     sessions = {},         -- bare JID -> { resource -> c2s session }

@@ -170,6 +170,7 @@ end
 local function result(sess, queryid, item)
   local m = st.parse(item.data)
   if not m then return nil end
+  if sess.archive_filter then m = sess.archive_filter(m) end   -- a room's: muc_mam
   local r = st.message({ from = sess.bare, to = sess.full, id = session.new_id() })
     :tag("result", { xmlns = NS_MAM, queryid = queryid, id = item.id })
     :tag("forwarded", { xmlns = NS_FORWARD })

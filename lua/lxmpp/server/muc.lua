@@ -18,7 +18,9 @@
 --   admins, owners and outcasts), max_pending_iq forwarded per room (256),
 --   create = "local" (users of srv.domain and its subdomains may create
 --   rooms) | "anyone" | function(bare_jid) -> boolean,
---   clock = function() -> seconds (os.time)
+--   clock = function() -> seconds (os.time),
+--   archive = false: no room archives (XEP-0313, lxmpp.server.muc_mam; on
+--   by default)
 -- The rooms themselves are lxmpp.server.muc_room.
 
 local st = require "lxmpp.stanza"
@@ -53,6 +55,9 @@ local function new(srv, domain, opts)
 	end
 	opts = opts or {}
 	if type(opts) ~= "table" then error("lxmpp.server.muc: opts must be a table", 2) end
+	if opts.archive ~= nil and type(opts.archive) ~= "boolean" then
+		error("lxmpp.server.muc: archive must be a boolean", 2)
+	end
 	local limits = {}
 	for k, v in pairs(LIMITS) do
 		local o = opts[k]
@@ -65,6 +70,7 @@ local function new(srv, domain, opts)
 		srv = srv, domain = prepped, limits = limits, rooms = {}, nrooms = 0,
 		create = opts.create or "local", clock = opts.clock or os_time, ids = 0,
 	}, Host)
+	if opts.archive ~= false then self.archive = require("lxmpp.server.muc_mam").new(self) end
 	self:restore_rooms()
 	return self
 end
@@ -112,6 +118,7 @@ function Host:remove_room(room)
 	if self.rooms[room.jid] == room then
 		self.rooms[room.jid] = nil
 		self.nrooms = self.nrooms - 1
+		if self.archive then self.archive:forget(room.jid) end
 	end
 end
 
@@ -213,7 +220,11 @@ end
 function Host:close()
 	if self.closed then return end
 	self.closed = true
-	for _, room in pairs(self.rooms) do room:shutdown() end
+	for _, room in pairs(self.rooms) do
+		room:shutdown()
+		-- a temporary room ends here: so does its archive (XEP-0313, muc_mam)
+		if self.archive and not room.config.persistent then self.archive:forget(room.jid) end
+	end
 	self.rooms, self.nrooms = {}, 0
 end
 

@@ -69,6 +69,7 @@ local function install(M)
 		if itype == "get" and ns == NS_DISCO_INFO and not q.attr.node then return self:disco_info(stanza) end
 		if itype == "get" and ns == NS_DISCO_ITEMS and not q.attr.node then return self:disco_items(stanza) end
 		if itype == "get" and ns == NS_PING and q.name == "ping" then return self.srv:route(st.reply(stanza)) end
+		if ns == "urn:xmpp:mam:2" and self.service.archive then return self.service.archive:iq(self, stanza) end
 		if ns == NS_ADMIN and q.name == "query" then
 			if itype == "get" then return self:admin_get(stanza, q) end
 			return self:admin_set(stanza, q)
@@ -103,6 +104,7 @@ local function install(M)
 		}) do
 			r:tag("feature", { var = f }):up()
 		end
+		if self.service.archive then self.service.archive:features(r) end -- XEP-0313 (muc_mam)
 		r:add_child(forms.new{
 			{ var = "FORM_TYPE", type = "hidden", value = "http://jabber.org/protocol/muc#roominfo" },
 			{ var = "muc#roominfo_description", label = "Description", value = c.description },

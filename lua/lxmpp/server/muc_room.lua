@@ -400,6 +400,7 @@ function Room:groupchat(stanza)
 	local msg = stanza:clone()
 	msg.attr.from, msg.attr.to = self:occupant_jid(occ.nick), nil
 	msg:remove_children("x", NS_USER)
+	if self.service.archive then self.service.archive:groupchat(self, msg, occ) end -- XEP-0313 (muc_mam)
 	local subject = stanza:get_child("subject")
 	if subject and not stanza:get_child("body") then
 		if not (occ.role == "moderator" or (self.config.change_subject and occ.role == "participant")) then

@@ -84,7 +84,7 @@ end
 
 --- Sends a stanza (serialized by the C serializer).
 function Stream:send(stanza)
-  if self.srv.debug then self:log("debug", "OUT %s", tostring(stanza)) end
+  if self.srv.debug then self:log("debug", "OUT %s", require("lxmpp.server.redact").text(stanza)) end
   return self:write(tostring(stanza))
 end
 
