@@ -208,9 +208,13 @@ int lx_net_encrypt_pending(conn *c) {
   return 1;
 }
 
-/* Queues bytes; 0 when the bound is reached (nothing queued then). */
+/* Queues bytes; 0 when they would take the queue past its bound (nothing
+ * queued then, and "drain" follows once the queue is empty). A write larger
+ * than the bound is taken when nothing else waits, so one big stanza (a
+ * large roster) can always go out to a peer that reads. */
 int lx_net_enqueue(conn *c, const char *p, size_t len) {
-  if (c->out_len + c->wbuf_len + c->early_len + len > c->max_out) {
+  size_t queued = c->out_len + c->wbuf_len + c->early_len;
+  if (queued && queued + len > c->max_out) {
     c->full = 1;
     return 0;
   }

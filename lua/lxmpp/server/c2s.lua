@@ -368,6 +368,12 @@ function C2S:on_end(reason)
   if self.bound and not sm.stream_ended(self) then self.srv:unbind(self, reason) end
 end
 
+--- True while what was sent waits: unread by the peer, or held back by
+-- stream management until acknowledgements make room.
+function C2S:congested()
+  return stream.Stream.congested(self) or (self.sm ~= nil and self.sm.hn > 0)
+end
+
 --- Sends a stanza; with stream management it is also kept until the
 -- client acknowledges it (and queued while the session hibernates).
 function C2S:send(stanza)

@@ -27,7 +27,7 @@ local IM = {}
 IM.__index = IM
 
 function M.new(srv)
-  local self = setmetatable({ srv = srv, domain = srv.domain, started = os_time() }, IM)
+  local self = setmetatable({ srv = srv, domain = srv.domain, started = os_time(), offline_pumps = {} }, IM)
   self.presence = presence.new(self)
   self.mam = mam.new(self)
   self.carbons, self.blocking = carbons.new(self), blocking.new(self)
@@ -141,25 +141,57 @@ function IM:store_offline(s, node)
   store:push_offline(node, tostring(c))
 end
 
---- Sends the offline messages of sess's account, then forgets them.
+--- Sends the offline messages of sess's account as fast as the client
+-- reads them, and forgets each once it is written to the connection, or,
+-- with XEP-0198, once the session keeps it until acknowledged (what is not
+-- acknowledged goes back offline when the session ends). A session that
+-- ends in the middle leaves the rest stored for the next one; one session
+-- of an account receives them at a time.
 function IM:send_offline(sess)
-  local store = self.srv.store
-  local list = store:get_offline(sess.user)
+  local store, user = self.srv.store, sess.user
+  local pumps = self.offline_pumps
+  local busy = pumps[user]
+  if busy and not busy.ended then return end
+  local list = store:get_offline(user)
   if #list == 0 then return end
-  local last
-  for _, m in ipairs(list) do
-    local s = st.parse(m.data)
-    if s and not self.blocking:blocked(sess.user, s.attr.from) then   -- blocked since it was kept
-      s.attr.to = sess.full
-      if not sess:send(s) then break end
-    end
-    last = m.id
+  pumps[user] = sess
+  local i, unsent_upto = 1, nil
+  local pump
+  local function forget(upto)
+    if upto then store:delete_offline(user, upto) end
   end
-  if last then store:delete_offline(sess.user, last) end
+  pump = function()
+    forget(unsent_upto)                      -- written to the connection by now
+    unsent_upto = nil
+    local last
+    while i <= #list and not sess.ended do
+      local m = list[i]
+      i = i + 1
+      local s = st.parse(m.data)
+      if s and not self.blocking:blocked(user, s.attr.from) then   -- blocked since it was kept
+        s.attr.to = sess.full
+        if not sess:send(s) then break end
+      end
+      last = m.id
+      if sess:congested() then break end
+    end
+    if sess.ended then
+      if pumps[user] == sess then pumps[user] = nil end
+      return
+    end
+    if sess.sm or not sess:congested() then forget(last) else unsent_upto = last end
+    if i <= #list or unsent_upto then
+      sess:when_writable(pump)
+    elseif pumps[user] == sess then
+      pumps[user] = nil
+    end
+  end
+  pump()
 end
 
 --- A session ended: presence goes unavailable.
 function IM:session_ended(sess)
+  if self.offline_pumps[sess.user] == sess then self.offline_pumps[sess.user] = nil end
   self.presence:session_ended(sess)
 end
 

@@ -28,11 +28,14 @@ M.DEFAULT_LIMITS = {
                                 -- first accept a self-signed certificate: 2 minutes and more)
   max_unauthenticated = 1000,   -- connections not yet authenticated, in all
   max_per_ip = 100,             -- connections from one address
-  max_queue = 1048576,          -- bytes queued for a peer that does not read
+  max_queue = 1048576,          -- bytes handed to a connection before further writes wait for the peer to read
+  max_unread = 16777216,        -- bytes waiting for a peer to read before it is cut off
+  write_timeout = 60,           -- seconds without reading, while bytes wait, before a peer is cut off
   rate = 1048576,               -- bytes per second read from one connection
   sasl_attempts = 3,            -- failed authentications before the stream ends
   max_resources = 16,           -- bound resources per account
   max_offline = 1000,           -- offline messages kept per account
+  max_pending = 1000,           -- subscription requests kept unanswered per account
   sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
   sm_queue = 500,               -- unacknowledged stanzas out per XEP-0198 session (4x this may wait)
   mam_max_page = 100,           -- archived messages sent for one XEP-0313 query

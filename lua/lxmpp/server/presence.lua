@@ -196,6 +196,26 @@ function P:outbound_subscription(sess, s, typ, contact)
   end
 end
 
+-- What is kept of a subscription request until the user answers it: who
+-- and the status text and nickname (XEP-0172) a person reads, each cut to
+-- MAX_REQUEST_TEXT characters; whatever else it carried is not stored, so a
+-- stored request is small whatever was sent (it is delivered whole to the
+-- user's available resources when it arrives).
+local MAX_REQUEST_TEXT = 1024
+local function cut(text)
+  local e = utf8.offset(text, MAX_REQUEST_TEXT + 1)      -- whole characters only
+  return e and text:sub(1, e - 1) or text
+end
+
+local function pending_request(s)
+  local r = st.presence({ type = "subscribe", from = s.attr.from, to = s.attr.to, id = s.attr.id })
+  local status = s:get_child_text("status")
+  if status then r:text_tag("status", cut(status)) end
+  local nick = s:get_child_text("nick", "http://jabber.org/protocol/nick")
+  if nick then r:text_tag("nick", cut(nick), { xmlns = "http://jabber.org/protocol/nick" }) end
+  return tostring(r)
+end
+
 -- Inbound: `typ` from contact (bare) to our user `user`.
 function P:inbound_subscription(s, user, bare, typ, contact)
   local srv, store = self.srv, self.srv.store
@@ -206,7 +226,16 @@ function P:inbound_subscription(s, user, bare, typ, contact)
     if item and (item.subscription == "from" or item.subscription == "both") then
       return srv:route(st.presence({ type = "subscribed", from = bare, to = contact }))
     end
-    if not roster.pending[contact] then store:set_pending(user, contact, tostring(s)) end
+    if not roster.pending[contact] then
+      local n = 0
+      for _ in pairs(roster.pending) do n = n + 1 end
+      if n >= srv.limits.max_pending then
+        local e = st.error_reply(s, "wait", "resource-constraint", "too many subscription requests wait for this user")
+        e.attr.from = bare
+        return srv:route(e)
+      end
+      store:set_pending(user, contact, pending_request(s))
+    end
     return self:to_available(bare, s)
   elseif typ == "subscribed" then
     if not item or item.ask ~= "subscribe" then return end

@@ -121,7 +121,11 @@ local function release(sess)
     keep(sess, s)
     stream.Stream.send(sess, s)
   end
-  if sm.hn > 0 and not sm.requested then request_ack(sess) end
+  if sm.hn > 0 then
+    if not sm.requested then request_ack(sess) end
+  elseif not sess.ended then
+    sess:run_writable()             -- producers waiting for room go on
+  end
 end
 
 -- The client acknowledged h: drop what it has; true, or nil on a bad h.
@@ -148,7 +152,7 @@ local function handled_too_high(sess)
     "' send-count='" .. tostring((sess.sm.acked + sess.sm.qn) % WRAP) .. "'/>" ..
     "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>the client acknowledged more than was sent</text>" ..
     "</stream:error></stream:stream>")
-  sess.conn:close()
+  sess:close_connection()
   sess:finish("handled-count-too-high")
 end
 
@@ -231,6 +235,8 @@ function handlers.resume(sess, el)
   if sm.qn > 0 then request_ack(sess) end
   release(sess)
   sess:log("info", "resumed %s (%d stanzas sent again)", sess.full, sm.qn)
+  -- offline messages whose delivery the old stream did not finish
+  if sess.available and sess.priority >= 0 then srv.im:send_offline(sess) end
 end
 
 --- The stream handler for the SM namespace (c2s calls it).

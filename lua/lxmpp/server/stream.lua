@@ -1,7 +1,7 @@
 -- lxmpp.server.stream: the receiving side of one XML stream, shared by
 -- client (c2s) and component sessions of the embedded server: the stream
--- header we answer with, stream errors (RFC 6120 §4.9), writing with a
--- bound on queued output, the negotiation deadline, per-address and
+-- header we answer with, stream errors (RFC 6120 §4.9), writing with flow
+-- control and a bound on what the peer has not read, the negotiation deadline, per-address and
 -- unauthenticated connection accounting, and read pausing for floods.
 -- Everything here runs synchronously inside connection events: nothing
 -- waits, so one process holds many thousands of streams.
@@ -43,6 +43,7 @@ function Stream.init(self, srv, conn, default_ns)
   conn:on("write-error", function(msg) self:finish(msg) end)
   conn:on("tls-failed", function(msg) self:finish("TLS failed: " .. tostring(msg)) end)
   conn:on("closed", function() self:finish("connection closed") end)
+  conn:on("drain", function() self:guarded(self.on_drain) end)
   local deadline = srv.limits.negotiation_timeout
   self.deadline = core.timer(deadline, timer_target(function()
     if not self.ended and not self.ready then
@@ -66,19 +67,136 @@ function Stream:log(level, fmt, ...)
   return self.srv:log(level, "%s %s: " .. fmt, self.kind, self.ip, ...)
 end
 
---- Writes bytes; a peer that stops reading until the output bound is
--- reached loses its connection (SECURITY.md: bounded outgoing queues).
+-- Output flow control. The connection takes bytes until limits.max_queue
+-- wait in it (one write larger than that is taken alone); past that, what
+-- the server writes waits here, in order, and goes to the connection as it
+-- drains. Nothing written is dropped while the peer reads: it is cut off
+-- only when it stops reading, that is when limits.max_unread bytes wait
+-- here, or when nothing drained for limits.write_timeout seconds while
+-- bytes waited (SECURITY.md: bounded outgoing queues). Producers that can
+-- wait (offline delivery, archive pages) pace themselves with
+-- s:congested() and s:when_writable(fn) instead of filling the backlog.
+
+-- Moves the backlog into the connection while it takes it; true when the
+-- backlog is empty.
+local function flush_backlog(self)
+  local bl = self.backlog
+  local conn = self.conn
+  while bl.n > 0 do
+    local bytes = bl[bl.first]
+    if not conn:write(bytes) then return false end
+    bl[bl.first] = nil
+    bl.first, bl.n, bl.bytes = bl.first + 1, bl.n - 1, bl.bytes - #bytes
+  end
+  return true
+end
+
+local function stop_stall(self)
+  if self.stall then self.stall:stop(); self.stall = nil end
+end
+
+local function arm_stall(self)
+  stop_stall(self)
+  local timeout = self.srv.limits.write_timeout
+  self.stall = core.timer(timeout, timer_target(function()
+    self.stall = nil
+    if self.ended or not self.backlog then return end
+    self:log("warn", "the peer read nothing for %g seconds (%d bytes waiting): closing", timeout, self.backlog.bytes)
+    self.backlog = nil
+    self.conn:abort()
+    self:finish("the peer stopped reading")
+  end))
+end
+
+-- The connection drained: more of the backlog goes out; producers waiting
+-- for room run once nothing waits any more.
+function Stream:on_drain()
+  if self.ended then return end
+  if self.backlog then
+    if not flush_backlog(self) then
+      arm_stall(self)                 -- progress: the peer reads, give it time again
+      return
+    end
+    self.backlog = nil
+    stop_stall(self)
+    self:resume_reading("output")
+  end
+  self:run_writable()
+end
+
+--- True while written bytes wait for the peer to read (a producer that can
+-- wait should stop and resume from s:when_writable).
+function Stream:congested()
+  return self.backlog ~= nil
+end
+
+--- Runs fn() once the stream is writable again (at once when it is); fn
+-- is dropped if the stream ends first.
+function Stream:when_writable(fn)
+  local w = self.writable_waiters
+  if not w then
+    w = {}
+    self.writable_waiters = w
+  end
+  w[#w + 1] = fn
+  if not self:congested() then self:run_writable() end
+end
+
+-- Runs the producers waiting for room, in order, while there is room.
+function Stream:run_writable()
+  local w = self.writable_waiters
+  while w and #w > 0 and not self.ended and not self:congested() do
+    local fn = table.remove(w, 1)
+    fn()
+    w = self.writable_waiters
+  end
+end
+
+--- Closes the connection gracefully: what waits in the backlog goes out
+-- first, and a peer that does not read it within limits.write_timeout is
+-- cut off.
+function Stream:close_connection()
+  local conn, bl = self.conn, self.backlog
+  self.backlog = nil
+  stop_stall(self)
+  if bl and bl.n > 0 then
+    local limits = self.srv.limits
+    conn:set_max_queue(limits.max_queue + bl.bytes)
+    self.backlog = bl
+    flush_backlog(self)
+    self.backlog = nil
+    core.timer(limits.write_timeout, timer_target(function()
+      if not conn.closed then conn:abort() end
+    end))
+  end
+  conn:close()
+end
+
+--- Writes bytes. They go to the connection, or wait in the backlog while
+-- the peer has not read what went before; a peer with limits.max_unread
+-- bytes waiting has stopped reading and loses its connection.
 function Stream:write(bytes)
   if self.ended then return nil end
-  local ok, msg, cond = self.conn:write(bytes)
-  if not ok then
-    if cond == "resource-constraint" then
-      self:log("warn", "output queue full (the peer does not read): closing")
-      self.conn:abort()
-      self:finish("output queue full")
-    end
-    return nil, msg, cond
+  local bl = self.backlog
+  if not bl then
+    local ok, msg, cond = self.conn:write(bytes)
+    if ok then return true end
+    if cond ~= "resource-constraint" then return nil, msg, cond end
+    bl = { first = 1, n = 0, bytes = 0 }
+    self.backlog = bl
+    arm_stall(self)
+    -- what it asks for waits for it to read: its requests wait too
+    self:pause_reading("output")
   end
+  if bl.bytes + #bytes > self.srv.limits.max_unread then
+    self:log("warn", "%d bytes wait for a peer that does not read: closing", bl.bytes + #bytes)
+    self.backlog = nil
+    self.conn:abort()
+    self:finish("output queue full")
+    return nil, "output queue full: the peer is not reading", "resource-constraint"
+  end
+  bl[bl.first + bl.n] = bytes
+  bl.n, bl.bytes = bl.n + 1, bl.bytes + #bytes
   return true
 end
 
@@ -119,7 +237,7 @@ function Stream:stream_error(cond, text)
   self:write("<stream:error><" .. cond .. " xmlns='" .. M.NS_STREAM_ERRORS .. "'/>" ..
     (text and ("<text xmlns='" .. M.NS_STREAM_ERRORS .. "'>" .. core.xml_escape(text) .. "</text>") or "") ..
     "</stream:error></stream:stream>")
-  self.conn:close()
+  self:close_connection()
   self:finish(cond .. (text and (": " .. text) or ""))
 end
 
@@ -128,7 +246,7 @@ function Stream:on_stream_close()
   if self.ended then return end
   self.clean_end = true
   self:write("</stream:stream>")
-  self.conn:close()
+  self:close_connection()
   self:finish("stream closed by the peer")
 end
 
@@ -138,7 +256,7 @@ function Stream:close(cond, text)
   if self.ended then return end
   self.clean_end = true
   self:write("</stream:stream>")
-  self.conn:close()
+  self:close_connection()
   self:finish("closed by the server")
 end
 
@@ -148,7 +266,8 @@ function Stream:finish(reason)
   self.ended = true
   self.end_reason = reason
   if self.deadline then self.deadline:stop() end
-  if not self.conn.closed then self.conn:close() end
+  self.writable_waiters = nil
+  if not self.conn.closed then self:close_connection() end
   self.srv:account_close(self)
   if self.on_end then self:on_end(reason) end
 end
