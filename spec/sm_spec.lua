@@ -184,11 +184,11 @@ describe("stream management", function()
     end)
   end)
 
-  it("refuses a <resumed/> for another session and starts a new one, reporting the rest", function()
+  it("refuses a <resumed/> for another session and starts a new one, reporting the rest (resend_unacked = false)", function()
     run(function()
       local srv = smserver.start({ ack = function() return false end,
         resumed = function(sess) return sess and ("<resumed xmlns='urn:xmpp:sm:3' previd='other' h='0'/>") end })
-      local c = assert(lxmpp.connect(srv:client_opts()))
+      local c = assert(lxmpp.connect(srv:client_opts({ resend_unacked = false })))
       local got = unacked_events(c)
       local back
       c:on("reconnected", function(resumed) back = resumed end)
@@ -206,13 +206,61 @@ describe("stream management", function()
     end)
   end)
 
-  it("reports only what <failed h=.../> says the server did not handle", function()
+  it("by default sends again, on the new session and with their ids, the messages <failed h=.../> says the server did not handle", function()
+    run(function()
+      local ids = {}
+      local srv
+      srv = smserver.start({ ack = function() return false end, resumed = function()
+        return "<failed xmlns='urn:xmpp:sm:3' h='2'>" ..
+          "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
+      end, stanza = function(_, s)
+        if s.name == "message" then
+          local b = s:get_child_text("body")
+          ids[b] = ids[b] or {}
+          table.insert(ids[b], srv.nconn .. ":" .. tostring(s.attr.id))
+        end
+      end })
+      local c = assert(lxmpp.connect(srv:client_opts()))
+      local got = unacked_events(c)
+      local back
+      c:on("reconnected", function(resumed) back = resumed end)
+      c:send_presence({ status = "here" })
+      for i = 1, 3 do c:send_message("x@example.test", "m" .. i) end
+      -- a stanza without an id gets one, so that its copy can be recognised
+      c:send(st.message({ to = "x@example.test", type = "chat" }, "m4"))
+      assert(wait_for(function() return #srv:grep("message m4") == 1 end, 2))
+      srv:kill()
+      assert(wait_for(function() return back ~= nil end, 3))
+      assert.is_false(back)
+      -- the new session's stream: presence restored, then what was lost, in order, and nothing else
+      c:send_message("x@example.test", "after")
+      assert(wait_for(function() return #srv:grep("^2 message after") == 1 end, 2))
+      local second = {}
+      for _, l in ipairs(srv:grep("^2 ")) do
+        if l:match("^2 message") or l:match("^2 presence") then second[#second + 1] = l end
+      end
+      assert.same({ "2 presence ", "2 message m2", "2 message m3", "2 message m4", "2 message after" }, second)
+      for _, b in ipairs({ "m2", "m3", "m4" }) do
+        assert.equal(2, #ids[b])
+        assert.equal(ids[b][1]:match(":(.*)"), ids[b][2]:match(":(.*)"))
+        assert.not_equal("nil", ids[b][1]:match(":(.*)"))
+      end
+      assert.equal(1, #ids.m1)                              -- the server had it
+      assert.same({}, got)                                 -- nothing for the application to decide
+      srv.opts.ack = nil                                  -- acks again: close is quick
+      c:close()
+      assert.same({}, got)
+      srv:close()
+    end)
+  end)
+
+  it("reports only what <failed h=.../> says the server did not handle (resend_unacked = false)", function()
     run(function()
       local srv = smserver.start({ ack = function() return false end, resumed = function()
         return "<failed xmlns='urn:xmpp:sm:3' h='2'>" ..
           "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
       end })
-      local c = assert(lxmpp.connect(srv:client_opts()))
+      local c = assert(lxmpp.connect(srv:client_opts({ resend_unacked = false })))
       local got = unacked_events(c)
       local back
       c:on("reconnected", function(resumed) back = resumed end)

@@ -11,8 +11,12 @@
 --   * a link that stays silent for `keepalive` seconds is dead (half-open
 --     TCP): after half of it a probe goes out (an XEP-0198 <r/>, or an
 --     XEP-0199 ping), and without an answer the link is dropped.
---   * what the server never acknowledged is handed to the application in
---     the "unacked" event (kept until a handler is there).
+--   * messages the server never acknowledged are sent again on the new
+--     session when the old one could not be resumed (resend_unacked, on by
+--     default; they keep their ids, so receivers can de-duplicate); what is
+--     not sent again (other stanzas, or everything once the client gives up
+--     or is closed, or with resend_unacked = false) is handed to the
+--     application in the "unacked" event (kept until a handler is there).
 
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
@@ -56,6 +60,10 @@ function M.install(Client)
     end
     if o.keepalive ~= false then self.keepalive = check_number(o.keepalive, "keepalive", 60) end
     self.max_queued = check_number(o.max_queued, "max_queued", 10000)
+    if o.resend_unacked ~= nil and type(o.resend_unacked) ~= "boolean" then
+      error("lxmpp.connect: resend_unacked must be true or false", 4)
+    end
+    self.resend_unacked = o.resend_unacked ~= false
     self.offline, self.ofirst, self.olast = {}, 1, 0
     self.unacked_backlog = {}
     self.on_lost = function(msg, cond) return self:link_lost(msg, cond) end
@@ -75,6 +83,9 @@ function M.install(Client)
   --- c:send(stanza) -> true | nil, message, condition. While the client
   -- reconnects, stanzas wait (up to max_queued) and go out once it is back.
   function Client:send(stanza)
+    -- a message sent again after a failed resumption keeps its id: the
+    -- receiver's only way to tell it from the first copy
+    if stanza.name == "message" and stanza.attr and not stanza.attr.id then stanza.attr.id = session.new_id() end
     local xml = self:serialize(stanza)
     if stanza.name == "presence" and not stanza.attr.to
         and (stanza.attr.type == nil or stanza.attr.type == "unavailable") then
@@ -115,8 +126,32 @@ function M.install(Client)
   ---------------------------------------------------------------------------
   -- what the server never got
 
+  -- While reconnecting (the old session could not be resumed), the
+  -- unacknowledged messages go first in the queue for the new session, in
+  -- their order, before what was sent during the reconnection; returns what
+  -- is left to report. Requests are not sent again (their callers got an
+  -- error), nor presences (the last broadcast one is restored anyway).
+  function Client:requeue_unacked(stanzas)
+    if not (self.resend_unacked and self.reconnecting and not self.closing) then return stanzas end
+    local again, rest = {}, {}
+    for _, s in ipairs(stanzas) do
+      if s.name == "message" then again[#again + 1] = s else rest[#rest + 1] = s end
+    end
+    for i = #again, 1, -1 do
+      local s = again[i]
+      self.ofirst = self.ofirst - 1
+      self.offline[self.ofirst] = { self:serialize(s), s }
+    end
+    if #again > 0 then
+      self:log("info", "%d unacknowledged message(s) will be sent again on the new session", #again)
+    end
+    return rest
+  end
+
   --- Hands stanzas the server did not acknowledge to the application.
   function Client:report_unacked(stanzas, reason, condition)
+    stanzas = self:requeue_unacked(stanzas)
+    if #stanzas == 0 then return end
     self:log("warn", "%d stanza(s) not acknowledged by the server: %s", #stanzas, reason)
     if self.user:has("unacked") then
       self:fire_user("unacked", stanzas, reason, condition)
