@@ -206,7 +206,7 @@ describe("stream management", function()
     end)
   end)
 
-  it("by default sends again, on the new session and with their ids, the messages <failed h=.../> says the server did not handle", function()
+  it("by default sends again, on the new session and with their ids, the messages <failed h/> says were not handled", function()
     run(function()
       local ids = {}
       local srv
