@@ -90,10 +90,16 @@ local function traces_of_alice(srv)
   for room_jid, room in pairs(srv.muc.rooms) do
     if room.affiliations[bare] then found[#found + 1] = "affiliation with room " .. room_jid end
   end
-  for name, node in pairs(srv.pubsub.service.nodes) do
-    if node.affiliations[bare] then found[#found + 1] = "affiliation with node " .. name end
-    for who in pairs(node.subscriptions) do
-      if who:sub(1, #bare) == bare then found[#found + 1] = "subscription to node " .. name end
+  local services = { srv.pubsub.service }
+  for _, service in pairs(srv.pep.services) do services[#services + 1] = service end
+  for _, service in ipairs(services) do
+    if service.jid == bare then found[#found + 1] = "a PEP service" end
+    for name, node in pairs(service.nodes) do
+      local where = service.jid .. " node " .. name
+      if node.affiliations[bare] then found[#found + 1] = "affiliation with " .. where end
+      for who in pairs(node.subscriptions) do
+        if who:sub(1, #bare) == bare then found[#found + 1] = "subscription to " .. where end
+      end
     end
   end
   local r = srv.store:get_roster("alice")
@@ -152,6 +158,9 @@ describe("embedded server: removing an account", function()
         assert(b:pubsub_create(PUBSUB, "bob-node"))
         assert(set_node_affiliation(b, "bob-node", "alice" .. D, "publisher"))
         assert(a:pubsub_subscribe(PUBSUB, "bob-node"))
+        -- and to bob's PEP node, explicitly
+        assert(b:pubsub_publish("bob" .. D, "urn:example:tune", st.stanza("tune", { xmlns = "urn:example:tune" })))
+        assert(a:pubsub_subscribe("bob" .. D, "urn:example:tune"))
         -- a session waiting for resumption
         detached(srv, port, "alice", "old-pw", "phone")
         local unbound = raw.login(port, serve.pki().ca, "alice", "old-pw", false)
@@ -216,6 +225,7 @@ describe("embedded server: removing an account", function()
           assert.same({}, traces_of_alice(srv))
           assert.equal("owner", srv.muc.rooms["shared@" .. MUC].affiliations["bob" .. D])
           assert.truthy(srv.pubsub.service.nodes["bob-node"])
+          assert.truthy(srv.pep.services["bob" .. D].nodes["urn:example:tune"])
         end)
         os.remove(path)
         os.remove(path .. "-wal")
@@ -287,6 +297,29 @@ describe("embedded server: removing an account", function()
       lxmpp.sleep(0.2)
       assert.same({}, picked(seen, "unsubscribe", "alice" .. D), "blocked: the presence itself is not delivered")
       b:close()
+    end)
+  end)
+end)
+
+describe("embedded server: XEP-0198 and the server's own requests", function()
+  it("a contact's session that ends with a roster push unacknowledged ends cleanly", function()
+    -- removing alice pushes bob's changed roster; bob never acknowledges it
+    -- and is not resumed: there is nobody to answer the push's error to
+    serve.run({ users = { bob = "bob-pw", alice = "alice-pw" }, limits = { sm_timeout = 0.2 } }, function(srv, port)
+      srv.store:set_roster_item("alice", "bob" .. D, { subscription = "both" })
+      srv.store:set_roster_item("bob", "alice" .. D, { subscription = "both" })
+      local r = raw.login(port, serve.pki().ca, "bob", "bob-pw", "b")
+      r:send("<enable xmlns='" .. NS_SM .. "' resume='true'/>")
+      assert.equal("enabled", assert(r:stanza()).name)
+      r:send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+      assert.equal("roster", assert(r:stanza()).attr.id)
+      assert(srv:remove_user("alice"))
+      local push
+      repeat push = assert(r:stanza()) until push.name == "iq"
+      assert.equal("set", push.attr.type)
+      r:close()
+      assert.truthy(serve.until_true(function() return srv.sessions["bob" .. D] == nil end))
+      lxmpp.sleep(0.1)
     end)
   end)
 end)
