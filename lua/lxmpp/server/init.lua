@@ -197,7 +197,7 @@ end
 --- srv:set_password(name, password [, keep]) -> true | nil, message: sets
 -- (or creates) the account's credentials. Every stream that authenticated
 -- with the old ones ends with the stream error <reset/> (RFC 6120
--- §4.9.3.17: the credentials of its security context were revoked), those
+-- §4.9.3.16: the credentials of its security context were revoked), those
 -- waiting for XEP-0198 resumption included; keep (the session that changed
 -- its own password in-band, XEP-0077 §3.3) stays.
 function Server:set_password(name, password, keep)
