@@ -128,6 +128,9 @@ end
 
 function IM:store_offline(s, node)
   local srv, store = self.srv, self.srv.store
+  if not srv:user_exists(node) then          -- removed (maybe a moment ago): never kept
+    return srv:bounce(s, "cancel", "service-unavailable")
+  end
   if not s:get_child("body") and not s:get_child(nil, "jabber:x:conference") and
       not s:get_child("x", "jabber:x:data") then
     return                                    -- chat states and receipts are not kept
@@ -187,6 +190,13 @@ function IM:send_offline(sess)
     end
   end
   pump()
+end
+
+--- The account `user` was removed: what is kept in memory about it goes.
+function IM:account_removed(user)
+  self.offline_pumps[user] = nil
+  self.blocking:forget(user)
+  self.presence.last_seen:delete(user .. "@" .. self.domain)
 end
 
 --- A session ended: presence goes unavailable.
@@ -393,7 +403,7 @@ function IM:register_iq(sess, iq)
     if not pw or pw == "" or (user and srv:account_name(user) ~= sess.user) then
       return send(st.error_reply(iq, "modify", "bad-request", "give your own user name and a new password"))
     end
-    local ok, err = srv:set_password(sess.user, pw)
+    local ok, err = srv:set_password(sess.user, pw, sess)   -- the other sessions end
     if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
     return send(st.reply(iq))
   end

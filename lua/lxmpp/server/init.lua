@@ -16,8 +16,8 @@ local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
-local setmetatable, type, error, tostring, pairs, ipairs, select, math_type, string_format, io =
-  setmetatable, type, error, tostring, pairs, ipairs, select, math.type, string.format, io
+local setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math_type, string_format, io =
+  setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math.type, string.format, io
 
 local M = {}
 
@@ -161,6 +161,7 @@ function M.new(opts)
     listeners = {},
     stream_handlers = {},  -- xmlns -> fn(session, element) for non-stanza top-level elements
     sm_sessions = {},      -- XEP-0198 resumption id -> session
+    removing = {},         -- account name -> true while remove_user runs
     started = false,
   }, Server)
   return self
@@ -186,9 +187,21 @@ function Server:account_name(name)
   return node
 end
 
---- srv:add_user(name, password) -> true | nil, message (creates or replaces)
+--- srv:add_user(name, password) -> true | nil, message (creates or
+-- replaces). Replacing a password ends the account's sessions (see
+-- set_password).
 function Server:add_user(name, password)
-  if type(password) ~= "string" then error("add_user: password must be a string", 2) end
+  return self:set_password(name, password)
+end
+
+--- srv:set_password(name, password [, keep]) -> true | nil, message: sets
+-- (or creates) the account's credentials. Every stream that authenticated
+-- with the old ones ends with the stream error <reset/> (RFC 6120
+-- §4.9.3.16: the credentials of its security context were revoked), those
+-- waiting for XEP-0198 resumption included; keep (the session that changed
+-- its own password in-band, XEP-0077 §3.3) stays.
+function Server:set_password(name, password, keep)
+  if type(password) ~= "string" then error("set_password: password must be a string", 2) end
   local node, err = self:account_name(name)
   if not node then return nil, err end
   local rec = {}
@@ -197,26 +210,70 @@ function Server:add_user(name, password)
     if not creds then return nil, "password refused: " .. tostring(cerr) end
     rec["SCRAM-" .. h] = creds
   end
-  return self.store:set_account(node, rec)
+  local ok, serr = self.store:set_account(node, rec)
+  if not ok then return nil, serr end
+  self:end_sessions(node, "reset", "the password was changed", keep)
+  return true
 end
-Server.set_password = Server.add_user
 
---- srv:remove_user(name) -> true: the account, its roster and offline
--- messages are removed and its sessions closed.
+--- srv:end_sessions(name, condition, text [, keep]): ends every stream and
+-- session of an account but keep: bound sessions and streams authenticated
+-- but not bound yet get the stream error `condition`, and sessions waiting
+-- for XEP-0198 resumption end at once (they can no longer be resumed).
+function Server:end_sessions(node, cond, text, keep)
+  local bare = node .. "@" .. self.domain
+  local list = {}
+  for _, s in pairs(self.sessions[bare] or {}) do
+    if s ~= keep then list[#list + 1] = s end
+  end
+  for s in pairs(self.streams) do
+    if s ~= keep and s.authenticated and not s.bound and s.user == node and not s.ended then
+      list[#list + 1] = s
+    end
+  end
+  for _, s in ipairs(list) do
+    if s.sm then s.sm.resumable = false end
+    if s.hibernation then
+      self:unbind(s, text)                      -- no stream left to tell
+    elseif not s.ended then
+      s:close(cond, text)
+    end
+  end
+end
+
+--- srv:remove_user(name) -> true: the account and everything that refers
+-- to it go (docs/server.md, "Removing an account"): its sessions end (those
+-- waiting for XEP-0198 resumption too; what they held for it is bounced,
+-- never kept), its contacts get unsubscribe/unsubscribed (RFC 6121 §3.2,
+-- §3.3), it leaves every MUC affiliation and pubsub/PEP affiliation and
+-- subscription, and its stored data is deleted. Nothing of it is left for
+-- a later account of the same name.
 function Server:remove_user(name)
   local node, err = self:account_name(name)
   if not node then return nil, err end
+  local bare = node .. "@" .. self.domain
+  -- from now on the account does not exist: nothing is stored for it,
+  -- what comes for it bounces
+  self.removing[node] = true
+  local ok, rerr = pcall(function()
+    -- first the sessions, while the roster still says who saw them online
+    self:end_sessions(node, "not-authorized", "the account was removed")
+    if self.pep then self.pep:account_removed(bare) end
+    if self.im then self.im.presence:account_removed(node) end
+    if self.muc then self.muc:account_removed(bare) end
+    if self.pubsub then self.pubsub.service:account_removed(bare) end
+    if self.upload then self.upload:forget_owner(bare) end
+  end)
   self.store:remove_account(node)
-  if self.pep then self.pep:forget(node .. "@" .. self.domain) end
-  if self.upload then self.upload:forget_owner(node .. "@" .. self.domain) end
-  if self.im then self.im.blocking:forget(node) end
-  local list = self.sessions[node .. "@" .. self.domain]
-  for _, sess in pairs(list or {}) do sess:close("not-authorized", "account removed") end
+  if self.im then self.im:account_removed(node) end
+  self.removing[node] = nil
+  if not ok then error(rerr, 0) end
   return true
 end
 
 --- srv:user_exists(name) -> boolean
 function Server:user_exists(node)
+  if self.removing[node] then return false end
   if self.auth then return true end
   return self.store:get_account(node) ~= nil
 end
@@ -451,7 +508,8 @@ function Server:start()
   end
   if self.opts.pep ~= false then self.pep = require("lxmpp.server.pep").new(self) end
   if self.opts.pubsub then
-    self:add_host(self.opts.pubsub, require("lxmpp.server.pubsub").new_host(self, self.opts.pubsub))
+    self.pubsub = require("lxmpp.server.pubsub").new_host(self, self.opts.pubsub)
+    self:add_host(self.opts.pubsub, self.pubsub)
   end
   self.components = {}
   for d, secret in pairs(self.opts.components or {}) do
@@ -510,7 +568,7 @@ function Server:stop()
   end
   if self.muc and self.muc.close then self.muc:close() end
   if self.upload then self.upload:close() end
-  self.muc, self.pep, self.upload = nil, nil, nil
+  self.muc, self.pep, self.upload, self.pubsub = nil, nil, nil, nil
   if self.tls_ctx then self.tls_ctx:close() end
   self.tls_ctx = nil
   if self.store then self.store:close() end

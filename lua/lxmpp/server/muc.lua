@@ -122,6 +122,33 @@ function Host:remove_room(room)
 	end
 end
 
+--- The account `bare` was removed: occupants it left behind go, and it
+-- loses its affiliation (owner, admin, member, outcast) with every room. A
+-- room it was the last owner of is destroyed (XEP-0045 §10.9): a room
+-- without an owner could never be configured or destroyed, and a later
+-- account of the same name must not inherit it.
+function Host:account_removed(bare)
+	local list = {}
+	for _, room in pairs(self.rooms) do list[#list + 1] = room end
+	sort(list, function(a, b) return a.jid < b.jid end)
+	for _, room in ipairs(list) do
+		for _, occ in pairs(room.occupants) do
+			if occ.bare == bare then room:remove_occupant(occ, { codes = { "321" } }) end
+		end
+		if room.affiliations[bare] then
+			room.affiliations[bare] = nil
+			local owned = false
+			for _, a in pairs(room.affiliations) do owned = owned or a == "owner" end
+			if owned then
+				room:save()
+			else
+				room:destroy(st.stanza("destroy"):text_tag("reason", "the owner's account was removed"))
+			end
+		end
+		if not room.destroyed then room:maybe_dispose() end
+	end
+end
+
 function Host:next_id()
 	self.ids = self.ids + 1
 	return "muc-" .. self.ids

@@ -52,9 +52,20 @@ function Pep:service(bare, create)
   return s
 end
 
---- The account was removed: its nodes are gone from the store already.
-function Pep:forget(bare)
-  self.services[bare] = nil
+--- The account `bare` is being removed: its own nodes are deleted (their
+-- subscribers are told, XEP-0060 §8.4; the store rows would go with the
+-- account anyway), and it loses its affiliations and subscriptions with
+-- the nodes of every other account's PEP service.
+function Pep:account_removed(bare)
+  local own = self.services[bare]
+  if own then
+    local names = {}
+    for name in pairs(own.nodes) do names[#names + 1] = name end
+    sort(names)
+    for _, name in ipairs(names) do own:delete(own.nodes[name]) end
+    self.services[bare] = nil
+  end
+  for _, service in pairs(self.services) do service:account_removed(bare) end
 end
 
 --- Does the IM host hand this request (its first child) to PEP?

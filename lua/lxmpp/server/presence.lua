@@ -72,6 +72,11 @@ function P:to_available(bare, s)
   end
 end
 
+-- to_available, unless quiet.
+function P:notify(bare, s, quiet)
+  if not quiet then return self:to_available(bare, s) end
+end
+
 -- Unavailable presence from each available resource of `bare` to
 -- `contact`: what a contact that could see us gets when the subscription
 -- that let it see us ends (RFC 6121 §3.2.2, §3.3.3).
@@ -216,8 +221,10 @@ local function pending_request(s)
   return tostring(r)
 end
 
--- Inbound: `typ` from contact (bare) to our user `user`.
-function P:inbound_subscription(s, user, bare, typ, contact)
+-- Inbound: `typ` from contact (bare) to our user `user`; quiet: the
+-- roster changes (and is pushed) but the user's resources do not get the
+-- presence itself (the user blocks the contact).
+function P:inbound_subscription(s, user, bare, typ, contact, quiet)
   local srv, store = self.srv, self.srv.store
   local roster = store:get_roster(user)
   local item = roster.items[contact]
@@ -236,26 +243,26 @@ function P:inbound_subscription(s, user, bare, typ, contact)
       end
       store:set_pending(user, contact, pending_request(s))
     end
-    return self:to_available(bare, s)
+    return self:notify(bare, s, quiet)
   elseif typ == "subscribed" then
     if not item or item.ask ~= "subscribe" then return end
     item.ask = nil
     item.subscription = item.subscription == "from" and "both" or "to"
     self:set_item(user, contact, item)
-    return self:to_available(bare, s)
+    return self:notify(bare, s, quiet)
   elseif typ == "unsubscribe" then
     if roster.pending[contact] then store:set_pending(user, contact, nil) end
     if not item or not (item.subscription == "from" or item.subscription == "both") then return end
     item.subscription = item.subscription == "both" and "to" or "none"
     self:set_item(user, contact, item)
-    self:to_available(bare, s)
+    self:notify(bare, s, quiet)
     self:unavailable_to(bare, contact)
   elseif typ == "unsubscribed" then
     if not item or not (item.subscription == "to" or item.subscription == "both" or item.ask) then return end
     item.ask = nil
     item.subscription = item.subscription == "both" and "from" or (item.subscription == "from" and "from" or "none")
     self:set_item(user, contact, item)
-    return self:to_available(bare, s)
+    return self:notify(bare, s, quiet)
   end
 end
 
@@ -437,6 +444,45 @@ function P:inbound_probe(s, node, bare)
     end
   elseif not (roster and roster.pending[prober]) then
     route(st.presence({ type = "unsubscribed", from = bare, to = prober, id = s.attr.id }))
+  end
+end
+
+--- The account `user` is being removed (its sessions have ended): every
+-- contact it had a subscription with, or a request pending, is told as
+-- when a user cancels or revokes a subscription (RFC 6121 §3.2, §3.3):
+-- `unsubscribed` to those who could see its presence (from, both) or asked
+-- to, `unsubscribe` to those whose presence it could see (to, both) or
+-- asked to see. A local contact's roster is updated here and pushed to its
+-- interested resources, whatever the block lists say: a subscription to a
+-- removed account must not survive for a later account of the same name.
+function P:account_removed(user)
+  local srv = self.srv
+  local bare = user .. "@" .. self.domain
+  local roster = srv.store:get_roster(user)
+  local tell = {}
+  for contact, item in pairs(roster.items) do
+    local sub = item.subscription
+    tell[contact] = { unsubscribe = sub == "to" or sub == "both" or item.ask ~= nil,
+      unsubscribed = sub == "from" or sub == "both" }
+  end
+  for contact in pairs(roster.pending) do
+    tell[contact] = tell[contact] or {}
+    tell[contact].unsubscribed = true
+  end
+  for contact, what in pairs(tell) do
+    for _, typ in ipairs({ "unsubscribe", "unsubscribed" }) do
+      if what[typ] then
+        local p = st.presence({ type = typ, from = bare, to = contact })
+        local node, host, res = jid.prepped_split(contact)
+        if node and not res and srv.hosts[host] == self.im then
+          if srv:user_exists(node) then
+            self:inbound_subscription(p, node, contact, typ, bare, self.im.blocking:blocked(node, bare))
+          end
+        elseif host then
+          self.im.blocking:route_through(p)       -- its own block list no longer matters
+        end
+      end
+    end
   end
 end
 

@@ -118,6 +118,33 @@ function Service:delete(node, redirect)
   self.nnodes = self.nnodes - 1
 end
 
+--- The account `bare` was removed: it loses its affiliations with the
+-- nodes of this service and its subscriptions (bare or full JID). A node it
+-- was the last owner of is deleted (its subscribers are told, XEP-0060
+-- §8.4): a node without an owner could never be configured or deleted, and
+-- a later account of the same name must not inherit it.
+function Service:account_removed(bare)
+  local names = {}
+  for name in pairs(self.nodes) do names[#names + 1] = name end
+  sort(names)
+  for _, name in ipairs(names) do
+    local node, changed = self.nodes[name], false
+    for who in pairs(node.subscriptions) do
+      if jid.bare(who) == bare then
+        node.subscriptions[who], node.nsubs, changed = nil, node.nsubs - 1, true
+      end
+    end
+    if node.affiliations[bare] then
+      node.affiliations[bare], changed = nil, true
+      if #node:owners() == 0 then
+        self:delete(node)
+        changed = false
+      end
+    end
+    if changed then node:save() end
+  end
+end
+
 ---------------------------------------------------------------------------
 -- access
 

@@ -263,7 +263,8 @@ local function flush_unacked(sess)
     local t = s.attr.type
     if s.name == "message" and t ~= "error" and t ~= "groupchat" and t ~= "headline" then
       srv.im:store_offline(s, sess.user)
-    elseif s.name == "iq" and (t == "get" or t == "set") then
+    elseif s.name == "iq" and (t == "get" or t == "set") and s.attr.from then
+      -- (the server's own requests, roster pushes, have no sender to answer)
       local r = st.error_reply(s, "wait", "recipient-unavailable")
       r.attr.from = sess.full
       srv:route(r)
