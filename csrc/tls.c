@@ -340,6 +340,9 @@ lx_tls_ctx *lx_tls_ctx_new(const lx_tls_opts *o, char *err, size_t errlen) {
   SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
                                   SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_session_cache_mode(c->ssl, SSL_SESS_CACHE_OFF);
+  /* nor TLS 1.3 tickets, which could not resume anyway: no handshake on a
+   * server is ever resumed (tls-unique relies on it) */
+  if (o->server) SSL_CTX_set_num_tickets(c->ssl, 0);
   SSL_CTX_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_default_passwd_cb(c->ssl, no_password);
   SSL_CTX_set_msg_callback(c->ssl, msg_cb);
@@ -728,7 +731,12 @@ int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
      * docs/server.md ("Channel binding") says why that is safe to accept. */
     int client_first = 1, ours;
     size_t n;
-    if (SSL_version(t->ssl) < TLS1_3_VERSION) {
+    if (SSL_version(t->ssl) >= TLS1_3_VERSION) {
+      if (SSL_session_reused(t->ssl)) {   /* a PSK transcript has no certificate */
+        *why = "tls-unique on TLS 1.3 is given for full handshakes only";
+        return 0;
+      }
+    } else {
       if (SSL_get_extms_support(t->ssl) != 1) {
         *why = "tls-unique on TLS 1.2 needs the extended master secret "
                "(RFC 7627)";
