@@ -57,7 +57,7 @@ async def online(jid, password, args, presence=True, roster=True):
     x.register_plugin("xep_0203")   # delayed delivery
     x.register_plugin("xep_0045")   # MUC
     x.ca_certs = args.ca
-    if args.tls12:
+    if getattr(args, "tls12", False):
         x.ssl_context.maximum_version = ssl.TLSVersion.TLSv1_2
     x.auto_authorize = None          # subscriptions are handled by the scenario
     x.auto_subscribe = False
