@@ -251,6 +251,13 @@ int lx_scram_server_creds(lx_scram_server *s, const lx_scram_creds *creds,
 void lx_scram_server_abort(lx_scram_server *s, const char *msg,
                            const char *cond);
 const char *lx_scram_server_error(const lx_scram_server *s, const char **cond);
+/* After a failure about channel binding: its RFC 5802 §7 server-error-value
+ * (a static string: "unsupported-channel-binding-type" for a p= type this
+ * connection cannot check, "server-does-support-channel-binding" for the
+ * 'y' flag while -PLUS is offered, "channel-bindings-dont-match"); NULL for
+ * every other failure, so that a wrong password and an unknown user stay
+ * alike. */
+const char *lx_scram_server_error_value(const lx_scram_server *s);
 /* The authenticated username, only after LX_SASL_SUCCESS (else NULL). */
 const char *lx_scram_server_user(const lx_scram_server *s, size_t *len);
 

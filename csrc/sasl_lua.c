@@ -11,7 +11,7 @@
  *                                    -> creds | nil, message
  *   core.sasl_server(opts) -> server
  *     server:step(client_message) -> challenge, false | final, true
- *                                  | nil, message, condition
+ *                                  | nil, message, condition [, server_error]
  *     server:username() -> name | nil    server:close()
  *   core.base64_encode(s)  core.base64_decode(s) -> s | nil, message
  *   core.saslprep(s [, strict]) -> s | nil, message
@@ -509,7 +509,8 @@ static int call_lookup(lua_State *L) {
 }
 
 /* server:step(message) -> challenge, false | server-final, true (send it in
- * <success/>) | nil, message, condition. */
+ * <success/>) | nil, message, condition [, server_error: the RFC 5802
+ * server-error-value of a channel binding failure]. */
 static int l_server_step(lua_State *L) {
   server_ud *u = check_server(L);
   size_t len, outlen, ulen;
@@ -557,6 +558,10 @@ static int l_server_step(lua_State *L) {
     lua_pushnil(L);
     lua_pushstring(L, msg ? msg : "authentication failed");
     lua_pushstring(L, cond ? cond : "undefined-condition");
+    if ((msg = lx_scram_server_error_value(u->s)) != NULL) {
+      lua_pushstring(L, msg);
+      return 4;
+    }
     return 3;
   }
 }

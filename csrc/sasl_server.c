@@ -39,6 +39,7 @@ struct lx_scram_server {
   sbuf out;
   lx_scram_creds creds;
   const char *cond;
+  const char *server_error; /* RFC 5802 §7 server-error-value, or NULL */
   char err[256];
 };
 
@@ -67,6 +68,7 @@ static int sfail(lx_scram_server *s, const char *cond, const char *fmt, ...) {
   vsnprintf(s->err, sizeof s->err, fmt, ap);
   va_end(ap);
   s->cond = cond;
+  s->server_error = NULL;
   s->state = S_FAILED;
   lx_sb_clear(&s->out);
   return LX_SASL_FAIL;
@@ -197,11 +199,14 @@ static int client_first_in(lx_scram_server *s, const char *m, size_t len) {
     lx_sb_free(&authz);
     return sfail(s, "malformed-request", "%s", e);
   }
+  /* RFC 5802 §6: 'y' says "I can bind, but you offered no -PLUS"; a
+   * server that offered it must fail, as a man in the middle stripped it */
   if (flag == 'y' && s->offers_plus) {
     lx_sb_free(&authz);
-    return sfail(s, "not-authorized", "channel binding downgrade: the client "
-                 "says the server does not support channel binding, but it "
-                 "does");
+    sfail(s, "not-authorized", "channel binding downgrade: the client "
+          "says the server does not support channel binding, but it does");
+    s->server_error = "server-does-support-channel-binding";
+    return LX_SASL_FAIL;
   }
   if (flag == 'p') {
     for (i = 0; i < s->ncb; i++)
@@ -209,7 +214,9 @@ static int client_first_in(lx_scram_server *s, const char *m, size_t len) {
         break;
     if (i == s->ncb) {
       lx_sb_free(&authz);
-      return sfail(s, "not-authorized", "unsupported channel binding type");
+      sfail(s, "not-authorized", "unsupported channel binding type");
+      s->server_error = "unsupported-channel-binding-type";
+      return LX_SASL_FAIL;
     }
     s->cb_sel = (int)i;
   }
@@ -359,8 +366,11 @@ static int client_final_in(lx_scram_server *s, const char *m, size_t len) {
   }
   cb_ok = dl == expect.len && CRYPTO_memcmp(dec, expect.p, dl) == 0;
   lx_sb_free(&expect);
-  if (!cb_ok)
-    return sfail(s, "not-authorized", "channel binding does not match");
+  if (!cb_ok) {
+    sfail(s, "not-authorized", "channel binding does not match");
+    s->server_error = "channel-bindings-dont-match";
+    return LX_SASL_FAIL;
+  }
   if (lx_sasl_next_attr(m, len, &pos, &name, &v, &vl) != 1 || name != 'r')
     return sfail(s, "malformed-request", "client-final: missing r= (nonce)");
   nonce_ok = vl == s->nonce.len && CRYPTO_memcmp(v, s->nonce.p, vl) == 0;
@@ -469,6 +479,10 @@ void lx_scram_server_abort(lx_scram_server *s, const char *msg,
 const char *lx_scram_server_error(const lx_scram_server *s, const char **cond) {
   if (cond) *cond = s->cond;
   return s->err[0] ? s->err : NULL;
+}
+
+const char *lx_scram_server_error_value(const lx_scram_server *s) {
+  return s->state == S_FAILED ? s->server_error : NULL;
 }
 
 const char *lx_scram_server_user(const lx_scram_server *s, size_t *len) {

@@ -335,10 +335,14 @@ lx_tls_ctx *lx_tls_ctx_new(const lx_tls_opts *o, char *err, size_t errlen) {
   c->server = o->server;
   SSL_CTX_set_min_proto_version(c->ssl, TLS1_2_VERSION);
   if (o->max_version == LX_TLS_1_2) SSL_CTX_set_max_proto_version(c->ssl, TLS1_2_VERSION);
+  if (o->no_ems) SSL_CTX_set_options(c->ssl, SSL_OP_NO_EXTENDED_MASTER_SECRET);
   /* No resumption (no tickets, no cache): less state per stream. */
   SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
                                   SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_session_cache_mode(c->ssl, SSL_SESS_CACHE_OFF);
+  /* nor TLS 1.3 tickets, which could not resume anyway: no handshake on a
+   * server is ever resumed (tls-unique relies on it) */
+  if (o->server) SSL_CTX_set_num_tickets(c->ssl, 0);
   SSL_CTX_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_default_passwd_cb(c->ssl, no_password);
   SSL_CTX_set_msg_callback(c->ssl, msg_cb);
@@ -715,6 +719,42 @@ int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
     *len = n;
     return 1;
   }
-  *why = "unsupported channel binding type (tls-exporter, tls-server-end-point)";
+  if (strcmp(type, "tls-unique") == 0) {
+    /* RFC 5929 §3.1: the first Finished message of the latest (here: the
+     * only, renegotiation is refused) handshake: the client's in a full
+     * TLS 1.2 handshake, the server's in a resumed one. On TLS 1.2 only
+     * with the extended master secret (RFC 7627), without which the triple
+     * handshake attack can give two connections the same value. TLS 1.3
+     * leaves it undefined (RFC 9266 §1, RFC 8446 appendix C.5); there we
+     * give the client Finished, the value OpenSSL's SSL_get_finished(),
+     * and so CPython and the clients built on them, give a TLS 1.3 client.
+     * docs/server.md ("Channel binding") says why that is safe to accept. */
+    int client_first = 1, ours;
+    size_t n;
+    if (SSL_version(t->ssl) >= TLS1_3_VERSION) {
+      if (SSL_session_reused(t->ssl)) {   /* a PSK transcript has no certificate */
+        *why = "tls-unique on TLS 1.3 is given for full handshakes only";
+        return 0;
+      }
+    } else {
+      if (SSL_get_extms_support(t->ssl) != 1) {
+        *why = "tls-unique on TLS 1.2 needs the extended master secret "
+               "(RFC 7627)";
+        return 0;
+      }
+      client_first = !SSL_session_reused(t->ssl);
+    }
+    ours = client_first == !t->ctx->server;
+    n = ours ? SSL_get_finished(t->ssl, out, LX_TLS_CB_MAX)
+             : SSL_get_peer_finished(t->ssl, out, LX_TLS_CB_MAX);
+    if (n == 0 || n > LX_TLS_CB_MAX) {
+      *why = "tls-unique: no Finished message";
+      return 0;
+    }
+    *len = n;
+    return 1;
+  }
+  *why = "unsupported channel binding type (tls-exporter, tls-server-end-point, "
+         "tls-unique)";
   return 0;
 }

@@ -64,6 +64,8 @@ typedef struct lx_tls_opts {
                              (development only) */
   int max_version;        /* enum lx_tls_version; LX_TLS_ANY normally (tests
                              force LX_TLS_1_2) */
+  int no_ems;             /* tests only: refuse the TLS 1.2 extended master
+                             secret (RFC 7627), so tls-unique is refused */
 } lx_tls_opts;
 
 /* Zeroes o: client, system store, secure, no ALPN, highest version. */
@@ -151,10 +153,13 @@ int lx_tls_peer_subject(const lx_tls *t, char *buf, size_t cap);
 
 /* Channel binding data for SCRAM-PLUS, into out (LX_TLS_CB_MAX bytes), *len
  * set. type: "tls-exporter" (RFC 9266: 32 bytes of the exporter with label
- * "EXPORTER-Channel-Binding" and an empty context; TLS 1.3 only) or
+ * "EXPORTER-Channel-Binding" and an empty context; TLS 1.3 only),
  * "tls-server-end-point" (RFC 5929: hash of the server certificate, SHA-256
- * when it is signed with MD5 or SHA-1, else its signature hash). Returns 1,
- * or 0 with *why set to a static message (the session is not failed). */
+ * when it is signed with MD5 or SHA-1, else its signature hash) or
+ * "tls-unique" (RFC 5929: the first Finished message; on TLS 1.2 only with
+ * the extended master secret, on TLS 1.3, where no RFC defines it, the
+ * client Finished as OpenSSL clients give it). Returns 1, or 0 with *why
+ * set to a static message (the session is not failed). */
 int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
                            size_t *len, const char **why);
 

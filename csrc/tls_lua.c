@@ -2,7 +2,9 @@
  * tls_lua.c - Lua binding of the TLS engine (tls.c).
  *
  *   core.tls_context{ mode=, cafile=, insecure=, cert=, key=, alpn=, domain=,
- *                     sni=, max_version= } -> ctx | nil, message, "tls-failed"
+ *                     sni=, max_version=, no_ems= } -> ctx | nil, message,
+ *                     "tls-failed"   (max_version "1.2" and no_ems = true,
+ *                     no TLS 1.2 extended master secret: for tests)
  *   ctx:session([peer_domain]) -> session        ctx:close()
  *   session:recv(ciphertext) -> true | nil, message, condition
  *   session:handshake() -> "done" | "want" | nil, message, condition
@@ -164,6 +166,7 @@ static int l_tls_context(lua_State *L) {
   o.key = opt_string(L, "key");
   o.domain = opt_string(L, "domain");
   o.insecure = opt_bool(L, "insecure");
+  o.no_ems = opt_bool(L, "no_ems");
   o.alpn = opt_alpn(L);
   maxv = opt_string(L, "max_version");
   if (maxv && strcmp(maxv, "1.2") == 0) o.max_version = LX_TLS_1_2;

@@ -40,6 +40,7 @@ describe("bin/lxmpp", function()
     assert.equal(0, code)
     assert.matches("serve %[%-%-domain D%]", out)
     assert.matches("send %-%-jid J %-%-password P", out)
+    assert.matches("%[%-%-channel%-binding on|off|TYPE,...%]", out)
   end)
 
   it("refuses bad commands and flags with exit code 2 and a clear message", function()
@@ -50,6 +51,8 @@ describe("bin/lxmpp", function()
       { "serve --user alice", "serve: %-%-user expects NAME:VALUE" },
       { "serve --cert x.pem", "%-%-cert and %-%-key go together" },
       { "serve --domain", "serve: %-%-domain needs a value" },
+      { "serve --channel-binding tls-unique,,tls-exporter", "serve: %-%-channel%-binding expects on, off or TYPE,..." },
+      { "serve --channel-binding tls-bogus", "serve: lxmpp.server: channel_binding must be true, false or a list of" },
       { "send bob@localhost hi", "send: %-%-jid and %-%-password are required" },
       { "send --jid a@localhost --password p bob@localhost", "send: expected TO and MESSAGE" },
       { "send --jid a@localhost --password p --port x bob@localhost hi", "send: %-%-port must be a number" },
@@ -114,6 +117,48 @@ describe("bin/lxmpp", function()
     end)
     os.execute("kill " .. pid)
     os.remove(log)
+  end)
+
+  it("serve --channel-binding sets the -PLUS types offered (XEP-0440)", function()
+    local core = require "lxmpp.core"
+    local raw = require "spec.support.raw"
+    -- features over TLS (the self-signed certificate of localhost) of a
+    -- server started with flag: its mechanisms and XEP-0440 types
+    local function offered(flag)
+      local log = os.tmpname()
+      local pidf = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
+        "--channel-binding " .. flag .. " >" .. q(log) .. " 2>&1 & echo $!"))
+      local pid = pidf:read("l")
+      pidf:close()
+      local mechs, types = {}, {}
+      lxmpp.run(function()
+        local port, text = wait_for(log, "listening: c2s 127%.0%.0%.1:(%d+)")
+        assert(port, text)
+        local r = raw.connect(tonumber(port))
+        r:send(raw.header("localhost"))
+        assert(r:stanza())
+        r:send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert(r:stanza())
+        r.conn:starttls(assert(core.tls_context({ mode = "client", insecure = true })), "localhost")
+        assert(r:next().tls)
+        r:send(raw.header("localhost"))
+        local f = assert(r:stanza())
+        for m in f:get_child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl"):childtags("mechanism") do
+          mechs[#mechs + 1] = m:get_text()
+        end
+        local cb = f:get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+        for c in (cb and cb:childtags("channel-binding") or function() end) do types[#types + 1] = c.attr.type end
+        r:close()
+      end)
+      os.execute("kill " .. pid)
+      os.remove(log)
+      return table.concat(mechs, " "), table.concat(types, " ")
+    end
+    assert.same({ "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1 PLAIN",
+      "tls-exporter tls-server-end-point tls-unique" }, { offered("on") })
+    assert.same({ "SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1 PLAIN",
+      "tls-server-end-point tls-unique" }, { offered("tls-unique,tls-server-end-point") })
+    assert.same({ "SCRAM-SHA-256 SCRAM-SHA-1 PLAIN", "" }, { offered("off") })
   end)
 
   it("serve reads a Lua config file, and flags override it", function()

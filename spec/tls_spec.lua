@@ -287,9 +287,33 @@ describe("TLS engine", function()
       assert.is_nil(v)
       assert.matches("not finished", msg)
       local cs2 = connect({ cafile = pki.ca }, serve("good"))
-      v, msg = cs2:channel_binding("tls-unique")
+      v, msg = cs2:channel_binding("tls-bogus")
       assert.is_nil(v)
       assert.matches("unsupported", msg)
+    end)
+
+    it("gives tls-unique, the client Finished, on TLS 1.2 with the extended master secret and on TLS 1.3", function()
+      -- RFC 5929 §3: the first Finished of the handshake, the client's in a
+      -- full TLS 1.2 one; TLS 1.3 (undefined by RFC 9266): the client
+      -- Finished, as OpenSSL clients (CPython, slixmpp) give it
+      for _, v in ipairs({ "1.2", "1.3" }) do
+        local cs, ss = connect({ cafile = pki.ca, max_version = v }, serve("good"))
+        local cu, su = assert(cs:channel_binding("tls-unique")), assert(ss:channel_binding("tls-unique"))
+        assert.equal(cu, su)
+        assert.equal(v == "1.2" and 12 or cs:info().cipher:match("SHA384") and 48 or 32, #cu)
+        local cs2 = connect({ cafile = pki.ca, max_version = v }, serve("good"))
+        assert.not_equal(cu, cs2:channel_binding("tls-unique"))
+      end
+    end)
+
+    it("refuses tls-unique on TLS 1.2 without the extended master secret (RFC 7627)", function()
+      local cs, ss = connect({ cafile = pki.ca, max_version = "1.2", no_ems = true }, serve("good"))
+      assert.equal("TLSv1.2", cs:info().version)
+      local v, msg = cs:channel_binding("tls-unique")
+      assert.is_nil(v)
+      assert.matches("extended master secret", msg)
+      assert.is_nil((ss:channel_binding("tls-unique")))
+      assert.truthy(ss:channel_binding("tls-server-end-point"))
     end)
 
     it("picks the server certificate by SNI", function()

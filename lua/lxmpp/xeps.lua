@@ -143,6 +143,9 @@ local list = {
   { xep = 402, name = "PEP Native Bookmarks", version = "1.2.0", side = "server", status = "complete",
     modules = { "lxmpp.server.bookmarks", "lxmpp.server.pep" },
     notes = "#compat and #compat-pep: XEP-0048 in private storage and PEP kept as the same set" },
+  { xep = 440, name = "SASL Channel-Binding Type Capability", version = "1.0.0", side = "server",
+    status = "complete", modules = { "lxmpp.server.c2s" },
+    notes = "the -PLUS types of each connection (tls-exporter, tls-server-end-point, tls-unique); `channel_binding`" },
 }
 
 local function markdown()

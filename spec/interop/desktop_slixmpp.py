@@ -140,7 +140,6 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--ca", required=True)
     ap.add_argument("--debug", action="store_true")
-    ap.add_argument("--stock", action="store_true")
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("words", nargs="*")
     args = ap.parse_args()

@@ -24,10 +24,8 @@ def ok(step):
 
 
 def client(user):
-    # PLAIN (over TLS): slixmpp's SCRAM binds with tls-unique, which TLS 1.3
-    # lacks, then falls back to the 'y' flag, which a server offering -PLUS
-    # must refuse (RFC 5802 section 6)
-    c = slixmpp.ClientXMPP("%s@%s/sl" % (user, DOMAIN), "pw-" + user, sasl_mech="PLAIN")
+    # slixmpp's defaults: SCRAM-SHA-256-PLUS with its tls-unique
+    c = slixmpp.ClientXMPP("%s@%s/sl" % (user, DOMAIN), "pw-" + user)
     c.ca_certs = CAFILE
     c.register_plugin("xep_0030")
     c.register_plugin("xep_0045")

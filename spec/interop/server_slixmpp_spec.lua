@@ -1,7 +1,9 @@
 -- The embedded server with a client nobody here wrote: slixmpp (Debian's
 -- python3-slixmpp, run by /usr/bin/python3 through spec/support/slix.py).
 -- slixmpp verifies the server's certificate normally against the suite's
--- test CA. Covered: SCRAM login, a wrong password refused, roster and the
+-- test CA. Covered: SCRAM-PLUS login with slixmpp's defaults (its
+-- tls-unique, on TLS 1.3 and 1.2), logins with channel binding off or
+-- restricted, a wrong password refused, roster and the
 -- subscription handshake between two accounts ending in both, presence,
 -- messages both ways, and a message to an offline account delivered with a
 -- XEP-0203 delay at its next login, a MUC room joined by two with groupchat
@@ -52,44 +54,51 @@ describe("embedded server with slixmpp", function()
   end)
   after_each(assert_clean)
 
-  it("logs in with SCRAM-SHA-256 over TLS it verified", function()
-    server.run_logged({ users = USERS }, function(_, port, log)
+  it("logs in with its defaults: SCRAM-SHA-256-PLUS bound with tls-unique, over TLS 1.3 it verified", function()
+    -- stock slixmpp 1.8.3 (Debian 12's; no patch) binds with tls-unique on
+    -- every TLS version: on TLS 1.3 the server takes the client Finished
+    -- as its value (docs/server.md, "Channel binding"), so the first,
+    -- strongest attempt succeeds and is bound to this TLS connection
+    server.run_logged({ users = USERS }, function(srv, port, log)
       local r = slix(port, "login", ALICE, USERS.alice)
       assert.equal(0, r.code, r.text)
-      -- slixmpp has no tls-exporter (CPython lacks it), so on TLS 1.3 it
-      -- takes the strongest mechanism without channel binding
-      assert.same({ "mech", "SCRAM-SHA-256" }, records(r, "mech")[1], r.text)
+      assert.same({ "mech", "SCRAM-SHA-256-PLUS" }, records(r, "mech")[1], r.text)
       assert.equal("TLSv1.3", records(r, "tls")[1][2])
       assert.equal("example.test", records(r, "cert")[1][2])   -- the certificate it checked
       assert.matches("^alice@example%.test/.+", records(r, "jid")[1][2])
       assert.truthy(server.logged(log, "authenticated as alice@example%.test"))
       assert.truthy(server.logged(log, "bound " .. records(r, "jid")[1][2]:gsub("%p", "%%%0")))
+      assert.equal(0, srv:stats().sessions)
     end)
   end)
 
-  it("refuses stock slixmpp's tls-unique on TLS 1.3 and its downgrade flag; channel_binding = false lets it in", function()
-    -- slixmpp before 1.8.5 binds with tls-unique, undefined on TLS 1.3 (RFC
-    -- 9266), and then retries without -PLUS saying "y" (I could bind, you
-    -- offered no -PLUS), which a server that offered -PLUS must refuse
-    -- (RFC 5802 §6). The server option for such clients offers no -PLUS.
-    server.run_logged({ users = USERS }, function(srv, port, log)
-      local r = slix(port, "--stock", "login", ALICE, USERS.alice)
-      local version = assert(records(r, "version")[1], r.text)[2]
-      local major, minor, patch = version:match("^(%d+)%.(%d+)%.(%d+)")
-      local old = tonumber(major) * 10000 + tonumber(minor) * 100 + tonumber(patch) < 10805
-      if old then
-        assert.equal(0, #records(r, "mech"), r.text)
-        assert.matches("^not%-authorized,not%-authorized,not%-authorized", records(r, "auth_failed")[1][2], r.text)
-        assert.truthy(server.logged(log, "too many failed authentication attempts"))
-        assert.equal(0, srv:stats().sessions)
-      else   -- a fixed slixmpp simply logs in
-        assert.same({ "mech", "SCRAM-SHA-256" }, records(r, "mech")[1], r.text)
-      end
+  it("logs in with its defaults over TLS 1.2: tls-unique is the client Finished there (RFC 5929)", function()
+    server.run_logged({ users = USERS }, function(_, port, log)
+      local r = slix(port, "--tls12", "login", ALICE, USERS.alice)
+      assert.equal(0, r.code, r.text)
+      assert.same({ "mech", "SCRAM-SHA-256-PLUS" }, records(r, "mech")[1], r.text)
+      assert.equal("TLSv1.2", records(r, "tls")[1][2])
+      assert.truthy(server.logged(log, "authenticated as alice@example%.test"))
     end)
+  end)
+
+  it("gets in however channel_binding is set: without -PLUS, or past refused types", function()
+    -- channel_binding = false: no -PLUS, so its "y" is no downgrade (RFC 5802 §6)
     server.run_logged({ users = USERS, channel_binding = false }, function(_, port, log)
-      local r = slix(port, "--stock", "login", ALICE, USERS.alice)
+      local r = slix(port, "login", ALICE, USERS.alice)
       assert.equal(0, r.code, r.text)
       assert.same({ "mech", "SCRAM-SHA-256" }, records(r, "mech")[1], r.text)
+      assert.truthy(server.logged(log, "authenticated as alice@example%.test"))
+    end)
+    -- tls-unique not offered: both -PLUS attempts are refused with
+    -- unsupported-channel-binding-type without costing a try, its "y" is
+    -- refused as a downgrade (two tries), and its own next choice, PLAIN
+    -- over TLS, is the third try and succeeds
+    server.run_logged({ users = USERS, channel_binding = { "tls-exporter" } }, function(_, port, log)
+      local r = slix(port, "login", ALICE, USERS.alice)
+      assert.equal(0, r.code, r.text)
+      assert.same({ "mech", "PLAIN" }, records(r, "mech")[1], r.text)
+      assert.is_nil(server.logged(log, "too many failed authentication attempts"))
       assert.truthy(server.logged(log, "authenticated as alice@example%.test"))
     end)
   end)

@@ -4,7 +4,7 @@
 Runs one scenario against an XMPP server on loopback and prints what the
 clients saw, one tab-separated record per line, for the spec to check:
 
-  slix.py --port P --ca CA.pem [--stock] SCENARIO JID PASSWORD [...]
+  slix.py --port P --ca CA.pem [--tls12] SCENARIO JID PASSWORD [...]
 
   login  J P              version V, then mech NAME / jid FULL / tls VERSION / cert SANS, or
                           auth_failed CONDS, tls_failed REASON
@@ -25,14 +25,17 @@ clients saw, one tab-separated record per line, for the spec to check:
                           J2 a member; J2, not in the room, reads the member list, not the
                           owner list)
 
---stock leaves out the backport of slixmpp 1.8.5's TLS 1.3 channel-binding
-fix (no_tls_unique_on_tls13). TLS is verified normally against the CA given (the server's certificate
-must name the JID's domain). Exit status 0 when the scenario completed,
+The clients are stock slixmpp with its defaults: SASL, channel binding
+included, is slixmpp's own (1.8.3, Debian 12's, binds with tls-unique on any
+TLS version). --tls12 caps TLS at 1.2 (the server's TLS 1.2 path). TLS is
+verified normally against the CA given (the server's certificate must name
+the JID's domain). Exit status 0 when the scenario completed,
 2 when it failed (the reason is on stderr), 3 on timeout.
 """
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 
 import slixmpp
@@ -48,39 +51,14 @@ class Failed(Exception):
     pass
 
 
-def no_tls_unique_on_tls13(x):
-    """Backports the slixmpp 1.8.5 fix Debian's 1.8.3 lacks: on TLS 1.3 it
-    offers tls-unique channel binding (undefined there, RFC 9266), so a
-    server offering -PLUS refuses every SCRAM attempt. With the fix the
-    client leaves -PLUS out and says so in the gs2 header (n), as 1.8.5
-    does; without TLS 1.3 nothing changes."""
-    fm = x["feature_mechanisms"]
-    default_credentials, default_send_auth = fm.sasl_callback, fm._send_auth
-
-    def tls13():
-        return hasattr(x.socket, "version") and x.socket.version() == "TLSv1.3"
-
-    def credentials(required, optional):
-        creds = default_credentials(required, optional)
-        if tls13():
-            creds.pop("channel_binding", None)
-        return creds
-
-    def send_auth():
-        if tls13():
-            fm.mech_list = {m for m in fm.mech_list if not m.endswith("-PLUS")}
-        return default_send_auth()
-    fm.sasl_callback, fm._send_auth = credentials, send_auth
-
-
 async def online(jid, password, args, presence=True, roster=True):
     """A connected, bound client (its initial presence sent unless told)."""
     x = slixmpp.ClientXMPP(jid, password)
-    if not args.stock:
-        no_tls_unique_on_tls13(x)
     x.register_plugin("xep_0203")   # delayed delivery
     x.register_plugin("xep_0045")   # MUC
     x.ca_certs = args.ca
+    if getattr(args, "tls12", False):
+        x.ssl_context.maximum_version = ssl.TLSVersion.TLSv1_2
     x.auto_authorize = None          # subscriptions are handled by the scenario
     x.auto_subscribe = False
     started = asyncio.get_running_loop().create_future()
@@ -331,7 +309,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--ca", required=True)
     ap.add_argument("--debug", action="store_true")
-    ap.add_argument("--stock", action="store_true", help="without the backported 1.8.5 fix")
+    ap.add_argument("--tls12", action="store_true", help="TLS 1.2 at most")
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("words", nargs="*")
     args = ap.parse_args()

@@ -1,8 +1,9 @@
 -- lxmpp.server.c2s: one client stream of the embedded server, from the
 -- stream header to a bound resource (RFC 6120 §4–§7): STARTTLS (required
 -- unless the server is configured insecure_plaintext), SASL (SCRAM-SHA-1/256
--- and their -PLUS variants with channel binding, PLAIN over TLS only, or a
--- host application's auth callback), in-band registration when enabled,
+-- and their -PLUS variants with channel binding, the types advertised with
+-- XEP-0440, PLAIN over TLS only, or a host application's auth callback),
+-- in-band registration when enabled,
 -- resource binding, then stanzas handed to the IM core with a `from` the
 -- server stamps. Nothing is routed before a resource is bound.
 
@@ -23,6 +24,7 @@ local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 local NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 local NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 local NS_REGISTER = "jabber:iq:register"
+local NS_SASL_CB = "urn:xmpp:sasl-cb:0"   -- XEP-0440
 M.NS_SASL = NS_SASL
 
 local C2S = setmetatable({}, { __index = stream.Stream })
@@ -32,7 +34,7 @@ M.C2S = C2S
 --- c2s.accept(srv, conn, direct_tls): a new client stream on an accepted
 -- connection (direct_tls: XEP-0368, TLS from the first byte).
 function M.accept(srv, conn, direct_tls)
-  local self = setmetatable({ kind = "c2s", secure = false, sasl_failures = 0 }, C2S)
+  local self = setmetatable({ kind = "c2s", secure = false, sasl_failures = 0, cb_refusals = 0 }, C2S)
   stream.Stream.init(self, srv, conn, "jabber:client")
   conn:on("tls-done", function()
     self.secure = true
@@ -80,6 +82,13 @@ function C2S:features()
       f[#f + 1] = "<mechanism>" .. m .. "</mechanism>"
     end
     f[#f + 1] = "</mechanisms>"
+    if self.cb then      -- XEP-0440: the types a -PLUS exchange may use here
+      f[#f + 1] = "<sasl-channel-binding xmlns='" .. NS_SASL_CB .. "'>"
+      for _, t in ipairs(self.cb_list) do
+        f[#f + 1] = "<channel-binding type='" .. t .. "'/>"
+      end
+      f[#f + 1] = "</sasl-channel-binding>"
+    end
     if srv.registration then
       f[#f + 1] = "<register xmlns='http://jabber.org/features/iq-register'/>"
     end
@@ -92,15 +101,18 @@ function C2S:features()
   return table.concat(f)
 end
 
--- Channel-binding data of this TLS connection, by type.
+-- Channel-binding data of this TLS connection, by type, for the types the
+-- server is configured with (srv.cb_types, best first) that this TLS
+-- version defines (docs/server.md, "Channel binding"); and their list.
 function C2S:binding_data()
   if not self.secure then return nil end
-  local cb, any = {}, false
-  for _, t in ipairs({ "tls-exporter", "tls-server-end-point" }) do
+  local cb, list = {}, {}
+  for _, t in ipairs(self.srv.cb_types) do
     local data = self.conn:channel_binding(t)
-    if data then cb[t], any = data, true end
+    if data then cb[t], list[#list + 1] = data, t end
   end
-  return any and cb or nil
+  if #list == 0 then return nil end
+  return cb, list
 end
 
 -- SASL mechanisms, strongest first. With a host auth callback only PLAIN
@@ -109,7 +121,7 @@ function C2S:mechanisms()
   if self.mechs then return self.mechs end
   local list = {}
   if not self.srv.auth then
-    self.cb = self.srv.channel_binding and self:binding_data() or nil
+    self.cb, self.cb_list = self:binding_data()
     if self.cb then
       list[#list + 1] = "SCRAM-SHA-256-PLUS"
       list[#list + 1] = "SCRAM-SHA-1-PLUS"
@@ -184,9 +196,10 @@ negotiation[NS_TLS] = {
 ---------------------------------------------------------------------------
 -- SASL
 
-local function sasl_failure(self, cond, text)
+-- forgive: a refusal that costs no try (an unsupported channel-binding type).
+local function sasl_failure(self, cond, text, forgive)
   self.sasl = nil
-  self.sasl_failures = self.sasl_failures + 1
+  if not forgive then self.sasl_failures = self.sasl_failures + 1 end
   self:write("<failure xmlns='" .. NS_SASL .. "'><" .. cond .. "/>" ..
     (text and ("<text>" .. core.xml_escape(text) .. "</text>") or "") .. "</failure>")
   if self.sasl_failures >= self.srv.limits.sasl_attempts then
@@ -262,9 +275,24 @@ local function check_plain(self, data)
 end
 
 local function scram_step(self, data)
-  local out, done, cond = self.sasl:step(data)
+  local out, done, cond, server_error = self.sasl:step(data)
   if not out then
-    return sasl_failure(self, SASL_CONDS[cond] and cond or "not-authorized")
+    -- a channel-binding failure is named with its RFC 5802 §7
+    -- server-error-value, the only way XMPP's <failure/> can carry it
+    -- (RFC 6120 §6.4.5: a text, no additional data). A type we cannot
+    -- check is refused before any password work and proves nothing, so
+    -- it does not count against limits.sasl_attempts: the client may go
+    -- on to a type or mechanism it has (once per -PLUS mechanism offered)
+    local forgive = false
+    if server_error == "unsupported-channel-binding-type" then
+      local plus = 0
+      for _, m in ipairs(self:mechanisms()) do
+        if m:match("%-PLUS$") then plus = plus + 1 end
+      end
+      forgive = self.cb_refusals < plus
+      if forgive then self.cb_refusals = self.cb_refusals + 1 end
+    end
+    return sasl_failure(self, SASL_CONDS[cond] and cond or "not-authorized", server_error, forgive)
   end
   if done then
     local user = account_name(self, self.sasl:username() or "")

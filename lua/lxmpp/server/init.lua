@@ -55,6 +55,31 @@ M.DEFAULT_LIMITS = {
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
 
+--- The channel-binding types the server can check, best first: what
+-- `channel_binding = true` (the default) offers, each on the TLS versions
+-- that define it (docs/server.md, "Channel binding").
+M.CB_TYPES = { "tls-exporter", "tls-server-end-point", "tls-unique" }
+
+--- The `channel_binding` option as a list of types in M.CB_TYPES order:
+-- nil or true: all; false: none; a list: those (each a known type, at
+-- least one). nil for anything else.
+function M.channel_binding_types(v)
+  if v == nil or v == true then return { table.unpack(M.CB_TYPES) } end
+  if v == false then return {} end
+  if type(v) ~= "table" or #v == 0 then return nil end
+  local want = {}
+  for i, t in pairs(v) do
+    if math_type(i) ~= "integer" or type(t) ~= "string" then return nil end
+    want[t] = true
+  end
+  local out = {}
+  for _, t in ipairs(M.CB_TYPES) do
+    if want[t] then out[#out + 1] = t; want[t] = nil end
+  end
+  if next(want) then return nil end
+  return out
+end
+
 local Server = {}
 Server.__index = Server
 M.Server = Server
@@ -133,6 +158,11 @@ function M.new(opts)
     error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
   end
   if opts.upload ~= nil then require("lxmpp.server.upload").check(opts.upload) end
+  local cb_types = M.channel_binding_types(opts.channel_binding)
+  if not cb_types then
+    error("lxmpp.server: channel_binding must be true, false or a list of " ..
+      table.concat(M.CB_TYPES, ", "), 2)
+  end
   local iterations = opts.iterations or 4096
   if math_type(iterations) ~= "integer" or iterations < 4096 then
     error("lxmpp.server: iterations must be an integer of at least 4096", 2)
@@ -148,7 +178,7 @@ function M.new(opts)
     auth = opts.auth,
     registration = opts.registration == true,
     insecure_plaintext = opts.insecure_plaintext == true,
-    channel_binding = opts.channel_binding ~= false,
+    cb_types = cb_types,   -- SCRAM -PLUS channel bindings offered, best first ({}: no -PLUS)
     iterations = iterations,
     -- stanzas in and out are logged at level debug (secrets redacted: server/redact.lua)
     debug = opts.debug == true or opts.log_level == "debug",
