@@ -249,9 +249,12 @@ function M.negotiate(client, features)
   client.hide_payloads = client.hide_payloads + 1
   local ok, msg, cond, refusal = exchange(client, mech, cb_type, plan.offers_plus)
   if not ok and plan.fallback and M.binding_refused(refusal) then
-    client:log("info", "the server refused %s bound to %s (%s) and does not list the channel binding types it "
-      .. "accepts (XEP-0440): retrying once with %s and the gs2 flag y (RFC 5802 section 6)",
-      mech, cb_type, tostring(refusal.text or refusal.condition), plan.fallback.mechanism)
+    if not client.told_binding_refused then     -- once per client, not on every reconnection
+      client.told_binding_refused = true
+      client:log("info", "the server refused %s bound to %s (%s) and does not list the channel binding types it "
+        .. "accepts (XEP-0440): retrying once with %s and the gs2 flag y (RFC 5802 section 6)",
+        mech, cb_type, tostring(refusal.text or refusal.condition), plan.fallback.mechanism)
+    end
     client.channel_binding_refused = cb_type
     mech, cb_type = plan.fallback.mechanism, plan.fallback.cb_type
     ok, msg, cond = exchange(client, mech, cb_type, false)
