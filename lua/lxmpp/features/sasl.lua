@@ -106,6 +106,14 @@ function M.plan(offered, server_cb, caps)
   if required and #list == 0 then
     return nil, "channel binding is required, but the server offers no SCRAM -PLUS mechanism", "invalid-mechanism"
   end
+  if required and server_cb then
+    local common = false
+    for _, t in ipairs(cb_types) do common = common or contains(server_cb, t) end
+    if not common then
+      return nil, "channel binding is required, but the server accepts none of our types (XEP-0440: "
+        .. table.concat(server_cb, ", ") .. ")", "invalid-mechanism"
+    end
+  end
   local choice = {
     password = caps.password,
     tls = caps.tls,
@@ -115,11 +123,7 @@ function M.plan(offered, server_cb, caps)
     server_cb_types = server_cb,
   }
   local mech, cb_type, offers_plus = core.sasl_choose(list, choice)
-  if not mech then return nil, "no usable SASL mechanism: " .. tostring(cb_type), "invalid-mechanism" end
-  if required and not is_plus(mech) then
-    return nil, "channel binding is required, but the server accepts none of our types (XEP-0440: "
-      .. table.concat(server_cb or {}, ", ") .. ")", "invalid-mechanism"
-  end
+  if not mech then return nil, tostring(cb_type), "invalid-mechanism" end   -- cb_type: the reason
   -- a SCRAM without -PLUS while the server offers -PLUS: the client says
   -- 'n' (it chose not to bind), never 'y' (which claims the server offers
   -- no binding, and a server rightly takes for a downgrade)
