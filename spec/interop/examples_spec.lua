@@ -123,6 +123,31 @@ describe("examples against Prosody", function()
     assert.is_true(tonumber(answered) >= 1, out)
   end)
 
+  it("take the mechanism and channel binding from LXMPP_MECHANISM and LXMPP_CHANNEL_BINDING", function()
+    -- each run ends at login, so its exit status and output say what was used
+    local function finish(env)
+      local pid, log = start_example("echo.lua", env)
+      for _ = 1, 100 do
+        if not running(pid) then break end
+        os.execute("sleep 0.1")
+      end
+      local out = read(log)
+      if running(pid) then os.execute("kill " .. pid) end
+      os.remove(log)
+      return out
+    end
+    local env = client_env("bot", "bot-secret")
+    -- Prosody 0.12 offers no -PLUS on TLS 1.3: required binding cannot be had
+    env.LXMPP_CHANNEL_BINDING = "true"
+    assert.matches("cannot connect as bot@example.test/example: channel binding is required, but the server "
+      .. "offers no SCRAM -PLUS mechanism (invalid-mechanism)", finish(env), 1, true)
+    env.LXMPP_CHANNEL_BINDING, env.LXMPP_MECHANISM = nil, "SCRAM-SHA-512"
+    assert.matches("the server does not offer the SCRAM-SHA-512 mechanism (invalid-mechanism)", finish(env), 1, true)
+    env.LXMPP_CHANNEL_BINDING, env.LXMPP_MECHANISM = "sometimes", nil
+    assert.matches("LXMPP_CHANNEL_BINDING, LXMPP_MECHANISM: channel binding must be auto, false, true, "
+      .. "tls-exporter or tls-server-end-point, not \"sometimes\"", finish(env), 1, true)
+  end)
+
   it("component_echo echoes from the address it was sent to", function()
     local pid, log = start_example("component_echo.lua", { LXMPP_HOST = "127.0.0.1" },
       { srv.component, srv.component_secret, "127.0.0.1", tostring(srv.component_port) })

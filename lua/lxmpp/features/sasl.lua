@@ -69,6 +69,18 @@ function M.check_options(cb, mech)
   return nil
 end
 
+--- M.parse_channel_binding(s) -> true, value | nil, message: the
+-- channel_binding option from a word (command line, environment): "auto"
+-- (or "" or nil) -> nil, "false" -> false, "true" -> true, a type name ->
+-- itself.
+function M.parse_channel_binding(s)
+  if s == nil or s == "" or s == "auto" then return true, nil end
+  if s == "false" then return true, false end
+  if s == "true" then return true, true end
+  if contains(M.CB_TYPES, s) then return true, s end
+  return nil, "channel binding must be auto, false, true, tls-exporter or tls-server-end-point, not \"" .. s .. "\""
+end
+
 --- M.plan(offered, server_cb, caps) -> plan | nil, reason, condition
 -- What to try, decided before anything is sent. offered: the mechanism
 -- names the server offers; server_cb: the channel binding types it lists
