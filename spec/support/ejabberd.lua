@@ -72,15 +72,18 @@ local function alive(target)
 end
 
 --- srv:stop(): ends the VM and everything in its process group (TERM,
--- then KILL after 5 s), then removes the directory.
+-- then KILL after 5 s), then removes the directory. The VM's own pid is
+-- signalled too: a start that failed at once may stop it before setsid
+-- has made the group.
 function Server:stop()
-  if self.pgid then
-    os.execute(pki.NO_PRELOAD .. "kill -TERM -" .. self.pgid .. " 2>/dev/null")
+  local pg = self.pgid
+  if pg then
+    os.execute(pki.NO_PRELOAD .. "kill -TERM -" .. pg .. " 2>/dev/null; kill -TERM " .. pg .. " 2>/dev/null")
     for _ = 1, 50 do
-      if not alive("-" .. self.pgid) then break end
+      if not alive("-" .. pg) and not alive(pg) then break end
       socket.sleep(0.1)
     end
-    os.execute(pki.NO_PRELOAD .. "kill -KILL -" .. self.pgid .. " 2>/dev/null")
+    os.execute(pki.NO_PRELOAD .. "kill -KILL -" .. pg .. " 2>/dev/null; kill -KILL " .. pg .. " 2>/dev/null")
     self.pgid = nil
   end
   if self.dir then
