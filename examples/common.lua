@@ -4,7 +4,12 @@
 --   lua5.4 examples/dictbot.lua JID PASSWORD [HOST [PORT]]
 --   LXMPP_JID=... LXMPP_PASSWORD=... [LXMPP_HOST=...] [LXMPP_PORT=...]
 --   [LXMPP_CAFILE=path] [LXMPP_INSECURE=1] [LXMPP_TLS=starttls|direct|none]
---   [LXMPP_DEBUG=1]
+--   [LXMPP_DEBUG=1] [LXMPP_MECHANISM=SCRAM-SHA-256|PLAIN|...]
+--   [LXMPP_CHANNEL_BINDING=auto|false|true|tls-exporter|tls-server-end-point]
+--
+-- LXMPP_MECHANISM and LXMPP_CHANNEL_BINDING are the client's mechanism and
+-- channel_binding options (docs/api.md, "Authentication and channel
+-- binding"); unset, lxmpp picks and binds as it does by default.
 
 local M = {}
 
@@ -19,7 +24,17 @@ function M.options(args)
     insecure = getenv("LXMPP_INSECURE") == "1",
     tls = getenv("LXMPP_TLS"),
     debug = getenv("LXMPP_DEBUG") == "1",
+    mechanism = getenv("LXMPP_MECHANISM") ~= "" and getenv("LXMPP_MECHANISM") or nil,
   }
+  local sasl = require "lxmpp.features.sasl"
+  local parsed, cb = sasl.parse_channel_binding(getenv("LXMPP_CHANNEL_BINDING"))
+  local bad = cb
+  if parsed then bad = sasl.check_options(cb, o.mechanism) end
+  if bad then
+    io.stderr:write("LXMPP_CHANNEL_BINDING, LXMPP_MECHANISM: ", bad, "\n")
+    os.exit(2)
+  end
+  o.channel_binding = cb
   if not o.jid or not o.password then
     io.stderr:write("usage: ", arg and arg[0] or "example", " JID PASSWORD [HOST [PORT]]\n",
       "   or: set LXMPP_JID and LXMPP_PASSWORD (and LXMPP_HOST, LXMPP_PORT, LXMPP_CAFILE)\n")

@@ -41,6 +41,7 @@ describe("bin/lxmpp", function()
     assert.matches("serve %[%-%-domain D%]", out)
     assert.matches("send %-%-jid J %-%-password P", out)
     assert.matches("%[%-%-channel%-binding on|off|TYPE,...%]", out)
+    assert.matches("[--mechanism NAME] [--channel-binding auto|false|true|TYPE]", out, 1, true)
   end)
 
   it("refuses bad commands and flags with exit code 2 and a clear message", function()
@@ -56,6 +57,13 @@ describe("bin/lxmpp", function()
       { "send bob@localhost hi", "send: %-%-jid and %-%-password are required" },
       { "send --jid a@localhost --password p bob@localhost", "send: expected TO and MESSAGE" },
       { "send --jid a@localhost --password p --port x bob@localhost hi", "send: %-%-port must be a number" },
+      { "send --jid a@localhost --password p --channel-binding maybe bob@localhost hi",
+        "send: %-%-channel%-binding: channel binding must be auto, false, true, tls%-exporter or "
+        .. "tls%-server%-end%-point, not \"maybe\"" },
+      { "send --jid a@localhost --password p --channel-binding false --mechanism SCRAM-SHA-1-PLUS bob@localhost hi",
+        "send: mechanism SCRAM%-SHA%-1%-PLUS binds to the channel, but channel_binding is false" },
+      { "send --jid a@localhost --password p --channel-binding true --mechanism PLAIN bob@localhost hi",
+        "send: channel_binding needs a SCRAM mechanism, not PLAIN" },
     }
     for _, c in ipairs(cases) do
       local out, code = lxmpp_cmd(c[1])

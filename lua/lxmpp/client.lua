@@ -67,6 +67,8 @@ local function check_opts(opts)
   if mech == "EXTERNAL" and type(opts.cert) ~= "string" then
     error("lxmpp.connect: mechanism EXTERNAL needs cert (and key) files", 3)
   end
+  local bad = require("lxmpp.features.sasl").check_options(opts.channel_binding, mech)
+  if bad then error("lxmpp.connect: " .. bad, 3) end
   return node, domain, resource, tls
 end
 

@@ -43,6 +43,35 @@ describe("client against Prosody", function()
     end)
   end)
 
+  -- Prosody 0.12 binds only to tls-unique, which RFC 9266 leaves undefined
+  -- on TLS 1.3: it offers no -PLUS there, so the defaults log in with plain
+  -- SCRAM (flag y: we could bind) and nothing is refused or retried
+  it("logs in at the defaults without channel binding, with nothing refused or retried", function()
+    local lines = {}
+    run(function()
+      local c = assert(lxmpp.connect(opts("alice", {
+        logger = function(level, msg) lines[#lines + 1] = level .. " " .. msg end })))
+      assert.equal("TLSv1.3", c.conn.c:tls_info().version)
+      assert.equal("SCRAM-SHA-1", c.sasl_mechanism)
+      assert.is_false(c.channel_binding)
+      assert.is_nil(c.channel_binding_refused)
+      c:close()
+    end)
+    assert.same({}, lines)
+  end)
+
+  it("channel_binding = false logs in; true fails before authenticating, as -PLUS is not offered", function()
+    run(function()
+      local c = assert(lxmpp.connect(opts("alice", { channel_binding = false })))
+      assert.equal("SCRAM-SHA-1", c.sasl_mechanism)
+      c:close()
+      local none, msg, cond = lxmpp.connect(opts("alice", { channel_binding = true }))
+      assert.is_nil(none)
+      assert.equal("invalid-mechanism", cond)
+      assert.matches("offers no SCRAM %-PLUS", msg)
+    end)
+  end)
+
   it("lets the server pick the resource when none is asked", function()
     run(function()
       local o = opts("alice")

@@ -29,6 +29,18 @@ local read = require("spec.support.pki").read_file
 
 local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
 
+-- Waits up to `seconds` for an example to exit; its output. One still
+-- running then is killed.
+local function ended(pid, log, seconds)
+  for _ = 1, seconds * 10 do
+    if not running(pid) then break end
+    os.execute("sleep 0.1")
+  end
+  local out = read(log)
+  if running(pid) then os.execute("kill " .. pid) end
+  return out
+end
+
 local function client_env(user, password)
   return { LXMPP_JID = user .. "@example.test/example", LXMPP_PASSWORD = password,
     LXMPP_HOST = "127.0.0.1", LXMPP_PORT = tostring(srv.port), LXMPP_CAFILE = srv.ca }
@@ -85,12 +97,7 @@ describe("examples against Prosody", function()
       lxmpp.sleep(0.3)
       u:close()
     end)
-    for _ = 1, 50 do
-      if not running(pid) then break end
-      os.execute("sleep 0.1")
-    end
-    local out = read(log)
-    if running(pid) then os.execute("kill " .. pid) end
+    local out = ended(pid, log, 5)
     assert.matches("^xmpp: the Extensible Messaging", answers[1] or "", nil, false)
     assert.matches("^roster: an XMPP contact list", answers[2] or "")
     assert.equal("don't know about flibbertigibbet", answers[3])
@@ -109,18 +116,33 @@ describe("examples against Prosody", function()
       answer = ask_until_online(u, "bot@example.test/example", "!players")
       u:close()
     end)
-    for _ = 1, 100 do
-      if not running(pid) then break end
-      os.execute("sleep 0.1")
-    end
-    local out = read(log)
-    if running(pid) then os.execute("kill " .. pid) end
+    local out = ended(pid, log, 10)
     assert.matches("ada@", answer or "", 1, true)
     local frames, fps, answered = out:match("(%d+) frames in [%d.]+ s %(([%d.]+) fps%).-(%d+) messages answered")
     assert.equal("240", frames, out)
     -- the host loop paced itself at 60 Hz: lxmpp never held a frame up
     assert.is_true(tonumber(fps) > 30, out)
     assert.is_true(tonumber(answered) >= 1, out)
+  end)
+
+  it("take the mechanism and channel binding from LXMPP_MECHANISM and LXMPP_CHANNEL_BINDING", function()
+    -- each run ends at login, so its exit status and output say what was used
+    local function finish(env)
+      local pid, log = start_example("echo.lua", env)
+      local out = ended(pid, log, 10)
+      os.remove(log)
+      return out
+    end
+    local env = client_env("bot", "bot-secret")
+    -- Prosody 0.12 offers no -PLUS on TLS 1.3: required binding cannot be had
+    env.LXMPP_CHANNEL_BINDING = "true"
+    assert.matches("cannot connect as bot@example.test/example: channel binding is required, but the server "
+      .. "offers no SCRAM -PLUS mechanism (invalid-mechanism)", finish(env), 1, true)
+    env.LXMPP_CHANNEL_BINDING, env.LXMPP_MECHANISM = nil, "SCRAM-SHA-512"
+    assert.matches("the server does not offer the SCRAM-SHA-512 mechanism (invalid-mechanism)", finish(env), 1, true)
+    env.LXMPP_CHANNEL_BINDING, env.LXMPP_MECHANISM = "sometimes", nil
+    assert.matches("LXMPP_CHANNEL_BINDING, LXMPP_MECHANISM: channel binding must be auto, false, true, "
+      .. "tls-exporter or tls-server-end-point, not \"sometimes\"", finish(env), 1, true)
   end)
 
   it("component_echo echoes from the address it was sent to", function()
