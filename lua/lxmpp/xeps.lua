@@ -143,9 +143,10 @@ local list = {
   { xep = 402, name = "PEP Native Bookmarks", version = "1.2.0", side = "server", status = "complete",
     modules = { "lxmpp.server.bookmarks", "lxmpp.server.pep" },
     notes = "#compat and #compat-pep: XEP-0048 in private storage and PEP kept as the same set" },
-  { xep = 440, name = "SASL Channel-Binding Type Capability", version = "1.0.0", side = "server",
-    status = "complete", modules = { "lxmpp.server.c2s" },
-    notes = "the -PLUS types of each connection (tls-exporter, tls-server-end-point, tls-unique); `channel_binding`" },
+  { xep = 440, name = "SASL Channel-Binding Type Capability", version = "1.0.0", side = "both",
+    status = "complete", modules = { "lxmpp.server.c2s", "lxmpp.features.sasl" },
+    notes = "server: the -PLUS types of each connection (tls-exporter, tls-server-end-point, tls-unique); " ..
+      "client: binds with the best advertised type; `channel_binding` on both" },
 }
 
 local function markdown()
