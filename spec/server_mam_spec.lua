@@ -463,6 +463,36 @@ describe("archive storage, memory and SQLite alike", function()
     end)
   end)
 
+  it("caps an archive in bytes, the oldest going first and the newest always kept", function()
+    with_stores(function(store, name)
+      local function kept_ids()
+        local out = {}
+        for i, it in ipairs(assert(store:archive_query("u", { max = 99 })).items) do out[i] = it.id end
+        return table.concat(out, ",")
+      end
+      local m = ("x"):rep(96)                            -- 100 bytes with <m></m>
+      for i = 1, 5 do
+        assert(store:archive_add("u", { id = "b" .. i, time = i, with = "c@x", data = "<m>" .. m .. "</m>" }, 99, 350))
+      end
+      assert.equal("b3,b4,b5", kept_ids(), name)              -- 300 of 350 bytes
+      -- a bigger one pushes out as many as it needs
+      assert(store:archive_add("u", { id = "big", time = 9, with = "c@x", data = "<m>" .. m:rep(3) .. "</m>" }, 99, 350))
+      assert.equal("big", kept_ids(), name)
+      -- one larger than the whole budget still stays (the newest is kept), alone
+      assert(store:archive_add("u", { id = "huge", time = 9, with = "c@x", data = ("y"):rep(400) }, 99, 350))
+      assert.equal("huge", kept_ids(), name)
+      assert(store:archive_add("u", { id = "after", time = 9, with = "c@x", data = "<m/>" }, 99, 350))
+      assert.equal("after", kept_ids(), name)
+      -- the budget holds across a removal and a new archive under the name
+      store:remove_account("u")
+      for i = 1, 3 do
+        assert(store:archive_add("u", { id = "n" .. i, time = i, with = "c@x", data = "<m>" .. m .. "</m>" }, 99, 250))
+      end
+      assert.equal("n2,n3", kept_ids(), name)
+      store:remove_account("u")
+    end)
+  end)
+
   it("adds the archive table to a SQLite store made before archives", function()
     local path = os.tmpname()
     os.remove(path)

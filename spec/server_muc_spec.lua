@@ -739,6 +739,18 @@ describe("lxmpp.server.muc", function ()
 			assert.equal(0, #h0.host.rooms[ROOM].history)
 		end)
 
+		it("keeps no message larger than the whole history budget (broadcast, not kept)", function ()
+			local h = harness({ max_history_bytes = 2000 })
+			configured_room(h)
+			h:send(groupchat(OWNER, "small"))
+			local out = h:send(groupchat(OWNER, ("y"):rep(3000)))
+			assert.is_true(#out >= 1)                          -- the occupants got it
+			local room = h.host.rooms[ROOM]
+			assert.equal(1, #room.history)                     -- the earlier message stays
+			assert.equal("small", room.history[1].stanza:get_child_text("body"))
+			assert.is_true(room.history_bytes <= 2000)
+		end)
+
 		it("bounds the affiliations of a room", function ()
 			local h = harness({ max_affiliations = 3 })
 			configured_room(h)

@@ -260,6 +260,17 @@ for _, backend in ipairs(BACKENDS) do
 			assert.equal(0, store:count_offline("nobody"))
 		end)
 
+		it("counts the bytes of the offline messages it keeps", function()
+			local a = store:push_offline("carol", ("a"):rep(100))
+			store:push_offline("carol", ("b"):rep(50))
+			assert.same({ 2, 150 }, { store:count_offline("carol") })
+			store:delete_offline("carol", a)
+			assert.same({ 1, 50 }, { store:count_offline("carol") })
+			assert.same({ 0, 0 }, { store:count_offline("nobody-else") })
+			store:remove_account("carol")
+			assert.same({ 0, 0 }, { store:count_offline("carol") })
+		end)
+
 		it("removes an account with its roster, pending, offline and owned rows", function()
 			local record = { ["SCRAM-SHA-256"] = scram("SHA-256") }
 			for _, user in ipairs({ "alice", "bob" }) do

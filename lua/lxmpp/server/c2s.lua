@@ -406,9 +406,11 @@ end
 -- client acknowledges it (and queued while the session hibernates).
 function C2S:send(stanza)
   if self.sm then
-    local now = sm.outbound(self, stanza)
+    local xml = tostring(stanza)              -- once: its size counts against the SM queue's bytes
+    local now = sm.outbound(self, stanza, #xml)
     if not now then return nil end
     if now == "held" or self.ended then return true end
+    return stream.Stream.send(self, stanza, xml)
   end
   return stream.Stream.send(self, stanza)
 end

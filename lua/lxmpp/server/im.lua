@@ -104,7 +104,9 @@ function IM:offline_full(node, bare, res)
   local list = self.srv.sessions[bare]
   if res and list and list[res] then return false end
   if #available_sessions(list) > 0 then return false end
-  return self.srv.store:count_offline(node) >= self.srv.limits.max_offline
+  local n, bytes = self.srv.store:count_offline(node)
+  local limits = self.srv.limits
+  return n >= limits.max_offline or bytes >= limits.max_offline_bytes
 end
 
 function IM:message_to_bare(s, node, bare)
@@ -135,13 +137,15 @@ function IM:store_offline(s, node)
       not s:get_child("x", "jabber:x:data") then
     return                                    -- chat states and receipts are not kept
   end
-  if store:count_offline(node) >= srv.limits.max_offline then
-    return srv:bounce(s, "wait", "resource-constraint", "the recipient's offline storage is full")
-  end
   local c = st.clone(s)
   c:tag("delay", { xmlns = "urn:xmpp:delay", from = self.domain,
     stamp = os_date("!%Y-%m-%dT%H:%M:%SZ") }):up()
-  store:push_offline(node, tostring(c))
+  local xml = tostring(c)
+  local n, bytes = store:count_offline(node)
+  if n >= srv.limits.max_offline or bytes + #xml > srv.limits.max_offline_bytes then
+    return srv:bounce(s, "wait", "resource-constraint", "the recipient's offline storage is full")
+  end
+  store:push_offline(node, xml)
 end
 
 --- Sends the offline messages of sess's account as fast as the client

@@ -72,7 +72,7 @@ function Archive:add(node, s, peer)
   copy.attr.xmlns = "jabber:client"
   local id = new_archive_id()
   local ok, err = self.srv.store:archive_add(node, { id = id, time = floor(self.clock()), with = peer,
-    data = tostring(copy) }, floor(self.srv.limits.mam_max_messages))
+    data = tostring(copy) }, floor(self.srv.limits.mam_max_messages), floor(self.srv.limits.mam_max_bytes))
   if not ok then
     self.srv:log("warn", "could not archive a message for %s: %s", node, tostring(err))
     return nil

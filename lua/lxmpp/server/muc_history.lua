@@ -49,10 +49,14 @@ local function install(Room)
 		local h = msg:clone()
 		h:tag("delay", { xmlns = NS_DELAY, from = self.jid, stamp = stamp(now) }):up()
 		local entry = { stanza = h, time = now, bytes = #tostring(h) }
+		-- one message larger than the whole budget is broadcast but not
+		-- kept: max_history_bytes bounds every room's history, not "all
+		-- but the last message"
+		if entry.bytes > limits.max_history_bytes then return end
 		local history = self.history
 		history[#history + 1] = entry
 		self.history_bytes = self.history_bytes + entry.bytes
-		while #history > limits.max_history or (self.history_bytes > limits.max_history_bytes and #history > 1) do
+		while #history > limits.max_history or self.history_bytes > limits.max_history_bytes do
 			self.history_bytes = self.history_bytes - remove(history, 1).bytes
 		end
 	end

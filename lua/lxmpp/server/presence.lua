@@ -347,6 +347,25 @@ function P:broadcast(sess, s)
   if sess.priority >= 0 then self.im:send_offline(sess) end
 end
 
+-- Is there room for one more directed presence (limits.max_directed) in
+-- sess's set? sess.ndirected counts the additions, an upper bound (what
+-- unavailable presence removes is not subtracted), recounted when it
+-- reaches the limit.
+function P:directed_room(sess, directed)
+  local max = self.srv.limits.max_directed
+  local n = sess.ndirected or 0
+  if n >= max then
+    n = 0
+    for _ in pairs(directed) do n = n + 1 end
+  end
+  if n >= max then
+    sess.ndirected = n
+    return false
+  end
+  sess.ndirected = n + 1
+  return true
+end
+
 --- Presence from one of our clients (from = its full JID).
 function P:outbound(sess, s)
   local typ, to = s.attr.type, s.attr.to
@@ -364,8 +383,13 @@ function P:outbound(sess, s)
     return self:broadcast(sess, s)
   end
   if typ == nil then
-    sess.directed = sess.directed or {}
-    sess.directed[to] = true
+    local directed = sess.directed or {}
+    if not directed[to] and not self:directed_room(sess, directed) then
+      return sess:bounce(s, "wait", "resource-constraint",
+        "too many directed presences from this session (limits.max_directed)")
+    end
+    sess.directed = directed
+    directed[to] = true
   elseif typ == "unavailable" and sess.directed then
     sess.directed[to] = nil
   end

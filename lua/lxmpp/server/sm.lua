@@ -64,31 +64,38 @@ local function arm_idle(sess)
   end))
 end
 
--- The unacknowledged stanzas are q[first .. first + qn - 1]; the held
--- back ones held[hfirst .. hfirst + hn - 1], oldest first.
+-- The unacknowledged stanzas are q[first .. first + qn - 1] (qb: the
+-- bytes of each, qbytes in all); the held back ones held[hfirst .. hfirst +
+-- hn - 1] (hb, hbytes), oldest first.
 local function new_state()
-  return { handled = 0, acked = 0, q = {}, first = 1, qn = 0, held = {}, hfirst = 1, hn = 0 }
+  return { handled = 0, acked = 0, q = {}, qb = {}, first = 1, qn = 0, qbytes = 0,
+    held = {}, hb = {}, hfirst = 1, hn = 0, hbytes = 0 }
 end
 
--- Counts a stanza as sent: kept until acknowledged, an ack asked for now
--- and then.
-local function keep(sess, stanza)
+-- Counts a stanza of `bytes` bytes as sent: kept until acknowledged, an ack
+-- asked for now and then.
+local function keep(sess, stanza, bytes)
   local sm = sess.sm
-  sm.q[sm.first + sm.qn] = stanza
-  sm.qn = sm.qn + 1
+  local i = sm.first + sm.qn
+  sm.q[i], sm.qb[i] = stanza, bytes
+  sm.qn, sm.qbytes = sm.qn + 1, sm.qbytes + bytes
   if sm.qn % ACK_EVERY == 0 and not sm.requested then request_ack(sess) else arm_idle(sess) end
 end
 
---- A stanza sent to an SM session: counted and kept until acknowledged;
--- true when it is to be written now, "held" when it waits for acks, false
--- when the session ended over it (the stanza went on to offline storage or
--- an error).
-function M.outbound(sess, stanza)
+--- A stanza (of `bytes` bytes serialized) sent to an SM session: counted
+-- and kept until acknowledged; true when it is to be written now, "held"
+-- when it waits for acks, false when the session ended over it (the stanza
+-- went on to offline storage or an error). The queue is bounded in
+-- stanzas (limits.sm_queue) and in bytes (limits.sm_queue_bytes).
+function M.outbound(sess, stanza, bytes)
   local sm = sess.sm
-  local limit = sess.srv.limits.sm_queue
-  local waiting = sm.qn + sm.hn
-  if (sess.hibernation and waiting >= limit) or waiting >= HOLD_FACTOR * limit then
-    sess:log("warn", "stream management queue full (%d unacknowledged, %d held back): closing", sm.qn, sm.hn)
+  local limits = sess.srv.limits
+  local limit, blimit = limits.sm_queue, limits.sm_queue_bytes
+  local waiting, wbytes = sm.qn + sm.hn, sm.qbytes + sm.hbytes
+  if (sess.hibernation and (waiting >= limit or wbytes >= blimit))
+      or waiting >= HOLD_FACTOR * limit or wbytes >= HOLD_FACTOR * blimit then
+    sess:log("warn", "stream management queue full (%d unacknowledged, %d held back, %d bytes): closing",
+      sm.qn, sm.hn, wbytes)
     sm.resumable = false
     if sess.hibernation then
       sess.srv:unbind(sess, "too many stanzas while waiting for resumption")
@@ -98,12 +105,13 @@ function M.outbound(sess, stanza)
     sess.srv:route(stanza)          -- the session is gone: offline storage or an error
     return false
   end
-  if sess.hibernation or (sm.hn == 0 and sm.qn < limit) then
-    keep(sess, stanza)
+  if sess.hibernation or (sm.hn == 0 and sm.qn < limit and sm.qbytes < blimit) then
+    keep(sess, stanza, bytes)
     return true
   end
-  sm.held[sm.hfirst + sm.hn] = stanza
-  sm.hn = sm.hn + 1
+  local i = sm.hfirst + sm.hn
+  sm.held[i], sm.hb[i] = stanza, bytes
+  sm.hn, sm.hbytes = sm.hn + 1, sm.hbytes + bytes
   if not sm.requested then request_ack(sess) end
   -- (not paused: pausing the sender's reading would also stop reading its
   -- acks, and two clients sending to each other would wait forever)
@@ -113,12 +121,13 @@ end
 -- Sends held back stanzas while the queue has room.
 local function release(sess)
   local sm = sess.sm
-  local limit = sess.srv.limits.sm_queue
-  while sm.hn > 0 and sm.qn < limit and not sess.ended do
-    local s = sm.held[sm.hfirst]
-    sm.held[sm.hfirst] = nil
-    sm.hfirst, sm.hn = sm.hfirst + 1, sm.hn - 1
-    keep(sess, s)
+  local limit, blimit = sess.srv.limits.sm_queue, sess.srv.limits.sm_queue_bytes
+  while sm.hn > 0 and sm.qn < limit and sm.qbytes < blimit and not sess.ended do
+    local i = sm.hfirst
+    local s, bytes = sm.held[i], sm.hb[i]
+    sm.held[i], sm.hb[i] = nil, nil
+    sm.hfirst, sm.hn, sm.hbytes = i + 1, sm.hn - 1, sm.hbytes - bytes
+    keep(sess, s, bytes)
     stream.Stream.send(sess, s)
   end
   if sm.hn > 0 then
@@ -133,8 +142,12 @@ local function acknowledge(sess, h)
   local sm = sess.sm
   local n = (h - sm.acked) % WRAP
   if n > sm.qn then return nil end
-  for i = sm.first, sm.first + n - 1 do sm.q[i] = nil end
-  sm.first, sm.qn = sm.first + n, sm.qn - n
+  local gone = 0
+  for i = sm.first, sm.first + n - 1 do
+    gone = gone + sm.qb[i]
+    sm.q[i], sm.qb[i] = nil, nil
+  end
+  sm.first, sm.qn, sm.qbytes = sm.first + n, sm.qn - n, sm.qbytes - gone
   sm.acked = h
   return true
 end
@@ -202,7 +215,7 @@ local function take_over(sess, old)
     old:finish("resumed on another connection")
   end
   for _, k in ipairs({ "user", "bare", "resource", "full", "available", "priority", "presence",
-    "interested", "directed", "sm", "mechanism", "carbons", "blocklist_wanted" }) do
+    "interested", "directed", "ndirected", "sm", "mechanism", "carbons", "blocklist_wanted" }) do
     sess[k] = old[k]
   end
   sess.bound = true
@@ -258,7 +271,8 @@ local function flush_unacked(sess)
   for i = sm.first, sm.first + sm.qn - 1 do q[#q + 1] = sm.q[i] end
   for i = sm.hfirst, sm.hfirst + sm.hn - 1 do q[#q + 1] = sm.held[i] end
   local fresh = new_state()
-  sm.q, sm.first, sm.qn, sm.held, sm.hfirst, sm.hn = fresh.q, 1, 0, fresh.held, 1, 0
+  sm.q, sm.qb, sm.first, sm.qn, sm.qbytes = fresh.q, fresh.qb, 1, 0, 0
+  sm.held, sm.hb, sm.hfirst, sm.hn, sm.hbytes = fresh.held, fresh.hb, 1, 0, 0
   for _, s in ipairs(q) do
     local t = s.attr.type
     if s.name == "message" and t ~= "error" and t ~= "groupchat" and t ~= "headline" then

@@ -172,6 +172,7 @@ function Store:delete_offline(user, upto)
 	return backend(self):offline_delete(user, upto)
 end
 
+--- store:count_offline(user) -> messages, bytes of their XML
 function Store:count_offline(user)
 	check_name(user, "user")
 	return backend(self):offline_count(user)
@@ -281,6 +282,7 @@ function Memory:offline_push(user, xml)
 	self.last_id = self.last_id + 1
 	local list = per_user(self.offline, user)
 	list[#list + 1] = { id = self.last_id, data = xml }
+	list.bytes = (list.bytes or 0) + #xml
 	return self.last_id
 end
 
@@ -291,16 +293,22 @@ function Memory:offline_list(user)
 end
 
 function Memory:offline_delete(user, upto)
-	local list, kept = self.offline[user] or {}, {}
+	local list, kept, bytes = self.offline[user] or {}, {}, 0
 	for _, m in ipairs(list) do
-		if m.id > upto then kept[#kept + 1] = m end
+		if m.id > upto then
+			kept[#kept + 1] = m
+			bytes = bytes + #m.data
+		end
 	end
+	kept.bytes = bytes
 	self.offline[user] = kept
 	return true
 end
 
 function Memory:offline_count(user)
-	return #(self.offline[user] or {})
+	local list = self.offline[user]
+	if not list then return 0, 0 end
+	return #list, list.bytes or 0
 end
 
 function Memory:kv_get(kind, key)

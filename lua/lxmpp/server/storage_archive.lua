@@ -67,11 +67,13 @@ local function filter(q)
 end
 
 local function install_store(Store, backend)
-	--- store:archive_add(user, entry [, keep]) -> true | nil, message: adds
-	-- entry = { id =, time = integer seconds, with = the other party's JID,
-	-- data = the message's XML } as the newest of user's archive; with keep,
-	-- the oldest entries beyond keep are dropped.
-	function Store:archive_add(user, entry, keep)
+	--- store:archive_add(user, entry [, keep [, keep_bytes]]) -> true | nil,
+	-- message: adds entry = { id =, time = integer seconds, with = the other
+	-- party's JID, data = the message's XML } as the newest of user's
+	-- archive; with keep, the oldest entries beyond keep are dropped, and
+	-- with keep_bytes, the oldest while the XML kept is more than that (the
+	-- newest entry always stays).
+	function Store:archive_add(user, entry, keep, keep_bytes)
 		check_name(user, "user")
 		if type(entry) ~= "table" then error("storage: an archive entry must be a table", 2) end
 		check_name(entry.id, "archive entry id")
@@ -80,7 +82,8 @@ local function install_store(Store, backend)
 		if not peer then error("storage: archive entry with must be a JID", 2) end
 		if type(entry.data) ~= "string" then error("storage: archive entry data must be a string (XML)", 2) end
 		if keep ~= nil then check_count(keep, "keep") end
-		return backend(self):archive_add(user, entry.id, entry.time, jid.bare(peer), peer, entry.data, keep)
+		if keep_bytes ~= nil then check_count(keep_bytes, "keep_bytes") end
+		return backend(self):archive_add(user, entry.id, entry.time, jid.bare(peer), peer, entry.data, keep, keep_bytes)
 	end
 
 	--- store:archive_query(user, q) -> page | nil, message, "item-not-found"
@@ -146,15 +149,18 @@ local function install_memory(Memory)
 		return a
 	end
 
-	function Memory:archive_add(user, id, time, with, peer, data, keep)
+	function Memory:archive_add(user, id, time, with, peer, data, keep, keep_bytes)
 		local a = archive_of(self, user)
 		if a.ids[id] then return nil, "storage: archive id " .. id .. " is taken" end
 		self.archive_seq_last = (self.archive_seq_last or 0) + 1
 		local e = { seq = self.archive_seq_last, id = id, time = time, with = with, peer = peer, data = data }
 		a.tail = a.tail + 1
 		a[a.tail], a.ids[id] = e, e
-		while keep and a.tail - a.head + 1 > keep do
-			a.ids[a[a.head].id], a[a.head] = nil, nil
+		a.bytes = (a.bytes or 0) + #data
+		while a.tail > a.head and ((keep and a.tail - a.head + 1 > keep) or (keep_bytes and a.bytes > keep_bytes)) do
+			local old = a[a.head]
+			a.ids[old.id], a[a.head] = nil, nil
+			a.bytes = a.bytes - #old.data
 			a.head = a.head + 1
 		end
 		return true

@@ -165,6 +165,7 @@ DB.account_remove = write(function(self, user)
 	self:run("DELETE FROM pending WHERE user = %s", u)
 	self:run("DELETE FROM offline WHERE user = %s", u)
 	self:run("DELETE FROM archive WHERE user = %s", u)
+	if self.archive_bytes then self.archive_bytes[u] = nil end
 	self:run("DELETE FROM kv WHERE owner = %s", u)
 	self:run("UPDATE roster_version SET ver = ver + 1 WHERE user = %s", u)
 	return true
@@ -237,7 +238,8 @@ DB.offline_delete = write(function(self, user, upto)
 end)
 
 DB.offline_count = read(function(self, user)
-	return self:value("SELECT count(*) FROM offline WHERE user = %s", blob(user))
+	local row = self:run("SELECT count(*), coalesce(sum(length(data)), 0) FROM offline WHERE user = %s", blob(user))[1]
+	return row[1], row[2]
 end)
 
 --- Message archives (storage_archive.lua) ------------------------------------------
@@ -254,16 +256,52 @@ local function archive_where(user, f)
 	return concat(w, " AND ")
 end
 
-DB.archive_add = write(function(self, user, id, time, with, peer, data, keep)
+-- The bytes of user's archive: kept per user once summed (self.archive_bytes),
+-- forgotten whenever a transaction that changes them might not commit.
+local function archive_bytes(self, u)
+	local cache = self.archive_bytes
+	if not cache then
+		cache = {}
+		self.archive_bytes = cache
+	end
+	local n = cache[u]
+	if not n then n = self:value("SELECT coalesce(sum(length(data)), 0) FROM archive WHERE user = %s", u) end
+	return n, cache
+end
+
+-- Drops user's entries up to seq `cut` (nil: none); the bytes they held.
+local function archive_cut(self, u, cut)
+	if not cut then return 0 end
+	local gone = self:value("SELECT coalesce(sum(length(data)), 0) FROM archive WHERE user = %s AND seq <= %d", u, cut)
+	self:run("DELETE FROM archive WHERE user = %s AND seq <= %d", u, cut)
+	return gone
+end
+
+local archive_insert = write(function(self, user, id, time, with, peer, data, keep, keep_bytes)
 	local u = blob(user)
+	local bytes, cache = archive_bytes(self, u)
+	cache[u] = nil
 	self:run("INSERT INTO archive (user, id, time, with_jid, peer, data) VALUES (%s, %s, %d, %s, %s, %s)",
 		u, blob(id), time, blob(with), blob(peer), blob(data))
+	bytes = bytes + #data
 	if keep then -- the oldest beyond keep go, in the same transaction
-		self:run("DELETE FROM archive WHERE user = %s AND seq <= (SELECT seq FROM archive WHERE user = %s"
-			.. " ORDER BY seq DESC LIMIT 1 OFFSET %d)", u, u, keep)
+		bytes = bytes - archive_cut(self, u, self:value("SELECT seq FROM archive WHERE user = %s"
+			.. " ORDER BY seq DESC LIMIT 1 OFFSET %d", u, keep))
 	end
-	return true
+	if keep_bytes and bytes > keep_bytes then -- and the oldest past the budget (not the newest)
+		bytes = bytes - archive_cut(self, u, self:value("SELECT seq FROM (SELECT seq, sum(length(data))"
+			.. " OVER (ORDER BY seq DESC) AS total FROM archive WHERE user = %s) WHERE total > %d AND seq < ("
+			.. "SELECT max(seq) FROM archive WHERE user = %s) ORDER BY seq DESC LIMIT 1", u, keep_bytes, u))
+	end
+	return true, bytes
 end)
+
+function DB:archive_add(user, id, time, with, peer, data, keep, keep_bytes)
+	local ok, bytes = archive_insert(self, user, id, time, with, peer, data, keep, keep_bytes)
+	-- known again only once committed
+	if ok then self.archive_bytes[blob(user)] = bytes end
+	return ok, (not ok) and bytes or nil
+end
 
 DB.archive_seq = read(function(self, user, id)
 	return self:value("SELECT seq FROM archive WHERE user = %s AND id = %s", blob(user), blob(id))

@@ -201,9 +201,9 @@ function Stream:write(bytes)
 end
 
 --- Sends a stanza (serialized by the C serializer).
-function Stream:send(stanza)
+function Stream:send(stanza, xml)
   if self.srv.debug then self:log("debug", "OUT %s", require("lxmpp.server.redact").text(stanza)) end
-  return self:write(tostring(stanza))
+  return self:write(xml or tostring(stanza))
 end
 
 --- Our stream header, answering the peer's (new id each time: RFC 6120 §4.7.3).
