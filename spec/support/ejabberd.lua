@@ -36,12 +36,7 @@ M.COMPONENT_SECRET = "gateway-secret"
 local q, sh, read_file = pki.q, pki.sh, pki.read_file
 local READY = "lxmpp-ejabberd-ready"
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return math.tointeger(tonumber(port))
-end
+local free_port = require "spec.support.free_port"
 
 -- YAML double-quoted scalar and Erlang binary literal of a string.
 local function yq(s) return '"' .. tostring(s):gsub('[\\"]', "\\%0") .. '"' end

@@ -17,12 +17,7 @@ local M = {}
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return math.tointeger(tonumber(port))
-end
+local free_port = require "spec.support.free_port"
 
 local Proxy = {}
 Proxy.__index = Proxy

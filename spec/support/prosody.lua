@@ -22,13 +22,7 @@ M.COMPONENT_SECRET = "gateway-secret"
 
 local q, sh = pki.q, pki.sh
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  port = math.tointeger(tonumber(port))
-  s:close()
-  return port
-end
+local free_port = require "spec.support.free_port"
 
 local function lua_string(s) return ("%q"):format(s) end
 
