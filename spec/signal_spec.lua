@@ -15,10 +15,7 @@ local raw = require "spec.support.raw"
 local pki = require "spec.support.pki"
 local clean = require "spec.support.clean"
 
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
-if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
-local LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
-local LUA_CPATH = ROOT .. "/build/?.so;;"
+local ROOT = proc.ROOT
 
 -- Every program a spec started: killed after it, whatever happened.
 local started = {}
@@ -32,11 +29,7 @@ end
 
 -- Starts `lua5.4 args...` with lxmpp on its paths (and env: "NAME=value").
 local function start_lua(args, env)
-  local argv = { "env", "LUA_PATH=" .. LUA_PATH, "LUA_CPATH=" .. LUA_CPATH }
-  for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
-  argv[#argv + 1] = "lua5.4"
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local p = proc.start(argv)
+  local p = proc.lua(args, env)
   started[#started + 1] = p
   return p
 end

@@ -40,6 +40,23 @@ function M.start(argv)
   return setmetatable({ pid = pid, dir = dir, argv = argv }, Proc)
 end
 
+-- The project's root, and lxmpp's paths in it for a `lua5.4` we start.
+local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/support/") or "."
+if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
+M.ROOT = ROOT
+
+--- proc.lua(args [, env]) -> process: `lua5.4 args...` with this tree's
+-- lxmpp on its paths (and env: a list of "NAME=value"), e.g.
+-- proc.lua({ proc.ROOT .. "/bin/lxmpp", "serve", ... }).
+function M.lua(args, env)
+  local argv = { "env", "LUA_PATH=" .. ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;",
+    "LUA_CPATH=" .. ROOT .. "/build/?.so;;" }
+  for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
+  argv[#argv + 1] = "lua5.4"
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return M.start(argv)
+end
+
 --- p:wait(timeout) -> { code =, out =, err = }; code is nil when the
 -- program did not end in time (it is then killed). Yields while waiting.
 function Proc:wait(timeout)
