@@ -148,6 +148,28 @@ describe("accounts on the embedded server", function()
       assert.equal("feature-not-implemented", cond)
     end)
   end)
+  it("never prints a password in debug mode: registration, password change, a room's password", function()
+    serve.run({ users = USERS, registration = true }, function(_, port)
+      local lines = {}
+      local function opts(user, pw)
+        return { jid = user .. "@example.test/r", password = pw, host = "127.0.0.1", port = port,
+          cafile = serve.pki().ca, debug = true, logger = function(level, msg) lines[#lines + 1] = level .. " " .. msg end }
+      end
+      local c = assert(register.register(opts("frank", "first-Secret-1")))
+      assert.is_true(c:change_password("second-Secret-2"))
+      -- a room password (XEP-0045 §7.2.6), in a presence the client sends
+      c:send(st.presence({ to = "room@conference.example.test/f" }):tag("x", { xmlns = "http://jabber.org/protocol/muc" })
+        :text_tag("password", "room-Secret-3"))
+      c:close()
+      local all = table.concat(lines, "\n")
+      assert.matches("OUT <iq", all, 1, true)                     -- debug mode did print stanzas
+      assert.matches("<password>[redacted]</password>", all, 1, true)
+      for _, secret in ipairs({ "first-Secret-1", "second-Secret-2", "room-Secret-3" }) do
+        assert.is_nil(all:find(secret, 1, true), secret .. " was logged")
+      end
+    end)
+  end)
+
   scenarios({
     name = "lx",
     run = function(fn)

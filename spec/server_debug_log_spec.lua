@@ -1,5 +1,5 @@
 -- The embedded server's debug log (log_level "debug", `lxmpp serve
--- --log-level debug`; lua/lxmpp/server/redact.lua): every stanza in and
+-- --log-level debug`; lua/lxmpp/redact.lua): every stanza in and
 -- out is printed, and no secret ever is: SASL payloads, XEP-0077 passwords
 -- (registration and password change), room passwords, data form password
 -- fields.
@@ -7,7 +7,7 @@ local lxmpp = require "lxmpp"
 local st = lxmpp.stanza
 local core = require "lxmpp.core"
 local serve = require "spec.support.serve"
-local redact = require "lxmpp.server.redact"
+local redact = require "lxmpp.redact"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
 local BIN = ROOT .. "/bin/lxmpp"

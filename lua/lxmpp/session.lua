@@ -13,6 +13,7 @@ local task = require "lxmpp.task"
 local events = require "lxmpp.events"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
+local redact = require "lxmpp.redact"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, string_format, io =
   setmetatable, type, error, tostring, pairs, ipairs, select, string.format, io
@@ -62,7 +63,6 @@ function M.new(opts)
     negotiating = false,
     logger = opts.logger or default_logger,
     debug = opts.debug or false,
-    hide_payloads = 0,            -- > 0: SASL in progress, never log payloads
   }, Session)
   require("lxmpp.signal").track_session(self)   -- lxmpp.shutdown closes it
   return self
@@ -73,14 +73,10 @@ function Session:log(level, fmt, ...)
   self.logger(level, msg)
 end
 
--- What debug mode prints of a stanza: never SASL payloads.
-function Session:describe(stanza)
-  if self.hide_payloads > 0 and stanza.attr and
-      stanza.attr.xmlns == "urn:ietf:params:xml:ns:xmpp-sasl" then
-    return ("<%s xmlns='urn:ietf:params:xml:ns:xmpp-sasl'%s> [SASL payload hidden]"):format(
-      stanza.name, stanza.attr.mechanism and (" mechanism='" .. stanza.attr.mechanism .. "'") or "")
-  end
-  return tostring(stanza)
+-- What debug mode prints of a stanza: never a SASL payload or a password
+-- (lxmpp.redact).
+function Session.describe(_, stanza)
+  return redact.text(stanza)
 end
 
 ---------------------------------------------------------------------------

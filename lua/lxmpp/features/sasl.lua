@@ -262,7 +262,6 @@ function M.negotiate(client, features)
     client:log("debug", "SASL mechanism %s%s", mech, is_plus(mech) and (" bound to " .. tostring(cb_type)) or "")
   end
   client.channel_binding_refused = nil
-  client.hide_payloads = client.hide_payloads + 1
   local ok, msg, cond, refusal = exchange(client, mech, cb_type, plan.offers_plus)
   if not ok and plan.fallback and M.binding_refused(refusal) then
     if not client.told_binding_refused then     -- once per client, not on every reconnection
@@ -275,7 +274,6 @@ function M.negotiate(client, features)
     mech, cb_type = plan.fallback.mechanism, plan.fallback.cb_type
     ok, msg, cond = exchange(client, mech, cb_type, false)
   end
-  client.hide_payloads = client.hide_payloads - 1
   if not ok then return client:fail(msg, cond) end
   client.sasl_mechanism = mech
   client.channel_binding = is_plus(mech) and cb_type or false

@@ -13,7 +13,7 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
 local sm = require "lxmpp.server.sm"
-local redact = require "lxmpp.server.redact"
+local redact = require "lxmpp.redact"
 
 local setmetatable, tostring, ipairs, pcall, type = setmetatable, tostring, ipairs, pcall, type
 

@@ -7,7 +7,7 @@
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
-local redact = require "lxmpp.server.redact"
+local redact = require "lxmpp.redact"
 
 local setmetatable = setmetatable
 

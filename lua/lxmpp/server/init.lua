@@ -184,7 +184,7 @@ function M.new(opts)
     insecure_plaintext = opts.insecure_plaintext == true,
     cb_types = cb_types,   -- SCRAM -PLUS channel bindings offered, best first ({}: no -PLUS)
     iterations = iterations,
-    -- stanzas in and out are logged at level debug (secrets redacted: server/redact.lua)
+    -- stanzas in and out are logged at level debug (secrets redacted: lxmpp/redact.lua)
     debug = opts.debug == true or opts.log_level == "debug",
     log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"],
     logger = opts.logger,

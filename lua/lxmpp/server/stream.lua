@@ -202,7 +202,7 @@ end
 
 --- Sends a stanza (serialized by the C serializer).
 function Stream:send(stanza, xml)
-  if self.srv.debug then self:log("debug", "OUT %s", require("lxmpp.server.redact").text(stanza)) end
+  if self.srv.debug then self:log("debug", "OUT %s", require("lxmpp.redact").text(stanza)) end
   return self:write(xml or tostring(stanza))
 end
 

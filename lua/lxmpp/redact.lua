@@ -1,6 +1,7 @@
--- lxmpp.server.redact: the text of a stanza for the server's debug log
--- (log_level "debug", `lxmpp serve --log-level debug`), with secrets taken
--- out (SECURITY.md: secrets are never logged):
+-- lxmpp.redact: the text of a stanza for a debug log (the server's
+-- log_level "debug" and `lxmpp serve --log-level debug`; the client's
+-- connect{ debug = true }), with secrets taken out (secrets are never
+-- logged):
 --   - SASL elements (RFC 6120 §6.4: <auth/>, <response/>, <challenge/>,
 --     <success/>) show only their name and size;
 --   - a component's <handshake/> (XEP-0114 §3) likewise;
