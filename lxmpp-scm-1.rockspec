@@ -129,6 +129,7 @@ build = {
       ["lxmpp.server.carbons"] = "lua/lxmpp/server/carbons.lua",
       ["lxmpp.server.blocking"] = "lua/lxmpp/server/blocking.lua",
       ["lxmpp.server.stream"] = "lua/lxmpp/server/stream.lua",
+      ["lxmpp.server.throttle"] = "lua/lxmpp/server/throttle.lua",
       ["lxmpp.server.storage"] = "lua/lxmpp/server/storage.lua",
       ["lxmpp.server.storage_sqlite"] = "lua/lxmpp/server/storage_sqlite.lua",
       ["lxmpp.server.storage_archive"] = "lua/lxmpp/server/storage_archive.lua",

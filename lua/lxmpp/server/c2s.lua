@@ -14,6 +14,7 @@ local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
 local sm = require "lxmpp.server.sm"
 local redact = require "lxmpp.redact"
+local throttle = require "lxmpp.server.throttle"
 
 local setmetatable, tostring, ipairs, pcall, type = setmetatable, tostring, ipairs, pcall, type
 
@@ -228,6 +229,24 @@ local function sasl_success(self, user, final)
   self:restarted()
 end
 
+-- A checked password: the answer (success, or the failure cond with
+-- text) goes out when the address's throttle lets it (server/throttle.lua,
+-- docs/server.md "Throttles"), success and failure alike; meanwhile
+-- nothing is read from the client. user: the account name tried (nil when
+-- the name was not valid); final: SCRAM's server-final message.
+local function checked(self, user, ok, cond, text, final)
+  if type(self.sasl) == "userdata" then self.sasl:close() end
+  self.sasl = "held"
+  local now = core.now()
+  local at = self.srv.auth_throttle:verdict(throttle.key(self.ip), user, not ok, now)
+  if at > now then self:log("info", "the answer to a login waits %.2f s (failures from this address)", at - now) end
+  return self:answer_at(at, function()
+    self.sasl = nil
+    if ok then return sasl_success(self, user, final) end
+    return sasl_failure(self, cond or "not-authorized", text)
+  end)
+end
+
 -- A SASL username as an account name (nodeprep), or nil.
 local function account_name(self, username)
   local node = username ~= "" and jid.prepped_split(username .. "@" .. self.srv.domain)
@@ -250,7 +269,7 @@ local function check_plain(self, data)
   if authzid ~= "" and (not user or jid.prep(authzid) ~= user .. "@" .. self.srv.domain) then
     return sasl_failure(self, "invalid-authzid")
   end
-  if not user or not password then return sasl_failure(self, "not-authorized") end
+  if not user or not password then return checked(self, user, false) end
   if self.srv.auth then
     -- a host application's check may wait (a database call): run it as a
     -- task, reading nothing from this client meanwhile
@@ -265,13 +284,11 @@ local function check_plain(self, data)
         self:log("error", "the auth callback failed: %s", tostring(res))
         return sasl_failure(self, "temporary-auth-failure")
       end
-      if res == true then return sasl_success(self, user) end
-      return sasl_failure(self, "not-authorized")
+      return checked(self, user, res == true)
     end)
     return
   end
-  if self.srv:check_password(user, password) then return sasl_success(self, user) end
-  return sasl_failure(self, "not-authorized")
+  return checked(self, user, self.srv:check_password(user, password))
 end
 
 local function scram_step(self, data)
@@ -292,13 +309,15 @@ local function scram_step(self, data)
       forgive = self.cb_refusals < plus
       if forgive then self.cb_refusals = self.cb_refusals + 1 end
     end
-    return sasl_failure(self, SASL_CONDS[cond] and cond or "not-authorized", server_error, forgive)
+    cond = SASL_CONDS[cond] and cond or "not-authorized"
+    if self.sasl_tried and cond == "not-authorized" then   -- a proof was checked: a guess
+      return checked(self, self.sasl_user, false, cond, server_error)
+    end
+    return sasl_failure(self, cond, server_error, forgive)
   end
   if done then
     local user = account_name(self, self.sasl:username() or "")
-    self.sasl:close()
-    if not user then return sasl_failure(self, "not-authorized") end
-    return sasl_success(self, user, out)
+    return checked(self, user, user ~= nil, nil, nil, out)
   end
   self:write("<challenge xmlns='" .. NS_SASL .. "'>" .. core.base64_encode(out) .. "</challenge>")
 end
@@ -326,16 +345,21 @@ negotiation[NS_SASL] = {
       return check_plain(self, data)
     end
     local srv = self.srv
+    self.sasl_tried, self.sasl_user = false, nil
     self.sasl = core.sasl_server({
       mechanism = mech, secret = srv.sasl_secret, iterations = srv.iterations,
       cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil,
-      lookup = function(username, hash) return srv:scram_credentials(account_name(self, username), hash) end,
+      lookup = function(username, hash)
+        -- from here on the exchange checks a proof for this name
+        self.sasl_tried, self.sasl_user = true, account_name(self, username)
+        return srv:scram_credentials(self.sasl_user, hash)
+      end,
     })
     if data == "" then return self:write("<challenge xmlns='" .. NS_SASL .. "'/>") end
     return scram_step(self, data)
   end,
   response = function(self, s)
-    if not self.sasl or self.sasl == "plain-pending" then
+    if self.sasl ~= "plain" and type(self.sasl) ~= "userdata" then
       return self:stream_error("policy-violation", "no authentication exchange is under way")
     end
     local data = decode_payload(s)
@@ -347,6 +371,9 @@ negotiation[NS_SASL] = {
     return scram_step(self, data)
   end,
   abort = function(self)
+    if self.sasl == "held" or self.sasl == "plain-pending" then
+      return self:stream_error("policy-violation", "the authentication is being checked")
+    end
     if type(self.sasl) == "userdata" then self.sasl:close() end
     return sasl_failure(self, "aborted")
   end,

@@ -8,6 +8,7 @@ local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
 local redact = require "lxmpp.redact"
+local throttle = require "lxmpp.server.throttle"
 
 local setmetatable = setmetatable
 
@@ -46,20 +47,18 @@ function Comp:on_stanza(s)
     if name ~= "handshake" or not self.domain then
       return self:stream_error("not-authorized", "send <handshake/> first")
     end
+    if self.held_handshake then
+      return self:stream_error("not-authorized", "one handshake at a time")
+    end
     local expected = core.sha1_hex(self.stream_id .. self.secret)
-    if not core.const_eq((s:get_text() or ""):lower(), expected) then
-      return self:stream_error("not-authorized", "wrong handshake")
-    end
-    local current = self.srv.hosts[self.domain]
-    if current then
-      return self:stream_error("conflict", "that domain is already connected or served")
-    end
-    self.authenticated = true
-    self.srv:account_auth(self)
-    self.srv.hosts[self.domain] = self
-    self:set_ready()
-    self:log("info", "component %s connected", self.domain)
-    return self:write("<handshake/>")
+    local ok = core.const_eq((s:get_text() or ""):lower(), expected)
+    -- the answer waits while this address has failed too often
+    -- (server/throttle.lua, docs/server.md "Throttles"), right or wrong
+    local at = self.srv.component_throttle:verdict(throttle.key(self.ip), self.domain, not ok, core.now())
+    self.held_handshake = true
+    return self:answer_at(at, ok and self.handshake_done or function()
+      self:stream_error("not-authorized", "wrong handshake")
+    end)
   end
   if (ns ~= nil and ns ~= NS) or (name ~= "message" and name ~= "presence" and name ~= "iq") then
     return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
@@ -71,6 +70,20 @@ function Comp:on_stanza(s)
   s.attr.from = from
   if not s.attr.to then return self:bounce(s, "modify", "bad-request", "a stanza from a component needs 'to'") end
   return self.srv:route(s)
+end
+
+-- The right secret: the domain is routed here from now on.
+function Comp:handshake_done()
+  local current = self.srv.hosts[self.domain]
+  if current then
+    return self:stream_error("conflict", "that domain is already connected or served")
+  end
+  self.authenticated = true
+  self.srv:account_auth(self)
+  self.srv.hosts[self.domain] = self
+  self:set_ready()
+  self:log("info", "component %s connected", self.domain)
+  return self:write("<handshake/>")
 end
 
 --- The host interface: stanzas routed to the component's domain.

@@ -8,13 +8,16 @@
 -- 411; Transfer-Encoding with Content-Length: 400). The headers must come
 -- within limits.http_timeout seconds of the connection (TLS included),
 -- and a body may not stall that long; at most limits.http_connections
--- connections are open (limits.max_per_ip from one address). One request
+-- connections are open, limits.http_per_ip from one address (an IPv6
+-- address counted by its /64: server/throttle.lua), so one address cannot
+-- hold them all (docs/server.md, "Throttles"). One request
 -- per connection: every answer closes it. Paths reach nothing but a table
 -- lookup by token: /upload/TOKEN/NAME, TOKEN 32 lowercase hex digits.
 -- Everything runs inside connection events; nothing waits.
 
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
+local throttle = require "lxmpp.server.throttle"
 
 local setmetatable, tostring, tonumber, pairs, xpcall, debug, concat =
   setmetatable, tostring, tonumber, pairs, xpcall, debug, table.concat
@@ -57,9 +60,10 @@ end
 
 function M.accept(server, conn)
   local limits = server.svc.limits
-  local ip = conn:info().peer
-  if server.n >= limits.http_connections or (server.per_ip[ip] or 0) >= limits.max_per_ip then
-    server.svc.srv:log("warn", "upload: refused a connection from %s: too many", ip)
+  local peer = conn:info().peer
+  local ip = throttle.key(peer)
+  if server.n >= limits.http_connections or (server.per_ip[ip] or 0) >= limits.http_per_ip then
+    server.svc.srv:log("warn", "upload: refused a connection from %s: too many", peer)
     return conn:abort()
   end
   local self = setmetatable({ server = server, conn = conn, ip = ip, buf = {}, size = 0, state = "head" }, Conn)

@@ -419,11 +419,24 @@ function IM:register_iq(sess, iq)
   if not node or not pw or pw == "" then
     return send(st.error_reply(iq, "modify", "not-acceptable", "a valid user name and a password are required"))
   end
+  if srv.reserved[node] then   -- (docs/server.md, "Throttles")
+    return send(st.error_reply(iq, "cancel", "conflict", "that user name is reserved"))
+  end
   if srv.store:get_account(node) then
     return send(st.error_reply(iq, "cancel", "conflict", "that user name is taken"))
   end
+  -- registrations per address and time (server/throttle.lua); a refused
+  -- name costs nothing, only an account made counts
+  local addr, now = require("lxmpp.server.throttle").key(sess.ip), require("lxmpp.core").now()
+  local allowed, wait = srv.registrations:allowed(addr, now)
+  if not allowed then
+    srv:log("warn", "refused a registration from %s: too many from that address", sess.ip)
+    return send(st.error_reply(iq, "wait", "resource-constraint",
+      ("too many accounts registered from your address: try again in %d seconds"):format(math.ceil(wait))))
+  end
   local ok, err = srv:add_user(node, pw)
   if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
+  srv.registrations:count(addr, now)
   srv:log("info", "registered %s@%s from %s", node, self.domain, sess.ip)
   return send(st.reply(iq))
 end

@@ -15,6 +15,7 @@ local core = require "lxmpp.core"
 local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
+local throttle = require "lxmpp.server.throttle"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math_type, string_format, io =
   setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math.type, string.format, io
@@ -55,7 +56,21 @@ M.DEFAULT_LIMITS = {
   upload_user_quota = 33554432, -- bytes of files it keeps for one account
   http_connections = 100,       -- HTTPS connections open to the upload service
   http_timeout = 30,            -- seconds for an HTTP request's head, or a stalled body
+  http_per_ip = 10,             -- HTTPS connections open to the upload service from one address
+  -- throttles (docs/server.md, "Throttles"; server/throttle.lua)
+  auth_failures = 5,            -- failed logins to one account from one address before its answers wait
+  auth_address_failures = 20,   -- failed logins from one address (any account) before its answers wait
+  auth_delay = 1,               -- seconds of the first wait; each further failure doubles it
+  auth_delay_max = 60,          -- the longest wait between two answers to one address
+  auth_forget = 600,            -- seconds after its last failure that an address starts over
+  max_registrations = 1,        -- in-band registrations (XEP-0077) from one address per register_interval
+  register_interval = 600,      -- seconds
 }
+
+--- User names in-band registration refuses by default (the `reserved_names`
+-- option replaces the list; compared after nodeprep, so case-insensitively).
+M.RESERVED_NAMES = { "admin", "administrator", "root", "postmaster", "webmaster", "hostmaster", "abuse",
+  "security", "xmpp", "support", "noreply", "info" }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
 
@@ -162,6 +177,17 @@ function M.new(opts)
     error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
   end
   if opts.upload ~= nil then require("lxmpp.server.upload").check(opts.upload) end
+  local reserved = {}
+  local rn = opts.reserved_names
+  if rn == nil then rn = M.RESERVED_NAMES end
+  if rn ~= false and type(rn) ~= "table" then
+    error("lxmpp.server: reserved_names must be a list of names or false", 2)
+  end
+  for _, name in ipairs(rn or {}) do
+    local node = type(name) == "string" and name ~= "" and jid.prepped_split(name .. "@" .. pdomain)
+    if not node then error(("lxmpp.server: reserved name %q is not a valid user name"):format(tostring(name)), 2) end
+    reserved[node] = true
+  end
   local cb_types = M.channel_binding_types(opts.channel_binding)
   if not cb_types then
     error("lxmpp.server: channel_binding must be true, false or a list of " ..
@@ -184,6 +210,10 @@ function M.new(opts)
     insecure_plaintext = opts.insecure_plaintext == true,
     cb_types = cb_types,   -- SCRAM -PLUS channel bindings offered, best first ({}: no -PLUS)
     iterations = iterations,
+    reserved = reserved,   -- prepared user names in-band registration refuses
+    -- per-address throttles (server/throttle.lua)
+    auth_throttle = throttle.auth(limits), component_throttle = throttle.auth(limits),
+    registrations = throttle.registrations(limits),
     -- stanzas in and out are logged at level debug (secrets redacted: lxmpp/redact.lua)
     debug = opts.debug == true or opts.log_level == "debug",
     log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"],

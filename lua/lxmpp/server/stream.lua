@@ -266,6 +266,7 @@ function Stream:finish(reason)
   self.ended = true
   self.end_reason = reason
   if self.deadline then self.deadline:stop() end
+  if self.held then self.held:stop(); self.held = nil end
   self.writable_waiters = nil
   if not self.conn.closed then self:close_connection() end
   self.srv:account_close(self)
@@ -297,6 +298,23 @@ function Stream:resume_reading(reason)
   if not pauses or not pauses[reason] then return end
   pauses[reason] = nil
   if next(pauses) == nil and not self.ended then self.conn:resume() end
+end
+
+--- s:answer_at(at, fn): runs fn(self) at time `at` (core.now() clock: a
+-- throttle's verdict, server/throttle.lua), at once when it has come.
+-- Meanwhile nothing is read from the peer, and fn is dropped if the
+-- stream ends first; one timer per stream, so what an attacker makes wait
+-- is bounded by its connections.
+function Stream:answer_at(at, fn)
+  local wait = at - core.now()
+  if wait <= 0 then return fn(self) end
+  self:pause_reading("throttle")
+  self.held = core.timer(wait, timer_target(function()
+    self.held = nil
+    if self.ended then return end
+    self:resume_reading("throttle")
+    self:guarded(fn)
+  end))
 end
 
 --- Read pausing for floods, checked on every stanza: above the rate
