@@ -36,6 +36,7 @@ M.DEFAULT_LIMITS = {
   max_resources = 16,           -- bound resources per account
   max_offline = 1000,           -- offline messages kept per account
   max_pending = 1000,           -- subscription requests kept unanswered per account
+  max_roster = 1000,            -- contacts in one account's roster (a larger stored one still works)
   sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
   sm_queue = 500,               -- unacknowledged stanzas out per XEP-0198 session (4x this may wait)
   mam_max_page = 100,           -- archived messages sent for one XEP-0313 query
