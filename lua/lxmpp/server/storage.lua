@@ -34,8 +34,9 @@ local sort = table.sort
 
 local storage = {}
 
-local ROSTER_CACHE = 100000   -- roster items and pending requests kept decoded, in all
-storage.ROSTER_CACHE = ROSTER_CACHE
+-- Roster items and pending requests kept decoded, in all, by a store
+-- opened from now on.
+storage.ROSTER_CACHE = 100000
 
 --- Argument checks ------------------------------------------------------------
 
@@ -139,7 +140,7 @@ local function roster(self, user)
 		r.pending[contact], r.np = decode(blob, "pending " .. contact), r.np + 1
 	end
 	-- room for it: the oldest go (one larger than the whole cache is still kept, alone)
-	while cache:count() > 0 and self._cached + weight(r) > ROSTER_CACHE do
+	while cache:count() > 0 and self._cached + weight(r) > self._cache_max do
 		local old = cache:oldest()
 		self._cached = self._cached - weight(cache:get(old))
 		cache:delete(old)
@@ -161,7 +162,7 @@ end
 function Store:close()
 	local b = self._backend
 	self._backend = nil
-	self._rosters, self._cached = bounded.new(ROSTER_CACHE + 1), 0
+	self._rosters, self._cached = bounded.new(self._cache_max + 1), 0
 	if b then b:close() end
 end
 Store.__close = Store.close
@@ -464,7 +465,8 @@ function storage.open(path)
 		if not b then return nil, err end
 	end
 	-- at most ROSTER_CACHE + 1 rosters: each weighs at least 1
-	return setmetatable({ _backend = b, _rosters = bounded.new(ROSTER_CACHE + 1), _cached = 0 }, Store)
+	local max = storage.ROSTER_CACHE
+	return setmetatable({ _backend = b, _rosters = bounded.new(max + 1), _cached = 0, _cache_max = max }, Store)
 end
 
 return storage
