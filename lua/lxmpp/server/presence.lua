@@ -75,7 +75,6 @@ end
 
 local SEES_US = { from = true, both = true }       -- who gets our presence
 local WE_SEE = { to = true, both = true }          -- whose presence we get
-M.SEES_US, M.WE_SEE = SEES_US, WE_SEE
 
 -- Delivers to every available resource of a local account.
 function P:to_available(bare, s)

@@ -22,7 +22,7 @@
 -- each roster write through the store updates that copy: the server asks
 -- about one contact (a subscription check, a pubsub access check) or about
 -- the contacts with a given subscription (a presence broadcast) without
--- decoding the whole roster each time (docs/server.md, "Protection"). So
+-- decoding the whole roster each time (docs/server.md, "Rosters"). So
 -- only one store at a time may write the rosters of a SQLite file.
 
 local codec = require "lxmpp.server.codec"
