@@ -217,3 +217,126 @@ describe("embedded server: presence probes from clients (RFC 6121 §4.3)", funct
     end)
   end)
 end)
+
+describe("embedded server: a full roster (limits.max_roster, RFC 6121 §2.3.3)", function()
+  local NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+  local ELSEWHERE = "@elsewhere.test"
+
+  -- n contacts elsewhere in user's roster, written straight to the store
+  local function fill(srv, user, n)
+    for i = 1, n do srv.store:set_roster_item(user, "c" .. i .. ELSEWHERE, { subscription = "none", groups = {} }) end
+  end
+
+  local function size(srv, user) return (srv.store:roster_size(user)) end
+
+  it("refuses a roster set that adds a contact past the limit, and still changes and removes items", function()
+    serve.run({ users = USERS, limits = { max_roster = 3 } }, function(srv, port)
+      fill(srv, "alice", 3)
+      local a = login(port, "alice", "one")
+      local ok, msg, cond, e = a:request(st.iq({ type = "set" }):query("jabber:iq:roster")
+        :tag("item", { jid = "new" .. ELSEWHERE, name = "New" }))
+      assert.is_nil(ok)
+      assert.equal("resource-constraint", cond)
+      assert.matches("at most 3 contacts", msg)
+      assert.equal("cancel", e:get_child("error").attr.type)
+      assert.is_nil(srv.store:get_roster_item("alice", "new" .. ELSEWHERE))
+      assert(a:roster_set("c1" .. ELSEWHERE, "Renamed", { "g" }))          -- a change is no new item
+      assert.equal("Renamed", srv.store:get_roster_item("alice", "c1" .. ELSEWHERE).name)
+      assert(a:roster_remove("c2" .. ELSEWHERE))
+      assert(a:roster_set("new" .. ELSEWHERE, "New"))                      -- room again
+      assert.equal(3, size(srv, "alice"))
+      a:close()
+    end)
+  end)
+
+  it("refuses a subscription request that would add a contact to a full roster", function()
+    serve.run({ users = USERS, limits = { max_roster = 2 } }, function(srv, port)
+      fill(srv, "alice", 2)
+      local b = login(port, "bob", "b")
+      local b_subs = serve.collect(b, "subscription")
+      local a = login(port, "alice", "one")
+      local seen = serve.collect(a, "presence")
+      assert(a:subscribe("bob" .. D))
+      assert.truthy(serve.until_true(function() return #picked(seen, "error", "bob" .. D) == 1 end))
+      local err = picked(seen, "error", "bob" .. D)[1]:get_child("error")
+      assert.equal("cancel", err.attr.type)
+      assert.is_not_nil(err:get_child("resource-constraint", NS_STANZAS))
+      ev.settle(0.1)
+      assert.equal(0, #b_subs)                                    -- never sent on
+      assert.is_nil(srv.store:get_pending("bob", "alice" .. D))
+      assert.is_nil(roster_item(srv, "alice", "bob"))
+      assert.equal(2, size(srv, "alice"))
+      a:close(); b:close()
+    end)
+  end)
+
+  -- an inbound request is no roster item (limits.max_pending bounds those):
+  -- it is kept and shown; approving it would add an item, so that waits
+  -- for room, and the request stays until then
+  it("keeps a request to a full roster and refuses approving it until there is room", function()
+    serve.run({ users = USERS, limits = { max_roster = 2 } }, function(srv, port)
+      fill(srv, "alice", 2)
+      local a = login(port, "alice", "one")
+      local a_subs = serve.collect(a, "subscription")
+      local seen = serve.collect(a, "presence")
+      local b = login(port, "bob", "b")
+      local b_subs = serve.collect(b, "subscription")
+      assert(b:subscribe("alice" .. D))
+      assert.truthy(serve.until_true(function() return #a_subs == 1 end), "alice is asked")
+      assert.equal("subscribe", a_subs[1])
+      assert.is_not_nil(srv.store:get_pending("alice", "bob" .. D))
+      assert(a:approve("bob" .. D))
+      assert.truthy(serve.until_true(function() return #picked(seen, "error", "bob" .. D) == 1 end))
+      assert.is_not_nil(picked(seen, "error", "bob" .. D)[1]:get_child("error")
+        :get_child("resource-constraint", NS_STANZAS))
+      ev.settle(0.1)
+      assert.equal(0, #b_subs)
+      assert.is_not_nil(srv.store:get_pending("alice", "bob" .. D))   -- still there
+      assert.equal("subscribe", roster_item(srv, "bob", "alice").ask)
+      assert(a:roster_remove("c1" .. ELSEWHERE))
+      assert(a:approve("bob" .. D))
+      assert.truthy(serve.until_true(function() return #b_subs == 1 end), "bob is approved")
+      assert.equal("subscribed", b_subs[1])
+      assert.equal("from", roster_item(srv, "alice", "bob").subscription)
+      assert.equal("to", roster_item(srv, "bob", "alice").subscription)
+      assert.equal(2, size(srv, "alice"))
+      a:close(); b:close()
+    end)
+  end)
+
+  it("serves a roster stored larger than the limit: read, changed, shrunk, not grown", function()
+    serve.run({ users = USERS, limits = { max_roster = 2 } }, function(srv, port)
+      fill(srv, "alice", 5)
+      srv.store:set_roster_item("alice", "bob" .. D, { subscription = "both", groups = {} })
+      srv.store:set_roster_item("bob", "alice" .. D, { subscription = "both", groups = {} })
+      local b = login(port, "bob", "b")
+      local b_seen = serve.collect(b, "presence")
+      local a = login(port, "alice", "one")
+      local items = assert(a:roster_get())
+      local n = 0
+      for _ in pairs(items) do n = n + 1 end
+      assert.equal(6, n)
+      assert.truthy(serve.until_true(function() return #picked(b_seen, nil, "alice" .. D .. "/one") == 1 end),
+        "its presence reaches its contacts")
+      assert(a:roster_set("c1" .. ELSEWHERE, "Changed"))
+      assert(a:roster_remove("c2" .. ELSEWHERE))
+      local ok, _, cond = a:roster_set("new" .. ELSEWHERE)
+      assert.is_nil(ok)
+      assert.equal("resource-constraint", cond)
+      assert.equal(5, size(srv, "alice"))
+      a:close(); b:close()
+    end)
+  end)
+
+  it("is a documented limit, 1000 by default", function()
+    local limits = require("lxmpp.server").DEFAULT_LIMITS
+    assert.equal(1000, limits.max_roster)
+    local f = assert(io.open("docs/server.md", "rb"))
+    local doc = f:read("a")
+    f:close()
+    local row = doc:match("\n| `max_roster` | ([^\n]*)")
+    assert.is_not_nil(row, "docs/server.md has no max_roster row in its limits table")
+    assert.matches("^1000 |", row)
+    assert.matches("resource%-constraint", row)
+  end)
+end)

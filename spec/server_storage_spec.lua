@@ -238,6 +238,86 @@ for _, backend in ipairs(BACKENDS) do
 			assert.has_error(function() store:set_pending("alice", "bob@x", {}) end)
 		end)
 
+		-- the lookups presence, pubsub and PEP make without the whole roster
+		it("answers one contact, the size and the contacts of a subscription, through every change", function()
+			local function contacts(subs)
+				local list = store:roster_contacts("alice", subs)
+				table.sort(list)
+				return list
+			end
+			local SEES = { from = true, both = true }
+			assert.same({ 0, 0 }, { store:roster_size("alice") })
+			assert.is_nil(store:get_roster_item("alice", "bob@x"))
+			store:set_roster_item("alice", "bob@x", { name = "Bob", subscription = "both", groups = { "g" } })
+			store:set_roster_item("alice", "carol@x", { subscription = "to" })
+			store:set_roster_item("alice", "dave@x", { subscription = "from" })
+			store:set_pending("alice", "erin@x", "<presence/>")
+			assert.same({ 3, 1 }, { store:roster_size("alice") })
+			assert.equal(3, store:roster_version("alice"))
+			assert.same({ "bob@x", "dave@x" }, contacts(SEES))
+			assert.same({ "bob@x", "carol@x" }, contacts({ to = true, both = true }))
+			local bob = store:get_roster_item("alice", "bob@x")
+			assert_exactly({ name = "Bob", subscription = "both", groups = { "g" } }, bob)
+			bob.groups[1], bob.subscription = "changed", "none"       -- a copy
+			assert_exactly({ "g" }, store:get_roster_item("alice", "bob@x").groups)
+			assert.same({ "bob@x", "dave@x" }, contacts(SEES))
+			assert.equal("<presence/>", store:get_pending("alice", "erin@x"))
+			local pending = store:get_pending_requests("alice")
+			pending["erin@x"] = nil
+			assert.same({ ["erin@x"] = "<presence/>" }, store:get_pending_requests("alice"))
+			-- changes show at once
+			store:set_roster_item("alice", "bob@x", { subscription = "to" })
+			store:set_roster_item("alice", "dave@x", nil)
+			store:set_pending("alice", "erin@x", nil)
+			store:set_pending("alice", "frank@x", true)
+			assert.same({ 2, 1 }, { store:roster_size("alice") })
+			assert.equal(5, store:roster_version("alice"))
+			assert.same({}, contacts(SEES))
+			assert.is_nil(store:get_roster_item("alice", "dave@x"))
+			assert.is_nil(store:get_pending("alice", "erin@x"))
+			assert.is_true(store:get_pending("alice", "frank@x"))
+			assert.has_error(function() store:roster_contacts("alice", "both") end)
+			-- removing the account forgets it all
+			assert.is_true(store:remove_account("alice"))
+			assert.same({ 0, 0 }, { store:roster_size("alice") })
+			assert.is_nil(store:get_roster_item("alice", "carol@x"))
+			assert.is_true(store:roster_version("alice") > 5)
+		end)
+
+		it("keeps rosters right past the decoded cache's size", function()
+			local saved = storage.ROSTER_CACHE
+			storage.ROSTER_CACHE = 5
+			local path = backend.path(dir) and dir .. "/small.db"
+			local ok, err = pcall(function()
+				local small = assert(storage.open(path))
+				storage.ROSTER_CACHE = saved
+				for u = 1, 6 do
+					for c = 1, u do small:set_roster_item("u" .. u, "c" .. c .. "@x", { subscription = "both" }) end
+				end
+				for round = 1, 3 do
+					for u = 1, 6 do
+						-- read (evicting others), then written while cached or not
+						assert.same({ u + round - 1, 0 }, { small:roster_size("u" .. u) }, "u" .. u)
+						small:set_roster_item("u" .. u, "new" .. round .. "@x", { subscription = "from" })
+						assert.equal(u + round, #small:roster_contacts("u" .. u, { both = true, from = true }))
+					end
+				end
+				-- u6 alone (9 items) is larger than the whole cache, and still right
+				assert.equal("from", small:get_roster_item("u6", "new3@x").subscription)
+				small:set_roster_item("u6", "c1@x", nil)
+				assert.is_nil(small:get_roster_item("u6", "c1@x"))
+				assert.same({ 8, 0 }, { small:roster_size("u6") })
+				small:close()
+				if path then
+					small = assert(storage.open(path))
+					assert.same({ 8, 0 }, { small:roster_size("u6") })
+					small:close()
+				end
+			end)
+			storage.ROSTER_CACHE = saved
+			assert(ok, err)
+		end)
+
 		it("keeps offline messages in order, with growing ids, and deletes up to an id", function()
 			local ids = {}
 			for i = 1, 5 do ids[i] = store:push_offline("alice", "<message>" .. i .. "\0</message>") end
@@ -413,6 +493,7 @@ describe("storage (sqlite file)", function()
 		sqlite.BUSY_TIMEOUT_MS = saved
 		store:set("k", "v", "old")
 		store:set_roster_item("alice", "bob@x", {})
+		assert.is_not_nil(store:get_roster_item("alice", "bob@x"))   -- now decoded in memory too
 		local id = store:push_offline("alice", "first")
 		-- another connection holds the write lock
 		local env = luasql.sqlite3()
@@ -429,6 +510,8 @@ describe("storage (sqlite file)", function()
 		-- reads go on (WAL), and show nothing changed
 		assert.equal("old", store:get("k", "v"))
 		assert.equal(1, store:get_roster("alice").ver)
+		assert.is_nil(store:get_roster_item("alice", "carol@x"))   -- nor in the decoded copy
+		assert.same({ 1, 0 }, { store:roster_size("alice") })
 		assert.same({ { id = id, data = "first" } }, store:get_offline("alice"))
 		assert(other:execute("ROLLBACK"))
 		other:close()

@@ -39,6 +39,7 @@ M.DEFAULT_LIMITS = {
   max_offline_bytes = 4194304,  -- bytes of XML of the offline messages kept per account
   max_pending = 1000,           -- subscription requests kept unanswered per account
   max_directed = 1000,          -- JIDs one session has sent directed presence to (and will tell when it leaves)
+  max_roster = 1000,            -- contacts in one account's roster (a larger stored one still works)
   sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
   sm_queue = 500,               -- unacknowledged stanzas out per XEP-0198 session (4x this may wait)
   sm_queue_bytes = 2097152,     -- bytes of those stanzas (4x this may wait; a hibernating session: this)

@@ -23,6 +23,7 @@ local setmetatable, pairs, ipairs = setmetatable, pairs, ipairs
 local sort = table.sort
 
 local M = {}
+local WE_SEE = { to = true, both = true }       -- contacts whose presence we get
 local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 local NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
@@ -99,10 +100,8 @@ end
 -- node of its contacts' PEP services it may read, and of its own.
 function Pep:came_online(sess)
   local bares = { sess.bare }
-  for contact, item in pairs(self.srv.store:get_roster(sess.user).items) do
-    if (item.subscription == "to" or item.subscription == "both") and self.services[contact] then
-      bares[#bares + 1] = contact
-    end
+  for _, contact in ipairs(self.srv.store:roster_contacts(sess.user, WE_SEE)) do
+    if self.services[contact] then bares[#bares + 1] = contact end
   end
   for _, bare in ipairs(bares) do
     local service = self.services[bare]

@@ -61,6 +61,21 @@ function P:set_item(user, contact, item)
   self:push(user, contact, item, ver)
 end
 
+-- Is user's roster full (limits.max_roster items, or more stored before
+-- the limit was lowered)? Then no item may be added to it; the items it
+-- has may still change or go.
+function P:roster_full(user)
+  return self.srv.store:roster_size(user) >= self.srv.limits.max_roster
+end
+
+-- The text of a refusal because the roster is full.
+function P:full_text()
+  return ("a roster holds at most %d contacts"):format(self.srv.limits.max_roster)
+end
+
+local SEES_US = { from = true, both = true }       -- who gets our presence
+local WE_SEE = { to = true, both = true }          -- whose presence we get
+
 -- Delivers to every available resource of a local account.
 function P:to_available(bare, s)
   for _, sess in pairs(self.srv.sessions[bare] or {}) do
@@ -97,10 +112,10 @@ function P:roster_iq(sess, iq)
   local q, store = iq.tags[1], self.srv.store
   if iq.attr.type == "get" then
     sess.interested = true
-    local roster = store:get_roster(sess.user)
-    if q.attr.ver and q.attr.ver == tostring(roster.ver) then
+    if q.attr.ver and q.attr.ver == tostring(store:roster_version(sess.user)) then
       return sess:send(st.reply(iq))        -- unchanged: pushes follow
     end
+    local roster = store:get_roster(sess.user)
     local r = st.reply(iq):tag("query", { xmlns = NS_ROSTER, ver = tostring(roster.ver) })
     for contact, item in pairs(roster.items) do r:add_child(item_element(contact, item)) end
     return sess:send(r)
@@ -114,20 +129,19 @@ function P:roster_iq(sess, iq)
   if contact == sess.bare then return bad(sess, iq, "not-allowed", "an account cannot be its own contact") end
   local sub = it.attr.subscription
   if sub == "remove" then
-    local roster = store:get_roster(sess.user)
-    local item = roster.items[contact]
+    local item = store:get_roster_item(sess.user, contact)
     if not item then return sess:send(st.error_reply(iq, "cancel", "item-not-found")) end
-    local from = sess.bare
+    local from, pending = sess.bare, store:get_pending(sess.user, contact)
     if item.subscription == "to" or item.subscription == "both" or item.ask then
       self.srv:route(st.presence({ type = "unsubscribe", from = from, to = contact }))
     end
-    if item.subscription == "from" or item.subscription == "both" or roster.pending[contact] then
+    if item.subscription == "from" or item.subscription == "both" or pending then
       self.srv:route(st.presence({ type = "unsubscribed", from = from, to = contact }))
     end
     -- RFC 6121 §2.5.2 and §3.2.2: a contact that could see our presence
     -- sees us go, from every resource it saw
     if item.subscription == "from" or item.subscription == "both" then self:unavailable_to(from, contact) end
-    if roster.pending[contact] then store:set_pending(sess.user, contact, nil) end
+    if pending then store:set_pending(sess.user, contact, nil) end
     self:set_item(sess.user, contact, nil)
     return sess:send(st.reply(iq))
   end
@@ -141,8 +155,12 @@ function P:roster_iq(sess, iq)
     seen[name] = true
     groups[#groups + 1] = name
   end
-  local roster = store:get_roster(sess.user)
-  local old = roster.items[contact]
+  local old = store:get_roster_item(sess.user, contact)
+  -- RFC 6121 §2.3.3: the server may refuse a roster set; a new contact
+  -- past limits.max_roster is refused (changing or removing one is not)
+  if not old and self:roster_full(sess.user) then
+    return sess:send(st.error_reply(iq, "cancel", "resource-constraint", self:full_text()))
+  end
   self:set_item(sess.user, contact, {
     name = it.attr.name ~= "" and it.attr.name or nil, groups = groups,
     subscription = old and old.subscription or "none", ask = old and old.ask or nil,
@@ -158,8 +176,13 @@ local function new_item() return { subscription = "none", groups = {} } end
 -- Outbound: our user `user` sends `typ` to contact (a bare JID).
 function P:outbound_subscription(sess, s, typ, contact)
   local srv, store, user, bare = self.srv, self.srv.store, sess.user, sess.bare
-  local roster = store:get_roster(user)
-  local item = roster.items[contact]
+  local item = store:get_roster_item(user, contact)
+  local pending = store:get_pending(user, contact)
+  -- a subscription that would add a contact to a full roster is refused
+  -- (the request stays pending for a "subscribed" that is refused)
+  if not item and (typ == "subscribe" or (typ == "subscribed" and pending)) and self:roster_full(user) then
+    return sess:bounce(s, "cancel", "resource-constraint", self:full_text())
+  end
   s.attr.from, s.attr.to = bare, contact
   if typ == "subscribe" then
     item = item or new_item()
@@ -169,7 +192,7 @@ function P:outbound_subscription(sess, s, typ, contact)
     end
     return srv:route(s)
   elseif typ == "subscribed" then
-    if not roster.pending[contact] then return end   -- no pre-approvals
+    if not pending then return end   -- no pre-approvals
     store:set_pending(user, contact, nil)
     item = item or new_item()
     item.subscription = (item.subscription == "to" or item.subscription == "both") and "both" or "from"
@@ -189,7 +212,7 @@ function P:outbound_subscription(sess, s, typ, contact)
     self:set_item(user, contact, item)
     return srv:route(s)
   elseif typ == "unsubscribed" then
-    if roster.pending[contact] then
+    if pending then
       store:set_pending(user, contact, nil)
       return srv:route(s)                            -- a denial
     end
@@ -226,16 +249,18 @@ end
 -- presence itself (the user blocks the contact).
 function P:inbound_subscription(s, user, bare, typ, contact, quiet)
   local srv, store = self.srv, self.srv.store
-  local roster = store:get_roster(user)
-  local item = roster.items[contact]
+  local item = store:get_roster_item(user, contact)
+  local pending = store:get_pending(user, contact)
   s.attr.from, s.attr.to = contact, bare
   if typ == "subscribe" then
     if item and (item.subscription == "from" or item.subscription == "both") then
       return srv:route(st.presence({ type = "subscribed", from = bare, to = contact }))
     end
-    if not roster.pending[contact] then
-      local n = 0
-      for _ in pairs(roster.pending) do n = n + 1 end
+    -- kept pending even when the roster is full: a request is no roster
+    -- item (limits.max_pending bounds them); approving it adds one, and
+    -- that is what a full roster refuses (outbound_subscription)
+    if not pending then
+      local _, n = store:roster_size(user)
       if n >= srv.limits.max_pending then
         local e = st.error_reply(s, "wait", "resource-constraint", "too many subscription requests wait for this user")
         e.attr.from = bare
@@ -251,7 +276,7 @@ function P:inbound_subscription(s, user, bare, typ, contact, quiet)
     self:set_item(user, contact, item)
     return self:notify(bare, s, quiet)
   elseif typ == "unsubscribe" then
-    if roster.pending[contact] then store:set_pending(user, contact, nil) end
+    if pending then store:set_pending(user, contact, nil) end
     if not item or not (item.subscription == "from" or item.subscription == "both") then return end
     item.subscription = item.subscription == "both" and "to" or "none"
     self:set_item(user, contact, item)
@@ -295,14 +320,12 @@ function P:broadcast(sess, s)
     sess.presence = st.clone(s)
   end
   sess.available = available
-  local roster = srv.store:get_roster(sess.user)
-  for contact, item in pairs(roster.items) do
-    if item.subscription == "from" or item.subscription == "both" then
-      local p = st.clone(s)
-      p.attr.to = contact
-      srv:route(p)
-      if sess.directed then sess.directed[contact] = nil end
-    end
+  local store = srv.store
+  for _, contact in ipairs(store:roster_contacts(sess.user, SEES_US)) do
+    local p = st.clone(s)
+    p.attr.to = contact
+    srv:route(p)
+    if sess.directed then sess.directed[contact] = nil end
   end
   for _, other in pairs(srv.sessions[sess.bare] or {}) do
     if other.available or other == sess then
@@ -321,16 +344,14 @@ function P:broadcast(sess, s)
   end
   if not first then return end
   local send = function(p) srv:route(p) end   -- routed: block lists apply
-  for contact, item in pairs(roster.items) do
-    if item.subscription == "to" or item.subscription == "both" then
-      if srv.hosts[jid.domain(contact)] == self.im then
-        self:current_presence(contact, sess.full, send)
-      else
-        srv:route(st.presence({ type = "probe", from = sess.bare, to = contact }))
-      end
+  for _, contact in ipairs(store:roster_contacts(sess.user, WE_SEE)) do
+    if srv.hosts[jid.domain(contact)] == self.im then
+      self:current_presence(contact, sess.full, send)
+    else
+      srv:route(st.presence({ type = "probe", from = sess.bare, to = contact }))
     end
   end
-  for contact, request in pairs(roster.pending) do
+  for contact, request in pairs(store:get_pending_requests(sess.user)) do
     local p = type(request) == "string" and st.parse(request) or
       st.presence({ type = "subscribe", from = contact, to = sess.bare })
     p.attr.to = sess.full
@@ -454,8 +475,8 @@ function P:inbound_probe(s, node, bare)
   local from = s.attr.from
   local prober = jid.bare(from)
   if prober == bare then return end   -- our own account, answered at outbound_probe
-  local roster = self.srv:user_exists(node) and self.srv.store:get_roster(node)
-  local item = roster and roster.items[prober]
+  local exists = self.srv:user_exists(node)
+  local item = exists and self.srv.store:get_roster_item(node, prober)
   local route = function(p) self.srv:route(p) end
   if item and (item.subscription == "from" or item.subscription == "both") then
     local n = 0
@@ -466,7 +487,7 @@ function P:inbound_probe(s, node, bare)
       if stamp then p:tag("delay", { xmlns = "urn:xmpp:delay", from = self.domain, stamp = stamp }):up() end
       route(p)
     end
-  elseif not (roster and roster.pending[prober]) then
+  elseif not (exists and self.srv.store:get_pending(node, prober)) then
     route(st.presence({ type = "unsubscribed", from = bare, to = prober, id = s.attr.id }))
   end
 end

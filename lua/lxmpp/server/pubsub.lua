@@ -27,6 +27,7 @@ local NS_EVENT = NS .. "#event"
 local NS_ERRORS = NS .. "#errors"
 local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 local NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+local SEES_OWNER = { from = true, both = true }   -- roster items of who sees the owner's presence
 M.NS, M.NS_OWNER, M.NS_EVENT, M.NS_ERRORS = NS, NS .. "#owner", NS_EVENT, NS_ERRORS
 
 -- The pubsub#features this implementation has (disco#info).
@@ -152,7 +153,8 @@ end
 function Service:has_presence_of(owner, who)
   local user, domain = jid.prepped_split(owner)
   if not user or domain ~= self.srv.domain then return false end
-  local item = self.srv.store:get_roster(user).items[who]
+  -- one cached lookup, not the whole roster: a listing asks once per node
+  local item = self.srv.store:get_roster_item(user, who)
   return item ~= nil and (item.subscription == "from" or item.subscription == "both")
 end
 
@@ -205,10 +207,8 @@ function Service:targets(node)
   if self.kind == "pep" then
     set[self.owner_bare] = true
     local hosts = self.srv.hosts
-    for contact, item in pairs(self.srv.store:get_roster(self.owner_user).items) do
-      if (item.subscription == "from" or item.subscription == "both") and hosts[jid.domain(contact)] then
-        set[contact] = true
-      end
+    for _, contact in ipairs(self.srv.store:roster_contacts(self.owner_user, SEES_OWNER)) do
+      if hosts[jid.domain(contact)] then set[contact] = true end
     end
   end
   local list = {}

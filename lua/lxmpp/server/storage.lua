@@ -16,14 +16,27 @@
 -- corrupt, so a failure is never mistaken for "absent".
 --
 -- A mutating call has committed when it returns (for SQLite: on disk).
+--
+-- Rosters are kept decoded in memory once read (at most ROSTER_CACHE items
+-- and pending requests in all, the rosters read first forgotten first), and
+-- each roster write through the store updates that copy: the server asks
+-- about one contact (a subscription check, a pubsub access check) or about
+-- the contacts with a given subscription (a presence broadcast) without
+-- decoding the whole roster each time (docs/server.md, "Rosters"). So
+-- only one store at a time may write the rosters of a SQLite file.
 
 local codec = require "lxmpp.server.codec"
+local bounded = require "lxmpp.bounded"
 
 local type, error, pairs, ipairs, setmetatable = type, error, pairs, ipairs, setmetatable
 local math_type = math.type
 local sort = table.sort
 
 local storage = {}
+
+-- Roster items and pending requests kept decoded, in all, by a store
+-- opened from now on.
+storage.ROSTER_CACHE = 100000
 
 --- Argument checks ------------------------------------------------------------
 
@@ -99,9 +112,57 @@ local function backend(self)
 	return b
 end
 
+-- The roster cache. Each cached roster is { ver =, items = { contact ->
+-- item }, pending = { contact -> request }, n = #items, np = #pending } of
+-- decoded values that never leave this file: callers get copies (or strings).
+
+-- A copy of a decoded value (plain data: the codec allows no cycles).
+local function copy(v)
+	if type(v) ~= "table" then return v end
+	local c = {}
+	for k, x in pairs(v) do c[k] = copy(x) end
+	return c
+end
+
+local function weight(r) return r.n + r.np + 1 end
+
+-- The cached roster of user, read (and cached) when missing.
+local function roster(self, user)
+	local b, cache = backend(self), self._rosters
+	local r = cache:get(user)
+	if r then return r end
+	local ver, items, pending = b:roster_load(user)
+	r = { ver = ver, items = {}, pending = {}, n = 0, np = 0 }
+	for contact, blob in pairs(items) do
+		r.items[contact], r.n = decode(blob, "roster item " .. contact), r.n + 1
+	end
+	for contact, blob in pairs(pending) do
+		r.pending[contact], r.np = decode(blob, "pending " .. contact), r.np + 1
+	end
+	-- room for it: the oldest go (one larger than the whole cache is still kept, alone)
+	while cache:count() > 0 and self._cached + weight(r) > self._cache_max do
+		local old = cache:oldest()
+		self._cached = self._cached - weight(cache:get(old))
+		cache:delete(old)
+	end
+	cache:put(user, r)
+	self._cached = self._cached + weight(r)
+	return r
+end
+
+-- Forgets user's cached roster (its account is being removed).
+local function forget(self, user)
+	local r = self._rosters:get(user)
+	if r then
+		self._cached = self._cached - weight(r)
+		self._rosters:delete(user)
+	end
+end
+
 function Store:close()
 	local b = self._backend
 	self._backend = nil
+	self._rosters, self._cached = bounded.new(self._cache_max + 1), 0
 	if b then b:close() end
 end
 Store.__close = Store.close
@@ -121,7 +182,9 @@ end
 
 function Store:remove_account(user)
 	check_name(user, "user")
-	return backend(self):account_remove(user)
+	local b = backend(self)
+	forget(self, user)
+	return b:account_remove(user)
 end
 
 function Store:users()
@@ -130,20 +193,76 @@ function Store:users()
 	return list
 end
 
+--- Rosters ----------------------------------------------------------------------
+
+--- The whole roster of user: { ver =, items = { contact -> item },
+-- pending = { contact -> request } } (a copy).
 function Store:get_roster(user)
 	check_name(user, "user")
-	local ver, items, pending = backend(self):roster_load(user)
-	local roster = { ver = ver, items = {}, pending = {} }
-	for contact, blob in pairs(items) do roster.items[contact] = decode(blob, "roster item " .. contact) end
-	for contact, blob in pairs(pending) do roster.pending[contact] = decode(blob, "pending " .. contact) end
-	return roster
+	local r = roster(self, user)
+	return { ver = r.ver, items = copy(r.items), pending = copy(r.pending) }
+end
+
+--- One roster item of user (a copy), or nil.
+function Store:get_roster_item(user, contact)
+	check_name(user, "user")
+	check_name(contact, "contact")
+	return copy(roster(self, user).items[contact])
+end
+
+--- The pending subscription request of contact to user (its XML or
+-- true), or nil.
+function Store:get_pending(user, contact)
+	check_name(user, "user")
+	check_name(contact, "contact")
+	return roster(self, user).pending[contact]
+end
+
+--- The version of user's roster (RFC 6121 §2.6).
+function Store:roster_version(user)
+	check_name(user, "user")
+	return roster(self, user).ver
+end
+
+--- How many items user's roster holds, and how many requests wait.
+function Store:roster_size(user)
+	check_name(user, "user")
+	local r = roster(self, user)
+	return r.n, r.np
+end
+
+--- The contacts of user whose subscription is one of `subs` (a set, like
+-- { from = true, both = true }): a list of bare JIDs, in no given order.
+function Store:roster_contacts(user, subs)
+	check_name(user, "user")
+	if type(subs) ~= "table" then error("storage: roster_contacts needs a set of subscription states", 2) end
+	local list = {}
+	for contact, item in pairs(roster(self, user).items) do
+		if subs[item.subscription] then list[#list + 1] = contact end
+	end
+	return list
+end
+
+--- The pending subscription requests of user: { contact -> request } (a copy).
+function Store:get_pending_requests(user)
+	check_name(user, "user")
+	return copy(roster(self, user).pending)
 end
 
 function Store:set_roster_item(user, contact, item)
 	check_name(user, "user")
 	check_name(contact, "contact")
 	local blob = item ~= nil and codec.encode(roster_item(item)) or nil
-	return backend(self):roster_set(user, contact, blob)
+	local ver, err = backend(self):roster_set(user, contact, blob)
+	if not ver then return nil, err end
+	local r = self._rosters:get(user)
+	if r then
+		local had = r.items[contact] ~= nil
+		r.items[contact], r.ver = blob and decode(blob, "roster item " .. contact), ver
+		local delta = (blob and 1 or 0) - (had and 1 or 0)
+		r.n, self._cached = r.n + delta, self._cached + delta
+	end
+	return ver
 end
 
 function Store:set_pending(user, contact, value)
@@ -152,7 +271,16 @@ function Store:set_pending(user, contact, value)
 	if value ~= nil and value ~= true and type(value) ~= "string" then
 		error("storage: a pending request is its XML (a string), true or nil", 2)
 	end
-	return backend(self):pending_set(user, contact, value ~= nil and codec.encode(value) or nil)
+	local ok, err = backend(self):pending_set(user, contact, value ~= nil and codec.encode(value) or nil)
+	if not ok then return nil, err end
+	local r = self._rosters:get(user)
+	if r then
+		local had = r.pending[contact] ~= nil
+		r.pending[contact] = value
+		local delta = (value ~= nil and 1 or 0) - (had and 1 or 0)
+		r.np, self._cached = r.np + delta, self._cached + delta
+	end
+	return ok
 end
 
 function Store:push_offline(user, xml)
@@ -344,7 +472,9 @@ function storage.open(path)
 		b, err = require("lxmpp.server.storage_sqlite").open(path)
 		if not b then return nil, err end
 	end
-	return setmetatable({ _backend = b }, Store)
+	-- at most ROSTER_CACHE + 1 rosters: each weighs at least 1
+	local max = storage.ROSTER_CACHE
+	return setmetatable({ _backend = b, _rosters = bounded.new(max + 1), _cached = 0, _cache_max = max }, Store)
 end
 
 return storage
