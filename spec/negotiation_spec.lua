@@ -1,7 +1,8 @@
 -- Client negotiation paths that Prosody does not take by default, against a
 -- scripted server on loopback (tls = "none" is allowed there only): SASL
--- ANONYMOUS, a bind conflict answered with a fresh resource, and legacy
--- session establishment when the server still requires it.
+-- ANONYMOUS, a bind conflict answered with a fresh resource, legacy
+-- session establishment when the server still requires it, and `timeout`
+-- as the deadline of the whole negotiation against servers that stall.
 local lxmpp = require "lxmpp"
 local net = require "lxmpp.net"
 local st = lxmpp.stanza
@@ -13,6 +14,8 @@ local HEADER = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
   "xmlns:stream='http://etherx.jabber.org/streams' from='example.test' id='%s' version='1.0'>"
 
 local clean = require "spec.support.clean"
+local core = require "lxmpp.core"
+local SLOW = require("spec.support.slow").factor
 
 -- A minimal server: ANONYMOUS, then bind (refusing `taken` resources with
 -- conflict), then a required session. It records what the client did.
@@ -115,6 +118,60 @@ describe("negotiation paths", function()
       c:close()
       l:close()
     end)
+  end)
+
+  -- connect{timeout=} is one deadline for TCP, TLS, SASL and binding; a
+  -- server that answers slowly, byte by byte, cannot stretch it
+  for _, case in ipairs({
+    { "stalls after its stream header", "none", function() end },
+    { "dribbles its features a byte at a time", "none", function(conn, state)
+      local bytes = "<stream:features><mechanisms xmlns='" .. NS_SASL .. "'>"
+      lxmpp.spawn(function()
+        local i = 0
+        while not state.gone do
+          i = i + 1
+          conn:write(i <= #bytes and bytes:sub(i, i) or " ")     -- then spaces, forever
+          lxmpp.sleep(0.02)
+        end
+      end)
+    end },
+  }) do
+    it("gives up at connect's timeout when the server " .. case[1] .. ", and closes the socket", function()
+      lxmpp.run(function()
+        local state = {}
+        local l = assert(net.listen("127.0.0.1", 0, function(conn)
+          conn:on("open", function()
+            conn:write(HEADER:format("slow"))
+            case[3](conn, state)
+          end)
+          conn:on("eof", function() state.gone = true conn:abort() end)
+          conn:on("closed", function() state.gone = true end)
+          conn:parse()
+        end))
+        local timeout = 0.5 * SLOW
+        local t0 = core.now()
+        local c, msg, cond = lxmpp.connect({ jid = "alice@example.test", password = "secret",
+          host = "127.0.0.1", port = l:port(), tls = case[2], insecure = true, timeout = timeout,
+          reconnect = false })
+        local took = core.now() - t0
+        assert.is_nil(c)
+        assert.equal("timeout", cond, msg)
+        assert.is_true(took < timeout + 1 * SLOW, ("connect returned after %.2f s"):format(took))
+        for _ = 1, 100 do
+          if state.gone then break end
+          lxmpp.sleep(0.02 * SLOW)
+        end
+        assert.is_true(state.gone, "the client left its socket open")
+        l:close()
+      end)
+    end)
+  end
+
+  it("refuses a timeout that is not a positive number", function()
+    for _, bad in ipairs({ 0, -1, "5" }) do
+      assert.has_error(function() lxmpp.connect({ jid = "a@example.test", password = "x", timeout = bad }) end,
+        "lxmpp.connect: timeout must be a positive number")
+    end
   end)
 
   it("never uses PLAIN without TLS, even when it is all the server offers", function()

@@ -233,6 +233,48 @@ describe("embedded server: blocking", function()
     end)
   end)
 
+  -- a room relays invitations and declines from its own address: the block
+  -- applies to whom they speak for (the 'from' of <invite/>, <decline/>)
+  it("drops MUC invitations and declines from a blocked JID, and its direct invitations", function()
+    local ROOM = "r@conference.example.test"
+    local NS_USER = "http://jabber.org/protocol/muc#user"
+    serve.run({ users = USERS, muc = "conference.example.test" }, function(_, port)
+      local a, b, c = login(port, "alice", "a"), login(port, "bob", "b"), login(port, "carol", "c")
+      a:send_presence()                          -- invitations to the bare JID
+      assert(a:block({ BOB }))
+      local got = {}
+      a:on("stanza", function(s)
+        local x = s.name == "message" and s:get_child("x", NS_USER)
+        local el = x and (x:get_child("invite") or x:get_child("decline"))
+        if el then got[#got + 1] = el.name .. " " .. el.attr.from end
+        if s:get_child("x", "jabber:x:conference") then got[#got + 1] = "direct " .. s.attr.from end
+      end)
+      assert(c:muc_join(ROOM, "carol"))
+      assert(b:muc_join(ROOM, "bob"))
+      assert(a:muc_join(ROOM, "alice"))
+      local function mediated(from, what, to)
+        from:send(st.message({ to = ROOM }):tag("x", { xmlns = NS_USER }):tag(what, { to = to }))
+        -- the room has relayed it once the server answers a later request
+        assert(from:request(st.iq({ type = "get", to = "example.test" }):query("urn:xmpp:ping")))
+      end
+      assert(a:muc_room(ROOM):leave())             -- invitations go to rooms one is not in
+      mediated(b, "invite", ALICE)
+      b:send(st.message({ to = ALICE }):tag("x", { xmlns = "jabber:x:conference", jid = ROOM }))
+      assert(b:request(st.iq({ type = "get", to = ALICE .. "/a" }):query("urn:xmpp:ping")) == nil)
+      mediated(c, "invite", ALICE)
+      wait_for(got, 1)
+      assert(a:muc_join(ROOM, "alice"))
+      mediated(a, "invite", BOB)
+      mediated(a, "invite", CAROL)
+      mediated(b, "decline", ALICE .. "/a")
+      mediated(c, "decline", ALICE .. "/a")
+      wait_for(got, 2)
+      lxmpp.sleep(0.05)
+      assert.same({ "invite " .. CAROL .. "/c", "decline " .. CAROL }, got)
+      for _, cl in ipairs({ a, b, c }) do cl:close() end
+    end)
+  end)
+
   it("refuses what we send to a blocked JID with not-acceptable and <blocked/>, without carbons", function()
     serve.run({ users = USERS }, function(_, port)
       local a1, a2 = login(port, "alice", "a1"), login(port, "alice", "a2")

@@ -301,6 +301,67 @@ describe("lxmpp.server.muc", function ()
 			assert.equal("not-acceptable", (error_condition(out[1])))
 		end)
 
+		-- issue 13: a decline is relayed from the room's address, so the room
+		-- relays only the one answer to an invitation it forwarded itself
+		local function invite(from, invitee)
+			return h:send("<message from='" .. from .. "' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><invite to='" .. invitee .. "'/></x></message>")
+		end
+		local function decline(from, inviter, body)
+			return h:send("<message from='" .. from .. "' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+				.. "'><decline" .. (inviter and (" to='" .. inviter .. "'") or "") .. "><reason>" .. (body or "no")
+				.. "</reason></decline></x></message>")
+		end
+
+		it("relays a decline only from an invitee, to its inviter, once", function ()
+			-- nobody invited eve: her "decline" to carol is not relayed
+			local out = decline("eve@remote.example/e", "carol@localhost", "buy cheap pills")
+			assert.equal(1, #out)
+			assert.equal("eve@remote.example/e", out[1].attr.to)
+			assert.same({ "not-acceptable", "modify" }, { error_condition(out[1]) })
+			invite("bob@localhost/a", "dave@localhost")
+			-- dave may not use his invitation to reach someone other than bob
+			out = decline("dave@localhost/d", "carol@localhost")
+			assert.equal("dave@localhost/d", out[1].attr.to)
+			assert.equal("not-acceptable", (error_condition(out[1])))
+			-- nor may someone else use dave's invitation
+			out = decline("eve@remote.example/e", "bob@localhost/a")
+			assert.equal("not-acceptable", (error_condition(out[1])))
+			-- dave's one decline to bob (bare or full) goes through, a second does not
+			out = decline("dave@localhost/other", "bob@localhost")
+			assert.equal(1, #out)
+			assert.equal("bob@localhost", out[1].attr.to)
+			assert.equal("dave@localhost", user_x(out[1]):get_child("decline").attr.from)
+			out = decline("dave@localhost/d", "bob@localhost/a")
+			assert.equal("not-acceptable", (error_condition(out[1])))
+		end)
+
+		it("sends a decline without 'to' to the inviter of the latest invitation", function ()
+			invite("bob@localhost/a", "dave@localhost")
+			local out = decline("dave@localhost/d", nil)
+			assert.equal(1, #out)
+			assert.equal("bob@localhost/a", out[1].attr.to)
+			assert.equal(ROOM, out[1].attr.from)
+		end)
+
+		it("keeps at most max_pending_invitations per room, forgetting the oldest", function ()
+			h = harness({ max_pending_invitations = 2 })
+			configured_room(h)
+			join(h, "bob@localhost/a", "bob")
+			for i = 1, 3 do invite("bob@localhost/a", "guest" .. i .. "@localhost") end
+			assert.equal(2, #h.host.rooms[ROOM].invitations)
+			assert.equal("not-acceptable", (error_condition(decline("guest1@localhost/x", "bob@localhost/a")[1])))
+			assert.equal("bob@localhost/a", decline("guest3@localhost/x", "bob@localhost/a")[1].attr.to)
+			assert.equal("bob@localhost/a", decline("guest2@localhost/x", "bob@localhost/a")[1].attr.to)
+			-- inviting the same person again keeps one entry
+			for _ = 1, 5 do invite("bob@localhost/a", "guest1@localhost") end
+			assert.equal(1, #h.host.rooms[ROOM].invitations)
+			-- a non-occupant's invitation is refused and not remembered
+			local out = invite("eve@remote.example/e", "guest9@localhost")
+			assert.equal("not-acceptable", (error_condition(out[1])))
+			assert.equal("not-acceptable", (error_condition(decline("guest9@localhost/x", "eve@remote.example/e")[1])))
+		end)
+
 		it("makes an admin's invitee a member of a members-only room", function ()
 			h:send(iq(OWNER, "set", ROOM, submit({ membersonly = "1" })))
 			local out = h:send("<message from='" .. OWNER .. "' to='" .. ROOM .. "'><x xmlns='" .. NS_USER

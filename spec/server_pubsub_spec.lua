@@ -253,6 +253,43 @@ describe("embedded server: pubsub service", function()
     end)
   end)
 
+  -- an open publish model lets anyone add items, not take others' away
+  it("lets an open publisher retract and overwrite only its own items; owners and publishers any", function()
+    run(function(srv, port)
+      local a, b, c = login(port, "alice"), login(port, "bob"), login(port, "carol")
+      assert(a:pubsub_create(SERVICE, "wall", { ["pubsub#publish_model"] = "open" }))
+      assert(b:pubsub_publish(SERVICE, "wall", entry("bob's"), "b1"))
+      assert(c:pubsub_publish(SERVICE, "wall", entry("carol's"), "c1"))
+      local r, _, cond = c:pubsub_retract(SERVICE, "wall", "b1")
+      assert.is_nil(r)
+      assert.equal("forbidden", cond)
+      r, _, cond = c:pubsub_publish(SERVICE, "wall", entry("defaced"), "b1")
+      assert.is_nil(r)
+      assert.equal("forbidden", cond)
+      local item = assert(a:pubsub_items(SERVICE, "wall", { ids = { "b1" } }))[1]
+      assert.same({ "bob's", "bob@example.test" }, { item.payload:get_text(), item.publisher })
+      -- one's own items: overwritten and retracted
+      assert.equal("c1", c:pubsub_publish(SERVICE, "wall", entry("carol's, edited"), "c1"))
+      assert.is_true(c:pubsub_retract(SERVICE, "wall", "c1"))
+      -- the owner changes anyone's, and so does a publisher
+      assert(b:pubsub_publish(SERVICE, "wall", entry("bob's second"), "b2"))
+      assert.is_true(a:pubsub_retract(SERVICE, "wall", "b2"))
+      assert(owner_iq(a, "set", st.stanza("affiliations", { node = "wall" })
+        :tag("affiliation", { jid = "carol@example.test", affiliation = "publisher" }):up()))
+      assert.equal("b1", c:pubsub_publish(SERVICE, "wall", entry("moderated"), "b1"))
+      assert.equal("carol@example.test", assert(a:pubsub_items(SERVICE, "wall", { ids = { "b1" } }))[1].publisher)
+      -- an item with no publisher recorded (stored by an older version) is
+      -- the owners' and publishers' alone
+      assert(b:pubsub_publish(SERVICE, "wall", entry("old"), "legacy"))
+      srv.pubsub.service.nodes.wall.by_id.legacy.publisher = nil
+      r, _, cond = b:pubsub_retract(SERVICE, "wall", "legacy")
+      assert.is_nil(r)
+      assert.equal("forbidden", cond)
+      assert.is_true(c:pubsub_retract(SERVICE, "wall", "legacy"))
+      a:close(); b:close(); c:close()
+    end)
+  end)
+
   it("notifies retractions, purges and deletion, and keeps max_items items", function()
     run(function(_, port)
       local a, b = login(port, "alice"), login(port, "bob")

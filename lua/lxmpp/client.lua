@@ -6,6 +6,9 @@
 -- ordered event bus under "features"; stream management (features/sm.lua)
 -- resumes before binding and enables after it. It returns once the session
 -- is bound. Once online, a lost link is reconnected (lua/lxmpp/reconnect.lua).
+-- opts.timeout (DEFAULT_TIMEOUT) bounds the whole of it (TCP, TLS, SASL,
+-- binding), however the server dribbles its bytes: every wait on the way
+-- gets only the time left (Client:time_left).
 
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
@@ -38,6 +41,8 @@ M.features = {
 }
 
 local TLS_MODES = { starttls = true, direct = true, none = true }
+local DEFAULT_TIMEOUT = 60   -- seconds to establish a session (opts.timeout)
+M.DEFAULT_TIMEOUT = DEFAULT_TIMEOUT
 
 local function is_loopback(host)
   return host == "localhost" or host == "::1" or (type(host) == "string" and host:match("^127%.") ~= nil)
@@ -61,6 +66,12 @@ local function check_opts(opts)
   if opts.host ~= nil and type(opts.host) ~= "string" then error("lxmpp.connect: host must be a string", 3) end
   if opts.port ~= nil and (math.type(opts.port) ~= "integer" or opts.port < 1 or opts.port > 65535) then
     error("lxmpp.connect: port must be an integer from 1 to 65535", 3)
+  end
+  for _, k in ipairs({ "timeout", "connect_timeout" }) do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or v <= 0) then
+      error("lxmpp.connect: " .. k .. " must be a positive number", 3)
+    end
   end
   if opts.cafile ~= nil and type(opts.cafile) ~= "string" then error("lxmpp.connect: cafile must be a path", 3) end
   if mech ~= nil and type(mech) ~= "string" then error("lxmpp.connect: mechanism must be a string", 3) end
@@ -178,7 +189,13 @@ function Client:start_tls(direct)
     self.conn:abort()
     return nil, ("%d bytes of plaintext arrived after <proceed/>: refused"):format(discarded), "tls-failed"
   end
-  local t = core.timer(self.opts.timeout or 30, w)
+  local left = self:time_left() or self.opts.timeout or DEFAULT_TIMEOUT
+  if left <= 0 then
+    self.conn:on("tls-done", nil)
+    self.conn:on("tls-failed", nil)
+    return nil, "TLS handshake timed out", "timeout"
+  end
+  local t = core.timer(left, w)
   local done, emsg, econd = w:wait()
   t:stop()
   self.conn:on("tls-done", nil)
@@ -196,6 +213,23 @@ end
 
 ---------------------------------------------------------------------------
 -- negotiation
+
+--- Seconds left before the deadline of establish() (opts.timeout), or nil
+-- outside it.
+function Client:time_left()
+  return self.deadline and self.deadline - core.now()
+end
+
+--- Session:read, never waiting past the deadline of establish(): what the
+-- features read while negotiating.
+function Client:read(timeout)
+  local left = self:time_left()
+  if left then
+    if left <= 0 then return nil, "the session was not established in time", "timeout" end
+    if timeout == nil or timeout > left then timeout = left end
+  end
+  return session.Session.read(self, timeout)
+end
 
 --- Opens the stream and reads the server's header and features.
 function Client:open()
@@ -288,6 +322,7 @@ end
 -- 6120 §4.9.3.19) with the same TLS policy: the certificate must still
 -- show the JID's domain. true, or nil, message, condition.
 function Client:establish()
+  self.deadline = core.now() + (self.opts.timeout or DEFAULT_TIMEOUT)
   local ok, msg, cond = self:establish_once()
   local target = not ok and cond == "see-other-host" and self.see_other_host
   if target then
@@ -301,6 +336,7 @@ function Client:establish()
     ok, msg, cond = self:establish_once()
     self.redirect = nil
   end
+  self.deadline = nil
   return ok, msg, cond
 end
 
@@ -314,7 +350,10 @@ function Client:establish_once()
       last_msg, last_cond = amsg, acond
     else
       for _, ip in ipairs(ips) do
-        local conn, cmsg, ccond = net.connect(ip, cand.port, self.opts.connect_timeout or 15)
+        local left = self:time_left()
+        if left <= 0 then return nil, "the session was not established in time", "timeout" end
+        local per = self.opts.connect_timeout or 15
+        local conn, cmsg, ccond = net.connect(ip, cand.port, per < left and per or left)
         if not conn then
           last_msg, last_cond = cmsg, ccond
         else

@@ -16,6 +16,13 @@
 --    requests get <not-acceptable/> with <blocked xmlns=
 --    'urn:xmpp:blocking:errors'/>, presence (broadcasts included) is
 --    dropped.
+--  * a mediated MUC invitation or decline (XEP-0045 §7.8.2) comes from
+--    the room's address but on behalf of the occupant or invitee named in
+--    its <invite from=.../> or <decline from=.../>: when our user blocks
+--    that original sender, it is dropped, silently (the room is not the
+--    one blocked, and telling it would tell the sender). A direct
+--    invitation (XEP-0249) is a message from the sender itself, refused as
+--    above.
 -- Items match as XEP-0016 says: a full JID only itself, a bare JID its
 -- resources, a domain itself, its users, resources and subdomains.
 -- Stanzas within one account, and to or from the server's own domain, are
@@ -34,6 +41,7 @@ local setmetatable, pairs, ipairs, next, tostring, table_sort =
 local M = {}
 local NS = "urn:xmpp:blocking"
 local NS_ERRORS = "urn:xmpp:blocking:errors"
+local NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 M.NS = NS
 
 local KIND = "blocklist"
@@ -130,6 +138,15 @@ local function refuse_inbound(self, s)
   return true
 end
 
+-- Whom a relayed MUC invitation or decline speaks for (XEP-0045 §7.8.2):
+-- the 'from' of its <invite/> or <decline/>, or nil.
+local function relayed_from(s)
+  if s.name ~= "message" or s.attr.type == "error" then return nil end
+  local x = s:get_child("x", NS_MUC_USER)
+  local el = x and (x:get_child("invite") or x:get_child("decline"))
+  return el and el.attr.from
+end
+
 --- true when s (to node@host/res) must not be routed; the refusal has
 -- been handled then.
 function B:refuses(s, node, host, res)
@@ -144,6 +161,13 @@ function B:refuses(s, node, host, res)
   if node and host == domain and (fnode or fhost ~= domain) and
       matches(self:set_of(node), fnode, fhost, fres) then
     return refuse_inbound(self, s)
+  end
+  local original = node and host == domain and relayed_from(s)
+  if original then
+    local onode, ohost, ores = split(original)
+    if ohost and not (onode == node and ohost == host) and matches(self:set_of(node), onode, ohost, ores) then
+      return true
+    end
   end
   return false
 end

@@ -16,6 +16,9 @@
 --   history of all rooms takes at most 64 MiB by default), max_admin_items
 --   per muc#admin request (100), max_affiliations per room (1000: members,
 --   admins, owners and outcasts), max_pending_iq forwarded per room (256),
+--   max_pending_invitations per room (100: forwarded invitations not yet
+--   declined, the oldest forgotten first; an invitee may decline only one
+--   of those, once),
 --   create = "local" (users of srv.domain and its subdomains may create
 --   rooms) | "anyone" | function(bare_jid) -> boolean,
 --   clock = function() -> seconds (os.time),
@@ -39,6 +42,7 @@ local STORE_KIND = "muc_room"
 local LIMITS = {
 	max_rooms = 1000, max_occupants = 1000, max_sessions = 10, max_history = 20,
 	max_history_bytes = 64 * 1024, max_admin_items = 100, max_affiliations = 1000, max_pending_iq = 256,
+	max_pending_invitations = 100,
 }
 
 local Host = {}

@@ -439,7 +439,8 @@ function Room:private_message(stanza, nick)
 	self:send_to(target, msg)
 end
 
--- Mediated invitation (XEP-0045 §7.8.2): forwarded from the room.
+-- Mediated invitation (XEP-0045 §7.8.2): forwarded from the room, and
+-- remembered (remember_invitation) so that the invitee may decline it once.
 function Room:invite(stanza, x)
 	local occ = self.sessions[stanza.attr.from]
 	local aff = self:affiliation(jid.bare(stanza.attr.from))
@@ -462,16 +463,60 @@ function Room:invite(stanza, x)
 		self.affiliations[jid.bare(to)] = "member"
 		self:save()
 	end
+	self:remember_invitation(jid.bare(to), stanza.attr.from)
 	self.srv:route(m)
 end
 
--- A declined invitation goes back to the inviter, from the room.
+-- The invitations the room forwarded and nobody declined yet, oldest
+-- first: { invitee = bare JID, inviter = full JID }, at most
+-- limits.max_pending_invitations (the oldest forgotten first); the same
+-- invitee and inviter (bare) hold one entry, the latest.
+function Room:remember_invitation(invitee, inviter)
+	local list = self.invitations or {}
+	self.invitations = list
+	local inviter_bare = jid.bare(inviter)
+	for i, inv in ipairs(list) do
+		if inv.invitee == invitee and jid.bare(inv.inviter) == inviter_bare then remove(list, i) break end
+	end
+	local max = self.service.limits.max_pending_invitations
+	while #list > 0 and #list >= max do remove(list, 1) end
+	if max > 0 then list[#list + 1] = { invitee = invitee, inviter = inviter } end
+end
+
+-- Takes (forgets) the pending invitation of `invitee` from `to` (the
+-- inviter, bare or full; nil: the latest invitation of invitee); returns
+-- it, or nil.
+function Room:take_invitation(invitee, to)
+	local list = self.invitations or {}
+	local to_bare = to and jid.bare(to)
+	for i = #list, 1, -1 do
+		local inv = list[i]
+		if inv.invitee == invitee and (to == nil or jid.bare(inv.inviter) == to_bare) then
+			remove(list, i)
+			return inv
+		end
+	end
+end
+
+-- A declined invitation goes back to the inviter, from the room: only from
+-- an invitee the room has a pending invitation for, to that inviter, once
+-- (otherwise the room's address would relay anyone's messages to anyone).
+-- A decline without a 'to' goes to the inviter of the latest invitation.
 function Room:decline(stanza, x)
 	local decline = x:get_child("decline")
-	local to = decline.attr.to and jid.prep(decline.attr.to)
-	if not to then return self:reply_error(stanza, "modify", "jid-malformed", "invalid inviter") end
-	local m = st.message({ from = self.jid, to = to })
-	m:tag("x", { xmlns = NS_USER }):tag("decline", { from = jid.bare(stanza.attr.from) })
+	local to = decline.attr.to
+	if to then
+		to = jid.prep(to)
+		if not to then return self:reply_error(stanza, "modify", "jid-malformed", "invalid inviter") end
+	end
+	local invitee = jid.bare(stanza.attr.from)
+	local inv = self:take_invitation(invitee, to)
+	if not inv then
+		return self:reply_error(stanza, "modify", "not-acceptable",
+			"this room has no pending invitation for you" .. (to and " from " .. to or ""))
+	end
+	local m = st.message({ from = self.jid, to = to or inv.inviter })
+	m:tag("x", { xmlns = NS_USER }):tag("decline", { from = invitee })
 	local reason = decline:get_child_text("reason")
 	if reason then m:text_tag("reason", reason) end
 	self.srv:route(m)

@@ -187,6 +187,18 @@ function Service:can_publish(node, bare)
   return false, err("auth", "forbidden", "you may not publish to this node")
 end
 
+--- May `bare`, who may publish to `node`, replace or retract `item`? The
+-- node's owners and publishers may change any item (XEP-0060 §4.1, the
+-- affiliation table); whoever else the publish model lets in (open,
+-- subscribers) only the items it published itself. An item with no
+-- publisher recorded (kept by an older version) is the owners' and
+-- publishers' alone. true, or false and the error.
+function Service.may_change_item(_, node, bare, item)
+  local a = node:affiliation(bare)
+  if a == "owner" or a == "publisher" or (item.publisher ~= nil and item.publisher == bare) then return true end
+  return false, err("auth", "forbidden", "this item was published by someone else")
+end
+
 function Service.is_subscribed(_, node, bare)
   for who in pairs(node.subscriptions) do
     if jid.bare(who) == bare then return true end

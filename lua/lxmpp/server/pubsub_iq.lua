@@ -119,6 +119,10 @@ local function install(M)
     local id = item.attr.id
     if not id or id == "" then id = self:new_id() end
     local xml, old = tostring(item.tags[1]), node.by_id[id]
+    if old then
+      ok, e = self:may_change_item(node, bare, old)
+      if not ok then return e end
+    end
     if self.bytes + #xml - (old and #old.xml or 0) > self:limit("max_pubsub_bytes") then
       return err("wait", "resource-constraint", "this service holds too much data; retract or purge items")
     end
@@ -139,7 +143,11 @@ local function install(M)
     ok, e = self:can_publish(node, bare)
     if not ok then return e end
     local id = item.attr.id
-    if not node:retract(id) then return err("cancel", "item-not-found", "no such item") end
+    local it = node.by_id[id]
+    if not it then return err("cancel", "item-not-found", "no such item") end
+    ok, e = self:may_change_item(node, bare, it)
+    if not ok then return e end
+    node:retract(id)
     local notify = op.attr.notify == "true" or op.attr.notify == "1" or node.config.notify_retract
     return st.reply(iq), notify and function()
       self:notify(node, st.stanza("items", { node = node.name }):tag("retract", { id = id }):up())
