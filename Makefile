@@ -13,8 +13,8 @@ LIBS      := -lexpat -lidn -lssl -lcrypto -luv -lcares
 
 SRC       := $(wildcard csrc/*.c)
 HDR       := $(wildcard csrc/*.h)
-ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c csrc/sasl.c \
-             csrc/saslprep.c csrc/sasl_client.c csrc/sasl_server.c \
+ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c csrc/utf8.c csrc/sasl.c \
+             csrc/saslprep.c csrc/prep.c csrc/sasl_client.c csrc/sasl_server.c \
              csrc/stream_tree.c
 
 # Debian packages the project needs (build, tests, peers, fuzzing, benchmarks).
