@@ -109,10 +109,15 @@ check: deps build-asan/lxmpp/core.so
 # libFuzzer targets for the pure engines, seeded from the spec data.
 FUZZ_CC    := clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c99 -D_POSIX_C_SOURCE=200809L -Icsrc
-FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip build-fuzz/fuzz_sasl
+FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip build-fuzz/fuzz_sasl build-fuzz/fuzz_tls
 build-fuzz/%: fuzz/%.c $(ENGINES) $(HDR)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(ENGINES) -lexpat -lidn -lcrypto
+
+# the TLS engine (OpenSSL on memory BIOs) is pure C too, but needs libssl
+build-fuzz/fuzz_tls: fuzz/fuzz_tls.c csrc/tls.c $(HDR)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Wall -Wextra -pedantic -Werror -o $@ $< csrc/tls.c -lssl -lcrypto
 
 fuzz: deps build $(FUZZERS)
 	rm -rf build-fuzz/corpus && $(LUA) fuzz/make_corpus.lua build-fuzz/corpus
