@@ -4,21 +4,19 @@
  * luaopen_lxmpp_core (core.c) creates the module table and calls each
  * lx_open_* below with that table on top of the stack; each one adds its
  * functions to it (stack effect: none) and keeps its own per-state context
- * in upvalues or the registry (STYLE.md rule 6: no C globals).
+ * in upvalues or the registry (STYLE.md rule 6: no C globals). It also
+ * declares the few functions one binding offers another (net.c uses
+ * tls_lua.c's and stream_lua.c's). Generic helpers are in luax.h.
  */
 #ifndef LXMPP_CORE_H
 #define LXMPP_CORE_H
 
-#include <lua.h>
-#include <lauxlib.h>
+#include "lx.h"
+#include "luax.h"
 
-#if defined(__GNUC__)
-#define LX_EXPORT __attribute__((visibility("default")))
-#else
-#define LX_EXPORT
-#endif
+LX_HIDDEN_BEGIN
 
-void lx_open_stream(lua_State *L);    /* stream_lua.c: stream_parser, parse_element */
+void lx_open_stream(lua_State *L);    /* stream_lua.c: stream_parser, parse_element, set_stanza_mt */
 void lx_open_serialize(lua_State *L); /* serialize_lua.c: serialize, check_* */
 void lx_open_idn(lua_State *L);       /* idn.c: nodeprep, nameprep, resourceprep, to_ascii */
 void lx_open_loop(lua_State *L);      /* loop.c: the event loop, dispatcher, timers */
@@ -28,12 +26,6 @@ void lx_open_tls(lua_State *L);       /* tls_lua.c: TLS contexts and sessions */
 void lx_open_hash(lua_State *L);      /* hash_lua.c: digests, randomness, const_eq */
 void lx_open_dns(lua_State *L);       /* dns.c: core.resolver (c-ares SRV, A/AAAA), core.ip_family */
 void lx_open_sasl(lua_State *L);      /* sasl_lua.c: sasl_choose, sasl_client, sasl_server, ... */
-
-/* Creates the metatable `name` for a userdata class, once: __index is a
- * table of `methods` (may be NULL), and __gc, __close, __tostring are set
- * when given. Pushes the metatable. core.c. */
-void lx_class(lua_State *L, const char *name, const luaL_Reg *methods,
-              lua_CFunction gc, lua_CFunction close, lua_CFunction tostring);
 
 /* Deepest element nesting the serializer writes, and so the depth that
  * core.parse_element accepts by default: whatever lxmpp can write, it can
@@ -54,8 +46,6 @@ struct lx_stream;
  * stream_lua.c's push_keys() pushes them, or 0. stream_lua.c. */
 int lx_push_event(lua_State *L, struct lx_stream *s, int ev, int keys);
 
-/* Registry key (its address) of the stanza metatable shared by the parser and
- * lxmpp.stanza; set by core.set_stanza_mt(mt). */
-extern const char lx_stanza_mt_key;
+LX_HIDDEN_END
 
 #endif

@@ -35,7 +35,9 @@
  * order, so a resolver's __gc (which closes every watcher) always runs before
  * the loop's, whose uv_run then completes those closes.
  */
+#include "lx.h"
 #include "core.h"
+#include "luax.h"
 #include "loop.h"
 
 #include <sys/select.h>              /* fd_set and struct timeval, for ares.h */

@@ -6,6 +6,7 @@
  *   core.random(n)      n cryptographically random bytes
  *   core.const_eq(a, b) constant-time equality of secrets
  */
+#include "lx.h"
 #include "core.h"
 
 #include <openssl/crypto.h>

@@ -10,6 +10,7 @@
  *
  * See loop.h for the ownership rules.
  */
+#include "lx.h"
 #include "loop.h"
 
 #include <lauxlib.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "luax.h"
 
 static const char loop_key = 0;
 #define LOOP_MT "lxmpp.loop"

@@ -17,8 +17,12 @@
 #ifndef LXMPP_LOOP_H
 #define LXMPP_LOOP_H
 
+#include "lx.h"
+
 #include <lua.h>
 #include <uv.h>
+
+LX_HIDDEN_BEGIN
 
 /* Work run once, right before the loop next polls for I/O: how writes made
  * during one loop iteration are coalesced into one system call. */
@@ -75,5 +79,7 @@ void lx_handle_close(lx_handle *h, uv_handle_t *uvh);
 /* Pushes the userdata of an open handle (from its pin); 0 if not pinned. */
 int lx_handle_push(lua_State *L, lx_handle *h);
 
+
+LX_HIDDEN_END
 
 #endif

@@ -33,6 +33,7 @@
  * and receive paths, the per-loop read buffers and the idle sweeps are in
  * net_io.c, and what the two share is in net_int.h.
  */
+#include "lx.h"
 #include "net_int.h"
 
 #include <string.h>

@@ -9,10 +9,14 @@
 #ifndef LXMPP_NET_INT_H
 #define LXMPP_NET_INT_H
 
+#include "lx.h"
+
 #include "core.h"
 #include "loop.h"
 #include "stream.h"
 #include "tls.h"
+
+LX_HIDDEN_BEGIN
 
 enum { RESET_NONE = 0, RESET_RESTART = 1 };
 
@@ -69,5 +73,7 @@ int lx_net_enqueue(conn *c, const char *p, size_t len);
 
 void lx_net_start_reading(conn *c);
 void lx_net_run_cont(lx_deferred *d);
+
+LX_HIDDEN_END
 
 #endif

@@ -8,6 +8,7 @@
  * Ownership: as in net.c; a conn's buffers and parser are freed by its close
  * callback (lx_net_conn_freed, here).
  */
+#include "lx.h"
 #include "net_int.h"
 
 #include <stdlib.h>

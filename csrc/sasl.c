@@ -31,6 +31,7 @@
  *    match; every step then costs what it costs for a real user, and the
  *    final check fails with the message a wrong password gets.
  */
+#include "lx.h"
 #include "sasl_int.h"
 
 #include <limits.h>
@@ -276,7 +277,7 @@ int lx_sasl_next_attr(const char *m, size_t len, size_t *pos, char *name,
 const char *lx_sasl_msg_check(const char *m, size_t len) {
   if (len == 0) return "empty message";
   if (len > LX_SASL_MAX_MSG) return "message too long";
-  if (lx_sasl_utf8_decode(m, len, NULL, NULL))
+  if (lx_utf8_to_cps(m, len, NULL, NULL))
     return "message is not UTF-8 text";
   return NULL;
 }

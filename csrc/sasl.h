@@ -32,7 +32,11 @@
 #ifndef LXMPP_SASL_H
 #define LXMPP_SASL_H
 
+#include "lx.h"
+
 #include <stddef.h>
+
+LX_HIDDEN_BEGIN
 
 enum lx_sasl_mech {
   LX_SASL_NONE = 0,
@@ -287,5 +291,7 @@ void lx_sasl_free_secret(char *p, size_t len); /* wipes, then frees */
 
 /* Random bytes (RAND_bytes). Returns 0, or -1 when the CSPRNG failed. */
 int lx_sasl_random(unsigned char *out, size_t n);
+
+LX_HIDDEN_END
 
 #endif

@@ -8,6 +8,7 @@
  * its struct, wiped by lx_sasl_client_free(); lx_sasl_client_finish() wipes
  * the password early, as the keys are all a reconnect needs.
  */
+#include "lx.h"
 #include "sasl_int.h"
 
 #include <limits.h>
@@ -177,7 +178,7 @@ lx_sasl_client *lx_sasl_client_new(const lx_sasl_client_opts *o,
     } else if (o->authzid.p && o->authzid.len) {
       *cond = "invalid-authzid";
       e = o->authzid.len > 3071 ? "authzid too long"
-          : lx_sasl_utf8_decode(o->authzid.p, o->authzid.len, NULL, NULL);
+          : lx_utf8_to_cps(o->authzid.p, o->authzid.len, NULL, NULL);
       if (!e && !lx_sb_put(&c->extra, o->authzid.p, o->authzid.len)) e = OOM;
     }
   } else if (o->mech == LX_SASL_ANONYMOUS) {

@@ -1,7 +1,7 @@
 /*
  * sasl_int.h - what the files of the SASL engine share: sasl.c (mechanisms,
  * secure buffers, SCRAM primitives, choice, credentials), saslprep.c
- * (base64, UTF-8, SASLprep), sasl_client.c and sasl_server.c. Internal:
+ * (base64, SASLprep), sasl_client.c and sasl_server.c. Internal:
  * the interface is sasl.h, and nothing outside these files includes this
  * one. None of these names leaves core.so (-fvisibility=hidden); each is
  * documented where it is defined.
@@ -9,12 +9,17 @@
 #ifndef LXMPP_SASL_INT_H
 #define LXMPP_SASL_INT_H
 
+#include "lx.h"
+#include "prep.h"
 #include "sasl.h"
+#include "utf8.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include <stringprep.h>
+
+LX_HIDDEN_BEGIN
 
 #if defined(__GNUC__)
 #define LX_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -43,10 +48,8 @@ void lx_sb_clear(sbuf *b);
 void lx_sb_free(sbuf *b);
 int lx_sb_empty(sbuf *b);
 
-/* ---- UTF-8 and SASLprep (saslprep.c) ------------------------------------- */
+/* ---- SASLprep (saslprep.c; UTF-8 checks are utf8.h's) -------------------- */
 
-const char *lx_sasl_utf8_decode(const char *s, size_t len, uint32_t *out,
-                                size_t *n);
 const char *lx_sasl_prep_into(sbuf *b, lx_sasl_str s,
                               const Stringprep_profile *profile);
 
@@ -70,5 +73,7 @@ const char *lx_sasl_check_extensions(const char *m, size_t len, size_t pos,
 const char *lx_sasl_make_nonce(sbuf *out, lx_sasl_str given);
 void lx_sasl_safe_copy(char *dst, size_t cap, const char *s, size_t n,
                        size_t max);
+
+LX_HIDDEN_END
 
 #endif

@@ -29,7 +29,9 @@
  * given as Lua strings live on in Lua's memory until collected, out of our
  * reach; cache client:keys() instead of the password where possible.
  */
+#include "lx.h"
 #include "core.h"
+#include "luax.h"
 #include "sasl.h"
 
 #include <string.h>

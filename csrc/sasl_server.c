@@ -9,6 +9,7 @@
  * credentials) is in the sbufs and arrays of its struct, wiped by
  * lx_scram_server_free().
  */
+#include "lx.h"
 #include "sasl_int.h"
 
 #include <limits.h>

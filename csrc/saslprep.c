@@ -1,13 +1,14 @@
 /*
  * saslprep.c - the text side of the SASL engine (see sasl.h): strict base64
- * (canonical: unused bits zero), strict UTF-8, and SASLprep (RFC 4013) and
- * the other stringprep profiles through libidn. The decisions behind them
- * are in the header of sasl.c.
+ * (canonical: unused bits zero), and SASLprep (RFC 4013) and the other
+ * stringprep profiles over the stringprep engine (prep.c) and the UTF-8
+ * codec (utf8.c). The decisions behind them are in the header of sasl.c.
  *
  * Ownership: prepared names and passwords are fresh strings the caller
  * frees with lx_sasl_free_secret(); every work buffer that held one is
  * wiped before it is freed.
  */
+#include "lx.h"
 #include "sasl_int.h"
 
 #include <stdint.h>
@@ -86,61 +87,7 @@ int lx_b64_decode(const char *in, size_t len, unsigned char *out,
   return 0;
 }
 
-/* ---- UTF-8 and SASLprep -------------------------------------------------- */
-
-/* Decodes strict UTF-8 (no overlongs, surrogates, > U+10FFFF, truncation or
- * NUL). out: room for len code points, or NULL to only validate. */
-const char *lx_sasl_utf8_decode(const char *s, size_t len, uint32_t *out,
-                                size_t *n) {
-  size_t i = 0, k = 0;
-  while (i < len) {
-    unsigned c = (unsigned char)s[i];
-    uint32_t cp, min;
-    size_t need, j;
-    if (c < 0x80) { cp = c; need = 0; min = 0; }
-    else if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; need = 1; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; need = 2; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; need = 3; min = 0x10000; }
-    else return "invalid UTF-8";
-    if (need > len - i - 1) return "invalid UTF-8";
-    for (j = 1; j <= need; j++) {
-      unsigned cc = (unsigned char)s[i + j];
-      if ((cc & 0xC0) != 0x80) return "invalid UTF-8";
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return "invalid UTF-8";
-    if (cp == 0) return "contains a NUL byte";
-    if (out) out[k] = cp;
-    k++;
-    i += need + 1;
-  }
-  if (n) *n = k;
-  return NULL;
-}
-
-static size_t utf8_encode(const uint32_t *in, size_t n, char *out) {
-  size_t i, o = 0;
-  for (i = 0; i < n; i++) {
-    uint32_t cp = in[i];
-    if (cp < 0x80) {
-      out[o++] = (char)cp;
-    } else if (cp < 0x800) {
-      out[o++] = (char)(0xC0 | (cp >> 6));
-      out[o++] = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out[o++] = (char)(0xE0 | (cp >> 12));
-      out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-      out[o++] = (char)(0x80 | (cp & 0x3F));
-    } else {
-      out[o++] = (char)(0xF0 | (cp >> 18));
-      out[o++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-      out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-      out[o++] = (char)(0x80 | (cp & 0x3F));
-    }
-  }
-  return o;
-}
+/* ---- SASLprep (RFC 4013, the stringprep engine of prep.c) ----------------- */
 
 static const char *prep_error(int rc) {
   switch (rc) {
@@ -171,10 +118,8 @@ static const char *prep(const char *in, size_t len, int strict,
     int rc;
     work = malloc(cap * sizeof *work);
     if (!work) return OOM;
-    err = lx_sasl_utf8_decode(in, len, work, &n);
-    if (err) break;
-    rc = stringprep_4i(work, &n, cap, strict ? STRINGPREP_NO_UNASSIGNED : 0,
-                       profile);
+    rc = lx_prep_cps(in, len, strict, profile, work, cap, &n, &err);
+    if (rc < 0) break;
     if (rc == STRINGPREP_TOO_SMALL_BUFFER && cap < 18 * len + 16) {
       /* NFKC expands one code point into at most 18 */
       OPENSSL_cleanse(work, cap * sizeof *work);
@@ -188,7 +133,14 @@ static const char *prep(const char *in, size_t len, int strict,
     }
     *out = malloc(4 * n + 1);
     if (*out) {
-      *outlen = utf8_encode(work, n, *out);
+      if (lx_utf8_from_cps(work, n, *out, 4 * n, outlen) != 0) {
+        /* not reached: libidn maps scalar values to scalar values */
+        lx_sasl_free_secret(*out, 4 * n);
+        *out = NULL;
+        *outlen = 0;
+        err = "invalid UTF-8";
+        break;
+      }
       (*out)[*outlen] = '\0';
       if (*outlen > LX_SASL_MAX_STR) { /* so every message stays bounded */
         lx_sasl_free_secret(*out, *outlen);

@@ -3,12 +3,14 @@
  * serialize.h). Every string is validated while it is copied, so a caller
  * can never get restricted or malformed XML out of here.
  */
+#include "lx.h"
 #include "serialize.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
 #include "xmlchar.h"
 
 #define NS_XML "http://www.w3.org/XML/1998/namespace"

@@ -7,8 +7,12 @@
 #ifndef LXMPP_SERIALIZE_H
 #define LXMPP_SERIALIZE_H
 
+#include "lx.h"
+
 #include <stddef.h>
 #include "stream.h"
+
+LX_HIDDEN_BEGIN
 
 typedef struct lx_buf {
   char *p;
@@ -56,5 +60,7 @@ int lx_write_attr(lx_buf *b, const char *key, size_t klen, const char *val,
 /* Serializes node idx of a parser tree, writing xmlns only where it changes.
  * Returns 1, 0 for invalid content, -1 when out of memory. */
 int lx_serialize_tree(lx_buf *b, const lx_tree *t, uint32_t idx);
+
+LX_HIDDEN_END
 
 #endif

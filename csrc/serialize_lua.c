@@ -10,6 +10,7 @@
  * the output buffer is being filled. That buffer belongs to a userdata kept
  * as an upvalue and reused across calls; a raised error leaves it owned.
  */
+#include "lx.h"
 #include "core.h"
 #include "serialize.h"
 #include "xmlchar.h"

@@ -21,6 +21,7 @@
  * loop.h: the userdata is pinned from start to close callback; the loop
  * closes what is still open when the state closes.
  */
+#include "lx.h"
 #include "loop.h"
 
 #include <lauxlib.h>
@@ -29,6 +30,7 @@
 #include <strings.h>
 
 #include "core.h"
+#include "luax.h"
 
 #define SIGNAL_MT "lxmpp.signal"
 

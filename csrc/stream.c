@@ -17,6 +17,7 @@
  * expat handlers that build the tree are in stream_tree.c, and what the two
  * share is in stream_int.h.
  */
+#include "lx.h"
 #include "stream_int.h"
 
 #include <limits.h>

@@ -17,8 +17,12 @@
 #ifndef LXMPP_STREAM_H
 #define LXMPP_STREAM_H
 
+#include "lx.h"
+
 #include <stddef.h>
 #include <stdint.h>
+
+LX_HIDDEN_BEGIN
 
 #define LX_NONE UINT32_MAX
 #define LX_NS_STREAMS "http://etherx.jabber.org/streams"
@@ -117,5 +121,7 @@ size_t lx_stream_memory(const lx_stream *s);
 /* After LX_EV_ERROR: a message for humans and the RFC 6120 stream error
  * condition ("not-well-formed", "restricted-xml", "policy-violation", ...). */
 const char *lx_stream_error(const lx_stream *s, const char **condition);
+
+LX_HIDDEN_END
 
 #endif

@@ -9,9 +9,13 @@
 #ifndef LXMPP_STREAM_INT_H
 #define LXMPP_STREAM_INT_H
 
+#include "lx.h"
+
 #include "stream.h"
 
 #include <expat.h>
+
+LX_HIDDEN_BEGIN
 
 
 #define SEP '\1'
@@ -80,5 +84,7 @@ void lx_stream_fail(lx_stream *s, const char *cond, const char *fmt, ...);
 /* stream_tree.c */
 void lx_stream_clear_tree(lx_stream *s);
 int lx_stream_setup(lx_stream *s);
+
+LX_HIDDEN_END
 
 #endif

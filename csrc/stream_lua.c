@@ -13,10 +13,25 @@
  * The parser userdata owns its lx_stream; its uservalue 1 is the handlers
  * table. close() is safe twice and is also __gc/__close.
  */
+#include "lx.h"
 #include "core.h"
+#include "luax.h"
 #include "stream.h"
 
 #include <string.h>
+
+/* Registry key (its address) of the stanza metatable shared by the parser and
+ * lxmpp.stanza; set by core.set_stanza_mt(mt). */
+static const char stanza_mt_key = 0;
+
+/* core.set_stanza_mt(mt): lxmpp.stanza hands its metatable to C once, so the
+ * parser can give every element table it builds the same metatable. */
+static int l_set_stanza_mt(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &stanza_mt_key);
+  return 0;
+}
 
 #define PARSER_MT "lxmpp.stream_parser"
 
@@ -209,12 +224,12 @@ static void build(lua_State *L, const builder *b, uint32_t idx,
 
 /* Pushes the stanza metatable (or nil when lxmpp.stanza is not loaded). */
 static int push_mt(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lx_stanza_mt_key) == LUA_TNIL) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &stanza_mt_key) == LUA_TNIL) {
     lua_pop(L, 1);
     lua_getglobal(L, "require");                /* lxmpp.stanza sets it */
     lua_pushliteral(L, "lxmpp.stanza");
     lua_call(L, 1, 0);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &lx_stanza_mt_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &stanza_mt_key);
   }
   return lua_gettop(L);
 }
@@ -489,6 +504,8 @@ void lx_open_stream(lua_State *L) {
     {NULL, NULL}
   };
   /* module table on top */
+  lua_pushcfunction(L, l_set_stanza_mt);
+  lua_setfield(L, -2, "set_stanza_mt");
   lx_class(L, PARSER_MT, methods, l_close, l_close, l_tostring); /* M, mt */
   lua_getfield(L, -1, "__index");               /* M, mt, methods */
   push_keys(L);

@@ -5,6 +5,7 @@
  * the limits, and, when a top-level element completes, queue an event and
  * suspend expat.
  */
+#include "lx.h"
 #include "stream_int.h"
 
 #include <stdlib.h>

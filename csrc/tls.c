@@ -9,6 +9,7 @@
  * decline, and msg_cb() notices the attempt so the session fails loudly
  * instead of carrying on with a peer that misbehaves.
  */
+#include "lx.h"
 #include "tls.h"
 
 #include <openssl/bn.h>

@@ -26,7 +26,11 @@
 #ifndef LXMPP_TLS_H
 #define LXMPP_TLS_H
 
+#include "lx.h"
+
 #include <stddef.h>
+
+LX_HIDDEN_BEGIN
 
 typedef struct lx_tls_ctx lx_tls_ctx;
 typedef struct lx_tls lx_tls;
@@ -162,5 +166,7 @@ int lx_tls_peer_subject(const lx_tls *t, char *buf, size_t cap);
  * set to a static message (the session is not failed). */
 int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
                            size_t *len, const char **why);
+
+LX_HIDDEN_END
 
 #endif

@@ -23,7 +23,9 @@
  * userdata, and the engine's reference count keeps the C context alive too.
  * Misuse raises; expected failures return nil, message, condition.
  */
+#include "lx.h"
 #include "core.h"
+#include "luax.h"
 #include "tls.h"
 
 #include <string.h>

@@ -1,34 +1,13 @@
 /*
- * xmlchar.c - UTF-8 decoding and XML 1.0 (Fifth Edition) character classes.
- * Pure functions; see xmlchar.h.
+ * xmlchar.c - XML 1.0 (Fifth Edition) character classes over UTF-8 text
+ * (decoded by utf8.c). Pure functions; see xmlchar.h.
  */
+#include "lx.h"
 #include "xmlchar.h"
+#include "utf8.h"
 
 #include <expat.h>
 #include <string.h>
-
-size_t lx_utf8_decode(const unsigned char *s, size_t len, unsigned long *cp) {
-  unsigned long c;
-  size_t n, i;
-  if (len == 0) return 0;
-  c = s[0];
-  if (c < 0x80) { *cp = c; return 1; }
-  if (c < 0xC2) return 0;                 /* continuation byte or overlong */
-  if (c < 0xE0) { n = 2; c &= 0x1F; }
-  else if (c < 0xF0) { n = 3; c &= 0x0F; }
-  else if (c < 0xF5) { n = 4; c &= 0x07; }
-  else return 0;
-  if (len < n) return 0;
-  for (i = 1; i < n; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    c = (c << 6) | (s[i] & 0x3F);
-  }
-  if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10FFFF)))
-    return 0;                             /* overlong or beyond Unicode */
-  if (c >= 0xD800 && c <= 0xDFFF) return 0; /* UTF-16 surrogates */
-  *cp = c;
-  return n;
-}
 
 int lx_xml_char(unsigned long cp) {
   if (cp < 0x20) return cp == 0x9 || cp == 0xA || cp == 0xD;

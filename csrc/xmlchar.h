@@ -1,17 +1,17 @@
 /*
- * xmlchar.h - pure checks of UTF-8 and XML 1.0 character classes.
+ * xmlchar.h - pure checks of XML 1.0 character classes in UTF-8 text
+ * (utf8.h decodes it).
  * No Lua, no allocation: used by the serializer, the stanza builders and the
  * fuzz targets alike, so "what is valid XML text" is decided in one place.
  */
 #ifndef LXMPP_XMLCHAR_H
 #define LXMPP_XMLCHAR_H
 
+#include "lx.h"
+
 #include <stddef.h>
 
-/* Decodes one UTF-8 sequence at s[0..len). Returns its length (1..4) and
- * stores the code point, or 0 for an invalid, overlong, surrogate or
- * truncated sequence. */
-size_t lx_utf8_decode(const unsigned char *s, size_t len, unsigned long *cp);
+LX_HIDDEN_BEGIN
 
 /* XML 1.0 Char production: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD]
  * | [#x10000-#x10FFFF]. */
@@ -27,5 +27,7 @@ int lx_xml_ncname_valid(const char *s, size_t len);
  * "xml:NCName", or "URI\1NCName" (a namespaced attribute, Prosody's
  * convention) with URI valid non-empty text. Never "xmlns:p". */
 int lx_xml_attr_name_valid(const char *s, size_t len);
+
+LX_HIDDEN_END
 
 #endif

@@ -163,3 +163,29 @@ local cuts = {
 for _, s in ipairs(cuts) do
   seed{ s, element = true, final = true }
 end
+
+-- fuzz_tls: byte 0 picks the side (even: our server, odd: our client) and the
+-- chunk size; the rest is the peer's records. Seeds: a real ClientHello (to
+-- our server) and a real server flight answering one (to our client), made
+-- by lxmpp.core's own TLS engine, one record size per chunking.
+do
+  local core = require "lxmpp.core"
+  local sctx = core.tls_context{ mode = "server", domain = "fuzz.example", alpn = "xmpp-client" }
+  local cctx = core.tls_context{ mode = "client", insecure = true, alpn = "xmpp-client" }
+  local client, server = cctx:session("fuzz.example"), sctx:session()
+  client:handshake()
+  local hello = client:take()
+  server:recv(hello)
+  server:handshake()
+  local flight = server:take()
+  local function tls_seed(name, side, payload)
+    local f = assert(io.open(dir .. "/tls-" .. name, "wb"))
+    assert(f:write(string.char(side), payload))
+    f:close()
+  end
+  tls_seed("client-hello", 0x7E, hello)
+  tls_seed("client-hello-small", 0x00, hello)
+  tls_seed("server-flight", 0x7F, flight)
+  tls_seed("server-flight-small", 0x01, flight)
+  client:close() server:close() sctx:close() cctx:close()
+end
