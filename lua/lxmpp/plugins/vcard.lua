@@ -172,8 +172,8 @@ function M.install(Client)
     ok, msg, cond = self:vcard_set(v)
     if not ok then return nil, msg, cond end
     self.avatar_hash = data and sha1_hex(data) or ""
-    if self.last_presence then                 -- tell our contacts (XEP-0153 §3.2)
-      local p = st.clone(self.last_presence)
+    if self.avatar_presence then               -- tell our contacts (XEP-0153 §3.2)
+      local p = st.clone(self.avatar_presence)
       p:remove_children("x", NS_UPDATE)
       ok, msg, cond = self:send(p)
       if not ok then return nil, msg, cond end
@@ -200,7 +200,8 @@ function M.install(Client)
     -- available presence carries our avatar's hash once we have one
     self.bus:add("stanza-out", function(s)
       if s.name ~= "presence" or s.attr.type ~= nil then return end
-      if s.attr.to == nil then self.last_presence = st.clone(s) end      -- our broadcast presence
+      -- our broadcast presence (its own field: reconnect.lua keeps last_presence as { xml, stanza })
+      if s.attr.to == nil then self.avatar_presence = st.clone(s) end
       if self.avatar_hash and not s:get_child("x", NS_UPDATE) then
         s:add_direct_child(st.stanza("x", { xmlns = NS_UPDATE }):text_tag("photo", self.avatar_hash))
       end
