@@ -33,7 +33,8 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs
+.PHONY: all deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs \
+        format-check test-fast test-interop
 
 all: build
 
@@ -71,6 +72,12 @@ docs:
 
 lint:
 	luacheck lua spec bench examples fuzz/make_corpus.lua bin/lxmpp
+
+# Lua indentation is two spaces (.editorconfig): lists the files that still
+# indent with tabs. `$(LUA) tools/fix-indent.lua` converts them. Not part of
+# lint until the tree has been converted once.
+format-check:
+	$(LUA) tools/fix-indent.lua --check
 
 # The core against an expat.h without XML_SetReparseDeferralEnabled (expat
 # before 2.6.0 and unpatched distributions, such as a fresh Debian 12 image):
