@@ -66,6 +66,15 @@ build/lxmpp/core.so: $(SRC) $(HDR) Makefile
 test: deps build
 	$(BUSTED) spec
 
+# .busted's tasks: the fast specs (seconds, for the edit-run loop; no server,
+# slow or interop specs) and the interop specs against other projects' peers.
+# `make test` runs everything.
+test-fast: build
+	$(BUSTED)
+
+test-interop: deps build
+	$(BUSTED) --run=interop
+
 # docs/xeps.md from its one source, lua/lxmpp/xeps.lua
 docs:
 	$(LUA) -e 'io.write(require("lxmpp.xeps").markdown())' > docs/xeps.md
