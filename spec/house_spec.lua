@@ -5,24 +5,21 @@
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
 
+local pki = require "spec.support.pki"
+
 local function read(rel)
-  local f = assert(io.open(ROOT .. "/" .. rel, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
+  return pki.read_file(ROOT .. "/" .. rel)
 end
 
-local function lines_of(command)
+-- the sorted lines a shell command prints, run in the checkout's root
+-- (without the sanitizer preload of `make check`, as pki.sh runs them)
+local function in_root(command)
   local out = {}
-  local p = io.popen(command)
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
+  for line in pki.sh('cd "' .. ROOT .. '" && { ' .. command .. '; true; }'):gmatch("[^\n]+") do
+    out[#out + 1] = line
+  end
   table.sort(out)
   return out
-end
-
-local function in_root(command)
-  return lines_of('cd "' .. ROOT .. '" && ' .. command)
 end
 
 local function load_rockspec(name)
@@ -113,7 +110,7 @@ describe("citations", function ()
     local where = "lua csrc spec bench examples docs fuzz bin tools Makefile README.md CHANGELOG.md .busted"
     local hits = {}
     for _, name in ipairs(NOTES) do
-      local found = in_root("grep -rnI -- '\\b" .. name .. "\\.md' " .. where .. " 2>/dev/null")
+      local found = in_root("grep -rnI -- '\\b" .. name .. "\\.md' " .. where)
       for _, hit in ipairs(found) do hits[#hits + 1] = hit end
     end
     assert(#hits == 0, "cites a document that is not in the repository:\n" .. table.concat(hits, "\n"))
@@ -165,11 +162,11 @@ describe("tools/fix-indent.lua", function ()
   it("--check lists files with leading tabs and exits 1; converting fixes them", function ()
     local dir = os.tmpname()
     os.remove(dir)
-    assert(os.execute("mkdir -p '" .. dir .. "'"))
+    assert(os.execute(pki.NO_PRELOAD .. "mkdir -p '" .. dir .. "'"))
     local f = assert(io.open(dir .. "/a.lua", "wb"))
     f:write("if x then\n\ty()\nend\n")
     f:close()
-    local lua = "lua5.4 '" .. ROOT .. "/tools/fix-indent.lua'"
+    local lua = pki.NO_PRELOAD .. "lua5.4 '" .. ROOT .. "/tools/fix-indent.lua'"
     local p = io.popen(lua .. " --check '" .. dir .. "' 2>/dev/null")
     local listed = p:read("a")
     local ok, _, code = p:close()
@@ -181,7 +178,7 @@ describe("tools/fix-indent.lua", function ()
     local g = assert(io.open(dir .. "/a.lua", "rb"))
     assert.equal("if x then\n  y()\nend\n", g:read("a"))
     g:close()
-    os.execute("rm -rf '" .. dir .. "'")
+    os.execute(pki.NO_PRELOAD .. "rm -rf '" .. dir .. "'")
   end)
 end)
 
