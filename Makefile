@@ -33,7 +33,8 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs
+.PHONY: all deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs \
+        format-check test-fast test-interop
 
 all: build
 
@@ -65,12 +66,27 @@ build/lxmpp/core.so: $(SRC) $(HDR) Makefile
 test: deps build
 	$(BUSTED) spec
 
+# .busted's tasks: the fast specs (seconds, for the edit-run loop; no server,
+# slow or interop specs) and the interop specs against other projects' peers.
+# `make test` runs everything.
+test-fast: build
+	$(BUSTED)
+
+test-interop: deps build
+	$(BUSTED) --run=interop
+
 # docs/xeps.md from its one source, lua/lxmpp/xeps.lua
 docs:
 	$(LUA) -e 'io.write(require("lxmpp.xeps").markdown())' > docs/xeps.md
 
 lint:
 	luacheck lua spec bench examples fuzz/make_corpus.lua bin/lxmpp
+
+# Lua indentation is two spaces (.editorconfig): lists the files that still
+# indent with tabs. `$(LUA) tools/fix-indent.lua` converts them. Not part of
+# lint until the tree has been converted once.
+format-check:
+	$(LUA) tools/fix-indent.lua --check
 
 # The core against an expat.h without XML_SetReparseDeferralEnabled (expat
 # before 2.6.0 and unpatched distributions, such as a fresh Debian 12 image):

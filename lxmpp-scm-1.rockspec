@@ -6,7 +6,7 @@ package = "lxmpp"
 version = "scm-1"
 
 source = {
-   url = "git+https://example.invalid/lxmpp.git",
+   url = "git+https://github.com/lxmpp/lxmpp.git",
 }
 
 description = {
@@ -20,8 +20,15 @@ shaped stanzas, stringprepped JIDs, a hardened streaming parser.
    license = "MIT",
 }
 
+-- luasql-sqlite3 (LuaSQL's SQLite driver, Debian's lua-sql-sqlite3) is
+-- needed only by the embedded server's file storage
+-- (lxmpp.server.storage_sqlite, loaded when storage.open is given a path);
+-- clients, components and a server on memory storage never load it. LuaRocks
+-- has no optional dependencies, so it is declared here: building it needs
+-- SQLite's headers (libsqlite3-dev). lxmpp-0.1.0-1.rockspec declares the same.
 dependencies = {
    "lua >= 5.4",
+   "luasql-sqlite3 >= 2.6",
 }
 
 external_dependencies = {

@@ -4,7 +4,7 @@
  * luaopen_lxmpp_core (core.c) creates the module table and calls each
  * lx_open_* below with that table on top of the stack; each one adds its
  * functions to it (stack effect: none) and keeps its own per-state context
- * in upvalues or the registry (STYLE.md rule 6: no C globals). It also
+ * in upvalues or the registry (no C globals). It also
  * declares the few functions one binding offers another (net.c uses
  * tls_lua.c's and stream_lua.c's). Generic helpers are in luax.h.
  */

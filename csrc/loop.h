@@ -7,9 +7,9 @@
  * lx_dispatch(), which runs the Lua dispatcher (set by lxmpp.task) under
  * lua_pcall. A dispatcher error is stored, the loop is stopped, and the error
  * is raised by the Lua function that ran the loop, after uv_run returned
- * (STYLE.md rule 3).
+ * (C never lets Lua unwind through libuv).
  *
- * Handles follow one ownership rule (STYLE.md rule 4): a handle lives inside
+ * Handles follow one ownership rule: a handle lives inside
  * its userdata, the userdata is pinned in the registry from the handle's start
  * until its close callback, and its memory is only released by Lua's GC after
  * that. lx_handle_close() is safe twice.

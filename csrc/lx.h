@@ -1,6 +1,6 @@
 /*
  * lx.h - what every C file of lxmpp.core includes first: the symbol
- * visibility policy (STYLE.md rule 6: the shared object exports only
+ * visibility policy (no hidden state: the shared object exports only
  * luaopen_lxmpp_core).
  *
  * The Makefile builds with -fvisibility=hidden, but the rock

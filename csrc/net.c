@@ -243,7 +243,7 @@ static int l_restart(lua_State *L) {
  * From now on bytes are TLS (STARTTLS after <proceed/>, or direct TLS right
  * after connecting). The parser starts a fresh stream; plaintext that was
  * read but not parsed yet is dropped, never parsed as part of the encrypted
- * stream (SECURITY.md), and its size returned so the caller can treat it as
+ * stream (RFC 6120 §5.4.3.3), and its size returned so the caller can treat it as
  * the attack it is. Outcome: "tls-done" or "tls-failed" msg cond. */
 static int l_starttls(lua_State *L) {
   conn *c = check_conn(L);

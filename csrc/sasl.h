@@ -2,8 +2,8 @@
  * sasl.h - the SASL engine: mechanism choice, SCRAM (RFC 5802, RFC 7677)
  * client and server, PLAIN, EXTERNAL, ANONYMOUS, strict base64, SASLprep.
  *
- * Pure C, no Lua (STYLE.md rule 2): sasl_lua.c, fuzz/fuzz_sasl.c and C tests
- * drive it alike. It enforces the "SASL" rules of SECURITY.md: the strongest
+ * Pure C, no Lua (no lua_State): sasl_lua.c, fuzz/fuzz_sasl.c and C tests
+ * drive it alike. It enforces RFC 6120 §6, RFC 5802, RFC 7677: the strongest
  * usable mechanism wins and PLAIN needs TLS; the SCRAM client checks the
  * nonce, bounds the iteration count, refuses the reserved m= attribute and
  * malformed base64, and verifies the server signature (its absence is a

@@ -25,7 +25,7 @@
  * only after every option has been read, so nothing leaks when reading an
  * option raises. A server's uservalue 1 is its lookup function, called only
  * between two engine calls (the engine is idle), under lua_pcall: an error
- * in it fails the exchange and is raised after (STYLE.md rule 3). Passwords
+ * in it fails the exchange and is raised after (never through C). Passwords
  * given as Lua strings live on in Lua's memory until collected, out of our
  * reach; cache client:keys() instead of the password where possible.
  */
@@ -617,7 +617,7 @@ static int l_b64_decode(lua_State *L) {
 }
 
 /* A C string holding a secret, owned by a userdata until it is pushed:
- * if pushing raises, __gc still wipes and frees it (STYLE.md rule 4). */
+ * if pushing raises, __gc still wipes and frees it (owned first). */
 typedef struct secret_box {
   char *p;
   size_t len;

@@ -33,7 +33,7 @@ typedef struct walk {
   lx_buf *b;
   lx_nsscope *sc;
   int depth;
-  /* Namespace amplification (SECURITY.md: output proportional to input):
+  /* Namespace amplification (output stays proportional to input):
    * xmlns is written where an element's namespace differs from its
    * parent's, so a stanza alternating long namespaces down its tree would
    * repeat them. Past NS_BUDGET bytes of such declarations the walk stops

@@ -1,9 +1,9 @@
 /*
  * stream.h - the XMPP stream parser engine: expat in, element trees out.
  *
- * Pure C, no Lua (STYLE.md rule 2): the Lua binding (stream_lua.c), the
- * libFuzzer targets and the C tests drive it alike. It enforces the "XML
- * stream" rules of SECURITY.md: RFC 6120 restricted XML, well-formedness,
+ * Pure C, no Lua (no lua_State): the Lua binding (stream_lua.c), the
+ * libFuzzer targets and the C tests drive it alike. It enforces the XML
+ * stream rules of docs/api.md: RFC 6120 §11 restricted XML, well-formedness,
  * namespaces, UTF-8 only, and the size/depth/attribute/children limits while
  * parsing, with identical results for any chunking of the same bytes.
  *
@@ -115,7 +115,7 @@ int lx_stream_is_idle(const lx_stream *s);
 void lx_stream_rebase(lx_stream *s, const char *unread);
 
 /* Bytes the engine holds now: its tree arenas plus the input expat keeps
- * buffered for an unfinished token. Bounded by the limits (SECURITY.md). */
+ * buffered for an unfinished token. Bounded by the limits (docs/api.md). */
 size_t lx_stream_memory(const lx_stream *s);
 
 /* After LX_EV_ERROR: a message for humans and the RFC 6120 stream error

@@ -9,7 +9,7 @@
  * The engine suspends expat at each event, so this file turns the finished
  * tree into a Prosody-shaped table and calls the handler with expat idle: no
  * Lua runs inside expat, and a handler's error is caught here (lua_pcall),
- * stored, and raised only after the engine has returned (STYLE.md rule 3).
+ * stored, and raised only after the engine has returned (never inside expat).
  * The parser userdata owns its lx_stream; its uservalue 1 is the handlers
  * table. close() is safe twice and is also __gc/__close.
  */

@@ -1,8 +1,8 @@
 /*
  * tls.h - the TLS engine: OpenSSL over two memory BIOs, a pure byte transform.
  *
- * Pure C, no Lua (STYLE.md rule 2): the binding (tls_lua.c), fuzz targets and
- * C tests drive it alike. It never owns a socket (rule 7): the caller moves
+ * Pure C, no Lua (no lua_State): the binding (tls_lua.c), fuzz targets and
+ * C tests drive it alike. It never owns a socket: the caller moves
  * ciphertext between the network and the engine, so STARTTLS on an existing
  * connection and direct TLS (XEP-0368) are the same thing, and no byte read
  * before the handshake is lost or misread.
@@ -10,7 +10,7 @@
  *   network --recv()--> [ SSL ] --read()--> plaintext
  *   network <--take()-- [ SSL ] <--send()-- plaintext
  *
- * The "TLS" rules of SECURITY.md live here: TLS 1.2 at least, renegotiation
+ * RFC 6120 §5 and RFC 7590 TLS rules live here: TLS 1.2 at least, renegotiation
  * refused (a peer that tries fails the session), SNI and identity are the
  * peer's XMPP domain (RFC 6125 DNS-ID without partial wildcards, or an
  * id-on-xmppAddr SAN equal to the domain, RFC 6120 §13.7.1.4), the chain is

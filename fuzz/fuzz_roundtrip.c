@@ -1,6 +1,6 @@
 /*
  * fuzz_roundtrip.c - libFuzzer target for the serializer (serialize.c) against
- * the parser (stream.c): SECURITY.md's "parse(serialize(x)) equals x" and
+ * the parser (stream.c): "parse(serialize(x)) equals x" and
  * "lxmpp never emits bad XML", checked three ways on every input.
  *
  * 1. Tree round trip: the payload is parsed as one element (element mode,

@@ -1,7 +1,7 @@
 /*
  * fuzz_stream.c - libFuzzer target for the stream parser engine (stream.c).
  *
- * SECURITY.md promises that any chunking of the same bytes gives the same
+ * docs/api.md promises that any chunking of the same bytes gives the same
  * events, stanzas and error, that a stanza is delivered the moment its last
  * byte is fed, and that memory stays bounded by the limits. This target
  * checks exactly that: every input is parsed once fed in ONE piece and once

@@ -95,7 +95,7 @@ seed{ H .. "<message><body>hi</body></message>", opts = { max_stanza_size = 175 
 seed{ H .. "<a/>" .. "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" ..
   "</stream:features><proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" .. H .. "<b/>", reset = 4 }
 seed{ H .. "<presence/>", reset = 2, repeats = 20, split = 0, chaos = true, chunk = 3 }
--- UTF-16LE without a byte order mark (SECURITY.md: UTF-8 only), whole and
+-- UTF-16LE without a byte order mark (RFC 6120 §11.6: UTF-8 only), whole and
 -- byte by byte.
 local utf16le = (H .. "<presence/>"):gsub(".", "%0\0")
 seed{ utf16le, chunk = 7 }

@@ -1,5 +1,5 @@
 -- Property: any chunking of the same bytes gives the same stanzas and the
--- same error (SECURITY.md "XML stream"). Streams are generated with UTF-8 of
+-- same error (docs/api.md). Streams are generated with UTF-8 of
 -- every length, entities, character references, CDATA, namespaces and
 -- attributes, then cut at random places (inside UTF-8 sequences, entities
 -- and tag names included), at every single place, and byte by byte.

@@ -1,4 +1,4 @@
--- Keeps the docs from drifting (STYLE.md rule 20).
+-- Keeps the docs from drifting: every documented example runs, in CI.
 --
 -- 1. Every ```lua block of README.md and docs/api.md whose first line is
 --    `-- example` runs without error, and prints exactly the lines its

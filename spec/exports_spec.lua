@@ -1,4 +1,4 @@
--- lxmpp.core exports one symbol, luaopen_lxmpp_core (STYLE.md rule 6; csrc/lx.h):
+-- lxmpp.core exports one symbol, luaopen_lxmpp_core (csrc/lx.h):
 -- both the Makefile's build (-fvisibility=hidden) and one with the rockspec's
 -- flags (luarocks' plain CFLAGS), which relies on csrc/lx.h alone.
 local function exported(so)

@@ -1,5 +1,5 @@
 -- The SASL engine (csrc/sasl.c) through its binding (csrc/sasl_lua.c): the
--- RFC 5802 / RFC 7677 test vectors, every SCRAM check of SECURITY.md "SASL"
+-- RFC 5802 / RFC 7677 test vectors, every SCRAM check of RFC 5802 §5, §9
 -- on both sides, mechanism choice, SASLprep (RFC 4013) and strict base64.
 
 local core = require "lxmpp.core"

@@ -1,5 +1,5 @@
 -- Hostile clients against the embedded server, in raw bytes: each
--- server-side rule of SECURITY.md gets its stream error (or its refusal),
+-- server-side rule of docs/server.md gets its stream error (or its refusal),
 -- and the server keeps serving everyone else afterwards.
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"

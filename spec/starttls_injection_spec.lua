@@ -1,4 +1,4 @@
--- STARTTLS command injection (SECURITY.md "TLS"): plaintext pipelined after
+-- STARTTLS command injection (RFC 6120 §5.4.3.3): plaintext pipelined after
 -- <proceed/> (a man in the middle speaking for the server) or after
 -- <starttls/> (for the client) is never parsed as part of the encrypted
 -- stream, in either direction. Also: see-other-host is followed once with

@@ -1,4 +1,4 @@
--- lxmpp.stream_parser: the rules of SECURITY.md "XML stream", case by case.
+-- lxmpp.stream_parser: the rules of docs/api.md "The stream parser", case by case.
 local lxmpp = require "lxmpp"
 local support = require "spec.support.canon"
 local data = require "spec.data.stream_cases"

@@ -1,5 +1,5 @@
 -- The TLS engine (csrc/tls.c, csrc/tls_lua.c): client and server sessions
--- paired in memory, every certificate rule of SECURITY.md ("TLS"), and real
+-- paired in memory, every certificate rule (RFC 6125, RFC 7590), and real
 -- OpenSSL peers (`openssl s_server`, `openssl s_client`) on loopback, driven
 -- over blocking LuaSocket connections.
 local core = require "lxmpp.core"

@@ -379,7 +379,7 @@ function Client:establish_once()
   return nil, last_msg, last_cond
 end
 
---- lxmpp.connect{...} -> client | nil, message, condition (API.md)
+--- lxmpp.connect{...} -> client | nil, message, condition (docs/api.md)
 function M.connect(opts)
   local self = M.new(opts)
   task.current("lxmpp.connect", 1)

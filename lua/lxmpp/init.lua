@@ -1,5 +1,5 @@
 -- lxmpp: an XMPP library for Lua 5.4 with a C core.
--- This file is the friendly face over lxmpp.core (STYLE.md rule 10): it
+-- This file is the friendly face over lxmpp.core (C core, Lua API): it
 -- gathers the submodules and gives the low-level stream parser its API name.
 
 local core = require "lxmpp.core"
@@ -18,7 +18,7 @@ local lxmpp = {
   stanza = stanza,
   jid = jid,
   task = task,
-  -- the coroutine runtime (API.md "Tasks")
+  -- the coroutine runtime (docs/api.md "Tasks")
   run = task.run,
   spawn = task.spawn,
   sleep = task.sleep,
@@ -28,12 +28,12 @@ local lxmpp = {
   on_signal = signal.on,
   shutdown = signal.shutdown,
   default_signals = signal.default_signals,
-  -- sessions (API.md "Client", "Component")
+  -- sessions (docs/api.md "Clients and components")
   connect = client.connect,
   component = component.new,
 }
 
---- lxmpp.server(opts) -> server: the embedded server (API.md "Embedded
+--- lxmpp.server(opts) -> server: the embedded server (docs/api.md "Embedded
 -- server"); loaded on first use so clients do not pay for it.
 function lxmpp.server(opts)
   return require("lxmpp.server").new(opts)

@@ -6,7 +6,7 @@
 --
 -- While negotiating, the connection is paused after each stanza, so a
 -- decision taken on one stanza (STARTTLS, a SASL restart) takes effect
--- before another byte is parsed (SECURITY.md: no plaintext after <proceed/>).
+-- before another byte is parsed (RFC 6120 §5.4.3.3: nothing from before TLS).
 
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
@@ -145,7 +145,7 @@ function Session:write_stanza(stanza)
 end
 
 --- Is `from` our own account (no from, our bare JID or our full JID)?
--- Roster and block-list pushes are accepted only from there (SECURITY.md).
+-- Roster and block-list pushes are accepted only from there (RFC 6121 §2.1.6).
 function Session:from_own_account(from)
   return from == nil or jid.equal(from, self.bare_jid or "") or jid.equal(from, self.jid or "")
 end
@@ -370,7 +370,7 @@ function Session:finish_negotiation()
   if self.conn then self.conn:resume() end
 end
 
--- Is `from` the entity a request to `to` was sent to? (SECURITY.md: IQ
+-- Is `from` the entity a request to `to` was sent to? (RFC 6120 §8.2.3: IQ
 -- replies are matched by id and by the address the request went to.)
 function Session:reply_from_ok(to, from)
   if not to or (self.bare_jid and jid.equal(to, self.bare_jid)) then

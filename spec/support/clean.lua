@@ -1,4 +1,4 @@
--- What every async spec checks when it ends (STYLE.md rule 17): no task
+-- What every async spec checks when it ends: no task
 -- still running, no libuv handle still open. When a failed spec left
 -- something behind, it is cleaned up first (so the next spec starts clean)
 -- and then reported as a failure.

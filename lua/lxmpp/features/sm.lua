@@ -5,7 +5,7 @@
 --
 -- Counters are 32-bit and wrap; an `h` is parsed strictly as digits; an
 -- ack for more than was sent is the stream error handled-count-too-high
--- (SECURITY.md). After <resumed h=.../> exactly the stanzas past h are sent
+-- (XEP-0198 §4). After <resumed h=.../> exactly the stanzas past h are sent
 -- again. When resumption fails, the stanzas the server did not acknowledge
 -- go to the client's report_unacked (the "unacked" event): never dropped,
 -- never sent twice behind the application's back.
@@ -77,7 +77,7 @@ function M.new(client, opts)
   local state = opts.state
   if state ~= nil then
     check_state(state)
-    -- a session belongs to one account (SECURITY.md)
+    -- a session belongs to one account (XEP-0198 §9)
     if client.node and not jid.equal(jid.bare(state.jid) or "", client.bare_jid) then
       error("lxmpp.connect: stream_management.state belongs to " .. state.jid .. ", not " .. client.bare_jid, 3)
     end

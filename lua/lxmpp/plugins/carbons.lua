@@ -1,7 +1,7 @@
 -- XEP-0280 message carbons: enabling and disabling, and the copies the
 -- server forwards. A copy is accepted only from our own bare JID (RFC 6120
 -- lets the server send it without a from, or from the account): anyone else
--- could otherwise make us believe we said or received anything (SECURITY.md);
+-- could otherwise make us believe we said or received anything (XEP-0280 §11);
 -- such a forgery is dropped and logged, never delivered.
 --
 --   assert(c:enable_carbons())

@@ -1,7 +1,7 @@
 -- Roster management (RFC 6121 §2) for clients: get (with versioning when
 -- the server offers it), set, remove, and roster pushes -- accepted only
--- from the account itself (no from, or our bare JID), as SECURITY.md and
--- RFC 6121 §2.1.6 require; a push from anyone else is refused and ignored.
+-- from the account itself (no from, or our bare JID), as
+-- RFC 6121 §2.1.6 requires; a push from anyone else is refused and ignored.
 --
 --   local items = assert(c:roster_get())        -- { [bare jid] = item }
 --   c:roster_set("juliet@example.com", "Juliet", { "Friends" })

@@ -188,7 +188,7 @@ negotiation[NS_TLS] = {
     self:restarted()
     local _, discarded = self.conn:starttls(self.srv.tls_ctx)
     if discarded and discarded > 0 then
-      -- plaintext pipelined after <starttls/>: never parsed (SECURITY.md)
+      -- plaintext pipelined after <starttls/>: never parsed (RFC 6120 §5.4.3.3)
       self:log("warn", "dropped %d bytes sent in plaintext after <starttls/>", discarded)
     end
   end,

@@ -2,7 +2,7 @@
 -- A component opens a jabber:component:accept stream to its domain,
 -- proves the shared secret with <handshake/> = hex(SHA-1(stream id ..
 -- secret)), and from then on the domain is routed to it. It may only send
--- from its own domain (SECURITY.md); one connection per domain.
+-- from its own domain (XEP-0114); one connection per domain.
 
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"

@@ -1,4 +1,4 @@
--- lxmpp.server: the embedded XMPP server (API.md "Embedded server").
+-- lxmpp.server: the embedded XMPP server (docs/server.md).
 --
 --   local srv = lxmpp.server{ domain = "localhost", listen = { "127.0.0.1:5222" },
 --     users = { alice = "secret" } }
@@ -22,7 +22,7 @@ local setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math_ty
 
 local M = {}
 
---- Defaults of the `limits` option (SECURITY.md, "Connections").
+--- Defaults of the `limits` option (docs/server.md, "Protection").
 M.DEFAULT_LIMITS = {
   max_stanza_size = 262144,     -- bytes of one stanza (policy-violation beyond)
   negotiation_timeout = 180,    -- seconds from accept to a bound resource (a person may
@@ -240,7 +240,7 @@ function Server:log(level, fmt, ...)
 end
 
 ---------------------------------------------------------------------------
--- accounts: only salted SCRAM keys are kept (SECURITY.md)
+-- accounts: only salted SCRAM keys are kept (RFC 5802 §9)
 
 local HASHES = { "SHA-1", "SHA-256" }
 

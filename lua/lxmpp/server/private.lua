@@ -9,7 +9,7 @@
 -- account's urn:xmpp:bookmarks:1 PEP node (XEP-0402 §5.3, "compat"), so
 -- clients of either protocol see the same bookmarks.
 --
--- Bounds (SECURITY.md): limits.max_private_bytes of XML and
+-- Bounds (docs/server.md "Protection"): limits.max_private_bytes of XML and
 -- limits.max_private_items namespaces per account; a set beyond either is
 -- refused with resource-constraint and changes nothing.
 --

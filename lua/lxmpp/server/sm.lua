@@ -233,7 +233,7 @@ function handlers.resume(sess, el)
   end
   local h = parse_h(el.attr.h)
   local old = el.attr.previd and srv.sm_sessions[el.attr.previd]
-  -- only the account that owns a session may resume it (SECURITY.md)
+  -- only the account that owns a session may resume it (XEP-0198 §5, §9)
   if not h or not old or old.bare ~= sess.bare or old.resumed_by then
     return sm_error(sess, "item-not-found", "no such session to resume")
   end

@@ -73,7 +73,7 @@ end
 -- drains. Nothing written is dropped while the peer reads: it is cut off
 -- only when it stops reading, that is when limits.max_unread bytes wait
 -- here, or when nothing drained for limits.write_timeout seconds while
--- bytes waited (SECURITY.md: bounded outgoing queues). Producers that can
+-- bytes waited (docs/server.md: bounded outgoing queues). Producers that can
 -- wait (offline delivery, archive pages) pace themselves with
 -- s:congested() and s:when_writable(fn) instead of filling the backlog.
 
