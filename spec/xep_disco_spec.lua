@@ -169,7 +169,7 @@ describe("discovery between clients", function()
       assert.is_nil(r)
       assert.equal("forbidden", cond)
       -- a contact with a subscription to alice may know
-      alice.roster = { ["bob@example.test"] = { jid = "bob@example.test", subscription = "from" } }
+      alice.roster.items = { ["bob@example.test"] = { jid = "bob@example.test", subscription = "from" } }
       assert.is_number((bob:last_activity(alice.jid)))
       alice:close()
       alice2:close()

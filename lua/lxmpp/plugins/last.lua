@@ -39,7 +39,8 @@ function M.install(Client)
   local function may_know(self, from)
     local bare = from and jid.bare(from)
     if not bare or jid.equal(bare, self.bare_jid) then return true end
-    local item = self.roster and self.roster[jid.prep(bare) or bare]
+    local items = self.roster.items
+    local item = items and items[jid.prep(bare) or bare]
     return item ~= nil and (item.subscription == "from" or item.subscription == "both")
   end
 
