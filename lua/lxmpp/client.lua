@@ -265,7 +265,9 @@ function Client:install_plugins()
 end
 
 -- The plugins lxmpp comes with, in the order they load (discovery and
--- capabilities before the XEP plugins that register features there).
+-- capabilities before the XEP plugins that register features there). The
+-- "stanza-out" hook several of them use goes first (outgoing.lua).
+require("lxmpp.plugins.outgoing").install(Client)
 for _, name in ipairs({
   "roster", "presence", "muc", "muc_admin", "rpc", "ibb", "register", "vcard", "pubsub", "upload",
   "disco", "caps", "time", "last", "delay", "commands", "receipts", "chatstates", "stanzaid",

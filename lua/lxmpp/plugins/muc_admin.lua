@@ -155,7 +155,7 @@ function Room:destroy(reason, alternate)
   local r, msg, cond = self.client:request(iq, self.timeout)
   if not r then return nil, msg, cond end
   self.joined = false
-  if self.client.muc_rooms[self.jid] == self then self.client.muc_rooms[self.jid] = nil end
+  if self.client.muc.rooms[self.jid] == self then self.client.muc.rooms[self.jid] = nil end
   return true
 end
 
