@@ -9,6 +9,13 @@
 -- opts.timeout (DEFAULT_TIMEOUT) bounds the whole of it (TCP, TLS, SASL,
 -- binding), however the server dribbles its bytes: every wait on the way
 -- gets only the time left (Client:time_left).
+--
+-- Internal: c:start_tls, c:read, c:time_left and c:fail are what the feature
+-- modules negotiate with, c:establish what reconnect.lua and register.lua
+-- connect with, Client.add_setup the per-client hook of a plugin that is not
+-- an object (outgoing.lua); none is API (docs/api.md "Plugins"). The rest of
+-- the negotiation (opening the stream, the candidates, one attempt) is local
+-- to this file.
 
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
@@ -48,7 +55,7 @@ local function is_loopback(host)
   return host == "localhost" or host == "::1" or (type(host) == "string" and host:match("^127%.") ~= nil)
 end
 
-local check_plugins      -- below, with the plugin registry
+local check_plugins, install_plugins   -- below, with the plugin registry
 
 local function check_opts(opts)
   if type(opts) ~= "table" then error("lxmpp.connect: expected an options table", 3) end
@@ -112,7 +119,7 @@ function M.new(opts)
   end
   self:init_reconnect()
   -- answered by every client (XEP-0199, XEP-0092)
-  self:install_plugins()
+  install_plugins(self)
   self:handle_iq("urn:xmpp:ping", function(iq) return st.reply(iq) end)
   self:handle_iq("jabber:iq:version", function(iq)
     local sw = opts.software or {}
@@ -135,7 +142,7 @@ local event_owner = {}       -- user event -> the plugin that fires it
 local classes = {}           -- module -> metatable of its loaded objects
 
 M.DEFAULT_PLUGINS = {
-  "roster", "presence", "muc", "vcard", "disco", "caps", "time", "last", "commands", "receipts",
+  "roster", "presence", "muc", "ibb", "vcard", "disco", "caps", "time", "last", "commands", "receipts",
   "chatstates", "stanzaid", "correction", "markers", "carbons",
 }
 local is_default = {}
@@ -249,7 +256,7 @@ function check_plugins(list)
   end
 end
 
-function Client:install_plugins()
+function install_plugins(self)
   local wanted = {}
   for _, name in ipairs(self.opts.plugins or {}) do wanted[name] = true end
   for _, s in ipairs(Client.setups) do
@@ -280,7 +287,7 @@ end
 ---------------------------------------------------------------------------
 -- TLS
 
-function Client:tls_context(direct)
+local function tls_context(self, direct)
   local ctx, msg, cond = core.tls_context({
     mode = "client", cafile = self.opts.cafile, insecure = self.opts.insecure == true,
     alpn = direct and "xmpp-client" or nil,
@@ -292,7 +299,7 @@ end
 
 --- Switches the connection to TLS and waits for the handshake.
 function Client:start_tls(direct)
-  local ctx, msg, cond = self:tls_context(direct)
+  local ctx, msg, cond = tls_context(self, direct)
   if not ctx then return nil, msg, cond end
   local w = task.waiter("start_tls", 1)
   self.conn:on("tls-done", function() w:wake(true) end)
@@ -348,7 +355,7 @@ function Client:read(timeout)
 end
 
 --- Opens the stream and reads the server's header and features.
-function Client:open()
+local function open(self)
   local attr = { to = self.domain, version = "1.0", ["xml:lang"] = "en" }
   if self.tls_active and self.node then attr.from = self.bare_jid end
   local ok, msg, cond = self:open_stream(attr)
@@ -374,7 +381,7 @@ function Client:open()
 end
 
 --- Runs the whole negotiation on a connected conn. true or nil, msg, cond.
-function Client:negotiate()
+local function negotiate(self)
   self.negotiating = true
   self.tls_active = false
   self.authenticated = false
@@ -386,7 +393,7 @@ function Client:negotiate()
     if not ok then return nil, msg, cond end
   end
   for _ = 1, 10 do                       -- restarts: TLS, SASL (and a margin)
-    local features, msg, cond = self:open()
+    local features, msg, cond = open(self)
     if not features then return nil, msg, cond end
     self.stream_features = features
     -- each feature returns "restart", or false (via client:fail) to end the
@@ -415,7 +422,7 @@ end
 -- connecting
 
 -- Candidates: explicit host/port, or DNS SRV with the A/AAAA fallback.
-function Client:candidates()
+local function candidates(self)
   local o = self.opts
   if self.redirect then
     return { { host = self.redirect.host, port = self.redirect.port, tls = self.tls_mode } }
@@ -434,12 +441,14 @@ local function addresses(host)
   return resolve.addresses(host)
 end
 
+local establish_once
+
 --- Connects and negotiates, following one see-other-host redirect (RFC
 -- 6120 §4.9.3.19) with the same TLS policy: the certificate must still
 -- show the JID's domain. true, or nil, message, condition.
 function Client:establish()
   self.deadline = core.now() + (self.opts.timeout or DEFAULT_TIMEOUT)
-  local ok, msg, cond = self:establish_once()
+  local ok, msg, cond = establish_once(self)
   local target = not ok and cond == "see-other-host" and self.see_other_host
   if target then
     self.see_other_host = nil
@@ -449,15 +458,15 @@ function Client:establish()
     if self.debug then self:log("debug", "following see-other-host to %s", target) end
     self.redirect = { host = host, port = math.tointeger(tonumber(port or "")) or
       (self.tls_mode == "direct" and 5223 or 5222) }
-    ok, msg, cond = self:establish_once()
+    ok, msg, cond = establish_once(self)
     self.redirect = nil
   end
   self.deadline = nil
   return ok, msg, cond
 end
 
-function Client:establish_once()
-  local list, msg, cond = self:candidates()
+function establish_once(self)
+  local list, msg, cond = candidates(self)
   if not list then return nil, msg, cond end
   local last_msg, last_cond = "no server to connect to", "remote-server-not-found"
   for _, cand in ipairs(list) do
@@ -477,7 +486,7 @@ function Client:establish_once()
           self:attach(conn, { max_stanza_size = self.opts.max_stanza_size })
           self.tls_mode = cand.tls or self.tls_mode
           self.neg_error = nil
-          local ok, nmsg, ncond = self:negotiate()
+          local ok, nmsg, ncond = negotiate(self)
           if ok then return true end
           if self.neg_error then nmsg, ncond = self.neg_error[1], self.neg_error[2] end
           self.negotiating = false
