@@ -152,9 +152,14 @@ for _, name in ipairs(M.DEFAULT_PLUGINS) do is_default[name] = true end
 -- reconnect.lua, the features): no plugin may take these names.
 local RESERVED = {}
 for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn jid user child_hooks
-  iq_handlers pending logger debug stream_id stream_features negotiating tls_active authenticated bound
-  session_done resumed neg_error deadline redirect see_other_host lost_reason online closing offline
-  kept keepalive reconnecting plugins setups default_ns]]):gmatch("%S+") do RESERVED[name] = true end
+  iq_handlers pending queue qn logger debug default_ns stream_id stream_attr stream_features negotiating
+  tls_active authenticated bound session_done resumed neg_error deadline redirect see_other_host lost_reason
+  online closing closed_reason close_waiter remote_closed drain_waiters reader inbound offline ofirst olast
+  flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
+  last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting backoff_waiter sasl_mechanism
+  scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups]]):gmatch("%S+") do
+  RESERVED[name] = true
+end
 
 local function class_of(mod)
   local mt = classes[mod]
