@@ -20,7 +20,6 @@ local M = {}
 -- client was last active (core.now()).
 M.forwards = { last_activity = "activity", mark_active = "mark_active" }
 
-
 --- c.last:activity(to [, timeout]) -> seconds, status | nil, message, condition
 function M:activity(to, timeout)
   if type(to) ~= "string" then error("last_activity: to must be a JID string", 2) end

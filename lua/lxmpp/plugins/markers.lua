@@ -27,7 +27,6 @@ session.add_event("marker")
 M.forwards = { set_markable = "set_markable", mark_displayed = "mark_displayed" }
 M.events = { "marker" }
 
-
 --- c:set_markable(on): whether the messages with a body we send are
 -- markable (default false)
 function M:set_markable(on)

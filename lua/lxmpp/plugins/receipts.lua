@@ -29,7 +29,6 @@ session.add_event("receipt")
 M.forwards = { set_receipts = "set" }
 M.events = { "receipt" }
 
-
 --- c:set_receipts{ request = bool, answer = bool }
 function M:set(opts)
   if type(opts) ~= "table" then error("set_receipts: expected a table", 2) end

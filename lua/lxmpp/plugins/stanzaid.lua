@@ -21,7 +21,6 @@ local M = { NS_SID = NS_SID }
 -- what c:set_origin_id() set.
 M.forwards = { stanza_id = "stanza_id", set_origin_id = "set_origin_id", origin_id = "origin_id" }
 
-
 --- c:stanza_id(stanza [, by]) -> the id `by` (default: our bare JID) assigned, or nil
 function M:stanza_id(stanza, by)
   if not st.is_stanza(stanza) then error("stanza_id: expected a stanza", 2) end
