@@ -204,7 +204,7 @@ describe("in-band bytestreams", function()
       assert.equal("bad-request", cond)
       -- seq 65535 is followed by 0
       assert(raw(c, b.jid, open_xml("w", 16, file_xml(4, "abcd"))))
-      for _, s in pairs(b.ibb_sessions) do s.seq = 65534 end
+      for _, s in pairs(b.ibb.sessions) do s.seq = 65534 end
       assert(raw(c, b.jid, data_xml("w", 65534, "a")))
       assert(raw(c, b.jid, data_xml("w", 65535, "b")))
       assert(raw(c, b.jid, data_xml("w", 0, "cd")))

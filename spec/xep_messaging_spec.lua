@@ -33,7 +33,7 @@ describe("XEP-0184 receipts", function()
       assert.equal(bob.jid, from)
       -- mallory claims to have received a message alice sent to carol
       assert(alice:send_message("carol@example.test", "for carol only"))
-      local sent = next(alice.receipts_waiting.map)
+      local sent = next(alice.receipts.waiting.map)
       assert(mallory:send(st.message({ to = alice.jid }):tag("received", { xmlns = "urn:xmpp:receipts", id = sent })))
       -- and a receipt for nothing alice sent
       assert(bob:send(st.message({ to = alice.jid }):tag("received", { xmlns = "urn:xmpp:receipts", id = "nope" })))

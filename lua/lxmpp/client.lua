@@ -9,6 +9,13 @@
 -- opts.timeout (DEFAULT_TIMEOUT) bounds the whole of it (TCP, TLS, SASL,
 -- binding), however the server dribbles its bytes: every wait on the way
 -- gets only the time left (Client:time_left).
+--
+-- Internal: c:start_tls, c:read, c:time_left and c:fail are what the feature
+-- modules negotiate with, c:establish what reconnect.lua and register.lua
+-- connect with, Client.add_setup the per-client hook of a plugin that is not
+-- an object (outgoing.lua); none is API (docs/api.md "Plugins"). The rest of
+-- the negotiation (opening the stream, the candidates, one attempt) is local
+-- to this file.
 
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
@@ -17,8 +24,8 @@ local session = require "lxmpp.session"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
-local setmetatable, type, error, tostring, tonumber, pairs, ipairs, require =
-  setmetatable, type, error, tostring, tonumber, pairs, ipairs, require
+local setmetatable, getmetatable, rawget, rawset, type, error, tostring, tonumber, pairs, ipairs, require =
+  setmetatable, getmetatable, rawget, rawset, type, error, tostring, tonumber, pairs, ipairs, require
 
 local M = {}
 
@@ -47,6 +54,8 @@ M.DEFAULT_TIMEOUT = DEFAULT_TIMEOUT
 local function is_loopback(host)
   return host == "localhost" or host == "::1" or (type(host) == "string" and host:match("^127%.") ~= nil)
 end
+
+local check_plugins, install_plugins   -- below, with the plugin registry
 
 local function check_opts(opts)
   if type(opts) ~= "table" then error("lxmpp.connect: expected an options table", 3) end
@@ -78,6 +87,7 @@ local function check_opts(opts)
   if mech == "EXTERNAL" and type(opts.cert) ~= "string" then
     error("lxmpp.connect: mechanism EXTERNAL needs cert (and key) files", 3)
   end
+  check_plugins(opts.plugins)
   local bad = require("lxmpp.features.sasl").check_options(opts.channel_binding, mech)
   if bad then error("lxmpp.connect: " .. bad, 3) end
   return node, domain, resource, tls
@@ -109,7 +119,7 @@ function M.new(opts)
   end
   self:init_reconnect()
   -- answered by every client (XEP-0199, XEP-0092)
-  self:install_plugins()
+  install_plugins(self)
   self:handle_iq("urn:xmpp:ping", function(iq) return st.reply(iq) end)
   self:handle_iq("jabber:iq:version", function(iq)
     local sw = opts.software or {}
@@ -119,9 +129,88 @@ function M.new(opts)
   return self
 end
 
--- What each plugin does to every new client (its handlers, its state), in
--- the order the plugins were installed: a plugin's install(Client) adds
--- methods to the class and its per-client part with Client.add_setup(fn).
+---------------------------------------------------------------------------
+-- Plugins (docs/api.md "Plugins"): each client has one object per plugin,
+-- its own state and handlers, reached as c.NAME or c:plugin(NAME). A
+-- client gets a stub per registered plugin; the stub turns into the loaded
+-- object (same table) the first time it is used, so plugins nobody uses
+-- install no handlers. The default set loads with the client: what must
+-- answer the server or a contact from the start.
+
+local registry = {}          -- name -> plugin module
+local event_owner = {}       -- user event -> the plugin that fires it
+local classes = {}           -- module -> metatable of its loaded objects
+
+M.DEFAULT_PLUGINS = {
+  "roster", "presence", "muc", "ibb", "vcard", "disco", "caps", "time", "last", "commands", "receipts",
+  "chatstates", "stanzaid", "correction", "markers", "carbons",
+}
+local is_default = {}
+for _, name in ipairs(M.DEFAULT_PLUGINS) do is_default[name] = true end
+
+-- Fields a client has itself (lua/lxmpp/session.lua, this file,
+-- reconnect.lua, the features): no plugin may take these names.
+local RESERVED = {}
+for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn jid user child_hooks
+  iq_handlers pending queue qn logger debug default_ns stream_id stream_attr stream_features negotiating
+  tls_active authenticated bound session_done resumed neg_error deadline redirect see_other_host lost_reason
+  online closing closed_reason close_waiter remote_closed drain_waiters reader inbound offline ofirst olast
+  flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
+  last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting backoff_waiter sasl_mechanism
+  scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups]]):gmatch("%S+") do
+  RESERVED[name] = true
+end
+
+local function class_of(mod)
+  local mt = classes[mod]
+  if not mt then
+    mt = { __index = mod, __call = mod.__call }
+    classes[mod] = mt
+  end
+  return mt
+end
+
+local STUB = {}
+local function load(p)
+  local mod = registry[rawget(p, "name")]
+  setmetatable(p, class_of(mod))         -- first: init may call the plugin's own methods
+  if mod.init then mod.init(p, rawget(p, "client")) end
+  return p
+end
+STUB.__index = function(p, k) return load(p)[k] end
+STUB.__newindex = function(p, k, v) rawset(load(p), k, v) end
+STUB.__call = function(p, ...) return load(p)(...) end
+
+--- c:plugin(name) -> the client's object of that plugin, loaded if it was not.
+function Client:plugin(name)
+  if type(name) ~= "string" or not registry[name] then
+    error("plugin: no plugin named '" .. tostring(name) .. "' (lxmpp.register_plugin adds one)", 2)
+  end
+  local p = rawget(self, name)
+  if p == nil then                       -- registered after this client was made
+    p = setmetatable({ client = self, name = name }, STUB)
+    rawset(self, name, p)
+  end
+  if getmetatable(p) == STUB then load(p) end
+  return p
+end
+
+--- Client:plugin_loaded(name): whether the client loaded that plugin.
+function Client:plugin_loaded(name)
+  local p = rawget(self, name)
+  return p ~= nil and registry[name] ~= nil and getmetatable(p) ~= STUB
+end
+
+-- Subscribing to a plugin's event loads the plugin: its handlers fire it.
+function Client:on(event, fn)
+  local owner = event_owner[event]
+  if owner then self:plugin(owner) end
+  return session.Session.on(self, event, fn)
+end
+
+-- What happens to every new client, in order: functions (a plugin not yet
+-- turned into an object adds its per-client part with Client.add_setup(fn))
+-- and plugin names (the client's stub, loaded when in the default set).
 Client.setups = {}
 
 --- Client.add_setup(fn): fn(client) runs for every client made from now on.
@@ -129,42 +218,81 @@ function Client.add_setup(fn)
   Client.setups[#Client.setups + 1] = fn
 end
 
-function Client:install_plugins()
-  for _, fn in ipairs(Client.setups) do fn(self) end
+local function forward(name, cname, meth)
+  Client[cname] = function(self, ...)
+    local p = self[name]
+    return p[meth](p, ...)
+  end
 end
 
--- IM plugins (RFC 6121 roster and subscriptions, ping, version)
-require("lxmpp.plugins.roster").install(Client)
-require("lxmpp.plugins.presence").install(Client)
-require("lxmpp.plugins.muc").install(Client)
-require("lxmpp.plugins.muc_admin").install(Client)
-require("lxmpp.plugins.rpc").install(Client)
-require("lxmpp.plugins.ibb").install(Client)
-require("lxmpp.plugins.register").install(Client)
-require("lxmpp.plugins.vcard").install(Client)
-require("lxmpp.plugins.pubsub").install(Client)
-require("lxmpp.plugins.upload").install(Client)
--- XEP plugins, client side (docs/xeps.md): discovery and capabilities first,
--- the plugins after them register their features there
-require("lxmpp.plugins.disco").install(Client)
-require("lxmpp.plugins.caps").install(Client)
-require("lxmpp.plugins.time").install(Client)
-require("lxmpp.plugins.last").install(Client)
-require("lxmpp.plugins.delay").install(Client)
-require("lxmpp.plugins.commands").install(Client)
-require("lxmpp.plugins.receipts").install(Client)
-require("lxmpp.plugins.chatstates").install(Client)
-require("lxmpp.plugins.stanzaid").install(Client)
-require("lxmpp.plugins.correction").install(Client)
-require("lxmpp.plugins.markers").install(Client)
-require("lxmpp.plugins.carbons").install(Client)
-require("lxmpp.plugins.mam").install(Client)
-require("lxmpp.plugins.blocking").install(Client)
+--- lxmpp.register_plugin(name, module): module.init(p, client) runs when a
+-- client loads the plugin (p.client, p.name are set; p's methods are the
+-- module's functions); module.events lists the user events it fires
+-- (c:on of one loads it); module.forwards = { client_method = "method" }
+-- adds c:client_method(...) calling p:method(...).
+function M.register_plugin(name, mod)
+  if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+    error("register_plugin: the name must be a Lua identifier", 2)
+  end
+  if type(mod) ~= "table" then error("register_plugin: expected a module table", 2) end
+  if registry[name] then error("register_plugin: a plugin named '" .. name .. "' exists", 2) end
+  if RESERVED[name] or Client[name] ~= nil then
+    error("register_plugin: '" .. name .. "' is a client field or method", 2)
+  end
+  for cname in pairs(mod.forwards or {}) do
+    if Client[cname] ~= nil then error("register_plugin: c:" .. cname .. " exists", 2) end
+  end
+  registry[name] = mod
+  for _, ev in ipairs(mod.events or {}) do
+    session.add_event(ev)
+    event_owner[ev] = event_owner[ev] or name
+  end
+  for cname, meth in pairs(mod.forwards or {}) do forward(name, cname, meth) end
+  Client.setups[#Client.setups + 1] = name
+end
+
+function check_plugins(list)
+  if list == nil then return end
+  if type(list) ~= "table" then error("lxmpp.connect: plugins must be a list of names", 4) end
+  for _, name in ipairs(list) do
+    if not registry[name] then
+      error("lxmpp.connect: no plugin named '" .. tostring(name) .. "' (lxmpp.register_plugin adds one)", 4)
+    end
+  end
+end
+
+function install_plugins(self)
+  local wanted = {}
+  for _, name in ipairs(self.opts.plugins or {}) do wanted[name] = true end
+  for _, s in ipairs(Client.setups) do
+    if type(s) == "function" then
+      s(self)
+    else
+      if rawget(self, s) ~= nil then error("lxmpp: plugin '" .. s .. "' collides with a client field", 3) end
+      local p = setmetatable({ client = self, name = s }, STUB)
+      rawset(self, s, p)
+      if is_default[s] or wanted[s] then load(p) end
+    end
+  end
+end
+
+-- The plugins lxmpp comes with, in the order they load (discovery and
+-- capabilities before the XEP plugins that register features there). The
+-- "stanza-out" hook several of them use goes first (outgoing.lua).
+require("lxmpp.plugins.outgoing").install(Client)
+for _, name in ipairs({
+  "roster", "presence", "muc", "muc_admin", "rpc", "ibb", "register", "vcard", "pubsub", "upload",
+  "disco", "caps", "time", "last", "delay", "commands", "receipts", "chatstates", "stanzaid",
+  "correction", "markers", "carbons", "mam", "blocking",
+}) do
+  local mod = require("lxmpp.plugins." .. name)
+  if mod.install then mod.install(Client) else M.register_plugin(name, mod) end
+end
 
 ---------------------------------------------------------------------------
 -- TLS
 
-function Client:tls_context(direct)
+local function tls_context(self, direct)
   local ctx, msg, cond = core.tls_context({
     mode = "client", cafile = self.opts.cafile, insecure = self.opts.insecure == true,
     alpn = direct and "xmpp-client" or nil,
@@ -176,7 +304,7 @@ end
 
 --- Switches the connection to TLS and waits for the handshake.
 function Client:start_tls(direct)
-  local ctx, msg, cond = self:tls_context(direct)
+  local ctx, msg, cond = tls_context(self, direct)
   if not ctx then return nil, msg, cond end
   local w = task.waiter("start_tls", 1)
   self.conn:on("tls-done", function() w:wake(true) end)
@@ -232,7 +360,7 @@ function Client:read(timeout)
 end
 
 --- Opens the stream and reads the server's header and features.
-function Client:open()
+local function open(self)
   local attr = { to = self.domain, version = "1.0", ["xml:lang"] = "en" }
   if self.tls_active and self.node then attr.from = self.bare_jid end
   local ok, msg, cond = self:open_stream(attr)
@@ -258,7 +386,7 @@ function Client:open()
 end
 
 --- Runs the whole negotiation on a connected conn. true or nil, msg, cond.
-function Client:negotiate()
+local function negotiate(self)
   self.negotiating = true
   self.tls_active = false
   self.authenticated = false
@@ -270,7 +398,7 @@ function Client:negotiate()
     if not ok then return nil, msg, cond end
   end
   for _ = 1, 10 do                       -- restarts: TLS, SASL (and a margin)
-    local features, msg, cond = self:open()
+    local features, msg, cond = open(self)
     if not features then return nil, msg, cond end
     self.stream_features = features
     -- each feature returns "restart", or false (via client:fail) to end the
@@ -299,7 +427,7 @@ end
 -- connecting
 
 -- Candidates: explicit host/port, or DNS SRV with the A/AAAA fallback.
-function Client:candidates()
+local function candidates(self)
   local o = self.opts
   if self.redirect then
     return { { host = self.redirect.host, port = self.redirect.port, tls = self.tls_mode } }
@@ -318,12 +446,14 @@ local function addresses(host)
   return resolve.addresses(host)
 end
 
+local establish_once
+
 --- Connects and negotiates, following one see-other-host redirect (RFC
 -- 6120 §4.9.3.19) with the same TLS policy: the certificate must still
 -- show the JID's domain. true, or nil, message, condition.
 function Client:establish()
   self.deadline = core.now() + (self.opts.timeout or DEFAULT_TIMEOUT)
-  local ok, msg, cond = self:establish_once()
+  local ok, msg, cond = establish_once(self)
   local target = not ok and cond == "see-other-host" and self.see_other_host
   if target then
     self.see_other_host = nil
@@ -333,15 +463,15 @@ function Client:establish()
     if self.debug then self:log("debug", "following see-other-host to %s", target) end
     self.redirect = { host = host, port = math.tointeger(tonumber(port or "")) or
       (self.tls_mode == "direct" and 5223 or 5222) }
-    ok, msg, cond = self:establish_once()
+    ok, msg, cond = establish_once(self)
     self.redirect = nil
   end
   self.deadline = nil
   return ok, msg, cond
 end
 
-function Client:establish_once()
-  local list, msg, cond = self:candidates()
+function establish_once(self)
+  local list, msg, cond = candidates(self)
   if not list then return nil, msg, cond end
   local last_msg, last_cond = "no server to connect to", "remote-server-not-found"
   for _, cand in ipairs(list) do
@@ -361,7 +491,7 @@ function Client:establish_once()
           self:attach(conn, { max_stanza_size = self.opts.max_stanza_size })
           self.tls_mode = cand.tls or self.tls_mode
           self.neg_error = nil
-          local ok, nmsg, ncond = self:negotiate()
+          local ok, nmsg, ncond = negotiate(self)
           if ok then return true end
           if self.neg_error then nmsg, ncond = self.neg_error[1], self.neg_error[2] end
           self.negotiating = false

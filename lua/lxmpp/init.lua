@@ -31,6 +31,8 @@ local lxmpp = {
   -- sessions (docs/api.md "Clients and components")
   connect = client.connect,
   component = component.new,
+  -- client plugins (docs/api.md "Plugins")
+  register_plugin = client.register_plugin,
 }
 
 --- lxmpp.server(opts) -> server: the embedded server (docs/api.md "Embedded

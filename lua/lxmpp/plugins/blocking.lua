@@ -40,60 +40,62 @@ local function check_list(list, fname, allow_nil)
   return out
 end
 
-function M.install(Client)
-  local function command(self, which, list, timeout)
-    local iq = st.iq({ type = "set" }):tag(which, { xmlns = NS_BLOCKING })
-    for _, j in ipairs(list) do iq:tag("item", { jid = j }):up() end
-    local r, msg, cond = self:request(iq, timeout)
-    if not r then return nil, msg, cond end
-    return true
-  end
+-- The plugin object, c.blocking (docs/api.md "Plugins"): .blocked, the set
+-- of blocked JIDs as the last c:blocklist() and the pushes since left it.
+M.forwards = { block = "block", unblock = "unblock", blocklist = "list" }
+M.events = { "blocklist" }
 
-  --- c:block(jids [, timeout]) -> true | nil, message, condition
-  function Client:block(list, timeout)
-    list = check_list(list, "block")
-    if #list == 0 then error("block: the list is empty", 2) end
-    return command(self, "block", list, timeout)
-  end
+local function command(self, which, list, timeout)
+  local iq = st.iq({ type = "set" }):tag(which, { xmlns = NS_BLOCKING })
+  for _, j in ipairs(list) do iq:tag("item", { jid = j }):up() end
+  local r, msg, cond = self.client:request(iq, timeout)
+  if not r then return nil, msg, cond end
+  return true
+end
 
-  --- c:unblock([jids [, timeout]]) -> true | nil, message, condition (no list: everyone)
-  function Client:unblock(list, timeout)
-    return command(self, "unblock", check_list(list, "unblock", true), timeout)
-  end
+--- c:block(jids [, timeout]) -> true | nil, message, condition
+function M:block(list, timeout)
+  list = check_list(list, "block")
+  if #list == 0 then error("block: the list is empty", 2) end
+  return command(self, "block", list, timeout)
+end
 
-  --- c:blocklist([timeout]) -> sorted list of JIDs | nil, message, condition
-  function Client:blocklist(timeout)
-    local r, msg, cond = self:request(st.iq({ type = "get" }):tag("blocklist", { xmlns = NS_BLOCKING }), timeout)
-    if not r then return nil, msg, cond end
-    local b = r:get_child("blocklist", NS_BLOCKING)
-    if not b then return nil, "the answer has no blocklist", "bad-request" end
-    local list = jids_of(b)
-    table_sort(list)
-    self.blocked = {}
-    for _, j in ipairs(list) do self.blocked[j] = true end
-    return list
-  end
+--- c:unblock([jids [, timeout]]) -> true | nil, message, condition (no list: everyone)
+function M:unblock(list, timeout)
+  return command(self, "unblock", check_list(list, "unblock", true), timeout)
+end
 
-  Client.add_setup(function(self)
-    self:handle_iq(NS_BLOCKING, function(iq)
-      local from = iq.attr.from
-      if not self:from_own_account(from) then
-        self:log("warn", "refused a block list push from %s", tostring(from))
-        return st.error_reply(iq, "cancel", "service-unavailable")
-      end
-      local el = iq.tags[1]
-      if iq.attr.type ~= "set" or (el.name ~= "block" and el.name ~= "unblock") then
-        return st.error_reply(iq, "cancel", "bad-request")
-      end
-      local list = jids_of(el)
-      self.blocked = self.blocked or {}
-      if el.name == "unblock" and #list == 0 then self.blocked = {} end
-      for _, j in ipairs(list) do self.blocked[j] = el.name == "block" or nil end
-      self:fire_user("blocklist", el.name, list)
-      return st.reply(iq)
-    end)
+--- c.blocking:list([timeout]) -> sorted list of JIDs | nil, message, condition
+function M:list(timeout)
+  local r, msg, cond = self.client:request(st.iq({ type = "get" }):tag("blocklist", { xmlns = NS_BLOCKING }), timeout)
+  if not r then return nil, msg, cond end
+  local b = r:get_child("blocklist", NS_BLOCKING)
+  if not b then return nil, "the answer has no blocklist", "bad-request" end
+  local list = jids_of(b)
+  table_sort(list)
+  self.blocked = {}
+  for _, j in ipairs(list) do self.blocked[j] = true end
+  return list
+end
+
+function M:init(c)
+  c:handle_iq(NS_BLOCKING, function(iq)
+    local from = iq.attr.from
+    if not c:from_own_account(from) then
+      c:log("warn", "refused a block list push from %s", tostring(from))
+      return st.error_reply(iq, "cancel", "service-unavailable")
+    end
+    local el = iq.tags[1]
+    if iq.attr.type ~= "set" or (el.name ~= "block" and el.name ~= "unblock") then
+      return st.error_reply(iq, "cancel", "bad-request")
+    end
+    local list = jids_of(el)
+    self.blocked = self.blocked or {}
+    if el.name == "unblock" and #list == 0 then self.blocked = {} end
+    for _, j in ipairs(list) do self.blocked[j] = el.name == "block" or nil end
+    c:fire_user("blocklist", el.name, list)
+    return st.reply(iq)
   end)
-  return Client
 end
 
 return M

@@ -140,87 +140,90 @@ local function well_formed(hash, ver)
   return #raw == sizes[hash] and core.base64_encode(raw) == ver
 end
 
-function M.install(Client)
-  require("lxmpp.plugins.outgoing").install(Client)
+-- The plugin object, c.caps (docs/api.md "Plugins"): .node is the node we
+-- announce (opts.caps_node or lxmpp's), .of maps full JIDs to the "hash
+-- ver" they announced, .inflight the vers being verified.
+M.forwards = { caps_ver = "ver_of_own", caps_info = "info" }
+M.events = { "caps" }
 
-  --- c:caps_ver() -> our current ver (sha-1)
-  function Client:caps_ver()
-    return (M.ver(disco.info_query(self:own_info())))
-  end
+--- c.caps:ver_of_own() -> our current ver (sha-1) (c:caps_ver)
+function M:ver_of_own()
+  return (M.ver(disco.info_query(self.client:own_info())))
+end
 
-  --- c:caps_info(full_jid) -> the verified info that jid announced, or nil
-  function Client:caps_info(who)
-    if type(who) ~= "string" then error("caps_info: expected a JID string", 2) end
-    local j = jid.prep(who)
-    local key = j and self.caps_of and self.caps_of[j]
-    return key and cache:get(key) or nil
-  end
+--- c.caps:info(full_jid) -> the verified info that jid announced, or nil
+function M:info(who)
+  if type(who) ~= "string" then error("caps_info: expected a JID string", 2) end
+  local j = jid.prep(who)
+  local key = j and self.of[j]
+  return key and cache:get(key) or nil
+end
 
-  -- verifies one announcement (in its own task) and caches what matches
-  local function verify(self, from, hash, node, ver)
-    local key = hash .. " " .. ver
-    self.caps_inflight = self.caps_inflight or {}
-    if self.caps_inflight[key] then return end
-    local n = 0
-    for _ in pairs(self.caps_inflight) do n = n + 1 end
-    if n >= MAX_INFLIGHT then return end
-    self.caps_inflight[key] = true
-    task.spawn(function()
-      local info, q = self:disco_info(from, node .. "#" .. ver)
-      self.caps_inflight[key] = nil
-      if not info then return end
-      local got, msg = M.ver(q, hash)
-      if got ~= ver then
-        self:log("warn", "caps from %s: the disco#info answer does not hash to %s (%s)", from, ver,
-          msg or ("got " .. tostring(got)))
-        return
-      end
-      cache_put(key, info)
-      if self.caps_of and self.caps_of[from] == key then self:fire_user("caps", from, info) end
-    end)
-  end
-
-  local function on_presence(self, s)
-    local from = s.attr.from and jid.prep(s.attr.from)
-    if not from or not self.caps_of then return end
-    if s.attr.type == "unavailable" then
-      self.caps_of[from] = nil
+-- verifies one announcement (in its own task) and caches what matches
+local function verify(self, from, hash, node, ver)
+  local key = hash .. " " .. ver
+  local c = self.client
+  if self.inflight[key] then return end
+  local n = 0
+  for _ in pairs(self.inflight) do n = n + 1 end
+  if n >= MAX_INFLIGHT then return end
+  self.inflight[key] = true
+  task.spawn(function()
+    local info, q = c:disco_info(from, node .. "#" .. ver)
+    self.inflight[key] = nil
+    if not info then return end
+    local got, msg = M.ver(q, hash)
+    if got ~= ver then
+      c:log("warn", "caps from %s: the disco#info answer does not hash to %s (%s)", from, ver,
+        msg or ("got " .. tostring(got)))
       return
     end
-    if s.attr.type ~= nil then return end
-    local c = s:get_child("c", NS_CAPS)
-    local hash, ver, node = c and c.attr.hash, c and c.attr.ver, c and c.attr.node
-    if not (c and HASHES[hash] and type(node) == "string" and well_formed(hash, ver)) then
-      self.caps_of[from] = nil
-      return
-    end
-    local key = hash .. " " .. ver
-    self.caps_of[from] = key
-    if cache:get(key) then
-      self:fire_user("caps", from, cache:get(key))
-    else
-      verify(self, from, hash, node, ver)
-    end
-  end
-
-  Client.add_setup(function(self)
-    self.caps_of = {}                    -- full jid -> "hash ver"
-    self.caps_node = self.opts and self.opts.caps_node or DEFAULT_NODE
-    self:add_feature(NS_CAPS)
-    self.caps_node_ver = function() return self.caps_node .. "#" .. self:caps_ver() end
-    self.bus:add("stanza-out", function(s)
-      -- available presence, broadcast or directed: announce what we do
-      if s.name == "presence" and s.attr.type == nil and not s:get_child("c", NS_CAPS) then
-        s:add_direct_child(st.stanza("c", { xmlns = NS_CAPS, hash = "sha-1", node = self.caps_node,
-          ver = self:caps_ver() }))
-      end
-    end)
-    -- every presence: an unavailable one or one without caps forgets them
-    self.bus:add("stanza-in", function(s)
-      if s.name == "presence" then on_presence(self, s) end
-    end)
+    cache_put(key, info)
+    if self.of[from] == key then c:fire_user("caps", from, info) end
   end)
-  return Client
+end
+
+local function on_presence(self, s)
+  local from = s.attr.from and jid.prep(s.attr.from)
+  if not from then return end
+  if s.attr.type == "unavailable" then
+    self.of[from] = nil
+    return
+  end
+  if s.attr.type ~= nil then return end
+  local el = s:get_child("c", NS_CAPS)
+  local hash, ver, node = el and el.attr.hash, el and el.attr.ver, el and el.attr.node
+  if not (el and HASHES[hash] and type(node) == "string" and well_formed(hash, ver)) then
+    self.of[from] = nil
+    return
+  end
+  local key = hash .. " " .. ver
+  self.of[from] = key
+  if cache:get(key) then
+    self.client:fire_user("caps", from, cache:get(key))
+  else
+    verify(self, from, hash, node, ver)
+  end
+end
+
+--- c.caps:node_ver() -> "node#ver", the disco#info node our caps name
+function M:node_ver() return self.node .. "#" .. self:ver_of_own() end
+
+function M:init(c)
+  self.of, self.inflight = {}, {}      -- full jid -> "hash ver"; "hash ver" -> true
+  self.node = c.opts and c.opts.caps_node or DEFAULT_NODE
+  c:add_feature(NS_CAPS)
+  c.bus:add("stanza-out", function(s)
+    -- available presence, broadcast or directed: announce what we do
+    if s.name == "presence" and s.attr.type == nil and not s:get_child("c", NS_CAPS) then
+      s:add_direct_child(st.stanza("c", { xmlns = NS_CAPS, hash = "sha-1", node = self.node,
+        ver = self:ver_of_own() }))
+    end
+  end)
+  -- every presence: an unavailable one or one without caps forgets them
+  c.bus:add("stanza-in", function(s)
+    if s.name == "presence" then on_presence(self, s) end
+  end)
 end
 
 return M

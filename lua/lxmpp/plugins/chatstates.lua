@@ -17,33 +17,34 @@ local M = { NS_CHATSTATES = NS_CHATSTATES }
 
 session.add_event("chat-state")
 
-function M.install(Client)
-  --- c:send_chat_state(to, state [, type]) -> true | nil, message, condition
-  function Client:send_chat_state(to, state, typ)
-    if type(to) ~= "string" or not jid.prep(to) then error("send_chat_state: invalid JID " .. tostring(to), 2) end
-    if not STATES[state] then
-      error("send_chat_state: state must be active, composing, paused, inactive or gone", 2)
-    end
-    return self:send(st.message({ to = to, type = typ or "chat", id = session.new_id() })
-      :tag(state, { xmlns = NS_CHATSTATES }):up()
-      :tag("no-store", { xmlns = "urn:xmpp:hints" }):up())
-  end
+-- The plugin object, c.chatstates (docs/api.md "Plugins"), has no state.
+M.forwards = { send_chat_state = "send" }
+M.events = { "chat-state" }
 
-  Client.add_setup(function(self)
-    self:add_feature(NS_CHATSTATES)
-    self:hook_child("message", NS_CHATSTATES, function(m)
-      if m.attr.type == "error" then return end
-      local from = m.attr.from and jid.prep(m.attr.from)
-      if not from then return end
-      for child in m:childtags(nil, NS_CHATSTATES) do
-        if STATES[child.name] then
-          self:fire_user("chat-state", from, child.name, m)
-          return
-        end
+--- c.chatstates:send(to, state [, type]) -> true | nil, message, condition
+function M:send(to, state, typ)
+  if type(to) ~= "string" or not jid.prep(to) then error("send_chat_state: invalid JID " .. tostring(to), 2) end
+  if not STATES[state] then
+    error("send_chat_state: state must be active, composing, paused, inactive or gone", 2)
+  end
+  return self.client:send(st.message({ to = to, type = typ or "chat", id = session.new_id() })
+    :tag(state, { xmlns = NS_CHATSTATES }):up()
+    :tag("no-store", { xmlns = "urn:xmpp:hints" }):up())
+end
+
+function M.init(_, c)
+  c:add_feature(NS_CHATSTATES)
+  c:hook_child("message", NS_CHATSTATES, function(m)
+    if m.attr.type == "error" then return end
+    local from = m.attr.from and jid.prep(m.attr.from)
+    if not from then return end
+    for child in m:childtags(nil, NS_CHATSTATES) do
+      if STATES[child.name] then
+        c:fire_user("chat-state", from, child.name, m)
+        return
       end
-    end)
+    end
   end)
-  return Client
 end
 
 return M

@@ -155,7 +155,7 @@ end
 
 local function count_sessions(self, from)
   local all, mine = 0, 0
-  for _, s in pairs(self.command_sessions) do
+  for _, s in pairs(self.commands.sessions) do
     all = all + 1
     if s.from == from then mine = mine + 1 end
   end
@@ -176,8 +176,8 @@ local function start(self, iq, cmd, from)
   end
   local sess = setmetatable({ id = session.new_id(), node = cmd.node, from = from, timeout = cmd.timeout,
     client = self }, Cmd)
-  self.command_sessions[sess.id] = sess
-  sess.close = function() self.command_sessions[sess.id] = nil end
+  self.commands.sessions[sess.id] = sess
+  sess.close = function() self.commands.sessions[sess.id] = nil end
   local w = await(sess, iq)
   task.spawn(function()
     local ok, r = pcall(cmd.handler, sess)
@@ -206,7 +206,7 @@ local function start(self, iq, cmd, from)
 end
 
 local function step(self, iq, q, from)
-  local sess = self.command_sessions[q.attr.sessionid]
+  local sess = self.commands.sessions[q.attr.sessionid]
   if not sess or sess.from ~= from or sess.node ~= q.attr.node then
     return command_error(iq, "modify", "bad-request", "bad-sessionid")
   end
@@ -284,78 +284,84 @@ function Result:complete(values, timeout) return submit(self, "complete", values
 --- r:cancel([timeout])
 function Result:cancel(timeout) return submit(self, "cancel", nil, timeout) end
 
-function M.install(Client)
-  --- c:add_command(node, name, handler [, { allowed =, timeout = }])
-  function Client:add_command(node, name, handler, opts)
-    if type(node) ~= "string" or node == "" then error("add_command: node must be a non-empty string", 2) end
-    if type(name) ~= "string" then error("add_command: name must be a string", 2) end
-    if type(handler) ~= "function" then error("add_command: handler must be a function", 2) end
-    opts = opts or {}
-    local a = opts.allowed
-    if a ~= nil and a ~= true and type(a) ~= "table" and type(a) ~= "function" then
-      error("add_command: allowed must be true, a list of JIDs or a function", 2)
-    end
-    local cmd = { node = node, name = name, handler = handler, allowed = a, timeout = opts.timeout or 300 }
-    self.commands_offered[node] = cmd
-    self:disco_node(node, function(from, kind)
-      if not from or not allowed(self, cmd, from) then return nil end
-      if kind == "items" then return {} end
-      return { identities = { { category = "automation", type = "command-node", name = name } },
-        features = { NS_COMMANDS, forms.xmlns } }
-    end)
-  end
+-- The plugin object, c.commands (docs/api.md "Plugins"): .offered (node ->
+-- command) and .sessions (id -> session) are ours; calling it as a method,
+-- c:commands(to), is c.commands:list(to).
+M.forwards = { add_command = "add", remove_command = "remove", execute = "execute" }
 
-  --- c:remove_command(node)
-  function Client:remove_command(node)
-    self.commands_offered[node] = nil
-    self:disco_node(node, nil)
+--- c.commands:add(node, name, handler [, { allowed =, timeout = }])
+function M:add(node, name, handler, opts)
+  if type(node) ~= "string" or node == "" then error("add_command: node must be a non-empty string", 2) end
+  if type(name) ~= "string" then error("add_command: name must be a string", 2) end
+  if type(handler) ~= "function" then error("add_command: handler must be a function", 2) end
+  opts = opts or {}
+  local a = opts.allowed
+  if a ~= nil and a ~= true and type(a) ~= "table" and type(a) ~= "function" then
+    error("add_command: allowed must be true, a list of JIDs or a function", 2)
   end
-
-  --- c:commands([to [, timeout]]) -> { {jid=, node=, name=} } | nil, message, condition
-  function Client:commands(to, timeout)
-    return self:disco_items(to, NS_COMMANDS, timeout)
-  end
-
-  --- c:execute(to, node [, timeout]) -> result | nil, message, condition
-  function Client:execute(to, node, timeout)
-    if type(to) ~= "string" or not jid.prep(to) then error("execute: invalid JID " .. tostring(to), 2) end
-    if type(node) ~= "string" then error("execute: node must be a string", 2) end
-    return send_step(self, to, node, nil, "execute", nil, timeout)
-  end
-
-  Client.add_setup(function(self)
-    self.commands_offered, self.command_sessions = {}, {}
-    self:add_feature(NS_COMMANDS)
-    self:disco_node(NS_COMMANDS, function(from, kind)
-      if kind == "info" then
-        return { identities = { { category = "automation", type = "command-list" } }, features = { NS_COMMANDS } }
-      end
-      local items = {}
-      for node, cmd in pairs(self.commands_offered) do
-        if from and allowed(self, cmd, from) then
-          items[#items + 1] = { jid = self.jid, node = node, name = cmd.name }
-        end
-      end
-      table_sort(items, function(a, b) return a.node < b.node end)
-      return items
-    end)
-    self:handle_iq(NS_COMMANDS, function(iq)
-      local q = iq.tags[1]
-      local from = iq.attr.from and jid.prep(iq.attr.from)
-      if iq.attr.type ~= "set" or q.name ~= "command" or not from then
-        return st.error_reply(iq, "modify", "bad-request")
-      end
-      if q.attr.sessionid then return step(self, iq, q, from) end
-      local cmd = self.commands_offered[q.attr.node or ""]
-      if not cmd then return st.error_reply(iq, "cancel", "item-not-found") end
-      if not allowed(self, cmd, from) then return st.error_reply(iq, "auth", "forbidden") end
-      if q.attr.action ~= nil and q.attr.action ~= "execute" then
-        return command_error(iq, "modify", "bad-request", "bad-action")
-      end
-      return start(self, iq, cmd, from)
-    end)
+  local cmd = { node = node, name = name, handler = handler, allowed = a, timeout = opts.timeout or 300 }
+  self.offered[node] = cmd
+  local c = self.client
+  c:disco_node(node, function(from, kind)
+    if not from or not allowed(c, cmd, from) then return nil end
+    if kind == "items" then return {} end
+    return { identities = { { category = "automation", type = "command-node", name = name } },
+      features = { NS_COMMANDS, forms.xmlns } }
   end)
-  return Client
+end
+
+--- c.commands:remove(node)
+function M:remove(node)
+  self.offered[node] = nil
+  self.client:disco_node(node, nil)
+end
+
+--- c.commands:list([to [, timeout]]) -> { {jid=, node=, name=} } | nil, message, condition
+function M:list(to, timeout)
+  return self.client:disco_items(to, NS_COMMANDS, timeout)
+end
+
+--- c:commands([to [, timeout]]): the plugin object called as a client method
+function M.__call(p, _, to, timeout) return p:list(to, timeout) end
+
+--- c:execute(to, node [, timeout]) -> result | nil, message, condition
+function M:execute(to, node, timeout)
+  if type(to) ~= "string" or not jid.prep(to) then error("execute: invalid JID " .. tostring(to), 2) end
+  if type(node) ~= "string" then error("execute: node must be a string", 2) end
+  return send_step(self.client, to, node, nil, "execute", nil, timeout)
+end
+
+function M:init(c)
+  self.offered, self.sessions = {}, {}
+  c:add_feature(NS_COMMANDS)
+  c:disco_node(NS_COMMANDS, function(from, kind)
+    if kind == "info" then
+      return { identities = { { category = "automation", type = "command-list" } }, features = { NS_COMMANDS } }
+    end
+    local items = {}
+    for node, cmd in pairs(self.offered) do
+      if from and allowed(c, cmd, from) then
+        items[#items + 1] = { jid = c.jid, node = node, name = cmd.name }
+      end
+    end
+    table_sort(items, function(a, b) return a.node < b.node end)
+    return items
+  end)
+  c:handle_iq(NS_COMMANDS, function(iq)
+    local q = iq.tags[1]
+    local from = iq.attr.from and jid.prep(iq.attr.from)
+    if iq.attr.type ~= "set" or q.name ~= "command" or not from then
+      return st.error_reply(iq, "modify", "bad-request")
+    end
+    if q.attr.sessionid then return step(c, iq, q, from) end
+    local cmd = self.offered[q.attr.node or ""]
+    if not cmd then return st.error_reply(iq, "cancel", "item-not-found") end
+    if not allowed(c, cmd, from) then return st.error_reply(iq, "auth", "forbidden") end
+    if q.attr.action ~= nil and q.attr.action ~= "execute" then
+      return command_error(iq, "modify", "bad-request", "bad-action")
+    end
+    return start(c, iq, cmd, from)
+  end)
 end
 
 return M

@@ -30,10 +30,10 @@ function M.add(stanza, stamp, from)
   return stanza:add_direct_child(st.stanza("delay", { xmlns = NS_DELAY, stamp = datetime.format(stamp), from = from }))
 end
 
-function M.install(Client)
-  --- c:delay_of(stanza) -> stamp, from, reason | nil
-  function Client.delay_of(_, stanza) return M.of(stanza) end
-  return Client
-end
+-- The plugin object, c.delay (docs/api.md "Plugins"), has no state.
+M.forwards = { delay_of = "delay_of" }
+
+--- c:delay_of(stanza) -> stamp, from, reason | nil
+function M.delay_of(_, stanza) return M.of(stanza) end
 
 return M

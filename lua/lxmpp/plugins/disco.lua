@@ -73,119 +73,120 @@ local function check_node(node, fname)
   if node ~= nil and type(node) ~= "string" then error(fname .. ": node must be a string", 3) end
 end
 
-function M.install(Client)
-  require("lxmpp.plugins.outgoing").install(Client)
+-- The plugin object, c.disco (docs/api.md "Plugins"): .features (a set of
+-- vars), .identities, .forms and .nodes (node -> handler) are what we answer.
+M.forwards = { disco_info = "info", disco_items = "items", add_feature = "add_feature",
+remove_feature = "remove_feature", set_identity = "set_identity", add_info_form = "add_info_form",
+disco_node = "node", own_info = "own_info" }
 
-  --- c:disco_info([to [, node [, timeout]]]) -> info | nil, message, condition
-  function Client:disco_info(to, node, timeout)
-    check_to(to, "disco_info")
-    check_node(node, "disco_info")
-    local r, msg, cond = self:request(st.iq({ type = "get", to = to or self.domain })
-      :tag("query", { xmlns = NS_INFO, node = node }), timeout)
-    if not r then return nil, msg, cond end
-    local q = r:get_child("query", NS_INFO)
-    if not q then return nil, "the disco#info answer has no query", "bad-request" end
-    return M.read_info(q), q
-  end
+--- c.disco:info([to [, node [, timeout]]]) -> info | nil, message, condition
+function M:info(to, node, timeout)
+  check_to(to, "disco_info")
+  check_node(node, "disco_info")
+  local c = self.client
+  local r, msg, cond = c:request(st.iq({ type = "get", to = to or c.domain })
+    :tag("query", { xmlns = NS_INFO, node = node }), timeout)
+  if not r then return nil, msg, cond end
+  local q = r:get_child("query", NS_INFO)
+  if not q then return nil, "the disco#info answer has no query", "bad-request" end
+  return M.read_info(q), q
+end
 
-  --- c:disco_items([to [, node [, timeout]]]) -> { {jid=, node=, name=} } | nil, message, condition
-  function Client:disco_items(to, node, timeout)
-    check_to(to, "disco_items")
-    check_node(node, "disco_items")
-    local r, msg, cond = self:request(st.iq({ type = "get", to = to or self.domain })
-      :tag("query", { xmlns = NS_ITEMS, node = node }), timeout)
-    if not r then return nil, msg, cond end
-    local q = r:get_child("query", NS_ITEMS)
-    if not q then return nil, "the disco#items answer has no query", "bad-request" end
-    local items = {}
-    for it in q:childtags("item") do
-      local j = it.attr.jid and jid.prep(it.attr.jid)
-      if j then
-        if #items >= MAX_ITEMS then break end
-        items[#items + 1] = { jid = j, node = it.attr.node, name = it.attr.name }
-      end
+--- c.disco:items([to [, node [, timeout]]]) -> { {jid=, node=, name=} } | nil, message, condition
+function M:items(to, node, timeout)
+  check_to(to, "disco_items")
+  check_node(node, "disco_items")
+  local c = self.client
+  local r, msg, cond = c:request(st.iq({ type = "get", to = to or c.domain })
+    :tag("query", { xmlns = NS_ITEMS, node = node }), timeout)
+  if not r then return nil, msg, cond end
+  local q = r:get_child("query", NS_ITEMS)
+  if not q then return nil, "the disco#items answer has no query", "bad-request" end
+  local items = {}
+  for it in q:childtags("item") do
+    local j = it.attr.jid and jid.prep(it.attr.jid)
+    if j then
+      if #items >= MAX_ITEMS then break end
+      items[#items + 1] = { jid = j, node = it.attr.node, name = it.attr.name }
     end
-    return items
   end
+  return items
+end
 
-  --- c:add_feature(var): announce a feature (disco#info, caps)
-  function Client:add_feature(var)
-    if type(var) ~= "string" or var == "" then error("add_feature: var must be a non-empty string", 2) end
-    self.disco_features = self.disco_features or {}
-    self.disco_features[var] = true
+--- c:add_feature(var): announce a feature (disco#info, caps)
+function M:add_feature(var)
+  if type(var) ~= "string" or var == "" then error("add_feature: var must be a non-empty string", 2) end
+      self.features[var] = true
+end
+
+--- c:remove_feature(var)
+function M:remove_feature(var)
+  if type(var) ~= "string" then error("remove_feature: var must be a string", 2) end
+  self.features[var] = nil
+end
+
+--- c:set_identity{ category=, type=, name=, lang= } (default client/bot)
+function M:set_identity(id)
+  if type(id) ~= "table" or type(id.category) ~= "string" or type(id.type) ~= "string" then
+    error("set_identity: expected { category = string, type = string [, name =] [, lang =] }", 2)
   end
+  self.identities = { { category = id.category, type = id.type, name = id.name, lang = id.lang } }
+end
 
-  --- c:remove_feature(var)
-  function Client:remove_feature(var)
-    if type(var) ~= "string" then error("remove_feature: var must be a string", 2) end
-    if self.disco_features then self.disco_features[var] = nil end
+--- c:add_info_form(x): an XEP-0128 extension form in our disco#info
+function M:add_info_form(x)
+  if not st.is_stanza(x) or x.name ~= "x" or x.attr.xmlns ~= forms.xmlns then
+    error("add_info_form: expected a jabber:x:data <x/> element", 2)
   end
+      self.forms[#self.forms + 1] = x
+end
 
-  --- c:set_identity{ category=, type=, name=, lang= } (default client/bot)
-  function Client:set_identity(id)
-    if type(id) ~= "table" or type(id.category) ~= "string" or type(id.type) ~= "string" then
-      error("set_identity: expected { category = string, type = string [, name =] [, lang =] }", 2)
+--- c.disco:node(node, handler): handler(from, kind) answers disco queries
+-- on node; kind is "info" (return { identities =, features = }) or
+-- "items" (return { {jid=, node=, name=} }); nil answers item-not-found
+function M:node(node, handler)
+  if type(node) ~= "string" then error("disco_node: node must be a string", 2) end
+  if handler ~= nil and type(handler) ~= "function" then error("disco_node: handler must be a function", 2) end
+      self.nodes[node] = handler
+end
+
+--- c:own_info() -> our disco#info as tables (what we answer)
+function M:own_info()
+  local features = {}
+  for v in pairs(self.features) do features[#features + 1] = v end
+  table_sort(features)
+  return { identities = self.identities, features = features, forms = self.forms }
+end
+
+local function node_answer(self, iq, kind)
+  local q = iq.tags[1]
+  local node = q.attr.node
+  local h = node and self.nodes[node]
+  local r = h and h(iq.attr.from, kind, node)
+  if r == nil then return st.error_reply(iq, "cancel", "item-not-found") end
+  if kind == "info" then return st.reply(iq):add_child(M.info_query(r, node)) end
+  local reply = st.reply(iq):tag("query", { xmlns = NS_ITEMS, node = node })
+  for _, it in ipairs(r) do reply:tag("item", { jid = it.jid, node = it.node, name = it.name }):up() end
+  return reply
+end
+
+function M:init(c)
+  self.features, self.forms, self.nodes = {}, {}, {}
+  self.identities = { { category = "client", type = "bot", name = "lxmpp" } }
+  for _, v in ipairs({ NS_INFO, NS_ITEMS, "urn:xmpp:ping", "jabber:iq:version" }) do self:add_feature(v) end
+  c:handle_iq(NS_INFO, function(iq)
+    if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
+    local node = iq.tags[1].attr.node
+    if node == nil or (c:plugin_loaded("caps") and node == c.caps:node_ver()) then
+      return st.reply(iq):add_child(M.info_query(self:own_info(), node))
     end
-    self.disco_identities = { { category = id.category, type = id.type, name = id.name, lang = id.lang } }
-  end
-
-  --- c:add_info_form(x): an XEP-0128 extension form in our disco#info
-  function Client:add_info_form(x)
-    if not st.is_stanza(x) or x.name ~= "x" or x.attr.xmlns ~= forms.xmlns then
-      error("add_info_form: expected a jabber:x:data <x/> element", 2)
-    end
-    self.disco_forms = self.disco_forms or {}
-    self.disco_forms[#self.disco_forms + 1] = x
-  end
-
-  --- c:disco_node(node, handler): handler(from, kind) answers disco queries
-  -- on node; kind is "info" (return { identities =, features = }) or
-  -- "items" (return { {jid=, node=, name=} }); nil answers item-not-found
-  function Client:disco_node(node, handler)
-    if type(node) ~= "string" then error("disco_node: node must be a string", 2) end
-    if handler ~= nil and type(handler) ~= "function" then error("disco_node: handler must be a function", 2) end
-    self.disco_nodes = self.disco_nodes or {}
-    self.disco_nodes[node] = handler
-  end
-
-  --- c:own_info() -> our disco#info as tables (what we answer)
-  function Client:own_info()
-    local features = {}
-    for v in pairs(self.disco_features or {}) do features[#features + 1] = v end
-    table_sort(features)
-    return { identities = self.disco_identities, features = features, forms = self.disco_forms or {} }
-  end
-
-  local function node_answer(self, iq, kind)
-    local q = iq.tags[1]
-    local node = q.attr.node
-    local h = node and self.disco_nodes and self.disco_nodes[node]
-    local r = h and h(iq.attr.from, kind, node)
-    if r == nil then return st.error_reply(iq, "cancel", "item-not-found") end
-    if kind == "info" then return st.reply(iq):add_child(M.info_query(r, node)) end
-    local reply = st.reply(iq):tag("query", { xmlns = NS_ITEMS, node = node })
-    for _, it in ipairs(r) do reply:tag("item", { jid = it.jid, node = it.node, name = it.name }):up() end
-    return reply
-  end
-
-  Client.add_setup(function(self)
-    self.disco_identities = { { category = "client", type = "bot", name = "lxmpp" } }
-    for _, v in ipairs({ NS_INFO, NS_ITEMS, "urn:xmpp:ping", "jabber:iq:version" }) do self:add_feature(v) end
-    self:handle_iq(NS_INFO, function(iq)
-      if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
-      local node = iq.tags[1].attr.node
-      if node == nil or (self.caps_node_ver and node == self.caps_node_ver()) then
-        return st.reply(iq):add_child(M.info_query(self:own_info(), node))
-      end
-      return node_answer(self, iq, "info")
-    end)
-    self:handle_iq(NS_ITEMS, function(iq)
-      if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
-      if iq.tags[1].attr.node == nil then return st.reply(iq):tag("query", { xmlns = NS_ITEMS }) end
-      return node_answer(self, iq, "items")
-    end)
+    return node_answer(self, iq, "info")
   end)
-  return Client
+  c:handle_iq(NS_ITEMS, function(iq)
+    if iq.attr.type ~= "get" then return st.error_reply(iq, "cancel", "bad-request") end
+    if iq.tags[1].attr.node == nil then return st.reply(iq):tag("query", { xmlns = NS_ITEMS }) end
+    return node_answer(self, iq, "items")
+  end)
 end
 
 return M

@@ -104,7 +104,7 @@ local function read_file_meta(open)
 end
 
 local function fail(self, t, msg, cond)
-  self.ibb_sessions[t.key] = nil
+  self.ibb.sessions[t.key] = nil
   self:fire_user("ibb-failed", t, msg, cond)
 end
 
@@ -116,16 +116,16 @@ local function on_open(self, iq, open)
   if not block or math_type(block) ~= "integer" or block < 1 then
     return st.error_reply(iq, "modify", "bad-request", "bad block-size")
   end
-  local opts = self.ibb_opts
-  if not self.ibb_policy then return st.error_reply(iq, "cancel", "not-acceptable", "streams are refused") end
+  local opts = self.ibb.opts
+  if not self.ibb.policy then return st.error_reply(iq, "cancel", "not-acceptable", "streams are refused") end
   if block > (opts.max_block_size or MAX_BLOCK) then return st.error_reply(iq, "modify", "resource-constraint") end
   if (open.attr.stanza or "iq") ~= "iq" then
     return st.error_reply(iq, "cancel", "feature-not-implemented", "only IQ-carried streams (flow controlled)")
   end
   local key = from .. "\0" .. sid
-  if self.ibb_sessions[key] then return st.error_reply(iq, "cancel", "conflict", "this sid is in use") end
+  if self.ibb.sessions[key] then return st.error_reply(iq, "cancel", "conflict", "this sid is in use") end
   local open_streams = 0
-  for _ in pairs(self.ibb_sessions) do open_streams = open_streams + 1 end
+  for _ in pairs(self.ibb.sessions) do open_streams = open_streams + 1 end
   if open_streams >= (opts.max_streams or 8) then
     return st.error_reply(iq, "wait", "resource-constraint", "too many streams at once")
   end
@@ -136,13 +136,13 @@ local function on_open(self, iq, open)
     return st.error_reply(iq, "modify", "resource-constraint", "too large")
   end
   local offer = { from = from, sid = sid, block_size = block, file = meta }
-  local ok, accept = pcall(self.ibb_policy, offer)
+  local ok, accept = pcall(self.ibb.policy, offer)
   if not ok then
     self:log("error", "ibb_receive policy failed: %s", tostring(accept))
     return st.error_reply(iq, "wait", "internal-server-error")
   end
   if accept ~= true then return st.error_reply(iq, "cancel", "not-acceptable", "the stream was refused") end
-  self.ibb_sessions[key] = { key = key, from = from, sid = sid, block_size = block, file = meta,
+  self.ibb.sessions[key] = { key = key, from = from, sid = sid, block_size = block, file = meta,
     seq = 0, parts = {}, size = 0, max = max }
   return st.reply(iq)
 end
@@ -150,7 +150,7 @@ end
 local function on_data(self, iq, data)
   local from = jid.prep(iq.attr.from or "") or self.domain
   local key = from .. "\0" .. (data.attr.sid or "")
-  local t = self.ibb_sessions[key]
+  local t = self.ibb.sessions[key]
   if not t then return st.error_reply(iq, "cancel", "item-not-found", "no such stream") end
   local seq = data.attr.seq and data.attr.seq:match("^%d+$") and math.tointeger(tonumber(data.attr.seq))
   if seq ~= t.seq then
@@ -180,9 +180,9 @@ end
 local function on_close(self, iq, close)
   local from = jid.prep(iq.attr.from or "") or self.domain
   local key = from .. "\0" .. (close.attr.sid or "")
-  local t = self.ibb_sessions[key]
+  local t = self.ibb.sessions[key]
   if not t then return st.error_reply(iq, "cancel", "item-not-found", "no such stream") end
-  self.ibb_sessions[key] = nil
+  self.ibb.sessions[key] = nil
   local data = concat(t.parts)
   t.parts = nil
   local result = { from = t.from, sid = t.sid, file = t.file, data = data, sha256 = M.sha256(data) }
@@ -197,51 +197,53 @@ local function on_close(self, iq, close)
   return st.reply(iq)
 end
 
-function M.install(Client)
-  --- c:ibb_send(to, data [, opts]) -> true, sha256_hex | nil, message, condition
-  function Client:ibb_send(to, data, opts)
-    if type(to) ~= "string" or not jid.prep(to) then error("ibb_send: invalid JID " .. tostring(to), 2) end
-    if type(data) ~= "string" then error("ibb_send: data must be a string", 2) end
-    opts = opts or {}
-    if type(opts) ~= "table" then error("ibb_send: opts must be a table", 2) end
-    local b = opts.block_size
-    if b ~= nil and (math_type(b) ~= "integer" or b < 1 or b > MAX_BLOCK) then
-      error("ibb_send: block_size must be an integer from 1 to 65535", 2)
-    end
-    if opts.name ~= nil and type(opts.name) ~= "string" then error("ibb_send: name must be a string", 2) end
-    if opts.progress ~= nil and type(opts.progress) ~= "function" then
-      error("ibb_send: progress must be a function", 2)
-    end
-    return ibb_send(self, jid.prep(to), data, opts)
-  end
+-- The plugin object, c.ibb (docs/api.md "Plugins"): .policy and .opts (set
+-- by c:ibb_receive), .sessions the streams being received (key -> stream).
+M.forwards = { ibb_send = "send", ibb_receive = "receive" }
+M.events = { "ibb-received", "ibb-failed" }
 
-  --- c:ibb_receive(policy [, { max_size =, max_block_size =, max_streams = }]): policy(offer)
-  -- -> true accepts a stream (offer.from, .sid, .block_size, .file); nil
-  -- refuses every stream again.
-  function Client:ibb_receive(policy, opts)
-    if policy ~= nil and type(policy) ~= "function" then error("ibb_receive: policy must be a function", 2) end
-    opts = opts or {}
-    if type(opts) ~= "table" then error("ibb_receive: opts must be a table", 2) end
-    for _, k in ipairs({ "max_size", "max_block_size", "max_streams" }) do
-      if opts[k] ~= nil and (math_type(opts[k]) ~= "integer" or opts[k] < 1) then
-        error("ibb_receive: " .. k .. " must be a positive integer", 2)
-      end
-    end
-    self.ibb_policy, self.ibb_opts = policy, opts
+--- c.ibb:send(to, data [, opts]) -> true, sha256_hex | nil, message, condition
+function M:send(to, data, opts)
+  if type(to) ~= "string" or not jid.prep(to) then error("ibb_send: invalid JID " .. tostring(to), 2) end
+  if type(data) ~= "string" then error("ibb_send: data must be a string", 2) end
+  opts = opts or {}
+  if type(opts) ~= "table" then error("ibb_send: opts must be a table", 2) end
+  local b = opts.block_size
+  if b ~= nil and (math_type(b) ~= "integer" or b < 1 or b > MAX_BLOCK) then
+    error("ibb_send: block_size must be an integer from 1 to 65535", 2)
   end
+  if opts.name ~= nil and type(opts.name) ~= "string" then error("ibb_send: name must be a string", 2) end
+  if opts.progress ~= nil and type(opts.progress) ~= "function" then
+    error("ibb_send: progress must be a function", 2)
+  end
+  return ibb_send(self.client, jid.prep(to), data, opts)
+end
 
-  Client.add_setup(function(self)
-    self.ibb_sessions, self.ibb_opts = {}, {}
-    self:handle_iq(NS, function(iq)
-      if iq.attr.type ~= "set" then return st.error_reply(iq, "cancel", "bad-request") end
-      local el = iq.tags[1]
-      if el.name == "open" then return on_open(self, iq, el)
-      elseif el.name == "data" then return on_data(self, iq, el)
-      elseif el.name == "close" then return on_close(self, iq, el) end
-      return st.error_reply(iq, "cancel", "bad-request")
-    end)
+--- c.ibb:receive(policy [, { max_size =, max_block_size =, max_streams = }]): policy(offer)
+-- -> true accepts a stream (offer.from, .sid, .block_size, .file); nil
+-- refuses every stream again.
+function M:receive(policy, opts)
+  if policy ~= nil and type(policy) ~= "function" then error("ibb_receive: policy must be a function", 2) end
+  opts = opts or {}
+  if type(opts) ~= "table" then error("ibb_receive: opts must be a table", 2) end
+  for _, k in ipairs({ "max_size", "max_block_size", "max_streams" }) do
+    if opts[k] ~= nil and (math_type(opts[k]) ~= "integer" or opts[k] < 1) then
+      error("ibb_receive: " .. k .. " must be a positive integer", 2)
+    end
+  end
+  self.policy, self.opts = policy, opts
+end
+
+function M:init(c)
+  self.sessions, self.opts = {}, {}
+  c:handle_iq(NS, function(iq)
+    if iq.attr.type ~= "set" then return st.error_reply(iq, "cancel", "bad-request") end
+    local el = iq.tags[1]
+    if el.name == "open" then return on_open(c, iq, el)
+    elseif el.name == "data" then return on_data(c, iq, el)
+    elseif el.name == "close" then return on_close(c, iq, el) end
+    return st.error_reply(iq, "cancel", "bad-request")
   end)
-  return Client
 end
 
 return M

@@ -82,77 +82,78 @@ local function read_result(result)
   return { id = result.attr.id, message = m, stamp = delay.of(fwd) or delay.of(m) }
 end
 
-function M.install(Client)
-  --- c:mam_query{ to=, with=, start=, ["end"]=, max=, after=, before=, timeout= }
-  -- -> page { messages = { {id=, stamp=, message=} }, complete =, first =, last =, count = }
-  -- | nil, message, condition
-  function Client:mam_query(opts)
-    check(opts)
-    local archive = opts.to and jid.prep(opts.to) or nil
-    local queryid = session.new_id()
-    local page = { messages = {}, query = opts }
-    self.mam_queries[queryid] = { archive = archive, page = page }
-    local r, msg, cond = self:request(st.iq({ type = "set", to = archive }):add_child(build(opts, queryid)),
-      opts.timeout)
-    self.mam_queries[queryid] = nil
-    if not r then return nil, msg, cond end
-    local fin = r:get_child("fin", NS_MAM)
-    if not fin then return nil, "the archive's answer has no <fin/>", "bad-request" end
-    page.complete = fin.attr.complete == "true"
-    local set = fin:get_child("set", NS_RSM)
-    if set then
-      page.first, page.last = set:get_child_text("first"), set:get_child_text("last")
-      local count = set:get_child_text("count")
-      page.count = count and count:match("^%d+$") and tonumber(count) or nil
-    end
-    return page
-  end
+-- The plugin object, c.mam (docs/api.md "Plugins"): .queries, the queries
+-- waiting for their results (queryid -> { archive =, page = }).
+M.forwards = { mam_query = "query", mam_next = "next" }
 
-  --- c:mam_next(page) -> the following page (older ones when paging back
-  -- with before) | nil, message, condition; nil when page was complete
-  function Client:mam_next(page)
-    if type(page) ~= "table" or type(page.query) ~= "table" then error("mam_next: expected a page", 2) end
-    if page.complete then return nil end
-    local q = {}
-    for k, v in pairs(page.query) do q[k] = v end
-    if q.before then
-      if not page.first then return nil end
-      q.before, q.after = page.first, nil
-    else
-      if not page.last then return nil end
-      q.after = page.last
-    end
-    return self:mam_query(q)
+--- c:mam_query{ to=, with=, start=, ["end"]=, max=, after=, before=, timeout= }
+-- -> page { messages = { {id=, stamp=, message=} }, complete =, first =, last =, count = }
+-- | nil, message, condition
+function M:query(opts)
+  check(opts)
+  local archive = opts.to and jid.prep(opts.to) or nil
+  local queryid = session.new_id()
+  local page = { messages = {}, query = opts }
+  self.queries[queryid] = { archive = archive, page = page }
+  local r, msg, cond = self.client:request(st.iq({ type = "set", to = archive }):add_child(build(opts, queryid)),
+    opts.timeout)
+  self.queries[queryid] = nil
+  if not r then return nil, msg, cond end
+  local fin = r:get_child("fin", NS_MAM)
+  if not fin then return nil, "the archive's answer has no <fin/>", "bad-request" end
+  page.complete = fin.attr.complete == "true"
+  local set = fin:get_child("set", NS_RSM)
+  if set then
+    page.first, page.last = set:get_child_text("first"), set:get_child_text("last")
+    local count = set:get_child_text("count")
+    page.count = count and count:match("^%d+$") and tonumber(count) or nil
   end
+  return page
+end
 
-  local function on_message(self, m)
-    local result = m:get_child("result", NS_MAM)
-    if not result then return nil end
-    local pending = result.attr.queryid and self.mam_queries[result.attr.queryid]
-    if not pending then return nil end
-    local from = m.attr.from
-    local ok
-    if pending.archive then
-      ok = from ~= nil and jid.equal(from, pending.archive)
-    else
-      ok = from == nil or jid.equal(from, self.bare_jid)
-    end
-    if not ok then
-      self:log("warn", "ignored an archive result from %s (queried %s)", tostring(from),
-        tostring(pending.archive or self.bare_jid))
-      return true
-    end
-    local item = read_result(result)
-    local list = pending.page.messages
-    if item and #list < MAX_RESULTS then list[#list + 1] = item end
+--- c.mam:next(page) -> the following page (older ones when paging back
+-- with before) | nil, message, condition; nil when page was complete
+function M:next(page)
+  if type(page) ~= "table" or type(page.query) ~= "table" then error("mam_next: expected a page", 2) end
+  if page.complete then return nil end
+  local q = {}
+  for k, v in pairs(page.query) do q[k] = v end
+  if q.before then
+    if not page.first then return nil end
+    q.before, q.after = page.first, nil
+  else
+    if not page.last then return nil end
+    q.after = page.last
+  end
+  return self:query(q)
+end
+
+local function on_message(self, c, m)
+  local result = m:get_child("result", NS_MAM)
+  if not result then return nil end
+  local pending = result.attr.queryid and self.queries[result.attr.queryid]
+  if not pending then return nil end
+  local from = m.attr.from
+  local ok
+  if pending.archive then
+    ok = from ~= nil and jid.equal(from, pending.archive)
+  else
+    ok = from == nil or jid.equal(from, c.bare_jid)
+  end
+  if not ok then
+    c:log("warn", "ignored an archive result from %s (queried %s)", tostring(from),
+      tostring(pending.archive or c.bare_jid))
     return true
   end
+  local item = read_result(result)
+  local list = pending.page.messages
+  if item and #list < MAX_RESULTS then list[#list + 1] = item end
+  return true
+end
 
-  Client.add_setup(function(self)
-    self.mam_queries = {}
-    self:hook_child("message", NS_MAM, function(s) return on_message(self, s) end, 20)
-  end)
-  return Client
+function M:init(c)
+  self.queries = {}
+  c:hook_child("message", NS_MAM, function(s) return on_message(self, c, s) end, 20)
 end
 
 return M

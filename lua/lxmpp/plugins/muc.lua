@@ -44,8 +44,9 @@ local NS_CONFERENCE = "jabber:x:conference"
 
 local M = { NS_MUC = NS_MUC, NS_USER = NS_USER }
 
-for _, e in pairs({ "muc-message", "muc-private", "muc-subject", "muc-occupant", "muc-left",
-  "muc-invite", "muc-decline", "muc-rejoined", "muc-error" }) do session.add_event(e) end
+local MUC_EVENTS = { "muc-message", "muc-private", "muc-subject", "muc-occupant", "muc-left",
+  "muc-invite", "muc-decline", "muc-rejoined", "muc-error" }
+for _, e in ipairs(MUC_EVENTS) do session.add_event(e) end
 
 -- Why a departure happened, by status code (XEP-0045 §15.6).
 local REASONS = {
@@ -220,7 +221,7 @@ function Room:leave(status, timeout)
   if status ~= nil and type(status) ~= "string" then error("room:leave: status must be a string", 2) end
   local c = self.client
   if not self.joined then
-    c.muc_rooms[self.jid] = nil
+    c.muc.rooms[self.jid] = nil
     return true
   end
   local w = begin(self, "leave", self.nick)
@@ -230,7 +231,7 @@ function Room:leave(status, timeout)
   if ok then ok, msg, cond = wait(self, w, timeout) end
   self.pending = nil
   self.joined = false
-  if c.muc_rooms[self.jid] == self then c.muc_rooms[self.jid] = nil end
+  if c.muc.rooms[self.jid] == self then c.muc.rooms[self.jid] = nil end
   return ok, msg, cond
 end
 
@@ -245,7 +246,7 @@ end
 local function removed(room, info)
   local c = room.client
   room.joined = false
-  if c.muc_rooms[room.jid] == room then c.muc_rooms[room.jid] = nil end
+  if c.muc.rooms[room.jid] == room then c.muc.rooms[room.jid] = nil end
   if room.pending and room.pending.kind == "leave" then
     finish(room, true)
   elseif room.pending then
@@ -376,89 +377,93 @@ local function on_invite(c, s, from)
 end
 
 local function rejoin_all(c)
-  for _, room in pairs(c.muc_rooms) do
+  for _, room in pairs(c.muc.rooms) do
     if room.joined then
       room.joined, room.occupants, room.pending = false, {}, nil
       task.spawn(function()
         local ok, msg, cond = enter(room, room.rejoin_history or { maxstanzas = 0 })
-        if not ok and c.muc_rooms[room.jid] == room then c.muc_rooms[room.jid] = nil end
+        if not ok and c.muc.rooms[room.jid] == room then c.muc.rooms[room.jid] = nil end
         c:fire_user("muc-rejoined", room, ok == true, msg, cond)
       end)
     end
   end
 end
 
---- Installation ---------------------------------------------------------------
+--- The plugin object -----------------------------------------------------------
 
-function M.install(Client)
-  --- c:muc_join(room_jid, nick [, opts]) -> room | nil, message, condition
-  function Client:muc_join(room_jid, nick, opts)
-    room_jid = room_jid_of(room_jid, "muc_join")
-    nick = check_nick(nick, "muc_join")
-    opts = opts or {}
-    if type(opts) ~= "table" then error("muc_join: opts must be a table", 2) end
-    if opts.password ~= nil and type(opts.password) ~= "string" then error("muc_join: password must be a string", 2) end
-    check_history(opts.history)
-    if opts.config ~= nil and type(opts.config) ~= "table" and type(opts.config) ~= "boolean" then
-      error("muc_join: config must be a table of values, true or false", 2)
-    end
-    local existing = self.muc_rooms[room_jid]
-    if existing then
-      if existing.joined and existing.nick == nick then return existing end
-      return nil, "already in " .. room_jid .. " (or joining it) as " .. tostring(existing.nick), "conflict"
-    end
-    local room = setmetatable({
-      client = self, jid = room_jid, nick = nick, password = opts.password, occupants = {},
-      joined = false, created = false, timeout = opts.timeout, show = opts.show, status = opts.status,
-      rejoin_history = opts.rejoin_history,
-    }, Room)
-    self.muc_rooms[room_jid] = room
-    local ok, msg, cond = enter(room, opts.history, opts.timeout)
-    if not ok then
-      if self.muc_rooms[room_jid] == room then self.muc_rooms[room_jid] = nil end
-      return nil, msg, cond
-    end
-    if room.created and opts.config ~= false and room.configure then
-      ok, msg, cond = room:configure(type(opts.config) == "table" and opts.config or {})
-      if not ok then return nil, "the room was created but not configured: " .. tostring(msg), cond end
-    end
-    return room
+-- c.muc (docs/api.md "Plugins"): .rooms is { [room jid] = room } of the
+-- rooms joined or being joined.
+M.forwards = { muc_join = "join", muc_room = "room" }
+M.events = MUC_EVENTS
+
+--- c.muc:join(room_jid, nick [, opts]) -> room | nil, message, condition (c:muc_join)
+function M:join(room_jid, nick, opts)
+  room_jid = room_jid_of(room_jid, "muc_join")
+  nick = check_nick(nick, "muc_join")
+  opts = opts or {}
+  if type(opts) ~= "table" then error("muc_join: opts must be a table", 2) end
+  if opts.password ~= nil and type(opts.password) ~= "string" then error("muc_join: password must be a string", 2) end
+  check_history(opts.history)
+  if opts.config ~= nil and type(opts.config) ~= "table" and type(opts.config) ~= "boolean" then
+    error("muc_join: config must be a table of values, true or false", 2)
   end
-
-  --- c:muc_room(room_jid) -> the joined room, or nil
-  function Client:muc_room(room_jid)
-    local p = type(room_jid) == "string" and jid.prep(room_jid)
-    return p and self.muc_rooms[p] or nil
+  local rooms = self.rooms
+  local existing = rooms[room_jid]
+  if existing then
+    if existing.joined and existing.nick == nick then return existing end
+    return nil, "already in " .. room_jid .. " (or joining it) as " .. tostring(existing.nick), "conflict"
   end
+  local room = setmetatable({
+    client = self.client, jid = room_jid, nick = nick, password = opts.password, occupants = {},
+    joined = false, created = false, timeout = opts.timeout, show = opts.show, status = opts.status,
+    rejoin_history = opts.rejoin_history,
+  }, Room)
+  rooms[room_jid] = room
+  local ok, msg, cond = enter(room, opts.history, opts.timeout)
+  if not ok then
+    if rooms[room_jid] == room then rooms[room_jid] = nil end
+    return nil, msg, cond
+  end
+  if room.created and opts.config ~= false and room.configure then
+    ok, msg, cond = room:configure(type(opts.config) == "table" and opts.config or {})
+    if not ok then return nil, "the room was created but not configured: " .. tostring(msg), cond end
+  end
+  return room
+end
 
-  Client.add_setup(function(self)
-    self.muc_rooms = {}
-    -- what rooms we are in send us
-    self.bus:add("stanza-in", function(s)
-      if (s.name ~= "presence" and s.name ~= "message") or next(self.muc_rooms) == nil then return end
-      local from = s.attr.from and jid.prep(s.attr.from)
-      if not from then return end
-      local room = self.muc_rooms[jid.bare(from)]
-      if not room then return end
-      if s.name == "presence" then on_presence(self, room, s, jid.resource(from))
-      else on_message(self, room, s, jid.resource(from)) end
-    end)
-    -- invitations, from rooms we are not in or from users
-    local last            -- a stanza with both kinds of invitation is one
-    local function invite(s)
-      if s == last or s.attr.type == "error" or s.attr.type == "groupchat" then return end
-      last = s
-      local from = s.attr.from and jid.prep(s.attr.from)
-      if not from or self.muc_rooms[jid.bare(from)] then return end
-      on_invite(self, s, from)
-    end
-    self:hook_child("message", NS_USER, invite)
-    self:hook_child("message", NS_CONFERENCE, invite)
-    self:on("reconnected", function(resumed)
-      if not resumed then rejoin_all(self) end
-    end)
+--- c.muc:room(room_jid) -> the joined room, or nil (c:muc_room)
+function M:room(room_jid)
+  local p = type(room_jid) == "string" and jid.prep(room_jid)
+  return p and self.rooms[p] or nil
+end
+
+function M:init(c)
+  local rooms = {}
+  self.rooms = rooms
+  -- what rooms we are in send us
+  c.bus:add("stanza-in", function(s)
+    if (s.name ~= "presence" and s.name ~= "message") or next(rooms) == nil then return end
+    local from = s.attr.from and jid.prep(s.attr.from)
+    if not from then return end
+    local room = rooms[jid.bare(from)]
+    if not room then return end
+    if s.name == "presence" then on_presence(c, room, s, jid.resource(from))
+    else on_message(c, room, s, jid.resource(from)) end
   end)
-  return Client
+  -- invitations, from rooms we are not in or from users
+  local last            -- a stanza with both kinds of invitation is one
+  local function invite(s)
+    if s == last or s.attr.type == "error" or s.attr.type == "groupchat" then return end
+    last = s
+    local from = s.attr.from and jid.prep(s.attr.from)
+    if not from or rooms[jid.bare(from)] then return end
+    on_invite(c, s, from)
+  end
+  c:hook_child("message", NS_USER, invite)
+  c:hook_child("message", NS_CONFERENCE, invite)
+  c:on("reconnected", function(resumed)
+    if not resumed then rejoin_all(c) end
+  end)
 end
 
 return M

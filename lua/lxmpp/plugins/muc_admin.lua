@@ -155,7 +155,7 @@ function Room:destroy(reason, alternate)
   local r, msg, cond = self.client:request(iq, self.timeout)
   if not r then return nil, msg, cond end
   self.joined = false
-  if self.client.muc_rooms[self.jid] == self then self.client.muc_rooms[self.jid] = nil end
+  if self.client.muc.rooms[self.jid] == self then self.client.muc.rooms[self.jid] = nil end
   return true
 end
 
@@ -176,30 +176,31 @@ local function decline(c, room_jid, inviter, reason)
   return c:send(m)
 end
 
-function M.install(Client)
-  --- c:muc_invite(jid, room_jid [, opts]): a direct invitation (XEP-0249)
-  function Client:muc_invite(who, room_jid, opts)
-    who = user_jid(who, "muc_invite")
-    local room = type(room_jid) == "string" and jid.prep(room_jid)
-    if not room or not jid.node(room) or jid.resource(room) then
-      error("muc_invite: invalid room JID " .. tostring(room_jid), 2)
-    end
-    opts = opts or {}
-    for _, k in ipairs({ "reason", "password" }) do
-      if opts[k] ~= nil and type(opts[k]) ~= "string" then error("muc_invite: " .. k .. " must be a string", 2) end
-    end
-    return self:send(st.message({ to = who, id = session.new_id() })
-      :tag("x", { xmlns = NS_CONFERENCE, jid = room, reason = opts.reason, password = opts.password }))
-  end
+-- The plugin object, c.muc_admin (docs/api.md "Plugins"), has no state: the
+-- moderation methods are the rooms' (above), invitations the client's.
+M.forwards = { muc_invite = "invite", muc_decline = "decline" }
 
-  --- c:muc_decline(room_jid, inviter [, reason]): refuses a mediated invitation
-  function Client:muc_decline(room_jid, inviter, reason)
-    local room = type(room_jid) == "string" and jid.prep(room_jid)
-    if not room or not jid.node(room) then error("muc_decline: invalid room JID " .. tostring(room_jid), 2) end
-    check_reason(reason, "muc_decline")
-    return decline(self, room, user_jid(inviter, "muc_decline"), reason)
+--- c.muc_admin:invite(jid, room_jid [, opts]): a direct invitation (XEP-0249)
+function M:invite(who, room_jid, opts)
+  who = user_jid(who, "muc_invite")
+  local room = type(room_jid) == "string" and jid.prep(room_jid)
+  if not room or not jid.node(room) or jid.resource(room) then
+    error("muc_invite: invalid room JID " .. tostring(room_jid), 2)
   end
-  return Client
+  opts = opts or {}
+  for _, k in ipairs({ "reason", "password" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "string" then error("muc_invite: " .. k .. " must be a string", 2) end
+  end
+  return self.client:send(st.message({ to = who, id = session.new_id() })
+    :tag("x", { xmlns = NS_CONFERENCE, jid = room, reason = opts.reason, password = opts.password }))
+end
+
+--- c.muc_admin:decline(room_jid, inviter [, reason]): refuses a mediated invitation
+function M:decline(room_jid, inviter, reason)
+  local room = type(room_jid) == "string" and jid.prep(room_jid)
+  if not room or not jid.node(room) then error("muc_decline: invalid room JID " .. tostring(room_jid), 2) end
+  check_reason(reason, "muc_decline")
+  return decline(self.client, room, user_jid(inviter, "muc_decline"), reason)
 end
 
 return M

@@ -74,7 +74,7 @@ end
 local function request(self, typ, service, ns, build, timeout)
   local iq = st.iq({ type = typ, to = service }):tag("pubsub", { xmlns = ns })
   build(iq)
-  return self:request(iq:reset(), timeout or self.pubsub_timeout)
+  return self.client:request(iq:reset(), timeout or self.timeout)
 end
 
 local function parse_item(item)
@@ -115,169 +115,177 @@ local function on_event(self, s)
   end
 end
 
-function M.install(Client)
-  --- c:pubsub_create(service, node [, config]) -> node | nil, message, condition
-  function Client:pubsub_create(service, node, config)
-    service = check_service(service, "pubsub_create")
-    node = check_node(node, "pubsub_create", true)           -- nil: an instant node
-    if config ~= nil and type(config) ~= "table" then error("pubsub_create: config must be a table", 2) end
-    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
-      iq:tag("create", { node = node }):up()
-      if config then iq:tag("configure"):add_child(values_form(FORM_CONFIG, config, "pubsub_create")):up() end
-    end)
-    if not r then return nil, msg, cond, es end
-    local created = r:find("{" .. NS .. "}pubsub/create@node")
-    return created or node
-  end
+-- The plugin object, c.pubsub (docs/api.md "Plugins"): c.pubsub:publish(...)
+-- is c:pubsub_publish(...), and so on; c.pubsub.timeout, when set, is the
+-- requests' timeout.
+M.forwards = {
+  pubsub_create = "create", pubsub_get_config = "get_config", pubsub_configure = "configure",
+  pubsub_delete = "delete", pubsub_purge = "purge", pubsub_publish = "publish", pubsub_retract = "retract",
+  pubsub_subscribe = "subscribe", pubsub_unsubscribe = "unsubscribe", pubsub_items = "items",
+  pep_publish = "pep_publish", pep_items = "pep_items",
+}
+M.events = { "pubsub-item", "pubsub-retract", "pubsub-purge", "pubsub-delete", "pubsub-config" }
 
-  --- c:pubsub_get_config(service, node) -> form | nil, message, condition
-  function Client:pubsub_get_config(service, node)
-    service, node = check_service(service, "pubsub_get_config"), check_node(node, "pubsub_get_config")
-    local r, msg, cond, es = request(self, "get", service, NS_OWNER,
-      function(iq) iq:tag("configure", { node = node }) end)
-    if not r then return nil, msg, cond, es end
-    local ps = r:get_child("pubsub", NS_OWNER)
-    local conf = ps and ps:get_child("configure")
-    local x = conf and conf:get_child("x", forms.xmlns)
-    if not x then return nil, "the service sent no configuration form", "bad-request" end
-    return forms.parse(x)
-  end
-
-  --- c:pubsub_configure(service, node, values) -> true | nil, message, condition
-  function Client:pubsub_configure(service, node, values)
-    if type(values) ~= "table" then error("pubsub_configure: values must be a table", 2) end
-    local form, msg, cond, es = self:pubsub_get_config(service, node)
-    if not form then return nil, msg, cond, es end
-    local layout = forms.new(form)
-    for var in pairs(values) do
-      if not layout.by_var[var] then return nil, "the node has no setting " .. tostring(var), "bad-request" end
-    end
-    local r
-    r, msg, cond, es = request(self, "set", check_service(service, "pubsub_configure"), NS_OWNER, function(iq)
-      iq:tag("configure", { node = node }):add_child(layout:form(values, "submit"))
-    end)
-    if not r then return nil, msg, cond, es end
-    return true
-  end
-
-  local function owner_action(name)
-    return function(self, service, node)
-      service, node = check_service(service, "pubsub_" .. name), check_node(node, "pubsub_" .. name)
-      local r, msg, cond, es = request(self, "set", service, NS_OWNER, function(iq) iq:tag(name, { node = node }) end)
-      if not r then return nil, msg, cond, es end
-      return true
-    end
-  end
-  --- c:pubsub_delete(service, node), c:pubsub_purge(service, node) -> true | nil, message, condition
-  Client.pubsub_delete = owner_action("delete")
-  Client.pubsub_purge = owner_action("purge")
-
-  --- c:pubsub_publish(service, node, payload [, id [, options]]) -> item id | nil, message, condition
-  function Client:pubsub_publish(service, node, payload, id, options)
-    service, node = check_service(service, "pubsub_publish"), check_node(node, "pubsub_publish")
-    if not st.is_stanza(payload) then error("pubsub_publish: payload must be a stanza element", 2) end
-    if id ~= nil and (type(id) ~= "string" or id == "") then error("pubsub_publish: id must be a string", 2) end
-    if options ~= nil and type(options) ~= "table" then error("pubsub_publish: options must be a table", 2) end
-    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
-      iq:tag("publish", { node = node }):tag("item", { id = id }):add_child(payload):up():up()
-      if options then
-        iq:tag("publish-options"):add_child(values_form(FORM_PUBLISH, options, "pubsub_publish")):up()
-      end
-    end)
-    if not r then return nil, msg, cond, es end
-    return r:find("{" .. NS .. "}pubsub/publish/item@id") or id
-  end
-
-  --- c:pubsub_retract(service, node, id [, notify]) -> true | nil, message, condition
-  function Client:pubsub_retract(service, node, id, notify)
-    service, node = check_service(service, "pubsub_retract"), check_node(node, "pubsub_retract")
-    if type(id) ~= "string" or id == "" then error("pubsub_retract: id must be a string", 2) end
-    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
-      iq:tag("retract", { node = node, notify = notify and "true" or nil }):tag("item", { id = id })
-    end)
-    if not r then return nil, msg, cond, es end
-    return true
-  end
-
-  --- c:pubsub_subscribe(service, node [, jid [, options]]) -> subscription | nil, message, condition
-  function Client:pubsub_subscribe(service, node, who, options)
-    service, node = check_service(service, "pubsub_subscribe"), check_node(node, "pubsub_subscribe")
-    who = who or jid.bare(self.jid)
-    if type(who) ~= "string" or not jid.prep(who) then error("pubsub_subscribe: invalid JID " .. tostring(who), 2) end
-    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
-      iq:tag("subscribe", { node = node, jid = who }):up()
-      if options then iq:tag("options"):add_child(values_form(FORM_SUBSCRIBE, options, "pubsub_subscribe")):up() end
-    end)
-    if not r then return nil, msg, cond, es end
-    local sub = r:find("{" .. NS .. "}pubsub/subscription")
-    if not sub then return { jid = who, node = node, subscription = "subscribed" } end   -- an empty result: done
-    return { jid = sub.attr.jid or who, node = sub.attr.node or node, subscription = sub.attr.subscription,
-      subid = sub.attr.subid }
-  end
-
-  --- c:pubsub_unsubscribe(service, node [, { jid =, subid = }]) -> true | nil, message, condition
-  function Client:pubsub_unsubscribe(service, node, opts)
-    service, node = check_service(service, "pubsub_unsubscribe"), check_node(node, "pubsub_unsubscribe")
-    opts = opts or {}
-    local r, msg, cond, es = request(self, "set", service, NS, function(iq)
-      iq:tag("unsubscribe", { node = node, jid = opts.jid or jid.bare(self.jid), subid = opts.subid })
-    end)
-    if not r then return nil, msg, cond, es end
-    return true
-  end
-
-  --- c:pubsub_items(service, node [, opts]) -> items, page | nil, message, condition
-  function Client:pubsub_items(service, node, opts)
-    service, node = check_service(service, "pubsub_items"), check_node(node, "pubsub_items")
-    opts = opts or {}
-    if type(opts) ~= "table" then error("pubsub_items: opts must be a table", 2) end
-    if opts.max ~= nil and (math_type(opts.max) ~= "integer" or opts.max < 1) then
-      error("pubsub_items: max must be a positive integer", 2)
-    end
-    local paged = opts.after ~= nil or opts.before ~= nil or opts.page
-    local r, msg, cond, es = request(self, "get", service, NS, function(iq)
-      iq:tag("items", { node = node, max_items = (not paged and opts.max) and tostring(opts.max) or nil })
-      for _, id in ipairs(opts.ids or {}) do iq:tag("item", { id = id }):up() end
-      iq:up()
-      if paged then
-        iq:tag("set", { xmlns = NS_RSM })
-        if opts.max then iq:text_tag("max", tostring(opts.max)) end
-        if opts.after then iq:text_tag("after", opts.after) end
-        if opts.before then iq:text_tag("before", opts.before) end
-        iq:up()
-      end
-    end)
-    if not r then return nil, msg, cond, es end
-    local ps = r:get_child("pubsub", NS)
-    local items = ps and ps:get_child("items")
-    if not items then return nil, "the reply has no <items/>", "bad-request" end
-    local list = {}
-    for it in items:childtags("item") do list[#list + 1] = parse_item(it) end
-    local set = ps:get_child("set", NS_RSM)
-    local page
-    if set then
-      local count = set:get_child_text("count")
-      page = { first = set:get_child_text("first"), last = set:get_child_text("last"),
-        count = count and count:match("^%d+$") and tonumber(count) or nil }
-      if count and not page.count then return nil, "a malformed <count/> in the page", "bad-request" end
-    end
-    return list, page
-  end
-
-  --- c:pep_publish(node, payload [, id [, options]]): to our own PEP service
-  function Client:pep_publish(node, payload, id, options)
-    return self:pubsub_publish(nil, node, payload, id, options)
-  end
-
-  --- c:pep_items(jid, node [, opts]): an account's PEP items
-  function Client:pep_items(who, node, opts)
-    return self:pubsub_items(jid.bare(who), node, opts)
-  end
-
-  Client.add_setup(function(self)
-    self:hook_child("message", NS_EVENT, function(s) on_event(self, s) end)
+--- c.pubsub:create(service, node [, config]) -> node | nil, message, condition
+function M:create(service, node, config)
+  service = check_service(service, "pubsub_create")
+  node = check_node(node, "pubsub_create", true)           -- nil: an instant node
+  if config ~= nil and type(config) ~= "table" then error("pubsub_create: config must be a table", 2) end
+  local r, msg, cond, es = request(self, "set", service, NS, function(iq)
+    iq:tag("create", { node = node }):up()
+    if config then iq:tag("configure"):add_child(values_form(FORM_CONFIG, config, "pubsub_create")):up() end
   end)
-  return Client
+  if not r then return nil, msg, cond, es end
+  local created = r:find("{" .. NS .. "}pubsub/create@node")
+  return created or node
+end
+
+--- c.pubsub:get_config(service, node) -> form | nil, message, condition
+function M:get_config(service, node)
+  service, node = check_service(service, "pubsub_get_config"), check_node(node, "pubsub_get_config")
+  local r, msg, cond, es = request(self, "get", service, NS_OWNER,
+    function(iq) iq:tag("configure", { node = node }) end)
+  if not r then return nil, msg, cond, es end
+  local ps = r:get_child("pubsub", NS_OWNER)
+  local conf = ps and ps:get_child("configure")
+  local x = conf and conf:get_child("x", forms.xmlns)
+  if not x then return nil, "the service sent no configuration form", "bad-request" end
+  return forms.parse(x)
+end
+
+--- c.pubsub:configure(service, node, values) -> true | nil, message, condition
+function M:configure(service, node, values)
+  if type(values) ~= "table" then error("pubsub_configure: values must be a table", 2) end
+  local form, msg, cond, es = self:get_config(service, node)
+  if not form then return nil, msg, cond, es end
+  local layout = forms.new(form)
+  for var in pairs(values) do
+    if not layout.by_var[var] then return nil, "the node has no setting " .. tostring(var), "bad-request" end
+  end
+  local r
+  r, msg, cond, es = request(self, "set", check_service(service, "pubsub_configure"), NS_OWNER, function(iq)
+    iq:tag("configure", { node = node }):add_child(layout:form(values, "submit"))
+  end)
+  if not r then return nil, msg, cond, es end
+  return true
+end
+
+local function owner_action(name)
+  return function(self, service, node)
+    service, node = check_service(service, "pubsub_" .. name), check_node(node, "pubsub_" .. name)
+    local r, msg, cond, es = request(self, "set", service, NS_OWNER, function(iq) iq:tag(name, { node = node }) end)
+    if not r then return nil, msg, cond, es end
+    return true
+  end
+end
+--- c.pubsub:delete(service, node), c:pubsub_purge(service, node) -> true | nil, message, condition
+M.delete = owner_action("delete")
+M.purge = owner_action("purge")
+
+--- c.pubsub:publish(service, node, payload [, id [, options]]) -> item id | nil, message, condition
+function M:publish(service, node, payload, id, options)
+  service, node = check_service(service, "pubsub_publish"), check_node(node, "pubsub_publish")
+  if not st.is_stanza(payload) then error("pubsub_publish: payload must be a stanza element", 2) end
+  if id ~= nil and (type(id) ~= "string" or id == "") then error("pubsub_publish: id must be a string", 2) end
+  if options ~= nil and type(options) ~= "table" then error("pubsub_publish: options must be a table", 2) end
+  local r, msg, cond, es = request(self, "set", service, NS, function(iq)
+    iq:tag("publish", { node = node }):tag("item", { id = id }):add_child(payload):up():up()
+    if options then
+      iq:tag("publish-options"):add_child(values_form(FORM_PUBLISH, options, "pubsub_publish")):up()
+    end
+  end)
+  if not r then return nil, msg, cond, es end
+  return r:find("{" .. NS .. "}pubsub/publish/item@id") or id
+end
+
+--- c.pubsub:retract(service, node, id [, notify]) -> true | nil, message, condition
+function M:retract(service, node, id, notify)
+  service, node = check_service(service, "pubsub_retract"), check_node(node, "pubsub_retract")
+  if type(id) ~= "string" or id == "" then error("pubsub_retract: id must be a string", 2) end
+  local r, msg, cond, es = request(self, "set", service, NS, function(iq)
+    iq:tag("retract", { node = node, notify = notify and "true" or nil }):tag("item", { id = id })
+  end)
+  if not r then return nil, msg, cond, es end
+  return true
+end
+
+--- c.pubsub:subscribe(service, node [, jid [, options]]) -> subscription | nil, message, condition
+function M:subscribe(service, node, who, options)
+  service, node = check_service(service, "pubsub_subscribe"), check_node(node, "pubsub_subscribe")
+  who = who or jid.bare(self.client.jid)
+  if type(who) ~= "string" or not jid.prep(who) then error("pubsub_subscribe: invalid JID " .. tostring(who), 2) end
+  local r, msg, cond, es = request(self, "set", service, NS, function(iq)
+    iq:tag("subscribe", { node = node, jid = who }):up()
+    if options then iq:tag("options"):add_child(values_form(FORM_SUBSCRIBE, options, "pubsub_subscribe")):up() end
+  end)
+  if not r then return nil, msg, cond, es end
+  local sub = r:find("{" .. NS .. "}pubsub/subscription")
+  if not sub then return { jid = who, node = node, subscription = "subscribed" } end   -- an empty result: done
+  return { jid = sub.attr.jid or who, node = sub.attr.node or node, subscription = sub.attr.subscription,
+    subid = sub.attr.subid }
+end
+
+--- c.pubsub:unsubscribe(service, node [, { jid =, subid = }]) -> true | nil, message, condition
+function M:unsubscribe(service, node, opts)
+  service, node = check_service(service, "pubsub_unsubscribe"), check_node(node, "pubsub_unsubscribe")
+  opts = opts or {}
+  local r, msg, cond, es = request(self, "set", service, NS, function(iq)
+    iq:tag("unsubscribe", { node = node, jid = opts.jid or jid.bare(self.client.jid), subid = opts.subid })
+  end)
+  if not r then return nil, msg, cond, es end
+  return true
+end
+
+--- c.pubsub:items(service, node [, opts]) -> items, page | nil, message, condition
+function M:items(service, node, opts)
+  service, node = check_service(service, "pubsub_items"), check_node(node, "pubsub_items")
+  opts = opts or {}
+  if type(opts) ~= "table" then error("pubsub_items: opts must be a table", 2) end
+  if opts.max ~= nil and (math_type(opts.max) ~= "integer" or opts.max < 1) then
+    error("pubsub_items: max must be a positive integer", 2)
+  end
+  local paged = opts.after ~= nil or opts.before ~= nil or opts.page
+  local r, msg, cond, es = request(self, "get", service, NS, function(iq)
+    iq:tag("items", { node = node, max_items = (not paged and opts.max) and tostring(opts.max) or nil })
+    for _, id in ipairs(opts.ids or {}) do iq:tag("item", { id = id }):up() end
+    iq:up()
+    if paged then
+      iq:tag("set", { xmlns = NS_RSM })
+      if opts.max then iq:text_tag("max", tostring(opts.max)) end
+      if opts.after then iq:text_tag("after", opts.after) end
+      if opts.before then iq:text_tag("before", opts.before) end
+      iq:up()
+    end
+  end)
+  if not r then return nil, msg, cond, es end
+  local ps = r:get_child("pubsub", NS)
+  local items = ps and ps:get_child("items")
+  if not items then return nil, "the reply has no <items/>", "bad-request" end
+  local list = {}
+  for it in items:childtags("item") do list[#list + 1] = parse_item(it) end
+  local set = ps:get_child("set", NS_RSM)
+  local page
+  if set then
+    local count = set:get_child_text("count")
+    page = { first = set:get_child_text("first"), last = set:get_child_text("last"),
+      count = count and count:match("^%d+$") and tonumber(count) or nil }
+    if count and not page.count then return nil, "a malformed <count/> in the page", "bad-request" end
+  end
+  return list, page
+end
+
+--- c.pubsub:pep_publish(node, payload [, id [, options]]): to our own PEP service
+function M:pep_publish(node, payload, id, options)
+  return self:publish(nil, node, payload, id, options)
+end
+
+--- c.pubsub:pep_items(jid, node [, opts]): an account's PEP items
+function M:pep_items(who, node, opts)
+  return self:items(jid.bare(who), node, opts)
+end
+
+function M.init(_, c)
+  c:hook_child("message", NS_EVENT, function(s) on_event(c, s) end)
 end
 
 return M

@@ -23,56 +23,57 @@ local M = { NS_RECEIPTS = NS_RECEIPTS }
 
 session.add_event("receipt")
 
-function M.install(Client)
-  require("lxmpp.plugins.outgoing").install(Client)
+-- The plugin object, c.receipts (docs/api.md "Plugins"): .request and
+-- .answer (c:set_receipts), .waiting the ids of messages sent with a request
+-- (bounded), by id -> the recipient's bare JID.
+M.forwards = { set_receipts = "set" }
+M.events = { "receipt" }
 
-  --- c:set_receipts{ request = bool, answer = bool }
-  function Client:set_receipts(opts)
-    if type(opts) ~= "table" then error("set_receipts: expected a table", 2) end
-    if opts.request ~= nil then self.receipts_request = opts.request == true end
-    if opts.answer ~= nil then self.receipts_answer = opts.answer == true end
-  end
+--- c:set_receipts{ request = bool, answer = bool }
+function M:set(opts)
+  if type(opts) ~= "table" then error("set_receipts: expected a table", 2) end
+  if opts.request ~= nil then self.request = opts.request == true end
+  if opts.answer ~= nil then self.answer = opts.answer == true end
+end
 
-  local function remember(self, id, to)
-    local w = self.receipts_waiting
-    if w:get(id) == nil then w:put(id, jid.bare(to)) end
-  end
+local function remember(self, id, to)
+  local w = self.waiting
+  if w:get(id) == nil then w:put(id, jid.bare(to)) end
+end
 
-  local function on_message(self, m)
-    local from = m.attr.from and jid.prep(m.attr.from)
-    local received = m:get_child("received", NS_RECEIPTS)
-    if received and from then
-      local id = received.attr.id
-      local to = id and self.receipts_waiting:get(id)
-      if to and jid.equal(to, jid.bare(from)) then
-        self.receipts_waiting:delete(id)
-        self:fire_user("receipt", id, from, m)
-      else
-        if self.debug then self:log("debug", "ignored a receipt for %s from %s", tostring(id), from) end
-      end
-    end
-    if self.receipts_answer and from and m.attr.id and m:get_child("request", NS_RECEIPTS)
-        and m.attr.type ~= "groupchat" and m.attr.type ~= "error" then
-      self:send(st.message({ to = from, id = session.new_id(), type = m.attr.type })
-        :tag("received", { xmlns = NS_RECEIPTS, id = m.attr.id }):up())
+local function on_message(self, c, m)
+  local from = m.attr.from and jid.prep(m.attr.from)
+  local received = m:get_child("received", NS_RECEIPTS)
+  if received and from then
+    local id = received.attr.id
+    local to = id and self.waiting:get(id)
+    if to and jid.equal(to, jid.bare(from)) then
+      self.waiting:delete(id)
+      c:fire_user("receipt", id, from, m)
+    else
+      if c.debug then c:log("debug", "ignored a receipt for %s from %s", tostring(id), from) end
     end
   end
+  if self.answer and from and m.attr.id and m:get_child("request", NS_RECEIPTS)
+      and m.attr.type ~= "groupchat" and m.attr.type ~= "error" then
+    c:send(st.message({ to = from, id = session.new_id(), type = m.attr.type })
+      :tag("received", { xmlns = NS_RECEIPTS, id = m.attr.id }):up())
+  end
+end
 
-  Client.add_setup(function(self)
-    self.receipts_request, self.receipts_answer = false, true
-    self.receipts_waiting = bounded.new(MAX_WAITING)
-    self:add_feature(NS_RECEIPTS)
-    self.bus:add("stanza-out", function(s)
-      if s.name == "message" and self.receipts_request and s.attr.to and s.attr.type ~= "groupchat"
-          and s.attr.type ~= "error" and s:get_child("body") and not s:get_child("request", NS_RECEIPTS) then
-        if not s.attr.id then s.attr.id = session.new_id() end
-        s:add_direct_child(st.stanza("request", { xmlns = NS_RECEIPTS }))
-        remember(self, s.attr.id, s.attr.to)
-      end
-    end)
-    self:hook_child("message", NS_RECEIPTS, function(s) on_message(self, s) end)
+function M:init(c)
+  self.request, self.answer = false, true
+  self.waiting = bounded.new(MAX_WAITING)
+  c:add_feature(NS_RECEIPTS)
+  c.bus:add("stanza-out", function(s)
+    if s.name == "message" and self.request and s.attr.to and s.attr.type ~= "groupchat"
+        and s.attr.type ~= "error" and s:get_child("body") and not s:get_child("request", NS_RECEIPTS) then
+      if not s.attr.id then s.attr.id = session.new_id() end
+      s:add_direct_child(st.stanza("request", { xmlns = NS_RECEIPTS }))
+      remember(self, s.attr.id, s.attr.to)
+    end
   end)
-  return Client
+  c:hook_child("message", NS_RECEIPTS, function(s) on_message(self, c, s) end)
 end
 
 return M

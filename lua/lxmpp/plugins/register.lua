@@ -47,10 +47,11 @@ end
 
 -- The feature step: ask for the fields, fill them in, submit.
 local function register_step(client, features)
-  local req = client.register_request
+  local p = client.register
+  local req = p.request
   if not req then return nil end
   if client.tls_mode ~= "none" and not client.tls_active then return nil end   -- STARTTLS first
-  client.register_request = nil
+  p.request = nil
   if not features:get_child("register", NS_FEATURE) then
     return client:fail("the server does not offer in-band registration", "feature-not-implemented")
   end
@@ -90,7 +91,7 @@ function M.register(opts)
   if not ok0 then error(tostring(c):gsub("^[^:]*:%d+: ", ""), 2) end
   if not c.node then error("register: the jid needs a local part", 2) end
   task.current("register", 1)
-  c.register_request = { fields = opts.fields }
+  c:plugin("register").request = { fields = opts.fields }
   local ok, msg, cond = c:establish()
   if not ok then return nil, msg, cond end
   c:went_online()                      -- as lxmpp.connect: reconnection and all
@@ -98,30 +99,33 @@ function M.register(opts)
   return c
 end
 
-function M.install(Client)
-  --- c:change_password(new) -> true | nil, message, condition
-  function Client:change_password(new, timeout)
-    if type(new) ~= "string" or new == "" then error("change_password: the password must be a non-empty string", 2) end
-    local r, msg, cond = self:request(st.iq({ type = "set", to = self.domain }):tag("query", { xmlns = NS })
-      :text_tag("username", self.node):text_tag("password", new), timeout)
-    if not r then return nil, msg, cond end
-    self.opts.password = new           -- what a reconnection logs in with
-    return true
-  end
+-- The plugin object, c.register (docs/api.md "Plugins"): .request, the
+-- registration register{} asked for, until the negotiation made it.
+M.forwards = { change_password = "change_password", unregister = "unregister" }
 
-  --- c:unregister() -> true | nil, message, condition
-  function Client:unregister(timeout)
-    local r, msg, cond = self:request(st.iq({ type = "set", to = self.domain }):tag("query", { xmlns = NS })
-      :tag("remove"), timeout)
-    if not r then return nil, msg, cond end
-    self.closing = true                -- the server ends the stream: not a loss to recover from
-    return true
-  end
+--- c:change_password(new) -> true | nil, message, condition
+function M:change_password(new, timeout)
+  if type(new) ~= "string" or new == "" then error("change_password: the password must be a non-empty string", 2) end
+  local c = self.client
+  local r, msg, cond = c:request(st.iq({ type = "set", to = c.domain }):tag("query", { xmlns = NS })
+    :text_tag("username", c.node):text_tag("password", new), timeout)
+  if not r then return nil, msg, cond end
+  c.opts.password = new           -- what a reconnection logs in with
+  return true
+end
 
-  Client.add_setup(function(self)
-    self.bus:add("features", function(features) return register_step(self, features) end, 350)
-  end)
-  return Client
+--- c:unregister() -> true | nil, message, condition
+function M:unregister(timeout)
+  local c = self.client
+  local r, msg, cond = c:request(st.iq({ type = "set", to = c.domain }):tag("query", { xmlns = NS })
+    :tag("remove"), timeout)
+  if not r then return nil, msg, cond end
+  c.closing = true                -- the server ends the stream: not a loss to recover from
+  return true
+end
+
+function M.init(_, c)
+  c.bus:add("features", function(features) return register_step(c, features) end, 350)
 end
 
 return M

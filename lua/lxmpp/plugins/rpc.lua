@@ -316,7 +316,7 @@ local function serve(self, iq)
   local call = iq.tags[1]:get_child("methodCall")
   local name = call and call:get_child_text("methodName")
   if not name then return st.error_reply(iq, "modify", "bad-request", "no <methodCall> with a <methodName>") end
-  local entry = self.rpc_methods[name]
+  local entry = self.rpc.methods[name]
   if not entry then return fault_response(iq, -32601, "no such method: " .. name) end
   if not allowed(self, entry, iq.attr.from) then return st.error_reply(iq, "auth", "forbidden") end
   local ok, params = pcall(decode_params, call:get_child("params"))
@@ -341,39 +341,40 @@ local function serve(self, iq)
   return reply
 end
 
-function M.install(Client)
-  --- c:rpc_call(to, method, ...) -> value | nil, message, condition [, fault_code]
-  function Client:rpc_call(to, method, ...)
-    if type(to) ~= "string" or not jid.prep(to) then error("rpc_call: invalid JID " .. tostring(to), 2) end
-    if type(method) ~= "string" or method == "" then error("rpc_call: method must be a non-empty string", 2) end
-    local iq = st.iq({ type = "set", to = to }):tag("query", { xmlns = NS }):tag("methodCall")
-      :text_tag("methodName", method)
-    local ok, err = pcall(encode_params, iq, select("#", ...), ...)
-    if not ok then error("rpc_call: " .. tostring(err), 2) end
-    local r, msg, cond = self:request(iq:reset(), self.rpc_timeout)
-    if not r then return nil, msg, cond end
-    return M.parse_response(r:get_child("query", NS))
-  end
+-- The plugin object, c.rpc (docs/api.md "Plugins"): .methods, what
+-- c:rpc_expose() exposed (name -> { fn =, allow = }), .timeout the calls'.
+M.forwards = { rpc_call = "call", rpc_expose = "expose" }
 
-  --- c:rpc_expose(name, fn [, { allow = list | fn | "anyone" }]): fn(...) answers
-  -- calls of `name` (nil: stop answering). By default only our own account
-  -- may call; allow lists bare JIDs, or is fn(bare, full) -> boolean.
-  function Client:rpc_expose(name, fn, opts)
-    if type(name) ~= "string" or name == "" then error("rpc_expose: name must be a non-empty string", 2) end
-    if fn ~= nil and type(fn) ~= "function" then error("rpc_expose: fn must be a function", 2) end
-    opts = opts or {}
-    local allow = opts.allow
-    if allow ~= nil and allow ~= "anyone" and type(allow) ~= "table" and type(allow) ~= "function" then
-      error("rpc_expose: allow must be a list of JIDs, a function or \"anyone\"", 2)
-    end
-    self.rpc_methods[name] = fn and { fn = fn, allow = allow } or nil
-  end
+--- c.rpc:call(to, method, ...) -> value | nil, message, condition [, fault_code]
+function M:call(to, method, ...)
+  if type(to) ~= "string" or not jid.prep(to) then error("rpc_call: invalid JID " .. tostring(to), 2) end
+  if type(method) ~= "string" or method == "" then error("rpc_call: method must be a non-empty string", 2) end
+  local iq = st.iq({ type = "set", to = to }):tag("query", { xmlns = NS }):tag("methodCall")
+    :text_tag("methodName", method)
+  local ok, err = pcall(encode_params, iq, select("#", ...), ...)
+  if not ok then error("rpc_call: " .. tostring(err), 2) end
+  local r, msg, cond = self.client:request(iq:reset(), self.timeout)
+  if not r then return nil, msg, cond end
+  return M.parse_response(r:get_child("query", NS))
+end
 
-  Client.add_setup(function(self)
-    self.rpc_methods = {}
-    self:handle_iq(NS, function(iq) return serve(self, iq) end)
-  end)
-  return Client
+--- c.rpc:expose(name, fn [, { allow = list | fn | "anyone" }]): fn(...) answers
+-- calls of `name` (nil: stop answering). By default only our own account
+-- may call; allow lists bare JIDs, or is fn(bare, full) -> boolean.
+function M:expose(name, fn, opts)
+  if type(name) ~= "string" or name == "" then error("rpc_expose: name must be a non-empty string", 2) end
+  if fn ~= nil and type(fn) ~= "function" then error("rpc_expose: fn must be a function", 2) end
+  opts = opts or {}
+  local allow = opts.allow
+  if allow ~= nil and allow ~= "anyone" and type(allow) ~= "table" and type(allow) ~= "function" then
+    error("rpc_expose: allow must be a list of JIDs, a function or \"anyone\"", 2)
+  end
+  self.methods[name] = fn and { fn = fn, allow = allow } or nil
+end
+
+function M:init(c)
+  self.methods = {}
+  c:handle_iq(NS, function(iq) return serve(c, iq) end)
 end
 
 return M

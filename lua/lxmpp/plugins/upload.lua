@@ -27,7 +27,7 @@ local M = { xmlns = NS }
 -- Does `entity` offer HTTP upload? (a minimal disco#info, private to this
 -- plugin); true, max_size | false.
 local function offers_upload(c, entity)
-  local r = c:request(st.iq({ type = "get", to = entity }):tag("query", { xmlns = NS_INFO }), c.upload_timeout)
+  local r = c:request(st.iq({ type = "get", to = entity }):tag("query", { xmlns = NS_INFO }), c.upload.timeout)
   local q = r and r:get_child("query", NS_INFO)
   if not q then return false end
   if not q:get_child_with_attr("feature", nil, "var", NS) then return false end
@@ -64,77 +64,83 @@ local function check_slot(slot)
   return { put = put.attr.url, get = get.attr.url, headers = headers }
 end
 
-function M.install(Client)
-  --- c:upload_service() -> jid, max_size | nil, message, condition
-  function Client:upload_service()
-    if self.upload_service_jid then return self.upload_service_jid, self.upload_max_size end
-    local ok, max = offers_upload(self, self.domain)
-    if ok then
-      self.upload_service_jid, self.upload_max_size = self.domain, max
-      return self.domain, max
-    end
-    local r, msg, cond = self:request(st.iq({ type = "get", to = self.domain }):tag("query", { xmlns = NS_ITEMS }),
-      self.upload_timeout)
-    if not r then return nil, msg, cond end
-    local q = r:get_child("query", NS_ITEMS)
-    for item in (q and q:childtags("item") or function() end) do
-      local entity = item.attr.jid and jid.prep(item.attr.jid)
-      if entity then
-        ok, max = offers_upload(self, entity)
-        if ok then
-          self.upload_service_jid, self.upload_max_size = entity, max
-          return entity, max
-        end
+-- The plugin object, c.upload (docs/api.md "Plugins"): .service_jid and
+-- .max_size, the service found, .timeout the requests' timeout; calling it
+-- as a method, c:upload(data, opts), is c.upload:put(data, opts).
+M.forwards = { upload_service = "service", upload_slot = "slot" }
+
+--- c.upload:service() -> jid, max_size | nil, message, condition
+function M:service()
+  if self.service_jid then return self.service_jid, self.max_size end
+  local c = self.client
+  local ok, max = offers_upload(c, c.domain)
+  if ok then
+    self.service_jid, self.max_size = c.domain, max
+    return c.domain, max
+  end
+  local r, msg, cond = c:request(st.iq({ type = "get", to = c.domain }):tag("query", { xmlns = NS_ITEMS }),
+    self.timeout)
+  if not r then return nil, msg, cond end
+  local q = r:get_child("query", NS_ITEMS)
+  for item in (q and q:childtags("item") or function() end) do
+    local entity = item.attr.jid and jid.prep(item.attr.jid)
+    if entity then
+      ok, max = offers_upload(c, entity)
+      if ok then
+        self.service_jid, self.max_size = entity, max
+        return entity, max
       end
     end
-    return nil, "the server offers no HTTP upload service", "feature-not-implemented"
   end
-
-  --- c:upload_slot(service, filename, size [, content_type]) -> slot | nil, message, condition
-  function Client:upload_slot(service, filename, size, content_type)
-    if type(service) ~= "string" or not jid.prep(service) then error("upload_slot: invalid service JID", 2) end
-    if type(filename) ~= "string" or filename == "" then error("upload_slot: filename must be a string", 2) end
-    if math_type(size) ~= "integer" or size < 0 then error("upload_slot: size must be an integer", 2) end
-    if content_type ~= nil and type(content_type) ~= "string" then error("upload_slot: bad content type", 2) end
-    local r, msg, cond = self:request(st.iq({ type = "get", to = service }):tag("request",
-      { xmlns = NS, filename = filename, size = tostring(size), ["content-type"] = content_type }), self.upload_timeout)
-    if not r then return nil, msg, cond end
-    local slot, err = check_slot(r:get_child("slot", NS))
-    if not slot then return nil, err, "bad-request" end
-    return slot
-  end
-
-  --- c:upload(data, opts) -> get_url | nil, message, condition
-  -- opts: name (required), content_type, service, cafile, insecure,
-  -- address (connect there instead of resolving the URL's host), timeout
-  function Client:upload(data, opts)
-    if type(data) ~= "string" then error("upload: data must be a string", 2) end
-    if type(opts) ~= "table" or type(opts.name) ~= "string" then error("upload: opts.name is required", 2) end
-    local service, max = opts.service, nil
-    if not service then
-      local found, info, why = self:upload_service()
-      if not found then return nil, info, why end
-      service, max = found, info
-    end
-    if max and #data > max then
-      return nil, ("the file is larger than the service takes (%d bytes)"):format(max), "not-acceptable"
-    end
-    local slot, msg, cond = self:upload_slot(service, opts.name, #data, opts.content_type)
-    if not slot then return nil, msg, cond end
-    local headers = {}
-    for k, v in pairs(slot.headers) do headers[k] = v end
-    headers["Content-Type"] = opts.content_type or "application/octet-stream"
-    local status, rheaders, body = http.request({ method = "PUT", url = slot.put, headers = headers, body = data,
-      cafile = opts.cafile or self.opts.cafile, insecure = opts.insecure, address = opts.address,
-      timeout = opts.timeout })
-    if not status then return nil, rheaders, body end
-    if status < 200 or status > 299 then
-      return nil, ("the upload was refused: HTTP %d"):format(status),
-        status == 413 and "not-acceptable" or "not-allowed"
-    end
-    return slot.get, slot
-  end
-  return Client
+  return nil, "the server offers no HTTP upload service", "feature-not-implemented"
 end
+
+--- c.upload:slot(service, filename, size [, content_type]) -> slot | nil, message, condition
+function M:slot(service, filename, size, content_type)
+  if type(service) ~= "string" or not jid.prep(service) then error("upload_slot: invalid service JID", 2) end
+  if type(filename) ~= "string" or filename == "" then error("upload_slot: filename must be a string", 2) end
+  if math_type(size) ~= "integer" or size < 0 then error("upload_slot: size must be an integer", 2) end
+  if content_type ~= nil and type(content_type) ~= "string" then error("upload_slot: bad content type", 2) end
+  local r, msg, cond = self.client:request(st.iq({ type = "get", to = service }):tag("request",
+    { xmlns = NS, filename = filename, size = tostring(size), ["content-type"] = content_type }), self.timeout)
+  if not r then return nil, msg, cond end
+  local slot, err = check_slot(r:get_child("slot", NS))
+  if not slot then return nil, err, "bad-request" end
+  return slot
+end
+
+--- c.upload:put(data, opts) -> get_url | nil, message, condition
+-- opts: name (required), content_type, service, cafile, insecure,
+-- address (connect there instead of resolving the URL's host), timeout
+function M:put(data, opts)
+  if type(data) ~= "string" then error("upload: data must be a string", 2) end
+  if type(opts) ~= "table" or type(opts.name) ~= "string" then error("upload: opts.name is required", 2) end
+  local service, max = opts.service, nil
+  if not service then
+    local found, info, why = self:service()
+    if not found then return nil, info, why end
+    service, max = found, info
+  end
+  if max and #data > max then
+    return nil, ("the file is larger than the service takes (%d bytes)"):format(max), "not-acceptable"
+  end
+  local slot, msg, cond = self:slot(service, opts.name, #data, opts.content_type)
+  if not slot then return nil, msg, cond end
+  local headers = {}
+  for k, v in pairs(slot.headers) do headers[k] = v end
+  headers["Content-Type"] = opts.content_type or "application/octet-stream"
+  local status, rheaders, body = http.request({ method = "PUT", url = slot.put, headers = headers, body = data,
+    cafile = opts.cafile or self.client.opts.cafile, insecure = opts.insecure, address = opts.address,
+    timeout = opts.timeout })
+  if not status then return nil, rheaders, body end
+  if status < 200 or status > 299 then
+    return nil, ("the upload was refused: HTTP %d"):format(status),
+      status == 413 and "not-acceptable" or "not-allowed"
+  end
+  return slot.get, slot
+end
+
+--- c:upload(data, opts): the plugin object called as a client method
+function M.__call(p, _, data, opts) return p:put(data, opts) end
 
 return M

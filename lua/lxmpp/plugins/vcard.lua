@@ -10,7 +10,7 @@
 --   c:avatar_get(jid) -> data, mime_type, sha1
 --   c:on("avatar", function(who, sha1, from) end)  -- a contact's avatar changed
 --
--- Once an avatar is published (or c.avatar_hash is set), every available
+-- Once an avatar is published (or c.vcard.hash is set), every available
 -- presence the client sends carries its hash (vcard-temp:x:update). A
 -- fetched avatar is checked against the hash its owner announced.
 
@@ -111,7 +111,7 @@ local function target_of(self, who, fname)
   if who == nil then return nil end
   local p = type(who) == "string" and jid.prep(who)
   if not p then error(fname .. ": invalid JID " .. tostring(who), 3) end
-  if self.muc_rooms and self.muc_rooms[jid.bare(p)] then return p end
+  if self.client.muc.rooms[jid.bare(p)] then return p end
   return jid.bare(p)
 end
 
@@ -126,101 +126,103 @@ local function announced_hash(s)
   return nil
 end
 
-function M.install(Client)
-  require("lxmpp.plugins.outgoing").install(Client)
-  --- c:vcard_get([jid]) -> vcard table | nil, message, condition
-  function Client:vcard_get(who, timeout)
-    local to = target_of(self, who, "vcard_get")
-    local r, msg, cond = self:request(st.iq({ type = "get", to = to }):tag("vCard", { xmlns = NS }), timeout)
-    if not r then return nil, msg, cond end
-    local v = r:get_child("vCard", NS)
-    if not v then
-      -- an empty result means an empty vCard (XEP-0054 §3.1)
-      if #r.tags > 0 then return nil, "no vCard in the reply", "bad-request" end
-      v = st.stanza("vCard", { xmlns = NS })
-    end
-    return M.parse(v)
-  end
+-- The plugin object, c.vcard (docs/api.md "Plugins"): .hash is our
+-- avatar's hash once published, .presence our last broadcast presence, and
+-- .hashes the hashes contacts and occupants announced.
+M.forwards = { vcard_get = "get", vcard_set = "set", avatar_publish = "avatar_publish", avatar_get = "avatar_get" }
+M.events = { "avatar" }
 
-  --- c:vcard_set(t_or_element) -> true | nil, message, condition
-  function Client:vcard_set(t, timeout)
-    local v
-    if st.is_stanza(t) then
-      if t.name ~= "vCard" or t.attr.xmlns ~= NS then error("vcard_set: expected a <vCard xmlns='vcard-temp'/>", 2) end
-      v = t
-    elseif type(t) == "table" then
-      v = M.build(t)
-    else
-      error("vcard_set: expected a table or a <vCard/> element", 2)
-    end
-    local r, msg, cond = self:request(st.iq({ type = "set" }):add_child(v), timeout)
-    if not r then return nil, msg, cond end
-    return true
+--- c.vcard:get([jid]) -> vcard table | nil, message, condition
+function M:get(who, timeout)
+  local to = target_of(self, who, "vcard_get")
+  local r, msg, cond = self.client:request(st.iq({ type = "get", to = to }):tag("vCard", { xmlns = NS }), timeout)
+  if not r then return nil, msg, cond end
+  local v = r:get_child("vCard", NS)
+  if not v then
+    -- an empty result means an empty vCard (XEP-0054 §3.1)
+    if #r.tags > 0 then return nil, "no vCard in the reply", "bad-request" end
+    v = st.stanza("vCard", { xmlns = NS })
   end
+  return M.parse(v)
+end
 
-  --- c:avatar_publish(data, mime) -> sha1 | nil, message, condition
-  -- (data nil: remove the avatar)
-  function Client:avatar_publish(data, mime)
-    if data ~= nil and type(data) ~= "string" then error("avatar_publish: data must be a string or nil", 2) end
-    if data and type(mime) ~= "string" then error("avatar_publish: give the image's MIME type", 2) end
-    local current, msg, cond = self:vcard_get()
-    if not current then return nil, msg, cond end
-    local v = current.raw:clone()
-    v:remove_children("PHOTO")
-    if data then v:tag("PHOTO"):text_tag("TYPE", mime):text_tag("BINVAL", core.base64_encode(data)):up() end
-    local ok
-    ok, msg, cond = self:vcard_set(v)
+--- c.vcard:set(t_or_element) -> true | nil, message, condition
+function M:set(t, timeout)
+  local v
+  if st.is_stanza(t) then
+    if t.name ~= "vCard" or t.attr.xmlns ~= NS then error("vcard_set: expected a <vCard xmlns='vcard-temp'/>", 2) end
+    v = t
+  elseif type(t) == "table" then
+    v = M.build(t)
+  else
+    error("vcard_set: expected a table or a <vCard/> element", 2)
+  end
+  local r, msg, cond = self.client:request(st.iq({ type = "set" }):add_child(v), timeout)
+  if not r then return nil, msg, cond end
+  return true
+end
+
+--- c.vcard:avatar_publish(data, mime) -> sha1 | nil, message, condition
+-- (data nil: remove the avatar)
+function M:avatar_publish(data, mime)
+  if data ~= nil and type(data) ~= "string" then error("avatar_publish: data must be a string or nil", 2) end
+  if data and type(mime) ~= "string" then error("avatar_publish: give the image's MIME type", 2) end
+  local current, msg, cond = self:get()
+  if not current then return nil, msg, cond end
+  local v = current.raw:clone()
+  v:remove_children("PHOTO")
+  if data then v:tag("PHOTO"):text_tag("TYPE", mime):text_tag("BINVAL", core.base64_encode(data)):up() end
+  local ok
+  ok, msg, cond = self:set(v)
+  if not ok then return nil, msg, cond end
+  self.hash = data and sha1_hex(data) or ""
+  if self.presence then               -- tell our contacts (XEP-0153 §3.2)
+    local p = st.clone(self.presence)
+    p:remove_children("x", NS_UPDATE)
+    ok, msg, cond = self.client:send(p)
     if not ok then return nil, msg, cond end
-    self.avatar_hash = data and sha1_hex(data) or ""
-    if self.avatar_presence then               -- tell our contacts (XEP-0153 §3.2)
-      local p = st.clone(self.avatar_presence)
-      p:remove_children("x", NS_UPDATE)
-      ok, msg, cond = self:send(p)
-      if not ok then return nil, msg, cond end
-    end
-    return self.avatar_hash
   end
+  return self.hash
+end
 
-  --- c:avatar_get(jid) -> data, mime, sha1 | nil, message, condition
-  function Client:avatar_get(who, timeout)
-    local target = target_of(self, who, "avatar_get")
-    local v, msg, cond = self:vcard_get(target, timeout)
-    if not v then return nil, msg, cond end
-    if not v.photo or not v.photo.data then return nil, "no avatar", "item-not-found" end
-    local hash = sha1_hex(v.photo.data)
-    local known = self.avatar_hashes[target]
-    if known and known ~= "" and known ~= hash then
-      return nil, "the avatar does not match the hash its owner announced", "not-acceptable"
-    end
-    return v.photo.data, v.photo.type, hash
+--- c.vcard:avatar_get(jid) -> data, mime, sha1 | nil, message, condition
+function M:avatar_get(who, timeout)
+  local target = target_of(self, who, "avatar_get")
+  local v, msg, cond = self:get(target, timeout)
+  if not v then return nil, msg, cond end
+  if not v.photo or not v.photo.data then return nil, "no avatar", "item-not-found" end
+  local hash = sha1_hex(v.photo.data)
+  local known = self.hashes[target]
+  if known and known ~= "" and known ~= hash then
+    return nil, "the avatar does not match the hash its owner announced", "not-acceptable"
   end
+  return v.photo.data, v.photo.type, hash
+end
 
-  Client.add_setup(function(self)
-    self.avatar_hashes = {}
-    -- available presence carries our avatar's hash once we have one
-    self.bus:add("stanza-out", function(s)
-      if s.name ~= "presence" or s.attr.type ~= nil then return end
-      -- our broadcast presence (its own field: reconnect.lua keeps last_presence as { xml, stanza })
-      if s.attr.to == nil then self.avatar_presence = st.clone(s) end
-      if self.avatar_hash and not s:get_child("x", NS_UPDATE) then
-        s:add_direct_child(st.stanza("x", { xmlns = NS_UPDATE }):text_tag("photo", self.avatar_hash))
-      end
-    end)
-    self.bus:add("stanza-in", function(s)
-      if s.name ~= "presence" or s.attr.type ~= nil then return end
-      local hash = announced_hash(s)
-      local from = hash and s.attr.from and jid.prep(s.attr.from)
-      if not from then return end
-      local bare = jid.bare(from)
-      -- occupants of a room are told apart by their occupant JIDs
-      local key = (self.muc_rooms and self.muc_rooms[bare]) and from or bare
-      if self.avatar_hashes[key] ~= hash then
-        self.avatar_hashes[key] = hash
-        self:fire_user("avatar", key, hash, from)
-      end
-    end)
+function M:init(c)
+  self.hashes = {}
+  -- available presence carries our avatar's hash once we have one
+  c.bus:add("stanza-out", function(s)
+    if s.name ~= "presence" or s.attr.type ~= nil then return end
+  -- our broadcast presence, kept in the plugin object (reconnect.lua keeps its own copy)
+    if s.attr.to == nil then self.presence = st.clone(s) end
+    if self.hash and not s:get_child("x", NS_UPDATE) then
+      s:add_direct_child(st.stanza("x", { xmlns = NS_UPDATE }):text_tag("photo", self.hash))
+    end
   end)
-  return Client
+  c.bus:add("stanza-in", function(s)
+    if s.name ~= "presence" or s.attr.type ~= nil then return end
+    local hash = announced_hash(s)
+    local from = hash and s.attr.from and jid.prep(s.attr.from)
+    if not from then return end
+    local bare = jid.bare(from)
+    -- occupants of a room are told apart by their occupant JIDs
+    local key = c.muc.rooms[bare] and from or bare
+    if self.hashes[key] ~= hash then
+      self.hashes[key] = hash
+      c:fire_user("avatar", key, hash, from)
+    end
+  end)
 end
 
 return M
