@@ -41,9 +41,15 @@ local function check_list(list, fname, allow_nil)
 end
 
 -- The plugin object, c.blocking (docs/api.md "Plugins"): .blocked, the set
--- of blocked JIDs as the last c:blocklist() and the pushes since left it.
+-- of blocked JIDs as the last c:blocklist() and the pushes since left it
+-- (also c.blocked, as docs/api.md always named it).
 M.forwards = { block = "block", unblock = "unblock", blocklist = "list" }
 M.events = { "blocklist" }
+
+local function set_blocked(self, set)
+  self.blocked = set
+  rawset(self.client, "blocked", set)
+end
 
 local function command(self, which, list, timeout)
   local iq = st.iq({ type = "set" }):tag(which, { xmlns = NS_BLOCKING })
@@ -73,7 +79,7 @@ function M:list(timeout)
   if not b then return nil, "the answer has no blocklist", "bad-request" end
   local list = jids_of(b)
   table_sort(list)
-  self.blocked = {}
+  set_blocked(self, {})
   for _, j in ipairs(list) do self.blocked[j] = true end
   return list
 end
@@ -90,8 +96,7 @@ function M:init(c)
       return st.error_reply(iq, "cancel", "bad-request")
     end
     local list = jids_of(el)
-    self.blocked = self.blocked or {}
-    if el.name == "unblock" and #list == 0 then self.blocked = {} end
+    if not self.blocked or (el.name == "unblock" and #list == 0) then set_blocked(self, {}) end
     for _, j in ipairs(list) do self.blocked[j] = el.name == "block" or nil end
     c:fire_user("blocklist", el.name, list)
     return st.reply(iq)

@@ -212,6 +212,7 @@ function M:node_ver() return self.node .. "#" .. self:ver_of_own() end
 function M:init(c)
   self.of, self.inflight = {}, {}      -- full jid -> "hash ver"; "hash ver" -> true
   self.node = c.opts and c.opts.caps_node or DEFAULT_NODE
+  rawset(c, "caps_node", self.node)      -- the name docs/api.md always gave it
   c:add_feature(NS_CAPS)
   c.bus:add("stanza-out", function(s)
     -- available presence, broadcast or directed: announce what we do
