@@ -157,7 +157,8 @@ for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn
   online closing closed_reason close_waiter remote_closed drain_waiters reader inbound offline ofirst olast
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
   last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting backoff_waiter sasl_mechanism
-  scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups blocked caps_node]]):gmatch("%S+") do
+  scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups
+  blocked caps_node]]):gmatch("%S+") do
   RESERVED[name] = true
 end
 
