@@ -33,6 +33,16 @@ export LUA_CPATH := $(CURDIR)/build/?.so;;
 
 FUZZ_SECONDS ?= 60
 
+# Spec files run SPEC_JOBS at a time, one busted process each
+# (tools/run-specs, which prints one summary line for them all); 1 runs
+# the suite in one busted process as before.
+SPEC_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+ifeq ($(SPEC_JOBS),1)
+RUN_SPECS = $(1) $(2)
+else
+RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
+endif
+
 .PHONY: all deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs \
         format-check test-fast test-interop
 
@@ -64,7 +74,7 @@ build/lxmpp/core.so: $(SRC) $(HDR) Makefile
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRC) $(LIBS)
 
 test: deps build
-	$(BUSTED) spec
+	$(call RUN_SPECS,$(BUSTED),spec)
 
 # .busted's tasks: the fast specs (seconds, for the edit-run loop; no server,
 # slow or interop specs) and the interop specs against other projects' peers.
@@ -120,7 +130,7 @@ check: deps build-asan/lxmpp/core.so
 	LUA_CPATH='$(CURDIR)/build-asan/?.so;;' \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	$(BUSTED) spec
+	$(call RUN_SPECS,$(BUSTED),spec)
 
 # libFuzzer targets for the pure engines, seeded from the spec data.
 FUZZ_CC    := clang
@@ -185,5 +195,5 @@ clean:
 # runs everything.
 VALGRIND_SPECS ?= $(wildcard spec/*_spec.lua)
 valgrind: deps build
-	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-	  --suppressions=$(CURDIR)/.ci/valgrind.supp $(LUA) /usr/bin/busted $(VALGRIND_SPECS)
+	$(call RUN_SPECS,valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	  --suppressions=$(CURDIR)/.ci/valgrind.supp $(LUA) /usr/bin/busted,$(VALGRIND_SPECS))
