@@ -32,6 +32,18 @@ function Fifo:push(item, size)
   end
 end
 
+--- q:push_front(item[, size]): puts item back before the oldest one (it
+-- is popped next); O(1), the indexes may go below 1.
+function Fifo:push_front(item, size)
+  local i = self.first - 1
+  self[i] = item
+  self.first, self.n = i, self.n + 1
+  if size then
+    self.sizes[i] = size
+    self.bytes = self.bytes + size
+  end
+end
+
 --- q:pop() -> the oldest item and its size, removed; nil when empty.
 function Fifo:pop()
   local n = self.n
