@@ -99,7 +99,10 @@ describe("embedded server: stream management", function()
       local e
       repeat e = r:stanza() until not e or e.name == "error"
       assert.truthy(e)
-      assert.truthy(e:get_child("handled-count-too-high", NS))
+      local too_high = e:get_child("handled-count-too-high", NS)
+      assert.truthy(too_high)
+      -- the h received and what was really sent (XEP-0198 §4)
+      assert.same({ "7", "0" }, { too_high.attr.h, too_high.attr["send-count"] })
       assert.truthy(e:get_child("undefined-condition", raw.NS_ERRORS))
     end)
   end)

@@ -33,9 +33,7 @@ session.add_event("unacked")
 
 -- Conditions after which trying again would fail the same way, or fight
 -- another client for our resource.
-local NO_RETRY = { conflict = true, ["not-authorized"] = true }
-local FATAL = { conflict = true, ["not-authorized"] = true, ["account-disabled"] = true,
-  ["credentials-expired"] = true, ["invalid-mechanism"] = true, ["encryption-required"] = true }
+local FATAL = require("lxmpp.stream_error").FATAL
 
 local function check_number(v, name, default)
   if v == nil then return default end
@@ -195,7 +193,7 @@ function M.install(Client)
     -- graceful: a stream error we wrote still goes out (a dead link is
     -- aborted by the keepalive before it gets here)
     if not self.closing and self.conn and not self.conn.closed then self.conn.c:close() end
-    local retry = self.reconnect_opts ~= nil and not self.closing and not NO_RETRY[cond]
+    local retry = self.reconnect_opts ~= nil and not self.closing and not FATAL[cond]
     local sm = self.sm
     if sm then sm:link_lost() end
     local keep = retry and sm ~= nil and sm:resumable()
