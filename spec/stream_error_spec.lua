@@ -33,7 +33,7 @@ describe("stream_error", function()
       local c = assert(serve.login(port, "alice", "alice-pw", "r",
         { reconnect = { delay = 0.01, max_delay = 0.05 }, logger = function() end }))
       local gone = {}
-      c:on("disconnected", function(msg, cond, again) gone[#gone + 1] = { cond = cond, again = again } end)
+      c:on("disconnected", function(_, cond, again) gone[#gone + 1] = { cond = cond, again = again } end)
       c.opts.cafile = pki.get().untrusted_ca          -- as if the server's certificate changed
       srv.sessions["alice@" .. serve.DOMAIN].r.conn:abort()
       assert.truthy(serve.until_true(function() return #gone >= 2 end, 3 * SLOW))
