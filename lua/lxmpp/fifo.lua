@@ -78,8 +78,22 @@ end
 
 --- q:take(k) -> a list of the k oldest items, removed (k at most q.n).
 function Fifo:take(k)
-  local out = {}
-  for j = 1, k do out[j] = self:pop() end
+  local out, first, sizes, gone = {}, self.first, self.sizes, 0
+  for j = 1, k do
+    local i = first + j - 1
+    out[j], self[i] = self[i], nil
+    local size = sizes[i]
+    if size then
+      sizes[i] = nil
+      gone = gone + size
+    end
+  end
+  self.bytes = self.bytes - gone
+  if k == self.n then
+    self.first, self.n = 1, 0
+  else
+    self.first, self.n = first + k, self.n - k
+  end
   return out
 end
 
