@@ -243,7 +243,7 @@ describe("embedded server: removing an account", function()
       b:send(st.message({ to = "alice" .. D .. "/phone", type = "chat", id = "early" }):text_tag("body", "before"))
       assert.truthy(serve.until_true(function()
         local s = (srv.sessions["alice" .. D] or {}).phone
-        return s and s.sm.qn == 1
+        return s and s.sm.q.n == 1
       end))
       local r = raw.login(port, serve.pki().ca, "alice", "old-pw", "desk")
       assert(srv:remove_user("alice"))

@@ -72,9 +72,9 @@ describe("embedded server: stream management", function()
       if not asked then asked = (assert(r:stanza()).name == "r") end
       assert.is_true(asked)
       local sess = srv.sessions["alice@example.test"].raw
-      assert.equal(5, sess.sm.qn)
+      assert.equal(5, sess.sm.q.n)
       r:send("<a xmlns='" .. NS .. "' h='3'/>")
-      assert.truthy(serve.until_true(function() return sess.sm.qn == 2 end))
+      assert.truthy(serve.until_true(function() return sess.sm.q.n == 2 end))
       b:close()
       r:close()
     end)
@@ -99,7 +99,10 @@ describe("embedded server: stream management", function()
       local e
       repeat e = r:stanza() until not e or e.name == "error"
       assert.truthy(e)
-      assert.truthy(e:get_child("handled-count-too-high", NS))
+      local too_high = e:get_child("handled-count-too-high", NS)
+      assert.truthy(too_high)
+      -- the h received and what was really sent (XEP-0198 §4)
+      assert.same({ "7", "0" }, { too_high.attr.h, too_high.attr["send-count"] })
       assert.truthy(e:get_child("undefined-condition", raw.NS_ERRORS))
     end)
   end)
@@ -116,7 +119,7 @@ describe("embedded server: stream management", function()
       b:send_message("alice@example.test/raw", "two")
       read_until(r, "message", 2)
       r:send("<a xmlns='" .. NS .. "' h='0'/>")      -- 2^32 - 2 + 2, wrapped
-      assert.truthy(serve.until_true(function() return sess.sm.qn == 0 end))
+      assert.truthy(serve.until_true(function() return sess.sm.q.n == 0 end))
       r:send("<presence/><r xmlns='" .. NS .. "'/>")
       local a
       repeat a = assert(r:stanza()) until a.name == "a"
@@ -183,7 +186,7 @@ describe("embedded server: stream management", function()
       local b = assert(serve.login(port, "bob", "bob-pw"))
       for i = 1, 25 do b:send_message("alice@example.test/raw", "m" .. i) end
       local sess = srv.sessions["alice@example.test"].raw
-      assert.truthy(serve.until_true(function() return sess.sm.hn == 15 end))
+      assert.truthy(serve.until_true(function() return sess.sm.held.n == 15 end))
       local bodies = {}
       local function take(n)
         for _, m in ipairs((read_until(r, "message", n))) do bodies[#bodies + 1] = m:get_child_text("body") end
@@ -192,7 +195,7 @@ describe("embedded server: stream management", function()
       -- nothing more until we acknowledge
       local extra = r:stanza(0.3)
       assert.is_true(extra == nil or extra.name == "r")
-      assert.equal(10, sess.sm.qn)
+      assert.equal(10, sess.sm.q.n)
       r:send("<a xmlns='" .. NS .. "' h='10'/>")
       take(10)
       r:send("<a xmlns='" .. NS .. "' h='20'/>")
@@ -201,7 +204,7 @@ describe("embedded server: stream management", function()
       for i = 1, 25 do want[i] = "m" .. i end
       assert.same(want, bodies)
       r:send("<a xmlns='" .. NS .. "' h='25'/>")
-      assert.truthy(serve.until_true(function() return sess.sm.qn == 0 and sess.sm.hn == 0 end))
+      assert.truthy(serve.until_true(function() return sess.sm.q.n == 0 and sess.sm.held.n == 0 end))
       assert.is_falsy(sess.ended)
       b:close()
       r:close()

@@ -498,8 +498,7 @@ function establish_once(self)
           self.negotiating = false
           conn:abort()
           -- these would fail the same way on every server of the domain
-          if ncond == "not-authorized" or ncond == "account-disabled" or ncond == "credentials-expired"
-            or ncond == "tls-verify-failed" or ncond == "invalid-mechanism" or ncond == "encryption-required" then
+          if require("lxmpp.stream_error").FATAL[ncond] then
             return nil, nmsg, ncond
           end
           last_msg, last_cond = nmsg, ncond

@@ -22,6 +22,7 @@ local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local session = require "lxmpp.session"
 local sm_mod = require "lxmpp.features.sm"
+local fifo = require "lxmpp.fifo"
 
 local type, error, pairs, ipairs, math_random, math_min =
   type, error, pairs, ipairs, math.random, math.min
@@ -32,9 +33,7 @@ session.add_event("unacked")
 
 -- Conditions after which trying again would fail the same way, or fight
 -- another client for our resource.
-local NO_RETRY = { conflict = true, ["not-authorized"] = true }
-local FATAL = { conflict = true, ["not-authorized"] = true, ["account-disabled"] = true,
-  ["credentials-expired"] = true, ["invalid-mechanism"] = true, ["encryption-required"] = true }
+local FATAL = require("lxmpp.stream_error").FATAL
 
 local function check_number(v, name, default)
   if v == nil then return default end
@@ -64,7 +63,7 @@ function M.install(Client)
       error("lxmpp.connect: resend_unacked must be true or false", 4)
     end
     self.resend_unacked = o.resend_unacked ~= false
-    self.offline, self.ofirst, self.olast = {}, 1, 0
+    self.offline = fifo.new()             -- { xml, stanza } waiting for the reconnection
     self.unacked_backlog = {}
     self.on_lost = function(msg, cond) return self:link_lost(msg, cond) end
   end
@@ -93,11 +92,10 @@ function M.install(Client)
     end
     if self.online and not self.flushing then return self:write_now(xml, stanza) end
     if self.reconnecting or self.flushing then
-      if self.olast - self.ofirst + 1 >= self.max_queued then
+      if self.offline.n >= self.max_queued then
         return nil, "too many stanzas wait for the reconnection", "resource-constraint"
       end
-      self.olast = self.olast + 1
-      self.offline[self.olast] = { xml, stanza }
+      self.offline:push({ xml, stanza })
       return true
     end
     if self.negotiating and not self.closing then
@@ -109,17 +107,16 @@ function M.install(Client)
   -- Sends what waited for the reconnection, in order.
   function Client:flush_offline()
     self.flushing = true
-    while self.ofirst <= self.olast and self.online do
-      local item = self.offline[self.ofirst]
+    local q = self.offline
+    while q.n > 0 and self.online do
+      local item = q:peek()
       local ok, _, cond = self:write_now(item[1], item[2])
       if ok then
-        self.offline[self.ofirst] = nil
-        self.ofirst = self.ofirst + 1
+        q:pop()
       elseif cond ~= "resource-constraint" or not self:wait_drain(30) then
         break
       end
     end
-    if self.ofirst > self.olast then self.offline, self.ofirst, self.olast = {}, 1, 0 end
     self.flushing = false
   end
 
@@ -139,8 +136,7 @@ function M.install(Client)
     end
     for i = #again, 1, -1 do
       local s = again[i]
-      self.ofirst = self.ofirst - 1
-      self.offline[self.ofirst] = { self:serialize(s), s }
+      self.offline:push_front({ self:serialize(s), s })
     end
     if #again > 0 then
       self:log("info", "%d unacknowledged message(s) will be sent again on the new session", #again)
@@ -173,10 +169,9 @@ function M.install(Client)
   -- fail its requests.
   function Client:end_session(reason, condition)
     if self.sm then self.sm:abandon(reason, condition) end
-    if self.ofirst <= self.olast then
+    if self.offline.n > 0 then
       local out = {}
-      for i = self.ofirst, self.olast do out[#out + 1] = self.offline[i][2] end
-      self.offline, self.ofirst, self.olast = {}, 1, 0
+      for _, item in ipairs(self.offline:clear()) do out[#out + 1] = item[2] end
       self:report_unacked(out, reason .. " (never sent)", condition)
     end
     self:fail_pending(reason, condition)
@@ -198,7 +193,7 @@ function M.install(Client)
     -- graceful: a stream error we wrote still goes out (a dead link is
     -- aborted by the keepalive before it gets here)
     if not self.closing and self.conn and not self.conn.closed then self.conn.c:close() end
-    local retry = self.reconnect_opts ~= nil and not self.closing and not NO_RETRY[cond]
+    local retry = self.reconnect_opts ~= nil and not self.closing and not FATAL[cond]
     local sm = self.sm
     if sm then sm:link_lost() end
     local keep = retry and sm ~= nil and sm:resumable()
@@ -331,18 +326,18 @@ function M.install(Client)
     if not self.sm or (self.online and not self.sm.enabled) then
       return nil, "the server does not acknowledge stanzas (no stream management)", "feature-not-implemented"
     end
-    if self.sm:unacked() == 0 and self.ofirst > self.olast then return true end
+    if self.sm:unacked() == 0 and self.offline.n == 0 then return true end
     local deadline = core.now() + (timeout or 30)
     while core.now() < deadline do
       if self.online and not self.flushing and self.sm.enabled then
-        if self.sm:wait_acked(deadline - core.now()) and self.ofirst > self.olast then return true end
+        if self.sm:wait_acked(deadline - core.now()) and self.offline.n == 0 then return true end
       else
         task.sleep(math_min(0.05, deadline - core.now()))
       end
-      if self.sm:unacked() == 0 and self.ofirst > self.olast then return true end
+      if self.sm:unacked() == 0 and self.offline.n == 0 then return true end
       if self.closing or not (self.online or self.reconnecting) then break end
     end
-    if self.sm:unacked() == 0 and self.ofirst > self.olast then return true end
+    if self.sm:unacked() == 0 and self.offline.n == 0 then return true end
     return nil, "stanzas still unacknowledged", "timeout"
   end
 
@@ -370,7 +365,7 @@ function M.install(Client)
     if sm and sm.enabled and self.conn and not self.conn.closed then
       -- tell the server what we handled, so it does not treat the last
       -- stanzas it sent as lost (and store or bounce them) when we close
-      self.conn:write(("<a xmlns='urn:xmpp:sm:3' h='%d'/>"):format(sm.inbound))
+      self.conn:write(("<a xmlns='urn:xmpp:sm:3' h='%d'/>"):format(sm.handled))
     end
     return session.Session.close(self, timeout)
   end

@@ -14,6 +14,8 @@ local events = require "lxmpp.events"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local redact = require "lxmpp.redact"
+local fifo = require "lxmpp.fifo"
+local stream_error = require "lxmpp.stream_error"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, string_format, io =
   setmetatable, type, error, tostring, pairs, ipairs, select, string.format, io
@@ -21,7 +23,7 @@ local setmetatable, type, error, tostring, pairs, ipairs, select, string_format,
 local M = {}
 
 M.NS_STREAMS = "http://etherx.jabber.org/streams"
-M.NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+M.NS_STREAM_ERRORS = stream_error.NS
 M.NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 -- Events user handlers may subscribe to; plugins add theirs (M.add_event).
@@ -59,7 +61,7 @@ function M.new(opts)
     user = events.new(),          -- user handlers, each run as a task
     iq_handlers = {},             -- xmlns -> fn(iq) -> reply
     pending = {},                 -- iq id -> { to = prepared jid or false, waiter = w }
-    queue = {}, qn = 0,           -- stanzas read while negotiating
+    queue = fifo.new(),           -- stanzas read while negotiating
     negotiating = false,
     logger = opts.logger or default_logger,
     debug = opts.debug or false,
@@ -90,7 +92,7 @@ function Session:attach(conn, parse_opts)
   self.closed_reason = nil
   self.lost_reason = nil
   self.remote_closed = false
-  self.queue, self.qn, self.reader = {}, 0, nil
+  self.queue, self.reader = fifo.new(), nil
   self.stream_attr = nil
   self.last_rx = core.now()
   local function on(event, fn)
@@ -157,8 +159,7 @@ Session.send = Session.write_stanza
 -- reading while negotiating
 
 function Session:push(item)
-  self.qn = self.qn + 1
-  self.queue[self.qn] = item
+  self.queue:push(item)
   local w = self.reader
   if w then
     self.reader = nil
@@ -186,7 +187,7 @@ end
 --- Next thing read while negotiating: a stanza, or nil, message, condition
 -- (the stream header is returned as { open = attr }).
 function Session:read(timeout)
-  if self.qn == 0 then
+  if self.queue.n == 0 then
     if not self.conn or self.conn.closed then return nil, "connection closed", "closed" end
     local w = task.waiter("session:read", 1)
     self.reader = w
@@ -199,8 +200,7 @@ function Session:read(timeout)
       return nil, "timed out waiting for the server", "timeout"
     end
   end
-  local item = table.remove(self.queue, 1)
-  self.qn = self.qn - 1
+  local item = self.queue:pop()
   if item.error then return nil, item.error, item.condition end
   return item.open and item or item.stanza
 end
@@ -225,9 +225,7 @@ end
 -- application-specific condition element, or nil.
 function Session:stream_error(cond, text, extra)
   if not self.conn or self.conn.closed then return end
-  local xml = "<stream:error><" .. cond .. " xmlns='" .. M.NS_STREAM_ERRORS .. "'/>" ..
-    (text and ("<text xmlns='" .. M.NS_STREAM_ERRORS .. "'>" .. core.xml_escape(text) .. "</text>") or "") ..
-    (extra or "") .. "</stream:error></stream:stream>"
+  local xml = stream_error.xml(cond, text, extra)
   self:log("warn", "stream error %s: %s", cond, tostring(text))
   self.conn:write(xml)
   self.closed_reason = text or cond
@@ -362,9 +360,7 @@ end
 -- feature is handled as usual, then reading goes on.
 function Session:finish_negotiation()
   self.negotiating = false
-  local q = self.queue
-  self.queue, self.qn = {}, 0
-  for _, item in ipairs(q) do
+  for _, item in ipairs(self.queue:clear()) do
     if item.stanza then self:incoming(item.stanza) end
   end
   if self.conn then self.conn:resume() end

@@ -5,6 +5,7 @@
 -- in Lua, never from inside a libuv callback, so C never yields.
 
 local core = require "lxmpp.core"
+local fifo = require "lxmpp.fifo"
 
 local coroutine, debug, error, type, tostring, io, setmetatable, pcall, pairs, ipairs =
   coroutine, debug, error, type, tostring, io, setmetatable, pcall, pairs, ipairs
@@ -16,7 +17,7 @@ local M = {}
 
 local live = setmetatable({}, { __mode = "k" }) -- task -> true while not finished
 local nlive = 0
-local queue, qhead, qtail = {}, 1, 0     -- ready tasks: { task, args }
+local ready = fifo.new()                  -- ready tasks: { task, args }
 local current = nil                       -- the task running now
 local waiting = setmetatable({}, { __mode = "k" }) -- task -> its waiter
 local stopped = false
@@ -36,8 +37,7 @@ function M.on_error(fn)
 end
 
 local function schedule(task, ...)
-  qtail = qtail + 1
-  queue[qtail] = { task, pack(...) }
+  ready:push({ task, pack(...) })
 end
 
 local function finish(task, ok, err)
@@ -67,15 +67,11 @@ end
 -- included) wait for the next round, after the loop has polled for I/O:
 -- a task that keeps yielding cannot starve the network.
 local function run_ready()
-  local last = qtail
-  while qhead <= last do
-    local item = queue[qhead]
-    queue[qhead] = nil
-    qhead = qhead + 1
+  for _ = 1, ready.n do                   -- (ready.n as it is now)
+    local item = ready:pop()
     resume(item[1], item[2])
     if stopped then break end
   end
-  if qhead > qtail then qhead, qtail = 1, 0 end
 end
 
 --- lxmpp.spawn(fn, ...) -> task: start fn(...) as a new task (it first runs
@@ -185,7 +181,7 @@ core.set_dispatcher(function(kind, target, ...)
 end)
 
 local function pending()
-  return qhead <= qtail
+  return ready.n > 0
 end
 
 --- lxmpp.step(timeout) -> more: run what is ready, waiting at most timeout

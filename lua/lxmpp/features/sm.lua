@@ -3,34 +3,27 @@
 -- a connection: the server's session id, the counters, and the queue of
 -- stanzas the server has not acknowledged yet.
 --
--- Counters are 32-bit and wrap; an `h` is parsed strictly as digits; an
--- ack for more than was sent is the stream error handled-count-too-high
--- (XEP-0198 §4). After <resumed h=.../> exactly the stanzas past h are sent
--- again. When resumption fails, the stanzas the server did not acknowledge
+-- Counting, h parsing and the handled-count-too-high rule (XEP-0198 §4)
+-- are lxmpp.smcore, shared with the server. After <resumed h=.../>
+-- exactly the stanzas past h are sent again. When resumption fails, the stanzas the server did not acknowledge
 -- go to the client's report_unacked (the "unacked" event): never dropped,
 -- never sent twice behind the application's back.
 
 local core = require "lxmpp.core"
+local smcore = require "lxmpp.smcore"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
 local setmetatable, type, tostring, tonumber, math_type, ipairs, error =
   setmetatable, type, tostring, tonumber, math.type, ipairs, error
 
-local NS = "urn:xmpp:sm:3"
+local NS = smcore.NS
 local NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-local MOD = 4294967296                          -- 2^32: counters wrap here
 
 local M = { NS = NS }
 
---- sm.parse_h(s) -> integer in [0, 2^32), or nil: digits only, no sign,
--- no spaces, no more than ten of them.
-function M.parse_h(s)
-  if type(s) ~= "string" or #s == 0 or #s > 10 or s:find("[^0-9]") then return nil end
-  local n = math.tointeger(tonumber(s))
-  if not n or n >= MOD then return nil end
-  return n
-end
+--- sm.parse_h(s) -> integer in [0, 2^32), or nil (smcore.parse_h).
+M.parse_h = smcore.parse_h
 
 --- Does this stanza count for XEP-0198? (message, presence, iq in the
 -- stream's default namespace; nonzas never do)
@@ -70,10 +63,10 @@ function M.new(client, opts)
     save_fn = opts.save,
     enabled = false,                      -- on the current connection
     id = nil, max = nil,                  -- the server's session, when resumable
-    inbound = 0, acked = 0,               -- h we report, h the server reported
-    q = {}, qfirst = 1, qlast = 0,        -- unacknowledged stanzas (XML)
     since_r = 0,
   }, SM)
+  -- handled (the h we report), acked (the server's), q: unacknowledged stanzas (XML)
+  smcore.init(self)
   local state = opts.state
   if state ~= nil then
     check_state(state)
@@ -82,18 +75,13 @@ function M.new(client, opts)
       error("lxmpp.connect: stream_management.state belongs to " .. state.jid .. ", not " .. client.bare_jid, 3)
     end
     self.id, self.jid, self.max = state.id, state.jid, state.max
-    self.inbound, self.acked = state.inbound % MOD, state.acked % MOD
-    for _, xml in ipairs(state.queue) do self:push(xml) end
+    smcore.init(self, state.inbound, state.acked)
+    for _, xml in ipairs(state.queue) do smcore.sent(self, xml) end
   end
   return self
 end
 
-function SM:unacked() return self.qlast - self.qfirst + 1 end
-
-function SM:push(xml)
-  self.qlast = self.qlast + 1
-  self.q[self.qlast] = xml
-end
+function SM:unacked() return self.q.n end
 
 --- Can this session be resumed on a new connection?
 function SM:resumable() return self.id ~= nil end
@@ -101,9 +89,8 @@ function SM:resumable() return self.id ~= nil end
 --- The state a store keeps to resume after a restart (nil: nothing to keep).
 function SM:state()
   if not self.id then return nil end
-  local queue = {}
-  for i = self.qfirst, self.qlast do queue[#queue + 1] = self.q[i] end
-  return { id = self.id, jid = self.jid, max = self.max, inbound = self.inbound, acked = self.acked, queue = queue }
+  return { id = self.id, jid = self.jid, max = self.max, inbound = self.handled, acked = self.acked,
+    queue = self.q:list() }
 end
 
 function SM:save()
@@ -116,11 +103,10 @@ end
 -- Takes every unacknowledged stanza out of the queue, parsed back.
 function SM:take_queue()
   local out = {}
-  for i = self.qfirst, self.qlast do
-    local s = st.parse(self.q[i])
+  for _, xml in ipairs(self.q:clear()) do
+    local s = st.parse(xml)
     if s then out[#out + 1] = s end
   end
-  self.q, self.qfirst, self.qlast = {}, 1, 0
   return out
 end
 
@@ -129,8 +115,9 @@ end
 function SM:abandon(reason, condition)
   local had = self.id ~= nil or self:unacked() > 0
   self.id, self.max, self.enabled = nil, nil, false
-  self.inbound, self.acked, self.since_r = 0, 0, 0
   local lost = self:take_queue()
+  smcore.init(self)
+  self.since_r = 0
   if had then self:save() end
   if #lost > 0 then self.client:report_unacked(lost, reason, condition) end
 end
@@ -138,35 +125,17 @@ end
 ---------------------------------------------------------------------------
 -- acknowledgements
 
-local function stream_error_too_high(self, h)
-  local sent = (self.acked + self:unacked()) % MOD
-  local extra = ("<handled-count-too-high xmlns='%s' h='%d' send-count='%d'/>"):format(NS, h, sent)
-  self:abandon("the server acknowledged more stanzas than were sent", "undefined-condition")
-  self.client:stream_error("undefined-condition",
-    ("the server acknowledged %d stanzas, %d were sent"):format(h, sent), extra)
-end
-
 --- Applies an acknowledgement (h as the server sent it). true, or nil after
--- a stream error (bad h, or more than was sent).
+-- a stream error (bad h, or more than was sent: smcore.ack).
 function SM:ack(hs)
-  local h = M.parse_h(hs)
-  if not h then
-    self:abandon("the server sent an invalid h", "bad-format")
-    self.client:stream_error("bad-format", "invalid h in stream management: " .. tostring(hs))
+  local acked, cond, text, extra = smcore.ack(self, hs)
+  if not acked then
+    self:abandon(cond == "bad-format" and "the server sent an invalid h"
+      or "the server acknowledged more stanzas than were sent", cond)
+    self.client:stream_error(cond, text, extra)
     return nil
   end
-  local n = (h - self.acked) % MOD
-  if n > self:unacked() then
-    stream_error_too_high(self, h)
-    return nil
-  end
-  if n > 0 then
-    for i = self.qfirst, self.qfirst + n - 1 do self.q[i] = nil end
-    self.qfirst = self.qfirst + n
-    if self.qfirst > self.qlast then self.q, self.qfirst, self.qlast = {}, 1, 0 end
-    self.acked = h
-    self:save()
-  end
+  if #acked > 0 then self:save() end
   if self:unacked() == 0 then
     local ws = self.ack_waiters
     self.ack_waiters = nil
@@ -197,7 +166,7 @@ end
 function SM:send(xml)
   local ok, msg, cond = self.client.conn:write(xml)
   if not ok then return nil, msg, cond end
-  self:push(xml)
+  smcore.sent(self, xml)
   self:save()
   self.since_r = self.since_r + 1
   if self.since_r >= self.ack_every then
@@ -242,14 +211,14 @@ function SM:incoming(s)
   if s.attr.xmlns == NS then
     if not self.enabled then return true end
     if s.name == "r" then
-      self.client.conn:write(("<a xmlns='%s' h='%d'/>"):format(NS, self.inbound))
+      self.client.conn:write(("<a xmlns='%s' h='%d'/>"):format(NS, self.handled))
     elseif s.name == "a" then
       self:ack(s.attr.h)
     end
     return true
   end
   if self.enabled and counts(s) then
-    self.inbound = (self.inbound + 1) % MOD
+    smcore.handled(self)
     if self.save_fn then self:save() end
   end
   return nil
@@ -286,7 +255,7 @@ function SM:resume(features)
     return nil
   end
   local ok, msg, cond = client.conn:write(("<resume xmlns='%s' previd='%s' h='%d'/>"):format(
-    NS, core.xml_escape(self.id), self.inbound))
+    NS, core.xml_escape(self.id), self.handled))
   if not ok then return client:fail(msg, cond) end
   local s
   s, msg, cond = read_answer(client)
@@ -295,9 +264,8 @@ function SM:resume(features)
     local fcond = failure_condition(s)
     -- a server may say how many it handled before the session ended
     if s.attr.h and self:unacked() > 0 then
-      local h = M.parse_h(s.attr.h)
-      local n = h and (h - self.acked) % MOD
-      if n and n <= self:unacked() then self:ack(s.attr.h) end
+      local h = smcore.parse_h(s.attr.h)
+      if h and smcore.covers(self, h) then self:ack(s.attr.h) end
     end
     self:abandon("the server could not resume the session (" .. fcond .. ")", fcond)
     return nil                                  -- bind a new session
@@ -311,12 +279,9 @@ function SM:resume(features)
   if not self:ack(s.attr.h) then return client:fail("bad acknowledgement in <resumed/>", "bad-format") end
   client.jid, client.bound, client.session_done, client.resumed = self.jid, true, true, true
   -- exactly what the server did not get, in order, with their old numbers
-  local n = 0
-  for i = self.qfirst, self.qlast do
-    client.conn:write(self.q[i])
-    n = n + 1
-  end
-  if n > 0 then self:request_ack() end
+  local q = self.q
+  for k = 1, q.n do client.conn:write(q:at(k)) end
+  if q.n > 0 then self:request_ack() end
   return nil
 end
 
@@ -335,7 +300,7 @@ function SM:enable(features)
     return nil
   end
   self.enabled = true
-  self.inbound, self.acked, self.since_r = 0, 0, 0
+  self.handled, self.acked, self.since_r = 0, 0, 0
   local resume = s.attr.resume == "true" or s.attr.resume == "1"
   self.id = resume and s.attr.id or nil
   self.max = tonumber(s.attr.max or "")

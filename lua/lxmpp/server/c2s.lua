@@ -426,7 +426,7 @@ end
 --- True while what was sent waits: unread by the peer, or held back by
 -- stream management until acknowledgements make room.
 function C2S:congested()
-  return stream.Stream.congested(self) or (self.sm ~= nil and self.sm.hn > 0)
+  return stream.Stream.congested(self) or (self.sm ~= nil and self.sm.held.n > 0)
 end
 
 --- Sends a stanza; with stream management it is also kept until the

@@ -399,8 +399,7 @@ end
 local function refuse(self, conn, ns, text)
   conn:write("<?xml version='1.0'?><stream:stream xmlns='" .. ns ..
     "' xmlns:stream='http://etherx.jabber.org/streams' from='" .. self.domain ..
-    "' version='1.0'><stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" ..
-    "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>" .. text .. "</text></stream:error></stream:stream>")
+    "' version='1.0'>" .. require("lxmpp.stream_error").xml("policy-violation", text))
   conn:close()
 end
 

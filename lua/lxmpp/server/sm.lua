@@ -18,25 +18,21 @@
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local stream = require "lxmpp.server.stream"
+local smcore = require "lxmpp.smcore"
+local fifo = require "lxmpp.fifo"
 
-local tostring, tonumber, string_format = tostring, tonumber, string.format
+local tostring, string_format = tostring, string.format
 
 local M = {}
-local NS = "urn:xmpp:sm:3"
+local NS = smcore.NS
 M.NS = NS
 
-local WRAP = 4294967296          -- 2^32
 local ACK_EVERY = 5              -- unacknowledged stanzas before we ask
 local ACK_IDLE = 1               -- seconds of quiet before we ask anyway
 local HOLD_FACTOR = 4            -- held back + unacknowledged, in sm_queues, before we give up
 
 -- XEP-0198 counters are xs:unsignedInt, written in digits only.
-local function parse_h(s)
-  if type(s) ~= "string" or not s:match("^%d+$") or #s > 10 then return nil end
-  local n = tonumber(s)
-  if n >= WRAP then return nil end
-  return math.tointeger(n)
-end
+local parse_h = smcore.parse_h
 M.parse_h = parse_h
 
 local function sm_error(sess, cond, text)
@@ -60,26 +56,23 @@ local function arm_idle(sess)
   if sm.idle or sm.requested or sess.ended then return end
   sm.idle = core.timer(ACK_IDLE, stream.timer_target(function()
     sm.idle = nil
-    if sess.sm == sm and sm.qn > 0 and not sm.requested then request_ack(sess) end
+    if sess.sm == sm and sm.q.n > 0 and not sm.requested then request_ack(sess) end
   end))
 end
 
--- The unacknowledged stanzas are q[first .. first + qn - 1] (qb: the
--- bytes of each, qbytes in all); the held back ones held[hfirst .. hfirst +
--- hn - 1] (hb, hbytes), oldest first.
+-- The counters and the unacknowledged stanzas (q, with the bytes of each:
+-- q.bytes in all) are smcore's; the held back ones wait in held (held.bytes),
+-- oldest first.
 local function new_state()
-  return { handled = 0, acked = 0, q = {}, qb = {}, first = 1, qn = 0, qbytes = 0,
-    held = {}, hb = {}, hfirst = 1, hn = 0, hbytes = 0 }
+  return smcore.init({ held = fifo.new() })
 end
 
 -- Counts a stanza of `bytes` bytes as sent: kept until acknowledged, an ack
 -- asked for now and then.
 local function keep(sess, stanza, bytes)
   local sm = sess.sm
-  local i = sm.first + sm.qn
-  sm.q[i], sm.qb[i] = stanza, bytes
-  sm.qn, sm.qbytes = sm.qn + 1, sm.qbytes + bytes
-  if sm.qn % ACK_EVERY == 0 and not sm.requested then request_ack(sess) else arm_idle(sess) end
+  smcore.sent(sm, stanza, bytes)
+  if sm.q.n % ACK_EVERY == 0 and not sm.requested then request_ack(sess) else arm_idle(sess) end
 end
 
 --- A stanza (of `bytes` bytes serialized) sent to an SM session: counted
@@ -89,13 +82,14 @@ end
 -- stanzas (limits.sm_queue) and in bytes (limits.sm_queue_bytes).
 function M.outbound(sess, stanza, bytes)
   local sm = sess.sm
+  local q, held = sm.q, sm.held
   local limits = sess.srv.limits
   local limit, blimit = limits.sm_queue, limits.sm_queue_bytes
-  local waiting, wbytes = sm.qn + sm.hn, sm.qbytes + sm.hbytes
+  local waiting, wbytes = q.n + held.n, q.bytes + held.bytes
   if (sess.hibernation and (waiting >= limit or wbytes >= blimit))
       or waiting >= HOLD_FACTOR * limit or wbytes >= HOLD_FACTOR * blimit then
     sess:log("warn", "stream management queue full (%d unacknowledged, %d held back, %d bytes): closing",
-      sm.qn, sm.hn, wbytes)
+      q.n, held.n, wbytes)
     sm.resumable = false
     if sess.hibernation then
       sess.srv:unbind(sess, "too many stanzas while waiting for resumption")
@@ -105,13 +99,11 @@ function M.outbound(sess, stanza, bytes)
     sess.srv:route(stanza)          -- the session is gone: offline storage or an error
     return false
   end
-  if sess.hibernation or (sm.hn == 0 and sm.qn < limit and sm.qbytes < blimit) then
+  if sess.hibernation or (held.n == 0 and q.n < limit and q.bytes < blimit) then
     keep(sess, stanza, bytes)
     return true
   end
-  local i = sm.hfirst + sm.hn
-  sm.held[i], sm.hb[i] = stanza, bytes
-  sm.hn, sm.hbytes = sm.hn + 1, sm.hbytes + bytes
+  held:push(stanza, bytes)
   if not sm.requested then request_ack(sess) end
   -- (not paused: pausing the sender's reading would also stop reading its
   -- acks, and two clients sending to each other would wait forever)
@@ -121,52 +113,30 @@ end
 -- Sends held back stanzas while the queue has room.
 local function release(sess)
   local sm = sess.sm
+  local q, held = sm.q, sm.held
   local limit, blimit = sess.srv.limits.sm_queue, sess.srv.limits.sm_queue_bytes
-  while sm.hn > 0 and sm.qn < limit and sm.qbytes < blimit and not sess.ended do
-    local i = sm.hfirst
-    local s, bytes = sm.held[i], sm.hb[i]
-    sm.held[i], sm.hb[i] = nil, nil
-    sm.hfirst, sm.hn, sm.hbytes = i + 1, sm.hn - 1, sm.hbytes - bytes
+  while held.n > 0 and q.n < limit and q.bytes < blimit and not sess.ended do
+    local s, bytes = held:pop()
     keep(sess, s, bytes)
     stream.Stream.send(sess, s)
   end
-  if sm.hn > 0 then
+  if held.n > 0 then
     if not sm.requested then request_ack(sess) end
   elseif not sess.ended then
     sess:run_writable()             -- producers waiting for room go on
   end
 end
 
--- The client acknowledged h: drop what it has; true, or nil on a bad h.
-local function acknowledge(sess, h)
-  local sm = sess.sm
-  local n = (h - sm.acked) % WRAP
-  if n > sm.qn then return nil end
-  local gone = 0
-  for i = sm.first, sm.first + n - 1 do
-    gone = gone + sm.qb[i]
-    sm.q[i], sm.qb[i] = nil, nil
-  end
-  sm.first, sm.qn, sm.qbytes = sm.first + n, sm.qn - n, sm.qbytes - gone
-  sm.acked = h
-  return true
-end
-
 --- One stanza handled from the client.
 function M.inbound(sess)
-  local sm = sess.sm
-  sm.handled = (sm.handled + 1) % WRAP
+  smcore.handled(sess.sm)
 end
 
-local function handled_too_high(sess)
+-- The client's h (a string) was not a count or acknowledged more than was
+-- sent (smcore.ack): the stream ends, and the session with it.
+local function bad_ack(sess, cond, text, extra)
   sess.sm.resumable = false
-  sess:write("<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" ..
-    "<handled-count-too-high xmlns='" .. NS .. "' h='" .. tostring(sess.sm.acked) ..
-    "' send-count='" .. tostring((sess.sm.acked + sess.sm.qn) % WRAP) .. "'/>" ..
-    "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>the client acknowledged more than was sent</text>" ..
-    "</stream:error></stream:stream>")
-  sess:close_connection()
-  sess:finish("handled-count-too-high")
+  return sess:stream_error(cond, text, extra)
 end
 
 ---------------------------------------------------------------------------
@@ -196,12 +166,11 @@ end
 
 function handlers.a(sess, el)
   if not sess.sm then return sess:stream_error("unsupported-stanza-type", "stream management is not enabled") end
-  local h = parse_h(el.attr.h)
-  if not h then return sess:stream_error("bad-format", "h must be a 32-bit count in digits") end
+  local acked, cond, text, extra = smcore.ack(sess.sm, el.attr.h)
+  if not acked then return bad_ack(sess, cond, text, extra) end
   sess.sm.requested = false
-  if not acknowledge(sess, h) then return handled_too_high(sess) end
   release(sess)
-  if sess.sm.qn > 0 then arm_idle(sess) end
+  if sess.sm.q.n > 0 then arm_idle(sess) end
 end
 
 -- Moves the hibernating (or still connected) session old into the new
@@ -238,16 +207,18 @@ function handlers.resume(sess, el)
     return sm_error(sess, "item-not-found", "no such session to resume")
   end
   take_over(sess, old)
-  if not acknowledge(sess, h) then return handled_too_high(sess) end
   local sm = sess.sm
+  local acked, cond, text, extra = smcore.ack(sm, el.attr.h)
+  if not acked then return bad_ack(sess, cond, text, extra) end
   sm.requested = false
   sess:write("<resumed xmlns='" .. NS .. "' previd='" .. sm.id .. "' h='" .. tostring(sm.handled) .. "'/>")
-  for i = sm.first, sm.first + sm.qn - 1 do
-    if not sess:write(tostring(sm.q[i])) then break end
+  local q = sm.q
+  for k = 1, q.n do
+    if not sess:write(tostring(q:at(k))) then break end
   end
-  if sm.qn > 0 then request_ack(sess) end
+  if q.n > 0 then request_ack(sess) end
   release(sess)
-  sess:log("info", "resumed %s (%d stanzas sent again)", sess.full, sm.qn)
+  sess:log("info", "resumed %s (%d stanzas sent again)", sess.full, q.n)
   -- offline messages whose delivery the old stream did not finish
   if sess.available and sess.priority >= 0 then srv.im:send_offline(sess) end
 end
@@ -267,12 +238,8 @@ end
 -- offline (or bounced), IQ requests answered with an error.
 local function flush_unacked(sess)
   local sm, srv = sess.sm, sess.srv
-  local q = {}
-  for i = sm.first, sm.first + sm.qn - 1 do q[#q + 1] = sm.q[i] end
-  for i = sm.hfirst, sm.hfirst + sm.hn - 1 do q[#q + 1] = sm.held[i] end
-  local fresh = new_state()
-  sm.q, sm.qb, sm.first, sm.qn, sm.qbytes = fresh.q, fresh.qb, 1, 0, 0
-  sm.held, sm.hb, sm.hfirst, sm.hn, sm.hbytes = fresh.held, fresh.hb, 1, 0, 0
+  local q = sm.q:clear()
+  for _, s in ipairs(sm.held:clear()) do q[#q + 1] = s end
   for _, s in ipairs(q) do
     local t = s.attr.type
     if s.name == "message" and t ~= "error" and t ~= "groupchat" and t ~= "headline" then

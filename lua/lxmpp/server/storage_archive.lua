@@ -18,6 +18,7 @@
 -- every entry, so they order an archive.
 
 local jid = require "lxmpp.jid"
+local fifo = require "lxmpp.fifo"
 
 local type, error, ipairs = type, error, ipairs
 local math_type, floor, ceil = math.type, math.floor, math.ceil
@@ -143,7 +144,7 @@ local function install_memory(Memory)
 		self.archives = self.archives or {}
 		local a = self.archives[user]
 		if not a then
-			a = { head = 1, tail = 0, ids = {} }
+			a = { q = fifo.new(), ids = {} }      -- entries oldest first (q.bytes: their data), by id
 			self.archives[user] = a
 		end
 		return a
@@ -154,14 +155,11 @@ local function install_memory(Memory)
 		if a.ids[id] then return nil, "storage: archive id " .. id .. " is taken" end
 		self.archive_seq_last = (self.archive_seq_last or 0) + 1
 		local e = { seq = self.archive_seq_last, id = id, time = time, with = with, peer = peer, data = data }
-		a.tail = a.tail + 1
-		a[a.tail], a.ids[id] = e, e
-		a.bytes = (a.bytes or 0) + #data
-		while a.tail > a.head and ((keep and a.tail - a.head + 1 > keep) or (keep_bytes and a.bytes > keep_bytes)) do
-			local old = a[a.head]
-			a.ids[old.id], a[a.head] = nil, nil
-			a.bytes = a.bytes - #old.data
-			a.head = a.head + 1
+		local q = a.q
+		q:push(e, #data)
+		a.ids[id] = e
+		while q.n > 1 and ((keep and q.n > keep) or (keep_bytes and q.bytes > keep_bytes)) do
+			a.ids[q:pop().id] = nil
 		end
 		return true
 	end
@@ -174,8 +172,9 @@ local function install_memory(Memory)
 	function Memory:archive_count(user, f)
 		local a, n = self.archives and self.archives[user], 0
 		if not a then return 0 end
-		for i = a.head, a.tail do
-			if matches(a[i], f) then n = n + 1 end
+		local q = a.q
+		for i = q.first, q.first + q.n - 1 do
+			if matches(q[i], f) then n = n + 1 end
 		end
 		return n
 	end
@@ -183,11 +182,12 @@ local function install_memory(Memory)
 	function Memory:archive_rows(user, f, limit, newest_first)
 		local a, out = self.archives and self.archives[user], {}
 		if not a then return out end
-		local from, to, step = a.head, a.tail, 1
-		if newest_first then from, to, step = a.tail, a.head, -1 end
+		local q = a.q
+		local from, to, step = q.first, q.first + q.n - 1, 1
+		if newest_first then from, to, step = to, from, -1 end
 		for i = from, to, step do
 			if #out >= limit then break end
-			local e = a[i]
+			local e = q[i]
 			if matches(e, f) then
 				out[#out + 1] = { seq = e.seq, id = e.id, time = e.time, with = e.with, peer = e.peer, data = e.data }
 			end

@@ -8,13 +8,15 @@
 
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
+local fifo = require "lxmpp.fifo"
+local stream_error = require "lxmpp.stream_error"
 
 local tostring, pairs, xpcall, debug, string_format = tostring, pairs, xpcall, debug, string.format
 
 local M = {}
 
 M.NS_STREAMS = "http://etherx.jabber.org/streams"
-M.NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+M.NS_STREAM_ERRORS = stream_error.NS
 
 local Stream = {}
 Stream.__index = Stream
@@ -83,10 +85,8 @@ local function flush_backlog(self)
   local bl = self.backlog
   local conn = self.conn
   while bl.n > 0 do
-    local bytes = bl[bl.first]
-    if not conn:write(bytes) then return false end
-    bl[bl.first] = nil
-    bl.first, bl.n, bl.bytes = bl.first + 1, bl.n - 1, bl.bytes - #bytes
+    if not conn:write((bl:peek())) then return false end
+    bl:pop()
   end
   return true
 end
@@ -135,18 +135,18 @@ end
 function Stream:when_writable(fn)
   local w = self.writable_waiters
   if not w then
-    w = {}
+    w = fifo.new()
     self.writable_waiters = w
   end
-  w[#w + 1] = fn
+  w:push(fn)
   if not self:congested() then self:run_writable() end
 end
 
 -- Runs the producers waiting for room, in order, while there is room.
 function Stream:run_writable()
   local w = self.writable_waiters
-  while w and #w > 0 and not self.ended and not self:congested() do
-    local fn = table.remove(w, 1)
+  while w and w.n > 0 and not self.ended and not self:congested() do
+    local fn = w:pop()
     fn()
     w = self.writable_waiters
   end
@@ -182,7 +182,7 @@ function Stream:write(bytes)
     local ok, msg, cond = self.conn:write(bytes)
     if ok then return true end
     if cond ~= "resource-constraint" then return nil, msg, cond end
-    bl = { first = 1, n = 0, bytes = 0 }
+    bl = fifo.new()
     self.backlog = bl
     arm_stall(self)
     -- what it asks for waits for it to read: its requests wait too
@@ -195,8 +195,7 @@ function Stream:write(bytes)
     self:finish("output queue full")
     return nil, "output queue full: the peer is not reading", "resource-constraint"
   end
-  bl[bl.first + bl.n] = bytes
-  bl.n, bl.bytes = bl.n + 1, bl.bytes + #bytes
+  bl:push(bytes, #bytes)
   return true
 end
 
@@ -228,15 +227,14 @@ function Stream:restarted()
 end
 
 --- Sends <stream:error/> and closes (a header first when none was sent on
--- this stream, restarts included).
-function Stream:stream_error(cond, text)
+-- this stream, restarts included). extra: the XML of an application-specific
+-- condition element, or nil.
+function Stream:stream_error(cond, text, extra)
   if self.ended then return end
   self.clean_end = true
   if not self.header_sent then self:send_header({ from = self.srv.domain, version = "1.0" }) end
   self:log("info", "stream error %s: %s", cond, tostring(text))
-  self:write("<stream:error><" .. cond .. " xmlns='" .. M.NS_STREAM_ERRORS .. "'/>" ..
-    (text and ("<text xmlns='" .. M.NS_STREAM_ERRORS .. "'>" .. core.xml_escape(text) .. "</text>") or "") ..
-    "</stream:error></stream:stream>")
+  self:write(stream_error.xml(cond, text, extra))
   self:close_connection()
   self:finish(cond .. (text and (": " .. text) or ""))
 end
