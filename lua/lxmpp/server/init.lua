@@ -411,10 +411,8 @@ function Server:remove_user(name)
   local ok, rerr = pcall(function()
     -- first the sessions, while the roster still says who saw them online
     self:end_sessions(node, "not-authorized", "the account was removed")
+    -- PEP, rosters, MUC, pubsub, upload (docs/server.md, "Adding a server feature")
     self:fire("user-removing", { node = node, bare = bare })
-    if self.muc then self.muc:account_removed(bare) end
-    if self.pubsub then self.pubsub.service:account_removed(bare) end
-    if self.upload then self.upload:forget_owner(bare) end
   end)
   self.store:remove_account(node)
   self:fire("user-removed", { node = node, bare = bare })
@@ -538,6 +536,7 @@ function Server:bind(sess, res)
   list[res] = sess
   sess.resource, sess.full, sess.bound = res, sess.bare .. "/" .. res, true
   self:log("info", "bound %s", sess.full)
+  self:fire("resource-bind", { origin = sess })
   return sess.full
 end
 
@@ -550,6 +549,7 @@ function Server:unbind(sess, reason)
   sess.bound = false
   self:log("info", "%s left: %s", sess.full, tostring(reason))
   self.im:session_ended(sess)
+  self:fire("resource-unbind", { origin = sess, reason = reason })
   require("lxmpp.server.sm").session_over(sess)
 end
 
