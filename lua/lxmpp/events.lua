@@ -64,14 +64,15 @@ function Bus:remove_handler(event, fn)
 end
 
 --- bus:fire_guarded(event, on_error, ...) -> as fire, but a handler that
--- raises does not unwind the caller: the event stops there and the result
--- is on_error(message with traceback, event, ...)
+-- raises does not unwind the caller: on_error(message with traceback,
+-- event, ...) runs instead, and its result, if not nil, stops the event
+-- (nil: the next handlers run)
 function Bus:fire_guarded(event, on_error, ...)
   local list = self.lists[event]
   if not list then return nil end
   for i = 1, #list do
     local ok, r = xpcall(list[i].fn, traceback, ...)
-    if not ok then return on_error(r, event, ...) end
+    if not ok then r = on_error(r, event, ...) end
     if r ~= nil then return r end
   end
   return nil

@@ -303,7 +303,7 @@ local function server_info(self, ev)
       "urn:xmpp:time", "jabber:iq:last", "msgoffline", NS_VCARD, "jabber:iq:roster" }) do
     r:tag("feature", { var = f }):up()
   end
-  self.srv:fire("disco-info/host", { stanza = iq, reply = r })
+  self.srv:fire("disco-info/host", { request = iq, reply = r })
   return r
 end
 
@@ -354,7 +354,7 @@ end
 local function account_info(self, iq, bare, owner)
   local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_INFO })
     :tag("identity", { category = "account", type = "registered" }):up()
-  local ev = { stanza = iq, reply = r, bare = bare, owner = owner }
+  local ev = { request = iq, reply = r, bare = bare, owner = owner }
   self.srv:fire("disco-info/account", ev)
   if not ev.disco_listed then r:tag("feature", { var = NS_DISCO_INFO }):up() end
   return r

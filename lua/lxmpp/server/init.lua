@@ -260,8 +260,9 @@ function Server:hook_builtin(name, fn, priority)
 end
 
 --- srv:fire(name, event) -> the first non-nil handler result. A handler
--- that raises is logged and stops the event: an iq request gets
--- internal-server-error, anything else is dropped.
+-- that raises is logged; for a stanza's event (event.stanza) that handles
+-- it: an iq request gets internal-server-error, anything else is dropped;
+-- other events (user-removing, ...) go on with their next handlers.
 function Server:fire(name, ev)
   return self.events:fire_guarded(name, self.on_handler_error, ev)
 end
@@ -269,7 +270,8 @@ end
 function Server:handler_failed(err, name, ev)
   self:log("error", "a handler of %s failed: %s", name, tostring(err))
   local s = type(ev) == "table" and ev.stanza
-  if s and s.name == "iq" and (s.attr.type == "get" or s.attr.type == "set") then
+  if not s then return nil end
+  if s.name == "iq" and (s.attr.type == "get" or s.attr.type == "set") then
     self:reply(ev, st.error_reply(s, "wait", "internal-server-error"))
   end
   return true

@@ -368,7 +368,7 @@ function P:broadcast(sess, s)
       sess:send(p)
     end
   end
-  srv:fire("presence/initial", { origin = sess, stanza = sess.presence })
+  srv:fire("presence/initial", { origin = sess })
   if sess.priority >= 0 then self.im:send_offline(sess) end
 end
 
