@@ -75,10 +75,11 @@ function IM:from_client(sess, s)
   if name == "message" and not s.attr.to then
     s.attr.to = sess.bare            -- a message to no one: to our own account
   end
-  if self.srv:fire(PRE[to_kind(s.attr.to)][name], { origin = sess, stanza = s }) then return end
+  local ev = { origin = sess, stanza = s }
+  if self.srv:fire(PRE[to_kind(s.attr.to)][name], ev) then return end
   if name == "presence" then return self.presence:outbound(sess, s) end
   if not s.attr.to and name == "iq" then return self:account_iq(sess, s) end
-  return self.srv:route(s)
+  return self.srv:route(s, ev)
 end
 
 ---------------------------------------------------------------------------

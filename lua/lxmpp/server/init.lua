@@ -20,6 +20,7 @@ local events = require "lxmpp.events"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math_type, string_format, io =
   setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math.type, string.format, io
+local xpcall, traceback = xpcall, debug.traceback
 
 local M = {}
 
@@ -232,7 +233,6 @@ function M.new(opts)
     removing = {},         -- account name -> true while remove_user runs
     started = false,
   }, Server)
-  self.on_handler_error = function(err, name, ev) return self:handler_failed(err, name, ev) end
   return self
 end
 
@@ -264,7 +264,14 @@ end
 -- it: an iq request gets internal-server-error, anything else is dropped;
 -- other events (user-removing, ...) go on with their next handlers.
 function Server:fire(name, ev)
-  return self.events:fire_guarded(name, self.on_handler_error, ev)
+  local list = self.events.lists[name]  -- bus:list(name), inlined; never changed in place (lxmpp/events.lua)
+  if not list then return nil end
+  for i = 1, #list do                   -- bus:fire_guarded, inlined: routing fires several per stanza
+    local ok, r = xpcall(list[i].fn, traceback, ev)
+    if not ok then r = self:handler_failed(r, name, ev) end
+    if r ~= nil then return r end
+  end
+  return nil
 end
 
 function Server:handler_failed(err, name, ev)
@@ -572,15 +579,21 @@ local function split(to)
 end
 M.split = split
 
---- srv:route(stanza): delivers a stanza whose `from` is trusted (stamped
--- by the server or checked for a component) to its destination.
-function Server:route(s)
+--- srv:route(stanza [, event]): delivers a stanza whose `from` is trusted
+-- (stamped by the server or checked for a component) to its destination;
+-- event: the table of its pre- event, which the route and delivery events
+-- then share (as Prosody's do).
+function Server:route(s, ev)
   local to = s.attr.to
   local node, host, res = split(to)
   if not host then
     return self:bounce(s, "modify", "jid-malformed", "the destination address is not a valid JID")
   end
-  local ev = { stanza = s, node = node, host = host, resource = res }
+  if ev then
+    ev.node, ev.host, ev.resource, ev.bare = node, host, res, false
+  else
+    ev = { stanza = s, node = node, host = host, resource = res, bare = false }   -- bare: set by our IM host
+  end
   if self:fire("route", ev) then return end       -- refused (XEP-0191 blocking hooks it)
   local h = self.hosts[host]
   if h then return h:deliver(s, node, host, res, ev) end
