@@ -7,8 +7,8 @@
 -- one, so fire walks the list it started with, whatever its handlers add or
 -- remove meanwhile, without copying it on every event.
 
-local setmetatable, type, error, pairs, xpcall, traceback, table_insert, table_remove, table_unpack =
-  setmetatable, type, error, pairs, xpcall, debug.traceback, table.insert, table.remove, table.unpack
+local setmetatable, type, error, pairs, table_insert, table_remove, table_unpack =
+  setmetatable, type, error, pairs, table.insert, table.remove, table.unpack
 
 local Bus = {}
 Bus.__index = Bus
@@ -61,21 +61,6 @@ function Bus:remove_handler(event, fn)
     if old[i].fn == fn then return self:remove(old[i].id) end
   end
   return false
-end
-
---- bus:fire_guarded(event, on_error, ...) -> as fire, but a handler that
--- raises does not unwind the caller: on_error(message with traceback,
--- event, ...) runs instead, and its result, if not nil, stops the event
--- (nil: the next handlers run)
-function Bus:fire_guarded(event, on_error, ...)
-  local list = self.lists[event]
-  if not list then return nil end
-  for i = 1, #list do
-    local ok, r = xpcall(list[i].fn, traceback, ...)
-    if not ok then r = on_error(r, event, ...) end
-    if r ~= nil then return r end
-  end
-  return nil
 end
 
 --- bus:fire(event, ...) -> the first non-nil handler result
