@@ -92,6 +92,33 @@ describe("server event bus", function()
     end)
   end)
 
+  it("fires pre-presence, presence and stanza/<xmlns>:<name> events", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local seen = {}
+      srv:hook("pre-presence/bare", function(ev) seen[#seen + 1] = "pre-presence/bare " .. ev.origin.full end)
+      srv:hook("presence/full", function(ev)
+        if ev.stanza.attr.from == A .. "/r" then seen[#seen + 1] = "presence/full " .. ev.resource end
+      end)
+      srv:hook("stanza/urn:example:top:hello", function(ev)
+        seen[#seen + 1] = "stanza " .. ev.origin.full
+        ev.origin:send(st.message({ to = ev.origin.full, type = "headline" }, "hello to you"))
+        return true
+      end)
+      local b = assert(serve.login(port, "bob", USERS.bob, "b"))
+      local a = assert(serve.login(port, "alice", USERS.alice))
+      local a_in = inbox(a)
+      a:send(st.presence({ to = B .. "/b" }))                 -- directed
+      a:send_presence()
+      -- a top-level element that is no stanza: without a handler, a stream error
+      a.conn.c:write("<hello xmlns='urn:example:top'/>")
+      assert(got(a_in, 1))
+      assert.same({ "hello to you" }, bodies(a_in))
+      assert(a:request(st.iq({ type = "get", to = "example.test" }):tag("ping", { xmlns = "urn:xmpp:ping" })))
+      assert.same({ "presence/full b", "pre-presence/bare " .. A .. "/r", "stanza " .. A .. "/r" }, seen)
+      assert(b)
+    end)
+  end)
+
   it("logs a failing handler: the IQ gets internal-server-error, a message is dropped, the stream goes on", function()
     serve.run_logged({ users = USERS }, function(srv, port, log)
       srv:hook("iq/host/urn:example:boom", function() error("boom in an iq handler") end)
