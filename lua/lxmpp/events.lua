@@ -53,6 +53,16 @@ function Bus:remove(id)
   return false
 end
 
+--- bus:remove_handler(event, fn) -> true if fn was a handler of event (the
+-- first such entry goes)
+function Bus:remove_handler(event, fn)
+  local old = self.lists[event]
+  for i = 1, old and #old or 0 do
+    if old[i].fn == fn then return self:remove(old[i].id) end
+  end
+  return false
+end
+
 --- bus:fire(event, ...) -> the first non-nil handler result
 function Bus:fire(event, ...)
   local list = self.lists[event]

@@ -50,8 +50,18 @@ local CACHE_MAX = 10000          -- accounts whose list is kept decoded in memor
 local B = {}
 B.__index = B
 
+-- Hooks every routed stanza (route), the account's own requests, disco,
+-- and the removal of an account.
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, cache = {}, cached = 0, push_id = 0 }, B)
+  local self = setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, cache = {}, cached = 0, push_id = 0 }, B)
+  local srv = self.srv
+  im:hook("route", function(ev)
+    if srv.store and self:refuses(ev.stanza, ev.node, ev.host, ev.resource) then return true end
+  end)
+  im:hook("iq/self/" .. NS, function(ev) self:iq(ev.origin, ev.stanza); return true end)
+  im:hook("disco-info/host", function(ev) ev.reply:tag("feature", { var = NS }):up() end)
+  im:hook("user-removed", function(ev) self:forget(ev.node) end)
+  return self
 end
 
 ---------------------------------------------------------------------------
@@ -124,7 +134,7 @@ local function refuse_outbound(self, s)
   local r = st.error_reply(s, { type = "cancel", condition = "not-acceptable",
     text = "you have blocked this address", extra = { namespace = NS_ERRORS, condition = "blocked" } })
   local node, host, res = split(s.attr.from)
-  local sess = host == self.domain and res and (self.srv.sessions[node .. "@" .. host] or {})[res]
+  local sess = host == self.domain and res and self.srv:session(node .. "@" .. host, res)
   if sess then sess:send(r) end
   return true
 end
@@ -190,7 +200,7 @@ end
 function B:hide(user, added)
   local bare = user .. "@" .. self.domain
   local roster = self.srv.store:get_roster(user)
-  for _, sess in pairs(self.srv.sessions[bare] or {}) do
+  for _, sess in pairs(self.srv:sessions_of(bare)) do
     if sess.available then
       for to in pairs(watchers(sess, roster)) do
         if matches(added, split(to)) then
@@ -208,7 +218,7 @@ function B:show(user, removed)
   local bare = user .. "@" .. self.domain
   local roster = self.srv.store:get_roster(user)
   local now = self:set_of(user)
-  for _, sess in pairs(self.srv.sessions[bare] or {}) do
+  for _, sess in pairs(self.srv:sessions_of(bare)) do
     if sess.available then
       for contact, item in pairs(roster.items) do
         if (item.subscription == "from" or item.subscription == "both") and
@@ -243,7 +253,7 @@ end
 
 -- Sends the change to every resource of user that asked for the list.
 function B:push(user, name, list)
-  for _, sess in pairs(self.srv.sessions[user .. "@" .. self.domain] or {}) do
+  for _, sess in pairs(self.srv:sessions_of(user .. "@" .. self.domain)) do
     if sess.blocklist_wanted then
       self.push_id = self.push_id + 1
       local iq = st.iq({ type = "set", id = "block" .. self.push_id, to = sess.full }):tag(name, { xmlns = NS })

@@ -41,8 +41,20 @@ Bookmarks.__index = Bookmarks
 Bookmarks.NS, Bookmarks.NS_LEGACY = NS, NS_LEGACY
 
 --- bookmarks.new(im) -> the bookmarks of the IM core's accounts.
+-- Hooks the account's own requests to the storage:bookmarks node of its
+-- PEP (before PEP's own handler) and its disco features.
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv }, Bookmarks)
+  local self = setmetatable({ im = im, srv = im.srv }, Bookmarks)
+  local srv = self.srv
+  im:hook("iq/self/" .. NS_PUBSUB, function(ev)
+    if not srv.pep or not self:handles_pep(ev.stanza) then return nil end
+    self:pep_iq(ev.origin, ev.stanza)
+    return true
+  end, -5)
+  im:hook("disco-info/account", function(ev)
+    if ev.owner and srv.pep then for _, f in ipairs(M.FEATURES) do ev.reply:tag("feature", { var = f }):up() end end
+  end)
+  return self
 end
 
 local function truthy(v) return v == "true" or v == "1" end

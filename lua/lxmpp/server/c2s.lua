@@ -163,6 +163,8 @@ function C2S:on_stanza(s)
     end
     local h = self.srv.stream_handlers[ns or ""]
     if h and h(self, s) then return end
+    -- stanza/<xmlns>:<name>: other top-level elements, for the host application
+    if self.srv:fire("stanza/" .. (ns or "") .. ":" .. name, { origin = self, stanza = s }) then return end
     return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
   end
   if self.authenticated then                -- XEP-0198 <resume/> comes before binding

@@ -18,7 +18,7 @@
 local st = require "lxmpp.stanza"
 local split = require("lxmpp.server").split
 
-local setmetatable, ipairs, pairs = setmetatable, ipairs, pairs
+local setmetatable, ipairs, pairs, next = setmetatable, ipairs, pairs, next
 
 local M = {}
 local NS = "urn:xmpp:carbons:2"
@@ -32,8 +32,18 @@ C.__index = C
 
 --- carbons.new(im): im.available_sessions(list) is the IM core's choice
 -- of resources for a message to a bare JID (RFC 6121 §8.5.2).
+-- Hooks messages sent (pre-message/*, after the archive's) and received
+-- (message/full, message/bare), the <enable/>/<disable/> requests.
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain }, C)
+  local self = setmetatable({ im = im, srv = im.srv, domain = im.srv.domain }, C)
+  local function sent(ev) self:sent(ev.origin, ev.stanza) end
+  for _, kind in ipairs({ "full", "bare", "host" }) do im:hook("pre-message/" .. kind, sent, -20) end
+  local function received(ev) self:received(ev.stanza, ev.bare, ev.resource) end
+  im:hook("message/full", received, -20)
+  im:hook("message/bare", received, -20)
+  im:hook("iq/self/" .. NS, function(ev) self:iq(ev.origin, ev.stanza); return true end)
+  im:hook("disco-info/host", function(ev) ev.reply:tag("feature", { var = NS }):up() end)
+  return self
 end
 
 --- <enable/> or <disable/> from one of our resources (an IQ set).
@@ -58,7 +68,7 @@ end
 -- except those in `skip`.
 local function copy_to(self, s, bare, which, skip)
   local inner
-  for _, sess in pairs(self.srv.sessions[bare] or {}) do
+  for _, sess in pairs(self.srv:sessions_of(bare)) do
     if sess.carbons and not skip[sess] then
       if not inner then
         inner = st.clone(s)
@@ -101,8 +111,8 @@ function C:received(s, bare, res)
     return
   end
   if not eligible(s) or from_muc(s) then return end
-  local list = self.srv.sessions[bare]
-  if not list then return end
+  local list = self.srv:sessions_of(bare)
+  if next(list) == nil then return end
   local skip = {}
   local target = res and list[res]
   if target then

@@ -1,27 +1,37 @@
 -- lxmpp.server.im: the host of the server's own domain (RFC 6121 §8):
 -- stanzas from our clients, delivery to our accounts (full JIDs, bare JIDs
 -- by priority, message type rules), offline storage with XEP-0203 delay
--- stamps, and the IQs the server answers itself or on behalf of an account
--- (disco, ping, version, time, vCard, roster, in-band registration).
+-- stamps. It routes and fires the server's stanza events on the way
+-- (docs/server.md, "Adding a server feature"); every feature (archive,
+-- carbons, blocking, PEP, private storage, registration, disco, vCard, the
+-- small IQs below) hooks them in its own setup.
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
+local split = require("lxmpp.server").split
 local presence = require "lxmpp.server.presence"
 local mam = require "lxmpp.server.mam"
 local carbons = require "lxmpp.server.carbons"
 local blocking = require "lxmpp.server.blocking"
 local private = require "lxmpp.server.private"
 local bookmarks = require "lxmpp.server.bookmarks"
+local register = require "lxmpp.server.register"
 
-local setmetatable, tostring, pairs, ipairs, pcall, os_date, os_time =
-  setmetatable, tostring, pairs, ipairs, pcall, os.date, os.time
+local setmetatable, tostring, pairs, ipairs, os_date, os_time =
+  setmetatable, tostring, pairs, ipairs, os.date, os.time
 
 local M = {}
 
 local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 local NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
-local NS_REGISTER = "jabber:iq:register"
 local NS_VCARD = "vcard-temp"
+
+-- event names by stanza name, made once (routing fires them constantly)
+local function names(fmt)
+  return { message = fmt:format("message"), presence = fmt:format("presence"), iq = fmt:format("iq") }
+end
+local PRE = { full = names("pre-%s/full"), bare = names("pre-%s/bare"), host = names("pre-%s/host") }
+local ON_FULL, ON_BARE, ON_HOST = names("%s/full"), names("%s/bare"), names("%s/host")
 
 local IM = {}
 IM.__index = IM
@@ -32,23 +42,44 @@ function M.new(srv)
   self.mam = mam.new(self)
   self.carbons, self.blocking = carbons.new(self), blocking.new(self)
   self.private, self.bookmarks = private.new(self), bookmarks.new(self)
+  self.register = register.new(self)
+  self:setup()
   return self
+end
+
+--- im:hook(name, fn [, priority]): a handler of the server's own features
+-- (priority -10 unless given: after the host application's), unhooked
+-- when the server stops.
+function IM:hook(name, fn, priority)
+  return self.srv:hook_builtin(name, fn, priority)
 end
 
 ---------------------------------------------------------------------------
 -- from our clients
 
+-- "full", "bare" or "host": the kind of address s goes to (no 'to': the
+-- sender's own account).
+local function to_kind(to)
+  if not to then return "bare" end
+  local node, host, res = split(to)
+  if res then return "full" end
+  if node or not host then return "bare" end
+  return "host"
+end
+
 --- A stanza from a bound session; its 'from' is the session's full JID.
+--- pre-<name>/<kind> fires first: a handler that returns non-nil has
+--- handled (or dropped) it.
 function IM:from_client(sess, s)
   local name = s.name
-  if name == "presence" then return self.presence:outbound(sess, s) end
-  if not s.attr.to then
-    if name == "iq" then return self:account_iq(sess, s) end
+  if name == "message" and not s.attr.to then
     s.attr.to = sess.bare            -- a message to no one: to our own account
   end
-  if name == "message" then self.mam:outgoing(sess, s) end
-  if name == "message" then self.carbons:sent(sess, s) end
-  return self.srv:route(s)
+  local ev = { origin = sess, stanza = s }
+  if self.srv:fire(PRE[to_kind(s.attr.to)][name], ev) then return end
+  if name == "presence" then return self.presence:outbound(sess, s) end
+  if not s.attr.to and name == "iq" then return self:account_iq(sess, s) end
+  return self.srv:route(s, ev)
 end
 
 ---------------------------------------------------------------------------
@@ -69,19 +100,23 @@ local function available_sessions(list)
 end
 IM.available_sessions = available_sessions
 
---- host:deliver(stanza, node, domain, resource), called by srv:route.
-function IM:deliver(s, node, _, res)
+--- host:deliver(stanza, node, domain, resource, event), called by
+--- srv:route; fires <name>/full, <name>/bare or <name>/host with event
+--- (its bare filled in) before the delivery that RFC 6121 §8 asks.
+function IM:deliver(s, node, _, res, ev)
   local name, srv = s.name, self.srv
+  ev = ev or { stanza = s, node = node, host = self.domain, resource = res }
   if not node then
-    if name == "iq" then return self:server_iq(s) end
-    return                                   -- presence/messages to the server itself
+    if name == "iq" then return self:server_iq(s, ev) end
+    srv:fire(ON_HOST[name], ev)              -- presence/messages to the server itself: dropped unless hooked
+    return
   end
   local bare = node .. "@" .. self.domain
+  ev.bare = bare
+  if srv:fire((res and ON_FULL or ON_BARE)[name], ev) then return end
   if name == "presence" then return self.presence:inbound(s, node, bare, res) end
-  if name == "message" then self.mam:incoming(s, node, bare, not self:offline_full(node, bare, res)) end
-  if name == "message" then self.carbons:received(s, bare, res) end
   if res then
-    local sess = (srv.sessions[bare] or {})[res]
+    local sess = srv:session(bare, res)
     if sess then return sess:send(s) end
     if name == "iq" then return srv:bounce(s, "cancel", "service-unavailable") end
     if name == "message" then
@@ -94,15 +129,15 @@ function IM:deliver(s, node, _, res)
     return srv:bounce(s, "cancel", "service-unavailable")
   end
   if name == "message" then return self:message_to_bare(s, node, bare) end
-  if name == "iq" then return self:bare_iq(s, node, bare) end
+  if name == "iq" then return self:bare_iq(s, node, bare, ev) end
 end
 
 -- RFC 6121 §8.5.2: a message to a bare JID, by type.
 -- Would a message for node now go to its offline store, and is that full
 -- (so that it bounces, and is not archived either)?
 function IM:offline_full(node, bare, res)
-  local list = self.srv.sessions[bare]
-  if res and list and list[res] then return false end
+  local list = self.srv:sessions_of(bare)
+  if res and list[res] then return false end
   if #available_sessions(list) > 0 then return false end
   local n, bytes = self.srv.store:count_offline(node)
   local limits = self.srv.limits
@@ -112,9 +147,9 @@ end
 function IM:message_to_bare(s, node, bare)
   local srv, t = self.srv, s.attr.type or "normal"
   if t == "groupchat" then return srv:bounce(s, "cancel", "service-unavailable") end
-  local list = srv.sessions[bare]
+  local list = srv:sessions_of(bare)
   if t == "headline" then
-    for _, sess in pairs(list or {}) do
+    for _, sess in pairs(list) do
       if sess.available and sess.priority >= 0 then sess:send(s) end
     end
     return
@@ -196,12 +231,6 @@ function IM:send_offline(sess)
   pump()
 end
 
---- The account `user` was removed: what is kept in memory about it goes.
-function IM:account_removed(user)
-  self.offline_pumps[user] = nil
-  self.blocking:forget(user)
-  self.presence.last_seen:delete(user .. "@" .. self.domain)
-end
 
 --- A session ended: presence goes unavailable.
 function IM:session_ended(sess)
@@ -210,35 +239,72 @@ function IM:session_ended(sess)
 end
 
 ---------------------------------------------------------------------------
--- IQs
-
--- Answers iq with fn(iq) -> reply stanza | nil (empty result) | false (error sent).
-local function answer(send, iq, fn)
-  local ok, r = pcall(fn, iq)
-  if not ok then
-    send(st.error_reply(iq, "wait", "internal-server-error"))
-    error(r, 0)
-  end
-  if r == false then return end
-  send(r or st.reply(iq))
-end
+-- IQs: each request fires iq/<kind>/<xmlns>:<name>, then iq/<kind>/<xmlns>
+-- (kind: host for the server's domain, self for an account's own, bare for
+-- someone else's account); nobody handles it: service-unavailable.
 
 local function is_request(iq) return iq.attr.type == "get" or iq.attr.type == "set" end
 
--- disco#info of the server itself
-local function server_info(self, iq)
+-- Fires the iq events of kind for the request iq; true if handled.
+local function fire_iq(srv, kind, iq, ev)
   local q = iq.tags[1]
-  if q.attr.node then return st.error_reply(iq, "cancel", "item-not-found") end
+  local xmlns = q and q.attr.xmlns
+  if not xmlns then return nil end
+  local prefix = "iq/" .. kind .. "/" .. xmlns
+  return srv:fire(prefix .. ":" .. q.name, ev) or srv:fire(prefix, ev)
+end
+
+--- An IQ to the server's own domain.
+function IM:server_iq(iq, ev)
+  if not is_request(iq) then return end
+  local srv = self.srv
+  if fire_iq(srv, "host", iq, ev or { stanza = iq }) then return end
+  return srv:bounce(iq, "cancel", "service-unavailable")
+end
+
+--- An IQ from our user to its own account (no 'to', or its bare JID).
+function IM:account_iq(sess, iq)
+  if not is_request(iq) then return end
+  local ev = { origin = sess, stanza = iq, node = sess.user, bare = sess.bare, host = self.domain, owner = true }
+  if fire_iq(self.srv, "self", iq, ev) then return end
+  return sess:send(st.error_reply(iq, "cancel", "service-unavailable"))
+end
+
+--- An IQ from someone else to one of our accounts' bare JID: the server
+-- answers on the account's behalf (RFC 6121 §8.5.1).
+function IM:bare_iq(iq, node, bare, ev)
+  if not is_request(iq) then return end
+  local from_bare = iq.attr.from and jid.bare(iq.attr.from)
+  if from_bare == bare then
+    local sess = self.srv:session(bare, jid.resource(iq.attr.from))
+    if sess then return self:account_iq(sess, iq) end
+  end
+  ev = ev or { stanza = iq }
+  ev.node, ev.bare = node, bare
+  if fire_iq(self.srv, "bare", iq, ev) then return end
+  return self.srv:bounce(iq, "cancel", "service-unavailable")
+end
+
+--- im:answer(event, fn): answers the iq of event with fn(iq) -> a reply
+--- stanza | nil (an empty result) | false (fn replied itself); true.
+function IM:answer(ev, fn)
+  local r = fn(ev.stanza)
+  if r ~= false then self.srv:reply(ev, r or st.reply(ev.stanza)) end
+  return true
+end
+
+-- disco#info of the server itself: its features come from the features'
+-- handlers of disco-info/host (ev.reply, the <query/> open)
+local function server_info(self, ev)
+  local iq = ev.stanza
+  if iq.tags[1].attr.node then return st.error_reply(iq, "cancel", "item-not-found") end
   local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_INFO })
     :tag("identity", { category = "server", type = "im", name = "lxmpp" }):up()
-  local features = { NS_DISCO_INFO, NS_DISCO_ITEMS, "urn:xmpp:ping", "jabber:iq:version",
-    "urn:xmpp:time", "jabber:iq:last", "msgoffline", NS_VCARD, "jabber:iq:roster" }
-  if self.srv.registration then features[#features + 1] = NS_REGISTER end
-  features[#features + 1], features[#features + 2] = carbons.NS, blocking.NS
-  -- XEP-0313 §6.1: clients (profanity) look for MAM on the server as well
-  -- as on the account; the archive itself is the account's
-  features[#features + 1], features[#features + 2] = mam.NS, private.NS
-  for _, f in ipairs(features) do r:tag("feature", { var = f }):up() end
+  for _, f in ipairs({ NS_DISCO_INFO, NS_DISCO_ITEMS, "urn:xmpp:ping", "jabber:iq:version",
+      "urn:xmpp:time", "jabber:iq:last", "msgoffline", NS_VCARD, "jabber:iq:roster" }) do
+    r:tag("feature", { var = f }):up()
+  end
+  self.srv:fire("disco-info/host", { request = iq, reply = r })
   return r
 end
 
@@ -255,9 +321,9 @@ local function server_items(self, iq)
   return r
 end
 
+-- The small IQs the server answers itself (and to its accounts, but for
+-- disco#items, which is their PEP's).
 local SERVER_IQ = {
-  [NS_DISCO_INFO] = server_info,
-  [NS_DISCO_ITEMS] = server_items,
   ["urn:xmpp:ping"] = function() end,
   ["urn:ietf:params:xml:ns:xmpp-session"] = function() end,
   ["jabber:iq:version"] = function(_, iq)
@@ -274,24 +340,6 @@ local SERVER_IQ = {
   end,
 }
 
---- An IQ to the server's own domain.
-function IM:server_iq(iq)
-  if not is_request(iq) then return end
-  local q = iq.tags[1]
-  local xmlns = q and q.attr.xmlns
-  local srv = self.srv
-  local send = function(r) srv:route(r) end
-  local from = iq.attr.from
-  local node, host = jid.prepped_split(from or "")
-  if xmlns == NS_REGISTER and host == self.domain and node then
-    local sess = (srv.sessions[node .. "@" .. host] or {})[jid.resource(from)]
-    if sess then return self:register_iq(sess, iq) end
-  end
-  local fn = xmlns and SERVER_IQ[xmlns]
-  if not fn then return srv:bounce(iq, "cancel", "service-unavailable") end
-  return answer(send, iq, function(i) return fn(self, i) end)
-end
-
 -- vCard (vcard-temp) of an account: stored as XML under kind "vcard".
 local function vcard_get(self, iq, node)
   local xml = self.srv.store:get("vcard", node)
@@ -301,144 +349,54 @@ local function vcard_get(self, iq, node)
   return r
 end
 
--- disco#info of an account (XEP-0030), with its PEP service (XEP-0163)
+-- disco#info of an account (XEP-0030): the features' handlers of
+-- disco-info/account add to it (ev.reply; ev.owner when the account asks;
+-- PEP, which lists disco#info itself, sets ev.disco_listed)
 local function account_info(self, iq, bare, owner)
   local r = st.reply(iq):tag("query", { xmlns = NS_DISCO_INFO })
     :tag("identity", { category = "account", type = "registered" }):up()
-  if self.srv.pep then
-    self.srv.pep:disco_identity(r, bare)
-  else
-    r:tag("feature", { var = NS_DISCO_INFO }):up()
-  end
-  -- the archive is the owner's alone
-  if owner then for _, f in ipairs(mam.FEATURES) do r:tag("feature", { var = f }):up() end end
-  if owner and self.srv.pep then for _, f in ipairs(bookmarks.FEATURES) do r:tag("feature", { var = f }):up() end end
+  local ev = { request = iq, reply = r, bare = bare, owner = owner }
+  self.srv:fire("disco-info/account", ev)
+  if not ev.disco_listed then r:tag("feature", { var = NS_DISCO_INFO }):up() end
   return r
 end
 
---- An IQ from our user to its own account (no 'to', or its bare JID).
-function IM:account_iq(sess, iq)
-  if not is_request(iq) then return end
-  local q = iq.tags[1]
-  local xmlns = q and q.attr.xmlns
-  local send = function(r) sess:send(r) end
-  if xmlns == presence.NS_ROSTER and q.name == "query" then
-    return self.presence:roster_iq(sess, iq)
+-- The IM core's own IQ handlers: disco, vCard, ping, version, time, last.
+function IM:setup()
+  local function answer(fn) return function(ev) return self:answer(ev, fn) end end
+  for ns, fn in pairs(SERVER_IQ) do
+    local h = answer(function(iq) return fn(self, iq) end)
+    self:hook("iq/host/" .. ns, h)
+    self:hook("iq/self/" .. ns, h)
   end
-  if xmlns == NS_VCARD and q.name == "vCard" then
-    return answer(send, iq, function(i)
-      if i.attr.type == "get" then return vcard_get(self, i, sess.user) end
-      self.srv.store:set("vcard", sess.user, tostring(q), sess.user)
+  self:hook("iq/bare/urn:xmpp:ping", answer(function() end))
+  self:hook("iq/host/" .. NS_DISCO_INFO, function(ev)
+    return self:answer(ev, function() return server_info(self, ev) end)
+  end)
+  self:hook("iq/host/" .. NS_DISCO_ITEMS, answer(function(iq) return server_items(self, iq) end))
+  self:hook("iq/self/" .. NS_DISCO_INFO, function(ev)   -- with a node: PEP's (without PEP: ours)
+    return self:answer(ev, function(iq) return account_info(self, iq, ev.bare, true) end)
+  end, -20)
+  self:hook("iq/bare/" .. NS_DISCO_INFO, function(ev)
+    if ev.stanza.attr.type ~= "get" then return nil end
+    return self:answer(ev, function(iq) return account_info(self, iq, ev.bare) end)
+  end, -20)
+  self:hook("iq/self/" .. NS_VCARD .. ":vCard", function(ev)
+    return self:answer(ev, function(iq)
+      if iq.attr.type == "get" then return vcard_get(self, iq, ev.node) end
+      self.srv.store:set("vcard", ev.node, tostring(iq.tags[1]), ev.node)
     end)
-  end
-  if xmlns == NS_REGISTER then return self:register_iq(sess, iq) end
-  if xmlns == mam.NS then return self.mam:iq(sess, iq) end
-  if xmlns == private.NS then return self.private:iq(sess, iq) end
-  local pep = self.srv.pep
-  if pep and self.bookmarks:handles_pep(iq) then return self.bookmarks:pep_iq(sess, iq) end  -- XEP-0048 on PEP
-  if pep and pep.handles(q) then return pep:iq(iq, sess.bare, send) end
-  if xmlns == carbons.NS then return self.carbons:iq(sess, iq) end
-  if xmlns == blocking.NS then return self.blocking:iq(sess, iq) end
-  if xmlns == NS_DISCO_INFO then
-    return answer(send, iq, function(i) return account_info(self, i, sess.bare, true) end)
-  end
-  local fn = xmlns and SERVER_IQ[xmlns]
-  if fn and xmlns ~= NS_DISCO_ITEMS then return answer(send, iq, function(i) return fn(self, i) end) end
-  return sess:send(st.error_reply(iq, "cancel", "service-unavailable"))
+  end)
+  self:hook("iq/bare/" .. NS_VCARD, function(ev)
+    if ev.stanza.attr.type ~= "get" then return nil end
+    return self:answer(ev, function(iq) return vcard_get(self, iq, ev.node) end)
+  end)
+  self:hook("user-removed", function(ev) self.offline_pumps[ev.node] = nil end)
 end
 
---- An IQ from someone else to one of our accounts' bare JID: the server
--- answers on the account's behalf (RFC 6121 §8.5.1).
-function IM:bare_iq(iq, node, bare)
-  if not is_request(iq) then return end
-  local from_bare = iq.attr.from and jid.bare(iq.attr.from)
-  if from_bare == bare then
-    local sess = (self.srv.sessions[bare] or {})[jid.resource(iq.attr.from)]
-    if sess then return self:account_iq(sess, iq) end
-  end
-  local q = iq.tags[1]
-  local xmlns = q and q.attr.xmlns
-  local send = function(r) self.srv:route(r) end
-  if xmlns == NS_VCARD and iq.attr.type == "get" then
-    return answer(send, iq, function(i) return vcard_get(self, i, node) end)
-  end
-  if xmlns == "urn:xmpp:ping" then return answer(send, iq, function() end) end
-  if xmlns == mam.NS then return self.srv:bounce(iq, "auth", "forbidden", "only its owner may read an archive") end
-  if xmlns == private.NS then   -- XEP-0049 §3
-    return self.srv:bounce(iq, "cancel", "forbidden", "private storage is its owner's alone")
-  end
-  local pep = self.srv.pep
-  if pep and pep.handles(q) then return pep:iq(iq, bare, send) end
-  if xmlns == NS_DISCO_INFO and iq.attr.type == "get" then
-    return answer(send, iq, function(i) return account_info(self, i, bare) end)
-  end
-  return self.srv:bounce(iq, "cancel", "service-unavailable")
-end
-
----------------------------------------------------------------------------
--- in-band registration (XEP-0077)
-
-local function register_form(iq, instructions)
-  return st.reply(iq):tag("query", { xmlns = NS_REGISTER })
-    :text_tag("instructions", instructions):tag("username"):up():tag("password"):up()
-end
-
---- jabber:iq:register on a stream: before authentication (only when
--- registration is enabled) it creates accounts; after, it changes the
--- password or removes the account.
+--- in-band registration (XEP-0077): server/register.lua
 function IM:register_iq(sess, iq)
-  local srv, q = self.srv, iq.tags[1]
-  local send = function(r) sess:send(r) end
-  if iq.attr.type == "get" then
-    if sess.authenticated then
-      local r = register_form(iq, "Change your password or remove your account.")
-      r:tag("registered"):up()
-      return send(r)
-    end
-    return send(register_form(iq, "Choose a user name and password."))
-  end
-  if sess.authenticated then
-    if q:get_child("remove") then
-      send(st.reply(iq))
-      srv:remove_user(sess.user)
-      return
-    end
-    local user, pw = q:get_child_text("username"), q:get_child_text("password")
-    if not pw or pw == "" or (user and srv:account_name(user) ~= sess.user) then
-      return send(st.error_reply(iq, "modify", "bad-request", "give your own user name and a new password"))
-    end
-    local ok, err = srv:set_password(sess.user, pw, sess)   -- the other sessions end
-    if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
-    return send(st.reply(iq))
-  end
-  if srv.auth then
-    return send(st.error_reply(iq, "cancel", "not-allowed", "accounts are managed by the host application"))
-  end
-  local user, pw = q:get_child_text("username"), q:get_child_text("password")
-  local node = user and srv:account_name(user)
-  if not node or not pw or pw == "" then
-    return send(st.error_reply(iq, "modify", "not-acceptable", "a valid user name and a password are required"))
-  end
-  if srv.reserved[node] then   -- (docs/server.md, "Throttles")
-    return send(st.error_reply(iq, "cancel", "conflict", "that user name is reserved"))
-  end
-  if srv.store:get_account(node) then
-    return send(st.error_reply(iq, "cancel", "conflict", "that user name is taken"))
-  end
-  -- registrations per address and time (server/throttle.lua); a refused
-  -- name costs nothing, only an account made counts
-  local addr, now = require("lxmpp.server.throttle").key(sess.ip), require("lxmpp.core").now()
-  local allowed, wait = srv.registrations:allowed(addr, now)
-  if not allowed then
-    srv:log("warn", "refused a registration from %s: too many from that address", sess.ip)
-    return send(st.error_reply(iq, "wait", "resource-constraint",
-      ("too many accounts registered from your address: try again in %d seconds"):format(math.ceil(wait))))
-  end
-  local ok, err = srv:add_user(node, pw)
-  if not ok then return send(st.error_reply(iq, "modify", "not-acceptable", err)) end
-  srv.registrations:count(addr, now)
-  srv:log("info", "registered %s@%s from %s", node, self.domain, sess.ip)
-  return send(st.reply(iq))
+  return self.register:iq(sess, iq)
 end
 
 return M

@@ -16,9 +16,11 @@ local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local throttle = require "lxmpp.server.throttle"
+local events = require "lxmpp.events"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math_type, string_format, io =
   setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math.type, string.format, io
+local xpcall, traceback = xpcall, debug.traceback
 
 local M = {}
 
@@ -220,7 +222,9 @@ function M.new(opts)
     log_level = LEVELS[opts.log_level or (opts.debug and "debug") or "warn"],
     logger = opts.logger,
     hosts = {},            -- domain -> host with :deliver(stanza, node, host, resource)
-    sessions = {},         -- bare JID -> { resource -> c2s session }
+    sessions = {},         -- bare JID -> { resource -> c2s session } (read it through srv:sessions_of and co.)
+    events = events.new(), -- the server's event bus (docs/server.md, "Adding a server feature")
+    builtin_hooks = {},    -- ids of the handlers the server's own modules hooked at start
     streams = {},          -- every open stream -> true
     per_ip = {}, unauth = 0,
     listeners = {},
@@ -230,6 +234,99 @@ function M.new(opts)
     started = false,
   }, Server)
   return self
+end
+
+---------------------------------------------------------------------------
+-- the event bus (docs/server.md, "Adding a server feature")
+
+--- srv:hook(name, fn [, priority]) -> id: fn(event) runs when the event
+-- `name` fires, higher priorities first (the server's own handlers have
+-- negative ones); a result other than nil stops the event there.
+function Server:hook(name, fn, priority)
+  return self.events:add(name, fn, priority)
+end
+
+--- srv:unhook(id) or srv:unhook(name, fn) -> true if that handler was there
+function Server:unhook(name_or_id, fn)
+  if fn == nil then return self.events:remove(name_or_id) end
+  return self.events:remove_handler(name_or_id, fn)
+end
+
+-- A handler of the server's own modules: unhooked when the server stops.
+function Server:hook_builtin(name, fn, priority)
+  local id = self.events:add(name, fn, priority or -10)
+  self.builtin_hooks[#self.builtin_hooks + 1] = id
+  return id
+end
+
+--- srv:fire(name, event) -> the first non-nil handler result. A handler
+-- that raises is logged; for a stanza's event (event.stanza) that handles
+-- it: an iq request gets internal-server-error, anything else is dropped;
+-- other events (user-removing, ...) go on with their next handlers.
+function Server:fire(name, ev)
+  local list = self.events.lists[name]  -- bus:list(name), inlined; never changed in place (lxmpp/events.lua)
+  if not list then return nil end
+  for i = 1, #list do                   -- bus:fire_guarded, inlined: routing fires several per stanza
+    local ok, r = xpcall(list[i].fn, traceback, ev)
+    if not ok then r = self:handler_failed(r, name, ev) end
+    if r ~= nil then return r end
+  end
+  return nil
+end
+
+function Server:handler_failed(err, name, ev)
+  self:log("error", "a handler of %s failed: %s", name, tostring(err))
+  local s = type(ev) == "table" and ev.stanza
+  if not s then return nil end
+  if s.name == "iq" and (s.attr.type == "get" or s.attr.type == "set") then
+    self:reply(ev, st.error_reply(s, "wait", "internal-server-error"))
+  end
+  return true
+end
+
+--- srv:reply(event, stanza): sends a reply to the stanza of event: through
+-- the session it came from when the server knows it (event.origin), else
+-- routed.
+function Server:reply(ev, r)
+  local origin = ev.origin
+  if origin then return origin:send(r) end
+  return self:route(r)
+end
+
+---------------------------------------------------------------------------
+-- bound sessions, read-only: the server's code reads them only here
+
+local NONE = setmetatable({}, { __newindex = function() error("sessions_of: the list is read-only", 2) end })
+
+--- srv:sessions_of(bare) -> { resource -> session } of an account's bound
+-- sessions (an empty table when none; never change it)
+function Server:sessions_of(bare)
+  return self.sessions[bare] or NONE
+end
+
+--- srv:session(full) or srv:session(bare, resource) -> the bound session or nil
+function Server:session(bare, res)
+  if res == nil then bare, res = jid.bare(bare), jid.resource(bare) end
+  local list = bare and self.sessions[bare]
+  return list and res and list[res] or nil
+end
+
+--- srv:each_session() -> an iterator over every bound session (do not bind
+-- or unbind while it runs)
+function Server:each_session()
+  local sessions, bare, list, res = self.sessions, nil, nil, nil
+  return function()
+    while true do
+      if list then
+        local s
+        res, s = next(list, res)
+        if res ~= nil then return s end
+      end
+      bare, list = next(sessions, bare)
+      if bare == nil then return nil end
+      res = nil
+    end
+  end
 end
 
 function Server:log(level, fmt, ...)
@@ -288,7 +385,7 @@ end
 function Server:end_sessions(node, cond, text, keep)
   local bare = node .. "@" .. self.domain
   local list = {}
-  for _, s in pairs(self.sessions[bare] or {}) do
+  for _, s in pairs(self:sessions_of(bare)) do
     if s ~= keep then list[#list + 1] = s end
   end
   for s in pairs(self.streams) do
@@ -323,14 +420,11 @@ function Server:remove_user(name)
   local ok, rerr = pcall(function()
     -- first the sessions, while the roster still says who saw them online
     self:end_sessions(node, "not-authorized", "the account was removed")
-    if self.pep then self.pep:account_removed(bare) end
-    if self.im then self.im.presence:account_removed(node) end
-    if self.muc then self.muc:account_removed(bare) end
-    if self.pubsub then self.pubsub.service:account_removed(bare) end
-    if self.upload then self.upload:forget_owner(bare) end
+    -- PEP, rosters, MUC, pubsub, upload (docs/server.md, "Adding a server feature")
+    self:fire("user-removing", { node = node, bare = bare })
   end)
   self.store:remove_account(node)
-  if self.im then self.im:account_removed(node) end
+  self:fire("user-removed", { node = node, bare = bare })
   self.removing[node] = nil
   if not ok then error(rerr, 0) end
   return true
@@ -391,7 +485,7 @@ end
 function Server:stats()
   local n, b = 0, 0
   for _ in pairs(self.streams) do n = n + 1 end
-  for _, list in pairs(self.sessions) do for _ in pairs(list) do b = b + 1 end end
+  for _ in self:each_session() do b = b + 1 end
   return { streams = n, unauthenticated = self.unauth, sessions = b }
 end
 
@@ -450,6 +544,7 @@ function Server:bind(sess, res)
   list[res] = sess
   sess.resource, sess.full, sess.bound = res, sess.bare .. "/" .. res, true
   self:log("info", "bound %s", sess.full)
+  self:fire("resource-bind", { origin = sess })
   return sess.full
 end
 
@@ -462,6 +557,7 @@ function Server:unbind(sess, reason)
   sess.bound = false
   self:log("info", "%s left: %s", sess.full, tostring(reason))
   self.im:session_ended(sess)
+  self:fire("resource-unbind", { origin = sess, reason = reason })
   require("lxmpp.server.sm").session_over(sess)
 end
 
@@ -482,17 +578,24 @@ local function split(to)
 end
 M.split = split
 
---- srv:route(stanza): delivers a stanza whose `from` is trusted (stamped
--- by the server or checked for a component) to its destination.
-function Server:route(s)
+--- srv:route(stanza [, event]): delivers a stanza whose `from` is trusted
+-- (stamped by the server or checked for a component) to its destination;
+-- event: the table of its pre- event, which the route and delivery events
+-- then share (as Prosody's do).
+function Server:route(s, ev)
   local to = s.attr.to
   local node, host, res = split(to)
   if not host then
     return self:bounce(s, "modify", "jid-malformed", "the destination address is not a valid JID")
   end
-  if self.store and self.im and self.im.blocking:refuses(s, node, host, res) then return end  -- XEP-0191
+  if ev then
+    ev.node, ev.host, ev.resource, ev.bare = node, host, res, false
+  else
+    ev = { stanza = s, node = node, host = host, resource = res, bare = false }   -- bare: set by our IM host
+  end
+  if self:fire("route", ev) then return end       -- refused (XEP-0191 blocking hooks it)
   local h = self.hosts[host]
-  if h then return h:deliver(s, node, host, res) end
+  if h then return h:deliver(s, node, host, res, ev) end
   if self.components and self.components[host] then
     return self:bounce(s, "cancel", "service-unavailable", "the component serving " .. host .. " is not connected")
   end
@@ -621,10 +724,8 @@ function Server:stop()
   for s in pairs(self.streams) do list[#list + 1] = s end
   for _, s in ipairs(list) do s:close("system-shutdown", "the server is stopping") end
   local waiting = {}                         -- XEP-0198 sessions nobody resumed yet
-  for _, l in pairs(self.sessions) do
-    for _, s in pairs(l) do
-      if s.hibernation then waiting[#waiting + 1] = s end
-    end
+  for s in self:each_session() do
+    if s.hibernation then waiting[#waiting + 1] = s end
   end
   for _, s in ipairs(waiting) do
     s.sm.resumable = false
@@ -633,6 +734,8 @@ function Server:stop()
   if self.muc and self.muc.close then self.muc:close() end
   if self.upload then self.upload:close() end
   self.muc, self.pep, self.upload, self.pubsub = nil, nil, nil, nil
+  for _, id in ipairs(self.builtin_hooks) do self.events:remove(id) end
+  self.builtin_hooks = {}
   if self.tls_ctx then self.tls_ctx:close() end
   self.tls_ctx = nil
   if self.store then self.store:close() end

@@ -49,8 +49,32 @@ Archive.__index = Archive
 
 --- mam.new(im) -> the archive service of the IM core. clock() gives the
 -- time of an entry (whole seconds; os.time).
+-- Hooks (docs/server.md, "Adding a server feature"): messages our users
+-- send (pre-message/*) and receive (message/full, message/bare), the
+-- account's own urn:xmpp:mam:2 requests, disco features.
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv, clock = os_time }, Archive)
+  local self = setmetatable({ im = im, srv = im.srv, clock = os_time }, Archive)
+  local srv = self.srv
+  local function outgoing(ev) self:outgoing(ev.origin, ev.stanza) end
+  for _, kind in ipairs({ "full", "bare", "host" }) do im:hook("pre-message/" .. kind, outgoing, -10) end
+  local function incoming(ev)
+    local node, bare = ev.node, ev.bare
+    self:incoming(ev.stanza, node, bare, not im:offline_full(node, bare, ev.resource))
+  end
+  im:hook("message/full", incoming, -10)
+  im:hook("message/bare", incoming, -10)
+  im:hook("iq/self/" .. NS_MAM, function(ev) self:iq(ev.origin, ev.stanza); return true end)
+  im:hook("iq/bare/" .. NS_MAM, function(ev)
+    srv:bounce(ev.stanza, "auth", "forbidden", "only its owner may read an archive")
+    return true
+  end)
+  -- XEP-0313 §6.1: clients (profanity) look for MAM on the server as well
+  -- as on the account; the archive itself is the account's
+  im:hook("disco-info/host", function(ev) ev.reply:tag("feature", { var = NS_MAM }):up() end)
+  im:hook("disco-info/account", function(ev)   -- the archive is the owner's alone
+    if ev.owner then for _, f in ipairs(M.FEATURES) do ev.reply:tag("feature", { var = f }):up() end end
+  end)
+  return self
 end
 
 -- Should message s be kept?

@@ -76,6 +76,9 @@ local function new(srv, domain, opts)
 	}, Host)
 	if opts.archive ~= false then self.archive = require("lxmpp.server.muc_mam").new(self) end
 	self:restore_rooms()
+	if srv.hook_builtin then   -- a removed account leaves every room (fake servers of specs have no bus)
+		srv:hook_builtin("user-removing", function(ev) self:account_removed(ev.bare) end, -12)
+	end
 	return self
 end
 

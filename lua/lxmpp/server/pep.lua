@@ -40,7 +40,31 @@ function M.new(srv)
     local service = self:service(at, true)
     service:add_node(make(service))
   end)
+  self:setup()
   return self
+end
+
+-- Hooks requests to the PEP service of an account, from itself (iq/self)
+-- or others (iq/bare), the accounts' disco#info, a resource becoming
+-- available and the removal of an account.
+function Pep:setup()
+  local srv = self.srv
+  local function handler(ev)
+    local iq = ev.stanza
+    if not Pep.handles(iq.tags[1]) then return nil end
+    self:iq(iq, ev.bare, function(r) srv:reply(ev, r) end)
+    return true
+  end
+  for _, ns in ipairs({ pubsub.NS, pubsub.NS_OWNER, NS_DISCO_INFO, NS_DISCO_ITEMS }) do
+    srv:hook_builtin("iq/self/" .. ns, handler)
+    srv:hook_builtin("iq/bare/" .. ns, handler)
+  end
+  srv:hook_builtin("disco-info/account", function(ev)
+    self:disco_identity(ev.reply, ev.bare)
+    ev.disco_listed = true
+  end, -5)
+  srv:hook_builtin("presence/initial", function(ev) self:came_online(ev.origin) end)
+  srv:hook_builtin("user-removing", function(ev) self:account_removed(ev.bare) end, -5)
 end
 
 --- The PEP service of an account (bare JID), made when `create`.

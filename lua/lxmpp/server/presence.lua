@@ -24,9 +24,15 @@ M.NS_ROSTER = NS_ROSTER
 local P = {}
 P.__index = P
 
+-- Hooks the account's roster requests (RFC 6121 §2) and the removal of an
+-- account; fires presence/initial when a resource becomes available.
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, push_id = 0,
+  local self = setmetatable({ im = im, srv = im.srv, domain = im.srv.domain, push_id = 0,
     last_seen = bounded.new(MAX_LAST_SEEN) }, P)
+  im:hook("iq/self/" .. NS_ROSTER .. ":query", function(ev) self:roster_iq(ev.origin, ev.stanza); return true end)
+  im:hook("user-removing", function(ev) self:account_removed(ev.node) end)
+  im:hook("user-removed", function(ev) self.last_seen:delete(ev.bare) end)
+  return self
 end
 
 ---------------------------------------------------------------------------
@@ -41,9 +47,7 @@ end
 
 -- Sends a roster push (RFC 6121 §2.1.6) to each interested resource.
 function P:push(user, contact, item, ver)
-  local list = self.srv.sessions[user .. "@" .. self.domain]
-  if not list then return end
-  for _, sess in pairs(list) do
+  for _, sess in pairs(self.srv:sessions_of(user .. "@" .. self.domain)) do
     if sess.interested then
       self.push_id = self.push_id + 1
       local iq = st.iq({ type = "set", id = "push" .. self.push_id, to = sess.full })
@@ -78,7 +82,7 @@ local WE_SEE = { to = true, both = true }          -- whose presence we get
 
 -- Delivers to every available resource of a local account.
 function P:to_available(bare, s)
-  for _, sess in pairs(self.srv.sessions[bare] or {}) do
+  for _, sess in pairs(self.srv:sessions_of(bare)) do
     if sess.available then
       local c = st.clone(s)
       c.attr.to = sess.full
@@ -96,7 +100,7 @@ end
 -- `contact`: what a contact that could see us gets when the subscription
 -- that let it see us ends (RFC 6121 §3.2.2, §3.3.3).
 function P:unavailable_to(bare, contact)
-  for _, other in pairs(self.srv.sessions[bare] or {}) do
+  for _, other in pairs(self.srv:sessions_of(bare)) do
     if other.available then
       self.srv:route(st.presence({ type = "unavailable", from = other.full, to = contact }))
     end
@@ -198,7 +202,7 @@ function P:outbound_subscription(sess, s, typ, contact)
     item.subscription = (item.subscription == "to" or item.subscription == "both") and "both" or "from"
     self:set_item(user, contact, item)
     srv:route(s)
-    for _, other in pairs(srv.sessions[bare] or {}) do   -- our current presence
+    for _, other in pairs(srv:sessions_of(bare)) do   -- our current presence
       if other.available then
         local p = st.clone(other.presence)
         p.attr.from, p.attr.to = other.full, contact
@@ -299,7 +303,7 @@ local SUBSCRIPTION = { subscribe = true, subscribed = true, unsubscribe = true, 
 -- Presence our server sends for a local contact's available resources to
 -- `to` (answering a probe or an initial presence).
 function P:current_presence(contact_bare, to, send)
-  for _, other in pairs(self.srv.sessions[contact_bare] or {}) do
+  for _, other in pairs(self.srv:sessions_of(contact_bare)) do
     if other.available then
       local p = st.clone(other.presence)
       p.attr.from, p.attr.to = other.full, to
@@ -327,7 +331,7 @@ function P:broadcast(sess, s)
     srv:route(p)
     if sess.directed then sess.directed[contact] = nil end
   end
-  for _, other in pairs(srv.sessions[sess.bare] or {}) do
+  for _, other in pairs(srv:sessions_of(sess.bare)) do
     if other.available or other == sess then
       local p = st.clone(s)
       p.attr.to = other.full
@@ -357,14 +361,14 @@ function P:broadcast(sess, s)
     p.attr.to = sess.full
     if not self.im.blocking:blocked(sess.user, contact) then sess:send(p) end
   end
-  for _, other in pairs(srv.sessions[sess.bare] or {}) do
+  for _, other in pairs(srv:sessions_of(sess.bare)) do
     if other ~= sess and other.available then
       local p = st.clone(other.presence)
       p.attr.from, p.attr.to = other.full, sess.full
       sess:send(p)
     end
   end
-  if srv.pep then srv.pep:came_online(sess) end
+  srv:fire("presence/initial", { origin = sess })
   if sess.priority >= 0 then self.im:send_offline(sess) end
 end
 
@@ -428,7 +432,7 @@ function P:inbound(s, node, bare, res)
   end
   if typ == "probe" then return self:inbound_probe(s, node, bare) end
   if res then
-    local sess = (self.srv.sessions[bare] or {})[res]
+    local sess = self.srv:session(bare, res)
     if sess then sess:send(s) end
     return
   end
@@ -438,7 +442,7 @@ end
 -- Remembers when `bare` had no available resource left (RFC 6121 §4.3.2:
 -- the answer to a probe then says since when, as a XEP-0203 delay).
 function P:went_offline(bare)
-  for _, other in pairs(self.srv.sessions[bare] or {}) do
+  for _, other in pairs(self.srv:sessions_of(bare)) do
     if other.available then return end
   end
   self.last_seen:delete(bare)                  -- to the young end of the ring

@@ -27,8 +27,18 @@ local Private = {}
 Private.__index = Private
 
 --- private.new(im) -> the private storage of the IM core's accounts.
+-- Hooks the account's own jabber:iq:private requests (others': forbidden,
+-- XEP-0049 §3) and the server's disco features.
 function M.new(im)
-  return setmetatable({ im = im, srv = im.srv }, Private)
+  local self = setmetatable({ im = im, srv = im.srv }, Private)
+  local srv = self.srv
+  im:hook("iq/self/" .. M.NS, function(ev) self:iq(ev.origin, ev.stanza); return true end)
+  im:hook("iq/bare/" .. M.NS, function(ev)
+    srv:bounce(ev.stanza, "cancel", "forbidden", "private storage is its owner's alone")
+    return true
+  end)
+  im:hook("disco-info/host", function(ev) ev.reply:tag("feature", { var = M.NS }):up() end)
+  return self
 end
 
 --- The stored elements of account `user`: namespace -> XML text.

@@ -333,6 +333,7 @@ function M.new_host(srv, domain)
   pubsub_node.restore(srv, function(at) return at == d and "service" end, function(_, _, make)
     service:add_node(make(service))
   end)
+  srv:hook_builtin("user-removing", function(ev) service:account_removed(ev.bare) end, -13)
   return setmetatable({ srv = srv, domain = d, service = service }, Host)
 end
 

@@ -143,6 +143,7 @@ function M.start(srv, opt)
   srv.listeners[#srv.listeners + 1] = { l = l, kind = "upload", ip = a.ip, port = l:port() }
   self.base = opt.url and opt.url:gsub("/$", "") or ("https://%s:%d"):format(srv.domain, l:port())
   srv:add_host(d, self)
+  srv:hook_builtin("user-removing", function(ev) self:forget_owner(ev.bare) end, -14)  -- its files go
   return self
 end
 
