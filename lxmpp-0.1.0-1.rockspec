@@ -141,6 +141,7 @@ build = {
       ["lxmpp.server.c2s"] = "lua/lxmpp/server/c2s.lua",
       ["lxmpp.server.component"] = "lua/lxmpp/server/component.lua",
       ["lxmpp.server.im"] = "lua/lxmpp/server/im.lua",
+      ["lxmpp.server.register"] = "lua/lxmpp/server/register.lua",
       ["lxmpp.server.presence"] = "lua/lxmpp/server/presence.lua",
       ["lxmpp.server.sm"] = "lua/lxmpp/server/sm.lua",
       ["lxmpp.server.carbons"] = "lua/lxmpp/server/carbons.lua",

@@ -55,7 +55,7 @@ local list = {
   { xep = 77, name = "In-Band Registration", version = "2.4", side = "client", status = "complete",
     modules = { "lxmpp.plugins.register" }, notes = "register, change password, cancel" },
   { xep = 77, name = "In-Band Registration", version = "2.4", side = "server", status = "complete",
-    modules = { "lxmpp.server.im" } },
+    modules = { "lxmpp.server.register" } },
   { xep = 82, name = "XMPP Date and Time Profiles", version = "1.1.1", side = "both", status = "complete",
     modules = { "lxmpp.datetime" } },
   { xep = 85, name = "Chat State Notifications", version = "2.1", side = "client", status = "complete",
