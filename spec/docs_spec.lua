@@ -218,9 +218,7 @@ for name in ([[
 -- comes off it; a new public function gets a heading, not a place here).
 local NOT_YET_DOCUMENTED = {}
 for name in ([[
-	c:approve c:close c:deny c:handle_iq c:muc_room c:off c:on c:ping c:plugin c:plugin_loaded c:request
-	c:roster_get c:roster_remove c:roster_set c:send c:send_message c:send_presence c:subscribe c:unsubscribe
-	c:version c:wait_acked c:wait_drain caps.node_ver commands.list comp:close comp:connect delay.add
+	c:muc_room caps.node_ver commands.list comp:close comp:connect delay.add
 	forms.is_layout forms.xmlns srv:add_user srv:addresses srv:remove_user srv:set_password srv:start srv:stats
 	srv:stop storage.ROSTER_CACHE storage.open store:archive_add store:archive_query store:close
 	store:count_offline store:delete_offline store:get store:get_account store:get_offline store:get_pending

@@ -82,6 +82,44 @@ function lxmpp.stream_parser(handlers, opts) end
 ---@class lxmpp.Session
 local lxmpp_Session = {}
 
+--- `wait_drain` waits until the output queue has room again (after `send` returned `"resource-constraint"`: a slow peer has read what was queued).
+---@param timeout? number
+---@return any ...
+function lxmpp_Session:close(timeout) end
+
+--- `request` sends an IQ get or set (an id is given if it has none) and waits for the reply whose id *and* sender match: the result stanza, or `nil, message, condition, error_stanza` (the error's condition, or `"timeout"` after `timeout` seconds, default 30).
+---@param xmlns string
+---@param fn function
+---@return any ...
+function lxmpp_Session:handle_iq(xmlns, fn) end
+
+--- Runs `fn(...)` as a new task for each event of that name and returns an id for `c:off(id)`, which stops it.
+---@param id any
+---@return any ...
+function lxmpp_Session:off(id) end
+
+--- Runs `fn(...)` as a new task for each event of that name and returns an id for `c:off(id)`, which stops it.
+---@param event any
+---@param fn function
+---@return any ...
+function lxmpp_Session:on(event, fn) end
+
+--- `request` sends an IQ get or set (an id is given if it has none) and waits for the reply whose id *and* sender match: the result stanza, or `nil, message, condition, error_stanza` (the error's condition, or `"timeout"` after `timeout` seconds, default 30).
+---@param iq lxmpp.Stanza
+---@param timeout? number
+---@return any ...
+function lxmpp_Session:request(iq, timeout) end
+
+--- `send` writes a stanza (true, or `nil, message, condition`: `"resource-constraint"` when the bounded output queue is full, see `c:wait_drain`); while the client reconnects it queues the stanza and returns true.
+---@param stanza lxmpp.Stanza
+---@return any ...
+function lxmpp_Session:send(stanza) end
+
+--- `wait_drain` waits until the output queue has room again (after `send` returned `"resource-constraint"`: a slow peer has read what was queued).
+---@param timeout? number
+---@return any ...
+function lxmpp_Session:wait_drain(timeout) end
+
 ---@class lxmpp.Client: lxmpp.Session
 ---@field jid string the bound full JID
 ---@field blocking lxmpp.plugin.blocking
@@ -127,6 +165,11 @@ function lxmpp_Client:add_feature(var) end
 ---@param x lxmpp.Stanza
 ---@return any ...
 function lxmpp_Client:add_info_form(x) end
+
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_Client:approve(jid) end
 
 --- `vcard_get` reads an account's vCard (our own without `jid`; a room occupant's by its occupant JID) as a table: `fn`, `nickname`, `bday`, `url`, `title`, `role`, `desc`, `note`, `jabberid` (strings), `n = { given, family, middle, prefix, suffix }`, `org = { name, unit }`, `email` and `tel` (lists of strings), `photo = { type, data }` (the image's bytes) and `raw` (the `<vCard/>` element, for everything else).
 ---@param jid any
@@ -176,6 +219,11 @@ function lxmpp_Client:correct(to, id, body, type) end
 ---@param stanza lxmpp.Stanza
 ---@return any ...
 function lxmpp_Client:delay_of(stanza) end
+
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_Client:deny(jid) end
 
 --- Stops the copies to this resource.
 ---@param timeout? number
@@ -297,6 +345,22 @@ function lxmpp_Client:pep_items(jid, node, opts) end
 ---@return any ...
 function lxmpp_Client:pep_publish(node, payload, id, options) end
 
+--- `ping` (XEP-0199) sends a ping to `to` (default: our server) and returns the round trip in seconds; `version` (XEP-0092) asks an entity for its software, `{ name =, version =, os = }`.
+---@param to? string
+---@param timeout? number
+---@return any ...
+function lxmpp_Client:ping(to, timeout) end
+
+--- `plugin` returns the client's object of a plugin (the same as `c.NAME`), loading it if it was not: see Plugins.
+---@param name string
+---@return table
+function lxmpp_Client:plugin(name) end
+
+--- `plugin` returns the client's object of a plugin (the same as `c.NAME`), loading it if it was not: see Plugins.
+---@param name string
+---@return boolean
+function lxmpp_Client:plugin_loaded(name) end
+
 --- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent.
 ---@param service string
 ---@param node string
@@ -378,6 +442,25 @@ function lxmpp_Client:remove_command(node) end
 ---@return any ...
 function lxmpp_Client:remove_feature(var) end
 
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+---@param timeout? number
+---@return any ...
+function lxmpp_Client:roster_get(timeout) end
+
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+---@param jid any
+---@param timeout? number
+---@return any ...
+function lxmpp_Client:roster_remove(jid, timeout) end
+
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+---@param jid any
+---@param name string
+---@param groups any
+---@param timeout? number
+---@return any ...
+function lxmpp_Client:roster_set(jid, name, groups, timeout) end
+
 --- Calls `method` on `to` with the arguments (converted as above; one that cannot be sent raises) and waits for the result: the value (`rpc.null` when the method returned nil, so success is never `nil`), or `nil, message, condition`.
 ---@param to string
 ---@param method any
@@ -398,6 +481,18 @@ function lxmpp_Client:rpc_expose(name, fn, opts) end
 ---@param type? any
 ---@return any ...
 function lxmpp_Client:send_chat_state(to, state, type) end
+
+--- `send` writes a stanza (true, or `nil, message, condition`: `"resource-constraint"` when the bounded output queue is full, see `c:wait_drain`); while the client reconnects it queues the stanza and returns true.
+---@param to string
+---@param body string
+---@param type? any
+---@return any ...
+function lxmpp_Client:send_message(to, body, type) end
+
+--- `send` writes a stanza (true, or `nil, message, condition`: `"resource-constraint"` when the bounded output queue is full, see `c:wait_drain`); while the client reconnects it queues the stanza and returns true.
+---@param attr? table
+---@return any ...
+function lxmpp_Client:send_presence(attr) end
 
 --- Replaces our disco identity (default: `client`/`bot`, name `lxmpp`).
 ---@param opts table
@@ -425,6 +520,11 @@ function lxmpp_Client:set_receipts(opts) end
 ---@return any ...
 function lxmpp_Client:stanza_id(stanza, by) end
 
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_Client:subscribe(jid) end
+
 --- Unblocks those JIDs, or everyone without a list.
 ---@param jids? any
 ---@param timeout? number
@@ -434,6 +534,11 @@ function lxmpp_Client:unblock(jids, timeout) end
 --- Creates an account by in-band registration (XEP-0077) and logs in as it: the options are `lxmpp.connect`'s (the `jid`'s local part is the user name, `password` the new password) plus `fields` (other fields the server asks for, `name = string`).
 ---@return any ...
 function lxmpp_Client:unregister() end
+
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_Client:unsubscribe(jid) end
 
 --- `upload` finds the service (unless `opts.service`), asks for a slot for `opts.name` and `#data` bytes, PUTs the data and returns the URL to share (and the slot), or `nil, message, condition`: `"not-acceptable"` (larger than the service takes, HTTP 413), `"feature-not-implemented"` (no upload service), `"tls-verify-failed"`, `"not-allowed"` (another HTTP refusal).
 ---@return any ...
@@ -456,6 +561,17 @@ function lxmpp_Client:vcard_get(jid) end
 ---@param t any
 ---@return any ...
 function lxmpp_Client:vcard_set(t) end
+
+--- `ping` (XEP-0199) sends a ping to `to` (default: our server) and returns the round trip in seconds; `version` (XEP-0092) asks an entity for its software, `{ name =, version =, os = }`.
+---@param to string
+---@param timeout? number
+---@return any ...
+function lxmpp_Client:version(to, timeout) end
+
+--- `wait_drain` waits until the output queue has room again (after `send` returned `"resource-constraint"`: a slow peer has read what was queued).
+---@param timeout? number
+---@return any ...
+function lxmpp_Client:wait_acked(timeout) end
 
 ---@class lxmpp.Component: lxmpp.Session
 local lxmpp_Component = {}
@@ -773,6 +889,38 @@ function lxmpp_plugin_muc_admin:invite(jid, room_jid, opts) end
 ---@field name string
 local lxmpp_plugin_presence = {}
 
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_plugin_presence:approve(jid) end
+
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_plugin_presence:deny(jid) end
+
+--- `ping` (XEP-0199) sends a ping to `to` (default: our server) and returns the round trip in seconds; `version` (XEP-0092) asks an entity for its software, `{ name =, version =, os = }`.
+---@param to? string
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_presence:ping(to, timeout) end
+
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_plugin_presence:subscribe(jid) end
+
+--- Presence subscriptions (RFC 6121): `subscribe` asks to see a contact's presence, `approve` lets a contact see ours, `deny` refuses (or cancels) that, `unsubscribe` stops seeing theirs.
+---@param jid any
+---@return any ...
+function lxmpp_plugin_presence:unsubscribe(jid) end
+
+--- `ping` (XEP-0199) sends a ping to `to` (default: our server) and returns the round trip in seconds; `version` (XEP-0092) asks an entity for its software, `{ name =, version =, os = }`.
+---@param to string
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_presence:version(to, timeout) end
+
 --- The client's pubsub plugin object (c.pubsub).
 ---@class lxmpp.plugin.pubsub
 ---@field client lxmpp.Client
@@ -901,6 +1049,25 @@ function lxmpp_plugin_register:unregister() end
 ---@field client lxmpp.Client
 ---@field name string
 local lxmpp_plugin_roster = {}
+
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_roster:get(timeout) end
+
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+---@param jid any
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_roster:remove(jid, timeout) end
+
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+---@param jid any
+---@param name string
+---@param groups any
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_roster:set(jid, name, groups, timeout) end
 
 --- The client's rpc plugin object (c.rpc).
 ---@class lxmpp.plugin.rpc
