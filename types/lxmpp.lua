@@ -576,8 +576,50 @@ function lxmpp_Client:wait_acked(timeout) end
 ---@class lxmpp.Component: lxmpp.Session
 local lxmpp_Component = {}
 
+--- `connect` opens the stream to the server's component port and waits for the handshake: true, or `nil, message, condition` (`"not-authorized"` for a wrong secret, `"connection-refused"`...).
+---@param timeout? number
+---@return any ...
+function lxmpp_Component:close(timeout) end
+
+--- `connect` opens the stream to the server's component port and waits for the handshake: true, or `nil, message, condition` (`"not-authorized"` for a wrong secret, `"connection-refused"`...).
+---@return any ...
+function lxmpp_Component:connect() end
+
 ---@class lxmpp.Server
 local lxmpp_Server = {}
+
+--- Accounts at run time: `add_user` creates one, `set_password` changes its password (stored as salted SCRAM keys only), `remove_user` deletes it with its data and closes its sessions.
+---@param name string
+---@param password any
+---@return any ...
+function lxmpp_Server:add_user(name, password) end
+
+--- `start` listens and returns true, or `nil, message, condition` (a port in use, an unreadable certificate); `stop` ends every stream with `system-shutdown`, stops listening and closes the storage (safe twice).
+---@return any ...
+function lxmpp_Server:addresses() end
+
+--- Accounts at run time: `add_user` creates one, `set_password` changes its password (stored as salted SCRAM keys only), `remove_user` deletes it with its data and closes its sessions.
+---@param name string
+---@return any ...
+function lxmpp_Server:remove_user(name) end
+
+--- Accounts at run time: `add_user` creates one, `set_password` changes its password (stored as salted SCRAM keys only), `remove_user` deletes it with its data and closes its sessions.
+---@param name string
+---@param password any
+---@return any ...
+function lxmpp_Server:set_password(name, password) end
+
+--- `start` listens and returns true, or `nil, message, condition` (a port in use, an unreadable certificate); `stop` ends every stream with `system-shutdown`, stops listening and closes the storage (safe twice).
+---@return any ...
+function lxmpp_Server:start() end
+
+--- Accounts at run time: `add_user` creates one, `set_password` changes its password (stored as salted SCRAM keys only), `remove_user` deletes it with its data and closes its sessions.
+---@return any ...
+function lxmpp_Server:stats() end
+
+--- `start` listens and returns true, or `nil, message, condition` (a port in use, an unreadable certificate); `stop` ends every stream with `system-shutdown`, stops listening and closes the storage (safe twice).
+---@return any ...
+function lxmpp_Server:stop() end
 
 ---@class lxmpp.StreamParser
 local lxmpp_StreamParser = {}

@@ -4,7 +4,145 @@
 ---@class lxmpp.server.storage
 local lxmpp_server_storage = {}
 
+--- Opens a store (the table above): in memory for `nil`, else a SQLite file; `nil, message` when it cannot.
+lxmpp_server_storage.ROSTER_CACHE = nil ---@type any
+
+--- Opens a store (the table above): in memory for `nil`, else a SQLite file; `nil, message` when it cannot.
+---@param path string
+---@return lxmpp.Store?
+function lxmpp_server_storage.open(path) end
+
 ---@class lxmpp.Store
 local lxmpp_Store = {}
+
+--- An account's message archive, queried as XEP-0313 with XEP-0059 paging (the table above).
+---@param user any
+---@param entry any
+---@param keep? any
+---@return any ...
+function lxmpp_Store:archive_add(user, entry, keep) end
+
+--- An account's message archive, queried as XEP-0313 with XEP-0059 paging (the table above).
+---@param user any
+---@param q any
+---@return any ...
+function lxmpp_Store:archive_query(user, q) end
+
+--- Opens a store (the table above): in memory for `nil`, else a SQLite file; `nil, message` when it cannot.
+---@return any ...
+function lxmpp_Store:close() end
+
+--- Messages kept for an account while it is offline, in push order (the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:count_offline(user) end
+
+--- Messages kept for an account while it is offline, in push order (the table above).
+---@param user any
+---@param upto_id any
+---@return any ...
+function lxmpp_Store:delete_offline(user, upto_id) end
+
+--- A key/value space for the server's parts (the table above); values are plain data.
+---@param kind any
+---@param key any
+---@return any ...
+function lxmpp_Store:get(kind, key) end
+
+--- Accounts, as SCRAM credentials by mechanism (the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:get_account(user) end
+
+--- Messages kept for an account while it is offline, in push order (the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:get_offline(user) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@param jid any
+---@return any ...
+function lxmpp_Store:get_pending(user, jid) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:get_pending_requests(user) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:get_roster(user) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@param jid any
+---@return any ...
+function lxmpp_Store:get_roster_item(user, jid) end
+
+--- A key/value space for the server's parts (the table above); values are plain data.
+---@param kind any
+---@return any ...
+function lxmpp_Store:keys(kind) end
+
+--- Messages kept for an account while it is offline, in push order (the table above).
+---@param user any
+---@param xml string
+---@return any ...
+function lxmpp_Store:push_offline(user, xml) end
+
+--- Accounts, as SCRAM credentials by mechanism (the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:remove_account(user) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@param subs any
+---@return any ...
+function lxmpp_Store:roster_contacts(user, subs) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:roster_size(user) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:roster_version(user) end
+
+--- A key/value space for the server's parts (the table above); values are plain data.
+---@param kind any
+---@param key any
+---@param value any
+---@param owner? any
+---@return any ...
+function lxmpp_Store:set(kind, key, value, owner) end
+
+--- Accounts, as SCRAM credentials by mechanism (the table above).
+---@param user any
+---@param record any
+---@return any ...
+function lxmpp_Store:set_account(user, record) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@param jid any
+---@param xml string
+---@return any ...
+function lxmpp_Store:set_pending(user, jid, xml) end
+
+--- Rosters with their versions and pending subscription requests (RFC 6121; the table above).
+---@param user any
+---@param jid any
+---@param item any
+---@return any ...
+function lxmpp_Store:set_roster_item(user, jid, item) end
+
+--- Accounts, as SCRAM credentials by mechanism (the table above).
+---@return any ...
+function lxmpp_Store:users() end
 
 return lxmpp_server_storage
