@@ -218,7 +218,6 @@ for name in ([[
 -- comes off it; a new public function gets a heading, not a place here).
 local NOT_YET_DOCUMENTED = {}
 for name in ([[
-	c:muc_room caps.node_ver commands.list delay.add forms.is_layout forms.xmlns time.query upload.put
 ]]):gmatch("%S+") do NOT_YET_DOCUMENTED[name] = true end
 
 local function functions_of(t, out, prefix, skip)

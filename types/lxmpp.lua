@@ -321,6 +321,11 @@ function lxmpp_Client:muc_invite(jid, room_jid, opts) end
 ---@return any ...
 function lxmpp_Client:muc_join(room_jid, nick, opts) end
 
+--- Enters the room and waits for the room's own presence for us; returns the room, or `nil, message, condition`: `"conflict"` (the nickname is taken), `"not-authorized"` (a password is needed, or it is wrong), `"forbidden"` (banned), `"registration-required"` (members only), `"item-not-found"` (locked), `"service-unavailable"` (full), `"timeout"`.
+---@param room_jid string
+---@return any ...
+function lxmpp_Client:muc_room(room_jid) end
+
 --- XEP-0359: the `<stanza-id/>` that `by` (default: our own bare JID, whose archive stamps what we receive; for a room's messages, the room's JID) assigned, or nil: a stanza-id from anyone else is ignored, since any sender can write one.
 ---@param stanza lxmpp.Stanza
 ---@return any ...
@@ -675,6 +680,10 @@ local lxmpp_plugin_caps = {}
 ---@return any ...
 function lxmpp_plugin_caps:info(full_jid) end
 
+--- Our own current ver (sha-1), as every available presence we send carries it in `<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node=c.caps_node ver=.../>` (the node is `opts.caps_node` of `lxmpp.connect`, or lxmpp's).
+---@return any ...
+function lxmpp_plugin_caps:node_ver() end
+
 --- XEP-0115 §5: the verification string of a disco#info `<query/>` (`hash` `"sha-1"`, the default, `"sha-256"` or `"sha-512"`), or nil and a message when §5.4 says the answer must not be cached (a duplicate identity or feature, two extension forms with one `FORM_TYPE`, a `FORM_TYPE` with different values).
 ---@param query lxmpp.Stanza
 ---@param hash? any
@@ -735,6 +744,12 @@ function lxmpp_plugin_commands:add(node, name, handler, opts) end
 ---@return any ...
 function lxmpp_plugin_commands:execute(to, node, timeout) end
 
+--- The commands an entity offers us (disco#items on the commands node): `{ { jid =, node =, name = } }`.
+---@param to? string
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_commands:list(to, timeout) end
+
 --- Stops offering a command (running sessions finish).
 ---@param node string
 ---@return any ...
@@ -759,6 +774,13 @@ function lxmpp_plugin_correction:correct(to, id, body, type) end
 ---@field client lxmpp.Client
 ---@field name string
 local lxmpp_plugin_delay = {}
+
+--- XEP-0203: when a delayed stanza (an offline message, room history, an archived or forwarded message) was really sent: `stamp` as Unix seconds (a float with fractions), the `from` that delayed it and the reason, or nil.
+---@param stanza lxmpp.Stanza
+---@param stamp any
+---@param from? any
+---@return any ...
+function lxmpp_plugin_delay.add(stanza, stamp, from) end
 
 --- `delay.of` as a client method (see above).
 ---@param stanza lxmpp.Stanza
@@ -904,6 +926,11 @@ local lxmpp_plugin_muc = {}
 ---@param opts? table
 ---@return any ...
 function lxmpp_plugin_muc:join(room_jid, nick, opts) end
+
+--- Enters the room and waits for the room's own presence for us; returns the room, or `nil, message, condition`: `"conflict"` (the nickname is taken), `"not-authorized"` (a password is needed, or it is wrong), `"forbidden"` (banned), `"registration-required"` (members only), `"item-not-found"` (locked), `"service-unavailable"` (full), `"timeout"`.
+---@param room_jid string
+---@return any ...
+function lxmpp_plugin_muc:room(room_jid) end
 
 --- The client's muc_admin plugin object (c.muc_admin).
 ---@class lxmpp.plugin.muc_admin
@@ -1195,11 +1222,23 @@ function lxmpp_plugin_stanzaid:stanza_id(stanza, by) end
 ---@field name string
 local lxmpp_plugin_time = {}
 
+--- XEP-0202: an entity's time, `{ utc = Unix seconds, tzo = "+01:00", offset = seconds east of UTC }`.
+---@param to string
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_time:query(to, timeout) end
+
 --- The client's upload plugin object (c.upload).
 ---@class lxmpp.plugin.upload
 ---@field client lxmpp.Client
 ---@field name string
 local lxmpp_plugin_upload = {}
+
+--- `upload` finds the service (unless `opts.service`), asks for a slot for `opts.name` and `#data` bytes, PUTs the data and returns the URL to share (and the slot), or `nil, message, condition`: `"not-acceptable"` (larger than the service takes, HTTP 413), `"feature-not-implemented"` (no upload service), `"tls-verify-failed"`, `"not-allowed"` (another HTTP refusal).
+---@param data string
+---@param opts table
+---@return any ...
+function lxmpp_plugin_upload:put(data, opts) end
 
 --- `upload` finds the service (unless `opts.service`), asks for a slot for `opts.name` and `#data` bytes, PUTs the data and returns the URL to share (and the slot), or `nil, message, condition`: `"not-acceptable"` (larger than the service takes, HTTP 413), `"feature-not-implemented"` (no upload service), `"tls-verify-failed"`, `"not-allowed"` (another HTTP refusal).
 ---@return any ...

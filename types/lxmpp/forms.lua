@@ -5,6 +5,11 @@
 local lxmpp_forms = {}
 
 --- A layout from a table whose array part lists the fields, each `{ var =, type =, label =, desc =, required =, value =, options = }` (`value` is the default; `options`, for list fields, are strings or `{ label =, value = }` tables; `open = true` accepts values outside them), and optional `title` and `instructions`.
+---@param x lxmpp.Stanza
+---@return any ...
+function lxmpp_forms.is_layout(x) end
+
+--- A layout from a table whose array part lists the fields, each `{ var =, type =, label =, desc =, required =, value =, options = }` (`value` is the default; `options`, for list fields, are strings or `{ label =, value = }` tables; `open = true` accepts values outside them), and optional `title` and `instructions`.
 ---@param layout table
 ---@return lxmpp.Form
 function lxmpp_forms.new(layout) end
@@ -13,6 +18,9 @@ function lxmpp_forms.new(layout) end
 ---@param x lxmpp.Stanza
 ---@return any ...
 function lxmpp_forms.parse(x) end
+
+--- Reads any form a peer sent, with the types its fields declare: a table that is itself a layout (`forms.new` accepts it, so a client can fill it in and submit it), with `type`, `title`, `instructions`, `values` (`var → typed value`) and `form_type` (the hidden `FORM_TYPE` field's value, if any); or `nil, message, "bad-request"`.
+lxmpp_forms.xmlns = nil ---@type any
 
 ---@class lxmpp.Form
 local lxmpp_Form = {}
