@@ -140,7 +140,8 @@ local function describe(lines, i)
     i = i + 1
   end
   local text = table.concat(para, " "):gsub("%[([^%]]*)%]%b()", "%1")
-  return text:match("^(.-%.)%s") or text
+  -- a full stop after a word, a code span or a bracket, before a capital or a code span
+  return text:match("^(.-[%w`%)\"]%.)%s+[%u`]") or text
 end
 
 -- The `###` headings of a Markdown text (outside code blocks), each with its

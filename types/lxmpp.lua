@@ -447,18 +447,18 @@ function lxmpp_Client:remove_command(node) end
 ---@return any ...
 function lxmpp_Client:remove_feature(var) end
 
---- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ... } } }`, also kept in `c.roster.items`; `roster_set` adds or changes an item, `roster_remove` removes one (true, or `nil, message, condition`).
 ---@param timeout? number
 ---@return any ...
 function lxmpp_Client:roster_get(timeout) end
 
---- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ... } } }`, also kept in `c.roster.items`; `roster_set` adds or changes an item, `roster_remove` removes one (true, or `nil, message, condition`).
 ---@param jid any
 ---@param timeout? number
 ---@return any ...
 function lxmpp_Client:roster_remove(jid, timeout) end
 
---- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ... } } }`, also kept in `c.roster.items`; `roster_set` adds or changes an item, `roster_remove` removes one (true, or `nil, message, condition`).
 ---@param jid any
 ---@param name string
 ---@param groups any
@@ -1119,18 +1119,18 @@ function lxmpp_plugin_register:unregister() end
 ---@field name string
 local lxmpp_plugin_roster = {}
 
---- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ... } } }`, also kept in `c.roster.items`; `roster_set` adds or changes an item, `roster_remove` removes one (true, or `nil, message, condition`).
 ---@param timeout? number
 ---@return any ...
 function lxmpp_plugin_roster:get(timeout) end
 
---- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ... } } }`, also kept in `c.roster.items`; `roster_set` adds or changes an item, `roster_remove` removes one (true, or `nil, message, condition`).
 ---@param jid any
 ---@param timeout? number
 ---@return any ...
 function lxmpp_plugin_roster:remove(jid, timeout) end
 
---- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ...
+--- The roster (RFC 6121): `roster_get` fetches it (with roster versioning when the server offers it) as `{ [bare jid] = { jid =, name =, subscription =, ask =, groups = { ... } } }`, also kept in `c.roster.items`; `roster_set` adds or changes an item, `roster_remove` removes one (true, or `nil, message, condition`).
 ---@param jid any
 ---@param name string
 ---@param groups any
