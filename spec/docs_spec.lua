@@ -200,10 +200,14 @@ for name in ([[
 
 -- Methods of the server object that its own parts (c2s, components, the
 -- services in lua/lxmpp/server/) call: not for a host application.
+-- hook_builtin hooks a handler of the server's own modules (default priority
+-- -10, unhooked at stop; an application uses srv:hook), handler_failed is
+-- srv:fire's answer to a handler that raised.
 local SERVER_INTERNAL = {}
 for name in ([[
 	accept bind unbind route bounce log account_name account_open account_auth account_close
 	check_password scram_credentials user_exists end_sessions add_host remove_host
+	hook_builtin handler_failed
 ]]):gmatch("%S+") do SERVER_INTERNAL[name] = true end
 
 -- Functions of plugin modules that the plugins use themselves: steps of a

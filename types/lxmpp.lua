@@ -603,10 +603,44 @@ function lxmpp_Server:add_user(name, password) end
 ---@return any ...
 function lxmpp_Server:addresses() end
 
+--- The bound client sessions, read-only (only binding, unbinding and XEP-0198 resumption change them).
+---@return any ...
+function lxmpp_Server:each_session() end
+
+--- The server's event bus, on which its own features sit: `hook` runs `fn(event)` when the event `name` fires and returns the handler's id.
+---@param name string
+---@param event any
+---@return any ...
+function lxmpp_Server:fire(name, event) end
+
+--- The server's event bus, on which its own features sit: `hook` runs `fn(event)` when the event `name` fires and returns the handler's id.
+---@param name string
+---@param fn function
+---@param priority? any
+---@return any ...
+function lxmpp_Server:hook(name, fn, priority) end
+
 --- Accounts at run time: `add_user` creates one, `set_password` changes its password (stored as salted SCRAM keys only), `remove_user` deletes it with its data and closes its sessions.
 ---@param name string
 ---@return any ...
 function lxmpp_Server:remove_user(name) end
+
+--- Sends `stanza`, a reply to the stanza of a handler's `event`: through the session that stanza came from when there is one (`event.origin`), else routed.
+---@param event any
+---@param stanza lxmpp.Stanza
+---@return any ...
+function lxmpp_Server:reply(event, stanza) end
+
+--- The bound client sessions, read-only (only binding, unbinding and XEP-0198 resumption change them).
+---@param full_or_bare any
+---@param resource? any
+---@return any ...
+function lxmpp_Server:session(full_or_bare, resource) end
+
+--- The bound client sessions, read-only (only binding, unbinding and XEP-0198 resumption change them).
+---@param bare any
+---@return any ...
+function lxmpp_Server:sessions_of(bare) end
 
 --- Accounts at run time: `add_user` creates one, `set_password` changes its password (stored as salted SCRAM keys only), `remove_user` deletes it with its data and closes its sessions.
 ---@param name string
@@ -625,6 +659,12 @@ function lxmpp_Server:stats() end
 --- `start` listens and returns true, or `nil, message, condition` (a port in use, an unreadable certificate); `stop` ends every stream with `system-shutdown`, stops listening and closes the storage (safe twice).
 ---@return any ...
 function lxmpp_Server:stop() end
+
+--- The server's event bus, on which its own features sit: `hook` runs `fn(event)` when the event `name` fires and returns the handler's id.
+---@param name_or_id any
+---@param fn? function
+---@return any ...
+function lxmpp_Server:unhook(name_or_id, fn) end
 
 ---@class lxmpp.StreamParser
 local lxmpp_StreamParser = {}
