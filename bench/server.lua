@@ -10,6 +10,7 @@
 -- LXMPP_BENCH_WINDOW       messages of one client on the way at once (default 50)
 -- LXMPP_BENCH_LOADERS      client processes for each phase (default 2)
 -- LXMPP_BENCH_GC=lua       the lxmpp server with Lua's default GC parameters
+-- LXMPP_BENCH_ARCHIVE=1   the lxmpp server keeps its XEP-0313 archives (Prosody has no mod_mam here)
 -- LXMPP_BENCH_ONLY         development only: "lxmpp" or "prosody"
 -- LXMPP_BENCH_SRV_WRAP     development only: a command prefix for the lxmpp
 --                          server process (perf record ...)
@@ -20,7 +21,9 @@
 --    certificate from the suite's test CA (spec/support/pki.lua), STARTTLS
 --    required, SCRAM keys (4096 iterations, one salt) for every account.
 --    lxmpp: bench/server_lx.lua (memory storage, per-address and
---    unauthenticated connection limits raised, nothing else changed; its
+--    unauthenticated connection limits raised, no message archives, as
+--    Prosody without mod_mam (LXMPP_BENCH_ARCHIVE=1 keeps them), nothing
+--    else changed; its
 --    Lua GC set as Prosody sets its own by default: incremental, 105, 500).
 --    Prosody: Debian's 0.12 on the same Lua 5.4, modules roster, saslauth and
 --    tls only (s2s, offline, admin modules disabled; presence, message, iq,

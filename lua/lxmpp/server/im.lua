@@ -39,7 +39,7 @@ IM.__index = IM
 function M.new(srv)
   local self = setmetatable({ srv = srv, domain = srv.domain, started = os_time(), offline_pumps = {} }, IM)
   self.presence = presence.new(self)
-  self.mam = mam.new(self)
+  self.mam = mam.new(self, self.srv.opts.archive ~= false)
   self.carbons, self.blocking = carbons.new(self), blocking.new(self)
   self.private, self.bookmarks = private.new(self), bookmarks.new(self)
   self.register = register.new(self)

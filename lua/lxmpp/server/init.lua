@@ -175,6 +175,7 @@ function M.new(opts)
   check_type(opts, "muc_options", "table")
   check_type(opts, "pubsub", "string")
   check_type(opts, "pep", "boolean")
+  check_type(opts, "archive", "boolean")
   check_type(opts, "logger", "function")
   if opts.log_level ~= nil and not LEVELS[opts.log_level] then
     error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
@@ -280,6 +281,9 @@ function Server:handler_failed(err, name, ev)
   if not s then return nil end
   if s.name == "iq" and (s.attr.type == "get" or s.attr.type == "set") then
     self:reply(ev, st.error_reply(s, "wait", "internal-server-error"))
+  elseif s.name == "message" then
+    -- not lost in silence: the sender learns it was not delivered
+    self:bounce(s, "wait", "internal-server-error", "the server failed to handle this message")
   end
   return true
 end
@@ -434,7 +438,7 @@ end
 function Server:user_exists(node)
   if self.removing[node] then return false end
   if self.auth then return true end
-  return self.store:get_account(node) ~= nil
+  return self.store:has_account(node)
 end
 
 -- SCRAM lookup: the stored keys of user for hash, or nil (unknown users

@@ -47,14 +47,18 @@ local FILTER = forms.new{
 local Archive = {}
 Archive.__index = Archive
 
---- mam.new(im) -> the archive service of the IM core. clock() gives the
+--- mam.new(im [, enabled]) -> the archive service of the IM core (enabled
+-- false: the object without its hooks, for muc_mam's queries). clock() gives the
 -- time of an entry (whole seconds; os.time).
 -- Hooks (docs/server.md, "Adding a server feature"): messages our users
 -- send (pre-message/*) and receive (message/full, message/bare), the
 -- account's own urn:xmpp:mam:2 requests, disco features.
-function M.new(im)
+function M.new(im, enabled)
   local self = setmetatable({ im = im, srv = im.srv, clock = os_time }, Archive)
   local srv = self.srv
+  -- archive = false: no account archives (rooms keep theirs, muc_mam.lua,
+  -- which uses this object's query code); MAM requests get service-unavailable
+  if enabled == false then return self end
   local function outgoing(ev) self:outgoing(ev.origin, ev.stanza) end
   for _, kind in ipairs({ "full", "bare", "host" }) do im:hook("pre-message/" .. kind, outgoing, -10) end
   local function incoming(ev)
@@ -85,8 +89,16 @@ local function storable(s)
   return not (s:get_child("no-store", NS_HINTS) or s:get_child("no-permanent-store", NS_HINTS))
 end
 
+-- Archive ids: 24 random hex digits (unique, unguessable), from random
+-- bytes drawn 21 ids at a time: a draw per message cost more than the rest
+-- of archiving it.
+local ID_BYTES, POOL_IDS = 12, 21     -- core.random gives at most 256 bytes a call
+local pool, pool_pos = "", 1
 local function new_archive_id()
-  return (("%02x"):rep(12):format(core.random(12):byte(1, -1)))
+  if pool_pos > #pool then pool, pool_pos = core.random(ID_BYTES * POOL_IDS), 1 end
+  local a, b, next_pos = string.unpack("<I8I4", pool, pool_pos)
+  pool_pos = next_pos
+  return ("%016x%08x"):format(a, b)
 end
 
 -- Keeps s in node's archive, peer being the other party; the id, or nil

@@ -174,6 +174,14 @@ function Store:get_account(user)
 	return blob and decode(blob, "account " .. user)
 end
 
+-- Whether the account exists, without decoding its record (the server asks
+-- this for every archived message: decoding SCRAM keys each time cost more
+-- than routing the message).
+function Store:has_account(user)
+	check_name(user, "user")
+	return backend(self):account_get(user) ~= nil
+end
+
 function Store:set_account(user, record)
 	check_name(user, "user")
 	check_account(record)
