@@ -81,6 +81,11 @@ function lxmpp_Store:get_roster(user) end
 ---@return any ...
 function lxmpp_Store:get_roster_item(user, jid) end
 
+--- Accounts, as SCRAM credentials by mechanism (the table above).
+---@param user any
+---@return any ...
+function lxmpp_Store:has_account(user) end
+
 --- A key/value space for the server's parts (the table above); values are plain data.
 ---@param kind any
 ---@return any ...
