@@ -92,12 +92,12 @@ docs: build
 	$(LUA) -e 'io.write(require("lxmpp.xeps").markdown())' > docs/xeps.md
 	$(LUA) tools/gen-stubs.lua
 
-lint:
-	luacheck lua spec bench examples fuzz/make_corpus.lua bin/lxmpp
+lint: format-check
+	luacheck lua spec bench examples fuzz/make_corpus.lua bin/lxmpp tools/fix-indent.lua tools/gen-stubs.lua
 
-# Lua indentation is two spaces (.editorconfig): lists the files that still
-# indent with tabs. `$(LUA) tools/fix-indent.lua` converts them. Not part of
-# lint until the tree has been converted once.
+# Lua indentation is two spaces (.editorconfig): fails listing the files
+# that indent with tabs (`$(LUA) tools/fix-indent.lua` converts them); part
+# of lint since the tree was converted.
 format-check:
 	$(LUA) tools/fix-indent.lua --check
 

@@ -299,7 +299,8 @@ function G.generate(text)
     if callable then
       local ps = {}
       for _, p in ipairs(callable.params) do
-        ps[#ps + 1] = (p.name == "..." and "..." or p.name .. (p.optional and "?" or "")) .. ": " .. (TYPES[p.name] or "any")
+        local pname = p.name == "..." and "..." or p.name .. (p.optional and "?" or "")
+        ps[#ps + 1] = pname .. ": " .. (TYPES[p.name] or "any")
       end
       ty = ty .. "|fun(self: lxmpp.Client, " .. table.concat(ps, ", ") .. "): any"
     end

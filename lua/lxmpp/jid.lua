@@ -43,8 +43,8 @@ local core = require "lxmpp.core"
 
 local type, error, tostring = type, error, tostring
 local find, sub, byte, gsub, match, gmatch, lower, format =
-	string.find, string.sub, string.byte, string.gsub, string.match,
-	string.gmatch, string.lower, string.format
+  string.find, string.sub, string.byte, string.gsub, string.match,
+  string.gmatch, string.lower, string.format
 local utf8_len = utf8.len
 local tonumber = tonumber
 
@@ -59,158 +59,158 @@ local MAX_DOMAIN_ASCII = 253 -- bytes of the ASCII form (RFC 1035)
 
 -- Raises a "bad argument" error at the caller of the public function.
 local function check_string(s, n, fname)
-	if type(s) ~= "string" then
-		error(format("bad argument #%d to '%s' (string expected, got %s)", n, fname, type(s)), 3)
-	end
+  if type(s) ~= "string" then
+    error(format("bad argument #%d to '%s' (string expected, got %s)", n, fname, type(s)), 3)
+  end
 end
 
 local function check_opt_string(s, n, fname)
-	if s ~= nil and type(s) ~= "string" then
-		error(format("bad argument #%d to '%s' (string or nil expected, got %s)", n, fname, type(s)), 3)
-	end
+  if s ~= nil and type(s) ~= "string" then
+    error(format("bad argument #%d to '%s' (string or nil expected, got %s)", n, fname, type(s)), 3)
+  end
 end
 
 local function check_opt_boolean(b, n, fname)
-	if b ~= nil and type(b) ~= "boolean" then
-		error(format("bad argument #%d to '%s' (boolean or nil expected, got %s)", n, fname, type(b)), 3)
-	end
+  if b ~= nil and type(b) ~= "boolean" then
+    error(format("bad argument #%d to '%s' (boolean or nil expected, got %s)", n, fname, type(b)), 3)
+  end
 end
 
 -- The structural parse behind split: node, domain, resource, or
 -- nil, nil, nil, message.
 local function parse(s)
-	local head, resource = s, nil
-	local slash = find(s, "/", 1, true)
-	if slash then
-		head, resource = sub(s, 1, slash - 1), sub(s, slash + 1)
-		if resource == "" then return nil, nil, nil, "empty resourcepart" end
-	end
-	local node, domain = nil, head
-	local at = find(head, "@", 1, true)
-	if at then
-		node, domain = sub(head, 1, at - 1), sub(head, at + 1)
-		if node == "" then return nil, nil, nil, "empty localpart" end
-	end
-	if domain == "" then return nil, nil, nil, "empty domainpart" end
-	if find(domain, "@", 1, true) then return nil, nil, nil, "'@' in the domainpart" end
-	if node and #node > MAX_PART then return nil, nil, nil, "localpart too long" end
-	if #domain > MAX_PART then return nil, nil, nil, "domainpart too long" end
-	if resource and #resource > MAX_PART then return nil, nil, nil, "resourcepart too long" end
-	if not utf8_len(s) then return nil, nil, nil, "invalid UTF-8" end
-	if find(s, "[\0-\31\127]") then return nil, nil, nil, "control character" end
-	-- Empty labels ("a..b", ".a", "."); one trailing dot is the DNS root.
-	local labels = domain
-	if sub(labels, -1) == "." then labels = sub(labels, 1, -2) end
-	if labels == "" or sub(labels, 1, 1) == "." or sub(labels, -1) == "." or find(labels, "..", 1, true) then
-		return nil, nil, nil, "empty label in the domainpart"
-	end
-	return node, domain, resource
+  local head, resource = s, nil
+  local slash = find(s, "/", 1, true)
+  if slash then
+    head, resource = sub(s, 1, slash - 1), sub(s, slash + 1)
+    if resource == "" then return nil, nil, nil, "empty resourcepart" end
+  end
+  local node, domain = nil, head
+  local at = find(head, "@", 1, true)
+  if at then
+    node, domain = sub(head, 1, at - 1), sub(head, at + 1)
+    if node == "" then return nil, nil, nil, "empty localpart" end
+  end
+  if domain == "" then return nil, nil, nil, "empty domainpart" end
+  if find(domain, "@", 1, true) then return nil, nil, nil, "'@' in the domainpart" end
+  if node and #node > MAX_PART then return nil, nil, nil, "localpart too long" end
+  if #domain > MAX_PART then return nil, nil, nil, "domainpart too long" end
+  if resource and #resource > MAX_PART then return nil, nil, nil, "resourcepart too long" end
+  if not utf8_len(s) then return nil, nil, nil, "invalid UTF-8" end
+  if find(s, "[\0-\31\127]") then return nil, nil, nil, "control character" end
+  -- Empty labels ("a..b", ".a", "."); one trailing dot is the DNS root.
+  local labels = domain
+  if sub(labels, -1) == "." then labels = sub(labels, 1, -2) end
+  if labels == "" or sub(labels, 1, 1) == "." or sub(labels, -1) == "." or find(labels, "..", 1, true) then
+    return nil, nil, nil, "empty label in the domainpart"
+  end
+  return node, domain, resource
 end
 
 -- The string form of parts already known to be valid.
 local function concat(node, domain, resource)
-	local s = domain
-	if node then s = node .. "@" .. s end
-	if resource then s = s .. "/" .. resource end
-	return s
+  local s = domain
+  if node then s = node .. "@" .. s end
+  if resource then s = s .. "/" .. resource end
+  return s
 end
 
 local function valid_ipv4(s)
-	local octets = { match(s, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
-	if #octets ~= 4 then return false end
-	for i = 1, 4 do
-		local octet = octets[i]
-		-- no leading zeros: "010" would be octal to some resolvers
-		if #octet > 3 or (#octet > 1 and byte(octet, 1) == 48) or tonumber(octet) > 255 then
-			return false
-		end
-	end
-	return true
+  local octets = { match(s, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  if #octets ~= 4 then return false end
+  for i = 1, 4 do
+    local octet = octets[i]
+    -- no leading zeros: "010" would be octal to some resolvers
+    if #octet > 3 or (#octet > 1 and byte(octet, 1) == 48) or tonumber(octet) > 255 then
+      return false
+    end
+  end
+  return true
 end
 
 -- Hex groups of s ("", or h(:h)* with 1..4 hex digits each), or nil.
 local function hex_groups(s)
-	if s == "" then return 0 end
-	local n = 0
-	for group in gmatch(s .. ":", "([^:]*):") do
-		if not match(group, "^%x%x?%x?%x?$") then return nil end
-		n = n + 1
-	end
-	return n
+  if s == "" then return 0 end
+  local n = 0
+  for group in gmatch(s .. ":", "([^:]*):") do
+    if not match(group, "^%x%x?%x?%x?$") then return nil end
+    n = n + 1
+  end
+  return n
 end
 
 -- RFC 4291 section 2.2 text forms, without zone identifiers.
 local function valid_ipv6(a)
-	if find(a, ".", 1, true) then -- a trailing IPv4 part counts as two groups
-		local head, v4 = match(a, "^(.*:)([^:]*)$")
-		if not head or not valid_ipv4(v4) then return false end
-		a = head .. "0:0"
-	end
-	if find(a, ":::", 1, true) then return false end
-	local left, right = match(a, "^(.*)::(.*)$")
-	if left then
-		if find(left, "::", 1, true) or find(right, "::", 1, true) then return false end
-		local l, r = hex_groups(left), hex_groups(right)
-		return l ~= nil and r ~= nil and l + r <= 7
-	end
-	return hex_groups(a) == 8
+  if find(a, ".", 1, true) then -- a trailing IPv4 part counts as two groups
+    local head, v4 = match(a, "^(.*:)([^:]*)$")
+    if not head or not valid_ipv4(v4) then return false end
+    a = head .. "0:0"
+  end
+  if find(a, ":::", 1, true) then return false end
+  local left, right = match(a, "^(.*)::(.*)$")
+  if left then
+    if find(left, "::", 1, true) or find(right, "::", 1, true) then return false end
+    local l, r = hex_groups(left), hex_groups(right)
+    return l ~= nil and r ~= nil and l + r <= 7
+  end
+  return hex_groups(a) == 8
 end
 
 -- The prepared domainpart, or nil, message.
 local function prep_domain(domain, strict)
-	domain = gsub(domain, "\227\128\130", ".") -- U+3002 IDEOGRAPHIC FULL STOP
-	domain = gsub(domain, "\239\188\142", ".") -- U+FF0E FULLWIDTH FULL STOP
-	domain = gsub(domain, "\239\189\161", ".") -- U+FF61 HALFWIDTH IDEOGRAPHIC FULL STOP
-	if sub(domain, -1) == "." then domain = sub(domain, 1, -2) end
-	if domain == "" then return nil, "empty domainpart" end
-	if byte(domain, 1) == 91 then -- "["
-		local addr = match(domain, "^%[([%x:.]+)%]$")
-		if not addr or not valid_ipv6(addr) then return nil, "invalid IP literal in the domainpart" end
-		return lower(domain)
-	end
-	local prepped, err = nameprep(domain, strict)
-	if not prepped then return nil, "invalid domainpart: " .. err end
-	-- An all-numeric last label (RFC 1123 section 2.1): an IPv4 address, or
-	-- nothing ("1.2.3", "010.0.0.1" and "256.1.1.1" would be read as
-	-- addresses, differently, by different resolvers).
-	if find(prepped, "^%d+$", (find(prepped, "[^.]*$"))) then
-		if valid_ipv4(prepped) then return prepped end
-		return nil, "numeric top-level label that is not an IPv4 address"
-	end
-	local ascii
-	ascii, err = to_ascii(prepped, strict)
-	if not ascii then return nil, "invalid domainpart: " .. err end
-	if #ascii > MAX_DOMAIN_ASCII then return nil, "domainpart too long" end
-	local unicode
-	unicode, err = to_unicode(ascii, strict)
-	if not unicode then return nil, "invalid domainpart: " .. err end
-	if #unicode > MAX_PART then return nil, "domainpart too long" end
-	return unicode
+  domain = gsub(domain, "\227\128\130", ".") -- U+3002 IDEOGRAPHIC FULL STOP
+  domain = gsub(domain, "\239\188\142", ".") -- U+FF0E FULLWIDTH FULL STOP
+  domain = gsub(domain, "\239\189\161", ".") -- U+FF61 HALFWIDTH IDEOGRAPHIC FULL STOP
+  if sub(domain, -1) == "." then domain = sub(domain, 1, -2) end
+  if domain == "" then return nil, "empty domainpart" end
+  if byte(domain, 1) == 91 then -- "["
+    local addr = match(domain, "^%[([%x:.]+)%]$")
+    if not addr or not valid_ipv6(addr) then return nil, "invalid IP literal in the domainpart" end
+    return lower(domain)
+  end
+  local prepped, err = nameprep(domain, strict)
+  if not prepped then return nil, "invalid domainpart: " .. err end
+  -- An all-numeric last label (RFC 1123 section 2.1): an IPv4 address, or
+  -- nothing ("1.2.3", "010.0.0.1" and "256.1.1.1" would be read as
+  -- addresses, differently, by different resolvers).
+  if find(prepped, "^%d+$", (find(prepped, "[^.]*$"))) then
+    if valid_ipv4(prepped) then return prepped end
+    return nil, "numeric top-level label that is not an IPv4 address"
+  end
+  local ascii
+  ascii, err = to_ascii(prepped, strict)
+  if not ascii then return nil, "invalid domainpart: " .. err end
+  if #ascii > MAX_DOMAIN_ASCII then return nil, "domainpart too long" end
+  local unicode
+  unicode, err = to_unicode(ascii, strict)
+  if not unicode then return nil, "invalid domainpart: " .. err end
+  if #unicode > MAX_PART then return nil, "domainpart too long" end
+  return unicode
 end
 
 local function prep_part(fn, part, strict, what)
-	local prepped, err = fn(part, strict)
-	if not prepped then return nil, "invalid " .. what .. ": " .. tostring(err) end
-	if prepped == "" then return nil, "empty " .. what end
-	if #prepped > MAX_PART then return nil, what .. " too long" end
-	return prepped
+  local prepped, err = fn(part, strict)
+  if not prepped then return nil, "invalid " .. what .. ": " .. tostring(err) end
+  if prepped == "" then return nil, "empty " .. what end
+  if #prepped > MAX_PART then return nil, what .. " too long" end
+  return prepped
 end
 
 -- node, domain, resource prepared, or nil, nil, nil, message.
 local function prep_parts_uncached(s, strict)
-	local node, domain, resource, err = parse(s)
-	if not domain then return nil, nil, nil, err end
-	if node then
-		node, err = prep_part(nodeprep, node, strict, "localpart")
-		if not node then return nil, nil, nil, err end
-	end
-	domain, err = prep_domain(domain, strict)
-	if not domain then return nil, nil, nil, err end
-	if resource then
-		resource, err = prep_part(resourceprep, resource, strict, "resourcepart")
-		if not resource then return nil, nil, nil, err end
-	end
-	return node, domain, resource
+  local node, domain, resource, err = parse(s)
+  if not domain then return nil, nil, nil, err end
+  if node then
+    node, err = prep_part(nodeprep, node, strict, "localpart")
+    if not node then return nil, nil, nil, err end
+  end
+  domain, err = prep_domain(domain, strict)
+  if not domain then return nil, nil, nil, err end
+  if resource then
+    resource, err = prep_part(resourceprep, resource, strict, "resourcepart")
+    if not resource then return nil, nil, nil, err end
+  end
+  return node, domain, resource
 end
 
 -- Preparation (stringprep and IDNA in libidn) costs microseconds, and the
@@ -224,98 +224,98 @@ local cache = { [false] = {}, [true] = {} }
 local cached = { [false] = 0, [true] = 0 }
 
 local function prep_parts(s, strict)
-	strict = strict == true
-	local c = cache[strict]
-	local hit = c[s]
-	if hit then return hit[1], hit[2], hit[3], hit[4] end
-	local node, domain, resource, err = prep_parts_uncached(s, strict)
-	if cached[strict] >= CACHE_MAX then
-		c = {}
-		cache[strict], cached[strict] = c, 0
-	end
-	c[s] = { node, domain, resource, err }
-	cached[strict] = cached[strict] + 1
-	return node, domain, resource, err
+  strict = strict == true
+  local c = cache[strict]
+  local hit = c[s]
+  if hit then return hit[1], hit[2], hit[3], hit[4] end
+  local node, domain, resource, err = prep_parts_uncached(s, strict)
+  if cached[strict] >= CACHE_MAX then
+    c = {}
+    cache[strict], cached[strict] = c, 0
+  end
+  c[s] = { node, domain, resource, err }
+  cached[strict] = cached[strict] + 1
+  return node, domain, resource, err
 end
 
 local function split(s)
-	check_string(s, 1, "split")
-	local node, domain, resource = parse(s)
-	if not domain then return nil end
-	return node, domain, resource
+  check_string(s, 1, "split")
+  local node, domain, resource = parse(s)
+  if not domain then return nil end
+  return node, domain, resource
 end
 
 local function node_of(s)
-	check_string(s, 1, "node")
-	local node, domain = parse(s)
-	if not domain then return nil end
-	return node
+  check_string(s, 1, "node")
+  local node, domain = parse(s)
+  if not domain then return nil end
+  return node
 end
 
 local function domain_of(s)
-	check_string(s, 1, "domain")
-	local _, domain = parse(s)
-	return domain
+  check_string(s, 1, "domain")
+  local _, domain = parse(s)
+  return domain
 end
 
 local function resource_of(s)
-	check_string(s, 1, "resource")
-	local _, domain, resource = parse(s)
-	if not domain then return nil end
-	return resource
+  check_string(s, 1, "resource")
+  local _, domain, resource = parse(s)
+  if not domain then return nil end
+  return resource
 end
 
 local function bare(s)
-	check_string(s, 1, "bare")
-	local node, domain = parse(s)
-	if not domain then return nil end
-	return concat(node, domain, nil)
+  check_string(s, 1, "bare")
+  local node, domain = parse(s)
+  if not domain then return nil end
+  return concat(node, domain, nil)
 end
 
 local function join(node, domain, resource)
-	check_opt_string(node, 1, "join")
-	check_string(domain, 2, "join")
-	check_opt_string(resource, 3, "join")
-	local s = concat(node, domain, resource)
-	local n, d, r, err = parse(s)
-	if not d then return nil, err end
-	if n ~= node or d ~= domain or r ~= resource then
-		return nil, "the parts do not form a JID"
-	end
-	return s
+  check_opt_string(node, 1, "join")
+  check_string(domain, 2, "join")
+  check_opt_string(resource, 3, "join")
+  local s = concat(node, domain, resource)
+  local n, d, r, err = parse(s)
+  if not d then return nil, err end
+  if n ~= node or d ~= domain or r ~= resource then
+    return nil, "the parts do not form a JID"
+  end
+  return s
 end
 
 local function prep(s, strict)
-	check_string(s, 1, "prep")
-	check_opt_boolean(strict, 2, "prep")
-	local node, domain, resource, err = prep_parts(s, strict)
-	if not domain then return nil, err end
-	return concat(node, domain, resource)
+  check_string(s, 1, "prep")
+  check_opt_boolean(strict, 2, "prep")
+  local node, domain, resource, err = prep_parts(s, strict)
+  if not domain then return nil, err end
+  return concat(node, domain, resource)
 end
 
 local function prepped_split(s, strict)
-	check_string(s, 1, "prepped_split")
-	check_opt_boolean(strict, 2, "prepped_split")
-	local node, domain, resource = prep_parts(s, strict)
-	if not domain then return nil end
-	return node, domain, resource
+  check_string(s, 1, "prepped_split")
+  check_opt_boolean(strict, 2, "prepped_split")
+  local node, domain, resource = prep_parts(s, strict)
+  if not domain then return nil end
+  return node, domain, resource
 end
 
 local function equal(a, b)
-	check_string(a, 1, "equal")
-	check_string(b, 2, "equal")
-	local pa = prep(a)
-	return pa ~= nil and pa == prep(b)
+  check_string(a, 1, "equal")
+  check_string(b, 2, "equal")
+  local pa = prep(a)
+  return pa ~= nil and pa == prep(b)
 end
 
 return {
-	split = split;
-	node = node_of;
-	domain = domain_of;
-	resource = resource_of;
-	bare = bare;
-	join = join;
-	prep = prep;
-	prepped_split = prepped_split;
-	equal = equal;
+  split = split;
+  node = node_of;
+  domain = domain_of;
+  resource = resource_of;
+  bare = bare;
+  join = join;
+  prep = prep;
+  prepped_split = prepped_split;
+  equal = equal;
 }

@@ -31,77 +31,77 @@ local codec = { MAX_DEPTH = MAX_DEPTH }
 -- Integers first (by value), then strings (bytewise), so one value always
 -- has one encoding.
 local function key_order(a, b)
-	local ta, tb = type(a), type(b)
-	if ta ~= tb then return ta == "number" end
-	return a < b
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta == "number" end
+  return a < b
 end
 
 local function where(path)
-	return path == "" and "the value" or "value" .. path
+  return path == "" and "the value" or "value" .. path
 end
 
 local function key_path(path, k)
-	if type(k) == "string" and k:match("^[%a_][%w_]*$") then return path .. "." .. k end
-	if type(k) == "string" then return ("%s[%q]"):format(path, k) end
-	return path .. "[" .. tostring(k) .. "]"
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") then return path .. "." .. k end
+  if type(k) == "string" then return ("%s[%q]"):format(path, k) end
+  return path .. "[" .. tostring(k) .. "]"
 end
 
 local encode_item
 
 local function encode_table(t, out, path, open, depth)
-	if getmetatable(t) ~= nil then
-		error(("storage: cannot store %s: a table with a metatable (store plain tables; a stanza as its XML)")
-			:format(where(path)), 0)
-	end
-	if open[t] then error(("storage: cannot store %s: it contains itself (a cycle)"):format(where(path)), 0) end
-	if depth > MAX_DEPTH then
-		error(("storage: cannot store %s: nested deeper than %d"):format(where(path), MAX_DEPTH), 0)
-	end
-	local keys = {}
-	for k in pairs(t) do
-		if type(k) ~= "string" and math_type(k) ~= "integer" then
-			error(("storage: cannot store %s: key %s is a %s (only string and integer keys)")
-				:format(where(path), tostring(k), math_type(k) or type(k)), 0)
-		end
-		keys[#keys + 1] = k
-	end
-	sort(keys, key_order)
-	open[t] = true
-	out[#out + 1] = spack("<c1I4", "t", #keys)
-	for i = 1, #keys do
-		local k = keys[i]
-		encode_item(k, out, path, open, depth + 1)
-		encode_item(t[k], out, key_path(path, k), open, depth + 1)
-	end
-	open[t] = nil
+  if getmetatable(t) ~= nil then
+    error(("storage: cannot store %s: a table with a metatable (store plain tables; a stanza as its XML)")
+      :format(where(path)), 0)
+  end
+  if open[t] then error(("storage: cannot store %s: it contains itself (a cycle)"):format(where(path)), 0) end
+  if depth > MAX_DEPTH then
+    error(("storage: cannot store %s: nested deeper than %d"):format(where(path), MAX_DEPTH), 0)
+  end
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) ~= "string" and math_type(k) ~= "integer" then
+      error(("storage: cannot store %s: key %s is a %s (only string and integer keys)")
+        :format(where(path), tostring(k), math_type(k) or type(k)), 0)
+    end
+    keys[#keys + 1] = k
+  end
+  sort(keys, key_order)
+  open[t] = true
+  out[#out + 1] = spack("<c1I4", "t", #keys)
+  for i = 1, #keys do
+    local k = keys[i]
+    encode_item(k, out, path, open, depth + 1)
+    encode_item(t[k], out, key_path(path, k), open, depth + 1)
+  end
+  open[t] = nil
 end
 
 function encode_item(v, out, path, open, depth)
-	local tv = type(v)
-	if tv == "string" then
-		out[#out + 1] = spack("<c1s4", "s", v)
-	elseif tv == "boolean" then
-		out[#out + 1] = v and "T" or "F"
-	elseif tv == "number" then
-		if math_type(v) == "integer" then
-			out[#out + 1] = spack("<c1i8", "i", v)
-		else
-			out[#out + 1] = spack("<c1d", "d", v)
-		end
-	elseif tv == "table" then
-		encode_table(v, out, path, open, depth)
-	else
-		error(("storage: cannot store %s: a %s is not plain data"):format(where(path), tv), 0)
-	end
+  local tv = type(v)
+  if tv == "string" then
+    out[#out + 1] = spack("<c1s4", "s", v)
+  elseif tv == "boolean" then
+    out[#out + 1] = v and "T" or "F"
+  elseif tv == "number" then
+    if math_type(v) == "integer" then
+      out[#out + 1] = spack("<c1i8", "i", v)
+    else
+      out[#out + 1] = spack("<c1d", "d", v)
+    end
+  elseif tv == "table" then
+    encode_table(v, out, path, open, depth)
+  else
+    error(("storage: cannot store %s: a %s is not plain data"):format(where(path), tv), 0)
+  end
 end
 
 --- Encodes a plain value (string, number, boolean, table of those) into
 -- bytes. Raises a message naming the offending part for anything else.
 function codec.encode(value)
-	if value == nil then error("storage: cannot store nil (nil deletes)", 0) end
-	local out = { VERSION }
-	encode_item(value, out, "", {}, 1)
-	return concat(out)
+  if value == nil then error("storage: cannot store nil (nil deletes)", 0) end
+  local out = { VERSION }
+  encode_item(value, out, "", {}, 1)
+  return concat(out)
 end
 
 -- Decoding: every read checks the bytes left first, so truncated or
@@ -110,61 +110,61 @@ end
 local decode_item
 
 local function need(s, pos, n)
-	if pos + n - 1 > #s then error("truncated", 0) end
+  if pos + n - 1 > #s then error("truncated", 0) end
 end
 
 local function decode_table(s, pos, depth)
-	if depth > MAX_DEPTH then error("nested too deep", 0) end
-	need(s, pos, 4)
-	local count
-	count, pos = sunpack("<I4", s, pos)
-	-- each entry takes at least two bytes: a forged count cannot make us loop
-	if count * 2 > #s - pos + 1 then error("truncated", 0) end
-	local t = {}
-	for _ = 1, count do
-		local k
-		k, pos = decode_item(s, pos, depth + 1)
-		if type(k) ~= "string" and math_type(k) ~= "integer" then error("bad table key", 0) end
-		if t[k] ~= nil then error("duplicate table key", 0) end
-		t[k], pos = decode_item(s, pos, depth + 1)
-	end
-	return t, pos
+  if depth > MAX_DEPTH then error("nested too deep", 0) end
+  need(s, pos, 4)
+  local count
+  count, pos = sunpack("<I4", s, pos)
+  -- each entry takes at least two bytes: a forged count cannot make us loop
+  if count * 2 > #s - pos + 1 then error("truncated", 0) end
+  local t = {}
+  for _ = 1, count do
+    local k
+    k, pos = decode_item(s, pos, depth + 1)
+    if type(k) ~= "string" and math_type(k) ~= "integer" then error("bad table key", 0) end
+    if t[k] ~= nil then error("duplicate table key", 0) end
+    t[k], pos = decode_item(s, pos, depth + 1)
+  end
+  return t, pos
 end
 
 function decode_item(s, pos, depth)
-	need(s, pos, 1)
-	local tag = s:sub(pos, pos)
-	pos = pos + 1
-	if tag == "s" then
-		need(s, pos, 4)
-		local len = sunpack("<I4", s, pos)
-		need(s, pos + 4, len)
-		return s:sub(pos + 4, pos + 3 + len), pos + 4 + len
-	elseif tag == "i" then
-		need(s, pos, 8)
-		return sunpack("<i8", s, pos)
-	elseif tag == "d" then
-		need(s, pos, 8)
-		return sunpack("<d", s, pos)
-	elseif tag == "T" then
-		return true, pos
-	elseif tag == "F" then
-		return false, pos
-	elseif tag == "t" then
-		return decode_table(s, pos, depth)
-	end
-	error("unknown tag " .. ("%q"):format(tag), 0)
+  need(s, pos, 1)
+  local tag = s:sub(pos, pos)
+  pos = pos + 1
+  if tag == "s" then
+    need(s, pos, 4)
+    local len = sunpack("<I4", s, pos)
+    need(s, pos + 4, len)
+    return s:sub(pos + 4, pos + 3 + len), pos + 4 + len
+  elseif tag == "i" then
+    need(s, pos, 8)
+    return sunpack("<i8", s, pos)
+  elseif tag == "d" then
+    need(s, pos, 8)
+    return sunpack("<d", s, pos)
+  elseif tag == "T" then
+    return true, pos
+  elseif tag == "F" then
+    return false, pos
+  elseif tag == "t" then
+    return decode_table(s, pos, depth)
+  end
+  error("unknown tag " .. ("%q"):format(tag), 0)
 end
 
 --- Decodes bytes made by encode. Returns the value, or nil and a message
 -- when the bytes are not a complete, valid encoding.
 function codec.decode(s)
-	if type(s) ~= "string" then return nil, "not a string" end
-	if s:sub(1, 1) ~= VERSION then return nil, "unknown format version" end
-	local ok, value, pos = pcall(decode_item, s, 2, 1)
-	if not ok then return nil, value end
-	if pos ~= #s + 1 then return nil, "trailing bytes" end
-	return value
+  if type(s) ~= "string" then return nil, "not a string" end
+  if s:sub(1, 1) ~= VERSION then return nil, "unknown format version" end
+  local ok, value, pos = pcall(decode_item, s, 2, 1)
+  if not ok then return nil, value end
+  if pos ~= #s + 1 then return nil, "trailing bytes" end
+  return value
 end
 
 return codec

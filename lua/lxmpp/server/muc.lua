@@ -31,7 +31,7 @@ local jid = require "lxmpp.jid"
 local muc_room = require "lxmpp.server.muc_room"
 
 local type, error, pairs, ipairs, pcall, setmetatable, tostring = type, error, pairs, ipairs, pcall, setmetatable,
-	tostring
+  tostring
 local sort, os_time = table.sort, os.time
 
 local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -40,50 +40,50 @@ local NS_PING = "urn:xmpp:ping"
 local STORE_KIND = "muc_room"
 
 local LIMITS = {
-	max_rooms = 1000, max_occupants = 1000, max_sessions = 10, max_history = 20,
-	max_history_bytes = 64 * 1024, max_admin_items = 100, max_affiliations = 1000, max_pending_iq = 256,
-	max_pending_invitations = 100,
+  max_rooms = 1000, max_occupants = 1000, max_sessions = 10, max_history = 20,
+  max_history_bytes = 64 * 1024, max_admin_items = 100, max_affiliations = 1000, max_pending_iq = 256,
+  max_pending_invitations = 100,
 }
 
 local Host = {}
 Host.__index = Host
 
 local function new(srv, domain, opts)
-	if type(srv) ~= "table" or type(srv.route) ~= "function" then
-		error("lxmpp.server.muc: new expects the server object", 2)
-	end
-	if type(domain) ~= "string" then error("lxmpp.server.muc: domain must be a string", 2) end
-	local prepped = jid.prep(domain)
-	if not prepped or jid.node(prepped) or jid.resource(prepped) then
-		error("lxmpp.server.muc: invalid MUC domain " .. domain, 2)
-	end
-	opts = opts or {}
-	if type(opts) ~= "table" then error("lxmpp.server.muc: opts must be a table", 2) end
-	if opts.archive ~= nil and type(opts.archive) ~= "boolean" then
-		error("lxmpp.server.muc: archive must be a boolean", 2)
-	end
-	local limits = {}
-	for k, v in pairs(LIMITS) do
-		local o = opts[k]
-		if o ~= nil and (math.type(o) ~= "integer" or o < 0) then
-			error("lxmpp.server.muc: " .. k .. " must be a non-negative integer", 2)
-		end
-		limits[k] = o or v
-	end
-	local self = setmetatable({
-		srv = srv, domain = prepped, limits = limits, rooms = {}, nrooms = 0,
-		create = opts.create or "local", clock = opts.clock or os_time, ids = 0,
-	}, Host)
-	if opts.archive ~= false then self.archive = require("lxmpp.server.muc_mam").new(self) end
-	self:restore_rooms()
-	if srv.hook_builtin then   -- a removed account leaves every room (fake servers of specs have no bus)
-		srv:hook_builtin("user-removing", function(ev) self:account_removed(ev.bare) end, -12)
-	end
-	return self
+  if type(srv) ~= "table" or type(srv.route) ~= "function" then
+    error("lxmpp.server.muc: new expects the server object", 2)
+  end
+  if type(domain) ~= "string" then error("lxmpp.server.muc: domain must be a string", 2) end
+  local prepped = jid.prep(domain)
+  if not prepped or jid.node(prepped) or jid.resource(prepped) then
+    error("lxmpp.server.muc: invalid MUC domain " .. domain, 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then error("lxmpp.server.muc: opts must be a table", 2) end
+  if opts.archive ~= nil and type(opts.archive) ~= "boolean" then
+    error("lxmpp.server.muc: archive must be a boolean", 2)
+  end
+  local limits = {}
+  for k, v in pairs(LIMITS) do
+    local o = opts[k]
+    if o ~= nil and (math.type(o) ~= "integer" or o < 0) then
+      error("lxmpp.server.muc: " .. k .. " must be a non-negative integer", 2)
+    end
+    limits[k] = o or v
+  end
+  local self = setmetatable({
+    srv = srv, domain = prepped, limits = limits, rooms = {}, nrooms = 0,
+    create = opts.create or "local", clock = opts.clock or os_time, ids = 0,
+  }, Host)
+  if opts.archive ~= false then self.archive = require("lxmpp.server.muc_mam").new(self) end
+  self:restore_rooms()
+  if srv.hook_builtin then   -- a removed account leaves every room (fake servers of specs have no bus)
+    srv:hook_builtin("user-removing", function(ev) self:account_removed(ev.bare) end, -12)
+  end
+  return self
 end
 
 function Host:log(level, fmt, ...)
-	if self.srv.log then self.srv:log(level, fmt, ...) end
+  if self.srv.log then self.srv:log(level, fmt, ...) end
 end
 
 --- Storage ----------------------------------------------------------------
@@ -92,41 +92,41 @@ end
 -- (one that raises, or returns nil, message) is logged and the room goes on
 -- in memory.
 function Host:store_room(room_jid, data)
-	local store = self.srv.store
-	if not store then return end
-	local ok, res, err = pcall(store.set, store, STORE_KIND, room_jid, data)
-	if not ok or (res == nil and err ~= nil) then
-		self:log("error", "muc: cannot save room %s: %s", room_jid, tostring(ok and err or res))
-	end
+  local store = self.srv.store
+  if not store then return end
+  local ok, res, err = pcall(store.set, store, STORE_KIND, room_jid, data)
+  if not ok or (res == nil and err ~= nil) then
+    self:log("error", "muc: cannot save room %s: %s", room_jid, tostring(ok and err or res))
+  end
 end
 
 -- The persistent rooms of this domain; one that cannot be read is logged
 -- and left in the store.
 function Host:restore_rooms()
-	local store = self.srv.store
-	if not store then return end
-	for _, key in ipairs(store:keys(STORE_KIND)) do
-		local node, domain, resource = jid.prepped_split(key)
-		if node and domain == self.domain and not resource then
-			local ok, data = pcall(store.get, store, STORE_KIND, key)
-			if ok and type(data) == "table" then
-				self.rooms[key] = muc_room.restore(self, key, data)
-				self.nrooms = self.nrooms + 1
-			else
-				self:log("error", "muc: cannot restore room %s: %s", key, tostring(data))
-			end
-		end
-	end
+  local store = self.srv.store
+  if not store then return end
+  for _, key in ipairs(store:keys(STORE_KIND)) do
+    local node, domain, resource = jid.prepped_split(key)
+    if node and domain == self.domain and not resource then
+      local ok, data = pcall(store.get, store, STORE_KIND, key)
+      if ok and type(data) == "table" then
+        self.rooms[key] = muc_room.restore(self, key, data)
+        self.nrooms = self.nrooms + 1
+      else
+        self:log("error", "muc: cannot restore room %s: %s", key, tostring(data))
+      end
+    end
+  end
 end
 
 --- Rooms ------------------------------------------------------------------
 
 function Host:remove_room(room)
-	if self.rooms[room.jid] == room then
-		self.rooms[room.jid] = nil
-		self.nrooms = self.nrooms - 1
-		if self.archive then self.archive:forget(room.jid) end
-	end
+  if self.rooms[room.jid] == room then
+    self.rooms[room.jid] = nil
+    self.nrooms = self.nrooms - 1
+    if self.archive then self.archive:forget(room.jid) end
+  end
 end
 
 --- The account `bare` was removed: occupants it left behind go, and it
@@ -135,136 +135,136 @@ end
 -- without an owner could never be configured or destroyed, and a later
 -- account of the same name must not inherit it.
 function Host:account_removed(bare)
-	local list = {}
-	for _, room in pairs(self.rooms) do list[#list + 1] = room end
-	sort(list, function(a, b) return a.jid < b.jid end)
-	for _, room in ipairs(list) do
-		for _, occ in pairs(room.occupants) do
-			if occ.bare == bare then room:remove_occupant(occ, { codes = { "321" } }) end
-		end
-		if room.affiliations[bare] then
-			room.affiliations[bare] = nil
-			local owned = false
-			for _, a in pairs(room.affiliations) do owned = owned or a == "owner" end
-			if owned then
-				room:save()
-			else
-				room:destroy(st.stanza("destroy"):text_tag("reason", "the owner's account was removed"))
-			end
-		end
-		if not room.destroyed then room:maybe_dispose() end
-	end
+  local list = {}
+  for _, room in pairs(self.rooms) do list[#list + 1] = room end
+  sort(list, function(a, b) return a.jid < b.jid end)
+  for _, room in ipairs(list) do
+    for _, occ in pairs(room.occupants) do
+      if occ.bare == bare then room:remove_occupant(occ, { codes = { "321" } }) end
+    end
+    if room.affiliations[bare] then
+      room.affiliations[bare] = nil
+      local owned = false
+      for _, a in pairs(room.affiliations) do owned = owned or a == "owner" end
+      if owned then
+        room:save()
+      else
+        room:destroy(st.stanza("destroy"):text_tag("reason", "the owner's account was removed"))
+      end
+    end
+    if not room.destroyed then room:maybe_dispose() end
+  end
 end
 
 function Host:next_id()
-	self.ids = self.ids + 1
-	return "muc-" .. self.ids
+  self.ids = self.ids + 1
+  return "muc-" .. self.ids
 end
 
 function Host:may_create(from)
-	local bare = jid.bare(from)
-	if self.create == "anyone" then return true end
-	if type(self.create) == "function" then return self.create(bare) == true end
-	local domain = jid.domain(bare)
-	local main = self.srv.domain
-	return main ~= nil and (domain == main or domain:sub(-#main - 1) == "." .. main)
+  local bare = jid.bare(from)
+  if self.create == "anyone" then return true end
+  if type(self.create) == "function" then return self.create(bare) == true end
+  local domain = jid.domain(bare)
+  local main = self.srv.domain
+  return main ~= nil and (domain == main or domain:sub(-#main - 1) == "." .. main)
 end
 
 local function reply_error(self, stanza, etype, condition, text)
-	if stanza.attr.type == "error" then return end
-	if stanza.name == "iq" and stanza.attr.type == "result" then return end
-	self.srv:route(st.error_reply(stanza, etype, condition, text))
+  if stanza.attr.type == "error" then return end
+  if stanza.name == "iq" and stanza.attr.type == "result" then return end
+  self.srv:route(st.error_reply(stanza, etype, condition, text))
 end
 
 function Host:deliver(stanza)
-	local from = stanza.attr.from and jid.prep(stanza.attr.from)
-	if not from or self.closed then return end
-	stanza.attr.from = from
-	local node, domain, nick = jid.prepped_split(stanza.attr.to or "")
-	if not domain then
-		return reply_error(self, stanza, "modify", "jid-malformed", "invalid address (nickname or room name)")
-	elseif domain ~= self.domain then
-		return reply_error(self, stanza, "cancel", "item-not-found")
-	elseif not node then
-		return self:service_stanza(stanza)
-	end
-	local room_jid = node .. "@" .. domain
-	local room = self.rooms[room_jid]
-	if not room then
-		if stanza.name ~= "presence" or stanza.attr.type ~= nil then
-			if stanza.name == "presence" then return end -- leaving a room that is not there
-			return reply_error(self, stanza, "cancel", "item-not-found", "no such room")
-		elseif not nick then
-			return reply_error(self, stanza, "modify", "jid-malformed", "a room nickname is required")
-		elseif not self:may_create(from) then
-			return reply_error(self, stanza, "cancel", "not-allowed", "you may not create rooms here")
-		elseif self.nrooms >= self.limits.max_rooms then
-			return reply_error(self, stanza, "wait", "resource-constraint", "too many rooms")
-		end
-		room = muc_room.new(self, room_jid)
-		room.affiliations[jid.bare(from)] = "owner"
-		room.locked, room.just_created = true, true
-		self.rooms[room_jid] = room
-		self.nrooms = self.nrooms + 1
-		room:handle_presence(stanza, nick)
-		if room.count == 0 then self:remove_room(room) end -- refused (an invisible nick)
-		return
-	end
-	if stanza.name == "presence" then return room:handle_presence(stanza, nick) end
-	if stanza.name == "message" then return room:handle_message(stanza, nick) end
-	if stanza.name == "iq" then return room:handle_iq(stanza, nick) end
+  local from = stanza.attr.from and jid.prep(stanza.attr.from)
+  if not from or self.closed then return end
+  stanza.attr.from = from
+  local node, domain, nick = jid.prepped_split(stanza.attr.to or "")
+  if not domain then
+    return reply_error(self, stanza, "modify", "jid-malformed", "invalid address (nickname or room name)")
+  elseif domain ~= self.domain then
+    return reply_error(self, stanza, "cancel", "item-not-found")
+  elseif not node then
+    return self:service_stanza(stanza)
+  end
+  local room_jid = node .. "@" .. domain
+  local room = self.rooms[room_jid]
+  if not room then
+    if stanza.name ~= "presence" or stanza.attr.type ~= nil then
+      if stanza.name == "presence" then return end -- leaving a room that is not there
+      return reply_error(self, stanza, "cancel", "item-not-found", "no such room")
+    elseif not nick then
+      return reply_error(self, stanza, "modify", "jid-malformed", "a room nickname is required")
+    elseif not self:may_create(from) then
+      return reply_error(self, stanza, "cancel", "not-allowed", "you may not create rooms here")
+    elseif self.nrooms >= self.limits.max_rooms then
+      return reply_error(self, stanza, "wait", "resource-constraint", "too many rooms")
+    end
+    room = muc_room.new(self, room_jid)
+    room.affiliations[jid.bare(from)] = "owner"
+    room.locked, room.just_created = true, true
+    self.rooms[room_jid] = room
+    self.nrooms = self.nrooms + 1
+    room:handle_presence(stanza, nick)
+    if room.count == 0 then self:remove_room(room) end -- refused (an invisible nick)
+    return
+  end
+  if stanza.name == "presence" then return room:handle_presence(stanza, nick) end
+  if stanza.name == "message" then return room:handle_message(stanza, nick) end
+  if stanza.name == "iq" then return room:handle_iq(stanza, nick) end
 end
 
 --- The service itself -----------------------------------------------------
 
 function Host:service_stanza(stanza)
-	if stanza.name ~= "iq" then
-		if stanza.name == "message" then reply_error(self, stanza, "cancel", "service-unavailable") end
-		return
-	end
-	local itype = stanza.attr.type
-	if itype ~= "get" and itype ~= "set" then return end
-	local q = stanza.tags[1]
-	local ns = q and q.attr.xmlns
-	if itype == "get" and ns == NS_DISCO_INFO and not q.attr.node then
-		local r = st.reply(stanza):query(NS_DISCO_INFO)
-			:tag("identity", { category = "conference", type = "text", name = "Chatrooms" }):up()
-		for _, f in ipairs({ NS_DISCO_INFO, NS_DISCO_ITEMS, "http://jabber.org/protocol/muc", NS_PING }) do
-			r:tag("feature", { var = f }):up()
-		end
-		return self.srv:route(r)
-	elseif itype == "get" and ns == NS_DISCO_ITEMS and not q.attr.node then
-		local list = {}
-		for room_jid, room in pairs(self.rooms) do
-			if room.config.public and not room.locked then list[#list + 1] = room_jid end
-		end
-		sort(list)
-		local r = st.reply(stanza):query(NS_DISCO_ITEMS)
-		for _, room_jid in ipairs(list) do
-			local name = self.rooms[room_jid].config.name
-			r:tag("item", { jid = room_jid, name = name ~= "" and name or jid.node(room_jid) }):up()
-		end
-		return self.srv:route(r)
-	elseif itype == "get" and ns == NS_PING and q.name == "ping" then
-		return self.srv:route(st.reply(stanza))
-	end
-	reply_error(self, stanza, "cancel", "service-unavailable")
+  if stanza.name ~= "iq" then
+    if stanza.name == "message" then reply_error(self, stanza, "cancel", "service-unavailable") end
+    return
+  end
+  local itype = stanza.attr.type
+  if itype ~= "get" and itype ~= "set" then return end
+  local q = stanza.tags[1]
+  local ns = q and q.attr.xmlns
+  if itype == "get" and ns == NS_DISCO_INFO and not q.attr.node then
+    local r = st.reply(stanza):query(NS_DISCO_INFO)
+      :tag("identity", { category = "conference", type = "text", name = "Chatrooms" }):up()
+    for _, f in ipairs({ NS_DISCO_INFO, NS_DISCO_ITEMS, "http://jabber.org/protocol/muc", NS_PING }) do
+      r:tag("feature", { var = f }):up()
+    end
+    return self.srv:route(r)
+  elseif itype == "get" and ns == NS_DISCO_ITEMS and not q.attr.node then
+    local list = {}
+    for room_jid, room in pairs(self.rooms) do
+      if room.config.public and not room.locked then list[#list + 1] = room_jid end
+    end
+    sort(list)
+    local r = st.reply(stanza):query(NS_DISCO_ITEMS)
+    for _, room_jid in ipairs(list) do
+      local name = self.rooms[room_jid].config.name
+      r:tag("item", { jid = room_jid, name = name ~= "" and name or jid.node(room_jid) }):up()
+    end
+    return self.srv:route(r)
+  elseif itype == "get" and ns == NS_PING and q.name == "ping" then
+    return self.srv:route(st.reply(stanza))
+  end
+  reply_error(self, stanza, "cancel", "service-unavailable")
 end
 
 function Host:close()
-	if self.closed then return end
-	self.closed = true
-	for _, room in pairs(self.rooms) do
-		room:shutdown()
-		-- a temporary room ends here: so does its archive (XEP-0313, muc_mam)
-		if self.archive and not room.config.persistent then self.archive:forget(room.jid) end
-	end
-	self.rooms, self.nrooms = {}, 0
+  if self.closed then return end
+  self.closed = true
+  for _, room in pairs(self.rooms) do
+    room:shutdown()
+    -- a temporary room ends here: so does its archive (XEP-0313, muc_mam)
+    if self.archive and not room.config.persistent then self.archive:forget(room.jid) end
+  end
+  self.rooms, self.nrooms = {}, 0
 end
 
 return {
-	new = new,
-	Host = Host,
-	xmlns_muc = muc_room.NS_MUC,
-	xmlns_user = muc_room.NS_USER,
+  new = new,
+  Host = Host,
+  xmlns_muc = muc_room.NS_MUC,
+  xmlns_user = muc_room.NS_USER,
 }

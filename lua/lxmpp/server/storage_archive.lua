@@ -27,106 +27,106 @@ local maxinteger, mininteger = math.maxinteger, math.mininteger
 local M = {}
 
 local function check_name(value, what)
-	if type(value) ~= "string" or value == "" then
-		error(("storage: %s must be a non-empty string"):format(what), 3)
-	end
+  if type(value) ~= "string" or value == "" then
+    error(("storage: %s must be a non-empty string"):format(what), 3)
+  end
 end
 
 local function check_count(value, what)
-	if math_type(value) ~= "integer" or value < 0 then
-		error(("storage: %s must be a non-negative integer"):format(what), 3)
-	end
+  if math_type(value) ~= "integer" or value < 0 then
+    error(("storage: %s must be a non-negative integer"):format(what), 3)
+  end
 end
 
 --- The store's methods ------------------------------------------------------------
 
 -- An integer of a rounded number (beyond the integers: the nearest end).
 local function whole(x)
-	if math_type(x) == "integer" then return x end
-	return x > 0 and maxinteger or mininteger
+  if math_type(x) == "integer" then return x end
+  return x > 0 and maxinteger or mininteger
 end
 
 -- The backend filter of a query: with/start/end as the backend compares
 -- them (integer seconds), or nil when no entry can match.
 local function filter(q)
-	local f = {}
-	if q.with ~= nil then
-		local p = type(q.with) == "string" and jid.prep(q.with)
-		if not p then error("storage: archive query with must be a JID", 3) end
-		if jid.resource(p) then f.peer = p else f.with = p end
-	end
-	for _, k in ipairs({ "start", "end" }) do
-		local t = q[k]
-		if t ~= nil and (type(t) ~= "number" or t ~= t) then
-			error(("storage: archive query %s must be a number of seconds"):format(k), 3)
-		end
-	end
-	-- times are whole seconds: t >= 1.5 is t >= 2, t <= 1.5 is t <= 1
-	if q.start then f.start = whole(ceil(q.start)) end
-	if q["end"] then f["end"] = whole(floor(q["end"])) end
-	return f
+  local f = {}
+  if q.with ~= nil then
+    local p = type(q.with) == "string" and jid.prep(q.with)
+    if not p then error("storage: archive query with must be a JID", 3) end
+    if jid.resource(p) then f.peer = p else f.with = p end
+  end
+  for _, k in ipairs({ "start", "end" }) do
+    local t = q[k]
+    if t ~= nil and (type(t) ~= "number" or t ~= t) then
+      error(("storage: archive query %s must be a number of seconds"):format(k), 3)
+    end
+  end
+  -- times are whole seconds: t >= 1.5 is t >= 2, t <= 1.5 is t <= 1
+  if q.start then f.start = whole(ceil(q.start)) end
+  if q["end"] then f["end"] = whole(floor(q["end"])) end
+  return f
 end
 
 local function install_store(Store, backend)
-	--- store:archive_add(user, entry [, keep [, keep_bytes]]) -> true | nil,
-	-- message: adds entry = { id =, time = integer seconds, with = the other
-	-- party's JID, data = the message's XML } as the newest of user's
-	-- archive; with keep, the oldest entries beyond keep are dropped, and
-	-- with keep_bytes, the oldest while the XML kept is more than that (the
-	-- newest entry always stays).
-	function Store:archive_add(user, entry, keep, keep_bytes)
-		check_name(user, "user")
-		if type(entry) ~= "table" then error("storage: an archive entry must be a table", 2) end
-		check_name(entry.id, "archive entry id")
-		if math_type(entry.time) ~= "integer" then error("storage: archive entry time must be integer seconds", 2) end
-		local peer = type(entry.with) == "string" and jid.prep(entry.with)
-		if not peer then error("storage: archive entry with must be a JID", 2) end
-		if type(entry.data) ~= "string" then error("storage: archive entry data must be a string (XML)", 2) end
-		if keep ~= nil then check_count(keep, "keep") end
-		if keep_bytes ~= nil then check_count(keep_bytes, "keep_bytes") end
-		return backend(self):archive_add(user, entry.id, entry.time, jid.bare(peer), peer, entry.data, keep, keep_bytes)
-	end
+  --- store:archive_add(user, entry [, keep [, keep_bytes]]) -> true | nil,
+  -- message: adds entry = { id =, time = integer seconds, with = the other
+  -- party's JID, data = the message's XML } as the newest of user's
+  -- archive; with keep, the oldest entries beyond keep are dropped, and
+  -- with keep_bytes, the oldest while the XML kept is more than that (the
+  -- newest entry always stays).
+  function Store:archive_add(user, entry, keep, keep_bytes)
+    check_name(user, "user")
+    if type(entry) ~= "table" then error("storage: an archive entry must be a table", 2) end
+    check_name(entry.id, "archive entry id")
+    if math_type(entry.time) ~= "integer" then error("storage: archive entry time must be integer seconds", 2) end
+    local peer = type(entry.with) == "string" and jid.prep(entry.with)
+    if not peer then error("storage: archive entry with must be a JID", 2) end
+    if type(entry.data) ~= "string" then error("storage: archive entry data must be a string (XML)", 2) end
+    if keep ~= nil then check_count(keep, "keep") end
+    if keep_bytes ~= nil then check_count(keep_bytes, "keep_bytes") end
+    return backend(self):archive_add(user, entry.id, entry.time, jid.bare(peer), peer, entry.data, keep, keep_bytes)
+  end
 
-	--- store:archive_query(user, q) -> page | nil, message, "item-not-found"
-	-- q = { with =, start =, ["end"] =, after = id, before = id or true,
-	-- max = n }: the entries matching with/start/end (count of them all),
-	-- at most max of them (oldest first) after the entry `after`, or the
-	-- last ones before the entry `before` (true: the end). page = { items =
-	-- { { id=, time=, with=, data= } }, count =, index = position of the
-	-- first item among all matches (nil when no items), complete = no
-	-- more matches in the paging direction }.
-	function Store:archive_query(user, q)
-		check_name(user, "user")
-		if type(q) ~= "table" then error("storage: an archive query must be a table", 2) end
-		check_count(q.max, "archive query max")
-		if q.after ~= nil then check_name(q.after, "archive query after") end
-		if q.before ~= nil and q.before ~= true then check_name(q.before, "archive query before") end
-		local b = backend(self)
-		local f = filter(q)
-		local count = b:archive_count(user, f)
-		local back = q.before ~= nil
-		local id = q.after
-		if back then id = q.before ~= true and q.before or nil end
-		if id then
-			local seq = b:archive_seq(user, id)
-			if not seq then return nil, "no entry " .. id .. " in the archive", "item-not-found" end
-			if back then f.below = seq else f.above = seq end
-		end
-		local rows = b:archive_rows(user, f, q.max + 1, back)
-		local complete = #rows <= q.max
-		rows[q.max + 1] = nil
-		local items, n = {}, #rows
-		for i, r in ipairs(rows) do
-			items[back and n - i + 1 or i] = { id = r.id, time = r.time, with = r.peer, data = r.data }
-		end
-		local page = { items = items, count = count, complete = complete }
-		if n > 0 then   -- the matches before the page's first item
-			local before = { with = f.with, peer = f.peer, start = f.start, ["end"] = f["end"] }
-			before.below = back and rows[n].seq or rows[1].seq
-			page.index = b:archive_count(user, before)
-		end
-		return page
-	end
+  --- store:archive_query(user, q) -> page | nil, message, "item-not-found"
+  -- q = { with =, start =, ["end"] =, after = id, before = id or true,
+  -- max = n }: the entries matching with/start/end (count of them all),
+  -- at most max of them (oldest first) after the entry `after`, or the
+  -- last ones before the entry `before` (true: the end). page = { items =
+  -- { { id=, time=, with=, data= } }, count =, index = position of the
+  -- first item among all matches (nil when no items), complete = no
+  -- more matches in the paging direction }.
+  function Store:archive_query(user, q)
+    check_name(user, "user")
+    if type(q) ~= "table" then error("storage: an archive query must be a table", 2) end
+    check_count(q.max, "archive query max")
+    if q.after ~= nil then check_name(q.after, "archive query after") end
+    if q.before ~= nil and q.before ~= true then check_name(q.before, "archive query before") end
+    local b = backend(self)
+    local f = filter(q)
+    local count = b:archive_count(user, f)
+    local back = q.before ~= nil
+    local id = q.after
+    if back then id = q.before ~= true and q.before or nil end
+    if id then
+      local seq = b:archive_seq(user, id)
+      if not seq then return nil, "no entry " .. id .. " in the archive", "item-not-found" end
+      if back then f.below = seq else f.above = seq end
+    end
+    local rows = b:archive_rows(user, f, q.max + 1, back)
+    local complete = #rows <= q.max
+    rows[q.max + 1] = nil
+    local items, n = {}, #rows
+    for i, r in ipairs(rows) do
+      items[back and n - i + 1 or i] = { id = r.id, time = r.time, with = r.peer, data = r.data }
+    end
+    local page = { items = items, count = count, complete = complete }
+    if n > 0 then   -- the matches before the page's first item
+      local before = { with = f.with, peer = f.peer, start = f.start, ["end"] = f["end"] }
+      before.below = back and rows[n].seq or rows[1].seq
+      page.index = b:archive_count(user, before)
+    end
+    return page
+  end
 end
 
 --- The memory backend's primitives ------------------------------------------------
@@ -134,66 +134,66 @@ end
 -- cleared), and ids -> entry.
 
 local function matches(e, f)
-	return (not f.with or e.with == f.with) and (not f.peer or e.peer == f.peer)
-		and (not f.start or e.time >= f.start) and (not f["end"] or e.time <= f["end"])
-		and (not f.above or e.seq > f.above) and (not f.below or e.seq < f.below)
+  return (not f.with or e.with == f.with) and (not f.peer or e.peer == f.peer)
+    and (not f.start or e.time >= f.start) and (not f["end"] or e.time <= f["end"])
+    and (not f.above or e.seq > f.above) and (not f.below or e.seq < f.below)
 end
 
 local function install_memory(Memory)
-	local function archive_of(self, user)
-		self.archives = self.archives or {}
-		local a = self.archives[user]
-		if not a then
-			a = { q = fifo.new(), ids = {} }      -- entries oldest first (q.bytes: their data), by id
-			self.archives[user] = a
-		end
-		return a
-	end
+  local function archive_of(self, user)
+    self.archives = self.archives or {}
+    local a = self.archives[user]
+    if not a then
+      a = { q = fifo.new(), ids = {} }      -- entries oldest first (q.bytes: their data), by id
+      self.archives[user] = a
+    end
+    return a
+  end
 
-	function Memory:archive_add(user, id, time, with, peer, data, keep, keep_bytes)
-		local a = archive_of(self, user)
-		if a.ids[id] then return nil, "storage: archive id " .. id .. " is taken" end
-		self.archive_seq_last = (self.archive_seq_last or 0) + 1
-		local e = { seq = self.archive_seq_last, id = id, time = time, with = with, peer = peer, data = data }
-		local q = a.q
-		q:push(e, #data)
-		a.ids[id] = e
-		while q.n > 1 and ((keep and q.n > keep) or (keep_bytes and q.bytes > keep_bytes)) do
-			a.ids[q:pop().id] = nil
-		end
-		return true
-	end
+  function Memory:archive_add(user, id, time, with, peer, data, keep, keep_bytes)
+    local a = archive_of(self, user)
+    if a.ids[id] then return nil, "storage: archive id " .. id .. " is taken" end
+    self.archive_seq_last = (self.archive_seq_last or 0) + 1
+    local e = { seq = self.archive_seq_last, id = id, time = time, with = with, peer = peer, data = data }
+    local q = a.q
+    q:push(e, #data)
+    a.ids[id] = e
+    while q.n > 1 and ((keep and q.n > keep) or (keep_bytes and q.bytes > keep_bytes)) do
+      a.ids[q:pop().id] = nil
+    end
+    return true
+  end
 
-	function Memory:archive_seq(user, id)
-		local e = self.archives and self.archives[user] and self.archives[user].ids[id]
-		return e and e.seq
-	end
+  function Memory:archive_seq(user, id)
+    local e = self.archives and self.archives[user] and self.archives[user].ids[id]
+    return e and e.seq
+  end
 
-	function Memory:archive_count(user, f)
-		local a, n = self.archives and self.archives[user], 0
-		if not a then return 0 end
-		local q = a.q
-		for i = q.first, q.first + q.n - 1 do
-			if matches(q[i], f) then n = n + 1 end
-		end
-		return n
-	end
+  function Memory:archive_count(user, f)
+    local a, n = self.archives and self.archives[user], 0
+    if not a then return 0 end
+    local q = a.q
+    for i = q.first, q.first + q.n - 1 do
+      if matches(q[i], f) then n = n + 1 end
+    end
+    return n
+  end
 
-	function Memory:archive_rows(user, f, limit, newest_first)
-		local a, out = self.archives and self.archives[user], {}
-		if not a then return out end
-		local q = a.q
-		local from, to, step = q.first, q.first + q.n - 1, 1
-		if newest_first then from, to, step = to, from, -1 end
-		for i = from, to, step do
-			if #out >= limit then break end
-			local e = q[i]
-			if matches(e, f) then
-				out[#out + 1] = { seq = e.seq, id = e.id, time = e.time, with = e.with, peer = e.peer, data = e.data }
-			end
-		end
-		return out
-	end
+  function Memory:archive_rows(user, f, limit, newest_first)
+    local a, out = self.archives and self.archives[user], {}
+    if not a then return out end
+    local q = a.q
+    local from, to, step = q.first, q.first + q.n - 1, 1
+    if newest_first then from, to, step = to, from, -1 end
+    for i = from, to, step do
+      if #out >= limit then break end
+      local e = q[i]
+      if matches(e, f) then
+        out[#out + 1] = { seq = e.seq, id = e.id, time = e.time, with = e.with, peer = e.peer, data = e.data }
+      end
+    end
+    return out
+  end
 end
 
 M.install_store = install_store

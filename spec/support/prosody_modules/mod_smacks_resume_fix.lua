@@ -11,8 +11,8 @@
 -- reported -- but then resumption does not succeed, and the specs show
 -- that it does.
 module:hook("smacks-hibernation-end", function(event)
-	local new, resumed = event.origin, event.resumed
-	if new and resumed and new.data then
-		resumed.data = new.data
-	end
+  local new, resumed = event.origin, event.resumed
+  if new and resumed and new.data then
+    resumed.data = new.data
+  end
 end)
