@@ -603,6 +603,14 @@ function lxmpp_Server:add_user(name, password) end
 ---@return any ...
 function lxmpp_Server:addresses() end
 
+--- Answers `stanza` with a stanza error (RFC 6120 §8.3: `type` such as `"cancel"`, `"modify"`, `"auth"` or `"wait"`, a defined `condition`, an optional human-readable `text`), routed back to its sender.
+---@param stanza lxmpp.Stanza
+---@param type any
+---@param condition any
+---@param text? string
+---@return any ...
+function lxmpp_Server:bounce(stanza, type, condition, text) end
+
 --- The bound client sessions, read-only (only binding, unbinding and XEP-0198 resumption change them).
 ---@return any ...
 function lxmpp_Server:each_session() end
