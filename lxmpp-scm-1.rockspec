@@ -116,7 +116,6 @@ build = {
       ["lxmpp.plugins.pubsub"] = "lua/lxmpp/plugins/pubsub.lua",
       ["lxmpp.plugins.upload"] = "lua/lxmpp/plugins/upload.lua",
       ["lxmpp.http"] = "lua/lxmpp/http.lua",
-      ["lxmpp.plugins.outgoing"] = "lua/lxmpp/plugins/outgoing.lua",
       ["lxmpp.plugins.disco"] = "lua/lxmpp/plugins/disco.lua",
       ["lxmpp.plugins.caps"] = "lua/lxmpp/plugins/caps.lua",
       ["lxmpp.plugins.time"] = "lua/lxmpp/plugins/time.lua",

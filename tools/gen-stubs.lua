@@ -29,7 +29,7 @@ G.PREFIXES = {
 
 -- The client plugins lxmpp comes with: the modules of lua/lxmpp/plugins/
 -- that lxmpp.register_plugin registers (not those that install themselves
--- into the client class, such as outgoing.lua).
+-- into the client class).
 function G.plugins()
   local dir = assert(package.searchpath("lxmpp.client", package.path)):gsub("client%.lua$", "plugins")
   local list = {}

@@ -13,7 +13,7 @@
 -- Internal: c:start_tls, c:read, c:time_left and c:fail are what the feature
 -- modules negotiate with, c:establish what reconnect.lua and register.lua
 -- connect with, Client.add_setup the per-client hook of a plugin that is not
--- an object (outgoing.lua); none is API (docs/api.md "Plugins"). The rest of
+-- an object; none is API (docs/api.md "Plugins"). The rest of
 -- the negotiation (opening the stream, the candidates, one attempt) is local
 -- to this file.
 
@@ -278,9 +278,9 @@ function install_plugins(self)
 end
 
 -- The plugins lxmpp comes with, in the order they load (discovery and
--- capabilities before the XEP plugins that register features there). The
--- "stanza-out" hook several of them use goes first (outgoing.lua).
-require("lxmpp.plugins.outgoing").install(Client)
+-- capabilities before the XEP plugins that register features there). Those
+-- that add to what the client sends hook "stanza-out", the first stage of
+-- c:send (session.lua).
 for _, name in ipairs({
   "roster", "presence", "muc", "muc_admin", "rpc", "ibb", "register", "vcard", "pubsub", "upload",
   "disco", "caps", "time", "last", "delay", "commands", "receipts", "chatstates", "stanzaid",

@@ -21,7 +21,6 @@
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local session = require "lxmpp.session"
-local sm_mod = require "lxmpp.features.sm"
 local fifo = require "lxmpp.fifo"
 
 local type, error, pairs, ipairs, math_random, math_min =
@@ -71,38 +70,8 @@ function M.install(Client)
   ---------------------------------------------------------------------------
   -- sending
 
-  -- Writes on the established stream; stanzas that count go through stream
-  -- management, which keeps them until acknowledged.
-  function Client:write_now(xml, stanza)
-    local sm = self.sm
-    if sm and sm.enabled and sm_mod.counts(stanza) then return sm:send(xml) end
-    return self.conn:write(xml)
-  end
-
-  --- c:send(stanza) -> true | nil, message, condition. While the client
-  -- reconnects, stanzas wait (up to max_queued) and go out once it is back.
-  function Client:send(stanza)
-    -- a message sent again after a failed resumption keeps its id: the
-    -- receiver's only way to tell it from the first copy
-    if stanza.name == "message" and stanza.attr and not stanza.attr.id then stanza.attr.id = session.new_id() end
-    local xml = self:serialize(stanza)
-    if stanza.name == "presence" and not stanza.attr.to
-        and (stanza.attr.type == nil or stanza.attr.type == "unavailable") then
-      self.last_presence = stanza.attr.type == nil and { xml, stanza } or nil
-    end
-    if self.online and not self.flushing then return self:write_now(xml, stanza) end
-    if self.reconnecting or self.flushing then
-      if self.offline.n >= self.max_queued then
-        return nil, "too many stanzas wait for the reconnection", "resource-constraint"
-      end
-      self.offline:push({ xml, stanza })
-      return true
-    end
-    if self.negotiating and not self.closing then
-      return nil, "not connected yet (lxmpp.connect has not returned)", "closed"
-    end
-    return nil, "not connected", "closed"
-  end
+  -- c:send, its output stage (the offline queue while reconnecting) and
+  -- write_now are session.lua's: the one way out of a session.
 
   -- Sends what waited for the reconnection, in order.
   function Client:flush_offline()

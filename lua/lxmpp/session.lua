@@ -16,6 +16,7 @@ local jid = require "lxmpp.jid"
 local redact = require "lxmpp.redact"
 local fifo = require "lxmpp.fifo"
 local stream_error = require "lxmpp.stream_error"
+local sm_feature = require "lxmpp.features.sm"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, string_format, io =
   setmetatable, type, error, tostring, pairs, ipairs, select, string.format, io
@@ -152,8 +153,64 @@ function Session:from_own_account(from)
   return from == nil or jid.equal(from, self.bare_jid or "") or jid.equal(from, self.jid or "")
 end
 
---- Sends a stanza; true, or nil, message, condition.
-Session.send = Session.write_stanza
+---------------------------------------------------------------------------
+-- The way out: every stanza a session sends takes this one path.
+--
+--   c:send(stanza)
+--   1. "stanza-out" handlers on the session's bus may add children to it
+--      (XEP-0115 caps, XEP-0153 avatar hashes, XEP-0359 origin-ids,
+--      XEP-0184 requests, XEP-0012's idle clock);
+--   2. ids: an iq always gets one, and a message too (a message sent again
+--      after a failed XEP-0198 resumption keeps its id: the receiver's only
+--      way to tell it from the first copy);
+--   3. serialization, and the debug log (Session:serialize);
+--   4. output (Session:output): a client's broadcast presence is kept, to
+--      be restored on a new session; then XEP-0198's queue when stream
+--      management is enabled and the stanza counts, the reconnection's
+--      queue while the link is being restored, or the connection.
+-- Negotiation steps write with write_stanza (3, then the connection).
+
+--- c:send(stanza) -> true | nil, message, condition.
+function Session:send(stanza)
+  if not st.is_stanza(stanza) then error("send: expected a stanza", 2) end
+  local bus = self.bus
+  if bus and bus:has("stanza-out") then bus:fire("stanza-out", stanza) end
+  if stanza.name == "message" and not stanza.attr.id then stanza.attr.id = M.new_id() end
+  return self:output(self:serialize(stanza), stanza)
+end
+
+--- Writes on the established stream: through stream management when it is
+-- enabled and the stanza counts (kept until acknowledged), else straight.
+function Session:write_now(xml, stanza)
+  local sm = self.sm
+  if sm and sm.enabled and sm_feature.counts(stanza) then return sm:send(xml) end
+  return self.conn:write(xml)
+end
+
+--- The output stage of c:send (above).
+function Session:output(xml, stanza)
+  local offline = self.offline
+  if offline == nil then                 -- no reconnection (components)
+    if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+    return self.conn:write(xml)
+  end
+  if stanza.name == "presence" and not stanza.attr.to
+      and (stanza.attr.type == nil or stanza.attr.type == "unavailable") then
+    self.last_presence = stanza.attr.type == nil and { xml, stanza } or nil
+  end
+  if self.online and not self.flushing then return self:write_now(xml, stanza) end
+  if self.reconnecting or self.flushing then
+    if offline.n >= self.max_queued then
+      return nil, "too many stanzas wait for the reconnection", "resource-constraint"
+    end
+    offline:push({ xml, stanza })
+    return true
+  end
+  if self.negotiating and not self.closing then
+    return nil, "not connected yet (lxmpp.connect has not returned)", "closed"
+  end
+  return nil, "not connected", "closed"
+end
 
 ---------------------------------------------------------------------------
 -- reading while negotiating
