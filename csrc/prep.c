@@ -76,6 +76,23 @@ static int is_dot(uint32_t cp) {
   return cp == 0x002E || cp == 0x3002 || cp == 0xFF0E || cp == 0xFF61;
 }
 
+/* Where the label starting at cps[start] ends: the next separator, or n. */
+static size_t label_end(const uint32_t *cps, size_t start, size_t n) {
+  while (start < n && !is_dot(cps[start]))
+    start++;
+  return start;
+}
+
+/* check_input, then the UTF-8 decoding into cps (LX_IDN_MAX_IN code points
+ * at most): what lx_idn_to_ascii and lx_idn_to_unicode start with. */
+static const char *decode_input(const char *in, size_t len, uint32_t *cps,
+                                size_t *n) {
+  const char *err = check_input(in, len);
+  if (err == NULL)
+    err = lx_utf8_to_cps(in, len, cps, n);
+  return err;
+}
+
 static int idna_flags(int strict) {
   return IDNA_USE_STD3_ASCII_RULES | (strict ? 0 : IDNA_ALLOW_UNASSIGNED);
 }
@@ -86,17 +103,13 @@ const char *lx_idn_to_ascii(const char *in, size_t len, int strict, char *out,
   char label[65]; /* 63 characters, NUL, and a spare NUL (see below) */
   size_t n = 0, start = 0, o = 0;
   int flags = idna_flags(strict);
-  const char *err = check_input(in, len);
+  const char *err = decode_input(in, len, cps, &n);
   *outlen = 0;
-  if (err == NULL)
-    err = lx_utf8_to_cps(in, len, cps, &n);
   if (err != NULL)
     return err;
   for (;;) {
-    size_t end = start, llen, i;
+    size_t end = label_end(cps, start, n), llen, i;
     int rc, ascii = 1;
-    while (end < n && !is_dot(cps[end]))
-      end++;
     if (end == start)
       return "empty label";
     for (i = start; i < end; i++)
@@ -133,17 +146,14 @@ const char *lx_idn_to_unicode(const char *in, size_t len, int strict,
   uint32_t label[LX_IDN_MAX_IN + 1];
   size_t n = 0, start = 0, o = 0;
   int flags = idna_flags(strict);
-  const char *err = check_input(in, len);
+  const char *err = decode_input(in, len, cps, &n);
   *outlen = 0;
-  if (err == NULL)
-    err = lx_utf8_to_cps(in, len, cps, &n);
   if (err != NULL)
     return err;
   for (;;) {
-    size_t end = start, llen = sizeof label / sizeof label[0];
+    size_t end = label_end(cps, start, n);
+    size_t llen = sizeof label / sizeof label[0];
     int rc;
-    while (end < n && !is_dot(cps[end]))
-      end++;
     if (end == start)
       return "empty label";
     /* Output never exceeds the room given: the punycode decoder is bounded

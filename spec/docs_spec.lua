@@ -194,7 +194,7 @@ for name in ([[
 	init_reconnect reconnect_loop came_back went_online link_lost end_session flush_offline write_now output
 	start_keepalive stop_keepalive keepalive_tick report_unacked requeue_unacked on_added
 	attach open_stream on_open on_stanza on_stream_close incoming route answer_iq hook_child
-	finish_negotiation reply_from_ok from_own_account fire_user fail_pending lost stream_error
+	finish_negotiation reply_from_ok from_own_account refuse_foreign_push fire_user fail_pending lost stream_error
 	serialize write_stanza push log describe
 ]]):gmatch("%S+") do CLIENT_INTERNAL[name] = true end
 

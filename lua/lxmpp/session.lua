@@ -153,6 +153,17 @@ function Session:from_own_account(from)
   return from == nil or jid.equal(from, self.bare_jid or "") or jid.equal(from, self.jid or "")
 end
 
+-- c:refuse_foreign_push(iq, what) -> nil | error reply: nil when the push
+-- comes from our own account; otherwise logs the refusal (`what` names the
+-- push, "roster push") and returns the service-unavailable error to answer
+-- with, as RFC 6121 §2.1.6 asks of a push from anyone else.
+function Session:refuse_foreign_push(iq, what)
+  local from = iq.attr.from
+  if self:from_own_account(from) then return nil end
+  self:log("warn", "refused a %s from %s", what, tostring(from))
+  return st.error_reply(iq, "cancel", "service-unavailable")
+end
+
 ---------------------------------------------------------------------------
 -- The way out: every stanza a session sends takes this one path.
 --

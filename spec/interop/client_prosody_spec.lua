@@ -5,6 +5,7 @@ local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local st = lxmpp.stanza
 local prosody = require "spec.support.prosody"
+local scenarios = require "spec.support.server_scenarios"
 
 local srv
 
@@ -290,38 +291,9 @@ describe("client against Prosody", function()
 
   describe("component (XEP-0114)", function()
     it("authenticates with the handshake and exchanges stanzas", function()
-      run(function()
-        local comp = lxmpp.component({ jid = srv.component, secret = srv.component_secret,
-          host = "127.0.0.1", port = srv.component_port })
-        assert.is_true(comp:connect())
-        local got = lxmpp.task.waiter()
-        comp:on("message", function(m) got:wake(m) end)
-        local alice = assert(lxmpp.connect(opts("alice")))
-        alice:send_message("echo@" .. srv.component, "to the gateway")
-        local m = got:wait()
-        assert.equal("to the gateway", m:get_child_text("body"))
-        assert.equal("alice@example.test/spec", m.attr.from)
-        -- and back: a component may send from any JID at its domain
-        local back = lxmpp.task.waiter()
-        alice:on("message", function(r) back:wake(r) end)
-        comp:send(st.message({ to = alice.jid, from = "echo@" .. srv.component, type = "chat" }, "echoed"))
-        assert.equal("echoed", back:wait():get_child_text("body"))
-        local r = assert(comp:request(st.iq({ type = "get", to = "example.test", from = srv.component })
-          :tag("ping", { xmlns = "urn:xmpp:ping" })))
-        assert.equal("result", r.attr.type)
-        alice:close()
-        comp:close()
-      end)
+      run(function() scenarios.component_round_trip(srv, opts("alice")) end)
     end)
 
-    it("fails with not-authorized on a wrong secret", function()
-      run(function()
-        local comp = lxmpp.component({ jid = srv.component, secret = "wrong",
-          host = "127.0.0.1", port = srv.component_port })
-        local ok, _, cond = comp:connect()
-        assert.is_nil(ok)
-        assert.equal("not-authorized", cond)
-      end)
-    end)
+    it("fails with not-authorized on a wrong secret", function() run(function() scenarios.component_wrong_secret(srv) end) end)
   end)
 end)

@@ -6,12 +6,12 @@
 -- enable, ack, and resume after the link is cut.
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
-local st = lxmpp.stanza
 local ejabberd = require "spec.support.ejabberd"
 local faultproxy = require "spec.support.faultproxy"
 local clients = require "spec.support.clients"
 local assert_clean = require "spec.support.clean"
 local pki = require "spec.support.pki"
+local scenarios = require "spec.support.server_scenarios"
 
 local USERS = { alice = "alice-secret", bob = "bob-secret", carol = "carol-secret" }
 local srv
@@ -228,40 +228,10 @@ describe("client against ejabberd", function()
 
   describe("component (XEP-0114)", function()
     it("authenticates with the handshake and exchanges stanzas both ways", function()
-      run(function()
-        local comp = lxmpp.component({ jid = srv.component, secret = srv.component_secret,
-          host = "127.0.0.1", port = srv.component_port })
-        assert.is_true(comp:connect())
-        local got = lxmpp.task.waiter()
-        comp:on("message", function(m) got:wake(m) end)
-        local alice = assert(lxmpp.connect(opts("alice")))
-        alice:send_message("echo@" .. srv.component, "to the gateway")
-        local m = got:wait()
-        assert.equal("to the gateway", m:get_child_text("body"))
-        assert.equal(alice.jid, m.attr.from)
-        local back = lxmpp.task.waiter()
-        alice:on("message", function(r) back:wake(r) end)
-        comp:send(st.message({ to = alice.jid, from = "echo@" .. srv.component, type = "chat" }, "echoed"))
-        local r = back:wait()
-        assert.equal("echoed", r:get_child_text("body"))
-        assert.equal("echo@" .. srv.component, r.attr.from)
-        local pong = assert(comp:request(st.iq({ type = "get", to = "example.test", from = srv.component })
-          :tag("ping", { xmlns = "urn:xmpp:ping" })))
-        assert.equal("result", pong.attr.type)
-        alice:close()
-        comp:close()
-      end)
+      run(function() scenarios.component_round_trip(srv, opts("alice")) end)
     end)
 
-    it("fails with not-authorized on a wrong secret", function()
-      run(function()
-        local comp = lxmpp.component({ jid = srv.component, secret = "wrong",
-          host = "127.0.0.1", port = srv.component_port })
-        local ok, _, cond = comp:connect()
-        assert.is_nil(ok)
-        assert.equal("not-authorized", cond)
-      end)
-    end)
+    it("fails with not-authorized on a wrong secret", function() run(function() scenarios.component_wrong_secret(srv) end) end)
   end)
 
   it("stream management: enabled, acks, and resumes the session after the link is cut", function()

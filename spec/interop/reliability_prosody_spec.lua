@@ -103,6 +103,36 @@ local function events(c)
   return ev
 end
 
+-- Runs fn(proxy1, proxy2, ...) in lxmpp.run with one fault proxy in front
+-- of the server per seed, and stops the proxies whatever happened.
+local function with_proxies(seeds, fn)
+  local proxies = {}
+  for i, seed in ipairs(seeds) do proxies[i] = faultproxy.start({ target_port = srv.port, seed = seed }) end
+  local ok, err = pcall(run, function() fn(table.unpack(proxies)) end)
+  for _, p in ipairs(proxies) do p:stop() end
+  assert(ok, err)
+end
+
+-- alice (through pa) sends m1..mN to bob while her links are cut at random
+-- and once stay down past the resumption window; returns when all is acked.
+local function send_past_the_window(pa, alice, bob)
+  pa:cmd("cut 6000 40000")
+  pa:cmd("cutnow")
+  send_all(alice, bob.jid, past_the_window(pa, alice))
+  assert.is_true(alice:wait_acked(60 * SLOW))
+end
+
+-- How many of the reconnections (events(c).reconnected) began a new session.
+local function new_sessions(ev)
+  local fresh = 0
+  for _, resumed in ipairs(ev.reconnected) do if not resumed then fresh = fresh + 1 end end
+  return fresh
+end
+
+local function assert_cut_often(pa)
+  assert.is_true(pa:status().cuts >= MIN_CUTS, "only " .. pa:status().cuts .. " cuts")
+end
+
 describe("reliability against Prosody through a fault proxy", function()
   setup(function()
     -- mod_smacks_resume_fix: see spec/support/prosody_modules (a Prosody
@@ -120,9 +150,7 @@ describe("reliability against Prosody through a fault proxy", function()
   end)
 
   it("delivers 5,000 messages exactly once while both links are cut at random 20+ times", function()
-    local pa = faultproxy.start({ target_port = srv.port, seed = 1001 })
-    local pb = faultproxy.start({ target_port = srv.port, seed = 2002 })
-    local ok, err = pcall(run, function()
+    with_proxies({ 1001, 2002 }, function(pa, pb)
       local alice = assert(lxmpp.connect(client_opts("alice", pa.port)))
       local bob = assert(lxmpp.connect(client_opts("bob", pb.port)))
       local ea, eb = events(alice), events(bob)
@@ -151,14 +179,10 @@ describe("reliability against Prosody through a fault proxy", function()
       alice:close()
       bob:close()
     end)
-    pa:stop()
-    pb:stop()
-    assert(ok, err)
   end)
 
   it("by default sends again what a resumption past the window left unacknowledged: every message arrives", function()
-    local pa = faultproxy.start({ target_port = srv.port, seed = 3003 })
-    local ok, err = pcall(run, function()
+    with_proxies({ 3003 }, function(pa)
       local alice = assert(lxmpp.connect(client_opts("alice", pa.port)))
       local bob = assert(lxmpp.connect(client_opts("bob", srv.port)))
       local ea = events(alice)
@@ -171,10 +195,7 @@ describe("reliability against Prosody through a fault proxy", function()
           table.insert(ids[body], m.attr.id)
         end
       end)
-      pa:cmd("cut 6000 40000")
-      pa:cmd("cutnow")
-      send_all(alice, bob.jid, past_the_window(pa, alice))
-      assert.is_true(alice:wait_acked(60 * SLOW))
+      send_past_the_window(pa, alice, bob)
       assert(wait_for(function() return got.n >= N end, 20), ("bob got %d of %d"):format(got.n, N))
       local missing = {}
       for i = 1, N do if not got.count["m" .. i] then missing[#missing + 1] = "m" .. i end end
@@ -185,28 +206,20 @@ describe("reliability against Prosody through a fault proxy", function()
       for body, list in pairs(ids) do
         for k = 2, #list do assert.equal(list[1], list[k], body) end
       end
-      local fresh = 0
-      for _, resumed in ipairs(ea.reconnected) do if not resumed then fresh = fresh + 1 end end
-      assert.equal(1, fresh)                              -- the window passed once
-      assert.is_true(pa:status().cuts >= MIN_CUTS, "only " .. pa:status().cuts .. " cuts")
+      assert.equal(1, new_sessions(ea))                   -- the window passed once
+      assert_cut_often(pa)
       alice:close()
       bob:close()
     end)
-    pa:stop()
-    assert(ok, err)
   end)
 
   it("reports every unacknowledged message when the link stays down past the resumption window (resend_unacked = false)", function()
-    local pa = faultproxy.start({ target_port = srv.port, seed = 3003 })
-    local ok, err = pcall(run, function()
+    with_proxies({ 3003 }, function(pa)
       local alice = assert(lxmpp.connect(client_opts("alice", pa.port, { resend_unacked = false })))
       local bob = assert(lxmpp.connect(client_opts("bob", srv.port)))
       local ea = events(alice)
       local got = receiver(bob)
-      pa:cmd("cut 6000 40000")
-      pa:cmd("cutnow")
-      send_all(alice, bob.jid, past_the_window(pa, alice))
-      assert.is_true(alice:wait_acked(60 * SLOW))
+      send_past_the_window(pa, alice, bob)
       local reported = {}
       for _, u in ipairs(ea.unacked) do
         local body = u[1]:get_child_text("body")
@@ -229,22 +242,18 @@ describe("reliability against Prosody through a fault proxy", function()
       assert.equal(0, both)                               -- the server's h said exactly what it had
       assert.is_true(next(reported) ~= nil, "nothing was reported")
       -- one new session, after the window; resumptions otherwise
-      local fresh, reasons = 0, {}
-      for _, resumed in ipairs(ea.reconnected) do if not resumed then fresh = fresh + 1 end end
+      local reasons = {}
       for _, u in ipairs(ea.unacked) do reasons[u[2]] = true end
-      assert.equal(1, fresh, "new sessions; reasons: " .. table.concat((function()
+      assert.equal(1, new_sessions(ea), "new sessions; reasons: " .. table.concat((function()
         local l = {} for r in pairs(reasons) do l[#l + 1] = r end return l end)(), "; "))
-      assert.is_true(pa:status().cuts >= MIN_CUTS, "only " .. pa:status().cuts .. " cuts")
+      assert_cut_often(pa)
       alice:close()
       bob:close()
     end)
-    pa:stop()
-    assert(ok, err)
   end)
 
   it("finds a half-open link within the keepalive interval, and a waiting request gets its reply", function()
-    local pa = faultproxy.start({ target_port = srv.port, seed = 4004 })
-    local ok, err = pcall(run, function()
+    with_proxies({ 4004 }, function(pa)
       local alice = assert(lxmpp.connect(client_opts("alice", pa.port, { keepalive = SLOW })))
       local ea = events(alice)
       pa:cmd("stall")
@@ -260,13 +269,10 @@ describe("reliability against Prosody through a fault proxy", function()
       assert.same({}, ea.unacked)
       alice:close()
     end)
-    pa:stop()
-    assert(ok, err)
   end)
 
   it("backs off while new connections are refused, then resumes and delivers what waited", function()
-    local pa = faultproxy.start({ target_port = srv.port, seed = 5005 })
-    local ok, err = pcall(run, function()
+    with_proxies({ 5005 }, function(pa)
       local alice = assert(lxmpp.connect(client_opts("alice", pa.port)))
       local bob = assert(lxmpp.connect(client_opts("bob", srv.port)))
       local ea = events(alice)
@@ -282,13 +288,10 @@ describe("reliability against Prosody through a fault proxy", function()
       alice:close()
       bob:close()
     end)
-    pa:stop()
-    assert(ok, err)
   end)
 
   it("a bot restarted within the window resumes its session from a saved state", function()
-    local pa = faultproxy.start({ target_port = srv.port, seed = 6006 })
-    local ok, err = pcall(run, function()
+    with_proxies({ 6006 }, function(pa)
       local saved
       local function store(state) saved = state end
       local alice = assert(lxmpp.connect(client_opts("alice", pa.port, { reconnect = false,
@@ -315,8 +318,6 @@ describe("reliability against Prosody through a fault proxy", function()
       assert.is_nil(saved)
       bob:close()
     end)
-    pa:stop()
-    assert(ok, err)
   end)
 
   it("does not reconnect when another client takes its resource", function()

@@ -86,11 +86,8 @@ end
 
 function M:init(c)
   c:handle_iq(NS_BLOCKING, function(iq)
-    local from = iq.attr.from
-    if not c:from_own_account(from) then
-      c:log("warn", "refused a block list push from %s", tostring(from))
-      return st.error_reply(iq, "cancel", "service-unavailable")
-    end
+    local refused = c:refuse_foreign_push(iq, "block list push")
+    if refused then return refused end
     local el = iq.tags[1]
     if iq.attr.type ~= "set" or (el.name ~= "block" and el.name ~= "unblock") then
       return st.error_reply(iq, "cancel", "bad-request")

@@ -73,6 +73,17 @@ local function check_node(node, fname)
   if node ~= nil and type(node) ~= "string" then error(fname .. ": node must be a string", 3) end
 end
 
+-- Asks `to` (our server when nil) for a disco <query/> of namespace ns
+-- (at node) and returns the answer's <query/>, or nil, message, condition.
+local function query(c, ns, what, to, node, timeout)
+  local r, msg, cond = c:request(st.iq({ type = "get", to = to or c.domain })
+    :tag("query", { xmlns = ns, node = node }), timeout)
+  if not r then return nil, msg, cond end
+  local q = r:get_child("query", ns)
+  if not q then return nil, "the " .. what .. " answer has no query", "bad-request" end
+  return q
+end
+
 -- The plugin object, c.disco (docs/api.md "Plugins"): .features (a set of
 -- vars), .identities, .forms and .nodes (node -> handler) are what we answer.
 M.forwards = { disco_info = "info", disco_items = "items", add_feature = "add_feature",
@@ -83,12 +94,8 @@ disco_node = "node", own_info = "own_info" }
 function M:info(to, node, timeout)
   check_to(to, "disco_info")
   check_node(node, "disco_info")
-  local c = self.client
-  local r, msg, cond = c:request(st.iq({ type = "get", to = to or c.domain })
-    :tag("query", { xmlns = NS_INFO, node = node }), timeout)
-  if not r then return nil, msg, cond end
-  local q = r:get_child("query", NS_INFO)
-  if not q then return nil, "the disco#info answer has no query", "bad-request" end
+  local q, msg, cond = query(self.client, NS_INFO, "disco#info", to, node, timeout)
+  if not q then return nil, msg, cond end
   return M.read_info(q), q
 end
 
@@ -96,12 +103,8 @@ end
 function M:items(to, node, timeout)
   check_to(to, "disco_items")
   check_node(node, "disco_items")
-  local c = self.client
-  local r, msg, cond = c:request(st.iq({ type = "get", to = to or c.domain })
-    :tag("query", { xmlns = NS_ITEMS, node = node }), timeout)
-  if not r then return nil, msg, cond end
-  local q = r:get_child("query", NS_ITEMS)
-  if not q then return nil, "the disco#items answer has no query", "bad-request" end
+  local q, msg, cond = query(self.client, NS_ITEMS, "disco#items", to, node, timeout)
+  if not q then return nil, msg, cond end
   local items = {}
   for it in q:childtags("item") do
     local j = it.attr.jid and jid.prep(it.attr.jid)

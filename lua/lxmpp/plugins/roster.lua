@@ -94,11 +94,8 @@ end
 -- roster pushes
 function M:init(c)
   c:handle_iq(NS_ROSTER, function(iq)
-    local from = iq.attr.from
-    if not c:from_own_account(from) then
-      c:log("warn", "refused a roster push from %s", tostring(from))
-      return st.error_reply(iq, "cancel", "service-unavailable")
-    end
+    local refused = c:refuse_foreign_push(iq, "roster push")
+    if refused then return refused end
     if iq.attr.type ~= "set" then return st.error_reply(iq, "cancel", "bad-request") end
     local query = iq.tags[1]
     local items = {}
