@@ -521,6 +521,8 @@ end
 -- true, or nil, message, condition.
 function Session:wait_drain(timeout)
   if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+  local info = self.conn:info()
+  if info and info.queued == 0 then return true end     -- nothing waits for the peer
   local w = task.waiter("wait_drain", 1)
   self.drain_waiters = self.drain_waiters or {}
   self.drain_waiters[#self.drain_waiters + 1] = w
