@@ -286,6 +286,12 @@ function M.install(Client)
   ---------------------------------------------------------------------------
   -- closing
 
+  -- Nothing left to deliver: every stanza sent acknowledged, none waiting
+  -- for the reconnection.
+  local function all_acked(self)
+    return self.sm:unacked() == 0 and self.offline.n == 0
+  end
+
   --- c:wait_acked([timeout]): waits until the server has acknowledged every
   -- stanza sent so far (XEP-0198). true, or nil, message, condition.
   function Client:wait_acked(timeout)
@@ -295,7 +301,7 @@ function M.install(Client)
     if not self.sm or (self.online and not self.sm.enabled) then
       return nil, "the server does not acknowledge stanzas (no stream management)", "feature-not-implemented"
     end
-    if self.sm:unacked() == 0 and self.offline.n == 0 then return true end
+    if all_acked(self) then return true end
     local deadline = core.now() + (timeout or 30)
     while core.now() < deadline do
       if self.online and not self.flushing and self.sm.enabled then
@@ -303,10 +309,10 @@ function M.install(Client)
       else
         task.sleep(math_min(0.05, deadline - core.now()))
       end
-      if self.sm:unacked() == 0 and self.offline.n == 0 then return true end
+      if all_acked(self) then return true end
       if self.closing or not (self.online or self.reconnecting) then break end
     end
-    if self.sm:unacked() == 0 and self.offline.n == 0 then return true end
+    if all_acked(self) then return true end
     return nil, "stanzas still unacknowledged", "timeout"
   end
 

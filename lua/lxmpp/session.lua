@@ -139,12 +139,16 @@ function Session:serialize(stanza)
   return xml
 end
 
+-- The XML on the current connection, if there is one.
+local function write_conn(self, xml)
+  if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+  return self.conn:write(xml)
+end
+
 --- Writes a stanza on the current connection, whatever the session's
 -- state (negotiation features use this); true, or nil, message, condition.
 function Session:write_stanza(stanza)
-  local xml = self:serialize(stanza)
-  if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
-  return self.conn:write(xml)
+  return write_conn(self, self:serialize(stanza))
 end
 
 --- Is `from` our own account (no from, our bare JID or our full JID)?
@@ -201,10 +205,7 @@ end
 --- The output stage of c:send (above).
 function Session:output(xml, stanza)
   local offline = self.offline
-  if offline == nil then                 -- no reconnection (components)
-    if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
-    return self.conn:write(xml)
-  end
+  if offline == nil then return write_conn(self, xml) end   -- no reconnection (components)
   if stanza.name == "presence" and not stanza.attr.to
       and (stanza.attr.type == nil or stanza.attr.type == "unavailable") then
     self.last_presence = stanza.attr.type == nil and { xml, stanza } or nil
