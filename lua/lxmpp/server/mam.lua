@@ -92,11 +92,13 @@ end
 -- Archive ids: 24 random hex digits (unique, unguessable), from random
 -- bytes drawn 21 ids at a time: a draw per message cost more than the rest
 -- of archiving it.
-local ID_BYTES, POOL_IDS = 12, 21     -- core.random gives at most 256 bytes a call
+local ID_FORMAT = "<I8I4"                              -- 12 bytes, as two integers
+local ID_SIZE = string.packsize(ID_FORMAT)
+local POOL_BYTES = 256 // ID_SIZE * ID_SIZE             -- core.random gives at most 256 bytes a call
 local pool, pool_pos = "", 1
 local function new_archive_id()
-  if pool_pos > #pool then pool, pool_pos = core.random(ID_BYTES * POOL_IDS), 1 end
-  local a, b, next_pos = string.unpack("<I8I4", pool, pool_pos)
+  if pool_pos > #pool then pool, pool_pos = core.random(POOL_BYTES), 1 end
+  local a, b, next_pos = string.unpack(ID_FORMAT, pool, pool_pos)
   pool_pos = next_pos
   return ("%016x%08x"):format(a, b)
 end
