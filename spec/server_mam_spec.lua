@@ -325,7 +325,7 @@ describe("embedded server archives (XEP-0313)", function()
     end)
   end)
 
-  it("keeps no account archives with archive = false: no stanza-id, no MAM, rooms unaffected", function()
+  it("keeps no account archives with archive = false: no stanza-id, no MAM, nothing advertised", function()
     assert.has_error(function() lxmpp.server({ archive = "no" }) end)
     serve.run({ users = USERS, archive = false }, function(srv, port)
       local a = assert(serve.login(port, "alice", "alice-pw"))
