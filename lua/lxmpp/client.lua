@@ -371,9 +371,8 @@ local function open(self)
   if not header then return nil, msg, cond end
   if not header.open then return nil, "expected a stream header", "bad-format" end
   local a = header.open
-  if a.xmlns ~= M.NS_CLIENT then
-    return nil, "the server's stream is not in the jabber:client namespace", "invalid-namespace"
-  end
+  local bad, why = self.conn.framing.check_open(a, M.NS_CLIENT)
+  if bad then return nil, "the server's stream header: " .. why, bad end
   local major = tonumber((a.version or "0"):match("^(%d+)%."))
   if not major or major < 1 then return nil, "the server does not speak XMPP 1.0", "unsupported-version" end
   self.stream_id = a.id
@@ -389,7 +388,7 @@ end
 --- Runs the whole negotiation on a connected conn. true or nil, msg, cond.
 local function negotiate(self)
   self.negotiating = true
-  self.tls_active = false
+  self.tls_active = self.conn.encrypted == true      -- protected below the stream (lxmpp.transport)
   self.authenticated = false
   self.bound = false
   self.session_done = false

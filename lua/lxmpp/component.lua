@@ -55,8 +55,9 @@ function Component:connect()
   local header
   if ok then header, msg, cond = self:read(self.opts.timeout) end
   if header and not header.open then header, msg, cond = nil, "expected a stream header", "bad-format" end
-  if header and header.open.xmlns ~= M.NS_COMPONENT then
-    header, msg, cond = nil, "the server's stream is not jabber:component:accept", "invalid-namespace"
+  if header then
+    local bad, why = conn.framing.check_open(header.open, M.NS_COMPONENT)
+    if bad then header, msg, cond = nil, "the server's stream header: " .. why, bad end
   end
   if header and not header.open.id then header, msg, cond = nil, "the server sent no stream id", "bad-format" end
   if header then

@@ -1,10 +1,11 @@
 -- lxmpp.net: TCP connections as objects that tasks can wait on, over the C
--- connections of csrc/net.c. Each C event arrives through the dispatcher as
+-- connections of csrc/net.c: the TCP transport of lxmpp.transport. Each C event arrives through the dispatcher as
 -- ("net", owner, event, ...); owner is the Lua object below, and its
 -- handlers run synchronously (they must not wait: spawn a task to wait).
 
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
+local transport = require "lxmpp.transport"
 
 local setmetatable, type, error, tostring, pcall, pairs = setmetatable, type, error, tostring, pcall, pairs
 
@@ -16,7 +17,9 @@ Conn.__index = Conn
 local live = setmetatable({}, { __mode = "k" })   -- open connections
 
 local function new_conn(c)
-  local conn = setmetatable({ c = c, handlers = {}, closed = false }, Conn)
+  -- a transport (lxmpp.transport) framed as an XML document; TLS, when
+  -- there is any, is started on it by the stream (STARTTLS or direct TLS)
+  local conn = setmetatable({ c = c, handlers = {}, closed = false, encrypted = false, framing = transport.xml }, Conn)
   live[conn] = true
   return conn
 end

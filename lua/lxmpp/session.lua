@@ -85,7 +85,8 @@ end
 ---------------------------------------------------------------------------
 -- the connection
 
---- Attaches a connected lxmpp.net connection and starts parsing.
+--- Attaches a connected transport (lxmpp.transport: a TCP connection of
+-- lxmpp.net, or any other) and starts parsing.
 function Session:attach(conn, parse_opts)
   -- a new stream: nothing of an earlier connection carries over, and the
   -- late events of an earlier connection (its "closed") are ignored
@@ -115,15 +116,10 @@ function Session:attach(conn, parse_opts)
   conn:parse(parse_opts)
 end
 
---- Writes the opening stream header (also after a restart).
+--- Writes the opening stream header (also after a restart), as the
+-- transport frames it (lxmpp.transport: RFC 6120 §4.2 or RFC 7395 §3.4).
 function Session:open_stream(attr)
-  local parts = { "<?xml version='1.0'?><stream:stream xmlns='", core.xml_escape(self.default_ns),
-    "' xmlns:stream='", M.NS_STREAMS, "'" }
-  for k, v in pairs(attr) do
-    parts[#parts + 1] = (" %s='%s'"):format(k, core.xml_escape(v))
-  end
-  parts[#parts + 1] = ">"
-  local header = table.concat(parts)
+  local header = self.conn.framing.open(self.default_ns, attr)
   if self.debug then self:log("debug", "OUT %s", header) end
   return self.conn:write(header)
 end
@@ -277,26 +273,14 @@ end
 ---------------------------------------------------------------------------
 -- errors and the end of the stream
 
--- The condition of a <stream:error/>, and its text.
-local function stream_error_of(s)
-  local cond, text, data
-  for child in s:childtags(nil, M.NS_STREAM_ERRORS) do
-    if child.name == "text" then
-      text = child:get_text()
-    elseif not cond then
-      cond, data = child.name, child:get_text()
-    end
-  end
-  return cond or "undefined-condition", text, data
-end
-
 --- Sends a stream error and closes (RFC 6120 §4.9). extra: the XML of an
 -- application-specific condition element, or nil.
 function Session:stream_error(cond, text, extra)
   if not self.conn or self.conn.closed then return end
-  local xml = stream_error.xml(cond, text, extra)
+  local xml, close = self.conn.framing.error(cond, text, extra)
   self:log("warn", "stream error %s: %s", cond, tostring(text))
   self.conn:write(xml)
+  if close then self.conn:write(close) end
   self.closed_reason = text or cond
   self:lost(text or cond, cond)
   self.conn:close()
@@ -322,14 +306,15 @@ function Session:fail_pending(msg, cond)
   end
 end
 
---- Ends the stream cleanly: sends </stream:stream>, waits (bounded) for the
--- peer's, then closes the connection.
+--- Ends the stream cleanly: sends the end of our stream (</stream:stream>,
+-- or <close/> over WebSocket), waits (bounded) for the peer's, then closes
+-- the connection.
 function Session:close(timeout)
   local conn = self.conn
   if not conn or conn.closed then return true end
   self.closing = true
   if not self.remote_closed then
-    conn:write("</stream:stream>")
+    conn:write(conn.framing.close)
     local ok = pcall(task.current)
     if ok then
       local w = task.waiter("close", 1)
@@ -351,7 +336,7 @@ function Session:on_stanza(s)
   self.last_rx = core.now()
   if self.debug then self:log("debug", "IN %s", self:describe(s)) end
   if s.name == "error" and s.attr.xmlns == M.NS_STREAMS then
-    local cond, text, data = stream_error_of(s)
+    local cond, text, data = stream_error.parse(s)
     if cond == "see-other-host" then self.see_other_host = data end
     self.closed_reason = text or cond
     self:lost(("stream error: %s%s"):format(cond, text and (" (" .. text .. ")") or ""), cond)

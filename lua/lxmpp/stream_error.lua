@@ -37,9 +37,32 @@ M.FATAL = {
 -- optional human-readable explanation (escaped here); extra: the XML of an
 -- optional application-specific condition element (§4.9.4), written as is.
 function M.xml(cond, text, extra)
-  return "<stream:error><" .. cond .. " xmlns='" .. M.NS .. "'/>" ..
+  return M.element(cond, text, extra) .. "</stream:stream>"
+end
+
+--- stream_error.element(cond, text, extra [, ns_streams]) -> the
+-- <stream:error/> element alone; ns_streams declares the stream: prefix
+-- on it, for framings where no stream header encloses it (RFC 7395 §3.6.1).
+function M.element(cond, text, extra, ns_streams)
+  return (ns_streams and ("<stream:error xmlns:stream='" .. ns_streams .. "'><") or "<stream:error><") ..
+    cond .. " xmlns='" .. M.NS .. "'/>" ..
     (text and (OPEN_TEXT .. core.xml_escape(text) .. "</text>") or "") ..
-    (extra or "") .. "</stream:error></stream:stream>"
+    (extra or "") .. "</stream:error>"
+end
+
+--- stream_error.parse(element) -> condition, text, data: what a received
+-- <stream:error/> says (the first defined condition, its <text/>, and the
+-- condition element's own text, such as see-other-host's address).
+function M.parse(s)
+  local cond, text, data
+  for child in s:childtags(nil, M.NS) do
+    if child.name == "text" then
+      text = child:get_text()
+    elseif not cond then
+      cond, data = child.name, child:get_text()
+    end
+  end
+  return cond or "undefined-condition", text, data
 end
 
 return M

@@ -394,9 +394,4 @@ function IM:setup()
   self:hook("user-removed", function(ev) self.offline_pumps[ev.node] = nil end)
 end
 
---- in-band registration (XEP-0077): server/register.lua
-function IM:register_iq(sess, iq)
-  return self.register:iq(sess, iq)
-end
-
 return M

@@ -229,7 +229,6 @@ function M.new(opts)
     streams = {},          -- every open stream -> true
     per_ip = {}, unauth = 0,
     listeners = {},
-    stream_handlers = {},  -- xmlns -> fn(session, element) for non-stanza top-level elements
     sm_sessions = {},      -- XEP-0198 resumption id -> session
     removing = {},         -- account name -> true while remove_user runs
     started = false,
@@ -495,9 +494,11 @@ end
 
 -- Refuses a connection over the limits: header, stream error, close.
 local function refuse(self, conn, ns, text)
-  conn:write("<?xml version='1.0'?><stream:stream xmlns='" .. ns ..
-    "' xmlns:stream='http://etherx.jabber.org/streams' from='" .. self.domain ..
-    "' version='1.0'>" .. require("lxmpp.stream_error").xml("policy-violation", text))
+  local framing = conn.framing
+  conn:write(framing.open(ns, { from = self.domain, version = "1.0" }))
+  local xml, close = framing.error("policy-violation", text)
+  conn:write(xml)
+  if close then conn:write(close) end
   conn:close()
 end
 
@@ -669,9 +670,6 @@ function Server:start()
     end
   end
   self.im = require("lxmpp.server.im").new(self)
-  local sm = require "lxmpp.server.sm"
-  self.stream_handlers[sm.NS] = sm.handle
-  self.sm_features = function() return "<sm xmlns='" .. sm.NS .. "'/>" end
   self.hosts[self.domain] = self.im
   if self.opts.muc then
     self.muc = require("lxmpp.server.muc").new(self, self.opts.muc, self.opts.muc_options)

@@ -1,5 +1,6 @@
 -- lxmpp.server.stream: the receiving side of one XML stream, shared by
--- client (c2s) and component sessions of the embedded server: the stream
+-- client (c2s) and component sessions of the embedded server, over any
+-- transport (lxmpp.transport: TCP, direct TLS, in-process pipes): the stream
 -- header we answer with, stream errors (RFC 6120 §4.9), writing with flow
 -- control and a bound on what the peer has not read, the negotiation deadline, per-address and
 -- unauthenticated connection accounting, and read pausing for floods.
@@ -10,12 +11,13 @@ local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local fifo = require "lxmpp.fifo"
 local stream_error = require "lxmpp.stream_error"
+local transport = require "lxmpp.transport"
 
-local tostring, pairs, xpcall, debug, string_format = tostring, pairs, xpcall, debug, string.format
+local tostring, pairs, xpcall, debug = tostring, pairs, xpcall, debug
 
 local M = {}
 
-M.NS_STREAMS = "http://etherx.jabber.org/streams"
+M.NS_STREAMS = transport.NS_STREAMS
 M.NS_STREAM_ERRORS = stream_error.NS
 
 local Stream = {}
@@ -30,6 +32,7 @@ M.timer_target = timer_target
 function Stream.init(self, srv, conn, default_ns)
   local info = conn:info()
   self.srv, self.conn, self.default_ns = srv, conn, default_ns
+  self.framing = conn.framing
   self.ip = info.peer ~= "" and info.peer or "?"
   self.header_sent = false
   self.authenticated = false
@@ -205,17 +208,14 @@ function Stream:send(stanza, xml)
   return self:write(xml or tostring(stanza))
 end
 
---- Our stream header, answering the peer's (new id each time: RFC 6120 §4.7.3).
+--- Our stream header, answering the peer's (new id each time: RFC 6120
+-- §4.7.3), framed as the transport frames streams (lxmpp.transport).
 function Stream:send_header(extra)
   self.stream_id = core.sha1_hex(core.random(16)):sub(1, 24)
-  local parts = { "<?xml version='1.0'?><stream:stream xmlns='", self.default_ns,
-    "' xmlns:stream='", M.NS_STREAMS, "' id='", self.stream_id, "'" }
-  for k, v in pairs(extra) do
-    parts[#parts + 1] = string_format(" %s='%s'", k, core.xml_escape(v))
-  end
-  parts[#parts + 1] = ">"
+  local attr = { id = self.stream_id }
+  for k, v in pairs(extra) do attr[k] = v end
   self.header_sent = true
-  return self:write(table.concat(parts))
+  return self:write(self.framing.open(self.default_ns, attr))
 end
 
 --- The stream restarts (after STARTTLS, after SASL success: RFC 6120
@@ -234,7 +234,9 @@ function Stream:stream_error(cond, text, extra)
   self.clean_end = true
   if not self.header_sent then self:send_header({ from = self.srv.domain, version = "1.0" }) end
   self:log("info", "stream error %s: %s", cond, tostring(text))
-  self:write(stream_error.xml(cond, text, extra))
+  local xml, close = self.framing.error(cond, text, extra)
+  self:write(xml)
+  if close then self:write(close) end
   self:close_connection()
   self:finish(cond .. (text and (": " .. text) or ""))
 end
@@ -243,7 +245,7 @@ end
 function Stream:on_stream_close()
   if self.ended then return end
   self.clean_end = true
-  self:write("</stream:stream>")
+  self:write(self.framing.close)
   self:close_connection()
   self:finish("stream closed by the peer")
 end
@@ -253,7 +255,7 @@ function Stream:close(cond, text)
   if cond then return self:stream_error(cond, text) end
   if self.ended then return end
   self.clean_end = true
-  self:write("</stream:stream>")
+  self:write(self.framing.close)
   self:close_connection()
   self:finish("closed by the server")
 end

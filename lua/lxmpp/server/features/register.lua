@@ -1,0 +1,26 @@
+-- In-band registration before authentication (XEP-0077 §3), server side:
+-- offered as a stream feature when the server's `registration` option is
+-- on and the stream is protected (or the server insecure_plaintext); the
+-- requests go to the registration service, lua/lxmpp/server/register.lua.
+
+local NS_REGISTER = "jabber:iq:register"
+
+local M = { name = "register" }
+
+local function allowed(s)
+  return s.srv.registration and not s.authenticated and (s.secure or s.srv.insecure_plaintext)
+end
+
+function M.offer(s)
+  if allowed(s) then return "<register xmlns='http://jabber.org/features/iq-register'/>" end
+end
+
+M.handlers = {
+  ["iq " .. NS_REGISTER] = function(s, iq)
+    local typ = iq.attr.type
+    if not allowed(s) or (typ ~= "get" and typ ~= "set") then return false end
+    return s.srv.im.register:iq(s, iq)
+  end,
+}
+
+return M

@@ -1,0 +1,253 @@
+-- SASL (RFC 6120 §6), server side: SCRAM-SHA-1/256 and their -PLUS
+-- variants with channel binding (the types advertised with XEP-0440), PLAIN
+-- over a protected stream only, or a host application's auth callback
+-- (PLAIN only: it needs the password). Answers wait for the address's
+-- throttle (server/throttle.lua); too many failures end the stream.
+
+local core = require "lxmpp.core"
+local task = require "lxmpp.task"
+local jid = require "lxmpp.jid"
+local throttle = require "lxmpp.server.throttle"
+
+local tostring, ipairs, pcall, type = tostring, ipairs, pcall, type
+
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+local NS_SASL_CB = "urn:xmpp:sasl-cb:0"   -- XEP-0440
+
+local M = { name = "sasl", NS = NS_SASL }
+
+-- Channel-binding data of this TLS connection, by type, for the types the
+-- server is configured with (srv.cb_types, best first) that this TLS
+-- version defines (docs/server.md, "Channel binding"); and their list.
+local function binding_data(self)
+  if not self.secure then return nil end
+  local cb, list = {}, {}
+  for _, t in ipairs(self.srv.cb_types) do
+    local data = self.conn:channel_binding(t)
+    if data then cb[t], list[#list + 1] = data, t end
+  end
+  if #list == 0 then return nil end
+  return cb, list
+end
+
+-- SASL mechanisms, strongest first. With a host auth callback only PLAIN
+-- can work (it needs the password), and PLAIN is never offered without TLS.
+local function mechanisms(self)
+  if self.mechs then return self.mechs end
+  local list = {}
+  if not self.srv.auth then
+    self.cb, self.cb_list = binding_data(self)
+    if self.cb then
+      list[#list + 1] = "SCRAM-SHA-256-PLUS"
+      list[#list + 1] = "SCRAM-SHA-1-PLUS"
+    end
+    list[#list + 1] = "SCRAM-SHA-256"
+    list[#list + 1] = "SCRAM-SHA-1"
+  end
+  if self.secure then list[#list + 1] = "PLAIN" end
+  self.mechs = list
+  return list
+end
+
+--- <mechanisms/> (and XEP-0440's types) until authenticated, once the
+-- stream is protected (or the server insecure_plaintext).
+function M.offer(self)
+  if self.authenticated or not (self.secure or self.srv.insecure_plaintext) then return nil end
+  local f = { "<mechanisms xmlns='" .. NS_SASL .. "'>" }
+  for _, m in ipairs(mechanisms(self)) do
+    f[#f + 1] = "<mechanism>" .. m .. "</mechanism>"
+  end
+  f[#f + 1] = "</mechanisms>"
+  if self.cb then      -- XEP-0440: the types a -PLUS exchange may use here
+    f[#f + 1] = "<sasl-channel-binding xmlns='" .. NS_SASL_CB .. "'>"
+    for _, t in ipairs(self.cb_list) do
+      f[#f + 1] = "<channel-binding type='" .. t .. "'/>"
+    end
+    f[#f + 1] = "</sasl-channel-binding>"
+  end
+  return table.concat(f)
+end
+
+-- forgive: a refusal that costs no try (an unsupported channel-binding type).
+local function sasl_failure(self, cond, text, forgive)
+  self.sasl = nil
+  if not forgive then self.sasl_failures = self.sasl_failures + 1 end
+  self:write("<failure xmlns='" .. NS_SASL .. "'><" .. cond .. "/>" ..
+    (text and ("<text>" .. core.xml_escape(text) .. "</text>") or "") .. "</failure>")
+  if self.sasl_failures >= self.srv.limits.sasl_attempts then
+    return self:stream_error("policy-violation", "too many failed authentication attempts")
+  end
+end
+
+-- The SASL conditions a failure may carry (RFC 6120 §6.5).
+local SASL_CONDS = {
+  aborted = true, ["account-disabled"] = true, ["credentials-expired"] = true,
+  ["encryption-required"] = true, ["incorrect-encoding"] = true, ["invalid-authzid"] = true,
+  ["invalid-mechanism"] = true, ["malformed-request"] = true, ["mechanism-too-weak"] = true,
+  ["not-authorized"] = true, ["temporary-auth-failure"] = true,
+}
+
+local function sasl_success(self, user, final)
+  self.sasl = nil
+  self.authenticated = true
+  self.user = user
+  self.bare = user .. "@" .. self.srv.domain
+  self.srv:account_auth(self)
+  self:log("info", "authenticated as %s", self.bare)
+  self:write("<success xmlns='" .. NS_SASL .. "'>" ..
+    (final and final ~= "" and core.base64_encode(final) or "") .. "</success>")
+  self.conn:restart()
+  self:restarted()
+end
+
+-- A checked password: the answer (success, or the failure cond with
+-- text) goes out when the address's throttle lets it (server/throttle.lua,
+-- docs/server.md "Throttles"), success and failure alike; meanwhile
+-- nothing is read from the client. user: the account name tried (nil when
+-- the name was not valid); final: SCRAM's server-final message.
+local function checked(self, user, ok, cond, text, final)
+  if type(self.sasl) == "userdata" then self.sasl:close() end
+  self.sasl = "held"
+  local now = core.now()
+  local at = self.srv.auth_throttle:verdict(throttle.key(self.ip), user, not ok, now)
+  if at > now then self:log("info", "the answer to a login waits %.2f s (failures from this address)", at - now) end
+  return self:answer_at(at, function()
+    self.sasl = nil
+    if ok then return sasl_success(self, user, final) end
+    return sasl_failure(self, cond or "not-authorized", text)
+  end)
+end
+
+-- A SASL username as an account name (nodeprep), or nil.
+local function account_name(self, username)
+  local node = username ~= "" and jid.prepped_split(username .. "@" .. self.srv.domain)
+  return node or nil
+end
+
+local function decode_payload(s)
+  local text = s:get_text() or ""
+  if text == "" then return "" end
+  if text == "=" then return "" end
+  return core.base64_decode(text)
+end
+
+local function check_plain(self, data)
+  local authzid, authcid, password = data:match("^([^%z]*)%z([^%z]+)%z([^%z]+)$")
+  if not authcid then return sasl_failure(self, "malformed-request") end
+  local name = core.saslprep(authcid)
+  password = core.saslprep(password)
+  local user = name and account_name(self, name)
+  if authzid ~= "" and (not user or jid.prep(authzid) ~= user .. "@" .. self.srv.domain) then
+    return sasl_failure(self, "invalid-authzid")
+  end
+  if not user or not password then return checked(self, user, false) end
+  if self.srv.auth then
+    -- a host application's check may wait (a database call): run it as a
+    -- task, reading nothing from this client meanwhile
+    self:pause_reading("auth")
+    self.sasl = "plain-pending"
+    task.spawn(function()
+      local ok, res = pcall(self.srv.auth, user, password)
+      password = nil
+      if self.ended then return end
+      self:resume_reading("auth")
+      if not ok then
+        self:log("error", "the auth callback failed: %s", tostring(res))
+        return sasl_failure(self, "temporary-auth-failure")
+      end
+      return checked(self, user, res == true)
+    end)
+    return
+  end
+  return checked(self, user, self.srv:check_password(user, password))
+end
+
+local function scram_step(self, data)
+  local out, done, cond, server_error = self.sasl:step(data)
+  if not out then
+    -- a channel-binding failure is named with its RFC 5802 §7
+    -- server-error-value, the only way XMPP's <failure/> can carry it
+    -- (RFC 6120 §6.4.5: a text, no additional data). A type we cannot
+    -- check is refused before any password work and proves nothing, so
+    -- it does not count against limits.sasl_attempts: the client may go
+    -- on to a type or mechanism it has (once per -PLUS mechanism offered)
+    local forgive = false
+    if server_error == "unsupported-channel-binding-type" then
+      local plus = 0
+      for _, m in ipairs(mechanisms(self)) do
+        if m:match("%-PLUS$") then plus = plus + 1 end
+      end
+      forgive = self.cb_refusals < plus
+      if forgive then self.cb_refusals = self.cb_refusals + 1 end
+    end
+    cond = SASL_CONDS[cond] and cond or "not-authorized"
+    if self.sasl_tried and cond == "not-authorized" then   -- a proof was checked: a guess
+      return checked(self, self.sasl_user, false, cond, server_error)
+    end
+    return sasl_failure(self, cond, server_error, forgive)
+  end
+  if done then
+    local user = account_name(self, self.sasl:username() or "")
+    return checked(self, user, user ~= nil, nil, nil, out)
+  end
+  self:write("<challenge xmlns='" .. NS_SASL .. "'>" .. core.base64_encode(out) .. "</challenge>")
+end
+
+M.handlers = {
+  [NS_SASL .. " auth"] = function(self, s)
+    if self.authenticated or self.sasl then
+      return self:stream_error("policy-violation", "authentication is already under way or done")
+    end
+    if not self.secure and not self.srv.insecure_plaintext then
+      return self:stream_error("policy-violation", "STARTTLS is required before authentication")
+    end
+    local mech = s.attr.mechanism
+    self.mechanism = mech
+    local offered = false
+    for _, m in ipairs(mechanisms(self)) do offered = offered or m == mech end
+    if not offered then return sasl_failure(self, "invalid-mechanism") end
+    local data = decode_payload(s)
+    if not data then return sasl_failure(self, "incorrect-encoding") end
+    if mech == "PLAIN" then
+      if data == "" then
+        self.sasl = "plain"
+        return self:write("<challenge xmlns='" .. NS_SASL .. "'/>")
+      end
+      return check_plain(self, data)
+    end
+    local srv = self.srv
+    self.sasl_tried, self.sasl_user = false, nil
+    self.sasl = core.sasl_server({
+      mechanism = mech, secret = srv.sasl_secret, iterations = srv.iterations,
+      cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil,
+      lookup = function(username, hash)
+        -- from here on the exchange checks a proof for this name
+        self.sasl_tried, self.sasl_user = true, account_name(self, username)
+        return srv:scram_credentials(self.sasl_user, hash)
+      end,
+    })
+    if data == "" then return self:write("<challenge xmlns='" .. NS_SASL .. "'/>") end
+    return scram_step(self, data)
+  end,
+  [NS_SASL .. " response"] = function(self, s)
+    if self.sasl ~= "plain" and type(self.sasl) ~= "userdata" then
+      return self:stream_error("policy-violation", "no authentication exchange is under way")
+    end
+    local data = decode_payload(s)
+    if not data then return sasl_failure(self, "incorrect-encoding") end
+    if self.sasl == "plain" then
+      self.sasl = nil
+      return check_plain(self, data)
+    end
+    return scram_step(self, data)
+  end,
+  [NS_SASL .. " abort"] = function(self)
+    if self.sasl == "held" or self.sasl == "plain-pending" then
+      return self:stream_error("policy-violation", "the authentication is being checked")
+    end
+    if type(self.sasl) == "userdata" then self.sasl:close() end
+    return sasl_failure(self, "aborted")
+  end,
+}
+
+return M
