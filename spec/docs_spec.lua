@@ -232,7 +232,8 @@ end
 
 -- The public names, as they are written in headings: `lxmpp.name`,
 -- `st.name`, `s:name(`, `jid.name`, `p:name(`, `c:name(`, `comp:name(`,
--- `srv:name(`, `forms.name`, `f:name(`, `storage.name`, `store:name(`, and
+-- `srv:name(`, `forms.name`, `f:name(`, `storage.name`, `store:name(`,
+-- `transport.name`, and
 -- plugin functions `c.NAME:name(` or `NAME.name` (both are the name
 -- NAME.name). Methods clients and components share are `c:` ones.
 local function public_names()
@@ -275,6 +276,7 @@ local function public_names()
   functions_of(getmetatable(forms.new{ { var = "x" } }).__index, names, "f:")
   local storage = require "lxmpp.server.storage"
   for k in pairs(storage) do names["storage." .. k] = true end
+  functions_of(require "lxmpp.transport", names, "transport.")
   local store = assert(storage.open(nil))
   functions_of(getmetatable(store).__index, names, "store:")
   store:close()

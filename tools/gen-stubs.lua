@@ -18,6 +18,7 @@ G.PREFIXES = {
   jid = { module = "lxmpp.jid" },
   forms = { module = "lxmpp.forms" },
   storage = { module = "lxmpp.server.storage" },
+  transport = { module = "lxmpp.transport" },
   s = { class = "lxmpp.Stanza" },
   p = { class = "lxmpp.StreamParser" },
   c = { class = "lxmpp.Client" },

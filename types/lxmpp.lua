@@ -14,7 +14,7 @@ lxmpp.VERSION = nil ---@type any
 ---@return lxmpp.Component
 function lxmpp.component(opts) end
 
---- Options: `jid` (required; the resource is requested if present), `password`, `host`/`port` (skip DNS), `tls` (`"starttls"`, `"direct"`, or `"none"` for loopback tests only), `cafile`, `insecure` (skip certificate checks, loudly named), `debug` and `logger` (every stanza in and out, never a password or a SASL payload), `software = { name =, version = }` (XEP-0092 answers), `timeout`, `connect_timeout`, `mechanism` and `channel_binding` (see Authentication and channel binding), `cert`/`key` (a client certificate, for `mechanism = "EXTERNAL"`), `plugins` (plugins to load besides the default set, see Plugins).
+--- Options: `jid` (required; the resource is requested if present), `password`, `host`/`port` (skip DNS), `tls` (`"starttls"`, `"direct"`, or `"none"` for loopback tests only), `cafile`, `insecure` (skip certificate checks, loudly named), `debug` and `logger` (every stanza in and out, never a password or a SASL payload), `software = { name =, version = }` (XEP-0092 answers), `timeout`, `connect_timeout`, `mechanism` and `channel_binding` (see Authentication and channel binding), `cert`/`key` (a client certificate, for `mechanism = "EXTERNAL"`), `plugins` (plugins to load besides the default set, see Plugins), `transport` (a function returning a connected transport to use instead of DNS and TCP, called again for each reconnection, such as `function() return srv:pipe() end` for the embedded server in the same process).
 ---@param opts table
 ---@return lxmpp.Client?
 function lxmpp.connect(opts) end
@@ -627,6 +627,11 @@ function lxmpp_Server:fire(name, event) end
 ---@param priority? any
 ---@return any ...
 function lxmpp_Server:hook(name, fn, priority) end
+
+--- Returns a client-side transport joined to this (started) server inside the process: no socket, no TLS, nothing leaves the process, so the stream counts as encrypted (no STARTTLS; SCRAM and PLAIN are offered).
+---@param name? string
+---@return any ...
+function lxmpp_Server:pipe(name) end
 
 --- Accounts at run time: `add_user` creates one, `set_password` changes its password (stored as salted SCRAM keys only), `remove_user` deletes it with its data and closes its sessions.
 ---@param name string

@@ -87,6 +87,9 @@ local function check_opts(opts)
   if mech == "EXTERNAL" and type(opts.cert) ~= "string" then
     error("lxmpp.connect: mechanism EXTERNAL needs cert (and key) files", 3)
   end
+  if opts.transport ~= nil and type(opts.transport) ~= "function" then
+    error("lxmpp.connect: transport must be a function returning a connected transport", 3)
+  end
   check_plugins(opts.plugins)
   local bad = require("lxmpp.features.sasl").check_options(opts.channel_binding, mech)
   if bad then error("lxmpp.connect: " .. bad, 3) end
@@ -311,7 +314,7 @@ function Client:start_tls(direct)
   self.conn:on("tls-done", function() w:wake(true) end)
   self.conn:on("tls-failed", function(m, c) w:wake(nil, m, c) end)
   -- SNI and the identity to verify: the JID's domain, in A-labels
-  local ok, discarded = self.conn.c:starttls(ctx, core.to_ascii(self.domain) or self.domain)
+  local ok, discarded = self.conn:starttls(ctx, core.to_ascii(self.domain) or self.domain)
   if not ok then return nil, discarded, "tls-failed" end
   if discarded and discarded > 0 then
     -- plaintext pipelined after <proceed/>: a man in the middle
@@ -333,7 +336,7 @@ function Client:start_tls(direct)
   if not done then return nil, emsg, econd end
   self.tls_active = true
   if self.debug then
-    local info = self.conn.c:tls_info() or {}
+    local info = self.conn:tls_info() or {}
     self:log("debug", "TLS %s %s, certificate %s", tostring(info.version), tostring(info.cipher),
       info.verified and "verified" or "NOT verified (insecure)")
   end
@@ -470,7 +473,28 @@ function Client:establish()
   return ok, msg, cond
 end
 
+-- One attempt over the transport that opts.transport() returns (no DNS, no
+-- TCP: an in-process pipe to an embedded server, srv:pipe()).
+local function establish_over(self, t)
+  local good, why = require("lxmpp.transport").check(t)
+  if not good then return nil, "opts.transport: " .. why, "bad-request" end
+  self.lost_reason = nil
+  self:attach(t, { max_stanza_size = self.opts.max_stanza_size })
+  self.neg_error = nil
+  local nok, nmsg, ncond = negotiate(self)
+  if nok then return true end
+  if self.neg_error then nmsg, ncond = self.neg_error[1], self.neg_error[2] end
+  self.negotiating = false
+  t:abort()
+  return nil, nmsg, ncond
+end
+
 function establish_once(self)
+  if self.opts.transport then
+    local t, tmsg, tcond = self.opts.transport()
+    if not t then return nil, tmsg or "opts.transport gave no transport", tcond or "remote-server-not-found" end
+    return establish_over(self, t)
+  end
   local list, msg, cond = candidates(self)
   if not list then return nil, msg, cond end
   local last_msg, last_cond = "no server to connect to", "remote-server-not-found"

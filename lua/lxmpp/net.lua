@@ -96,6 +96,15 @@ function Conn:tls_info() return self.c:tls_info() end
 --- conn:raw(): no XML parser; each read (decrypted) is a "data" (bytes) event
 function Conn:raw() return self.c:raw() end
 
+--- conn:shutdown(): graceful close, never waiting: what is queued goes
+-- out, then the socket closes ("closed" follows).
+function Conn:shutdown()
+  if self.closed then return true end
+  self.closing = true
+  self.c:close()
+  return true
+end
+
 --- conn:close([timeout]): graceful close; from a task it waits until the
 -- socket is closed (at most timeout seconds, default 10, then aborts).
 function Conn:close(timeout)

@@ -161,7 +161,7 @@ function M.install(Client)
     self:stop_keepalive()
     -- graceful: a stream error we wrote still goes out (a dead link is
     -- aborted by the keepalive before it gets here)
-    if not self.closing and self.conn and not self.conn.closed then self.conn.c:close() end
+    if not self.closing and self.conn and not self.conn.closed then self.conn:shutdown() end
     local retry = self.reconnect_opts ~= nil and not self.closing and not FATAL[cond]
     local sm = self.sm
     if sm then sm:link_lost() end

@@ -24,7 +24,9 @@
 --                          "resource-constraint" when the output queue is
 --                          full (the bytes were not taken; "drain" follows)
 --   t:pause() t:resume()   stop and restart reading
---   t:close([timeout]) t:abort() and t.closed
+--   t:close([timeout])     graceful close; from a task, waits until closed
+--   t:shutdown()           graceful close, never waiting
+--   t:abort()              at once, unsent bytes lost; t.closed
 --   t:info()               -> { peer = address or "", queued = bytes, ... }
 --   t:bytes_in()           bytes read so far
 --   t:set_max_queue(n)     output queue bound, bytes
@@ -51,7 +53,7 @@ M.NS_STREAMS, M.NS_FRAMING = NS_STREAMS, NS_FRAMING
 
 --- The methods every transport has (M.check).
 M.METHODS = {
-  "on", "parse", "restart", "write", "pause", "resume", "close", "abort",
+  "on", "parse", "restart", "write", "pause", "resume", "close", "shutdown", "abort",
   "info", "bytes_in", "set_max_queue", "starttls", "channel_binding",
 }
 
@@ -240,6 +242,7 @@ function Pipe:close()
   self:finish(nil)
   return true
 end
+Pipe.shutdown = Pipe.close
 
 -- Like a reset connection: what is still unread on either side is lost.
 function Pipe:abort()

@@ -160,7 +160,7 @@ local function binding_types(client)
   local out = {}
   if not client.tls_active then return out end
   for _, t in ipairs(M.CB_TYPES) do
-    if client.conn.c:channel_binding(t) then out[#out + 1] = t end
+    if client.conn:channel_binding(t) then out[#out + 1] = t end
   end
   return out
 end
@@ -171,7 +171,7 @@ end
 local function exchange(client, mech, cb_type, offers_plus)
   local opts = client.opts
   local cb_data
-  if cb_type then cb_data = assert(client.conn.c:channel_binding(cb_type)) end
+  if cb_type then cb_data = assert(client.conn:channel_binding(cb_type)) end
   local sasl, msg, cond = core.sasl_client({
     mechanism = mech, username = client.node, password = opts.password,
     cb_type = cb_type, cb_data = cb_data, server_offers_plus = offers_plus,

@@ -296,6 +296,19 @@ function Server:reply(ev, r)
   return self:route(r)
 end
 
+--- srv:pipe([name]) -> transport: a client stream to this server inside
+-- the process, over lxmpp.transport.pipe (no socket, no TLS: nothing leaves
+-- the process); the server's end is accepted like a TCP connection, limits
+-- included. name: the address the server logs and counts it under
+-- (default "pipe"). Give it to lxmpp.connect{ transport = ... }.
+function Server:pipe(name)
+  if name ~= nil and type(name) ~= "string" then error("srv:pipe: name must be a string", 2) end
+  if not self.started then return nil, "the server is not started", "remote-server-not-found" end
+  local client_end, server_end = require("lxmpp.transport").pipe(name or "pipe")
+  self:accept(server_end, "c2s")
+  return client_end
+end
+
 ---------------------------------------------------------------------------
 -- bound sessions, read-only: the server's code reads them only here
 
