@@ -186,16 +186,13 @@ end
 local gen = assert(loadfile(ROOT .. "/tools/gen-stubs.lua"))("tools.gen-stubs")
 
 -- Methods of the client and its session that are not public API (docs/api.md,
--- "Plugins": the stream features, negotiation and reconnection use them, and
--- they may change).
+-- "Plugins": what the stream features and plugins call, and may change). The
+-- session's and reconnection's own steps are not methods at all
+-- (session.internal, reconnect.internal).
 local CLIENT_INTERNAL = {}
 for name in ([[
-	start_tls read fail time_left establish add_setup
-	init_reconnect reconnect_loop came_back went_online link_lost end_session flush_offline write_now output
-	start_keepalive stop_keepalive keepalive_tick report_unacked requeue_unacked on_added
-	attach open_stream on_open on_stanza on_stream_close incoming route answer_iq hook_child
-	finish_negotiation reply_from_ok from_own_account refuse_foreign_push fire_user fail_pending lost stream_error
-	serialize write_stanza push log describe
+	start_tls read fail time_left establish add_setup on_added
+	hook_child from_own_account refuse_foreign_push fire_user write_stanza log
 ]]):gmatch("%S+") do CLIENT_INTERNAL[name] = true end
 
 -- Methods of the server object that its own parts (c2s, components, the

@@ -61,7 +61,7 @@ describe("in-band bytestreams", function()
         if not d then return end
         if d.attr.seq == "0" and not held then
           held = s
-          lxmpp.spawn(function() lxmpp.sleep(0.4); held.released = true; b:route(s) end)
+          lxmpp.spawn(function() lxmpp.sleep(0.4); held.released = true; require("lxmpp.session").internal.route(b, s) end)
           return true
         elseif held and not held.released then
           during = during + 1

@@ -297,7 +297,7 @@ describe("stream management", function()
       srv.sessions.sm1.handled = 1                        -- the server only handled m1
       c.on_lost = nil
       c.online = false
-      c:stop_keepalive()
+      require("lxmpp.reconnect").internal.stop_keepalive(c)
       c.sm:link_lost()
       c.conn:abort()
       srv.opts.ack = nil

@@ -21,6 +21,7 @@ local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
 local session = require "lxmpp.session"
+local reconnect = require "lxmpp.reconnect"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
@@ -120,7 +121,7 @@ function M.new(opts)
       self.bus:add("features", function(features) return sm[fn](sm, features) end, f.priority)
     end
   end
-  self:init_reconnect()
+  reconnect.internal.init_reconnect(self)
   -- answered by every client (XEP-0199, XEP-0092)
   install_plugins(self)
   self:handle_iq("urn:xmpp:ping", function(iq) return st.reply(iq) end)
@@ -367,7 +368,7 @@ end
 local function open(self)
   local attr = { to = self.domain, version = "1.0", ["xml:lang"] = "en" }
   if self.tls_active and self.node then attr.from = self.bare_jid end
-  local ok, msg, cond = self:open_stream(attr)
+  local ok, msg, cond = session.internal.open_stream(self, attr)
   if not ok then return nil, msg, cond end
   local header
   header, msg, cond = self:read()
@@ -411,7 +412,7 @@ local function negotiate(self)
     if r == false then return nil, self.neg_error[1], self.neg_error[2] end
     if r ~= "restart" then
       if not self.bound then return nil, "the server offered no way to bind a resource", "undefined-condition" end
-      self:finish_negotiation()
+      session.internal.finish_negotiation(self)
       return true
     end
     self.conn:restart()
@@ -479,7 +480,7 @@ local function establish_over(self, t)
   local good, why = require("lxmpp.transport").check(t)
   if not good then return nil, "opts.transport: " .. why, "bad-request" end
   self.lost_reason = nil
-  self:attach(t, { max_stanza_size = self.opts.max_stanza_size })
+  session.internal.attach(self, t, { max_stanza_size = self.opts.max_stanza_size })
   self.neg_error = nil
   local nok, nmsg, ncond = negotiate(self)
   if nok then return true end
@@ -512,7 +513,7 @@ function establish_once(self)
           last_msg, last_cond = cmsg, ccond
         else
           self.lost_reason = nil
-          self:attach(conn, { max_stanza_size = self.opts.max_stanza_size })
+          session.internal.attach(self, conn, { max_stanza_size = self.opts.max_stanza_size })
           self.tls_mode = cand.tls or self.tls_mode
           self.neg_error = nil
           local ok, nmsg, ncond = negotiate(self)
@@ -538,13 +539,13 @@ function M.connect(opts)
   task.current("lxmpp.connect", 1)
   local ok, msg, cond = self:establish()
   if not ok then return nil, msg, cond end
-  self:went_online()
+  reconnect.internal.went_online(self)
   self:fire_user("online", self.jid)
   return self
 end
 
 -- Reconnection, liveness, the offline queue and close (lua/lxmpp/reconnect.lua)
-require("lxmpp.reconnect").install(Client)
+reconnect.install(Client)
 
 ---------------------------------------------------------------------------
 -- IM conveniences (RFC 6121)

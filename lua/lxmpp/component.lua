@@ -48,10 +48,10 @@ function Component:connect()
   local conn, msg, cond = net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout or 15)
   if not conn then return nil, msg, cond end
   self.lost_reason = nil
-  self:attach(conn, { max_stanza_size = self.opts.max_stanza_size })
+  session.internal.attach(self, conn, { max_stanza_size = self.opts.max_stanza_size })
   self.negotiating = true
   local ok
-  ok, msg, cond = self:open_stream({ to = self.domain })
+  ok, msg, cond = session.internal.open_stream(self, { to = self.domain })
   local header
   if ok then header, msg, cond = self:read(self.opts.timeout) end
   if header and not header.open then header, msg, cond = nil, "expected a stream header", "bad-format" end

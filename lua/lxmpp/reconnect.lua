@@ -28,6 +28,13 @@ local type, error, pairs, ipairs, math_random, math_min =
 
 local M = {}
 
+-- Reconnection's own steps: functions of this table, not client methods
+-- (the client's public table holds only the API); client.lua and the
+-- features reach them as reconnect.internal.NAME(c, ...).
+local R = {}
+M.internal = R
+local I = session.internal
+
 session.add_event("unacked")
 
 -- Conditions after which trying again would fail the same way, or fight
@@ -42,7 +49,7 @@ end
 
 function M.install(Client)
   --- Reads the reconnect, keepalive and max_queued options.
-  function Client:init_reconnect()
+  function R.init_reconnect(self)
     local o = self.opts
     local r = o.reconnect
     if r ~= nil and r ~= true and r ~= false and type(r) ~= "table" then
@@ -64,7 +71,7 @@ function M.install(Client)
     self.resend_unacked = o.resend_unacked ~= false
     self.offline = fifo.new()             -- { xml, stanza } waiting for the reconnection
     self.unacked_backlog = {}
-    self.on_lost = function(msg, cond) return self:link_lost(msg, cond) end
+    self.on_lost = function(msg, cond) return R.link_lost(self, msg, cond) end
   end
 
   ---------------------------------------------------------------------------
@@ -74,12 +81,12 @@ function M.install(Client)
   -- write_now are session.lua's: the one way out of a session.
 
   -- Sends what waited for the reconnection, in order.
-  function Client:flush_offline()
+  function R.flush_offline(self)
     self.flushing = true
     local q = self.offline
     while q.n > 0 and self.online do
       local item = q:peek()
-      local ok, _, cond = self:write_now(item[1], item[2])
+      local ok, _, cond = I.write_now(self, item[1], item[2])
       if ok then
         q:pop()
       elseif cond ~= "resource-constraint" or not self:wait_drain(30) then
@@ -97,7 +104,7 @@ function M.install(Client)
   -- their order, before what was sent during the reconnection; returns what
   -- is left to report. Requests are not sent again (their callers got an
   -- error), nor presences (the last broadcast one is restored anyway).
-  function Client:requeue_unacked(stanzas)
+  function R.requeue_unacked(self, stanzas)
     if not (self.resend_unacked and self.reconnecting and not self.closing) then return stanzas end
     local again, rest = {}, {}
     for _, s in ipairs(stanzas) do
@@ -105,7 +112,7 @@ function M.install(Client)
     end
     for i = #again, 1, -1 do
       local s = again[i]
-      self.offline:push_front({ self:serialize(s), s })
+      self.offline:push_front({ I.serialize(self, s), s })
     end
     if #again > 0 then
       self:log("info", "%d unacknowledged message(s) will be sent again on the new session", #again)
@@ -114,8 +121,8 @@ function M.install(Client)
   end
 
   --- Hands stanzas the server did not acknowledge to the application.
-  function Client:report_unacked(stanzas, reason, condition)
-    stanzas = self:requeue_unacked(stanzas)
+  function R.report_unacked(self, stanzas, reason, condition)
+    stanzas = R.requeue_unacked(self, stanzas)
     if #stanzas == 0 then return end
     self:log("warn", "%d stanza(s) not acknowledged by the server: %s", #stanzas, reason)
     if self.user:has("unacked") then
@@ -136,29 +143,29 @@ function M.install(Client)
 
   -- The session is over: report its unacknowledged and queued stanzas,
   -- fail its requests.
-  function Client:end_session(reason, condition)
+  function R.end_session(self, reason, condition)
     if self.sm then self.sm:abandon(reason, condition) end
     if self.offline.n > 0 then
       local out = {}
       for _, item in ipairs(self.offline:clear()) do out[#out + 1] = item[2] end
-      self:report_unacked(out, reason .. " (never sent)", condition)
+      R.report_unacked(self, out, reason .. " (never sent)", condition)
     end
-    self:fail_pending(reason, condition)
+    I.fail_pending(self, reason, condition)
   end
 
   ---------------------------------------------------------------------------
   -- losing and regaining the link
 
-  function Client:went_online()
+  function R.went_online(self)
     self.online = true
-    self:start_keepalive()
+    R.start_keepalive(self)
   end
 
   -- Session:lost calls this (as on_lost); true keeps the pending requests.
-  function Client:link_lost(msg, cond)
+  function R.link_lost(self, msg, cond)
     if not self.online then return false end
     self.online = false
-    self:stop_keepalive()
+    R.stop_keepalive(self)
     -- graceful: a stream error we wrote still goes out (a dead link is
     -- aborted by the keepalive before it gets here)
     if not self.closing and self.conn and not self.conn.closed then self.conn:shutdown() end
@@ -173,9 +180,9 @@ function M.install(Client)
     if retry then
       self.reconnecting = true
       if sm and not keep then sm:abandon(msg, cond) end
-      self.reconnect_task = task.spawn(self.reconnect_loop, self, msg, cond)
+      self.reconnect_task = task.spawn(R.reconnect_loop, self, msg, cond)
     else
-      self:end_session(msg, cond)
+      R.end_session(self, msg, cond)
     end
     self:fire_user("disconnected", msg, cond, retry)
     return keep
@@ -187,7 +194,7 @@ function M.install(Client)
   end
 
   -- The reconnecting task: wait, try, until back, given up, or closed.
-  function Client:reconnect_loop(msg, cond)
+  function R.reconnect_loop(self, msg, cond)
     local r = self.reconnect_opts
     local attempt, ok = 0, nil
     while not self.closing do
@@ -210,11 +217,11 @@ function M.install(Client)
     end
     self.reconnecting = false
     if ok and not self.closing then
-      self:came_back()
+      R.came_back(self)
     elseif self.closing then
-      self:end_session("the client was closed while reconnecting", "closed")
+      R.end_session(self, "the client was closed while reconnecting", "closed")
     else
-      self:end_session(msg, cond)
+      R.end_session(self, msg, cond)
       self:fire_user("disconnected", msg, cond, false)
     end
     local ws = self.reconnect_waiters
@@ -222,7 +229,7 @@ function M.install(Client)
     for _, w in ipairs(ws or {}) do w:wake(true) end
   end
 
-  function Client:came_back()
+  function R.came_back(self)
     if not self.resumed then
       -- replies to requests sent on the old session will not come
       for id in pairs(self.kept or {}) do
@@ -233,35 +240,35 @@ function M.install(Client)
         end
       end
       local p = self.last_presence
-      if p then self:write_now(p[1], p[2]) end
+      if p then I.write_now(self, p[1], p[2]) end
     end
     self.kept = nil
-    self:went_online()
-    self:flush_offline()
+    R.went_online(self)
+    R.flush_offline(self)
     self:fire_user("reconnected", self.resumed)
   end
 
   ---------------------------------------------------------------------------
   -- liveness
 
-  function Client:start_keepalive()
+  function R.start_keepalive(self)
     local ka = self.keepalive
     if not ka then return end
-    self:stop_keepalive()
+    R.stop_keepalive(self)
     local conn = self.conn
     local target = {}
-    function target.wake() self:keepalive_tick(conn, target) end
+    function target.wake() R.keepalive_tick(self, conn, target) end
     self.ka_timer = core.timer(ka / 4, target)
   end
 
-  function Client:stop_keepalive()
+  function R.stop_keepalive(self)
     if self.ka_timer then
       self.ka_timer:stop()
       self.ka_timer = nil
     end
   end
 
-  function Client:keepalive_tick(conn, target)
+  function R.keepalive_tick(self, conn, target)
     self.ka_timer = nil
     if not self.online or self.conn ~= conn or conn.closed then return end
     local ka = self.keepalive
@@ -269,7 +276,7 @@ function M.install(Client)
     if idle >= ka then
       self.closed_reason = "dead link"
       conn:abort()
-      self:lost(("nothing from the server for %.1f seconds: the link is dead"):format(idle), "timeout")
+      I.lost(self, ("nothing from the server for %.1f seconds: the link is dead"):format(idle), "timeout")
       return
     end
     if idle >= ka / 2 and self.probed_rx ~= self.last_rx then

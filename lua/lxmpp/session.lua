@@ -41,6 +41,14 @@ local Session = {}
 Session.__index = Session
 M.Session = Session
 
+-- The session's own steps (attaching a transport, the way in and the way
+-- out, losing the link): functions of this table, not methods, so that a
+-- client's public table holds only the API (docs/api.md). The client's
+-- other modules (client.lua, reconnect.lua, component.lua, features/) reach
+-- them as session.internal.NAME(c, ...).
+local I = {}
+M.internal = I
+
 local id_prefix = ("%08x"):format(math.random(0, 0x7fffffff))
 local id_counter = 0
 --- A fresh stanza id: unique in this process, not guessable from outside.
@@ -78,7 +86,7 @@ end
 
 -- What debug mode prints of a stanza: never a SASL payload or a password
 -- (lxmpp.redact).
-function Session.describe(_, stanza)
+function I.describe(_, stanza)
   return redact.text(stanza)
 end
 
@@ -87,7 +95,7 @@ end
 
 --- Attaches a connected transport (lxmpp.transport: a TCP connection of
 -- lxmpp.net, or any other) and starts parsing.
-function Session:attach(conn, parse_opts)
+function I.attach(self, conn, parse_opts)
   -- a new stream: nothing of an earlier connection carries over, and the
   -- late events of an earlier connection (its "closed") are ignored
   self.conn = conn
@@ -100,14 +108,14 @@ function Session:attach(conn, parse_opts)
   local function on(event, fn)
     conn:on(event, function(...) if self.conn == conn then return fn(...) end end)
   end
-  on("open", function(attr) self:on_open(attr) end)
-  conn:on("stanza", function(s) if self.conn == conn then self:on_stanza(s) end end)   -- the hot path
-  on("stream-close", function() self:on_stream_close() end)
-  on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
-  on("eof", function() self:lost("the server closed the connection", "closed") end)
-  on("read-error", function(msg) self:lost(msg, "closed") end)
-  on("write-error", function(msg) self:lost(msg, "closed") end)
-  on("closed", function() self:lost(self.closed_reason or "connection closed", "closed") end)
+  on("open", function(attr) I.on_open(self, attr) end)
+  conn:on("stanza", function(s) if self.conn == conn then I.on_stanza(self, s) end end)   -- the hot path
+  on("stream-close", function() I.on_stream_close(self) end)
+  on("parse-error", function(msg, cond) I.stream_error(self, cond, msg) end)
+  on("eof", function() I.lost(self, "the server closed the connection", "closed") end)
+  on("read-error", function(msg) I.lost(self, msg, "closed") end)
+  on("write-error", function(msg) I.lost(self, msg, "closed") end)
+  on("closed", function() I.lost(self, self.closed_reason or "connection closed", "closed") end)
   on("drain", function()
     local ws = self.drain_waiters
     self.drain_waiters = nil
@@ -118,7 +126,7 @@ end
 
 --- Writes the opening stream header (also after a restart), as the
 -- transport frames it (lxmpp.transport: RFC 6120 §4.2 or RFC 7395 §3.4).
-function Session:open_stream(attr)
+function I.open_stream(self, attr)
   local header = self.conn.framing.open(self.default_ns, attr)
   if self.debug then self:log("debug", "OUT %s", header) end
   return self.conn:write(header)
@@ -126,12 +134,12 @@ end
 
 --- The XML of a stanza to send (an iq gets an id if it has none); raises
 -- for what is not a stanza, at the caller's caller.
-function Session:serialize(stanza)
+function I.serialize(self, stanza)
   if not st.is_stanza(stanza) then error("send: expected a stanza", 3) end
   if stanza.name == "iq" and not stanza.attr.id then stanza.attr.id = M.new_id() end
   local ok, xml = pcall(tostring, stanza)
   if not ok then error(xml, 3) end
-  if self.debug then self:log("debug", "OUT %s", self:describe(stanza)) end
+  if self.debug then self:log("debug", "OUT %s", I.describe(self, stanza)) end
   return xml
 end
 
@@ -144,7 +152,7 @@ end
 --- Writes a stanza on the current connection, whatever the session's
 -- state (negotiation features use this); true, or nil, message, condition.
 function Session:write_stanza(stanza)
-  return write_conn(self, self:serialize(stanza))
+  return write_conn(self, I.serialize(self, stanza))
 end
 
 --- Is `from` our own account (no from, our bare JID or our full JID)?
@@ -187,26 +195,26 @@ function Session:send(stanza)
   local bus = self.bus
   if bus and bus:has("stanza-out") then bus:fire("stanza-out", stanza) end
   if stanza.name == "message" and not stanza.attr.id then stanza.attr.id = M.new_id() end
-  return self:output(self:serialize(stanza), stanza)
+  return I.output(self, I.serialize(self, stanza), stanza)
 end
 
 --- Writes on the established stream: through stream management when it is
 -- enabled and the stanza counts (kept until acknowledged), else straight.
-function Session:write_now(xml, stanza)
+function I.write_now(self, xml, stanza)
   local sm = self.sm
   if sm and sm.enabled and sm_feature.counts(stanza) then return sm:send(xml) end
   return self.conn:write(xml)
 end
 
 --- The output stage of c:send (above).
-function Session:output(xml, stanza)
+function I.output(self, xml, stanza)
   local offline = self.offline
   if offline == nil then return write_conn(self, xml) end   -- no reconnection (components)
   if stanza.name == "presence" and not stanza.attr.to
       and (stanza.attr.type == nil or stanza.attr.type == "unavailable") then
     self.last_presence = stanza.attr.type == nil and { xml, stanza } or nil
   end
-  if self.online and not self.flushing then return self:write_now(xml, stanza) end
+  if self.online and not self.flushing then return I.write_now(self, xml, stanza) end
   if self.reconnecting or self.flushing then
     if offline.n >= self.max_queued then
       return nil, "too many stanzas wait for the reconnection", "resource-constraint"
@@ -223,7 +231,7 @@ end
 ---------------------------------------------------------------------------
 -- reading while negotiating
 
-function Session:push(item)
+function I.push(self, item)
   self.queue:push(item)
   local w = self.reader
   if w then
@@ -232,20 +240,20 @@ function Session:push(item)
   end
 end
 
-function Session:on_open(attr)
+function I.on_open(self, attr)
   if self.debug then self:log("debug", "IN stream header from %s id %s", tostring(attr.from), tostring(attr.id)) end
   self.stream_attr = attr
   if self.negotiating then
     self.conn:pause()
-    self:push({ open = attr })
+    I.push(self, { open = attr })
   end
 end
 
-function Session:on_stream_close()
+function I.on_stream_close(self)
   if self.debug then self:log("debug", "IN </stream:stream>") end
   self.remote_closed = true
   if self.close_waiter then self.close_waiter:wake(true) end
-  if self.negotiating then self:push({ error = "the server closed the stream", condition = "closed" }) end
+  if self.negotiating then I.push(self, { error = "the server closed the stream", condition = "closed" }) end
   if self.conn then self.conn:close() end
 end
 
@@ -275,31 +283,31 @@ end
 
 --- Sends a stream error and closes (RFC 6120 §4.9). extra: the XML of an
 -- application-specific condition element, or nil.
-function Session:stream_error(cond, text, extra)
+function I.stream_error(self, cond, text, extra)
   if not self.conn or self.conn.closed then return end
   local xml, close = self.conn.framing.error(cond, text, extra)
   self:log("warn", "stream error %s: %s", cond, tostring(text))
   self.conn:write(xml)
   if close then self.conn:write(close) end
   self.closed_reason = text or cond
-  self:lost(text or cond, cond)
+  I.lost(self, text or cond, cond)
   self.conn:close()
 end
 
 -- The connection ended (or must end): fail what waits on it, once. A
 -- session that will resume its stream (on_lost returns true) keeps its
 -- pending requests: their replies come on the resumed stream.
-function Session:lost(msg, cond)
+function I.lost(self, msg, cond)
   if self.lost_reason then return end
   self.lost_reason = { msg, cond }
-  if self.negotiating then self:push({ error = msg, condition = cond }) end
+  if self.negotiating then I.push(self, { error = msg, condition = cond }) end
   if self.close_waiter then self.close_waiter:wake(true) end
   local keep = self.on_lost and self.on_lost(msg, cond)
-  if not keep then self:fail_pending(msg, cond) end
+  if not keep then I.fail_pending(self, msg, cond) end
 end
 
 --- Fails every request still waiting for a reply.
-function Session:fail_pending(msg, cond)
+function I.fail_pending(self, msg, cond)
   for id, p in pairs(self.pending) do
     self.pending[id] = nil
     p.waiter:wake(nil, msg, cond)
@@ -332,23 +340,23 @@ end
 ---------------------------------------------------------------------------
 -- routing once online
 
-function Session:on_stanza(s)
+function I.on_stanza(self, s)
   self.last_rx = core.now()
-  if self.debug then self:log("debug", "IN %s", self:describe(s)) end
+  if self.debug then self:log("debug", "IN %s", I.describe(self, s)) end
   if s.name == "error" and s.attr.xmlns == M.NS_STREAMS then
     local cond, text, data = stream_error.parse(s)
     if cond == "see-other-host" then self.see_other_host = data end
     self.closed_reason = text or cond
-    self:lost(("stream error: %s%s"):format(cond, text and (" (" .. text .. ")") or ""), cond)
+    I.lost(self, ("stream error: %s%s"):format(cond, text and (" (" .. text .. ")") or ""), cond)
     if self.conn then self.conn:close() end
     return
   end
   if self.negotiating then
     self.conn:pause()
-    self:push({ stanza = s })
+    I.push(self, { stanza = s })
     return
   end
-  self:incoming(s)
+  I.incoming(self, s)
 end
 
 --- s:hook_child(stanza_name, xmlns, fn [, priority]) -> id: fn(stanza) runs
@@ -370,7 +378,7 @@ end
 
 --- A stanza of the established stream: plugins first (the "stanza-in"
 -- handlers, then the hooks of its children's namespaces), then routing.
-function Session:incoming(s)
+function I.incoming(self, s)
   if self.bus:fire("stanza-in", s) then return end
   local by_ns = self.child_hooks[s.name]
   if by_ns then
@@ -407,22 +415,22 @@ function Session:incoming(s)
       if by_ns:fire(found[i], s) ~= nil then return end
     end
   end
-  self:route(s)
+  I.route(self, s)
 end
 
 --- Ends the negotiation: what was read meanwhile and not consumed by a
 -- feature is handled as usual, then reading goes on.
-function Session:finish_negotiation()
+function I.finish_negotiation(self)
   self.negotiating = false
   for _, item in ipairs(self.queue:clear()) do
-    if item.stanza then self:incoming(item.stanza) end
+    if item.stanza then I.incoming(self, item.stanza) end
   end
   if self.conn then self.conn:resume() end
 end
 
 -- Is `from` the entity a request to `to` was sent to? (RFC 6120 §8.2.3: IQ
 -- replies are matched by id and by the address the request went to.)
-function Session:reply_from_ok(to, from)
+function I.reply_from_ok(self, to, from)
   if not to or (self.bare_jid and jid.equal(to, self.bare_jid)) then
     -- sent to our account or our server: the reply comes from there
     return from == nil or jid.equal(from, self.bare_jid or "") or
@@ -431,11 +439,11 @@ function Session:reply_from_ok(to, from)
   return from ~= nil and jid.equal(from, to)
 end
 
-function Session:route(s)
+function I.route(self, s)
   local name, typ = s.name, s.attr.type
   if name == "iq" and (typ == "result" or typ == "error") then
     local p = s.attr.id and self.pending[s.attr.id]
-    if p and self:reply_from_ok(p.to, s.attr.from) then
+    if p and I.reply_from_ok(self, p.to, s.attr.from) then
       self.pending[s.attr.id] = nil
       if typ == "result" then
         p.waiter:wake(s)
@@ -452,10 +460,10 @@ function Session:route(s)
   end
   self:fire_user("stanza", s)
   if name == "message" or name == "presence" or name == "iq" then self:fire_user(name, s) end
-  if name == "iq" and (typ == "get" or typ == "set") then self:answer_iq(s) end
+  if name == "iq" and (typ == "get" or typ == "set") then I.answer_iq(self, s) end
 end
 
-function Session:answer_iq(iq)
+function I.answer_iq(self, iq)
   local child = iq.tags[1]
   local h = child and self.iq_handlers[child.attr.xmlns or ""]
   if not h then

@@ -304,7 +304,7 @@ describe("reliability against Prosody through a fault proxy", function()
       -- the process dies: no close, no reconnection; its link goes down
       alice.on_lost = nil
       alice.online = false
-      alice:stop_keepalive()
+      require("lxmpp.reconnect").internal.stop_keepalive(alice)
       alice.sm:link_lost()
       alice.conn:abort()
       pa:cmd("cutnow")

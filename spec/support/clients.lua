@@ -18,7 +18,7 @@ end
 function M.kill_all()
   for c in pairs(made) do
     c.closing, c.reconnect_opts, c.online = true, nil, false
-    c:stop_keepalive()
+    require("lxmpp.reconnect").internal.stop_keepalive(c)
     if c.sm then c.sm:link_lost() end
     if c.backoff_waiter then c.backoff_waiter:wake() end
     if c.conn and not c.conn.closed then c.conn:abort() end

@@ -119,7 +119,7 @@ function SM:abandon(reason, condition)
   smcore.init(self)
   self.since_r = 0
   if had then self:save() end
-  if #lost > 0 then self.client:report_unacked(lost, reason, condition) end
+  if #lost > 0 then require("lxmpp.reconnect").internal.report_unacked(self.client, lost, reason, condition) end
 end
 
 ---------------------------------------------------------------------------
@@ -132,7 +132,7 @@ function SM:ack(hs)
   if not acked then
     self:abandon(cond == "bad-format" and "the server sent an invalid h"
       or "the server acknowledged more stanzas than were sent", cond)
-    self.client:stream_error(cond, text, extra)
+    require("lxmpp.session").internal.stream_error(self.client, cond, text, extra)
     return nil
   end
   if #acked > 0 then self:save() end
@@ -242,7 +242,7 @@ local function read_answer(client)
     if s.attr.xmlns == NS and (s.name == "enabled" or s.name == "resumed" or s.name == "failed") then
       return s
     end
-    if s.attr.xmlns ~= NS then client:incoming(s) end
+    if s.attr.xmlns ~= NS then require("lxmpp.session").internal.incoming(client, s) end
   end
 end
 

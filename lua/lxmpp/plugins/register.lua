@@ -94,7 +94,7 @@ function M.register(opts)
   c:plugin("register").request = { fields = opts.fields }
   local ok, msg, cond = c:establish()
   if not ok then return nil, msg, cond end
-  c:went_online()                      -- as lxmpp.connect: reconnection and all
+  require("lxmpp.reconnect").internal.went_online(c)   -- as lxmpp.connect: reconnection and all
   c:fire_user("online", c.jid)
   return c
 end
