@@ -266,6 +266,7 @@ describe("httpd", function()
         { "GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
         { "GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
         { "GET /x?a=%g1 HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+        { "GET /x?a=%00 HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
         { "GET ftp://x/y HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
         { "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc", 400 },
         { "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400 },

@@ -78,7 +78,7 @@ local function parse_query(q)
   for pair in q:gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=?(.*)$")
     k, v = decode((k:gsub("%+", " "))), decode((v:gsub("%+", " ")))
-    if not k or not v then return nil end
+    if not k or not v or k:find("%z") or v:find("%z") then return nil end
     if t[k] == nil then t[k] = v end
   end
   return t
