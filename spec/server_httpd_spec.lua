@@ -173,7 +173,7 @@ describe("httpd", function()
     run(function(req, res)
       seen[#seen + 1] = req.path
       if req.path == "/slow" then
-        core.timer(0.2, { wake = function() res:send(200, nil, "slow") end })
+        core.timer(0.5 * F, { wake = function() res:send(200, nil, "slow") end })
       else
         res:send(200, nil, "fast " .. req.path)
       end
@@ -342,7 +342,7 @@ describe("httpd", function()
   end)
 
   it("answers 408 to a slow head and a stalled body, closes idle connections, and cuts silent ones", function()
-    run(echo, { limits = { head_timeout = 0.3 * F, body_timeout = 0.3 * F, idle_timeout = 0.3 * F } },
+    run(echo, { limits = { head_timeout = 0.3 * F, body_timeout = 0.6 * F, idle_timeout = 0.3 * F } },
       function(server, port)
         local c = client(port)
         c:send("GET /x HTTP/1.1\r\nHost: x\r\n")
@@ -420,7 +420,12 @@ describe("httpd", function()
 
   it("hands an upgraded connection over with the bytes read past the request", function()
     local taken, leftover, more, after = nil, nil, {}, nil
+    local refused
     run(function(req, res)
+      if req.path == "/not-ws" then
+        refused = { res:upgrade() }
+        return echo(req, res)
+      end
       if req.upgrade ~= "websocket" then return echo(req, res) end
       local key = req.headers["sec-websocket-key"]
       if not key then return res:send(400, nil, "no key\n") end
@@ -430,8 +435,14 @@ describe("httpd", function()
       taken:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         .. "Sec-WebSocket-Accept: " .. httpd.websocket_accept(key) .. "\r\n\r\n")
     end, { limits = { idle_timeout = 0.2 * F, head_timeout = 0.2 * F } }, function(server, port)
-      -- an upgrade refused by the handler: the connection stays HTTP
+      -- a request without Upgrade cannot be taken over
       local c = client(port)
+      c:send(get("/not-ws"))
+      assert.equal(200, c:answer().status)
+      assert.same({ nil, "not an upgrade request (req.upgrade)", "bad-request" }, refused)
+      c:close()
+      -- an upgrade refused by the handler: the connection stays HTTP
+      c = client(port)
       c:send(get("/ws", "Connection: Upgrade\r\nUpgrade: websocket\r\n") .. get("/plain"))
       assert.equal(400, c:answer().status)
       assert.equal("GET /plain 0", c:answer().body)

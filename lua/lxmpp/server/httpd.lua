@@ -260,11 +260,13 @@ end
 -- handlers now; the caller sets its own (conn:on) before it returns to the
 -- loop, writes the 101 answer itself, and owns the connection from here.
 -- leftover: the bytes read after this request, not to be lost. Possible
--- only while every earlier answer has been written.
+-- only for a request with req.upgrade, once every earlier answer has been
+-- written.
 function Res:upgrade()
   local c = self.c
   if self.answered then error("res:upgrade: this request was already answered", 2) end
   if c.state == "over" then return nil, "the connection is closed", "closed" end
+  if c.blocker ~= self then return nil, "not an upgrade request (req.upgrade)", "bad-request" end
   if c.queue[1] ~= self or c.waiting_drain then
     return nil, "earlier answers on this connection are still pending", "resource-constraint"
   end
