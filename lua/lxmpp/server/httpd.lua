@@ -465,7 +465,7 @@ function Conn:on_data(bytes)
     if b.size < b.need then return self:deadline("body", self.server.limits.body_timeout, true) end
     local all = concat(b)
     self.body = nil
-    self.buf = all:sub(b.need + 1)
+    self.buf, self.scanned = all:sub(b.need + 1), 1
     self.state = "ready"
     self:dispatch(b.req, all:sub(1, b.need))
   else
@@ -486,17 +486,26 @@ function Conn:parse()
   local lim = self.server.limits
   while self.state == "ready" and #self.queue < lim.pipeline do
     local buf = self.buf
-    while buf:sub(1, 2) == "\r\n" do buf = buf:sub(3) end   -- RFC 9112 §2.2: empty lines before a request
+    if buf:sub(1, 2) == "\r\n" then
+      repeat buf = buf:sub(3) until buf:sub(1, 2) ~= "\r\n"   -- RFC 9112 §2.2: empty lines before a request
+      self.scanned = 1
+    end
     self.buf = buf
     if buf == "" then return end
-    local e = buf:find("\r\n\r\n", 1, true)
-    local head = e and buf:sub(1, e + 1) or buf
-    if head:find("[^\r]\n") or head:find("^\n") then return self:fail(400, "lines must end with CRLF") end
+    -- a head that comes in small pieces is scanned once, not once per piece
+    local from = self.scanned
+    local e = buf:find("\r\n\r\n", from > 3 and from - 3 or 1, true)
+    local new = buf:sub(from > 1 and from - 1 or 1, e and e + 1 or #buf)
+    if new:find("[^\r]\n") or buf:find("^\n") then return self:fail(400, "lines must end with CRLF") end
     if (e and e + 3 > M.HEAD_MAX) or (not e and #buf > M.HEAD_MAX) then
       return self:fail(431, "the request head is larger than " .. M.HEAD_MAX .. " bytes")
     end
-    if not e then return end
-    self.buf = buf:sub(e + 4)
+    if not e then
+      self.scanned = #buf + 1
+      return
+    end
+    local head = buf:sub(1, e + 1)
+    self.buf, self.scanned = buf:sub(e + 4), 1
     self:deadline(nil)                              -- the head is in: its deadline is met
     local req, status, text = M.parse_head(head)
     if not req then return self:fail(status, text) end
@@ -563,7 +572,7 @@ function Server:accept(conn)
     return conn:abort()
   end
   local c = setmetatable({ server = self, conn = conn, ip = ip, peer = info.peer, peer_port = info.port,
-    buf = "", queue = {}, nreq = 0, state = "ready", secure = self.tls_ctx ~= nil }, Conn)
+    buf = "", scanned = 1, queue = {}, nreq = 0, state = "ready", secure = self.tls_ctx ~= nil }, Conn)
   self.conns[c] = true
   self.n = self.n + 1
   self.per_ip[ip] = (self.per_ip[ip] or 0) + 1
