@@ -144,6 +144,7 @@ build = {
       ["lxmpp.server.blocking"] = "lua/lxmpp/server/blocking.lua",
       ["lxmpp.server.stream"] = "lua/lxmpp/server/stream.lua",
       ["lxmpp.server.throttle"] = "lua/lxmpp/server/throttle.lua",
+      ["lxmpp.server.httpd"] = "lua/lxmpp/server/httpd.lua",
       ["lxmpp.server.features.starttls"] = "lua/lxmpp/server/features/starttls.lua",
       ["lxmpp.server.features.sasl"] = "lua/lxmpp/server/features/sasl.lua",
       ["lxmpp.server.features.register"] = "lua/lxmpp/server/features/register.lua",
