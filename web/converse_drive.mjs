@@ -64,13 +64,16 @@ let browser;
 const profile = mkdtempSync(join(tmpdir(), 'lxmpp-chromium-'));
 const offsite = [];
 
+let timedOut = false;
 function fail(why) {
+  if (timedOut) return 1;                          // (already said why)
   console.log(`converse_drive: FAILED at ${step}: ${why}`);
   return 1;
 }
 
 // The whole run's deadline: whatever hangs, the process ends.
 const overall = setTimeout(async () => {
+  timedOut = true;
   console.log(`converse_drive: FAILED at ${step}: overall timeout of ${args.timeout} s`);
   try { await browser?.close(); } catch { /* ends below anyway */ }
   rmSync(profile, { recursive: true, force: true });
