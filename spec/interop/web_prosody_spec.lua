@@ -7,8 +7,10 @@
 --   - Converse.js in Debian's headless Chromium (web/converse_drive.mjs),
 --     once over WebSocket and once over BOSH: logs in through its form,
 --     finds the bot in its roster, asks it a word, joins a room and gets an
---     answer there from the lxmpp client.
--- The same drivers are to be pointed at lxmpp's own server later. A missing
+--     answer there from the lxmpp client; and once from another origin
+--     (web/serve_static.mjs) over BOSH, through Prosody's CORS headers.
+-- The same drivers are to be pointed at lxmpp's own server later.
+-- LXMPP_WEB_SHOTS=DIR keeps Converse's screenshots there. A missing
 -- Chromium, Node.js or web/node_modules is a failure, never a skip
 -- (`make deps` installs them).
 local lxmpp = require "lxmpp"
@@ -58,31 +60,51 @@ local function report(r, what)
     .. (srv and ("\n--- prosody log (tail)\n" .. srv:log():sub(-3000)) or "")
 end
 
--- Converse through one transport; an lxmpp client in the room answers it.
-local function converse_run(transport, params, word, expect, room_name)
+-- The page's address on a static server of web/'s own (serve_static.mjs),
+-- another origin than Prosody's; params as for srv:page_url.
+local function other_origin(base, params)
+  local url = srv:page_url(params)
+  return base .. "converse.html" .. (url:match("%?.*$") or "")
+end
+
+-- Converse through one transport (o.params: the page's query; o.page_base:
+-- serve the page from there instead of from Prosody); o.room: an lxmpp
+-- client waits in that room and answers Converse there.
+local function converse_run(transport, o)
   local shot = os.tmpname() .. ".png"
-  local room_jid = room_name .. "@" .. srv.muc
   local say, answer = "hello from converse over " .. transport, "hello back from lxmpp over " .. transport
+  local url = o.page_base and other_origin(o.page_base, o.params) or srv:page_url(o.params)
+  local argv = { NODE, WEB .. "/converse_drive.mjs", "--url", url,
+    "--jid", "alice@example.test", "--password", "alice-pw",
+    "--contact", "bot@example.test", "--contact-name", "Dictionary bot",
+    "--bot", "bot@example.test", "--word", o.word, "--expect", o.expect,
+    "--screenshot", shot, "--timeout", tostring(DRIVER_TIMEOUT) }
   local r
   lxmpp.run(function()
-    local carol = user_client("carol", "carol-pw")
-    local room = assert(carol:muc_join(room_jid, "carol"))
-    carol:on("muc-message", function(rm, m)
-      if rm == room and not m.self and not m.delayed and m.body == say then room:say(answer) end
-    end)
-    local p = proc.start({ NODE, WEB .. "/converse_drive.mjs", "--url", srv:page_url(params),
-      "--jid", "alice@example.test", "--password", "alice-pw",
-      "--contact", "bot@example.test", "--contact-name", "Dictionary bot",
-      "--bot", "bot@example.test", "--word", word, "--expect", expect,
-      "--muc", room_jid, "--nick", "alice", "--muc-say", say, "--muc-expect", answer,
-      "--screenshot", shot, "--timeout", tostring(DRIVER_TIMEOUT) })
-    r = p:wait(WAIT)
-    carol:close()
+    local carol, room
+    if o.room then
+      local room_jid = o.room .. "@" .. srv.muc
+      carol = user_client("carol", "carol-pw")
+      room = assert(carol:muc_join(room_jid, "carol"))
+      carol:on("muc-message", function(rm, m)
+        if rm == room and not m.self and not m.delayed and m.body == say then room:say(answer) end
+      end)
+      for _, a in ipairs({ "--muc", room_jid, "--nick", "alice", "--muc-say", say, "--muc-expect", answer }) do
+        argv[#argv + 1] = a
+      end
+    end
+    r = proc.start(argv):wait(WAIT)
+    if carol then carol:close() end
   end)
   local png = require("spec.support.pki").read_file(shot) or ""
+  -- LXMPP_WEB_SHOTS=DIR keeps the screenshots, to look at what Converse showed
+  local keep = os.getenv("LXMPP_WEB_SHOTS")
+  if keep and keep ~= "" then
+    os.execute("cp '" .. shot .. "' '" .. keep .. "/converse-prosody-" .. transport .. ".png' 2>/dev/null")
+  end
   os.remove(shot)
   assert.equal(0, r.code, report(r, "converse_drive.mjs over " .. transport))
-  for _, step in ipairs({ "page", "login", "roster", "chat", "muc", "screenshot" }) do
+  for _, step in ipairs({ "page", "login", "roster", "chat", o.room and "muc" or nil, "screenshot" }) do
     assert.truthy(r.out:find("ok " .. step .. " ", 1, true), report(r, "step " .. step))
   end
   assert.equal("\137PNG", png:sub(1, 4), "no screenshot")
@@ -129,10 +151,29 @@ describe("web peers against Prosody (WebSocket, BOSH)", function()
   end)
 
   it("Converse.js over WebSocket: login form, roster, chat with the bot, a room", function()
-    converse_run("websocket", { websocket_url = srv.ws_url }, "xmpp", "xmpp: the Extensible Messaging", "ws-lounge")
+    converse_run("websocket", { params = { websocket_url = srv.ws_url }, word = "xmpp",
+      expect = "xmpp: the Extensible Messaging", room = "ws-lounge" })
   end)
 
   it("Converse.js over BOSH: login form, roster, chat with the bot, a room", function()
-    converse_run("bosh", { bosh_service_url = srv.bosh_url }, "jid", "jid: a Jabber ID", "bosh-lounge")
+    converse_run("bosh", { params = { bosh_service_url = srv.bosh_url }, word = "jid",
+      expect = "jid: a Jabber ID", room = "bosh-lounge" })
+  end)
+
+  it("Converse.js served from another origin talks BOSH through the server's CORS headers", function()
+    local static, base
+    lxmpp.run(function()
+      static = proc.start({ NODE, WEB .. "/serve_static.mjs" })
+      base = static:wait_output("listening on (http://%S+)", 10 * slow.factor)
+    end)
+    local ok, err = pcall(function()
+      assert(base, "serve_static.mjs did not start")
+      assert.not_equal(srv.http_base .. "/", base)
+      converse_run("bosh from another origin", { page_base = base, params = { bosh_service_url = srv.bosh_url },
+        word = "roster", expect = "roster: an XMPP contact list" })
+    end)
+    static:kill()
+    static:cleanup()
+    assert(ok, err)
   end)
 end)
