@@ -87,6 +87,9 @@ async function timed(name, fn) {
   console.log(`ok ${name} ${Date.now() - t0}`);
 }
 
+// a message whose whole text is s (the bot's answer repeats the word)
+const exactly = (s) => new RegExp(`^\\s*${s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s*$`);
+
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 async function run() {
@@ -156,7 +159,7 @@ async function run() {
       const box = chat.locator('textarea.chat-textarea');
       await box.fill(args.word);
       await box.press('Enter');
-      await chat.locator('.chat-msg__text', { hasText: args.word }).first().waitFor();
+      await chat.locator('.chat-msg__text', { hasText: exactly(args.word) }).first().waitFor();
       await chat.locator('.chat-msg__text', { hasText: args.expect }).first().waitFor();
     });
   }
@@ -169,7 +172,7 @@ async function run() {
       await box.waitFor();
       await box.fill(args['muc-say']);
       await box.press('Enter');
-      await room.locator('.chat-msg__text', { hasText: args['muc-say'] }).first().waitFor();
+      await room.locator('.chat-msg__text', { hasText: exactly(args['muc-say']) }).first().waitFor();
       await room.locator('.chat-msg__text', { hasText: args['muc-expect'] }).first().waitFor();
     });
   }

@@ -19,7 +19,12 @@ local slow = require "spec.support.slow"
 local web_prosody = require "spec.support.web_prosody"
 
 local WEB = proc.ROOT .. "/web"
-local NODE = "/usr/bin/node"
+local NODE = (function()
+  local f = io.popen(require("spec.support.pki").NO_PRELOAD .. "command -v node")
+  local path = f and f:read("l")
+  if f then f:close() end
+  return path or "node"
+end)()
 local CHROMIUM = "/usr/bin/chromium"
 -- each driver's own overall timeout (it exits non-zero by itself then),
 -- and how long the spec waits for it beyond that
@@ -113,7 +118,7 @@ end
 
 describe("web peers against Prosody (WebSocket, BOSH)", function()
   setup(function()
-    assert(exists(NODE), "node is not installed: run `make deps` (Node.js with npm)")
+    assert(NODE:sub(1, 1) == "/" and exists(NODE), "node is not installed: run `make deps` (Node.js with npm)")
     assert(exists(CHROMIUM), "chromium is not installed: run `make deps` (Debian package chromium)")
     for _, m in ipairs({ "converse.js/dist/converse.min.js", "playwright-core/package.json", "@xmpp/client/package.json" }) do
       assert(exists(WEB .. "/node_modules/" .. m), "web/node_modules/" .. m .. " is missing: run `make web-deps`")
