@@ -26,7 +26,7 @@ DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev \
              libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
              clang libclang-rt-14-dev valgrind lua-sql-sqlite3 \
-             ejabberd go-sendxmpp sendxmpp poezio
+             ejabberd go-sendxmpp sendxmpp poezio chromium
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/build/?.so;;
@@ -43,7 +43,7 @@ else
 RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
-.PHONY: all deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs \
+.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs \
         format-check test-fast test-interop
 
 all: build
@@ -66,6 +66,24 @@ deps:
 	  left=$$($(DEPS_NEEDED)); \
 	  if [ -n "$$left" ]; then echo "make deps: still missing or too old:" $$left; exit 1; fi; \
 	fi
+	@$(MAKE) --no-print-directory web-deps
+
+# The web peers of spec/interop/web_*_spec.lua (web/package.json: Converse.js,
+# playwright-core driving Debian's chromium, @xmpp/client), installed from
+# web/package-lock.json by `npm ci` when the lock file changes. They need
+# Node.js 20.10 or later with its npm (a Debian 12 machine here has
+# nodesource's nodejs 20, which bundles npm; Debian's own nodejs 18 is too
+# old for @xmpp/client's WebSocket); where node or npm is missing,
+# Debian's nodejs and npm are installed, and the version check says so.
+web-deps: web/node_modules/.lxmpp-npm-ci
+
+web/node_modules/.lxmpp-npm-ci: web/package.json web/package-lock.json
+	@command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1 || { \
+	  echo "installing nodejs npm"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends nodejs npm; }
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<10)) { console.error("make web-deps: Node.js "+process.version+" is older than 20.10"); process.exit(1) }'
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
 
 build: build/lxmpp/core.so
 
