@@ -25,7 +25,7 @@ DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev \
              libexpat1>=2.5.0-1+deb12u2 libexpat1-dev>=2.5.0-1+deb12u2 \
              libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
-             clang libclang-rt-14-dev valgrind lua-sql-sqlite3 \
+             clang libclang-rt-14-dev valgrind lua-sql-sqlite3 lua-filesystem \
              ejabberd go-sendxmpp sendxmpp poezio chromium
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;

@@ -33,6 +33,7 @@ shaped stanzas, stringprepped JIDs, a hardened streaming parser.
 dependencies = {
    "lua >= 5.4",
    "luasql-sqlite3 >= 2.6",
+   "luafilesystem >= 1.8",   -- the HTTP listener's static folder refuses symbolic links with it
 }
 
 external_dependencies = {
@@ -153,6 +154,7 @@ build = {
       ["lxmpp.server.features.register"] = "lua/lxmpp/server/features/register.lua",
       ["lxmpp.server.features.bind"] = "lua/lxmpp/server/features/bind.lua",
       ["lxmpp.server.features.sm"] = "lua/lxmpp/server/features/sm.lua",
+      ["lxmpp.server.httpd"] = "lua/lxmpp/server/httpd.lua",
       ["lxmpp.server.storage"] = "lua/lxmpp/server/storage.lua",
       ["lxmpp.server.storage_sqlite"] = "lua/lxmpp/server/storage_sqlite.lua",
       ["lxmpp.server.storage_archive"] = "lua/lxmpp/server/storage_archive.lua",

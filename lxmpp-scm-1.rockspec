@@ -29,6 +29,7 @@ shaped stanzas, stringprepped JIDs, a hardened streaming parser.
 dependencies = {
    "lua >= 5.4",
    "luasql-sqlite3 >= 2.6",
+   "luafilesystem >= 1.8",   -- the HTTP listener's static folder refuses symbolic links with it
 }
 
 external_dependencies = {
