@@ -39,6 +39,15 @@ describe("transport framings", function()
     for _, xml in ipairs({ ws.open("jabber:client", { to = "x" }), ws.close, e }) do
       assert.truthy(core.parse_element(xml))
     end
+    -- stanzas declare jabber:client themselves; one that names its own
+    -- namespace, or only mentions xmlns in a value, is told apart
+    assert.equal("<message xmlns='jabber:client' to='a'><body>x</body></message>",
+      ws.qualify("<message to='a'><body>x</body></message>"))
+    assert.equal("<iq xmlns='jabber:client'/>", ws.qualify("<iq/>"))
+    assert.equal("<presence xmlns='jabber:client'>", ws.qualify("<presence>"))
+    assert.equal("<r xmlns='urn:xmpp:sm:3'/>", ws.qualify("<r xmlns='urn:xmpp:sm:3'/>"))
+    assert.equal("<message xmlns='jabber:client' id='a xmlns=&apos;b'/>", ws.qualify("<message id='a xmlns=&apos;b'/>"))
+    assert.is_nil(transport.xml.qualify)
     assert.is_nil(ws.check_open({ xmlns = transport.NS_FRAMING }))
     assert.equal("invalid-namespace", (ws.check_open({ xmlns = "jabber:client" })))
   end)

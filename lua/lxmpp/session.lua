@@ -72,6 +72,7 @@ function M.new(opts)
     pending = {},                 -- iq id -> { to = prepared jid or false, waiter = w }
     queue = fifo.new(),           -- stanzas read while negotiating
     negotiating = false,
+    framing = require("lxmpp.transport").xml,   -- the current transport's (I.attach)
     logger = opts.logger or default_logger,
     debug = opts.debug or false,
   }, Session)
@@ -99,6 +100,7 @@ function I.attach(self, conn, parse_opts)
   -- a new stream: nothing of an earlier connection carries over, and the
   -- late events of an earlier connection (its "closed") are ignored
   self.conn = conn
+  self.framing = conn.framing
   self.closed_reason = nil
   self.lost_reason = nil
   self.remote_closed = false
@@ -140,6 +142,8 @@ function I.serialize(self, stanza)
   local ok, xml = pcall(tostring, stanza)
   if not ok then error(xml, 3) end
   if self.debug then self:log("debug", "OUT %s", I.describe(self, stanza)) end
+  local qualify = self.framing.qualify       -- framed per element (lxmpp.transport)
+  if qualify then xml = qualify(xml) end
   return xml
 end
 

@@ -34,9 +34,10 @@
 --   t.encrypted            true when the bytes are protected below the
 --                          stream (in-process; later wss:// and https://):
 --                          no STARTTLS is offered or asked for
---   t.framing              how stream headers, closes and errors are
---                          written: M.xml (RFC 6120 §4) or M.websocket
---                          (RFC 7395 §3.3)
+--   t.framing              how stream headers, closes, errors and stanzas
+--                          are written: M.xml (RFC 6120 §4) or M.websocket
+--                          (one element per message, RFC 7395 §3.3; BOSH
+--                          bodies carry elements the same way)
 
 local core = require "lxmpp.core"
 local stream_error = require "lxmpp.stream_error"
@@ -103,6 +104,17 @@ M.xml = {
   error = function(cond, text, extra) return stream_error.xml(cond, text, extra) end,
 }
 
+-- A top-level stanza as its own document: with no stream header to give a
+-- default namespace, it declares jabber:client itself (RFC 7395 §3.3.3;
+-- XEP-0206 §8, BOSH). The serializer escapes ' and > in attribute values,
+-- so " xmlns='" in the start tag can only be the attribute.
+local function qualify(xml)
+  local tag = xml:match("^<[^>]*>")
+  if not tag or tag:find(" xmlns='", 1, true) then return xml end
+  return (xml:gsub("^<([^%s/>]+)", "<%1 xmlns='jabber:client'", 1))
+end
+M.qualify = qualify
+
 --- transport.websocket: one element per message (RFC 7395 §3.3): the
 -- stream opens with <open/> and closes with <close/> in the framing
 -- namespace, and an element of the streams namespace declares it itself.
@@ -116,6 +128,9 @@ M.websocket = {
   end,
   features = "<stream:features xmlns:stream='" .. NS_STREAMS .. "'>",
   close = "<close xmlns='" .. NS_FRAMING .. "'/>",
+  --- a serialized top-level stanza as it goes out: qualified (above); the
+  -- xml framing has no qualify (its stream header gives the namespace)
+  qualify = qualify,
   -- RFC 7395 §3.6.1: the error, then <close/>, each its own message
   error = function(cond, text, extra)
     return stream_error.element(cond, text, extra, NS_STREAMS), "<close xmlns='" .. NS_FRAMING .. "'/>"

@@ -205,7 +205,10 @@ end
 --- Sends a stanza (serialized by the C serializer).
 function Stream:send(stanza, xml)
   if self.srv.debug then self:log("debug", "OUT %s", require("lxmpp.redact").text(stanza)) end
-  return self:write(xml or tostring(stanza))
+  xml = xml or tostring(stanza)
+  local qualify = self.framing.qualify      -- framed per element (lxmpp.transport)
+  if qualify then xml = qualify(xml) end
+  return self:write(xml)
 end
 
 --- Our stream header, answering the peer's (new id each time: RFC 6120
