@@ -181,6 +181,7 @@ function M.new(opts)
     error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
   end
   if opts.upload ~= nil then require("lxmpp.server.upload").check(opts.upload) end
+  local web_opts = require("lxmpp.server.web").check(opts)
   local reserved = {}
   local rn = opts.reserved_names
   if rn == nil then rn = M.RESERVED_NAMES end
@@ -207,6 +208,9 @@ function M.new(opts)
     limits = limits,
     listen = address_list(opts.listen, "listen", { "127.0.0.1:5222" }),
     tls_listen = address_list(opts.tls_listen, "tls_listen"),
+    http_listen = address_list(opts.http, "http"),       -- WebSocket, BOSH, host-meta, static (server/web.lua)
+    https_listen = address_list(opts.https, "https"),
+    web_opts = web_opts,
     component_listen = address_list(opts.component_listen, "component_listen",
       next(opts.components or {}) and { "127.0.0.1:5347" } or nil),
     auth = opts.auth,
@@ -710,6 +714,10 @@ function Server:start()
     self.upload, msg, cond = require("lxmpp.server.upload").start(self, self.opts.upload)
     ok = self.upload ~= nil
   end
+  if ok and (#self.http_listen > 0 or #self.https_listen > 0) then
+    self.web, msg, cond = require("lxmpp.server.web").start(self)
+    ok = self.web ~= nil
+  end
   if not ok then
     self:stop()
     return nil, msg, cond
@@ -722,7 +730,7 @@ function Server:start()
   return true
 end
 
---- srv:addresses() -> { { kind = "c2s"|"c2s-tls"|"component", ip =, port = }, ... }
+--- srv:addresses() -> { { kind = "c2s"|"c2s-tls"|"component"|"http"|"https", ip =, port = }, ... }
 function Server:addresses()
   local out = {}
   for i, l in ipairs(self.listeners) do out[i] = { kind = l.kind, ip = l.ip, port = l.port } end
@@ -748,7 +756,8 @@ function Server:stop()
   end
   if self.muc and self.muc.close then self.muc:close() end
   if self.upload then self.upload:close() end
-  self.muc, self.pep, self.upload, self.pubsub = nil, nil, nil, nil
+  if self.web then self.web:close() end
+  self.muc, self.pep, self.upload, self.pubsub, self.web = nil, nil, nil, nil, nil
   for _, id in ipairs(self.builtin_hooks) do self.events:remove(id) end
   self.builtin_hooks = {}
   if self.tls_ctx then self.tls_ctx:close() end
