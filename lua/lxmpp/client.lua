@@ -70,7 +70,8 @@ local function check_opts(opts)
   end
   local tls = opts.tls or "starttls"
   if not TLS_MODES[tls] then error("lxmpp.connect: tls must be \"starttls\", \"direct\" or \"none\"", 3) end
-  if tls == "none" and not is_loopback(opts.host) then
+  local url_host = type(opts.url) == "string" and opts.url:match("^%a+://%[?([^/%]:]+)")
+  if tls == "none" and not is_loopback(opts.host or url_host) then
     error("lxmpp.connect: tls = \"none\" is only allowed with a loopback host (tests)", 3)
   end
   if opts.host ~= nil and type(opts.host) ~= "string" then error("lxmpp.connect: host must be a string", 3) end
@@ -90,6 +91,11 @@ local function check_opts(opts)
   end
   if opts.transport ~= nil and type(opts.transport) ~= "function" then
     error("lxmpp.connect: transport must be a function returning a connected transport", 3)
+  end
+  if opts.url ~= nil then
+    local ok, why = require("lxmpp.websocket").url(opts.url)
+    if not ok then error("lxmpp.connect: url: " .. why, 3) end
+    if opts.transport then error("lxmpp.connect: url and transport exclude each other", 3) end
   end
   check_plugins(opts.plugins)
   local bad = require("lxmpp.features.sasl").check_options(opts.channel_binding, mech)
@@ -491,8 +497,17 @@ local function establish_over(self, t)
 end
 
 function establish_once(self)
-  if self.opts.transport then
-    local t, tmsg, tcond = self.opts.transport()
+  local o = self.opts
+  if o.url then                -- XMPP over WebSocket (RFC 7395): the URL names the endpoint
+    local left = self:time_left()
+    local per = o.connect_timeout or 15
+    local t, wmsg, wcond = require("lxmpp.websocket").connect(o.url, { cafile = o.cafile, insecure = o.insecure,
+      address = o.host, timeout = per < left and per or left, max_message = o.max_stanza_size })
+    if not t then return nil, wmsg, wcond end
+    return establish_over(self, t)
+  end
+  if o.transport then
+    local t, tmsg, tcond = o.transport()
     if not t then return nil, tmsg or "opts.transport gave no transport", tcond or "remote-server-not-found" end
     return establish_over(self, t)
   end

@@ -10,6 +10,11 @@
 --     timeout = 30, max_response = 1 MiB }
 --   -> status (integer), headers (lowercased names), body | nil, message, condition
 --
+-- With upgrade = true (a WebSocket handshake, RFC 6455 §4.1) the request
+-- says Connection: Upgrade, and a 101 answer returns status, headers, "",
+-- conn, rest: the connection stays open in raw mode with no handlers, and
+-- rest holds what the server sent after its answer's head.
+--
 -- Only https URLs (plain http only to a loopback address). Header names and
 -- values with CR, LF or NUL are refused (no request smuggling through
 -- headers a server handed us). The response is bounded by max_response.
@@ -18,7 +23,8 @@ local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
 
-local type, error, tostring, tonumber, pairs, concat = type, error, tostring, tonumber, pairs, table.concat
+local type, error, tostring, tonumber, pairs, ipairs, concat =
+  type, error, tostring, tonumber, pairs, ipairs, table.concat
 
 local M = {}
 
@@ -108,7 +114,7 @@ function M.request(opts)
   local lines = { ("%s %s HTTP/1.1"):format(method, u.path),
     "Host: " .. (u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host)
       .. ((u.port == 443 and u.scheme == "https") and "" or (":" .. u.port)),
-    "Content-Length: " .. #body, "Connection: close", "User-Agent: lxmpp" }
+    "Content-Length: " .. #body, opts.upgrade and "Connection: Upgrade" or "Connection: close", "User-Agent: lxmpp" }
   for name, value in pairs(opts.headers or {}) do
     local ok, herr = check_header(name, value)
     if not ok then return nil, herr, "bad-request" end
@@ -171,6 +177,11 @@ function M.request(opts)
       local status, headers = parse_head(all:sub(1, head_end + 1))
       if not status then return finish(nil, headers, "bad-format") end
       local rest = all:sub(head_end + 4)
+      if opts.upgrade and status == 101 then   -- the connection is the caller's now
+        t:stop()
+        for _, ev in ipairs({ "data", "eof", "read-error", "closed", "tls-done", "tls-failed" }) do conn:on(ev, nil) end
+        return status, headers, "", conn, rest
+      end
       local te, cl = headers["transfer-encoding"], headers["content-length"]
       if te and te:lower():find("chunked", 1, true) then
         local decoded, derr = dechunk(rest)

@@ -123,8 +123,10 @@ M.websocket = {
   open = function(_, attr)
     return "<open xmlns='" .. NS_FRAMING .. "'" .. attributes(attr) .. "/>"
   end,
-  check_open = function(attr)
-    if attr.xmlns ~= NS_FRAMING then return "invalid-namespace", "<open/> must be in " .. NS_FRAMING end
+  -- the framed parser (csrc/ws.c) gives <open/>'s attributes with xmlns
+  -- set to the content namespace, as the XML parser gives a header's
+  check_open = function(attr, ns)
+    if attr.xmlns ~= ns then return "invalid-namespace", "the stream's content namespace must be " .. ns end
   end,
   features = "<stream:features xmlns:stream='" .. NS_STREAMS .. "'>",
   close = "<close xmlns='" .. NS_FRAMING .. "'/>",

@@ -134,10 +134,8 @@ function M.start(srv)
     self.static = h
   end
   local secure_always = opts.consider_secure == true
-  local ok_ws, ws = pcall(require, "lxmpp.server.websocket")
-  if ok_ws and ws.available() then
-    self.websocket = function(req, res) return ws.upgrade(srv, req, res, req.secure or secure_always) end
-  end
+  local ws = require "lxmpp.server.websocket"
+  self.websocket = function(req, res) return ws.upgrade(srv, req, res, req.secure or secure_always) end
   local ok_bosh, bosh = pcall(require, "lxmpp.server.bosh")
   if ok_bosh then
     local service = bosh.new(srv, { consider_secure = secure_always })

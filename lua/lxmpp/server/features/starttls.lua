@@ -1,20 +1,27 @@
 -- STARTTLS (RFC 6120 §5), server side: offered, and required unless the
--- server is configured insecure_plaintext, on a stream whose transport is
--- not protected already (lxmpp.transport: TCP before TLS).
+-- server is configured insecure_plaintext, on a TCP stream not protected
+-- already (lxmpp.transport).
 
 local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 
 local M = { name = "starttls" }
 
+-- Only on an XML-framed stream (TCP): over WebSocket, TLS is the wss://
+-- connection's (RFC 7395 §3.7), and BOSH's the https:// one.
+local function possible(s)
+  return not s.secure and not s.authenticated and s.framing.name == "xml"
+end
+
 function M.offer(s)
-  if s.secure or s.authenticated then return nil end
+  if not possible(s) then return nil end
   return "<starttls xmlns='" .. NS_TLS .. "'>" .. (s.srv.insecure_plaintext and "" or "<required/>") .. "</starttls>"
 end
 
 M.handlers = {
   [NS_TLS .. " starttls"] = function(s)
-    if s.secure or s.authenticated then
-      return s:stream_error("policy-violation", "TLS is already negotiated")
+    if not possible(s) then
+      return s:stream_error("policy-violation",
+        s.secure and "TLS is already negotiated" or "STARTTLS is not possible here")
     end
     s:write("<proceed xmlns='" .. NS_TLS .. "'/>")
     s.starting_tls = true

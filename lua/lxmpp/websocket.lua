@@ -1,0 +1,85 @@
+-- lxmpp.websocket: XMPP over WebSocket (RFC 7395), the handshake both sides
+-- share and the client's transport. The framing itself (RFC 6455 frames,
+-- one element per message) is in C (csrc/ws.c, conn:websocket); once the
+-- handshake is done a WebSocket connection is an lxmpp.transport like a TCP
+-- one, framed with transport.websocket, and the one stream layer runs over
+-- it unchanged.
+
+local core = require "lxmpp.core"
+local transport = require "lxmpp.transport"
+
+local type, tostring = type, tostring
+
+local M = {}
+
+M.GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   -- RFC 6455 §1.3
+M.PROTOCOL = "xmpp"                                  -- RFC 7395 §3.1
+
+--- websocket.accept(key) -> the Sec-WebSocket-Accept value for a
+-- Sec-WebSocket-Key (RFC 6455 §4.2.2: base64 of the SHA-1 of key .. GUID).
+function M.accept(key)
+  return core.base64_encode(core.hash("sha1", key .. M.GUID))
+end
+
+--- websocket.has_token(value, token) -> does a comma-separated header
+-- value list the token (case-insensitively, RFC 9110 §5.6.1)?
+function M.has_token(value, token)
+  if type(value) ~= "string" then return false end
+  token = token:lower()
+  for item in value:gmatch("[^,]+") do
+    if item:match("^%s*(.-)%s*$"):lower() == token then return true end
+  end
+  return false
+end
+
+--- websocket.url(url) -> { secure = bool, http = the http(s) URL } | nil,
+-- message: a ws:// or wss:// URL, as the HTTP request that opens it.
+function M.url(url)
+  if type(url) ~= "string" then return nil, "the URL is not a string" end
+  local scheme, rest = url:match("^(%a+)://(.+)$")
+  scheme = scheme and scheme:lower()
+  if scheme ~= "ws" and scheme ~= "wss" then return nil, "not a ws:// or wss:// URL: " .. url end
+  return { secure = scheme == "wss", http = (scheme == "wss" and "https://" or "http://") .. rest }
+end
+
+--- websocket.connect(url, opts) -> transport | nil, message, condition:
+-- opens the WebSocket (the HTTP Upgrade with the xmpp subprotocol, RFC
+-- 7395 §3.1), from a task. opts: cafile, insecure (certificates are
+-- verified against the URL's host), address (connect there instead of
+-- resolving the host), timeout (seconds, 30), max_message (bytes of one
+-- message, 262144). ws:// only to a loopback address, as lxmpp.http.
+function M.connect(url, opts)
+  opts = opts or {}
+  local u, uerr = M.url(url)
+  if not u then return nil, uerr, "bad-request" end
+  local key = core.base64_encode(core.random(16))
+  local status, headers, _, conn, rest = require("lxmpp.http").request({
+    method = "GET", url = u.http, upgrade = true, timeout = opts.timeout, cafile = opts.cafile,
+    insecure = opts.insecure, address = opts.address,
+    headers = { Upgrade = "websocket", ["Sec-WebSocket-Key"] = key, ["Sec-WebSocket-Version"] = "13",
+      ["Sec-WebSocket-Protocol"] = M.PROTOCOL },
+  })
+  if not status then return nil, headers, _ end
+  local function refuse(why)
+    if conn then conn:abort() end
+    return nil, url .. ": " .. why, "remote-connection-failed"
+  end
+  if status ~= 101 then return refuse("the server answered HTTP " .. tostring(status) .. ", not a WebSocket") end
+  if not M.has_token(headers.upgrade, "websocket") or not M.has_token(headers.connection, "upgrade") then
+    return refuse("the answer does not upgrade to WebSocket")
+  end
+  if headers["sec-websocket-accept"] ~= M.accept(key) then
+    return refuse("the answer's Sec-WebSocket-Accept does not match our key")
+  end
+  -- RFC 7395 §3.1: without the xmpp subprotocol there is no XMPP connection
+  if headers["sec-websocket-protocol"] ~= M.PROTOCOL then
+    return refuse("the server did not agree to the xmpp subprotocol")
+  end
+  local ok, err = pcall(conn.websocket, conn, { role = "client", max_message = opts.max_message, buffered = rest })
+  if not ok then return refuse(tostring(err)) end
+  conn.framing = transport.websocket
+  conn.encrypted = u.secure
+  return conn
+end
+
+return M
