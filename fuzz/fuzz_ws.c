@@ -10,14 +10,18 @@
  * message is UTF-8 and at most max_message bytes, a control payload at most
  * 125, an error carries one of the codes ws.h names and stays, nothing is
  * decoded after a close frame, and what the encoder writes (lx_ws_header,
- * lx_ws_mask, lx_ws_close_payload) decodes back to what was encoded. A
+ * lx_ws_mask, lx_ws_close_payload) decodes back to what was encoded. The
+ * text messages of the whole feed also go through the stream parser in
+ * framed mode (RFC 7395), as net_ws.c hands them over: one event or an
+ * error per message, <open/> first, and memory bounded by the limits. A
  * failed check traps.
  *
  * Input layout (fuzz/make_corpus.lua writes seeds in it):
  *   byte 0    bit 0: client role (the peer must not mask); bits 1-3: chunk
  *             size class (chunks of 1..N bytes, N = 1, 2, 3, 7, 16, 64,
  *             512, 65536)
- *   byte 1    max_message: 64 * byte1, 0 = 65536
+ *   byte 1    max_message: 64 * byte1, 0 = 65536; odd: the framed parser's
+ *             max_stanza_size is 200 (else the default)
  *   bytes 2-3 chunking seed
  *   the rest  the bytes a peer sends
  *
@@ -28,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stream.h"
 #include "ws.h"
 
 #if defined(__has_feature)
@@ -140,11 +145,50 @@ static int check_event(lx_ws *w, int ev, size_t max_message, evlog *lg) {
   }
 }
 
+/* A text message through the framed parser, as net_ws.c feeds it. */
+typedef struct framed {
+  lx_stream *s;
+  lx_limits lim;
+  int failed, opened, closed;
+} framed;
+
+static void parse_message(framed *f, const char *p, size_t n) {
+  int ev, ev2;
+  if (f->failed) return;
+  lx_stream_feed(f->s, p, n, 1);
+  ev = lx_stream_next(f->s);
+  CHECK(lx_stream_memory(f->s) <= 64 * f->lim.max_stanza_size + 32768);
+  if (ev == LX_EV_ERROR) {
+    const char *cond;
+    CHECK(lx_stream_error(f->s, &cond) != NULL && cond != NULL);
+    f->failed = 1;
+    return;
+  }
+  CHECK(ev != LX_EV_MORE);                    /* every message gives something */
+  CHECK(!f->closed);
+  if (ev == LX_EV_OPEN) {
+    CHECK(!f->opened);
+    f->opened = 1;
+  } else {
+    CHECK(f->opened);
+    if (ev == LX_EV_CLOSE) f->closed = 1;
+  }
+  CHECK(n <= f->lim.max_stanza_size);
+  ev2 = lx_stream_next(f->s);
+  CHECK(ev2 == LX_EV_MORE);                   /* one event per message */
+  if (ev == LX_EV_STANZA && (n & 3) == 0) {   /* sometimes: a stream restart */
+    CHECK(lx_stream_reset(f->s));
+    f->opened = 0;
+  }
+  if ((n & 7) == 1) lx_stream_idle(f->s);
+}
+
 /* Decodes p[0..len) fed whole or in chunks; each chunk is copied to the end
  * of a poisoned block, so ASan sees a read outside it or after it was
  * given back. */
 static void run(int role, size_t max_message, const unsigned char *p,
-                size_t len, size_t chunk_max, uint32_t seed, evlog *lg) {
+                size_t len, size_t chunk_max, uint32_t seed, evlog *lg,
+                framed *f) {
   lx_ws *w = lx_ws_new(role, max_message);
   uint32_t rng = 0x9E3779B9u ^ (seed * 0x10001u);
   size_t pos = 0, cap = chunk_max < len ? chunk_max : len;
@@ -169,6 +213,11 @@ static void run(int role, size_t max_message, const unsigned char *p,
       if (!check_event(w, ev, max_message, lg)) {
         going = 0;
         break;
+      }
+      if (f && ev == LX_WS_TEXT) {
+        size_t n;
+        const char *m = lx_ws_payload(w, &n);
+        parse_message(f, m, n);
       }
       if (rnd(&rng) % 4 == 0 && lx_ws_unread(w)) {
         /* the caller keeps the rest in a buffer of its own */
@@ -279,6 +328,7 @@ static void round_trip(int role, const unsigned char *p, size_t len,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   evlog whole = {NULL, 0, 0}, chunked = {NULL, 0, 0};
+  framed f;
   int role;
   size_t max_message, chunk_max, plen;
   uint32_t seed;
@@ -291,8 +341,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   payload = data + HDR_LEN;
   plen = size - HDR_LEN;
 
-  run(role, max_message, payload, plen, plen ? plen : 1, seed, &whole);
-  run(role, max_message, payload, plen, chunk_max, seed, &chunked);
+  memset(&f, 0, sizeof f);
+  lx_limits_default(&f.lim);
+  if (data[1] & 1) f.lim.max_stanza_size = 200;
+  f.s = lx_stream_new(LX_MODE_FRAMED, &f.lim);
+  if (!f.s) return 0;
+  run(role, max_message, payload, plen, plen ? plen : 1, seed, &whole, &f);
+  lx_stream_free(f.s);
+  run(role, max_message, payload, plen, chunk_max, seed, &chunked, NULL);
   if (whole.len != chunked.len ||
       (whole.len && memcmp(whole.p, chunked.p, whole.len) != 0))
     fail_check("identical events for any chunking", __LINE__);
