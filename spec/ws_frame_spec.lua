@@ -277,6 +277,56 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
     end)
   end)
 
+  it("works over TLS: the handshake bytes and frames of one TLS record, a pong, the closing handshake", function()
+    local pki = require "spec.support.pki"
+    local p = pki.get()
+    lxmpp.run(function()
+      local sctx = assert(core.tls_context{ mode = "server", cert = p.certs.good.cert, key = p.certs.good.key })
+      local cctx = assert(core.tls_context{ mode = "client", cafile = p.ca })
+      local s = {}
+      local listener = assert(net.listen("127.0.0.1", 0, function(conn)
+        s.conn = conn
+        s.rec = recorder(conn)
+        local req = ""
+        conn:on("tls-done", function() conn:raw() end)
+        conn:on("data", function(b)
+          req = req .. b
+          local e = req:find("\r\n\r\n", 1, true)
+          if e then
+            conn:on("data", nil)
+            assert(conn:websocket{ role = "server", buffered = req:sub(e + 4) })
+            assert(conn:parse())
+          end
+        end)
+        assert(conn.c:starttls(sctx))
+      end))
+      local c = assert(net.connect("127.0.0.1", listener:port()))
+      local got = {}
+      c:on("data", function(b) got[#got + 1] = b end)
+      c:on("eof", function() got.eof = true end)
+      c:on("tls-done", function()
+        c:write("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n" .. cframe(OPEN) .. cframe("<presence/>") ..
+          cframe("hello", { op = 9 }))
+      end)
+      c:raw()
+      assert(c.c:starttls(cctx, "example.test"))
+      wait_until(function() return s.rec and #s.rec.stanzas == 1 end, "stanza")
+      assert.same({ "open", "stanza presence" }, s.rec.events)
+      assert.is_truthy(s.conn:tls_info())
+      wait_until(function() return #frames_of(got) == 1 end, "pong")
+      assert.equal("hello", frames_of(got)[1].payload)
+      lxmpp.spawn(function() s.closed_ok = s.conn:close() end)
+      wait_until(function() return last_close(got) end, "close frame")
+      c:write(cframe(string.pack(">I2", 1000), { op = 8 }))
+      wait_until(function() return s.rec.closed and got.eof end, "closed")
+      assert.is_true(s.closed_ok)
+      c:close()
+      listener:close()
+      sctx:close()
+      cctx:close()
+    end)
+  end)
+
   it("close(): sends a close frame (1000), waits for the peer's, then closes", function()
     lxmpp.run(function()
       local srv, peer, got = ws_server_and_raw_peer()
@@ -404,17 +454,19 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   }
   for _, case in ipairs(framing) do
     local name, msgs, cond, pattern = case[1], case[2], case[3], case[4]
-    it("parse-error " .. cond .. " for " .. name, function()
+    it("parse-error " .. cond .. " for " .. name .. ", nothing of it delivered", function()
       lxmpp.run(function()
         local srv, peer, got = ws_server_and_raw_peer(nil, { max_stanza_size = 500 })
-        local out = {}
-        for i, m in ipairs(msgs) do out[i] = cframe(m) end
+        local out, expected = {}, {}
+        for i, m in ipairs(msgs) do
+          out[i] = cframe(m)
+          if i < #msgs then expected[i] = m == OPEN and "open" or m == CLOSE and "stream-close" or "?" end
+        end
+        expected[#expected + 1] = "parse-error " .. cond
         peer:write(table.concat(out) .. cframe("<after/>"))
         wait_until(function() return srv.rec.perr end, "parse-error")
         lxmpp.sleep(0.02)
-        local ev = srv.rec.events
-        assert.equal("parse-error " .. cond, ev[#ev])
-        for _, e in ipairs(ev) do assert.is_nil(e:find("after", 1, true)) end
+        assert.same(expected, srv.rec.events)
         assert.matches(pattern, srv.rec.perr)
         -- the stream-level answer still goes out, then the closing handshake
         assert(srv.conn:write("<stream:error xmlns:stream='http://etherx.jabber.org/streams'/>"))
