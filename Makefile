@@ -15,7 +15,7 @@ SRC       := $(wildcard csrc/*.c)
 HDR       := $(wildcard csrc/*.h)
 ENGINES   := csrc/stream.c csrc/serialize.c csrc/xmlchar.c csrc/utf8.c csrc/sasl.c \
              csrc/saslprep.c csrc/prep.c csrc/sasl_client.c csrc/sasl_server.c \
-             csrc/stream_tree.c
+             csrc/stream_tree.c csrc/ws.c
 
 # Debian packages the project needs (build, tests, peers, fuzzing, benchmarks).
 # NAME>=VERSION asks for at least that version: `make deps` installs what is
@@ -157,7 +157,8 @@ check: deps build-asan/lxmpp/core.so
 # libFuzzer targets for the pure engines, seeded from the spec data.
 FUZZ_CC    := clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c99 -D_POSIX_C_SOURCE=200809L -Icsrc
-FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip build-fuzz/fuzz_sasl build-fuzz/fuzz_tls
+FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip build-fuzz/fuzz_sasl build-fuzz/fuzz_tls \
+              build-fuzz/fuzz_ws
 build-fuzz/%: fuzz/%.c $(ENGINES) $(HDR)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(ENGINES) -lexpat -lidn -lcrypto

@@ -14,13 +14,36 @@
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
  *   conn:bytes_in()      bytes read so far
  *   conn:raw()           no parser: each read (decrypted) is a "data" event
+ *   conn:websocket{ role = "server"|"client", max_message = bytes (262144),
+ *                   buffered = bytes }
+ *                        WebSocket mode (RFC 6455 framing, RFC 7395 XMPP;
+ *                        net_ws.c) from now on, typically after the HTTP
+ *                        Upgrade was done in raw mode; buffered: the bytes
+ *                        raw mode delivered past the HTTP request, decoded
+ *                        first. Then parse(opts) as usual: each text message
+ *                        must be one element; <open/> gives "open" (attr,
+ *                        attr.xmlns "jabber:client"), <close/> "stream-close",
+ *                        anything else "stanza" (jabber:client unless it
+ *                        declares a namespace); a message that is not one
+ *                        element "parse-error" (cond "bad-format"), one over
+ *                        max_stanza_size "policy-violation". write(bytes) is
+ *                        one text message (nil, msg, "bad-format" when not
+ *                        UTF-8); restart() as after SASL (a new <open/>);
+ *                        pings are answered in C; close() sends a close
+ *                        frame (1000) and waits (5 s at most) for the peer's.
+ *                        The peer's close frame: "eof" code reason, then the
+ *                        socket is closed; a protocol violation: "read-error"
+ *                        msg "closed" code, a close frame with that code
+ *                        (1002, 1003 binary, 1007 not UTF-8, 1009 over
+ *                        max_message), and the socket is closed.
  *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
  *                    open=, parser_idle= (the parser gave its memory back) }
  *   listener:port()  listener:close()
  *
  * Events reach Lua as dispatch("net", owner, event, ...): "connected",
  * "connect-failed" msg cond, "open" attr, "stanza" st, "stream-close",
- * "parse-error" msg cond, "data" bytes (raw mode), "eof", "read-error" msg, "write-error" msg,
+ * "parse-error" msg cond, "data" bytes (raw mode), "eof" (WebSocket: code reason),
+ * "read-error" msg (WebSocket: msg "closed" code), "write-error" msg,
  * "tls-done", "tls-failed" msg cond,
  * "drain", "closed", and for listeners "accept" conn.
  *
@@ -41,6 +64,7 @@
 #define CONN_MT "lxmpp.conn"
 #define LISTENER_MT "lxmpp.listener"
 #define DEFAULT_MAX_OUT (4u << 20)   /* bytes queued before write() refuses */
+#define DEFAULT_MAX_MESSAGE 262144   /* WebSocket: the default max_stanza_size */
 
 typedef struct listener {
   lx_handle h;
@@ -204,9 +228,10 @@ static int l_parse(lua_State *L) {
     lua_pop(L, 1);
   }
   if (!c->parser) {
-    c->parser = lx_stream_new(LX_MODE_STREAM, &lim);
+    c->parser = lx_stream_new(c->ws ? LX_MODE_FRAMED : LX_MODE_STREAM, &lim);
     if (!c->parser) return luaL_error(L, "out of memory");
   }
+  if (c->ws) lx_defer(c->h.lp, &c->cont);  /* what websocket() or TLS hold */
   lx_net_start_reading(c);
   lua_pushboolean(L, 1);
   return 1;
@@ -216,8 +241,16 @@ static int l_write(lua_State *L) {
   conn *c = check_conn(L);
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
+  int r;
   if (c->h.closed || c->closing) return fail_closed(L);
-  if (!lx_net_enqueue(c, p, len)) {
+  r = c->ws ? lx_net_ws_write(c, p, len) : lx_net_enqueue(c, p, len);
+  if (r < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "a WebSocket text message must be UTF-8");
+    lua_pushliteral(L, "bad-format");
+    return 3;
+  }
+  if (!r) {
     lua_pushnil(L);
     lua_pushliteral(L, "output queue full: the peer is not reading");
     lua_pushliteral(L, "resource-constraint");
@@ -253,6 +286,7 @@ static int l_starttls(lua_State *L) {
   size_t discarded = 0;
   if (c->h.closed || c->closing) return fail_closed(L);
   if (c->tls) return luaL_error(L, "TLS is already active on this connection");
+  if (c->ws) return luaL_error(L, "starttls: this connection is in WebSocket mode");
   if (!server && (!domain || !*domain))
     return luaL_error(L, "starttls: a client needs the peer's domain");
   if (c->parser) {
@@ -343,6 +377,7 @@ static int l_close(lua_State *L) {
   conn *c = check_conn(L);
   if (c->h.closed || c->closing) return 0;
   c->closing = 1;
+  if (c->ws && !c->connecting && lx_net_ws_close(c)) return 0;
   if (c->reading) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
@@ -385,7 +420,7 @@ static int l_info(lua_State *L) {
       port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
   }
-  lua_createtable(L, 0, 8);
+  lua_createtable(L, 0, 9);
   lua_pushinteger(L, (lua_Integer)c->writes);
   lua_setfield(L, -2, "writes");
   lua_pushstring(L, ip);
@@ -402,6 +437,8 @@ static int l_info(lua_State *L) {
   lua_setfield(L, -2, "queued");
   lua_pushboolean(L, !c->h.closed);
   lua_setfield(L, -2, "open");
+  lua_pushboolean(L, c->ws != NULL);
+  lua_setfield(L, -2, "websocket");
   return 1;
 }
 
@@ -420,8 +457,42 @@ static int l_raw(lua_State *L) {
   conn *c = check_conn(L);
   if (c->h.closed) return fail_closed(L);
   if (c->parser) return luaL_error(L, "raw: this connection parses XML");
+  if (c->ws) return luaL_error(L, "raw: this connection is in WebSocket mode");
   c->raw = 1;
   lx_defer(c->h.lp, &c->cont);           /* deliver what TLS holds, then read */
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:websocket{ role = "server"|"client", max_message = bytes,
+ * buffered = bytes } -> true: WebSocket mode (RFC 6455, RFC 7395; see
+ * net_ws.c), typically after an HTTP Upgrade handshake done in raw mode.
+ * buffered: what raw mode delivered past the handshake, decoded first.
+ * Messages are parsed once parse() is called. */
+static int l_websocket(lua_State *L) {
+  conn *c = check_conn(L);
+  const char *role, *buf = NULL;
+  size_t blen = 0;
+  lua_Integer max = DEFAULT_MAX_MESSAGE;
+  int r;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (c->h.closed || c->closing) return fail_closed(L);
+  if (c->ws) return luaL_error(L, "websocket: this connection is in WebSocket mode already");
+  if (c->parser) return luaL_error(L, "websocket: this connection parses XML already");
+  lua_getfield(L, 2, "role");                    /* c, opts, role */
+  role = lua_tostring(L, 3);
+  if (role && strcmp(role, "server") == 0) r = LX_WS_SERVER;
+  else if (role && strcmp(role, "client") == 0) r = LX_WS_CLIENT;
+  else return luaL_error(L, "websocket: role must be \"server\" or \"client\"");
+  if (lua_getfield(L, 2, "max_message") != LUA_TNIL) {
+    int isnum;
+    max = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || max < 1 || max > (1 << 30))
+      return luaL_error(L, "websocket: max_message must be an integer from 1 to %d", 1 << 30);
+  }
+  if (lua_getfield(L, 2, "buffered") != LUA_TNIL) buf = luaL_checklstring(L, -1, &blen);
+  if (!lx_net_ws_start(c, r, (size_t)max, buf, blen)) return luaL_error(L, "out of memory");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -469,7 +540,7 @@ void lx_open_net(lua_State *L) {
     {"pause", l_pause}, {"resume", l_resume}, {"close", l_close},
     {"abort", l_abort}, {"info", l_info}, {"set_owner", l_set_owner},
     {"set_max_queue", l_set_max_queue}, {"starttls", l_starttls},
-    {"bytes_in", l_bytes_in}, {"raw", l_raw},
+    {"bytes_in", l_bytes_in}, {"raw", l_raw}, {"websocket", l_websocket},
     {"tls_info", l_tls_info}, {"channel_binding", l_channel_binding},
     {NULL, NULL}
   };

@@ -15,6 +15,7 @@
 #include "loop.h"
 #include "stream.h"
 #include "tls.h"
+#include "ws.h"
 
 LX_HIDDEN_BEGIN
 
@@ -47,6 +48,12 @@ typedef struct conn {
   int writing, connecting, reading, paused, closing, shut, full;
   int reset;                  /* RESET_* requested by Lua during dispatch */
   int in_dispatch;
+  lx_ws *ws;                  /* WebSocket mode (net_ws.c); NULL otherwise */
+  int ws_client;              /* our role is the client: we mask */
+  int ws_sent_close;          /* our close frame is queued */
+  int ws_close_wait;          /* close(): waiting for the peer's close frame */
+  int ws_halt;                /* the parser failed: decode no more messages */
+  uint64_t ws_deadline;       /* end of that wait (uv_now, ms) */
   uint64_t bytes_in, bytes_out, writes;
   uv_connect_t creq;
   uv_write_t wreq;
@@ -68,11 +75,26 @@ void lx_net_run_flush(lx_deferred *d);
 int lx_net_move_ciphertext(conn *c);
 int lx_net_encrypt_pending(conn *c);
 int lx_net_enqueue(conn *c, const char *p, size_t len);
+int lx_net_enqueue_frame(conn *c, int opcode, const char *p, size_t len,
+                         int bounded);
 
 /* ---- receive path (net_io.c) -------------------------------------------- */
 
 void lx_net_start_reading(conn *c);
 void lx_net_run_cont(lx_deferred *d);
+int lx_net_feed_protected(lua_State *L);
+void lx_net_touch(conn *c);
+
+/* ---- WebSocket mode (net_ws.c) ---------------------------------------- */
+
+int lx_net_ws_start(conn *c, int role, size_t max_message, const char *buffered,
+                    size_t len);
+void lx_net_ws_input(conn *c, const char *p, size_t n);
+int lx_net_ws_drain(conn *c);
+void lx_net_ws_keep_rest(conn *c);
+int lx_net_ws_write(conn *c, const char *p, size_t len);
+int lx_net_ws_close(conn *c);
+void lx_net_ws_finish(conn *c);
 
 LX_HIDDEN_END
 

@@ -73,6 +73,8 @@ void lx_net_conn_freed(lx_handle *h) {
   c->parser = NULL;
   lx_tls_free(c->tls);
   c->tls = NULL;
+  lx_ws_free(c->ws);
+  c->ws = NULL;
   free(c->rest);
   free(c->out);
   free(c->wbuf);
@@ -99,7 +101,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 }
 
 static void maybe_shutdown(conn *c) {
-  if (!c->closing || c->writing || c->out_len || c->shut || c->h.closed) return;
+  if (!c->closing || c->ws_close_wait || c->writing || c->out_len || c->shut || c->h.closed) return;
   c->shut = 1;
   c->sreq.data = c;
   if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
@@ -231,6 +233,34 @@ int lx_net_enqueue(conn *c, const char *p, size_t len) {
   return 1;
 }
 
+/* Queues one WebSocket frame (RFC 6455 §5.2) carrying p[0..len): its header
+ * and payload together or nothing, masked with a fresh key in the client
+ * role. bounded: as lx_net_enqueue (messages, pongs); else always taken
+ * (close frames, a few bytes, like TLS alerts). 0 when not queued. */
+int lx_net_enqueue_frame(conn *c, int opcode, const char *p, size_t len,
+                         int bounded) {
+  unsigned char hdr[LX_WS_MAX_HEADER], key[4];
+  size_t hl = lx_ws_header(hdr, opcode, len, c->ws_client, key);
+  size_t queued = c->out_len + c->wbuf_len + c->early_len, start;
+  char **buf = c->tls ? &c->early : &c->out;
+  size_t *blen = c->tls ? &c->early_len : &c->out_len;
+  size_t *bcap = c->tls ? &c->early_cap : &c->out_cap;
+  if (!hl) return 0;
+  if (bounded && queued && queued + hl + len > c->max_out) {
+    c->full = 1;
+    return 0;
+  }
+  start = *blen;
+  if (!append(buf, blen, bcap, (const char *)hdr, hl)) return 0;
+  if (len && !append(buf, blen, bcap, p, len)) {
+    *blen = start;
+    return 0;
+  }
+  if (c->ws_client) lx_ws_mask((unsigned char *)*buf + start + hl, len, key, 0);
+  if (!c->tls || c->tls_done) lx_defer(c->h.lp, &c->flush);
+  return 1;
+}
+
 /* ---- receive path ---------------------------------------------------------- */
 
 /* Runs the parser and dispatches each event, under lx_protected (ud: the
@@ -238,7 +268,7 @@ int lx_net_enqueue(conn *c, const char *p, size_t len) {
  * pause() it is still there, and resume() continues it here. Lua may close,
  * pause or restart the conn during a dispatch: that takes effect before
  * another byte is parsed. */
-static int feed_protected(lua_State *L) {
+int lx_net_feed_protected(lua_State *L) {
   conn *c = lua_touserdata(L, 1);
   int top = lua_gettop(L);
   while (c->parser && !c->h.closed && !c->paused) {
@@ -256,6 +286,7 @@ static int feed_protected(lua_State *L) {
       lua_pushstring(L, cond);
       c->reading = 0;
       c->feeding = 0;
+      c->ws_halt = 1;                         /* WebSocket: no more messages */
       uv_read_stop((uv_stream_t *)&c->tcp);
       lx_dispatch(c->h.lp, 5);
       return 0;
@@ -273,7 +304,9 @@ static int feed_protected(lua_State *L) {
       /* the rest of this read belongs to the new stream */
       size_t rest = lx_stream_remaining(c->parser);
       if (!lx_stream_reset(c->parser)) return 0;
-      lx_stream_feed(c->parser, c->fbuf + c->flen - rest, rest, 0);
+      /* (WebSocket: the message was the whole input; the next one is
+       * the new stream's) */
+      if (!c->ws) lx_stream_feed(c->parser, c->fbuf + c->flen - rest, rest, 0);
     }
   }
   return 0;
@@ -328,6 +361,7 @@ static void unlist(conn *c) {
 static void go_idle(conn *c) {
   if (c->h.closed || !c->parser || c->feeding) return;
   lx_stream_idle(c->parser);
+  if (c->ws) lx_ws_idle(c->ws);
   if (c->tls_done && !c->out_len && !c->early_len) lx_tls_idle(c->tls);
 }
 
@@ -336,6 +370,10 @@ static void on_sweep(uv_timer_t *t) {
   conn *c, *next;
   for (c = n->active; c; c = next) {
     next = c->act_next;
+    if (c->ws_close_wait) {                  /* listed until the wait ends */
+      if (uv_now(t->loop) >= c->ws_deadline) lx_net_ws_finish(c);
+      continue;
+    }
     if (c->recent) {
       c->recent = 0;
       continue;
@@ -347,6 +385,9 @@ static void on_sweep(uv_timer_t *t) {
 }
 
 /* The conn read or wrote: it goes idle after a quiet sweep period. */
+static void touched(conn *c);
+void lx_net_touch(conn *c) { touched(c); }
+
 static void touched(conn *c) {
   lx_loop *lp = c->h.lp;
   net_loop *n = net_of(lp);
@@ -386,6 +427,10 @@ static void keep_rest(conn *c) {
   char *p;
   if (c->h.closed) return;
   touched(c);
+  if (c->ws) {
+    lx_net_ws_keep_rest(c);
+    return;
+  }
   if (!c->parser || !c->feeding || c->fbuf == c->rest) return;
   n = lx_stream_remaining(c->parser);
   unread = lx_stream_unread(c->parser);
@@ -427,17 +472,23 @@ static void tls_failed(conn *c) {
  * conn is paused or closed. */
 static void pump(conn *c) {
   for (;;) {
-    if (c->feeding) {
-      lx_protected(c->h.lp, feed_protected, c);
+    if (c->ws) {
+      if (!lx_net_ws_drain(c)) return;
+    } else if (c->feeding) {
+      lx_protected(c->h.lp, lx_net_feed_protected, c);
       if (c->feeding || c->paused || c->h.closed || !c->parser) return;
     }
-    if (!c->tls || !c->tls_done || (!c->parser && !c->raw)) return;
+    if (!c->tls || !c->tls_done || (!c->parser && !c->raw && !c->ws)) return;
     {
       size_t n = 0;
       int r;
       char *pbuf = shared_buf(c->h.lp, PLAIN_BUF);
       if (!pbuf) return;
       r = lx_tls_read(c->tls, pbuf, READ_BUF, &n);
+      if (r == LX_TLS_OK && n > 0 && c->ws) {
+        lx_net_ws_input(c, pbuf, n);
+        continue;
+      }
       if (r == LX_TLS_OK && n > 0 && !c->parser) {
         emit_data(c, pbuf, n);
         if (c->paused || c->h.closed) return;
@@ -452,6 +503,7 @@ static void pump(conn *c) {
         c->reading = 0;
         uv_read_stop((uv_stream_t *)&c->tcp);
         lx_net_emit(&c->h, "eof");
+        if (c->ws_close_wait && !c->h.closed) lx_net_ws_finish(c);
       } else if (r == LX_TLS_ERROR) {
         tls_failed(c);
       }
@@ -493,11 +545,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uv_read_stop(s);
     if (nread == UV_EOF) lx_net_emit(&c->h, "eof");
     else lx_net_emit_msg(&c->h, "read-error", uv_strerror((int)nread), "closed");
+    if (c->ws_close_wait && !c->h.closed) lx_net_ws_finish(c);
     return;
   }
   c->bytes_in += (uint64_t)nread;
   if (c->tls) {
     tls_input(c, buf->base, (size_t)nread);
+  } else if (c->ws) {
+    lx_net_ws_input(c, buf->base, (size_t)nread);
+    pump(c);
   } else if (c->parser) {
     feed_from(c, buf->base, (size_t)nread);
     pump(c);
@@ -508,6 +564,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 }
 
 void lx_net_start_reading(conn *c) {
+  /* WebSocket: messages wait in the socket until there is a parser for
+   * them, and after it failed only close() reads on (for the close frame) */
+  if (c->ws && !c->closing && (!c->parser || c->ws_halt)) return;
   if (c->reading || c->paused || c->h.closed || c->connecting ||
       (!c->parser && !c->tls && !c->raw))
     return;

@@ -95,6 +95,7 @@ static void reset_state(lx_stream *s) {
   s->header_len = 0;
   s->base = 0;
   s->replaying = 0;
+  s->opened = s->top_kind = s->pending = 0;
   s->failed = 0;
   s->cond = NULL;
   s->msg[0] = '\0';
@@ -147,6 +148,7 @@ void lx_stream_feed(lx_stream *s, const char *data, size_t len, int final) {
   s->in_len = len;
   s->in_pos = 0;
   s->final = final;
+  s->pending = s->mode == LX_MODE_FRAMED;
 }
 
 /* How many of the remaining input bytes the next XML_Parse may take: a
@@ -183,12 +185,21 @@ static int wake(lx_stream *s) {
 }
 
 int lx_stream_idle(lx_stream *s) {
+  if (s->mode == LX_MODE_FRAMED) {
+    /* between messages nothing carries over: expat is made again for the
+     * next one (each message is a document of its own) */
+    if (!s->xp || s->pending || s->failed || s->evpos < s->nev) return 0;
+    XML_ParserFree(s->xp);
+    s->xp = NULL;
+    goto free_tree;
+  }
   if (!s->xp || s->mode != LX_MODE_STREAM || !s->header || s->depth != 1 ||
       s->suspended || s->in_pos < s->in_len || s->failed || s->closed ||
       s->fed != s->mark || s->evpos < s->nev || s->header_len > (size_t)INT_MAX)
     return 0;
   XML_ParserFree(s->xp);
   s->xp = NULL;
+free_tree:
   lx_stream_clear_tree(s);
   free(s->nodes);
   free(s->attrs);
@@ -228,7 +239,74 @@ static int skip_space(lx_stream *s) {
   return 1;
 }
 
+/* Framed mode (RFC 7395 §3.3.3): the fed buffer is one WebSocket message,
+ * a standalone document that must be exactly one element. It is parsed
+ * whole, with a fresh expat document, before its event is returned: a
+ * second element or text after the first fails the message, and nothing of
+ * it reaches the caller. */
+static int next_framed(lx_stream *s) {
+  enum XML_Status st;
+  size_t len = s->in_len;
+  if (s->evpos < s->nev) return s->ev[s->evpos++];
+  s->nev = s->evpos = 0;
+  if (s->failed) return LX_EV_ERROR;
+  if (!s->pending) return LX_EV_MORE;
+  s->pending = 0;
+  s->in_pos = s->in_len;
+  s->base = s->mark = s->fed;
+  if (s->closed) {
+    lx_stream_fail(s, "bad-format", "a message after <close/> (RFC 7395 §3.6)");
+    return LX_EV_ERROR;
+  }
+  if (len > s->lim.max_stanza_size) {
+    lx_stream_fail(s, "policy-violation", "stanza larger than %lu bytes",
+                   (unsigned long)s->lim.max_stanza_size);
+    return LX_EV_ERROR;
+  }
+  if (len == 0 || s->in[0] != '<') {
+    lx_stream_fail(s, "bad-format", "a WebSocket message must start with '<' "
+                   "(RFC 7395 §3.3.3)");
+    return LX_EV_ERROR;
+  }
+  if (memchr(s->in, 0, len)) {     /* never XML; see lx_stream_next on expat */
+    lx_stream_fail(s, "not-well-formed", "NUL byte in the message at byte %llu", s->fed);
+    return LX_EV_ERROR;
+  }
+  if (!s->stack) s->stack = calloc(s->lim.max_depth + 2, sizeof *s->stack);
+  if (!s->xp) s->xp = XML_ParserCreateNS("UTF-8", SEP);
+  else if (!XML_ParserReset(s->xp, "UTF-8")) {
+    XML_ParserFree(s->xp);
+    s->xp = NULL;
+  }
+  if (!s->stack || !s->xp) {
+    lx_stream_fail(s, "resource-constraint", "out of memory");
+    return LX_EV_ERROR;
+  }
+  lx_stream_setup(s);
+  lx_stream_clear_tree(s);
+  s->depth = 0;
+  s->top_kind = 0;
+  st = XML_Parse(s->xp, s->in, (int)len, 1);
+  s->fed += len;
+  if (st != XML_STATUS_OK || !s->nev) {
+    if (!s->failed) {
+      enum XML_Error e = XML_GetErrorCode(s->xp);
+      if (e == XML_ERROR_JUNK_AFTER_DOC_ELEMENT || e == XML_ERROR_NO_ELEMENTS ||
+          e == XML_ERROR_UNCLOSED_TOKEN || st == XML_STATUS_OK)
+        lx_stream_fail(s, "bad-format", "a WebSocket message must be exactly one "
+                       "complete element (RFC 7395 §3.3.3): %s",
+                       st == XML_STATUS_OK ? "no element" : XML_ErrorString(e));
+      else
+        fail_expat(s);
+    }
+    s->nev = s->evpos = 0;
+    return LX_EV_ERROR;
+  }
+  return s->ev[s->evpos++];
+}
+
 int lx_stream_next(lx_stream *s) {
+  if (s->mode == LX_MODE_FRAMED) return next_framed(s);
   for (;;) {
     enum XML_Status st;
     if (s->evpos < s->nev) return s->ev[s->evpos++];

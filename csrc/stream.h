@@ -26,6 +26,8 @@ LX_HIDDEN_BEGIN
 
 #define LX_NONE UINT32_MAX
 #define LX_NS_STREAMS "http://etherx.jabber.org/streams"
+#define LX_NS_FRAMING "urn:ietf:params:xml:ns:xmpp-framing"
+#define LX_NS_CLIENT "jabber:client"
 
 typedef struct lx_limits {
   size_t max_stanza_size; /* bytes of one top-level element, counted as fed,
@@ -39,7 +41,11 @@ void lx_limits_default(lx_limits *lim);
 
 enum lx_mode {
   LX_MODE_STREAM = 0, /* <stream:stream> wrapping stanzas (RFC 6120 §4) */
-  LX_MODE_ELEMENT = 1 /* one element is the whole document (st.parse) */
+  LX_MODE_ELEMENT = 1, /* one element is the whole document (st.parse) */
+  LX_MODE_FRAMED = 2   /* RFC 7395: each fed buffer is one WebSocket message,
+                          a whole document of exactly one element: <open/>
+                          and <close/> in LX_NS_FRAMING give LX_EV_OPEN and
+                          LX_EV_CLOSE, anything else LX_EV_STANZA */
 };
 
 enum lx_event {
@@ -91,7 +97,10 @@ void lx_stream_free(lx_stream *s);            /* NULL is fine */
 int lx_stream_reset(lx_stream *s);
 
 /* final = 1: no more input will follow (needed in element mode to detect an
- * incomplete document; in stream mode the transport's EOF). */
+ * incomplete document; in stream mode the transport's EOF). In framed mode
+ * every call hands over one whole message (final is implied): its event,
+ * or the error, comes only once all of it is parsed, so a message that is
+ * not exactly one element never gives a stanza. */
 void lx_stream_feed(lx_stream *s, const char *data, size_t len, int final);
 int lx_stream_next(lx_stream *s);
 void lx_stream_tree(const lx_stream *s, lx_tree *t);

@@ -73,6 +73,11 @@ struct lx_stream {
   unsigned long long base;
   int replaying;
 
+  /* framed mode (RFC 7395) */
+  int opened;             /* <open/> seen since the last reset */
+  int top_kind;           /* the event the current message's element gives */
+  int pending;            /* a fed message not parsed yet */
+
   int failed;
   const char *cond;
   char msg[160];

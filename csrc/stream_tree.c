@@ -131,10 +131,71 @@ static unsigned top_depth(const lx_stream *s) {
   return s->mode == LX_MODE_STREAM ? 2 : 1;
 }
 
+static int add_attrs(lx_stream *s, lx_node *n, const XML_Char **atts,
+                     uint32_t node);
+
 static void queue(lx_stream *s, int ev) {
   s->ev[s->nev++] = ev;
   s->ev_end = token_end(s);
-  XML_StopParser(s->xp, XML_TRUE);
+  /* framed mode parses the whole message before giving its event */
+  if (s->mode != LX_MODE_FRAMED) XML_StopParser(s->xp, XML_TRUE);
+}
+
+#define NS_FRAMING_LEN (sizeof(LX_NS_FRAMING) - 1)
+#define NS_CLIENT_LEN (sizeof(LX_NS_CLIENT) - 1)
+
+/* Framed mode (RFC 7395 §3.3): the root element of a message. <open/> and
+ * <close/> in the framing namespace stand for the stream header and its
+ * end; <open/>'s node is built like a stream header's, its namespace
+ * jabber:client (what the stanzas of the stream default to), so the caller
+ * sees the same attributes as from <stream:stream xmlns='jabber:client'>.
+ * Returns 1 when the element is a stanza (the caller builds it). */
+static int framed_root(lx_stream *s, const char *ns, size_t ns_len,
+                       const char *local, const XML_Char **atts) {
+  int framing = ns_len == NS_FRAMING_LEN && memcmp(ns, LX_NS_FRAMING, ns_len) == 0;
+  int is_open = strcmp(local, "open") == 0, is_close = strcmp(local, "close") == 0;
+  uint32_t node;
+  lx_node *n;
+  if (framing && (is_open || is_close)) {
+    if (is_open && s->opened) {
+      lx_stream_fail(s, "bad-format", "<open/> inside the stream (a restart needs reset())");
+      return 0;
+    }
+    if (is_close && !s->opened) {
+      lx_stream_fail(s, "bad-format", "<close/> before <open/>");
+      return 0;
+    }
+    if ((node = new_node(s)) == LX_NONE) return 0;
+    n = &s->nodes[node];
+    n->name = put_str(s, local, strlen(local));
+    n->name_len = (uint32_t)strlen(local);
+    if (is_open) {
+      n->ns = put_str(s, LX_NS_CLIENT, NS_CLIENT_LEN);
+      n->ns_len = (uint32_t)NS_CLIENT_LEN;
+      if (!add_attrs(s, n, atts, node)) return 0;
+      s->opened = 1;
+    }
+    s->stack[0].node = node;
+    s->stack[0].ns = s->stack[0].ns_len = 0;
+    s->top_kind = is_open ? LX_EV_OPEN : LX_EV_CLOSE;
+    s->depth = 1;
+    return 0;
+  }
+  if (!s->opened) {
+    if (!framing && (is_open || strcmp(local, "stream") == 0))
+      lx_stream_fail(s, "invalid-namespace", "<%s/> is not in the %s namespace "
+                     "(RFC 7395 §3.3.2)", local, LX_NS_FRAMING);
+    else
+      lx_stream_fail(s, "bad-format", "the stream must start with <open/> (RFC 7395 §3.4)");
+    return 0;
+  }
+  if (framing) {
+    lx_stream_fail(s, "bad-format", "<%.40s/> is not an element of the framing namespace",
+                   local);
+    return 0;
+  }
+  s->top_kind = LX_EV_STANZA;
+  return 1;
 }
 
 /* ---- expat handlers ------------------------------------------------------ */
@@ -284,6 +345,14 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
     return;
   }
 
+  if (s->mode == LX_MODE_FRAMED) {
+    if (s->depth == 0 && !framed_root(s, ns, ns_len, local, atts)) return;
+    if (s->depth > 0 && s->top_kind != LX_EV_STANZA) {
+      lx_stream_fail(s, "bad-format", "<open/> and <close/> have no children");
+      return;
+    }
+  }
+
   if (s->depth + 1 - (top_depth(s) - 1) > s->lim.max_depth) {
     lx_stream_fail(s, "policy-violation", "elements nested deeper than %u",
                    s->lim.max_depth);
@@ -303,10 +372,14 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
                      "needs reset())");
       return;
     }
-    differs = s->mode == LX_MODE_STREAM
-                      ? (s->default_ns_len != ns_len ||
-                         memcmp(s->default_ns ? s->default_ns : "", ns, ns_len))
-                      : ns_len > 0;
+    if (s->mode == LX_MODE_STREAM)
+      differs = s->default_ns_len != ns_len ||
+                memcmp(s->default_ns ? s->default_ns : "", ns, ns_len);
+    else if (s->mode == LX_MODE_FRAMED)   /* jabber:client unless declared */
+      differs = ns_len > 0 && (ns_len != NS_CLIENT_LEN ||
+                               memcmp(ns, LX_NS_CLIENT, ns_len) != 0);
+    else
+      differs = ns_len > 0;
     s->mark = s->base + (unsigned long long)XML_GetCurrentByteIndex(s->xp);
     lx_stream_clear_tree(s);
     if ((node = new_node(s)) == LX_NONE) return;
@@ -362,6 +435,12 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
     s->mark = s->ev_end;
     return;
   }
+  if (s->mode == LX_MODE_FRAMED && s->depth == 1 && s->top_kind != LX_EV_STANZA) {
+    s->depth = 0;
+    if (s->top_kind == LX_EV_CLOSE) s->closed = 1;
+    queue(s, s->top_kind);
+    return;
+  }
   s->depth--;
   if (s->depth + 1 == top_depth(s)) {
     unsigned long long end = token_end(s);
@@ -393,6 +472,11 @@ static void XMLCALL on_text(void *ud, const XML_Char *p, int len) {
       lx_stream_fail(s, "bad-format", "text outside of any stanza");
     else
       s->mark = token_end(s);
+    return;
+  }
+  if (s->mode == LX_MODE_FRAMED && s->top_kind != LX_EV_STANZA) {
+    if (!all_space(p, len))
+      lx_stream_fail(s, "bad-format", "<open/> and <close/> have no text");
     return;
   }
   if (s->text == LX_NONE) {

@@ -189,3 +189,46 @@ do
   tls_seed("server-flight-small", 0x01, flight)
   client:close() server:close() sctx:close() cctx:close()
 end
+
+-- fuzz_ws: byte 0 bit 0 the role (0: our server, the peer masks), bits 1-3
+-- the chunk size class; byte 1 max_message / 64 (odd: small stanzas);
+-- bytes 2-3 the chunking seed; then the peer's frames.
+do
+  local FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+  local function frame(payload, op, key, fin)
+    local n = #payload
+    local b0 = (fin == false and 0 or 0x80) | (op or 1)
+    local m = key and 0x80 or 0
+    local head = n < 126 and string.char(b0, m | n) or
+      n < 65536 and string.char(b0, m | 126) .. string.pack(">I2", n) or
+      string.char(b0, m | 127) .. string.pack(">I8", n)
+    if not key then return head .. payload end
+    local k, out = { key:byte(1, 4) }, {}
+    for i = 1, n do out[i] = string.char(payload:byte(i) ~ k[(i - 1) % 4 + 1]) end
+    return head .. key .. table.concat(out)
+  end
+  local n = 0
+  local function ws_seed(flags, maxb, bytes)
+    n = n + 1
+    local f = assert(io.open(("%s/ws-%03d"):format(dir, n), "wb"))
+    assert(f:write(string.char(flags, maxb, n & 0xff, 0), bytes))
+    f:close()
+  end
+  local K = "\1\2\3\4"
+  local open = "<open xmlns='" .. FRAMING .. "' to='x' version='1.0'/>"
+  local session = frame(open, 1, K) .. frame("<message><body>hi</body></message>", 1, K) ..
+    frame("<iq", 1, K, false) .. frame("", 9, K) .. frame(" type='get'/>", 0, K) ..
+    frame("<a>" .. ("\195\169"):rep(100) .. "</a>", 1, K) .. frame(open, 1, K) ..
+    frame("<close xmlns='" .. FRAMING .. "'/>", 1, K) .. frame("\3\232bye", 8, K)
+  for chunk = 0, 7 do ws_seed(chunk << 1, 0, session) end
+  ws_seed(0, 1, session)
+  ws_seed(1, 0, (session:gsub(K, "")))                    -- not valid for a client: masked
+  ws_seed(1, 0, frame(open) .. frame("<message/>") .. frame("", 10) .. frame("\3\232", 8))
+  ws_seed(0, 4, frame("<a>" .. ("x"):rep(300) .. "</a>", 1, K))        -- over max_message
+  ws_seed(0, 0, frame("<a>" .. ("x"):rep(70000) .. "</a>", 1, K))      -- 64-bit length
+  ws_seed(0, 0, frame("<a/>", 2, K))                                   -- binary
+  ws_seed(0, 0, frame("<a>\192\175</a>", 1, K))                        -- not UTF-8
+  ws_seed(0, 0, frame(open, 1, K) .. frame("<a/><b/>", 1, K))          -- two elements
+  ws_seed(0, 0, string.char(0xC1, 0x84) .. K .. "<a/>")                -- RSV1
+  ws_seed(0, 0, string.char(0x81, 0xFE, 0, 4) .. K .. "<a/>")          -- non-minimal
+end

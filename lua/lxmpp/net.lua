@@ -95,6 +95,14 @@ function Conn:channel_binding(t) return self.c:channel_binding(t) end
 function Conn:tls_info() return self.c:tls_info() end
 --- conn:raw(): no XML parser; each read (decrypted) is a "data" (bytes) event
 function Conn:raw() return self.c:raw() end
+--- conn:websocket{ role = "server"|"client", max_message = bytes, buffered = bytes }:
+-- WebSocket mode (RFC 6455 framing, RFC 7395 XMPP framing, all in C), usually
+-- after the HTTP Upgrade was done in raw mode (buffered: the bytes read past
+-- the request). Then parse(opts): "open" for <open/>, "stream-close" for
+-- <close/>, "stanza" for the rest; write(bytes) sends one text message; the
+-- peer's close frame gives "eof" (code, reason); a protocol violation
+-- "read-error" (msg, "closed", code). csrc/net.c documents the details.
+function Conn:websocket(opts) return self.c:websocket(opts) end
 
 --- conn:shutdown(): graceful close, never waiting: what is queued goes
 -- out, then the socket closes ("closed" follows).
