@@ -22,7 +22,7 @@ local prosody = require "spec.support.prosody"
 local free_port = require "spec.support.free_port"
 local proc = require "spec.support.proc"
 
-local io, os, pairs, assert, tostring, table = io, os, pairs, assert, tostring, table
+local io, os, pairs, assert, table = io, os, pairs, assert, table
 
 local M = {}
 
@@ -41,12 +41,7 @@ end
 --- srv:page_url(params) -> the Converse.js page on this server, its query
 -- built from params (websocket_url, bosh_service_url, jid, view_mode...)
 local function page_url(self, params)
-  local parts = {}
-  for k, v in pairs(params or {}) do
-    parts[#parts + 1] = k .. "=" .. tostring(v):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end)
-  end
-  table.sort(parts)
-  return self.http_base .. "/files/converse.html" .. (#parts > 0 and ("?" .. table.concat(parts, "&")) or "")
+  return self.http_base .. "/files/converse.html" .. require("spec.support.web_peers").query(params)
 end
 
 --- web_prosody.start{ users =, rosters = { user = { [jid] = name } }, config = {...} }
