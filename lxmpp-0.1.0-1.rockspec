@@ -155,6 +155,7 @@ build = {
       ["lxmpp.server.features.bind"] = "lua/lxmpp/server/features/bind.lua",
       ["lxmpp.server.features.sm"] = "lua/lxmpp/server/features/sm.lua",
       ["lxmpp.server.httpd"] = "lua/lxmpp/server/httpd.lua",
+      ["lxmpp.server.bosh"] = "lua/lxmpp/server/bosh.lua",
       ["lxmpp.server.storage"] = "lua/lxmpp/server/storage.lua",
       ["lxmpp.server.storage_sqlite"] = "lua/lxmpp/server/storage_sqlite.lua",
       ["lxmpp.server.storage_archive"] = "lua/lxmpp/server/storage_archive.lua",

@@ -146,6 +146,7 @@ build = {
       ["lxmpp.server.stream"] = "lua/lxmpp/server/stream.lua",
       ["lxmpp.server.throttle"] = "lua/lxmpp/server/throttle.lua",
       ["lxmpp.server.httpd"] = "lua/lxmpp/server/httpd.lua",
+      ["lxmpp.server.bosh"] = "lua/lxmpp/server/bosh.lua",
       ["lxmpp.server.features.starttls"] = "lua/lxmpp/server/features/starttls.lua",
       ["lxmpp.server.features.sasl"] = "lua/lxmpp/server/features/sasl.lua",
       ["lxmpp.server.features.register"] = "lua/lxmpp/server/features/register.lua",

@@ -223,7 +223,15 @@ end
 function Session:info() return { peer = self.ip, queued = self.queued, bosh = self.sid } end
 function Session:bytes_in() return self.read end
 function Session:set_max_queue(n) self.max_queue = n end
-function Session.starttls() return nil, "BOSH has no STARTTLS (TLS is HTTPS's)", "feature-not-implemented" end
+-- BOSH has no STARTTLS (TLS is HTTPS's). The stream offers it on a
+-- session that is not encrypted; a client that takes the offer has its
+-- session end (tls-failed, from the loop: never inside the stream's handler).
+function Session:starttls()
+  core.timer(0, timer_target(function()
+    if not self.closed then self.service:guard(emit, self, "tls-failed", "BOSH cannot start TLS: use HTTPS") end
+  end))
+  return nil
+end
 function Session.channel_binding() return nil end
 function Session.tls_info() return nil end
 
