@@ -240,7 +240,7 @@ describe("server BOSH", function()
     end)
   end)
 
-  it("ends a session that polls faster than 'polling' (XEP-0124 §12)", function()
+  it("ends a session that polls faster than 'polling' (XEP-0124 §11-§12)", function()
     run({ limits = { polling = 30 } }, function(_, hport, _, service)
       local c2 = create(hport, nil, nil, 0)
       assert.truthy(c2.sid)

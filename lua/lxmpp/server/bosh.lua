@@ -188,7 +188,7 @@ end
 
 -- The session's last answer: what was written, with type='terminate'
 -- (condition='remote-stream-error' when the stream ended with an error:
--- XEP-0206 §8, the error is the payload).
+-- XEP-0206 §6, the error is the payload).
 local function final_body(self)
   local payload = concat(self.out)
   self.out, self.queued = {}, 0
@@ -236,7 +236,7 @@ function Session.channel_binding() return nil end
 function Session.tls_info() return nil end
 
 -- A held request's answer. The first answer of a session is the creation
--- answer (XEP-0124 §7.1, XEP-0206 §4).
+-- answer (XEP-0124 §7.2, XEP-0206 §4).
 function Session:answer(h, xml)
   if h.timer then h.timer:stop(); h.timer = nil end
   h.done = true
@@ -394,7 +394,7 @@ function Session:process(rid, res, b)
   local empty = #b.tags == 0 and not restart and not term
   local prev = self.last
   local lim = self.service.limits
-  -- XEP-0124 §12: two empty requests closer than 'polling', the first answered empty
+  -- XEP-0124 §11-§12: two empty requests closer than 'polling', the first answered empty
   if empty and prev and prev.empty and prev.answered_empty and now - prev.at < lim.polling then
     return self:terminate(res, "policy-violation",
       ("empty requests %.2f seconds apart (polling is %g)"):format(now - prev.at, lim.polling))
@@ -415,14 +415,14 @@ function Session:process(rid, res, b)
   if term then self.inbox:push({ kind = "close" }) end
   self:hold_request(rid, res, info)
   self:deliver()
-  -- beyond 'hold', the oldest held request is answered now (XEP-0124 §10)
+  -- beyond 'hold', the oldest held request is answered now (XEP-0124 §8)
   while #self.held > self.hold and not self.closed do
     local h = remove(self.held, 1)
     self:answer(h, self:answer_xml(h))
   end
 end
 
--- A request of this session (rid checked against the window: XEP-0124 §14).
+-- A request of this session (rid checked against the window: XEP-0124 §14.2).
 function Session:request(req, res, b, rid)
   if self.encrypted and not self.service.consider_secure and not req.secure then
     return self:terminate(res, "policy-violation", "a request of an HTTPS session over plain HTTP")
