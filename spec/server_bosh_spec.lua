@@ -31,15 +31,20 @@ end
 local Req = {}
 Req.__index = Req
 
-local function post(port, xml, path)
+-- Bytes (a whole request) on a new connection.
+local function open(port, bytes)
   local conn = assert(net.connect("127.0.0.1", port))
   local r = setmetatable({ conn = conn, buf = "", closed = false }, Req)
   conn:on("data", function(b) r.buf = r.buf .. b end)
   for _, e in ipairs({ "eof", "closed", "read-error" }) do conn:on(e, function() r.closed = true end) end
   conn:raw()
-  assert(conn:write(("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml; charset=utf-8\r\n"
-    .. "Content-Length: %d\r\n\r\n%s"):format(path or "/http-bind", #xml, xml)))
+  assert(conn:write(bytes))
   return r
+end
+
+local function post(port, xml)
+  return open(port, ("POST /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml; charset=utf-8\r\n"
+    .. "Content-Length: %d\r\n\r\n%s"):format(#xml, xml))
 end
 
 function Req:take()
@@ -68,6 +73,9 @@ end
 function Req:pending() return self:take() == nil and not self.closed end
 
 local function request(port, xml, timeout) return post(port, xml):answer(timeout) end
+
+-- Any request (method, headers) on its own connection.
+local function raw(port, bytes) return open(port, bytes):answer() end
 
 -- A client's BOSH bookkeeping: sid and the next rid.
 local Client = {}
@@ -252,6 +260,24 @@ describe("server BOSH", function()
       r = c2:ask("")
       assert.truthy(terminated(r, "policy-violation"), r.raw)
       assert.equal(0, service:count())
+    end)
+  end)
+
+  it("answers CORS preflights when configured, and only POST otherwise", function()
+    run({ cors = { origins = { "https://web.test" } } }, function(_, hport)
+      local a = raw(hport, "OPTIONS /http-bind HTTP/1.1\r\nHost: x\r\nOrigin: https://web.test\r\n"
+        .. "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n")
+      assert.equal(204, a.status)
+      assert.truthy(a.head:find("Access-Control-Allow-Origin: https://web.test", 1, true), a.head)
+      local xml = ("<body xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh' to='example.test' wait='60' hold='1' rid='1' "
+        .. "xmpp:version='1.0'/>"):format(NS)
+      a = raw(hport, ("POST /http-bind HTTP/1.1\r\nHost: x\r\nOrigin: https://web.test\r\nContent-Length: %d\r\n\r\n%s")
+        :format(#xml, xml))
+      assert.equal(200, a.status)
+      assert.truthy(a.body.attr.sid)
+      assert.truthy(a.head:find("Access-Control-Allow-Origin: https://web.test", 1, true), a.head)
+      a = raw(hport, "GET /http-bind HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.equal(405, a.status)
     end)
   end)
 

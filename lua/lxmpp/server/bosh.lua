@@ -467,8 +467,8 @@ function Session:request(req, res, b, rid)
   if rid > self.rid + 1 then      -- out of order: it waits for the ones before it
     local p = self.pending[rid]
     if p then pcall(send, p.res, body({})) end
+    -- (inactivity keeps running: a gap that is never filled ends the session)
     self.pending[rid] = { res = res, b = b }
-    if self.inactive then self.inactive:stop(); self.inactive = nil end
     return
   end
   self.in_request = true
