@@ -220,7 +220,7 @@ function Session:abort()
   return true
 end
 
-function Session:info() return { peer = self.ip, queued = self.queued, bosh = self.sid } end
+function Session:info() return { peer = self.ip, queued = self.queued, bosh = true } end
 function Session:bytes_in() return self.read end
 function Session:set_max_queue(n) self.max_queue = n end
 -- BOSH has no STARTTLS (TLS is HTTPS's). The stream offers it on a
