@@ -387,6 +387,25 @@ describe("server BOSH, the stream's side", function()
     end)
   end)
 
+  it("lets output beyond max_queue wait for the next polls, in order (drain)", function()
+    run(nil, function(_, hport, xport)
+      local c = login(hport)
+      local bob = assert(serve.login(xport, "bob", "pw"))
+      for i = 1, 10 do
+        bob:send(st.message({ to = "alice@example.test/r", type = "chat" }):tag("body"):text(("%d %s"):format(i, ("y"):rep(500))):up())
+      end
+      lxmpp.sleep(0.3)
+      local got = {}
+      for _ = 1, 20 do
+        if #got == 10 then break end
+        local a = c:ask("")
+        for _, m in ipairs(a.body.tags) do got[#got + 1] = tonumber(m:get_child_text("body"):match("^%d+")) end
+      end
+      assert.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, got)
+      bob:close()
+    end, { limits = { max_queue = 2048 } })
+  end)
+
   -- past max_queue the stream keeps a backlog and holds its senders back;
   -- a peer that reads nothing for write_timeout is cut (docs/server.md)
   it("cuts a session that does not poll while its output piles up (the write bound)", function()
