@@ -192,6 +192,31 @@ describe("server BOSH", function()
     end)
   end)
 
+  it("loses nothing when a held request's connection drops (XEP-0124 §14.3)", function()
+    run(nil, function(_, hport, xport)
+      local c = login(hport)
+      local bob = assert(serve.login(xport, "bob", "pw"))
+      local held = c:send("")
+      local lost = c.rid
+      lxmpp.sleep(0.1)
+      held.conn:abort()
+      lxmpp.sleep(0.2)
+      bob:send(st.message({ to = "alice@example.test/r", type = "chat" }):tag("body"):text("still here"):up())
+      lxmpp.sleep(0.2)
+      -- the client repeats the request whose answer it did not get: the
+      -- message is in that answer (written to the dead connection, kept in
+      -- the cache), or, when the listener saw the connection go first, in
+      -- the next one
+      local a = c:send("", nil, lost):answer()
+      assert.equal(200, a.status)
+      assert.falsy(a.body.attr.type, a.raw)
+      if not a.body.tags[1] then a = c:ask("") end
+      local m = a.body:get_child("message", "jabber:client")
+      assert.equal("still here", m and m:get_child_text("body"), a.raw)
+      bob:close()
+    end)
+  end)
+
   it("forwards payloads in rid order when requests arrive out of order", function()
     run(nil, function(_, hport)
       local c = login(hport)

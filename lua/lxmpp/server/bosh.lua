@@ -370,13 +370,21 @@ function Session:hold_request(rid, res, info)
       end
     end)
   end))
-  res:on_close(function()      -- the client went away: nothing to answer
+  self:watch(h, res)
+end
+
+-- The client of a held request went away: the request is answered empty
+-- at once (into the cache: a repeat of it gets that, §14.3), so what the
+-- stream writes next goes to a live request. Not once a repeat took its
+-- place, nor for the creation request (its answer carries the session).
+function Session:watch(h, res)
+  res:on_close(function()
+    if h.res ~= res or not self.created then return end
     self.service:guard(function()
       for i, x in ipairs(self.held) do
         if x == h then
           remove(self.held, i)
-          if h.timer then h.timer:stop(); h.timer = nil end
-          h.done = true
+          self:answer(h, body({}))
           if not self.closed then self:after_answer() end
           return
         end
@@ -443,7 +451,7 @@ function Session:request(req, res, b, rid)
       if h.rid == rid then
         local old = h.res
         h.res = res
-        res:on_close(function() end)
+        self:watch(h, res)
         pcall(send, old, body({}))
         return
       end
