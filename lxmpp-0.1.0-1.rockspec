@@ -158,6 +158,7 @@ build = {
       ["lxmpp.server.httpd"] = "lua/lxmpp/server/httpd.lua",
       ["lxmpp.server.web"] = "lua/lxmpp/server/web.lua",
       ["lxmpp.server.websocket"] = "lua/lxmpp/server/websocket.lua",
+      ["lxmpp.server.bosh"] = "lua/lxmpp/server/bosh.lua",
       ["lxmpp.server.storage"] = "lua/lxmpp/server/storage.lua",
       ["lxmpp.server.storage_sqlite"] = "lua/lxmpp/server/storage_sqlite.lua",
       ["lxmpp.server.storage_archive"] = "lua/lxmpp/server/storage_archive.lua",

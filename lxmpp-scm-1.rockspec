@@ -151,6 +151,7 @@ build = {
       ["lxmpp.server.httpd"] = "lua/lxmpp/server/httpd.lua",
       ["lxmpp.server.web"] = "lua/lxmpp/server/web.lua",
       ["lxmpp.server.websocket"] = "lua/lxmpp/server/websocket.lua",
+      ["lxmpp.server.bosh"] = "lua/lxmpp/server/bosh.lua",
       ["lxmpp.server.features.starttls"] = "lua/lxmpp/server/features/starttls.lua",
       ["lxmpp.server.features.sasl"] = "lua/lxmpp/server/features/sasl.lua",
       ["lxmpp.server.features.register"] = "lua/lxmpp/server/features/register.lua",
