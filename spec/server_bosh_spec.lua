@@ -399,12 +399,12 @@ describe("server BOSH, the stream's side", function()
     end, { limits = { max_stanza_size = 2000 } })
   end)
 
-  it("over plain HTTP without consider_secure: no PLAIN, and STARTTLS ends the session", function()
+  it("over plain HTTP without consider_secure: no PLAIN, no STARTTLS, and <starttls/> ends the session", function()
     run({ consider_secure = false }, function(_, hport, _, service)
       local c, a = create(hport)
       assert.truthy(c.sid, a.raw)
       assert.falsy(a.raw:find(">PLAIN<", 1, true), a.raw)
-      assert.truthy(a.raw:find("xmpp-tls", 1, true), a.raw)
+      assert.falsy(a.raw:find("xmpp-tls", 1, true), a.raw)      -- TLS is HTTPS's, never STARTTLS
       a = c:ask("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
       if a.body.attr.type ~= "terminate" then a = c:ask("") end
       assert.equal("terminate", a.body.attr.type, a.raw)

@@ -536,7 +536,8 @@ function Service:create(req, res, b, rid)
     encrypted = self.consider_secure or req.secure == true, framing = transport.websocket,
     rid = rid, wait = wait, hold = hold, requests = hold + 1, held = {}, pending = {}, cache = {},
     acks = b.attr.ack == "1",
-    open_attr = { xmlns = transport.NS_FRAMING, to = b.attr.to, version = b.attr[XMPP_VERSION],
+    -- as every transport gives it: xmlns is the stream's content namespace
+    open_attr = { xmlns = NS_CLIENT, to = b.attr.to, version = b.attr[XMPP_VERSION],
       ["xml:lang"] = b.attr["xml:lang"] },
   }, Session)
   self.sessions[s.sid] = s

@@ -3,15 +3,15 @@
 -- the listeners of the `http` and `https` options (lxmpp.server.httpd),
 -- XEP-0156 discovery (/.well-known/host-meta and host-meta.json, with CORS
 -- so a page of any origin may read them), XMPP over WebSocket (RFC 7395) at
--- /xmpp-websocket and BOSH (XEP-0124/0206) at /http-bind when the C core and
--- lxmpp.server.bosh provide them, and a static folder (`static`) so a web
+-- /xmpp-websocket (lxmpp.server.websocket) and BOSH (XEP-0124/0206) at
+-- /http-bind (lxmpp.server.bosh), and a static folder (`static`) so a web
 -- client can be served from the same origin. A WebSocket or BOSH stream is
 -- an ordinary c2s stream over another transport (lxmpp.transport).
 
 local httpd = require "lxmpp.server.httpd"
 
-local setmetatable, type, error, tostring, ipairs, pairs, pcall, concat =
-  setmetatable, type, error, tostring, ipairs, pairs, pcall, table.concat
+local setmetatable, type, error, tostring, ipairs, pairs, concat =
+  setmetatable, type, error, tostring, ipairs, pairs, table.concat
 
 local M = {}
 
@@ -136,13 +136,11 @@ function M.start(srv)
   local secure_always = opts.consider_secure == true
   local ws = require "lxmpp.server.websocket"
   self.websocket = function(req, res) return ws.upgrade(srv, req, res, req.secure or secure_always) end
-  local ok_bosh, bosh = pcall(require, "lxmpp.server.bosh")
-  if ok_bosh then
-    local service = bosh.new(srv, { consider_secure = secure_always })
-    self.bosh_service = service
-    self.bosh = httpd.cors({ origins = opts.cors_origins or "*", methods = { "POST" }, headers = { "Content-Type" } },
-      function(req, res) return service:handle(req, res) end)
-  end
+  -- BOSH answers CORS preflights itself: pages of other origins use it
+  local service = require("lxmpp.server.bosh").new(srv, { consider_secure = secure_always,
+    cors = { origins = opts.cors_origins or "*" } })
+  self.bosh_service = service
+  self.bosh = function(req, res) return service:handle(req, res) end
   local handler = function(req, res) return self:handle(req, res) end
   local log = function(level, fmt, ...) return srv:log(level, "http: " .. fmt, ...) end
   for _, spec in ipairs({ { srv.http_listen, "http", nil }, { srv.https_listen, "https", srv.tls_ctx } }) do
