@@ -9,6 +9,7 @@ local lxmpp = require "lxmpp"
 local proc = require "spec.support.proc"
 local slow = require "spec.support.slow"
 local pki = require "spec.support.pki"
+local assert = require "luassert"
 
 local M = {}
 
