@@ -451,6 +451,13 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
     { "mismatched tags", { OPEN, "<a></b>" }, "not-well-formed", "mismatched" },
     { "a comment", { OPEN, "<a><!-- x --></a>" }, "restricted-xml", "comments" },
     { "a stanza over max_stanza_size", { OPEN, "<a>" .. ("x"):rep(600) .. "</a>" }, "policy-violation", "larger" },
+    { "XML 1.1", { OPEN, "<?xml version='1.1'?><a/>" }, "not-well-formed", "1.0 only" },
+    { "another encoding", { OPEN, "<?xml version='1.0' encoding='ISO-8859-1'?><a/>" },
+      "unsupported-encoding", "UTF%-8 only" },
+    { "a malformed XML declaration", { OPEN, "<?xml encoding='UTF-8' version='1.0'?><a/>" },
+      "not-well-formed", "malformed XML declaration" },
+    { "a prefix declared in an earlier message", { OPEN, "<a xmlns:p='urn:p'><p:x/></a>", "<p:y/>" },
+      "not-well-formed", "unbound prefix" },
   }
   for _, case in ipairs(framing) do
     local name, msgs, cond, pattern = case[1], case[2], case[3], case[4]
@@ -460,7 +467,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
         local out, expected = {}, {}
         for i, m in ipairs(msgs) do
           out[i] = cframe(m)
-          if i < #msgs then expected[i] = m == OPEN and "open" or m == CLOSE and "stream-close" or "?" end
+          if i < #msgs then expected[i] = m == OPEN and "open" or m == CLOSE and "stream-close" or "stanza a" end
         end
         expected[#expected + 1] = "parse-error " .. cond
         peer:write(table.concat(out) .. cframe("<after/>"))
@@ -481,6 +488,24 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
       end)
     end)
   end
+
+  it("takes an XML declaration per message (RFC 7395 §3.3.3), and goes on after the parser went idle", function()
+    lxmpp.run(function()
+      local srv, peer = ws_server_and_raw_peer()
+      peer:write(cframe(OPEN) .. cframe("<?xml version='1.0' encoding='utf-8'?>\n<message to='a'/>") ..
+        cframe("<?xml version=\"1.0\" standalone='yes' ?><iq/>\r\n"))
+      wait_until(function() return #srv.rec.stanzas == 2 end, "stanzas")
+      -- quiet for more than two sweep periods: the parser gives its memory back
+      wait_until(function() return srv.conn:info().parser_idle end, "idle parser")
+      peer:write(cframe("<presence xmlns:p='urn:p'><p:x/></presence>"))
+      wait_until(function() return #srv.rec.stanzas == 3 end, "stanza after idle")
+      assert.same({ "open", "stanza message", "stanza iq", "stanza presence" }, srv.rec.events)
+      assert.equal("urn:p", srv.rec.stanzas[3].tags[1].attr.xmlns)
+      srv.conn:abort()
+      peer:close()
+      srv.listener:close()
+    end)
+  end)
 
   it("write() refuses bytes that are not UTF-8; info() tells the mode", function()
     lxmpp.run(function()
