@@ -457,6 +457,8 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   local framing = {
     { "two elements in one message", { OPEN, "<a/><b/>" }, "bad-format", "exactly one" },
     { "text after the element", { OPEN, "<a/>junk" }, "bad-format", "exactly one" },
+    { "an element and the start of another", { OPEN, "<a/><b" }, "bad-format", "bytes after it" },
+    { "an element and a character reference", { OPEN, "<a/>&#65;" }, "bad-format", "exactly one" },
     { "a partial element", { OPEN, "<message><body>" }, "bad-format", "exactly one" },
     { "an unfinished tag", { OPEN, "<message to='x'" }, "bad-format", "exactly one" },
     { "text before the element", { OPEN, "hi<a/>" }, "bad-format", "start with '<'" },
