@@ -233,6 +233,8 @@ int lx_net_enqueue(conn *c, const char *p, size_t len) {
   return 1;
 }
 
+static int mask_key(lx_loop *lp, unsigned char key[4]);
+
 /* Queues one WebSocket frame (RFC 6455 §5.2) carrying p[0..len): its header
  * and payload together or nothing, masked with a fresh key in the client
  * role. bounded: as lx_net_enqueue (messages, pongs); else always taken
@@ -240,12 +242,12 @@ int lx_net_enqueue(conn *c, const char *p, size_t len) {
 int lx_net_enqueue_frame(conn *c, int opcode, const char *p, size_t len,
                          int bounded) {
   unsigned char hdr[LX_WS_MAX_HEADER], key[4];
-  size_t hl = lx_ws_header(hdr, opcode, len, c->ws_client, key);
-  size_t queued = c->out_len + c->wbuf_len + c->early_len, start;
+  size_t hl, queued = c->out_len + c->wbuf_len + c->early_len, start;
   char **buf = c->tls ? &c->early : &c->out;
   size_t *blen = c->tls ? &c->early_len : &c->out_len;
   size_t *bcap = c->tls ? &c->early_cap : &c->out_cap;
-  if (!hl) return 0;
+  if (c->ws_client && !mask_key(c->h.lp, key)) return 0;
+  hl = lx_ws_header(hdr, opcode, len, c->ws_client ? key : NULL);
   if (bounded && queued && queued + hl + len > c->max_out) {
     c->full = 1;
     return 0;
@@ -325,6 +327,8 @@ int lx_net_feed_protected(lua_State *L) {
  * rebuild them at every read. */
 typedef struct net_loop {
   char bufs[2 * READ_BUF];
+  unsigned char keys[1024];   /* WebSocket mask keys, drawn in one batch */
+  size_t key_pos;
   uv_timer_t sweep;           /* data NULL: the loop itself closes it */
   int sweep_init;
   conn *active;               /* conns with I/O since they last went idle */
@@ -338,9 +342,25 @@ static net_loop *net_of(lx_loop *lp) {
     if (!n) return NULL;
     n->sweep_init = 0;
     n->active = NULL;
+    n->key_pos = sizeof n->keys;
     lp->net = n;
   }
   return lp->net;
+}
+
+/* A fresh WebSocket mask key (RFC 6455 §5.3: unpredictable, one per
+ * frame): 4 bytes of a batch from OpenSSL's RAND_bytes, shared by the
+ * loop's connections, so a frame does not cost a call into the RNG. */
+static int mask_key(lx_loop *lp, unsigned char key[4]) {
+  net_loop *n = net_of(lp);
+  if (!n) return 0;
+  if (n->key_pos + 4 > sizeof n->keys) {
+    if (!lx_ws_random(n->keys, sizeof n->keys)) return 0;
+    n->key_pos = 0;
+  }
+  memcpy(key, n->keys + n->key_pos, 4);
+  n->key_pos += 4;
+  return 1;
 }
 
 static char *shared_buf(lx_loop *lp, int which) {

@@ -95,7 +95,7 @@ static void reset_state(lx_stream *s) {
   s->header_len = 0;
   s->base = 0;
   s->replaying = 0;
-  s->opened = s->top_kind = s->pending = 0;
+  s->opened = s->top_kind = s->pending = s->rooted = 0;
   s->failed = 0;
   s->cond = NULL;
   s->msg[0] = '\0';
@@ -186,11 +186,12 @@ static int wake(lx_stream *s) {
 
 int lx_stream_idle(lx_stream *s) {
   if (s->mode == LX_MODE_FRAMED) {
-    /* between messages nothing carries over: expat is made again for the
-     * next one (each message is a document of its own) */
+    /* between messages only the virtual root is open: expat is made
+     * again, with it, for the next message */
     if (!s->xp || s->pending || s->failed || s->evpos < s->nev) return 0;
     XML_ParserFree(s->xp);
     s->xp = NULL;
+    s->rooted = 0;                 /* the virtual root comes back first */
     goto free_tree;
   }
   if (!s->xp || s->mode != LX_MODE_STREAM || !s->header || s->depth != 1 ||
@@ -239,21 +240,86 @@ static int skip_space(lx_stream *s) {
   return 1;
 }
 
+static int is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Framed mode: a message's XML declaration (RFC 7395 §3.3.3 permits one,
+ * NOT RECOMMENDED). The framed stream is one expat document, where a
+ * declaration may not come again, so it is checked here, strictly, and
+ * skipped: version 1.0, then optionally encoding UTF-8 and standalone.
+ * Returns its length, or 0 with the stream failed. */
+static size_t xml_decl(lx_stream *s, const char *p, size_t len) {
+  static const char *const names[] = {"version", "encoding", "standalone"};
+  size_t i = 5, end, k;
+  int next = 0;
+  for (end = 5; end + 1 < len && !(p[end] == '?' && p[end + 1] == '>'); end++) {}
+  if (end + 1 >= len) goto bad;
+  for (;;) {
+    size_t n0, v0, nlen;
+    char q;
+    if (i < end && !is_space(p[i])) goto bad;
+    while (i < end && is_space(p[i])) i++;
+    if (i == end) break;
+    for (n0 = i; i < end && p[i] >= 'a' && p[i] <= 'z'; i++) {}
+    nlen = i - n0;
+    while (i < end && is_space(p[i])) i++;
+    if (i >= end || p[i++] != '=') goto bad;
+    while (i < end && is_space(p[i])) i++;
+    if (i >= end || (p[i] != '\'' && p[i] != '"')) goto bad;
+    q = p[i++];
+    for (v0 = i; i < end && p[i] != q; i++) {}
+    if (i >= end) goto bad;
+    for (k = (size_t)next; k < 3; k++)
+      if (strlen(names[k]) == nlen && memcmp(p + n0, names[k], nlen) == 0) break;
+    if (k == 3 || (next == 0 && k != 0)) goto bad;   /* version first, in order */
+    next = (int)k + 1;
+    if (k == 0 && !(i - v0 == 3 && memcmp(p + v0, "1.0", 3) == 0)) {
+      lx_stream_fail(s, "not-well-formed", "XML version %.*s is not supported (1.0 only)",
+                     (int)(i - v0 > 10 ? 10 : i - v0), p + v0);
+      return 0;
+    }
+    if (k == 1) {
+      static const char utf8[] = "utf-8";
+      size_t j;
+      for (j = 0; j < 5 && v0 + j < i; j++)
+        if ((p[v0 + j] | 0x20) != utf8[j]) break;
+      if (j != 5 || i - v0 != 5) {
+        lx_stream_fail(s, "unsupported-encoding", "encoding %.*s is not supported (UTF-8 only)",
+                       (int)(i - v0 > 20 ? 20 : i - v0), p + v0);
+        return 0;
+      }
+    }
+    if (k == 2 && !((i - v0 == 3 && memcmp(p + v0, "yes", 3) == 0) ||
+                    (i - v0 == 2 && memcmp(p + v0, "no", 2) == 0)))
+      goto bad;
+    i++;                                   /* the closing quote */
+  }
+  if (next == 0) goto bad;
+  return end + 2;
+bad:
+  lx_stream_fail(s, "not-well-formed", "a malformed XML declaration");
+  return 0;
+}
+
 /* Framed mode (RFC 7395 §3.3.3): the fed buffer is one WebSocket message,
- * a standalone document that must be exactly one element. It is parsed
- * whole, with a fresh expat document, before its event is returned: a
- * second element or text after the first fails the message, and nothing of
- * it reaches the caller. */
+ * which must be exactly one element. The stream is one expat document
+ * under a virtual root (given to expat when the stream starts, never
+ * closed), so a message costs what a stanza of a TCP stream costs; each
+ * message is parsed whole before its event is returned, and checked to be
+ * one element with nothing but whitespace around it: a second element,
+ * text, an unfinished element or token fail it, and nothing of it reaches
+ * the caller. Namespace declarations stay within their element. */
 static int next_framed(lx_stream *s) {
   enum XML_Status st;
-  size_t len = s->in_len;
+  size_t len = s->in_len, skip = 0, i;
+  unsigned long long start;
   if (s->evpos < s->nev) return s->ev[s->evpos++];
   s->nev = s->evpos = 0;
   if (s->failed) return LX_EV_ERROR;
   if (!s->pending) return LX_EV_MORE;
   s->pending = 0;
   s->in_pos = s->in_len;
-  s->base = s->mark = s->fed;
   if (s->closed) {
     lx_stream_fail(s, "bad-format", "a message after <close/> (RFC 7395 §3.6)");
     return LX_EV_ERROR;
@@ -273,32 +339,45 @@ static int next_framed(lx_stream *s) {
     return LX_EV_ERROR;
   }
   if (!s->stack) s->stack = calloc(s->lim.max_depth + 2, sizeof *s->stack);
-  if (!s->xp) s->xp = XML_ParserCreateNS("UTF-8", SEP);
-  else if (!XML_ParserReset(s->xp, "UTF-8")) {
-    XML_ParserFree(s->xp);
-    s->xp = NULL;
-  }
+  if (!s->xp && (s->xp = XML_ParserCreateNS("UTF-8", SEP))) lx_stream_setup(s);
   if (!s->stack || !s->xp) {
     lx_stream_fail(s, "resource-constraint", "out of memory");
     return LX_EV_ERROR;
   }
-  lx_stream_setup(s);
-  lx_stream_clear_tree(s);
-  s->depth = 0;
-  s->top_kind = 0;
-  st = XML_Parse(s->xp, s->in, (int)len, 1);
-  s->fed += len;
-  if (st != XML_STATUS_OK || !s->nev) {
-    if (!s->failed) {
-      enum XML_Error e = XML_GetErrorCode(s->xp);
-      if (e == XML_ERROR_JUNK_AFTER_DOC_ELEMENT || e == XML_ERROR_NO_ELEMENTS ||
-          e == XML_ERROR_UNCLOSED_TOKEN || st == XML_STATUS_OK)
-        lx_stream_fail(s, "bad-format", "a WebSocket message must be exactly one "
-                       "complete element (RFC 7395 §3.3.3): %s",
-                       st == XML_STATUS_OK ? "no element" : XML_ErrorString(e));
-      else
-        fail_expat(s);
+  if (!s->rooted) {
+    s->base = s->fed;
+    s->depth = 0;
+    if (XML_Parse(s->xp, "<r>", 3, 0) != XML_STATUS_OK || s->depth != 1) {
+      lx_stream_fail(s, "resource-constraint", "cannot start the framed stream");
+      return LX_EV_ERROR;
     }
+    s->fed += 3;
+    s->rooted = 1;
+  }
+  start = s->fed;
+  if (len > 5 && memcmp(s->in, "<?xml", 5) == 0 && is_space(s->in[5])) {
+    if (!(skip = xml_decl(s, s->in, len))) return LX_EV_ERROR;
+    s->base += skip;               /* bytes expat does not see */
+  }
+  s->fed += skip;
+  s->mark = s->fed;
+  s->top_kind = 0;
+  lx_stream_clear_tree(s);
+  st = XML_Parse(s->xp, s->in + skip, (int)(len - skip), 0);
+  s->fed += len - skip;
+  if (st != XML_STATUS_OK && !s->failed) fail_expat(s);
+  if (!s->failed && (s->nev != 1 || s->depth != 1))
+    lx_stream_fail(s, "bad-format", "a WebSocket message must be exactly one complete "
+                   "element (RFC 7395 §3.3.3): %s", s->depth > 1 ? "an unfinished element"
+                   : s->nev ? "more than one" : "no complete element");
+  for (i = s->failed ? len : (size_t)(s->ev_end - start); i < len; i++) {
+    if (!is_space(s->in[i])) {
+      lx_stream_fail(s, "bad-format", "a WebSocket message must be exactly one complete "
+                     "element (RFC 7395 §3.3.3): bytes after it");
+      break;
+    }
+  }
+  if (s->failed) {
     s->nev = s->evpos = 0;
     return LX_EV_ERROR;
   }

@@ -43,9 +43,10 @@ enum lx_mode {
   LX_MODE_STREAM = 0, /* <stream:stream> wrapping stanzas (RFC 6120 §4) */
   LX_MODE_ELEMENT = 1, /* one element is the whole document (st.parse) */
   LX_MODE_FRAMED = 2   /* RFC 7395: each fed buffer is one WebSocket message,
-                          a whole document of exactly one element: <open/>
-                          and <close/> in LX_NS_FRAMING give LX_EV_OPEN and
-                          LX_EV_CLOSE, anything else LX_EV_STANZA */
+                          exactly one element (an XML declaration before it
+                          is checked and skipped): <open/> and <close/> in
+                          LX_NS_FRAMING give LX_EV_OPEN and LX_EV_CLOSE,
+                          anything else LX_EV_STANZA */
 };
 
 enum lx_event {

@@ -77,6 +77,7 @@ struct lx_stream {
   int opened;             /* <open/> seen since the last reset */
   int top_kind;           /* the event the current message's element gives */
   int pending;            /* a fed message not parsed yet */
+  int rooted;             /* expat has the virtual root (next_framed) */
 
   int failed;
   const char *cond;

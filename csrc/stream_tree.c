@@ -126,9 +126,10 @@ static unsigned long long token_end(lx_stream *s) {
          (unsigned long long)XML_GetCurrentByteCount(s->xp);
 }
 
-/* Depth of the top-level elements: 2 inside <stream:stream>, else 1. */
+/* Depth of the top-level elements: 2 inside <stream:stream> or the framed
+ * stream's virtual root, 1 in element mode. */
 static unsigned top_depth(const lx_stream *s) {
-  return s->mode == LX_MODE_STREAM ? 2 : 1;
+  return s->mode == LX_MODE_ELEMENT ? 1 : 2;  /* framed: under a virtual root */
 }
 
 static int add_attrs(lx_stream *s, lx_node *n, const XML_Char **atts,
@@ -175,10 +176,10 @@ static int framed_root(lx_stream *s, const char *ns, size_t ns_len,
       if (!add_attrs(s, n, atts, node)) return 0;
       s->opened = 1;
     }
-    s->stack[0].node = node;
-    s->stack[0].ns = s->stack[0].ns_len = 0;
+    s->stack[1].node = node;
+    s->stack[1].ns = s->stack[1].ns_len = 0;
     s->top_kind = is_open ? LX_EV_OPEN : LX_EV_CLOSE;
-    s->depth = 1;
+    s->depth = 2;
     return 0;
   }
   if (!s->opened) {
@@ -346,8 +347,20 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
   }
 
   if (s->mode == LX_MODE_FRAMED) {
-    if (s->depth == 0 && !framed_root(s, ns, ns_len, local, atts)) return;
-    if (s->depth > 0 && s->top_kind != LX_EV_STANZA) {
+    if (s->depth == 0) {            /* the virtual root (next_framed) */
+      s->stack[0].node = 0;
+      s->stack[0].ns = s->stack[0].ns_len = 0;
+      s->depth = 1;
+      return;
+    }
+    if (s->depth == 1) {
+      if (s->top_kind) {
+        lx_stream_fail(s, "bad-format", "a WebSocket message must be exactly one "
+                       "complete element (RFC 7395 §3.3.3): more than one");
+        return;
+      }
+      if (!framed_root(s, ns, ns_len, local, atts)) return;
+    } else if (s->top_kind != LX_EV_STANZA) {
       lx_stream_fail(s, "bad-format", "<open/> and <close/> have no children");
       return;
     }
@@ -435,8 +448,8 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
     s->mark = s->ev_end;
     return;
   }
-  if (s->mode == LX_MODE_FRAMED && s->depth == 1 && s->top_kind != LX_EV_STANZA) {
-    s->depth = 0;
+  if (s->mode == LX_MODE_FRAMED && s->depth == 2 && s->top_kind != LX_EV_STANZA) {
+    s->depth = 1;
     if (s->top_kind == LX_EV_CLOSE) s->closed = 1;
     queue(s, s->top_kind);
     return;
@@ -468,10 +481,13 @@ static void XMLCALL on_text(void *ud, const XML_Char *p, int len) {
   if (s->failed) return;
   if (s->depth < top_depth(s)) {
     /* between stanzas: whitespace keepalives only (RFC 6120 §4.6.1) */
-    if (!all_space(p, len))
-      lx_stream_fail(s, "bad-format", "text outside of any stanza");
-    else
+    if (all_space(p, len))
       s->mark = token_end(s);
+    else if (s->mode == LX_MODE_FRAMED)
+      lx_stream_fail(s, "bad-format", "a WebSocket message must be exactly one complete "
+                     "element (RFC 7395 §3.3.3): text outside it");
+    else
+      lx_stream_fail(s, "bad-format", "text outside of any stanza");
     return;
   }
   if (s->mode == LX_MODE_FRAMED && s->top_kind != LX_EV_STANZA) {

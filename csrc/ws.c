@@ -381,8 +381,8 @@ size_t lx_ws_memory(const lx_ws *w) { return w->msg_cap; }
 
 /* ---- encoder -------------------------------------------------------------- */
 
-size_t lx_ws_header(unsigned char *out, int opcode, uint64_t len, int masked,
-                    unsigned char key[4]) {
+size_t lx_ws_header(unsigned char *out, int opcode, uint64_t len,
+                    const unsigned char *key) {
   size_t n = 2, i;
   out[0] = (unsigned char)(0x80 | (opcode & 0x0F));
   if (len < 126) {
@@ -397,13 +397,16 @@ size_t lx_ws_header(unsigned char *out, int opcode, uint64_t len, int masked,
     for (i = 0; i < 8; i++) out[2 + i] = (unsigned char)(len >> (56 - 8 * i));
     n = 10;
   }
-  if (masked) {
-    if (RAND_bytes(key, 4) != 1) return 0;
+  if (key) {
     out[1] |= 0x80;
     memcpy(out + n, key, 4);
     n += 4;
   }
   return n;
+}
+
+int lx_ws_random(unsigned char *p, size_t n) {
+  return n <= 0x7FFFFFFF && RAND_bytes(p, (int)n) == 1;
 }
 
 size_t lx_ws_close_payload(unsigned char *out, unsigned code, const char *reason) {

@@ -97,12 +97,15 @@ size_t lx_ws_memory(const lx_ws *w);
 
 /* Writes the header of one unfragmented frame (FIN set) carrying len
  * payload bytes into out (LX_WS_MAX_HEADER bytes of room) and returns its
- * length. masked (the client role, RFC 6455 §5.3): a fresh mask key from
- * OpenSSL's RAND_bytes is written into the header and into key; the caller
- * masks the payload with lx_ws_mask. Returns 0 when no randomness is
- * available. */
-size_t lx_ws_header(unsigned char *out, int opcode, uint64_t len, int masked,
-                    unsigned char key[4]);
+ * length. key (the client role, RFC 6455 §5.3): the frame's mask key, a
+ * fresh one from lx_ws_random for every frame, written into the header;
+ * the caller masks the payload with lx_ws_mask. NULL: unmasked. */
+size_t lx_ws_header(unsigned char *out, int opcode, uint64_t len,
+                    const unsigned char *key);
+
+/* n bytes from OpenSSL's RAND_bytes (mask keys are drawn in batches from
+ * them); 0 when no randomness is available. */
+int lx_ws_random(unsigned char *p, size_t n);
 
 /* XORs p[0..len) with the mask key, starting at payload offset off
  * (RFC 6455 §5.3); masking twice unmasks. */

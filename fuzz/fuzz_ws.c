@@ -266,16 +266,14 @@ static void round_trip(int role, const unsigned char *p, size_t len,
       op = LX_WS_OP_PING;
       if (n > LX_WS_MAX_CONTROL) n = LX_WS_MAX_CONTROL;
     }
-    hl = lx_ws_header(hdr, op, n, 0, key);
-    CHECK(hl >= 2 && hl <= LX_WS_MAX_HEADER - 4);
-    memcpy(buf + blen, hdr, hl);
-    if (role == LX_WS_SERVER) {               /* a client's frame: masked */
+    {
       uint32_t k = rnd(&rng);
       memcpy(key, &k, 4);
-      buf[blen + 1] |= 0x80;
-      memcpy(buf + blen + hl, key, 4);
-      hl += 4;
     }
+    /* a client's frame (to our server role) is masked */
+    hl = lx_ws_header(hdr, op, n, role == LX_WS_SERVER ? key : NULL);
+    CHECK(hl >= 2 && hl <= LX_WS_MAX_HEADER);
+    memcpy(buf + blen, hdr, hl);
     memcpy(buf + blen + hl, p + pos, n);
     if (role == LX_WS_SERVER) lx_ws_mask(buf + blen + hl, n, key, 0);
     starts[npieces] = pos;
@@ -293,14 +291,9 @@ static void round_trip(int role, const unsigned char *p, size_t len,
     if (!lx_ws_utf8_valid(reason, strlen(reason))) reason[0] = '\0';
     n = lx_ws_close_payload(pl, 1000 + (unsigned)(seed % 4), reason);
     CHECK(n >= 2 && n <= LX_WS_MAX_CONTROL);
-    hl = lx_ws_header(hdr, LX_WS_OP_CLOSE, n, 0, key);
+    memset(key, 0x5A, 4);
+    hl = lx_ws_header(hdr, LX_WS_OP_CLOSE, n, role == LX_WS_SERVER ? key : NULL);
     memcpy(buf + blen, hdr, hl);
-    if (role == LX_WS_SERVER) {
-      memset(key, 0x5A, 4);
-      buf[blen + 1] |= 0x80;
-      memcpy(buf + blen + hl, key, 4);
-      hl += 4;
-    }
     memcpy(buf + blen + hl, pl, n);
     if (role == LX_WS_SERVER) lx_ws_mask(buf + blen + hl, n, key, 0);
     blen += hl + n;

@@ -10,6 +10,23 @@ local slow = require "spec.support.slow"
 
 local assert_clean = require "spec.support.clean"
 
+-- Listeners of the current test, closed after it whatever happened: a
+-- failed test must not leave one behind to keep the next test's loop
+-- running (support/clean.lua aborts conns, not listeners).
+local listeners = {}
+local function listen(ip, port, on_accept)
+  local l = assert(net.listen(ip, port, on_accept))
+  listeners[#listeners + 1] = l
+  return l
+end
+local function close_listeners()
+  for i = #listeners, 1, -1 do
+    listeners[i]:close()
+    listeners[i] = nil
+  end
+  for _ = 1, 5 do lxmpp.step(0.01) end
+end
+
 local FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 local OPEN = "<open xmlns='" .. FRAMING .. "' to='example.test' version='1.0'/>"
 local CLOSE = "<close xmlns='" .. FRAMING .. "'/>"
@@ -103,12 +120,12 @@ end
 -- the bytes the peer received (a function).
 local function ws_server_and_raw_peer(opts, parse_opts)
   local srv = {}
-  srv.listener = assert(net.listen("127.0.0.1", 0, function(conn)
+  srv.listener = listen("127.0.0.1", 0, function(conn)
     srv.conn = conn
     srv.rec = recorder(conn)
     assert(conn:websocket(opts or { role = "server" }))
     assert(conn:parse(parse_opts))
-  end))
+  end)
   local peer = assert(net.connect("127.0.0.1", srv.listener:port()))
   local got = {}
   peer:on("data", function(b) got[#got + 1] = b end)
@@ -138,12 +155,15 @@ local function cframe(payload, t)
 end
 
 describe("WebSocket conns (RFC 6455, RFC 7395)", function()
-  after_each(assert_clean)
+  after_each(function()
+    close_listeners()
+    assert_clean()
+  end)
 
   it("round trip between a server-role and a client-role conn: open, stanzas, close, restart", function()
     lxmpp.run(function()
       local s = {}
-      local listener = assert(net.listen("127.0.0.1", 0, function(conn)
+      local listener = listen("127.0.0.1", 0, function(conn)
         s.conn = conn
         s.rec = recorder(conn)
         conn:on("stanza", function(st)
@@ -159,7 +179,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
         end)
         assert(conn:websocket{ role = "server" })
         assert(conn:parse())
-      end))
+      end)
       local c = assert(net.connect("127.0.0.1", listener:port()))
       local crec = recorder(c)
       assert(c:websocket{ role = "client" })
@@ -251,7 +271,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   it("keeps bytes read past the handshake in raw mode (buffered)", function()
     lxmpp.run(function()
       local s = {}
-      local listener = assert(net.listen("127.0.0.1", 0, function(conn)
+      local listener = listen("127.0.0.1", 0, function(conn)
         s.conn = conn
         s.rec = recorder(conn)
         local req = ""
@@ -265,7 +285,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
           end
         end)
         conn:raw()
-      end))
+      end)
       local peer = assert(net.connect("127.0.0.1", listener:port()))
       -- the request and the first frames in one write, as a fast client does
       peer:write("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n" .. cframe(OPEN) .. cframe("<presence/>"))
@@ -284,7 +304,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
       local sctx = assert(core.tls_context{ mode = "server", cert = p.certs.good.cert, key = p.certs.good.key })
       local cctx = assert(core.tls_context{ mode = "client", cafile = p.ca })
       local s = {}
-      local listener = assert(net.listen("127.0.0.1", 0, function(conn)
+      local listener = listen("127.0.0.1", 0, function(conn)
         s.conn = conn
         s.rec = recorder(conn)
         local req = ""
@@ -299,7 +319,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
           end
         end)
         assert(conn.c:starttls(sctx))
-      end))
+      end)
       local c = assert(net.connect("127.0.0.1", listener:port()))
       local got = {}
       c:on("data", function(b) got[#got + 1] = b end)
@@ -405,13 +425,13 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   it("a client-role conn fails a masked frame from the server (1002), masks what it sends", function()
     lxmpp.run(function()
       local s = {}
-      local listener = assert(net.listen("127.0.0.1", 0, function(conn)
+      local listener = listen("127.0.0.1", 0, function(conn)
         s.conn = conn
         s.got = {}
         conn:on("data", function(b) s.got[#s.got + 1] = b end)
         conn:on("eof", function() s.eof = true end)
         conn:raw()
-      end))
+      end)
       local c = assert(net.connect("127.0.0.1", listener:port()))
       local rec = recorder(c)
       assert(c:websocket{ role = "client" })
@@ -437,6 +457,8 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   local framing = {
     { "two elements in one message", { OPEN, "<a/><b/>" }, "bad-format", "exactly one" },
     { "text after the element", { OPEN, "<a/>junk" }, "bad-format", "exactly one" },
+    { "an element and the start of another", { OPEN, "<a/><b" }, "bad-format", "bytes after it" },
+    { "an element and a character reference", { OPEN, "<a/>&#65;" }, "bad-format", "exactly one" },
     { "a partial element", { OPEN, "<message><body>" }, "bad-format", "exactly one" },
     { "an unfinished tag", { OPEN, "<message to='x'" }, "bad-format", "exactly one" },
     { "text before the element", { OPEN, "hi<a/>" }, "bad-format", "start with '<'" },
@@ -451,6 +473,13 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
     { "mismatched tags", { OPEN, "<a></b>" }, "not-well-formed", "mismatched" },
     { "a comment", { OPEN, "<a><!-- x --></a>" }, "restricted-xml", "comments" },
     { "a stanza over max_stanza_size", { OPEN, "<a>" .. ("x"):rep(600) .. "</a>" }, "policy-violation", "larger" },
+    { "XML 1.1", { OPEN, "<?xml version='1.1'?><a/>" }, "not-well-formed", "1.0 only" },
+    { "another encoding", { OPEN, "<?xml version='1.0' encoding='ISO-8859-1'?><a/>" },
+      "unsupported-encoding", "UTF%-8 only" },
+    { "a malformed XML declaration", { OPEN, "<?xml encoding='UTF-8' version='1.0'?><a/>" },
+      "not-well-formed", "malformed XML declaration" },
+    { "a prefix declared in an earlier message", { OPEN, "<a xmlns:p='urn:p'><p:x/></a>", "<p:y/>" },
+      "not-well-formed", "unbound prefix" },
   }
   for _, case in ipairs(framing) do
     local name, msgs, cond, pattern = case[1], case[2], case[3], case[4]
@@ -460,7 +489,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
         local out, expected = {}, {}
         for i, m in ipairs(msgs) do
           out[i] = cframe(m)
-          if i < #msgs then expected[i] = m == OPEN and "open" or m == CLOSE and "stream-close" or "?" end
+          if i < #msgs then expected[i] = m == OPEN and "open" or m == CLOSE and "stream-close" or "stanza a" end
         end
         expected[#expected + 1] = "parse-error " .. cond
         peer:write(table.concat(out) .. cframe("<after/>"))
@@ -481,6 +510,24 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
       end)
     end)
   end
+
+  it("takes an XML declaration per message (RFC 7395 §3.3.3), and goes on after the parser went idle", function()
+    lxmpp.run(function()
+      local srv, peer = ws_server_and_raw_peer()
+      peer:write(cframe(OPEN) .. cframe("<?xml version='1.0' encoding='utf-8'?>\n<message to='a'/>") ..
+        cframe("<?xml version=\"1.0\" standalone='yes' ?><iq/>\r\n"))
+      wait_until(function() return #srv.rec.stanzas == 2 end, "stanzas")
+      -- quiet for more than two sweep periods: the parser gives its memory back
+      wait_until(function() return srv.conn:info().parser_idle end, "idle parser")
+      peer:write(cframe("<presence xmlns:p='urn:p'><p:x/></presence>"))
+      wait_until(function() return #srv.rec.stanzas == 3 end, "stanza after idle")
+      assert.same({ "open", "stanza message", "stanza iq", "stanza presence" }, srv.rec.events)
+      assert.equal("urn:p", srv.rec.stanzas[3].tags[1].attr.xmlns)
+      srv.conn:abort()
+      peer:close()
+      srv.listener:close()
+    end)
+  end)
 
   it("write() refuses bytes that are not UTF-8; info() tells the mode", function()
     lxmpp.run(function()
