@@ -43,7 +43,7 @@ else
 RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
-.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo lint clean docs \
+.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web lint clean docs \
         format-check test-fast test-interop
 
 all: build
@@ -207,6 +207,12 @@ bench: deps build build-bench/expat_floor
 
 demo: deps build
 	$(LUA) examples/demo.lua
+
+# The same from a browser: the server's web side (WebSocket, BOSH, host-meta)
+# serving Converse.js from web/ (installed by make deps), the dictionary bot
+# in your roster; prints the address to open.
+demo-web: deps build
+	$(LUA) examples/demo_web.lua
 
 clean:
 	rm -rf build build-asan build-fuzz build-bench build-compat build-rock

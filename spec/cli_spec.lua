@@ -1,7 +1,7 @@
 -- The command line (bin/lxmpp) and `make demo`'s script, run as a user runs
 -- them: --version/--help, clear errors for bad flags, `serve` printing where
 -- it listens and which accounts exist, `send` delivering through it, `run`,
--- `parse`, and examples/demo.lua's scripted conversation with the bot.
+-- `parse`, and the scripted conversations of examples/demo.lua and demo_web.lua.
 local lxmpp = require "lxmpp"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
@@ -203,6 +203,20 @@ describe("make demo (examples/demo.lua)", function()
     assert.matches("dictbot < jid: a Jabber ID", out)
     assert.matches("dictbot < don't know about unicorn", out)
     assert.matches("account  you@localhost   password you%-secret", out)
+    assert.matches("demo finished", out)
+  end)
+end)
+
+describe("make demo-web (examples/demo_web.lua)", function()
+  it("serves the web side, talks to the bot over WebSocket and prints the page to open", function()
+    local out, code = run("LXMPP_DEMO_HTTP_PORT=0 LXMPP_DEMO_EXIT=1 timeout 60 lua5.4 " ..
+      q(ROOT .. "/examples/demo_web.lua"))
+    assert.equal(0, code, out)
+    local base = out:match("web side on (http://127%.0%.0%.1:%d+)")
+    assert.truthy(base, out)
+    assert.matches("you@localhost is online over WebSocket", out)
+    assert.matches("dictbot < xmpp: the Extensible Messaging and Presence Protocol", out)
+    assert.truthy(out:find("  " .. base .. "/converse.html?websocket_url=ws%3A%2F%2F127.0.0.1%3A", 1, true), out)
     assert.matches("demo finished", out)
   end)
 end)

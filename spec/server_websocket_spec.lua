@@ -88,8 +88,9 @@ describe("XMPP over WebSocket", function()
   it("refuses handshakes RFC 6455 and RFC 7395 rule out", function()
     serve.run({ users = USERS, http = "127.0.0.1:0", web = { consider_secure = true } }, function(srv)
       local port = ports_of(srv).http
-      local status = handshake(port, { ["Sec-WebSocket-Protocol"] = false })
+      local status, headers = handshake(port, { ["Sec-WebSocket-Protocol"] = false })
       assert.equal(400, status)                          -- no xmpp subprotocol
+      assert.is_nil(headers["sec-websocket-accept"])   -- no switch
       assert.equal(400, (handshake(port, { ["Sec-WebSocket-Protocol"] = "chat, superchat" })))
       assert.equal(400, (handshake(port, { ["Sec-WebSocket-Key"] = "c2hvcnQ=" })))          -- 5 bytes, not 16
       assert.equal(400, (handshake(port, { ["Sec-WebSocket-Key"] = false })))
