@@ -113,7 +113,6 @@ local function qualify(xml)
   if not tag or tag:find(" xmlns='", 1, true) then return xml end
   return (xml:gsub("^<([^%s/>]+)", "<%1 xmlns='jabber:client'", 1))
 end
-M.qualify = qualify
 
 --- transport.websocket: one element per message (RFC 7395 §3.3): the
 -- stream opens with <open/> and closes with <close/> in the framing
