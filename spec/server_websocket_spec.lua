@@ -76,6 +76,27 @@ describe("XMPP over WebSocket", function()
     end)
   end)
 
+  it("finds the endpoint with XEP-0156 (discover = true) over HTTPS, and refuses what is not advertised", function()
+    serve.run({ users = USERS, https = "127.0.0.1:0" }, function(srv)
+      local https = ports_of(srv).https
+      local a = assert(lxmpp.connect({ jid = "alice@example.test/found", password = USERS.alice, discover = true,
+        host = "127.0.0.1", port = https, cafile = serve.pki().ca }))
+      assert.equal("websocket", srv:session("alice@example.test/found").framing.name)
+      a:close()
+      local url = assert(ws.discover("example.test", { address = "127.0.0.1", port = https, cafile = serve.pki().ca }))
+      assert.equal(("wss://example.test:%d/xmpp-websocket"):format(https), url)
+      -- a host-meta that is not there, or over a certificate that does not verify
+      local none, msg = ws.discover("example.test", { address = "127.0.0.1", port = ports_of(srv).c2s, timeout = 3,
+        cafile = serve.pki().ca })
+      assert.is_nil(none)
+      assert.matches("XEP%-0156 discovery", msg)
+      local bad, _, cond = ws.discover("example.test", { address = "127.0.0.1", port = https, timeout = 5 })
+      assert.is_nil(bad)
+      assert.equal("tls-verify-failed", cond)
+      assert.has_error(function() lxmpp.connect({ jid = "a@b", password = "x", discover = true, url = "wss://b/" }) end)
+    end)
+  end)
+
   it("offers neither STARTTLS nor authentication over plain ws:// unless told it is protected", function()
     serve.run({ users = USERS, http = "127.0.0.1:0" }, function(srv)
       local url = ("ws://127.0.0.1:%d/xmpp-websocket"):format(ports_of(srv).http)

@@ -97,6 +97,12 @@ local function check_opts(opts)
     if not ok then error("lxmpp.connect: url: " .. why, 3) end
     if opts.transport then error("lxmpp.connect: url and transport exclude each other", 3) end
   end
+  if opts.discover ~= nil then
+    if opts.discover ~= true and opts.discover ~= false then error("lxmpp.connect: discover must be a boolean", 3) end
+    if opts.discover and (opts.url or opts.transport) then
+      error("lxmpp.connect: discover finds the url itself: give neither url nor transport", 3)
+    end
+  end
   check_plugins(opts.plugins)
   local bad = require("lxmpp.features.sasl").check_options(opts.channel_binding, mech)
   if bad then error("lxmpp.connect: " .. bad, 3) end
@@ -498,10 +504,19 @@ end
 
 function establish_once(self)
   local o = self.opts
-  if o.url then                -- XMPP over WebSocket (RFC 7395): the URL names the endpoint
+  local url = o.url
+  if o.discover then           -- XEP-0156: the domain names its WebSocket endpoint
     local left = self:time_left()
     local per = o.connect_timeout or 15
-    local t, wmsg, wcond = require("lxmpp.websocket").connect(o.url, { cafile = o.cafile, insecure = o.insecure,
+    local dmsg, dcond
+    url, dmsg, dcond = require("lxmpp.websocket").discover(self.domain, { cafile = o.cafile, insecure = o.insecure,
+      address = o.host, port = o.port, timeout = per < left and per or left })
+    if not url then return nil, dmsg, dcond end
+  end
+  if url then                  -- XMPP over WebSocket (RFC 7395): the URL names the endpoint
+    local left = self:time_left()
+    local per = o.connect_timeout or 15
+    local t, wmsg, wcond = require("lxmpp.websocket").connect(url, { cafile = o.cafile, insecure = o.insecure,
       address = o.host, timeout = per < left and per or left, max_message = o.max_stanza_size })
     if not t then return nil, wmsg, wcond end
     return establish_over(self, t)

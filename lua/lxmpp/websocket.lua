@@ -42,6 +42,41 @@ function M.url(url)
   return { secure = scheme == "wss", http = (scheme == "wss" and "https://" or "http://") .. rest }
 end
 
+--- websocket.discover(domain, opts) -> url | nil, message, condition: the
+-- WebSocket endpoint a domain advertises (XEP-0156 §3: the XRD at
+-- https://DOMAIN/.well-known/host-meta, rel urn:xmpp:alt-connections:websocket),
+-- from a task. Only over HTTPS, its certificate verified for the domain
+-- (XEP-0156 §6: a plain-HTTP answer could send us anywhere), and only a
+-- wss:// endpoint (ws:// only on a loopback address). opts: cafile,
+-- insecure, address and port (where to fetch it instead of the domain's
+-- address and 443), timeout.
+function M.discover(domain, opts)
+  opts = opts or {}
+  local where = "https://" .. domain .. (opts.port and (":" .. opts.port) or "") .. "/.well-known/host-meta"
+  local status, headers, body = require("lxmpp.http").request({ method = "GET", url = where,
+    cafile = opts.cafile, insecure = opts.insecure, address = opts.address, timeout = opts.timeout,
+    max_response = 65536 })
+  if not status then return nil, "XEP-0156 discovery: " .. tostring(headers), body end
+  if status ~= 200 then
+    return nil, ("XEP-0156 discovery: %s's host-meta answered HTTP %d"):format(domain, status),
+      "remote-server-not-found"
+  end
+  local xrd = core.parse_element((body:gsub("^%s*<%?xml[^>]*%?>", "")))
+  if not xrd or xrd.name ~= "XRD" then
+    return nil, "XEP-0156 discovery: the host-meta document is not an XRD", "bad-format"
+  end
+  for link in xrd:childtags("Link") do
+    local href = link.attr.href
+    if link.attr.rel == "urn:xmpp:alt-connections:websocket" and M.url(href) then
+      local host = href:match("^ws://%[?([^/%]:]+)")
+      if href:match("^wss://") or host == "localhost" or host == "::1" or (host and host:match("^127%.")) then
+        return href
+      end
+    end
+  end
+  return nil, "XEP-0156 discovery: " .. domain .. " advertises no usable WebSocket endpoint", "remote-server-not-found"
+end
+
 --- websocket.connect(url, opts) -> transport | nil, message, condition:
 -- opens the WebSocket (the HTTP Upgrade with the xmpp subprotocol, RFC
 -- 7395 §3.1), from a task. opts: cafile, insecure (certificates are
