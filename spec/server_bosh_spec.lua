@@ -8,69 +8,47 @@
 -- sessions from one address, an abandoned session.
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
-local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
 local httpd = require "lxmpp.server.httpd"
 local bosh = require "lxmpp.server.bosh"
 local serve = require "spec.support.serve"
+local http_raw = require "spec.support.http_raw"
 local slow = require "spec.support.slow"
 
 local F = slow.factor
 local NS = "http://jabber.org/protocol/httpbind"
 
-local function until_true(pred, timeout)
-  local deadline = core.now() + (timeout or 5) * F
-  while not pred() do
-    if core.now() > deadline then return false end
-    lxmpp.sleep(0.01)
-  end
-  return true
-end
+local until_true = http_raw.until_true
 
--- One POST on its own connection; :answer() waits for the reply.
+-- Bytes (a whole request) on a new connection; :answer() waits for the
+-- reply: { status, head, raw = the body's text, body = the parsed <body/> }.
 local Req = {}
 Req.__index = Req
 
--- Bytes (a whole request) on a new connection.
-local function open(port, bytes)
-  local conn = assert(net.connect("127.0.0.1", port))
-  local r = setmetatable({ conn = conn, buf = "", closed = false }, Req)
-  conn:on("data", function(b) r.buf = r.buf .. b end)
-  for _, e in ipairs({ "eof", "closed", "read-error" }) do conn:on(e, function() r.closed = true end) end
-  conn:raw()
-  assert(conn:write(bytes))
-  return r
+local function bosh_answer(a)
+  if not a then return nil end
+  return { status = a.status, head = a.head, raw = a.body, body = a.body ~= "" and st.parse(a.body) or nil }
 end
+
+local function open(port, bytes)
+  local c = http_raw.client(port)
+  c:send(bytes)
+  return setmetatable({ c = c }, Req)
+end
+
+-- The answer, or nil after timeout seconds; the connection is closed then.
+function Req:answer(timeout)
+  local a = self.c:answer(timeout)
+  self.c:close()
+  return bosh_answer(a)
+end
+
+function Req:pending() return self.c:pending() end
 
 local function post(port, xml)
   return open(port, ("POST /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml; charset=utf-8\r\n"
     .. "Content-Length: %d\r\n\r\n%s"):format(#xml, xml))
 end
-
-function Req:take()
-  local e = self.buf:find("\r\n\r\n", 1, true)
-  if not e then return nil end
-  local head = self.buf:sub(1, e + 1)
-  local len = tonumber(head:match("\r\n[Cc]ontent%-[Ll]ength: (%d+)") or "0")
-  if #self.buf < e + 3 + len then return nil end
-  local a = { status = tonumber(head:match("^HTTP/1%.1 (%d%d%d) ")), head = head, raw = self.buf:sub(e + 4, e + 3 + len) }
-  if a.raw ~= "" then a.body = st.parse(a.raw) end
-  return a
-end
-
--- The answer, or nil after timeout seconds (the connection is closed then).
-function Req:answer(timeout)
-  local a
-  until_true(function()
-    a = self:take()
-    return a ~= nil or self.closed
-  end, timeout)
-  a = a or self:take()
-  self.conn:abort()
-  return a
-end
-
-function Req:pending() return self:take() == nil and not self.closed end
 
 local function request(port, xml, timeout) return post(port, xml):answer(timeout) end
 
@@ -199,7 +177,7 @@ describe("server BOSH", function()
       local held = c:send("")
       local lost = c.rid
       lxmpp.sleep(0.1)
-      held.conn:abort()
+      held.c:close()
       lxmpp.sleep(0.2)
       bob:send(st.message({ to = "alice@example.test/r", type = "chat" }):tag("body"):text("still here"):up())
       lxmpp.sleep(0.2)

@@ -10,18 +10,11 @@ local httpd = require "lxmpp.server.httpd"
 local pki = require "spec.support.pki"
 local slow = require "spec.support.slow"
 local clean = require "spec.support.clean"
+local http_raw = require "spec.support.http_raw"
 
 local F = slow.factor
 
--- Waits until pred() is true (polling), at most timeout seconds.
-local function until_true(pred, timeout)
-  local deadline = core.now() + (timeout or 5) * F
-  while not pred() do
-    if core.now() > deadline then return false end
-    lxmpp.sleep(0.01)
-  end
-  return true
-end
+local until_true = http_raw.until_true
 
 -- Runs fn(server, port, log) in a task on a listener with handler and opts.
 local function run(handler, opts, fn)
@@ -40,56 +33,7 @@ local function run(handler, opts, fn)
   clean()
 end
 
--- A raw HTTP client: bytes in, answers parsed out.
-local Client = {}
-Client.__index = Client
-
-local function client(port, ctx)
-  local conn = assert(net.connect("127.0.0.1", port))
-  local cl = setmetatable({ conn = conn, buf = "", closed = false }, Client)
-  conn:on("data", function(b) cl.buf = cl.buf .. b end)
-  for _, e in ipairs({ "eof", "closed", "read-error" }) do conn:on(e, function() cl.closed = true end) end
-  if ctx then
-    local done
-    conn:on("tls-done", function() done = true end)
-    conn:on("tls-failed", function() done = false end)
-    assert(conn:starttls(ctx, "example.test"))
-    assert(until_true(function() return done ~= nil end))
-    assert(done, "TLS handshake")
-  end
-  conn:raw()
-  return cl
-end
-
-function Client:send(bytes) return assert(self.conn:write(bytes)) end
-
--- The next whole answer in the buffer: { status, headers, body, raw } or nil.
-function Client:take(head_only)
-  local e = self.buf:find("\r\n\r\n", 1, true)
-  if not e then return nil end
-  local head = self.buf:sub(1, e + 1)
-  local status = tonumber(head:match("^HTTP/1%.1 (%d%d%d) "))
-  local headers = {}
-  for name, value in head:gmatch("\r\n([^:\r]+): ([^\r]*)") do headers[name:lower()] = value end
-  local len = head_only and 0 or tonumber(headers["content-length"] or "0")
-  if #self.buf < e + 3 + len then return nil end
-  local body = self.buf:sub(e + 4, e + 3 + len)
-  local raw = self.buf:sub(1, e + 3 + len)
-  self.buf = self.buf:sub(e + 4 + len)
-  return { status = status, headers = headers, body = body, raw = raw }
-end
-
-function Client:answer(timeout, head_only)
-  local a
-  until_true(function()
-    a = self:take(head_only)
-    return a ~= nil or self.closed
-  end, timeout)
-  return a or self:take(head_only)
-end
-
-function Client:wait_closed(timeout) return until_true(function() return self.closed end, timeout) end
-function Client:close() self.conn:abort() end
+local client = http_raw.client
 
 local function echo(req, res)
   res:send(200, { ["Content-Type"] = "text/plain" }, req.method .. " " .. req.path .. " " .. #req.body)
