@@ -18,19 +18,8 @@ local DOMAIN = "localhost"
 local ACCOUNTS = { dictbot = "dictbot-secret", user = "user-secret", you = "you-secret" }
 local WORDS = { "xmpp", "jid", "unicorn" }
 
-local function say(fmt, ...)
-  io.stdout:write(fmt:format(...), "\n")
-  io.stdout:flush()
-end
-
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- The interpreter running us (lua5.4 unless told otherwise by arg[-1]).
-local function interpreter()
-  local i, lua = -1, nil
-  while arg[i] do lua, i = arg[i], i - 1 end
-  return lua or "lua5.4"
-end
+local demo = require "examples.demo_support"
+local say = demo.say
 
 local function start_server()
   local want = math.tointeger(tonumber(os.getenv("LXMPP_DEMO_PORT") or "5222")) or 5222
@@ -48,14 +37,7 @@ end
 -- The bot runs as its own process, as a user would run it; its stdin is
 -- a pipe we hold, and Ctrl-C reaches it as it reaches us.
 local function start_bot(port)
-  local dir = arg[0]:match("^(.*)/[^/]*$") or "."
-  local cmd = table.concat({
-    "LXMPP_INSECURE=1", "LXMPP_OWNER=user@" .. DOMAIN,
-    "LUA_PATH=" .. shell_quote(package.path), "LUA_CPATH=" .. shell_quote(package.cpath),
-    "exec", interpreter(), shell_quote(dir .. "/dictbot.lua"),
-    "dictbot@" .. DOMAIN, ACCOUNTS.dictbot, "127.0.0.1", tostring(port),
-  }, " ")
-  return assert(io.popen(cmd, "w"))
+  return demo.start_bot("dictbot@" .. DOMAIN, ACCOUNTS.dictbot, port, "user@" .. DOMAIN)
 end
 
 lxmpp.run(function()

@@ -21,21 +21,10 @@ local lxmpp = require "lxmpp"
 local DOMAIN = "localhost"
 local ACCOUNTS = { dictbot = "dictbot-secret", you = "you-secret" }
 
-local function say(fmt, ...)
-  io.stdout:write(fmt:format(...), "\n")
-  io.stdout:flush()
-end
+local demo = require "examples.demo_support"
+local say = demo.say
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function interpreter()
-  local i, lua = -1, nil
-  while arg[i] do lua, i = arg[i], i - 1 end
-  return lua or "lua5.4"
-end
-
-local DIR = arg[0]:match("^(.*)/[^/]*$") or "."
-local WEB = DIR .. "/../web"
+local WEB = demo.DIR .. "/../web"
 
 local function start_server()
   local want = math.tointeger(tonumber(os.getenv("LXMPP_DEMO_HTTP_PORT") or "5280")) or 5280
@@ -58,13 +47,7 @@ local function start_server()
 end
 
 local function start_bot(port)
-  local cmd = table.concat({
-    "LXMPP_INSECURE=1", "LXMPP_OWNER=you@" .. DOMAIN,
-    "LUA_PATH=" .. shell_quote(package.path), "LUA_CPATH=" .. shell_quote(package.cpath),
-    "exec", interpreter(), shell_quote(DIR .. "/dictbot.lua"),
-    "dictbot@" .. DOMAIN, ACCOUNTS.dictbot, "127.0.0.1", tostring(port),
-  }, " ")
-  return assert(io.popen(cmd, "w"))
+  return demo.start_bot("dictbot@" .. DOMAIN, ACCOUNTS.dictbot, port, "you@" .. DOMAIN)
 end
 
 -- you and the bot in each other's roster, subscribed both ways
