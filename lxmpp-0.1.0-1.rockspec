@@ -99,6 +99,7 @@ build = {
       ["lxmpp.stream_error"] = "lua/lxmpp/stream_error.lua",
       ["lxmpp.transport"] = "lua/lxmpp/transport.lua",
       ["lxmpp.websocket"] = "lua/lxmpp/websocket.lua",
+      ["lxmpp.bosh"] = "lua/lxmpp/bosh.lua",
       ["lxmpp.signal"] = "lua/lxmpp/signal.lua",
       ["lxmpp.task"] = "lua/lxmpp/task.lua",
       ["lxmpp.net"] = "lua/lxmpp/net.lua",

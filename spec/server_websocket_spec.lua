@@ -163,8 +163,31 @@ describe("XMPP over WebSocket", function()
       end
       l:close()
       for _, conn in ipairs(taken) do conn:abort() end
-      -- and a URL that is not ws:// or wss:// is misuse
-      assert.has_error(function() lxmpp.connect({ jid = "a@b", password = "x", url = "https://b/ws" }) end)
+      -- and a URL that is neither WebSocket nor BOSH is misuse
+      assert.has_error(function() lxmpp.connect({ jid = "a@b", password = "x", url = "ftp://b/ws" }) end)
+    end)
+  end)
+end)
+
+describe("a client over BOSH (XEP-0206)", function()
+  it("logs in to the server's /http-bind, talks with a TCP client, and terminates on close", function()
+    serve.run({ users = USERS, http = "127.0.0.1:0", web = { consider_secure = true } }, function(srv, port)
+      local url = ("http://127.0.0.1:%d/http-bind"):format(ports_of(srv).http)
+      local a = assert(lxmpp.connect({ jid = "alice@example.test/bosh", password = USERS.alice, url = url,
+        tls = "none", stream_management = false, reconnect = false }))
+      assert.equal("alice@example.test/bosh", a.jid)
+      local b = assert(serve.login(port, "bob", USERS.bob))
+      local to_a, to_b = serve.collect(a, "message"), serve.collect(b, "message")
+      a:send_message("bob@example.test/r", "over BOSH")
+      b:send_message("alice@example.test/bosh", "to BOSH")
+      assert(serve.until_true(function() return #to_a == 1 and #to_b == 1 end, 10))
+      assert.equal("over BOSH", to_b[1]:get_child_text("body"))
+      assert.equal("to BOSH", to_a[1]:get_child_text("body"))
+      assert(a:request(lxmpp.stanza.iq({ type = "get", to = "example.test" }):tag("ping", { xmlns = "urn:xmpp:ping" })))
+      a:close()
+      assert(serve.until_true(function() return srv:session("alice@example.test/bosh") == nil end))
+      assert.equal(0, srv.web.bosh_service:count())
+      b:close()
     end)
   end)
 end)

@@ -93,8 +93,10 @@ local function check_opts(opts)
     error("lxmpp.connect: transport must be a function returning a connected transport", 3)
   end
   if opts.url ~= nil then
-    local ok, why = require("lxmpp.websocket").url(opts.url)
-    if not ok then error("lxmpp.connect: url: " .. why, 3) end
+    local ok = require("lxmpp.websocket").url(opts.url) or require("lxmpp.bosh").url(opts.url)
+    if not ok then
+      error("lxmpp.connect: url: not a ws://, wss://, http:// or https:// URL: " .. tostring(opts.url), 3)
+    end
     if opts.transport then error("lxmpp.connect: url and transport exclude each other", 3) end
   end
   if opts.discover ~= nil then
@@ -512,6 +514,10 @@ function establish_once(self)
     url, dmsg, dcond = require("lxmpp.websocket").discover(self.domain, { cafile = o.cafile, insecure = o.insecure,
       address = o.host, port = o.port, timeout = per < left and per or left })
     if not url then return nil, dmsg, dcond end
+  end
+  if url and require("lxmpp.bosh").url(url) then   -- BOSH (XEP-0206): http(s):// names the endpoint
+    return establish_over(self, require("lxmpp.bosh").connect(url, { cafile = o.cafile, insecure = o.insecure,
+      address = o.host }))
   end
   if url then                  -- XMPP over WebSocket (RFC 7395): the URL names the endpoint
     local left = self:time_left()

@@ -55,25 +55,29 @@ describe("web peers against Prosody (WebSocket, BOSH)", function()
     peers.xmpp_client(srv, srv.ws_url, "stanza", "stanza: a unit of XMPP")
   end)
 
-  it("lxmpp.connect{ url = ws://... } logs in to mod_websocket and gets the bot's answer", function()
-    lxmpp.run(function()
-      local c = assert(lxmpp.connect({ jid = "dave@example.test/ws", password = "dave-pw", url = srv.ws_url,
-        tls = "none", reconnect = false }))
-      local got = lxmpp.task.waiter("answer")
-      c:on("message", function(m)
-        if m:get_child_text("body") then got:wake(m:get_child_text("body")) end
+  -- lxmpp's own client over both: the client side of RFC 7395 and XEP-0206
+  -- against another implementation
+  for _, t in ipairs({ { "ws", "mod_websocket", "ws_url" }, { "bosh", "mod_bosh", "bosh_url" } }) do
+    it("lxmpp.connect{ url = ... } logs in to " .. t[2] .. " and gets the bot's answer", function()
+      lxmpp.run(function()
+        local c = assert(lxmpp.connect({ jid = "dave@example.test/" .. t[1], password = "dave-pw", url = srv[t[3]],
+          tls = "none", reconnect = false }))
+        local got = lxmpp.task.waiter("answer")
+        c:on("message", function(m)
+          if m:get_child_text("body") then got:wake(m:get_child_text("body")) end
+        end)
+        c:send_message("bot@example.test", "jid")
+        local timer = require("lxmpp.core").timer(20, got)
+        local answer = got:wait()
+        timer:stop()
+        -- a request and its reply over the same transport
+        local pong = c:request(lxmpp.stanza.iq({ type = "get", to = "example.test" }):tag("ping", { xmlns = "urn:xmpp:ping" }))
+        c:close()
+        assert.equal("jid: a Jabber ID", (answer or ""):match("^jid: a Jabber ID"))
+        assert.truthy(pong)
       end)
-      c:send_message("bot@example.test", "jid")
-      local t = require("lxmpp.core").timer(20, got)
-      local answer = got:wait()
-      t:stop()
-      -- a request and its reply over the same WebSocket
-      local pong = c:request(lxmpp.stanza.iq({ type = "get", to = "example.test" }):tag("ping", { xmlns = "urn:xmpp:ping" }))
-      c:close()
-      assert.equal("jid: a Jabber ID", (answer or ""):match("^jid: a Jabber ID"))
-      assert.truthy(pong)
     end)
-  end)
+  end
 
   it("Converse.js over WebSocket: login form, roster, chat with the bot, a room", function()
     peers.converse(srv, "websocket", { params = { websocket_url = srv.ws_url }, word = "xmpp",
