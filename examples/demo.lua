@@ -18,7 +18,9 @@ local DOMAIN = "localhost"
 local ACCOUNTS = { dictbot = "dictbot-secret", user = "user-secret", you = "you-secret" }
 local WORDS = { "xmpp", "jid", "unicorn" }
 
-local demo = require "examples.demo_support"
+-- examples/demo_support.lua, beside this script wherever it is run from
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local demo = require "demo_support"
 local say = demo.say
 
 local function start_server()

@@ -21,7 +21,9 @@ local lxmpp = require "lxmpp"
 local DOMAIN = "localhost"
 local ACCOUNTS = { dictbot = "dictbot-secret", you = "you-secret" }
 
-local demo = require "examples.demo_support"
+-- examples/demo_support.lua, beside this script wherever it is run from
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local demo = require "demo_support"
 local say = demo.say
 
 local WEB = demo.DIR .. "/../web"
