@@ -190,4 +190,27 @@ describe("a client over BOSH (XEP-0206)", function()
       b:close()
     end)
   end)
+
+  it("fails clearly on an endpoint that answers no <body/> or an HTTP error", function()
+    lxmpp.run(function()
+      local httpd = require "lxmpp.server.httpd"
+      local answers = {
+        function(res) res:send(200, { ["Content-Type"] = "text/xml" }, "<html/>") end,
+        function(res) res:send(404, {}, "no BOSH here") end,
+      }
+      local n = 0
+      local l = assert(httpd.listen({ ip = "127.0.0.1", port = 0, handler = function(_, res)
+        n = n + 1
+        answers[n](res)
+      end }))
+      local url = ("http://127.0.0.1:%d/http-bind"):format(l:port())
+      for _, want in ipairs({ "not a <body/>", "HTTP 404" }) do
+        local c, msg = lxmpp.connect({ jid = "a@example.test/x", password = "pw", url = url, tls = "none",
+          reconnect = false, timeout = 10 })
+        assert.is_nil(c)
+        assert.truthy(msg:find(want, 1, true), msg)
+      end
+      l:close()
+    end)
+  end)
 end)

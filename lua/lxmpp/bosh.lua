@@ -48,9 +48,10 @@ local function queue_event(self, event, a, b)
 end
 
 -- The end of the session (whatever ended it): "closed" once.
-local function finish(self, event, msg)
-  if self.closed then return end
-  if event then queue_event(self, event, msg) end
+local function finish(self, event, msg, cond)
+  if self.closed or self.ending then return end
+  self.ending = true                 -- from here on nothing more is sent
+  if event then queue_event(self, event, msg, cond) end
   self.closed = true
   emit(self, "closed")
 end
@@ -73,8 +74,11 @@ local function answered(self, body)
       if err then queue_event(self, "stanza", err) end
       return finish(self, "read-error", "the BOSH session was terminated: " .. cond)
     end
+    self.ending = true               -- the server ended it: nothing more to send
     queue_event(self, "stream-close")
-    return finish(self, "eof")
+    queue_event(self, "eof")
+    self.closed = true
+    return emit(self, "closed")
   end
   if not self.sid then                         -- the session creation answer (XEP-0124 §7.2)
     self.sid = body.attr.sid
@@ -159,7 +163,7 @@ end
 function Session.restart() return true end
 
 function Session:write(bytes)
-  if self.closed then return nil, "the BOSH session is over", "closed" end
+  if self.closed or self.ending then return nil, "the BOSH session is over", "closed" end
   if bytes:sub(1, 6) == "<open " then
     local to = bytes:match(" to='([^']*)'")
     self.opening = true
@@ -196,7 +200,7 @@ function Session:resume()
 end
 
 function Session:close()
-  if not self.closed and self.sid and not self.terminating then
+  if not self.closed and not self.ending and self.sid and not self.terminating then
     self.terminating = true
     request(self, { type = "terminate" }, concat(self.pending:clear()))
   end
