@@ -13,6 +13,10 @@
 -- LXMPP_BENCH_ARCHIVE=1   the lxmpp server keeps its XEP-0313 archives (Prosody has no mod_mam here)
 -- LXMPP_BENCH_WS           "1" (default): routing over WebSocket too; "0": not;
 --                          "only": routing over TCP and WebSocket, no idle phase
+-- LXMPP_BENCH_ROUNDS       routing rounds (default 1): TCP and WebSocket routing
+--                          alternate this many times, each against a fresh
+--                          server; the lowest server CPU per message of each
+--                          is shown (all of them on a line of their own)
 -- LXMPP_BENCH_ONLY         development only: "lxmpp" or "prosody"
 -- LXMPP_BENCH_SRV_WRAP     development only: a command prefix for the lxmpp
 --                          server process (perf record ...)
@@ -70,6 +74,7 @@ local WINDOW = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_WINDOW") or "50"))
 local LOADERS = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_LOADERS") or "2"))
 local ONLY = os.getenv("LXMPP_BENCH_ONLY")
 local WS = os.getenv("LXMPP_BENCH_WS") or "1"
+local ROUNDS = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_ROUNDS") or "1"))
 local SRV_WRAP = os.getenv("LXMPP_BENCH_SRV_WRAP")
 local LUA = arg[-1] or "lua5.4"
 local DOMAIN = "example.test"
@@ -82,7 +87,7 @@ local common = dofile(script_dir .. "/common.lua")
 local die, q, first_line = common.dier("bench/server.lua"), common.quote, common.first_line
 
 for name, v in pairs({ K = K, LXMPP_BENCH_IDLE = IDLE, LXMPP_BENCH_PAIRS = PAIRS,
-    LXMPP_BENCH_WINDOW = WINDOW, LXMPP_BENCH_LOADERS = LOADERS }) do
+    LXMPP_BENCH_WINDOW = WINDOW, LXMPP_BENCH_LOADERS = LOADERS, LXMPP_BENCH_ROUNDS = ROUNDS }) do
   if not v or v < 1 then die("%s must be a positive integer", name) end
 end
 if WS ~= "0" and WS ~= "1" and WS ~= "only" then die("LXMPP_BENCH_WS must be 0, 1 or only") end
@@ -396,8 +401,18 @@ end
 
 local function run(name, p)
   local r = { name = name, warnings = 0, log = {} }
-  r.route = with_server(name, p, route_phase, r)
-  if WS ~= "0" then r.ws = with_server(name, p, route_phase, r, true) end
+  -- the lowest cost of the rounds: on a shared machine, the others waited
+  -- for caches and cores more
+  local function best(list, x)
+    list[#list + 1] = x.per10k
+    return list.best and list.best.per10k <= x.per10k and list.best or x
+  end
+  r.route_all, r.ws_all = {}, {}
+  for _ = 1, ROUNDS do
+    r.route_all.best = best(r.route_all, with_server(name, p, route_phase, r))
+    if WS ~= "0" then r.ws_all.best = best(r.ws_all, with_server(name, p, route_phase, r, true)) end
+  end
+  r.route, r.ws = r.route_all.best, r.ws_all.best
   if WS ~= "only" then r.idle = with_server(name, p, idle_phase, r) end
   return r
 end
@@ -416,8 +431,8 @@ local function main()
     common.lua_version(LUA), tostring(lxmpp.VERSION), first_line("dpkg-query -W -f='${Version}' prosody") or "?",
     cpu_model or "?", ncpu, load_before or "?"))
   print(("  STARTTLS + SCRAM + bind + presence; %s%d pairs x 2 x %d messages, window %d;"
-    .. " %d client processes per phase"):format(WS == "only" and "" or IDLE .. " idle connections; ", PAIRS, K,
-    WINDOW, LOADERS))
+    .. " %d client processes per phase%s"):format(WS == "only" and "" or IDLE .. " idle connections; ", PAIRS, K,
+    WINDOW, LOADERS, ROUNDS > 1 and ("; routing: best of %d rounds"):format(ROUNDS) or ""))
   if WS ~= "0" then
     print("  routing also over WebSocket: wss:// (TLS, same certificate), RFC 7395, /xmpp-websocket")
   end
@@ -434,6 +449,15 @@ local function main()
     if r.ws then row(r.name .. " ws", r.ws) end
   end
   for _, r in ipairs(results) do
+    if ROUNDS > 1 then
+      local function fmt(list)
+        local out = {}
+        for i, v in ipairs(list) do out[i] = ("%.3f"):format(v) end
+        return table.concat(out, " ")
+      end
+      print(("  %s: s per 10k in each round: TCP %s%s"):format(r.name, fmt(r.route_all),
+        r.ws and "; WebSocket " .. fmt(r.ws_all) or ""))
+    end
     if r.idle then
       print(("  %s: %s, %s; RSS %.1f MiB before the idle connections, %.1f MiB with them"):format(r.name,
         tostring(r.idle.mech), tostring(r.idle.cipher), r.idle.rss0 / 2 ^ 20, r.idle.rss1 / 2 ^ 20))
