@@ -349,7 +349,8 @@ end
 -- ws: the clients connect over WebSocket (wss://) to srv.web_port
 local function route_phase(srv, ca, ws)
   local tag = srv.name .. (ws and "-ws" or "")
-  local go = tmpdir .. "/go-" .. tag
+  started = started + 1   -- a new go file each phase: one left from an earlier round would start it at once
+  local go = ("%s/go-%s-%d"):format(tmpdir, tag, started)
   local url = ws and ("wss://%s:%d/xmpp-websocket"):format(DOMAIN, srv.web_port)
   local procs = {}
   for i, part in ipairs(split(PAIRS)) do
