@@ -13,6 +13,11 @@
 -- (LXMPP_BENCH_ARCHIVE=1 keeps them), nothing else is changed. Prints
 -- "ready PORT PID" and serves until it is killed; every half second it
 -- prints "lua_kib N", the size of its Lua heap (collectgarbage "count").
+-- LXMPP_BENCH_WEB=https: also an HTTPS listener on 127.0.0.1 (a free port,
+-- the same CERT/KEY) serving XMPP over WebSocket (RFC 7395) at
+-- /xmpp-websocket (docs/server.md, "The web: WebSocket, BOSH, host-meta"),
+-- its per-address and total connection limits raised as the XMPP ones;
+-- "ready PORT PID HTTPSPORT" then.
 
 local DOMAIN, CERT, KEY, PASSWORD, SALT = arg[1], arg[2], arg[3], arg[4], arg[5]
 if not (DOMAIN and CERT and KEY and PASSWORD and SALT) or not arg[6] then
@@ -20,6 +25,7 @@ if not (DOMAIN and CERT and KEY and PASSWORD and SALT) or not arg[6] then
   os.exit(1)
 end
 
+local WEB = os.getenv("LXMPP_BENCH_WEB") == "https"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 
@@ -42,6 +48,8 @@ lxmpp.run(function()
     -- no XEP-0313 archives, as Prosody runs here without mod_mam
     archive = os.getenv("LXMPP_BENCH_ARCHIVE") == "1",
     log_level = "warn",
+    https = WEB and "127.0.0.1:0" or nil,
+    web = WEB and { limits = { per_ip = 100000, connections = 100000 } } or nil,
   })
   assert(srv:start())
   local rec = {}
@@ -54,7 +62,11 @@ lxmpp.run(function()
     for n = 1, tonumber(count) do assert(srv.store:set_account(prefix .. n, rec)) end
   end
   collectgarbage("collect")
-  io.stdout:write(("ready %d %d\n"):format(srv:addresses()[1].port, pid()))
+  local web_port
+  for _, a in ipairs(srv:addresses()) do
+    if a.kind == "https" then web_port = a.port end
+  end
+  io.stdout:write(("ready %d %d%s\n"):format(srv:addresses()[1].port, pid(), web_port and " " .. web_port or ""))
   io.stdout:flush()
   while true do
     lxmpp.sleep(0.5)
