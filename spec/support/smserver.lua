@@ -24,6 +24,8 @@ local HEADER = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
 local MOD = 4294967296
 
 local M = {}
+local started = setmetatable({}, { __mode = "k" })   -- servers not closed yet
+
 local Server = {}
 Server.__index = Server
 
@@ -57,6 +59,7 @@ function Server:close()
   self:kill()
   if self.listener then self.listener:close() end
   self.listener = nil
+  started[self] = nil
 end
 
 local function ack_out(sess, hs)
@@ -189,6 +192,7 @@ end
 function M.start(opts)
   local self = setmetatable({ opts = opts or {}, log = {}, conns = {}, sessions = {}, nsess = 0, nconn = 0,
     attempts = {} }, Server)
+  started[self] = true
   self.listener = assert(net.listen("127.0.0.1", 0, function(conn) self:accept(conn) end))
   self.port = self.listener:port()
   return self
@@ -203,8 +207,22 @@ function Server:client_opts(extra)
 end
 
 --- smserver.run(fn): lxmpp.run(fn), its error raised as it is.
+-- A spec that fails inside fn must fail, not hang: its clients would
+-- reconnect to a server still listening and keep lxmpp.run from returning.
+-- So on an error the clients are killed and the servers closed before
+-- the error is raised.
 function M.run(fn)
-  local ok, err = pcall(require("lxmpp").run, fn)
+  local failure
+  local ok, err = pcall(require("lxmpp").run, function()
+    local fok, ferr = xpcall(fn, debug.traceback)
+    if not fok then
+      failure = ferr
+      require("spec.support.clients").kill_all()
+      for srv in pairs(started) do srv:close() end
+      require("lxmpp.net").abort_all()
+    end
+  end)
+  if failure then error(failure, 0) end
   if not ok then error(err, 0) end
 end
 
