@@ -79,20 +79,11 @@ describe("web clients against lxmpp serve (WebSocket, BOSH)", function()
     peers.check()
     start_server()
     befriend()
-    bot = proc.lua({ proc.ROOT .. "/examples/dictbot.lua", "bot@example.test/dict", USERS.bot },
-      { "LXMPP_HOST=127.0.0.1", "LXMPP_PORT=" .. srv.port, "LXMPP_CAFILE=" .. srv.ca })
-    lxmpp.run(function()
-      local c = peers.user_client(srv, "dave", USERS.dave)
-      assert(peers.wait_bot(c), "the dictionary bot did not come online")
-      c:close()
-    end)
+    bot = peers.start_bot(srv)
   end)
 
   teardown(function()
-    if bot then
-      bot:kill()
-      bot:cleanup()
-    end
+    peers.stop(bot)
     if serve_proc then
       serve_proc:signal("INT")
       lxmpp.run(function() serve_proc:wait(10) end)

@@ -34,20 +34,11 @@ describe("web peers against Prosody (WebSocket, BOSH)", function()
       users = { alice = "alice-pw", bot = "bot-pw", carol = "carol-pw", dave = "dave-pw" },
       rosters = { alice = { ["bot@example.test"] = "Dictionary bot" }, bot = { ["alice@example.test"] = "Alice" } },
     })
-    bot = proc.lua({ proc.ROOT .. "/examples/dictbot.lua", "bot@example.test/dict", "bot-pw" },
-      { "LXMPP_HOST=127.0.0.1", "LXMPP_PORT=" .. srv.port, "LXMPP_CAFILE=" .. srv.ca })
-    lxmpp.run(function()
-      local c = peers.user_client(srv, "dave", "dave-pw")
-      assert(peers.wait_bot(c), "the dictionary bot did not come online")
-      c:close()
-    end)
+    bot = peers.start_bot(srv)
   end)
 
   teardown(function()
-    if bot then
-      bot:kill()
-      bot:cleanup()
-    end
+    peers.stop(bot)
     if srv then srv:stop() end
   end)
 

@@ -73,6 +73,28 @@ function M.wait_bot(c)
   end
 end
 
+--- web_peers.start_bot(srv) -> the dictionary bot (examples/dictbot.lua)
+-- as its own process, logged in as bot@example.test (password bot-pw) over
+-- TCP; returns once it answers (asked by dave, password dave-pw).
+function M.start_bot(srv)
+  local bot = proc.lua({ proc.ROOT .. "/examples/dictbot.lua", "bot@example.test/dict", "bot-pw" },
+    { "LXMPP_HOST=127.0.0.1", "LXMPP_PORT=" .. srv.port, "LXMPP_CAFILE=" .. srv.ca })
+  lxmpp.run(function()
+    local c = M.user_client(srv, "dave", "dave-pw")
+    local answered = M.wait_bot(c)
+    c:close()
+    assert(answered, "the dictionary bot did not come online")
+  end)
+  return bot
+end
+
+--- web_peers.stop(p): kills a process started by proc and removes its files.
+function M.stop(p)
+  if not p then return end
+  p:kill()
+  p:cleanup()
+end
+
 function M.report(srv, r, what)
   local log = srv and srv.log and srv:log() or ""
   return what .. " exited " .. tostring(r.code) .. "\n--- stdout\n" .. r.out .. "\n--- stderr\n" .. r.err
