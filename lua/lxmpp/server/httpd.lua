@@ -45,7 +45,7 @@ M.DEFAULTS = {
   pipeline = 16,                   -- requests read ahead of their answers; then reading pauses
 }
 
-M.GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   -- RFC 6455 §1.3
+M.GUID = require("lxmpp.websocket").GUID   -- RFC 6455 §1.3
 
 M.REASONS = {
   [100] = "Continue", [101] = "Switching Protocols", [200] = "OK", [201] = "Created", [204] = "No Content",
@@ -167,7 +167,7 @@ end
 -- Sec-WebSocket-Key (RFC 6455 §4.2.2: base64 of the SHA-1 of key .. GUID).
 function M.websocket_accept(key)
   if type(key) ~= "string" then error("websocket_accept: key must be a string", 2) end
-  return core.base64_encode(core.hash("sha1", key .. M.GUID))
+  return require("lxmpp.websocket").accept(key)
 end
 
 ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 -- an ordinary c2s stream over another transport (lxmpp.transport).
 
 local httpd = require "lxmpp.server.httpd"
+local xml_escape = require("lxmpp.core").xml_escape
 
 local setmetatable, type, error, tostring, ipairs, pairs, concat =
   setmetatable, type, error, tostring, ipairs, pairs, table.concat
@@ -68,9 +69,6 @@ local function links(self, req)
   return out
 end
 
-local function xml_escape(s)
-  return (s:gsub("[&<>'\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ["'"] = "&apos;", ['"'] = "&quot;" }))
-end
 
 local function json_string(s)
   return '"' .. s:gsub('[%c"\\]', function(c)
