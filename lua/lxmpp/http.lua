@@ -16,6 +16,7 @@
 --
 --   local hc = http.open(url, { cafile =, insecure =, address =, timeout = })
 --   hc:request{ method =, path = (the URL's), headers =, body =, timeout =, max_response = }
+--   hc.served     -- requests answered on it so far
 --   hc:usable()   -- can it carry the next request? (false once the server
 --                 -- said Connection: close, closed it, or a request failed)
 --   hc:close()    -- at once; a request waiting on it returns nil, message, "closed"
@@ -231,7 +232,7 @@ function M.open(url, opts)
   local conn, msg, cond = dial(u, opts, opts.timeout or 30)
   if not conn then return nil, msg, cond end
   local self = setmetatable({ conn = conn, u = u, buf = {}, size = 0, max = 0, ended = false, closed = false,
-    busy = false, keep = true }, Conn)
+    busy = false, keep = true, served = 0 }, Conn)
   conn:on("data", function(bytes)
     if not self.busy then        -- nothing asked: a server that talks out of turn
       self.keep = false
@@ -324,7 +325,7 @@ function Conn:request(o)
         self.busy, self.keep, self.closed = false, false, true
         return status, headers, "", conn, rest
       end
-      self.busy, self.buf = false, {}
+      self.busy, self.buf, self.served = false, {}, self.served + 1
       if not keep or o.close or o.upgrade then
         self.keep = false
         if not self.closed then self.closed = true; self.conn:abort() end
