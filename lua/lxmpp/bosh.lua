@@ -88,6 +88,10 @@ end
 local function release(self)
   local conns, sleepers = self.conns, self.sleepers
   self.conns, self.idle, self.sleepers = {}, {}, {}
+  if self.poll_timer then
+    self.poll_timer:stop()
+    self.poll_timer = nil
+  end
   for hc in pairs(conns) do hc:close() end
   for w, t in pairs(sleepers) do
     t:stop()
@@ -146,6 +150,7 @@ end
 -- An answer's <body/>: its elements as events, or the end of the session.
 local function answered(self, body)
   if body.attr.type == "terminate" then
+    self.terminating = true          -- the server ended it: no terminate of ours follows
     local cond = body.attr.condition
     if cond and cond ~= "" then
       -- a stream error inside it says more than the BOSH condition
@@ -169,6 +174,7 @@ local function answered(self, body)
     if not self.sid then return finish(self, "read-error", "the BOSH answer has no sid") end
     self.requests = math.max(1, math.tointeger(tonumber(body.attr.requests or "")) or 2)
     self.wait = math.tointeger(tonumber(body.attr.wait or "")) or self.wait
+    self.polling = tonumber(body.attr.polling or "")
     self.open_attr = { xmlns = NS_CLIENT, id = body.attr.authid, from = body.attr.from,
       version = body.attr["urn:xmpp:xbosh\1version"] or "1.0" }
   end
@@ -182,7 +188,7 @@ local function answered(self, body)
   end
 end
 
-local pump
+local pump, cancel
 
 -- Handles the answers that are next in rid order (XEP-0124 §14.2); a
 -- cancelled request (false) is passed over.
@@ -226,14 +232,15 @@ local function put_back(self, hc)
   end
 end
 
--- Waits seconds, or until the session ends (release wakes it).
-local function pause(self, seconds)
+-- Waits seconds, or until the session ends (release wakes it) or req is
+-- cancelled.
+local function pause(self, req, seconds)
   local w = task.waiter("bosh")
   local t = core.timer(seconds, w)
-  self.sleepers[w] = t
+  self.sleepers[w], req.sleeper = t, w
   w:wait()
   t:stop()
-  self.sleepers[w] = nil
+  self.sleepers[w], req.sleeper = nil, nil
 end
 
 -- One attempt at req: the parsed <body/>, or nil, message, condition.
@@ -245,7 +252,7 @@ local function attempt(self, req)
     return nil, "cancelled", "closed"
   end
   local reused = hc.served > 0
-  req.hc = hc
+  req.hc, req.sent_at = hc, core.now()
   local status, headers, answer = hc:request({ method = "POST", body = req.xml,
     headers = { ["Content-Type"] = "text/xml; charset=utf-8" },
     timeout = (self.wait or M.WAIT) + self.margin, max_response = self.opts.max_response or 1048576 })
@@ -259,6 +266,24 @@ local function attempt(self, req)
     return false, "the BOSH answer is not a <body/>", "bad-format"
   end
   return body
+end
+
+-- Cancels the requests under way that which(req) picks: their connections
+-- close at once (their tasks end), and answers after them are no longer
+-- kept waiting for theirs.
+function cancel(self, which)
+  for rid, req in pairs(self.outstanding) do
+    if not req.cancelled and not req.done and which(req) then
+      req.cancelled = true
+      self.out = self.out - 1
+      if self.answers[rid] == nil then self.answers[rid] = false end
+      if req.hc then
+        self.conns[req.hc] = nil
+        req.hc:close()
+      end
+      if req.sleeper then req.sleeper:wake() end     -- pausing between attempts
+    end
+  end
 end
 
 -- The task of one request: sent, sent again while it fails below BOSH
@@ -278,7 +303,13 @@ local function run_request(self, req)
       return finish(self, cond == "bad-format" and "parse-error" or "read-error", msg, cond)
     end
     if body and body.attr.type ~= "error" then
+      req.done = true
+      -- the server takes requests in rid order: once it answered our
+      -- terminate, it has had every request before it, and what it still
+      -- owes us on them is not worth waiting for
+      if req.terminate then cancel(self, function(r) return r.rid < req.rid end) end
       self.out = self.out - 1
+      if req.poll then self.last_empty = not body.tags[1] and req.sent_at or nil end
       self.answers[req.rid] = body
       return in_order(self)
     end
@@ -290,7 +321,7 @@ local function run_request(self, req)
       if not req.retry or FINAL[cond] or tries > self.retries then
         return finish(self, "read-error", "BOSH request failed: " .. tostring(msg))
       end
-      pause(self, self.backoff * 2 ^ (tries - 1))
+      pause(self, req, self.backoff * 2 ^ (tries - 1))
     end
   end
 end
@@ -304,6 +335,7 @@ local function request(self, extra, payload)
   -- a poll: nothing to say, only a request for the server to hold
   local req = { rid = rid, xml = body_of(self, rid, extra, payload), retry = self.sid ~= nil,
     poll = self.sid ~= nil and payload == "" and not extra.type and not extra["xmpp:restart"] }
+  if not req.poll then self.last_empty = nil end
   self.out = self.out + 1
   self.outstanding[rid] = req
   task.spawn(function()
@@ -321,6 +353,20 @@ function pump(self)
     local extra = self.restart_next and { ["xmpp:restart"] = "true", ["xmlns:xmpp"] = NS_XBOSH,
       ["xml:lang"] = "en", to = self.domain } or {}
     local restart = self.restart_next
+    if payload == "" and not restart and self.polling and self.last_empty then
+      -- XEP-0124 §11: an empty poll answered empty is not followed by
+      -- another one within `polling` seconds
+      local left = self.last_empty + self.polling - core.now()
+      if left > 0 then
+        if not self.poll_timer then
+          self.poll_timer = core.timer(left, { wake = function()
+            self.poll_timer = nil
+            pump(self)
+          end })
+        end
+        break
+      end
+    end
     self.restart_next = false
     request(self, extra, payload)
     self.queued = 0
@@ -337,23 +383,9 @@ end
 -- with nothing we need), and the terminate body carries what still waits.
 local function terminate(self)
   self.terminating = true
-  for rid, req in pairs(self.outstanding) do
-    if req.poll and not req.cancelled then
-      req.cancelled = true
-      self.out = self.out - 1
-      if self.answers[rid] == nil then self.answers[rid] = false end
-      if req.hc then
-        self.conns[req.hc] = nil
-        req.hc:close()
-      end
-    end
-  end
-  for w, t in pairs(self.sleepers) do     -- a cancelled poll may be pausing between attempts
-    self.sleepers[w] = nil
-    t:stop()
-    w:wake()
-  end
-  request(self, { type = "terminate" }, concat(self.pending:clear()))
+  cancel(self, function(r) return r.poll end)
+  local req = request(self, { type = "terminate" }, concat(self.pending:clear()))
+  req.terminate = true
   task.spawn(in_order, self)        -- answers behind a cancelled poll: from the loop, not inside write
 end
 

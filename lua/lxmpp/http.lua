@@ -124,7 +124,8 @@ end
 local function response(all, ended, method)
   local head_end = all:find("\r\n\r\n", 1, true)
   if not head_end then
-    if #all > 65536 or ended then return false, "a malformed HTTP response" end
+    if #all > 65536 then return false, "a malformed HTTP response" end
+    if ended then return false, "the connection closed before the answer", "closed" end
     return nil
   end
   local status, headers, minor = parse_head(all:sub(1, head_end + 1))
