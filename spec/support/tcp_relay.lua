@@ -9,6 +9,8 @@
 --   r:on_text("up" | "down", "marker", "cut" | "stall")   -- once, on the next link whose bytes
 --                                       -- (client to server: up) contain the marker
 --   r:stall_busy()                      -- stall links with a request that has no answer yet
+--                                       -- (a stalled link forwards nothing and stays open to the
+--                                       -- client whatever the server does: a half-open link)
 --   r:sent()                            -- every byte clients sent so far
 --   r.refuse = true                     -- cut every new connection at once (still counted)
 --   r:close()                           -- stop listening, cut every link
@@ -21,7 +23,8 @@ local Relay = {}
 Relay.__index = Relay
 
 function M.start(target_port)
-  local r = setmetatable({ target = target_port, accepted = 0, max_open = 0, links = {}, rules = {}, up_text = {} }, Relay)
+  local r = setmetatable({ target = target_port, accepted = 0, max_open = 0, links = {}, rules = {}, up_text = {} },
+    Relay)
   r.l = assert(net.listen("127.0.0.1", 0, function(down) r:accept(down) end))
   r.port = r.l:port()
   return r
@@ -58,7 +61,12 @@ function Relay:accept(down)
     end
     link.up = up
     up:on("data", function(b) self:pass(link, "down", b) end)
-    for _, ev in ipairs({ "eof", "read-error", "closed" }) do up:on(ev, function() self:cut(link) end) end
+    for _, ev in ipairs({ "eof", "read-error", "closed" }) do
+      up:on(ev, function()
+        -- a stalled link stays open on the client's side: a half-open link
+        if link.stalled then up:abort() else self:cut(link) end
+      end)
+    end
     up:raw()
     for _, b in ipairs(link.pending) do up:write(b) end
     link.pending = {}
