@@ -188,18 +188,25 @@ local function answered(self, body)
   end
 end
 
-local pump, cancel
+local pump, cancel, in_order, request
 
 -- Handles the answers that are next in rid order (XEP-0124 §14.2); a
--- cancelled request (false) is passed over.
-local function in_order(self)
+-- cancelled request (false) is passed over. Then what waits goes out:
+-- payloads and polls, or the terminate body once fewer than `requests`
+-- are under way (§11).
+function in_order(self)
   while self.answers[self.next_answer] ~= nil and not self.closed do
     local b = self.answers[self.next_answer]
     self.answers[self.next_answer] = nil
     self.next_answer = self.next_answer + 1
     if b then answered(self, b) end
   end
-  if not self.closed then pump(self) end
+  if self.closed then return end
+  if self.terminate_payload and self.out < self.requests then
+    local req = request(self, { type = "terminate" }, self.terminate_payload)
+    self.terminate_payload, req.terminate = nil, true
+  end
+  pump(self)
 end
 
 -- A connection for the next request: a kept-alive idle one, or a new one.
@@ -327,7 +334,7 @@ local function run_request(self, req)
 end
 
 -- One request (the next rid) with these attributes and payload.
-local function request(self, extra, payload)
+function request(self, extra, payload)
   self.rid = self.rid + 1
   local rid = self.rid
   self.next_answer = self.next_answer or rid
@@ -384,8 +391,8 @@ end
 local function terminate(self)
   self.terminating = true
   cancel(self, function(r) return r.poll end)
-  local req = request(self, { type = "terminate" }, concat(self.pending:clear()))
-  req.terminate = true
+  self.terminate_payload = concat(self.pending:clear())
+  -- (when `requests` are still under way, the next answer sends it: in_order)
   task.spawn(in_order, self)        -- answers behind a cancelled poll: from the loop, not inside write
 end
 
