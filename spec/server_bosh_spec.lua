@@ -425,4 +425,41 @@ describe("server BOSH, the stream's side", function()
       bob:close()
     end, { limits = { max_queue = 2048, max_unread = 4096, write_timeout = 1 } })
   end)
+
+  it("checks keys (XEP-0124 §15): the sequence, a switch to a new one, repeats, and a wrong key ends the session", function()
+    run(nil, function(_, hport, _, service)
+      local function chain(seed, n)
+        local k = { core.sha1_hex(seed) }
+        for i = 2, n do k[i] = core.sha1_hex(k[i - 1]) end
+        return k
+      end
+      local old, new = chain("first seed", 3), chain("second seed", 3)
+      local c = create(hport, (" newkey='%s'"):format(old[3]))
+      assert.truthy(c.sid)
+      -- each request arrives while the one before it is held: it is
+      -- answered (hold is 1), so every key below was taken
+      local r1 = c:send("", (" key='%s'"):format(old[2]))
+      local r2 = c:send("", (" key='%s' newkey='%s'"):format(old[1], new[3]))     -- the last key: switch (§15.5)
+      local a1 = r1:answer()
+      assert.equal(200, a1.status)
+      assert.falsy(a1.body.attr.type, a1.raw)
+      local r3 = c:send("", (" key='%s'"):format(new[2]))
+      local a2 = r2:answer()
+      assert.falsy(a2.body.attr.type, a2.raw)
+      -- a repeat carries the key it had; with another one it is refused
+      local again = c:send("", (" key='%s' newkey='%s'"):format(old[1], new[3]), c.rid - 1):answer()
+      assert.equal(a2.raw, again.raw)
+      assert.equal(1, service:count())
+      -- a key that does not hash to the last one: not processed, the session ends
+      local bad = c:send("", (" key='%s'"):format(old[3])):answer(2)
+      assert.truthy(terminated(bad, "item-not-found"), bad and bad.raw)
+      assert.truthy(until_true(function() return service:count() == 0 end))
+      r3:answer()
+      -- without a key at all, likewise
+      local d = create(hport, (" newkey='%s'"):format(new[3]))
+      local none = d:send(""):answer(2)
+      assert.truthy(terminated(none, "item-not-found"), none and none.raw)
+      assert.truthy(until_true(function() return service:count() == 0 end))
+    end)
+  end)
 end)

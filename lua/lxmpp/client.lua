@@ -99,6 +99,10 @@ local function check_opts(opts)
     end
     if opts.transport then error("lxmpp.connect: url and transport exclude each other", 3) end
   end
+  if opts.bosh_keys ~= nil and type(opts.bosh_keys) ~= "boolean" then
+    error("lxmpp.connect: bosh_keys must be a boolean", 3)
+  end
+  if opts.bosh ~= nil and type(opts.bosh) ~= "table" then error("lxmpp.connect: bosh must be a table", 3) end
   if opts.discover ~= nil then
     if opts.discover ~= true and opts.discover ~= false then error("lxmpp.connect: discover must be a boolean", 3) end
     if opts.discover and (opts.url or opts.transport) then
@@ -516,8 +520,10 @@ function establish_once(self)
     if not url then return nil, dmsg, dcond end
   end
   if url and require("lxmpp.bosh").url(url) then   -- BOSH (XEP-0206): http(s):// names the endpoint
-    return establish_over(self, require("lxmpp.bosh").connect(url, { cafile = o.cafile, insecure = o.insecure,
-      address = o.host }))
+    local bo = { cafile = o.cafile, insecure = o.insecure, address = o.host, connect_timeout = o.connect_timeout,
+      keys = o.bosh_keys }
+    for k, v in pairs(o.bosh or {}) do bo[k] = v end
+    return establish_over(self, require("lxmpp.bosh").connect(url, bo))
   end
   if url then                  -- XMPP over WebSocket (RFC 7395): the URL names the endpoint
     local left = self:time_left()

@@ -402,6 +402,17 @@ function Session:process(rid, res, b)
   local empty = #b.tags == 0 and not restart and not term
   local prev = self.last
   local lim = self.service.limits
+  if self.key then
+    -- XEP-0124 §15.4: hex(SHA-1(key)) is the key (or newkey) before it; a
+    -- request that fails is not processed and ends the session
+    local key = b.attr.key
+    if type(key) ~= "string" or not core.const_eq(core.sha1_hex(key), self.key) then
+      return self:terminate(res, "item-not-found", "request " .. rid .. " has a wrong key")
+    end
+    self.key = type(b.attr.newkey) == "string" and b.attr.newkey:lower() or key:lower()   -- §15.5
+    self.sent_keys[rid] = key
+    self.sent_keys[rid - lim.cache - 1] = nil
+  end
   -- XEP-0124 §11-§12: two empty requests closer than 'polling', the first answered empty
   if empty and prev and prev.empty and prev.answered_empty and now - prev.at < lim.polling then
     return self:terminate(res, "policy-violation",
@@ -445,7 +456,10 @@ function Session:request(req, res, b, rid)
     end
   end
   if rid <= self.rid then
-    -- a repeated request (its answer was lost: §14.3)
+    -- a repeated request (its answer was lost: §14.3), with the key it had
+    if self.key and b.attr.key ~= self.sent_keys[rid] then
+      return self:terminate(res, "item-not-found", "request " .. rid .. " repeated with another key")
+    end
     if self.cache[rid] then return send(res, self.cache[rid]) end
     for _, h in ipairs(self.held) do
       if h.rid == rid then
@@ -536,6 +550,8 @@ function Service:create(req, res, b, rid)
     encrypted = self.consider_secure or req.secure == true, framing = transport.websocket,
     rid = rid, wait = wait, hold = hold, requests = hold + 1, held = {}, pending = {}, cache = {},
     acks = b.attr.ack == "1",
+    -- keys (XEP-0124 §15): the key the next request's must hash to
+    key = type(b.attr.newkey) == "string" and b.attr.newkey:lower() or nil, sent_keys = {},
     -- as every transport gives it: xmlns is the stream's content namespace
     open_attr = { xmlns = NS_CLIENT, to = b.attr.to, version = b.attr[XMPP_VERSION],
       ["xml:lang"] = b.attr["xml:lang"] },
