@@ -43,9 +43,6 @@ function M.failed_xml(cond, text)
     "</failed>"
 end
 
-local function sm_error(sess, cond, text)
-  return sess:write(M.failed_xml(cond, text))
-end
 
 ---------------------------------------------------------------------------
 -- counting and acknowledging

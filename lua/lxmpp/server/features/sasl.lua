@@ -80,7 +80,7 @@ local CLASSIC = { name = "sasl" }
 M.CLASSIC = CLASSIC
 
 function CLASSIC.challenge(self, data)
-  self:write("<challenge xmlns='" .. NS_SASL .. "'>" .. (data ~= "" and core.base64_encode(data) or "") .. "</challenge>")
+  self:write("<challenge xmlns='" .. NS_SASL .. "'>" .. core.base64_encode(data) .. "</challenge>")
 end
 
 function CLASSIC.success(self, final)
