@@ -160,7 +160,7 @@ end
 local function request_of(el)
   local req = {}
   local seen = {}
-  for c in el:childtags() do
+  for _, c in ipairs(el.tags) do
     local key = (c.attr.xmlns or NS) .. " " .. c.name
     if seen[key] then return nil, "<" .. c.name .. "/> more than once" end
     seen[key] = true
