@@ -79,11 +79,17 @@ local function prune(rec, now, max)
     end
   end
   if #ids <= max then return end
+  -- the newest token of a user-agent: (expiry, serial) to compare
   local function last(id)
     local s = rec[id]
-    return math.max(s.new and s.new.expiry or 0, s.current and s.current.expiry or 0)
+    local a, b = s.new or s.current, s.current or s.new
+    if b.expiry > a.expiry or (b.expiry == a.expiry and (b.serial or 0) > (a.serial or 0)) then a = b end
+    return a
   end
-  table.sort(ids, function(a, b) return last(a) < last(b) end)
+  table.sort(ids, function(x, y)
+    local a, b = last(x), last(y)
+    return a.expiry < b.expiry or (a.expiry == b.expiry and (a.serial or 0) < (b.serial or 0))
+  end)
   for i = 1, #ids - max do rec[ids[i]] = nil end
 end
 
@@ -101,9 +107,13 @@ function M.issue(self, ua, mech)
   local expiry = now + srv.limits.fast_lifetime
   local token = core.base64_encode(core.random(24))
   local rec = load(srv, self.user)
+  local serial = 0                   -- issue order, for ties of expiry
+  for _, sl in pairs(rec) do
+    for _, t in pairs(sl) do serial = math.max(serial, t.serial or 0) end
+  end
   local slot = rec[ua] or {}
   rec[ua] = slot
-  slot.new = { token = token, expiry = expiry, mech = mech }
+  slot.new = { token = token, expiry = expiry, mech = mech, serial = serial + 1 }
   prune(rec, now, srv.limits.fast_clients)
   save(srv, self.user, rec)
   return "<token xmlns='" .. M.NS .. "' expiry='" .. datetime.format(expiry) .. "' token='" .. token .. "'/>"
