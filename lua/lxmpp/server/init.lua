@@ -180,6 +180,7 @@ function M.new(opts)
   check_type(opts, "archive", "boolean")
   check_type(opts, "sasl2", "boolean")
   check_type(opts, "fast", "boolean")
+  check_type(opts, "ssdp", "boolean")
   check_type(opts, "logger", "function")
   if opts.log_level ~= nil and not LEVELS[opts.log_level] then
     error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
@@ -222,6 +223,7 @@ function M.new(opts)
     insecure_plaintext = opts.insecure_plaintext == true,
     sasl2 = opts.sasl2 ~= false,   -- XEP-0388, with Bind2 and inline resumption (features/sasl2.lua)
     fast = opts.sasl2 ~= false and opts.fast ~= false,   -- XEP-0484 tokens (server/fast.lua)
+    ssdp = opts.ssdp ~= false,     -- XEP-0474's h= in SCRAM's server-first message (features/sasl.lua)
     cb_types = cb_types,   -- SCRAM -PLUS channel bindings offered, best first ({}: no -PLUS)
     iterations = iterations,
     reserved = reserved,   -- prepared user names in-band registration refuses

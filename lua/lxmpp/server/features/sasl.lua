@@ -1,5 +1,6 @@
 -- SASL (RFC 6120 §6), server side: SCRAM-SHA-1/256 and their -PLUS
--- variants with channel binding (the types advertised with XEP-0440), PLAIN
+-- variants with channel binding (the types advertised with XEP-0440, and
+-- both lists signed into the exchange with XEP-0474's h=), PLAIN
 -- over a protected stream only, or a host application's auth callback
 -- (PLAIN only: it needs the password). Answers wait for the address's
 -- throttle (server/throttle.lua); too many failures end the stream.
@@ -220,6 +221,32 @@ local function scram_step(self, data)
   return self.sasl_wire.challenge(self, out)
 end
 
+--- XEP-0474 (SSDP) §"Server Sends Downgrade Protection Hash": base64 of
+-- the hash (hash: "sha1", "sha256") of the advertised mechanisms, sorted
+-- (byte order) and joined by %x1E, then, when XEP-0440 types were
+-- advertised (cb_types not nil), %x1F and those sorted and joined alike.
+local function sorted(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = v end
+  table.sort(out)
+  return out
+end
+
+function M.ssdp_hash(mechs, cb_types, hash)
+  local s = table.concat(sorted(mechs), "\30")
+  if cb_types then s = s .. "\31" .. table.concat(sorted(cb_types), "\30") end
+  return core.base64_encode(core.hash(hash, s))
+end
+
+-- The h= value for a SCRAM exchange of mech on this stream, or nil (the
+-- `ssdp` option off). Classic SASL and SASL2 offer the same mechanisms,
+-- so one list serves both (XEP-0474: the profile the client uses).
+local function ssdp_of(self, mech)
+  if not self.srv.ssdp then return nil end
+  local hash = mech:match("^SCRAM%-SHA%-256") and "sha256" or "sha1"
+  return M.ssdp_hash(mechanisms(self), self.cb and self.cb_list or nil, hash)
+end
+
 -- Exports for the other profile (server/features/sasl2.lua), which runs
 -- the same exchanges, checks, throttles and attempt limits.
 M.mechanisms, M.failure, M.checked, M.decode_payload = mechanisms, sasl_failure, checked, decode_payload
@@ -249,7 +276,7 @@ function M.start(self, wire, mech, data)
   self.sasl_tried, self.sasl_user = false, nil
   self.sasl = core.sasl_server({
     mechanism = mech, secret = srv.sasl_secret, iterations = srv.iterations,
-    cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil,
+    cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil, ssdp = ssdp_of(self, mech),
     lookup = function(username, hash)
       -- from here on the exchange checks a proof for this name
       self.sasl_tried, self.sasl_user = true, account_name(self, username)
