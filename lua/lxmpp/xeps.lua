@@ -170,6 +170,8 @@ local list = {
     status = "complete", modules = { "lxmpp.server.c2s", "lxmpp.features.sasl" },
     notes = "server: the -PLUS types of each connection (tls-exporter, tls-server-end-point, tls-unique); " ..
       "client: binds with the best advertised type; `channel_binding` on both" },
+  { xep = 474, name = "SASL SCRAM Downgrade Protection", version = "0.5.0", side = "server", status = "complete",
+    modules = { "lxmpp.server.features.sasl" }, notes = "h= in every SCRAM exchange, classic SASL and SASL2; `ssdp`" },
   { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "server",
     status = "partial", modules = { "lxmpp.server.fast", "lxmpp.server.features.sasl2" },
     notes = "HT-SHA-256-NONE/-ENDP/-UNIQ/-EXPR; rotation, invalidation, revocation on password change; " ..
