@@ -299,14 +299,20 @@ function M.respond(self, wire, data)
   return scram_step(self, data)
 end
 
---- The client aborts the exchange (or, with none under way, says so).
-function M.abort(self, wire)
+--- Ends the exchange under way (if any) with a failure written with
+-- `wire` (counted); while its answer is being checked, ends the stream.
+function M.cancel(self, wire, cond, text)
   if self.sasl == "held" or self.sasl == "plain-pending" then
     return self:stream_error("policy-violation", "the authentication is being checked")
   end
   if type(self.sasl) == "userdata" then self.sasl:close() end
   self.sasl_wire = wire
-  return sasl_failure(self, "aborted")
+  return sasl_failure(self, cond, text)
+end
+
+--- The client aborts the exchange (or, with none under way, says so).
+function M.abort(self, wire)
+  return M.cancel(self, wire, "aborted")
 end
 
 M.handlers = {

@@ -15,7 +15,7 @@ local bind = require "lxmpp.server.features.bind"
 local sm = require "lxmpp.server.sm"
 local fast = require "lxmpp.server.fast"
 
-local ipairs, type = ipairs, type
+local ipairs = ipairs
 
 local NS = "urn:xmpp:sasl:2"
 local NS_BIND2 = "urn:xmpp:bind:0"
@@ -203,15 +203,6 @@ local function authenticate_fast(self, mech, data, req)
   return sasl.checked(self, user, true, nil, nil, proof)
 end
 
-local function refuse(self, text)
-  if self.sasl == "held" or self.sasl == "plain-pending" then
-    return self:stream_error("policy-violation", "the authentication is being checked")
-  end
-  if type(self.sasl) == "userdata" then self.sasl:close() end
-  self.sasl_wire = WIRE
-  return sasl.failure(self, "malformed-request", text)
-end
-
 M.handlers = {
   [NS .. " authenticate"] = function(self, el)
     if self.authenticated or sasl.busy(self) then
@@ -254,7 +245,7 @@ M.handlers = {
     if self.authenticated then
       return self:stream_error("policy-violation", "<" .. el.name .. "/> after authentication")
     end
-    return refuse(self, "<" .. el.name .. "/> is not expected: no task was offered")
+    return sasl.cancel(self, WIRE, "malformed-request", "<" .. el.name .. "/> is not expected: no task was offered")
   end,
 }
 
