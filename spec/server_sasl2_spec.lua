@@ -173,6 +173,18 @@ describe("embedded server: SASL2 (XEP-0388)", function()
     end)
   end)
 
+  it("ends the stream on anything else during an exchange (a registration request included)", function()
+    serve.run({ users = USERS, registration = true }, function(_, port)
+      for _, other in ipairs({ "<iq type='get' id='r'><query xmlns='jabber:iq:register'/></iq>", "<presence/>" }) do
+        local r = M.open(port)
+        r:send("<authenticate xmlns='" .. NS2 .. "' mechanism='SCRAM-SHA-256'/>")
+        assert.equal("challenge", assert(r:stanza()).name)
+        r:send(other)
+        assert.equal("not-authorized", (r:stream_error()), other)
+      end
+    end)
+  end)
+
   it("ends the stream on a second <authenticate/> during an exchange or after success", function()
     serve.run({ users = USERS }, function(_, port)
       local r = M.open(port)
