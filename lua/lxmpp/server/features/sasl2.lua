@@ -127,10 +127,13 @@ function WIRE.success(self, final)
   self.held_out = {}
   local inline = {}
   local resumed
-  if req.resume then                 -- first, and a success skips Bind2 (XEP-0198 §7)
+  if req.resume then                 -- first, and a success skips Bind2 (XEP-0198 §9)
     local failed
     resumed, failed = sm.resume(self, req.resume.attr.previd, req.resume.attr.h)
-    if not resumed and not failed then return end      -- a bad h ended the stream
+    if not resumed and not failed then                 -- a bad h ended the stream
+      self.held_out = nil
+      return
+    end
     inline[#inline + 1] = resumed or failed
   end
   if req.bind and not resumed then inline[#inline + 1] = bind2(self, req.bind, req.ua) end
@@ -206,7 +209,7 @@ end
 M.handlers = {
   [NS .. " authenticate"] = function(self, el)
     if self.authenticated or sasl.busy(self) then
-      -- XEP-0388 §6.8: after success, a stream error
+      -- XEP-0388 §4.8: after success, a stream error
       return self:stream_error("policy-violation", "authentication is already under way or done")
     end
     if not possible(self) then
