@@ -208,6 +208,23 @@ describe("embedded server: inline stream resumption (XEP-0198 in SASL2)", functi
     end)
   end)
 
+  it("ends the stream when the inline resumption acknowledges more than was sent", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local r, s = login2(port, { tag = "t", extra = "<enable xmlns='" .. NS_SM .. "' resume='true'/>" })
+      local id = s:get_child("bound", NS_BIND2):get_child("enabled", NS_SM).attr.id
+      r:close()
+      assert.truthy(serve.until_true(function()
+        local sess = srv:session("alice@example.test", resource_of(s))
+        return sess and sess.hibernation ~= nil
+      end))
+      local r2 = sasl2.open(port)
+      r2:send("<authenticate xmlns='" .. sasl2.NS .. "' mechanism='PLAIN'><initial-response>" ..
+        lxmpp.core.base64_encode("\0alice\0alice-pw") .. "</initial-response><resume xmlns='" .. NS_SM ..
+        "' previd='" .. id .. "' h='5'/></authenticate>")
+      assert.equal("undefined-condition", (r2:stream_error()))
+    end)
+  end)
+
   it("ignores inline features of a failed authentication", function()
     serve.run({ users = USERS }, function(srv, port)
       local r = sasl2.open(port)
