@@ -65,12 +65,12 @@ local function load(srv, user)
 end
 
 -- Drops expired tokens and empty slots; keeps at most `max` user-agents
--- (those whose newest token expires last).
+-- (those whose newest token expires last). True when it dropped any.
 local function prune(rec, now, max)
-  local ids = {}
+  local ids, dropped = {}, false
   for id, slot in pairs(rec) do
     for _, k in ipairs({ "new", "current" }) do
-      if slot[k] and slot[k].expiry <= now then slot[k] = nil end
+      if slot[k] and slot[k].expiry <= now then slot[k], dropped = nil, true end
     end
     if not slot.new and not slot.current then
       rec[id] = nil
@@ -78,7 +78,7 @@ local function prune(rec, now, max)
       ids[#ids + 1] = id
     end
   end
-  if #ids <= max then return end
+  if #ids <= max then return dropped end
   -- the newest token of a user-agent: (expiry, serial) to compare
   local function last(id)
     local s = rec[id]
@@ -91,6 +91,7 @@ local function prune(rec, now, max)
     return a.expiry < b.expiry or (a.expiry == b.expiry and (a.serial or 0) < (b.serial or 0))
   end)
   for i = 1, #ids - max do rec[ids[i]] = nil end
+  return true
 end
 
 local function save(srv, user, rec)
@@ -154,8 +155,8 @@ function M.verify(self, mech, data, ua, invalidate)
   if hit == "new" then slot.current, slot.new = t, nil end   -- the older token is retired
   local rotate = not invalidate and t.expiry - now < srv.limits.fast_lifetime / 2
   if invalidate then slot.current = nil end
-  prune(rec, now, srv.limits.fast_clients)
-  save(srv, user, rec)
+  -- (the common case, the current token again, writes nothing)
+  if prune(rec, now, srv.limits.fast_clients) or hit == "new" or invalidate then save(srv, user, rec) end
   return user, core.hmac("sha256", t.token, "Responder" .. cb), rotate
 end
 
