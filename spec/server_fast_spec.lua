@@ -4,7 +4,8 @@
 -- proof checked), tokens bound to account, user-agent and mechanism
 -- (stolen, replayed and cross-account tokens fail), expiry, rotation,
 -- invalidation, revocation on password change and account removal, the
--- per-account limit, failures counted like any SASL failure, and tokens
+-- per-account limit, persistence in SQLite, failures counted like any SASL
+-- failure, and tokens
 -- never in the log.
 local core = require "lxmpp.core"
 local datetime = require "lxmpp.datetime"
@@ -214,6 +215,19 @@ describe("embedded server: FAST (XEP-0484)", function()
       assert.equal("success", try(port, { token = tokens[2], ua = ids[2] }).name)
       assert.equal("success", try(port, { token = tokens[3], ua = ids[3] }).name)
     end)
+  end)
+
+  it("keeps tokens across a restart with SQLite", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local path = dir .. "/lxmpp.db"
+    local t
+    serve.run({ users = USERS, storage = path }, function(_, port) t = get_token(port).attr.token end)
+    serve.run({ storage = path }, function(_, port)
+      assert.equal("success", try(port, { token = t }).name)
+    end)
+    os.execute("rm -rf '" .. dir .. "'")
   end)
 
   it("never logs a token or a proof", function()
