@@ -5,8 +5,7 @@
 -- (stolen, replayed and cross-account tokens fail), expiry, rotation,
 -- invalidation, revocation on password change and account removal, the
 -- per-account limit, persistence in SQLite, failures counted like any SASL
--- failure, and tokens
--- never in the log.
+-- failure, and tokens never in the log.
 local core = require "lxmpp.core"
 local datetime = require "lxmpp.datetime"
 local serve = require "spec.support.serve"
