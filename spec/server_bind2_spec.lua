@@ -2,7 +2,7 @@
 -- BIND2 Interaction") on the embedded server, from a raw SASL2 client:
 -- the inline features advertised, the resource (tag, sanitised, and a
 -- part derived from the user-agent id: one installation, one resource,
--- the stale session replaced), carbons and SM enabled in the same round
+-- its earlier session replaced whatever its tag), carbons and SM enabled in the same round
 -- trip, a resumed session in <success/> with its queue sent again and no
 -- features, a failed resumption reported inside <success/> while Bind2
 -- still binds, and stanzas a host sends at bind time kept until after
@@ -80,12 +80,16 @@ describe("embedded server: Bind2 (XEP-0386)", function()
       local r2, s2 = login2(port, { tag = "AwesomeXMPP" })
       assert.equal(res, resource_of(s2))
       assert.equal("conflict", (r1:stream_error()))
-      -- another installation, or another tag: another resource
+      -- another installation: another resource, and r2 stays
       local r3, s3 = login2(port, { tag = "AwesomeXMPP", ua = UA2 })
       assert.not_equal(res, resource_of(s3))
+      -- the same installation with another tag: another resource, the same
+      -- id part, and the installation's earlier session (r2) ends
       local r4, s4 = login2(port, { tag = "Other" })
       assert.matches("^Other%.", resource_of(s4))
-      assert.equal(res:match("%.(.*)$"), resource_of(s4):match("%.(.*)$"))   -- the id part is the installation's
+      assert.equal(res:match("%.(.*)$"), resource_of(s4):match("%.(.*)$"))
+      assert.equal("conflict", (r2:stream_error()))
+      assert.truthy(srv:session("alice@example.test", resource_of(s3)))
       -- another account with the same user-agent id: not the same id part
       local r5, s5 = login2(port, { user = "bob", tag = "AwesomeXMPP" })
       assert.not_equal(res, resource_of(s5))

@@ -552,6 +552,18 @@ end
 ---------------------------------------------------------------------------
 -- bound sessions
 
+--- Ends a bound session that a new one replaces: a connected one gets
+-- the stream error conflict, one waiting for XEP-0198 resumption ends (it
+-- can no longer be resumed).
+function Server:replace_session(old, text)
+  if old.hibernation then
+    old.sm.resumable = false
+    self:unbind(old, text)
+  else
+    old:close("conflict", text)
+  end
+end
+
 --- Binds resource for a c2s session; the newest connection wins a
 -- conflict (the older one gets a conflict stream error).
 function Server:bind(sess, res)
@@ -561,12 +573,7 @@ function Server:bind(sess, res)
     self.sessions[sess.bare] = list
   end
   local old = list[res]
-  if old and old.hibernation then                 -- a dropped session waiting for resumption
-    old.sm.resumable = false
-    self:unbind(old, "replaced by a new connection with the same resource")
-  elseif old then
-    old:close("conflict", "replaced by a new connection with the same resource")
-  end
+  if old then self:replace_session(old, "replaced by a new connection with the same resource") end
   local n = 0
   for _ in pairs(list) do n = n + 1 end
   if n >= self.limits.max_resources then

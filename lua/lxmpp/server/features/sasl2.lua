@@ -15,7 +15,7 @@ local bind = require "lxmpp.server.features.bind"
 local sm = require "lxmpp.server.sm"
 local fast = require "lxmpp.server.fast"
 
-local ipairs = ipairs
+local ipairs, pairs = ipairs, pairs
 
 local NS = "urn:xmpp:sasl:2"
 local NS_BIND2 = "urn:xmpp:bind:0"
@@ -94,6 +94,15 @@ local function bind2(self, b, ua)
     -- identifier and no <bound/>, and may bind as RFC 6120 §7 says
     self:log("info", "Bind2 failed (%s: %s)", cond, text)
     return ""
+  end
+  if ua then
+    -- XEP-0386 §"Performing the bind": earlier sessions of the same
+    -- client (user-agent id) end, whatever their tag
+    local old = {}
+    for _, s in pairs(self.srv:sessions_of(self.bare)) do
+      if s ~= self and s.user_agent == ua then old[#old + 1] = s end
+    end
+    for _, s in ipairs(old) do self.srv:replace_session(s, "replaced by a new login of the same client") end
   end
   if b.carbons then self.carbons = true end
   local out = "<bound xmlns='" .. NS_BIND2 .. "'>"
