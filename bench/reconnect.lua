@@ -16,8 +16,9 @@
 --   fast:    STARTTLS, one SASL2 <authenticate/> with HT-SHA-256-NONE and
 --            an inline <resume/> (4 round trips)
 --   tls:     STARTTLS only, then closed: the part both share (3 round trips)
--- The series alternate in rounds of 50 so that all see the same machine. Wall time is the client's, from connect to <resumed/>; the
--- client's own SCRAM work (PBKDF2) is in it, as a real client's is.
+-- The series alternate in rounds of 50 so that all see the same machine.
+-- Wall time is the client's, from connect to <resumed/>; the client's own
+-- SCRAM work (PBKDF2) is in it, as a real client's is.
 
 local N = math.tointeger(tonumber(arg[1] or "300"))
 local script_dir = (arg[0] or ""):match("^(.*)/[^/]*$") or "."
