@@ -5,12 +5,16 @@
  *   core.hash(name, s)  raw digest: "sha1", "sha256", "sha512"
  *   core.random(n)      n cryptographically random bytes
  *   core.const_eq(a, b) constant-time equality of secrets
+ *   core.hmac(name, key, s) raw HMAC (RFC 2104) with "sha1", "sha256", "sha512"
  */
 #include "lx.h"
 #include "core.h"
 
+#include <limits.h>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 static int digest(lua_State *L, const EVP_MD *md, const char *s, size_t len,
@@ -36,12 +40,17 @@ static int l_sha1_hex(lua_State *L) {
   return 1;
 }
 
-static int l_hash(lua_State *L) {
+/* The digest named by argument arg: "sha1", "sha256" or "sha512". */
+static const EVP_MD *check_md(lua_State *L, int arg) {
   static const char *const names[] = {"sha1", "sha256", "sha512", NULL};
-  int which = luaL_checkoption(L, 1, NULL, names);
+  int which = luaL_checkoption(L, arg, NULL, names);
+  return which == 0 ? EVP_sha1() : which == 1 ? EVP_sha256() : EVP_sha512();
+}
+
+static int l_hash(lua_State *L) {
+  const EVP_MD *md = check_md(L, 1);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
-  const EVP_MD *md = which == 0 ? EVP_sha1() : which == 1 ? EVP_sha256() : EVP_sha512();
   unsigned char d[EVP_MAX_MD_SIZE];
   unsigned n;
   digest(L, md, s, len, d, &n);
@@ -68,10 +77,25 @@ static int l_const_eq(lua_State *L) {
   return 1;
 }
 
+/* HMAC of s under key (the XEP-0484 HT mechanisms' proofs, among others). */
+static int l_hmac(lua_State *L) {
+  const EVP_MD *md = check_md(L, 1);
+  size_t klen, len;
+  const char *key = luaL_checklstring(L, 2, &klen);
+  const char *s = luaL_checklstring(L, 3, &len);
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  luaL_argcheck(L, klen <= INT_MAX, 2, "key too long");
+  if (!HMAC(md, key, (int)klen, (const unsigned char *)s, len, d, &n))
+    return luaL_error(L, "HMAC failed");
+  lua_pushlstring(L, (const char *)d, n);
+  return 1;
+}
+
 void lx_open_hash(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"sha1_hex", l_sha1_hex}, {"hash", l_hash}, {"random", l_random},
-    {"const_eq", l_const_eq}, {NULL, NULL}
+    {"const_eq", l_const_eq}, {"hmac", l_hmac}, {NULL, NULL}
   };
   luaL_setfuncs(L, funcs, 0);
 }

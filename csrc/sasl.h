@@ -225,6 +225,9 @@ typedef struct lx_scram_server_opts {
                                     what real credentials use (0: 4096) */
   size_t fake_salt_len;     /* salt length for unknown users (0: 16) */
   lx_sasl_str nonce;        /* tests only: the server nonce; empty: random */
+  lx_sasl_str ssdp;         /* XEP-0474: the h= value the server-first message
+                               carries (base64 of the hash of what was
+                               advertised); empty: none */
 } lx_scram_server_opts;
 
 typedef struct lx_scram_server lx_scram_server;

@@ -406,7 +406,8 @@ static void push_secret(lua_State *L) {
 
 /* core.sasl_server{ mechanism=, lookup=function(username, hash) return creds
  * or nil end, cb_type=, cb_data= (or cb = {[type] = data, ...}),
- * offers_plus=, secret=, realm=, iterations=, nonce= }. Misuse raises.
+ * offers_plus=, secret=, realm=, iterations=, nonce=, ssdp= }. Misuse raises.
+ * ssdp: XEP-0474's h= value for the server-first message.
  * iterations: what your credentials use (unknown users claim it too). */
 static int l_server(lua_State *L) {
   lx_scram_server_opts o;
@@ -454,6 +455,7 @@ static int l_server(lua_State *L) {
   o.offers_plus = opt_bool(L, 1, "offers_plus");
   o.realm = opt_str(L, 1, "realm");
   o.nonce = opt_str(L, 1, "nonce");
+  o.ssdp = opt_str(L, 1, "ssdp");
   o.fake_iterations = opt_count(L, 1, "iterations", LX_SASL_MIN_ITER);
   o.secret = opt_str(L, 1, "secret");
   if (!o.secret.p) {

@@ -30,7 +30,7 @@ struct lx_scram_server {
   int mech, hash, plus, offers_plus, state, fake;
   size_t hlen, ncb, fake_salt_len;
   sbuf cb_type[LX_SASL_MAX_CB], cb_data[LX_SASL_MAX_CB];
-  sbuf secret, realm, given_nonce;
+  sbuf secret, realm, given_nonce, ssdp;
   unsigned long fake_iter;
   int cb_sel;      /* the binding the client chose with p=, or -1 */
   sbuf user;       /* SASLprep'd username */
@@ -85,6 +85,7 @@ void lx_scram_server_free(lx_scram_server *s) {
   lx_sb_free(&s->secret);
   lx_sb_free(&s->realm);
   lx_sb_free(&s->given_nonce);
+  lx_sb_free(&s->ssdp);
   lx_sb_free(&s->user);
   lx_sb_free(&s->gs2);
   lx_sb_free(&s->nonce);
@@ -113,6 +114,9 @@ lx_scram_server *lx_scram_server_new(const lx_scram_server_opts *o,
   if (o->nonce.len && (o->nonce.len > MAX_NONCE ||
                        !lx_sasl_printable(o->nonce.p, o->nonce.len)))
     return *err = "the nonce must be printable ASCII without ','", NULL;
+  if (o->ssdp.len && (o->ssdp.len > MAX_NONCE ||
+                      !lx_sasl_printable(o->ssdp.p, o->ssdp.len)))
+    return *err = "the ssdp value must be printable ASCII without ','", NULL;
   for (i = 0; i < o->ncb; i++)
     if (!lx_sasl_cb_name_ok(o->cb[i].type.p, o->cb[i].type.len) ||
         !o->cb[i].data.p || o->cb[i].data.len == 0)
@@ -134,6 +138,7 @@ lx_scram_server *lx_scram_server_new(const lx_scram_server_opts *o,
   ok = ok && lx_sb_put(&s->secret, o->secret.p, o->secret.len) &&
        lx_sb_put(&s->realm, o->realm.p ? o->realm.p : "", o->realm.p ? o->realm.len : 0) &&
        lx_sb_put(&s->given_nonce, o->nonce.p ? o->nonce.p : "", o->nonce.len) &&
+       lx_sb_put(&s->ssdp, o->ssdp.p ? o->ssdp.p : "", o->ssdp.len) &&
        lx_sb_empty(&s->out);
   if (!ok) {
     lx_scram_server_free(s);
@@ -328,6 +333,9 @@ int lx_scram_server_creds(lx_scram_server *s, const lx_scram_creds *creds,
       !lx_sb_puts(&s->out, ",s=") ||
       !lx_sb_put_b64(&s->out, s->creds.salt, s->creds.salt_len) ||
       !lx_sb_puts(&s->out, ",i=") || !lx_sb_puts(&s->out, num) ||
+      /* XEP-0474: inside the AuthMessage, so the proofs sign it */
+      (s->ssdp.len && (!lx_sb_puts(&s->out, ",h=") ||
+                       !lx_sb_put(&s->out, s->ssdp.p, s->ssdp.len))) ||
       !lx_sb_puts(&s->auth, ",") || !lx_sb_put(&s->auth, s->out.p, s->out.len))
     return sfail(s, "undefined-condition", "%s", OOM);
   s->state = S_FIRST_SENT;

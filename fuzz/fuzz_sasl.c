@@ -406,6 +406,8 @@ static void fuzz_roundtrip(uint8_t flags, const part *parts) {
   so.ncb = 1;
   so.secret = str(SECRET, strlen(SECRET));
   so.fake_iterations = 1 + (flags >> 4 & 3); /* as the real credentials */
+  if (flags & 64) /* XEP-0474's h=: the client takes it as an extension */
+    so.ssdp = str("G6k/rBLDqgOhRRaCuuatSDFkJ08=", 28);
   same_pw = same_prep(&parts[1], &parts[2]);
   have_creds = lx_scram_credentials(lx_sasl_mech_hash(co.mech), parts[2].p,
                                     parts[2].len, so.fake_iterations,

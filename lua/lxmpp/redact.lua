@@ -3,7 +3,7 @@
 -- connect{ debug = true }), with secrets taken out (secrets are never
 -- logged):
 --   - SASL elements (RFC 6120 §6.4: <auth/>, <response/>, <challenge/>,
---     <success/>) show only their name and size;
+--     <success/>; XEP-0388's too) show only their name and size;
 --   - a component's <handshake/> (XEP-0114 §3) likewise;
 --   - the text of every <password/> element (XEP-0077 registration and
 --     password change, XEP-0045 room passwords, XEP-0048/0402 bookmarks)
@@ -16,6 +16,7 @@ local tostring, ipairs, type = tostring, ipairs, type
 local M = { MARK = "[redacted]" }
 
 local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+local NS_SASL2 = "urn:xmpp:sasl:2"      -- XEP-0388 (its <authenticate/> may carry a FAST proof)
 local SECRET_FIELDS = { password = true, ["muc#roomconfig_roomsecret"] = true }
 
 -- Does el (or anything in it) hold a secret?
@@ -51,7 +52,7 @@ end
 --- redact.text(s) -> the text to log for stanza or top-level element s.
 function M.text(s)
   local ns = s.attr.xmlns
-  if ns == NS_SASL or (s.name == "handshake" and (ns == nil or ns == "jabber:component:accept")) then
+  if ns == NS_SASL or ns == NS_SASL2 or (s.name == "handshake" and (ns == nil or ns == "jabber:component:accept")) then
     return ("<%s xmlns='%s'/> %s (%d bytes)"):format(s.name, ns or "jabber:component:accept", M.MARK,
       #(s:get_text() or ""))
   end

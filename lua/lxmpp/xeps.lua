@@ -102,7 +102,7 @@ local list = {
   { xep = 198, name = "Stream Management", version = "1.6.3", side = "client", status = "complete",
     modules = { "lxmpp.features.sm", "lxmpp.reconnect" } },
   { xep = 198, name = "Stream Management", version = "1.6.3", side = "server", status = "complete",
-    modules = { "lxmpp.server.sm" } },
+    modules = { "lxmpp.server.sm" }, notes = "also inline in SASL2 and Bind2 (resume, enable)" },
   { xep = 199, name = "XMPP Ping", version = "2.0.1", side = "client", status = "complete",
     modules = { "lxmpp.plugins.presence", "lxmpp.client" } },
   { xep = 199, name = "XMPP Ping", version = "2.0.1", side = "server", status = "complete",
@@ -156,6 +156,13 @@ local list = {
     modules = { "lxmpp.resolve", "lxmpp.client" } },
   { xep = 368, name = "SRV records for XMPP over TLS", version = "1.1.0", side = "server", status = "partial",
     modules = { "lxmpp.server" }, notes = "direct TLS listeners (tls_listen)" },
+  { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "partial",
+    modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind" },
+    notes = "resource from the tag and the user-agent id; inline carbons and XEP-0198 enable; " ..
+      "no XEP-0313 metadata, offline messages not cleared, no XEP-0352" },
+  { xep = 388, name = "Extensible SASL Profile", version = "1.0.4", side = "server", status = "partial",
+    modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.sasl" },
+    notes = "over TLS, the classic mechanisms and limits; Bind2, XEP-0198 resumption and FAST inline; no tasks" },
   { xep = 402, name = "PEP Native Bookmarks", version = "1.2.0", side = "server", status = "complete",
     modules = { "lxmpp.server.bookmarks", "lxmpp.server.pep" },
     notes = "#compat and #compat-pep: XEP-0048 in private storage and PEP kept as the same set" },
@@ -163,6 +170,12 @@ local list = {
     status = "complete", modules = { "lxmpp.server.c2s", "lxmpp.features.sasl" },
     notes = "server: the -PLUS types of each connection (tls-exporter, tls-server-end-point, tls-unique); " ..
       "client: binds with the best advertised type; `channel_binding` on both" },
+  { xep = 474, name = "SASL SCRAM Downgrade Protection", version = "0.5.0", side = "server", status = "complete",
+    modules = { "lxmpp.server.features.sasl" }, notes = "h= in every SCRAM exchange, classic SASL and SASL2; `ssdp`" },
+  { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "server",
+    status = "partial", modules = { "lxmpp.server.fast", "lxmpp.server.features.sasl2" },
+    notes = "HT-SHA-256-NONE/-ENDP/-UNIQ/-EXPR; rotation, invalidation, revocation on password change; " ..
+      "no TLS 0-RTT" },
 }
 
 local function markdown()

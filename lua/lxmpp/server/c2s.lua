@@ -5,7 +5,7 @@
 --
 -- Negotiation is a chain of feature files, in lua/lxmpp/server/features/
 -- (M.FEATURES, in the order <stream:features/> lists them): STARTTLS, SASL,
--- in-band registration, resource binding, stream management. Each has
+-- SASL2 (with Bind2, inline resumption and FAST), in-band registration, resource binding, stream management. Each has
 --   offer(stream) -> the XML it adds to <stream:features/> at this stage,
 --                    or nil
 --   handlers      [key] = fn(stream, element) for the elements it takes,
@@ -39,6 +39,7 @@ M.C2S = C2S
 M.FEATURES = {
   require "lxmpp.server.features.starttls",
   require "lxmpp.server.features.sasl",
+  require "lxmpp.server.features.sasl2",
   require "lxmpp.server.features.register",
   require "lxmpp.server.features.bind",
   (require "lxmpp.server.features.sm"),   -- (one value: require also returns the path)
@@ -164,6 +165,11 @@ end
 --- Sends a stanza; with stream management it is also kept until the
 -- client acknowledges it (and queued while the session hibernates).
 function C2S:send(stanza)
+  local held = self.held_out          -- a SASL2 <success/> is being made (features/sasl2.lua)
+  if held then
+    held[#held + 1] = stanza
+    return true
+  end
   if self.sm then
     local xml = tostring(stanza)              -- once: its size counts against the SM queue's bytes
     local now = sm.outbound(self, stanza, #xml)

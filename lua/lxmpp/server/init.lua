@@ -36,6 +36,8 @@ M.DEFAULT_LIMITS = {
   write_timeout = 60,           -- seconds without reading, while bytes wait, before a peer is cut off
   rate = 1048576,               -- bytes per second read from one connection
   sasl_attempts = 3,            -- failed authentications before the stream ends
+  fast_lifetime = 1209600,      -- seconds an XEP-0484 FAST token is valid (14 days; renewed past half of it)
+  fast_clients = 16,            -- user-agents of one account holding FAST tokens (the one expiring first goes)
   max_resources = 16,           -- bound resources per account
   max_offline = 1000,           -- offline messages kept per account
   max_offline_bytes = 4194304,  -- bytes of XML of the offline messages kept per account
@@ -176,6 +178,9 @@ function M.new(opts)
   check_type(opts, "pubsub", "string")
   check_type(opts, "pep", "boolean")
   check_type(opts, "archive", "boolean")
+  check_type(opts, "sasl2", "boolean")
+  check_type(opts, "fast", "boolean")
+  check_type(opts, "ssdp", "boolean")
   check_type(opts, "logger", "function")
   if opts.log_level ~= nil and not LEVELS[opts.log_level] then
     error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
@@ -216,6 +221,9 @@ function M.new(opts)
     auth = opts.auth,
     registration = opts.registration == true,
     insecure_plaintext = opts.insecure_plaintext == true,
+    sasl2 = opts.sasl2 ~= false,   -- XEP-0388, with Bind2 and inline resumption (features/sasl2.lua)
+    fast = opts.sasl2 ~= false and opts.fast ~= false,   -- XEP-0484 tokens (server/fast.lua)
+    ssdp = opts.ssdp ~= false,     -- XEP-0474's h= in SCRAM's server-first message (features/sasl.lua)
     cb_types = cb_types,   -- SCRAM -PLUS channel bindings offered, best first ({}: no -PLUS)
     iterations = iterations,
     reserved = reserved,   -- prepared user names in-band registration refuses
@@ -377,7 +385,8 @@ function Server:add_user(name, password)
 end
 
 --- srv:set_password(name, password [, keep]) -> true | nil, message: sets
--- (or creates) the account's credentials. Every stream that authenticated
+-- (or creates) the account's credentials, revoking its FAST tokens
+-- (XEP-0484). Every stream that authenticated
 -- with the old ones ends with the stream error <reset/> (RFC 6120
 -- §4.9.3.16: the credentials of its security context were revoked), those
 -- waiting for XEP-0198 resumption included; keep (the session that changed
@@ -394,6 +403,7 @@ function Server:set_password(name, password, keep)
   end
   local ok, serr = self.store:set_account(node, rec)
   if not ok then return nil, serr end
+  require("lxmpp.server.fast").revoke(self, node)   -- XEP-0484 tokens were given for the old one
   self:end_sessions(node, "reset", "the password was changed", keep)
   return true
 end
@@ -542,6 +552,18 @@ end
 ---------------------------------------------------------------------------
 -- bound sessions
 
+--- Ends a bound session that a new one replaces: a connected one gets
+-- the stream error conflict, one waiting for XEP-0198 resumption ends (it
+-- can no longer be resumed).
+function Server:replace_session(old, text)
+  if old.hibernation then
+    old.sm.resumable = false
+    self:unbind(old, text)
+  else
+    old:close("conflict", text)
+  end
+end
+
 --- Binds resource for a c2s session; the newest connection wins a
 -- conflict (the older one gets a conflict stream error).
 function Server:bind(sess, res)
@@ -551,12 +573,7 @@ function Server:bind(sess, res)
     self.sessions[sess.bare] = list
   end
   local old = list[res]
-  if old and old.hibernation then                 -- a dropped session waiting for resumption
-    old.sm.resumable = false
-    self:unbind(old, "replaced by a new connection with the same resource")
-  elseif old then
-    old:close("conflict", "replaced by a new connection with the same resource")
-  end
+  if old then self:replace_session(old, "replaced by a new connection with the same resource") end
   local n = 0
   for _ in pairs(list) do n = n + 1 end
   if n >= self.limits.max_resources then

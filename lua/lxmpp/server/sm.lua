@@ -35,12 +35,14 @@ local HOLD_FACTOR = 4            -- held back + unacknowledged, in sm_queues, be
 local parse_h = smcore.parse_h
 M.parse_h = parse_h
 
-local function sm_error(sess, cond, text)
-  return sess:write("<failed xmlns='" .. NS .. "'><" .. cond ..
+--- The <failed/> element with a stanza error condition and text.
+function M.failed_xml(cond, text)
+  return "<failed xmlns='" .. NS .. "'><" .. cond ..
     " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>" ..
     (text and ("<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>" .. core.xml_escape(text) .. "</text>") or "") ..
-    "</failed>")
+    "</failed>"
 end
+
 
 ---------------------------------------------------------------------------
 -- counting and acknowledging
@@ -144,19 +146,26 @@ end
 
 local handlers = {}
 
-function handlers.enable(sess, el)
-  if not sess.bound then return sm_error(sess, "unexpected-request", "bind a resource first") end
-  if sess.sm then return sm_error(sess, "unexpected-request", "stream management is already enabled") end
+--- Enables stream management on a bound session (resume: it may be
+-- resumed): the <enabled/> to answer with, or the <failed/>. Also for
+-- XEP-0386's inline <enable/> (server/features/sasl2.lua).
+function M.enable(sess, resume)
+  if not sess.bound then return M.failed_xml("unexpected-request", "bind a resource first") end
+  if sess.sm then return M.failed_xml("unexpected-request", "stream management is already enabled") end
   local srv = sess.srv
   sess.sm = new_state()
   local attrs = ""
-  if el.attr.resume == "true" or el.attr.resume == "1" then
+  if resume then
     local id = core.sha1_hex(core.random(16))
     sess.sm.id, sess.sm.resumable = id, true
     srv.sm_sessions[id] = sess
     attrs = string_format(" id='%s' resume='true' max='%d'", id, math.ceil(srv.limits.sm_timeout))
   end
-  sess:write("<enabled xmlns='" .. NS .. "'" .. attrs .. "/>")
+  return "<enabled xmlns='" .. NS .. "'" .. attrs .. "/>"
+end
+
+function handlers.enable(sess, el)
+  sess:write(M.enable(sess, el.attr.resume == "true" or el.attr.resume == "1"))
 end
 
 function handlers.r(sess)
@@ -195,23 +204,38 @@ local function take_over(sess, old)
   sess:set_ready()
 end
 
-function handlers.resume(sess, el)
+--- Resumes the session previd (its client acknowledged h, a string) on
+-- the authenticated, unbound stream sess: the <resumed/> to answer with,
+-- or nil, the <failed/> (the stream may go on and bind). Then, once the
+-- answer is written, M.resent(sess) sends what was not acknowledged. Also
+-- for XEP-0198 §"SASL2 and BIND2 interaction" (server/features/sasl2.lua);
+-- a bad h ends the stream (nil, nil).
+function M.resume(sess, previd, h_attr)
   local srv = sess.srv
   if not sess.authenticated or sess.bound then
-    return sm_error(sess, "unexpected-request", "resume after authentication and before binding")
+    return nil, M.failed_xml("unexpected-request", "resume after authentication and before binding")
   end
-  local h = parse_h(el.attr.h)
-  local old = el.attr.previd and srv.sm_sessions[el.attr.previd]
+  local h = parse_h(h_attr)
+  local old = previd and srv.sm_sessions[previd]
   -- only the account that owns a session may resume it (XEP-0198 §5, §9)
   if not h or not old or old.bare ~= sess.bare or old.resumed_by then
-    return sm_error(sess, "item-not-found", "no such session to resume")
+    return nil, M.failed_xml("item-not-found", "no such session to resume")
   end
   take_over(sess, old)
   local sm = sess.sm
-  local acked, cond, text, extra = smcore.ack(sm, el.attr.h)
-  if not acked then return bad_ack(sess, cond, text, extra) end
+  local acked, cond, text, extra = smcore.ack(sm, h_attr)
+  if not acked then
+    bad_ack(sess, cond, text, extra)
+    return nil, nil
+  end
   sm.requested = false
-  sess:write("<resumed xmlns='" .. NS .. "' previd='" .. sm.id .. "' h='" .. tostring(sm.handled) .. "'/>")
+  return "<resumed xmlns='" .. NS .. "' previd='" .. sm.id .. "' h='" .. tostring(sm.handled) .. "'/>"
+end
+
+--- After <resumed/>: every unacknowledged stanza again, held back ones as
+-- room allows, and offline messages the old stream did not deliver.
+function M.resent(sess)
+  local srv, sm = sess.srv, sess.sm
   local q = sm.q
   for k = 1, q.n do
     if not sess:write(tostring(q:at(k))) then break end
@@ -221,6 +245,15 @@ function handlers.resume(sess, el)
   sess:log("info", "resumed %s (%d stanzas sent again)", sess.full, q.n)
   -- offline messages whose delivery the old stream did not finish
   if sess.available and sess.priority >= 0 then srv.im:send_offline(sess) end
+end
+
+function handlers.resume(sess, el)
+  local resumed, failed = M.resume(sess, el.attr.previd, el.attr.h)
+  if resumed then
+    sess:write(resumed)
+    return M.resent(sess)
+  end
+  if failed then return sess:write(failed) end
 end
 
 --- The stream handler for the SM namespace (c2s calls it).

@@ -17,23 +17,43 @@ function M.offer(s)
     "'><optional/></session><ver xmlns='urn:xmpp:features:rosterver'/>"
 end
 
+--- A random resource, when the client names none (RFC 6120 §7.6.2.1).
+function M.random_resource(prefix)
+  return (prefix or "lx") .. core.sha1_hex(core.random(8)):sub(1, 12)
+end
+
+--- A client's resource choice, prepared (RFC 7622 §3.4), or nil when it
+-- is not a valid resource of this account.
+function M.prep_resource(s, res)
+  local full = res ~= "" and jid.prep(s.bare .. "/" .. res)
+  return full and jid.resource(full) or nil
+end
+
+--- Binds res on the authenticated stream s and ends its negotiation:
+-- the full JID, or nil, condition, text (RFC 6120 §7.6.2). Also for
+-- XEP-0386 (server/features/sasl2.lua).
+function M.bind_resource(s, res)
+  local full, cond, text = s.srv:bind(s, res)
+  if not full then return nil, cond, text end
+  s:set_ready()
+  return full
+end
+
 local function bind(s, iq)
   local b = iq.tags[1]
   local res = b:get_child_text("resource")
   if res then
-    local full = jid.prep(s.bare .. "/" .. res)
-    if not full or res == "" then
+    res = M.prep_resource(s, res)
+    if not res then
       return s:send(st.error_reply(iq, "modify", "bad-request", "invalid resource"))
     end
-    res = jid.resource(full)
   else
-    res = "lx" .. core.sha1_hex(core.random(8)):sub(1, 12)
+    res = M.random_resource()
   end
-  local full, cond, text = s.srv:bind(s, res)
+  local full, cond, text = M.bind_resource(s, res)
   if not full then
     return s:send(st.error_reply(iq, cond == "resource-constraint" and "wait" or "cancel", cond, text))
   end
-  s:set_ready()
   s:send(st.reply(iq):tag("bind", { xmlns = NS_BIND }):text_tag("jid", full))
 end
 

@@ -7,8 +7,10 @@ local NS_REGISTER = "jabber:iq:register"
 
 local M = { name = "register" }
 
+-- (not while a SASL exchange is under way: then only its elements may
+-- come, XEP-0388 §2.4)
 local function allowed(s)
-  return s.srv.registration and not s.authenticated and (s.secure or s.srv.insecure_plaintext)
+  return s.srv.registration and not s.authenticated and s.sasl == nil and (s.secure or s.srv.insecure_plaintext)
 end
 
 function M.offer(s)

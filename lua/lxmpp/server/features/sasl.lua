@@ -1,5 +1,6 @@
 -- SASL (RFC 6120 §6), server side: SCRAM-SHA-1/256 and their -PLUS
--- variants with channel binding (the types advertised with XEP-0440), PLAIN
+-- variants with channel binding (the types advertised with XEP-0440, and
+-- both lists signed into the exchange with XEP-0474's h=), PLAIN
 -- over a protected stream only, or a host application's auth callback
 -- (PLAIN only: it needs the password). Answers wait for the address's
 -- throttle (server/throttle.lua); too many failures end the stream.
@@ -68,12 +69,40 @@ function M.offer(self)
   return table.concat(f)
 end
 
+-- How an exchange's steps are written: RFC 6120 §6.4's elements here
+-- (the classic profile); XEP-0388's in server/features/sasl2.lua. Each
+-- exchange keeps its wire in self.sasl_wire, so a <response/> of the other
+-- profile is not taken for it.
+--   challenge(self, data)       data: raw bytes (may be "")
+--   success(self, final)        after self.authenticated is set; final: the
+--                               mechanism's additional data, or nil
+--   failure(self, cond, text)   cond: an RFC 6120 §6.5 condition
+local CLASSIC = { name = "sasl" }
+M.CLASSIC = CLASSIC
+
+function CLASSIC.challenge(self, data)
+  self:write("<challenge xmlns='" .. NS_SASL .. "'>" .. core.base64_encode(data) .. "</challenge>")
+end
+
+function CLASSIC.success(self, final)
+  self:write("<success xmlns='" .. NS_SASL .. "'>" ..
+    (final and final ~= "" and core.base64_encode(final) or "") .. "</success>")
+  self.conn:restart()
+  self:restarted()
+end
+
+function CLASSIC.failure(self, cond, text)
+  self:write("<failure xmlns='" .. NS_SASL .. "'><" .. cond .. "/>" ..
+    (text and ("<text>" .. core.xml_escape(text) .. "</text>") or "") .. "</failure>")
+end
+
 -- forgive: a refusal that costs no try (an unsupported channel-binding type).
 local function sasl_failure(self, cond, text, forgive)
   self.sasl = nil
   if not forgive then self.sasl_failures = self.sasl_failures + 1 end
-  self:write("<failure xmlns='" .. NS_SASL .. "'><" .. cond .. "/>" ..
-    (text and ("<text>" .. core.xml_escape(text) .. "</text>") or "") .. "</failure>")
+  local wire = self.sasl_wire or CLASSIC
+  self.sasl_wire = nil
+  wire.failure(self, cond, text)
   if self.sasl_failures >= self.srv.limits.sasl_attempts then
     return self:stream_error("policy-violation", "too many failed authentication attempts")
   end
@@ -94,10 +123,9 @@ local function sasl_success(self, user, final)
   self.bare = user .. "@" .. self.srv.domain
   self.srv:account_auth(self)
   self:log("info", "authenticated as %s", self.bare)
-  self:write("<success xmlns='" .. NS_SASL .. "'>" ..
-    (final and final ~= "" and core.base64_encode(final) or "") .. "</success>")
-  self.conn:restart()
-  self:restarted()
+  local wire = self.sasl_wire or CLASSIC
+  self.sasl_wire = nil
+  return wire.success(self, final)
 end
 
 -- A checked password: the answer (success, or the failure cond with
@@ -190,7 +218,101 @@ local function scram_step(self, data)
     local user = account_name(self, self.sasl:username() or "")
     return checked(self, user, user ~= nil, nil, nil, out)
   end
-  self:write("<challenge xmlns='" .. NS_SASL .. "'>" .. core.base64_encode(out) .. "</challenge>")
+  return self.sasl_wire.challenge(self, out)
+end
+
+--- XEP-0474 (SSDP) §"Server Sends Downgrade Protection Hash": base64 of
+-- the hash (hash: "sha1", "sha256") of the advertised mechanisms, sorted
+-- (byte order) and joined by %x1E, then, when XEP-0440 types were
+-- advertised (cb_types not nil), %x1F and those sorted and joined alike.
+local function sorted(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = v end
+  table.sort(out)
+  return out
+end
+
+function M.ssdp_hash(mechs, cb_types, hash)
+  local s = table.concat(sorted(mechs), "\30")
+  if cb_types then s = s .. "\31" .. table.concat(sorted(cb_types), "\30") end
+  return core.base64_encode(core.hash(hash, s))
+end
+
+-- The h= value for a SCRAM exchange of mech on this stream, or nil (the
+-- `ssdp` option off). Classic SASL and SASL2 offer the same mechanisms,
+-- so one list serves both (XEP-0474: the profile the client uses).
+local function ssdp_of(self, mech)
+  if not self.srv.ssdp then return nil end
+  local hash = mech:match("^SCRAM%-SHA%-256") and "sha256" or "sha1"
+  return M.ssdp_hash(mechanisms(self), self.cb and self.cb_list or nil, hash)
+end
+
+-- Exports for the other profile (server/features/sasl2.lua), which runs
+-- the same exchanges, checks, throttles and attempt limits.
+M.mechanisms, M.failure, M.checked, M.decode_payload = mechanisms, sasl_failure, checked, decode_payload
+
+--- True when an exchange is under way (or its answer is being checked).
+function M.busy(self)
+  return self.sasl ~= nil
+end
+
+--- Starts an exchange of mechanism mech with the initial response data
+-- (raw bytes; nil: none), written with `wire`. The caller has checked
+-- that the stream may authenticate now.
+function M.start(self, wire, mech, data)
+  self.mechanism = mech
+  self.sasl_wire = wire
+  local offered = false
+  for _, m in ipairs(mechanisms(self)) do offered = offered or m == mech end
+  if not offered then return sasl_failure(self, "invalid-mechanism") end
+  if mech == "PLAIN" then
+    if data == nil or data == "" then
+      self.sasl = "plain"
+      return wire.challenge(self, "")
+    end
+    return check_plain(self, data)
+  end
+  local srv = self.srv
+  self.sasl_tried, self.sasl_user = false, nil
+  self.sasl = core.sasl_server({
+    mechanism = mech, secret = srv.sasl_secret, iterations = srv.iterations,
+    cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil, ssdp = ssdp_of(self, mech),
+    lookup = function(username, hash)
+      -- from here on the exchange checks a proof for this name
+      self.sasl_tried, self.sasl_user = true, account_name(self, username)
+      return srv:scram_credentials(self.sasl_user, hash)
+    end,
+  })
+  if data == nil or data == "" then return wire.challenge(self, "") end
+  return scram_step(self, data)
+end
+
+--- The client's response (raw bytes, or nil when not valid base64) in the
+-- exchange of `wire`; false when no such exchange waits for one.
+function M.respond(self, wire, data)
+  if (self.sasl ~= "plain" and type(self.sasl) ~= "userdata") or self.sasl_wire ~= wire then return false end
+  if not data then return sasl_failure(self, "incorrect-encoding") end
+  if self.sasl == "plain" then
+    self.sasl = nil
+    return check_plain(self, data)
+  end
+  return scram_step(self, data)
+end
+
+--- Ends the exchange under way (if any) with a failure written with
+-- `wire` (counted); while its answer is being checked, ends the stream.
+function M.cancel(self, wire, cond, text)
+  if self.sasl == "held" or self.sasl == "plain-pending" then
+    return self:stream_error("policy-violation", "the authentication is being checked")
+  end
+  if type(self.sasl) == "userdata" then self.sasl:close() end
+  self.sasl_wire = wire
+  return sasl_failure(self, cond, text)
+end
+
+--- The client aborts the exchange (or, with none under way, says so).
+function M.abort(self, wire)
+  return M.cancel(self, wire, "aborted")
 end
 
 M.handlers = {
@@ -201,53 +323,19 @@ M.handlers = {
     if not self.secure and not self.srv.insecure_plaintext then
       return self:stream_error("policy-violation", "STARTTLS is required before authentication")
     end
-    local mech = s.attr.mechanism
-    self.mechanism = mech
-    local offered = false
-    for _, m in ipairs(mechanisms(self)) do offered = offered or m == mech end
-    if not offered then return sasl_failure(self, "invalid-mechanism") end
     local data = decode_payload(s)
-    if not data then return sasl_failure(self, "incorrect-encoding") end
-    if mech == "PLAIN" then
-      if data == "" then
-        self.sasl = "plain"
-        return self:write("<challenge xmlns='" .. NS_SASL .. "'/>")
-      end
-      return check_plain(self, data)
+    if not data then
+      self.sasl_wire = CLASSIC
+      return sasl_failure(self, "incorrect-encoding")
     end
-    local srv = self.srv
-    self.sasl_tried, self.sasl_user = false, nil
-    self.sasl = core.sasl_server({
-      mechanism = mech, secret = srv.sasl_secret, iterations = srv.iterations,
-      cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil,
-      lookup = function(username, hash)
-        -- from here on the exchange checks a proof for this name
-        self.sasl_tried, self.sasl_user = true, account_name(self, username)
-        return srv:scram_credentials(self.sasl_user, hash)
-      end,
-    })
-    if data == "" then return self:write("<challenge xmlns='" .. NS_SASL .. "'/>") end
-    return scram_step(self, data)
+    return M.start(self, CLASSIC, s.attr.mechanism, data)
   end,
   [NS_SASL .. " response"] = function(self, s)
-    if self.sasl ~= "plain" and type(self.sasl) ~= "userdata" then
+    if M.respond(self, CLASSIC, decode_payload(s)) == false then
       return self:stream_error("policy-violation", "no authentication exchange is under way")
     end
-    local data = decode_payload(s)
-    if not data then return sasl_failure(self, "incorrect-encoding") end
-    if self.sasl == "plain" then
-      self.sasl = nil
-      return check_plain(self, data)
-    end
-    return scram_step(self, data)
   end,
-  [NS_SASL .. " abort"] = function(self)
-    if self.sasl == "held" or self.sasl == "plain-pending" then
-      return self:stream_error("policy-violation", "the authentication is being checked")
-    end
-    if type(self.sasl) == "userdata" then self.sasl:close() end
-    return sasl_failure(self, "aborted")
-  end,
+  [NS_SASL .. " abort"] = function(self) return M.abort(self, CLASSIC) end,
 }
 
 return M
