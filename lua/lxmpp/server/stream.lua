@@ -258,6 +258,8 @@ end
 -- see-other-uri, then the WebSocket closing handshake (RFC 6455 §5.5.1),
 -- at any point of the stream. url: ws:// or wss:// (else an error is
 -- raised); nil, message on a stream that is not over WebSocket or has ended.
+-- Not a clean end: a session the client may resume (XEP-0198) stays
+-- resumable, through the new endpoint when it reaches this server.
 function Stream:redirect(url)
   local ws = require "lxmpp.websocket"
   local ok, why = ws.redirect_url(url)
@@ -266,7 +268,6 @@ function Stream:redirect(url)
     return nil, "see-other-uri redirects only WebSocket streams (RFC 7395 §3.6.1)"
   end
   if self.ended then return nil, "the stream has ended" end
-  self.clean_end = true
   self:log("info", "redirected to %s", url)
   self:write(ws.see_other(url))
   self:close_connection()
