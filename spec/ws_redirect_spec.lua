@@ -59,6 +59,22 @@ local function unframe(s)
   return frames
 end
 
+-- lxmpp.run(fn) for specs with redirectors: whatever fn does, the listeners
+-- and connections it leaves are closed, so a failure fails the spec
+-- instead of keeping the loop (and the suite) running.
+local listeners = {}
+local function run(fn)
+  lxmpp.run(function()
+    local ok, err = xpcall(fn, debug.traceback)
+    for i = #listeners, 1, -1 do
+      listeners[i]:close()
+      listeners[i] = nil
+    end
+    require("lxmpp.net").abort_all()
+    if not ok then error(err, 0) end
+  end)
+end
+
 -- A test endpoint on a bare HTTP listener: each WebSocket connection gets
 -- answer(n, url) (n: its number, url: this endpoint's own URL) written as
 -- one message after the client's <open/>: a redirector. Returns the
@@ -80,6 +96,7 @@ local function redirector(answer)
     end)
     conn:parse()
   end }))
+  listeners[#listeners + 1] = l
   url = ws_url(l:port())
   return l, url, function() return n end
 end
@@ -206,7 +223,7 @@ describe("RFC 7395 §3.6.1 see-other-uri: the client", function()
   end)
 
   it("refuses a redirect to another scheme, and more than websocket.MAX_REDIRECTS in a row", function()
-    lxmpp.run(function()
+    run(function()
       local l, _, count = redirector(function() return { ws.see_other("https://elsewhere.example/") } end)
       local c, msg, cond = lxmpp.connect({ jid = "a@example.test/x", password = "pw", url = ws_url(l:port()),
         tls = "none", reconnect = false, timeout = WAIT })
@@ -214,21 +231,19 @@ describe("RFC 7395 §3.6.1 see-other-uri: the client", function()
       assert.matches("not a ws:// or wss:// URL", msg)
       assert.equal("see-other-host", cond)
       assert.equal(1, count())
-      l:close()
       -- an endpoint that sends every client back to itself
-      local loop, loop_url, n = redirector(function(_, url) return { ws.see_other(url) } end)
+      local _, loop_url, n = redirector(function(_, url) return { ws.see_other(url) } end)
       c, msg, cond = lxmpp.connect({ jid = "a@example.test/x", password = "pw", url = loop_url,
         tls = "none", reconnect = false, timeout = WAIT })
       assert.is_nil(c)
       assert.matches("more than 5 WebSocket redirects", msg)
       assert.equal("see-other-host", cond)
       assert.equal(1 + ws.MAX_REDIRECTS, n())
-      loop:close()
     end)
   end)
 
   it("a <close/> without see-other-uri ends the stream as before", function()
-    lxmpp.run(function()
+    run(function()
       -- at login: the stream is over, nothing is followed
       local l, _, count = redirector(function()
         return { "<open xmlns='" .. FRAMING .. "' from='example.test' id='x' version='1.0'/>",
@@ -240,7 +255,6 @@ describe("RFC 7395 §3.6.1 see-other-uri: the client", function()
       assert.matches("closed the stream", msg)
       assert.equal("closed", cond)
       assert.equal(1, count())
-      l:close()
     end)
     -- on an established session: lost as "closed", reconnected to the same endpoint
     serve.run({ users = USERS, http = "127.0.0.1:0", web = { consider_secure = true } }, function(srv)
