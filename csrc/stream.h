@@ -78,8 +78,9 @@ typedef struct lx_attr {
 } lx_attr;
 
 /* A read-only view of the last tree (the stream header after LX_EV_OPEN, the
- * element after LX_EV_STANZA, framed mode's <close/> after LX_EV_CLOSE). It stays valid until the next top-level
- * element starts, the stream is reset or freed. Root is nodes[0]. */
+ * element after LX_EV_STANZA, framed mode's <close/> after LX_EV_CLOSE). It
+ * stays valid until the next top-level element starts, the stream is reset
+ * or freed. Root is nodes[0]. */
 typedef struct lx_tree {
   const lx_node *nodes;
   const lx_attr *attrs;
