@@ -208,7 +208,7 @@ describe("RFC 7395 §3.6.1 see-other-uri: the client", function()
       end)
   end)
 
-  it("refuses a redirect from wss:// down to ws://", function()
+  it("refuses a redirect from wss:// down to ws://, and verifies the new host's certificate", function()
     serve.run({ users = USERS, https = "127.0.0.1:0", http = "127.0.0.1:0" }, function(srv)
       local p = ports_of(srv)
       local srv_a = other_server({ https = "127.0.0.1:0", web = { see_other_uri = ws_url(p.http) } })
@@ -219,6 +219,16 @@ describe("RFC 7395 §3.6.1 see-other-uri: the client", function()
       assert.is_nil(c)
       assert.matches("would lower the connection from wss:// to ws://", msg)
       assert.equal("see-other-host", cond)
+      -- wss:// to wss://: the certificate is verified for the new URL's
+      -- host (127.0.0.1, which the example.test certificate does not name)
+      srv_a = other_server({ https = "127.0.0.1:0",
+        web = { see_other_uri = ("wss://127.0.0.1:%d/xmpp-websocket"):format(p.https) } })
+      url = ("wss://example.test:%d/xmpp-websocket"):format(ports_of(srv_a).https)
+      c, msg, cond = lxmpp.connect({ jid = "alice@example.test/web", password = USERS.alice, url = url,
+        host = "127.0.0.1", cafile = serve.pki().ca, reconnect = false })
+      srv_a:stop()
+      assert.is_nil(c, msg)
+      assert.equal("tls-verify-failed", cond)
     end)
   end)
 
