@@ -40,7 +40,8 @@ struct lx_tls_ctx *lx_tls_ctx_from_lua(lua_State *L, int idx, int *server);
 
 struct lx_stream;
 /* Pushes what a parser event carries: the stream header's attribute table
- * (LX_EV_OPEN) or the stanza (LX_EV_STANZA, with the stanza metatable);
+ * (LX_EV_OPEN), the stanza (LX_EV_STANZA, with the stanza metatable), or in
+ * framed mode <close/>'s attribute table (LX_EV_CLOSE, RFC 7395 §3.6.1);
  * returns how many values it pushed (0 for other events). keys: stack index
  * of the strings "name", "attr", "tags", "xmlns" and the string cache, as
  * stream_lua.c's push_keys() pushes them, or 0. stream_lua.c. */

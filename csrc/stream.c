@@ -216,6 +216,7 @@ free_tree:
 }
 
 int lx_stream_is_idle(const lx_stream *s) { return s->xp == NULL; }
+int lx_stream_framed(const lx_stream *s) { return s->mode == LX_MODE_FRAMED; }
 
 /* Whitespace before a stream's first byte (stream mode, nothing given to
  * expat yet) is skipped, so a stream may start, or restart, after the

@@ -53,7 +53,8 @@ enum lx_event {
   LX_EV_MORE = 0,   /* the fed buffer is used up: feed more */
   LX_EV_OPEN,       /* stream header: its tree (root node only) is ready */
   LX_EV_STANZA,     /* a complete top-level element: its tree is ready */
-  LX_EV_CLOSE,      /* </stream:stream> */
+  LX_EV_CLOSE,      /* </stream:stream>; framed mode: <close/>, whose tree
+                       (root node only, its attributes) is ready */
   LX_EV_ERROR       /* failed; see lx_stream_error; stays failed until reset */
 };
 
@@ -77,8 +78,9 @@ typedef struct lx_attr {
 } lx_attr;
 
 /* A read-only view of the last tree (the stream header after LX_EV_OPEN, the
- * element after LX_EV_STANZA). It stays valid until the next top-level
- * element starts, the stream is reset or freed. Root is nodes[0]. */
+ * element after LX_EV_STANZA, framed mode's <close/> after LX_EV_CLOSE). It
+ * stays valid until the next top-level element starts, the stream is reset
+ * or freed. Root is nodes[0]. */
 typedef struct lx_tree {
   const lx_node *nodes;
   const lx_attr *attrs;
@@ -105,6 +107,9 @@ int lx_stream_reset(lx_stream *s);
 void lx_stream_feed(lx_stream *s, const char *data, size_t len, int final);
 int lx_stream_next(lx_stream *s);
 void lx_stream_tree(const lx_stream *s, lx_tree *t);
+
+/* Is the stream in LX_MODE_FRAMED (where LX_EV_CLOSE has a tree)? */
+int lx_stream_framed(const lx_stream *s);
 
 /* Bytes of the fed buffer after the last event returned (for a caller that
  * stops parsing at an event, e.g. STARTTLS <proceed/>). */

@@ -318,7 +318,10 @@ int lx_push_event(lua_State *L, lx_stream *s, int ev, int keys) {
   lx_tree t;
   builder b;
   int top = lua_gettop(L);
-  if (ev != LX_EV_OPEN && ev != LX_EV_STANZA) return 0;
+  /* framed mode's <close/> carries attributes (see-other-uri, RFC 7395
+   * §3.6.1); </stream:stream> carries nothing */
+  int close_attrs = ev == LX_EV_CLOSE && lx_stream_framed(s);
+  if (ev != LX_EV_OPEN && ev != LX_EV_STANZA && !close_attrs) return 0;
   luaL_checkstack(L, 12, "pushing a stanza");
   if (!keys) {
     push_keys(L);
@@ -329,8 +332,8 @@ int lx_push_event(lua_State *L, lx_stream *s, int ev, int keys) {
   b.sc = lua_touserdata(L, keys + 4);
   b.keys = keys;
   b.mtidx = 0;
-  if (ev == LX_EV_OPEN) {
-    build(L, &b, 0, 0);                       /* ..., header */
+  if (ev != LX_EV_STANZA) {
+    build(L, &b, 0, 0);                       /* ..., header or close */
     lua_getfield(L, -1, "attr");              /* ..., header, attr */
   } else {
     b.mtidx = push_mt(L);                     /* ..., mt */

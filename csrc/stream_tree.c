@@ -150,6 +150,9 @@ static void queue(lx_stream *s, int ev) {
  * end; <open/>'s node is built like a stream header's, its namespace
  * jabber:client (what the stanzas of the stream default to), so the caller
  * sees the same attributes as from <stream:stream xmlns='jabber:client'>.
+ * <close/> keeps its attributes too (bounded like any element's), for its
+ * see-other-uri (RFC 7395 §3.6.1), and may come before <open/>: a server
+ * that redirects answers the client's <open/> with it.
  * Returns 1 when the element is a stanza (the caller builds it). */
 static int framed_root(lx_stream *s, const char *ns, size_t ns_len,
                        const char *local, const XML_Char **atts) {
@@ -162,10 +165,6 @@ static int framed_root(lx_stream *s, const char *ns, size_t ns_len,
       lx_stream_fail(s, "bad-format", "<open/> inside the stream (a restart needs reset())");
       return 0;
     }
-    if (is_close && !s->opened) {
-      lx_stream_fail(s, "bad-format", "<close/> before <open/>");
-      return 0;
-    }
     if ((node = new_node(s)) == LX_NONE) return 0;
     n = &s->nodes[node];
     n->name = put_str(s, local, strlen(local));
@@ -173,9 +172,9 @@ static int framed_root(lx_stream *s, const char *ns, size_t ns_len,
     if (is_open) {
       n->ns = put_str(s, LX_NS_CLIENT, NS_CLIENT_LEN);
       n->ns_len = (uint32_t)NS_CLIENT_LEN;
-      if (!add_attrs(s, n, atts, node)) return 0;
-      s->opened = 1;
     }
+    if (!add_attrs(s, &s->nodes[node], atts, node)) return 0;
+    if (is_open) s->opened = 1;
     s->stack[1].node = node;
     s->stack[1].ns = s->stack[1].ns_len = 0;
     s->top_kind = is_open ? LX_EV_OPEN : LX_EV_CLOSE;

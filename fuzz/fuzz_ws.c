@@ -13,7 +13,8 @@
  * lx_ws_mask, lx_ws_close_payload) decodes back to what was encoded. The
  * text messages of the whole feed also go through the stream parser in
  * framed mode (RFC 7395), as net_ws.c hands them over: one event or an
- * error per message, <open/> first, and memory bounded by the limits. A
+ * error per message, <open/> first (or <close/>, with its attributes
+ * bounded), and memory bounded by the limits. A
  * failed check traps.
  *
  * Input layout (fuzz/make_corpus.lua writes seeds in it):
@@ -169,9 +170,13 @@ static void parse_message(framed *f, const char *p, size_t n) {
   if (ev == LX_EV_OPEN) {
     CHECK(!f->opened);
     f->opened = 1;
+  } else if (ev == LX_EV_CLOSE) {             /* may come first (RFC 7395 §3.6.1) */
+    lx_tree t;
+    lx_stream_tree(f->s, &t);
+    CHECK(t.nnodes == 1 && t.nodes[0].nattr <= f->lim.max_attrs);
+    f->closed = 1;
   } else {
     CHECK(f->opened);
-    if (ev == LX_EV_CLOSE) f->closed = 1;
   }
   CHECK(n <= f->lim.max_stanza_size);
   ev2 = lx_stream_next(f->s);

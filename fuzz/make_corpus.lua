@@ -231,4 +231,7 @@ do
   ws_seed(0, 0, frame(open, 1, K) .. frame("<a/><b/>", 1, K))          -- two elements
   ws_seed(0, 0, string.char(0xC1, 0x84) .. K .. "<a/>")                -- RSV1
   ws_seed(0, 0, string.char(0x81, 0xFE, 0, 4) .. K .. "<a/>")          -- non-minimal
+  -- a redirect (RFC 7395 §3.6.1): <close/> with attributes, before <open/>
+  ws_seed(1, 0, frame("<close xmlns='" .. FRAMING .. "' see-other-uri='wss://b.example/x?a=1&amp;b=2'/>") ..
+    frame("\3\232", 8))
 end

@@ -544,3 +544,72 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
     end)
   end)
 end)
+
+describe("framed <close/> (RFC 7395 §3.6.1)", function()
+  after_each(function()
+    close_listeners()
+    assert_clean()
+  end)
+
+  -- The close event's argument: <close/>'s attributes, for a client to
+  -- read see-other-uri; a close before <open/> is how a redirecting server
+  -- answers the client's <open/>.
+  for _, case in ipairs({
+    { "after <open/>", { OPEN } },
+    { "before <open/>", {} },
+  }) do
+    it("gives stream-close <close/>'s attributes " .. case[1], function()
+      lxmpp.run(function()
+        local srv, peer = ws_server_and_raw_peer()
+        local closes = {}
+        srv.conn:on("stream-close", function(attr) closes[#closes + 1] = attr or false end)
+        local out = {}
+        for i, m in ipairs(case[2]) do out[i] = cframe(m) end
+        out[#out + 1] = cframe("<close xmlns='" .. FRAMING .. "' see-other-uri='wss://b.example/x?a=1&amp;b=2' " ..
+          "xml:lang='en'/>")
+        peer:write(table.concat(out))
+        wait_until(function() return #closes == 1 end, "stream-close")
+        assert.same({ ["see-other-uri"] = "wss://b.example/x?a=1&b=2", ["xml:lang"] = "en" }, closes[1])
+        -- still the end of the stream: nothing may follow
+        peer:write(cframe("<message/>"))
+        wait_until(function() return srv.rec.perr end, "parse-error")
+        assert.matches("after <close/>", srv.rec.perr)
+        srv.conn:abort()
+        peer:close()
+        srv.listener:close()
+      end)
+    end)
+  end
+
+  it("gives a plain <close/> an empty attribute table", function()
+    lxmpp.run(function()
+      local srv, peer = ws_server_and_raw_peer()
+      local closes = {}
+      srv.conn:on("stream-close", function(attr) closes[#closes + 1] = attr or false end)
+      peer:write(cframe(OPEN) .. cframe(CLOSE))
+      wait_until(function() return #closes == 1 end, "stream-close")
+      assert.same({}, closes[1])
+      srv.conn:abort()
+      peer:close()
+      srv.listener:close()
+    end)
+  end)
+
+  it("bounds <close/>'s attributes like any element's", function()
+    lxmpp.run(function()
+      local srv, peer, got = ws_server_and_raw_peer()
+      local attrs = {}
+      for i = 1, 65 do attrs[i] = (" a%d='%d'"):format(i, i) end   -- one over the default limit
+      peer:write(cframe(OPEN) .. cframe("<close xmlns='" .. FRAMING .. "'" .. table.concat(attrs) .. "/>"))
+      wait_until(function() return srv.rec.perr end, "parse-error")
+      assert.same({ "open", "parse-error policy-violation" }, srv.rec.events)
+      assert.matches("more than 64 attributes", srv.rec.perr)
+      lxmpp.spawn(function() srv.conn:close() end)
+      wait_until(function() return last_close(got) end, "close frame")
+      peer:write(cframe(string.pack(">I2", 1000), { op = 8 }))
+      wait_until(function() return srv.rec.closed end, "closed")
+      peer:close()
+      srv.listener:close()
+    end)
+  end)
+end)

@@ -176,6 +176,7 @@ local RESERVED = {}
 for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn jid user child_hooks
   iq_handlers pending queue qn logger debug default_ns stream_id stream_attr stream_features negotiating
   tls_active authenticated bound session_done resumed neg_error deadline redirect see_other_host lost_reason
+  see_other_uri ws_url ws_secure
   online closing closed_reason close_waiter remote_closed drain_waiters reader inbound offline ofirst olast
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
   last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting backoff_waiter sasl_mechanism
@@ -470,12 +471,45 @@ end
 
 local establish_once
 
+-- A WebSocket redirect that waits (RFC 7395 §3.6.1: <close
+-- see-other-uri='...'/>, met during this attempt or ending the session
+-- before): nil when there is none; true when it is taken (self.ws_url, the
+-- endpoint from now on, reconnections included); false, message when it is
+-- refused: not ws:// or wss://, from wss:// down to ws://, or one more than
+-- websocket.MAX_REDIRECTS in a row.
+local function take_ws_redirect(self, hops)
+  local uri = self.see_other_uri
+  if not uri then return nil end
+  self.see_other_uri = nil
+  local ws = require "lxmpp.websocket"
+  local why = ws.check_redirect(uri, self.ws_secure)
+  if not why and hops >= ws.MAX_REDIRECTS then
+    why = ("more than %d WebSocket redirects in a row (RFC 7395 §3.6.1): not following the one to %s"):format(
+      ws.MAX_REDIRECTS, uri)
+  end
+  if why then return false, why end
+  if self.debug then self:log("debug", "following see-other-uri to %s", uri) end
+  self.ws_url = uri
+  return true
+end
+
 --- Connects and negotiates, following one see-other-host redirect (RFC
 -- 6120 §4.9.3.19) with the same TLS policy: the certificate must still
--- show the JID's domain. true, or nil, message, condition.
+-- show the JID's domain; over WebSocket, see-other-uri redirects (RFC 7395
+-- §3.6.1, take_ws_redirect). true, or nil, message, condition.
 function Client:establish()
   self.deadline = core.now() + (self.opts.timeout or DEFAULT_TIMEOUT)
-  local ok, msg, cond = establish_once(self)
+  local ok, msg, cond
+  local hops = 0
+  repeat
+    local taken, why = take_ws_redirect(self, hops)
+    if taken == false then
+      ok, msg, cond = nil, why, "see-other-host"
+      break
+    end
+    if taken then hops = hops + 1 end
+    ok, msg, cond = establish_once(self)
+  until ok or not (cond == "see-other-host" and self.see_other_uri)
   local target = not ok and cond == "see-other-host" and self.see_other_host
   if target then
     self.see_other_host = nil
@@ -510,8 +544,8 @@ end
 
 function establish_once(self)
   local o = self.opts
-  local url = o.url
-  if o.discover then           -- XEP-0156: the domain names its WebSocket endpoint
+  local url = self.ws_url or o.url    -- ws_url: where a see-other-uri sent us
+  if o.discover and not self.ws_url then   -- XEP-0156: the domain names its WebSocket endpoint
     local left = self:time_left()
     local per = o.connect_timeout or 15
     local dmsg, dcond
@@ -528,8 +562,13 @@ function establish_once(self)
   if url then                  -- XMPP over WebSocket (RFC 7395): the URL names the endpoint
     local left = self:time_left()
     local per = o.connect_timeout or 15
-    local t, wmsg, wcond = require("lxmpp.websocket").connect(url, { cafile = o.cafile, insecure = o.insecure,
-      address = o.host, timeout = per < left and per or left, max_message = o.max_stanza_size })
+    local ws = require "lxmpp.websocket"
+    -- the security context redirects may not go below (RFC 7395 §3.6.1);
+    -- a redirect's host is its own (o.host was the original's address)
+    if not self.ws_url then self.ws_secure = ws.url(url).secure end
+    local t, wmsg, wcond = ws.connect(url, { cafile = o.cafile, insecure = o.insecure,
+      address = not self.ws_url and o.host or nil, timeout = per < left and per or left,
+      max_message = o.max_stanza_size })
     if not t then return nil, wmsg, wcond end
     return establish_over(self, t)
   end

@@ -112,7 +112,7 @@ function I.attach(self, conn, parse_opts)
   end
   on("open", function(attr) I.on_open(self, attr) end)
   conn:on("stanza", function(s) if self.conn == conn then I.on_stanza(self, s) end end)   -- the hot path
-  on("stream-close", function() I.on_stream_close(self) end)
+  on("stream-close", function(attr) I.on_stream_close(self, attr) end)
   on("parse-error", function(msg, cond) I.stream_error(self, cond, msg) end)
   on("eof", function() I.lost(self, "the server closed the connection", "closed") end)
   on("read-error", function(msg) I.lost(self, msg, "closed") end)
@@ -253,11 +253,25 @@ function I.on_open(self, attr)
   end
 end
 
-function I.on_stream_close(self)
-  if self.debug then self:log("debug", "IN </stream:stream>") end
+-- attr: over WebSocket, <close/>'s attributes; one with see-other-uri
+-- sends us to another endpoint (RFC 7395 §3.6.1): the link is lost with
+-- condition see-other-host, and the client's establish() (or its
+-- reconnection) follows it (lua/lxmpp/client.lua).
+function I.on_stream_close(self, attr)
+  local uri = attr and attr["see-other-uri"]
+  if self.debug then
+    self:log("debug", "IN %s", uri and ("<close see-other-uri='" .. uri .. "'/>") or "</stream:stream>")
+  end
   self.remote_closed = true
-  if self.close_waiter then self.close_waiter:wake(true) end
-  if self.negotiating then I.push(self, { error = "the server closed the stream", condition = "closed" }) end
+  if uri then
+    local msg = "the server redirects to " .. uri .. " (RFC 7395 §3.6.1)"
+    self.see_other_uri = uri
+    self.closed_reason = msg
+    I.lost(self, msg, "see-other-host")
+  else
+    if self.close_waiter then self.close_waiter:wake(true) end
+    if self.negotiating then I.push(self, { error = "the server closed the stream", condition = "closed" }) end
+  end
   if self.conn then self.conn:close() end
 end
 

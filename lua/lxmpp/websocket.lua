@@ -42,6 +42,40 @@ function M.url(url)
   return { secure = scheme == "wss", http = (scheme == "wss" and "https://" or "http://") .. rest }
 end
 
+--- websocket.MAX_REDIRECTS: how many see-other-uri redirects (RFC 7395
+-- §3.6.1) one connection attempt of a client follows.
+M.MAX_REDIRECTS = 5
+
+--- websocket.redirect_url(url) -> the parsed URL (as websocket.url) | nil,
+-- message: is url fit for a see-other-uri (RFC 7395 §3.6.1): ws:// or
+-- wss://, a host, no space or control character?
+function M.redirect_url(url)
+  local u, why = M.url(url)
+  if not u then return nil, why end
+  if url:find("[%s%c]") or not url:match("^%a+://[^/?#]") then
+    return nil, "not a usable ws:// or wss:// URL: " .. url
+  end
+  return u
+end
+
+--- websocket.see_other(url) -> the <close/> that sends a client to another
+-- endpoint (RFC 7395 §3.6.1), url escaped.
+function M.see_other(url)
+  return "<close xmlns='" .. transport.NS_FRAMING .. "' see-other-uri='" .. core.xml_escape(url) .. "'/>"
+end
+
+--- websocket.check_redirect(url, secure) -> nil | message: may a client
+-- that connected over wss:// (secure true) or ws:// follow a see-other-uri
+-- to url? Only to ws:// or wss://, and never from wss:// to ws:// (RFC
+-- 7395 §3.6.1: no lower security context than the original one).
+function M.check_redirect(url, secure)
+  local u, why = M.redirect_url(url)
+  if not u then return "the server's see-other-uri: " .. why end
+  if secure and not u.secure then
+    return "the server's see-other-uri " .. url .. " would lower the connection from wss:// to ws:// (RFC 7395 §3.6.1)"
+  end
+end
+
 --- websocket.discover(domain, opts) -> url | nil, message, condition: the
 -- WebSocket endpoint a domain advertises (XEP-0156 §3: the XRD at
 -- https://DOMAIN/.well-known/host-meta, rel urn:xmpp:alt-connections:websocket),

@@ -77,6 +77,9 @@ end
 
 function C2S:on_open(attr)
   if self.ended then return end
+  -- web.see_other_uri: this endpoint only sends clients on (RFC 7395 §3.6.1)
+  local elsewhere = self.conn.see_other_uri
+  if elsewhere then return self:redirect(elsewhere) end
   local bad, why = self.framing.check_open(attr, "jabber:client")
   if bad then return self:stream_error(bad, why) end
   if attr.version ~= "1.0" then

@@ -253,6 +253,28 @@ function Stream:on_stream_close()
   self:finish("stream closed by the peer")
 end
 
+--- s:redirect(url) -> true | nil, message: sends the client of a WebSocket
+-- stream to another endpoint (RFC 7395 §3.6.1): <close/> with its
+-- see-other-uri, then the WebSocket closing handshake (RFC 6455 §5.5.1),
+-- at any point of the stream. url: ws:// or wss:// (else an error is
+-- raised); nil, message on a stream that is not over WebSocket or has ended.
+-- Not a clean end: a session the client may resume (XEP-0198) stays
+-- resumable, through the new endpoint when it reaches this server.
+function Stream:redirect(url)
+  local ws = require "lxmpp.websocket"
+  local ok, why = ws.redirect_url(url)
+  if not ok then error("redirect: " .. why, 2) end
+  if self.framing ~= transport.websocket then
+    return nil, "see-other-uri redirects only WebSocket streams (RFC 7395 §3.6.1)"
+  end
+  if self.ended then return nil, "the stream has ended" end
+  self:log("info", "redirected to %s", url)
+  self:write(ws.see_other(url))
+  self:close_connection()
+  self:finish("redirected to " .. url)
+  return true
+end
+
 --- Closes the stream cleanly from our side (server shutdown, account removal).
 function Stream:close(cond, text)
   if cond then return self:stream_error(cond, text) end

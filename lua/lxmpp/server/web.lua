@@ -35,6 +35,9 @@ function M.check(opts)
       if type(v) ~= "string" or not v:match("^https?://[^/]+/?$") then
         error("lxmpp.server: web.public_url must be http(s)://HOST[:PORT]/", 3)
       end
+    elseif k == "see_other_uri" then
+      local ok, why = require("lxmpp.websocket").redirect_url(v)
+      if not ok then error("lxmpp.server: web.see_other_uri must be a ws:// or wss:// URL (" .. why .. ")", 3) end
     elseif k == "limits" then
       if type(v) ~= "table" then error("lxmpp.server: web.limits must be a table", 3) end
     elseif k ~= "cors_origins" then
@@ -133,7 +136,9 @@ function M.start(srv)
   end
   local secure_always = opts.consider_secure == true
   local ws = require "lxmpp.server.websocket"
-  self.websocket = function(req, res) return ws.upgrade(srv, req, res, req.secure or secure_always) end
+  self.websocket = function(req, res)
+    return ws.upgrade(srv, req, res, req.secure or secure_always, opts.see_other_uri)
+  end
   -- BOSH answers CORS preflights itself: pages of other origins use it
   local service = require("lxmpp.server.bosh").new(srv, { consider_secure = secure_always,
     cors = { origins = opts.cors_origins or "*" } })

@@ -20,10 +20,12 @@ local function refuse(res, status, text, extra)
   return res:send(status, headers, text .. "\n")
 end
 
---- websocket.upgrade(srv, req, res, secure): answers a request to the
--- WebSocket endpoint. secure: the connection is protected below the stream
--- (https, or web.consider_secure), so no STARTTLS is offered on it.
-function M.upgrade(srv, req, res, secure)
+--- websocket.upgrade(srv, req, res, secure, see_other_uri): answers a
+-- request to the WebSocket endpoint. secure: the connection is protected
+-- below the stream (https, or web.consider_secure), so no STARTTLS is
+-- offered on it. see_other_uri (web.see_other_uri): the stream answers the
+-- client's <open/> with a redirect there (RFC 7395 §3.6.1, Stream:redirect).
+function M.upgrade(srv, req, res, secure, see_other_uri)
   if req.method ~= "GET" then return refuse(res, 405, "WebSocket needs GET", { Allow = "GET" }) end
   local h = req.headers
   if not ws.has_token(h.upgrade, "websocket") or not ws.has_token(h.connection, "upgrade") then
@@ -45,6 +47,7 @@ function M.upgrade(srv, req, res, secure)
   conn:websocket({ role = "server", max_message = srv.limits.max_stanza_size, buffered = leftover })
   conn.framing = transport.websocket
   conn.encrypted = secure == true
+  conn.see_other_uri = see_other_uri
   return srv:accept(conn, "c2s")
 end
 
