@@ -110,7 +110,7 @@ describe("the server's web side", function()
 
   it("stops its listeners with the server", function()
     lxmpp.run(function()
-      local srv = lxmpp.server({ domain = "example.test", http = "127.0.0.1:0", log_level = "error" })
+      local srv = lxmpp.server({ domain = "example.test", listen = { "127.0.0.1:0" }, http = "127.0.0.1:0", log_level = "error" })
       assert(srv:start())
       local port = ports_of(srv).http
       assert.equal(404, (get(port, "/x")))
@@ -130,7 +130,7 @@ describe("the server's web side", function()
     end
     local ok, msg
     lxmpp.run(function()
-      local srv = lxmpp.server({ domain = "example.test", http = "127.0.0.1:0", static = "/nonexistent/folder",
+      local srv = lxmpp.server({ domain = "example.test", listen = { "127.0.0.1:0" }, http = "127.0.0.1:0", static = "/nonexistent/folder",
         log_level = "error" })
       ok, msg = srv:start()
     end)
