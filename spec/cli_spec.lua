@@ -49,6 +49,8 @@ describe("bin/lxmpp", function()
       { "frobnicate", "unknown command 'frobnicate'" },
       { "serve --bogus", "serve: unknown option '%-%-bogus'" },
       { "serve --listen nonsense", "bad listen address \"nonsense\"" },
+      -- the message ends where it ends (no count from gsub after it)
+      { "serve --http nowhere", "bad http address \"nowhere\" %(expected IP:PORT%)\n$" },
       { "serve --user alice", "serve: %-%-user expects NAME:VALUE" },
       { "serve --cert x.pem", "%-%-cert and %-%-key go together" },
       { "serve --domain", "serve: %-%-domain needs a value" },
