@@ -6,7 +6,9 @@
 -- chain; it never touches a socket. It talks to a *transport*: bytes in
 -- (already parsed into top-level elements), bytes out, close. TCP (plain,
 -- STARTTLS, direct TLS: lxmpp.net over csrc/net.c) is one transport;
--- M.pipe below (in-process) is another; WebSocket and BOSH are the next.
+-- M.pipe below (in-process) is another; WebSocket (conn:websocket, csrc/ws.c;
+-- client lua/lxmpp/websocket.lua) and BOSH (lua/lxmpp/bosh.lua, server
+-- lua/lxmpp/server/bosh.lua) are the others.
 --
 -- A transport t has:
 --   t:on(event, fn)        one handler per event, run synchronously:
