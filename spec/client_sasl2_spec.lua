@@ -15,8 +15,9 @@ local USERS = { alice = "alice-pw", bob = "bob-pw" }
 -- cond) and the log lines.
 local function login(port, extra, res)
   local log = {}
-  local o = { debug = true, logger = function(level, msg) log[#log + 1] = level .. " " .. msg end }
+  local o = { bind2 = true, debug = true, logger = function(level, msg) log[#log + 1] = level .. " " .. msg end }
   for k, v in pairs(extra or {}) do o[k] = v end
+  if o.auto_bind then o.bind2, o.auto_bind = nil, nil end
   local pw = USERS.alice
   if o.password == false then
     pw, o.password = nil, nil
@@ -80,6 +81,23 @@ describe("client: SASL2, Bind2 and inline stream management", function()
       local p = assert(c:ping())
       assert.truthy(p)
       c:close()
+    end)
+  end)
+
+  it("keeps an asked-for resource (SASL2, then RFC 6120 bind) unless bind2 = true; Bind2 when none is asked", function()
+    serve.run({ users = USERS }, function(_, port)
+      local c, log = login(port, { auto_bind = true })
+      assert.truthy(c)
+      assert.equal("alice@example.test/phone", c.jid)
+      assert.truthy(logged(log, "OUT <authenticate"))
+      assert.truthy(logged(log, "urn:ietf:params:xml:ns:xmpp%-bind"))
+      assert.is_true(c.sm.enabled)
+      c:close()
+      local c2, log2 = login(port, { auto_bind = true, jid = "alice@example.test" })
+      assert.truthy(c2)
+      assert.matches("^alice@example%.test/", c2.jid)
+      assert.is_nil(logged(log2, "urn:ietf:params:xml:ns:xmpp%-bind"))
+      c2:close()
     end)
   end)
 
@@ -251,6 +269,30 @@ describe("client: FAST tokens (XEP-0484)", function()
       assert.equal("not-authorized", cond)
       assert.matches("no password", msg)
       assert.is_nil(box.state.fast)                    -- invalidated
+    end)
+  end)
+
+  it("keeps the state in a file of mode 0600 (lxmpp.state_file) and logs in from it after a restart", function()
+    serve.run({ users = USERS }, function(_, port)
+      local sf = require "lxmpp.state_file"
+      local path = os.tmpname()
+      os.remove(path)
+      local c = assert(login(port, { stream_management = sf.open(path) }))
+      c:close()
+      local p = io.popen("stat -c %a " .. path)
+      local mode = p:read("l")
+      p:close()
+      assert.equal("600", mode)
+      local state = assert(sf.load(path))
+      assert.truthy(state.fast and state.fast.token)
+      local f = assert(io.open(path, "rb"))
+      local bytes = f:read("a")
+      f:close()
+      assert.is_nil(bytes:find("return", 1, true))    -- data, not Lua code
+      local c2 = assert(login(port, { password = false, stream_management = sf.open(path) }))
+      assert.truthy(c2.sasl_mechanism:match("^HT%-"))
+      c2:close()
+      os.remove(path)
     end)
   end)
 

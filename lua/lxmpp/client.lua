@@ -41,7 +41,7 @@ M.NS_CLIENT = "jabber:client"
 -- the stream management steps (they call the client's sm state).
 M.features = {
   { name = "starttls", priority = 400 },
-  { name = "sasl2", priority = 350 },   -- XEP-0388 when offered (and Bind2, FAST, inline resumption)
+  { name = "sasl2", priority = 320 },   -- XEP-0388 when offered (and Bind2, FAST, inline resumption)
   { name = "sasl", priority = 300 },
   { name = "sm", priority = 250, fn = "resume", sm = true },   -- before binding
   { name = "bind", priority = 200 },
@@ -115,7 +115,7 @@ local function check_opts(opts)
       error("lxmpp.connect: discover finds the url itself: give neither url nor transport", 3)
     end
   end
-  for _, k in ipairs({ "sasl2", "fast" }) do
+  for _, k in ipairs({ "sasl2", "fast", "bind2" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "boolean" then error("lxmpp.connect: " .. k .. " must be a boolean", 3) end
   end
   local ua = opts.user_agent

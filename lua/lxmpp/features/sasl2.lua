@@ -203,7 +203,11 @@ function M.negotiate(client, features)
   want.resume = sm and sm:resumable() and inline:get_child("sm", NS_SM) ~= nil
   -- a session to resume comes first: Bind2 only beside an inline <resume/>
   -- (XEP-0198 §"SASL2 And BIND2 Interaction"), else after a classic one
-  if bind_el and (want.resume or not (sm and sm:resumable())) then
+  -- Bind2 makes its own resource from ours (XEP-0386 §"Resource identifier
+  -- generation"): only when we asked for none, or with bind2 = true
+  local bind2 = opts.bind2
+  if bind2 == nil then bind2 = client.requested_resource == nil end
+  if bind_el and bind2 and (want.resume or not (sm and sm:resumable())) then
     want.bind = true
     local bi = bind_el:get_child("inline")
     local function bind_offers(var)
