@@ -350,6 +350,12 @@ function M.negotiate(client, features)
   local mechs = features:get_child("mechanisms", NS_SASL)
   if not mechs then return client:fail("the server offers no SASL authentication", "undefined-condition") end
   local offered, server_cb = M.offer(features, mechs)
+  local o = client.opts
+  if o.password == nil and o.mechanism ~= "EXTERNAL" and o.mechanism ~= "ANONYMOUS" then
+    -- started with a saved FAST token only (features/sasl2.lua)
+    return client:fail("no password was given, and the server offers no SASL2 to use the saved FAST token with",
+      "not-authorized")
+  end
   local ok, msg, cond = M.authenticate(client, offered, server_cb, CLASSIC)
   if not ok then return client:fail(msg, cond) end
   client.authenticated = true

@@ -62,11 +62,22 @@ local function cb_data(client, mech)
   return client.conn:channel_binding(t)
 end
 
+-- May an HT mechanism be used, given the channel_binding option? (false:
+-- only the unbound one; true or a type: only a bound one, of that type.)
+local function fast_allowed(client, mech)
+  local cbo, t = client.opts.channel_binding, CB_OF[mech]
+  if t == nil then return false end
+  if cbo == false then return t == false end
+  if cbo == true then return t ~= false end
+  if type(cbo) == "string" then return t == cbo end
+  return true
+end
+
 -- The HT mechanism to ask a token for: the best one offered whose binding
 -- this stream has (XEP-0440 order: tls-exporter, then tls-server-end-point).
 local function fast_choice(client, offered)
   for _, m in ipairs(M.FAST_ORDER) do
-    if contains(offered, m) and cb_data(client, m) then return m end
+    if contains(offered, m) and fast_allowed(client, m) and cb_data(client, m) then return m end
   end
   return nil
 end
@@ -219,13 +230,16 @@ function M.negotiate(client, features)
     -- carbons, when this client had them on (a session that could not be resumed)
     want.carbons = client:plugin_loaded("carbons") and client.carbons.enabled == true and bind_offers(NS_CARBONS)
   end
-  local fast_el = opts.fast ~= false and inline:get_child("fast", NS_FAST)
+  -- (an explicit mechanism is that mechanism only: no token)
+  local fast_el = opts.fast ~= false and not opts.mechanism and inline:get_child("fast", NS_FAST)
   local fast_offered = {}
   if fast_el then for m in fast_el:childtags("mechanism") do fast_offered[#fast_offered + 1] = m:get_text() end end
   -- 1. a FAST token we hold, when still valid and its mechanism offered
   local tok = fast_el and login.fast
-  if tok and (tok.expiry <= os_time() or not contains(fast_offered, tok.mechanism)) then
-    login.fast, tok = nil, nil
+  if tok and tok.expiry <= os_time() then
+    login.fast, tok = nil, nil               -- expired: of no use anywhere
+  elseif tok and not (contains(fast_offered, tok.mechanism) and fast_allowed(client, tok.mechanism)) then
+    tok = nil                                -- kept, not usable on this stream
   end
   if tok then
     want.fast = true
