@@ -184,6 +184,23 @@ describe("client: SASL2, Bind2 and inline stream management", function()
   end)
 end)
 
+describe("client: carbons inline in Bind2", function()
+  it("enables carbons again inside Bind2 when the session they were on could not be resumed", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local c, log = login(port)
+      assert.truthy(c)
+      assert.truthy(c:enable_carbons())
+      local iqs = count(log, "OUT <iq[^\n]*urn:xmpp:carbons:2")
+      c.sm.id = "no-such-session"
+      assert.is_false(bounce(c))
+      assert.is_true(srv:session(c.jid).carbons == true)
+      assert.equal(iqs, count(log, "OUT <iq[^\n]*urn:xmpp:carbons:2"))   -- no second <enable/> iq
+      assert.is_true(c.carbons.enabled)
+      c:close()
+    end)
+  end)
+end)
+
 describe("client: FAST tokens (XEP-0484)", function()
   it("requests a token, keeps it with its expiry in the state, and never logs it", function()
     serve.run({ users = USERS }, function(_, port)
