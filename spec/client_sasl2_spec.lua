@@ -384,6 +384,11 @@ describe("client: SCRAM downgrade protection (XEP-0474)", function()
     end
   end
 
+  it("hashes as XEP-0474's example does", function()
+    assert.equal("G6k/rBLDqgOhRRaCuuatSDFkJ08=", require("lxmpp.features.sasl").ssdp_hash(
+      { "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1" }, { "tls-server-end-point", "tls-exporter" }, "sha1"))
+  end)
+
   for _, sasl2 in ipairs({ true, false }) do
     it("aborts the login when mechanisms were removed (" .. (sasl2 and "SASL2" or "RFC 6120 SASL") .. ")", function()
       serve.run({ users = USERS }, function(srv)
