@@ -26,7 +26,7 @@ end
 function M.load(path)
   local f = io_open(path, "rb")
   if not f then return nil end
-  local bytes = f:read("a")
+  local bytes = f:read("*a")
   f:close()
   if bytes == "" then return nil end
   local ok, v = pcall(codec.decode, bytes)

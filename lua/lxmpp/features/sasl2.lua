@@ -42,9 +42,10 @@ local CB_OF = { ["HT-SHA-256-EXPR"] = "tls-exporter", ["HT-SHA-256-ENDP"] = "tls
 --- M.uuid4() -> a random UUID (RFC 9562 version 4), lower case.
 function M.uuid4()
   local b = { core.random(16):byte(1, 16) }
-  b[7] = (b[7] & 0x0f) | 0x40
-  b[9] = (b[9] & 0x3f) | 0x80
-  local hex = ("%02x"):rep(16):format(table.unpack(b))
+  b[7] = b[7] % 16 + 0x40            -- version 4 (arithmetic: no 5.3 bit operators)
+  b[9] = b[9] % 64 + 0x80            -- variant 10
+  for i = 1, 16 do b[i] = ("%02x"):format(b[i]) end
+  local hex = table.concat(b)
   return hex:sub(1, 8) .. "-" .. hex:sub(9, 12) .. "-" .. hex:sub(13, 16) .. "-" .. hex:sub(17, 20) .. "-"
     .. hex:sub(21)
 end
