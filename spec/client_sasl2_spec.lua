@@ -421,3 +421,80 @@ describe("client: SCRAM downgrade protection (XEP-0474)", function()
     end)
   end)
 end)
+
+describe("client: a hostile SASL2 server", function()
+  local transport = require "lxmpp.transport"
+  local core = require "lxmpp.core"
+  local NS2 = "urn:xmpp:sasl:2"
+  local FEATURES = "<stream:features><authentication xmlns='" .. NS2 .. "'><mechanism>PLAIN</mechanism>" ..
+    "<inline><bind xmlns='urn:xmpp:bind:0'/><sm xmlns='urn:xmpp:sm:3'/><fast xmlns='urn:xmpp:fast:0'>" ..
+    "<mechanism>HT-SHA-256-NONE</mechanism></fast></inline></authentication></stream:features>"
+
+  -- A scripted server on an in-process pipe: answer(s) -> the XML to write
+  -- back to each element the client sends. seen: what it got.
+  local function scripted(answer, seen)
+    return function()
+      local a, b = transport.pipe()
+      b:on("open", function()
+        b:write("<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
+          "xmlns:stream='http://etherx.jabber.org/streams' from='example.test' id='s1' version='1.0'>" .. FEATURES)
+      end)
+      b:on("stanza", function(s)
+        seen[#seen + 1] = s
+        local out = answer(s)
+        if out then b:write(out) end
+      end)
+      b:parse()
+      return a
+    end
+  end
+
+  local function connect(answer, seen, extra)
+    local o = { jid = "alice@example.test", password = "pw", transport = scripted(answer, seen), reconnect = false }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    local c, msg, cond
+    lxmpp.run(function() c, msg, cond = lxmpp.connect(o) end)
+    return c, msg, cond
+  end
+
+  it("refuses a success for another account", function()
+    local seen = {}
+    local c, msg, cond = connect(function(s)
+      if s.name == "authenticate" then
+        return "<success xmlns='" .. NS2 .. "'><authorization-identifier>mallory@example.test/x" ..
+          "</authorization-identifier></success>"
+      end
+    end, seen)
+    assert.is_nil(c)
+    assert.equal("bad-format", cond)
+    assert.matches("another identity", msg)
+  end)
+
+  it("refuses a FAST success without the server's proof of the token", function()
+    local seen = {}
+    local state = { inbound = 0, acked = 0, queue = {}, ua_id = "0f1e2d3c-4b5a-4697-8877-665544332211",
+      fast = { token = "secret-token", mechanism = "HT-SHA-256-NONE", expiry = os.time() + 3600 } }
+    local c, msg, cond = connect(function(s)
+      if s.name == "authenticate" then
+        return "<success xmlns='" .. NS2 .. "'><additional-data>" .. core.base64_encode("not the proof") ..
+          "</additional-data><authorization-identifier>alice@example.test/x</authorization-identifier></success>"
+      end
+    end, seen, { stream_management = { state = state } })
+    assert.is_nil(c)
+    assert.equal("not-authorized", cond)
+    assert.matches("FAST proof", msg)
+    assert.equal("HT-SHA-256-NONE", seen[1].attr.mechanism)
+  end)
+
+  it("aborts when the server asks for a task it never offered", function()
+    local seen = {}
+    local c, msg, cond = connect(function(s)
+      if s.name == "authenticate" then
+        return "<continue xmlns='" .. NS2 .. "'><tasks><task>HOTP-EXAMPLE</task></tasks></continue>"
+      end
+    end, seen)
+    assert.is_nil(c)
+    assert.equal("bad-format", cond)
+    assert.matches("continue", msg)
+  end)
+end)
