@@ -16,6 +16,9 @@
 --   fast:    STARTTLS, one SASL2 <authenticate/> with HT-SHA-256-NONE and
 --            an inline <resume/> (4 round trips)
 --   tls:     STARTTLS only, then closed: the part both share (3 round trips)
+--   lx-classic, lx-fast: the same two through the lxmpp client's own
+--            reconnection (lxmpp.connect with sasl2 = false, and with its
+--            defaults: SASL2, the FAST token, inline resumption)
 -- The series alternate in rounds of 50 so that all see the same machine.
 -- Wall time is the client's, from connect to <resumed/>; the client's own
 -- SCRAM work (PBKDF2) is in it, as a real client's is.
@@ -126,14 +129,40 @@ local function tls_only()
   r:close()
 end
 
-local KINDS = { classic = classic, fast = fast, tls = tls_only }
-local ORDER = { "classic", "fast", "tls" }
-local TRIPS = { classic = 7, fast = 4, tls = 3 }
+-- The lxmpp client itself (lxmpp.connect), its link dropped and restored
+-- by its own reconnection: with SASL2, its FAST token and an inline
+-- <resume/> ("lx-fast"), or with sasl2 = false: RFC 6120 SASL, a stream
+-- restart and <resume/> ("lx-classic"). Wall time: from the drop to the
+-- "reconnected" event (resumed).
+local clients = {}
+local function lx_client(sasl2)
+  local c = assert(lxmpp.connect({ jid = "u1@" .. DOMAIN, password = PASSWORD, host = "127.0.0.1", port = port,
+    cafile = p.ca, sasl2 = sasl2, reconnect = { delay = 0.001, max_delay = 0.01 } }))
+  local w
+  c:on("reconnected", function(resumed)
+    if not resumed then die("the lxmpp client did not resume") end
+    if w then w:wake() end
+  end)
+  return { c = c, bounce = function()
+    w = lxmpp.task.waiter("bench")
+    c.conn:abort()
+    w:wait()
+  end }
+end
+local function lx_fast() clients.fast.bounce() end
+local function lx_classic() clients.classic.bounce() end
+
+local KINDS = { classic = classic, fast = fast, tls = tls_only, ["lx-classic"] = lx_classic, ["lx-fast"] = lx_fast }
+local ORDER = { "classic", "fast", "tls", "lx-classic", "lx-fast" }
+local TRIPS = { classic = 7, fast = 4, tls = 3, ["lx-classic"] = 7, ["lx-fast"] = 4 }
 local totals = {}
 for _, k in ipairs(ORDER) do totals[k] = { cpu = 0, wall = 0 } end
 lxmpp.run(function()
   first_login()
-  for _ = 1, 5 do classic(); fast() end          -- warm up
+  clients.fast, clients.classic = lx_client(nil), lx_client(false)
+  if not clients.fast.c.login.fast then die("the lxmpp client got no FAST token") end
+  for _ = 1, 5 do classic(); fast(); lx_classic(); lx_fast() end          -- warm up
+  if not clients.fast.c.sasl_mechanism:match("^HT%-") then die("the lxmpp client did not use its token") end
   local done = 0
   while done < N do
     local n = math.min(ROUND, N - done)
@@ -148,6 +177,8 @@ lxmpp.run(function()
     end
     done = done + n
   end
+  clients.fast.c:close()
+  clients.classic.c:close()
 end)
 os.execute("kill " .. pid)
 server:close()
@@ -155,11 +186,14 @@ server:close()
 local model, ncpu = common.cpu()
 print(("reconnect: %d reconnections of each kind, %s, %s (%d CPUs)"):format(N, common.lua_version(),
   model or "unknown CPU", ncpu))
-print(("%-8s %7s %22s %20s"):format("kind", "trips", "server CPU/reconnect", "wall/reconnect"))
+print(("%-10s %5s %22s %20s"):format("kind", "trips", "server CPU/reconnect", "wall/reconnect"))
 for _, kind in ipairs(ORDER) do
   local t = totals[kind]
-  print(("%-8s %7d %19.3f ms %17.3f ms"):format(kind, TRIPS[kind], t.cpu / N / 1e6, t.wall / N * 1e3))
+  print(("%-10s %5d %19.3f ms %17.3f ms"):format(kind, TRIPS[kind], t.cpu / N / 1e6, t.wall / N * 1e3))
 end
 local c, f, t = totals.classic.cpu, totals.fast.cpu, totals.tls.cpu
 print(("server CPU: classic / fast = %.2f; beyond TLS (authentication and resumption): classic / fast = %.1f"):format(
   c / f, (c - t) / math.max(f - t, 1)))
+local lc, lf = totals["lx-classic"], totals["lx-fast"]
+print(("lxmpp client: server CPU lx-classic / lx-fast = %.2f, wall lx-classic / lx-fast = %.2f"):format(
+  lc.cpu / lf.cpu, lc.wall / lf.wall))

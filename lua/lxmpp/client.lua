@@ -41,6 +41,7 @@ M.NS_CLIENT = "jabber:client"
 -- the stream management steps (they call the client's sm state).
 M.features = {
   { name = "starttls", priority = 400 },
+  { name = "sasl2", priority = 320 },   -- XEP-0388 when offered (and Bind2, FAST, inline resumption)
   { name = "sasl", priority = 300 },
   { name = "sm", priority = 250, fn = "resume", sm = true },   -- before binding
   { name = "bind", priority = 200 },
@@ -66,7 +67,12 @@ local function check_opts(opts)
   local mech = opts.mechanism
   if mech ~= "ANONYMOUS" and mech ~= "EXTERNAL" then
     if not node then error("lxmpp.connect: the jid needs a local part (user@domain)", 3) end
-    if type(opts.password) ~= "string" then error("lxmpp.connect: password must be a string", 3) end
+    local sm_o = opts.stream_management
+    local token = type(sm_o) == "table" and type(sm_o.state) == "table" and sm_o.state.fast
+    -- (a saved XEP-0484 token may stand in for it: features/sasl2.lua)
+    if type(opts.password) ~= "string" and not (opts.password == nil and token and opts.fast ~= false) then
+      error("lxmpp.connect: password must be a string", 3)
+    end
   end
   local tls = opts.tls or "starttls"
   if not TLS_MODES[tls] then error("lxmpp.connect: tls must be \"starttls\", \"direct\" or \"none\"", 3) end
@@ -109,6 +115,21 @@ local function check_opts(opts)
       error("lxmpp.connect: discover finds the url itself: give neither url nor transport", 3)
     end
   end
+  for _, k in ipairs({ "sasl2", "fast", "bind2" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "boolean" then error("lxmpp.connect: " .. k .. " must be a boolean", 3) end
+  end
+  local ua = opts.user_agent
+  if ua ~= nil then
+    if type(ua) ~= "table" then error("lxmpp.connect: user_agent must be a table", 3) end
+    for _, k in ipairs({ "id", "software", "device" }) do
+      if ua[k] ~= nil and type(ua[k]) ~= "string" then
+        error("lxmpp.connect: user_agent." .. k .. " must be a string", 3)
+      end
+    end
+    if ua.id and not (#ua.id <= 64 and ua.id:match("^[%x%-]+$")) then
+      error("lxmpp.connect: user_agent.id must be a UUID (XEP-0388)", 3)
+    end
+  end
   check_plugins(opts.plugins)
   local bad = require("lxmpp.features.sasl").check_options(opts.channel_binding, mech)
   if bad then error("lxmpp.connect: " .. bad, 3) end
@@ -125,6 +146,9 @@ function M.new(opts)
   self.requested_resource = resource or opts.resource
   self.bare_jid = node and jid.join(node, domain) or domain
   self.tls_mode = tls
+  -- what a login keeps between connections (features/sasl2.lua; saved
+  -- with the stream management state)
+  self.login = { ua_id = opts.user_agent and opts.user_agent.id and opts.user_agent.id:lower() }
   if opts.stream_management ~= false then
     local sm = require("lxmpp.features.sm").new(self, opts.stream_management)
     self.sm = sm
@@ -180,7 +204,7 @@ for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn
   online closing closed_reason close_waiter remote_closed drain_waiters reader inbound offline ofirst olast
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
   last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting backoff_waiter sasl_mechanism
-  scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups
+  scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups login next_features
   blocked caps_node]]):gmatch("%S+") do
   RESERVED[name] = true
 end
@@ -421,20 +445,28 @@ local function negotiate(self)
     if not ok then return nil, msg, cond end
   end
   for _ = 1, 10 do                       -- restarts: TLS, SASL (and a margin)
-    local features, msg, cond = open(self)
-    if not features then return nil, msg, cond end
+    -- features that came without a restart (after a SASL2 success,
+    -- XEP-0388 §2.6.1), or those of a new stream
+    local features = self.next_features
+    self.next_features = nil
+    if not features then
+      local msg, cond
+      features, msg, cond = open(self)
+      if not features then return nil, msg, cond end
+    end
     self.stream_features = features
-    -- each feature returns "restart", or false (via client:fail) to end the
-    -- negotiation; one that has nothing (more) to do returns nothing and the
-    -- next one runs
+    -- each feature returns "restart", "features" (self.next_features are
+    -- to be negotiated on the same stream), or false (via client:fail) to
+    -- end the negotiation; one that has nothing (more) to do returns
+    -- nothing and the next one runs
     local r = self.bus:fire("features", features)
     if r == false then return nil, self.neg_error[1], self.neg_error[2] end
-    if r ~= "restart" then
+    if r ~= "restart" and r ~= "features" then
       if not self.bound then return nil, "the server offered no way to bind a resource", "undefined-condition" end
       session.internal.finish_negotiation(self)
       return true
     end
-    self.conn:restart()
+    if r == "restart" then self.conn:restart() end
   end
   return nil, "too many stream restarts", "policy-violation"
 end

@@ -156,10 +156,18 @@ local list = {
     modules = { "lxmpp.resolve", "lxmpp.client" } },
   { xep = 368, name = "SRV records for XMPP over TLS", version = "1.1.0", side = "server", status = "partial",
     modules = { "lxmpp.server" }, notes = "direct TLS listeners (tls_listen)" },
+  { xep = 386, name = "Bind 2", version = "1.1.0", side = "client", status = "partial",
+    modules = { "lxmpp.features.sasl2" },
+    notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable " ..
+      "and carbons (when they were on); c.jid from the authorization identifier" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "partial",
     modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind" },
     notes = "resource from the tag and the user-agent id; inline carbons and XEP-0198 enable; " ..
       "no XEP-0313 metadata, offline messages not cleared, no XEP-0352" },
+  { xep = 388, name = "Extensible SASL Profile", version = "1.0.4", side = "client", status = "partial",
+    modules = { "lxmpp.features.sasl2", "lxmpp.features.sasl" },
+    notes = "when offered over TLS (`sasl2 = false` turns it off); the classic mechanism and channel-binding " ..
+      "choice; a user-agent id kept in the saved state; XEP-0198 resumption inline; no tasks" },
   { xep = 388, name = "Extensible SASL Profile", version = "1.0.4", side = "server", status = "partial",
     modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.sasl" },
     notes = "over TLS, the classic mechanisms and limits; Bind2, XEP-0198 resumption and FAST inline; no tasks" },
@@ -170,12 +178,19 @@ local list = {
     status = "complete", modules = { "lxmpp.server.c2s", "lxmpp.features.sasl" },
     notes = "server: the -PLUS types of each connection (tls-exporter, tls-server-end-point, tls-unique); " ..
       "client: binds with the best advertised type; `channel_binding` on both" },
-  { xep = 474, name = "SASL SCRAM Downgrade Protection", version = "0.5.0", side = "server", status = "complete",
-    modules = { "lxmpp.server.features.sasl" }, notes = "h= in every SCRAM exchange, classic SASL and SASL2; `ssdp`" },
+  { xep = 474, name = "SASL SCRAM Downgrade Protection", version = "0.5.0", side = "both", status = "complete",
+    modules = { "lxmpp.server.features.sasl", "lxmpp.features.sasl" },
+    notes = "server: h= in every SCRAM exchange, classic SASL and SASL2; `ssdp`; client: an h= that does not " ..
+      "match the advertised mechanisms and types aborts the login" },
   { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "server",
     status = "partial", modules = { "lxmpp.server.fast", "lxmpp.server.features.sasl2" },
     notes = "HT-SHA-256-NONE/-ENDP/-UNIQ/-EXPR; rotation, invalidation, revocation on password change; " ..
       "no TLS 0-RTT" },
+  { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "client",
+    status = "partial", modules = { "lxmpp.features.sasl2", "lxmpp.state_file" },
+    notes = "HT-SHA-256-EXPR/-ENDP/-NONE; token kept in the saved state (`lxmpp.state_file`: mode 0600), used on " ..
+      "reconnection and at the next start, rotated; a refused token is forgotten and the password used; " ..
+      "`fast = false`; no TLS 0-RTT" },
 }
 
 local function markdown()

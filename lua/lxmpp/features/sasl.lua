@@ -165,10 +165,55 @@ local function binding_types(client)
   return out
 end
 
--- One SASL exchange. true, or nil, message, condition [, refusal] where
--- refusal = { text =, condition =, proof_sent = } when the server sent
--- <failure/> (rather than our side giving up).
-local function exchange(client, mech, cb_type, offers_plus)
+-- How an exchange is written (RFC 6120 §6.4 or XEP-0388 §2.4): the
+-- first element, the namespace of the rest, where the server's final data
+-- is. features/sasl2.lua makes the other wire.
+local CLASSIC = { ns = NS_SASL }
+function CLASSIC.auth(client, mech, first)
+  return client:write_stanza(st.stanza("auth", { xmlns = NS_SASL, mechanism = mech }):text(payload(first)))
+end
+function CLASSIC.final_data(s) return s:get_text() end
+M.CLASSIC = CLASSIC
+
+--- M.ssdp_hash(mechs, cb_types, hash): XEP-0474 §"Server Sends Downgrade
+-- Protection Hash": base64 of the hash of the mechanism names, sorted and
+-- joined by %x1E, then (when XEP-0440 types were advertised) %x1F and the
+-- types sorted and joined alike.
+function M.ssdp_hash(mechs, cb_types, hash)
+  local function sorted(list)
+    local out = {}
+    for i, v in ipairs(list) do out[i] = v end
+    table.sort(out)
+    return table.concat(out, "\30")
+  end
+  local s = sorted(mechs)
+  if cb_types then s = s .. "\31" .. sorted(cb_types) end
+  return core.base64_encode(core.hash(hash, s))
+end
+
+-- XEP-0474: when the server-first message of a SCRAM exchange carries h=,
+-- it must be the hash of what the features showed us; anything else means
+-- someone removed mechanisms or channel-binding types on the way.
+local function ssdp_check(mech, data, seen)
+  local h = data:match("^[^,]*,") and data:match(",h=([^,]*)")
+  if not h or not seen then return true end
+  local alg = mech:match("^SCRAM%-SHA%-(%d+)")
+  alg = alg and (alg == "1" and "sha1" or "sha" .. alg)
+  if not alg then return true end
+  local ok, want = pcall(M.ssdp_hash, seen.offered, seen.server_cb, alg)
+  if ok and want == h then return true end
+  return nil, "downgrade detected (XEP-0474): the mechanisms or channel-binding types the server signed are "
+    .. "not those its features showed; someone altered them on the way", "not-authorized"
+end
+
+-- One SASL exchange over `wire` (CLASSIC or features/sasl2.lua's). true,
+-- the final element, or nil, message, condition [, refusal] where refusal
+-- = { text =, condition =, proof_sent = } when the server sent <failure/>
+-- (rather than our side giving up). seen: { offered =, server_cb = } for
+-- the XEP-0474 check.
+local function exchange(client, mech, cb_type, offers_plus, wire, seen)
+  wire = wire or CLASSIC
+  local NS = wire.ns
   local opts = client.opts
   local cb_data
   if cb_type then cb_data = assert(client.conn:channel_binding(cb_type)) end
@@ -182,36 +227,43 @@ local function exchange(client, mech, cb_type, offers_plus)
   first, msg, cond = sasl:step(nil)
   if not first then return nil, msg, cond end
   local ok
-  ok, msg, cond = client:write_stanza(st.stanza("auth", { xmlns = NS_SASL, mechanism = mech }):text(payload(first)))
+  ok, msg, cond = wire.auth(client, mech, first)
   if not ok then return nil, msg, cond end
   local responses = 0
   while true do
     local s
     s, msg, cond = client:read()
     if not s then return nil, msg, cond end
-    if s.attr.xmlns ~= NS_SASL then return nil, "unexpected <" .. s.name .. "> during SASL", "bad-format" end
+    if s.attr.xmlns ~= NS then return nil, "unexpected <" .. s.name .. "> during SASL", "bad-format" end
     if s.name == "challenge" then
       local data, derr = decode(s:get_text())
       if not data then
-        client:write_stanza(st.stanza("abort", { xmlns = NS_SASL }))
+        client:write_stanza(st.stanza("abort", { xmlns = NS }))
         return nil, "malformed base64 in the server's challenge: " .. tostring(derr), "incorrect-encoding"
+      end
+      if responses == 0 and mech:match("^SCRAM%-") then
+        ok, msg, cond = ssdp_check(mech, data, seen)
+        if not ok then
+          client:write_stanza(st.stanza("abort", { xmlns = NS }))
+          return nil, msg, cond
+        end
       end
       local resp
       resp, msg, cond = sasl:step(data)
       if not resp then
-        client:write_stanza(st.stanza("abort", { xmlns = NS_SASL }))
+        client:write_stanza(st.stanza("abort", { xmlns = NS }))
         return nil, msg, cond
       end
       responses = responses + 1
-      client:write_stanza(st.stanza("response", { xmlns = NS_SASL }):text(payload(resp)))
+      client:write_stanza(st.stanza("response", { xmlns = NS }):text(payload(resp)))
     elseif s.name == "success" then
-      local data, derr = decode(s:get_text())
+      local data, derr = decode(wire.final_data(s))
       if not data then return nil, "malformed base64 in <success/>: " .. tostring(derr), "incorrect-encoding" end
       -- SCRAM: the server's signature must verify, or this is not our server
       ok, msg, cond = sasl:finish(data ~= "" and data or nil)
       if not ok then return nil, msg, cond end
       client.scram_keys = sasl.keys and sasl:keys() or nil
-      return true
+      return true, s
     elseif s.name == "failure" then
       local fcond = s.tags[1] and s.tags[1].name ~= "text" and s.tags[1].name or "not-authorized"
       local text = s:get_child_text("text")
@@ -219,6 +271,8 @@ local function exchange(client, mech, cb_type, offers_plus)
       return nil, "authentication failed: " .. (text or fcond), fcond,
         { text = text, condition = fcond, proof_sent = responses > 0 }
     else
+      -- (SASL2's <continue/>: we take on no tasks, XEP-0388 §2.5)
+      client:write_stanza(st.stanza("abort", { xmlns = NS }))
       return nil, "unexpected <" .. s.name .. "> during SASL", "bad-format"
     end
   end
@@ -236,18 +290,28 @@ function M.binding_refused(refusal)
     and refusal.condition ~= "temporary-auth-failure" and refusal.condition ~= "credentials-expired"
 end
 
-function M.negotiate(client, features)
-  if client.authenticated then return nil end
-  local mechs = features:get_child("mechanisms", NS_SASL)
-  if not mechs then return client:fail("the server offers no SASL authentication", "undefined-condition") end
+--- M.offer(features, list) -> offered mechanism names, XEP-0440 types
+-- (nil when the server lists none): list is the element holding the
+-- <mechanism/>s (<mechanisms/>, or SASL2's <authentication/>).
+function M.offer(features, list)
   local offered = {}
-  for m in mechs:childtags("mechanism") do offered[#offered + 1] = m:get_text() end
+  for m in list:childtags("mechanism") do offered[#offered + 1] = m:get_text() end
   local server_cb
   local cbt = features:get_child("sasl-channel-binding", NS_SASL_CB)
   if cbt then
     server_cb = {}
     for c in cbt:childtags("channel-binding") do server_cb[#server_cb + 1] = c.attr.type end
   end
+  return offered, server_cb
+end
+
+M.binding_types = binding_types
+
+--- M.authenticate(client, offered, server_cb, wire) -> true, final element
+-- | nil, message, condition: the password exchange of either profile,
+-- with the same choice of mechanism and channel binding (M.plan) and the
+-- same single retry without -PLUS.
+function M.authenticate(client, offered, server_cb, wire)
   local opts = client.opts
   local plan, reason, pcond = M.plan(offered, server_cb, {
     password = type(opts.password) == "string",
@@ -256,13 +320,14 @@ function M.negotiate(client, features)
     mechanism = opts.mechanism,
     channel_binding = opts.channel_binding,
   })
-  if not plan then return client:fail(reason, pcond) end
+  if not plan then return nil, reason, pcond end
+  local seen = { offered = offered, server_cb = server_cb }
   local mech, cb_type = plan.mechanism, plan.cb_type
   if client.debug then
     client:log("debug", "SASL mechanism %s%s", mech, is_plus(mech) and (" bound to " .. tostring(cb_type)) or "")
   end
   client.channel_binding_refused = nil
-  local ok, msg, cond, refusal = exchange(client, mech, cb_type, plan.offers_plus)
+  local ok, msg, cond, refusal = exchange(client, mech, cb_type, plan.offers_plus, wire, seen)
   if not ok and plan.fallback and M.binding_refused(refusal) then
     if not client.told_binding_refused then     -- once per client, not on every reconnection
       client.told_binding_refused = true
@@ -272,11 +337,27 @@ function M.negotiate(client, features)
     end
     client.channel_binding_refused = cb_type
     mech, cb_type = plan.fallback.mechanism, plan.fallback.cb_type
-    ok, msg, cond = exchange(client, mech, cb_type, false)
+    ok, msg, cond = exchange(client, mech, cb_type, false, wire, seen)
   end
-  if not ok then return client:fail(msg, cond) end
+  if not ok then return nil, msg, cond end
   client.sasl_mechanism = mech
   client.channel_binding = is_plus(mech) and cb_type or false
+  return true, msg
+end
+
+function M.negotiate(client, features)
+  if client.authenticated then return nil end
+  local mechs = features:get_child("mechanisms", NS_SASL)
+  if not mechs then return client:fail("the server offers no SASL authentication", "undefined-condition") end
+  local offered, server_cb = M.offer(features, mechs)
+  local o = client.opts
+  if o.password == nil and o.mechanism ~= "EXTERNAL" and o.mechanism ~= "ANONYMOUS" then
+    -- started with a saved FAST token only (features/sasl2.lua)
+    return client:fail("no password was given, and the server offers no SASL2 to use the saved FAST token with",
+      "not-authorized")
+  end
+  local ok, msg, cond = M.authenticate(client, offered, server_cb, CLASSIC)
+  if not ok then return client:fail(msg, cond) end
   client.authenticated = true
   return "restart"
 end

@@ -36,12 +36,20 @@ local counts = M.counts
 local SM = {}
 SM.__index = SM
 
+-- A saved state (SM:state): the XEP-0198 session (id absent when there is
+-- none to resume), and the login's own part (features/sasl2.lua): the
+-- XEP-0388 user-agent id and the XEP-0484 token.
 local function check_state(state)
-  if type(state) ~= "table" or type(state.id) ~= "string" or type(state.jid) ~= "string"
-      or math_type(state.inbound) ~= "integer" or math_type(state.acked) ~= "integer"
-      or type(state.queue) ~= "table" then
-    error("lxmpp.connect: stream_management.state is not a state saved by lxmpp", 4)
+  local bad = type(state) ~= "table" or (state.id ~= nil and type(state.id) ~= "string")
+    or (state.id ~= nil and type(state.jid) ~= "string") or (state.jid ~= nil and type(state.jid) ~= "string")
+    or math_type(state.inbound) ~= "integer" or math_type(state.acked) ~= "integer"
+    or type(state.queue) ~= "table" or (state.ua_id ~= nil and type(state.ua_id) ~= "string")
+  local f = type(state) == "table" and state.fast
+  if f ~= nil and (type(f) ~= "table" or type(f.token) ~= "string" or type(f.mechanism) ~= "string"
+      or math_type(f.expiry) ~= "integer") then
+    bad = true
   end
+  if bad then error("lxmpp.connect: stream_management.state is not a state saved by lxmpp", 4) end
   for _, x in ipairs(state.queue) do
     if type(x) ~= "string" then error("lxmpp.connect: stream_management.state.queue holds a non-string", 4) end
   end
@@ -71,12 +79,19 @@ function M.new(client, opts)
   if state ~= nil then
     check_state(state)
     -- a session belongs to one account (XEP-0198 §9)
-    if client.node and not jid.equal(jid.bare(state.jid) or "", client.bare_jid) then
+    if client.node and state.jid and not jid.equal(jid.bare(state.jid) or "", client.bare_jid) then
       error("lxmpp.connect: stream_management.state belongs to " .. state.jid .. ", not " .. client.bare_jid, 3)
     end
-    self.id, self.jid, self.max = state.id, state.jid, state.max
-    smcore.init(self, state.inbound, state.acked)
-    for _, xml in ipairs(state.queue) do smcore.sent(self, xml) end
+    if state.id then
+      self.id, self.jid, self.max = state.id, state.jid, state.max
+      smcore.init(self, state.inbound, state.acked)
+      for _, xml in ipairs(state.queue) do smcore.sent(self, xml) end
+    end
+    local login = client.login
+    login.ua_id = login.ua_id or state.ua_id
+    local f = state.fast
+    login.fast = f and { token = f.token, mechanism = f.mechanism, expiry = f.expiry } or nil
+    login.saved = login.saved or state.ua_id ~= nil or f ~= nil
   end
   return self
 end
@@ -86,11 +101,22 @@ function SM:unacked() return self.q.n end
 --- Can this session be resumed on a new connection?
 function SM:resumable() return self.id ~= nil end
 
---- The state a store keeps to resume after a restart (nil: nothing to keep).
+--- The state a store keeps to resume after a restart (nil: nothing to
+-- keep): the XEP-0198 session, and what features/sasl2.lua keeps of the
+-- login (the user-agent id, the FAST token: a secret, docs/api.md).
 function SM:state()
-  if not self.id then return nil end
-  return { id = self.id, jid = self.jid, max = self.max, inbound = self.handled, acked = self.acked,
-    queue = self.q:list() }
+  local login = self.client.login
+  if not self.id and not login.saved then return nil end
+  local f = login.fast
+  local st_ = { id = self.id, jid = self.id and self.jid or nil, max = self.max,
+    inbound = self.id and self.handled or 0, acked = self.id and self.acked or 0,
+    queue = self.id and self.q:list() or {} }
+  if login.saved then
+    st_.jid = st_.jid or self.client.bare_jid
+    st_.ua_id = login.ua_id
+    st_.fast = f and { token = f.token, mechanism = f.mechanism, expiry = f.expiry } or nil
+  end
+  return st_
 end
 
 function SM:save()
@@ -246,31 +272,23 @@ local function read_answer(client)
   end
 end
 
---- Before binding, on a reconnection: <resume/>.
-function SM:resume(features)
+--- The server's <failed/> to a resumption (here or inline in SASL2,
+-- XEP-0198 §"SASL2 And BIND2 Interaction"): what it says it handled is
+-- taken, the rest goes to the application; a new session is bound.
+function SM:resume_failed(s)
+  local fcond = failure_condition(s)
+  -- a server may say how many it handled before the session ended
+  if s.attr.h and self:unacked() > 0 then
+    local h = smcore.parse_h(s.attr.h)
+    if h and smcore.covers(self, h) then self:ack(s.attr.h) end
+  end
+  self:abandon("the server could not resume the session (" .. fcond .. ")", fcond)
+end
+
+--- The server's <resumed/> (here or inline in SASL2): the old session
+-- goes on. nil, or client:fail's false.
+function SM:resumed(s)
   local client = self.client
-  if not self.id or client.bound or not client.authenticated then return nil end
-  if not features:get_child("sm", NS) then
-    self:abandon("the server no longer offers stream management", "service-unavailable")
-    return nil
-  end
-  local ok, msg, cond = client.conn:write(("<resume xmlns='%s' previd='%s' h='%d'/>"):format(
-    NS, core.xml_escape(self.id), self.handled))
-  if not ok then return client:fail(msg, cond) end
-  local s
-  s, msg, cond = read_answer(client)
-  if not s then return client:fail(msg, cond) end
-  if s.name == "failed" then
-    local fcond = failure_condition(s)
-    -- a server may say how many it handled before the session ended
-    if s.attr.h and self:unacked() > 0 then
-      local h = smcore.parse_h(s.attr.h)
-      if h and smcore.covers(self, h) then self:ack(s.attr.h) end
-    end
-    self:abandon("the server could not resume the session (" .. fcond .. ")", fcond)
-    return nil                                  -- bind a new session
-  end
-  if s.name ~= "resumed" then return client:fail("unexpected <" .. s.name .. "/> after <resume/>", "bad-format") end
   if s.attr.previd ~= self.id then
     self:abandon("the server resumed another session", "bad-format")
     return client:fail("the server resumed session " .. tostring(s.attr.previd) .. ", not ours", "bad-format")
@@ -283,6 +301,44 @@ function SM:resume(features)
   for k = 1, q.n do client.conn:write(q:at(k)) end
   if q.n > 0 then self:request_ack() end
   return nil
+end
+
+--- The <resume/> to send (inline in SASL2's <authenticate/> too).
+function SM:resume_xml()
+  return ("<resume xmlns='%s' previd='%s' h='%d'/>"):format(NS, core.xml_escape(self.id), self.handled)
+end
+
+--- Before binding, on a reconnection: <resume/>.
+function SM:resume(features)
+  local client = self.client
+  if not self.id or client.bound or not client.authenticated then return nil end
+  if not features:get_child("sm", NS) then
+    self:abandon("the server no longer offers stream management", "service-unavailable")
+    return nil
+  end
+  local ok, msg, cond = client.conn:write(self:resume_xml())
+  if not ok then return client:fail(msg, cond) end
+  local s
+  s, msg, cond = read_answer(client)
+  if not s then return client:fail(msg, cond) end
+  if s.name == "failed" then
+    self:resume_failed(s)
+    return nil                                  -- bind a new session
+  end
+  if s.name ~= "resumed" then return client:fail("unexpected <" .. s.name .. "/> after <resume/>", "bad-format") end
+  return self:resumed(s)
+end
+
+--- The server's <enabled/> (here or inside XEP-0386's <bound/>).
+function SM:enabled_by(s)
+  local client = self.client
+  self.enabled = true
+  self.handled, self.acked, self.since_r = 0, 0, 0
+  local resume = s.attr.resume == "true" or s.attr.resume == "1"
+  self.id = resume and s.attr.id or nil
+  self.max = tonumber(s.attr.max or "")
+  self.jid = client.jid
+  self:save()
 end
 
 --- After binding: <enable resume='true'/>.
@@ -299,13 +355,7 @@ function SM:enable(features)
     client:log("warn", "the server refused stream management (%s)", failure_condition(s))
     return nil
   end
-  self.enabled = true
-  self.handled, self.acked, self.since_r = 0, 0, 0
-  local resume = s.attr.resume == "true" or s.attr.resume == "1"
-  self.id = resume and s.attr.id or nil
-  self.max = tonumber(s.attr.max or "")
-  self.jid = client.jid
-  self:save()
+  self:enabled_by(s)
   return nil
 end
 

@@ -221,22 +221,9 @@ local function scram_step(self, data)
   return self.sasl_wire.challenge(self, out)
 end
 
---- XEP-0474 (SSDP) §"Server Sends Downgrade Protection Hash": base64 of
--- the hash (hash: "sha1", "sha256") of the advertised mechanisms, sorted
--- (byte order) and joined by %x1E, then, when XEP-0440 types were
--- advertised (cb_types not nil), %x1F and those sorted and joined alike.
-local function sorted(list)
-  local out = {}
-  for i, v in ipairs(list) do out[i] = v end
-  table.sort(out)
-  return out
-end
-
-function M.ssdp_hash(mechs, cb_types, hash)
-  local s = table.concat(sorted(mechs), "\30")
-  if cb_types then s = s .. "\31" .. table.concat(sorted(cb_types), "\30") end
-  return core.base64_encode(core.hash(hash, s))
-end
+--- XEP-0474 (SSDP) §"Server Sends Downgrade Protection Hash": the one
+-- function both sides use (the client checks what we send with it).
+M.ssdp_hash = require("lxmpp.features.sasl").ssdp_hash
 
 -- The h= value for a SCRAM exchange of mech on this stream, or nil (the
 -- `ssdp` option off). Classic SASL and SASL2 offer the same mechanisms,
