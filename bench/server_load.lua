@@ -65,6 +65,9 @@ local transport = require "lxmpp.transport"
 
 -- Logs in accounts first .. first+n-1 (at most IN_FLIGHT at a time);
 -- returns the clients by index.
+local ROUTE_KEEPALIVE = nil
+if MODE == "route" then ROUTE_KEEPALIVE = false end
+
 local function login_all(first, n)
   local clients, next_i, running, failed = {}, first, 0, nil
   local done = lxmpp.task.waiter("logins")
@@ -78,6 +81,10 @@ local function login_all(first, n)
       -- session, which would never answer the server's <r/>; the server
       -- then holds everything past limits.sm_queue and routing stops
       stream_management = false,
+      -- the same handler never updates the session's last receive time, so
+      -- its keepalive would call the link dead 60 s after login, mid-routing
+      -- whenever a phase runs that long (Prosody under load, Valgrind)
+      keepalive = ROUTE_KEEPALIVE,
     })
     if not c then
       failed = failed or ("%s%d: %s (%s)"):format(PREFIX, i, tostring(msg), tostring(cond))

@@ -88,7 +88,7 @@ static int loop_gc(lua_State *L) {
   /* uv_run returns at once while a uv_stop() is pending; each NOWAIT pass
    * clears it and runs close callbacks */
   while (uv_loop_close(&lp->uv) == UV_EBUSY) uv_run(&lp->uv, UV_RUN_NOWAIT);
-  free(lp->net);
+  lx_net_loop_free(lp->net);
   free(lp);
   return 0;
 }

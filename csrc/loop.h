@@ -42,7 +42,8 @@ typedef struct lx_loop {
   uv_timer_t step_timer; /* wakes uv_run for lxmpp.step(timeout) */
   uv_prepare_t prepare;  /* runs the deferred list */
   lx_deferred *deferred;
-  void *net;          /* net_io.c's state for all connections (freed here) */
+  void *net;          /* net_io.c's state for all connections (freed by
+                         lx_net_loop_free when the loop closes) */
 } lx_loop;
 
 /* Common head of every lxmpp handle userdata. */
@@ -78,6 +79,10 @@ void lx_handle_pin(lua_State *L, int idx, lx_handle *h, lx_loop *lp);
 void lx_handle_close(lx_handle *h, uv_handle_t *uvh);
 /* Pushes the userdata of an open handle (from its pin); 0 if not pinned. */
 int lx_handle_push(lua_State *L, lx_handle *h);
+
+/* Frees net_io.c's per-loop state (lx_loop.net; NULL is fine), once every
+ * handle of the loop is closed. */
+void lx_net_loop_free(void *state);
 
 
 LX_HIDDEN_END

@@ -36,6 +36,8 @@
  *                        msg "closed" code, a close frame with that code
  *                        (1002, 1003 binary, 1007 not UTF-8, 1009 over
  *                        max_message), and the socket is closed.
+ *   core.net_spare() -> buffers, bytes   the loop's spare output buffers
+ *                        (net_io.c: at most 16, 64 KiB in all)
  *   conn:info() -> { peer=, port=, bytes_in=, bytes_out=, writes=, queued=,
  *                    open=, parser_idle= (the parser gave its memory back) }
  *   listener:port()  listener:close()
@@ -534,6 +536,16 @@ static int l_listener_close(lua_State *L) {
   return 0;
 }
 
+/* core.net_spare() -> buffers, bytes: the spare output buffers the loop
+ * keeps for its connections (net_io.c, pool_put; for specs and
+ * diagnostics) */
+static int l_net_spare(lua_State *L) {
+  size_t bytes, n = lx_net_spare(lx_loop_get(L), &bytes);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_pushinteger(L, (lua_Integer)bytes);
+  return 2;
+}
+
 void lx_open_net(lua_State *L) {
   static const luaL_Reg conn_methods[] = {
     {"parse", l_parse}, {"write", l_write}, {"restart", l_restart},
@@ -555,4 +567,6 @@ void lx_open_net(lua_State *L) {
   lua_setfield(L, -2, "tcp_connect");
   lua_pushcfunction(L, l_tcp_listen);
   lua_setfield(L, -2, "tcp_listen");
+  lua_pushcfunction(L, l_net_spare);
+  lua_setfield(L, -2, "net_spare");
 }

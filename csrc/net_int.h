@@ -77,6 +77,8 @@ int lx_net_encrypt_pending(conn *c);
 int lx_net_enqueue(conn *c, const char *p, size_t len);
 int lx_net_enqueue_frame(conn *c, int opcode, const char *p, size_t len,
                          int bounded);
+/* The loop's spare output buffers: how many, and their bytes (*bytes). */
+size_t lx_net_spare(lx_loop *lp, size_t *bytes);
 
 /* ---- receive path (net_io.c) -------------------------------------------- */
 

@@ -16,6 +16,9 @@
 
 #define READ_BUF 65536
 #define SWEEP_MS 250                 /* quiet this long (or up to twice): idle */
+#define POOL_N 16                    /* spare output buffers per loop (pool_put) */
+#define POOL_BUF 16384               /* ... each at most this big */
+#define POOL_BYTES 65536             /* ... and at most this much in all */
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -55,9 +58,14 @@ static void emit_data(conn *c, const char *p, size_t n) {
   }
 }
 
-/* Frees a growable buffer that is empty: an idle connection keeps none. */
-static void release(char **buf, size_t *cap) {
-  free(*buf);
+static void pool_put(lx_loop *lp, char *buf, size_t cap);
+static char *pool_get(lx_loop *lp, size_t *cap);
+
+/* Gives up a growable buffer that is empty: an idle connection keeps none.
+ * It goes to the loop's spare pool when that has room (the next queue to
+ * fill takes it from there), else back to malloc. */
+static void release(lx_loop *lp, char **buf, size_t *cap) {
+  if (*buf) pool_put(lp, *buf, *cap);
   *buf = NULL;
   *cap = 0;
 }
@@ -76,13 +84,13 @@ void lx_net_conn_freed(lx_handle *h) {
   lx_ws_free(c->ws);
   c->ws = NULL;
   free(c->rest);
-  free(c->out);
-  free(c->wbuf);
-  free(c->early);
-  c->rest = c->out = c->wbuf = c->early = NULL;
+  c->rest = NULL;
+  release(h->lp, &c->out, &c->out_cap);
+  release(h->lp, &c->wbuf, &c->wbuf_cap);
+  release(h->lp, &c->early, &c->early_cap);
   c->fbuf = NULL;
   c->feeding = 0;
-  c->out_len = c->wbuf_len = 0;
+  c->out_len = c->wbuf_len = c->early_len = 0;
   if (!h->lp->closing) lx_net_emit(h, "closed");
 }
 
@@ -112,7 +120,7 @@ static void on_written(uv_write_t *req, int status) {
   conn *c = req->data;
   c->writing = 0;
   c->wbuf_len = 0;
-  release(&c->wbuf, &c->wbuf_cap);
+  release(c->h.lp, &c->wbuf, &c->wbuf_cap);
   if (c->h.closed) return;
   if (status < 0) {
     lx_net_emit_msg(&c->h, "write-error", uv_strerror(status), "closed");
@@ -162,9 +170,11 @@ void lx_net_run_flush(lx_deferred *d) {
   maybe_shutdown(c);
 }
 
-/* Appends to a growable buffer; 0 when out of memory. */
-static int append(char **buf, size_t *len, size_t *cap, const char *p,
+/* Appends to a growable buffer of c (an empty one may come from the
+ * loop's spare pool); 0 when out of memory. */
+static int append(conn *c, char **buf, size_t *len, size_t *cap, const char *p,
                   size_t n) {
+  if (!*buf) *buf = pool_get(c->h.lp, cap);
   if (*cap - *len < n) {
     size_t ncap = *cap ? *cap : 4096;
     char *nb;
@@ -185,7 +195,7 @@ int lx_net_move_ciphertext(conn *c) {
   char tmp[16384];
   size_t n;
   while (c->tls && (n = lx_tls_take(c->tls, tmp, sizeof tmp)) > 0) {
-    if (!append(&c->out, &c->out_len, &c->out_cap, tmp, n)) return 0;
+    if (!append(c, &c->out, &c->out_len, &c->out_cap, tmp, n)) return 0;
     lx_defer(c->h.lp, &c->flush);
   }
   return 1;
@@ -207,7 +217,7 @@ int lx_net_encrypt_pending(conn *c) {
     off += n;
   }
   c->early_len = 0;
-  release(&c->early, &c->early_cap);
+  release(c->h.lp, &c->early, &c->early_cap);
   return 1;
 }
 
@@ -224,11 +234,11 @@ int lx_net_enqueue(conn *c, const char *p, size_t len) {
   if (c->tls) {
     /* encrypted when flushed (or when the handshake ends): the writes of one
      * loop iteration become full-size TLS records, not one per stanza */
-    if (!append(&c->early, &c->early_len, &c->early_cap, p, len)) return 0;
+    if (!append(c, &c->early, &c->early_len, &c->early_cap, p, len)) return 0;
     if (c->tls_done) lx_defer(c->h.lp, &c->flush);
     return 1;
   }
-  if (!append(&c->out, &c->out_len, &c->out_cap, p, len)) return 0;
+  if (!append(c, &c->out, &c->out_len, &c->out_cap, p, len)) return 0;
   lx_defer(c->h.lp, &c->flush);
   return 1;
 }
@@ -253,8 +263,8 @@ int lx_net_enqueue_frame(conn *c, int opcode, const char *p, size_t len,
     return 0;
   }
   start = *blen;
-  if (!append(buf, blen, bcap, (const char *)hdr, hl)) return 0;
-  if (len && !append(buf, blen, bcap, p, len)) {
+  if (!append(c, buf, blen, bcap, (const char *)hdr, hl)) return 0;
+  if (len && !append(c, buf, blen, bcap, p, len)) {
     *blen = start;
     return 0;
   }
@@ -332,6 +342,10 @@ typedef struct net_loop {
   uv_timer_t sweep;           /* data NULL: the loop itself closes it */
   int sweep_init;
   conn *active;               /* conns with I/O since they last went idle */
+  /* Spare output buffers (pool_put): owned here until a queue takes one */
+  char *pool[POOL_N];
+  size_t pool_cap[POOL_N];
+  size_t pool_n, pool_bytes;
 } net_loop;
 #define SOCKET_BUF 0
 #define PLAIN_BUF 1
@@ -343,9 +357,55 @@ static net_loop *net_of(lx_loop *lp) {
     n->sweep_init = 0;
     n->active = NULL;
     n->key_pos = sizeof n->keys;
+    n->pool_n = n->pool_bytes = 0;
     lp->net = n;
   }
   return lp->net;
+}
+
+/* Output buffers (the TLS plaintext queue, the output queue, the write in
+ * flight) are given up as soon as they empty, so an idle connection holds
+ * none; a busy one empties and refills them several times per loop
+ * iteration. Freed and malloc'ed again each time, they made glibc trim the
+ * top of the heap (brk) and fault it in again, over and over (docs/
+ * performance.md, issue 15), so the loop keeps a few spares: at most
+ * POOL_N buffers of at most POOL_BUF bytes, POOL_BYTES in all; anything
+ * else is freed at once. The pool is freed with the loop
+ * (lx_net_loop_free); while the loop closes, nothing is kept. */
+static void pool_put(lx_loop *lp, char *buf, size_t cap) {
+  net_loop *n = lp->net;
+  if (!n || lp->closing || cap > POOL_BUF || n->pool_n == POOL_N ||
+      n->pool_bytes + cap > POOL_BYTES) {
+    free(buf);
+    return;
+  }
+  n->pool[n->pool_n] = buf;
+  n->pool_cap[n->pool_n++] = cap;
+  n->pool_bytes += cap;
+}
+
+/* A spare buffer and its size (*cap), or NULL (*cap 0) when there is none. */
+static char *pool_get(lx_loop *lp, size_t *cap) {
+  net_loop *n = lp->net;
+  *cap = 0;
+  if (!n || !n->pool_n) return NULL;
+  n->pool_n--;
+  n->pool_bytes -= n->pool_cap[n->pool_n];
+  *cap = n->pool_cap[n->pool_n];
+  return n->pool[n->pool_n];
+}
+
+size_t lx_net_spare(lx_loop *lp, size_t *bytes) {
+  net_loop *n = lp->net;
+  *bytes = n ? n->pool_bytes : 0;
+  return n ? n->pool_n : 0;
+}
+
+void lx_net_loop_free(void *state) {
+  net_loop *n = state;
+  if (!n) return;
+  while (n->pool_n) free(n->pool[--n->pool_n]);
+  free(n);
 }
 
 /* A fresh WebSocket mask key (RFC 6455 §5.3: unpredictable, one per

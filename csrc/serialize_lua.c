@@ -2,7 +2,10 @@
  * serialize_lua.c - stanza tables to XML, and the validity checks the
  * stanza builders use.
  *
- *   core.serialize(stanza) -> string   (raises on anything that isn't XML)
+ *   core.serialize(stanza [, ns]) -> string   (raises on anything that isn't XML)
+ *     ns: the namespace of the top element when its attr has no xmlns,
+ *     declared on it (a stanza as its own document: RFC 7395 §3.3.3,
+ *     XEP-0206 §8); its children inherit it as usual
  *   core.valid_name(s)  core.valid_attr_name(s)  core.valid_text(s) -> boolean
  *   core.xml_escape(s) -> s escaped for text and attribute values
  *
@@ -43,6 +46,8 @@ typedef struct walk {
   int overflow, hoist;
   const char *top_ns;
   size_t top_len;
+  const char *dflt;           /* the top element's namespace when it has none */
+  size_t dflt_len;
 } walk;
 
 #define NS_BUDGET 16384
@@ -102,6 +107,10 @@ static const char *element_head(walk *w, int el, size_t *nlen, const char **ns,
     lua_pop(L, 1);
   } else if (!lua_isnil(L, -1)) {
     luaL_error(L, "cannot serialize: attr of <%s> is not a table", name);
+  }
+  if (!*ns && w->depth == 1 && w->dflt) {
+    *ns = w->dflt;
+    *nslen = w->dflt_len;
   }
   return name;
 }
@@ -246,22 +255,29 @@ static void ser(walk *w, const char *parent_ns, size_t parent_len) {
 static int l_serialize(lua_State *L) {
   walk w;
   out_state *o;
+  size_t dlen = 0;
+  const char *dflt;
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
+  dflt = luaL_optlstring(L, 2, NULL, &dlen);
+  lua_settop(L, 2);                  /* dflt stays reachable at index 2 */
   o = get_state(L);
   memset(&w, 0, sizeof w);
   w.L = L;
   w.b = &o->b;
   w.sc = &o->sc;
+  w.dflt = dflt;
+  w.dflt_len = dlen;
+  lua_pushvalue(L, 1);
   ser(&w, NULL, 0);
   if (w.overflow) {                  /* namespaces would repeat: hoist them */
     size_t nslen;
     o = get_state(L);
     w.hoist = 1;
     w.overflow = 0;
+    w.depth = 1;                     /* as the top element (w.dflt applies) */
+    element_head(&w, 3, &nslen, &w.top_ns, &w.top_len);
     w.depth = 0;
-    element_head(&w, 1, &nslen, &w.top_ns, &w.top_len);
-    lua_settop(L, 1);
+    lua_settop(L, 3);
     collect(&w, NULL, 0);
     ser(&w, NULL, 0);
   }

@@ -176,6 +176,68 @@ describe("serializer", function()
     assert.equal("<message to='a@example.test'><x xmlns='urn:y'><z/><w xmlns='urn:w'/></x></message>", tostring(s))
   end)
 
+  -- core.serialize(stanza, ns): what the stream layers send over a framing
+  -- with one element per message (transport.websocket: RFC 7395 §3.3.3,
+  -- XEP-0206 §8), where no stream header gives the default namespace
+  describe("with a namespace for the top element", function()
+    local NS = "jabber:client"
+    it("declares it on a top element that has none, before the attributes", function()
+      local s = st.message({ to = "a@example.test", type = "chat" }):text_tag("body", "hi")
+      local out = core.serialize(s, NS)
+      assert.matches("^<message xmlns='jabber:client' ", out)
+      assert.equal(0, select(2, out:find("<body xmlns", 1, true)) or 0)
+      local back = assert(st.parse(out))
+      assert.equal(NS, back.attr.xmlns)
+      assert.equal("hi", back:get_child_text("body"))
+      -- without it, the same stanza as before
+      assert.equal(tostring(s), core.serialize(s))
+      assert.not_matches("xmlns", tostring(s), 1, true)
+    end)
+    it("leaves a top element's own namespace alone", function()
+      local r = raw("r", { xmlns = "urn:xmpp:sm:3" })
+      assert.equal("<r xmlns='urn:xmpp:sm:3'/>", core.serialize(r, NS))
+      local e = raw("error", { xmlns = "http://etherx.jabber.org/streams" }, raw("x", { xmlns = "urn:x" }))
+      assert.equal(core.serialize(e), core.serialize(e, NS))
+    end)
+    it("is inherited: children in it are not declared again, others are", function()
+      local s = raw("iq", { type = "result" }, raw("query", { xmlns = NS }), raw("q", { xmlns = "urn:q" }, raw("c")))
+      assert.equal("<iq xmlns='jabber:client' type='result'><query/><q xmlns='urn:q'><c/></q></iq>",
+        core.serialize(s, NS))
+    end)
+    it("gives what transport.websocket.qualify makes of the plain serialization", function()
+      local qualify = require("lxmpp.transport").websocket.qualify
+      local cases = {
+        st.message({ to = "b@example.test/r", id = "x xmlns='y'" }):text_tag("body", "'<&>\""),
+        st.presence(), st.iq({ type = "get", id = "1" }):tag("ping", { xmlns = "urn:xmpp:ping" }),
+        raw("a", { ["urn:p\1k"] = "v" }), raw("enable", { xmlns = "urn:xmpp:sm:3" }),
+      }
+      for _, s in ipairs(cases) do
+        local framed = core.serialize(s, NS)
+        assert.equal(qualify(core.serialize(s)), framed)
+        assert.equal(canon(assert(st.parse(qualify(core.serialize(s))))), canon(assert(st.parse(framed))))
+      end
+    end)
+    it("applies when the serializer hoists namespaces", function()
+      local A = "urn:example:" .. ("a"):rep(300)
+      local xml = "<m xmlns='" .. NS .. "' xmlns:p='" .. A .. "'>" .. ("<y><p:z><v/></p:z></y>"):rep(300) .. "</m>"
+      local s = assert(st.parse(xml))
+      s.attr.xmlns = nil                 -- as a stanza built without one
+      local out = core.serialize(s, NS)
+      assert.matches("^<m xmlns='jabber:client' xmlns:lxns1='", out)
+      local _, decls = out:gsub(A, "")
+      assert.equal(1, decls)
+      local back = assert(st.parse(out))
+      assert.equal(NS, back.attr.xmlns)
+      s.attr.xmlns = NS
+      assert.equal(canon(s), canon(back))
+    end)
+    it("is checked as any xmlns is", function()
+      assert.has_error(function() core.serialize(raw("a"), "http://www.w3.org/2000/xmlns/") end)
+      assert.has_error(function() core.serialize(raw("a"), "a\0b") end)
+      assert.has_error(function() core.serialize(raw("a"), {}) end)
+    end)
+  end)
+
   describe("xml_escape", function()
     it("escapes for text and attributes alike", function()
       assert.equal("&lt;&amp;&gt;&apos;&quot;", core.xml_escape("<&>'\""))

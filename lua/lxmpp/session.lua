@@ -139,11 +139,13 @@ end
 function I.serialize(self, stanza)
   if not st.is_stanza(stanza) then error("send: expected a stanza", 3) end
   if stanza.name == "iq" and not stanza.attr.id then stanza.attr.id = M.new_id() end
-  local ok, xml = pcall(tostring, stanza)
+  -- framed per element (lxmpp.transport), the stanza declares the
+  -- framing's namespace on its top element when it has none
+  local ns = self.framing.stanza_ns
+  local ok, xml
+  if ns then ok, xml = pcall(core.serialize, stanza, ns) else ok, xml = pcall(tostring, stanza) end
   if not ok then error(xml, 3) end
   if self.debug then self:log("debug", "OUT %s", I.describe(self, stanza)) end
-  local qualify = self.framing.qualify       -- framed per element (lxmpp.transport)
-  if qualify then xml = qualify(xml) end
   return xml
 end
 

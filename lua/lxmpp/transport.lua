@@ -134,6 +134,11 @@ M.websocket = {
   --- a serialized top-level stanza as it goes out: qualified (above); the
   -- xml framing has no qualify (its stream header gives the namespace)
   qualify = qualify,
+  --- the namespace a stanza declares on its top element when it has none:
+  -- the stream layers serialize with it (core.serialize(stanza, ns)), which
+  -- gives qualify's bytes without a second pass over them; the xml framing
+  -- has none
+  stanza_ns = "jabber:client",
   -- RFC 7395 §3.6.1: the error, then <close/>, each its own message
   error = function(cond, text, extra)
     return stream_error.element(cond, text, extra, NS_STREAMS), "<close xmlns='" .. NS_FRAMING .. "'/>"

@@ -24,7 +24,7 @@ local stream = require "lxmpp.server.stream"
 local sm = require "lxmpp.server.sm"
 local redact = require "lxmpp.redact"
 
-local setmetatable, tostring, ipairs, pairs, type = setmetatable, tostring, ipairs, pairs, type
+local setmetatable, ipairs, pairs, type = setmetatable, ipairs, pairs, type
 
 local M = {}
 
@@ -174,7 +174,7 @@ function C2S:send(stanza)
     return true
   end
   if self.sm then
-    local xml = tostring(stanza)              -- once: its size counts against the SM queue's bytes
+    local xml = self:serialize(stanza)        -- once: its size counts against the SM queue's bytes
     local now = sm.outbound(self, stanza, #xml)
     if not now then return nil end
     if now == "held" or self.ended then return true end

@@ -14,6 +14,7 @@ local stream_error = require "lxmpp.stream_error"
 local transport = require "lxmpp.transport"
 
 local tostring, pairs, xpcall, debug = tostring, pairs, xpcall, debug
+local serialize = core.serialize
 
 local M = {}
 
@@ -202,13 +203,20 @@ function Stream:write(bytes)
   return true
 end
 
---- Sends a stanza (serialized by the C serializer).
+--- A stanza's bytes as this stream sends them: serialized by the C
+-- serializer; framed per element (transport.websocket: RFC 7395 §3.3.3,
+-- BOSH) it declares the framing's stanza namespace on its top element
+-- when it has none (lxmpp.transport).
+function Stream:serialize(stanza)
+  local ns = self.framing.stanza_ns
+  if ns then return serialize(stanza, ns) end
+  return tostring(stanza)
+end
+
+--- Sends a stanza; xml, when given, is Stream:serialize(stanza).
 function Stream:send(stanza, xml)
   if self.srv.debug then self:log("debug", "OUT %s", require("lxmpp.redact").text(stanza)) end
-  xml = xml or tostring(stanza)
-  local qualify = self.framing.qualify      -- framed per element (lxmpp.transport)
-  if qualify then xml = qualify(xml) end
-  return self:write(xml)
+  return self:write(xml or self:serialize(stanza))
 end
 
 --- Our stream header, answering the peer's (new id each time: RFC 6120
