@@ -686,7 +686,16 @@ lx_tls_ticket *lx_tls_ticket_take(lx_tls *t) {
     free(k);
     return NULL;
   }
-  k->sess = t->ticket;                     /* the reference moves to k */
+  /* a copy: OpenSSL marks the session t uses not resumable when t is freed
+   * without close_notify (a dropped connection, the very case resumption
+   * is for), which no TLS version since 1.1 asks for (RFC 4346 §7.2.1) */
+  if (!(k->sess = SSL_SESSION_dup(t->ticket))) {
+    ERR_clear_error();
+    free(k->domain);
+    free(k);
+    return NULL;
+  }
+  SSL_SESSION_free(t->ticket);
   t->ticket = NULL;
   k->ctx = t->ctx;
   k->ctx->refs++;

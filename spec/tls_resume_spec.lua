@@ -4,6 +4,10 @@
 -- embedded server with a resumed handshake (docs/api.md, docs/server.md).
 local core = require "lxmpp.core"
 local pkimod = require "spec.support.pki"
+local serve = require "spec.support.serve"
+local raw = require "spec.support.raw"
+local slow = require "spec.support.slow"
+local events = require "spec.support.events"
 
 local pki
 
@@ -82,6 +86,16 @@ describe("TLS session resumption", function()
         for _, s in ipairs({ cs, ss, cs2, ss2 }) do s:close() end
       end)
     end
+
+    it("resumes after the connection was dropped without close_notify (RFC 4346 §7.2.1)", function()
+      local sctx, cctx = server_ctx("good"), client_ctx()
+      local cs, ss = connect(cctx, sctx)
+      local ticket = assert(cs:ticket())
+      cs:close()
+      ss:close()
+      collectgarbage()
+      assert.is_true(connect(cctx, sctx, nil, ticket):info().resumed)
+    end)
 
     it("keeps no ticket from a handshake that was not verified (insecure)", function()
       local sctx = server_ctx("wrongname")
@@ -179,6 +193,120 @@ describe("TLS session resumption", function()
       -- one left to the garbage collector
       local leak = connect(cctx2, sctx):ticket()
       assert.truthy(leak)
+    end)
+  end)
+
+  describe("the lxmpp client and the embedded server", function()
+    local WAIT = 10 * slow.factor
+
+    -- Drops c's connection and waits until it is back; the new tls_info.
+    local function bounce(c)
+      local back = events.collect(c, "reconnected")
+      c.conn:abort()
+      assert(serve.until_true(function() return #back > 0 end, WAIT), "no reconnection")
+      return assert(c:tls_info())
+    end
+
+    local function login(port, extra)
+      local o = { reconnect = { delay = 0.01, max_delay = 0.05 } }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return assert(serve.login(port, "alice", "pw", "r", o))
+    end
+
+    it("resumes the TLS session when the client reconnects, and SCRAM-PLUS still binds", function()
+      serve.run({ users = { alice = "pw" } }, function(_, port)
+        local c = login(port)
+        local i = assert(c:tls_info())
+        assert.is_false(i.resumed)
+        assert.is_true(i.verified)
+        i = bounce(c)
+        assert.is_true(i.resumed)
+        assert.is_true(i.verified)
+        assert.equal("TLSv1.3", i.version)
+        -- the resumed connection authenticated with a binding to itself
+        assert.equal("SCRAM-SHA-256-PLUS", c.sasl_mechanism)
+        assert.equal("tls-exporter", c.channel_binding)
+        -- and again, with the ticket the resumed handshake gave
+        assert.is_true(bounce(c).resumed)
+        assert.truthy(c.tls_resume)
+        c:close()
+        assert.is_nil(c.tls_resume)                  -- forgotten on close
+        assert.is_nil(c.tls_ctxs)
+      end)
+    end)
+
+    it("offers the ticket to the address and port it came from only", function()
+      -- one server (one ticket key) on two ports: only the client's own
+      -- record of where the ticket came from keeps it from the other one
+      serve.run({ users = { alice = "pw" }, listen = { "127.0.0.1:0", "127.0.0.1:0" } }, function(srv)
+        local ports = {}
+        for _, a in ipairs(srv:addresses()) do
+          if a.kind == "c2s" then ports[#ports + 1] = a.port end
+        end
+        assert.equal(2, #ports)
+        local c = login(ports[1])
+        assert.is_true(bounce(c).resumed)
+        c.opts.port = ports[2]
+        assert.is_false(bounce(c).resumed)
+        assert.is_true(bounce(c).resumed)            -- the new ticket is port 2's
+        c:close()
+      end)
+    end)
+
+    it("does not resume with tls_resumption = false on the client", function()
+      serve.run({ users = { alice = "pw" } }, function(_, port)
+        local c = login(port, { tls_resumption = false })
+        assert.is_false(bounce(c).resumed)
+        assert.is_nil(c.tls_resume)
+        c:close()
+        assert.has_error(function() require("lxmpp.client").new({ jid = "a@b", password = "p", tls_resumption = 1 }) end)
+      end)
+    end)
+
+    it("does not resume with tls = { resumption = false } on the server", function()
+      local p = pkimod.get()
+      serve.run({ users = { alice = "pw" }, tls = { cert = p.certs.good.cert, key = p.certs.good.key, resumption = false } },
+        function(_, port)
+          local c = login(port)
+          assert.is_false(bounce(c).resumed)
+          c:close()
+        end)
+      assert.has_error(function() require("lxmpp").server({ domain = "x.test", tls = { resumption = "no" } }) end,
+        "lxmpp.server: tls.resumption must be a boolean")
+    end)
+
+    it("resumes with the self-signed certificate's server too (tls = { resumption = true }, no cert)", function()
+      serve.run({ users = { alice = "pw" }, tls = { resumption = true } }, function(_, port)
+        local r = raw.connect(port)
+        local ctx = assert(core.tls_context({ mode = "client", insecure = true }))
+        r:negotiate_tls(nil, "example.test", { ctx = ctx })
+        assert.is_false(r.conn:tls_info().verified)
+        assert.is_nil(r.conn:tls_ticket())           -- unverified: never kept
+        r:close()
+      end)
+    end)
+
+    it("advertises no tls-unique on a resumed TLS 1.2 connection (XEP-0440), tls-server-end-point still", function()
+      serve.run({ users = { alice = "pw" } }, function(_, port)
+        local ctx = assert(core.tls_context({ mode = "client", cafile = pki.ca, max_version = "1.2" }))
+        local function types(ticket)
+          local r = raw.connect(port)
+          local f = r:negotiate_tls(pki.ca, "example.test", { ctx = ctx, ticket = ticket })
+          local list = {}
+          local cb = f:get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+          for t in (cb and cb:childtags("channel-binding") or function() end) do list[#list + 1] = t.attr.type end
+          local resumed, nt = r.conn:tls_info().resumed, r.conn:tls_ticket()
+          r:close()
+          return list, resumed, nt
+        end
+        local full, resumed, ticket = types(nil)
+        assert.is_false(resumed)
+        assert.same({ "tls-server-end-point", "tls-unique" }, full)
+        local again
+        again, resumed = types(assert(ticket))
+        assert.is_true(resumed)
+        assert.same({ "tls-server-end-point" }, again)
+      end)
     end)
   end)
 end)
