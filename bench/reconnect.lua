@@ -16,6 +16,13 @@
 --   fast:    STARTTLS, one SASL2 <authenticate/> with HT-SHA-256-NONE and
 --            an inline <resume/> (4 round trips)
 --   tls:     STARTTLS only, then closed: the part both share (3 round trips)
+-- and the same with the TLS handshake resumed (csrc/tls.h, "Session
+-- resumption"): the raw client keeps one client TLS context and offers
+-- the ticket its previous connection of that kind got:
+--   fast_r:  fast, the TLS session resumed (4 round trips)
+--   tls_r:   tls, the TLS session resumed (3 round trips)
+--   fast_d:  fast over direct TLS (XEP-0368, a second listener), resumed:
+--            TLS, then <authenticate/> (2 round trips)
 -- The series alternate in rounds of 50 so that all see the same machine.
 -- Wall time is the client's, from connect to <resumed/>; the client's own
 -- SCRAM work (PBKDF2) is in it, as a real client's is.
@@ -48,12 +55,15 @@ local function cpu_ns(pid)
 end
 
 local p = pki.get()
-local server = assert(io.popen("exec " .. q(arg[-1] or "lua5.4") .. " " .. q(script_dir .. "/server_lx.lua") .. " " ..
-  q(DOMAIN) .. " " .. q(p.certs.good.cert) .. " " .. q(p.certs.good.key) .. " " .. q(PASSWORD) .. " " ..
+local server = assert(io.popen("exec env LXMPP_BENCH_DIRECT=1 " .. q(arg[-1] or "lua5.4") .. " " ..
+  q(script_dir .. "/server_lx.lua") .. " " .. q(DOMAIN) .. " " .. q(p.certs.good.cert) .. " " ..
+  q(p.certs.good.key) .. " " .. q(PASSWORD) .. " " ..
   q("bench-salt-0123456789") .. " u:1"))
 local port, pid = (server:read("l") or ""):match("^ready (%d+) (%d+)")
 if not port then die("the server did not start") end
 port = math.tointeger(tonumber(port))
+local direct_port = math.tointeger(tonumber((server:read("l") or ""):match("^direct (%d+)") or ""))
+if not direct_port then die("the server has no direct TLS listener") end
 
 local function expect(r, name)
   local s = r:stanza()
@@ -93,6 +103,32 @@ local function first_login()
   r:close()
 end
 
+-- TLS session resumption: one client context, one ticket per kind (each
+-- offered once, replaced by the one its connection got)
+local cctx = assert(core.tls_context({ mode = "client", cafile = p.ca }))
+local tickets, resumed = {}, {}
+
+-- STARTTLS (or direct TLS when `direct`) offering kind's ticket; keeps the
+-- new ticket and counts resumed handshakes.
+local function tls_resumed(kind, direct)
+  local r = raw.connect(direct and direct_port or port)
+  local ticket = tickets[kind]
+  tickets[kind] = nil
+  if direct then
+    r.conn:starttls(cctx, DOMAIN, ticket)
+    local ev = r:next()
+    if not (ev and ev.tls) then die("direct TLS did not complete") end
+    r:send(raw.header(DOMAIN))
+    expect(r, "features")
+  else
+    r:negotiate_tls(p.ca, DOMAIN, { ctx = cctx, ticket = ticket })
+  end
+  if ticket then ticket:close() end
+  if r.conn:tls_info().resumed then resumed[kind] = (resumed[kind] or 0) + 1 end
+  tickets[kind] = r.conn:tls_ticket()     -- came before the features
+  return r
+end
+
 local function classic()
   local r = raw.connect(port)
   r:negotiate_tls(p.ca)
@@ -107,9 +143,7 @@ local function classic()
   r:close()
 end
 
-local function fast()
-  local r = raw.connect(port)
-  r:negotiate_tls(p.ca)
+local function fast_over(r)
   local ir = core.base64_encode("u1\0" .. core.hmac("sha256", token, "Initiator"))
   r:send("<authenticate xmlns='" .. NS2 .. "' mechanism='HT-SHA-256-NONE'><initial-response>" .. ir ..
     "</initial-response>" .. UA .. "<fast xmlns='" .. NS_FAST .. "'/><resume xmlns='" .. NS_SM .. "' previd='" ..
@@ -119,6 +153,12 @@ local function fast()
   r:close()
 end
 
+local function fast()
+  local r = raw.connect(port)
+  r:negotiate_tls(p.ca)
+  fast_over(r)
+end
+
 -- the part both share: TCP, stream header, STARTTLS, TLS handshake, header again
 local function tls_only()
   local r = raw.connect(port)
@@ -126,14 +166,20 @@ local function tls_only()
   r:close()
 end
 
-local KINDS = { classic = classic, fast = fast, tls = tls_only }
-local ORDER = { "classic", "fast", "tls" }
-local TRIPS = { classic = 7, fast = 4, tls = 3 }
+local KINDS = {
+  classic = classic, fast = fast, tls = tls_only,
+  fast_r = function() fast_over(tls_resumed("fast_r")) end,
+  tls_r = function() tls_resumed("tls_r"):close() end,
+  fast_d = function() fast_over(tls_resumed("fast_d", true)) end,
+}
+local ORDER = { "classic", "fast", "tls", "fast_r", "tls_r", "fast_d" }
+local TRIPS = { classic = 7, fast = 4, tls = 3, fast_r = 4, tls_r = 3, fast_d = 2 }
 local totals = {}
 for _, k in ipairs(ORDER) do totals[k] = { cpu = 0, wall = 0 } end
 lxmpp.run(function()
   first_login()
-  for _ = 1, 5 do classic(); fast() end          -- warm up
+  for _ = 1, 5 do classic(); fast(); KINDS.fast_r(); KINDS.tls_r(); KINDS.fast_d() end   -- warm up, first tickets
+  for k in pairs(resumed) do resumed[k] = 0 end
   local done = 0
   while done < N do
     local n = math.min(ROUND, N - done)
@@ -149,17 +195,23 @@ lxmpp.run(function()
     done = done + n
   end
 end)
+for _, t in pairs(tickets) do t:close() end
+cctx:close()
 os.execute("kill " .. pid)
 server:close()
 
 local model, ncpu = common.cpu()
 print(("reconnect: %d reconnections of each kind, %s, %s (%d CPUs)"):format(N, common.lua_version(),
   model or "unknown CPU", ncpu))
-print(("%-8s %7s %22s %20s"):format("kind", "trips", "server CPU/reconnect", "wall/reconnect"))
+print(("%-8s %7s %22s %20s %12s"):format("kind", "trips", "server CPU/reconnect", "wall/reconnect",
+  "TLS resumed"))
 for _, kind in ipairs(ORDER) do
   local t = totals[kind]
-  print(("%-8s %7d %19.3f ms %17.3f ms"):format(kind, TRIPS[kind], t.cpu / N / 1e6, t.wall / N * 1e3))
+  print(("%-8s %7d %19.3f ms %17.3f ms %12s"):format(kind, TRIPS[kind], t.cpu / N / 1e6, t.wall / N * 1e3,
+    resumed[kind] and ("%d/%d"):format(resumed[kind], N) or "-"))
 end
 local c, f, t = totals.classic.cpu, totals.fast.cpu, totals.tls.cpu
 print(("server CPU: classic / fast = %.2f; beyond TLS (authentication and resumption): classic / fast = %.1f"):format(
   c / f, (c - t) / math.max(f - t, 1)))
+print(("server CPU with the TLS session resumed: classic / fast_r = %.2f, classic / fast_d = %.2f"):format(
+  c / totals.fast_r.cpu, c / totals.fast_d.cpu))

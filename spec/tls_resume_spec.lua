@@ -275,7 +275,7 @@ describe("TLS session resumption", function()
         "lxmpp.server: tls.resumption must be a boolean")
     end)
 
-    it("resumes with the self-signed certificate's server too (tls = { resumption = true }, no cert)", function()
+    it("keeps no ticket from the self-signed certificate of a server without cert (tls = { resumption = true })", function()
       serve.run({ users = { alice = "pw" }, tls = { resumption = true } }, function(_, port)
         local r = raw.connect(port)
         local ctx = assert(core.tls_context({ mode = "client", insecure = true }))

@@ -654,11 +654,11 @@ reconnect.install(Client)
 
 -- close() also forgets the TLS ticket and contexts (see forget_tls)
 local close = Client.close
-function Client:close(...)
-  local ok, msg, cond = close(self, ...)
+local function closed(self, ...)
   forget_tls(self)
-  return ok, msg, cond
+  return ...
 end
+function Client:close(...) return closed(self, close(self, ...)) end
 
 ---------------------------------------------------------------------------
 -- IM conveniences (RFC 6121)
