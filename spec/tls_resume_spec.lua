@@ -214,7 +214,7 @@ describe("TLS session resumption", function()
     end
 
     it("resumes the TLS session when the client reconnects, and SCRAM-PLUS still binds", function()
-      serve.run({ users = { alice = "pw" } }, function(_, port)
+      serve.run({ users = { alice = "pw" } }, function(srv, port)
         local c = login(port)
         local i = assert(c:tls_info())
         assert.is_false(i.resumed)
@@ -226,6 +226,9 @@ describe("TLS session resumption", function()
         -- the resumed connection authenticated with a binding to itself
         assert.equal("SCRAM-SHA-256-PLUS", c.sasl_mechanism)
         assert.equal("tls-exporter", c.channel_binding)
+        -- the server's side of the connection says so too
+        local ss = assert(srv:session(c.jid))
+        assert.is_true(ss.conn:tls_info().resumed)
         -- and again, with the ticket the resumed handshake gave
         assert.is_true(bounce(c).resumed)
         assert.truthy(c.tls_resume)
