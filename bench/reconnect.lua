@@ -19,7 +19,16 @@
 --   lx-classic, lx-fast: the same two through the lxmpp client's own
 --            reconnection (lxmpp.connect with sasl2 = false, and with its
 --            defaults: SASL2, the FAST token, inline resumption)
+-- and the same with the TLS handshake resumed (csrc/tls.h, "Session
+-- resumption"): the raw client keeps one client TLS context and offers
+-- the ticket its previous connection of that kind got:
+--   fast_r:  fast, the TLS session resumed (4 round trips)
+--   tls_r:   tls, the TLS session resumed (3 round trips)
+--   fast_d:  fast over direct TLS (XEP-0368, a second listener), resumed:
+--            TLS, then <authenticate/> (2 round trips)
 -- The series alternate in rounds of 50 so that all see the same machine.
+-- Last, the TLS engine alone: the server side of TLS 1.3 handshakes over
+-- memory BIOs in this process (os.clock), full and resumed.
 -- Wall time is the client's, from connect to <resumed/>; the client's own
 -- SCRAM work (PBKDF2) is in it, as a real client's is.
 
@@ -51,12 +60,15 @@ local function cpu_ns(pid)
 end
 
 local p = pki.get()
-local server = assert(io.popen("exec " .. q(arg[-1] or "lua5.4") .. " " .. q(script_dir .. "/server_lx.lua") .. " " ..
-  q(DOMAIN) .. " " .. q(p.certs.good.cert) .. " " .. q(p.certs.good.key) .. " " .. q(PASSWORD) .. " " ..
+local server = assert(io.popen("exec env LXMPP_BENCH_DIRECT=1 " .. q(arg[-1] or "lua5.4") .. " " ..
+  q(script_dir .. "/server_lx.lua") .. " " .. q(DOMAIN) .. " " .. q(p.certs.good.cert) .. " " ..
+  q(p.certs.good.key) .. " " .. q(PASSWORD) .. " " ..
   q("bench-salt-0123456789") .. " u:1"))
 local port, pid = (server:read("l") or ""):match("^ready (%d+) (%d+)")
 if not port then die("the server did not start") end
 port = math.tointeger(tonumber(port))
+local direct_port = math.tointeger(tonumber((server:read("l") or ""):match("^direct (%d+)") or ""))
+if not direct_port then die("the server has no direct TLS listener") end
 
 local function expect(r, name)
   local s = r:stanza()
@@ -96,6 +108,32 @@ local function first_login()
   r:close()
 end
 
+-- TLS session resumption: one client context, one ticket per kind (each
+-- offered once, replaced by the one its connection got)
+local cctx = assert(core.tls_context({ mode = "client", cafile = p.ca }))
+local tickets, resumed = {}, {}
+
+-- STARTTLS (or direct TLS when `direct`) offering kind's ticket; keeps the
+-- new ticket and counts resumed handshakes.
+local function tls_resumed(kind, direct)
+  local r = raw.connect(direct and direct_port or port)
+  local ticket = tickets[kind]
+  tickets[kind] = nil
+  if direct then
+    r.conn:starttls(cctx, DOMAIN, ticket)
+    local ev = r:next()
+    if not (ev and ev.tls) then die("direct TLS did not complete") end
+    r:send(raw.header(DOMAIN))
+    expect(r, "features")
+  else
+    r:negotiate_tls(p.ca, DOMAIN, { ctx = cctx, ticket = ticket })
+  end
+  if ticket then ticket:close() end
+  if r.conn:tls_info().resumed then resumed[kind] = (resumed[kind] or 0) + 1 end
+  tickets[kind] = r.conn:tls_ticket()     -- came before the features
+  return r
+end
+
 local function classic()
   local r = raw.connect(port)
   r:negotiate_tls(p.ca)
@@ -110,9 +148,7 @@ local function classic()
   r:close()
 end
 
-local function fast()
-  local r = raw.connect(port)
-  r:negotiate_tls(p.ca)
+local function fast_over(r)
   local ir = core.base64_encode("u1\0" .. core.hmac("sha256", token, "Initiator"))
   r:send("<authenticate xmlns='" .. NS2 .. "' mechanism='HT-SHA-256-NONE'><initial-response>" .. ir ..
     "</initial-response>" .. UA .. "<fast xmlns='" .. NS_FAST .. "'/><resume xmlns='" .. NS_SM .. "' previd='" ..
@@ -120,6 +156,12 @@ local function fast()
   local s = expect(r, "success")
   if not s:get_child("resumed", NS_SM) then die("not resumed: %s", tostring(s)) end
   r:close()
+end
+
+local function fast()
+  local r = raw.connect(port)
+  r:negotiate_tls(p.ca)
+  fast_over(r)
 end
 
 -- the part both share: TCP, stream header, STARTTLS, TLS handshake, header again
@@ -139,8 +181,8 @@ local function lx_client(sasl2)
   local c = assert(lxmpp.connect({ jid = "u1@" .. DOMAIN, password = PASSWORD, host = "127.0.0.1", port = port,
     cafile = p.ca, sasl2 = sasl2, reconnect = { delay = 0.001, max_delay = 0.01 } }))
   local w
-  c:on("reconnected", function(resumed)
-    if not resumed then die("the lxmpp client did not resume") end
+  c:on("reconnected", function(session_resumed)
+    if not session_resumed then die("the lxmpp client did not resume") end
     if w then w:wake() end
   end)
   return { c = c, bounce = function()
@@ -152,17 +194,75 @@ end
 local function lx_fast() clients.fast.bounce() end
 local function lx_classic() clients.classic.bounce() end
 
-local KINDS = { classic = classic, fast = fast, tls = tls_only, ["lx-classic"] = lx_classic, ["lx-fast"] = lx_fast }
-local ORDER = { "classic", "fast", "tls", "lx-classic", "lx-fast" }
-local TRIPS = { classic = 7, fast = 4, tls = 3, ["lx-classic"] = 7, ["lx-fast"] = 4 }
+
+-- The TLS engine alone, in this process over memory BIOs: CPU time of the
+-- server side of n TLS 1.3 handshakes (with the certificate of the server
+-- process), full and resumed; what the series above pay for TLS itself.
+local function tls_engine_ms(n)
+  local sctx = assert(core.tls_context({ mode = "server", cert = p.certs.good.cert, key = p.certs.good.key }))
+  local cctx2 = assert(core.tls_context({ mode = "client", cafile = p.ca }))
+  local function one(ticket)
+    local cs, clock = cctx2:session(DOMAIN, ticket), os.clock
+    local t0 = clock()
+    local ss = sctx:session()
+    local spent = clock() - t0
+    for _ = 1, 10 do
+      cs:handshake()
+      local x = cs:take()
+      t0 = clock()
+      if x ~= "" then ss:recv(x) end
+      ss:handshake()
+      local y = ss:take()
+      spent = spent + clock() - t0
+      if y ~= "" then cs:recv(y) end
+      if x == "" and y == "" then break end
+    end
+    cs:read()                                 -- the ticket
+    local was_resumed, next_ticket = cs:info().resumed, cs:ticket()
+    ss:close()
+    cs:close()
+    return spent, was_resumed, next_ticket
+  end
+  local full, res, ticket = 0, 0, nil
+  for _ = 1, n do
+    local spent, _, t = one(nil)
+    full = full + spent
+    if ticket then ticket:close() end
+    ticket = t
+  end
+  for _ = 1, n do
+    local spent, was_resumed, t = one(ticket)
+    if not was_resumed then die("the TLS engine did not resume") end
+    res = res + spent
+    ticket:close()
+    ticket = t
+  end
+  if ticket then ticket:close() end
+  sctx:close()
+  cctx2:close()
+  return full / n * 1e3, res / n * 1e3
+end
+
+local KINDS = {
+  classic = classic, fast = fast, tls = tls_only,
+  fast_r = function() fast_over(tls_resumed("fast_r")) end,
+  tls_r = function() tls_resumed("tls_r"):close() end,
+  fast_d = function() fast_over(tls_resumed("fast_d", true)) end,
+  ["lx-classic"] = lx_classic, ["lx-fast"] = lx_fast,
+}
+local ORDER = { "classic", "fast", "tls", "fast_r", "tls_r", "fast_d", "lx-classic", "lx-fast" }
+local TRIPS = { classic = 7, fast = 4, tls = 3, fast_r = 4, tls_r = 3, fast_d = 2, ["lx-classic"] = 7, ["lx-fast"] = 4 }
 local totals = {}
 for _, k in ipairs(ORDER) do totals[k] = { cpu = 0, wall = 0 } end
 lxmpp.run(function()
   first_login()
   clients.fast, clients.classic = lx_client(nil), lx_client(false)
   if not clients.fast.c.login.fast then die("the lxmpp client got no FAST token") end
-  for _ = 1, 5 do classic(); fast(); lx_classic(); lx_fast() end          -- warm up
+  for _ = 1, 5 do                                                      -- warm up, first tickets
+    classic(); fast(); KINDS.fast_r(); KINDS.tls_r(); KINDS.fast_d(); lx_classic(); lx_fast()
+  end
   if not clients.fast.c.sasl_mechanism:match("^HT%-") then die("the lxmpp client did not use its token") end
+  for k in pairs(resumed) do resumed[k] = 0 end
   local done = 0
   while done < N do
     local n = math.min(ROUND, N - done)
@@ -180,16 +280,20 @@ lxmpp.run(function()
   clients.fast.c:close()
   clients.classic.c:close()
 end)
+for _, t in pairs(tickets) do t:close() end
+cctx:close()
 os.execute("kill " .. pid)
 server:close()
 
 local model, ncpu = common.cpu()
 print(("reconnect: %d reconnections of each kind, %s, %s (%d CPUs)"):format(N, common.lua_version(),
   model or "unknown CPU", ncpu))
-print(("%-10s %5s %22s %20s"):format("kind", "trips", "server CPU/reconnect", "wall/reconnect"))
+print(("%-10s %7s %22s %20s %12s"):format("kind", "trips", "server CPU/reconnect", "wall/reconnect",
+  "TLS resumed"))
 for _, kind in ipairs(ORDER) do
   local t = totals[kind]
-  print(("%-10s %5d %19.3f ms %17.3f ms"):format(kind, TRIPS[kind], t.cpu / N / 1e6, t.wall / N * 1e3))
+  print(("%-10s %7d %19.3f ms %17.3f ms %12s"):format(kind, TRIPS[kind], t.cpu / N / 1e6, t.wall / N * 1e3,
+    resumed[kind] and ("%d/%d"):format(resumed[kind], N) or "-"))
 end
 local c, f, t = totals.classic.cpu, totals.fast.cpu, totals.tls.cpu
 print(("server CPU: classic / fast = %.2f; beyond TLS (authentication and resumption): classic / fast = %.1f"):format(
@@ -197,3 +301,8 @@ print(("server CPU: classic / fast = %.2f; beyond TLS (authentication and resump
 local lc, lf = totals["lx-classic"], totals["lx-fast"]
 print(("lxmpp client: server CPU lx-classic / lx-fast = %.2f, wall lx-classic / lx-fast = %.2f"):format(
   lc.cpu / lf.cpu, lc.wall / lf.wall))
+print(("server CPU with the TLS session resumed: classic / fast_r = %.2f, classic / fast_d = %.2f"):format(
+  c / totals.fast_r.cpu, c / totals.fast_d.cpu))
+local full_ms, resumed_ms = tls_engine_ms(math.max(N, 100))
+print(("the TLS engine alone (server side, memory BIOs): full handshake %.3f ms, resumed %.3f ms"):format(
+  full_ms, resumed_ms))

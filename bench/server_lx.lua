@@ -17,7 +17,9 @@
 -- the same CERT/KEY) serving XMPP over WebSocket (RFC 7395) at
 -- /xmpp-websocket (docs/server.md, "The web: WebSocket, BOSH, host-meta"),
 -- its per-address and total connection limits raised as the XMPP ones;
--- "ready PORT PID HTTPSPORT" then.
+-- "ready PORT PID HTTPSPORT" then. LXMPP_BENCH_DIRECT=1: also a direct TLS
+-- (XEP-0368) c2s listener on a free port, told on a line "direct PORT"
+-- right after the ready line.
 
 local DOMAIN, CERT, KEY, PASSWORD, SALT = arg[1], arg[2], arg[3], arg[4], arg[5]
 if not (DOMAIN and CERT and KEY and PASSWORD and SALT) or not arg[6] then
@@ -26,6 +28,7 @@ if not (DOMAIN and CERT and KEY and PASSWORD and SALT) or not arg[6] then
 end
 
 local WEB = os.getenv("LXMPP_BENCH_WEB") == "https"
+local DIRECT = os.getenv("LXMPP_BENCH_DIRECT") == "1"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 
@@ -50,6 +53,7 @@ lxmpp.run(function()
     log_level = "warn",
     https = WEB and "127.0.0.1:0" or nil,
     web = WEB and { limits = { per_ip = 100000, connections = 100000 } } or nil,
+    tls_listen = DIRECT and "127.0.0.1:0" or nil,
   })
   assert(srv:start())
   local rec = {}
@@ -62,11 +66,14 @@ lxmpp.run(function()
     for n = 1, tonumber(count) do assert(srv.store:set_account(prefix .. n, rec)) end
   end
   collectgarbage("collect")
-  local web_port
+  local web_port, direct_port, c2s_port
   for _, a in ipairs(srv:addresses()) do
     if a.kind == "https" then web_port = a.port end
+    if a.kind == "c2s-tls" then direct_port = a.port end
+    if a.kind == "c2s" then c2s_port = c2s_port or a.port end
   end
-  io.stdout:write(("ready %d %d%s\n"):format(srv:addresses()[1].port, pid(), web_port and " " .. web_port or ""))
+  io.stdout:write(("ready %d %d%s\n"):format(c2s_port, pid(), web_port and " " .. web_port or ""))
+  if direct_port then io.stdout:write(("direct %d\n"):format(direct_port)) end
   io.stdout:flush()
   while true do
     lxmpp.sleep(0.5)

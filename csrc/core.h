@@ -37,6 +37,15 @@ struct lx_tls_ctx;
  * one, or closed); *server tells its role. The context is reference counted
  * by the engine, so sessions made from it keep it alive. tls_lua.c. */
 struct lx_tls_ctx *lx_tls_ctx_from_lua(lua_State *L, int idx, int *server);
+struct lx_tls_ticket;
+/* The TLS ticket userdata at idx, or NULL when it is nil/absent or closed
+ * (raises for anything else). The caller offers it at once (lx_tls_offer
+ * takes its own reference). tls_lua.c. */
+struct lx_tls_ticket *lx_tls_ticket_from_lua(lua_State *L, int idx);
+struct lx_tls;
+/* Pushes the newest ticket of t (moved out) as a ticket userdata, or nil;
+ * returns 1. tls_lua.c. */
+int lx_tls_push_ticket(lua_State *L, struct lx_tls *t);
 
 struct lx_stream;
 /* Pushes what a parser event carries: the stream header's attribute table

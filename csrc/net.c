@@ -9,8 +9,10 @@
  *   conn:write(bytes)    -> true | nil, msg, "resource-constraint"/"closed"
  *   conn:restart()       stream restart: a fresh parser; unparsed bytes of the
  *                        current read go to it
- *   conn:starttls(ctx, domain) -> true, discarded   (then "tls-done"/"tls-failed")
+ *   conn:starttls(ctx, domain [, ticket]) -> true, discarded   (then
+ *                        "tls-done"/"tls-failed"; a client offers ticket)
  *   conn:tls_info()  conn:channel_binding(type)
+ *   conn:tls_ticket() -> ticket | nil  (client: tls_lua.c's session:ticket)
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
  *   conn:bytes_in()      bytes read so far
  *   conn:raw()           no parser: each read (decrypted) is a "data" event
@@ -274,17 +276,21 @@ static int l_restart(lua_State *L) {
   return 1;
 }
 
-/* conn:starttls(tls_context, peer_domain) -> true, discarded
+/* conn:starttls(tls_context, peer_domain [, ticket]) -> true, discarded
  * From now on bytes are TLS (STARTTLS after <proceed/>, or direct TLS right
  * after connecting). The parser starts a fresh stream; plaintext that was
  * read but not parsed yet is dropped, never parsed as part of the encrypted
  * stream (RFC 6120 §5.4.3.3), and its size returned so the caller can treat it as
- * the attack it is. Outcome: "tls-done" or "tls-failed" msg cond. */
+ * the attack it is. A client offers ticket to resume a session when it
+ * belongs to ctx and domain (tls.h, lx_tls_offer); tls_info().resumed
+ * tells whether the server took it. Outcome: "tls-done" or "tls-failed"
+ * msg cond. */
 static int l_starttls(lua_State *L) {
   conn *c = check_conn(L);
   int server = 0;
   lx_tls_ctx *ctx = lx_tls_ctx_from_lua(L, 2, &server);
   const char *domain = luaL_optstring(L, 3, NULL);
+  lx_tls_ticket *ticket = lx_tls_ticket_from_lua(L, 4);
   size_t discarded = 0;
   if (c->h.closed || c->closing) return fail_closed(L);
   if (c->tls) return luaL_error(L, "TLS is already active on this connection");
@@ -304,6 +310,7 @@ static int l_starttls(lua_State *L) {
   if (!c->tls) return luaL_error(L, "out of memory");
   c->tls_done = 0;
   if (!server) {                              /* the client speaks first */
+    if (ticket) lx_tls_offer(c->tls, ticket);
     if (lx_tls_handshake(c->tls) == LX_TLS_ERROR) {
       const char *cond, *msg = lx_tls_error(c->tls, &cond);
       lua_pushnil(L);
@@ -319,23 +326,34 @@ static int l_starttls(lua_State *L) {
   return 2;
 }
 
-/* conn:tls_info() -> { version=, cipher=, alpn=, verified=, peer_subject= }
- * or nil without TLS. */
+/* conn:tls_info() -> { version=, cipher=, alpn=, verified=, peer_subject=,
+ * resumed= } or nil without TLS. */
 static int l_tls_info(lua_State *L) {
   conn *c = check_conn(L);
   const char *v;
   size_t alen = 0;
   char subj[512];
   if (!c->tls || !c->tls_done) return 0;
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   if ((v = lx_tls_version(c->tls))) lua_pushstring(L, v), lua_setfield(L, -2, "version");
   if ((v = lx_tls_cipher(c->tls))) lua_pushstring(L, v), lua_setfield(L, -2, "cipher");
   if ((v = lx_tls_alpn(c->tls, &alen))) lua_pushlstring(L, v, alen), lua_setfield(L, -2, "alpn");
   lua_pushboolean(L, lx_tls_verified(c->tls));
   lua_setfield(L, -2, "verified");
+  lua_pushboolean(L, lx_tls_resumed(c->tls));
+  lua_setfield(L, -2, "resumed");
   if (lx_tls_peer_subject(c->tls, subj, sizeof subj))
     lua_pushstring(L, subj), lua_setfield(L, -2, "peer_subject");
   return 1;
+}
+
+/* conn:tls_ticket() -> ticket | nil: the newest session ticket of this
+ * client connection's verified handshake, moved out (tls.h). Through
+ * tls_lua.c's session:ticket so one binding owns the userdata type. */
+static int l_tls_ticket(lua_State *L) {
+  conn *c = check_conn(L);
+  if (!c->tls || !c->tls_done) return 0;
+  return lx_tls_push_ticket(L, c->tls);
 }
 
 /* conn:channel_binding(type) -> bytes | nil, message */
@@ -554,6 +572,7 @@ void lx_open_net(lua_State *L) {
     {"set_max_queue", l_set_max_queue}, {"starttls", l_starttls},
     {"bytes_in", l_bytes_in}, {"raw", l_raw}, {"websocket", l_websocket},
     {"tls_info", l_tls_info}, {"channel_binding", l_channel_binding},
+    {"tls_ticket", l_tls_ticket},
     {NULL, NULL}
   };
   static const luaL_Reg listener_methods[] = {

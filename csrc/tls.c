@@ -8,6 +8,12 @@
  * Renegotiation is refused twice: SSL_OP_NO_RENEGOTIATION makes OpenSSL
  * decline, and msg_cb() notices the attempt so the session fails loudly
  * instead of carrying on with a peer that misbehaves.
+ *
+ * Resumption (tls.h): a server issues one stateless ticket per handshake,
+ * sealed with the keys OpenSSL draws at random for each SSL_CTX (a server
+ * context's tickets die with it; srv:stop()/start() makes new keys), and
+ * keeps no session cache. A client keeps the newest ticket of a verified
+ * handshake (new_ticket()), tied to its context and peer domain.
  */
 #include "lx.h"
 #include "tls.h"
@@ -44,11 +50,19 @@ struct lx_tls_ctx {
   size_t nsni;
 };
 
+/* A client's ticket: the session, and what it may be offered to. */
+struct lx_tls_ticket {
+  SSL_SESSION *sess;      /* one reference */
+  lx_tls_ctx *ctx;        /* referenced: the pointer stays unique */
+  char *domain;
+};
+
 struct lx_tls {
   lx_tls_ctx *ctx;        /* referenced */
   SSL *ssl;               /* owns rbio and wbio */
   BIO *rbio, *wbio;       /* ciphertext in (from the peer) and out */
   char *domain;           /* client: the identity to verify */
+  SSL_SESSION *ticket;    /* client: the newest ticket kept (one reference) */
   int done;               /* the handshake finished */
   int peer_closed;        /* close_notify received */
   int reneg;              /* the peer tried to renegotiate */
@@ -299,6 +313,20 @@ static unsigned char *alpn_wire(const char *list, size_t *wlen) {
   return w;
 }
 
+/* Client: OpenSSL got a session that can be resumed (a TLS 1.3 ticket
+ * after the handshake, or a TLS 1.2 session at its end). Kept, replacing the
+ * previous one, only when the peer's chain and identity verified. Returns 1
+ * when we took the reference. */
+static int new_ticket(SSL *ssl, SSL_SESSION *sess) {
+  lx_tls *t = SSL_get_app_data(ssl);
+  if (!t || t->failed || !SSL_SESSION_is_resumable(sess) ||
+      !SSL_get0_peer_certificate(ssl) || SSL_get_verify_result(ssl) != X509_V_OK)
+    return 0;
+  SSL_SESSION_free(t->ticket);
+  t->ticket = sess;
+  return 1;
+}
+
 /* ---- context ---- */
 
 void lx_tls_opts_default(lx_tls_opts *o) { memset(o, 0, sizeof *o); }
@@ -337,13 +365,26 @@ lx_tls_ctx *lx_tls_ctx_new(const lx_tls_opts *o, char *err, size_t errlen) {
   SSL_CTX_set_min_proto_version(c->ssl, TLS1_2_VERSION);
   if (o->max_version == LX_TLS_1_2) SSL_CTX_set_max_proto_version(c->ssl, TLS1_2_VERSION);
   if (o->no_ems) SSL_CTX_set_options(c->ssl, SSL_OP_NO_EXTENDED_MASTER_SECRET);
-  /* No resumption (no tickets, no cache): less state per stream. */
-  SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
-                                  SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  /* never a server-side session cache: resumption is by stateless tickets
+   * only, so a stream holds no state once it is freed */
   SSL_CTX_set_session_cache_mode(c->ssl, SSL_SESS_CACHE_OFF);
-  /* nor TLS 1.3 tickets, which could not resume anyway: no handshake on a
-   * server is ever resumed (tls-unique relies on it) */
-  if (o->server) SSL_CTX_set_num_tickets(c->ssl, 0);
+  SSL_CTX_set_max_early_data(c->ssl, 0);          /* no 0-RTT: replayable */
+  if (o->no_resumption) {
+    SSL_CTX_set_options(c->ssl, SSL_OP_NO_TICKET);
+    if (o->server) SSL_CTX_set_num_tickets(c->ssl, 0);
+  } else if (o->server) {
+    /* one ticket per handshake (a client resumes its latest only); the
+     * session id context makes resumption possible with client
+     * certificates requested (cafile) */
+    SSL_CTX_set_num_tickets(c->ssl, 1);
+    SSL_CTX_set_timeout(c->ssl, LX_TLS_TICKET_LIFETIME);
+    SSL_CTX_set_session_id_context(c->ssl, (const unsigned char *)"lxmpp", 5);
+  } else {
+    SSL_CTX_set_session_cache_mode(c->ssl, SSL_SESS_CACHE_CLIENT |
+                                               SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(c->ssl, new_ticket);
+  }
   SSL_CTX_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_default_passwd_cb(c->ssl, no_password);
   SSL_CTX_set_msg_callback(c->ssl, msg_cb);
@@ -385,7 +426,6 @@ lx_tls_ctx *lx_tls_ctx_new(const lx_tls_opts *o, char *err, size_t errlen) {
     c->has_cert = 1;
   }
   if (o->server) {
-    SSL_CTX_set_num_tickets(c->ssl, 0);
     SSL_CTX_set_tlsext_servername_callback(c->ssl, sni_select);
     SSL_CTX_set_tlsext_servername_arg(c->ssl, c);
   }
@@ -473,6 +513,7 @@ fail:
 
 void lx_tls_free(lx_tls *t) {
   if (!t) return;
+  SSL_SESSION_free(t->ticket);
   SSL_free(t->ssl);
   free(t->domain);
   ctx_unref(t->ctx);
@@ -628,6 +669,63 @@ const char *lx_tls_error(const lx_tls *t, const char **condition) {
   return t->failed ? t->err : NULL;
 }
 
+/* ---- resumption ---- */
+
+lx_tls_ticket *lx_tls_ticket_take(lx_tls *t) {
+  lx_tls_ticket *k;
+  SSL_SESSION *s = SSL_get0_session(t->ssl);
+  /* a resumed TLS 1.2 session gets no new ticket (RFC 5077 §3.1: the
+   * server may renew it, OpenSSL does when its key changed): the one it
+   * resumed may be offered again */
+  if (!t->ticket && t->done && !t->failed && t->domain && s && SSL_session_reused(t->ssl) &&
+      SSL_version(t->ssl) < TLS1_3_VERSION && SSL_SESSION_is_resumable(s) &&
+      lx_tls_verified(t) && (s = SSL_get1_session(t->ssl)) != NULL)
+    t->ticket = s;
+  if (!t->ticket || t->failed || !t->domain) return NULL;
+  if (!(k = calloc(1, sizeof *k)) || !(k->domain = strdup(t->domain))) {
+    free(k);
+    return NULL;
+  }
+  /* a copy: OpenSSL marks the session t uses not resumable when t is freed
+   * without close_notify (a dropped connection, the very case resumption
+   * is for), which no TLS version since 1.1 asks for (RFC 4346 §7.2.1) */
+  if (!(k->sess = SSL_SESSION_dup(t->ticket))) {
+    ERR_clear_error();
+    free(k->domain);
+    free(k);
+    return NULL;
+  }
+  SSL_SESSION_free(t->ticket);
+  t->ticket = NULL;
+  k->ctx = t->ctx;
+  k->ctx->refs++;
+  return k;
+}
+
+int lx_tls_offer(lx_tls *t, const lx_tls_ticket *k) {
+  if (!k || t->ctx->server || t->ctx != k->ctx || !t->domain ||
+      strcasecmp(t->domain, k->domain) != 0 || t->done || t->failed ||
+      !SSL_in_before(t->ssl))
+    return 0;
+  if (SSL_set_session(t->ssl, k->sess) != 1) {   /* takes its own reference */
+    ERR_clear_error();
+    return 0;
+  }
+  return 1;
+}
+
+void lx_tls_ticket_free(lx_tls_ticket *k) {
+  if (!k) return;
+  SSL_SESSION_free(k->sess);
+  free(k->domain);
+  ctx_unref(k->ctx);
+  free(k);
+}
+
+int lx_tls_resumed(const lx_tls *t) {
+  return t->done && !t->failed && SSL_session_reused(t->ssl);
+}
+
 /* ---- queries ---- */
 
 const char *lx_tls_version(const lx_tls *t) {
@@ -723,14 +821,14 @@ int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
   if (strcmp(type, "tls-unique") == 0) {
     /* RFC 5929 §3.1: the first Finished message of the latest (here: the
      * only, renegotiation is refused) handshake: the client's in a full
-     * TLS 1.2 handshake, the server's in a resumed one. On TLS 1.2 only
-     * with the extended master secret (RFC 7627), without which the triple
-     * handshake attack can give two connections the same value. TLS 1.3
+     * TLS 1.2 handshake. On TLS 1.2 only with the extended master secret
+     * (RFC 7627), without which the triple handshake attack can give two
+     * connections the same value, and never on a resumed session. TLS 1.3
      * leaves it undefined (RFC 9266 §1, RFC 8446 appendix C.5); there we
      * give the client Finished, the value OpenSSL's SSL_get_finished(),
      * and so CPython and the clients built on them, give a TLS 1.3 client.
      * docs/server.md ("Channel binding") says why that is safe to accept. */
-    int client_first = 1, ours;
+    int ours;
     size_t n;
     if (SSL_version(t->ssl) >= TLS1_3_VERSION) {
       if (SSL_session_reused(t->ssl)) {   /* a PSK transcript has no certificate */
@@ -743,9 +841,14 @@ int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
                "(RFC 7627)";
         return 0;
       }
-      client_first = !SSL_session_reused(t->ssl);
+      if (SSL_session_reused(t->ssl)) {
+        /* the triple handshake attack (RFC 7627 §1) resumes one session
+         * on two connections so that their Finished messages match */
+        *why = "tls-unique is refused on a resumed TLS 1.2 session";
+        return 0;
+      }
     }
-    ours = client_first == !t->ctx->server;
+    ours = !t->ctx->server;      /* a full handshake: the client's */
     n = ours ? SSL_get_finished(t->ssl, out, LX_TLS_CB_MAX)
              : SSL_get_peer_finished(t->ssl, out, LX_TLS_CB_MAX);
     if (n == 0 || n > LX_TLS_CB_MAX) {

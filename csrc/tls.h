@@ -34,6 +34,7 @@ LX_HIDDEN_BEGIN
 
 typedef struct lx_tls_ctx lx_tls_ctx;
 typedef struct lx_tls lx_tls;
+typedef struct lx_tls_ticket lx_tls_ticket;
 
 enum lx_tls_status {
   LX_TLS_ERROR = -1, /* failed: see lx_tls_error(); the session stays failed */
@@ -70,7 +71,16 @@ typedef struct lx_tls_opts {
                              force LX_TLS_1_2) */
   int no_ems;             /* tests only: refuse the TLS 1.2 extended master
                              secret (RFC 7627), so tls-unique is refused */
+  int no_resumption;      /* server: issue no session tickets (resumption is
+                             on by default: RFC 8446 §4.6.1 stateless
+                             tickets, one per handshake, valid
+                             LX_TLS_TICKET_LIFETIME, no 0-RTT data); client:
+                             keep no ticket (lx_tls_ticket_take gives NULL) */
 } lx_tls_opts;
+
+/* Seconds a session ticket stays valid (server lifetime hint and the age
+ * after which the server refuses it). */
+#define LX_TLS_TICKET_LIFETIME 7200
 
 /* Zeroes o: client, system store, secure, no ALPN, highest version. */
 void lx_tls_opts_default(lx_tls_opts *o);
@@ -155,14 +165,38 @@ int lx_tls_verified(const lx_tls *t);
 /* The peer certificate's subject (RFC 2253) into buf; 0 if no certificate. */
 int lx_tls_peer_subject(const lx_tls *t, char *buf, size_t cap);
 
+/* Session resumption, client side. A ticket is what a server gave to
+ * resume a session later (TLS 1.3 NewSessionTicket, RFC 8446 §4.6.1, or a
+ * TLS 1.2 ticket, RFC 5077): secret, opaque, never logged. It is kept only
+ * from a handshake whose certificate chain and identity verified, and is
+ * bound to the context and the peer domain of that handshake: offered to a
+ * session of another context (other CA file, insecure flag, client
+ * certificate) or another domain it is refused, so a resumed session always
+ * stands for a certificate that was verified for this very name.
+ *
+ * lx_tls_ticket_take moves the newest ticket out of t (the caller owns it;
+ * NULL when there is none: not verified, resumption off, none received
+ * yet; a TLS 1.3 ticket arrives after the handshake, with the first data).
+ * lx_tls_offer, on a client session before its first lx_tls_handshake,
+ * offers k (which stays the caller's; t takes its own reference): 1 when
+ * offered, 0 when refused as above. lx_tls_ticket_free accepts NULL. */
+lx_tls_ticket *lx_tls_ticket_take(lx_tls *t);
+int lx_tls_offer(lx_tls *t, const lx_tls_ticket *k);
+void lx_tls_ticket_free(lx_tls_ticket *k);
+/* 1 when the finished handshake resumed a session (no certificate was sent;
+ * the identity is the one verified when the ticket was issued). */
+int lx_tls_resumed(const lx_tls *t);
+
 /* Channel binding data for SCRAM-PLUS, into out (LX_TLS_CB_MAX bytes), *len
  * set. type: "tls-exporter" (RFC 9266: 32 bytes of the exporter with label
  * "EXPORTER-Channel-Binding" and an empty context; TLS 1.3 only),
  * "tls-server-end-point" (RFC 5929: hash of the server certificate, SHA-256
  * when it is signed with MD5 or SHA-1, else its signature hash) or
  * "tls-unique" (RFC 5929: the first Finished message; on TLS 1.2 only with
- * the extended master secret, on TLS 1.3, where no RFC defines it, the
- * client Finished as OpenSSL clients give it). Returns 1, or 0 with *why
+ * the extended master secret and never on a resumed session, whose
+ * Finished messages the triple handshake attack can make equal on two
+ * connections; on TLS 1.3, where no RFC defines it, the client Finished as
+ * OpenSSL clients give it, full handshakes only). Returns 1, or 0 with *why
  * set to a static message (the session is not failed). */
 int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
                            size_t *len, const char **why);

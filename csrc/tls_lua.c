@@ -2,10 +2,16 @@
  * tls_lua.c - Lua binding of the TLS engine (tls.c).
  *
  *   core.tls_context{ mode=, cafile=, insecure=, cert=, key=, alpn=, domain=,
- *                     sni=, max_version=, no_ems= } -> ctx | nil, message,
- *                     "tls-failed"   (max_version "1.2" and no_ems = true,
- *                     no TLS 1.2 extended master secret: for tests)
- *   ctx:session([peer_domain]) -> session        ctx:close()
+ *                     sni=, max_version=, no_ems=, resumption= } -> ctx | nil,
+ *                     message, "tls-failed"   (max_version "1.2" and no_ems =
+ *                     true, no TLS 1.2 extended master secret: for tests;
+ *                     resumption = false: no tickets issued or kept)
+ *   ctx:session([peer_domain [, ticket]]) -> session (a client offers ticket
+ *                     when it belongs to this context and domain)
+ *   ctx:close()
+ *   session:ticket() -> ticket | nil   (client: the newest ticket of a
+ *                     verified handshake, moved out; see tls.h)
+ *   ticket:close()    (also __gc/__close; safe twice)
  *   session:recv(ciphertext) -> true | nil, message, condition
  *   session:handshake() -> "done" | "want" | nil, message, condition
  *   session:send(plaintext) -> true | nil, message, condition
@@ -13,7 +19,7 @@
  *   session:take() -> ciphertext to send ("" if none)
  *   session:shutdown() -> true when close_notify was queued (take() it)
  *   session:info() -> {version=, cipher=, alpn=, verified=, peer_subject=,
- *                      server_name=}
+ *                      server_name=, resumed=}
  *   session:channel_binding(type) -> bytes | nil, message
  *   session:close()
  *
@@ -32,6 +38,7 @@
 
 #define CTX_MT "lxmpp.tls_context"
 #define SESSION_MT "lxmpp.tls_session"
+#define TICKET_MT "lxmpp.tls_ticket"
 #define READ_CHUNK 16384
 
 typedef struct lctx {
@@ -42,6 +49,10 @@ typedef struct lctx {
 typedef struct lsession {
   lx_tls *t;
 } lsession;
+
+typedef struct lticket {
+  lx_tls_ticket *k;
+} lticket;
 
 static lctx *check_ctx(lua_State *L, int idx) {
   lctx *u = luaL_checkudata(L, idx, CTX_MT);
@@ -57,6 +68,15 @@ struct lx_tls_ctx *lx_tls_ctx_from_lua(lua_State *L, int idx, int *server) {
   lctx *u = check_ctx(L, idx);
   if (server) *server = u->server;
   return u->c;
+}
+
+/* For net.c's starttls too: the ticket at idx, NULL when that argument is
+ * nil/absent or the ticket is closed; raises when it is something else. */
+struct lx_tls_ticket *lx_tls_ticket_from_lua(lua_State *L, int idx) {
+  lticket *u;
+  if (lua_isnoneornil(L, idx)) return NULL;
+  u = luaL_checkudata(L, idx, TICKET_MT);
+  return u->k;
 }
 
 static lx_tls *check_session(lua_State *L) {
@@ -169,6 +189,11 @@ static int l_tls_context(lua_State *L) {
   o.domain = opt_string(L, "domain");
   o.insecure = opt_bool(L, "insecure");
   o.no_ems = opt_bool(L, "no_ems");
+  lua_getfield(L, 1, "resumption");
+  o.no_resumption = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TBOOLEAN)
+    return luaL_error(L, "option resumption must be a boolean");
+  lua_pop(L, 1);
   o.alpn = opt_alpn(L);
   maxv = opt_string(L, "max_version");
   if (maxv && strcmp(maxv, "1.2") == 0) o.max_version = LX_TLS_1_2;
@@ -197,11 +222,12 @@ static int l_tls_context(lua_State *L) {
   return 1;
 }
 
-/* ctx:session([peer_domain]) -> session; uservalue 1 is ctx */
+/* ctx:session([peer_domain [, ticket]]) -> session; uservalue 1 is ctx */
 static int l_session(lua_State *L) {
   lctx *u = check_ctx(L, 1);
   size_t n = 0;
   const char *d = luaL_optlstring(L, 2, NULL, &n);
+  lx_tls_ticket *k = lx_tls_ticket_from_lua(L, 3);
   lsession *s;
   if (!u->server && (!d || n == 0))
     return luaL_argerror(L, 2, "a client session needs the peer's domain");
@@ -215,6 +241,34 @@ static int l_session(lua_State *L) {
   if (!s->t)
     return luaL_error(L, "cannot start TLS for \"%s\" (bad domain or out of memory)",
                       d ? d : "");
+  if (k) lx_tls_offer(s->t, k);     /* refused when it is not for this one */
+  return 1;
+}
+
+/* Pushes t's newest ticket, moved out, as a ticket userdata, or nil. The C
+ * ticket is taken out only once the userdata that will own it exists, so
+ * nothing leaks if that raises. For net.c's conn:tls_ticket too. */
+int lx_tls_push_ticket(lua_State *L, struct lx_tls *t) {
+  lticket *u = lua_newuserdatauv(L, sizeof *u, 0);
+  u->k = NULL;
+  luaL_setmetatable(L, TICKET_MT);
+  if (!(u->k = lx_tls_ticket_take(t))) lua_pushnil(L);
+  return 1;
+}
+
+/* session:ticket() -> ticket | nil */
+static int l_ticket(lua_State *L) { return lx_tls_push_ticket(L, check_session(L)); }
+
+static int l_ticket_close(lua_State *L) {
+  lticket *u = luaL_checkudata(L, 1, TICKET_MT);
+  lx_tls_ticket_free(u->k);
+  u->k = NULL;
+  return 0;
+}
+
+static int l_ticket_tostring(lua_State *L) {
+  lticket *u = luaL_checkudata(L, 1, TICKET_MT);
+  lua_pushstring(L, u->k ? "lxmpp.tls_ticket" : "lxmpp.tls_ticket (closed)");
   return 1;
 }
 
@@ -315,6 +369,8 @@ static int l_info(lua_State *L) {
     set_string(L, "peer_subject", subject);
   lua_pushboolean(L, lx_tls_verified(t));
   lua_setfield(L, -2, "verified");
+  lua_pushboolean(L, lx_tls_resumed(t));
+  lua_setfield(L, -2, "resumed");
   return 1;
 }
 
@@ -364,13 +420,19 @@ void lx_open_tls(lua_State *L) {
     {"recv", l_recv}, {"handshake", l_handshake}, {"send", l_send},
     {"read", l_read}, {"take", l_take}, {"shutdown", l_shutdown},
     {"info", l_info}, {"channel_binding", l_channel_binding},
-    {"close", l_session_close}, {NULL, NULL}
+    {"ticket", l_ticket}, {"close", l_session_close}, {NULL, NULL}
+  };
+  static const luaL_Reg ticket_methods[] = {
+    {"close", l_ticket_close}, {NULL, NULL}
   };
   /* module table on top */
   lx_class(L, CTX_MT, ctx_methods, l_ctx_close, l_ctx_close, l_ctx_tostring);
   lua_pop(L, 1);
   lx_class(L, SESSION_MT, session_methods, l_session_close, l_session_close,
            l_session_tostring);
+  lua_pop(L, 1);
+  lx_class(L, TICKET_MT, ticket_methods, l_ticket_close, l_ticket_close,
+           l_ticket_tostring);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_tls_context);
   lua_setfield(L, -2, "tls_context");

@@ -14,7 +14,7 @@ lxmpp.VERSION = nil ---@type any
 ---@return lxmpp.Component
 function lxmpp.component(opts) end
 
---- Options: `jid` (required; the resource is requested if present), `password`, `host`/`port` (skip DNS), `tls` (`"starttls"`, `"direct"`, or `"none"` for loopback tests only), `cafile`, `insecure` (skip certificate checks, loudly named), `debug` and `logger` (every stanza in and out, never a password or a SASL payload), `software = { name =, version = }` (XEP-0092 answers), `timeout`, `connect_timeout`, `mechanism` and `channel_binding` (see Authentication and channel binding), `cert`/`key` (a client certificate, for `mechanism = "EXTERNAL"`), `plugins` (plugins to load besides the default set, see Plugins), `url` (`"wss://host/xmpp-websocket"`: XMPP over WebSocket, RFC 7395, or `"https://host/http-bind"`: BOSH, XEP-0124/0206, instead of DNS and TCP; the certificate is verified against the URL's host, `host` connects to that address instead of resolving it; `ws://` and `http://` only to a loopback address, with `tls = "none"`; reconnection and stream management work as over TCP; BOSH, for networks where only HTTP gets through, keeps a few HTTP/1.1 connections open and resends what a broken connection lost: BOSH client; `bosh_keys` and `bosh` tune it there; a WebSocket server's `<close see-other-uri='URL'/>` (RFC 7395 §3.6.1) is followed: the client connects to URL and goes on logging in there, and URL is its endpoint from then on, for reconnections and XEP-0198 resumption too (a redirect on an established session is a lost link, `"disconnected"` with condition `"see-other-host"`, then the reconnection goes there).
+--- Options: `jid` (required; the resource is requested if present), `password`, `host`/`port` (skip DNS), `tls` (`"starttls"`, `"direct"`, or `"none"` for loopback tests only), `cafile`, `insecure` (skip certificate checks, loudly named), `debug` and `logger` (every stanza in and out, never a password or a SASL payload), `software = { name =, version = }` (XEP-0092 answers), `timeout`, `connect_timeout`, `mechanism` and `channel_binding` (see Authentication and channel binding), `cert`/`key` (a client certificate, for `mechanism = "EXTERNAL"`), `tls_resumption` (`true` by default; `false`: no TLS session resumption, see `c:tls_info()`), `plugins` (plugins to load besides the default set, see Plugins), `url` (`"wss://host/xmpp-websocket"`: XMPP over WebSocket, RFC 7395, or `"https://host/http-bind"`: BOSH, XEP-0124/0206, instead of DNS and TCP; the certificate is verified against the URL's host, `host` connects to that address instead of resolving it; `ws://` and `http://` only to a loopback address, with `tls = "none"`; reconnection and stream management work as over TCP; BOSH, for networks where only HTTP gets through, keeps a few HTTP/1.1 connections open and resends what a broken connection lost: BOSH client; `bosh_keys` and `bosh` tune it there; a WebSocket server's `<close see-other-uri='URL'/>` (RFC 7395 §3.6.1) is followed: the client connects to URL and goes on logging in there, and URL is its endpoint from then on, for reconnections and XEP-0198 resumption too (a redirect on an established session is a lost link, `"disconnected"` with condition `"see-other-host"`, then the reconnection goes there).
 ---@param opts table
 ---@return lxmpp.Client?
 function lxmpp.connect(opts) end
@@ -529,6 +529,10 @@ function lxmpp_Client:stanza_id(stanza, by) end
 ---@param jid any
 ---@return any ...
 function lxmpp_Client:subscribe(jid) end
+
+--- The TLS of the current connection: `{ version =, cipher =, alpn =, verified =, peer_subject =, resumed = }`, or nil without TLS (`tls = "none"`, or WebSocket/BOSH, whose TLS is the transport's).
+---@return any ...
+function lxmpp_Client:tls_info() end
 
 --- Unblocks those JIDs, or everyone without a list.
 ---@param jids? any

@@ -91,6 +91,9 @@ local function check_opts(opts)
     end
   end
   if opts.cafile ~= nil and type(opts.cafile) ~= "string" then error("lxmpp.connect: cafile must be a path", 3) end
+  if opts.tls_resumption ~= nil and type(opts.tls_resumption) ~= "boolean" then
+    error("lxmpp.connect: tls_resumption must be a boolean", 3)
+  end
   if mech ~= nil and type(mech) ~= "string" then error("lxmpp.connect: mechanism must be a string", 3) end
   if mech == "EXTERNAL" and type(opts.cert) ~= "string" then
     error("lxmpp.connect: mechanism EXTERNAL needs cert (and key) files", 3)
@@ -205,7 +208,7 @@ for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
   last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting backoff_waiter sasl_mechanism
   scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups login next_features
-  blocked caps_node]]):gmatch("%S+") do
+  blocked caps_node tls_ctxs tls_resume tls_key]]):gmatch("%S+") do
   RESERVED[name] = true
 end
 
@@ -340,14 +343,52 @@ end
 ---------------------------------------------------------------------------
 -- TLS
 
+-- TLS session resumption (docs/api.md, "TLS session resumption"): the
+-- client keeps its TLS contexts (one for STARTTLS, one for direct TLS with
+-- ALPN) and the newest session ticket of its last verified handshake, in
+-- memory only, with the address, port, TLS mode and domain it came from;
+-- the ticket is offered once, to a connection with the same four (the C
+-- engine also refuses it for another context or domain), and replaced by
+-- the ticket of that connection. opts.tls_resumption = false: neither.
+local function resumption(self) return self.opts.tls_resumption ~= false end
+
 local function tls_context(self, direct)
+  local kind = direct and "direct" or "starttls"
+  local ctxs = self.tls_ctxs
+  if ctxs and ctxs[kind] then return ctxs[kind] end
   local ctx, msg, cond = core.tls_context({
     mode = "client", cafile = self.opts.cafile, insecure = self.opts.insecure == true,
     alpn = direct and "xmpp-client" or nil,
     cert = self.opts.cert, key = self.opts.key,     -- SASL EXTERNAL (XEP-0178)
+    resumption = resumption(self),
   })
   if not ctx then return nil, msg, cond end
+  ctxs = ctxs or {}
+  ctxs[kind] = ctx
+  self.tls_ctxs = ctxs
   return ctx
+end
+
+-- Drops the kept ticket and contexts (close; they are freed at once).
+local function forget_tls(self)
+  local r, ctxs = self.tls_resume, self.tls_ctxs
+  self.tls_resume, self.tls_ctxs, self.tls_key = nil, nil, nil
+  if r then r.ticket:close() end
+  for _, ctx in pairs(ctxs or {}) do ctx:close() end
+end
+
+-- After a session is established: keep the ticket its TLS handshake gave
+-- (a TLS 1.3 ticket comes after the handshake, long before negotiation
+-- ends), replacing the one kept before.
+local function keep_ticket(self)
+  local key, conn = self.tls_key, self.conn
+  self.tls_key = nil
+  if not key or not resumption(self) or not conn or not conn.tls_ticket then return end
+  local ticket = conn:tls_ticket()
+  if not ticket then return end
+  local old = self.tls_resume
+  self.tls_resume = { key = key, ticket = ticket }
+  if old then old.ticket:close() end
 end
 
 --- Switches the connection to TLS and waits for the handshake.
@@ -358,7 +399,18 @@ function Client:start_tls(direct)
   self.conn:on("tls-done", function() w:wake(true) end)
   self.conn:on("tls-failed", function(m, c) w:wake(nil, m, c) end)
   -- SNI and the identity to verify: the JID's domain, in A-labels
-  local ok, discarded = self.conn:starttls(ctx, core.to_ascii(self.domain) or self.domain)
+  local sni = core.to_ascii(self.domain) or self.domain
+  local ticket
+  self.tls_key = nil
+  if resumption(self) and self.conn.tls_ticket then
+    local i = self.conn:info() or {}
+    self.tls_key = ("%s %s %s %s"):format(tostring(i.peer), tostring(i.port), direct and "direct" or "starttls", sni)
+    local r = self.tls_resume
+    self.tls_resume = nil                  -- offered once at most (RFC 8446 appendix C.4)
+    if r and r.key == self.tls_key then ticket = r.ticket elseif r then r.ticket:close() end
+  end
+  local ok, discarded = self.conn:starttls(ctx, sni, ticket)
+  if ticket then ticket:close() end        -- the handshake holds its own reference
   if not ok then return nil, discarded, "tls-failed" end
   if discarded and discarded > 0 then
     -- plaintext pipelined after <proceed/>: a man in the middle
@@ -381,10 +433,18 @@ function Client:start_tls(direct)
   self.tls_active = true
   if self.debug then
     local info = self.conn:tls_info() or {}
-    self:log("debug", "TLS %s %s, certificate %s", tostring(info.version), tostring(info.cipher),
-      info.verified and "verified" or "NOT verified (insecure)")
+    self:log("debug", "TLS %s %s, certificate %s%s", tostring(info.version), tostring(info.cipher),
+      info.verified and "verified" or "NOT verified (insecure)", info.resumed and ", session resumed" or "")
   end
   return true
+end
+
+--- c:tls_info() -> { version=, cipher=, alpn=, verified=, peer_subject=,
+-- resumed= } of the current connection's TLS, or nil without TLS.
+function Client:tls_info()
+  local conn = self.conn
+  if not conn or not conn.tls_info then return nil end
+  return conn:tls_info()
 end
 
 ---------------------------------------------------------------------------
@@ -630,7 +690,10 @@ function establish_once(self)
           self.tls_mode = cand.tls or self.tls_mode
           self.neg_error = nil
           local ok, nmsg, ncond = negotiate(self)
-          if ok then return true end
+          if ok then
+            keep_ticket(self)
+            return true
+          end
           if self.neg_error then nmsg, ncond = self.neg_error[1], self.neg_error[2] end
           self.negotiating = false
           conn:abort()
@@ -659,6 +722,14 @@ end
 
 -- Reconnection, liveness, the offline queue and close (lua/lxmpp/reconnect.lua)
 reconnect.install(Client)
+
+-- close() also forgets the TLS ticket and contexts (see forget_tls)
+local close = Client.close
+local function closed(self, ...)
+  forget_tls(self)
+  return ...
+end
+function Client:close(...) return closed(self, close(self, ...)) end
 
 ---------------------------------------------------------------------------
 -- IM conveniences (RFC 6121)

@@ -90,9 +90,11 @@ function Conn:info() return self.c:info() end
 function Conn:abort() return self.c:abort() end
 function Conn:set_max_queue(n) return self.c:set_max_queue(n) end
 function Conn:bytes_in() return self.c:bytes_in() end
-function Conn:starttls(ctx, domain) return self.c:starttls(ctx, domain) end
+function Conn:starttls(ctx, domain, ticket) return self.c:starttls(ctx, domain, ticket) end
 function Conn:channel_binding(t) return self.c:channel_binding(t) end
 function Conn:tls_info() return self.c:tls_info() end
+--- conn:tls_ticket() -> the client's TLS session ticket (csrc/tls.h), moved out, or nil
+function Conn:tls_ticket() return self.c:tls_ticket() end
 --- conn:raw(): no XML parser; each read (decrypted) is a "data" (bytes) event
 function Conn:raw() return self.c:raw() end
 --- conn:websocket{ role = "server"|"client", max_message = bytes, buffered = bytes }:

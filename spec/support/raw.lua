@@ -7,7 +7,7 @@
 --   local ev = r:next()                         -- { open = attr } | { stanza = s }
 --                                               -- | { close = true } | { closed = true }
 --   local cond, text = r:stream_error()         -- waits for <stream:error/>
---   r:negotiate_tls(cafile)                     -- header, STARTTLS, new header
+--   r:negotiate_tls(cafile [, to [, { ctx =, ticket = }]]) -- header, STARTTLS, new header
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
@@ -100,16 +100,19 @@ function Raw:wait_closed(timeout)
 end
 
 --- Opens the stream, does STARTTLS (verifying with cafile) and reopens:
--- returns the features offered over TLS.
-function Raw:negotiate_tls(cafile, to)
+-- returns the features offered over TLS. opts (optional): ctx, a client
+-- core.tls_context to use instead of a new one, and ticket, a TLS session
+-- ticket to offer (r.conn:tls_ticket() of an earlier connection of ctx).
+function Raw:negotiate_tls(cafile, to, opts)
+  opts = opts or {}
   self:send(header(to))
   local f = assert(self:stanza())
   assert(f.name == "features", "expected features")
   self:send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
   local p = assert(self:stanza())
   assert(p.name == "proceed", "expected proceed, got " .. tostring(p.name))
-  local ctx = assert(core.tls_context({ mode = "client", cafile = cafile }))
-  self.conn:starttls(ctx, to or "example.test")
+  local ctx = opts.ctx or assert(core.tls_context({ mode = "client", cafile = cafile }))
+  self.conn:starttls(ctx, to or "example.test", opts.ticket)
   local ev = self:next()
   assert(ev and ev.tls, "TLS did not complete")
   self:send(header(to))

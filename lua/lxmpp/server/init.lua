@@ -158,8 +158,11 @@ function M.new(opts)
     limits[k] = v
   end
   local tls = check_type(opts, "tls", "table")
-  if tls and (type(tls.cert) ~= "string" or type(tls.key) ~= "string") then
+  if tls and (tls.cert ~= nil or tls.key ~= nil) and (type(tls.cert) ~= "string" or type(tls.key) ~= "string") then
     error("lxmpp.server: tls needs cert and key file names", 2)
+  end
+  if tls and tls.resumption ~= nil and type(tls.resumption) ~= "boolean" then
+    error("lxmpp.server: tls.resumption must be a boolean", 2)
   end
   for name, pw in pairs(check_type(opts, "users", "table") or {}) do
     if type(name) ~= "string" or type(pw) ~= "string" then
@@ -686,10 +689,15 @@ function Server:start()
   self.store = store
   self.sasl_secret = core.random(32)
   local ctx, msg, cond
-  if self.opts.tls then
-    ctx, msg, cond = core.tls_context({ mode = "server", cert = self.opts.tls.cert, key = self.opts.tls.key })
+  -- TLS session tickets (docs/server.md, "TLS session resumption"): on
+  -- unless tls.resumption = false; their keys are the context's, new at
+  -- each start
+  local topts = self.opts.tls or {}
+  local resumption = topts.resumption ~= false
+  if topts.cert then
+    ctx, msg, cond = core.tls_context({ mode = "server", cert = topts.cert, key = topts.key, resumption = resumption })
   else
-    ctx, msg, cond = core.tls_context({ mode = "server", domain = self.domain })
+    ctx, msg, cond = core.tls_context({ mode = "server", domain = self.domain, resumption = resumption })
   end
   if not ctx then
     self:stop()
