@@ -13,29 +13,10 @@
 // Optional: --timeout (seconds for everything, default 30), --log (every
 // element in and out on stderr: tokens included, for debugging only).
 
-import { parseArgs } from 'node:util';
+import { peerArgs } from './peer_args.mjs';
 import { client, xml } from '@xmpp/client';
 
-let args;
-try {
-  ({ values: args } = parseArgs({
-    options: {
-      service: { type: 'string' }, domain: { type: 'string' }, username: { type: 'string' },
-      password: { type: 'string' }, resource: { type: 'string', default: 'xmppjs' },
-      to: { type: 'string' }, body: { type: 'string' }, expect: { type: 'string' },
-      timeout: { type: 'string', default: '30' }, log: { type: 'boolean', default: false },
-    },
-  }));
-} catch (e) {
-  console.error(`sasl2_client: ${e.message}`);
-  process.exit(2);
-}
-for (const n of ['service', 'domain', 'username', 'password', 'to', 'body', 'expect']) {
-  if (args[n] === undefined) {
-    console.error(`sasl2_client: --${n} is required`);
-    process.exit(2);
-  }
-}
+const args = peerArgs('sasl2_client');
 
 let step = 'login1';
 let current = null;

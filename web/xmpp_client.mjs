@@ -12,7 +12,6 @@
 // against Node's CA store: for the suite's test CA, run with
 // NODE_EXTRA_CA_CERTS=/path/to/ca.pem. Each step prints "ok <step> <ms>".
 
-import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 
 // @xmpp/websocket uses the WHATWG WebSocket global: Node.js 22 has it, Node.js
@@ -24,27 +23,9 @@ if (typeof globalThis.WebSocket === 'undefined') {
   process.exit(r.status ?? 1);
 }
 const { client, xml } = await import('@xmpp/client');
+const { peerArgs } = await import('./peer_args.mjs');
 
-let args;
-try {
-  ({ values: args } = parseArgs({
-    options: {
-      service: { type: 'string' }, domain: { type: 'string' }, username: { type: 'string' },
-      password: { type: 'string' }, resource: { type: 'string', default: 'xmppjs' },
-      to: { type: 'string' }, body: { type: 'string' }, expect: { type: 'string' },
-      timeout: { type: 'string', default: '30' }, log: { type: 'boolean', default: false },
-    },
-  }));
-} catch (e) {
-  console.error(`xmpp_client: ${e.message}`);
-  process.exit(2);
-}
-for (const n of ['service', 'domain', 'username', 'password', 'to', 'body', 'expect']) {
-  if (args[n] === undefined) {
-    console.error(`xmpp_client: --${n} is required`);
-    process.exit(2);
-  }
-}
+const args = peerArgs('xmpp_client');
 
 let step = 'connect';
 const xmpp = client({
