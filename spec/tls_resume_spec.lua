@@ -9,21 +9,9 @@ local raw = require "spec.support.raw"
 local slow = require "spec.support.slow"
 local events = require "spec.support.events"
 
-local pki
+local pump = require("spec.support.tls_pair").handshake
 
--- Pumps ciphertext between two sessions until neither has more to say.
-local function pump(cs, ss)
-  local c, s
-  for _ = 1, 50 do
-    c = table.pack(cs:handshake())
-    s = table.pack(ss:handshake())
-    local x, y = cs:take(), ss:take()
-    if x ~= "" then ss:recv(x) end
-    if y ~= "" then cs:recv(y) end
-    if x == "" and y == "" then break end
-  end
-  return c, s
-end
+local pki
 
 -- A handshake between a session of cctx for domain (offering ticket) and
 -- one of sctx, then one byte each way so that a TLS 1.3 ticket, which

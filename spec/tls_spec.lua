@@ -6,23 +6,10 @@ local core = require "lxmpp.core"
 local pkimod = require "spec.support.pki"
 local socket = require "socket"
 
+local handshake_pair = require("spec.support.tls_pair").handshake
+
 local pki
 
--- Pumps ciphertext between two sessions until both handshakes ended (or
--- nothing moves any more). Returns each side's last handshake() results.
-local function handshake_pair(cs, ss)
-  local c, s
-  for _ = 1, 50 do
-    c = table.pack(cs:handshake())
-    s = table.pack(ss:handshake())
-    local x, y = cs:take(), ss:take()
-    if x ~= "" then ss:recv(x) end
-    if y ~= "" then cs:recv(y) end
-    if c[1] ~= "want" and s[1] ~= "want" and x == "" and y == "" then break end
-    if x == "" and y == "" and (c[1] == nil or s[1] == nil) then break end
-  end
-  return c, s
-end
 
 -- A client session for `domain` and a server session, handshaken.
 local function connect(copts, sopts, domain)
