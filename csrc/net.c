@@ -11,7 +11,7 @@
  *                        current read go to it
  *   conn:starttls(ctx, domain [, ticket]) -> true, discarded   (then
  *                        "tls-done"/"tls-failed"; a client offers ticket)
- *   conn:tls_info()  conn:channel_binding(type)
+ *   conn:tls_info()  conn:tls_peer_is(domain)  conn:channel_binding(type)
  *   conn:tls_ticket() -> ticket | nil  (client: tls_lua.c's session:ticket)
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
  *   conn:bytes_in()      bytes read so far
@@ -347,6 +347,17 @@ static int l_tls_info(lua_State *L) {
   return 1;
 }
 
+/* conn:tls_peer_is(domain) -> boolean: the peer's certificate verified and
+ * names domain (tls.h, lx_tls_peer_is); false without TLS. A domain with
+ * an embedded NUL never matches. */
+static int l_tls_peer_is(lua_State *L) {
+  conn *c = check_conn(L);
+  size_t len;
+  const char *d = luaL_checklstring(L, 2, &len);
+  lua_pushboolean(L, c->tls && c->tls_done && strlen(d) == len && lx_tls_peer_is(c->tls, d));
+  return 1;
+}
+
 /* conn:tls_ticket() -> ticket | nil: the newest session ticket of this
  * client connection's verified handshake, moved out (tls.h). Through
  * tls_lua.c's session:ticket so one binding owns the userdata type. */
@@ -571,7 +582,7 @@ void lx_open_net(lua_State *L) {
     {"abort", l_abort}, {"info", l_info}, {"set_owner", l_set_owner},
     {"set_max_queue", l_set_max_queue}, {"starttls", l_starttls},
     {"bytes_in", l_bytes_in}, {"raw", l_raw}, {"websocket", l_websocket},
-    {"tls_info", l_tls_info}, {"channel_binding", l_channel_binding},
+    {"tls_info", l_tls_info}, {"tls_peer_is", l_tls_peer_is}, {"channel_binding", l_channel_binding},
     {"tls_ticket", l_tls_ticket},
     {NULL, NULL}
   };

@@ -753,6 +753,21 @@ int lx_tls_verified(const lx_tls *t) {
          SSL_get_verify_result(t->ssl) == X509_V_OK;
 }
 
+int lx_tls_peer_is(const lx_tls *t, const char *domain) {
+  X509 *x;
+  unsigned flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
+  int ok;
+  if (!domain || !*domain || !lx_tls_verified(t)) return 0;
+  x = SSL_get0_peer_certificate(t->ssl);
+  if (has_xmppaddr(x, domain)) return 1;
+  /* as cert_verify_cb: no CN fallback once any SAN is present */
+  if (X509_get_ext_by_NID(x, NID_subject_alt_name, -1) >= 0)
+    flags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT;
+  ok = X509_check_host(x, domain, strlen(domain), flags, NULL) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
 int lx_tls_peer_subject(const lx_tls *t, char *buf, size_t cap) {
   X509 *x = SSL_get0_peer_certificate(t->ssl);
   BIO *b;

@@ -162,6 +162,13 @@ const char *lx_tls_server_name(const lx_tls *t); /* SNI sent or received */
 /* 1 when the peer showed a certificate whose chain and identity verified
  * (even with insecure set), 0 otherwise. */
 int lx_tls_verified(const lx_tls *t);
+/* 1 when the peer's certificate verified (lx_tls_verified) and its
+ * identity is domain (ASCII/A-labels): an id-on-xmppAddr SAN equal to it,
+ * or a DNS-ID (RFC 6125 §6.4, no partial wildcards, the CN only when the
+ * certificate has no SAN), as a client checks the server it connects to.
+ * For a server checking a client certificate against the domain the peer
+ * claims (server-to-server SASL EXTERNAL, RFC 6120 §13.7.1.2, XEP-0178). */
+int lx_tls_peer_is(const lx_tls *t, const char *domain);
 /* The peer certificate's subject (RFC 2253) into buf; 0 if no certificate. */
 int lx_tls_peer_subject(const lx_tls *t, char *buf, size_t cap);
 

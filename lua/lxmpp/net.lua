@@ -93,6 +93,8 @@ function Conn:bytes_in() return self.c:bytes_in() end
 function Conn:starttls(ctx, domain, ticket) return self.c:starttls(ctx, domain, ticket) end
 function Conn:channel_binding(t) return self.c:channel_binding(t) end
 function Conn:tls_info() return self.c:tls_info() end
+--- conn:tls_peer_is(domain) -> true when the peer's certificate verified and names domain (RFC 6125, XEP-0178)
+function Conn:tls_peer_is(domain) return self.c:tls_peer_is(domain) end
 --- conn:tls_ticket() -> the client's TLS session ticket (csrc/tls.h), moved out, or nil
 function Conn:tls_ticket() return self.c:tls_ticket() end
 --- conn:raw(): no XML parser; each read (decrypted) is a "data" (bytes) event

@@ -70,6 +70,10 @@ M.DEFAULT_LIMITS = {
   auth_forget = 600,            -- seconds after its last failure that an address starts over
   max_registrations = 1,        -- in-band registrations (XEP-0077) from one address per register_interval
   register_interval = 600,      -- seconds
+  -- federation (docs/server.md, "Federation (s2s)"; server/s2s.lua)
+  s2s_queue = 100,              -- stanzas waiting for one remote domain's route to come up
+  s2s_timeout = 30,             -- seconds for a route to connect and negotiate (remote-server-timeout beyond)
+  s2s_idle = 600,               -- seconds without a stanza before a server-to-server stream closes
 }
 
 --- User names in-band registration refuses by default (the `reserved_names`
@@ -210,8 +214,11 @@ function M.new(opts)
   if math_type(iterations) ~= "integer" or iterations < 4096 then
     error("lxmpp.server: iterations must be an integer of at least 4096", 2)
   end
+  local s2s_conf = require("lxmpp.server.s2s").check(opts, parse_address)
   local self = setmetatable({
     opts = opts,
+    s2s_conf = s2s_conf,   -- nil: no federation (server/s2s.lua)
+    s2s_listen = address_list(opts.s2s_listen, "s2s_listen"),
     domain = pdomain,
     limits = limits,
     listen = address_list(opts.listen, "listen", { "127.0.0.1:5222" }),
@@ -522,6 +529,8 @@ function Server:stats()
   return { streams = n, unauthenticated = self.unauth, sessions = b }
 end
 
+local STREAM_NS = { c2s = "jabber:client", component = "jabber:component:accept", s2s = "jabber:server" }
+
 -- Refuses a connection over the limits: header, stream error, close.
 local function refuse(self, conn, ns, text)
   local framing = conn.framing
@@ -537,17 +546,18 @@ function Server:accept(conn, kind, direct_tls)
   if (self.per_ip[ip] or 0) >= self.limits.max_per_ip then
     self:log("warn", "refused a connection from %s: too many from that address", ip)
     if direct_tls then return conn:abort() end
-    return refuse(self, conn, kind == "component" and "jabber:component:accept" or "jabber:client",
-      "too many connections from your address")
+    return refuse(self, conn, STREAM_NS[kind], "too many connections from your address")
   end
   if self.unauth >= self.limits.max_unauthenticated then
     self:log("warn", "refused a connection from %s: too many unauthenticated connections", ip)
     if direct_tls then return conn:abort() end
-    return refuse(self, conn, kind == "component" and "jabber:component:accept" or "jabber:client",
-      "too many connections, try again later")
+    return refuse(self, conn, STREAM_NS[kind], "too many connections, try again later")
   end
   if kind == "component" then
     return require("lxmpp.server.component").accept(self, conn)
+  end
+  if kind == "s2s" then
+    return require("lxmpp.server.s2s_in").accept(self, conn)
   end
   return require("lxmpp.server.c2s").accept(self, conn, direct_tls)
 end
@@ -641,6 +651,7 @@ function Server:route(s, ev)
   if self.components and self.components[host] then
     return self:bounce(s, "cancel", "service-unavailable", "the component serving " .. host .. " is not connected")
   end
+  if self.s2s then return self.s2s:send(s, host) end   -- a remote domain (server/s2s.lua)
   return self:bounce(s, "cancel", "remote-server-not-found", "this server does not federate")
 end
 
@@ -652,6 +663,17 @@ function Server:bounce(s, etype, cond, text)
   local r = st.error_reply(s, etype, cond, text)
   if not r.attr.from then r.attr.from = self.domain end
   return self:route(r)
+end
+
+--- srv:s2s_host(domain, address): from now on, routes to the remote
+-- domain connect to address ("IP:PORT"), as the s2s.hosts option says
+-- (docs/server.md, "Federation (s2s)"); a route already up is kept. For
+-- tests and private networks whose addresses are known only at run time.
+function Server:s2s_host(domain, address)
+  if not self.s2s_conf then error("s2s_host: federation is off (no s2s option)", 2) end
+  local d = type(domain) == "string" and jid.prep(domain)
+  if not d or jid.node(d) or jid.resource(d) then error("s2s_host: invalid domain " .. tostring(domain), 2) end
+  self.s2s_conf.hosts[d] = parse_address(address, "s2s_host")
 end
 
 --- srv:add_host(domain, host): mounts a service (host:deliver(stanza, node,
@@ -732,9 +754,17 @@ function Server:start()
     self.components[pd] = { secret = secret }
   end
   local ok
+  if self.s2s_conf then
+    self.s2s, msg, cond = require("lxmpp.server.s2s").new(self, self.s2s_conf)
+    if not self.s2s then
+      self:stop()
+      return nil, msg, cond
+    end
+  end
   ok, msg, cond = listen_all(self, self.listen, "c2s", false)
   if ok then ok, msg, cond = listen_all(self, self.tls_listen, "c2s", true) end
   if ok then ok, msg, cond = listen_all(self, self.component_listen, "component", false) end
+  if ok then ok, msg, cond = listen_all(self, self.s2s_listen, "s2s", false) end
   if ok and self.opts.upload then   -- XEP-0363, after the XMPP listeners (addresses() order)
     self.upload, msg, cond = require("lxmpp.server.upload").start(self, self.opts.upload)
     ok = self.upload ~= nil
@@ -755,7 +785,7 @@ function Server:start()
   return true
 end
 
---- srv:addresses() -> { { kind = "c2s"|"c2s-tls"|"component"|"http"|"https", ip =, port = }, ... }
+--- srv:addresses() -> { { kind = "c2s"|"c2s-tls"|"component"|"s2s"|"http"|"https", ip =, port = }, ... }
 function Server:addresses()
   local out = {}
   for i, l in ipairs(self.listeners) do out[i] = { kind = l.kind, ip = l.ip, port = l.port } end
@@ -779,6 +809,8 @@ function Server:stop()
     s.sm.resumable = false
     self:unbind(s, "the server is stopping")  -- unacknowledged messages go offline
   end
+  if self.s2s then self.s2s:close() end    -- what waited for a route bounces
+  self.s2s = nil
   if self.muc and self.muc.close then self.muc:close() end
   if self.upload then self.upload:close() end
   if self.web then self.web:close() end

@@ -1,0 +1,244 @@
+-- lxmpp.server.s2s: federation (RFC 6120 server-to-server) for the embedded
+-- server: one route per remote domain. A route is the outgoing stream that
+-- carries our stanzas to that domain (server/s2s_out.lua), the bounded queue
+-- of stanzas that wait while it comes up, and its idle timer; stanzas from
+-- the remote domain arrive over its own stream (server/s2s_in.lua), one
+-- direction per TCP connection (RFC 6120 §4.2 without XEP-0288).
+--
+-- Options (docs/server.md, "Federation (s2s)"):
+--   s2s = { hosts = { ["other.example"] = "192.0.2.7:5269" },  -- domain -> address
+--           cafile = "ca.pem" }      -- trust anchors for peer certificates
+--   s2s_listen = "0.0.0.0:5269"      -- where remote servers connect
+-- A route that fails bounces what waited with remote-server-not-found
+-- (nothing to connect to, connection or TLS or authentication refused) or
+-- remote-server-timeout (not up within limits.s2s_timeout), never an error
+-- or a result (Server:bounce), so bounces cannot be used for amplification.
+
+local core = require "lxmpp.core"
+local jid = require "lxmpp.jid"
+local task = require "lxmpp.task"
+local fifo = require "lxmpp.fifo"
+
+local setmetatable, getmetatable, type, error, pairs, tostring, ipairs =
+  setmetatable, getmetatable, type, error, pairs, tostring, ipairs
+
+local M = {}
+
+M.NS = "jabber:server"
+M.DEFAULT_PORT = 5269     -- RFC 6120 §3.2.2 fallback (no SRV yet: S2S_STATUS.md)
+
+--- s2s.check(opts) -> the s2s options, normalized, or nil when federation
+-- is off; raises on a bad option (called from lxmpp.server(opts)).
+function M.check(opts, parse_address)
+  local o, listen = opts.s2s, opts.s2s_listen
+  if o == nil and listen == nil then return nil end
+  if o ~= nil and type(o) ~= "table" then error("lxmpp.server: option s2s must be a table", 3) end
+  o = o or {}
+  for k in pairs(o) do
+    if k ~= "hosts" and k ~= "cafile" then error(("lxmpp.server: unknown s2s option %q"):format(tostring(k)), 3) end
+  end
+  if o.cafile ~= nil and type(o.cafile) ~= "string" then error("lxmpp.server: s2s.cafile must be a file name", 3) end
+  local hosts = {}
+  if o.hosts ~= nil and type(o.hosts) ~= "table" then error("lxmpp.server: s2s.hosts must be a table", 3) end
+  for d, addr in pairs(o.hosts or {}) do
+    local pd = type(d) == "string" and jid.prep(d)
+    if not pd or jid.node(pd) or jid.resource(pd) then
+      error(("lxmpp.server: s2s.hosts: %q is not a domain"):format(tostring(d)), 3)
+    end
+    hosts[pd] = parse_address(addr, "s2s.hosts")
+  end
+  return { hosts = hosts, cafile = o.cafile }
+end
+
+local S2S = {}
+S2S.__index = S2S
+
+--- s2s.new(srv, conf) -> the federation core of a started server, with its
+-- two TLS contexts: the server one asks for client certificates (verified
+-- against conf.cafile; without it no peer can use SASL EXTERNAL), the
+-- client one verifies the servers we connect to and shows our certificate.
+function M.new(srv, conf)
+  local topts = srv.opts.tls or {}
+  local sctx, msg, cond
+  if topts.cert then
+    sctx, msg, cond = core.tls_context({ mode = "server", cert = topts.cert, key = topts.key, cafile = conf.cafile })
+  else
+    sctx, msg, cond = core.tls_context({ mode = "server", domain = srv.domain, cafile = conf.cafile })
+  end
+  if not sctx then return nil, "s2s TLS: " .. tostring(msg), cond end
+  local cctx
+  cctx, msg, cond = core.tls_context({ mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key })
+  if not cctx then
+    sctx:close()
+    return nil, "s2s TLS: " .. tostring(msg), cond
+  end
+  return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx,
+    routes = {},       -- remote domain -> route
+    incoming = {},     -- authenticated incoming stream -> its domain
+  }, S2S)
+end
+
+---------------------------------------------------------------------------
+-- idle timers: a stream with no stanza either way for limits.s2s_idle
+-- seconds closes (checked lazily: one timer per stream, re-armed for what
+-- is left of the period when there was traffic)
+
+--- s2s.touch(stream): a stanza went through stream.
+function M.touch(s) s.last_stanza = core.now() end
+
+function M.arm_idle(s)
+  local idle = s.srv.limits.s2s_idle
+  s.last_stanza = core.now()
+  local function check()
+    s.idle_timer = nil
+    if s.ended then return end
+    local left = s.last_stanza + idle - core.now()
+    if left > 0 then
+      s.idle_timer = core.timer(left, { wake = check })
+      return
+    end
+    s:log("info", "idle for %g seconds: closing", idle)
+    s:close()
+  end
+  s.idle_timer = core.timer(idle, { wake = check })
+end
+
+function M.stop_idle(s)
+  if s.idle_timer then s.idle_timer:stop(); s.idle_timer = nil end
+end
+
+---------------------------------------------------------------------------
+-- routes
+
+-- Where to connect for a domain: the s2s.hosts map, else the domain itself
+-- on the default port (SRV: next, S2S_STATUS.md). In a task.
+local function targets(self, domain)
+  local a = self.conf.hosts[domain]
+  if a then return { { ip = a.ip, port = a.port } } end
+  local ips, msg, cond = require("lxmpp.resolve").addresses(domain)
+  if not ips then return nil, msg, cond end
+  local out = {}
+  for i, ip in ipairs(ips) do out[i] = { ip = ip, port = M.DEFAULT_PORT } end
+  return out
+end
+
+-- A stanza as it goes out on a jabber:server stream: one that carries the
+-- jabber:client namespace itself (a WebSocket client's) loses it there.
+local function for_server(s)
+  local ns = s.attr.xmlns
+  if ns == nil then return s end
+  if ns ~= "jabber:client" then return s end
+  local copy = setmetatable({}, getmetatable(s))
+  for k, v in pairs(s) do copy[k] = v end
+  local attr = {}
+  for k, v in pairs(s.attr) do attr[k] = v end
+  attr.xmlns = nil
+  copy.attr = attr
+  return copy
+end
+
+--- s2s:send(stanza, host): a stanza (from trusted, to a domain that no
+-- local host serves) to its remote domain: at once over a ready route,
+-- else queued while the route comes up (bounced with resource-constraint
+-- past limits.s2s_queue stanzas).
+function S2S:send(s, host)
+  local route = self.routes[host]
+  if route and route.out and route.ready then
+    M.touch(route.out)
+    return route.out:send(for_server(s))
+  end
+  if not route then
+    if host == self.srv.domain then
+      return self.srv:bounce(s, "cancel", "remote-server-not-found", "no route to our own domain")
+    end
+    route = self:open_route(host)
+  end
+  if route.queue.n >= self.srv.limits.s2s_queue then
+    return self.srv:bounce(s, "wait", "resource-constraint", "too many stanzas wait for the route to " .. host)
+  end
+  route.queue:push(s)
+end
+
+-- A new route to host: resolve and connect in a task, then the outgoing
+-- stream negotiates; limits.s2s_timeout bounds all of it.
+function S2S:open_route(host)
+  local srv = self.srv
+  local route = { domain = host, queue = fifo.new(), ready = false }
+  self.routes[host] = route
+  local timeout = srv.limits.s2s_timeout
+  route.timer = core.timer(timeout, { wake = function()
+    route.timer = nil
+    if self.routes[host] == route and not route.ready then
+      self:fail(route, "remote-server-timeout", ("the route to %s was not up within %g seconds"):format(host, timeout))
+    end
+  end })
+  route.task = task.spawn(function()
+    local list, msg = targets(self, host)
+    if self.routes[host] ~= route then return end
+    if not list then return self:fail(route, "remote-server-not-found", ("%s: %s"):format(host, tostring(msg))) end
+    local last
+    for _, t in ipairs(list) do
+      local conn, cmsg, ccond = require("lxmpp.net").connect(t.ip, t.port, timeout)
+      if self.routes[host] ~= route then
+        if conn then conn:abort() end
+        return
+      end
+      if conn then
+        route.task = nil
+        route.out = require("lxmpp.server.s2s_out").start(self, route, conn)
+        return
+      end
+      last = ccond == "timeout" and "remote-server-timeout" or "remote-server-not-found"
+      srv:log("info", "s2s: cannot connect to %s at %s port %d: %s", host, t.ip, t.port, tostring(cmsg))
+    end
+    route.task = nil
+    self:fail(route, last or "remote-server-not-found", "cannot connect to " .. host)
+  end)
+  srv:log("info", "s2s: opening a route to %s", host)
+  return route
+end
+
+--- The outgoing stream of route finished its negotiation: what waited goes.
+function S2S:route_ready(route)
+  if self.routes[route.domain] ~= route then return end
+  route.ready = true
+  if route.timer then route.timer:stop(); route.timer = nil end
+  self.srv:log("info", "s2s: route to %s is up", route.domain)
+  local q, out = route.queue, route.out
+  route.queue = fifo.new()
+  while q.n > 0 and not out.ended do out:send(for_server(q:pop())) end
+  M.arm_idle(out)
+end
+
+--- The route failed (or its stream ended): it is gone, and whatever still
+-- waited for it bounces with cond; the next stanza opens a new route.
+function S2S:fail(route, cond, text)
+  if route.failed then return end
+  route.failed = true
+  if self.routes[route.domain] == route then self.routes[route.domain] = nil end
+  if route.timer then route.timer:stop(); route.timer = nil end
+  route.task = nil      -- a connect under way ends by itself (timeout) and sees the route is gone
+  local out = route.out
+  route.out = nil
+  if out and not out.ended then out:close() end
+  local q = route.queue
+  route.queue = fifo.new()
+  if not route.ready or q.n > 0 then
+    self.srv:log("info", "s2s: route to %s failed (%s): %s", route.domain, cond, tostring(text))
+  end
+  while q.n > 0 do self.srv:bounce(q:pop(), "cancel", cond, text) end
+end
+
+--- Stops every route and closes the TLS contexts (srv:stop(); the
+-- streams themselves are closed with the server's other streams).
+function S2S:close()
+  local list = {}
+  for _, r in pairs(self.routes) do list[#list + 1] = r end
+  for _, r in ipairs(list) do self:fail(r, "remote-server-not-found", "the server is stopping") end
+  self.server_ctx:close()
+  self.client_ctx:close()
+end
+
+M.S2S = S2S
+
+return M

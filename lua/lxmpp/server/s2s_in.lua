@@ -1,0 +1,162 @@
+-- lxmpp.server.s2s_in: a stream a remote server opens to us (RFC 6120 §4.2,
+-- as the receiving entity), to send us its stanzas. The header names both
+-- domains (to: ours; from: the peer's, RFC 6120 §4.7.1); STARTTLS is
+-- required; the peer then authenticates as that domain with SASL EXTERNAL
+-- (RFC 6120 §6.3.4, §13.7.1.2, XEP-0178), offered only when its TLS client
+-- certificate verified against s2s.cafile and names the domain (RFC 6125;
+-- conn:tls_peer_is, csrc/tls.c). After the restart, every stanza must come
+-- from that domain (else invalid-from), be addressed to a domain served
+-- here (else host-unknown: we relay for nobody), and carry both addresses
+-- (else improper-addressing); it is then routed as ours are.
+
+local core = require "lxmpp.core"
+local jid = require "lxmpp.jid"
+local stream = require "lxmpp.server.stream"
+local s2s = require "lxmpp.server.s2s"
+local redact = require "lxmpp.redact"
+
+local setmetatable, tostring = setmetatable, tostring
+
+local M = {}
+
+local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+local In = setmetatable({}, { __index = stream.Stream })
+In.__index = In
+M.In = In
+
+function M.accept(srv, conn)
+  local self = setmetatable({ kind = "s2sin", fed = srv.s2s, secure = conn.encrypted == true }, In)
+  stream.Stream.init(self, srv, conn, s2s.NS)
+  conn:on("tls-done", function()
+    self.secure = true
+    self.starting_tls = false
+  end)
+  conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
+  return self
+end
+
+function In:log(level, fmt, ...)
+  return self.srv:log(level, "s2sin %s %s: " .. fmt, self.ip, self.peer or "?", ...)
+end
+
+-- the peer can authenticate as self.peer with its certificate
+local function external_ok(self)
+  return self.secure and self.peer ~= nil and self.conn.tls_peer_is ~= nil and self.conn:tls_peer_is(self.peer)
+end
+
+function In:on_open(attr)
+  if self.ended then return end
+  local bad, why = self.framing.check_open(attr, s2s.NS)
+  if bad then return self:stream_error(bad, why) end
+  if attr.version ~= "1.0" then
+    return self:stream_error("unsupported-version", "only XMPP 1.0 streams are served")
+  end
+  local to = attr.to and jid.prep(attr.to)
+  if to ~= self.srv.domain then
+    return self:stream_error("host-unknown", "this server serves " .. self.srv.domain)
+  end
+  local from = attr.from and jid.prep(attr.from)
+  if not from or jid.node(from) or jid.resource(from) or from == self.srv.domain then
+    return self:stream_error("invalid-from", "the stream header must name the sending server's domain")
+  end
+  if self.authenticated and from ~= self.peer then
+    return self:stream_error("invalid-from", "the stream was authenticated for " .. self.peer)
+  end
+  self.peer = from
+  self:send_header({ from = self.srv.domain, to = from, version = "1.0" })
+  local f = { self.framing.features }
+  if not self.secure then
+    f[#f + 1] = "<starttls xmlns='" .. NS_TLS .. "'><required/></starttls>"
+  elseif not self.authenticated and external_ok(self) then
+    f[#f + 1] = "<mechanisms xmlns='" .. NS_SASL .. "'><mechanism>EXTERNAL</mechanism></mechanisms>"
+  end
+  f[#f + 1] = "</stream:features>"
+  self:write(table.concat(f))
+end
+
+local function sasl_failure(self, cond, text)
+  self:log("info", "SASL EXTERNAL refused: %s", text)
+  self:write("<failure xmlns='" .. NS_SASL .. "'><" .. cond .. "/></failure>")
+  return self:close()
+end
+
+function In:on_auth(el)
+  if el.attr.mechanism ~= "EXTERNAL" then
+    return sasl_failure(self, "invalid-mechanism", "only EXTERNAL is offered")
+  end
+  if not external_ok(self) then
+    return sasl_failure(self, "not-authorized", "no verified certificate for " .. tostring(self.peer))
+  end
+  -- the authorization identity, when given, is the domain itself (XEP-0178 §4)
+  local text = el:get_text() or ""
+  local authzid = ""
+  if text ~= "" and text ~= "=" then
+    authzid = core.base64_decode(text)
+    if not authzid then return sasl_failure(self, "incorrect-encoding", "bad base64") end
+  end
+  if authzid ~= "" and jid.prep(authzid) ~= self.peer then
+    return sasl_failure(self, "invalid-authzid", "the authorization identity is not " .. self.peer)
+  end
+  self.authenticated = true
+  self.srv:account_auth(self)
+  self:set_ready()
+  self:write("<success xmlns='" .. NS_SASL .. "'/>")
+  self.conn:restart()
+  self:restarted()
+  self.fed.incoming[self] = self.peer
+  s2s.arm_idle(self)
+  self:log("info", "authenticated by certificate")
+end
+
+function In:on_stanza(s)
+  if self.ended then return end
+  self:check_rate()
+  local ns, name = s.attr.xmlns, s.name
+  if self.srv.debug then self:log("debug", "IN %s", redact.text(s)) end
+  if ns == stream.NS_STREAMS and name == "error" then
+    return self:finish("the remote server sent a stream error")
+  end
+  local stanza = (ns == nil or ns == s2s.NS) and (name == "message" or name == "presence" or name == "iq")
+  if self.authenticated then
+    if not stanza then
+      return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
+    end
+    local from, to = s.attr.from and jid.prep(s.attr.from), s.attr.to and jid.prep(s.attr.to)
+    if not from or not to then
+      return self:stream_error("improper-addressing", "a stanza between servers needs valid 'from' and 'to'")
+    end
+    if jid.domain(from) ~= self.peer then
+      return self:stream_error("invalid-from", "this stream is authenticated for " .. self.peer .. " only")
+    end
+    local host = jid.domain(to)
+    local srv = self.srv
+    if not srv.hosts[host] and not (srv.components and srv.components[host]) then
+      return self:stream_error("host-unknown", host .. " is not served here")
+    end
+    s.attr.from, s.attr.to, s.attr.xmlns = from, to, nil
+    s2s.touch(self)
+    return srv:route(s)
+  end
+  if not self.starting_tls and ns == NS_TLS and name == "starttls" and not self.secure then
+    self:write("<proceed xmlns='" .. NS_TLS .. "'/>")
+    self.starting_tls = true
+    self:restarted()
+    local _, discarded = self.conn:starttls(self.fed.server_ctx)
+    if discarded and discarded > 0 then
+      self:log("warn", "dropped %d bytes sent in plaintext after <starttls/>", discarded)
+    end
+    return
+  end
+  if ns == NS_SASL and name == "auth" and self.secure then return self:on_auth(s) end
+  if stanza then return self:stream_error("not-authorized", "authenticate first") end
+  return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not expected here")
+end
+
+function In:on_end()
+  s2s.stop_idle(self)
+  if self.fed then self.fed.incoming[self] = nil end
+end
+
+return M

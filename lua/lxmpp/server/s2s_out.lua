@@ -1,0 +1,142 @@
+-- lxmpp.server.s2s_out: the stream this server opens to a remote domain
+-- (RFC 6120 §4.2, as the initiating entity), to send it our stanzas. On a
+-- TCP connection server/s2s.lua made: our jabber:server header from our
+-- domain to theirs, STARTTLS (required: RFC 6120 §5.3.1, the remote
+-- certificate verified for the remote domain as a client does), SASL
+-- EXTERNAL with our certificate (RFC 6120 §6.3.4, XEP-0178), the restart,
+-- and from then on the route is up. Anything else fails the route (Server
+-- Dialback where certificates do not verify is next: S2S_STATUS.md).
+
+local stream = require "lxmpp.server.stream"
+local s2s = require "lxmpp.server.s2s"
+local redact = require "lxmpp.redact"
+
+local setmetatable, tostring = setmetatable, tostring
+
+local M = {}
+
+local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+local Out = setmetatable({}, { __index = stream.Stream })
+Out.__index = Out
+M.Out = Out
+
+--- s2s_out.start(core, route, conn) -> the stream, its header sent.
+function M.start(fed, route, conn)
+  local srv = fed.srv
+  local self = setmetatable({ kind = "s2sout", fed = fed, route = route, remote = route.domain,
+    secure = false, stage = "header" }, Out)
+  stream.Stream.init(self, srv, conn, s2s.NS)
+  srv:account_auth(self)       -- ours, not a peer's: never counts as an unauthenticated connection
+  conn:on("tls-done", function()
+    self.secure = true
+    self:guarded(self.open_stream)
+  end)
+  conn:on("tls-failed", function(msg) self:fail_route("TLS with " .. self.remote .. " failed: " .. tostring(msg)) end)
+  conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
+  self:open_stream()
+  return self
+end
+
+-- Our header (RFC 6120 §4.7: from and to, no id from the initiator).
+function Out:open_stream()
+  self.stage = "header"
+  self.header_sent = true
+  return self:write(self.framing.open(s2s.NS, { from = self.srv.domain, to = self.remote, version = "1.0" }))
+end
+
+function Out:log(level, fmt, ...)
+  return self.srv:log(level, "s2sout %s: " .. fmt, self.remote, ...)
+end
+
+-- The route cannot come up: the stream ends, what waited bounces.
+function Out:fail_route(text, cond)
+  self:log("info", "%s", text)
+  if not self.ended then self:close(cond, text) end
+  self.fed:fail(self.route, "remote-server-not-found", text)
+end
+
+function Out:on_open(attr)
+  if self.ended then return end
+  if attr.xmlns ~= s2s.NS then
+    return self:fail_route("the remote stream is not jabber:server", "invalid-namespace")
+  end
+  if attr.version ~= "1.0" then
+    return self:fail_route("the remote server does not speak XMPP 1.0 streams", "unsupported-version")
+  end
+  self.stream_id = attr.id
+  self.stage = "features"
+end
+
+local function mechanisms(features)
+  local m = features:get_child("mechanisms", NS_SASL)
+  local set = {}
+  for el in (m and m:childtags("mechanism") or function() end) do set[el:get_text() or ""] = true end
+  return set
+end
+
+function Out:on_stanza(el)
+  if self.ended then return end
+  local name, ns = el.name, el.attr.xmlns
+  if self.srv.debug then self:log("debug", "IN %s", redact.text(el)) end
+  if ns == stream.NS_STREAMS and name == "error" then
+    local cond = el.tags[1] and el.tags[1].name or "undefined-condition"
+    return self:fail_route("the remote server sent the stream error " .. cond)
+  end
+  local stage = self.stage
+  if stage == "features" and ns == stream.NS_STREAMS and name == "features" then
+    if not self.secure then
+      if not el:get_child("starttls", NS_TLS) then
+        return self:fail_route(self.remote .. " offers no STARTTLS, which we require", "policy-violation")
+      end
+      self.stage = "proceed"
+      return self:write("<starttls xmlns='" .. NS_TLS .. "'/>")
+    end
+    if not self.authenticated then
+      if not mechanisms(el).EXTERNAL then
+        return self:fail_route(self.remote .. " does not accept our certificate (no SASL EXTERNAL)",
+          "policy-violation")
+      end
+      self.stage = "sasl"
+      -- no authorization identity: the one of our certificate, our domain (XEP-0178 §4)
+      return self:write("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+    end
+    self.stage = "ready"
+    self:set_ready()
+    return self.fed:route_ready(self.route)
+  end
+  if stage == "proceed" and ns == NS_TLS then
+    if name ~= "proceed" then return self:fail_route(self.remote .. " refused STARTTLS") end
+    self.stage = "tls"
+    local ok, msg = self.conn:starttls(self.fed.client_ctx, self.remote)
+    if not ok then return self:fail_route("TLS with " .. self.remote .. " failed: " .. tostring(msg)) end
+    return
+  end
+  if stage == "sasl" and ns == NS_SASL then
+    if name ~= "success" then
+      local why = el.tags[1] and el.tags[1].name or "failure"
+      return self:fail_route(self.remote .. " refused our certificate (" .. why .. ")")
+    end
+    self.authenticated = true
+    self.conn:restart()
+    return self:open_stream()
+  end
+  if stage == "ready" then
+    -- one direction per connection (no XEP-0288): the receiving server
+    -- sends us nothing here
+    return self:stream_error("unsupported-stanza-type", "this stream carries stanzas the other way only")
+  end
+  return self:fail_route("unexpected <" .. name .. "/> from " .. self.remote .. " during negotiation",
+    "unsupported-stanza-type")
+end
+
+function Out:on_end(reason)
+  s2s.stop_idle(self)
+  local route = self.route
+  if route.out == self or not route.ready then
+    self.fed:fail(route, "remote-server-not-found", "the stream to " .. self.remote .. " ended: " .. tostring(reason))
+  end
+end
+
+return M

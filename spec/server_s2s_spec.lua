@@ -1,0 +1,352 @@
+-- Federation (server/s2s.lua, s2s_out.lua, s2s_in.lua): two embedded
+-- servers in one process on loopback, example.test and other.test, each
+-- with a certificate of the suite's CA for its domain, route stanzas to
+-- each other over jabber:server streams (STARTTLS, SASL EXTERNAL);
+-- routes that fail bounce what waited with the right condition; raw
+-- hostile server streams get the stream errors RFC 6120 names.
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local net = require "lxmpp.net"
+local st = require "lxmpp.stanza"
+local pki = require "spec.support.pki"
+local raw = require "spec.support.raw"
+local serve = require "spec.support.serve"
+local clean = require "spec.support.clean"
+local slow = require "spec.support.slow"
+
+local A, B = "example.test", "other.test"
+local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+local function port_of(srv, kind)
+  for _, a in ipairs(srv:addresses()) do
+    if a.kind == kind then return a.port end
+  end
+end
+
+-- A started server of domain with certificate certname ("good" names
+-- example.test, "wrongname" other.test); extra: options on top.
+local function start(domain, certname, extra)
+  local p = pki.get()
+  local cert = p.certs[certname]
+  local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
+    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca },
+    users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local srv = lxmpp.server(opts)
+  assert(srv:start())
+  return srv
+end
+
+-- Runs fn(a, b) with example.test (a) and other.test (b) federating;
+-- ea, eb: extra options of each.
+local function two(fn, ea, eb)
+  lxmpp.run(function()
+    local a = start(A, (ea or {}).cert_name or "good", ea and ea.opts)
+    local b = start(B, (eb or {}).cert_name or "wrongname", eb and eb.opts)
+    a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
+    b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
+    local ok, err = xpcall(fn, debug.traceback, a, b)
+    require("spec.support.clients").kill_all()
+    net.abort_all()
+    a:stop()
+    b:stop()
+    lxmpp.sleep(0.05)
+    if not ok then error(err, 0) end
+  end)
+  clean()
+end
+
+-- a client of srv's domain
+local function login(srv, user, insecure)
+  return assert(lxmpp.connect({ jid = user .. "@" .. srv.domain .. "/r", password = user .. "-pw",
+    host = "127.0.0.1", port = port_of(srv, "c2s"), cafile = pki.get().ca, insecure = insecure }))
+end
+
+local function message(to, body, id)
+  return st.message({ to = to, type = "chat", id = id }):tag("body"):text(body):up()
+end
+
+-- the bounce of the stanza with this id, on c
+local function bounce_of(c, id, timeout)
+  return serve.expect(c, "message", function(m) return m.attr.id == id and m.attr.type == "error" end, timeout)
+end
+
+local function condition(s)
+  local e = s and s:get_child("error")
+  return e and e.tags[1] and e.tags[1].name
+end
+
+describe("s2s: two embedded servers", function()
+  it("route messages both ways over certificate-authenticated streams", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice"), login(b, "bob")
+      alice:send(message("bob@" .. B .. "/r", "hello from A", "m1"))
+      local got = serve.expect(bob, "message", function(m) return m.attr.id == "m1" end)
+      assert(got, "bob did not get alice's message")
+      assert.equal("alice@" .. A .. "/r", got.attr.from)
+      assert.equal("hello from A", got:get_child_text("body"))
+      assert.is_nil(got.attr.xmlns)
+      bob:send(message("alice@" .. A .. "/r", "hello from B", "m2"))
+      got = serve.expect(alice, "message", function(m) return m.attr.id == "m2" end)
+      assert(got, "alice did not get bob's reply")
+      assert.equal("bob@" .. B .. "/r", got.attr.from)
+      -- one route each way, each the outgoing stream of its server
+      assert.is_true(a.s2s.routes[B].ready)
+      assert.is_true(b.s2s.routes[A].ready)
+    end)
+  end)
+
+  it("queue what is sent while the route comes up, and deliver it in order", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice"), login(b, "bob")
+      local got = serve.collect(bob, "message")
+      for i = 1, 5 do alice:send(message("bob@" .. B .. "/r", "n" .. i, "q" .. i)) end
+      assert.is_true(serve.until_true(function() return #got >= 5 end, 5 * slow.factor))
+      for i = 1, 5 do assert.equal("n" .. i, got[i]:get_child_text("body")) end
+    end)
+  end)
+
+  it("close an idle route, and open a new one for the next stanza", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice"), login(b, "bob")
+      alice:send(message("bob@" .. B .. "/r", "one", "i1"))
+      assert(serve.expect(bob, "message", function(m) return m.attr.id == "i1" end))
+      local first = a.s2s.routes[B]
+      assert.is_true(serve.until_true(function()
+        return a.s2s.routes[B] == nil and next(b.s2s.incoming) == nil
+      end, 5 * slow.factor), "the idle route was not closed")
+      alice:send(message("bob@" .. B .. "/r", "two", "i2"))
+      assert(serve.expect(bob, "message", function(m) return m.attr.id == "i2" end))
+      assert.is_not.equal(first, a.s2s.routes[B])
+    end, { opts = { limits = { s2s_idle = 1 } } })
+  end)
+end)
+
+describe("s2s: failing routes bounce what waited", function()
+  it("with remote-server-not-found when nothing listens, and never bounce an error", function()
+    lxmpp.run(function()
+      local a = start(A, "good")
+      local l = assert(net.listen("127.0.0.1", 0, function(c) c:abort() end))
+      local dead = l:port()
+      l:close()
+      a:s2s_host(B, "127.0.0.1:" .. dead)
+      local ok, err = pcall(function()
+        local alice = login(a, "alice")
+        local got = serve.collect(alice, "message")
+        alice:send(st.message({ to = "bob@" .. B, type = "error", id = "e1" }):tag("body"):text("x"):up())
+        alice:send(message("bob@" .. B, "hi", "n1"))
+        local m = bounce_of(alice, "n1")
+        assert(m, "no bounce")
+        assert.equal("remote-server-not-found", condition(m))
+        assert.equal("bob@" .. B, m.attr.from)
+        lxmpp.sleep(0.2)
+        for _, s in ipairs(got) do assert.is_not.equal("e1", s.attr.id) end
+        -- the failed route is gone: the next stanza tries again (and bounces again)
+        assert.is_nil(a.s2s.routes[B])
+        alice:send(st.iq({ to = B, type = "get", id = "q1" }):tag("query", { xmlns = "jabber:iq:version" }):up())
+        local r = serve.expect(alice, "iq", function(s) return s.attr.id == "q1" end)
+        assert.equal("remote-server-not-found", condition(r))
+      end)
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      a:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end)
+
+  it("with remote-server-timeout when the peer never answers, past the queue bound with resource-constraint",
+  function()
+    lxmpp.run(function()
+      local a = start(A, "good", { limits = { s2s_timeout = 1 * slow.factor, s2s_queue = 2 } })
+      local held = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) held[#held + 1] = c end))  -- accepts, says nothing
+      a:s2s_host(B, "127.0.0.1:" .. l:port())
+      local ok, err = pcall(function()
+        local alice = login(a, "alice")
+        local got = serve.collect(alice, "message")
+        local function cond_of(id)
+          for _, m in ipairs(got) do
+            if m.attr.id == id and m.attr.type == "error" then return condition(m) end
+          end
+        end
+        for i = 1, 4 do alice:send(message("bob@" .. B, "m" .. i, "t" .. i)) end
+        assert.is_true(serve.until_true(function() return cond_of("t3") and cond_of("t4") end))
+        assert.equal("resource-constraint", cond_of("t3"))
+        assert.equal("resource-constraint", cond_of("t4"))
+        assert.is_nil(cond_of("t1"))
+        assert.is_true(serve.until_true(function() return cond_of("t1") and cond_of("t2") end, 5 * slow.factor))
+        assert.equal("remote-server-timeout", cond_of("t1"))
+        assert.equal("remote-server-timeout", cond_of("t2"))
+      end)
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      l:close()
+      a:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end)
+
+  it("with remote-server-not-found when the remote certificate does not verify", function()
+    two(function(a, b)
+      local alice = login(a, "alice")
+      alice:send(message("bob@" .. B .. "/r", "hi", "c1"))
+      assert.equal("remote-server-not-found", condition(bounce_of(alice, "c1")))
+      assert.is_nil(b.s2s.routes[A])
+    end, nil, { cert_name = "untrusted" })     -- other.test serves example.test's certificate of an unknown CA
+  end)
+
+  it("when our certificate does not name our domain: the peer offers no EXTERNAL", function()
+    two(function(a, b)
+      local alice = login(a, "alice", true)     -- (its c2s certificate is the wrong one too)
+      alice:send(message("bob@" .. B .. "/r", "hi", "c2"))
+      assert.equal("remote-server-not-found", condition(bounce_of(alice, "c2")))
+      assert.is_nil(next(b.s2s.incoming))
+    end, { cert_name = "wrongname" })           -- example.test shows other.test's certificate
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- raw hostile server streams against other.test
+
+local function s2s_header(from, to)
+  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
+    "' from='" .. from .. "' to='" .. (to or B) .. "' version='1.0'>"
+end
+
+-- A raw server stream to port claiming domain `from`, through STARTTLS with
+-- certificate certname; returns it and the features after TLS.
+local function raw_tls(port, from, certname)
+  local p = pki.get()
+  local r = raw.connect(port)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  local f = assert(r:stanza())
+  assert.truthy(f:get_child("starttls", NS_TLS))
+  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
+  assert.equal("proceed", assert(r:stanza()).name)
+  local cert = p.certs[certname]
+  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
+  assert.truthy(r:next().tls)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  return r, assert(r:stanza())
+end
+
+-- ... and authenticated as example.test with its certificate
+local function raw_authenticated(port)
+  local r, f = raw_tls(port, A, "good")
+  local mechs = f:get_child("mechanisms", NS_SASL)
+  assert.equal("EXTERNAL", mechs and mechs:get_child_text("mechanism"))
+  r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+  assert.equal("success", assert(r:stanza()).name)
+  r.conn:restart()
+  r:send(s2s_header(A))
+  assert.truthy(r:next().open)
+  assert.equal("features", assert(r:stanza()).name)
+  return r
+end
+
+describe("s2s: hostile server streams", function()
+  local function with_b(fn)
+    lxmpp.run(function()
+      local b = start(B, "wrongname")
+      local ok, err = pcall(fn, b, port_of(b, "s2s"))
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      b:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end
+
+  it("a stanza from another domain than the authenticated one gets invalid-from", function()
+    with_b(function(b, port)
+      local bob = login(b, "bob")
+      local got = serve.collect(bob, "message")
+      local r = raw_authenticated(port)
+      r:send("<message from='alice@" .. A .. "/x' to='bob@" .. B .. "/r' id='ok1'><body>fine</body></message>")
+      r:send("<message from='mallory@evil.test/x' to='bob@" .. B .. "/r' id='bad1'><body>spoof</body></message>")
+      assert.equal("invalid-from", (r:stream_error()))
+      assert.is_true(serve.until_true(function() return #got >= 1 end))
+      lxmpp.sleep(0.1)
+      assert.equal(1, #got)
+      assert.equal("ok1", got[1].attr.id)
+      assert.equal("alice@" .. A .. "/x", got[1].attr.from)
+    end)
+  end)
+
+  it("a stanza to a domain not served here gets host-unknown (no relaying)", function()
+    with_b(function(_, port)
+      local r = raw_authenticated(port)
+      r:send("<message from='alice@" .. A .. "' to='someone@third.test' id='r1'><body>relay me</body></message>")
+      assert.equal("host-unknown", (r:stream_error()))
+    end)
+  end)
+
+  it("a stanza without from gets improper-addressing", function()
+    with_b(function(_, port)
+      local r = raw_authenticated(port)
+      r:send("<message to='bob@" .. B .. "' id='r2'><body>who?</body></message>")
+      assert.equal("improper-addressing", (r:stream_error()))
+    end)
+  end)
+
+  it("a stanza before authentication gets not-authorized", function()
+    with_b(function(_, port)
+      local r = raw_tls(port, A, "good")
+      r:send("<message from='alice@" .. A .. "' to='bob@" .. B .. "' id='r3'><body>early</body></message>")
+      assert.equal("not-authorized", (r:stream_error()))
+    end)
+  end)
+
+  it("a certificate that does not name the header's domain gets no EXTERNAL", function()
+    with_b(function(_, port)
+      -- example.test's certificate, claiming to be third.test
+      local r, f = raw_tls(port, "third.test", "good")
+      assert.is_nil(f:get_child("mechanisms", NS_SASL))
+      r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+      local fail = assert(r:stanza())
+      assert.equal("failure", fail.name)
+      assert.truthy(fail:get_child("not-authorized"))
+    end)
+  end)
+
+  it("an authorization identity other than the domain gets invalid-authzid", function()
+    with_b(function(_, port)
+      local r = raw_tls(port, A, "good")
+      r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>" .. core.base64_encode("third.test") .. "</auth>")
+      local fail = assert(r:stanza())
+      assert.equal("failure", fail.name)
+      assert.truthy(fail:get_child("invalid-authzid"))
+    end)
+  end)
+
+  it("a header from our own domain, or without from, gets invalid-from", function()
+    with_b(function(_, port)
+      local r = raw.connect(port)
+      r:send(s2s_header(B))
+      assert.equal("invalid-from", (r:stream_error()))
+      r = raw.connect(port)
+      r:send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
+        "' to='" .. B .. "' version='1.0'>")
+      assert.equal("invalid-from", (r:stream_error()))
+    end)
+  end)
+
+  it("STARTTLS is required: plaintext <auth/> is refused", function()
+    with_b(function(_, port)
+      local r = raw.connect(port)
+      r:send(s2s_header(A))
+      assert.truthy(r:next().open)
+      assert.truthy(assert(r:stanza()):get_child("starttls", NS_TLS))
+      r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+      assert.equal("unsupported-stanza-type", (r:stream_error()))
+    end)
+  end)
+end)
