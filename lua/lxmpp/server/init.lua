@@ -501,6 +501,7 @@ end
 
 function Server:account_open(s)
   self.streams[s] = true
+  if s.outgoing then return end     -- ours (s2s_out.lua): no peer's connection to count
   self.per_ip[s.ip] = (self.per_ip[s.ip] or 0) + 1
   self.unauth = self.unauth + 1
   s.counted_unauth = true
@@ -516,6 +517,7 @@ end
 function Server:account_close(s)
   if not self.streams[s] then return end
   self.streams[s] = nil
+  if s.outgoing then return end
   local n = (self.per_ip[s.ip] or 1) - 1
   self.per_ip[s.ip] = n > 0 and n or nil
   self:account_auth(s)

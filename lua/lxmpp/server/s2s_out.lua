@@ -26,9 +26,10 @@ M.Out = Out
 function M.start(fed, route, conn)
   local srv = fed.srv
   local self = setmetatable({ kind = "s2sout", fed = fed, route = route, remote = route.domain,
-    secure = false, stage = "header" }, Out)
+    secure = false, stage = "header", outgoing = true }, Out)
+  -- outgoing: ours, not a peer's connection: neither per-address nor
+  -- unauthenticated accounting counts it (Server:account_open)
   stream.Stream.init(self, srv, conn, s2s.NS)
-  srv:account_auth(self)       -- ours, not a peer's: never counts as an unauthenticated connection
   conn:on("tls-done", function()
     self.secure = true
     self:guarded(self.open_stream)
