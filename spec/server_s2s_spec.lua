@@ -338,6 +338,36 @@ describe("s2s: hostile server streams", function()
     end)
   end)
 
+  -- RFC 6125 (and RFC 6120 §13.7.1.4) on the receiving side, through
+  -- conn:tls_peer_is: which client certificates let a peer claim which domain
+  local CERTS = {
+    { "good", A, true },
+    { "good", "third.test", false },
+    { "xmppaddr", A, true },              -- an id-on-xmppAddr SAN only
+    { "wildcard", "a.example.test", true },
+    { "wildcard", A, false },             -- *.example.test does not cover example.test
+    { "wildcard", "b.a.example.test", false },
+    { "partial", "c1.example.test", false },  -- no partial wildcards
+    { "cn_other_san", A, false },         -- the CN does not count once there is a SAN
+    { "cn_other_san", "other2.test", false },
+    { "expired", A, false },
+    { "notyet", A, false },
+    { "untrusted", A, false },
+    { "selfsigned", A, false },
+  }
+  for _, c in ipairs(CERTS) do
+    local certname, claim, ok = c[1], c[2], c[3]
+    it(("the certificate %s %s EXTERNAL for %s"):format(certname, ok and "gets" or "gets no", claim), function()
+      with_b(function(_, port)
+        local r, f = raw_tls(port, claim, certname)
+        local mechs = f:get_child("mechanisms", NS_SASL)
+        assert.equal(ok and "EXTERNAL" or nil, mechs and mechs:get_child_text("mechanism"))
+        r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+        assert.equal(ok and "success" or "failure", assert(r:stanza()).name)
+      end)
+    end)
+  end
+
   it("an authorization identity other than the domain gets invalid-authzid", function()
     with_b(function(_, port)
       local r = raw_tls(port, A, "good")
