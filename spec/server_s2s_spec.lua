@@ -240,20 +240,22 @@ local function s2s_header(from, to)
 end
 
 -- A raw server stream to port claiming domain `from`, through STARTTLS with
--- certificate certname; returns it and the features after TLS.
-local function raw_tls(port, from, certname)
+-- certificate certname; returns it and the features after TLS. to: the
+-- server's domain (default other.test).
+local function raw_tls(port, from, certname, to)
   local p = pki.get()
   local r = raw.connect(port)
-  r:send(s2s_header(from))
+  r:send(s2s_header(from, to))
   assert.truthy(r:next().open)
   local f = assert(r:stanza())
   assert.truthy(f:get_child("starttls", NS_TLS))
   r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
   assert.equal("proceed", assert(r:stanza()).name)
   local cert = p.certs[certname]
-  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
+  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })),
+    to or B)
   assert.truthy(r:next().tls)
-  r:send(s2s_header(from))
+  r:send(s2s_header(from, to))
   assert.truthy(r:next().open)
   return r, assert(r:stanza())
 end
@@ -399,5 +401,117 @@ describe("s2s: hostile server streams", function()
       r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
       assert.equal("unsupported-stanza-type", (r:stream_error()))
     end)
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- Server Dialback (XEP-0220), where certificates do not verify
+
+
+-- options of a server with dialback on (s2s.cafile as start() gives it)
+local function with_dialback(cert_name, extra)
+  local opts = { s2s = { cafile = pki.get().ca, dialback = true } }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  return { cert_name = cert_name, opts = opts }
+end
+
+describe("s2s: Server Dialback", function()
+  it("authenticates both ways when neither certificate names its domain", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice", true), login(b, "bob", true)
+      alice:send(message("bob@" .. B .. "/r", "by dialback", "d1"))
+      local got = serve.expect(bob, "message", function(m) return m.attr.id == "d1" end, 5 * slow.factor)
+      assert(got, "bob did not get alice's message")
+      assert.equal("alice@" .. A .. "/r", got.attr.from)
+      bob:send(message("alice@" .. A .. "/r", "back", "d2"))
+      assert(serve.expect(alice, "message", function(m) return m.attr.id == "d2" end, 5 * slow.factor))
+      assert.is_true(a.s2s.routes[B].out.authenticated)
+    end, with_dialback("wrongname"), with_dialback("untrusted"))
+  end)
+
+  it("is not used unless s2s.dialback is set on the receiving side", function()
+    two(function(a)
+      local alice = login(a, "alice", true)
+      alice:send(message("bob@" .. B .. "/r", "hi", "d3"))
+      assert.equal("remote-server-not-found", condition(bounce_of(alice, "d3", 5 * slow.factor)))
+    end, with_dialback("wrongname"))
+  end)
+
+  it("refuses a forged key: the authoritative server says invalid", function()
+    two(function(_, b)
+      local bob = login(b, "bob")
+      local got = serve.collect(bob, "message")
+      -- claims example.test, with example.test's certificate of an unknown CA
+      local r, f = raw_tls(port_of(b, "s2s"), A, "untrusted")
+      assert.truthy(f:get_child("dialback", "urn:xmpp:features:dialback"))
+      assert.is_nil(f:get_child("mechanisms", NS_SASL))
+      r:send("<db:result xmlns:db='jabber:server:dialback' from='" .. A .. "' to='" .. B .. "'>" ..
+        ("ab"):rep(32) .. "</db:result>")
+      local res = assert(r:stanza(5 * slow.factor))
+      assert.same({ "result", "invalid" }, { res.name, res.attr.type })
+      r:send("<message from='alice@" .. A .. "' to='bob@" .. B .. "/r' id='f1'><body>late</body></message>")
+      assert.is_true(r:wait_closed())
+      assert.is_nil(next(b.s2s.incoming))
+      lxmpp.sleep(0.1)
+      assert.equal(0, #got)
+    end, with_dialback("good"), with_dialback("wrongname"))
+  end)
+
+  it("answers the authoritative server's question with the key it made, and only that one", function()
+    two(function(a, b)
+      local r = raw_tls(port_of(a, "s2s"), B, "untrusted", A)
+      local key = a.s2s:dialback_key(B, A, "stream-1")
+      local q = "<db:verify xmlns:db='jabber:server:dialback' from='" .. B .. "' to='" .. A .. "' id='%s'>%s</db:verify>"
+      r:send(q:format("stream-1", key))
+      local v = assert(r:stanza())
+      assert.same({ "verify", "valid", "stream-1", A, B }, { v.name, v.attr.type, v.attr.id, v.attr.from, v.attr.to })
+      r:send(q:format("stream-2", key))             -- the key of another stream
+      assert.equal("invalid", assert(r:stanza()).attr.type)
+      r:send(q:format("stream-1", b.s2s:dialback_key(B, A, "stream-1")))   -- another server's secret
+      assert.equal("invalid", assert(r:stanza()).attr.type)
+    end, with_dialback("good"), with_dialback("wrongname"))
+  end)
+
+  it("answers error when the authoritative server cannot be reached", function()
+    lxmpp.run(function()
+      local b = start(B, "wrongname", { s2s = { cafile = pki.get().ca, dialback = true } })
+      local l = assert(net.listen("127.0.0.1", 0, function(c) c:abort() end))
+      b:s2s_host(A, "127.0.0.1:" .. l:port())
+      l:close()
+      local ok, err = pcall(function()
+        local r = raw_tls(port_of(b, "s2s"), A, "untrusted")
+        r:send("<db:result xmlns:db='jabber:server:dialback' from='" .. A .. "' to='" .. B .. "'>" ..
+          ("ab"):rep(32) .. "</db:result>")
+        local res = assert(r:stanza(5 * slow.factor))
+        assert.equal("error", res.attr.type)
+        local e = res.tags[1]
+        assert.equal("error", e and e.name)
+        assert.equal("remote-server-not-found", e.tags[1] and e.tags[1].name)
+      end)
+      net.abort_all()
+      b:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end)
+
+  it("is refused before TLS", function()
+    lxmpp.run(function()
+      local a = start(A, "good", { s2s = { cafile = pki.get().ca, dialback = true } })
+      local ok, err = pcall(function()
+        local r = raw.connect(port_of(a, "s2s"))
+        r:send(s2s_header(B, A))
+        assert.truthy(r:next().open)
+        assert(r:stanza())
+        r:send("<db:verify xmlns:db='jabber:server:dialback' from='" .. B .. "' to='" .. A .. "' id='x'>ab</db:verify>")
+        assert.equal("unsupported-stanza-type", (r:stream_error()))
+      end)
+      net.abort_all()
+      a:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
   end)
 end)

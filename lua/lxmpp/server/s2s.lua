@@ -35,9 +35,14 @@ function M.check(opts, parse_address)
   if o ~= nil and type(o) ~= "table" then error("lxmpp.server: option s2s must be a table", 3) end
   o = o or {}
   for k in pairs(o) do
-    if k ~= "hosts" and k ~= "cafile" then error(("lxmpp.server: unknown s2s option %q"):format(tostring(k)), 3) end
+    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" then
+      error(("lxmpp.server: unknown s2s option %q"):format(tostring(k)), 3)
+    end
   end
   if o.cafile ~= nil and type(o.cafile) ~= "string" then error("lxmpp.server: s2s.cafile must be a file name", 3) end
+  if o.dialback ~= nil and type(o.dialback) ~= "boolean" then
+    error("lxmpp.server: s2s.dialback must be a boolean", 3)
+  end
   local hosts = {}
   if o.hosts ~= nil and type(o.hosts) ~= "table" then error("lxmpp.server: s2s.hosts must be a table", 3) end
   for d, addr in pairs(o.hosts or {}) do
@@ -47,11 +52,13 @@ function M.check(opts, parse_address)
     end
     hosts[pd] = parse_address(addr, "s2s.hosts")
   end
-  return { hosts = hosts, cafile = o.cafile }
+  return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true }
 end
 
 local S2S = {}
 S2S.__index = S2S
+
+local targets     -- where to connect for a domain (below)
 
 --- s2s.new(srv, conf) -> the federation core of a started server, with its
 -- two TLS contexts: the server one asks for client certificates (verified
@@ -67,7 +74,11 @@ function M.new(srv, conf)
   end
   if not sctx then return nil, "s2s TLS: " .. tostring(msg), cond end
   local cctx
-  cctx, msg, cond = core.tls_context({ mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key })
+  -- with dialback, a server whose certificate does not verify is still
+  -- talked to (XEP-0220 §2.1 trusts DNS there); s2s_out.lua checks
+  -- conn:tls_peer_is itself and uses the result
+  cctx, msg, cond = core.tls_context({ mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key,
+    insecure = conf.dialback })
   if not cctx then
     sctx:close()
     return nil, "s2s TLS: " .. tostring(msg), cond
@@ -75,7 +86,63 @@ function M.new(srv, conf)
   return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx,
     routes = {},       -- remote domain -> route
     incoming = {},     -- authenticated incoming stream -> its domain
+    dialback_secret = core.random(32),   -- XEP-0185 keys; new at each start
   }, S2S)
+end
+
+---------------------------------------------------------------------------
+-- Server Dialback (XEP-0220): keys (XEP-0185) and the verification of a
+-- key a remote server gave us, with its authoritative server
+
+M.NS_DB = "jabber:server:dialback"
+M.NS_DB_FEATURE = "urn:xmpp:features:dialback"
+
+local function hex(b) return (b:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+--- fed:dialback_key(receiving, originating, stream_id) -> the XEP-0185
+-- key: hex(HMAC-SHA256(SHA256(secret), receiving .. " " .. originating ..
+-- " " .. stream_id)).
+function S2S:dialback_key(receiving, originating, id)
+  local k = core.hash("sha256", self.dialback_secret)
+  return hex(core.hmac("sha256", k, receiving .. " " .. originating .. " " .. id))
+end
+
+--- fed:dialback_verify(domain, key, id, done): asks domain's
+-- authoritative server (a connection of its own, found as routes are)
+-- whether key is the one it made for stream id to us (XEP-0220 §2.3);
+-- done(result) runs once: "valid", "invalid" or "error" (no answer within
+-- limits.s2s_timeout, no connection).
+function S2S:dialback_verify(domain, key, id, done)
+  local srv = self.srv
+  local over = false
+  local check = { domain = domain, key = key, id = id }
+  local function finish(result)
+    if over then return end
+    over = true
+    if check.timer then check.timer:stop(); check.timer = nil end
+    local out = check.out
+    check.out = nil
+    if out and not out.ended then out:close() end
+    return done(result)
+  end
+  check.finish = finish
+  check.timer = core.timer(srv.limits.s2s_timeout, { wake = function()
+    check.timer = nil
+    finish("error")
+  end })
+  task.spawn(function()
+    local list = targets(self, domain)
+    for _, t in ipairs(list or {}) do
+      if over then return end
+      local conn = require("lxmpp.net").connect(t.ip, t.port, srv.limits.s2s_timeout)
+      if conn then
+        if over then return conn:abort() end
+        check.out = require("lxmpp.server.s2s_out").start_verify(self, check, conn)
+        return
+      end
+    end
+    finish("error")
+  end)
 end
 
 ---------------------------------------------------------------------------
@@ -112,7 +179,7 @@ end
 
 -- Where to connect for a domain: the s2s.hosts map, else the domain itself
 -- on the default port (SRV: next, S2S_STATUS.md). In a task.
-local function targets(self, domain)
+function targets(self, domain)
   local a = self.conf.hosts[domain]
   if a then return { { ip = a.ip, port = a.port } } end
   local ips, msg, cond = require("lxmpp.resolve").addresses(domain)

@@ -8,6 +8,11 @@
 -- from that domain (else invalid-from), be addressed to a domain served
 -- here (else host-unknown: we relay for nobody), and carry both addresses
 -- (else improper-addressing); it is then routed as ours are.
+--
+-- With s2s.dialback, Server Dialback (XEP-0220, over TLS only as XEP-0344
+-- asks) is offered too: a <db:result/> key is checked with the peer
+-- domain's authoritative server (s2s.lua, fed:dialback_verify), and the
+-- <db:verify/> questions of servers checking our keys are answered.
 
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
@@ -65,12 +70,16 @@ function In:on_open(attr)
     return self:stream_error("invalid-from", "the stream was authenticated for " .. self.peer)
   end
   self.peer = from
-  self:send_header({ from = self.srv.domain, to = from, version = "1.0" })
+  local dialback = self.fed.conf.dialback
+  self:send_header({ from = self.srv.domain, to = from, version = "1.0", ["xmlns:db"] = dialback and s2s.NS_DB or nil })
   local f = { self.framing.features }
   if not self.secure then
     f[#f + 1] = "<starttls xmlns='" .. NS_TLS .. "'><required/></starttls>"
-  elseif not self.authenticated and external_ok(self) then
-    f[#f + 1] = "<mechanisms xmlns='" .. NS_SASL .. "'><mechanism>EXTERNAL</mechanism></mechanisms>"
+  elseif not self.authenticated then
+    if external_ok(self) then
+      f[#f + 1] = "<mechanisms xmlns='" .. NS_SASL .. "'><mechanism>EXTERNAL</mechanism></mechanisms>"
+    end
+    if dialback then f[#f + 1] = "<dialback xmlns='" .. s2s.NS_DB_FEATURE .. "'><errors/></dialback>" end
   end
   f[#f + 1] = "</stream:features>"
   self:write(table.concat(f))
@@ -99,15 +108,66 @@ function In:on_auth(el)
   if authzid ~= "" and jid.prep(authzid) ~= self.peer then
     return sasl_failure(self, "invalid-authzid", "the authorization identity is not " .. self.peer)
   end
-  self.authenticated = true
-  self.srv:account_auth(self)
-  self:set_ready()
+  self:authenticated_as()
   self:write("<success xmlns='" .. NS_SASL .. "'/>")
   self.conn:restart()
   self:restarted()
+  self:log("info", "authenticated by certificate")
+end
+
+-- The peer is authenticated as self.peer (SASL EXTERNAL or dialback).
+function In:authenticated_as()
+  self.authenticated = true
+  self.srv:account_auth(self)
+  self:set_ready()
   self.fed.incoming[self] = self.peer
   s2s.arm_idle(self)
-  self:log("info", "authenticated by certificate")
+end
+
+local function db_result(self, typ, cond)
+  local err = cond and ("<error type='cancel'><" .. cond ..
+    " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>") or ""
+  return self:write(("<db:result xmlns:db='%s' from='%s' to='%s' type='%s'>%s</db:result>"):format(s2s.NS_DB,
+    core.xml_escape(self.srv.domain), core.xml_escape(self.peer), typ, err))
+end
+
+-- <db:result/>: the peer claims its domain with a key (XEP-0220 §2.1.1)
+function In:on_db_result(el)
+  if self.authenticated or self.dialback_pending then
+    return self:stream_error("policy-violation", "one dialback request per stream")
+  end
+  local from, to = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to)
+  if from ~= self.peer then
+    return self:stream_error("invalid-from", "dialback for another domain than the stream's")
+  end
+  if to ~= self.srv.domain then return self:stream_error("host-unknown", "this server serves " .. self.srv.domain) end
+  local key = el:get_text() or ""
+  if not key:match("^%x+$") or #key > 128 then return self:stream_error("not-authorized", "not a dialback key") end
+  self.dialback_pending = true
+  self:log("info", "dialback: asking %s about its key", from)
+  self.fed:dialback_verify(from, key, self.stream_id, function(result)
+    self.dialback_pending = false
+    if self.ended then return end
+    if result == "valid" then
+      self:authenticated_as()
+      self:log("info", "authenticated by dialback")
+      return db_result(self, "valid")
+    end
+    self:log("info", "dialback refused: %s", result)
+    if result == "invalid" then db_result(self, "invalid") else db_result(self, "error", "remote-server-not-found") end
+    return self:close()
+  end)
+end
+
+-- <db:verify/>: a server checking a key we gave it (XEP-0220 §2.3.2): we
+-- are the authoritative server of the domain in its 'to'
+function In:on_db_verify(el)
+  local from, to, id = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to), el.attr.id
+  if from ~= self.peer then return self:stream_error("invalid-from", "a dialback question for another domain") end
+  if not id or id == "" then return self:stream_error("invalid-id", "a dialback question needs the stream id") end
+  local valid = to == self.srv.domain and core.const_eq(el:get_text() or "", self.fed:dialback_key(from, to, id))
+  return self:write(("<db:verify xmlns:db='%s' from='%s' to='%s' id='%s' type='%s'/>"):format(s2s.NS_DB,
+    core.xml_escape(self.srv.domain), core.xml_escape(from), core.xml_escape(id), valid and "valid" or "invalid"))
 end
 
 function In:on_stanza(s)
@@ -120,6 +180,9 @@ function In:on_stanza(s)
   end
   local stanza = (ns == nil or ns == s2s.NS) and (name == "message" or name == "presence" or name == "iq")
   if self.authenticated then
+    if ns == s2s.NS_DB and name == "verify" and self.fed.conf.dialback then
+      return self:on_db_verify(s)    -- a question may come over an authenticated stream too (XEP-0220 §2.3)
+    end
     if not stanza then
       return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
     end
@@ -150,6 +213,10 @@ function In:on_stanza(s)
     return
   end
   if ns == NS_SASL and name == "auth" and self.secure then return self:on_auth(s) end
+  if ns == s2s.NS_DB and self.secure and self.fed.conf.dialback then
+    if name == "result" then return self:on_db_result(s) end
+    if name == "verify" then return self:on_db_verify(s) end
+  end
   if stanza then return self:stream_error("not-authorized", "authenticate first") end
   return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not expected here")
 end

@@ -4,12 +4,16 @@
 -- domain to theirs, STARTTLS (required: RFC 6120 §5.3.1, the remote
 -- certificate verified for the remote domain as a client does), SASL
 -- EXTERNAL with our certificate (RFC 6120 §6.3.4, XEP-0178), the restart,
--- and from then on the route is up. Anything else fails the route (Server
--- Dialback where certificates do not verify is next: S2S_STATUS.md).
+-- and from then on the route is up. With s2s.dialback, Server Dialback
+-- (XEP-0220) where the receiving server does not take our certificate.
+-- The same stream, in "verify" mode, asks a remote authoritative server
+-- whether a dialback key is its own (s2s.lua, fed:dialback_verify).
 
 local stream = require "lxmpp.server.stream"
 local s2s = require "lxmpp.server.s2s"
 local redact = require "lxmpp.redact"
+
+local core = require "lxmpp.core"
 
 local setmetatable, tostring = setmetatable, tostring
 
@@ -22,10 +26,9 @@ local Out = setmetatable({}, { __index = stream.Stream })
 Out.__index = Out
 M.Out = Out
 
---- s2s_out.start(core, route, conn) -> the stream, its header sent.
-function M.start(fed, route, conn)
+local function new(fed, conn, remote)
   local srv = fed.srv
-  local self = setmetatable({ kind = "s2sout", fed = fed, route = route, remote = route.domain,
+  local self = setmetatable({ kind = "s2sout", fed = fed, remote = remote,
     secure = false, stage = "header", outgoing = true }, Out)
   -- outgoing: ours, not a peer's connection: neither per-address nor
   -- unauthenticated accounting counts it (Server:account_open)
@@ -40,11 +43,29 @@ function M.start(fed, route, conn)
   return self
 end
 
+--- s2s_out.start(fed, route, conn) -> the route's stream, its header sent.
+function M.start(fed, route, conn)
+  local self = new(fed, conn, route.domain)
+  self.route = route
+  return self
+end
+
+--- s2s_out.start_verify(fed, check, conn) -> a stream that asks check.domain
+-- whether check.key is its key for stream check.id (XEP-0220 §2.3), then
+-- calls check.finish("valid" | "invalid" | "error") and closes.
+function M.start_verify(fed, check, conn)
+  local self = new(fed, conn, check.domain)
+  self.check = check
+  return self
+end
+
 -- Our header (RFC 6120 §4.7: from and to, no id from the initiator).
 function Out:open_stream()
   self.stage = "header"
   self.header_sent = true
-  return self:write(self.framing.open(s2s.NS, { from = self.srv.domain, to = self.remote, version = "1.0" }))
+  local attr = { from = self.srv.domain, to = self.remote, version = "1.0" }
+  if self.fed.conf.dialback then attr["xmlns:db"] = s2s.NS_DB end
+  return self:write(self.framing.open(s2s.NS, attr))
 end
 
 function Out:log(level, fmt, ...)
@@ -55,6 +76,7 @@ end
 function Out:fail_route(text, cond)
   self:log("info", "%s", text)
   if not self.ended then self:close(cond, text) end
+  if self.check then return self.check.finish("error") end
   self.fed:fail(self.route, "remote-server-not-found", text)
 end
 
@@ -94,10 +116,22 @@ function Out:on_stanza(el)
       self.stage = "proceed"
       return self:write("<starttls xmlns='" .. NS_TLS .. "'/>")
     end
+    if self.check then              -- verify mode: no authentication (XEP-0220 §2.3.1)
+      local c = self.check
+      self.stage = "verify"
+      return self:write(("<db:verify xmlns:db='%s' from='%s' to='%s' id='%s'>%s</db:verify>"):format(s2s.NS_DB,
+        core.xml_escape(self.srv.domain), core.xml_escape(c.domain), core.xml_escape(c.id), core.xml_escape(c.key)))
+    end
     if not self.authenticated then
       if not mechanisms(el).EXTERNAL then
-        return self:fail_route(self.remote .. " does not accept our certificate (no SASL EXTERNAL)",
-          "policy-violation")
+        if self.fed.conf.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
+          self.stage = "dialback"
+          local key = self.fed:dialback_key(self.remote, self.srv.domain, self.stream_id)
+          return self:write(("<db:result xmlns:db='%s' from='%s' to='%s'>%s</db:result>"):format(s2s.NS_DB,
+            core.xml_escape(self.srv.domain), core.xml_escape(self.remote), key))
+        end
+        return self:fail_route(self.remote .. " does not accept our certificate (no SASL EXTERNAL" ..
+          (self.fed.conf.dialback and ", no dialback)" or ")"), "policy-violation")
       end
       self.stage = "sasl"
       -- no authorization identity: the one of our certificate, our domain (XEP-0178 §4)
@@ -123,6 +157,25 @@ function Out:on_stanza(el)
     self.conn:restart()
     return self:open_stream()
   end
+  if stage == "dialback" and ns == s2s.NS_DB and name == "result" then
+    if el.attr.type ~= "valid" or el.attr.from ~= self.remote or el.attr.to ~= self.srv.domain then
+      return self:fail_route(self.remote .. " refused our dialback key (" .. tostring(el.attr.type) .. ")")
+    end
+    self.authenticated = true
+    self.stage = "ready"
+    self:set_ready()
+    self:log("info", "authenticated by dialback")
+    return self.fed:route_ready(self.route)
+  end
+  if stage == "verify" and ns == s2s.NS_DB and name == "verify" then
+    local c = self.check
+    if el.attr.id ~= c.id or el.attr.from ~= c.domain or el.attr.to ~= self.srv.domain then
+      return self:fail_route("a dialback answer for another stream from " .. self.remote, "invalid-id")
+    end
+    local t = el.attr.type
+    c.finish((t == "valid" or t == "invalid") and t or "error")
+    return self:close()
+  end
   if stage == "ready" then
     -- one direction per connection (no XEP-0288): the receiving server
     -- sends us nothing here
@@ -134,6 +187,7 @@ end
 
 function Out:on_end(reason)
   s2s.stop_idle(self)
+  if self.check then return self.check.finish("error") end    -- (nothing once it has run)
   local route = self.route
   if route.out == self or not route.ready then
     self.fed:fail(route, "remote-server-not-found", "the stream to " .. self.remote .. " ended: " .. tostring(reason))
