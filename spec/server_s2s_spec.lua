@@ -118,6 +118,36 @@ describe("s2s: two embedded servers", function()
     end)
   end)
 
+  it("carry a presence subscription and then presence across domains (RFC 6121 §3, §4)", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice"), login(b, "bob")
+      local to_alice = serve.collect(alice, "presence")
+      local to_bob = serve.collect(bob, "presence")
+      alice:send(st.presence())
+      bob:send(st.presence())
+      alice:send(st.presence({ to = "bob@" .. B, type = "subscribe" }))
+      assert.is_true(serve.until_true(function()
+        for _, p in ipairs(to_bob) do
+          if p.attr.type == "subscribe" and p.attr.from == "alice@" .. A then return true end
+        end
+      end, 5 * slow.factor), "bob got no subscription request; pending: " ..
+        tostring(b.store:get_pending("bob", "alice@" .. A)) .. " route " .. tostring(a.s2s.routes[B]))
+      bob:send(st.presence({ to = "alice@" .. A, type = "subscribed" }))
+      bob:send(st.presence())                       -- a new broadcast: goes to alice, now subscribed
+      assert.is_true(serve.until_true(function()
+        for _, p in ipairs(to_alice) do
+          if p.attr.from == "bob@" .. B .. "/r" and p.attr.type == nil then return true end
+        end
+      end, 5 * slow.factor), "alice did not get bob's presence")
+      -- both rosters say so (RFC 6121 §3.1.5, §3.1.6)
+      assert.equal("from", b.store:get_roster_item("bob", "alice@" .. A).subscription)
+      assert.is_true(serve.until_true(function()
+        local it = a.store:get_roster_item("alice", "bob@" .. B)
+        return it and it.subscription == "to"
+      end))
+    end)
+  end)
+
   it("queue what is sent while the route comes up, and deliver it in order", function()
     two(function(a, b)
       local alice, bob = login(a, "alice"), login(b, "bob")
