@@ -467,6 +467,20 @@ describe("resolve.targets", function()
     end)
   end)
 
+  it("with service = \"server\", asks _xmpp-server._tcp and falls back to 5269 (RFC 6120 §3.2, s2s)", function()
+    run(function()
+      assert.same({ { host = "missing.test", port = 5269, tls = "starttls" } },
+        resolve.targets("missing.test", { service = "server", tls = "starttls" }))
+      assert.same({ "s.example.test:5270/direct" },
+        hosts(resolve.targets("example.test", { service = "server", host = "s.example.test", tls = "direct" })))
+    end)
+    local f = assert(io.open(dnsd.log))
+    local log = f:read("a")
+    f:close()
+    assert.truthy(log:find("_xmpp-server._tcp.missing.test", 1, true))
+    assert.has_error(function() run(function() resolve.targets("example.test", { service = "peer" }) end) end)
+  end)
+
   it("reports a timeout rather than fall back on it", function()
     local fast = core.resolver{ servers = dnsd.addr, timeout = 0.2, tries = 1 }
     local list, msg, cond = run(function() return resolve.targets("slow.test", { resolver = fast }) end)

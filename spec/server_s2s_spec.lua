@@ -174,6 +174,44 @@ describe("s2s: two embedded servers", function()
   end)
 end)
 
+describe("s2s: DNS", function()
+  it("finds the remote server through its _xmpp-server._tcp SRV record (RFC 6120 §3.2.1)", function()
+    local dnsd = require "spec.support.dnsd"
+    local resolve = require "lxmpp.resolve"
+    local d
+    -- dnsd must stop whatever happens (its pipe would keep busted waiting)
+    local run_ok, run_err = pcall(lxmpp.run, function()
+      local b = start(B, "wrongname")
+      d = dnsd.start({
+        ["_xmpp-server._tcp." .. B] = { SRV = { { 10, 0, port_of(b, "s2s"), "xmpp." .. B } } },
+        ["xmpp." .. B] = { A = { "127.0.0.1" } },
+      })
+      resolve.configure({ servers = d.addr, timeout = 1, tries = 2 })
+      local a = start(A, "good")               -- no s2s.hosts entry for other.test
+      b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
+      local ok, err = pcall(function()
+        local alice, bob = login(a, "alice"), login(b, "bob")
+        alice:send(message("bob@" .. B .. "/r", "found you", "s1"))
+        assert(serve.expect(bob, "message", function(m) return m.attr.id == "s1" end, 5 * slow.factor))
+        local f = assert(io.open(d.log))
+        local log = f:read("a")
+        f:close()
+        assert.truthy(log:find("_xmpp-server._tcp." .. B, 1, true))
+      end)
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      a:stop()
+      b:stop()
+      resolve.set_servers(nil)
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    dnsd.stop(d)
+    if not run_ok then error(run_err, 0) end
+    clean()
+  end)
+end)
+
 describe("s2s: failing routes bounce what waited", function()
   it("with remote-server-not-found when nothing listens, and never bounce an error", function()
     lxmpp.run(function()

@@ -184,6 +184,9 @@ local TLS_MODES = { starttls = true, direct = true, any = true, none = true }
 --   host =, port =      skip DNS: that one target (port 5222, or 5223 for
 --                       direct TLS)
 --   random = fn         for the weighted choice (see order)
+--   service = "client"  (default) _xmpp-client/_xmpps-client, fallback port
+--             | "server"  _xmpp-server/_xmpps-server (RFC 6120 §3.2.1 for
+--                         server-to-server, XEP-0368), fallback port 5269
 --   resolver = r        a core.resolver instead of the default one
 -- A service whose only record is "." is not available: nil, message,
 -- "remote-server-not-found", with no fallback (RFC 2782, XEP-0368). With no
@@ -200,13 +203,19 @@ function M.targets(domain, opts)
   end
   if opts ~= nil and type(opts) ~= "table" then error("resolve.targets: opts must be a table", 2) end
   opts = opts or {}
+  local svc = opts.service or "client"
+  if svc ~= "client" and svc ~= "server" then
+    error("resolve.targets: service must be \"client\" or \"server\"", 2)
+  end
+  local plain_port, direct_port = 5222, 5223
+  if svc == "server" then plain_port, direct_port = 5269, 5270 end
   local mode = opts.tls or "any"
   if not TLS_MODES[mode] then
     error("resolve.targets: tls must be \"starttls\", \"direct\", \"any\" or \"none\"", 2)
   end
   local kind = mode == "direct" and "direct" or "starttls"
   if opts.host ~= nil or opts.port ~= nil then
-    local port = opts.port or (kind == "direct" and 5223 or 5222)
+    local port = opts.port or (kind == "direct" and direct_port or plain_port)
     if math_type(port) ~= "integer" or port < 1 or port > 65535 then
       error("resolve.targets: port must be an integer in [1, 65535]", 2)
     end
@@ -217,7 +226,7 @@ function M.targets(domain, opts)
   end
   local name, bad = ascii_name(domain)
   if not name then return nil, bad, "remote-server-not-found" end
-  local fallback = { { host = name, port = 5222, tls = "starttls" } }
+  local fallback = { { host = name, port = plain_port, tls = "starttls" } }
   if core.ip_family(name) or is_localhost(name) then
     if mode == "direct" then
       return nil, "direct TLS needs SRV records; " .. name .. " has none", "remote-server-not-found"
@@ -227,8 +236,8 @@ function M.targets(domain, opts)
   local r, msg, cond = resolver_for(opts)
   if not r then return nil, msg, cond end
 
-  local ws = mode ~= "starttls" and mode ~= "none" and start(r, "srv", "_xmpps-client._tcp." .. name)
-  local wc = mode ~= "direct" and start(r, "srv", "_xmpp-client._tcp." .. name)
+  local ws = mode ~= "starttls" and mode ~= "none" and start(r, "srv", "_xmpps-" .. svc .. "._tcp." .. name)
+  local wc = mode ~= "direct" and start(r, "srv", "_xmpp-" .. svc .. "._tcp." .. name)
   local s = ws and classify(ws:wait())
   local c = wc and classify(wc:wait())
 
@@ -244,17 +253,17 @@ function M.targets(domain, opts)
   if #found > 0 then return M.order(found, opts.random) end
 
   if c and c.dot then
-    return nil, "xmpp-client service not available for " .. name, "remote-server-not-found"
+    return nil, "xmpp-" .. svc .. " service not available for " .. name, "remote-server-not-found"
   end
   if s and s.dot then
     -- XEP-0368: "." says SRV is in use here: no A/AAAA fallback
     if c and c.err then return nil, c.err, c.cond end
-    return nil, (c and "xmpp-client" or "xmpps-client") .. " service not available for " .. name,
+    return nil, (c and "xmpp-" or "xmpps-") .. svc .. " service not available for " .. name,
       "remote-server-not-found"
   end
   if not c then                              -- direct TLS only
     if s.err then return nil, s.err, s.cond end
-    return nil, "xmpps-client service not available for " .. name .. " (no SRV records)",
+    return nil, "xmpps-" .. svc .. " service not available for " .. name .. " (no SRV records)",
       "remote-server-not-found"
   end
   if c.err and (c.cond == "timeout" or c.cond == "closed") then return nil, c.err, c.cond end

@@ -25,7 +25,6 @@ local setmetatable, getmetatable, type, error, pairs, tostring, ipairs =
 local M = {}
 
 M.NS = "jabber:server"
-M.DEFAULT_PORT = 5269     -- RFC 6120 §3.2.2 fallback (no SRV yet: S2S_STATUS.md)
 
 --- s2s.check(opts) -> the s2s options, normalized, or nil when federation
 -- is off; raises on a bad option (called from lxmpp.server(opts)).
@@ -177,15 +176,23 @@ end
 ---------------------------------------------------------------------------
 -- routes
 
--- Where to connect for a domain: the s2s.hosts map, else the domain itself
--- on the default port (SRV: next, S2S_STATUS.md). In a task.
+-- Where to connect for a domain, in order: the s2s.hosts map, else the
+-- _xmpp-server._tcp SRV records (RFC 6120 §3.2.1; direct TLS, XEP-0368's
+-- _xmpps-server, is not used yet), else the domain on port 5269
+-- (§3.2.2), each target's addresses in the resolver's order. In a task.
 function targets(self, domain)
   local a = self.conf.hosts[domain]
   if a then return { { ip = a.ip, port = a.port } } end
-  local ips, msg, cond = require("lxmpp.resolve").addresses(domain)
-  if not ips then return nil, msg, cond end
+  local resolve = require "lxmpp.resolve"
+  local list, msg, cond = resolve.targets(domain, { service = "server", tls = "starttls" })
+  if not list then return nil, msg, cond end
   local out = {}
-  for i, ip in ipairs(ips) do out[i] = { ip = ip, port = M.DEFAULT_PORT } end
+  for _, t in ipairs(list) do
+    local ips = resolve.addresses(t.host)
+    for _, ip in ipairs(ips or {}) do out[#out + 1] = { ip = ip, port = t.port } end
+    if #out >= 16 then break end      -- enough to try within s2s_timeout
+  end
+  if #out == 0 then return nil, "no address for " .. domain, "remote-server-not-found" end
   return out
 end
 
