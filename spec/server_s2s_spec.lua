@@ -280,6 +280,32 @@ describe("s2s: failing routes bounce what waited", function()
     clean()
   end)
 
+  it("past limits.s2s_routes remote domains at once, with resource-constraint", function()
+    lxmpp.run(function()
+      local a = start(A, "good", { limits = { s2s_routes = 2 } })
+      local held = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) held[#held + 1] = c end))  -- accepts, says nothing
+      for i = 1, 3 do a:s2s_host("d" .. i .. ".test", "127.0.0.1:" .. l:port()) end
+      local ok, err = pcall(function()
+        local alice = login(a, "alice")
+        local got = serve.collect(alice, "message")
+        for i = 1, 3 do alice:send(message("bob@d" .. i .. ".test", "hi", "r" .. i)) end
+        assert.is_true(serve.until_true(function() return #got >= 1 end))
+        lxmpp.sleep(0.1)
+        assert.equal(1, #got)
+        assert.same({ "r3", "resource-constraint" }, { got[1].attr.id, condition(got[1]) })
+        assert.equal(2, a.s2s.nroutes)
+      end)
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      l:close()
+      a:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end)
+
   it("with remote-server-not-found when the remote certificate does not verify", function()
     two(function(a, b)
       local alice = login(a, "alice")

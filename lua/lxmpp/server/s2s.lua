@@ -84,6 +84,7 @@ function M.new(srv, conf)
   end
   return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx,
     routes = {},       -- remote domain -> route
+    nroutes = 0,       -- how many (limits.s2s_routes)
     incoming = {},     -- authenticated incoming stream -> its domain
     dialback_secret = core.random(32),   -- XEP-0185 keys; new at each start
   }, S2S)
@@ -225,6 +226,9 @@ function S2S:send(s, host)
     if host == self.srv.domain then
       return self.srv:bounce(s, "cancel", "remote-server-not-found", "no route to our own domain")
     end
+    if self.nroutes >= self.srv.limits.s2s_routes then
+      return self.srv:bounce(s, "wait", "resource-constraint", "too many remote domains at once")
+    end
     route = self:open_route(host)
   end
   if route.queue.n >= self.srv.limits.s2s_queue then
@@ -239,6 +243,7 @@ function S2S:open_route(host)
   local srv = self.srv
   local route = { domain = host, queue = fifo.new(), ready = false }
   self.routes[host] = route
+  self.nroutes = self.nroutes + 1
   local timeout = srv.limits.s2s_timeout
   route.timer = core.timer(timeout, { wake = function()
     route.timer = nil
@@ -289,7 +294,10 @@ end
 function S2S:fail(route, cond, text)
   if route.failed then return end
   route.failed = true
-  if self.routes[route.domain] == route then self.routes[route.domain] = nil end
+  if self.routes[route.domain] == route then
+    self.routes[route.domain] = nil
+    self.nroutes = self.nroutes - 1
+  end
   if route.timer then route.timer:stop(); route.timer = nil end
   route.task = nil      -- a connect under way ends by itself (timeout) and sees the route is gone
   local out = route.out
