@@ -306,6 +306,45 @@ describe("s2s: failing routes bounce what waited", function()
     clean()
   end)
 
+  it("end at srv:stop() even while the TCP connect hangs", function()
+    -- a listener whose accept queue is full: Linux drops further SYNs, so
+    -- a connect to it waits (loopback only)
+    local socket = require "socket"
+    local l = assert(socket.tcp())
+    assert(l:bind("127.0.0.1", 0))
+    assert(l:listen(0))
+    local _, lport = l:getsockname()
+    local fill = {}
+    for i = 1, 3 do
+      fill[i] = socket.tcp()
+      fill[i]:settimeout(0)
+      fill[i]:connect("127.0.0.1", lport)
+    end
+    local stopped_at
+    local ok, err = pcall(lxmpp.run, function()
+      local a = start(A, "good", { limits = { s2s_timeout = 60 } })
+      a:s2s_host(B, "127.0.0.1:" .. lport)
+      local inner_ok, inner_err = pcall(function()
+        local alice = login(a, "alice")
+        alice:send(message("bob@" .. B, "hi", "h1"))
+        lxmpp.sleep(0.3)
+        local route = a.s2s.routes[B]
+        assert.truthy(route and route.task and not route.out, "the route is not connecting")
+      end)
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      a:stop()
+      stopped_at = core.now()
+      if not inner_ok then error(inner_err, 0) end
+    end)
+    for _, c in ipairs(fill) do c:close() end
+    l:close()
+    if not ok then error(err, 0) end
+    -- lxmpp.run returned: no connect attempt or timer of the route was left
+    assert.is_true(core.now() - stopped_at < 5)
+    clean()
+  end)
+
   it("with remote-server-not-found when the remote certificate does not verify", function()
     two(function(a, b)
       local alice = login(a, "alice")

@@ -148,6 +148,8 @@ function M.connect(ip, port, timeout)
   if not c then return nil, msg, cond end
   conn.c = c
   local t = core.timer(timeout or 30, w)
+  -- a cancelled task (lxmpp.task.cancel) leaves no attempt or timer behind
+  w.cancel = function() t:stop(); c:abort() end
   local ok, emsg, econd = w:wait()
   t:stop()
   conn.handlers.connected, conn.handlers["connect-failed"] = nil, nil

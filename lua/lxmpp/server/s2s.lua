@@ -86,6 +86,7 @@ function M.new(srv, conf)
     routes = {},       -- remote domain -> route
     nroutes = 0,       -- how many (limits.s2s_routes)
     incoming = {},     -- authenticated incoming stream -> its domain
+    checks = {},       -- dialback keys being verified (fed:dialback_verify) -> true
     dialback_secret = core.random(32),   -- XEP-0185 keys; new at each start
   }, S2S)
 end
@@ -119,6 +120,8 @@ function S2S:dialback_verify(domain, key, id, done)
   local function finish(result)
     if over then return end
     over = true
+    self.checks[check] = nil
+    if check.task then task.cancel(check.task); check.task = nil end
     if check.timer then check.timer:stop(); check.timer = nil end
     local out = check.out
     check.out = nil
@@ -130,17 +133,20 @@ function S2S:dialback_verify(domain, key, id, done)
     check.timer = nil
     finish("error")
   end })
-  task.spawn(function()
+  self.checks[check] = true
+  check.task = task.spawn(function()
     local list = targets(self, domain)
     for _, t in ipairs(list or {}) do
       if over then return end
       local conn = require("lxmpp.net").connect(t.ip, t.port, srv.limits.s2s_timeout)
       if conn then
         if over then return conn:abort() end
+        check.task = nil
         check.out = require("lxmpp.server.s2s_out").start_verify(self, check, conn)
         return
       end
     end
+    check.task = nil
     finish("error")
   end)
 end
@@ -299,7 +305,9 @@ function S2S:fail(route, cond, text)
     self.nroutes = self.nroutes - 1
   end
   if route.timer then route.timer:stop(); route.timer = nil end
-  route.task = nil      -- a connect under way ends by itself (timeout) and sees the route is gone
+  -- a resolution or connect under way stops (never the running task: a
+  -- failure it reports itself)
+  if route.task then task.cancel(route.task); route.task = nil end
   local out = route.out
   route.out = nil
   if out and not out.ended then out:close() end
@@ -317,6 +325,9 @@ function S2S:close()
   local list = {}
   for _, r in pairs(self.routes) do list[#list + 1] = r end
   for _, r in ipairs(list) do self:fail(r, "remote-server-not-found", "the server is stopping") end
+  local checks = {}
+  for c in pairs(self.checks) do checks[#checks + 1] = c end
+  for _, c in ipairs(checks) do c.finish("error") end
   self.server_ctx:close()
   self.client_ctx:close()
 end
