@@ -6,6 +6,8 @@
 --   local prosody = require "spec.support.prosody"
 --   local srv = prosody.start{ users = { alice = "secret" }, require_encryption = true }
 --   srv.port, srv.direct_tls_port, srv.component_port, srv.domain, srv.ca
+--   (s2s = true: federation on srv.s2s_port, certificates of the suite's CA
+--   required of peers: s2s_secure_auth)
 --   srv:stop()
 
 local pki = require "spec.support.pki"
@@ -67,6 +69,7 @@ function M.start(opts)
     component = M.COMPONENT, component_secret = M.COMPONENT_SECRET }, Server)
   self.port, self.direct_tls_port, self.component_port = free_port(), free_port(), free_port()
   if opts.https then self.https_port = free_port() end     -- mod_http over TLS (srv.https_port)
+  if opts.s2s then self.s2s_port = free_port() end
   os.execute("mkdir -p " .. q(dir .. "/data") .. " " .. q(dir .. "/certs"))
   local good = p.certs.good
   -- also where Prosody looks by name (the direct TLS port uses these)
@@ -88,11 +91,13 @@ function M.start(opts)
     "c2s_ports = { " .. self.port .. " }",
     "c2s_direct_tls_ports = { " .. self.direct_tls_port .. " }",
     "legacy_ssl_ports = { }",
-    "s2s_ports = { }",
+    "s2s_ports = { " .. (self.s2s_port or "") .. " }",
     "component_ports = { " .. self.component_port .. " }",
     "component_interface = '127.0.0.1'",
     "modules_enabled = { " .. table.concat(mods, ", ") .. " }",
-    "modules_disabled = { 's2s', 'admin_shell', 'posix' }",
+    opts.s2s and "modules_disabled = { 'admin_shell', 'posix' }" or "modules_disabled = { 's2s', 'admin_shell', 'posix' }",
+    opts.s2s and ("s2s_require_encryption = true; s2s_secure_auth = true; ssl = { cafile = " .. lua_string(p.ca) .. " }")
+      or "",
     "authentication = 'internal_hashed'",
     "c2s_require_encryption = " .. tostring(opts.require_encryption ~= false),
     "allow_registration = " .. tostring(opts.registration == true),
