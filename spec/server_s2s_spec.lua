@@ -410,7 +410,7 @@ end
 describe("s2s: hostile server streams", function()
   local function with_b(fn)
     lxmpp.run(function()
-      local b = start(B, "wrongname")
+      local b = start(B, "wrongname", { muc = "rooms." .. B })
       local ok, err = pcall(fn, b, port_of(b, "s2s"))
       require("spec.support.clients").kill_all()
       net.abort_all()
@@ -513,10 +513,13 @@ describe("s2s: hostile server streams", function()
     end)
   end)
 
-  it("a header from our own domain, or without from, gets invalid-from", function()
+  it("a header from a domain served here, or without from, gets invalid-from", function()
     with_b(function(_, port)
       local r = raw.connect(port)
       r:send(s2s_header(B))
+      assert.equal("invalid-from", (r:stream_error()))
+      r = raw.connect(port)
+      r:send(s2s_header("rooms." .. B))              -- our MUC service
       assert.equal("invalid-from", (r:stream_error()))
       r = raw.connect(port)
       r:send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..

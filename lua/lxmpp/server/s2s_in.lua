@@ -63,8 +63,13 @@ function In:on_open(attr)
     return self:stream_error("host-unknown", "this server serves " .. self.srv.domain)
   end
   local from = attr.from and jid.prep(attr.from)
-  if not from or jid.node(from) or jid.resource(from) or from == self.srv.domain then
+  if not from or jid.node(from) or jid.resource(from) then
     return self:stream_error("invalid-from", "the stream header must name the sending server's domain")
+  end
+  -- a domain served here (ours, MUC, pubsub, a component) is never a peer's
+  local srv = self.srv
+  if from == srv.domain or srv.hosts[from] or (srv.components and srv.components[from]) then
+    return self:stream_error("invalid-from", from .. " is served here")
   end
   if self.authenticated and from ~= self.peer then
     return self:stream_error("invalid-from", "the stream was authenticated for " .. self.peer)
