@@ -102,6 +102,18 @@ describe("s2s: two embedded servers", function()
     end)
   end)
 
+  it("route over direct TLS (XEP-0368) to an s2s_tls_listen port, \"tls:IP:PORT\" in s2s.hosts", function()
+    two(function(a, b)
+      a:s2s_host(B, "tls:127.0.0.1:" .. port_of(b, "s2s-tls"))
+      local alice, bob = login(a, "alice"), login(b, "bob")
+      alice:send(message("bob@" .. B .. "/r", "direct", "t1"))
+      local got = serve.expect(bob, "message", function(m) return m.attr.id == "t1" end, 5 * slow.factor)
+      assert(got, "bob did not get alice's message")
+      assert.is_true(a.s2s.routes[B].out.direct)
+      assert.is_true(a.s2s.routes[B].out.authenticated)      -- EXTERNAL over the direct TLS
+    end, nil, { opts = { s2s_tls_listen = "127.0.0.1:0" } })
+  end)
+
   it("bounce a stanza for a missing account back to the remote sender, never an error", function()
     two(function(a, b)
       local bob = login(b, "bob")

@@ -220,6 +220,7 @@ function M.new(opts)
     opts = opts,
     s2s_conf = s2s_conf,   -- nil: no federation (server/s2s.lua)
     s2s_listen = address_list(opts.s2s_listen, "s2s_listen"),
+    s2s_tls_listen = address_list(opts.s2s_tls_listen, "s2s_tls_listen"),   -- XEP-0368 direct TLS
     domain = pdomain,
     limits = limits,
     listen = address_list(opts.listen, "listen", { "127.0.0.1:5222" }),
@@ -560,7 +561,7 @@ function Server:accept(conn, kind, direct_tls)
     return require("lxmpp.server.component").accept(self, conn)
   end
   if kind == "s2s" then
-    return require("lxmpp.server.s2s_in").accept(self, conn)
+    return require("lxmpp.server.s2s_in").accept(self, conn, direct_tls)
   end
   return require("lxmpp.server.c2s").accept(self, conn, direct_tls)
 end
@@ -676,7 +677,7 @@ function Server:s2s_host(domain, address)
   if not self.s2s_conf then error("s2s_host: federation is off (no s2s option)", 2) end
   local d = type(domain) == "string" and jid.prep(domain)
   if not d or jid.node(d) or jid.resource(d) then error("s2s_host: invalid domain " .. tostring(domain), 2) end
-  self.s2s_conf.hosts[d] = parse_address(address, "s2s_host")
+  self.s2s_conf.hosts[d] = require("lxmpp.server.s2s").host_address(address, parse_address, "s2s_host")
 end
 
 --- srv:add_host(domain, host): mounts a service (host:deliver(stanza, node,
@@ -700,7 +701,8 @@ local function listen_all(self, list, kind, direct_tls)
   for _, a in ipairs(list) do
     local l, msg, cond = net.listen(a.ip, a.port, function(conn) self:accept(conn, kind, direct_tls) end)
     if not l then return nil, msg, cond end
-    self.listeners[#self.listeners + 1] = { l = l, kind = direct_tls and "c2s-tls" or kind, ip = a.ip, port = l:port() }
+    local k = direct_tls and kind .. "-tls" or kind      -- c2s-tls, s2s-tls
+    self.listeners[#self.listeners + 1] = { l = l, kind = k, ip = a.ip, port = l:port() }
   end
   return true
 end
@@ -768,6 +770,7 @@ function Server:start()
   if ok then ok, msg, cond = listen_all(self, self.tls_listen, "c2s", true) end
   if ok then ok, msg, cond = listen_all(self, self.component_listen, "component", false) end
   if ok then ok, msg, cond = listen_all(self, self.s2s_listen, "s2s", false) end
+  if ok then ok, msg, cond = listen_all(self, self.s2s_tls_listen, "s2s", true) end
   if ok and self.opts.upload then   -- XEP-0363, after the XMPP listeners (addresses() order)
     self.upload, msg, cond = require("lxmpp.server.upload").start(self, self.opts.upload)
     ok = self.upload ~= nil
@@ -788,7 +791,7 @@ function Server:start()
   return true
 end
 
---- srv:addresses() -> { { kind = "c2s"|"c2s-tls"|"component"|"s2s"|"http"|"https", ip =, port = }, ... }
+--- srv:addresses() -> { { kind = "c2s"|"c2s-tls"|"component"|"s2s"|"s2s-tls"|"http"|"https", ip =, port = }, ... }
 function Server:addresses()
   local out = {}
   for i, l in ipairs(self.listeners) do out[i] = { kind = l.kind, ip = l.ip, port = l.port } end

@@ -29,8 +29,8 @@ M.NS = "jabber:server"
 --- s2s.check(opts) -> the s2s options, normalized, or nil when federation
 -- is off; raises on a bad option (called from lxmpp.server(opts)).
 function M.check(opts, parse_address)
-  local o, listen = opts.s2s, opts.s2s_listen
-  if o == nil and listen == nil then return nil end
+  local o = opts.s2s
+  if o == nil and opts.s2s_listen == nil and opts.s2s_tls_listen == nil then return nil end
   if o ~= nil and type(o) ~= "table" then error("lxmpp.server: option s2s must be a table", 3) end
   o = o or {}
   for k in pairs(o) do
@@ -49,9 +49,21 @@ function M.check(opts, parse_address)
     if not pd or jid.node(pd) or jid.resource(pd) then
       error(("lxmpp.server: s2s.hosts: %q is not a domain"):format(tostring(d)), 3)
     end
-    hosts[pd] = parse_address(addr, "s2s.hosts")
+    hosts[pd] = M.host_address(addr, parse_address, "s2s.hosts")
   end
   return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true }
+end
+
+--- An s2s.hosts address: "IP:PORT" (STARTTLS) or "tls:IP:PORT" (TLS from
+-- the first byte, XEP-0368) -> { ip =, port =, direct = boolean }.
+function M.host_address(addr, parse_address, what)
+  local direct = false
+  if type(addr) == "string" and addr:sub(1, 4) == "tls:" then
+    addr, direct = addr:sub(5), true
+  end
+  local a = parse_address(addr, what)
+  a.direct = direct
+  return a
 end
 
 local S2S = {}
@@ -142,7 +154,7 @@ function S2S:dialback_verify(domain, key, id, done)
       if conn then
         if over then return conn:abort() end
         check.task = nil
-        check.out = require("lxmpp.server.s2s_out").start_verify(self, check, conn)
+        check.out = require("lxmpp.server.s2s_out").start_verify(self, check, conn, t.direct)
         return
       end
     end
@@ -189,14 +201,14 @@ end
 -- (§3.2.2), each target's addresses in the resolver's order. In a task.
 function targets(self, domain)
   local a = self.conf.hosts[domain]
-  if a then return { { ip = a.ip, port = a.port } } end
+  if a then return { { ip = a.ip, port = a.port, direct = a.direct } } end
   local resolve = require "lxmpp.resolve"
-  local list, msg, cond = resolve.targets(domain, { service = "server", tls = "starttls" })
+  local list, msg, cond = resolve.targets(domain, { service = "server", tls = "any" })
   if not list then return nil, msg, cond end
   local out = {}
   for _, t in ipairs(list) do
     local ips = resolve.addresses(t.host)
-    for _, ip in ipairs(ips or {}) do out[#out + 1] = { ip = ip, port = t.port } end
+    for _, ip in ipairs(ips or {}) do out[#out + 1] = { ip = ip, port = t.port, direct = t.tls == "direct" } end
     if #out >= 16 then break end      -- enough to try within s2s_timeout
   end
   if #out == 0 then return nil, "no address for " .. domain, "remote-server-not-found" end
@@ -270,7 +282,7 @@ function S2S:open_route(host)
       end
       if conn then
         route.task = nil
-        route.out = require("lxmpp.server.s2s_out").start(self, route, conn)
+        route.out = require("lxmpp.server.s2s_out").start(self, route, conn, t.direct)
         return
       end
       last = ccond == "timeout" and "remote-server-timeout" or "remote-server-not-found"

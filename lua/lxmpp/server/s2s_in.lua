@@ -31,7 +31,9 @@ local In = setmetatable({}, { __index = stream.Stream })
 In.__index = In
 M.In = In
 
-function M.accept(srv, conn)
+--- s2s_in.accept(srv, conn, direct_tls): a remote server's stream
+-- (direct_tls: XEP-0368, TLS from the first byte).
+function M.accept(srv, conn, direct_tls)
   local self = setmetatable({ kind = "s2sin", fed = srv.s2s, secure = conn.encrypted == true }, In)
   stream.Stream.init(self, srv, conn, s2s.NS)
   conn:on("tls-done", function()
@@ -39,6 +41,10 @@ function M.accept(srv, conn)
     self.starting_tls = false
   end)
   conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
+  if direct_tls then
+    self.starting_tls = true
+    conn:starttls(self.fed.server_ctx)
+  end
   return self
 end
 

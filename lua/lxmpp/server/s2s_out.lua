@@ -26,9 +26,10 @@ local Out = setmetatable({}, { __index = stream.Stream })
 Out.__index = Out
 M.Out = Out
 
-local function new(fed, conn, remote)
+-- route or check: what the stream serves (set before anything can fail)
+local function new(fed, conn, remote, direct, route, check)
   local srv = fed.srv
-  local self = setmetatable({ kind = "s2sout", fed = fed, remote = remote,
+  local self = setmetatable({ kind = "s2sout", fed = fed, remote = remote, route = route, check = check,
     secure = false, stage = "header", outgoing = true }, Out)
   -- outgoing: ours, not a peer's connection: neither per-address nor
   -- unauthenticated accounting counts it (Server:account_open)
@@ -39,24 +40,29 @@ local function new(fed, conn, remote)
   end)
   conn:on("tls-failed", function(msg) self:fail_route("TLS with " .. self.remote .. " failed: " .. tostring(msg)) end)
   conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
+  if direct then
+    -- XEP-0368: TLS from the first byte, our header once it is up
+    self.direct = true
+    self.stage = "tls"
+    local ok, msg = conn:starttls(fed.client_ctx, remote)
+    if not ok then self:fail_route("TLS with " .. remote .. " failed: " .. tostring(msg)) end
+    return self
+  end
   self:open_stream()
   return self
 end
 
---- s2s_out.start(fed, route, conn) -> the route's stream, its header sent.
-function M.start(fed, route, conn)
-  local self = new(fed, conn, route.domain)
-  self.route = route
-  return self
+--- s2s_out.start(fed, route, conn, direct) -> the route's stream, its
+-- header sent (direct: XEP-0368 TLS first, the header once it is up).
+function M.start(fed, route, conn, direct)
+  return new(fed, conn, route.domain, direct, route, nil)
 end
 
 --- s2s_out.start_verify(fed, check, conn) -> a stream that asks check.domain
 -- whether check.key is its key for stream check.id (XEP-0220 §2.3), then
 -- calls check.finish("valid" | "invalid" | "error") and closes.
-function M.start_verify(fed, check, conn)
-  local self = new(fed, conn, check.domain)
-  self.check = check
-  return self
+function M.start_verify(fed, check, conn, direct)
+  return new(fed, conn, check.domain, direct, nil, check)
 end
 
 -- Our header (RFC 6120 §4.7: from and to, no id from the initiator).
