@@ -111,6 +111,7 @@ describe("s2s: two embedded servers", function()
       assert(got, "bob did not get alice's message")
       assert.is_true(a.s2s.routes[B].out.direct)
       assert.is_true(a.s2s.routes[B].out.authenticated)      -- EXTERNAL over the direct TLS
+      assert.equal("xmpp-server", a.s2s.routes[B].out.conn:tls_info().alpn)   -- XEP-0368 §3
     end, nil, { opts = { s2s_tls_listen = "127.0.0.1:0" } })
   end)
 

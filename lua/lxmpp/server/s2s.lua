@@ -78,23 +78,30 @@ local targets     -- where to connect for a domain (below)
 function M.new(srv, conf)
   local topts = srv.opts.tls or {}
   local sctx, msg, cond
+  -- ALPN xmpp-server (XEP-0368 §3): selected when a direct TLS peer offers it
   if topts.cert then
-    sctx, msg, cond = core.tls_context({ mode = "server", cert = topts.cert, key = topts.key, cafile = conf.cafile })
+    sctx, msg, cond = core.tls_context({ mode = "server", cert = topts.cert, key = topts.key, cafile = conf.cafile,
+      alpn = "xmpp-server" })
   else
-    sctx, msg, cond = core.tls_context({ mode = "server", domain = srv.domain, cafile = conf.cafile })
+    sctx, msg, cond = core.tls_context({ mode = "server", domain = srv.domain, cafile = conf.cafile,
+      alpn = "xmpp-server" })
   end
   if not sctx then return nil, "s2s TLS: " .. tostring(msg), cond end
   local cctx
   -- with dialback, a server whose certificate does not verify is still
   -- talked to (XEP-0220 §2.1 trusts DNS there); s2s_out.lua checks
   -- conn:tls_peer_is itself and uses the result
-  cctx, msg, cond = core.tls_context({ mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key,
-    insecure = conf.dialback })
-  if not cctx then
+  local copts = { mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key, insecure = conf.dialback }
+  cctx, msg, cond = core.tls_context(copts)
+  -- the same, offering ALPN xmpp-server, for direct TLS (XEP-0368 §3)
+  copts.alpn = "xmpp-server"
+  local dctx = cctx and core.tls_context(copts)
+  if not cctx or not dctx then
     sctx:close()
-    return nil, "s2s TLS: " .. tostring(msg), cond
+    if cctx then cctx:close() end
+    return nil, "s2s TLS: " .. tostring(msg), cond or "tls-failed"
   end
-  return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx,
+  return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx, direct_ctx = dctx,
     routes = {},       -- remote domain -> route
     nroutes = 0,       -- how many (limits.s2s_routes)
     incoming = {},     -- authenticated incoming stream -> its domain
@@ -342,6 +349,7 @@ function S2S:close()
   for _, c in ipairs(checks) do c.finish("error") end
   self.server_ctx:close()
   self.client_ctx:close()
+  self.direct_ctx:close()
 end
 
 M.S2S = S2S

@@ -44,7 +44,7 @@ local function new(fed, conn, remote, direct, route, check)
     -- XEP-0368: TLS from the first byte, our header once it is up
     self.direct = true
     self.stage = "tls"
-    local ok, msg = conn:starttls(fed.client_ctx, remote)
+    local ok, msg = conn:starttls(fed.direct_ctx, remote)
     if not ok then self:fail_route("TLS with " .. remote .. " failed: " .. tostring(msg)) end
     return self
   end
