@@ -352,19 +352,27 @@ end
 -- the ticket of that connection. opts.tls_resumption = false: neither.
 local function resumption(self) return self.opts.tls_resumption ~= false end
 
+-- A kept context serves while the options it was made from stay the same;
+-- when they change (another cafile, insecure, client certificate), the
+-- next handshake gets a new context, and the ticket of the old one is not
+-- offered to it (the engine refuses a ticket of another context).
 local function tls_context(self, direct)
   local kind = direct and "direct" or "starttls"
-  local ctxs = self.tls_ctxs
-  if ctxs and ctxs[kind] then return ctxs[kind] end
+  local o = self.opts
+  local made_of = ("%s\0%s\0%s\0%s\0%s"):format(tostring(o.cafile), tostring(o.insecure == true),
+    tostring(o.cert), tostring(o.key), tostring(resumption(self)))
+  local ctxs = self.tls_ctxs or {}
+  local kept = ctxs[kind]
+  if kept and kept.made_of == made_of then return kept.ctx end
   local ctx, msg, cond = core.tls_context({
-    mode = "client", cafile = self.opts.cafile, insecure = self.opts.insecure == true,
+    mode = "client", cafile = o.cafile, insecure = o.insecure == true,
     alpn = direct and "xmpp-client" or nil,
-    cert = self.opts.cert, key = self.opts.key,     -- SASL EXTERNAL (XEP-0178)
+    cert = o.cert, key = o.key,     -- SASL EXTERNAL (XEP-0178)
     resumption = resumption(self),
   })
   if not ctx then return nil, msg, cond end
-  ctxs = ctxs or {}
-  ctxs[kind] = ctx
+  if kept then kept.ctx:close() end
+  ctxs[kind] = { ctx = ctx, made_of = made_of }
   self.tls_ctxs = ctxs
   return ctx
 end
@@ -374,7 +382,7 @@ local function forget_tls(self)
   local r, ctxs = self.tls_resume, self.tls_ctxs
   self.tls_resume, self.tls_ctxs, self.tls_key = nil, nil, nil
   if r then r.ticket:close() end
-  for _, ctx in pairs(ctxs or {}) do ctx:close() end
+  for _, kept in pairs(ctxs or {}) do kept.ctx:close() end
 end
 
 -- After a session is established: keep the ticket its TLS handshake gave
