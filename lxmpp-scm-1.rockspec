@@ -90,6 +90,7 @@ build = {
       ["lxmpp.stanza"] = "lua/lxmpp/stanza.lua",
       ["lxmpp.jid"] = "lua/lxmpp/jid.lua",
       ["lxmpp.bounded"] = "lua/lxmpp/bounded.lua",
+      ["lxmpp.compat"] = "lua/lxmpp/compat.lua",
       ["lxmpp.fifo"] = "lua/lxmpp/fifo.lua",
       ["lxmpp.smcore"] = "lua/lxmpp/smcore.lua",
       ["lxmpp.stream_error"] = "lua/lxmpp/stream_error.lua",

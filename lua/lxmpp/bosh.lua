@@ -11,6 +11,7 @@
 -- delivered element by element, in rid order, as events of this transport.
 -- Each request is its own HTTPS exchange (lxmpp.http), verified as any.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local fifo = require "lxmpp.fifo"
@@ -83,7 +84,7 @@ local function answered(self, body)
   if not self.sid then                         -- the session creation answer (XEP-0124 §7.2)
     self.sid = body.attr.sid
     if not self.sid then return finish(self, "read-error", "the BOSH answer has no sid") end
-    self.requests = math.max(2, math.tointeger(tonumber(body.attr.requests or "")) or 2)
+    self.requests = math.max(2, compat.tointeger(tonumber(body.attr.requests or "")) or 2)
     self.open_attr = { xmlns = NS_CLIENT, id = body.attr.authid, from = body.attr.from,
       version = body.attr["urn:xmpp:xbosh\1version"] or "1.0" }
   end

@@ -39,13 +39,14 @@
 --
 -- Misuse (an argument that is not a string) raises an error.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 
 local type, error, tostring = type, error, tostring
 local find, sub, byte, gsub, match, gmatch, lower, format =
   string.find, string.sub, string.byte, string.gsub, string.match,
   string.gmatch, string.lower, string.format
-local utf8_len = utf8.len
+local utf8_len = compat.utf8_len
 local tonumber = tonumber
 
 local nodeprep, nameprep, resourceprep = core.nodeprep, core.nameprep, core.resourceprep

@@ -20,12 +20,13 @@
 -- "bad-request"; an incoming call gets an IQ error bad-request. Faults come
 -- back as nil, faultString, "rpc-fault", faultCode.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
 local type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, pcall, math_type =
-  type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, pcall, math.type
+  type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, pcall, compat.math_type
 local format = string.format
 
 local NS = "jabber:iq:rpc"
@@ -170,7 +171,7 @@ local DECODERS = {}
 function DECODERS.int(el, name)
   local s = only_text(el, name):match("^%s*(.-)%s*$")
   local digits = s:match("^[+-]?0*(%d+)$")
-  local n = digits and #digits <= 19 and math.tointeger(tonumber(s))
+  local n = digits and #digits <= 19 and compat.tointeger(tonumber(s))
   if not n then bad("<%s> is not an integer: %q", name, s:sub(1, 40)) end
   if name ~= "i8" and (n > 2147483647 or n < -2147483648) then bad("<%s> out of 32-bit range: %s", name, s) end
   return n
@@ -325,7 +326,7 @@ local function serve(self, iq)
     error(params, 0)
   end
   for i = 1, params.n do if params[i] == NULL then params[i] = nil end end
-  local results = table.pack(pcall(entry.fn, table.unpack(params, 1, params.n)))
+  local results = compat.pack(pcall(entry.fn, compat.unpack(params, 1, params.n)))
   if not results[1] then
     local e = results[2]
     if getmetatable(e) == Fault then return fault_response(iq, e.code, e.message) end

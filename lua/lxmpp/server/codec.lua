@@ -17,8 +17,9 @@
 -- threads, tables with a metatable (a stanza: store its XML), keys that are
 -- not strings or integers, cycles, and nesting deeper than MAX_DEPTH.
 
+local compat = require "lxmpp.compat"
 local type, pairs, error, tostring = type, pairs, error, tostring
-local math_type = math.type
+local math_type = compat.math_type
 local spack, sunpack = string.pack, string.unpack
 local concat, sort = table.concat, table.sort
 local getmetatable = getmetatable

@@ -18,6 +18,7 @@
 -- handler takes one with res:upgrade(); from then on the connection, its
 -- events and its deadlines are the handler's.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
 local throttle = require "lxmpp.server.throttle"
@@ -25,7 +26,7 @@ local throttle = require "lxmpp.server.throttle"
 local setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall, require =
   setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall, require
 local concat, remove, traceback, char, os_date, io_open, math_type =
-  table.concat, table.remove, debug.traceback, string.char, os.date, io.open, math.type
+  table.concat, table.remove, debug.traceback, string.char, os.date, io.open, compat.math_type
 
 local M = {}
 
@@ -158,7 +159,7 @@ function M.body_length(req)
     return nil, 501, "transfer coding not implemented"
   end
   if not cl then return 0 end
-  local length = #cl <= 15 and cl:match("^%d+$") and math.tointeger(tonumber(cl))
+  local length = #cl <= 15 and cl:match("^%d+$") and compat.tointeger(tonumber(cl))
   if not length then return nil, 400, "a malformed Content-Length" end
   return length
 end

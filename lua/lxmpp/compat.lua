@@ -1,0 +1,178 @@
+-- lxmpp.compat: what lxmpp's Lua code needs that differs between Lua 5.1,
+-- LuaJIT 2.1, 5.3 and 5.4 (README.md, "Lua versions"), in one place, so the
+-- rest of lua/ parses and runs on all four. Each value is the standard
+-- function where the running Lua has it, else a replacement with the 5.4
+-- meaning (or the nearest that version allows, as noted).
+--
+-- Source that only 5.3+ can parse (bitwise operators, //) is compiled here
+-- with load() on 5.3+ only, so 5.1 and LuaJIT never see it.
+
+local math, string, table, type, select, tostring, load, pcall, require, xpcall, error =
+  math, string, table, type, select, tostring, load, pcall, require, xpcall, error
+local floor = math.floor
+local coroutine = coroutine
+
+local M = {}
+
+local native53 = math.type ~= nil          -- 5.3, 5.4: integers and their operators
+M.luajit = type(rawget(_G, "jit")) == "table"
+
+--- compat.unpack(t, i, j), compat.pack(...): table.unpack / table.pack
+M.unpack = table.unpack or rawget(_G, "unpack")
+M.pack = table.pack or function(...) return { n = select("#", ...), ... } end
+
+-- 2^53: the integers a double holds exactly (all numbers are doubles before 5.3)
+local MAX_EXACT = 9007199254740992
+
+--- compat.math_type(x): math.type; before 5.3 a number is "integer" when it
+-- has no fraction and is exact in a double (so 1.0 is an integer there).
+M.math_type = math.type or function(x)
+  if type(x) ~= "number" then return nil end
+  if x == floor(x) and x >= -MAX_EXACT and x <= MAX_EXACT then return "integer" end
+  return "float"
+end
+local math_type = M.math_type
+
+--- compat.tointeger(x): math.tointeger (nil for anything but an integral number)
+M.tointeger = math.tointeger and function(x)
+  if type(x) ~= "number" then return nil end -- (5.4.0 to 5.4.2 raise on non-numbers)
+  return math.tointeger(x)
+end or function(x)
+  if math_type(x) == "integer" then return x end
+  return nil
+end
+
+--- compat.maxinteger, compat.mininteger: math.maxinteger / mininteger, or
+-- the exact range of a double before 5.3
+M.maxinteger = math.maxinteger or MAX_EXACT
+M.mininteger = math.mininteger or -MAX_EXACT
+
+--- compat.idiv(a, b): a // b (floor division)
+M.idiv = native53 and load("return function(a, b) return a // b end")()
+  or function(a, b) return floor(a / b) end
+
+--- compat.band/bor/bxor/lshift/rshift: bitwise operations on non-negative
+-- integers below 2^32 (what lxmpp uses them for); the results are the same
+-- non-negative integers on every version.
+if native53 then
+  local ops = load([[return
+    function(a, b) return a & b end, function(a, b) return a | b end,
+    function(a, b) return a ~ b end,
+    function(a, n) return (a << n) & 0xFFFFFFFF end, function(a, n) return a >> n end]])
+  M.band, M.bor, M.bxor, M.lshift, M.rshift = ops()
+else
+  local ok, bit = pcall(require, M.luajit and "bit" or "bit32")
+  if ok and M.luajit then
+    -- LuaJIT's bit gives signed 32-bit results: bring them back to 0..2^32-1
+    local function u(x) if x < 0 then return x + 4294967296 end return x end
+    local band, bor, bxor, lshift, rshift = bit.band, bit.bor, bit.bxor, bit.lshift, bit.rshift
+    M.band = function(a, b) return u(band(a, b)) end
+    M.bor = function(a, b) return u(bor(a, b)) end
+    M.bxor = function(a, b) return u(bxor(a, b)) end
+    M.lshift = function(a, n) return u(lshift(a, n)) end
+    M.rshift = function(a, n) return u(rshift(a, n)) end
+  elseif ok then
+    M.band, M.bor, M.bxor, M.lshift, M.rshift = bit.band, bit.bor, bit.bxor, bit.lshift, bit.rshift
+  else
+    -- plain Lua 5.1 without bit32: bit by bit
+    local function op(a, b, f)
+      local r, p = 0, 1
+      for _ = 1, 32 do
+        local x, y = a % 2, b % 2
+        if f(x, y) then r = r + p end
+        a, b, p = (a - x) / 2, (b - y) / 2, p * 2
+      end
+      return r
+    end
+    M.band = function(a, b) return op(a, b, function(x, y) return x == 1 and y == 1 end) end
+    M.bor = function(a, b) return op(a, b, function(x, y) return x == 1 or y == 1 end) end
+    M.bxor = function(a, b) return op(a, b, function(x, y) return x ~= y end) end
+    M.lshift = function(a, n) return (a * 2 ^ n) % 4294967296 end
+    M.rshift = function(a, n) return floor((a % 4294967296) / 2 ^ n) end
+  end
+end
+
+--- compat.xpcall(f, msgh, ...): xpcall with arguments (plain 5.1's passes none)
+if M.luajit or native53 or select("#", xpcall(function(...) return ... end, tostring, 1)) == 2 then
+  M.xpcall = xpcall
+else
+  local pack, unpack = M.pack, M.unpack
+  M.xpcall = function(f, msgh, ...)
+    local args = pack(...)
+    return xpcall(function() return f(unpack(args, 1, args.n)) end, msgh)
+  end
+end
+
+--- compat.coroutine_close(co): coroutine.close; before 5.4 a suspended
+-- coroutine has no to-be-closed variables to close, so dropping it is all
+M.coroutine_close = coroutine.close or function(co)
+  if coroutine.status(co) == "dead" or coroutine.status(co) == "suspended" then return true end
+  error("cannot close a " .. coroutine.status(co) .. " coroutine", 2)
+end
+
+--- compat.running(): the running coroutine and whether it is the main one
+-- (5.1 returns nil in the main thread)
+M.running = function()
+  local co, main = coroutine.running()
+  if co == nil then return nil, true end
+  return co, main or false
+end
+
+--- compat.fmt_number(n): a number as 5.4's tostring writes it ("1" for the
+-- integer 1, "1.5", "1e+20"), the same on every version for integers
+M.fmt_number = function(n)
+  if native53 or math_type(n) ~= "integer" then return tostring(n) end
+  return string.format("%d", n)
+end
+
+-- UTF-8 (RFC 3629): the strict decoder of 5.3's utf8.len (no surrogates,
+-- nothing over U+10FFFF, no overlong forms)
+local byte = string.byte
+local function char_end(s, i, n)
+  local c = byte(s, i)
+  if c < 0x80 then return i end
+  local len, min, cp
+  if c >= 0xC2 and c <= 0xDF then len, min, cp = 1, 0x80, c - 0xC0
+  elseif c >= 0xE0 and c <= 0xEF then len, min, cp = 2, 0x800, c - 0xE0
+  elseif c >= 0xF0 and c <= 0xF4 then len, min, cp = 3, 0x10000, c - 0xF0
+  else return nil end
+  if i + len > n then return nil end
+  for k = i + 1, i + len do
+    local d = byte(s, k)
+    if d < 0x80 or d > 0xBF then return nil end
+    cp = cp * 64 + (d - 0x80)
+  end
+  if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return nil end
+  return i + len
+end
+
+local utf8 = rawget(_G, "utf8")
+
+--- compat.utf8_len(s): utf8.len(s) (the count, or nil and the position of
+-- the first invalid byte)
+M.utf8_len = utf8 and utf8.len or function(s)
+  local i, n, count = 1, #s, 0
+  while i <= n do
+    local e = char_end(s, i, n)
+    if not e then return nil, i end
+    count = count + 1
+    i = e + 1
+  end
+  return count
+end
+
+--- compat.utf8_offset(s, n): utf8.offset(s, n) for n >= 1: where the n-th
+-- character starts (#s + 1 just after the last; nil past that)
+M.utf8_offset = utf8 and utf8.offset or function(s, n)
+  local i, len = 1, #s
+  while n > 1 do
+    if i > len then return nil end
+    i = i + 1
+    while i <= len and byte(s, i) >= 0x80 and byte(s, i) <= 0xBF do i = i + 1 end
+    n = n - 1
+  end
+  if i > len + 1 then return nil end
+  return i
+end
+
+return M
