@@ -1,6 +1,7 @@
 -- TCP connections (csrc/net.c, lua/lxmpp/net.lua) on loopback: the receive
 -- path into the stream parser, restarts, pausing, bounded and coalesced
 -- writes, clean closes.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
@@ -189,7 +190,7 @@ describe("tcp connections", function()
       -- the peer starts reading: everything queued goes out and drain fires
       local perr
       server_conn:on("parse-error", function(m) perr = m end)
-      server_conn:parse({ max_stanza_size = 1 << 30 })
+      server_conn:parse({ max_stanza_size = compat.lshift(1, 30) })
       wait_until(function() return drained end, 10)
       assert.equal(0, c:info().queued)
       assert.is_nil(perr)

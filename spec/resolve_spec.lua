@@ -1,6 +1,7 @@
 -- Name resolution (csrc/dns.c, lua/lxmpp/resolve.lua): SRV lookups with
 -- RFC 2782 ordering, XEP-0368 direct TLS records, the RFC 6120 fallback, A and
 -- AAAA, timeouts and closing, all against spec/support/dnsd.py on loopback.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local resolve = require "lxmpp.resolve"
@@ -97,7 +98,7 @@ local function lcg(seed)
   local s = seed
   return function(lo, hi)
     s = (s * 1103515245 + 12345) % 2147483648
-    return lo + (s >> 8) % (hi - lo + 1)
+    return lo + compat.rshift(s, 8) % (hi - lo + 1)
   end
 end
 

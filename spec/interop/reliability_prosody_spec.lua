@@ -3,6 +3,7 @@
 -- lxmpp client a fault proxy (spec/support/faultproxy.py, seeded) that cuts
 -- links at random byte offsets (mid-stanza and mid-TLS-record included),
 -- stalls them, and refuses new connections for a while.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local st = lxmpp.stanza
 local prosody = require "spec.support.prosody"
@@ -76,7 +77,7 @@ end
 -- random cut may just have happened.
 local function past_the_window(pa, alice)
   return function(i)
-    if i == N * 2 // 5 then
+    if i == compat.idiv(N * 2, 5) then
       pa:cmd("cut 0 0")
       for _ = 1, 10 do
         assert(wait_for(function() return alice.online and not alice.reconnecting end, 10))
@@ -85,9 +86,9 @@ local function past_the_window(pa, alice)
       end
       assert(pa:status().stalls >= 1, "no link was stalled")
       lxmpp.sleep(0.3)
-    elseif i == N * 23 // 50 then
+    elseif i == compat.idiv(N * 23, 50) then
       pa:cmd("down " .. (HIBERNATION + 2))
-    elseif i == N * 12 // 25 then
+    elseif i == compat.idiv(N * 12, 25) then
       pa:cmd("cut 6000 40000")
     end
   end
