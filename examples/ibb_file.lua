@@ -29,7 +29,7 @@ lxmpp.run(function()
 
   if send_to then
     local f = assert(io.open(path, "rb"))
-    local data = f:read("a")
+    local data = f:read("*a")
     f:close()
     local name = path:match("[^/]*$")
     local last = -1

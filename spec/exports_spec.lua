@@ -3,7 +3,7 @@
 -- flags (luarocks' plain CFLAGS), which relies on csrc/lx.h alone.
 local function exported(so)
   local p = assert(io.popen("nm -D --defined-only " .. so .. " 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local names = {}
   for kind, name in out:gmatch("%x+ (%a) ([%w_@.]+)") do

@@ -5,6 +5,7 @@
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
 
+local LUA = require "spec.support.lua_bin"
 local pki = require "spec.support.pki"
 
 local function read(rel)
@@ -166,9 +167,9 @@ describe("tools/fix-indent.lua", function ()
     local f = assert(io.open(dir .. "/a.lua", "wb"))
     f:write("if x then\n\ty()\nend\n")
     f:close()
-    local lua = pki.NO_PRELOAD .. "lua5.4 '" .. ROOT .. "/tools/fix-indent.lua'"
+    local lua = pki.NO_PRELOAD .. LUA .. " '" .. ROOT .. "/tools/fix-indent.lua'"
     local p = io.popen(lua .. " --check '" .. dir .. "' 2>/dev/null")
-    local listed = p:read("a")
+    local listed = p:read("*a")
     local ok, _, code = p:close()
     assert.is_nil(ok)
     assert.equal(1, code)
@@ -176,7 +177,7 @@ describe("tools/fix-indent.lua", function ()
     assert.is_true(os.execute(lua .. " '" .. dir .. "' >/dev/null"))
     assert.is_true(os.execute(lua .. " --check '" .. dir .. "' >/dev/null"))
     local g = assert(io.open(dir .. "/a.lua", "rb"))
-    assert.equal("if x then\n  y()\nend\n", g:read("a"))
+    assert.equal("if x then\n  y()\nend\n", g:read("*a"))
     g:close()
     os.execute(pki.NO_PRELOAD .. "rm -rf '" .. dir .. "'")
   end)

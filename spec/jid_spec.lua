@@ -1,9 +1,10 @@
 -- Specs for lua/lxmpp/jid.lua and the libidn binding under it (csrc/idn.c).
 
+local compat = require "lxmpp.compat"
 local jid = require "lxmpp.jid"
 local core = require "lxmpp.core"
 
-local pack = table.pack
+local pack = compat.pack
 
 local function rep(s, n) return string.rep(s, n) end
 

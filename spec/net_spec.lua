@@ -1,6 +1,7 @@
 -- TCP connections (csrc/net.c, lua/lxmpp/net.lua) on loopback: the receive
 -- path into the stream parser, restarts, pausing, bounded and coalesced
 -- writes, clean closes.
+local LUA = require "spec.support.lua_bin"
 local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
@@ -80,7 +81,7 @@ describe("tcp connections", function()
     assert(srv:bind("127.0.0.1", 0))
     assert(srv:listen(0))
     local _, port = srv:getsockname()
-    port = math.tointeger(tonumber(port))
+    port = compat.tointeger(tonumber(port))
     local fill = {}
     for i = 1, 4 do
       fill[i] = socket.tcp()
@@ -245,8 +246,8 @@ end)
 io.write("survived")
 ]])
     f:close()
-    local p = assert(io.popen("env --default-signal=PIPE lua5.4 " .. script .. " 2>&1"))
-    local out = p:read("a")
+    local p = assert(io.popen("env --default-signal=PIPE " .. LUA .. " " .. script .. " 2>&1"))
+    local out = p:read("*a")
     local ok, _, code = p:close()
     os.remove(script)
     assert.equal("survived", out)

@@ -2,6 +2,8 @@
 -- pubsub_news.lua), run as their users run them -- a separate process,
 -- options from the environment -- against the embedded server (pubsub_news
 -- also against Prosody), driven by a scripted user.
+local compat = require "lxmpp.compat"
+local LUA = require "spec.support.lua_bin"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local rpc = require "lxmpp.plugins.rpc"
@@ -20,16 +22,16 @@ local function start_example(script, env)
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = "LUA_PATH=" .. q(os.getenv("LUA_PATH") or "")
   parts[#parts + 1] = "LUA_CPATH=" .. q(os.getenv("LUA_CPATH") or "")
-  parts[#parts + 1] = "lua5.4 " .. q(ROOT .. "/examples/" .. script)
+  parts[#parts + 1] = LUA .. " " .. q(ROOT .. "/examples/" .. script)
   local f = assert(io.popen(table.concat(parts, " ") .. " >" .. q(log) .. " 2>&1 & echo $!"))
-  local pid = f:read("l")
+  local pid = f:read("*l")
   f:close()
   return pid, log
 end
 
 local function read(path)
   local f = io.open(path, "rb")
-  local s = f and f:read("a") or ""
+  local s = f and f:read("*a") or ""
   if f then f:close() end
   return s
 end
@@ -89,7 +91,7 @@ describe("plugin examples on the embedded server", function()
       assert.equal(6.5, u:rpc_call(to, "math.sum", 1, 2, 3.5))
       assert.equal("LOUD", u:rpc_call(to, "text.upper", "loud"))
       assert.is_true(u:rpc_call(to, "kv.set", "k", { 1, 2 }))
-      assert.same({ 1, 2 }, { table.unpack(u:rpc_call(to, "kv.get", "k")) })
+      assert.same({ 1, 2 }, { compat.unpack(u:rpc_call(to, "kv.get", "k")) })
       local r, msg, cond, code = u:rpc_call(to, "kv.get", "missing")
       assert.is_nil(r)
       assert.equal("no such key: missing", msg)

@@ -1,6 +1,7 @@
 -- Name resolution (csrc/dns.c, lua/lxmpp/resolve.lua): SRV lookups with
 -- RFC 2782 ordering, XEP-0368 direct TLS records, the RFC 6120 fallback, A and
 -- AAAA, timeouts and closing, all against spec/support/dnsd.py on loopback.
+local LUA = require "spec.support.lua_bin"
 local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
@@ -62,9 +63,9 @@ local function run(fn)
   local r
   lxmpp.run(function()
     base_handles = core.loop_handles()
-    r = table.pack(fn())
+    r = compat.pack(fn())
   end)
-  return table.unpack(r, 1, r.n)
+  return compat.unpack(r, 1, r.n)
 end
 
 -- Handles the resolvers hold now (inside run).
@@ -77,7 +78,7 @@ local function hosts(list)
 end
 
 local function sorted(list)
-  local c = { table.unpack(list) }
+  local c = { compat.unpack(list) }
   table.sort(c)
   return c
 end
@@ -305,8 +306,8 @@ describe("core.resolver", function()
       lxmpp.step(0)
       io.write(core.loop_handles(), " handles")
     ]]):format(silent.addr, silent.addr)
-    local p = assert(io.popen(("lua5.4 -e '%s' 2>&1"):format(script)))
-    local out = p:read("a")
+    local p = assert(io.popen((LUA .. " -e '%s' 2>&1"):format(script)))
+    local out = p:read("*a")
     local ok, how, code = p:close()
     assert.equal("4 handles", out)   -- per resolver: its timer and its socket
     assert.same({ true, "exit", 0 }, { ok, how, code })
@@ -526,8 +527,8 @@ describe("resolve.targets", function()
   it("honours LXMPP_DNS_SERVERS", function()
     local script = 'local lxmpp = require "lxmpp"; local resolve = require "lxmpp.resolve"; ' ..
       'lxmpp.run(function() local t = assert(resolve.targets("prio.test")); io.write(t[1].host, ":", t[1].port) end)'
-    local p = assert(io.popen(("LXMPP_DNS_SERVERS=%s lua5.4 -e '%s' 2>&1"):format(dnsd.addr, script)))
-    local out = p:read("a")
+    local p = assert(io.popen(("LXMPP_DNS_SERVERS=%s " .. LUA .. " -e '%s' 2>&1"):format(dnsd.addr, script)))
+    local out = p:read("*a")
     p:close()
     assert.equal("a.prio.test:5223", out)
   end)

@@ -1,5 +1,6 @@
 -- Jabber-RPC (lua/lxmpp/plugins/rpc.lua): the XML-RPC value codec, data
 -- driven, then calls between two clients of the embedded server.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local st = require "lxmpp.stanza"
 local rpc = require "lxmpp.plugins.rpc"
@@ -27,7 +28,7 @@ describe("rpc codec", function()
       local back, xml = roundtrip(c[1])
       assert.equal("<value>" .. c[2] .. "</value>", xml)
       assert.equal(c[1], back)
-      assert.equal(math.type(c[1]), math.type(back))
+      assert.equal(compat.math_type(c[1]), compat.math_type(back))
     end
     assert.equal("<value><nil/></value>", tostring(rpc.encode(nil)))
     local b = roundtrip(rpc.base64("\0\1\255binary"))

@@ -209,7 +209,7 @@ describe("embedded server: output flow control", function()
         local kept = assert(roster.pending["fan" .. i .. "@" .. D])
         assert.truthy(#kept < 4096, "a stored request is " .. #kept .. " bytes")
         local p = st.parse(kept)
-        assert.equal(1024, utf8.len(p:get_child_text("status")))
+        assert.equal(1024, compat.utf8_len(p:get_child_text("status")))
         assert.is_nil(p:get_child("x", "urn:example:junk"))
       end
       for _ = 1, 2 do                    -- every later login too

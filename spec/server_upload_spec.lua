@@ -297,7 +297,7 @@ describe("embedded server: HTTP upload", function()
       url = assert(a:upload("kept\0bytes", { name = "k.bin", address = "127.0.0.1" }))
       local token = url:match("/upload/(%x+)/")
       local f = assert(io.open(dir .. "/files/" .. token, "rb"))
-      assert.equal("kept\0bytes", f:read("a"))
+      assert.equal("kept\0bytes", f:read("*a"))
       f:close()
     end, { storage = db }, { storage_dir = dir .. "/files" })
     -- the port differs after a restart: only the path of the old URL is kept

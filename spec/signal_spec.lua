@@ -7,6 +7,7 @@
 -- In-process specs use SIGUSR1/SIGUSR2 and look at SIGTERM's disposition;
 -- INT and TERM are sent only to programs the spec starts (bin/lxmpp serve,
 -- the example bots, small scripts), through spec/support/proc.lua.
+local compat = require "lxmpp.compat"
 local close = require "spec.support.close"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
@@ -267,7 +268,7 @@ describe("bin/lxmpp serve", function()
     local port, out = p:wait_output("listening: c2s 127%.0%.0%.1:(%d+)")
     assert(port, "serve did not start:\n" .. tostring(out))
     assert(p:wait_output("ready"))
-    return p, math.tointeger(tonumber(port))
+    return p, compat.tointeger(tonumber(port))
   end
 
   for _, sig in ipairs({ "INT", "TERM" }) do

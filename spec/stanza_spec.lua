@@ -6,6 +6,7 @@
 -- only one group with `busted --tags=core` or `--exclude-tags=core`. Every
 -- test needs lxmpp.core to be loadable, since lxmpp.stanza requires it.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 
 local xmlns_stanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -117,7 +118,7 @@ local function xml_unescape(s)
     if num == "" then
       return assert(entities[v], "unknown entity " .. v)
     end
-    return utf8.char(tonumber(v, hex == "x" and 16 or 10))
+    return compat.utf8_char(tonumber(v, hex == "x" and 16 or 10))
   end))
 end
 

@@ -2,6 +2,7 @@
 -- paired in memory, every certificate rule (RFC 6125, RFC 7590), and real
 -- OpenSSL peers (`openssl s_server`, `openssl s_client`) on loopback, driven
 -- over blocking LuaSocket connections.
+local compat = require "lxmpp.compat"
 local close = require "spec.support.close"
 local core = require "lxmpp.core"
 local pkimod = require "spec.support.pki"
@@ -14,8 +15,8 @@ local pki
 local function handshake_pair(cs, ss)
   local c, s
   for _ = 1, 50 do
-    c = table.pack(cs:handshake())
-    s = table.pack(ss:handshake())
+    c = compat.pack(cs:handshake())
+    s = compat.pack(ss:handshake())
     local x, y = cs:take(), ss:take()
     if x ~= "" then ss:recv(x) end
     if y ~= "" then cs:recv(y) end
@@ -54,7 +55,7 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function slurp(path)
   local f = io.open(path, "r")
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end

@@ -7,8 +7,8 @@
 -- Source that only 5.3+ can parse (bitwise operators, //) is compiled here
 -- with load() on 5.3+ only, so 5.1 and LuaJIT never see it.
 
-local math, string, table, type, select, tostring, load, pcall, require, xpcall, error =
-  math, string, table, type, select, tostring, load, pcall, require, xpcall, error
+local math, string, table, type, select, tostring, load, pcall, require, xpcall, error, ipairs =
+  math, string, table, type, select, tostring, load, pcall, require, xpcall, error, ipairs
 local floor = math.floor
 local coroutine = coroutine
 
@@ -161,6 +161,23 @@ M.utf8_len = utf8 and utf8.len or function(s)
   return count
 end
 
+--- compat.utf8_char(...): utf8.char (code points to UTF-8)
+M.utf8_char = utf8 and utf8.char or function(...)
+  local out = {}
+  for i = 1, select("#", ...) do
+    local c = select(i, ...)
+    if c < 0x80 then out[i] = string.char(c)
+    elseif c < 0x800 then out[i] = string.char(0xC0 + floor(c / 64), 0x80 + c % 64)
+    elseif c < 0x10000 then
+      out[i] = string.char(0xE0 + floor(c / 4096), 0x80 + floor(c / 64) % 64, 0x80 + c % 64)
+    else
+      out[i] = string.char(0xF0 + floor(c / 262144), 0x80 + floor(c / 4096) % 64,
+        0x80 + floor(c / 64) % 64, 0x80 + c % 64)
+    end
+  end
+  return table.concat(out)
+end
+
 --- compat.utf8_offset(s, n): utf8.offset(s, n) for n >= 1: where the n-th
 -- character starts (#s + 1 just after the last; nil past that)
 M.utf8_offset = utf8 and utf8.offset or function(s, n)
@@ -173,6 +190,95 @@ M.utf8_offset = utf8 and utf8.offset or function(s, n)
   end
   if i > len + 1 then return nil end
   return i
+end
+
+--- compat.string_pack(fmt, ...), compat.string_unpack(fmt, s, pos):
+-- string.pack / string.unpack; before 5.3 the little-endian subset lxmpp's
+-- storage codec uses ("<" then c1, I4, i8, s4, d), byte for byte the
+-- same, so data stored by one Lua reads in another. (Before 5.3 an i8 is
+-- exact only within +-2^53, the integers a double holds.)
+if string.pack then
+  M.string_pack, M.string_unpack = string.pack, string.unpack
+else
+  local char, sub = string.char, string.sub
+  local frexp, ldexp = rawget(math, "frexp"), rawget(math, "ldexp")
+  local TWO32 = 4294967296
+  local function u32(n)
+    return char(n % 256, floor(n / 256) % 256, floor(n / 65536) % 256, floor(n / 16777216) % 256)
+  end
+  local function read_u32(s, pos)
+    local a, b, c, d = byte(s, pos, pos + 3)
+    if not d then error("data string too short", 3) end
+    return a + b * 256 + c * 65536 + d * 16777216
+  end
+  local function f64(x)
+    local sign, e, m = 0, 0, 0
+    if x < 0 or (x == 0 and 1 / x < 0) then sign, x = 1, -x end
+    if x ~= x then sign, e, m = 1, 2047, 2 ^ 51    -- NaN (as 0/0 is on x86)
+    elseif x == math.huge then e = 2047
+    elseif x ~= 0 then
+      local mant, exp = frexp(x)                    -- x = mant * 2^exp, 0.5 <= mant < 1
+      e = exp + 1022
+      if e <= 0 then e, m = 0, ldexp(x, 1074)       -- subnormal
+      else m = (mant * 2 - 1) * 2 ^ 52 end
+    end
+    return u32(m % TWO32) .. u32(sign * 2147483648 + e * 1048576 + floor(m / TWO32))
+  end
+  local function read_f64(s, pos)
+    local lo, hi = read_u32(s, pos), read_u32(s, pos + 4)
+    local sign = hi >= 2147483648 and -1 or 1
+    local e = floor(hi / 1048576) % 2048
+    local m = (hi % 1048576) * TWO32 + lo
+    if e == 2047 then return m == 0 and sign * math.huge or 0 / 0 end
+    if e == 0 then return sign * ldexp(m, -1074) end
+    return sign * ldexp(m + 2 ^ 52, e - 1075)
+  end
+  local function i64(n)
+    local hi = floor(n / TWO32)
+    local lo = n - hi * TWO32
+    if hi < 0 then hi = hi + TWO32 end
+    return u32(lo) .. u32(hi)
+  end
+  local function read_i64(s, pos)
+    local lo, hi = read_u32(s, pos), read_u32(s, pos + 4)
+    if hi >= 2147483648 then hi = hi - TWO32 end
+    return hi * TWO32 + lo
+  end
+  local function items(fmt)
+    if sub(fmt, 1, 1) ~= "<" then error("compat.string_pack: only little-endian formats", 3) end
+    local list = {}
+    for f in fmt:sub(2):gmatch("%a%d*") do list[#list + 1] = f end
+    return list
+  end
+  M.string_pack = function(fmt, ...)
+    local out = {}
+    for i, f in ipairs(items(fmt)) do
+      local v = select(i, ...)
+      if f == "c1" then out[i] = v
+      elseif f == "I4" then out[i] = u32(v)
+      elseif f == "s4" then out[i] = u32(#v) .. v
+      elseif f == "i8" then out[i] = i64(v)
+      elseif f == "d" then out[i] = f64(v)
+      else error("compat.string_pack: format " .. f .. " not supported", 2) end
+    end
+    return table.concat(out)
+  end
+  M.string_unpack = function(fmt, s, pos)
+    pos = pos or 1
+    local r = {}
+    for i, f in ipairs(items(fmt)) do
+      if f == "c1" then r[i], pos = sub(s, pos, pos), pos + 1
+      elseif f == "I4" then r[i], pos = read_u32(s, pos), pos + 4
+      elseif f == "s4" then
+        local n = read_u32(s, pos)
+        r[i], pos = sub(s, pos + 4, pos + 3 + n), pos + 4 + n
+      elseif f == "i8" then r[i], pos = read_i64(s, pos), pos + 8
+      elseif f == "d" then r[i], pos = read_f64(s, pos), pos + 8
+      else error("compat.string_unpack: format " .. f .. " not supported", 2) end
+    end
+    r[#r + 1] = pos
+    return M.unpack(r)
+  end
 end
 
 return M

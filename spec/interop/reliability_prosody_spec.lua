@@ -12,7 +12,7 @@ local assert_clean = require "spec.support.clean"
 local clients = require "spec.support.clients"
 
 local SPEC = debug.getinfo(1, "S").source:match("^@(.*)/interop/[^/]*$") or "spec"
-if SPEC:sub(1, 1) ~= "/" then SPEC = assert(io.popen("pwd")):read("l") .. "/" .. SPEC end
+if SPEC:sub(1, 1) ~= "/" then SPEC = assert(io.popen("pwd")):read("*l") .. "/" .. SPEC end
 local MODULES = SPEC .. "/support/prosody_modules"
 local slow = require "spec.support.slow"
 local SLOW = slow.factor
@@ -109,7 +109,7 @@ end
 local function with_proxies(seeds, fn)
   local proxies = {}
   for i, seed in ipairs(seeds) do proxies[i] = faultproxy.start({ target_port = srv.port, seed = seed }) end
-  local ok, err = pcall(run, function() fn(table.unpack(proxies)) end)
+  local ok, err = pcall(run, function() fn(compat.unpack(proxies)) end)
   for _, p in ipairs(proxies) do p:stop() end
   assert(ok, err)
 end

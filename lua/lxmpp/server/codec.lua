@@ -20,7 +20,7 @@
 local compat = require "lxmpp.compat"
 local type, pairs, error, tostring = type, pairs, error, tostring
 local math_type = compat.math_type
-local spack, sunpack = string.pack, string.unpack
+local spack, sunpack = compat.string_pack, compat.string_unpack
 local concat, sort = table.concat, table.sort
 local getmetatable = getmetatable
 

@@ -777,7 +777,7 @@ function M.static(dir, opts)
       return plain(res, 403, "too large to serve")
     end
     f:seek("set", 0)
-    local data = f:read("a") or ""
+    local data = f:read("*a") or ""
     f:close()
     local ext = path:match("%.([%w]+)$")
     return res:send(200, { ["Content-Type"] = M.TYPES[ext and ext:lower() or ""] or "application/octet-stream",

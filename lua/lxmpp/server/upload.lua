@@ -315,7 +315,7 @@ function Service:file(token, name)
   end
   if meta.data then return meta, meta.data end
   local f = io.open(file_path(self, token), "rb")
-  local data = f and f:read("a")
+  local data = f and f:read("*a")
   if f then f:close() end
   if not data then return nil end
   return meta, data
