@@ -16,7 +16,7 @@ local opts = common.options(arg)
 local send_to, path = os.getenv("LXMPP_SEND_TO"), os.getenv("LXMPP_FILE")
 local accept_from = os.getenv("LXMPP_ACCEPT_FROM")
 local save_dir = os.getenv("LXMPP_SAVE_DIR") or "."
-local count = math.tointeger(tonumber(os.getenv("LXMPP_RECEIVE_COUNT") or "")) -- nil: forever
+local count = tonumber(os.getenv("LXMPP_RECEIVE_COUNT") or "") -- nil: forever
 
 if not (send_to and path) and not accept_from then
   io.stderr:write("set LXMPP_SEND_TO and LXMPP_FILE to send, or LXMPP_ACCEPT_FROM to receive\n")

@@ -3,6 +3,7 @@
 -- it listens and which accounts exist, `send` delivering through it, `run`,
 -- `parse`, and the scripted conversations of examples/demo.lua and demo_web.lua.
 local LUA = require "spec.support.lua_bin"
+local sh = require "spec.support.sh"
 local lxmpp = require "lxmpp"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
@@ -12,10 +13,7 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- Runs a command: its output (stdout and stderr) and exit code.
 local function run(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("*a")
-  local _, _, code = f:close()
-  return out, code
+  return sh.popen_read(cmd .. " 2>&1")
 end
 
 local function lxmpp_cmd(args) return run(LUA .. " " .. q(BIN) .. " " .. args) end

@@ -6,6 +6,7 @@
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
 
 local LUA = require "spec.support.lua_bin"
+local sh = require "spec.support.sh"
 local pki = require "spec.support.pki"
 
 local function read(rel)
@@ -168,14 +169,11 @@ describe("tools/fix-indent.lua", function ()
     f:write("if x then\n\ty()\nend\n")
     f:close()
     local lua = pki.NO_PRELOAD .. LUA .. " '" .. ROOT .. "/tools/fix-indent.lua'"
-    local p = io.popen(lua .. " --check '" .. dir .. "' 2>/dev/null")
-    local listed = p:read("*a")
-    local ok, _, code = p:close()
-    assert.is_nil(ok)
+    local listed, code = sh.popen_read(lua .. " --check '" .. dir .. "' 2>/dev/null")
     assert.equal(1, code)
     assert.truthy(listed:find("a.lua", 1, true))
-    assert.is_true(os.execute(lua .. " '" .. dir .. "' >/dev/null"))
-    assert.is_true(os.execute(lua .. " --check '" .. dir .. "' >/dev/null"))
+    assert.is_true(sh.execute(lua .. " '" .. dir .. "' >/dev/null"))
+    assert.is_true(sh.execute(lua .. " --check '" .. dir .. "' >/dev/null"))
     local g = assert(io.open(dir .. "/a.lua", "rb"))
     assert.equal("if x then\n  y()\nend\n", g:read("*a"))
     g:close()

@@ -107,7 +107,7 @@ describe("stream parser string cache", function()
       for k in next, s do keys[#keys + 1] = tostring(k) end
       table.sort(keys)
       assert.same({ "1", "attr", "name", "tags" }, keys)
-      assert.equal(1, rawlen(s))
+      assert.equal(1, compat.rawlen(s))
       assert.same({ to = "a@b", type = "chat" }, s.attr)
       assert.equal(rawget(s, 1), rawget(s.tags, 1))
     end

@@ -42,6 +42,9 @@ end or function(x)
   return nil
 end
 
+--- compat.rawlen(t): rawlen (before 5.2 # never calls a table's __len)
+M.rawlen = rawget(_G, "rawlen") or function(t) return #t end
+
 --- compat.maxinteger, compat.mininteger: math.maxinteger / mininteger, or
 -- the exact range of a double before 5.3
 M.maxinteger = math.maxinteger or MAX_EXACT
