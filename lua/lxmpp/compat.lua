@@ -153,7 +153,16 @@ local utf8 = rawget(_G, "utf8")
 
 --- compat.utf8_len(s): utf8.len(s) (the count, or nil and the position of
 -- the first invalid byte)
-M.utf8_len = utf8 and utf8.len or function(s)
+-- (5.3's utf8.len lets surrogates through, 5.4's does not: on 5.3 an
+-- encoded surrogate, ED A0..BF xx, is refused after it)
+local utf8_len53 = utf8 and _VERSION == "Lua 5.3" and function(s)
+  local n, bad = utf8.len(s)
+  if not n then return n, bad end
+  local at = s:find("\237[\160-\191]")
+  if at then return nil, at end
+  return n
+end
+M.utf8_len = utf8_len53 or utf8 and utf8.len or function(s)
   local i, n, count = 1, #s, 0
   while i <= n do
     local e = char_end(s, i, n)
