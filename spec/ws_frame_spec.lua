@@ -163,7 +163,7 @@ local function last_close(got)
   for i = #fs, 1, -1 do if fs[i].op == 8 then return fs[i] end end
 end
 
-local KEY = "\x12\x34\x56\x78"
+local KEY = "\018\052\086\120"
 
 -- A frame as a client writes it (masked).
 local function cframe(payload, t)
@@ -415,8 +415,8 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
     { "a new message inside a fragmented one", cframe("<a>", { fin = false }) .. cframe("</a>"), 1002, "inside" },
     { "a non-minimal 16-bit length", cframe("<a/>", { len16 = true }), 1002, "minimal" },
     { "a non-minimal 64-bit length", cframe("<a/>", { len64 = true }), 1002, "minimal" },
-    { "bad UTF-8 in a text message", cframe("<a>\xC0\xAF</a>"), 1007, "UTF%-8" },
-    { "bad UTF-8 across fragments", cframe("<a>\xE2\x82", { fin = false }) .. cframe("</a>", { op = 0 }), 1007, "UTF%-8" },
+    { "bad UTF-8 in a text message", cframe("<a>\192\175</a>"), 1007, "UTF%-8" },
+    { "bad UTF-8 across fragments", cframe("<a>\226\130", { fin = false }) .. cframe("</a>", { op = 0 }), 1007, "UTF%-8" },
     { "a 1-byte close payload", cframe("x", { op = 8 }), 1002, "1%-byte" },
     { "a close code nobody may send", cframe(be_bytes(1005, 2), { op = 8 }), 1002, "1005" },
     { "a message over max_message", cframe("<a>" .. ("z"):rep(2000) .. "</a>"), 1009, "larger than 1000" },
@@ -551,7 +551,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   it("write() refuses bytes that are not UTF-8; info() tells the mode", function()
     lxmpp.run(function()
       local srv, peer = ws_server_and_raw_peer()
-      local ok, msg, cond = srv.conn:write("<a>\xFF</a>")
+      local ok, msg, cond = srv.conn:write("<a>\255</a>")
       assert.is_nil(ok)
       assert.matches("UTF%-8", msg)
       assert.equal("bad-format", cond)
