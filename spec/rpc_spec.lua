@@ -23,6 +23,8 @@ describe("rpc codec", function()
       { 2147483648, "<i8>2147483648</i8>" }, { true, "<boolean>1</boolean>" },
       { false, "<boolean>0</boolean>" }, { "a <b> & c", "<string>a &lt;b&gt; &amp; c</string>" },
       { 1.5, "<double>1.5</double>" }, { rpc.null, "<nil/>" },
+      -- (digits, not LuaJIT's tostring "1e+15", for integers of 15 digits and more)
+      { 1000000000000000, "<i8>1000000000000000</i8>" }, { -9007199254740992, "<i8>-9007199254740992</i8>" },
     }
     for _, c in ipairs(cases) do
       local back, xml = roundtrip(c[1])

@@ -101,8 +101,8 @@ function encode_value(el, v, depth)
   elseif t == "boolean" then
     el:text_tag("boolean", v and "1" or "0")
   elseif math_type(v) == "integer" then
-    if v >= -2147483648 and v <= 2147483647 then el:text_tag("int", tostring(v))
-    else el:text_tag("i8", tostring(v)) end
+    if v >= -2147483648 and v <= 2147483647 then el:text_tag("int", compat.fmt_number(v))
+    else el:text_tag("i8", compat.fmt_number(v)) end  -- (LuaJIT: "%d", not 1e+15)
   elseif t == "number" then
     if v ~= v or v == math.huge or v == -math.huge then error("rpc: cannot send " .. tostring(v), 0) end
     el:text_tag("double", format("%.17g", v))
