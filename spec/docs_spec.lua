@@ -132,7 +132,7 @@ local function run_block(block)
   local env = setmetatable({ print = capture }, { __index = _G })
   -- padded so that error messages give the line in the Markdown file
   local code = ("\n"):rep(block.first - 1) .. table.concat(block.lines, "\n")
-  local chunk = assert(load(code, "@" .. block.path, "t", env))
+  local chunk = assert(compat.load(code, "@" .. block.path, "t", env))
   chunk()
   return printed
 end

@@ -5,6 +5,7 @@
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
 
+local compat = require "lxmpp.compat"
 local LUA = require "spec.support.lua_bin"
 local sh = require "spec.support.sh"
 local pki = require "spec.support.pki"
@@ -26,7 +27,7 @@ end
 
 local function load_rockspec(name)
   local env = {}
-  assert(loadfile(ROOT .. "/" .. name, "t", env))()
+  assert(compat.loadfile(ROOT .. "/" .. name, "t", env))()
   return env
 end
 
@@ -195,7 +196,7 @@ describe(".busted", function ()
         getenv = function (name) if name == "LUA_CPATH" then return cpath end return os.getenv(name) end,
       }, { __index = os }),
     }, { __index = _G })
-    return assert(loadfile(ROOT .. "/.busted", "t", env))()
+    return assert(compat.loadfile(ROOT .. "/.busted", "t", env))()
   end
 
   local t = tasks(os.getenv("LUA_CPATH"))

@@ -106,6 +106,25 @@ else
   end
 end
 
+--- compat.load(chunk, name, mode, env), compat.loadfile(path, mode, env):
+-- load / loadfile with an environment (plain 5.1's take none: setfenv)
+local setfenv, loadstring, loadfile = rawget(_G, "setfenv"), rawget(_G, "loadstring"), loadfile
+if M.luajit or native53 or not setfenv then
+  M.load, M.loadfile = load, loadfile
+else
+  M.load = function(chunk, name, _, env)
+    local f, err
+    if type(chunk) == "string" then f, err = loadstring(chunk, name) else f, err = load(chunk, name) end
+    if f and env then setfenv(f, env) end
+    return f, err
+  end
+  M.loadfile = function(path, _, env)
+    local f, err = loadfile(path)
+    if f and env then setfenv(f, env) end
+    return f, err
+  end
+end
+
 --- compat.coroutine_close(co): coroutine.close; before 5.4 a suspended
 -- coroutine has no to-be-closed variables to close, so dropping it is all
 M.coroutine_close = coroutine.close or function(co)
