@@ -18,7 +18,7 @@ local fifo = require "lxmpp.fifo"
 local transport = require "lxmpp.transport"
 
 local setmetatable, type, tostring, tonumber, pcall, pairs, ipairs, concat =
-  setmetatable, type, tostring, tonumber, pcall, pairs, ipairs, table.concat
+  setmetatable, type, tostring, tonumber, compat.pcall, pairs, ipairs, table.concat
 
 local M = {}
 

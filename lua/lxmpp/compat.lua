@@ -7,8 +7,8 @@
 -- Source that only 5.3+ can parse (bitwise operators, //) is compiled here
 -- with load() on 5.3+ only, so 5.1 and LuaJIT never see it.
 
-local math, string, table, type, select, tostring, load, pcall, require, xpcall, error, ipairs =
-  math, string, table, type, select, tostring, load, pcall, require, xpcall, error, ipairs
+local math, string, table, type, select, tostring, load, pcall, require, xpcall, error, ipairs, setmetatable, debug =
+  math, string, table, type, select, tostring, load, pcall, require, xpcall, error, ipairs, setmetatable, debug
 local floor = math.floor
 local coroutine = coroutine
 
@@ -95,17 +95,6 @@ else
   end
 end
 
---- compat.xpcall(f, msgh, ...): xpcall with arguments (plain 5.1's passes none)
-if M.luajit or native53 or select("#", xpcall(function(...) return ... end, tostring, 1)) == 2 then
-  M.xpcall = xpcall
-else
-  local pack, unpack = M.pack, M.unpack
-  M.xpcall = function(f, msgh, ...)
-    local args = pack(...)
-    return xpcall(function() return f(unpack(args, 1, args.n)) end, msgh)
-  end
-end
-
 --- compat.load(chunk, name, mode, env), compat.loadfile(path, mode, env):
 -- load / loadfile with an environment (plain 5.1's take none: setfenv)
 local setfenv, loadstring, loadfile = rawget(_G, "setfenv"), rawget(_G, "loadstring"), loadfile
@@ -132,12 +121,54 @@ M.coroutine_close = coroutine.close or function(co)
   error("cannot close a " .. coroutine.status(co) .. " coroutine", 2)
 end
 
---- compat.running(): the running coroutine and whether it is the main one
--- (5.1 returns nil in the main thread)
-M.running = function()
-  local co, main = coroutine.running()
-  if co == nil then return nil, true end
-  return co, main or false
+--- compat.pcall(f, ...), compat.xpcall(f, msgh, ...), compat.co_running():
+-- pcall, xpcall and coroutine.running. Plain Lua 5.1 cannot yield across
+-- pcall (LuaJIT and 5.2+ can), and lxmpp's waiting calls yield the task:
+-- there f runs in a coroutine of its own whose yields are passed on to the
+-- caller's resumer and the answers back, and co_running names the
+-- coroutine that called pcall, so a task stays itself inside it. (An
+-- xpcall handler other than debug.traceback sees the caller's stack.)
+local plain51 = not M.luajit and _VERSION == "Lua 5.1"
+if not plain51 then
+  M.pcall, M.xpcall, M.co_running = pcall, xpcall, coroutine.running
+else
+  local co_create, co_resume, co_yield, co_status, co_running =
+    coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running
+  local parent = setmetatable({}, { __mode = "k" })   -- helper coroutine -> the one it runs for
+  local function outer(co)
+    local p = parent[co]
+    while p do co, p = p, parent[p] end
+    return co
+  end
+  M.co_running = function() local co = co_running(); return co and outer(co) end
+  local function step(co, ok, ...)
+    if co_status(co) == "dead" then return ok, ... end
+    return step(co, co_resume(co, co_yield(...)))    -- f yielded: pass it on
+  end
+  M.pcall = function(f, ...)
+    local me = co_running()
+    if not me then return pcall(f, ...) end          -- the main thread: nothing can yield
+    local co = co_create(function(...) return f(...) end)
+    parent[co] = me
+    return step(co, co_resume(co, ...))
+  end
+  local traceback = debug.traceback
+  M.xpcall = function(f, msgh, ...)
+    local args = M.pack(...)
+    local function call() return f(M.unpack(args, 1, args.n)) end
+    local me = co_running()
+    if not me then return xpcall(call, msgh) end
+    local co = co_create(call)
+    parent[co] = me
+    local function finish(ok, ...)
+      if co_status(co) ~= "dead" then return finish(co_resume(co, co_yield(...))) end
+      if ok then return true, ... end
+      local err = ...
+      if msgh == traceback and type(err) == "string" then return false, traceback(co, err) end
+      return false, msgh(err)
+    end
+    return finish(co_resume(co))
+  end
 end
 
 --- compat.fmt_number(n): a number as 5.4's tostring writes it ("1" for the

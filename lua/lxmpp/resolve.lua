@@ -13,7 +13,7 @@ local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 
-local type, error, ipairs, tostring, pcall, math_type = type, error, ipairs, tostring, pcall, compat.math_type
+local type, error, ipairs, tostring, pcall, math_type = type, error, ipairs, tostring, compat.pcall, compat.math_type
 local getenv, math_random = os.getenv, math.random
 local sort, remove = table.sort, table.remove
 

@@ -15,12 +15,13 @@
 --   * lxmpp.step (a host with its own main loop) watches nothing by itself:
 --     a host's own handlers are never replaced unless it asks (on_signal).
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
 
 local setmetatable, type, error, pairs, ipairs, pcall, tostring, next =
-  setmetatable, type, error, pairs, ipairs, pcall, tostring, next
+  setmetatable, type, error, pairs, ipairs, compat.pcall, tostring, next
 
 local M = {}
 

@@ -9,9 +9,9 @@ local core = require "lxmpp.core"
 local fifo = require "lxmpp.fifo"
 
 local coroutine, debug, error, type, tostring, io, setmetatable, pcall, pairs, ipairs =
-  coroutine, debug, error, type, tostring, io, setmetatable, pcall, pairs, ipairs
+  coroutine, debug, error, type, tostring, io, setmetatable, compat.pcall, pairs, ipairs
 local co_create, co_resume, co_running, co_status, co_yield =
-  coroutine.create, coroutine.resume, coroutine.running, coroutine.status, coroutine.yield
+  coroutine.create, coroutine.resume, compat.co_running, coroutine.status, coroutine.yield
 local pack, unpack = compat.pack, compat.unpack
 
 local M = {}

@@ -97,7 +97,7 @@ end
 function SM:save()
   local fn = self.save_fn
   if not fn then return end
-  local ok, err = pcall(fn, self:state())
+  local ok, err = compat.pcall(fn, self:state())
   if not ok then self.client:log("error", "stream_management.save failed: %s", tostring(err)) end
 end
 

@@ -22,7 +22,7 @@ local jid = require "lxmpp.jid"
 local session = require "lxmpp.session"
 
 local type, error, tostring, tonumber, pcall, ipairs, pairs, math_type =
-  type, error, tostring, tonumber, pcall, ipairs, pairs, compat.math_type
+  type, error, tostring, tonumber, compat.pcall, ipairs, pairs, compat.math_type
 local format, byte, concat = string.format, string.byte, table.concat
 
 local NS = "http://jabber.org/protocol/ibb"

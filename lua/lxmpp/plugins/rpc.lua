@@ -26,7 +26,7 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
 local type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, pcall, math_type =
-  type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, pcall, compat.math_type
+  type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, compat.pcall, compat.math_type
 local format = string.format
 
 local NS = "jabber:iq:rpc"

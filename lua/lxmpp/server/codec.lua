@@ -162,7 +162,7 @@ end
 function codec.decode(s)
   if type(s) ~= "string" then return nil, "not a string" end
   if s:sub(1, 1) ~= VERSION then return nil, "unknown format version" end
-  local ok, value, pos = pcall(decode_item, s, 2, 1)
+  local ok, value, pos = compat.pcall(decode_item, s, 2, 1)
   if not ok then return nil, value end
   if pos ~= #s + 1 then return nil, "trailing bytes" end
   return value

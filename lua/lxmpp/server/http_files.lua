@@ -21,7 +21,7 @@ local net = require "lxmpp.net"
 local throttle = require "lxmpp.server.throttle"
 
 local setmetatable, tostring, tonumber, pairs, xpcall, debug, concat =
-  setmetatable, tostring, tonumber, pairs, xpcall, debug, table.concat
+  setmetatable, tostring, tonumber, pairs, compat.xpcall, debug, table.concat
 
 local M = {}
 

@@ -24,7 +24,7 @@ local net = require "lxmpp.net"
 local throttle = require "lxmpp.server.throttle"
 
 local setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall, require =
-  setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall, require
+  setmetatable, type, error, tostring, tonumber, pairs, ipairs, compat.xpcall, compat.pcall, require
 local concat, remove, traceback, char, os_date, io_open, math_type =
   table.concat, table.remove, debug.traceback, string.char, os.date, io.open, compat.math_type
 

@@ -20,8 +20,8 @@ local throttle = require "lxmpp.server.throttle"
 local events = require "lxmpp.events"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math_type, string_format, io =
-  setmetatable, type, error, tostring, pairs, ipairs, select, pcall, compat.math_type, string.format, io
-local xpcall, traceback = xpcall, debug.traceback
+  setmetatable, type, error, tostring, pairs, ipairs, select, compat.pcall, compat.math_type, string.format, io
+local xpcall, traceback = compat.xpcall, debug.traceback
 
 local M = {}
 

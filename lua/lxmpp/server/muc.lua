@@ -31,8 +31,8 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local muc_room = require "lxmpp.server.muc_room"
 
-local type, error, pairs, ipairs, pcall, setmetatable, tostring = type, error, pairs, ipairs, pcall, setmetatable,
-  tostring
+local type, error, pairs, ipairs, pcall, setmetatable, tostring =
+  type, error, pairs, ipairs, compat.pcall, setmetatable, tostring
 local sort, os_time = table.sort, os.time
 
 local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"

@@ -15,7 +15,7 @@ local jid = require "lxmpp.jid"
 local pubsub_node = require "lxmpp.server.pubsub_node"
 
 local pairs, ipairs, pcall, error, select, tostring, tonumber =
-  pairs, ipairs, pcall, error, select, tostring, tonumber
+  pairs, ipairs, compat.pcall, error, select, tostring, tonumber
 local math_tointeger, math_min, math_max = compat.tointeger, math.min, math.max
 local sort = table.sort
 

@@ -24,7 +24,7 @@ local st = require "lxmpp.stanza"
 local forms = require "lxmpp.forms"
 
 local type, pairs, ipairs, pcall, tostring, setmetatable, math_type, tonumber =
-  type, pairs, ipairs, pcall, tostring, setmetatable, compat.math_type, tonumber
+  type, pairs, ipairs, compat.pcall, tostring, setmetatable, compat.math_type, tonumber
 local remove, sort = table.remove, table.sort
 
 local M = {}

@@ -21,7 +21,7 @@
 local compat = require "lxmpp.compat"
 local luasql = require "luasql.sqlite3"
 
-local error, pcall, type, setmetatable, getmetatable = error, pcall, type, setmetatable, getmetatable
+local error, pcall, type, setmetatable, getmetatable = error, compat.pcall, type, setmetatable, getmetatable
 local tostring, ipairs, math_type = tostring, ipairs, compat.math_type
 local format, char = string.format, string.char
 local io_open, os_execute = io.open, os.execute
