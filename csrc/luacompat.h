@@ -119,13 +119,13 @@ static inline void lxc_rawsetp(lua_State *L, int i, const void *p) {
 /* Lua 5.1 keeps no main thread in its registry: a thread of our own, made
  * once per state and anchored there, serves the same purposes (a stack to
  * unref from and to call on when no Lua caller is running). Pushes it. */
+#define LXC_MAIN_KEY "lxmpp.core main thread"
 static inline void lxc_pushmainthread(lua_State *L) {
-  static const char key = 0;
-  if (lxc_rawgetp(L, LUA_REGISTRYINDEX, &key) == LUA_TTHREAD) return;
+  if (lxc_getfield(L, LUA_REGISTRYINDEX, LXC_MAIN_KEY) == LUA_TTHREAD) return;
   lua_pop(L, 1);
   lua_newthread(L);
   lua_pushvalue(L, -1);
-  lxc_rawsetp(L, LUA_REGISTRYINDEX, &key);
+  lua_setfield(L, LUA_REGISTRYINDEX, LXC_MAIN_KEY);
 }
 
 /* Sized buffers: 5.1's luaL_Buffer holds LUAL_BUFFERSIZE bytes at a time,
