@@ -12,6 +12,8 @@ describe("lxmpp.compat", function()
     assert.equal("float", compat.math_type(1.5))
     assert.equal("float", compat.math_type(1 / 0))
     assert.equal("float", compat.math_type(0 / 0))
+    assert.equal("float", compat.math_type(-1 / (1 / 0)))          -- -0.0 keeps its sign in storage
+    assert.equal("integer", compat.math_type(0))
     assert.is_nil(compat.math_type("3"))
     assert.equal(42, compat.tointeger(42))
     assert.is_nil(compat.tointeger(4.5))

@@ -28,6 +28,7 @@ local MAX_EXACT = 9007199254740992
 -- has no fraction and is exact in a double (so 1.0 is an integer there).
 M.math_type = math.type or function(x)
   if type(x) ~= "number" then return nil end
+  if x == 0 and 1 / x < 0 then return "float" end       -- -0.0 (an integer 0 has no sign)
   if x == floor(x) and x >= -MAX_EXACT and x <= MAX_EXACT then return "integer" end
   return "float"
 end
