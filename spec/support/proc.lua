@@ -46,12 +46,13 @@ local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/support/") or "."
 if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
 M.ROOT = ROOT
 
---- proc.lua(args [, env]) -> process: `lua5.4 args...` with this tree's
+--- proc.lua(args [, env]) -> process: `lua5.4 args...` (the Lua the specs
+-- run under: spec/support/lua_bin.lua) with this tree's
 -- lxmpp on its paths (and env: a list of "NAME=value"), e.g.
 -- proc.lua({ proc.ROOT .. "/bin/lxmpp", "serve", ... }).
 function M.lua(args, env)
   local argv = { "env", "LUA_PATH=" .. ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;",
-    "LUA_CPATH=" .. ROOT .. "/build/?.so;;" }
+    "LUA_CPATH=" .. ROOT .. "/" .. (LUA == "lua5.4" and "build" or "build-" .. LUA) .. "/?.so;;" }  -- (make LUA=...)
   for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
   argv[#argv + 1] = LUA
   for _, a in ipairs(args) do argv[#argv + 1] = a end
