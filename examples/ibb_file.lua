@@ -35,7 +35,7 @@ lxmpp.run(function()
     local last = -1
     local ok, sha, cond = c:ibb_send(send_to, data, { name = name, block_size = 4096,
       progress = function(done, total)
-        local pct = total > 0 and done * 100 // total or 100
+        local pct = total > 0 and math.floor(done * 100 / total) or 100   -- (no // before Lua 5.3)
         if pct >= last + 25 then last = pct; common.say("%3d%% of %s", pct, name) end
       end })
     if ok then common.say("sent %s (%d bytes, sha-256 %s)", name, #data, sha)

@@ -2,6 +2,7 @@
 -- pubsub_news.lua), run as their users run them -- a separate process,
 -- options from the environment -- against the embedded server (pubsub_news
 -- also against Prosody), driven by a scripted user.
+local sh = require "spec.support.sh"
 local compat = require "lxmpp.compat"
 local LUA = require "spec.support.lua_bin"
 local lxmpp = require "lxmpp"
@@ -36,7 +37,7 @@ local function read(path)
   return s
 end
 
-local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
+local function running(pid) return sh.execute("kill -0 " .. pid .. " 2>/dev/null") end
 local function stop(pid) if running(pid) then os.execute("kill " .. pid) end end
 
 -- waits (in a task) until the process has ended or the log shows `text`

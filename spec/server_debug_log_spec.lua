@@ -3,6 +3,7 @@
 -- out is printed, and no secret ever is: SASL payloads, XEP-0077 passwords
 -- (registration and password change), room passwords, data form password
 -- fields.
+local sh = require "spec.support.sh"
 local LUA = require "spec.support.lua_bin"
 local lxmpp = require "lxmpp"
 local st = lxmpp.stanza
@@ -130,9 +131,7 @@ describe("server debug log", function()
     assert.matches("OUT <iq[^\n]*type='result'", text)
     assert.is_nil(text:find("cli-secret-4", 1, true))
     assert.is_nil(text:find(core.base64_encode("\0alice\0cli-secret-4"), 1, true))
-    local f = assert(io.popen(LUA .. " " .. q(BIN) .. " serve --log-level loud 2>&1"))
-    local out = f:read("*a")
-    local _, _, code = f:close()
+    local out, code = sh.popen_read(LUA .. " " .. q(BIN) .. " serve --log-level loud 2>&1")
     assert.equal(2, code)
     assert.matches("log_level must be debug, info, warn or error", out)
   end)
