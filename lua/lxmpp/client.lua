@@ -17,6 +17,7 @@
 -- the negotiation (opening the stream, the candidates, one attempt) is local
 -- to this file.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
@@ -81,7 +82,7 @@ local function check_opts(opts)
     error("lxmpp.connect: tls = \"none\" is only allowed with a loopback host (tests)", 3)
   end
   if opts.host ~= nil and type(opts.host) ~= "string" then error("lxmpp.connect: host must be a string", 3) end
-  if opts.port ~= nil and (math.type(opts.port) ~= "integer" or opts.port < 1 or opts.port > 65535) then
+  if opts.port ~= nil and (compat.math_type(opts.port) ~= "integer" or opts.port < 1 or opts.port > 65535) then
     error("lxmpp.connect: port must be an integer from 1 to 65535", 3)
   end
   for _, k in ipairs({ "timeout", "connect_timeout" }) do
@@ -617,7 +618,7 @@ function Client:establish()
     if not host then host, port = target:match("^([^:]+):(%d+)$") end
     host = host or target
     if self.debug then self:log("debug", "following see-other-host to %s", target) end
-    self.redirect = { host = host, port = math.tointeger(tonumber(port or "")) or
+    self.redirect = { host = host, port = compat.tointeger(tonumber(port or "")) or
       (self.tls_mode == "direct" and 5223 or 5222) }
     ok, msg, cond = establish_once(self)
     self.redirect = nil

@@ -7,13 +7,14 @@
 -- Everything here runs synchronously inside connection events: nothing
 -- waits, so one process holds many thousands of streams.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local fifo = require "lxmpp.fifo"
 local stream_error = require "lxmpp.stream_error"
 local transport = require "lxmpp.transport"
 
-local tostring, pairs, xpcall, debug = tostring, pairs, xpcall, debug
+local tostring, pairs, xpcall, debug = tostring, pairs, compat.xpcall, debug
 local serialize = core.serialize
 
 local M = {}
