@@ -13,6 +13,7 @@ local serve = require "spec.support.serve"
 local slow = require "spec.support.slow"
 local compat = require "lxmpp.compat"
 local band, bor, bxor = compat.band, compat.bor, compat.bxor
+local pcall, xpcall = compat.pcall, compat.xpcall   -- waits inside them on Lua 5.1 too
 
 local USERS = { alice = "alice-pw", bob = "bob-pw" }
 local FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
