@@ -121,6 +121,12 @@ test-fast: build
 test-unit: build
 	$(BUSTED)
 
+# the fast specs on each other Lua lxmpp supports (CI; README "Lua
+# versions"): one summary line per Lua
+OTHER_LUAS ?= luajit lua5.1 lua5.3
+test-luas:
+	@rc=0; for l in $(OTHER_LUAS); do echo "=== $$l"; $(MAKE) --no-print-directory test-unit LUA=$$l || rc=1; done; exit $$rc
+
 test-interop: deps build
 	$(BUSTED) --run=interop
 
