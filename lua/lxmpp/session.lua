@@ -140,11 +140,9 @@ end
 function I.serialize(self, stanza)
   if not st.is_stanza(stanza) then error("send: expected a stanza", 3) end
   if stanza.name == "iq" and not stanza.attr.id then stanza.attr.id = M.new_id() end
-  -- framed per element (lxmpp.transport), the stanza declares the
-  -- framing's namespace on its top element when it has none
-  local ns = self.framing.stanza_ns
-  local ok, xml
-  if ns then ok, xml = compat.pcall(core.serialize, stanza, ns) else ok, xml = compat.pcall(tostring, stanza) end
+  -- as the framing writes it (lxmpp.transport: framed per element, the
+  -- stanza declares its namespace itself)
+  local ok, xml = compat.pcall(self.framing.serialize, stanza)
   if not ok then error(xml, 3) end
   if self.debug then self:log("debug", "OUT %s", I.describe(self, stanza)) end
   return xml
