@@ -2,8 +2,21 @@
 # `make demo` and `make test` work on a fresh Debian 12 machine: both install
 # what they need (make deps) and build first.
 
+# LUA picks the Lua the core is built for and the specs run under: lua5.4
+# (the default, built into build/), lua5.3, lua5.1 or luajit (LuaJIT 2.1),
+# each built into a directory of its own (build-lua5.3/, build-lua5.1/,
+# build-luajit/) so versions never overwrite each other; the headers come
+# from pkg-config (Debian's lua5.1, luajit, lua5.3, lua5.4 .pc files).
 LUA       ?= lua5.4
-LUA_INC   ?= /usr/include/lua5.4
+LUA_INC   ?= $(patsubst -I%,%,$(firstword $(shell pkg-config --cflags-only-I $(LUA) 2>/dev/null)))
+ifeq ($(LUA_INC),)
+LUA_INC   := /usr/include/$(LUA)
+endif
+ifeq ($(LUA),lua5.4)
+BUILD     ?= build
+else
+BUILD     ?= build-$(LUA)
+endif
 CC        ?= cc
 BUSTED    ?= busted --lua=$(LUA)
 WARN      := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes -Werror
@@ -26,10 +39,13 @@ DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev \
              libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
              clang libclang-rt-14-dev valgrind lua-sql-sqlite3 lua-filesystem \
-             ejabberd go-sendxmpp sendxmpp poezio chromium
+             ejabberd go-sendxmpp sendxmpp poezio chromium \
+             luajit libluajit-5.1-dev lua5.1 liblua5.1-0-dev lua5.3 liblua5.3-dev lua-bit32
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
-export LUA_CPATH := $(CURDIR)/build/?.so;;
+export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
+# the Lua specs start their helper processes with (spec/support/lua_bin.lua)
+export LXMPP_LUA := $(LUA)
 
 FUZZ_SECONDS ?= 60
 
@@ -44,7 +60,7 @@ RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
 .PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web lint clean docs \
-        format-check test-fast test-interop
+        format-check test-fast test-unit test-luas test-interop
 
 all: build
 
@@ -85,9 +101,9 @@ web/node_modules/.lxmpp-npm-ci: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 	@touch $@
 
-build: build/lxmpp/core.so
+build: $(BUILD)/lxmpp/core.so
 
-build/lxmpp/core.so: $(SRC) $(HDR) Makefile
+$(BUILD)/lxmpp/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRC) $(LIBS)
 
@@ -99,6 +115,17 @@ test: deps build
 # `make test` runs everything.
 test-fast: build
 	$(BUSTED)
+
+# the fast specs under one Lua: `make test-unit LUA=luajit` (or lua5.1,
+# lua5.3, lua5.4), building the core for it first (test-fast, under the
+# name CI and the README use for it)
+test-unit: test-fast
+
+# the fast specs on each other Lua lxmpp supports (CI; README "Lua
+# versions"): one summary line per Lua
+OTHER_LUAS ?= luajit lua5.1 lua5.3
+test-luas:
+	@rc=0; for l in $(OTHER_LUAS); do echo "=== $$l"; $(MAKE) --no-print-directory test-unit LUA=$$l || rc=1; done; exit $$rc
 
 test-interop: deps build
 	$(BUSTED) --run=interop
@@ -215,7 +242,7 @@ demo-web: deps build
 	$(LUA) examples/demo_web.lua
 
 clean:
-	rm -rf build build-asan build-fuzz build-bench build-compat build-rock
+	rm -rf build build-asan build-fuzz build-bench build-compat build-rock build-lua5.1 build-luajit build-lua5.3
 
 # The suite under Valgrind's memcheck (slow; CI runs it too), without
 # spec/interop: those specs check other projects' clients and servers against

@@ -31,7 +31,7 @@ shaped stanzas, stringprepped JIDs, a hardened streaming parser.
 -- has no optional dependencies, so it is declared here: building it needs
 -- SQLite's headers (libsqlite3-dev). lxmpp-scm-1.rockspec declares the same.
 dependencies = {
-   "lua >= 5.4",
+   "lua >= 5.1, < 5.5",   -- 5.1, LuaJIT 2.1, 5.3, 5.4 (not 5.2: csrc/luacompat.h)
    "luasql-sqlite3 >= 2.6",
    "luafilesystem >= 1.8",   -- the HTTP listener's static folder refuses symbolic links with it
 }
@@ -94,6 +94,7 @@ build = {
       ["lxmpp.stanza"] = "lua/lxmpp/stanza.lua",
       ["lxmpp.jid"] = "lua/lxmpp/jid.lua",
       ["lxmpp.bounded"] = "lua/lxmpp/bounded.lua",
+      ["lxmpp.compat"] = "lua/lxmpp/compat.lua",
       ["lxmpp.fifo"] = "lua/lxmpp/fifo.lua",
       ["lxmpp.smcore"] = "lua/lxmpp/smcore.lua",
       ["lxmpp.stream_error"] = "lua/lxmpp/stream_error.lua",

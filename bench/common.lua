@@ -59,7 +59,7 @@ function M.quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 function M.first_line(cmd)
   local f = io.popen(cmd .. " 2>/dev/null")
   if not f then return nil end
-  local l = f:read("l")
+  local l = f:read("*l")
   f:close()
   return l
 end

@@ -72,7 +72,7 @@ local first_line = common.first_line
 local function read_file(path)
   local f = io.open(path)
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -140,7 +140,7 @@ local function start(lib, role, args, limit)
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
   local log = ("%s/%s-%s.log"):format(tmpdir, lib, role)
   local f = assert(io.popen("unset LD_PRELOAD; " .. table.concat(parts, " ") .. " >" .. q(log) .. " 2>&1 & echo $!"))
-  local pid = f:read("l")
+  local pid = f:read("*l")
   f:close()
   if not pid or not pid:match("^%d+$") then error("could not start " .. cmd) end
   children[pid] = true
@@ -220,7 +220,7 @@ local function main()
   local load_before
   do
     local f = io.open("/proc/loadavg")
-    if f then load_before = f:read("l"):match("^(%S+ %S+ %S+)"); f:close() end
+    if f then load_before = f:read("*l"):match("^(%S+ %S+ %S+)"); f:close() end
   end
 
   srv = prosody.start({ users = USERS, log_level = "warn" })

@@ -106,7 +106,7 @@ local ULIMIT = "ulimit -n \"$(ulimit -Hn)\"; "
 local function read_file(path)
   local f = io.open(path)
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -162,7 +162,7 @@ local function start(name, cmd)
   local log = ("%s/%s-%d.log"):format(tmpdir, name, started)
   local f = assert(io.popen("unset LD_PRELOAD; " .. ULIMIT .. "( exec " .. cmd .. " ) >" .. q(log)
     .. " 2>&1 & echo $!"))
-  local pid = f:read("l")
+  local pid = f:read("*l")
   f:close()
   if not pid or not pid:match("^%d+$") then error("could not start " .. cmd, 0) end
   children[pid] = true

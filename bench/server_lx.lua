@@ -39,7 +39,7 @@ if os.getenv("LXMPP_BENCH_GC") ~= "lua" then collectgarbage("incremental", 105, 
 
 local function pid()
   local f = assert(io.open("/proc/self/stat"))
-  local p = f:read("n")
+  local p = f:read("*n")
   f:close()
   return math.tointeger(p)
 end

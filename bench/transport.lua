@@ -282,7 +282,7 @@ local function openssl_speed(name, size)
   local best = 0
   for _ = 1, REPS do
     local p = assert(io.popen(cmd .. " 2>/dev/null"))
-    local out = p:read("a")
+    local out = p:read("*a")
     local ok = p:close()
     local sizes, v = {}, nil
     for line in out:gmatch("[^\n]+") do
@@ -309,7 +309,7 @@ local function main()
   local load_before
   do
     local f = io.open("/proc/loadavg")
-    if f then load_before = f:read("l"):match("^(%S+ %S+ %S+)"); f:close() end
+    if f then load_before = f:read("*l"):match("^(%S+ %S+ %S+)"); f:close() end
   end
 
   local runs

@@ -113,7 +113,7 @@ lx_loop *lx_loop_get(lua_State *L) {
     luaL_error(L, "cannot create the event loop");
   }
   b->lp = lp;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lxc_pushmainthread(L);   /* (luacompat.h: a thread of ours on 5.1) */
   lp->main = lua_tothread(L, -1);
   lua_pop(L, 1);
   lp->dispatcher = LUA_NOREF;

@@ -20,6 +20,7 @@
 #include "lx.h"
 
 #include <lua.h>
+#include "luacompat.h"
 #include <uv.h>
 
 LX_HIDDEN_BEGIN

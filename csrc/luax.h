@@ -11,6 +11,7 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include "luacompat.h"   /* the 5.4 API on 5.1, LuaJIT and 5.3 */
 
 LX_HIDDEN_BEGIN
 

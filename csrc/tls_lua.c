@@ -39,7 +39,8 @@
 #define CTX_MT "lxmpp.tls_context"
 #define SESSION_MT "lxmpp.tls_session"
 #define TICKET_MT "lxmpp.tls_ticket"
-#define READ_CHUNK 16384
+/* (at most what luaL_prepbuffsize gives at once: luacompat.h) */
+#define READ_CHUNK (16384 < LX_PREPBUFF_MAX ? 16384 : LX_PREPBUFF_MAX)
 
 typedef struct lctx {
   lx_tls_ctx *c;

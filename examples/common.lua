@@ -19,7 +19,7 @@ function M.options(args)
     jid = args[1] or getenv("LXMPP_JID"),
     password = args[2] or getenv("LXMPP_PASSWORD"),
     host = args[3] or getenv("LXMPP_HOST"),
-    port = math.tointeger(tonumber(args[4] or getenv("LXMPP_PORT") or "")),
+    port = tonumber(args[4] or getenv("LXMPP_PORT") or ""),
     cafile = getenv("LXMPP_CAFILE"),
     insecure = getenv("LXMPP_INSECURE") == "1",
     tls = getenv("LXMPP_TLS"),

@@ -11,7 +11,7 @@ local common = require "common"
 local domain = arg[1] or os.getenv("LXMPP_COMPONENT")
 local secret = arg[2] or os.getenv("LXMPP_SECRET")
 local host = arg[3] or os.getenv("LXMPP_HOST") or "127.0.0.1"
-local port = math.tointeger(tonumber(arg[4] or os.getenv("LXMPP_PORT") or "5347"))
+local port = tonumber(arg[4] or os.getenv("LXMPP_PORT") or "5347")
 if not domain or not secret then
   io.stderr:write("usage: component_echo.lua DOMAIN SECRET [HOST [PORT]]\n")
   os.exit(2)

@@ -24,7 +24,7 @@ local demo = require "demo_support"
 local say = demo.say
 
 local function start_server()
-  local want = math.tointeger(tonumber(os.getenv("LXMPP_DEMO_PORT") or "5222")) or 5222
+  local want = tonumber(os.getenv("LXMPP_DEMO_PORT") or "5222") or 5222
   local srv = lxmpp.server({ domain = DOMAIN, listen = "127.0.0.1:" .. want, users = ACCOUNTS })
   local ok, err = srv:start()
   if not ok and want ~= 0 then

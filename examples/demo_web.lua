@@ -29,7 +29,7 @@ local say = demo.say
 local WEB = demo.DIR .. "/../web"
 
 local function start_server()
-  local want = math.tointeger(tonumber(os.getenv("LXMPP_DEMO_HTTP_PORT") or "5280")) or 5280
+  local want = tonumber(os.getenv("LXMPP_DEMO_HTTP_PORT") or "5280") or 5280
   local function try(http)
     -- the web side on loopback counts as protected: nothing leaves the machine
     local srv = lxmpp.server({ domain = DOMAIN, listen = "127.0.0.1:0", http = "127.0.0.1:" .. http,

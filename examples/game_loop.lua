@@ -13,7 +13,7 @@ local core = require "lxmpp.core"
 local common = require "common"
 
 local opts = common.options(arg)
-local FRAMES = math.tointeger(tonumber(os.getenv("LXMPP_FRAMES") or "600"))
+local FRAMES = tonumber(os.getenv("LXMPP_FRAMES") or "600")
 local FRAME = 1 / 60
 
 -- the "game": a few players wandering about

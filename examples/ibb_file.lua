@@ -16,7 +16,7 @@ local opts = common.options(arg)
 local send_to, path = os.getenv("LXMPP_SEND_TO"), os.getenv("LXMPP_FILE")
 local accept_from = os.getenv("LXMPP_ACCEPT_FROM")
 local save_dir = os.getenv("LXMPP_SAVE_DIR") or "."
-local count = math.tointeger(tonumber(os.getenv("LXMPP_RECEIVE_COUNT") or "")) -- nil: forever
+local count = tonumber(os.getenv("LXMPP_RECEIVE_COUNT") or "") -- nil: forever
 
 if not (send_to and path) and not accept_from then
   io.stderr:write("set LXMPP_SEND_TO and LXMPP_FILE to send, or LXMPP_ACCEPT_FROM to receive\n")
@@ -29,13 +29,13 @@ lxmpp.run(function()
 
   if send_to then
     local f = assert(io.open(path, "rb"))
-    local data = f:read("a")
+    local data = f:read("*a")
     f:close()
     local name = path:match("[^/]*$")
     local last = -1
     local ok, sha, cond = c:ibb_send(send_to, data, { name = name, block_size = 4096,
       progress = function(done, total)
-        local pct = total > 0 and done * 100 // total or 100
+        local pct = total > 0 and math.floor(done * 100 / total) or 100   -- (no // before Lua 5.3)
         if pct >= last + 25 then last = pct; common.say("%3d%% of %s", pct, name) end
       end })
     if ok then common.say("sent %s (%d bytes, sha-256 %s)", name, #data, sha)

@@ -28,7 +28,7 @@ function commands.who(room)
 end
 
 function commands.roll(_, _, arg)
-  local sides = math.tointeger(tonumber(arg or "")) or 6
+  local sides = tonumber(arg or "") or 6
   if sides < 2 or sides > 1000000 then return "roll: sides from 2 to 1000000" end
   return ("rolled %d (1-%d)"):format(math.random(sides), sides)
 end

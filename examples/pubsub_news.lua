@@ -24,7 +24,7 @@ local opts = common.options(arg)
 local service = os.getenv("LXMPP_PUBSUB")
 local node = os.getenv("LXMPP_NODE") or "news"
 local headlines = os.getenv("LXMPP_PUBLISH")
-local count = math.tointeger(tonumber(os.getenv("LXMPP_COUNT") or ""))
+local count = tonumber(os.getenv("LXMPP_COUNT") or "")
 
 lxmpp.run(function()
   local c, message, condition = lxmpp.connect(opts)

@@ -3,18 +3,20 @@
 -- every length, entities, character references, CDATA, namespaces and
 -- attributes, then cut at random places (inside UTF-8 sequences, entities
 -- and tag names included), at every single place, and byte by byte.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local support = require "spec.support.canon"
 local data = require "spec.data.stream_cases"
 
 local events, split_at, bytes = support.events, support.split_at, support.bytes
 
+local bxor, lshift, rshift = compat.bxor, compat.lshift, compat.rshift
 local rng_state
 local function rnd(n) -- deterministic: xorshift32, independent of math.random
   local x = rng_state
-  x = x ~ ((x << 13) & 0xffffffff)
-  x = x ~ (x >> 17)
-  x = x ~ ((x << 5) & 0xffffffff)
+  x = bxor(x, lshift(x, 13))              -- (lshift keeps 32 bits)
+  x = bxor(x, rshift(x, 17))
+  x = bxor(x, lshift(x, 5))
   rng_state = x
   return x % n + 1
 end

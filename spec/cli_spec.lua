@@ -2,6 +2,8 @@
 -- them: --version/--help, clear errors for bad flags, `serve` printing where
 -- it listens and which accounts exist, `send` delivering through it, `run`,
 -- `parse`, and the scripted conversations of examples/demo.lua and demo_web.lua.
+local LUA = require "spec.support.lua_bin"
+local sh = require "spec.support.sh"
 local lxmpp = require "lxmpp"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
@@ -11,13 +13,10 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- Runs a command: its output (stdout and stderr) and exit code.
 local function run(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local _, _, code = f:close()
-  return out, code
+  return sh.popen_read(cmd .. " 2>&1")
 end
 
-local function lxmpp_cmd(args) return run("lua5.4 " .. q(BIN) .. " " .. args) end
+local function lxmpp_cmd(args) return run(LUA .. " " .. q(BIN) .. " " .. args) end
 
 local read = require("spec.support.pki").read_file
 
@@ -83,16 +82,16 @@ describe("bin/lxmpp", function()
     assert.equal(0, code)
     assert.equal("true\ta\tb\n", out)
     os.remove(script)
-    out, code = run("printf '<message><body>hi</body></message>' | lua5.4 " .. q(BIN) .. " parse")
+    out, code = run("printf '<message><body>hi</body></message>' | " .. LUA .. " " .. q(BIN) .. " parse")
     assert.equal(0, code)
     assert.matches("<body>hi</body>", out)
   end)
 
   it("serves, says where and for whom, and `send` delivers through it", function()
     local log = os.tmpname()
-    local pidf = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
+    local pidf = assert(io.popen(LUA .. " " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
       "--user alice:alice-pw --user bob:bob-pw >" .. q(log) .. " 2>&1 & echo $!"))
-    local pid = pidf:read("l")
+    local pid = pidf:read("*l")
     pidf:close()
     lxmpp.run(function()
       local port, text = wait_for(log, "listening: c2s 127%.0%.0%.1:(%d+)")
@@ -136,9 +135,9 @@ describe("bin/lxmpp", function()
     -- server started with flag: its mechanisms and XEP-0440 types
     local function offered(flag)
       local log = os.tmpname()
-      local pidf = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
+      local pidf = assert(io.popen(LUA .. " " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
         "--channel-binding " .. flag .. " >" .. q(log) .. " 2>&1 & echo $!"))
-      local pid = pidf:read("l")
+      local pid = pidf:read("*l")
       pidf:close()
       local mechs, types = {}, {}
       lxmpp.run(function()
@@ -177,9 +176,9 @@ describe("bin/lxmpp", function()
     f:write('domain = "conf.example"\nusers = { carol = "pw" }\nlisten = { "127.0.0.1:0" }\n')
     f:close()
     local log = os.tmpname()
-    local pidf = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --config " .. q(conf) ..
+    local pidf = assert(io.popen(LUA .. " " .. q(BIN) .. " serve --config " .. q(conf) ..
       " --user dave:pw2 >" .. q(log) .. " 2>&1 & echo $!"))
-    local pid = pidf:read("l")
+    local pid = pidf:read("*l")
     pidf:close()
     lxmpp.run(function()
       local accounts, text = wait_for(log, "accounts: ([^\n]*)")
@@ -198,7 +197,7 @@ end)
 
 describe("make demo (examples/demo.lua)", function()
   it("starts the server, runs the bot, asks three words and tells how to connect", function()
-    local out, code = run("LXMPP_DEMO_PORT=0 LXMPP_DEMO_EXIT=1 timeout 60 lua5.4 " .. q(ROOT .. "/examples/demo.lua"))
+    local out, code = run("LXMPP_DEMO_PORT=0 LXMPP_DEMO_EXIT=1 timeout 60 " .. LUA .. " " .. q(ROOT .. "/examples/demo.lua"))
     assert.equal(0, code, out)
     assert.matches("embedded server for localhost listening on 127.0.0.1 port %d+", out)
     assert.matches("dictbot < xmpp: the Extensible Messaging and Presence Protocol", out)
@@ -211,7 +210,7 @@ end)
 
 describe("make demo-web (examples/demo_web.lua)", function()
   it("serves the web side, talks to the bot over WebSocket and prints the page to open", function()
-    local out, code = run("LXMPP_DEMO_HTTP_PORT=0 LXMPP_DEMO_EXIT=1 timeout 60 lua5.4 " ..
+    local out, code = run("LXMPP_DEMO_HTTP_PORT=0 LXMPP_DEMO_EXIT=1 timeout 60 " .. LUA .. " " ..
       q(ROOT .. "/examples/demo_web.lua"))
     assert.equal(0, code, out)
     local base = out:match("web side on (http://127%.0%.0%.1:%d+)")

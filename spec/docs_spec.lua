@@ -19,11 +19,12 @@
 -- 5. lxmpp-scm-1.rockspec lists every csrc/*.c and Lua module, so that the
 --    installed rock has what `make build` has.
 
+local compat = require "lxmpp.compat"
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
 
 local function read(rel)
   local f = assert(io.open(ROOT .. "/" .. rel, "rb"))
-  local text = f:read("a")
+  local text = f:read("*a")
   f:close()
   return text
 end
@@ -121,7 +122,7 @@ end
 local function run_block(block)
   local printed = {}
   local function capture(...)
-    local parts = table.pack(...)
+    local parts = compat.pack(...)
     for i = 1, parts.n do parts[i] = tostring(parts[i]) end
     local text = table.concat(parts, "\t", 1, parts.n)
     for line in (text .. "\n"):gmatch("([^\n]*)\n") do
@@ -131,7 +132,7 @@ local function run_block(block)
   local env = setmetatable({ print = capture }, { __index = _G })
   -- padded so that error messages give the line in the Markdown file
   local code = ("\n"):rep(block.first - 1) .. table.concat(block.lines, "\n")
-  local chunk = assert(load(code, "@" .. block.path, "t", env))
+  local chunk = assert(compat.load(code, "@" .. block.path, "t", env))
   chunk()
   return printed
 end

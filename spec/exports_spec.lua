@@ -1,9 +1,10 @@
 -- lxmpp.core exports one symbol, luaopen_lxmpp_core (csrc/lx.h):
 -- both the Makefile's build (-fvisibility=hidden) and one with the rockspec's
 -- flags (luarocks' plain CFLAGS), which relies on csrc/lx.h alone.
+local sh = require "spec.support.sh"
 local function exported(so)
   local p = assert(io.popen("nm -D --defined-only " .. so .. " 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local names = {}
   for kind, name in out:gmatch("%x+ (%a) ([%w_@.]+)") do
@@ -21,7 +22,7 @@ describe("lxmpp.core exports", function()
   end)
 
   it("only luaopen_lxmpp_core when built with the rockspec's flags", function()
-    assert.is_true(os.execute("make -s build-rock/lxmpp/core.so >/dev/null"))
+    assert.is_true(sh.execute("make -s build-rock/lxmpp/core.so >/dev/null"))
     local names, out = exported("build-rock/lxmpp/core.so")
     assert.same({ "luaopen_lxmpp_core" }, names, out)
   end)

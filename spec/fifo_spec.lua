@@ -1,5 +1,6 @@
 -- lxmpp.fifo: order, sizes counted in q.bytes, O(1) pops that leave no
 -- holes behind, and the copies (list, take, clear).
+local compat = require "lxmpp.compat"
 local fifo = require "lxmpp.fifo"
 
 describe("fifo", function()
@@ -41,7 +42,7 @@ describe("fifo", function()
       assert.equal(1, q.n)
       assert.equal(1000, q:peek())
       local slots = 0
-      for k in pairs(q) do if math.type(k) == "integer" then slots = slots + 1 end end
+      for k in pairs(q) do if compat.math_type(k) == "integer" then slots = slots + 1 end end
       assert.equal(1, slots, "round " .. round)
       q:pop()
       assert.equal(1, q.first)

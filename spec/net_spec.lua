@@ -1,6 +1,8 @@
 -- TCP connections (csrc/net.c, lua/lxmpp/net.lua) on loopback: the receive
 -- path into the stream parser, restarts, pausing, bounded and coalesced
 -- writes, clean closes.
+local LUA = require "spec.support.lua_bin"
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
@@ -79,7 +81,7 @@ describe("tcp connections", function()
     assert(srv:bind("127.0.0.1", 0))
     assert(srv:listen(0))
     local _, port = srv:getsockname()
-    port = math.tointeger(tonumber(port))
+    port = compat.tointeger(tonumber(port))
     local fill = {}
     for i = 1, 4 do
       fill[i] = socket.tcp()
@@ -189,7 +191,7 @@ describe("tcp connections", function()
       -- the peer starts reading: everything queued goes out and drain fires
       local perr
       server_conn:on("parse-error", function(m) perr = m end)
-      server_conn:parse({ max_stanza_size = 1 << 30 })
+      server_conn:parse({ max_stanza_size = compat.lshift(1, 30) })
       wait_until(function() return drained end, 10)
       assert.equal(0, c:info().queued)
       assert.is_nil(perr)
@@ -244,8 +246,8 @@ end)
 io.write("survived")
 ]])
     f:close()
-    local p = assert(io.popen("env --default-signal=PIPE lua5.4 " .. script .. " 2>&1"))
-    local out = p:read("a")
+    local p = assert(io.popen("env --default-signal=PIPE " .. LUA .. " " .. script .. " 2>&1"))
+    local out = p:read("*a")
     local ok, _, code = p:close()
     os.remove(script)
     assert.equal("survived", out)

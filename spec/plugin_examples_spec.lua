@@ -2,6 +2,9 @@
 -- pubsub_news.lua), run as their users run them -- a separate process,
 -- options from the environment -- against the embedded server (pubsub_news
 -- also against Prosody), driven by a scripted user.
+local sh = require "spec.support.sh"
+local compat = require "lxmpp.compat"
+local LUA = require "spec.support.lua_bin"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local rpc = require "lxmpp.plugins.rpc"
@@ -20,21 +23,21 @@ local function start_example(script, env)
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = "LUA_PATH=" .. q(os.getenv("LUA_PATH") or "")
   parts[#parts + 1] = "LUA_CPATH=" .. q(os.getenv("LUA_CPATH") or "")
-  parts[#parts + 1] = "lua5.4 " .. q(ROOT .. "/examples/" .. script)
+  parts[#parts + 1] = LUA .. " " .. q(ROOT .. "/examples/" .. script)
   local f = assert(io.popen(table.concat(parts, " ") .. " >" .. q(log) .. " 2>&1 & echo $!"))
-  local pid = f:read("l")
+  local pid = f:read("*l")
   f:close()
   return pid, log
 end
 
 local function read(path)
   local f = io.open(path, "rb")
-  local s = f and f:read("a") or ""
+  local s = f and f:read("*a") or ""
   if f then f:close() end
   return s
 end
 
-local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
+local function running(pid) return sh.execute("kill -0 " .. pid .. " 2>/dev/null") end
 local function stop(pid) if running(pid) then os.execute("kill " .. pid) end end
 
 -- waits (in a task) until the process has ended or the log shows `text`
@@ -89,7 +92,7 @@ describe("plugin examples on the embedded server", function()
       assert.equal(6.5, u:rpc_call(to, "math.sum", 1, 2, 3.5))
       assert.equal("LOUD", u:rpc_call(to, "text.upper", "loud"))
       assert.is_true(u:rpc_call(to, "kv.set", "k", { 1, 2 }))
-      assert.same({ 1, 2 }, { table.unpack(u:rpc_call(to, "kv.get", "k")) })
+      assert.same({ 1, 2 }, { compat.unpack(u:rpc_call(to, "kv.get", "k")) })
       local r, msg, cond, code = u:rpc_call(to, "kv.get", "missing")
       assert.is_nil(r)
       assert.equal("no such key: missing", msg)

@@ -4,6 +4,7 @@
 -- port it checked free (spec/support/serve.lua, prosody.lua, faultproxy.lua).
 -- Here those ports are held busy while specs that once bound a default
 -- port run.
+local LUA = require "spec.support.lua_bin"
 local socket = require "socket"
 local lxmpp = require "lxmpp"
 local serve = require "spec.support.serve"
@@ -53,9 +54,9 @@ describe("specs with the well-known ports busy", function()
     -- run as its own busted process, in this environment (LUA_PATH, and the
     -- sanitizer's LD_PRELOAD under `make check`)
     -- (a pattern without spaces: busted --lua runs itself again, unquoted)
-    local cmd = "busted --lua=lua5.4 --filter=server%sIQs%sand%sregistration spec/server_spec.lua 2>&1"
+    local cmd = "busted --lua=" .. LUA .. " --filter=server%sIQs%sand%sregistration spec/server_spec.lua 2>&1"
     local f = assert(io.popen(cmd, "r"))
-    local out = f:read("a")
+    local out = f:read("*a")
     local ok = f:close()
     assert.is_true(ok == true, out)
     assert.matches("[1-9]%d* successes? / 0 failures / 0 errors", out)

@@ -1,11 +1,22 @@
 -- Name resolution (csrc/dns.c, lua/lxmpp/resolve.lua): SRV lookups with
 -- RFC 2782 ordering, XEP-0368 direct TLS records, the RFC 6120 fallback, A and
 -- AAAA, timeouts and closing, all against spec/support/dnsd.py on loopback.
+local sh = require "spec.support.sh"
+local LUA = require "spec.support.lua_bin"
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local resolve = require "lxmpp.resolve"
 local task = lxmpp.task
 
+
+-- uservalue n of a userdata of the core: 5.4's own; one table of them
+-- before 5.4 (csrc/luacompat.h), the uservalue on 5.3, the environment on 5.1
+local function uservalue(u, n)
+  if _VERSION >= "Lua 5.4" then return debug.getuservalue(u, n) end
+  local getuv = rawget(debug, "getuservalue") or rawget(debug, "getfenv")
+  return getuv(u)[n]
+end
 
 local function srv(...) return { SRV = { ... } } end
 
@@ -61,9 +72,9 @@ local function run(fn)
   local r
   lxmpp.run(function()
     base_handles = core.loop_handles()
-    r = table.pack(fn())
+    r = compat.pack(fn())
   end)
-  return table.unpack(r, 1, r.n)
+  return compat.unpack(r, 1, r.n)
 end
 
 -- Handles the resolvers hold now (inside run).
@@ -76,7 +87,7 @@ local function hosts(list)
 end
 
 local function sorted(list)
-  local c = { table.unpack(list) }
+  local c = { compat.unpack(list) }
   table.sort(c)
   return c
 end
@@ -97,7 +108,7 @@ local function lcg(seed)
   local s = seed
   return function(lo, hi)
     s = (s * 1103515245 + 12345) % 2147483648
-    return lo + (s >> 8) % (hi - lo + 1)
+    return lo + compat.rshift(s, 8) % (hi - lo + 1)
   end
 end
 
@@ -285,7 +296,7 @@ describe("core.resolver", function()
     assert.is_false(ok)
     assert.matches("boom", err)
     assert.equal(1, #called)         -- the loop stopped at the first error
-    local targets = debug.getuservalue(r, 1)
+    local targets = uservalue(r, 1)
     assert.is_nil(next(targets), "a target is still held")
   end)
 
@@ -304,11 +315,9 @@ describe("core.resolver", function()
       lxmpp.step(0)
       io.write(core.loop_handles(), " handles")
     ]]):format(silent.addr, silent.addr)
-    local p = assert(io.popen(("lua5.4 -e '%s' 2>&1"):format(script)))
-    local out = p:read("a")
-    local ok, how, code = p:close()
+    local out, code = sh.popen_read((LUA .. " -e '%s' 2>&1"):format(script))
     assert.equal("4 handles", out)   -- per resolver: its timer and its socket
-    assert.same({ true, "exit", 0 }, { ok, how, code })
+    assert.equal(0, code)
   end)
 
   it("tells numeric addresses apart", function()
@@ -539,8 +548,8 @@ describe("resolve.targets", function()
   it("honours LXMPP_DNS_SERVERS", function()
     local script = 'local lxmpp = require "lxmpp"; local resolve = require "lxmpp.resolve"; ' ..
       'lxmpp.run(function() local t = assert(resolve.targets("prio.test")); io.write(t[1].host, ":", t[1].port) end)'
-    local p = assert(io.popen(("LXMPP_DNS_SERVERS=%s lua5.4 -e '%s' 2>&1"):format(dnsd.addr, script)))
-    local out = p:read("a")
+    local p = assert(io.popen(("LXMPP_DNS_SERVERS=%s " .. LUA .. " -e '%s' 2>&1"):format(dnsd.addr, script)))
+    local out = p:read("*a")
     p:close()
     assert.equal("a.prio.test:5223", out)
   end)

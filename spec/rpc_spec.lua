@@ -1,5 +1,6 @@
 -- Jabber-RPC (lua/lxmpp/plugins/rpc.lua): the XML-RPC value codec, data
 -- driven, then calls between two clients of the embedded server.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local st = require "lxmpp.stanza"
 local rpc = require "lxmpp.plugins.rpc"
@@ -22,12 +23,14 @@ describe("rpc codec", function()
       { 2147483648, "<i8>2147483648</i8>" }, { true, "<boolean>1</boolean>" },
       { false, "<boolean>0</boolean>" }, { "a <b> & c", "<string>a &lt;b&gt; &amp; c</string>" },
       { 1.5, "<double>1.5</double>" }, { rpc.null, "<nil/>" },
+      -- (digits, not LuaJIT's tostring "1e+15", for integers of 15 digits and more)
+      { 1000000000000000, "<i8>1000000000000000</i8>" }, { -9007199254740992, "<i8>-9007199254740992</i8>" },
     }
     for _, c in ipairs(cases) do
       local back, xml = roundtrip(c[1])
       assert.equal("<value>" .. c[2] .. "</value>", xml)
       assert.equal(c[1], back)
-      assert.equal(math.type(c[1]), math.type(back))
+      assert.equal(compat.math_type(c[1]), compat.math_type(back))
     end
     assert.equal("<value><nil/></value>", tostring(rpc.encode(nil)))
     local b = roundtrip(rpc.base64("\0\1\255binary"))

@@ -156,7 +156,7 @@ describe("embedded server: byte budgets", function()
 
   it("documents every budget with its default", function()
     local f = assert(io.open("docs/server.md"))
-    local doc = f:read("a")
+    local doc = f:read("*a")
     f:close()
     local limits = require("lxmpp.server").DEFAULT_LIMITS
     for _, k in ipairs({ "max_offline_bytes", "mam_max_bytes", "sm_queue_bytes", "max_directed" }) do

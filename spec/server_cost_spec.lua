@@ -10,6 +10,7 @@
 -- roster and 300 nodes made one disco#items cost more than a second of the
 -- server's one loop (and the clients here, in the same loop, waited too:
 -- so pings are counted, not only timed).
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
@@ -40,7 +41,7 @@ end
 
 -- The p-quantile of a list of numbers (0.5: the median).
 local function quantile(list, p)
-  local s = { table.unpack(list) }
+  local s = { compat.unpack(list) }
   table.sort(s)
   return s[math.max(1, math.ceil(#s * p))]
 end

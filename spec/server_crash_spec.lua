@@ -1,6 +1,7 @@
 -- The embedded server with persistent storage killed with SIGKILL while a
 -- client sends: every message the server acknowledged (XEP-0198 <a h=.../>)
 -- to an offline account is there after a restart on the same store, once.
+local LUA = require "spec.support.lua_bin"
 local lxmpp = require "lxmpp"
 local pki = require "spec.support.pki"
 local raw = require "spec.support.raw"
@@ -13,10 +14,10 @@ local NS = "urn:xmpp:sm:3"
 -- Starts `lxmpp serve` on the store; returns pid and port.
 local function start_server(path, log)
   local p = pki.get()
-  local f = assert(io.popen("lua5.4 " .. q(ROOT .. "/bin/lxmpp") .. " serve --domain example.test" ..
+  local f = assert(io.popen(LUA .. " " .. q(ROOT .. "/bin/lxmpp") .. " serve --domain example.test" ..
     " --listen 127.0.0.1:0 --cert " .. q(p.certs.good.cert) .. " --key " .. q(p.certs.good.key) ..
     " --storage " .. q(path) .. " --user alice:alice-pw --user bob:bob-pw >" .. q(log) .. " 2>&1 & echo $!"))
-  local pid = f:read("l")
+  local pid = f:read("*l")
   f:close()
   for _ = 1, 200 do
     local port = pki.read_file(log):match("listening: c2s 127%.0%.0%.1:(%d+)")

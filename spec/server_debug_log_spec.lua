@@ -3,6 +3,8 @@
 -- out is printed, and no secret ever is: SASL payloads, XEP-0077 passwords
 -- (registration and password change), room passwords, data form password
 -- fields.
+local sh = require "spec.support.sh"
+local LUA = require "spec.support.lua_bin"
 local lxmpp = require "lxmpp"
 local st = lxmpp.stanza
 local core = require "lxmpp.core"
@@ -106,9 +108,9 @@ describe("server debug log", function()
 
   it("`lxmpp serve --log-level debug` prints stanzas, and a bad level is refused", function()
     local log = os.tmpname()
-    local pidf = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
+    local pidf = assert(io.popen(LUA .. " " .. q(BIN) .. " serve --domain localhost --listen 127.0.0.1:0 " ..
       "--user alice:cli-secret-4 --log-level debug >" .. q(log) .. " 2>&1 & echo $!"))
-    local pid = pidf:read("l")
+    local pid = pidf:read("*l")
     pidf:close()
     lxmpp.run(function()
       local port
@@ -131,9 +133,7 @@ describe("server debug log", function()
     assert.matches("OUT <iq[^\n]*type='result'", text)
     assert.is_nil(text:find("cli-secret-4", 1, true))
     assert.is_nil(text:find(core.base64_encode("\0alice\0cli-secret-4"), 1, true))
-    local f = assert(io.popen("lua5.4 " .. q(BIN) .. " serve --log-level loud 2>&1"))
-    local out = f:read("a")
-    local _, _, code = f:close()
+    local out, code = sh.popen_read(LUA .. " " .. q(BIN) .. " serve --log-level loud 2>&1")
     assert.equal(2, code)
     assert.matches("log_level must be debug, info, warn or error", out)
   end)

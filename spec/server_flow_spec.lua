@@ -4,6 +4,7 @@
 -- user, a big roster, stored subscription requests) all reach a client
 -- that reads, none is lost, and offline messages are forgotten only once
 -- delivered; a peer that stops reading is still cut off.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local st = lxmpp.stanza
@@ -149,7 +150,7 @@ describe("embedded server: output flow control", function()
 
   it("delivers six 200 KB messages sent at once to an online user who reads", function()
     serve.run_logged({ users = USERS }, function(srv, port, log)
-      local bob = assert(serve.login(port, "bob", "bob-pw", "r", { max_stanza_size = 1 << 20 }))
+      local bob = assert(serve.login(port, "bob", "bob-pw", "r", { max_stanza_size = compat.lshift(1, 20) }))
       local got = serve.collect(bob, "message")
       local r = raw.login(port, serve.pki().ca, "alice", "alice-pw")
       local burst = {}
@@ -181,7 +182,7 @@ describe("embedded server: output flow control", function()
         bytes = bytes + 1100
       end
       assert.truthy(n < 4096)
-      local c = assert(serve.login(port, "bob", "bob-pw", "r", { max_stanza_size = 16 << 20 }))
+      local c = assert(serve.login(port, "bob", "bob-pw", "r", { max_stanza_size = compat.lshift(16, 20) }))
       local items = assert(c:roster_get(20))
       local got = 0
       for _ in pairs(items) do got = got + 1 end
@@ -208,7 +209,7 @@ describe("embedded server: output flow control", function()
         local kept = assert(roster.pending["fan" .. i .. "@" .. D])
         assert.truthy(#kept < 4096, "a stored request is " .. #kept .. " bytes")
         local p = st.parse(kept)
-        assert.equal(1024, utf8.len(p:get_child_text("status")))
+        assert.equal(1024, compat.utf8_len(p:get_child_text("status")))
         assert.is_nil(p:get_child("x", "urn:example:junk"))
       end
       for _ = 1, 2 do                    -- every later login too
@@ -249,7 +250,7 @@ describe("embedded server: output flow control", function()
   end
 
   it("still cuts off a peer that stops reading, after write_timeout", function()
-    local limits = { write_timeout = 1, max_unread = 256 << 20, rate = 1 << 30 }
+    local limits = { write_timeout = 1, max_unread = compat.lshift(256, 20), rate = compat.lshift(1, 30) }
     serve.run_logged({ users = USERS, limits = limits }, function(srv, port, log)
       local bob = raw.login(port, serve.pki().ca, "bob", "bob-pw")
       bob.conn:pause()
@@ -264,7 +265,7 @@ describe("embedded server: output flow control", function()
   end)
 
   it("cuts off a peer once limits.max_unread bytes wait for it", function()
-    serve.run_logged({ users = USERS, limits = { max_unread = 262144, rate = 1 << 30 } }, function(srv, port, log)
+    serve.run_logged({ users = USERS, limits = { max_unread = 262144, rate = compat.lshift(1, 30) } }, function(srv, port, log)
       local bob = raw.login(port, serve.pki().ca, "bob", "bob-pw")
       bob.conn:pause()
       local r = raw.login(port, serve.pki().ca, "alice", "alice-pw")

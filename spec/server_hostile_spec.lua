@@ -1,6 +1,7 @@
 -- Hostile clients against the embedded server, in raw bytes: each
 -- server-side rule of docs/server.md gets its stream error (or its refusal),
 -- and the server keeps serving everyone else afterwards.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local serve = require "spec.support.serve"
@@ -163,7 +164,7 @@ describe("embedded server: connection limits", function()
   it("drops a client that stops reading once its output waits write_timeout", function()
     -- (more answers than the kernel's socket buffers hold: those are read
     -- as far as the server can tell)
-    serve.run({ users = USERS, limits = { max_queue = 65536, write_timeout = 1, rate = 1 << 30 } }, function(srv, port)
+    serve.run({ users = USERS, limits = { max_queue = 65536, write_timeout = 1, rate = compat.lshift(1, 30) } }, function(srv, port)
       local r = raw_login(port, "alice", "alice-pw")
       r.conn:pause()                                  -- reads nothing more
       local ping = "<iq type='get' id='p' to='example.test'><ping xmlns='urn:xmpp:ping'/></iq>"

@@ -3,6 +3,7 @@
 -- its contacts (not to strangers), access, the last item on coming online
 -- and on subscription, disco, persistence in SQLite and removal with the
 -- account. Real lxmpp clients through the pubsub plugin.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local st = require "lxmpp.stanza"
 local serve = require "spec.support.serve"
@@ -45,7 +46,7 @@ describe("embedded server: PEP", function()
       assert.equal("current", a1:pep_publish(NODE, mood("happy"), "current"))
       assert.is_true(serve.until_true(function() return #h_a2 == 1 and #h_b == 1 end))
       for _, h in ipairs({ h_a2, h_b }) do
-        local service, node, item, s = table.unpack(h[1], 1, 4)
+        local service, node, item, s = compat.unpack(h[1], 1, 4)
         assert.same({ ALICE, NODE, "current" }, { service, node, item.id })
         assert.equal("happy", item.payload:get_text())
         assert.same({ ALICE, "headline" }, { s.attr.from, s.attr.type })

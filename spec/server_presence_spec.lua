@@ -332,7 +332,7 @@ describe("embedded server: a full roster (limits.max_roster, RFC 6121 §2.3.3)",
     local limits = require("lxmpp.server").DEFAULT_LIMITS
     assert.equal(1000, limits.max_roster)
     local f = assert(io.open("docs/server.md", "rb"))
-    local doc = f:read("a")
+    local doc = f:read("*a")
     f:close()
     local row = doc:match("\n| `max_roster` | ([^\n]*)")
     assert.is_not_nil(row, "docs/server.md has no max_roster row in its limits table")

@@ -3,6 +3,7 @@
 -- life cycle, configuration, publishing and notifications, items and
 -- paging, permissions, access models, limits, errors, and persistence in
 -- SQLite across a restart.
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local serve = require "spec.support.serve"
 local ev = require "spec.support.events"
@@ -148,7 +149,7 @@ describe("embedded server: pubsub service", function()
       local auto = assert(a:pubsub_publish(SERVICE, "news", entry("second")))
       assert.matches("^%x+$", auto)
       assert.is_true(serve.until_true(function() return #heard == 2 end))
-      local service, node, item, s = table.unpack(heard[1], 1, 4)
+      local service, node, item, s = compat.unpack(heard[1], 1, 4)
       assert.same({ SERVICE, "news", "one", "alice@example.test" }, { service, node, item.id, item.publisher })
       assert.equal("first", item.payload:get_text())
       assert.equal(NS_ENTRY, item.payload.attr.xmlns)

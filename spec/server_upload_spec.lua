@@ -5,6 +5,7 @@
 -- and fetch byte-exact, the slot rules (size, name, requester, one use,
 -- expiry, length, type), quotas, strict HTTP parsing, deadlines,
 -- connection limits, files on disk across a restart.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local st = require "lxmpp.stanza"
 local core = require "lxmpp.core"
@@ -102,7 +103,7 @@ describe("embedded server: HTTP upload", function()
       assert.same({ 200, "text/plain", text, "nosniff" },
         { status, headers["content-type"], body, headers["x-content-type-options"] })
       local bytes = {}
-      for i = 1, 200 * 1024 do bytes[i] = string.char((i * 7919 + i // 256) % 256) end
+      for i = 1, 200 * 1024 do bytes[i] = string.char((i * 7919 + compat.idiv(i, 256)) % 256) end
       local bin = "\0\0" .. table.concat(bytes) .. "\0"
       local burl = assert(a:upload(bin, { name = "blob.bin", address = "127.0.0.1" }))
       status, headers, body = get(burl)
@@ -296,7 +297,7 @@ describe("embedded server: HTTP upload", function()
       url = assert(a:upload("kept\0bytes", { name = "k.bin", address = "127.0.0.1" }))
       local token = url:match("/upload/(%x+)/")
       local f = assert(io.open(dir .. "/files/" .. token, "rb"))
-      assert.equal("kept\0bytes", f:read("a"))
+      assert.equal("kept\0bytes", f:read("*a"))
       f:close()
     end, { storage = db }, { storage_dir = dir .. "/files" })
     -- the port differs after a restart: only the path of the old URL is kept

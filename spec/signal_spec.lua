@@ -7,6 +7,8 @@
 -- In-process specs use SIGUSR1/SIGUSR2 and look at SIGTERM's disposition;
 -- INT and TERM are sent only to programs the spec starts (bin/lxmpp serve,
 -- the example bots, small scripts), through spec/support/proc.lua.
+local compat = require "lxmpp.compat"
+local close = require "spec.support.close"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local proc = require "spec.support.proc"
@@ -88,7 +90,7 @@ describe("lxmpp.on_signal", function()
     lxmpp.run(function() w = lxmpp.on_signal("usr2", function() end) end)
     assert.is_true(core.now() - t0 < 1)
     assert.equal(1, core.loop_handles())
-    do local _ <close> = w end        -- __close stops it
+    close.scope(w)                    -- __close stops it
     lxmpp.step(0)
     assert.equal(0, core.loop_handles())
   end)
@@ -266,7 +268,7 @@ describe("bin/lxmpp serve", function()
     local port, out = p:wait_output("listening: c2s 127%.0%.0%.1:(%d+)")
     assert(port, "serve did not start:\n" .. tostring(out))
     assert(p:wait_output("ready"))
-    return p, math.tointeger(tonumber(port))
+    return p, compat.tointeger(tonumber(port))
   end
 
   for _, sig in ipairs({ "INT", "TERM" }) do

@@ -2,6 +2,7 @@
 -- paired in memory, every certificate rule (RFC 6125, RFC 7590), and real
 -- OpenSSL peers (`openssl s_server`, `openssl s_client`) on loopback, driven
 -- over blocking LuaSocket connections.
+local close = require "spec.support.close"
 local core = require "lxmpp.core"
 local pkimod = require "spec.support.pki"
 local socket = require "socket"
@@ -40,7 +41,7 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function slurp(path)
   local f = io.open(path, "r")
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -373,7 +374,7 @@ describe("TLS engine", function()
       cs:close()
       assert.matches("closed", tostring(cs))
       assert.has_error(function() cs:handshake() end, "TLS session is closed")
-      do local _ <close> = ctx:session("example.test") end
+      close.scope(ctx:session("example.test"))   -- a to-be-closed value
       ctx:close()
       ctx:close()
       assert.has_error(function() ctx:session("example.test") end, "TLS context is closed")

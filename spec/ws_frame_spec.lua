@@ -40,62 +40,12 @@ local function wait_until(pred, what)
   end
 end
 
--- frame{ op = n, payload, fin = true, rsv = 0, key = "abcd" | false,
---        len16 = true, len64 = true }: the bytes of one frame, as a
--- peer would write them (key: masked with those 4 bytes).
-local function frame(t)
-  local payload = t[1] or ""
-  local n = #payload
-  local b0 = ((t.fin == false) and 0 or 0x80) | ((t.rsv or 0) << 4) | (t.op or 1)
-  local mask = t.key and 0x80 or 0
-  local head
-  if t.len64 or n > 65535 then
-    head = string.char(b0, mask | 127) .. string.pack(">I8", n)
-  elseif t.len16 or n > 125 then
-    head = string.char(b0, mask | 126) .. string.pack(">I2", n)
-  else
-    head = string.char(b0, mask | n)
-  end
-  if not t.key then return head .. payload end
-  local k = { t.key:byte(1, 4) }
-  local out = {}
-  for i = 1, n do out[i] = string.char(payload:byte(i) ~ k[(i - 1) % 4 + 1]) end
-  return head .. t.key .. table.concat(out)
-end
-
--- Decodes the frames in s (what a conn in raw mode received); returns a
--- list of { op =, fin =, masked =, payload = } and the undecoded rest.
-local function unframe(s)
-  local frames, pos = {}, 1
-  while #s - pos + 1 >= 2 do
-    local b0, b1 = s:byte(pos, pos + 1)
-    local n, at = b1 & 0x7F, pos + 2
-    if n == 126 then
-      if #s < at + 1 then break end
-      n, at = string.unpack(">I2", s, at)
-    elseif n == 127 then
-      if #s < at + 7 then break end
-      n, at = string.unpack(">I8", s, at)
-    end
-    local masked = b1 & 0x80 ~= 0
-    local key
-    if masked then key = { s:byte(at, at + 3) }; at = at + 4 end
-    if #s < at + n - 1 then break end
-    local p = s:sub(at, at + n - 1)
-    if masked then
-      local out = {}
-      for i = 1, n do out[i] = string.char(p:byte(i) ~ key[(i - 1) % 4 + 1]) end
-      p = table.concat(out)
-    end
-    frames[#frames + 1] = { op = b0 & 0x0F, fin = b0 & 0x80 ~= 0, masked = masked, payload = p }
-    pos = at + n
-  end
-  return frames, s:sub(pos)
-end
+local wsf = require "spec.support.ws_frames"
+local frame, unframe, be_bytes, be_number = wsf.frame, wsf.unframe, wsf.be_bytes, wsf.be_number
 
 local function close_code(f)
   if #f.payload < 2 then return nil end
-  return (string.unpack(">I2", f.payload))
+  return (be_number(f.payload, 1, 2))
 end
 
 -- Records the events of a conn in WebSocket mode.
@@ -144,7 +94,7 @@ local function last_close(got)
   for i = #fs, 1, -1 do if fs[i].op == 8 then return fs[i] end end
 end
 
-local KEY = "\x12\x34\x56\x78"
+local KEY = "\018\052\086\120"
 
 -- A frame as a client writes it (masked).
 local function cframe(payload, t)
@@ -337,7 +287,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
       assert.equal("hello", frames_of(got)[1].payload)
       lxmpp.spawn(function() s.closed_ok = s.conn:close() end)
       wait_until(function() return last_close(got) end, "close frame")
-      c:write(cframe(string.pack(">I2", 1000), { op = 8 }))
+      c:write(cframe(be_bytes(1000, 2), { op = 8 }))
       wait_until(function() return s.rec.closed and got.eof end, "closed")
       assert.is_true(s.closed_ok)
       c:close()
@@ -359,7 +309,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
       assert.is_nil(got.closed)                     -- still waiting for ours
       assert.is_nil(srv.rec.closed)
       peer:write(cframe("<message/>"))              -- data while closing: dropped
-      peer:write(cframe(string.pack(">I2", 1000), { op = 8 }))
+      peer:write(cframe(be_bytes(1000, 2), { op = 8 }))
       wait_until(function() return srv.rec.closed and got.eof end, "socket closed")
       assert.is_true(srv.closed_ok)
       assert.same({ "open" }, srv.rec.events)
@@ -371,7 +321,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   it("a peer's close frame: answered with its code, \"eof\" code reason, socket closed", function()
     lxmpp.run(function()
       local srv, peer, got = ws_server_and_raw_peer()
-      peer:write(cframe(OPEN) .. cframe(CLOSE) .. cframe(string.pack(">I2", 1001) .. "going away", { op = 8 }))
+      peer:write(cframe(OPEN) .. cframe(CLOSE) .. cframe(be_bytes(1001, 2) .. "going away", { op = 8 }))
       wait_until(function() return srv.rec.closed and got.eof end, "closed")
       assert.same({ "open", "stream-close", "eof" }, srv.rec.events)
       assert.same({ code = 1001, reason = "going away" }, srv.rec.eof)
@@ -396,10 +346,10 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
     { "a new message inside a fragmented one", cframe("<a>", { fin = false }) .. cframe("</a>"), 1002, "inside" },
     { "a non-minimal 16-bit length", cframe("<a/>", { len16 = true }), 1002, "minimal" },
     { "a non-minimal 64-bit length", cframe("<a/>", { len64 = true }), 1002, "minimal" },
-    { "bad UTF-8 in a text message", cframe("<a>\xC0\xAF</a>"), 1007, "UTF%-8" },
-    { "bad UTF-8 across fragments", cframe("<a>\xE2\x82", { fin = false }) .. cframe("</a>", { op = 0 }), 1007, "UTF%-8" },
+    { "bad UTF-8 in a text message", cframe("<a>\192\175</a>"), 1007, "UTF%-8" },
+    { "bad UTF-8 across fragments", cframe("<a>\226\130", { fin = false }) .. cframe("</a>", { op = 0 }), 1007, "UTF%-8" },
     { "a 1-byte close payload", cframe("x", { op = 8 }), 1002, "1%-byte" },
-    { "a close code nobody may send", cframe(string.pack(">I2", 1005), { op = 8 }), 1002, "1005" },
+    { "a close code nobody may send", cframe(be_bytes(1005, 2), { op = 8 }), 1002, "1005" },
     { "a message over max_message", cframe("<a>" .. ("z"):rep(2000) .. "</a>"), 1009, "larger than 1000" },
     { "fragments adding up over max_message",
       cframe("<a>" .. ("z"):rep(600), { fin = false }) .. cframe(("z"):rep(600) .. "</a>", { op = 0 }),
@@ -503,7 +453,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
         wait_until(function() return last_close(got) end, "close frame")
         local fs = frames_of(got)
         assert.equal(1, fs[#fs - 1].op)
-        peer:write(cframe(string.pack(">I2", 1000), { op = 8 }))
+        peer:write(cframe(be_bytes(1000, 2), { op = 8 }))
         wait_until(function() return srv.rec.closed end, "closed")
         peer:close()
         srv.listener:close()
@@ -532,7 +482,7 @@ describe("WebSocket conns (RFC 6455, RFC 7395)", function()
   it("write() refuses bytes that are not UTF-8; info() tells the mode", function()
     lxmpp.run(function()
       local srv, peer = ws_server_and_raw_peer()
-      local ok, msg, cond = srv.conn:write("<a>\xFF</a>")
+      local ok, msg, cond = srv.conn:write("<a>\255</a>")
       assert.is_nil(ok)
       assert.matches("UTF%-8", msg)
       assert.equal("bad-format", cond)
@@ -606,7 +556,7 @@ describe("framed <close/> (RFC 7395 §3.6.1)", function()
       assert.matches("more than 64 attributes", srv.rec.perr)
       lxmpp.spawn(function() srv.conn:close() end)
       wait_until(function() return last_close(got) end, "close frame")
-      peer:write(cframe(string.pack(">I2", 1000), { op = 8 }))
+      peer:write(cframe("\003\232", { op = 8 }))
       wait_until(function() return srv.rec.closed end, "closed")
       peer:close()
       srv.listener:close()

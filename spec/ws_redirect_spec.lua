@@ -11,6 +11,10 @@ local http = require "lxmpp.http"
 local ws = require "lxmpp.websocket"
 local serve = require "spec.support.serve"
 local slow = require "spec.support.slow"
+local compat = require "lxmpp.compat"
+local wsf = require "spec.support.ws_frames"
+local frame, unframe = wsf.frame, wsf.unframe
+local pcall, xpcall = compat.pcall, compat.xpcall   -- waits inside them on Lua 5.1 too
 
 local USERS = { alice = "alice-pw", bob = "bob-pw" }
 local FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -37,27 +41,9 @@ local function other_server(opts)
   return srv
 end
 
--- A client frame: FIN, text (or op), masked (RFC 6455 §5.3), payload < 126.
-local function cframe(payload, op)
-  local key = { 0x11, 0x22, 0x33, 0x44 }
-  local out = {}
-  for i = 1, #payload do out[i] = string.char(payload:byte(i) ~ key[(i - 1) % 4 + 1]) end
-  return string.char(0x80 | (op or 1), 0x80 | #payload) .. string.char(table.unpack(key)) .. table.concat(out)
-end
-
--- Server frames (unmasked): a list of { op =, payload = }.
-local function unframe(s)
-  local frames, pos = {}, 1
-  while #s - pos + 1 >= 2 do
-    local b0, b1 = s:byte(pos, pos + 1)
-    local n, at = b1 & 0x7F, pos + 2
-    if n == 126 then n, at = string.unpack(">I2", s, at) end
-    if #s < at + n - 1 then break end
-    frames[#frames + 1] = { op = b0 & 0x0F, payload = s:sub(at, at + n - 1) }
-    pos = at + n
-  end
-  return frames
-end
+-- a client's frames are masked (RFC 6455 §5.3)
+local KEY = "\017\034\051\068"
+local function cframe(payload, op) return frame({ payload, op = op, key = KEY }) end
 
 -- lxmpp.run(fn) for specs with redirectors: whatever fn does, the listeners
 -- and connections it leaves are closed, so a failure fails the spec
@@ -120,10 +106,10 @@ describe("RFC 7395 §3.6.1 see-other-uri: the server", function()
         assert(serve.until_true(function() return #unframe(table.concat(got)) >= 2 end, WAIT))
         local fs = unframe(table.concat(got))
         assert.equal(2, #fs)
-        assert.same({ op = 1, payload = "<close xmlns='" .. FRAMING ..
+        assert.same({ op = 1, fin = true, masked = false, payload = "<close xmlns='" .. FRAMING ..
           "' see-other-uri='wss://other.example:5443/xmpp-websocket?a=1&amp;b=&apos;2&apos;'/>" }, fs[1])
-        assert.same({ op = 8, payload = string.pack(">I2", 1000) }, fs[2])   -- RFC 6455 §5.5.1, normal closure
-        conn:write(cframe(string.pack(">I2", 1000), 8))
+        assert.same({ op = 8, fin = true, masked = false, payload = "\003\232" }, fs[2])   -- RFC 6455 §5.5.1, normal closure
+        conn:write(cframe("\003\232", 8))
         assert(serve.until_true(function() return got.eof or got.closed end, WAIT))
         conn:close()
         local left = 0

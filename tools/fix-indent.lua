@@ -118,7 +118,7 @@ end
 local function read(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end

@@ -347,7 +347,7 @@ end
 local function main(root)
   root = root or "."
   local f = assert(io.open(root .. "/docs/api.md", "rb"))
-  local text = f:read("a")
+  local text = f:read("*a")
   f:close()
   local files, errors = G.generate(text)
   if not files then

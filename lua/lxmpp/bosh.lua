@@ -25,6 +25,7 @@
 -- Ownership: the session owns its HTTP connections (self.conns) and the
 -- tasks of its requests; finish() closes the one and so ends the other.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local fifo = require "lxmpp.fifo"
@@ -172,8 +173,8 @@ local function answered(self, body)
   if not self.sid then                         -- the session creation answer (XEP-0124 §7.2)
     self.sid = body.attr.sid
     if not self.sid then return finish(self, "read-error", "the BOSH answer has no sid") end
-    self.requests = math.max(1, math.tointeger(tonumber(body.attr.requests or "")) or 2)
-    self.wait = math.tointeger(tonumber(body.attr.wait or "")) or self.wait
+    self.requests = math.max(1, compat.tointeger(tonumber(body.attr.requests or "")) or 2)
+    self.wait = compat.tointeger(tonumber(body.attr.wait or "")) or self.wait
     self.polling = tonumber(body.attr.polling or "")
     self.open_attr = { xmlns = NS_CLIENT, id = body.attr.authid, from = body.attr.from,
       version = body.attr["urn:xmpp:xbosh\1version"] or "1.0" }
@@ -523,8 +524,8 @@ function M.connect(url, opts)
   return setmetatable({
     url = url, opts = opts, handlers = {}, inbox = fifo.new(), pending = fifo.new(), answers = {},
     rid = rid, out = 0, requests = 2, queued = 0, read = 0, max_queue = 1048576,
-    wait = math.tointeger(positive(opts.wait, "wait")) or M.WAIT,
-    hold = math.tointeger(positive(opts.hold, "hold")) or M.HOLD,
+    wait = compat.tointeger(positive(opts.wait, "wait")) or M.WAIT,
+    hold = compat.tointeger(positive(opts.hold, "hold")) or M.HOLD,
     retries = positive(opts.retries, "retries") or M.RETRIES, backoff = positive(opts.backoff, "backoff") or M.BACKOFF,
     margin = positive(opts.margin, "margin") or M.MARGIN,
     keys = keys and key_sequence() or nil,

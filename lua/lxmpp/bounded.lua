@@ -6,8 +6,9 @@
 --   local b = bounded.new(1024)
 --   b:put(key, value)  b:get(key)  b:delete(key)  b:count()  b:oldest()
 
+local compat = require "lxmpp.compat"
 local setmetatable, error = setmetatable, error
-local math_type = math.type
+local math_type = compat.math_type
 
 local Bounded = {}
 Bounded.__index = Bounded

@@ -17,6 +17,7 @@
 -- the negotiation (opening the stream, the candidates, one attempt) is local
 -- to this file.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
@@ -81,7 +82,7 @@ local function check_opts(opts)
     error("lxmpp.connect: tls = \"none\" is only allowed with a loopback host (tests)", 3)
   end
   if opts.host ~= nil and type(opts.host) ~= "string" then error("lxmpp.connect: host must be a string", 3) end
-  if opts.port ~= nil and (math.type(opts.port) ~= "integer" or opts.port < 1 or opts.port > 65535) then
+  if opts.port ~= nil and (compat.math_type(opts.port) ~= "integer" or opts.port < 1 or opts.port > 65535) then
     error("lxmpp.connect: port must be an integer from 1 to 65535", 3)
   end
   for _, k in ipairs({ "timeout", "connect_timeout" }) do
@@ -352,19 +353,27 @@ end
 -- the ticket of that connection. opts.tls_resumption = false: neither.
 local function resumption(self) return self.opts.tls_resumption ~= false end
 
+-- A kept context serves while the options it was made from stay the same;
+-- when they change (another cafile, insecure, client certificate), the
+-- next handshake gets a new context, and the ticket of the old one is not
+-- offered to it (the engine refuses a ticket of another context).
 local function tls_context(self, direct)
   local kind = direct and "direct" or "starttls"
-  local ctxs = self.tls_ctxs
-  if ctxs and ctxs[kind] then return ctxs[kind] end
+  local o = self.opts
+  local made_of = ("%s\0%s\0%s\0%s\0%s"):format(tostring(o.cafile), tostring(o.insecure == true),
+    tostring(o.cert), tostring(o.key), tostring(resumption(self)))
+  local ctxs = self.tls_ctxs or {}
+  local kept = ctxs[kind]
+  if kept and kept.made_of == made_of then return kept.ctx end
   local ctx, msg, cond = core.tls_context({
-    mode = "client", cafile = self.opts.cafile, insecure = self.opts.insecure == true,
+    mode = "client", cafile = o.cafile, insecure = o.insecure == true,
     alpn = direct and "xmpp-client" or nil,
-    cert = self.opts.cert, key = self.opts.key,     -- SASL EXTERNAL (XEP-0178)
+    cert = o.cert, key = o.key,     -- SASL EXTERNAL (XEP-0178)
     resumption = resumption(self),
   })
   if not ctx then return nil, msg, cond end
-  ctxs = ctxs or {}
-  ctxs[kind] = ctx
+  if kept then kept.ctx:close() end
+  ctxs[kind] = { ctx = ctx, made_of = made_of }
   self.tls_ctxs = ctxs
   return ctx
 end
@@ -374,7 +383,7 @@ local function forget_tls(self)
   local r, ctxs = self.tls_resume, self.tls_ctxs
   self.tls_resume, self.tls_ctxs, self.tls_key = nil, nil, nil
   if r then r.ticket:close() end
-  for _, ctx in pairs(ctxs or {}) do ctx:close() end
+  for _, kept in pairs(ctxs or {}) do kept.ctx:close() end
 end
 
 -- After a session is established: keep the ticket its TLS handshake gave
@@ -609,7 +618,7 @@ function Client:establish()
     if not host then host, port = target:match("^([^:]+):(%d+)$") end
     host = host or target
     if self.debug then self:log("debug", "following see-other-host to %s", target) end
-    self.redirect = { host = host, port = math.tointeger(tonumber(port or "")) or
+    self.redirect = { host = host, port = compat.tointeger(tonumber(port or "")) or
       (self.tls_mode == "direct" and 5223 or 5222) }
     ok, msg, cond = establish_once(self)
     self.redirect = nil

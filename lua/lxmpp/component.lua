@@ -4,6 +4,7 @@
 -- After the handshake it offers what a client does: on, send, request,
 -- handle_iq, close.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
@@ -31,7 +32,7 @@ function M.new(opts)
   end
   if type(opts.secret) ~= "string" then error("lxmpp.component: secret must be a string", 2) end
   if type(opts.host) ~= "string" then error("lxmpp.component: host must be an IP address", 2) end
-  if math.type(opts.port) ~= "integer" then error("lxmpp.component: port must be an integer", 2) end
+  if compat.math_type(opts.port) ~= "integer" then error("lxmpp.component: port must be an integer", 2) end
   local self = session.new({ default_ns = M.NS_COMPONENT, logger = opts.logger, debug = opts.debug })
   setmetatable(self, Component)
   self.opts = opts

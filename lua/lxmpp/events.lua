@@ -7,8 +7,9 @@
 -- one, so fire walks the list it started with, whatever its handlers add or
 -- remove meanwhile, without copying it on every event.
 
+local compat = require "lxmpp.compat"
 local setmetatable, type, error, pairs, table_insert, table_remove, table_unpack =
-  setmetatable, type, error, pairs, table.insert, table.remove, table.unpack
+  setmetatable, type, error, pairs, table.insert, table.remove, compat.unpack
 
 local Bus = {}
 Bus.__index = Bus

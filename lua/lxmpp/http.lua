@@ -30,6 +30,7 @@
 -- values with CR, LF or NUL are refused (no request smuggling through
 -- headers a server handed us). The response is bounded by max_response.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
@@ -50,7 +51,7 @@ function M.parse_url(url)
   local host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
   if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
   if not host or host == "" then return nil, "no host in " .. url end
-  port = port ~= "" and math.tointeger(tonumber(port)) or (scheme == "https" and 443 or 80)
+  port = port ~= "" and compat.tointeger(tonumber(port)) or (scheme == "https" and 443 or 80)
   if not port or port < 1 or port > 65535 then return nil, "bad port in " .. url end
   path = path:gsub("#.*$", "")
   if path == "" then path = "/" end
@@ -88,7 +89,7 @@ local function parse_head(head)
     name = name:lower()
     headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
   end
-  return math.tointeger(tonumber(status)), headers, minor
+  return compat.tointeger(tonumber(status)), headers, minor
 end
 
 -- Decodes a chunked body starting at pos of s (RFC 9112 §7.1): the body

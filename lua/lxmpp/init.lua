@@ -2,6 +2,7 @@
 -- This file is the friendly face over lxmpp.core (C core, Lua API): it
 -- gathers the submodules and gives the low-level stream parser its API name.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local stanza = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
@@ -10,7 +11,7 @@ local client = require "lxmpp.client"
 local component = require "lxmpp.component"
 local signal = require "lxmpp.signal"
 
-local type, error, pcall, tostring = type, error, pcall, tostring
+local type, error, pcall, tostring = type, error, compat.pcall, tostring
 
 local lxmpp = {
   VERSION = "0.1.0",

@@ -39,13 +39,14 @@
 --
 -- Misuse (an argument that is not a string) raises an error.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 
 local type, error, tostring = type, error, tostring
 local find, sub, byte, gsub, match, gmatch, lower, format =
   string.find, string.sub, string.byte, string.gsub, string.match,
   string.gmatch, string.lower, string.format
-local utf8_len = utf8.len
+local utf8_len = compat.utf8_len
 local tonumber = tonumber
 
 local nodeprep, nameprep, resourceprep = core.nodeprep, core.nameprep, core.resourceprep
@@ -97,7 +98,7 @@ local function parse(s)
   if #domain > MAX_PART then return nil, nil, nil, "domainpart too long" end
   if resource and #resource > MAX_PART then return nil, nil, nil, "resourcepart too long" end
   if not utf8_len(s) then return nil, nil, nil, "invalid UTF-8" end
-  if find(s, "[\0-\31\127]") then return nil, nil, nil, "control character" end
+  if find(s, "[%z\1-\31\127]") then return nil, nil, nil, "control character" end  -- (%z: NUL, on 5.1 too)
   -- Empty labels ("a..b", ".a", "."); one trailing dot is the DNS root.
   local labels = domain
   if sub(labels, -1) == "." then labels = sub(labels, 1, -2) end

@@ -3,11 +3,12 @@
 -- ("net", owner, event, ...); owner is the Lua object below, and its
 -- handlers run synchronously (they must not wait: spawn a task to wait).
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local transport = require "lxmpp.transport"
 
-local setmetatable, type, error, tostring, pcall, pairs = setmetatable, type, error, tostring, pcall, pairs
+local setmetatable, type, error, tostring, pcall, pairs = setmetatable, type, error, tostring, compat.pcall, pairs
 
 local M = {}
 

@@ -9,10 +9,11 @@
 -- resolver, made on first use: the system's resolv.conf, or LXMPP_DNS_SERVERS
 -- ("127.0.0.1:5353,[::1]:53"), or what configure()/set_servers() said.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 
-local type, error, ipairs, tostring, pcall, math_type = type, error, ipairs, tostring, pcall, math.type
+local type, error, ipairs, tostring, pcall, math_type = type, error, ipairs, tostring, compat.pcall, compat.math_type
 local getenv, math_random = os.getenv, math.random
 local sort, remove = table.sort, table.remove
 

@@ -8,6 +8,7 @@
 -- decision taken on one stanza (STARTTLS, a SASL restart) takes effect
 -- before another byte is parsed (RFC 6120 §5.4.3.3: nothing from before TLS).
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local events = require "lxmpp.events"
@@ -139,11 +140,9 @@ end
 function I.serialize(self, stanza)
   if not st.is_stanza(stanza) then error("send: expected a stanza", 3) end
   if stanza.name == "iq" and not stanza.attr.id then stanza.attr.id = M.new_id() end
-  -- framed per element (lxmpp.transport), the stanza declares the
-  -- framing's namespace on its top element when it has none
-  local ns = self.framing.stanza_ns
-  local ok, xml
-  if ns then ok, xml = pcall(core.serialize, stanza, ns) else ok, xml = pcall(tostring, stanza) end
+  -- as the framing writes it (lxmpp.transport: framed per element, the
+  -- stanza declares its namespace itself)
+  local ok, xml = compat.pcall(self.framing.serialize, stanza)
   if not ok then error(xml, 3) end
   if self.debug then self:log("debug", "OUT %s", I.describe(self, stanza)) end
   return xml
@@ -343,7 +342,7 @@ function Session:close(timeout)
   self.closing = true
   if not self.remote_closed then
     conn:write(conn.framing.close)
-    local ok = pcall(task.current)
+    local ok = compat.pcall(task.current)
     if ok then
       local w = task.waiter("close", 1)
       self.close_waiter = w
@@ -491,7 +490,7 @@ function I.answer_iq(self, iq)
     return
   end
   task.spawn(function()
-    local ok, reply = pcall(h, iq)
+    local ok, reply = compat.pcall(h, iq)
     if not ok then
       self:log("error", "handle_iq handler for %s failed: %s", tostring(child.attr.xmlns), tostring(reply))
       self:send(st.error_reply(iq, "wait", "internal-server-error"))

@@ -15,12 +15,13 @@
 --   * lxmpp.step (a host with its own main loop) watches nothing by itself:
 --     a host's own handlers are never replaced unless it asks (on_signal).
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local net = require "lxmpp.net"
 
 local setmetatable, type, error, pairs, ipairs, pcall, tostring, next =
-  setmetatable, type, error, pairs, ipairs, pcall, tostring, next
+  setmetatable, type, error, pairs, ipairs, compat.pcall, tostring, next
 
 local M = {}
 
@@ -164,7 +165,7 @@ function Default:deliver(name)
 end
 
 --- Called by lxmpp.run: watches the default signals until the returned
--- value is closed (a to-be-closed variable of run). Once a default
+-- value is closed (its close(), or as a to-be-closed variable). Once a default
 -- shutdown happened, no later run watches them again: the signal keeps
 -- its default action and the next one ends the process.
 function M.run_guard()
@@ -177,9 +178,10 @@ function M.run_guard()
     end
   end
   if next(g.handles) == nil then return nil end
-  return setmetatable({}, { __close = function()
+  local function close()
     for name, h in pairs(g.handles) do h:close(not g.fired[name]) end
-  end })
+  end
+  return setmetatable({ close = close }, { __close = close })
 end
 
 return M

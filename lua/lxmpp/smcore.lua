@@ -10,9 +10,10 @@
 -- owner gives them, q.bytes their sum). Counters are xs:unsignedInt and
 -- wrap at 2^32 (XEP-0198 §4, §5).
 
+local compat = require "lxmpp.compat"
 local fifo = require "lxmpp.fifo"
 
-local type, tonumber, math_tointeger, string_format = type, tonumber, math.tointeger, string.format
+local type, tonumber, math_tointeger, string_format = type, tonumber, compat.tointeger, string.format
 
 local NS = "urn:xmpp:sm:3"
 local MOD = 4294967296                          -- 2^32: counters wrap here

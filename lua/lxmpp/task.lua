@@ -4,14 +4,15 @@
 -- C through a single dispatcher (csrc/loop.c); ready tasks are resumed here,
 -- in Lua, never from inside a libuv callback, so C never yields.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local fifo = require "lxmpp.fifo"
 
 local coroutine, debug, error, type, tostring, io, setmetatable, pcall, pairs, ipairs =
-  coroutine, debug, error, type, tostring, io, setmetatable, pcall, pairs, ipairs
+  coroutine, debug, error, type, tostring, io, setmetatable, compat.pcall, pairs, ipairs
 local co_create, co_resume, co_running, co_status, co_yield =
-  coroutine.create, coroutine.resume, coroutine.running, coroutine.status, coroutine.yield
-local pack, unpack = table.pack, table.unpack
+  coroutine.create, coroutine.resume, compat.co_running, coroutine.status, coroutine.yield
+local pack, unpack = compat.pack, compat.unpack
 
 local M = {}
 
@@ -150,7 +151,7 @@ function M.cancel(task)
     w.done = true
     if w.cancel then w.cancel() end
   end
-  coroutine.close(task)
+  compat.coroutine_close(task)
   finish(task, true)
   return true
 end
@@ -196,6 +197,17 @@ function M.step(timeout)
   return pending() or nlive > 0 or core.loop_alive()
 end
 
+local function run_loop(fn, ...)
+  main_task = M.spawn(fn, ...)
+  while not stopped and not main_error do
+    run_ready()
+    if stopped or main_error then break end
+    local alive = core.loop_alive()
+    if not pending() and not alive then break end  -- nothing can happen any more
+    core.loop_run(pending() and "nowait" or "once")
+  end
+end
+
 --- lxmpp.run(fn, ...): run fn(...) as the main task and drive the loop until
 -- every task and connection is done or lxmpp.stop() is called. An error in fn
 -- is raised again here with its traceback.
@@ -206,15 +218,12 @@ function M.run(fn, ...)
   main_error = nil
   -- Ctrl-C and SIGTERM end the run cleanly while it lasts (lxmpp.signal,
   -- loaded here: it builds on this module)
-  local signals <close> = require("lxmpp.signal").run_guard() -- luacheck: ignore
-  main_task = M.spawn(fn, ...)
-  while not stopped and not main_error do
-    run_ready()
-    if stopped or main_error then break end
-    local alive = core.loop_alive()
-    if not pending() and not alive then break end  -- nothing can happen any more
-    core.loop_run(pending() and "nowait" or "once")
-  end
+  -- (closed on every way out, as a to-be-closed variable would be: Lua 5.1
+  -- and 5.3 have none)
+  local signals = require("lxmpp.signal").run_guard()
+  local ok, err = pcall(run_loop, fn, ...)
+  if signals then signals:close() end
+  if not ok then error(err, 0) end
   main_task = nil
   if main_error then
     local e = main_error

@@ -90,6 +90,8 @@ end
 --- transport.xml: one XML document per stream (RFC 6120 §4.2–§4.4).
 M.xml = {
   name = "xml",
+  --- a top-level stanza's bytes: the stream header gives its namespace
+  serialize = function(stanza) return tostring(stanza) end,
   --- the header opening (or reopening) a stream whose content namespace is ns
   open = function(ns, attr)
     return "<?xml version='1.0'?><stream:stream xmlns='" .. core.xml_escape(ns) ..
@@ -134,11 +136,10 @@ M.websocket = {
   --- a serialized top-level stanza as it goes out: qualified (above); the
   -- xml framing has no qualify (its stream header gives the namespace)
   qualify = qualify,
-  --- the namespace a stanza declares on its top element when it has none:
-  -- the stream layers serialize with it (core.serialize(stanza, ns)), which
-  -- gives qualify's bytes without a second pass over them; the xml framing
-  -- has none
-  stanza_ns = "jabber:client",
+  --- a top-level stanza's bytes: jabber:client declared on its top element
+  -- when it has none (core.serialize(stanza, ns)), which gives qualify's
+  -- bytes without a second pass over them
+  serialize = function(stanza) return core.serialize(stanza, "jabber:client") end,
   -- RFC 7395 §3.6.1: the error, then <close/>, each its own message
   error = function(cond, text, extra)
     return stream_error.element(cond, text, extra, NS_STREAMS), "<close xmlns='" .. NS_FRAMING .. "'/>"

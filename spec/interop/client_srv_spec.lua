@@ -2,6 +2,7 @@
 -- a DNS server of the suite's own (spec/support/dnsd.py) and a real Prosody:
 -- SRV targets in priority order, the next one when a target refuses, direct
 -- TLS records, and the A/AAAA fallback on port 5222 only when there is no SRV.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local resolve = require "lxmpp.resolve"
 local prosody = require "spec.support.prosody"
@@ -16,7 +17,7 @@ describe("client service discovery", function()
     local socket = require "socket"
     local s = assert(socket.bind("127.0.0.1", 0))
     local _, port = s:getsockname()
-    closed_port = math.tointeger(tonumber(port))
+    closed_port = compat.tointeger(tonumber(port))
     s:close()
     dns = dnsd.start({
       -- example.test: the best target refuses, the next one is Prosody

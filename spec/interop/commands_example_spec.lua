@@ -12,7 +12,7 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local function read(path)
   local f = io.open(path)
-  local s = f and f:read("a") or ""
+  local s = f and f:read("*a") or ""
   if f then f:close() end
   return s
 end
@@ -36,7 +36,7 @@ describe("examples/commands.lua against Prosody", function()
     for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
     local f = assert(io.popen(table.concat(parts, " ") .. " lua5.4 " .. q(ROOT .. "/examples/commands.lua")
       .. " >" .. q(log) .. " 2>&1 & echo $!"))
-    local pid = f:read("l")
+    local pid = f:read("*l")
     f:close()
     local ok, err = pcall(lxmpp.run, function()
       local function login(name)

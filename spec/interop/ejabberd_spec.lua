@@ -153,7 +153,7 @@ describe("client against ejabberd", function()
       local f = assert(io.popen("lua5.4 " .. pki.q(bin) .. " send --jid alice@example.test --password alice-secret"
         .. " --host 127.0.0.1 --port " .. srv.port .. " --cafile " .. pki.q(srv.ca) .. " " .. flags
         .. " bob@example.test " .. pki.q(body) .. " 2>&1"))
-      local out = f:read("a")
+      local out = f:read("*a")
       local _, _, code = f:close()
       return code, out
     end

@@ -20,7 +20,7 @@ local function start_example(script, env, args)
   parts[#parts + 1] = "lua5.4 " .. q(ROOT .. "/examples/" .. script)
   for _, a in ipairs(args or {}) do parts[#parts + 1] = q(a) end
   local f = assert(io.popen(table.concat(parts, " ") .. " >" .. q(log) .. " 2>&1 & echo $!"))
-  local pid = f:read("l")
+  local pid = f:read("*l")
   f:close()
   return pid, log
 end

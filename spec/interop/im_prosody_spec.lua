@@ -1,6 +1,7 @@
 -- IM basics (RFC 6121) against Prosody: roster get/set/remove and pushes,
 -- a push from anyone but the account refused, the subscription handshake,
 -- presence, ping and version.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local st = lxmpp.stanza
@@ -26,10 +27,10 @@ local function next_event(c, event, pred, timeout)
   local w = lxmpp.task.waiter()
   local id = c:on(event, function(...) if not pred or pred(...) then w:wake(true, ...) end end)
   local t = core.timer(timeout or 5, w)
-  local r = table.pack(w:wait())
+  local r = compat.pack(w:wait())
   t:stop()
   c:off(id)
-  return table.unpack(r, 1, r.n)
+  return compat.unpack(r, 1, r.n)
 end
 
 describe("IM basics against Prosody", function()

@@ -36,7 +36,7 @@ describe("MUC interop: slixmpp on the embedded server", function ()
         .. " 127.0.0.1 " .. port .. " example.test lounge@conference.example.test " .. q(p.ca)
         .. " >" .. q(out) .. " 2>&1; echo $? >" .. q(rc) .. ".tmp; mv " .. q(rc) .. ".tmp " .. q(rc)
         .. " ) >/dev/null 2>&1 & echo $!"))
-      pid = f:read("l")
+      pid = f:read("*l")
       f:close()
       local deadline = os.time() + 90
       while not io.open(rc) and os.time() < deadline do lxmpp.sleep(0.1) end

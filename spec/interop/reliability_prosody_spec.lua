@@ -3,6 +3,7 @@
 -- lxmpp client a fault proxy (spec/support/faultproxy.py, seeded) that cuts
 -- links at random byte offsets (mid-stanza and mid-TLS-record included),
 -- stalls them, and refuses new connections for a while.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local st = lxmpp.stanza
 local prosody = require "spec.support.prosody"
@@ -11,7 +12,7 @@ local assert_clean = require "spec.support.clean"
 local clients = require "spec.support.clients"
 
 local SPEC = debug.getinfo(1, "S").source:match("^@(.*)/interop/[^/]*$") or "spec"
-if SPEC:sub(1, 1) ~= "/" then SPEC = assert(io.popen("pwd")):read("l") .. "/" .. SPEC end
+if SPEC:sub(1, 1) ~= "/" then SPEC = assert(io.popen("pwd")):read("*l") .. "/" .. SPEC end
 local MODULES = SPEC .. "/support/prosody_modules"
 local slow = require "spec.support.slow"
 local SLOW = slow.factor
@@ -76,7 +77,7 @@ end
 -- random cut may just have happened.
 local function past_the_window(pa, alice)
   return function(i)
-    if i == N * 2 // 5 then
+    if i == compat.idiv(N * 2, 5) then
       pa:cmd("cut 0 0")
       for _ = 1, 10 do
         assert(wait_for(function() return alice.online and not alice.reconnecting end, 10))
@@ -85,9 +86,9 @@ local function past_the_window(pa, alice)
       end
       assert(pa:status().stalls >= 1, "no link was stalled")
       lxmpp.sleep(0.3)
-    elseif i == N * 23 // 50 then
+    elseif i == compat.idiv(N * 23, 50) then
       pa:cmd("down " .. (HIBERNATION + 2))
-    elseif i == N * 12 // 25 then
+    elseif i == compat.idiv(N * 12, 25) then
       pa:cmd("cut 6000 40000")
     end
   end
@@ -108,7 +109,7 @@ end
 local function with_proxies(seeds, fn)
   local proxies = {}
   for i, seed in ipairs(seeds) do proxies[i] = faultproxy.start({ target_port = srv.port, seed = seed }) end
-  local ok, err = pcall(run, function() fn(table.unpack(proxies)) end)
+  local ok, err = pcall(run, function() fn(compat.unpack(proxies)) end)
   for _, p in ipairs(proxies) do p:stop() end
   assert(ok, err)
 end

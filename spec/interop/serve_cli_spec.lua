@@ -5,6 +5,7 @@
 -- --muc service. Only the certificate is the suite's (--cert/--key, from
 -- its test CA, which the clients are told to trust), so that they verify
 -- TLS as they do for any server. A missing client fails, never skips.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local pki = require "spec.support.pki"
 local proc = require "spec.support.proc"
@@ -49,7 +50,7 @@ local function with_serve(fn)
     local port, out = srv:wait_output("listening: c2s 127%.0%.0%.1:(%d+)")
     assert(port, "serve did not start:\n" .. tostring(out))
     assert(srv:wait_output("ready"), "serve is not ready")
-    fn(math.tointeger(tonumber(port)), p)
+    fn(compat.tointeger(tonumber(port)), p)
     srv:signal("INT")
     local r = srv:wait(10)
     assert.equal(0, r.code, "serve did not stop cleanly:\n" .. r.out .. r.err)

@@ -8,6 +8,7 @@
 -- WebSocket. A missing Chromium, Node.js or npm package is a failure, never
 -- a skip (`make deps`). LXMPP_WEB_SHOTS=DIR keeps Converse's screenshots;
 -- the README's picture (docs/img/converse-lxmpp.png) comes from this run.
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local pki = require "spec.support.pki"
 local proc = require "spec.support.proc"
@@ -37,7 +38,7 @@ local function start_server()
   end)
   local base = "http://127.0.0.1:" .. http
   srv = {
-    port = math.tointeger(tonumber(c2s)), ca = p.ca, muc = "conference.example.test",
+    port = compat.tointeger(tonumber(c2s)), ca = p.ca, muc = "conference.example.test",
     http_base = base, ws_url = "ws://127.0.0.1:" .. http .. "/xmpp-websocket",
     bosh_url = base .. "/http-bind",
     page_url = function(_, params) return base .. "/converse.html" .. peers.query(params) end,

@@ -32,8 +32,8 @@ function M.start(zone, extra)
   f:close()
   d.pipe = assert(io.popen(("%sexec /usr/bin/python3 %s 0 %s --log %s %s"):format(
     NO_PRELOAD, DNSD, d.zone, d.log, extra or ""), "r"))
-  d.port = tonumber(d.pipe:read("l"))
-  d.pid = tonumber((d.pipe:read("l") or ""):match("^pid (%d+)$"))
+  d.port = tonumber(d.pipe:read("*l"))
+  d.pid = tonumber((d.pipe:read("*l") or ""):match("^pid (%d+)$"))
   assert(d.port and d.pid, "dnsd.py did not start")
   d.addr = "127.0.0.1:" .. d.port
   return d

@@ -21,11 +21,12 @@
 -- (setsid), so stop() ends it and every helper it started (erl_child_setup,
 -- inet_gethost) by signalling the process group.
 
+local compat = require "lxmpp.compat"
 local pki = require "spec.support.pki"
 local socket = require "socket"
 
-local io, os, error, tostring, pairs, ipairs, assert, setmetatable, tonumber, table, math =
-  io, os, error, tostring, pairs, ipairs, assert, setmetatable, tonumber, table, math
+local io, os, error, tostring, pairs, ipairs, assert, setmetatable, tonumber, table =
+  io, os, error, tostring, pairs, ipairs, assert, setmetatable, tonumber, table
 
 local M = {}
 
@@ -181,7 +182,7 @@ function M.start(opts)
     .. " >" .. q(dir .. "/stdout.log") .. " 2>&1 </dev/null & echo $!"
   local pf = assert(io.popen(pki.NO_PRELOAD .. cmd, "r"))
   -- setsid makes the background job the leader of a new process group
-  self.pgid = math.tointeger(tonumber(pf:read("l")))
+  self.pgid = compat.tointeger(tonumber(pf:read("*l")))
   pf:close()
   -- ready when the users are registered and each listener is ours
   local want = { self.port, self.direct_tls_port, self.component_port }

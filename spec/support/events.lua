@@ -5,6 +5,7 @@
 --   local args = ev.expect(c, "muc-message", function(room, m) return m.body == "hi" end)
 --   -- args = table.pack(room, m), or nil after the timeout (5 s)
 --   local list = ev.collect(c, "muc-occupant")   -- every event's arguments, packed
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 
@@ -13,7 +14,7 @@ local M = {}
 function M.expect(c, event, filter, timeout)
   local w = lxmpp.task.waiter("expect")
   local id = c:on(event, function(...)
-    if not filter or filter(...) then w:wake(table.pack(...)) end
+    if not filter or filter(...) then w:wake(compat.pack(...)) end
   end)
   local t = core.timer(timeout or 5, w)
   local args = w:wait()
@@ -24,7 +25,7 @@ end
 
 function M.collect(c, event)
   local list = {}
-  list.id = c:on(event, function(...) list[#list + 1] = table.pack(...) end)
+  list.id = c:on(event, function(...) list[#list + 1] = compat.pack(...) end)
   return list
 end
 

@@ -6,6 +6,7 @@
 --   ... act ...
 --   local id, from = inbox:next()        -- the next event's arguments, or an error after 5 s
 --   inbox:none(0.2)                      -- asserts nothing more arrives within 0.2 s
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 
@@ -23,7 +24,7 @@ function Inbox:next(timeout)
     if #self.items == 0 then error("no '" .. self.event .. "' event within " .. (timeout or 5) .. " s", 2) end
   end
   local item = table.remove(self.items, 1)
-  return table.unpack(item, 1, item.n)
+  return compat.unpack(item, 1, item.n)
 end
 
 function Inbox:none(timeout)
@@ -35,7 +36,7 @@ return function(c, event, filter)
   local self = setmetatable({ items = {}, event = event }, Inbox)
   c:on(event, function(...)
     if filter and not filter(...) then return end
-    self.items[#self.items + 1] = table.pack(...)
+    self.items[#self.items + 1] = compat.pack(...)
     if self.waiter then self.waiter:wake() end
   end)
   return self

@@ -34,7 +34,7 @@ M.NO_PRELOAD = "unset LD_PRELOAD; "
 
 local function sh(cmd)
   local f = assert(io.popen(M.NO_PRELOAD .. cmd .. " 2>&1", "r"))
-  local out = f:read("a")
+  local out = f:read("*a")
   local ok, _, code = f:close()
   if not ok then error(("command failed (%s): %s\n%s"):format(tostring(code), cmd, out), 2) end
   return out
@@ -50,7 +50,7 @@ end
 local function read_file(path)
   local f = io.open(path, "r")
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s or ""
 end

@@ -7,6 +7,7 @@
 --   local proc = require "spec.support.proc"
 --   local p = proc.start({ "/usr/bin/python3", "script.py", "arg" })
 --   local r = p:wait(20)   -- r.code (nil on timeout: then killed), r.out, r.err
+local LUA = require "spec.support.lua_bin"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local pki = require "spec.support.pki"
@@ -34,7 +35,7 @@ function M.start(argv)
   -- setsid: a process group of its own, so a timeout kills the program too
   local f = assert(io.popen(pki.NO_PRELOAD .. "setsid sh -c " .. q(script)
     .. " >/dev/null 2>&1 </dev/null & echo $!", "r"))
-  local pid = tonumber(f:read("l"))
+  local pid = tonumber(f:read("*l"))
   f:close()
   if not pid then error("could not start " .. argv[1]) end
   return setmetatable({ pid = pid, dir = dir, argv = argv }, Proc)
@@ -45,14 +46,15 @@ local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/support/") or "."
 if ROOT:sub(1, 1) ~= "/" then ROOT = os.getenv("PWD") .. "/" .. ROOT end
 M.ROOT = ROOT
 
---- proc.lua(args [, env]) -> process: `lua5.4 args...` with this tree's
+--- proc.lua(args [, env]) -> process: `lua5.4 args...` (the Lua the specs
+-- run under: spec/support/lua_bin.lua) with this tree's
 -- lxmpp on its paths (and env: a list of "NAME=value"), e.g.
 -- proc.lua({ proc.ROOT .. "/bin/lxmpp", "serve", ... }).
 function M.lua(args, env)
   local argv = { "env", "LUA_PATH=" .. ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;",
-    "LUA_CPATH=" .. ROOT .. "/build/?.so;;" }
+    "LUA_CPATH=" .. ROOT .. "/" .. (LUA == "lua5.4" and "build" or "build-" .. LUA) .. "/?.so;;" }  -- (make LUA=...)
   for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
-  argv[#argv + 1] = "lua5.4"
+  argv[#argv + 1] = LUA
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   return M.start(argv)
 end

@@ -50,7 +50,7 @@ end
 function Server:log()
   local f = io.open(self.dir .. "/prosody.log")
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -129,7 +129,7 @@ function M.start(opts)
   end
   local pidf = assert(io.popen(pki.NO_PRELOAD .. "prosody --config " .. q(cfgpath) .. " -F >"
     .. q(dir .. "/stdout.log") .. " 2>&1 & echo $!", "r"))
-  self.pid = pidf:read("l")
+  self.pid = pidf:read("*l")
   pidf:close()
   -- ready when its c2s port accepts connections
   for _ = 1, 100 do

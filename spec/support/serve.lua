@@ -6,6 +6,7 @@
 --   local c = serve.login(port, "alice", "pw" [, resource [, extra opts]])
 --   local s = serve.expect(c, "message", function(m) return ... end)
 --   serve.run_logged({ users = ..., cert = "wrongname" }, function(srv, port, log) ... end)
+local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local pki = require "spec.support.pki"
@@ -35,7 +36,7 @@ function M.run(opts, fn)
     assert(srv:start())
     local ports = {}
     for _, a in ipairs(srv:addresses()) do ports[a.kind] = ports[a.kind] or a.port end
-    local ok, err = xpcall(fn, function(e)
+    local ok, err = compat.xpcall(fn, function(e)   -- (compat: fn waits, on 5.1 too)
       if type(e) == "table" then e = tostring(e.message or e[1] or e) end
       return debug.traceback(e, 2)
     end, srv, ports.c2s, ports)

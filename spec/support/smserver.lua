@@ -13,6 +13,7 @@
 -- stanza(conn, s) for anything else; refuse_auth; refuse (accept and close
 -- at once); stream_error (sent right after binding); no_sm; no_resume.
 
+local compat = require "lxmpp.compat"
 local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
 
@@ -214,7 +215,7 @@ end
 function M.run(fn)
   local failure
   local ok, err = pcall(require("lxmpp").run, function()
-    local fok, ferr = xpcall(fn, debug.traceback)
+    local fok, ferr = compat.xpcall(fn, debug.traceback)   -- (compat: fn waits, on 5.1 too)
     if not fok then
       failure = ferr
       require("spec.support.clients").kill_all()

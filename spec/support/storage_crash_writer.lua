@@ -11,6 +11,7 @@
 -- What each write holds is a function of ROUND and I (expected_* below), so
 -- the spec can tell a complete write from a half-written one.
 
+local compat = require "lxmpp.compat"
 local storage = require "lxmpp.server.storage"
 
 local writer = {}
@@ -38,7 +39,7 @@ end
 writer.USER = "crash"
 
 local function main(path, round)
-  round = assert(math.tointeger(tonumber(round)), "round must be an integer")
+  round = assert(compat.tointeger(tonumber(round)), "round must be an integer")
   local store = assert(storage.open(path))
   local deadline = os.time() + 60
   local i = 0

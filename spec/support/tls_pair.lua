@@ -1,5 +1,7 @@
 -- Two sessions of the TLS engine (csrc/tls.c) talking in memory, for the
 -- specs that check it without sockets (tls_spec, tls_resume_spec).
+local compat = require "lxmpp.compat"
+
 local M = {}
 
 --- tls_pair.handshake(cs, ss) -> c, s: pumps ciphertext between a client
@@ -8,8 +10,8 @@ local M = {}
 function M.handshake(cs, ss)
   local c, s
   for _ = 1, 50 do
-    c = table.pack(cs:handshake())
-    s = table.pack(ss:handshake())
+    c = compat.pack(cs:handshake())
+    s = compat.pack(ss:handshake())
     local x, y = cs:take(), ss:take()
     if x ~= "" then ss:recv(x) end
     if y ~= "" then cs:recv(y) end

@@ -16,7 +16,7 @@ local M = {}
 M.WEB = proc.ROOT .. "/web"
 M.NODE = (function()
   local f = io.popen(pki.NO_PRELOAD .. "command -v node")
-  local path = f and f:read("l")
+  local path = f and f:read("*l")
   if f then f:close() end
   return path or "node"
 end)()

@@ -9,13 +9,14 @@
 -- go to the client's report_unacked (the "unacked" event): never dropped,
 -- never sent twice behind the application's back.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local smcore = require "lxmpp.smcore"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
 local setmetatable, type, tostring, tonumber, math_type, ipairs, error =
-  setmetatable, type, tostring, tonumber, math.type, ipairs, error
+  setmetatable, type, tostring, tonumber, compat.math_type, ipairs, error
 
 local NS = smcore.NS
 local NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -122,7 +123,7 @@ end
 function SM:save()
   local fn = self.save_fn
   if not fn then return end
-  local ok, err = pcall(fn, self:state())
+  local ok, err = compat.pcall(fn, self:state())
   if not ok then self.client:log("error", "stream_management.save failed: %s", tostring(err)) end
 end
 

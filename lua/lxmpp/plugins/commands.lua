@@ -12,6 +12,7 @@
 -- node), c:execute(to, node) starts one; a result steps on with
 -- r:next(values), r:prev(), r:complete(values), r:cancel().
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
@@ -20,7 +21,7 @@ local forms = require "lxmpp.forms"
 local session = require "lxmpp.session"
 
 local type, error, ipairs, pairs, tostring, pcall, setmetatable, table_sort =
-  type, error, ipairs, pairs, tostring, pcall, setmetatable, table.sort
+  type, error, ipairs, pairs, tostring, compat.pcall, setmetatable, table.sort
 
 local NS_COMMANDS = "http://jabber.org/protocol/commands"
 

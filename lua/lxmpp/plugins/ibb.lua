@@ -15,13 +15,14 @@
 -- it, and a stream without it is accepted without the check. Nothing is
 -- received unless ibb_receive installed a policy that accepts the offer.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local session = require "lxmpp.session"
 
 local type, error, tostring, tonumber, pcall, ipairs, pairs, math_type =
-  type, error, tostring, tonumber, pcall, ipairs, pairs, math.type
+  type, error, tostring, tonumber, compat.pcall, ipairs, pairs, compat.math_type
 local format, byte, concat = string.format, string.byte, table.concat
 
 local NS = "http://jabber.org/protocol/ibb"
@@ -90,7 +91,7 @@ local function read_file_meta(open)
   local meta = { name = f:get_child_text("name") }
   local size = f:get_child_text("size")
   if size then
-    meta.size = size:match("^%d+$") and math.tointeger(tonumber(size))
+    meta.size = size:match("^%d+$") and compat.tointeger(tonumber(size))
     if not meta.size then return nil, "bad <size/> in the file description" end
   end
   for h in f:childtags("hash", NS_HASHES) do
@@ -152,7 +153,7 @@ local function on_data(self, iq, data)
   local key = from .. "\0" .. (data.attr.sid or "")
   local t = self.ibb.sessions[key]
   if not t then return st.error_reply(iq, "cancel", "item-not-found", "no such stream") end
-  local seq = data.attr.seq and data.attr.seq:match("^%d+$") and math.tointeger(tonumber(data.attr.seq))
+  local seq = data.attr.seq and data.attr.seq:match("^%d+$") and compat.tointeger(tonumber(data.attr.seq))
   if seq ~= t.seq then
     fail(self, t, ("chunk %s arrived where %d was due"):format(tostring(data.attr.seq), t.seq), "unexpected-request")
     return st.error_reply(iq, "cancel", "unexpected-request", "out of sequence")

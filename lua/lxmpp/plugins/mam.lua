@@ -8,6 +8,7 @@
 --   for _, m in ipairs(page.messages) do print(m.id, m.stamp, m.message:get_child_text("body")) end
 --   while not page.complete do page = assert(c:mam_next(page)) ... end
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local forms = require "lxmpp.forms"
@@ -15,7 +16,7 @@ local datetime = require "lxmpp.datetime"
 local delay = require "lxmpp.plugins.delay"
 local session = require "lxmpp.session"
 
-local type, error, tostring, tonumber, pairs, math_type = type, error, tostring, tonumber, pairs, math.type
+local type, error, tostring, tonumber, pairs, math_type = type, error, tostring, tonumber, pairs, compat.math_type
 
 local NS_MAM = "urn:xmpp:mam:2"
 local NS_RSM = "http://jabber.org/protocol/rsm"

@@ -29,13 +29,15 @@
 -- not resume the session (event "reconnected" with resumed false), every
 -- joined room is joined again with the same nickname and password.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local session = require "lxmpp.session"
 
-local type, error, pairs, tostring, setmetatable, math_type = type, error, pairs, tostring, setmetatable, math.type
+local type, error, pairs, tostring, setmetatable = type, error, pairs, tostring, setmetatable
+local math_type = compat.math_type
 
 local NS_MUC = "http://jabber.org/protocol/muc"
 local NS_USER = NS_MUC .. "#user"

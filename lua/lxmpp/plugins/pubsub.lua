@@ -22,13 +22,14 @@
 -- PEP services never send from a full JID), and `service` is who sent it,
 -- as the server stamped it: a handler decides whose news it wants.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local forms = require "lxmpp.forms"
 local session = require "lxmpp.session"
 
 local type, error, tostring, tonumber, pairs, ipairs, math_type =
-  type, error, tostring, tonumber, pairs, ipairs, math.type
+  type, error, tostring, tonumber, pairs, ipairs, compat.math_type
 
 local NS = "http://jabber.org/protocol/pubsub"
 local NS_OWNER = NS .. "#owner"

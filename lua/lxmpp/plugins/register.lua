@@ -14,11 +14,12 @@
 -- password travels in the clear inside it), and only when the server
 -- offers the iq-register stream feature.
 
+local compat = require "lxmpp.compat"
 local task = require "lxmpp.task"
 local st = require "lxmpp.stanza"
 local session = require "lxmpp.session"
 
-local type, error, pairs, pcall, tostring, require = type, error, pairs, pcall, tostring, require
+local type, error, pairs, pcall, tostring, require = type, error, pairs, compat.pcall, tostring, require
 
 local NS = "jabber:iq:register"
 local NS_FEATURE = "http://jabber.org/features/iq-register"

@@ -20,12 +20,13 @@
 -- "bad-request"; an incoming call gets an IQ error bad-request. Faults come
 -- back as nil, faultString, "rpc-fault", faultCode.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
 local type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, pcall, math_type =
-  type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, pcall, math.type
+  type, error, tostring, tonumber, pairs, ipairs, select, setmetatable, getmetatable, compat.pcall, compat.math_type
 local format = string.format
 
 local NS = "jabber:iq:rpc"
@@ -100,8 +101,8 @@ function encode_value(el, v, depth)
   elseif t == "boolean" then
     el:text_tag("boolean", v and "1" or "0")
   elseif math_type(v) == "integer" then
-    if v >= -2147483648 and v <= 2147483647 then el:text_tag("int", tostring(v))
-    else el:text_tag("i8", tostring(v)) end
+    if v >= -2147483648 and v <= 2147483647 then el:text_tag("int", compat.fmt_number(v))
+    else el:text_tag("i8", compat.fmt_number(v)) end  -- (LuaJIT: "%d", not 1e+15)
   elseif t == "number" then
     if v ~= v or v == math.huge or v == -math.huge then error("rpc: cannot send " .. tostring(v), 0) end
     el:text_tag("double", format("%.17g", v))
@@ -170,7 +171,7 @@ local DECODERS = {}
 function DECODERS.int(el, name)
   local s = only_text(el, name):match("^%s*(.-)%s*$")
   local digits = s:match("^[+-]?0*(%d+)$")
-  local n = digits and #digits <= 19 and math.tointeger(tonumber(s))
+  local n = digits and #digits <= 19 and compat.tointeger(tonumber(s))
   if not n then bad("<%s> is not an integer: %q", name, s:sub(1, 40)) end
   if name ~= "i8" and (n > 2147483647 or n < -2147483648) then bad("<%s> out of 32-bit range: %s", name, s) end
   return n
@@ -325,7 +326,7 @@ local function serve(self, iq)
     error(params, 0)
   end
   for i = 1, params.n do if params[i] == NULL then params[i] = nil end end
-  local results = table.pack(pcall(entry.fn, table.unpack(params, 1, params.n)))
+  local results = compat.pack(pcall(entry.fn, compat.unpack(params, 1, params.n)))
   if not results[1] then
     local e = results[2]
     if getmetatable(e) == Fault then return fault_response(iq, e.code, e.message) end

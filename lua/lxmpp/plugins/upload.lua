@@ -11,11 +11,12 @@
 -- only the headers XEP-0363 allows (Authorization, Cookie, Expires) are
 -- kept, and only without line breaks.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local http = require "lxmpp.http"
 
-local type, error, tostring, pairs, ipairs, math_type = type, error, tostring, pairs, ipairs, math.type
+local type, error, tostring, pairs, ipairs, math_type = type, error, tostring, pairs, ipairs, compat.math_type
 
 local NS = "urn:xmpp:http:upload:0"
 local NS_INFO = "http://jabber.org/protocol/disco#info"
@@ -36,7 +37,7 @@ local function offers_upload(c, entity)
     local values = {}
     for f in x:childtags("field") do values[f.attr.var or ""] = f:get_child_text("value") end
     if values.FORM_TYPE == NS and values["max-file-size"] then
-      max = math.tointeger(tonumber(values["max-file-size"]))
+      max = compat.tointeger(tonumber(values["max-file-size"]))
     end
   end
   return true, max

@@ -13,6 +13,7 @@
 -- (res:on_close). Everything runs inside HTTP events and timers, guarded:
 -- a Lua error answers 500 and never reaches the loop.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local fifo = require "lxmpp.fifo"
 local jid = require "lxmpp.jid"
@@ -22,7 +23,7 @@ local httpd = require "lxmpp.server.httpd"
 require "lxmpp.stanza"                     -- parsed elements get the stanza methods
 
 local setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall =
-  setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall
+  setmetatable, type, error, tostring, tonumber, pairs, ipairs, compat.xpcall, compat.pcall
 local concat, remove, traceback = table.concat, table.remove, debug.traceback
 
 local M = {}

@@ -17,9 +17,10 @@
 -- threads, tables with a metatable (a stanza: store its XML), keys that are
 -- not strings or integers, cycles, and nesting deeper than MAX_DEPTH.
 
+local compat = require "lxmpp.compat"
 local type, pairs, error, tostring = type, pairs, error, tostring
-local math_type = math.type
-local spack, sunpack = string.pack, string.unpack
+local math_type = compat.math_type
+local spack, sunpack = compat.string_pack, compat.string_unpack
 local concat, sort = table.concat, table.sort
 local getmetatable = getmetatable
 
@@ -161,7 +162,7 @@ end
 function codec.decode(s)
   if type(s) ~= "string" then return nil, "not a string" end
   if s:sub(1, 1) ~= VERSION then return nil, "unknown format version" end
-  local ok, value, pos = pcall(decode_item, s, 2, 1)
+  local ok, value, pos = compat.pcall(decode_item, s, 2, 1)
   if not ok then return nil, value end
   if pos ~= #s + 1 then return nil, "trailing bytes" end
   return value

@@ -15,12 +15,13 @@
 -- lookup by token: /upload/TOKEN/NAME, TOKEN 32 lowercase hex digits.
 -- Everything runs inside connection events; nothing waits.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
 local throttle = require "lxmpp.server.throttle"
 
 local setmetatable, tostring, tonumber, pairs, xpcall, debug, concat =
-  setmetatable, tostring, tonumber, pairs, xpcall, debug, table.concat
+  setmetatable, tostring, tonumber, pairs, compat.xpcall, debug, table.concat
 
 local M = {}
 
@@ -208,7 +209,7 @@ function Conn:request(head, rest)
   local cl, te = headers["content-length"], headers["transfer-encoding"]
   if te and cl then return self:answer(400, "Transfer-Encoding and Content-Length together") end
   if not cl then return self:answer(411, "a Content-Length is required (no chunked uploads)") end
-  local length = #cl <= 15 and cl:match("^%d+$") and math.tointeger(tonumber(cl))
+  local length = #cl <= 15 and cl:match("^%d+$") and compat.tointeger(tonumber(cl))
   if not length then return self:answer(400, "a malformed Content-Length") end
   if length > svc.max_size then return self:answer(413, "larger than " .. svc.max_size .. " bytes") end
   local slot = token and name and svc:usable_slot(token, name)

@@ -18,14 +18,15 @@
 -- handler takes one with res:upgrade(); from then on the connection, its
 -- events and its deadlines are the handler's.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
 local throttle = require "lxmpp.server.throttle"
 
 local setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall, require =
-  setmetatable, type, error, tostring, tonumber, pairs, ipairs, xpcall, pcall, require
+  setmetatable, type, error, tostring, tonumber, pairs, ipairs, compat.xpcall, compat.pcall, require
 local concat, remove, traceback, char, os_date, io_open, math_type =
-  table.concat, table.remove, debug.traceback, string.char, os.date, io.open, math.type
+  table.concat, table.remove, debug.traceback, string.char, os.date, io.open, compat.math_type
 
 local M = {}
 
@@ -158,7 +159,7 @@ function M.body_length(req)
     return nil, 501, "transfer coding not implemented"
   end
   if not cl then return 0 end
-  local length = #cl <= 15 and cl:match("^%d+$") and math.tointeger(tonumber(cl))
+  local length = #cl <= 15 and cl:match("^%d+$") and compat.tointeger(tonumber(cl))
   if not length then return nil, 400, "a malformed Content-Length" end
   return length
 end
@@ -776,7 +777,7 @@ function M.static(dir, opts)
       return plain(res, 403, "too large to serve")
     end
     f:seek("set", 0)
-    local data = f:read("a") or ""
+    local data = f:read("*a") or ""
     f:close()
     local ext = path:match("%.([%w]+)$")
     return res:send(200, { ["Content-Type"] = M.TYPES[ext and ext:lower() or ""] or "application/octet-stream",

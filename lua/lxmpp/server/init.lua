@@ -11,6 +11,7 @@
 -- server/component.lua; everything runs from connection events, without a
 -- task per connection.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
@@ -19,8 +20,8 @@ local throttle = require "lxmpp.server.throttle"
 local events = require "lxmpp.events"
 
 local setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math_type, string_format, io =
-  setmetatable, type, error, tostring, pairs, ipairs, select, pcall, math.type, string.format, io
-local xpcall, traceback = xpcall, debug.traceback
+  setmetatable, type, error, tostring, pairs, ipairs, select, compat.pcall, compat.math_type, string.format, io
+local xpcall, traceback = compat.xpcall, debug.traceback
 
 local M = {}
 
@@ -93,7 +94,7 @@ M.CB_TYPES = { "tls-exporter", "tls-server-end-point", "tls-unique" }
 -- nil or true: all; false: none; a list: those (each a known type, at
 -- least one). nil for anything else.
 function M.channel_binding_types(v)
-  if v == nil or v == true then return { table.unpack(M.CB_TYPES) } end
+  if v == nil or v == true then return { compat.unpack(M.CB_TYPES) } end
   if v == false then return {} end
   if type(v) ~= "table" or #v == 0 then return nil end
   local want = {}
@@ -124,7 +125,7 @@ local function parse_address(s, what)
   if not ip or not port or port > 65535 then
     error(("lxmpp.server: bad %s address %q (expected IP:PORT)"):format(what, s), 4)
   end
-  return { ip = ip, port = math.tointeger(port) }
+  return { ip = ip, port = compat.tointeger(port) }
 end
 
 M.parse_address = parse_address

@@ -17,6 +17,7 @@
 -- Only the account itself queries its archive (anyone else: forbidden).
 -- The IM core (server/im.lua) calls :outgoing, :incoming and :iq.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
@@ -92,15 +93,15 @@ end
 -- Archive ids: 24 random hex digits (unique, unguessable), from random
 -- bytes drawn 21 ids at a time: a draw per message cost more than the rest
 -- of archiving it.
-local ID_FORMAT = "<I8I4"                              -- 12 bytes, as two integers
-local ID_SIZE = string.packsize(ID_FORMAT)
-local POOL_BYTES = 256 // ID_SIZE * ID_SIZE             -- core.random gives at most 256 bytes a call
+local ID_SIZE = 12                                      -- random bytes an id
+local ID_HEX = ("%02x"):rep(ID_SIZE)
+local POOL_BYTES = compat.idiv(256, ID_SIZE) * ID_SIZE  -- core.random gives at most 256 bytes a call
 local pool, pool_pos = "", 1
 local function new_archive_id()
   if pool_pos > #pool then pool, pool_pos = core.random(POOL_BYTES), 1 end
-  local a, b, next_pos = string.unpack(ID_FORMAT, pool, pool_pos)
-  pool_pos = next_pos
-  return ("%016x%08x"):format(a, b)
+  local p = pool_pos
+  pool_pos = p + ID_SIZE
+  return ID_HEX:format(pool:byte(p, p + ID_SIZE - 1))
 end
 
 -- Keeps s in node's archive, peer being the other party; the id, or nil
@@ -244,7 +245,7 @@ function Archive:query(sess, iq, qel)
     end
   end
   if q.before then   -- back in chronological order
-    for i = 1, #out // 2 do out[i], out[#out - i + 1] = out[#out - i + 1], out[i] end
+    for i = 1, compat.idiv(#out, 2) do out[i], out[#out - i + 1] = out[#out - i + 1], out[i] end
   end
   for _, o in ipairs(out) do sess:send(o.r) end
   local fin = st.reply(iq):tag("fin", { xmlns = NS_MAM, complete = page.complete and "true" or "false" })

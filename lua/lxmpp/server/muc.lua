@@ -26,12 +26,13 @@
 --   by default)
 -- The rooms themselves are lxmpp.server.muc_room.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local muc_room = require "lxmpp.server.muc_room"
 
-local type, error, pairs, ipairs, pcall, setmetatable, tostring = type, error, pairs, ipairs, pcall, setmetatable,
-  tostring
+local type, error, pairs, ipairs, pcall, setmetatable, tostring =
+  type, error, pairs, ipairs, compat.pcall, setmetatable, tostring
 local sort, os_time = table.sort, os.time
 
 local NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -65,7 +66,7 @@ local function new(srv, domain, opts)
   local limits = {}
   for k, v in pairs(LIMITS) do
     local o = opts[k]
-    if o ~= nil and (math.type(o) ~= "integer" or o < 0) then
+    if o ~= nil and (compat.math_type(o) ~= "integer" or o < 0) then
       error("lxmpp.server.muc: " .. k .. " must be a non-negative integer", 2)
     end
     limits[k] = o or v

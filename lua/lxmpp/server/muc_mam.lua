@@ -30,11 +30,12 @@
 -- lxmpp.server.muc makes one per service (option archive = false: none);
 -- muc_room calls :groupchat, muc_admin hands over urn:xmpp:mam:2 IQs.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local mam = require "lxmpp.server.mam"
 
-local setmetatable, pcall, tostring = setmetatable, pcall, tostring
+local setmetatable, pcall, tostring = setmetatable, compat.pcall, tostring
 
 local NS_MAM, NS_SID = mam.NS, mam.NS_SID
 local NS_HINTS = "urn:xmpp:hints"

@@ -6,6 +6,7 @@
 -- probes, directed presence, and pending requests kept until the contact
 -- logs in.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local bounded = require "lxmpp.bounded"
@@ -235,7 +236,7 @@ end
 -- user's available resources when it arrives).
 local MAX_REQUEST_TEXT = 1024
 local function cut(text)
-  local e = utf8.offset(text, MAX_REQUEST_TEXT + 1)      -- whole characters only
+  local e = compat.utf8_offset(text, MAX_REQUEST_TEXT + 1)      -- whole characters only
   return e and text:sub(1, e - 1) or text
 end
 

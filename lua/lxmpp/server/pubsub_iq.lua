@@ -9,13 +9,14 @@
 -- optionally, a function run once the reply is sent: notifications
 -- follow the result they come from.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local pubsub_node = require "lxmpp.server.pubsub_node"
 
 local pairs, ipairs, pcall, error, select, tostring, tonumber =
-  pairs, ipairs, pcall, error, select, tostring, tonumber
-local math_tointeger, math_min, math_max = math.tointeger, math.min, math.max
+  pairs, ipairs, compat.pcall, error, select, tostring, tonumber
+local math_tointeger, math_min, math_max = compat.tointeger, math.min, math.max
 local sort = table.sort
 
 local NS_RSM = "http://jabber.org/protocol/rsm"

@@ -19,11 +19,12 @@
 -- keys split back unambiguously. Rows of a PEP service are owned by its
 -- account: removing the account removes them.
 
+local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
 local forms = require "lxmpp.forms"
 
 local type, pairs, ipairs, pcall, tostring, setmetatable, math_type, tonumber =
-  type, pairs, ipairs, pcall, tostring, setmetatable, math.type, tonumber
+  type, pairs, ipairs, compat.pcall, tostring, setmetatable, compat.math_type, tonumber
 local remove, sort = table.remove, table.sort
 
 local M = {}
@@ -107,7 +108,7 @@ end
 local function field_value(f, v, max_items)
   if f.key == "max_items" then
     if v == "max" then return max_items end
-    local n = type(v) == "string" and v:match("^%d+$") and math.tointeger(tonumber(v))
+    local n = type(v) == "string" and v:match("^%d+$") and compat.tointeger(tonumber(v))
     if not n or n < 1 then return nil, "pubsub#max_items must be a positive number or max" end
     if n > max_items then return nil, "pubsub#max_items is at most " .. max_items .. " here" end
     return n

@@ -25,11 +25,12 @@
 -- decoding the whole roster each time (docs/server.md, "Rosters"). So
 -- only one store at a time may write the rosters of a SQLite file.
 
+local compat = require "lxmpp.compat"
 local codec = require "lxmpp.server.codec"
 local bounded = require "lxmpp.bounded"
 
 local type, error, pairs, ipairs, setmetatable = type, error, pairs, ipairs, setmetatable
-local math_type = math.type
+local math_type = compat.math_type
 local sort = table.sort
 
 local storage = {}

@@ -17,12 +17,13 @@
 -- above = seq, below = seq }, each optional; positions (seq) grow with
 -- every entry, so they order an archive.
 
+local compat = require "lxmpp.compat"
 local jid = require "lxmpp.jid"
 local fifo = require "lxmpp.fifo"
 
 local type, error, ipairs = type, error, ipairs
-local math_type, floor, ceil = math.type, math.floor, math.ceil
-local maxinteger, mininteger = math.maxinteger, math.mininteger
+local math_type, floor, ceil = compat.math_type, math.floor, math.ceil
+local maxinteger, mininteger = compat.maxinteger, compat.mininteger
 
 local M = {}
 

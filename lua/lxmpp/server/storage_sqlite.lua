@@ -18,13 +18,14 @@
 -- The schema is versioned in the meta table; a file written by a newer
 -- lxmpp (a higher schema_version) is refused, not guessed at.
 
+local compat = require "lxmpp.compat"
 local luasql = require "luasql.sqlite3"
 
-local error, pcall, type, setmetatable, getmetatable = error, pcall, type, setmetatable, getmetatable
-local tostring, ipairs, math_type = tostring, ipairs, math.type
+local error, pcall, type, setmetatable, getmetatable = error, compat.pcall, type, setmetatable, getmetatable
+local tostring, ipairs, math_type = tostring, ipairs, compat.math_type
 local format, char = string.format, string.char
 local io_open, os_execute = io.open, os.execute
-local unpack, pack, concat = table.unpack, table.pack, table.concat
+local unpack, pack, concat = compat.unpack, compat.pack, table.concat
 
 local SCHEMA_VERSION = 1
 

@@ -7,14 +7,14 @@
 -- Everything here runs synchronously inside connection events: nothing
 -- waits, so one process holds many thousands of streams.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local fifo = require "lxmpp.fifo"
 local stream_error = require "lxmpp.stream_error"
 local transport = require "lxmpp.transport"
 
-local tostring, pairs, xpcall, debug = tostring, pairs, xpcall, debug
-local serialize = core.serialize
+local tostring, pairs, xpcall, debug = tostring, pairs, compat.xpcall, debug
 
 local M = {}
 
@@ -208,9 +208,7 @@ end
 -- BOSH) it declares the framing's stanza namespace on its top element
 -- when it has none (lxmpp.transport).
 function Stream:serialize(stanza)
-  local ns = self.framing.stanza_ns
-  if ns then return serialize(stanza, ns) end
-  return tostring(stanza)
+  return self.framing.serialize(stanza)
 end
 
 --- Sends a stanza; xml, when given, is Stream:serialize(stanza).

@@ -14,14 +14,15 @@
 -- only (never by anything a client wrote), their list in the server's
 -- storage (so with `storage` set they survive restarts).
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local http = require "lxmpp.http"
 local service = require "lxmpp.server.service"
 
-local type, error, tostring, tonumber, pairs, ipairs, setmetatable, math_type, io, os, utf8 =
-  type, error, tostring, tonumber, pairs, ipairs, setmetatable, math.type, io, os, utf8
+local type, error, tostring, tonumber, pairs, ipairs, setmetatable, math_type, io, os =
+  type, error, tostring, tonumber, pairs, ipairs, setmetatable, compat.math_type, io, os
 
 local M = {}
 local NS = "urn:xmpp:http:upload:0"
@@ -95,7 +96,7 @@ M.url_encode = url_encode
 --- A file name we hand slots for: UTF-8, 1 to 255 bytes, no path
 -- separators, no control characters, not "." or "..".
 function M.valid_filename(name)
-  return type(name) == "string" and #name >= 1 and #name <= 255 and utf8.len(name) ~= nil
+  return type(name) == "string" and #name >= 1 and #name <= 255 and compat.utf8_len(name) ~= nil
     and not name:find("[%c/\\\127]") and name ~= "." and name ~= ".."
 end
 
@@ -237,7 +238,8 @@ function Service:slot_request(iq, req)
   if not M.valid_filename(name) then
     return st.error_reply(iq, "modify", "bad-request", "the file name is empty, too long or has a path in it")
   end
-  local size = type(size_s) == "string" and #size_s <= 15 and size_s:match("^%d+$") and math.tointeger(tonumber(size_s))
+  local size = type(size_s) == "string" and #size_s <= 15 and size_s:match("^%d+$")
+    and compat.tointeger(tonumber(size_s))
   if not size then return st.error_reply(iq, "modify", "bad-request", "the size must be a number of bytes") end
   if ct ~= nil and not M.valid_content_type(ct) then
     return st.error_reply(iq, "modify", "bad-request", "the content type is not a media type")
@@ -313,7 +315,7 @@ function Service:file(token, name)
   end
   if meta.data then return meta, meta.data end
   local f = io.open(file_path(self, token), "rb")
-  local data = f and f:read("a")
+  local data = f and f:read("*a")
   if f then f:close() end
   if not data then return nil end
   return meta, data

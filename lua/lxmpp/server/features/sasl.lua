@@ -5,12 +5,13 @@
 -- (PLAIN only: it needs the password). Answers wait for the address's
 -- throttle (server/throttle.lua); too many failures end the stream.
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local jid = require "lxmpp.jid"
 local throttle = require "lxmpp.server.throttle"
 
-local tostring, ipairs, pcall, type = tostring, ipairs, pcall, type
+local tostring, ipairs, pcall, type = tostring, ipairs, compat.pcall, type
 
 local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 local NS_SASL_CB = "urn:xmpp:sasl-cb:0"   -- XEP-0440
