@@ -1,9 +1,19 @@
--- Federation with a real Prosody (Debian's package) on loopback: the
--- embedded server (other.test) sends to Prosody (example.test) over a
--- jabber:server stream, STARTTLS and SASL EXTERNAL with certificates of the
--- suite's CA (Prosody with s2s_secure_auth: nothing else would do).
--- The other direction needs Prosody to find other.test in DNS: next
--- (S2S_STATUS.md).
+-- Federation with a real Prosody 0.12 (Debian's package) on loopback, both
+-- directions: the embedded server serves other.test, Prosody example.test.
+-- We find Prosody through s2s.hosts; Prosody finds us through DNS: it runs
+-- in a private mount namespace whose resolv.conf names a loopback address
+-- where spec/support/dnsd answers _xmpp-server._tcp.other.test with our
+-- s2s port (spec/support/prosody.lua, option dns; root and unshare -m,
+-- else the spec fails). Prosody's configuration is its defaults except
+-- what the setup needs (ports, hosts, certificates, s2s_secure_auth).
+--
+-- Two setups:
+-- * certificates: both servers have certificates of the suite's CA and
+--   trust it; Prosody has s2s_secure_auth = true, so only SASL EXTERNAL
+--   (RFC 6120 §6.3.4, XEP-0178) will do, both ways.
+-- * dialback (XEP-0220): Prosody's certificate is self-signed (it does not
+--   verify for us), Prosody does not trust the suite's CA (ours does not
+--   verify for it), s2s_secure_auth = false; we enable s2s.dialback.
 local lxmpp = require "lxmpp"
 local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
@@ -12,37 +22,207 @@ local prosody = require "spec.support.prosody"
 local serve = require "spec.support.serve"
 local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
+local free_port = require "spec.support.free_port"
+
+local A, B = "other.test", "example.test"     -- ours, Prosody's
+local MUC = "conference." .. B
+local T = 10 * slow.factor
+
+local function logged(lines, pattern)
+  for _, l in ipairs(lines) do if l:find(pattern) then return l end end
+  return nil
+end
+
+-- federate(mode, fn): Prosody and the embedded server federating in mode
+-- "certs" or "dialback"; fn(ctx) with ctx.juliet (a Prosody account),
+-- ctx.romeo (ours), ctx.srv, ctx.pro, ctx.log (our server's log lines).
+-- Prosody's and our logs end the message of a failure.
+local function federate(mode, fn)
+  local p = pki.get()
+  local our_s2s = free_port()
+  local zone = {
+    ["_xmpp-server._tcp." .. A] = { SRV = { { 0, 0, our_s2s, "xmpp." .. A } } },
+    ["xmpp." .. A] = { A = { "127.0.0.1" } },
+  }
+  local wildcard = p.certs.wildcard     -- *.example.test: the MUC's own name
+  local s2s_opts = mode == "certs" and true or { secure_auth = false, suite_ca = false, cert = "selfsigned" }
+  local pro = prosody.start({ users = { juliet = "juliet-pw" }, s2s = s2s_opts, dns = zone,
+    components = { { MUC, "muc", "ssl = { certificate = " .. ("%q"):format(wildcard.cert) .. ", key = "
+      .. ("%q"):format(wildcard.key) .. " }" } } })
+  local log = {}
+  local ok, err = pcall(lxmpp.run, function()
+    local cert = p.certs.wrongname       -- names other.test
+    local srv = lxmpp.server({ domain = A, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:" .. our_s2s,
+      log_level = "info", logger = function(level, msg) log[#log + 1] = level .. " " .. msg end,
+      tls = { cert = cert.cert, key = cert.key }, users = { romeo = "romeo-pw" },
+      s2s = { cafile = p.ca, dialback = mode == "dialback", hosts = {
+        [B] = "127.0.0.1:" .. pro.s2s_port, [MUC] = "127.0.0.1:" .. pro.s2s_port } } })
+    assert(srv:start())
+    local inner_ok, inner_err = pcall(function()
+      local juliet = assert(lxmpp.connect({ jid = "juliet@" .. B .. "/r", password = "juliet-pw",
+        host = "127.0.0.1", port = pro.port, cafile = pro.ca }))
+      local romeo = assert(lxmpp.connect({ jid = "romeo@" .. A .. "/r", password = "romeo-pw",
+        host = "127.0.0.1", port = srv:addresses()[1].port, cafile = p.ca }))
+      fn({ juliet = juliet, romeo = romeo, srv = srv, pro = pro, log = log })
+    end)
+    require("spec.support.clients").kill_all()
+    net.abort_all()
+    srv:stop()
+    lxmpp.sleep(0.05)
+    if not inner_ok then error(inner_err, 0) end
+  end)
+  local plog = pro:log()
+  pro:stop()
+  if not ok then
+    error(tostring(err) .. "\nour log:\n" .. table.concat(log, "\n"):sub(-4000)
+      .. "\nprosody log:\n" .. plog:sub(-8000), 0)
+  end
+  clean()
+  return plog
+end
+
+local function chat(to, id, body)
+  return st.message({ to = to, type = "chat", id = id }):tag("body"):text(body):up()
+end
+
+-- a message each way; returns nothing, fails with what is missing
+local function messages_both_ways(ctx)
+  local to_juliet = serve.collect(ctx.juliet, "message")
+  local to_romeo = serve.collect(ctx.romeo, "message")
+  ctx.romeo:send(chat("juliet@" .. B .. "/r", "m1", "to Prosody"))
+  ctx.juliet:send(chat("romeo@" .. A .. "/r", "m2", "from Prosody"))
+  assert.is_true(serve.until_true(function() return #to_juliet > 0 and #to_romeo > 0 end, T),
+    ("juliet got %d, romeo got %d messages"):format(#to_juliet, #to_romeo))
+  assert.equal("romeo@" .. A .. "/r", to_juliet[1].attr.from)
+  assert.equal("to Prosody", to_juliet[1]:get_child_text("body"))
+  assert.equal("juliet@" .. B .. "/r", to_romeo[1].attr.from)
+  assert.equal("from Prosody", to_romeo[1]:get_child_text("body"))
+end
+
+local function roster_item(c, who)
+  local r = assert(c:request(st.iq({ type = "get" }):tag("query", { xmlns = "jabber:iq:roster" }):up(), T))
+  for _, item in ipairs(r:get_child("query", "jabber:iq:roster").tags) do
+    if item.attr.jid == who then return item end
+  end
+end
+
+local function has_presence(list, from, typ)
+  for _, p in ipairs(list) do
+    if p.attr.from == from and p.attr.type == typ then return p end
+  end
+end
 
 describe("s2s interop with Prosody", function()
-  it("delivers a message from the embedded server to a Prosody account, authenticated by certificate", function()
-    local pro = prosody.start({ users = { juliet = "juliet-pw" }, s2s = true })
-    local ok, err = pcall(lxmpp.run, function()
-      local p = pki.get()
-      local cert = p.certs.wrongname       -- names other.test
-      local srv = lxmpp.server({ domain = "other.test", listen = "127.0.0.1:0", log_level = "error",
-        tls = { cert = cert.cert, key = cert.key }, users = { romeo = "romeo-pw" },
-        s2s = { cafile = p.ca, hosts = { ["example.test"] = "127.0.0.1:" .. pro.s2s_port } } })
-      assert(srv:start())
-      local inner_ok, inner_err = pcall(function()
-        local juliet = assert(lxmpp.connect({ jid = "juliet@example.test/r", password = "juliet-pw",
-          host = "127.0.0.1", port = pro.port, cafile = p.ca }))
-        local romeo = assert(lxmpp.connect({ jid = "romeo@other.test/r", password = "romeo-pw",
-          host = "127.0.0.1", port = srv:addresses()[1].port, cafile = p.ca }))
-        romeo:send(st.message({ to = "juliet@example.test/r", type = "chat", id = "p1" }):tag("body"):text("hi"):up())
-        local got = serve.expect(juliet, "message", function(m) return m.attr.id == "p1" end, 10 * slow.factor)
-        assert(got, "juliet did not get romeo's message")
-        assert.equal("romeo@other.test/r", got.attr.from)
-        assert.equal("hi", got:get_child_text("body"))
+  describe("with certificates of the suite's CA (Prosody: s2s_secure_auth)", function()
+    it("carries messages both ways, authenticated with SASL EXTERNAL both ways", function()
+      local plog = federate("certs", function(ctx)
+        messages_both_ways(ctx)
+        assert.truthy(logged(ctx.log, "s2sin .* " .. B .. ": authenticated by certificate"),
+          "Prosody did not authenticate to us with EXTERNAL")
+        assert.is_nil(logged(ctx.log, "dialback"))
       end)
-      require("spec.support.clients").kill_all()
-      net.abort_all()
-      srv:stop()
-      lxmpp.sleep(0.05)
-      if not inner_ok then error(inner_err, 0) end
+      -- our certificate was checked and EXTERNAL used to authenticate us
+      assert.truthy(plog:find("Offering SASL EXTERNAL", 1, true), "Prosody offered no EXTERNAL")
+      assert.truthy(plog:find("Initiating SASL EXTERNAL", 1, true) or plog:find("SASL EXTERNAL with", 1, true),
+        "Prosody did not use EXTERNAL toward us")
     end)
-    local log = pro:log()
-    pro:stop()
-    if not ok then error(tostring(err) .. "\nprosody log:\n" .. log:sub(-6000), 0) end
-    clean()
+
+    it("carries presence subscriptions both ways: rosters on both sides, then presence", function()
+      federate("certs", function(ctx)
+        local juliet, romeo = ctx.juliet, ctx.romeo
+        local JULIET, ROMEO = "juliet@" .. B, "romeo@" .. A
+        local to_juliet = serve.collect(juliet, "presence")
+        local to_romeo = serve.collect(romeo, "presence")
+        juliet:send(st.presence())
+        romeo:send(st.presence())
+        -- romeo subscribes to juliet (RFC 6121 §3.1), she approves
+        romeo:send(st.presence({ to = JULIET, type = "subscribe" }))
+        assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO, "subscribe") end, T),
+          "juliet got no subscription request")
+        juliet:send(st.presence({ to = ROMEO, type = "subscribed" }))
+        -- her presence follows the approval (RFC 6121 §3.1.5)
+        assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET .. "/r", nil) end, T),
+          "romeo did not get juliet's presence after her approval")
+        -- and the other way: juliet subscribes to romeo
+        juliet:send(st.presence({ to = ROMEO, type = "subscribe" }))
+        assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET, "subscribe") end, T),
+          "romeo got no subscription request")
+        romeo:send(st.presence({ to = JULIET, type = "subscribed" }))
+        assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO .. "/r", nil) end, T),
+          "juliet did not get romeo's presence after his approval")
+        -- both rosters: both (RFC 6121 §3.4)
+        assert.is_true(serve.until_true(function()
+          local it = ctx.srv.store:get_roster_item("romeo", JULIET)
+          return it and it.subscription == "both"
+        end, T), "our roster for romeo: " .. tostring((ctx.srv.store:get_roster_item("romeo", JULIET) or {}).subscription))
+        local item
+        assert.is_true(serve.until_true(function()
+          item = roster_item(juliet, ROMEO)
+          return item and item.attr.subscription == "both"
+        end, T), "Prosody's roster for juliet: " .. tostring(item and item.attr.subscription))
+        -- then a new broadcast reaches the contact (RFC 6121 §4.2.2)
+        romeo:send(st.presence():tag("status"):text("away from Verona"):up())
+        juliet:send(st.presence():tag("status"):text("on the balcony"):up())
+        assert.is_true(serve.until_true(function()
+          local a, b = has_presence(to_juliet, ROMEO .. "/r", nil), has_presence(to_romeo, JULIET .. "/r", nil)
+          for _, p in ipairs(to_juliet) do if p:get_child_text("status") == "away from Verona" then a = true end end
+          for _, p in ipairs(to_romeo) do if p:get_child_text("status") == "on the balcony" then b = true end end
+          return a == true and b == true
+        end, T), "a presence broadcast did not cross")
+      end)
+    end)
+
+    it("lets our user join a room on Prosody's MUC and get its presence and groupchat", function()
+      federate("certs", function(ctx)
+        local juliet, romeo = ctx.juliet, ctx.romeo
+        local ROOM = "verona@" .. MUC
+        local NS_MUC = "http://jabber.org/protocol/muc"
+        -- juliet makes the room (an instant room, XEP-0045 §10.1.2)
+        local to_juliet = serve.collect(juliet, "presence")
+        juliet:send(st.presence({ to = ROOM .. "/juliet" }):tag("x", { xmlns = NS_MUC }):up())
+        assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROOM .. "/juliet", nil) end, T))
+        assert(juliet:request(st.iq({ type = "set", to = ROOM }):tag("query", { xmlns = NS_MUC .. "#owner" })
+          :tag("x", { xmlns = "jabber:x:data", type = "submit" }):up():up(), T))
+        -- romeo, on our server, joins over federation
+        local to_romeo = serve.collect(romeo, "presence")
+        local msgs = serve.collect(romeo, "message")
+        romeo:send(st.presence({ to = ROOM .. "/romeo" }):tag("x", { xmlns = NS_MUC }):up())
+        assert.is_true(serve.until_true(function() return has_presence(to_romeo, ROOM .. "/romeo", nil) end, T),
+          "romeo got no self-presence from the room")
+        assert.truthy(has_presence(to_romeo, ROOM .. "/juliet", nil), "romeo did not get juliet's occupant presence")
+        local self_p = has_presence(to_romeo, ROOM .. "/romeo", nil)
+        local codes = {}
+        for s in self_p:get_child("x", NS_MUC .. "#user"):childtags("status") do
+          codes[s.attr.code] = true
+        end
+        assert.is_true(codes["110"], "the self-presence carries status 110 (XEP-0045 §7.2.2)")
+        juliet:send(st.message({ to = ROOM, type = "groupchat", id = "g1" }):tag("body"):text("wherefore"):up())
+        assert.is_true(serve.until_true(function()
+          for _, m in ipairs(msgs) do
+            if m.attr.type == "groupchat" and m:get_child_text("body") == "wherefore" then
+              return m.attr.from == ROOM .. "/juliet"
+            end
+          end
+        end, T), "romeo did not get the groupchat message")
+      end)
+    end)
+  end)
+
+  describe("with dialback (certificates that do not verify; Prosody: s2s_secure_auth = false)", function()
+    it("carries messages both ways, authenticated by dialback both ways", function()
+      local plog = federate("dialback", function(ctx)
+        messages_both_ways(ctx)
+        assert.truthy(logged(ctx.log, "s2sin .* " .. B .. ": authenticated by dialback"),
+          "Prosody did not authenticate to us by dialback")
+        assert.truthy(logged(ctx.log, "s2sout " .. B .. ": authenticated by dialback"),
+          "we did not authenticate to Prosody by dialback")
+        assert.is_nil(logged(ctx.log, "authenticated by certificate"))
+      end)
+      -- Prosody's side of it: it sent a key, and answered our question about it
+      assert.is_nil(plog:find("SASL EXTERNAL", 1, true), "EXTERNAL was offered or used")
+      assert.truthy(plog:find("Initiating dialback", 1, true), "Prosody did not use dialback toward us")
+      assert.truthy(plog:find("verified dialback key... it is valid", 1, true),
+        "Prosody did not check our db:verify question")
+    end)
   end)
 end)

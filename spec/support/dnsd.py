@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """dnsd.py - a tiny authoritative DNS responder for the specs (standard library only).
 
-    dnsd.py PORT ZONE.json [--log FILE] [--silent]
+    dnsd.py PORT ZONE.json [--log FILE] [--silent] [--bind ADDR]
 
-Listens on 127.0.0.1:PORT over UDP and TCP (PORT 0: picks one) and prints the
+Listens on 127.0.0.1:PORT (--bind: another loopback address, e.g. 127.0.3.9
+port 53 for a resolver that only knows port 53) over UDP and TCP (PORT 0:
+picks one) and prints the
 port on the first stdout line, then "pid N" on the second. ZONE.json maps
 names to what they hold:
 
@@ -123,7 +125,7 @@ class Server:
 
 def main():
     args = sys.argv[1:]
-    log, silent = None, False
+    log, silent, bind = None, False, "127.0.0.1"
     if "--silent" in args:
         args.remove("--silent")
         silent = True
@@ -131,6 +133,12 @@ def main():
         i = args.index("--log")
         log = args[i + 1]
         del args[i:i + 2]
+    if "--bind" in args:
+        i = args.index("--bind")
+        bind = args[i + 1]
+        del args[i:i + 2]
+        if not ipaddress.IPv4Address(bind).is_loopback:
+            sys.exit("--bind: loopback addresses only")
     if len(args) != 2:
         sys.exit(__doc__)
     port, zone_path = int(args[0]), args[1]
@@ -140,11 +148,11 @@ def main():
     # the same port number for UDP and TCP; when picking, retry if TCP's is taken
     for _ in range(50):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", port))
+        udp.bind((bind, port))
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            tcp.bind((bind, udp.getsockname()[1]))
             break
         except OSError:
             udp.close()

@@ -7,7 +7,18 @@
 --   local srv = prosody.start{ users = { alice = "secret" }, require_encryption = true }
 --   srv.port, srv.direct_tls_port, srv.component_port, srv.domain, srv.ca
 --   (s2s = true: federation on srv.s2s_port, certificates of the suite's CA
---   required of peers: s2s_secure_auth)
+--   required of peers: s2s_secure_auth; mod_dialback loaded as in Debian's
+--   default configuration.
+--   s2s = { secure_auth = false, suite_ca = false, cert = "selfsigned" }:
+--   dialback accepted, peers' certificates checked against the system's CAs
+--   only, Prosody's own certificate one of spec/support/pki's (srv.ca is
+--   then what verifies it))
+--   dns = { zone as spec/support/dnsd.lua takes }: Prosody resolves with
+--   that zone only. Prosody 0.12 without lua-unbound reads the nameserver
+--   lines of /etc/resolv.conf and asks port 53, so it runs in a private
+--   mount namespace (unshare -m, needs root) where a resolv.conf of its
+--   own names a random 127.x.y.z, on whose port 53 dnsd answers. The
+--   machine's files are not changed. No root or no unshare: an error.
 --   srv:stop()
 
 local pki = require "spec.support.pki"
@@ -32,6 +43,10 @@ local Server = {}
 Server.__index = Server
 
 function Server:stop()
+  if self.dnsd then
+    require("spec.support.dnsd").stop(self.dnsd)
+    self.dnsd = nil
+  end
   if self.pid then
     os.execute("kill " .. self.pid .. " 2>/dev/null")
     for _ = 1, 50 do
@@ -55,11 +70,35 @@ function Server:log()
   return s
 end
 
+-- A DNS server for Prosody alone (opts.dns, above): dnsd on port 53 of a
+-- random loopback address, and the resolv.conf naming it.
+local function private_dns(self, zone)
+  if not os.execute(pki.NO_PRELOAD .. "unshare -m true 2>/dev/null") then
+    error("prosody.start{ dns = ... }: `unshare -m` failed: the private resolv.conf for Prosody needs root "
+      .. "and util-linux unshare (the s2s interop specs cannot run without them)")
+  end
+  local dnsd = require "spec.support.dnsd"
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+  local last
+  for _ = 1, 10 do
+    local ip = ("127.%d.%d.%d"):format(math.random(1, 254), math.random(0, 255), math.random(1, 254))
+    local ok, d = pcall(dnsd.start, zone, nil, { bind = ip, port = 53 })
+    if ok then
+      self.dnsd = d
+      local f = assert(io.open(self.dir .. "/resolv.conf", "w"))
+      f:write("nameserver ", ip, "\n")
+      f:close()
+      return
+    end
+    last = d
+  end
+  error("prosody.start{ dns = ... }: no DNS server for Prosody: " .. tostring(last))
+end
+
 --- start{ users = {name = password}, require_encryption = true, modules = {...}, https = true,
 --          components = { { "conference.example.test", "muc", "extra = 'config line'" }, ... },
 --          config = { "smacks_hibernation_time = 3", ... } (extra global lines) }
-function M.start(opts)
-  opts = opts or {}
+local function start(opts, made)
   if not os.execute("command -v prosody >/dev/null 2>&1") then
     error("prosody is not installed: run `make deps` (Debian package prosody)")
   end
@@ -67,16 +106,21 @@ function M.start(opts)
   local dir = sh("mktemp -d /tmp/lxmpp-prosody.XXXXXX"):gsub("%s+$", "")
   local self = setmetatable({ dir = dir, domain = M.DOMAIN, ca = p.ca,
     component = M.COMPONENT, component_secret = M.COMPONENT_SECRET }, Server)
+  made(self)
+  local s2s = opts.s2s == true and {} or opts.s2s
+  local good = p.certs[s2s and s2s.cert or "good"]
+  if s2s and s2s.cert == "selfsigned" then self.ca = good.cert end
   self.port, self.direct_tls_port, self.component_port = free_port(), free_port(), free_port()
   if opts.https then self.https_port = free_port() end     -- mod_http over TLS (srv.https_port)
   if opts.s2s then self.s2s_port = free_port() end
   os.execute("mkdir -p " .. q(dir .. "/data") .. " " .. q(dir .. "/certs"))
-  local good = p.certs.good
+  if opts.dns then private_dns(self, opts.dns) end
   -- also where Prosody looks by name (the direct TLS port uses these)
   sh("cp " .. q(good.cert) .. " " .. q(dir .. "/certs/" .. M.DOMAIN .. ".crt") .. " && cp " .. q(good.key)
     .. " " .. q(dir .. "/certs/" .. M.DOMAIN .. ".key"))
   local modules = { "roster", "saslauth", "tls", "disco", "ping", "version", "time", "uptime",
     "register", "private", "carbons", "smacks", "vcard_legacy", "blocklist", "lastactivity" }
+  if s2s then modules[#modules + 1] = "dialback" end
   for _, m in pairs(opts.modules or {}) do modules[#modules + 1] = m end
   local mods = {}
   for _, m in pairs(modules) do mods[#mods + 1] = lua_string(m) end
@@ -95,9 +139,9 @@ function M.start(opts)
     "component_ports = { " .. self.component_port .. " }",
     "component_interface = '127.0.0.1'",
     "modules_enabled = { " .. table.concat(mods, ", ") .. " }",
-    opts.s2s and "modules_disabled = { 'admin_shell', 'posix' }" or "modules_disabled = { 's2s', 'admin_shell', 'posix' }",
-    opts.s2s and ("s2s_require_encryption = true; s2s_secure_auth = true; ssl = { cafile = " .. lua_string(p.ca) .. " }")
-      or "",
+    s2s and "modules_disabled = { 'admin_shell', 'posix' }" or "modules_disabled = { 's2s', 'admin_shell', 'posix' }",
+    s2s and ("s2s_require_encryption = true; s2s_secure_auth = " .. tostring(s2s.secure_auth ~= false)) or "",
+    s2s and s2s.suite_ca ~= false and ("ssl = { cafile = " .. lua_string(p.ca) .. " }") or "",
     "authentication = 'internal_hashed'",
     "c2s_require_encryption = " .. tostring(opts.require_encryption ~= false),
     "allow_registration = " .. tostring(opts.registration == true),
@@ -127,7 +171,12 @@ function M.start(opts)
   for name, password in pairs(opts.users or {}) do
     sh("prosodyctl --config " .. q(cfgpath) .. " register " .. q(name) .. " " .. q(M.DOMAIN) .. " " .. q(password))
   end
-  local pidf = assert(io.popen(pki.NO_PRELOAD .. "prosody --config " .. q(cfgpath) .. " -F >"
+  local cmd = "prosody --config " .. q(cfgpath) .. " -F"
+  if opts.dns then
+    -- unshare execs sh, which execs prosody: the same pid throughout
+    cmd = "unshare -m sh -c " .. q("mount --bind " .. q(dir .. "/resolv.conf") .. " /etc/resolv.conf && exec " .. cmd)
+  end
+  local pidf = assert(io.popen(pki.NO_PRELOAD .. cmd .. " >"
     .. q(dir .. "/stdout.log") .. " 2>&1 & echo $!", "r"))
   self.pid = pidf:read("*l")
   pidf:close()
@@ -141,8 +190,23 @@ function M.start(opts)
     socket.sleep(0.1)
   end
   local log = self:log()
-  self:stop()
-  error("prosody did not start:\n" .. log)
+  local so = io.open(dir .. "/stdout.log")
+  local out = so and so:read("*a") or ""
+  if so then so:close() end
+  error("prosody did not start:\n" .. out .. log, 0)
+end
+
+function M.start(opts)
+  opts = opts or {}
+  local self
+  local ok, res = pcall(function()
+    return start(opts, function(s) self = s end)
+  end)
+  if not ok then
+    if self then self:stop() end
+    error(res, 0)
+  end
+  return res
 end
 
 return M
