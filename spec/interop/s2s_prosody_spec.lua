@@ -25,7 +25,8 @@ local slow = require "spec.support.slow"
 local free_port = require "spec.support.free_port"
 
 local A, B = "other.test", "example.test"     -- ours, Prosody's
-local MUC = "conference." .. B
+local MUC = "conference." .. B     -- Prosody's MUC component
+local OUR_MUC = "rooms." .. A        -- ours
 local T = 10 * slow.factor
 
 local function logged(lines, pattern)
@@ -42,6 +43,7 @@ local function federate(mode, fn)
   local our_s2s = free_port()
   local zone = {
     ["_xmpp-server._tcp." .. A] = { SRV = { { 0, 0, our_s2s, "xmpp." .. A } } },
+    ["_xmpp-server._tcp." .. OUR_MUC] = { SRV = { { 0, 0, our_s2s, "xmpp." .. A } } },
     ["xmpp." .. A] = { A = { "127.0.0.1" } },
   }
   local wildcard = p.certs.wildcard     -- *.example.test: the MUC's own name
@@ -51,8 +53,9 @@ local function federate(mode, fn)
       .. ("%q"):format(wildcard.key) .. " }" } } })
   local log = {}
   local ok, err = pcall(lxmpp.run, function()
-    local cert = p.certs.wrongname       -- names other.test
-    local srv = lxmpp.server({ domain = A, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:" .. our_s2s,
+    -- other.test and *.other.test (our MUC); for dialback, Prosody does not trust the CA
+    local cert = p.certs.othermulti
+    local srv = lxmpp.server({ domain = A, muc = OUR_MUC, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:" .. our_s2s,
       log_level = "info", logger = function(level, msg) log[#log + 1] = level .. " " .. msg end,
       tls = { cert = cert.cert, key = cert.key }, users = { romeo = "romeo-pw" },
       s2s = { cafile = p.ca, dialback = mode == "dialback", hosts = {
@@ -110,6 +113,44 @@ local function has_presence(list, from, typ)
   for _, p in ipairs(list) do
     if p.attr.from == from and p.attr.type == typ then return p end
   end
+end
+
+-- A Prosody user joins a room on our MUC service (rooms.other.test): the
+-- room's stanzas go to Prosody over a route of the MUC's own (its own
+-- stream, authenticated for rooms.other.test), Prosody's over a stream it
+-- opens to rooms.other.test (found through DNS). Groupchat both ways.
+local function prosody_user_in_our_room(ctx)
+  local ROOM = "capulet@" .. OUR_MUC
+  assert(ctx.romeo:send_presence())
+  assert(ctx.juliet:send_presence())
+  local room = assert(ctx.romeo:muc_join(ROOM, "Romeo", { timeout = T }))
+  local jroom = assert(ctx.juliet:muc_join(ROOM, "Juliet", { timeout = T }))
+  assert.equal("owner", jroom.occupants.Romeo.affiliation)       -- the room's presence reached Prosody
+  assert.is_true(serve.until_true(function() return room.occupants.Juliet ~= nil end, T))
+  assert.equal("juliet@" .. B .. "/r", room.occupants.Juliet.jid)
+  local heard = { romeo = {}, juliet = {} }
+  ctx.romeo:on("muc-message", function(_, m) heard.romeo[#heard.romeo + 1] = m.body end)
+  ctx.juliet:on("muc-message", function(_, m) heard.juliet[#heard.juliet + 1] = m.body end)
+  room:say("by any other name")
+  jroom:say("wherefore art thou")
+  local function has(list, body)
+    for _, b in ipairs(list) do if b == body then return true end end
+    return false
+  end
+  assert.is_true(serve.until_true(function()
+    return has(heard.juliet, "by any other name") and has(heard.romeo, "wherefore art thou")
+  end, T), "groupchat did not cross: romeo heard " .. table.concat(heard.romeo, "|") .. "; juliet heard "
+    .. table.concat(heard.juliet, "|"))
+  -- the MUC's own route, and Prosody's stream to the MUC domain
+  local r = assert(ctx.srv.s2s:route_to(B, OUR_MUC))
+  assert.is_true(r.ready and r.out.authenticated)
+  assert.equal(OUR_MUC, r.out.local_domain)
+  assert.truthy(logged(ctx.log, "route from rooms%.other%.test to example%.test is up"))
+  local to_muc
+  for s, d in pairs(ctx.srv.s2s.incoming) do
+    if d == B and s.local_domain == OUR_MUC then to_muc = true end
+  end
+  assert.is_true(to_muc, "no incoming stream from " .. B .. " to " .. OUR_MUC)
 end
 
 describe("s2s interop with Prosody", function()
@@ -206,6 +247,15 @@ describe("s2s interop with Prosody", function()
         end, T), "romeo did not get the groupchat message")
       end)
     end)
+
+    it("lets a Prosody user join a room on our MUC service (its own route, EXTERNAL for the MUC domain)", function()
+      local plog = federate("certs", function(ctx)
+        prosody_user_in_our_room(ctx)
+        assert.is_nil(logged(ctx.log, "dialback"))
+      end)
+      assert.truthy(plog:find("Initiating SASL EXTERNAL with " .. OUR_MUC, 1, true)
+        or plog:find("example.test->" .. OUR_MUC .. " complete", 1, true), "Prosody did not reach our MUC domain")
+    end)
   end)
 
   describe("with dialback (certificates that do not verify; Prosody: s2s_secure_auth = false)", function()
@@ -223,6 +273,14 @@ describe("s2s interop with Prosody", function()
       assert.truthy(plog:find("Initiating dialback", 1, true), "Prosody did not use dialback toward us")
       assert.truthy(plog:find("verified dialback key... it is valid", 1, true),
         "Prosody did not check our db:verify question")
+    end)
+
+    it("lets a Prosody user join a room on our MUC service, the MUC domain authenticated by dialback", function()
+      federate("dialback", function(ctx)
+        prosody_user_in_our_room(ctx)
+        assert.truthy(logged(ctx.log, "s2sout " .. B .. ": authenticated by dialback"))
+        assert.is_nil(logged(ctx.log, "authenticated by certificate"))
+      end)
     end)
   end)
 end)

@@ -19,6 +19,7 @@
 --   wildcard       *.example.test
 --   multidomain    example.test and *.example.test (a server with MUC,
 --                  pubsub or components on subdomains)
+--   othermulti     other.test and *.other.test (the same for other.test)
 --   partial        c*.example.test (a partial wildcard)
 --   xmppaddr       only an id-on-xmppAddr SAN "example.test", CN "XMPP service"
 --   cn_other_san   CN example.test but only an xmppAddr SAN "other.test"
@@ -165,6 +166,7 @@ local function build()
   leaf("wrongname", "other.test", "DNS:other.test")
   leaf("wildcard", "*.example.test", "DNS:*.example.test")
   leaf("multidomain", "example.test", "DNS:example.test,DNS:*.example.test")
+  leaf("othermulti", "other.test", "DNS:other.test,DNS:*.other.test")
   leaf("partial", "c*.example.test", "DNS:c*.example.test")
   leaf("xmppaddr", "XMPP service", XMPP_ADDR .. "example.test")
   leaf("cn_other_san", "example.test", XMPP_ADDR .. "other.test")
