@@ -23,6 +23,7 @@ local serve = require "spec.support.serve"
 local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
 local free_port = require "spec.support.free_port"
+local proc = require "spec.support.proc"
 
 local A, B = "other.test", "example.test"     -- ours, Prosody's
 local MUC = "conference." .. B     -- Prosody's MUC component
@@ -34,11 +35,38 @@ local function logged(lines, pattern)
   return nil
 end
 
--- federate(mode, fn): Prosody and the embedded server federating in mode
+-- Our server as `lxmpp serve --config FILE` (bin/lxmpp) started with opts:
+-- returns the process and its c2s port.
+local function start_cli(opts)
+  local path = os.tmpname()
+  local function lua(v)
+    if type(v) == "string" then return ("%q"):format(v) end
+    if type(v) ~= "table" then return tostring(v) end
+    local parts = {}
+    for k, x in pairs(v) do parts[#parts + 1] = "[" .. lua(k) .. "] = " .. lua(x) end
+    return "{ " .. table.concat(parts, ", ") .. " }"
+  end
+  local f = assert(io.open(path, "w"))
+  f:write("return ", lua(opts), "\n")
+  f:close()
+  local cli = proc.lua({ proc.ROOT .. "/bin/lxmpp", "serve", "--config", path })
+  local port, out = cli:wait_output("listening: c2s 127%.0%.0%.1:(%d+)")
+  local ready = port and cli:wait_output("ready")
+  os.remove(path)
+  if not ready then
+    local r = cli:wait(1)
+    error("lxmpp serve did not start:\n" .. tostring(out) .. r.out .. r.err, 0)
+  end
+  return cli, tonumber(port)
+end
+
+-- federate(mode, fn[, cli]): Prosody and the embedded server federating in mode
 -- "certs" or "dialback"; fn(ctx) with ctx.juliet (a Prosody account),
 -- ctx.romeo (ours), ctx.srv, ctx.pro, ctx.log (our server's log lines).
--- Prosody's and our logs end the message of a failure.
-local function federate(mode, fn)
+-- With cli, our server is `lxmpp serve` in a process of its own (ctx.srv
+-- is nil; its log is returned once it stopped). Returns Prosody's log and
+-- ours (a string). Prosody's and our logs end the message of a failure.
+local function federate(mode, fn, cli)
   local p = pki.get()
   local our_s2s = free_port()
   local zone = {
@@ -55,25 +83,42 @@ local function federate(mode, fn)
   local ok, err = pcall(lxmpp.run, function()
     -- other.test and *.other.test (our MUC); for dialback, Prosody does not trust the CA
     local cert = p.certs.othermulti
-    local srv = lxmpp.server({ domain = A, muc = OUR_MUC, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:" .. our_s2s,
-      log_level = "info", logger = function(level, msg) log[#log + 1] = level .. " " .. msg end,
-      tls = { cert = cert.cert, key = cert.key }, users = { romeo = "romeo-pw" },
+    local opts = { domain = A, muc = OUR_MUC, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:" .. our_s2s,
+      log_level = "info", tls = { cert = cert.cert, key = cert.key }, users = { romeo = "romeo-pw" },
       s2s = { cafile = p.ca, dialback = mode == "dialback", hosts = {
-        [B] = "127.0.0.1:" .. pro.s2s_port, [MUC] = "127.0.0.1:" .. pro.s2s_port } } })
-    assert(srv:start())
+        [B] = "127.0.0.1:" .. pro.s2s_port, [MUC] = "127.0.0.1:" .. pro.s2s_port } } }
+    local srv, port
+    if cli then
+      cli, port = start_cli(opts)
+    else
+      opts.logger = function(level, msg) log[#log + 1] = level .. " " .. msg end
+      srv = lxmpp.server(opts)
+      assert(srv:start())
+      port = srv:addresses()[1].port
+    end
     local inner_ok, inner_err = pcall(function()
       local juliet = assert(lxmpp.connect({ jid = "juliet@" .. B .. "/r", password = "juliet-pw",
         host = "127.0.0.1", port = pro.port, cafile = pro.ca }))
       local romeo = assert(lxmpp.connect({ jid = "romeo@" .. A .. "/r", password = "romeo-pw",
-        host = "127.0.0.1", port = srv:addresses()[1].port, cafile = p.ca }))
+        host = "127.0.0.1", port = port, cafile = p.ca }))
       fn({ juliet = juliet, romeo = romeo, srv = srv, pro = pro, log = log })
     end)
     require("spec.support.clients").kill_all()
     net.abort_all()
-    srv:stop()
+    if srv then srv:stop() end
+    if cli then
+      cli:signal("INT")
+      local r = cli:wait(10 * slow.factor)
+      for line in (r.out .. r.err):gmatch("[^\n]+") do log[#log + 1] = line end
+      if inner_ok then
+        inner_ok = r.code == 0
+        inner_err = "lxmpp serve did not stop cleanly (exit " .. tostring(r.code) .. ")"
+      end
+    end
     lxmpp.sleep(0.05)
     if not inner_ok then error(inner_err, 0) end
   end)
+  if cli and type(cli) == "table" then cli:kill(); cli:cleanup() end
   local plog = pro:log()
   pro:stop()
   if not ok then
@@ -81,7 +126,7 @@ local function federate(mode, fn)
       .. "\nprosody log:\n" .. plog:sub(-8000), 0)
   end
   clean()
-  return plog
+  return plog, table.concat(log, "\n")
 end
 
 local function chat(to, id, body)
@@ -166,6 +211,12 @@ describe("s2s interop with Prosody", function()
       assert.truthy(plog:find("Offering SASL EXTERNAL", 1, true), "Prosody offered no EXTERNAL")
       assert.truthy(plog:find("Initiating SASL EXTERNAL", 1, true) or plog:find("SASL EXTERNAL with", 1, true),
         "Prosody did not use EXTERNAL toward us")
+    end)
+
+    it("federates `lxmpp serve --config` (s2s options in the file) with Prosody: messages both ways", function()
+      local plog, ours = federate("certs", messages_both_ways, true)
+      assert.truthy(ours:find("s2sin [^\n]* " .. B .. ": authenticated by certificate"), ours)
+      assert.truthy(plog:find("Initiating SASL EXTERNAL with " .. A, 1, true))
     end)
 
     it("carries presence subscriptions both ways: rosters on both sides, then presence", function()
