@@ -14,6 +14,9 @@
 -- * dialback (XEP-0220): Prosody's certificate is self-signed (it does not
 --   verify for us), Prosody does not trust the suite's CA (ours does not
 --   verify for it), s2s_secure_auth = false; we enable s2s.dialback.
+-- Covered: messages both ways (also with `lxmpp serve --config`), presence
+-- subscriptions both ways, our user in Prosody's MUC, a Prosody user in
+-- our MUC (a route of the MUC domain's own: MULTIDOMAIN).
 local lxmpp = require "lxmpp"
 local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
