@@ -648,6 +648,12 @@ function lxmpp_Server:remove_user(name) end
 ---@return any ...
 function lxmpp_Server:reply(event, stanza) end
 
+--- Federation (server-to-server streams, RFC 6120) is on when the server has an `s2s` or `s2s_listen` option; server.md has the options, limits and security rules.
+---@param domain any
+---@param address any
+---@return any ...
+function lxmpp_Server:s2s_host(domain, address) end
+
 --- The bound client sessions, read-only (only binding, unbinding and XEP-0198 resumption change them).
 ---@param full_or_bare any
 ---@param resource? any
