@@ -648,7 +648,7 @@ function lxmpp_Server:remove_user(name) end
 ---@return any ...
 function lxmpp_Server:reply(event, stanza) end
 
---- Federation (server-to-server streams, RFC 6120) is on when the server has an `s2s` or `s2s_listen` option; server.md has the options, limits and security rules.
+--- Makes the routes to a remote domain connect to `address` (`"IP:PORT"`, or `"tls:IP:PORT"`: TLS from the first byte, XEP-0368) instead of looking the domain up, as an entry of the `s2s.hosts = { [domain] = address }` option does: for tests and private networks whose addresses are known only once a peer listens (port 0).
 ---@param domain any
 ---@param address any
 ---@return any ...
