@@ -59,7 +59,7 @@ else
 RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
-.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web lint clean docs \
+.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web demo-federation lint clean docs \
         format-check test-fast test-unit test-luas test-interop
 
 all: build
@@ -240,6 +240,13 @@ demo: deps build
 # in your roster; prints the address to open.
 demo-web: deps build
 	$(LUA) examples/demo_web.lua
+
+# Federation: two embedded servers (discovery.nasa.guv, europa.nasa.guv) with
+# certificates of a CA made on the fly, routing to each other over s2s, an
+# SMS gateway component on one of them, and a scripted conversation across
+# them printing which server routes what where; exits 0 when all arrived.
+demo-federation: deps build
+	$(LUA) examples/demo_federation.lua
 
 clean:
 	rm -rf build build-asan build-fuzz build-bench build-compat build-rock build-lua5.1 build-luajit build-lua5.3
