@@ -17,6 +17,8 @@
 --   selfsigned     example.test, self-signed (no chain)
 --   wrongname      other.test
 --   wildcard       *.example.test
+--   multidomain    example.test and *.example.test (a server with MUC,
+--                  pubsub or components on subdomains)
 --   partial        c*.example.test (a partial wildcard)
 --   xmppaddr       only an id-on-xmppAddr SAN "example.test", CN "XMPP service"
 --   cn_other_san   CN example.test but only an xmppAddr SAN "other.test"
@@ -162,6 +164,7 @@ local function build()
     { start = "20900101000000Z", stop = "20910101000000Z" })
   leaf("wrongname", "other.test", "DNS:other.test")
   leaf("wildcard", "*.example.test", "DNS:*.example.test")
+  leaf("multidomain", "example.test", "DNS:example.test,DNS:*.example.test")
   leaf("partial", "c*.example.test", "DNS:c*.example.test")
   leaf("xmppaddr", "XMPP service", XMPP_ADDR .. "example.test")
   leaf("cn_other_san", "example.test", XMPP_ADDR .. "other.test")

@@ -1,9 +1,12 @@
 -- lxmpp.server.s2s: federation (RFC 6120 server-to-server) for the embedded
--- server: one route per remote domain. A route is the outgoing stream that
--- carries our stanzas to that domain (server/s2s_out.lua), the bounded queue
--- of stanzas that wait while it comes up, and its idle timer; stanzas from
--- the remote domain arrive over its own stream (server/s2s_in.lua), one
--- direction per TCP connection (RFC 6120 §4.2 without XEP-0288).
+-- server: one route per (local domain, remote domain). A route is the
+-- outgoing stream that carries the stanzas of one domain served here (the
+-- main one, MUC, pubsub, a component) to one remote domain
+-- (server/s2s_out.lua), authenticated for that local domain, the bounded
+-- queue of stanzas that wait while it comes up, and its idle timer;
+-- stanzas from the remote domain arrive over its own stream
+-- (server/s2s_in.lua), one direction per TCP connection (RFC 6120 §4.2
+-- without XEP-0288).
 --
 -- Options (docs/server.md, "Federation (s2s)"):
 --   s2s = { hosts = { ["other.example"] = "192.0.2.7:5269" },  -- domain -> address
@@ -102,7 +105,7 @@ function M.new(srv, conf)
     return nil, "s2s TLS: " .. tostring(msg), cond or "tls-failed"
   end
   return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx, direct_ctx = dctx,
-    routes = {},       -- remote domain -> route
+    routes = {},       -- fed:route_key(local domain, remote domain) -> route
     nroutes = 0,       -- how many (limits.s2s_routes)
     incoming = {},     -- authenticated incoming stream -> its domain
     checks = {},       -- dialback keys being verified (fed:dialback_verify) -> true
@@ -127,15 +130,16 @@ function S2S:dialback_key(receiving, originating, id)
   return hex(core.hmac("sha256", k, receiving .. " " .. originating .. " " .. id))
 end
 
---- fed:dialback_verify(domain, key, id, done): asks domain's
+--- fed:dialback_verify(domain, key, id, receiving, done): asks domain's
 -- authoritative server (a connection of its own, found as routes are)
--- whether key is the one it made for stream id to us (XEP-0220 §2.3);
+-- whether key is the one it made for stream id to receiving, a domain
+-- served here (XEP-0220 §2.3);
 -- done(result) runs once: "valid", "invalid" or "error" (no answer within
 -- limits.s2s_timeout, no connection).
-function S2S:dialback_verify(domain, key, id, done)
+function S2S:dialback_verify(domain, key, id, receiving, done)
   local srv = self.srv
   local over = false
-  local check = { domain = domain, key = key, id = id }
+  local check = { domain = domain, key = key, id = id, from = receiving }
   local function finish(result)
     if over then return end
     over = true
@@ -237,53 +241,83 @@ local function for_server(s)
   return copy
 end
 
+--- fed:serves(domain) -> true when domain is served here: our main
+-- domain, a host (MUC, pubsub) or a component's.
+function S2S:serves(d)
+  local srv = self.srv
+  return d ~= nil and (srv.hosts[d] ~= nil or (srv.components ~= nil and srv.components[d] ~= nil))
+end
+
+--- fed:route_key(from, to) -> the key of the route from local domain from
+-- to remote domain to in fed.routes: the remote domain alone for our main
+-- domain's route, "to from" for another local domain's (a space is in no
+-- domain).
+function S2S:route_key(from, to)
+  if from == self.srv.domain then return to end
+  return to .. " " .. from
+end
+
+--- fed:route_to(remote [, from]) -> the route from local domain from (our
+-- main domain by default) to remote, or nil.
+function S2S:route_to(remote, from)
+  return self.routes[self:route_key(from or self.srv.domain, remote)]
+end
+
 --- s2s:send(stanza, host): a stanza (from trusted, to a domain that no
--- local host serves) to its remote domain: at once over a ready route,
--- else queued while the route comes up (bounced with resource-constraint
--- past limits.s2s_queue stanzas).
+-- local host serves) to its remote domain, over the route of the domain
+-- of its `from` (each local domain authenticates its own stream: the
+-- remote server checks that a stanza's from is of the stream's domain):
+-- at once over a ready route, else queued while the route comes up
+-- (bounced with resource-constraint past limits.s2s_queue stanzas).
 function S2S:send(s, host)
-  local route = self.routes[host]
+  local srv = self.srv
+  local from = jid.domain(s.attr.from or "")
+  if not self:serves(from) then from = srv.domain end
+  local key = self:route_key(from, host)
+  local route = self.routes[key]
   if route and route.out and route.ready then
     M.touch(route.out)
     return route.out:send(for_server(s))
   end
   if not route then
-    if host == self.srv.domain then
-      return self.srv:bounce(s, "cancel", "remote-server-not-found", "no route to our own domain")
+    if self:serves(host) then
+      return srv:bounce(s, "cancel", "remote-server-not-found", "no route to a domain served here")
     end
-    if self.nroutes >= self.srv.limits.s2s_routes then
-      return self.srv:bounce(s, "wait", "resource-constraint", "too many remote domains at once")
+    if self.nroutes >= srv.limits.s2s_routes then
+      return srv:bounce(s, "wait", "resource-constraint", "too many remote domains at once")
     end
-    route = self:open_route(host)
+    route = self:open_route(host, from)
   end
-  if route.queue.n >= self.srv.limits.s2s_queue then
-    return self.srv:bounce(s, "wait", "resource-constraint", "too many stanzas wait for the route to " .. host)
+  if route.queue.n >= srv.limits.s2s_queue then
+    return srv:bounce(s, "wait", "resource-constraint", "too many stanzas wait for the route to " .. host)
   end
   route.queue:push(s)
 end
 
--- A new route to host: resolve and connect in a task, then the outgoing
--- stream negotiates; limits.s2s_timeout bounds all of it.
-function S2S:open_route(host)
+-- A new route from local domain from to host: resolve and connect in a
+-- task, then the outgoing stream negotiates; limits.s2s_timeout bounds all
+-- of it.
+function S2S:open_route(host, from)
   local srv = self.srv
-  local route = { domain = host, queue = fifo.new(), ready = false }
-  self.routes[host] = route
+  local key = self:route_key(from, host)
+  local route = { domain = host, from = from, key = key, queue = fifo.new(), ready = false }
+  self.routes[key] = route
   self.nroutes = self.nroutes + 1
   local timeout = srv.limits.s2s_timeout
   route.timer = core.timer(timeout, { wake = function()
     route.timer = nil
-    if self.routes[host] == route and not route.ready then
+    if self.routes[key] == route and not route.ready then
       self:fail(route, "remote-server-timeout", ("the route to %s was not up within %g seconds"):format(host, timeout))
     end
   end })
   route.task = task.spawn(function()
     local list, msg = targets(self, host)
-    if self.routes[host] ~= route then return end
+    if self.routes[key] ~= route then return end
     if not list then return self:fail(route, "remote-server-not-found", ("%s: %s"):format(host, tostring(msg))) end
     local last
     for _, t in ipairs(list) do
       local conn, cmsg, ccond = require("lxmpp.net").connect(t.ip, t.port, timeout)
-      if self.routes[host] ~= route then
+      if self.routes[key] ~= route then
         if conn then conn:abort() end
         return
       end
@@ -298,16 +332,16 @@ function S2S:open_route(host)
     route.task = nil
     self:fail(route, last or "remote-server-not-found", "cannot connect to " .. host)
   end)
-  srv:log("info", "s2s: opening a route to %s", host)
+  srv:log("info", "s2s: opening a route from %s to %s", from, host)
   return route
 end
 
 --- The outgoing stream of route finished its negotiation: what waited goes.
 function S2S:route_ready(route)
-  if self.routes[route.domain] ~= route then return end
+  if self.routes[route.key] ~= route then return end
   route.ready = true
   if route.timer then route.timer:stop(); route.timer = nil end
-  self.srv:log("info", "s2s: route to %s is up", route.domain)
+  self.srv:log("info", "s2s: route from %s to %s is up", route.from, route.domain)
   local q, out = route.queue, route.out
   route.queue = fifo.new()
   while q.n > 0 and not out.ended do out:send(for_server(q:pop())) end
@@ -319,8 +353,8 @@ end
 function S2S:fail(route, cond, text)
   if route.failed then return end
   route.failed = true
-  if self.routes[route.domain] == route then
-    self.routes[route.domain] = nil
+  if self.routes[route.key] == route then
+    self.routes[route.key] = nil
     self.nroutes = self.nroutes - 1
   end
   if route.timer then route.timer:stop(); route.timer = nil end

@@ -64,10 +64,16 @@ function In:on_open(attr)
   if attr.version ~= "1.0" then
     return self:stream_error("unsupported-version", "only XMPP 1.0 streams are served")
   end
+  -- to: any domain served here (our main one, MUC, pubsub, a component):
+  -- each has its streams (s2s.lua keys routes by local and remote domain)
   local to = attr.to and jid.prep(attr.to)
-  if to ~= self.srv.domain then
-    return self:stream_error("host-unknown", "this server serves " .. self.srv.domain)
+  if not to or not self.fed:serves(to) then
+    return self:stream_error("host-unknown", tostring(to) .. " is not served here")
   end
+  if self.local_domain and to ~= self.local_domain then
+    return self:stream_error("host-unknown", "the stream was opened to " .. self.local_domain)
+  end
+  self.local_domain = to
   local from = attr.from and jid.prep(attr.from)
   if not from or jid.node(from) or jid.resource(from) then
     return self:stream_error("invalid-from", "the stream header must name the sending server's domain")
@@ -82,7 +88,7 @@ function In:on_open(attr)
   end
   self.peer = from
   local dialback = self.fed.conf.dialback
-  self:send_header({ from = self.srv.domain, to = from, version = "1.0", ["xmlns:db"] = dialback and s2s.NS_DB or nil })
+  self:send_header({ from = to, to = from, version = "1.0", ["xmlns:db"] = dialback and s2s.NS_DB or nil })
   local f = { self.framing.features }
   if not self.secure then
     f[#f + 1] = "<starttls xmlns='" .. NS_TLS .. "'><required/></starttls>"
@@ -139,7 +145,7 @@ local function db_result(self, typ, cond)
   local err = cond and ("<error type='cancel'><" .. cond ..
     " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>") or ""
   return self:write(("<db:result xmlns:db='%s' from='%s' to='%s' type='%s'>%s</db:result>"):format(s2s.NS_DB,
-    core.xml_escape(self.srv.domain), core.xml_escape(self.peer), typ, err))
+    core.xml_escape(self.local_domain), core.xml_escape(self.peer), typ, err))
 end
 
 -- <db:result/>: the peer claims its domain with a key (XEP-0220 §2.1.1)
@@ -151,12 +157,14 @@ function In:on_db_result(el)
   if from ~= self.peer then
     return self:stream_error("invalid-from", "dialback for another domain than the stream's")
   end
-  if to ~= self.srv.domain then return self:stream_error("host-unknown", "this server serves " .. self.srv.domain) end
+  if to ~= self.local_domain then
+    return self:stream_error("host-unknown", "this stream was opened to " .. self.local_domain)
+  end
   local key = el:get_text() or ""
   if not key:match("^%x+$") or #key > 128 then return self:stream_error("not-authorized", "not a dialback key") end
   self.dialback_pending = true
   self:log("info", "dialback: asking %s about its key", from)
-  self.fed:dialback_verify(from, key, self.stream_id, function(result)
+  self.fed:dialback_verify(from, key, self.stream_id, to, function(result)
     self.dialback_pending = false
     if self.ended then return end
     if result == "valid" then
@@ -176,9 +184,11 @@ function In:on_db_verify(el)
   local from, to, id = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to), el.attr.id
   if from ~= self.peer then return self:stream_error("invalid-from", "a dialback question for another domain") end
   if not id or id == "" then return self:stream_error("invalid-id", "a dialback question needs the stream id") end
-  local valid = to == self.srv.domain and core.const_eq(el:get_text() or "", self.fed:dialback_key(from, to, id))
+  local valid = to ~= nil and self.fed:serves(to)
+    and core.const_eq(el:get_text() or "", self.fed:dialback_key(from, to, id))
   return self:write(("<db:verify xmlns:db='%s' from='%s' to='%s' id='%s' type='%s'/>"):format(s2s.NS_DB,
-    core.xml_escape(self.srv.domain), core.xml_escape(from), core.xml_escape(id), valid and "valid" or "invalid"))
+    core.xml_escape(to or self.local_domain), core.xml_escape(from), core.xml_escape(id),
+    valid and "valid" or "invalid"))
 end
 
 function In:on_stanza(s)

@@ -29,8 +29,10 @@ M.Out = Out
 -- route or check: what the stream serves (set before anything can fail)
 local function new(fed, conn, remote, direct, route, check)
   local srv = fed.srv
+  -- local_domain: the domain served here this stream speaks for (its
+  -- header's from; the one the remote server authenticates)
   local self = setmetatable({ kind = "s2sout", fed = fed, remote = remote, route = route, check = check,
-    secure = false, stage = "header", outgoing = true }, Out)
+    local_domain = (route or check).from or srv.domain, secure = false, stage = "header", outgoing = true }, Out)
   -- outgoing: ours, not a peer's connection: neither per-address nor
   -- unauthenticated accounting counts it (Server:account_open)
   stream.Stream.init(self, srv, conn, s2s.NS)
@@ -69,7 +71,7 @@ end
 function Out:open_stream()
   self.stage = "header"
   self.header_sent = true
-  local attr = { from = self.srv.domain, to = self.remote, version = "1.0" }
+  local attr = { from = self.local_domain, to = self.remote, version = "1.0" }
   if self.fed.conf.dialback then attr["xmlns:db"] = s2s.NS_DB end
   return self:write(self.framing.open(s2s.NS, attr))
 end
@@ -126,15 +128,15 @@ function Out:on_stanza(el)
       local c = self.check
       self.stage = "verify"
       return self:write(("<db:verify xmlns:db='%s' from='%s' to='%s' id='%s'>%s</db:verify>"):format(s2s.NS_DB,
-        core.xml_escape(self.srv.domain), core.xml_escape(c.domain), core.xml_escape(c.id), core.xml_escape(c.key)))
+        core.xml_escape(self.local_domain), core.xml_escape(c.domain), core.xml_escape(c.id), core.xml_escape(c.key)))
     end
     if not self.authenticated then
       if not mechanisms(el).EXTERNAL then
         if self.fed.conf.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
           self.stage = "dialback"
-          local key = self.fed:dialback_key(self.remote, self.srv.domain, self.stream_id)
+          local key = self.fed:dialback_key(self.remote, self.local_domain, self.stream_id)
           return self:write(("<db:result xmlns:db='%s' from='%s' to='%s'>%s</db:result>"):format(s2s.NS_DB,
-            core.xml_escape(self.srv.domain), core.xml_escape(self.remote), key))
+            core.xml_escape(self.local_domain), core.xml_escape(self.remote), key))
         end
         return self:fail_route(self.remote .. " does not accept our certificate (no SASL EXTERNAL" ..
           (self.fed.conf.dialback and ", no dialback)" or ")"), "policy-violation")
@@ -164,7 +166,7 @@ function Out:on_stanza(el)
     return self:open_stream()
   end
   if stage == "dialback" and ns == s2s.NS_DB and name == "result" then
-    if el.attr.type ~= "valid" or el.attr.from ~= self.remote or el.attr.to ~= self.srv.domain then
+    if el.attr.type ~= "valid" or el.attr.from ~= self.remote or el.attr.to ~= self.local_domain then
       return self:fail_route(self.remote .. " refused our dialback key (" .. tostring(el.attr.type) .. ")")
     end
     self.authenticated = true
@@ -175,7 +177,7 @@ function Out:on_stanza(el)
   end
   if stage == "verify" and ns == s2s.NS_DB and name == "verify" then
     local c = self.check
-    if el.attr.id ~= c.id or el.attr.from ~= c.domain or el.attr.to ~= self.srv.domain then
+    if el.attr.id ~= c.id or el.attr.from ~= c.domain or el.attr.to ~= self.local_domain then
       return self:fail_route("a dialback answer for another stream from " .. self.remote, "invalid-id")
     end
     local t = el.attr.type

@@ -1,0 +1,257 @@
+-- Federation of several local domains (server/s2s.lua routes keyed by
+-- local and remote domain): example.test serves a MUC service and a
+-- pubsub service on subdomains; their stanzas to other.test go out over
+-- streams authenticated for that subdomain (SASL EXTERNAL with a
+-- certificate naming it, or Server Dialback checked with the subdomain's
+-- authoritative server), and other.test's users join rooms and subscribe
+-- to nodes there. Raw hostile streams check what the receiving side
+-- accepts in the header and in dialback.
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local net = require "lxmpp.net"
+local st = require "lxmpp.stanza"
+local pki = require "spec.support.pki"
+local raw = require "spec.support.raw"
+local serve = require "spec.support.serve"
+local ev = require "spec.support.events"
+local clean = require "spec.support.clean"
+local slow = require "spec.support.slow"
+
+local A, B = "example.test", "other.test"
+local MUC, PUBSUB = "muc." .. A, "pubsub." .. A
+local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+local NS_DB = "jabber:server:dialback"
+
+local function port_of(srv, kind)
+  for _, a in ipairs(srv:addresses()) do
+    if a.kind == kind then return a.port end
+  end
+end
+
+-- A started server of domain with certificate certname; extra: options on top.
+local function start(domain, certname, extra)
+  local p = pki.get()
+  local cert = p.certs[certname]
+  local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
+    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca },
+    users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local srv = lxmpp.server(opts)
+  assert(srv:start())
+  return srv
+end
+
+-- Runs fn(a, b): example.test (certificate ca, options ea; MUC and pubsub
+-- services) and other.test (certificate cb, options eb) federating, each
+-- knowing where the other's domains are.
+local function two(fn, ca, ea, cb, eb)
+  lxmpp.run(function()
+    local ao = { muc = MUC, pubsub = PUBSUB }
+    for k, v in pairs(ea or {}) do ao[k] = v end
+    local a = start(A, ca or "multidomain", ao)
+    local b = start(B, cb or "wrongname", eb)
+    local pa = "127.0.0.1:" .. port_of(a, "s2s")
+    a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
+    b:s2s_host(A, pa)
+    b:s2s_host(MUC, pa)
+    b:s2s_host(PUBSUB, pa)
+    local ok, err = xpcall(fn, debug.traceback, a, b)
+    require("spec.support.clients").kill_all()
+    net.abort_all()
+    a:stop()
+    b:stop()
+    lxmpp.sleep(0.05)
+    if not ok then error(err, 0) end
+  end)
+  clean()
+end
+
+-- an available client of srv's domain
+local function login(srv, user, insecure)
+  local c = assert(lxmpp.connect({ jid = user .. "@" .. srv.domain .. "/r", password = user .. "-pw",
+    host = "127.0.0.1", port = port_of(srv, "c2s"), cafile = pki.get().ca, insecure = insecure }))
+  assert(c:send_presence())
+  return c
+end
+
+local T = 10 * slow.factor
+
+-- the room's groupchat with this body, heard by c
+local function hears(c, body)
+  return ev.expect(c, "muc-message", function(_, m) return m.body == body end, T)
+end
+
+-- a MUC room on example.test with alice@example.test, bob@other.test and
+-- alice@other.test in it: groupchat and presence reach everyone
+local function muc_across(a, b)
+  local alice, bob, alice_b = login(a, "alice", true), login(b, "bob", true), login(b, "alice", true)
+  local rj = "lobby@" .. MUC
+  local room = assert(alice:muc_join(rj, "Alice"))
+  local broom = assert(bob:muc_join(rj, "Bob", { timeout = T }))
+  assert.equal("owner", broom.occupants.Alice.affiliation)        -- presence of a local occupant
+  local aroom = assert(alice_b:muc_join(rj, "AliceB", { timeout = T }))
+  assert.truthy(aroom.occupants.Bob)                               -- of a remote one
+  assert.is_true(serve.until_true(function() return broom.occupants.AliceB ~= nil end, T))
+  assert.equal("bob@" .. B .. "/r", room.occupants.Bob.jid)        -- the owner sees the real JID
+  lxmpp.spawn(function() lxmpp.sleep(0.05); room:say("hello from A") end)
+  assert(hears(bob, "hello from A"), "bob@other.test did not get the local occupant's message")
+  local heard_b = ev.collect(alice_b, "muc-message")
+  lxmpp.spawn(function() lxmpp.sleep(0.05); broom:say("hello from B") end)
+  assert(hears(alice, "hello from B"), "the local occupant did not get bob's message")
+  assert.is_true(serve.until_true(function()
+    for _, e in ipairs(heard_b) do if e[2].body == "hello from B" then return true end end
+  end, T), "a remote occupant did not get another remote one's message")
+  return rj
+end
+
+describe("s2s: several local domains", function()
+  it("a user of another server joins a MUC room here and talks with local and remote occupants", function()
+    two(function(a, b)
+      muc_across(a, b)
+      -- the room's stanzas went over a stream of the MUC's own, SASL
+      -- EXTERNAL with a certificate naming it; the users' over the main one
+      local r = assert(a.s2s:route_to(B, MUC))
+      assert.is_true(r.ready)
+      assert.is_true(r.out.authenticated)
+      assert.equal(MUC, r.out.local_domain)
+      local peers = {}
+      for _, d in pairs(b.s2s.incoming) do peers[d] = true end
+      assert.is_true(peers[MUC])
+      -- other.test's side: its stanzas to the room went over its route to the MUC domain
+      assert.is_true(b.s2s:route_to(MUC).ready)
+    end)
+  end)
+
+  it("a user of another server subscribes to a pubsub node here and gets its notifications", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice", true), login(b, "bob", true)
+      assert(alice:pubsub_create(PUBSUB, "news"))
+      local sub = assert(bob:pubsub_subscribe(PUBSUB, "news"))
+      assert.same({ jid = "bob@" .. B, node = "news", subscription = "subscribed" }, sub)
+      local heard = ev.collect(bob, "pubsub-item")
+      local entry = st.stanza("entry", { xmlns = "http://www.w3.org/2005/Atom" }):text("first")
+      assert.equal("one", alice:pubsub_publish(PUBSUB, "news", entry, "one"))
+      assert.is_true(serve.until_true(function() return #heard == 1 end, T))
+      assert.same({ PUBSUB, "news", "one" }, { heard[1][1], heard[1][2], heard[1][3].id })
+      assert.equal("first", heard[1][3].payload:get_text())
+      assert.is_true(a.s2s:route_to(B, PUBSUB).out.authenticated)
+    end)
+  end)
+
+  it("a subdomain authenticates by dialback where the certificate names only the main domain", function()
+    local db = { cafile = pki.get().ca, dialback = true }
+    two(function(a, b)
+      muc_across(a, b)
+      local r = assert(a.s2s:route_to(B, MUC))
+      assert.is_true(r.out.authenticated)
+      assert.equal("ready", r.out.stage)
+    end, "good", { s2s = db }, "wrongname", { s2s = db })
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- raw hostile streams against example.test (MUC and pubsub on subdomains)
+
+local function s2s_header(from, to)
+  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
+    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. to .. "' version='1.0'>"
+end
+
+-- A raw server stream claiming from, opened to `to`, through STARTTLS with
+-- certificate certname; returns it, the header we got back and the
+-- features after TLS.
+local function raw_tls(port, from, to, certname)
+  local p = pki.get()
+  local r = raw.connect(port)
+  r:send(s2s_header(from, to))
+  assert.truthy(r:next().open)
+  assert.truthy(assert(r:stanza()):get_child("starttls", NS_TLS))
+  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
+  assert.equal("proceed", assert(r:stanza()).name)
+  local cert = p.certs[certname]
+  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), to)
+  assert.truthy(r:next().tls)
+  r:send(s2s_header(from, to))
+  local open = r:next().open
+  assert.truthy(open)
+  return r, open, assert(r:stanza())
+end
+
+describe("s2s: several local domains, hostile streams", function()
+  local function with_a(fn, extra)
+    lxmpp.run(function()
+      local o = { muc = MUC, pubsub = PUBSUB }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      local a = start(A, "multidomain", o)
+      local ok, err = pcall(fn, a, port_of(a, "s2s"))
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      a:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end
+
+  it("a header to any domain served here is answered from that domain; to another, host-unknown", function()
+    with_a(function(_, port)
+      local r, open = raw_tls(port, B, MUC, "wrongname")
+      assert.equal(MUC, open.from)
+      r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+      assert.equal("success", assert(r:stanza()).name)
+      r = raw.connect(port)
+      r:send(s2s_header(B, "nowhere.test"))
+      assert.equal("host-unknown", (r:stream_error()))
+      -- a restart may not switch to another of our domains
+      r = raw.connect(port)
+      r:send(s2s_header(B, MUC))
+      assert.truthy(r:next().open)
+      assert(r:stanza())
+      r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
+      assert.equal("proceed", assert(r:stanza()).name)
+      local p = pki.get()
+      r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca })), MUC)
+      assert.truthy(r:next().tls)
+      r:send(s2s_header(B, PUBSUB))
+      assert.equal("host-unknown", (r:stream_error()))
+    end)
+  end)
+
+  it("a stanza from a domain other than the one authenticated on this stream gets invalid-from", function()
+    with_a(function(_, port)
+      local r = raw_tls(port, B, MUC, "wrongname")
+      r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+      assert.equal("success", assert(r:stanza()).name)
+      r.conn:restart()
+      r:send(s2s_header(B, MUC))
+      assert.truthy(r:next().open)
+      assert(r:stanza())
+      r:send("<presence from='bob@rooms." .. B .. "/r' to='lobby@" .. MUC .. "/Bob'/>")
+      assert.equal("invalid-from", (r:stream_error()))
+    end)
+  end)
+
+  it("answers dialback questions for each of its domains, and a key for a domain not served here is invalid",
+    function()
+    with_a(function(a, port)
+      local r = raw_tls(port, B, MUC, "untrusted")
+      local q = "<db:verify from='" .. B .. "' to='%s' id='s-1'>%s</db:verify>"
+      r:send(q:format(MUC, a.s2s:dialback_key(B, MUC, "s-1")))
+      local v = assert(r:stanza())
+      assert.same({ "verify", "valid", MUC, B }, { v.name, v.attr.type, v.attr.from, v.attr.to })
+      r:send(q:format(PUBSUB, a.s2s:dialback_key(B, MUC, "s-1")))    -- the MUC's key, for pubsub
+      assert.equal("invalid", assert(r:stanza()).attr.type)
+      r:send(q:format("third.test", a.s2s:dialback_key(B, "third.test", "s-1")))   -- we are not its authority
+      assert.equal("invalid", assert(r:stanza()).attr.type)
+    end, { s2s = { cafile = pki.get().ca, dialback = true } })
+  end)
+
+  it("a dialback claim for another of our domains than the stream's gets host-unknown", function()
+    with_a(function(_, port)
+      local r = raw_tls(port, B, MUC, "untrusted")
+      r:send("<db:result from='" .. B .. "' to='" .. A .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+      assert.equal("host-unknown", (r:stream_error()))
+    end, { s2s = { cafile = pki.get().ca, dialback = true } })
+  end)
+end)
