@@ -13,8 +13,10 @@
 --      where the other listens (s2s.hosts: no DNS, nothing on the machine
 --      changes), and connects the gateway;
 --   3. logs in one user per domain and one more on discovery, and runs a
---      scripted conversation across the domains and through the gateway,
---      printing who sends what and which server routes it where;
+--      scripted conversation across the domains and through the gateway
+--      (from both domains: stanzas to and from the gateway's subdomain cross
+--      over s2s too), printing who sends what and which server routes it
+--      where;
 --   4. stops everything; exits 0 when every message arrived, 1 otherwise.
 --
 -- Environment: LXMPP_DEMO_TIMEOUT (seconds to wait for each message, 20).
@@ -237,11 +239,12 @@ local function main(state)
   -- each learns where the other listens for servers (instead of DNS SRV)
   d:s2s_host(EUROPA, "127.0.0.1:" .. port_of(e, "s2s"))
   e:s2s_host(DISCOVERY, "127.0.0.1:" .. port_of(d, "s2s"))
+  e:s2s_host(SMS, "127.0.0.1:" .. port_of(d, "s2s"))   -- the gateway's domain is served there too
   say("%-18s clients 127.0.0.1:%d, servers 127.0.0.1:%d, components 127.0.0.1:%d", DISCOVERY,
     port_of(d, "c2s"), port_of(d, "s2s"), port_of(d, "component"))
   say("%-18s clients 127.0.0.1:%d, servers 127.0.0.1:%d", EUROPA, port_of(e, "c2s"), port_of(e, "s2s"))
-  say("s2s.hosts: %s finds %s at 127.0.0.1:%d and the other way round at 127.0.0.1:%d",
-    DISCOVERY, EUROPA, port_of(e, "s2s"), port_of(d, "s2s"))
+  say("s2s.hosts: %s finds %s at 127.0.0.1:%d; %s finds %s and %s at 127.0.0.1:%d",
+    DISCOVERY, EUROPA, port_of(e, "s2s"), EUROPA, DISCOVERY, SMS, port_of(d, "s2s"))
 
   state.gateway = start_gateway(d, say)
   say("gateway %s connected to %s (XEP-0114 component)", SMS, DISCOVERY)
@@ -259,6 +262,10 @@ local function main(state)
   expect_from(m, floyd.jid)
   expect_from(send(frank, floyd.jid, "Frank here, from the EVA pod. Hello Europa!", floyd), frank.jid)
   m = send(frank, "+15550100@" .. SMS, "Pod bay doors stuck, please advise", frank)
+  expect_from(m, "+15550100@" .. SMS)
+  -- the gateway from the other domain: over s2s both ways, the answer on a
+  -- route of the gateway's own domain (its certificate names it too)
+  m = send(floyd, "+15550100@" .. SMS, "Europa base here: is Discovery all right?", floyd)
   expect_from(m, "+15550100@" .. SMS)
 
   say("")

@@ -1,6 +1,7 @@
 -- `make demo-federation` (examples/demo_federation.lua), run as a user runs
 -- it: its own CA and certificates, two servers routing to each other over
--- s2s, the SMS gateway, every message of the conversation arriving, exit 0;
+-- s2s, the SMS gateway reached from both domains (its subdomain federating),
+-- every message of the conversation arriving, exit 0;
 -- and exit 1 with a clear line when something fails (openssl refusing here).
 local LUA = require "spec.support.lua_bin"
 local sh = require "spec.support.sh"
@@ -25,9 +26,9 @@ describe("make demo-federation (examples/demo_federation.lua)", function()
     assert.truthy(dir, out)
     assert.is_nil(io.open(dir .. "/ca.pem"), "the demo's certificates were left behind in " .. dir)
     -- the routes come up with certificates, one per direction
-    assert.matches("%[discovery%]  s2s: route to europa%.nasa%.guv is up", out)
+    assert.matches("%[discovery%]  s2s: route from discovery%.nasa%.guv to europa%.nasa%.guv is up", out)
     assert.matches("%[europa%]     incoming stream from discovery%.nasa%.guv: authenticated by certificate", out)
-    assert.matches("%[europa%]     s2s: route to discovery%.nasa%.guv is up", out)
+    assert.matches("%[europa%]     s2s: route from europa%.nasa%.guv to discovery%.nasa%.guv is up", out)
     assert.matches("%[discovery%]  incoming stream from europa%.nasa%.guv: authenticated by certificate", out)
     -- each leg, as the servers saw it and as the recipient got it
     assert.matches("davidbowman@discovery%.…/terminal → HeywoodFloyd@europa%.…/base: from a client, "
@@ -38,6 +39,14 @@ describe("make demo-federation (examples/demo_federation.lua)", function()
     assert.matches("hand to the gateway sms%.discovery%.nasa%.guv", out)
     assert.matches("%[gateway%]    XMPP → SMS %+15550100", out)
     assert.matches("FrankPoole got from %+15550100@sms%.discovery%.…: \"Houston copies", out)
+    -- the gateway from the other domain: both ways over s2s, the answer on
+    -- a route of the gateway's own domain
+    assert.matches("heywoodfloyd@europa%.…/base → %+15550100@sms%.discovery%.…: arrived over s2s from "
+      .. "europa%.nasa%.guv, hand to the gateway sms%.discovery%.nasa%.guv", out)
+    assert.matches("%[europa%]     incoming stream from sms%.discovery%.nasa%.guv: authenticated by certificate", out)
+    assert.matches("s2s: route from sms%.discovery%.nasa%.guv to europa%.nasa%.guv is up", out)
+    assert.matches("arrived over s2s from sms%.discovery%.nasa%.guv, deliver to the account", out)
+    assert.matches("HeywoodFloyd got from %+15550100@sms%.discovery%.…: \"Houston copies", out)
     assert.matches("demo finished\n$", out)
     assert.not_matches("FAILED", out)
   end)
