@@ -59,7 +59,7 @@ else
 RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
-.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web demo-federation lint clean docs \
+.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server bench-s2s demo demo-web demo-federation lint clean docs \
         format-check test-fast test-unit test-luas test-interop
 
 all: build
@@ -226,6 +226,13 @@ bench-echo: deps build
 BENCH_SERVER_K ?= 5000
 bench-server: deps build
 	ulimit -n "$$(ulimit -Hn)" && $(LUA) bench/server.lua $(BENCH_SERVER_K)
+
+# messages routed across server-to-server streams per server CPU second,
+# lxmpp against Prosody as the receiving server (bench/s2s.lua;
+# docs/performance.md, "Federation (s2s)")
+BENCH_S2S_N ?= 20000
+bench-s2s: deps build
+	$(LUA) bench/s2s.lua $(BENCH_S2S_N)
 
 bench: deps build build-bench/expat_floor
 	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua
