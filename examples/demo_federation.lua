@@ -93,21 +93,21 @@ end
 
 local function tag(srv) return ("[%s]"):format(srv.domain:match("^[^.]+")) end
 
--- Every message with a body this server routes: where it comes from and
--- where it goes (a local account, the gateway, or another server).
-local function trace(srv)
+-- Every message with a body this server routes (the `route` hook): where
+-- it comes from and where it goes (an account here, the gateway, or
+-- another server). gateway: the gateway's domain when it is served here.
+local function trace(srv, gateway)
   srv:hook("route", function(ev)
     local s = ev.stanza
     if s.name ~= "message" or not s:get_child_text("body") then return end
     local from_host, to_host = jid.domain(s.attr.from or ""), ev.host
     local came
     if from_host == srv.domain then came = "from a client"
-    elseif srv.components[from_host] then came = "from the gateway"
+    elseif from_host == gateway then came = "from the gateway"
     else came = "arrived over s2s from " .. from_host end
     local goes
     if to_host == srv.domain then goes = "deliver to the account"
-    elseif srv.components[to_host] then goes = "hand to the gateway " .. to_host
-    elseif srv.hosts[to_host] then goes = "deliver to " .. to_host
+    elseif to_host == gateway then goes = "hand to the gateway " .. to_host
     else goes = "send over s2s to " .. to_host end
     say("    %-12s %s → %s: %s, %s", tag(srv), short(s.attr.from), short(s.attr.to), came, goes)
   end)
@@ -134,7 +134,7 @@ local function port_of(srv, kind)
   end
 end
 
-local function start_server(pki, domain, extra)
+local function start_server(pki, domain, gateway, extra)
   local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
     tls = pki[domain], s2s = { cafile = pki.ca }, users = ACCOUNTS[domain],
     log_level = "info", logger = s2s_logger(domain:match("^[^.]+")) }
@@ -142,7 +142,7 @@ local function start_server(pki, domain, extra)
   local srv = lxmpp.server(opts)
   local ok, err = srv:start()
   if not ok then error("cannot start the server for " .. domain .. ": " .. tostring(err), 0) end
-  trace(srv)
+  trace(srv, gateway)
   return srv
 end
 
@@ -231,7 +231,7 @@ local function main(state)
   state.pki = pki
   say("certificates for %s and %s (and %s) from a demo CA, in %s", DISCOVERY, EUROPA, SMS, pki.dir)
 
-  local d = start_server(pki, DISCOVERY, { component_listen = "127.0.0.1:0",
+  local d = start_server(pki, DISCOVERY, SMS, { component_listen = "127.0.0.1:0",
     components = { [SMS] = SMS_SECRET } })
   state.servers[#state.servers + 1] = d
   local e = start_server(pki, EUROPA)
