@@ -59,7 +59,7 @@ else
 RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
-.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web lint clean docs \
+.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server bench-s2s demo demo-web demo-federation lint clean docs \
         format-check test-fast test-unit test-luas test-interop
 
 all: build
@@ -227,6 +227,13 @@ BENCH_SERVER_K ?= 5000
 bench-server: deps build
 	ulimit -n "$$(ulimit -Hn)" && $(LUA) bench/server.lua $(BENCH_SERVER_K)
 
+# messages routed across server-to-server streams per server CPU second,
+# lxmpp against Prosody as the receiving server (bench/s2s.lua;
+# docs/performance.md, "Federation (s2s)")
+BENCH_S2S_N ?= 20000
+bench-s2s: deps build
+	$(LUA) bench/s2s.lua $(BENCH_S2S_N)
+
 bench: deps build build-bench/expat_floor
 	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua
 	$(LUA) bench/transport.lua $(BENCH_TRANSPORT_MB)
@@ -240,6 +247,13 @@ demo: deps build
 # in your roster; prints the address to open.
 demo-web: deps build
 	$(LUA) examples/demo_web.lua
+
+# Federation: two embedded servers (discovery.nasa.guv, europa.nasa.guv) with
+# certificates of a CA made on the fly, routing to each other over s2s, an
+# SMS gateway component on one of them, and a scripted conversation across
+# them printing which server routes what where; exits 0 when all arrived.
+demo-federation: deps build
+	$(LUA) examples/demo_federation.lua
 
 clean:
 	rm -rf build build-asan build-fuzz build-bench build-compat build-rock build-lua5.1 build-luajit build-lua5.3

@@ -84,6 +84,83 @@ function M.cpu()
   return model, n
 end
 
+--- A file's contents ("" when it cannot be read: a log not written yet).
+function M.read_file(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- Background processes of a benchmark, their logs in tmpdir (removed by
+-- cleanup, which also kills every process still known):
+--   P.start(name, cmd) -> pid, log   (`exec`: the pid is cmd's own)
+--   P.adopt(pid)       a process started by one of ours, killed at cleanup
+--   P.kill(pid), P.running(pid), P.count() (processes started so far)
+--   P.cpu(pid)         utime + stime in seconds (/proc/PID/stat), nil when gone
+--   P.settle(pid)      waits until its CPU time stays the same for 0.5 s
+--   P.wait_log(pid, log, pattern, seconds, what)  raises when pid exits or
+--                      the time is over before the log matches pattern
+--   P.cleanup()
+function M.processes(tmpdir, clk_tck)
+  local socket = require "socket"
+  local P, children, started = {}, {}, 0
+  function P.running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
+  function P.adopt(pid) children[pid] = true end
+  function P.count() return started end
+  function P.kill(pid)
+    if pid and P.running(pid) then os.execute("kill " .. pid .. " 2>/dev/null") end
+    for _ = 1, 50 do
+      if not pid or not P.running(pid) then break end
+      socket.sleep(0.1)
+    end
+    if pid and P.running(pid) then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    if pid then children[pid] = nil end
+  end
+  function P.cleanup()
+    for pid in pairs(children) do P.kill(pid) end
+    os.execute("rm -rf " .. M.quote(tmpdir))
+  end
+  function P.start(name, cmd)
+    started = started + 1
+    local log = ("%s/%s-%d.log"):format(tmpdir, name, started)
+    local f = assert(io.popen("unset LD_PRELOAD; ( exec " .. cmd .. " ) >" .. M.quote(log) .. " 2>&1 & echo $!"))
+    local pid = f:read("*l")
+    f:close()
+    if not pid or not pid:match("^%d+$") then error("could not start " .. cmd, 0) end
+    children[pid] = true
+    return pid, log
+  end
+  function P.cpu(pid)
+    local rest = M.read_file("/proc/" .. pid .. "/stat"):match("^%d+ %b() (.*)$")
+    if not rest then return nil end
+    local f = {}
+    for x in rest:gmatch("%S+") do f[#f + 1] = x end
+    return (tonumber(f[12]) + tonumber(f[13])) / clk_tck
+  end
+  function P.settle(pid)
+    local last = P.cpu(pid)
+    for _ = 1, 120 do
+      socket.sleep(0.5)
+      local now = P.cpu(pid)
+      if now == last then return end
+      last = now
+    end
+  end
+  function P.wait_log(pid, log, pattern, limit, what)
+    local deadline = socket.gettime() + limit
+    while not M.read_file(log):match(pattern) do
+      if not P.running(pid) then error(("%s exited:\n%s"):format(what, M.read_file(log)), 0) end
+      if socket.gettime() > deadline then
+        error(("%s: not ready after %d s:\n%s"):format(what, limit, M.read_file(log)), 0)
+      end
+      socket.sleep(0.05)
+    end
+  end
+  return P
+end
+
 --- 1234567 -> "1,234,567"
 function M.grouped(x)
   local s = string.format("%.0f", x)

@@ -19,7 +19,11 @@
 -- its per-address and total connection limits raised as the XMPP ones;
 -- "ready PORT PID HTTPSPORT" then. LXMPP_BENCH_DIRECT=1: also a direct TLS
 -- (XEP-0368) c2s listener on a free port, told on a line "direct PORT"
--- right after the ready line.
+-- right after the ready line. LXMPP_BENCH_S2S_CA=FILE: federation on
+-- (bench/s2s.lua): an s2s listener on a free port, told on a line "s2s PORT"
+-- right after the ready line, peers' certificates verified against FILE
+-- (SASL EXTERNAL); LXMPP_BENCH_S2S_HOSTS="DOMAIN=IP:PORT,..." is its
+-- s2s.hosts.
 
 local DOMAIN, CERT, KEY, PASSWORD, SALT = arg[1], arg[2], arg[3], arg[4], arg[5]
 if not (DOMAIN and CERT and KEY and PASSWORD and SALT) or not arg[6] then
@@ -29,6 +33,9 @@ end
 
 local WEB = os.getenv("LXMPP_BENCH_WEB") == "https"
 local DIRECT = os.getenv("LXMPP_BENCH_DIRECT") == "1"
+local S2S_CA = os.getenv("LXMPP_BENCH_S2S_CA")
+local S2S_HOSTS = {}
+for d, a in (os.getenv("LXMPP_BENCH_S2S_HOSTS") or ""):gmatch("([^=,]+)=([^,]+)") do S2S_HOSTS[d] = a end
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 
@@ -54,6 +61,8 @@ lxmpp.run(function()
     https = WEB and "127.0.0.1:0" or nil,
     web = WEB and { limits = { per_ip = 100000, connections = 100000 } } or nil,
     tls_listen = DIRECT and "127.0.0.1:0" or nil,
+    s2s_listen = S2S_CA and "127.0.0.1:0" or nil,
+    s2s = S2S_CA and { cafile = S2S_CA, hosts = S2S_HOSTS } or nil,
   })
   assert(srv:start())
   local rec = {}
@@ -66,14 +75,16 @@ lxmpp.run(function()
     for n = 1, tonumber(count) do assert(srv.store:set_account(prefix .. n, rec)) end
   end
   collectgarbage("collect")
-  local web_port, direct_port, c2s_port
+  local web_port, direct_port, c2s_port, s2s_port
   for _, a in ipairs(srv:addresses()) do
     if a.kind == "https" then web_port = a.port end
+    if a.kind == "s2s" then s2s_port = a.port end
     if a.kind == "c2s-tls" then direct_port = a.port end
     if a.kind == "c2s" then c2s_port = c2s_port or a.port end
   end
   io.stdout:write(("ready %d %d%s\n"):format(c2s_port, pid(), web_port and " " .. web_port or ""))
   if direct_port then io.stdout:write(("direct %d\n"):format(direct_port)) end
+  if s2s_port then io.stdout:write(("s2s %d\n"):format(s2s_port)) end
   io.stdout:flush()
   while true do
     lxmpp.sleep(0.5)

@@ -195,6 +195,84 @@ describe("bin/lxmpp", function()
   end)
 end)
 
+describe("lxmpp serve --s2s-*", function()
+  -- other.test served by `lxmpp serve` (its own process) federates with
+  -- example.test, an embedded server here: both directions use the flags
+  -- (--s2s-listen where example.test connects, --s2s-host where other.test
+  -- connects, --s2s-cafile for SASL EXTERNAL with the suite's CA)
+  it("federates with another server both ways", function()
+    local pki = require("spec.support.pki").get()
+    local slow = require "spec.support.slow"
+    local log = os.tmpname()
+    lxmpp.run(function()
+      local a = lxmpp.server({ domain = "example.test", listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
+        tls = { cert = pki.certs.good.cert, key = pki.certs.good.key }, s2s = { cafile = pki.ca },
+        users = { alice = "alice-pw" }, log_level = "error" })
+      assert(a:start())
+      local ports = {}
+      for _, l in ipairs(a:addresses()) do ports[l.kind] = l.port end
+      local pidf = assert(io.popen(LUA .. " " .. q(BIN) .. " serve --domain other.test --listen 127.0.0.1:0 " ..
+        "--cert " .. q(pki.certs.wrongname.cert) .. " --key " .. q(pki.certs.wrongname.key) ..
+        " --s2s-listen 127.0.0.1:0 --s2s-cafile " .. q(pki.ca) ..
+        " --s2s-host example.test:127.0.0.1:" .. ports.s2s .. " --user bob:bob-pw --log-level error >" ..
+        q(log) .. " 2>&1 & echo $!"))
+      local pid = pidf:read("*l")
+      pidf:close()
+      local ok, err = pcall(function()
+        local s2s_port, text = wait_for(log, "listening: s2s 127%.0%.0%.1:(%d+)", 10 * slow.factor)
+        assert(s2s_port, "serve did not say where it listens for servers:\n" .. text)
+        local c2s_port = assert(text:match("listening: c2s 127%.0%.0%.1:(%d+)"))
+        assert(wait_for(log, "ready", 10 * slow.factor))
+        a:s2s_host("other.test", "127.0.0.1:" .. s2s_port)
+        local function inbox(c)
+          local box = { waiter = lxmpp.task.waiter("inbox") }
+          c:on("message", function(m)
+            if m:get_child_text("body") then box.m = m; box.waiter:wake() end
+          end)
+          return function()
+            local t = lxmpp.core.timer(15 * slow.factor, box.waiter)
+            if not box.m then box.waiter:wait() end
+            t:stop()
+            local m = box.m
+            box.m, box.waiter = nil, lxmpp.task.waiter("inbox")
+            return m
+          end
+        end
+        local bob = assert(lxmpp.connect({ jid = "bob@other.test/b", password = "bob-pw",
+          host = "127.0.0.1", port = tonumber(c2s_port), cafile = pki.ca }))
+        local bob_next = inbox(bob)
+        bob:send_presence()
+        local alice = assert(lxmpp.connect({ jid = "alice@example.test/a", password = "alice-pw",
+          host = "127.0.0.1", port = ports.c2s, cafile = pki.ca }))
+        local alice_next = inbox(alice)
+        alice:send_presence()
+        alice:send_message("bob@other.test/b", "over s2s")
+        local m = bob_next()
+        assert(m, "bob got nothing from example.test")
+        assert.equal("over s2s", m:get_child_text("body"))
+        assert.equal("alice@example.test/a", m.attr.from)
+        bob:send_message("alice@example.test/a", "and back")
+        m = alice_next()
+        assert(m, "alice got nothing from other.test")
+        assert.equal("and back", m:get_child_text("body"))
+        assert.equal("bob@other.test/b", m.attr.from)
+        alice:close()
+        bob:close()
+      end)
+      os.execute("kill " .. pid)
+      a:stop()
+      if not ok then error(tostring(err) .. "\n" .. read(log), 0) end
+    end)
+    os.remove(log)
+    local out, code = lxmpp_cmd("serve --s2s-host nowhere")
+    assert.equal(2, code)
+    assert.matches("serve: %-%-s2s%-host expects NAME:VALUE", out)
+    out, code = lxmpp_cmd("serve --s2s-host other.test:nowhere")
+    assert.equal(2, code)
+    assert.matches("bad s2s%.hosts address \"nowhere\"", out)
+  end)
+end)
+
 describe("make demo (examples/demo.lua)", function()
   it("starts the server, runs the bot, asks three words and tells how to connect", function()
     local out, code = run("LXMPP_DEMO_PORT=0 LXMPP_DEMO_EXIT=1 timeout 60 " .. LUA .. " " .. q(ROOT .. "/examples/demo.lua"))

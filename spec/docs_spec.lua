@@ -219,11 +219,6 @@ for name in ([[
 -- Public names with no heading yet: this list only shrinks (a name documented
 -- comes off it; a new public function gets a heading, not a place here).
 local NOT_YET_DOCUMENTED = {}
--- srv:s2s_host: branch s2s, documented in docs/server.md "Federation (s2s)";
--- its docs/api.md heading comes with the merge (S2S_STATUS.md)
-for name in ([[
-srv:s2s_host
-]]):gmatch("%S+") do NOT_YET_DOCUMENTED[name] = true end
 
 local function functions_of(t, out, prefix, skip)
   for k, v in pairs(t) do

@@ -648,6 +648,12 @@ function lxmpp_Server:remove_user(name) end
 ---@return any ...
 function lxmpp_Server:reply(event, stanza) end
 
+--- Makes the routes to a remote domain connect to `address` (`"IP:PORT"`, or `"tls:IP:PORT"`: TLS from the first byte, XEP-0368) instead of looking the domain up, as an entry of the `s2s.hosts = { [domain] = address }` option does: for tests and private networks whose addresses are known only once a peer listens (port 0).
+---@param domain any
+---@param address any
+---@return any ...
+function lxmpp_Server:s2s_host(domain, address) end
+
 --- The bound client sessions, read-only (only binding, unbinding and XEP-0198 resumption change them).
 ---@param full_or_bare any
 ---@param resource? any

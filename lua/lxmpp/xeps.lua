@@ -92,8 +92,15 @@ local list = {
     notes = "notifications go to every available resource of contacts: no +notify filtering (no caps kept)" },
   { xep = 178, name = "Best Practices for Use of SASL EXTERNAL with Certificates", version = "1.2",
     side = "client", status = "complete", modules = { "lxmpp.features.sasl" } },
+  { xep = 178, name = "Best Practices for Use of SASL EXTERNAL with Certificates", version = "1.2",
+    side = "server", status = "complete", modules = { "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
+    notes = "server-to-server: offered only for a certificate that verified and names the stream's from domain;"
+      .. " empty authzid" },
   { xep = 184, name = "Message Delivery Receipts", version = "1.4.0", side = "client", status = "complete",
     modules = { "lxmpp.plugins.receipts" } },
+  { xep = 185, name = "Dialback Key Generation and Validation", version = "1.0", side = "server",
+    status = "complete", modules = { "lxmpp.server.s2s" },
+    notes = "HMAC-SHA256 keys from a secret drawn at each start" },
   { xep = 191, name = "Blocking Command", version = "1.3", side = "client", status = "complete",
     modules = { "lxmpp.plugins.blocking" } },
   { xep = 191, name = "Blocking Command", version = "1.3", side = "server", status = "complete",
@@ -120,6 +127,10 @@ local list = {
   { xep = 206, name = "XMPP Over BOSH", version = "1.4", side = "server", status = "complete",
     modules = { "lxmpp.server.bosh" },
     notes = "restarts, SASL and binding over BOSH sessions; stream errors as terminate" },
+  { xep = 220, name = "Server Dialback", version = "1.1.2", side = "server", status = "partial",
+    modules = { "lxmpp.server.s2s", "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
+    notes = "opt-in (`s2s.dialback`), over TLS only; keys checked over a connection of their own;"
+      .. " one domain per stream (no piggybacking); dialback errors not yet read on the initiating side" },
   { xep = 223, name = "Persistent Storage of Private Data via PubSub", version = "1.1", side = "server",
     status = "complete", modules = { "lxmpp.server.pep", "lxmpp.server.bookmarks" },
     notes = "whitelist nodes from publish-options" },
@@ -155,7 +166,9 @@ local list = {
   { xep = 368, name = "SRV records for XMPP over TLS", version = "1.1.0", side = "client", status = "complete",
     modules = { "lxmpp.resolve", "lxmpp.client" } },
   { xep = 368, name = "SRV records for XMPP over TLS", version = "1.1.0", side = "server", status = "partial",
-    modules = { "lxmpp.server" }, notes = "direct TLS listeners (tls_listen)" },
+    modules = { "lxmpp.server", "lxmpp.server.s2s" },
+    notes = "direct TLS listeners (tls_listen, s2s_tls_listen, ALPN xmpp-server); s2s routes follow"
+      .. " _xmpps-server records" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "client", status = "partial",
     modules = { "lxmpp.features.sasl2" },
     notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable " ..
