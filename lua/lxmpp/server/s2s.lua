@@ -29,6 +29,17 @@ local M = {}
 
 M.NS = "jabber:server"
 
+-- a domain as an option names it, prepared, or nil
+local function domain_of(d)
+  local pd = type(d) == "string" and jid.prep(d)
+  if not pd or jid.node(pd) or jid.resource(pd) then return nil end
+  return pd
+end
+
+-- the settings one entry of s2s.domains may have (docs/server.md,
+-- "Federation policies")
+local POLICY_KEYS = { block = true, dialback = true, require_valid_cert = true }
+
 --- s2s.check(opts) -> the s2s options, normalized, or nil when federation
 -- is off; raises on a bad option (called from lxmpp.server(opts)).
 function M.check(opts, parse_address)
@@ -37,7 +48,7 @@ function M.check(opts, parse_address)
   if o ~= nil and type(o) ~= "table" then error("lxmpp.server: option s2s must be a table", 3) end
   o = o or {}
   for k in pairs(o) do
-    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" then
+    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" and k ~= "domains" and k ~= "block" then
       error(("lxmpp.server: unknown s2s option %q"):format(tostring(k)), 3)
     end
   end
@@ -48,13 +59,47 @@ function M.check(opts, parse_address)
   local hosts = {}
   if o.hosts ~= nil and type(o.hosts) ~= "table" then error("lxmpp.server: s2s.hosts must be a table", 3) end
   for d, addr in pairs(o.hosts or {}) do
-    local pd = type(d) == "string" and jid.prep(d)
-    if not pd or jid.node(pd) or jid.resource(pd) then
-      error(("lxmpp.server: s2s.hosts: %q is not a domain"):format(tostring(d)), 3)
-    end
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.hosts: %q is not a domain"):format(tostring(d)), 3) end
     hosts[pd] = M.host_address(addr, parse_address, "s2s.hosts")
   end
-  return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true }
+  -- per remote domain policies: s2s.domains = { [domain] = { block =,
+  -- dialback =, require_valid_cert = } } and s2s.block = { domain, ... }
+  local domains = {}
+  if o.domains ~= nil and type(o.domains) ~= "table" then
+    error("lxmpp.server: s2s.domains must be a table of domain = { settings }", 3)
+  end
+  for d, pol in pairs(o.domains or {}) do
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.domains: %q is not a domain"):format(tostring(d)), 3) end
+    if type(pol) ~= "table" then error(("lxmpp.server: s2s.domains[%q] must be a table"):format(pd), 3) end
+    for k, v in pairs(pol) do
+      if not POLICY_KEYS[k] then
+        error(("lxmpp.server: unknown setting %q in s2s.domains[%q] (block, dialback, require_valid_cert)")
+          :format(tostring(k), pd), 3)
+      end
+      if type(v) ~= "boolean" then error(("lxmpp.server: s2s.domains[%q].%s must be a boolean"):format(pd, k), 3) end
+    end
+    domains[pd] = { block = pol.block, dialback = pol.dialback, require_valid_cert = pol.require_valid_cert }
+  end
+  if o.block ~= nil and type(o.block) ~= "table" then error("lxmpp.server: s2s.block must be a list of domains", 3) end
+  for i, d in ipairs(o.block or {}) do
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.block[%d]: %q is not a domain"):format(i, tostring(d)), 3) end
+    domains[pd] = domains[pd] or {}
+    if domains[pd].block == false then
+      error(("lxmpp.server: %s is in s2s.block and has block = false in s2s.domains"):format(pd), 3)
+    end
+    domains[pd].block = true
+  end
+  -- the outgoing TLS context must continue past a certificate that does
+  -- not verify wherever dialback may be used (XEP-0220 §2.1 trusts DNS)
+  local any_dialback = o.dialback == true
+  for _, pol in pairs(domains) do
+    if pol.dialback then any_dialback = true end
+  end
+  return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true, domains = domains,
+    any_dialback = any_dialback }
 end
 
 --- An s2s.hosts address: "IP:PORT" (STARTTLS) or "tls:IP:PORT" (TLS from
@@ -93,8 +138,10 @@ function M.new(srv, conf)
   local cctx
   -- with dialback, a server whose certificate does not verify is still
   -- talked to (XEP-0220 §2.1 trusts DNS there); s2s_out.lua checks
-  -- conn:tls_peer_is itself and uses the result
-  local copts = { mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key, insecure = conf.dialback }
+  -- conn:tls_peer_is itself for the domains whose policy needs a valid
+  -- certificate (fed:policy)
+  local copts = { mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key,
+    insecure = conf.any_dialback }
   cctx, msg, cond = core.tls_context(copts)
   -- the same, offering ALPN xmpp-server, for direct TLS (XEP-0368 §3)
   copts.alpn = "xmpp-server"
@@ -111,6 +158,19 @@ function M.new(srv, conf)
     checks = {},       -- dialback keys being verified (fed:dialback_verify) -> true
     dialback_secret = core.random(32),   -- XEP-0185 keys; new at each start
   }, S2S)
+end
+
+--- fed:policy(domain) -> what applies to a remote domain: { block =,
+-- dialback =, require_valid_cert = } (s2s.domains[domain] over the
+-- defaults: not blocked, dialback as s2s.dialback, a valid certificate
+-- required unless dialback is allowed).
+function S2S:policy(domain)
+  local p = self.conf.domains[domain]
+  local dialback = self.conf.dialback
+  if p and p.dialback ~= nil then dialback = p.dialback end
+  local valid = not dialback
+  if p and p.require_valid_cert ~= nil then valid = p.require_valid_cert or not dialback end
+  return { block = (p and p.block) == true, dialback = dialback, require_valid_cert = valid }
 end
 
 ---------------------------------------------------------------------------
@@ -282,6 +342,9 @@ function S2S:send(s, host)
   if not route then
     if self:serves(host) then
       return srv:bounce(s, "cancel", "remote-server-not-found", "no route to a domain served here")
+    end
+    if self:policy(host).block then
+      return srv:bounce(s, "cancel", "policy-violation", "this server does not federate with " .. host)
     end
     if self.nroutes >= srv.limits.s2s_routes then
       return srv:bounce(s, "wait", "resource-constraint", "too many remote domains at once")

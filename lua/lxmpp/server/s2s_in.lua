@@ -57,6 +57,14 @@ local function external_ok(self)
   return self.secure and self.peer ~= nil and self.conn.tls_peer_is ~= nil and self.conn:tls_peer_is(self.peer)
 end
 
+-- the peer may authenticate by dialback: its domain's policy allows it,
+-- and a certificate that verifies for it when the policy wants one
+-- (s2s.domains[d].require_valid_cert: dialback over authenticated TLS only)
+local function dialback_ok(self)
+  local p = self.policy
+  return p ~= nil and p.dialback and (not p.require_valid_cert or external_ok(self))
+end
+
 function In:on_open(attr)
   if self.ended then return end
   local bad, why = self.framing.check_open(attr, s2s.NS)
@@ -83,11 +91,17 @@ function In:on_open(attr)
   if from == srv.domain or srv.hosts[from] or (srv.components and srv.components[from]) then
     return self:stream_error("invalid-from", from .. " is served here")
   end
+  -- a blocked domain (s2s.domains[d].block, s2s.block) gets nothing
+  local policy = self.fed:policy(from)
+  if policy.block then
+    return self:stream_error("policy-violation", "this server does not federate with " .. from)
+  end
   if self.authenticated and from ~= self.peer then
     return self:stream_error("invalid-from", "the stream was authenticated for " .. self.peer)
   end
   self.peer = from
-  local dialback = self.fed.conf.dialback
+  self.policy = policy
+  local dialback = policy.dialback
   self:send_header({ from = to, to = from, version = "1.0", ["xmlns:db"] = dialback and s2s.NS_DB or nil })
   local f = { self.framing.features }
   if not self.secure then
@@ -96,7 +110,7 @@ function In:on_open(attr)
     if external_ok(self) then
       f[#f + 1] = "<mechanisms xmlns='" .. NS_SASL .. "'><mechanism>EXTERNAL</mechanism></mechanisms>"
     end
-    if dialback then f[#f + 1] = "<dialback xmlns='" .. s2s.NS_DB_FEATURE .. "'><errors/></dialback>" end
+    if dialback_ok(self) then f[#f + 1] = "<dialback xmlns='" .. s2s.NS_DB_FEATURE .. "'><errors/></dialback>" end
   end
   f[#f + 1] = "</stream:features>"
   self:write(table.concat(f))
@@ -201,7 +215,7 @@ function In:on_stanza(s)
   end
   local stanza = (ns == nil or ns == s2s.NS) and (name == "message" or name == "presence" or name == "iq")
   if self.authenticated then
-    if ns == s2s.NS_DB and name == "verify" and self.fed.conf.dialback then
+    if ns == s2s.NS_DB and name == "verify" and self.policy.dialback then
       return self:on_db_verify(s)    -- a question may come over an authenticated stream too (XEP-0220 §2.3)
     end
     if not stanza then
@@ -234,9 +248,11 @@ function In:on_stanza(s)
     return
   end
   if ns == NS_SASL and name == "auth" and self.secure then return self:on_auth(s) end
-  if ns == s2s.NS_DB and self.secure and self.fed.conf.dialback then
-    if name == "result" then return self:on_db_result(s) end
-    if name == "verify" then return self:on_db_verify(s) end
+  if ns == s2s.NS_DB and self.secure and self.policy then
+    -- a question about our key: from a domain we may use dialback with
+    if name == "verify" and self.policy.dialback then return self:on_db_verify(s) end
+    if name == "result" and dialback_ok(self) then return self:on_db_result(s) end
+    return self:stream_error("policy-violation", "no dialback with " .. tostring(self.peer) .. " here")
   end
   if stanza then return self:stream_error("not-authorized", "authenticate first") end
   return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not expected here")

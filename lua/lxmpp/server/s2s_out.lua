@@ -32,12 +32,20 @@ local function new(fed, conn, remote, direct, route, check)
   -- local_domain: the domain served here this stream speaks for (its
   -- header's from; the one the remote server authenticates)
   local self = setmetatable({ kind = "s2sout", fed = fed, remote = remote, route = route, check = check,
-    local_domain = (route or check).from or srv.domain, secure = false, stage = "header", outgoing = true }, Out)
+    local_domain = (route or check).from or srv.domain, policy = fed:policy(remote),
+    secure = false, stage = "header", outgoing = true }, Out)
   -- outgoing: ours, not a peer's connection: neither per-address nor
   -- unauthenticated accounting counts it (Server:account_open)
   stream.Stream.init(self, srv, conn, s2s.NS)
   conn:on("tls-done", function()
     self.secure = true
+    -- the TLS context lets a certificate that does not verify through
+    -- when dialback may be used with some domain (s2s.lua): here the
+    -- policy of this one decides
+    if self.policy.require_valid_cert and not conn:tls_peer_is(remote) then
+      return self:fail_route("the certificate of " .. remote .. " does not verify for it, which we require",
+        "policy-violation")
+    end
     self:guarded(self.open_stream)
   end)
   conn:on("tls-failed", function(msg) self:fail_route("TLS with " .. self.remote .. " failed: " .. tostring(msg)) end)
@@ -72,7 +80,7 @@ function Out:open_stream()
   self.stage = "header"
   self.header_sent = true
   local attr = { from = self.local_domain, to = self.remote, version = "1.0" }
-  if self.fed.conf.dialback then attr["xmlns:db"] = s2s.NS_DB end
+  if self.policy.dialback then attr["xmlns:db"] = s2s.NS_DB end
   return self:write(self.framing.open(s2s.NS, attr))
 end
 
@@ -132,14 +140,14 @@ function Out:on_stanza(el)
     end
     if not self.authenticated then
       if not mechanisms(el).EXTERNAL then
-        if self.fed.conf.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
+        if self.policy.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
           self.stage = "dialback"
           local key = self.fed:dialback_key(self.remote, self.local_domain, self.stream_id)
           return self:write(("<db:result xmlns:db='%s' from='%s' to='%s'>%s</db:result>"):format(s2s.NS_DB,
             core.xml_escape(self.local_domain), core.xml_escape(self.remote), key))
         end
         return self:fail_route(self.remote .. " does not accept our certificate (no SASL EXTERNAL" ..
-          (self.fed.conf.dialback and ", no dialback)" or ")"), "policy-violation")
+          (self.policy.dialback and ", no dialback)" or ")"), "policy-violation")
       end
       self.stage = "sasl"
       -- no authorization identity: the one of our certificate, our domain (XEP-0178 §4)
