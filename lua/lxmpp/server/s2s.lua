@@ -48,7 +48,7 @@ function M.check(opts, parse_address)
   if o ~= nil and type(o) ~= "table" then error("lxmpp.server: option s2s must be a table", 3) end
   o = o or {}
   for k in pairs(o) do
-    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" and k ~= "domains" and k ~= "block" then
+    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" and k ~= "domains" and k ~= "block" and k ~= "bidi" then
       error(("lxmpp.server: unknown s2s option %q"):format(tostring(k)), 3)
     end
   end
@@ -56,6 +56,7 @@ function M.check(opts, parse_address)
   if o.dialback ~= nil and type(o.dialback) ~= "boolean" then
     error("lxmpp.server: s2s.dialback must be a boolean", 3)
   end
+  if o.bidi ~= nil and type(o.bidi) ~= "boolean" then error("lxmpp.server: s2s.bidi must be a boolean", 3) end
   local hosts = {}
   if o.hosts ~= nil and type(o.hosts) ~= "table" then error("lxmpp.server: s2s.hosts must be a table", 3) end
   for d, addr in pairs(o.hosts or {}) do
@@ -99,7 +100,7 @@ function M.check(opts, parse_address)
     if pol.dialback then any_dialback = true end
   end
   return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true, domains = domains,
-    any_dialback = any_dialback }
+    any_dialback = any_dialback, bidi = o.bidi ~= false }
 end
 
 --- An s2s.hosts address: "IP:PORT" (STARTTLS) or "tls:IP:PORT" (TLS from
@@ -179,6 +180,8 @@ end
 
 M.NS_DB = "jabber:server:dialback"
 M.NS_DB_FEATURE = "urn:xmpp:features:dialback"
+M.NS_BIDI = "urn:xmpp:bidi"                        -- XEP-0288
+M.NS_BIDI_FEATURE = "urn:xmpp:features:bidi"
 
 local function hex(b) return (b:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 
@@ -396,6 +399,22 @@ function S2S:open_route(host, from)
     self:fail(route, last or "remote-server-not-found", "cannot connect to " .. host)
   end)
   srv:log("info", "s2s: opening a route from %s to %s", from, host)
+  return route
+end
+
+--- fed:bidi_route(s, from, to): s, an incoming stream whose peer (remote
+-- domain to) asked for XEP-0288 bidirectionality and is authenticated,
+-- carries our stanzas from local domain from to it, unless a route of
+-- ours exists already (or the route cap is reached: then the next
+-- stanza for to bounces as any other past it). Such a route is ready at
+-- once and ends with its stream (s2s_in.lua, In:on_end).
+function S2S:bidi_route(s, from, to)
+  local key = self:route_key(from, to)
+  if self.routes[key] or self.nroutes >= self.srv.limits.s2s_routes then return nil end
+  local route = { domain = to, from = from, key = key, queue = fifo.new(), ready = true, out = s, bidi = true }
+  self.routes[key] = route
+  self.nroutes = self.nroutes + 1
+  self.srv:log("info", "s2s: the stream from %s carries our stanzas from %s too (bidi)", to, from)
   return route
 end
 

@@ -111,6 +111,8 @@ function In:on_open(attr)
       f[#f + 1] = "<mechanisms xmlns='" .. NS_SASL .. "'><mechanism>EXTERNAL</mechanism></mechanisms>"
     end
     if dialback_ok(self) then f[#f + 1] = "<dialback xmlns='" .. s2s.NS_DB_FEATURE .. "'><errors/></dialback>" end
+    -- XEP-0288 §2.1: the peer may ask for our stanzas over this connection
+    if self.fed.conf.bidi then f[#f + 1] = "<bidi xmlns='" .. s2s.NS_BIDI_FEATURE .. "'/>" end
   end
   f[#f + 1] = "</stream:features>"
   self:write(table.concat(f))
@@ -153,6 +155,9 @@ function In:authenticated_as()
   self:set_ready()
   self.fed.incoming[self] = self.peer
   s2s.arm_idle(self)
+  -- XEP-0288 §2.2: once the peer is authenticated, our stanzas from the
+  -- domain it connected to, to its domain, may go back over this stream
+  if self.bidi then self.bidi_route = self.fed:bidi_route(self, self.local_domain, self.peer) end
 end
 
 local function db_result(self, typ, cond)
@@ -247,6 +252,10 @@ function In:on_stanza(s)
     end
     return
   end
+  if ns == s2s.NS_BIDI and name == "bidi" and self.secure and self.fed.conf.bidi and not self.bidi then
+    self.bidi = true                -- no answer (XEP-0288 §2.2); takes effect with authentication
+    return
+  end
   if ns == NS_SASL and name == "auth" and self.secure then return self:on_auth(s) end
   if ns == s2s.NS_DB and self.secure and self.policy then
     -- a question about our key: from a domain we may use dialback with
@@ -258,9 +267,13 @@ function In:on_stanza(s)
   return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not expected here")
 end
 
-function In:on_end()
+function In:on_end(reason)
   s2s.stop_idle(self)
   if self.fed then self.fed.incoming[self] = nil end
+  local route = self.bidi_route
+  self.bidi_route = nil
+  if route then self.fed:fail(route, "remote-server-not-found", "the stream from " .. self.peer .. " ended: " ..
+    tostring(reason)) end
 end
 
 return M

@@ -14,6 +14,7 @@ local s2s = require "lxmpp.server.s2s"
 local redact = require "lxmpp.redact"
 
 local core = require "lxmpp.core"
+local jid = require "lxmpp.jid"
 
 local setmetatable, tostring = setmetatable, tostring
 
@@ -139,6 +140,11 @@ function Out:on_stanza(el)
         core.xml_escape(self.local_domain), core.xml_escape(c.domain), core.xml_escape(c.id), core.xml_escape(c.key)))
     end
     if not self.authenticated then
+      -- XEP-0288 §2.2: bidirectionality before authentication, no answer
+      if self.fed.conf.bidi and not self.bidi and el:get_child("bidi", s2s.NS_BIDI_FEATURE) then
+        self.bidi = true
+        self:write("<bidi xmlns='" .. s2s.NS_BIDI .. "'/>")
+      end
       if not mechanisms(el).EXTERNAL then
         if self.policy.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
           self.stage = "dialback"
@@ -193,12 +199,38 @@ function Out:on_stanza(el)
     return self:close()
   end
   if stage == "ready" then
-    -- one direction per connection (no XEP-0288): the receiving server
-    -- sends us nothing here
+    if self.bidi then return self:bidi_stanza(el) end
+    -- one direction per connection without XEP-0288: the receiving
+    -- server sends us nothing here
     return self:stream_error("unsupported-stanza-type", "this stream carries stanzas the other way only")
   end
   return self:fail_route("unexpected <" .. name .. "/> from " .. self.remote .. " during negotiation",
     "unsupported-stanza-type")
+end
+
+-- A stanza the receiving server sends back over a bidirectional stream
+-- (XEP-0288 §2.2): only from the domain we connected to (the one its
+-- certificate or our dialback check stands for), only to the domain we
+-- authenticated as; else the stream errors s2s_in.lua gives.
+function Out:bidi_stanza(s)
+  self:check_rate()
+  local ns, name = s.attr.xmlns, s.name
+  if not ((ns == nil or ns == s2s.NS) and (name == "message" or name == "presence" or name == "iq")) then
+    return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
+  end
+  local from, to = s.attr.from and jid.prep(s.attr.from), s.attr.to and jid.prep(s.attr.to)
+  if not from or not to then
+    return self:stream_error("improper-addressing", "a stanza between servers needs valid 'from' and 'to'")
+  end
+  if jid.domain(from) ~= self.remote then
+    return self:stream_error("invalid-from", "this stream carries stanzas of " .. self.remote .. " only")
+  end
+  if jid.domain(to) ~= self.local_domain then
+    return self:stream_error("host-unknown", "this stream carries stanzas to " .. self.local_domain .. " only")
+  end
+  s.attr.from, s.attr.to, s.attr.xmlns = from, to, nil
+  s2s.touch(self)
+  return self.srv:route(s)
 end
 
 function Out:on_end(reason)
