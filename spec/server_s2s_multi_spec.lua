@@ -142,6 +142,38 @@ describe("s2s: several local domains", function()
     end)
   end)
 
+  it("a component here federates: its stanzas go out for its domain, remote users' reach it", function()
+    local GW = "gw." .. A
+    two(function(a, b)
+      b:s2s_host(GW, "127.0.0.1:" .. port_of(a, "s2s"))
+      local comp = lxmpp.component({ jid = GW, secret = "s3cret", host = "127.0.0.1", port = port_of(a, "component") })
+      assert(comp:connect())
+      local bob = login(b, "bob", true)
+      comp:send(st.message({ from = "news@" .. GW, to = "bob@" .. B .. "/r", id = "g1" }):tag("body"):text("x"):up())
+      local m = serve.expect(bob, "message", function(x) return x.attr.id == "g1" end, T)
+      assert(m, "bob did not get the component's message")
+      assert.equal("news@" .. GW, m.attr.from)
+      assert.is_true(a.s2s:route_to(B, GW).out.authenticated)
+      bob:send(st.message({ to = "news@" .. GW, id = "g2" }):tag("body"):text("y"):up())
+      m = serve.expect(comp, "message", function(x) return x.attr.id == "g2" end, T)
+      assert(m, "the component did not get bob's answer")
+      assert.equal("bob@" .. B .. "/r", m.attr.from)
+      comp:close()
+    end, nil, { components = { ["gw." .. A] = "s3cret" }, component_listen = "127.0.0.1:0" })
+  end)
+
+  it("also over XEP-0288 bidirectional streams (one connection per pair of domains)", function()
+    local bidi = { cafile = pki.get().ca, bidi = true }
+    two(function(a, b)
+      muc_across(a, b)
+      -- example.test's MUC answers over the stream other.test opened to it
+      local r = assert(a.s2s:route_to(B, MUC))
+      assert.is_true(r.bidi)
+      assert.equal(MUC, r.out.local_domain)
+      assert.equal(B, r.out.peer)
+    end, nil, { s2s = bidi }, nil, { s2s = bidi })
+  end)
+
   it("a subdomain authenticates by dialback where the certificate names only the main domain", function()
     local db = { cafile = pki.get().ca, dialback = true, bidi = false }
     two(function(a, b)
