@@ -157,6 +157,8 @@ function M.new(srv, conf)
     nroutes = 0,       -- how many (limits.s2s_routes)
     incoming = {},     -- authenticated incoming stream -> its domain
     checks = {},       -- dialback keys being verified (fed:dialback_verify) -> true
+    nchecks = 0,       -- how many (limits.s2s_checks)
+    domain_checks = {},   -- claimed domain -> how many of them (limits.s2s_domain_checks)
     dialback_secret = core.random(32),   -- XEP-0185 keys; new at each start
   }, S2S)
 end
@@ -198,15 +200,26 @@ end
 -- whether key is the one it made for stream id to receiving, a domain
 -- served here (XEP-0220 §2.3);
 -- done(result) runs once: "valid", "invalid" or "error" (no answer within
--- limits.s2s_timeout, no connection).
+-- limits.s2s_timeout, no connection), or at once "busy" past
+-- limits.s2s_checks checks under way, or limits.s2s_domain_checks for
+-- domain: each check connects to the claimed domain's server, so
+-- unauthenticated streams must not make us connect there without bound.
 function S2S:dialback_verify(domain, key, id, receiving, done)
   local srv = self.srv
+  local per_domain = self.domain_checks[domain] or 0
+  if self.nchecks >= srv.limits.s2s_checks or per_domain >= srv.limits.s2s_domain_checks then
+    return done("busy")
+  end
+  self.nchecks, self.domain_checks[domain] = self.nchecks + 1, per_domain + 1
   local over = false
   local check = { domain = domain, key = key, id = id, from = receiving }
   local function finish(result)
     if over then return end
     over = true
     self.checks[check] = nil
+    self.nchecks = self.nchecks - 1
+    local n = self.domain_checks[domain] - 1
+    self.domain_checks[domain] = n > 0 and n or nil
     if check.task then task.cancel(check.task); check.task = nil end
     if check.timer then check.timer:stop(); check.timer = nil end
     local out = check.out

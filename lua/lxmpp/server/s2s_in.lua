@@ -192,7 +192,13 @@ function In:on_db_result(el)
       return db_result(self, "valid")
     end
     self:log("info", "dialback refused: %s", result)
-    if result == "invalid" then db_result(self, "invalid") else db_result(self, "error", "remote-server-not-found") end
+    if result == "invalid" then
+      db_result(self, "invalid")
+    elseif result == "busy" then     -- too many checks under way (limits.s2s_checks, s2s_domain_checks)
+      db_result(self, "error", "resource-constraint")
+    else
+      db_result(self, "error", "remote-server-not-found")
+    end
     return self:close()
   end)
 end
