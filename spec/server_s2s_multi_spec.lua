@@ -174,6 +174,23 @@ describe("s2s: several local domains", function()
     end, nil, { s2s = bidi }, nil, { s2s = bidi })
   end)
 
+  it("a stanza of a domain not served here is not relayed to another: the routes stay up", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice", true), login(b, "bob", true)
+      alice:send(st.message({ to = "bob@" .. B .. "/r", id = "r1" }):tag("body"):text("x"):up())
+      assert(serve.expect(bob, "message", function(m) return m.attr.id == "r1" end, T))
+      local route = a.s2s.routes[B]
+      local seen = serve.collect(bob, "message")
+      a:route(st.message({ from = "mallory@third.test/x", to = "bob@" .. B .. "/r", id = "r2" }):tag("body")
+        :text("relayed"):up())
+      alice:send(st.message({ to = "bob@" .. B .. "/r", id = "r3" }):tag("body"):text("y"):up())
+      assert.is_true(serve.until_true(function() return #seen >= 1 end, T))
+      lxmpp.sleep(0.1)
+      assert.same({ "r3" }, { seen[1].attr.id, seen[2] and seen[2].attr.id })
+      assert.equal(route, a.s2s.routes[B])          -- the same stream: the peer saw nothing to refuse
+    end)
+  end)
+
   it("a subdomain authenticates by dialback where the certificate names only the main domain", function()
     local db = { cafile = pki.get().ca, dialback = true, bidi = false }
     two(function(a, b)

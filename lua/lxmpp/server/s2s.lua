@@ -347,8 +347,17 @@ end
 -- (bounced with resource-constraint past limits.s2s_queue stanzas).
 function S2S:send(s, host)
   local srv = self.srv
-  local from = jid.domain(s.attr.from or "")
-  if not self:serves(from) then from = srv.domain end
+  local from = srv.domain                          -- a stanza of the server itself
+  if s.attr.from then
+    from = jid.domain(s.attr.from)
+    if not self:serves(from) then
+      -- another domain's stanza to another domain: we relay for nobody
+      -- (on any stream of ours the remote server would answer it with
+      -- invalid-from and drop the route)
+      srv:log("warn", "s2s: not relaying a <%s/> from %s to %s", s.name, tostring(s.attr.from), host)
+      return
+    end
+  end
   local key = self:route_key(from, host)
   local route = self.routes[key]
   if route and route.out and route.ready then
