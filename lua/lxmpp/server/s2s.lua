@@ -5,12 +5,16 @@
 -- (server/s2s_out.lua), authenticated for that local domain, the bounded
 -- queue of stanzas that wait while it comes up, and its idle timer;
 -- stanzas from the remote domain arrive over its own stream
--- (server/s2s_in.lua), one direction per TCP connection (RFC 6120 §4.2
--- without XEP-0288).
+-- (server/s2s_in.lua), or, with XEP-0288, over ours (and ours over its:
+-- fed:bidi_route).
 --
 -- Options (docs/server.md, "Federation (s2s)"):
 --   s2s = { hosts = { ["other.example"] = "192.0.2.7:5269" },  -- domain -> address
---           cafile = "ca.pem" }      -- trust anchors for peer certificates
+--           cafile = "ca.pem",       -- trust anchors for peer certificates
+--           dialback = false,        -- XEP-0220 where certificates do not verify
+--           bidi = true,             -- XEP-0288: offer and use bidirectional streams
+--           domains = { ["x.example"] = { block =, dialback =, require_valid_cert = } },
+--           block = { "spam.example" } }   -- per remote domain policies (fed:policy)
 --   s2s_listen = "0.0.0.0:5269"      -- where remote servers connect
 -- A route that fails bounces what waited with remote-server-not-found
 -- (nothing to connect to, connection or TLS or authentication refused) or

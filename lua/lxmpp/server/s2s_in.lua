@@ -1,6 +1,8 @@
 -- lxmpp.server.s2s_in: a stream a remote server opens to us (RFC 6120 §4.2,
 -- as the receiving entity), to send us its stanzas. The header names both
--- domains (to: ours; from: the peer's, RFC 6120 §4.7.1); STARTTLS is
+-- domains (to: one served here, our main domain, MUC, pubsub or a
+-- component's; from: the peer's, RFC 6120 §4.7.1; a domain blocked by
+-- policy gets policy-violation, s2s.lua fed:policy); STARTTLS is
 -- required; the peer then authenticates as that domain with SASL EXTERNAL
 -- (RFC 6120 §6.3.4, §13.7.1.2, XEP-0178), offered only when its TLS client
 -- certificate verified against s2s.cafile and names the domain (RFC 6125;
@@ -13,6 +15,9 @@
 -- asks) is offered too: a <db:result/> key is checked with the peer
 -- domain's authoritative server (s2s.lua, fed:dialback_verify), and the
 -- <db:verify/> questions of servers checking our keys are answered.
+-- With XEP-0288 (s2s.bidi), a peer that asked for it before authenticating
+-- gets our stanzas from the header's `to` to its domain over this stream
+-- (fed:bidi_route).
 
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"

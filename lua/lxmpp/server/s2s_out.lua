@@ -1,13 +1,17 @@
 -- lxmpp.server.s2s_out: the stream this server opens to a remote domain
 -- (RFC 6120 §4.2, as the initiating entity), to send it our stanzas. On a
--- TCP connection server/s2s.lua made: our jabber:server header from our
--- domain to theirs, STARTTLS (required: RFC 6120 §5.3.1, the remote
+-- TCP connection server/s2s.lua made: our jabber:server header from one
+-- of our domains to theirs, STARTTLS (required: RFC 6120 §5.3.1, the remote
 -- certificate verified for the remote domain as a client does), SASL
 -- EXTERNAL with our certificate (RFC 6120 §6.3.4, XEP-0178), the restart,
 -- and from then on the route is up. With s2s.dialback, Server Dialback
 -- (XEP-0220) where the receiving server does not take our certificate.
 -- The same stream, in "verify" mode, asks a remote authoritative server
 -- whether a dialback key is its own (s2s.lua, fed:dialback_verify).
+-- Each stream speaks for one domain served here (local_domain: the
+-- route's, its header's from). Where the receiving server offers XEP-0288,
+-- we ask for it, and its stanzas to that domain then come back over here
+-- (Out:bidi_stanza).
 
 local stream = require "lxmpp.server.stream"
 local s2s = require "lxmpp.server.s2s"
