@@ -191,6 +191,29 @@ describe("s2s: several local domains", function()
     end)
   end)
 
+  it("a subdomain with a certificate of its own (s2s.certs) shows it both ways: SNI and client certificate",
+    function()
+    local p = pki.get()
+    local w = p.certs.wildcard                  -- *.example.test; tls.cert ("good") names example.test only
+    two(function(a, b)
+      muc_across(a, b)
+      assert.is_true(a.s2s:route_to(B, MUC).out.authenticated)      -- EXTERNAL with the wildcard certificate
+      assert.is_true(b.s2s:route_to(MUC).out.authenticated)         -- B verified it for muc.example.test
+      assert.is_true(a.s2s.routes[B] == nil or a.s2s.routes[B].out.authenticated)
+    end, "good", { s2s = { cafile = p.ca, bidi = false, certs = { [MUC] = { cert = w.cert, key = w.key } } } })
+  end)
+
+  it("s2s.certs is checked", function()
+    local function refused(certs, pattern)
+      local ok, err = pcall(lxmpp.server, { domain = A, s2s = { certs = certs } })
+      assert.is_false(ok)
+      assert.matches(pattern, tostring(err))
+    end
+    refused("x", "s2s.certs must be a table")
+    refused({ ["a@b"] = { cert = "c", key = "k" } }, "s2s.certs: \"a@b\" is not a domain")
+    refused({ [MUC] = { cert = "c" } }, "s2s.certs%[\"muc.example.test\"%] needs cert and key")
+  end)
+
   it("a subdomain authenticates by dialback where the certificate names only the main domain", function()
     local db = { cafile = pki.get().ca, dialback = true, bidi = false }
     two(function(a, b)

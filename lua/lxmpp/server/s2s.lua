@@ -52,7 +52,8 @@ function M.check(opts, parse_address)
   if o ~= nil and type(o) ~= "table" then error("lxmpp.server: option s2s must be a table", 3) end
   o = o or {}
   for k in pairs(o) do
-    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" and k ~= "domains" and k ~= "block" and k ~= "bidi" then
+    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" and k ~= "domains" and k ~= "block" and k ~= "bidi"
+      and k ~= "certs" then
       error(("lxmpp.server: unknown s2s option %q"):format(tostring(k)), 3)
     end
   end
@@ -97,6 +98,22 @@ function M.check(opts, parse_address)
     end
     domains[pd].block = true
   end
+  -- s2s.certs = { [local domain] = { cert =, key = } }: the certificate a
+  -- domain served here shows to remote servers (by SNI on streams to it,
+  -- as its client certificate on its routes), instead of tls.cert
+  local certs
+  if o.certs ~= nil and type(o.certs) ~= "table" then
+    error("lxmpp.server: s2s.certs must be a table of domain = { cert =, key = }", 3)
+  end
+  for d, c in pairs(o.certs or {}) do
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.certs: %q is not a domain"):format(tostring(d)), 3) end
+    if type(c) ~= "table" or type(c.cert) ~= "string" or type(c.key) ~= "string" then
+      error(("lxmpp.server: s2s.certs[%q] needs cert and key file names"):format(pd), 3)
+    end
+    certs = certs or {}
+    certs[pd] = { cert = c.cert, key = c.key }
+  end
   -- the outgoing TLS context must continue past a certificate that does
   -- not verify wherever dialback may be used (XEP-0220 §2.1 trusts DNS)
   local any_dialback = o.dialback == true
@@ -104,7 +121,7 @@ function M.check(opts, parse_address)
     if pol.dialback then any_dialback = true end
   end
   return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true, domains = domains,
-    any_dialback = any_dialback, bidi = o.bidi ~= false }
+    any_dialback = any_dialback, bidi = o.bidi ~= false, certs = certs }
 end
 
 --- An s2s.hosts address: "IP:PORT" (STARTTLS) or "tls:IP:PORT" (TLS from
@@ -125,38 +142,58 @@ S2S.__index = S2S
 local targets     -- where to connect for a domain (below)
 
 --- s2s.new(srv, conf) -> the federation core of a started server, with its
--- two TLS contexts: the server one asks for client certificates (verified
--- against conf.cafile; without it no peer can use SASL EXTERNAL), the
--- client one verifies the servers we connect to and shows our certificate.
+-- TLS contexts: the server one asks for client certificates (verified
+-- against conf.cafile; without it no peer can use SASL EXTERNAL) and
+-- picks s2s.certs ones by SNI; the client ones (one pair per
+-- certificate: STARTTLS and direct TLS) verify the servers we connect to
+-- and show our certificate for the stream's local domain.
 function M.new(srv, conf)
   local topts = srv.opts.tls or {}
   local sctx, msg, cond
   -- ALPN xmpp-server (XEP-0368 §3): selected when a direct TLS peer offers it
   if topts.cert then
     sctx, msg, cond = core.tls_context({ mode = "server", cert = topts.cert, key = topts.key, cafile = conf.cafile,
-      alpn = "xmpp-server" })
+      alpn = "xmpp-server", sni = conf.certs })
   else
     sctx, msg, cond = core.tls_context({ mode = "server", domain = srv.domain, cafile = conf.cafile,
-      alpn = "xmpp-server" })
+      alpn = "xmpp-server", sni = conf.certs })
   end
   if not sctx then return nil, "s2s TLS: " .. tostring(msg), cond end
-  local cctx
   -- with dialback, a server whose certificate does not verify is still
   -- talked to (XEP-0220 §2.1 trusts DNS there); s2s_out.lua checks
   -- conn:tls_peer_is itself for the domains whose policy needs a valid
   -- certificate (fed:policy)
-  local copts = { mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key,
-    insecure = conf.any_dialback }
-  cctx, msg, cond = core.tls_context(copts)
-  -- the same, offering ALPN xmpp-server, for direct TLS (XEP-0368 §3)
-  copts.alpn = "xmpp-server"
-  local dctx = cctx and core.tls_context(copts)
-  if not cctx or not dctx then
+  local made = {}
+  local function client_pair(cert, key)
+    local copts = { mode = "client", cafile = conf.cafile, cert = cert, key = key, insecure = conf.any_dialback }
+    local c, m, k = core.tls_context(copts)
+    if not c then return nil, m, k end
+    made[#made + 1] = c
+    -- the same, offering ALPN xmpp-server, for direct TLS (XEP-0368 §3)
+    copts.alpn = "xmpp-server"
+    local d
+    d, m, k = core.tls_context(copts)
+    if not d then return nil, m, k end
+    made[#made + 1] = d
+    return { starttls = c, direct = d }
+  end
+  local per_domain = {}
+  local main
+  main, msg, cond = client_pair(topts.cert, topts.key)
+  for d, c in pairs(conf.certs or {}) do
+    if not main then break end
+    per_domain[d], msg, cond = client_pair(c.cert, c.key)
+    if not per_domain[d] then main = nil end
+  end
+  if not main then
     sctx:close()
-    if cctx then cctx:close() end
+    for _, c in ipairs(made) do c:close() end
     return nil, "s2s TLS: " .. tostring(msg), cond or "tls-failed"
   end
+  local cctx, dctx = main.starttls, main.direct
   return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx, direct_ctx = dctx,
+    domain_ctx = per_domain,   -- local domain with a certificate of its own -> { starttls =, direct = }
+    all_ctx = made,
     routes = {},       -- fed:route_key(local domain, remote domain) -> route
     nroutes = 0,       -- how many (limits.s2s_routes)
     incoming = {},     -- authenticated incoming stream -> its domain
@@ -165,6 +202,15 @@ function M.new(srv, conf)
     domain_checks = {},   -- claimed domain -> how many of them (limits.s2s_domain_checks)
     dialback_secret = core.random(32),   -- XEP-0185 keys; new at each start
   }, S2S)
+end
+
+--- fed:client_context(local_domain, direct) -> the TLS context for a
+-- stream that speaks for local_domain (its s2s.certs certificate, else
+-- tls.cert); direct: XEP-0368 TLS from the first byte (ALPN xmpp-server).
+function S2S:client_context(d, direct)
+  local pair = self.domain_ctx[d]
+  if pair then return direct and pair.direct or pair.starttls end
+  return direct and self.direct_ctx or self.client_ctx
 end
 
 --- fed:policy(domain) -> what applies to a remote domain: { block =,
@@ -490,8 +536,7 @@ function S2S:close()
   for c in pairs(self.checks) do checks[#checks + 1] = c end
   for _, c in ipairs(checks) do c.finish("error") end
   self.server_ctx:close()
-  self.client_ctx:close()
-  self.direct_ctx:close()
+  for _, c in ipairs(self.all_ctx) do c:close() end
 end
 
 M.S2S = S2S

@@ -59,7 +59,7 @@ local function new(fed, conn, remote, direct, route, check)
     -- XEP-0368: TLS from the first byte, our header once it is up
     self.direct = true
     self.stage = "tls"
-    local ok, msg = conn:starttls(fed.direct_ctx, remote)
+    local ok, msg = conn:starttls(fed:client_context(self.local_domain, true), remote)
     if not ok then self:fail_route("TLS with " .. remote .. " failed: " .. tostring(msg)) end
     return self
   end
@@ -170,7 +170,7 @@ function Out:on_stanza(el)
   if stage == "proceed" and ns == NS_TLS then
     if name ~= "proceed" then return self:fail_route(self.remote .. " refused STARTTLS") end
     self.stage = "tls"
-    local ok, msg = self.conn:starttls(self.fed.client_ctx, self.remote)
+    local ok, msg = self.conn:starttls(self.fed:client_context(self.local_domain, false), self.remote)
     if not ok then return self:fail_route("TLS with " .. self.remote .. " failed: " .. tostring(msg)) end
     return
   end
