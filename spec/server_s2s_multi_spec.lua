@@ -29,12 +29,15 @@ local function port_of(srv, kind)
   end
 end
 
--- A started server of domain with certificate certname; extra: options on top.
+-- A started server of domain with certificate certname; extra: options on
+-- top. Without XEP-0288 (s2s.bidi = false), so that each server's stanzas
+-- go over a stream of its own and the specs below can say which stream
+-- authenticated which domain (spec/server_s2s_bidi_spec.lua has them with it).
 local function start(domain, certname, extra)
   local p = pki.get()
   local cert = p.certs[certname]
   local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca },
+    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, bidi = false },
     users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
   for k, v in pairs(extra or {}) do opts[k] = v end
   local srv = lxmpp.server(opts)
@@ -139,8 +142,80 @@ describe("s2s: several local domains", function()
     end)
   end)
 
+  it("a component here federates: its stanzas go out for its domain, remote users' reach it", function()
+    local GW = "gw." .. A
+    two(function(a, b)
+      b:s2s_host(GW, "127.0.0.1:" .. port_of(a, "s2s"))
+      local comp = lxmpp.component({ jid = GW, secret = "s3cret", host = "127.0.0.1", port = port_of(a, "component") })
+      assert(comp:connect())
+      local bob = login(b, "bob", true)
+      comp:send(st.message({ from = "news@" .. GW, to = "bob@" .. B .. "/r", id = "g1" }):tag("body"):text("x"):up())
+      local m = serve.expect(bob, "message", function(x) return x.attr.id == "g1" end, T)
+      assert(m, "bob did not get the component's message")
+      assert.equal("news@" .. GW, m.attr.from)
+      assert.is_true(a.s2s:route_to(B, GW).out.authenticated)
+      bob:send(st.message({ to = "news@" .. GW, id = "g2" }):tag("body"):text("y"):up())
+      m = serve.expect(comp, "message", function(x) return x.attr.id == "g2" end, T)
+      assert(m, "the component did not get bob's answer")
+      assert.equal("bob@" .. B .. "/r", m.attr.from)
+      comp:close()
+    end, nil, { components = { ["gw." .. A] = "s3cret" }, component_listen = "127.0.0.1:0" })
+  end)
+
+  it("also over XEP-0288 bidirectional streams (one connection per pair of domains)", function()
+    local bidi = { cafile = pki.get().ca, bidi = true }
+    two(function(a, b)
+      muc_across(a, b)
+      -- example.test's MUC answers over the stream other.test opened to it
+      local r = assert(a.s2s:route_to(B, MUC))
+      assert.is_true(r.bidi)
+      assert.equal(MUC, r.out.local_domain)
+      assert.equal(B, r.out.peer)
+    end, nil, { s2s = bidi }, nil, { s2s = bidi })
+  end)
+
+  it("a stanza of a domain not served here is not relayed to another: the routes stay up", function()
+    two(function(a, b)
+      local alice, bob = login(a, "alice", true), login(b, "bob", true)
+      alice:send(st.message({ to = "bob@" .. B .. "/r", id = "r1" }):tag("body"):text("x"):up())
+      assert(serve.expect(bob, "message", function(m) return m.attr.id == "r1" end, T))
+      local route = a.s2s.routes[B]
+      local seen = serve.collect(bob, "message")
+      a:route(st.message({ from = "mallory@third.test/x", to = "bob@" .. B .. "/r", id = "r2" }):tag("body")
+        :text("relayed"):up())
+      alice:send(st.message({ to = "bob@" .. B .. "/r", id = "r3" }):tag("body"):text("y"):up())
+      assert.is_true(serve.until_true(function() return #seen >= 1 end, T))
+      lxmpp.sleep(0.1)
+      assert.same({ "r3" }, { seen[1].attr.id, seen[2] and seen[2].attr.id })
+      assert.equal(route, a.s2s.routes[B])          -- the same stream: the peer saw nothing to refuse
+    end)
+  end)
+
+  it("a subdomain with a certificate of its own (s2s.certs) shows it both ways: SNI and client certificate",
+    function()
+    local p = pki.get()
+    local w = p.certs.wildcard                  -- *.example.test; tls.cert ("good") names example.test only
+    two(function(a, b)
+      muc_across(a, b)
+      assert.is_true(a.s2s:route_to(B, MUC).out.authenticated)      -- EXTERNAL with the wildcard certificate
+      assert.is_true(b.s2s:route_to(MUC).out.authenticated)         -- B verified it for muc.example.test
+      assert.is_true(a.s2s.routes[B] == nil or a.s2s.routes[B].out.authenticated)
+    end, "good", { s2s = { cafile = p.ca, bidi = false, certs = { [MUC] = { cert = w.cert, key = w.key } } } })
+  end)
+
+  it("s2s.certs is checked", function()
+    local function refused(certs, pattern)
+      local ok, err = pcall(lxmpp.server, { domain = A, s2s = { certs = certs } })
+      assert.is_false(ok)
+      assert.matches(pattern, tostring(err))
+    end
+    refused("x", "s2s.certs must be a table")
+    refused({ ["a@b"] = { cert = "c", key = "k" } }, "s2s.certs: \"a@b\" is not a domain")
+    refused({ [MUC] = { cert = "c" } }, "s2s.certs%[\"muc.example.test\"%] needs cert and key")
+  end)
+
   it("a subdomain authenticates by dialback where the certificate names only the main domain", function()
-    local db = { cafile = pki.get().ca, dialback = true }
+    local db = { cafile = pki.get().ca, dialback = true, bidi = false }
     two(function(a, b)
       muc_across(a, b)
       local r = assert(a.s2s:route_to(B, MUC))

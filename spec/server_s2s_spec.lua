@@ -96,7 +96,8 @@ describe("s2s: two embedded servers", function()
       got = serve.expect(alice, "message", function(m) return m.attr.id == "m2" end, 5 * slow.factor)
       assert(got, "alice did not get bob's reply")
       assert.equal("bob@" .. B .. "/r", got.attr.from)
-      -- one route each way, each the outgoing stream of its server
+      -- a route each way (other.test's over the stream example.test opened:
+      -- XEP-0288, spec/server_s2s_bidi_spec.lua)
       assert.is_true(a.s2s.routes[B].ready)
       assert.is_true(b.s2s.routes[A].ready)
     end)

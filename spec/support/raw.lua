@@ -3,6 +3,7 @@
 -- stream events into a queue that a task waits on.
 --
 --   local r = raw.connect(port [, host])        -- in a task (host: 127.0.0.1)
+--   local r = raw.wrap(conn)                    -- a connection accepted by net.listen
 --   r:send("<stream:stream ...>")               -- any bytes
 --   local ev = r:next()                         -- { open = attr } | { stanza = s }
 --                                               -- | { close = true } | { closed = true }
@@ -27,7 +28,12 @@ local Raw = {}
 Raw.__index = Raw
 
 function M.connect(port, host)
-  local conn = assert(net.connect(host or "127.0.0.1", port))
+  return M.wrap(assert(net.connect(host or "127.0.0.1", port)))
+end
+
+--- raw.wrap(conn) -> the same over a connection the spec has, e.g. one a
+-- net.listen callback accepted (a hostile server that we connect to)
+function M.wrap(conn)
   local r = setmetatable({ conn = conn, q = {} }, Raw)
   local function push(ev)
     r.q[#r.q + 1] = ev

@@ -75,7 +75,9 @@ M.DEFAULT_LIMITS = {
   s2s_queue = 100,              -- stanzas waiting for one remote domain's route to come up
   s2s_timeout = 30,             -- seconds for a route to connect and negotiate (remote-server-timeout beyond)
   s2s_idle = 600,               -- seconds without a stanza before a server-to-server stream closes
-  s2s_routes = 1000,            -- outgoing routes (remote domains) open or opening at once
+  s2s_routes = 1000,            -- outgoing routes ((local, remote) domain pairs) open or opening at once
+  s2s_checks = 100,             -- dialback keys being verified at once (connections to authoritative servers)
+  s2s_domain_checks = 10,       -- ... of them for one claimed domain
 }
 
 --- User names in-band registration refuses by default (the `reserved_names`

@@ -5,12 +5,16 @@
 -- (server/s2s_out.lua), authenticated for that local domain, the bounded
 -- queue of stanzas that wait while it comes up, and its idle timer;
 -- stanzas from the remote domain arrive over its own stream
--- (server/s2s_in.lua), one direction per TCP connection (RFC 6120 §4.2
--- without XEP-0288).
+-- (server/s2s_in.lua), or, with XEP-0288, over ours (and ours over its:
+-- fed:bidi_route).
 --
 -- Options (docs/server.md, "Federation (s2s)"):
 --   s2s = { hosts = { ["other.example"] = "192.0.2.7:5269" },  -- domain -> address
---           cafile = "ca.pem" }      -- trust anchors for peer certificates
+--           cafile = "ca.pem",       -- trust anchors for peer certificates
+--           dialback = false,        -- XEP-0220 where certificates do not verify
+--           bidi = true,             -- XEP-0288: offer and use bidirectional streams
+--           domains = { ["x.example"] = { block =, dialback =, require_valid_cert = } },
+--           block = { "spam.example" } }   -- per remote domain policies (fed:policy)
 --   s2s_listen = "0.0.0.0:5269"      -- where remote servers connect
 -- A route that fails bounces what waited with remote-server-not-found
 -- (nothing to connect to, connection or TLS or authentication refused) or
@@ -29,6 +33,17 @@ local M = {}
 
 M.NS = "jabber:server"
 
+-- a domain as an option names it, prepared, or nil
+local function domain_of(d)
+  local pd = type(d) == "string" and jid.prep(d)
+  if not pd or jid.node(pd) or jid.resource(pd) then return nil end
+  return pd
+end
+
+-- the settings one entry of s2s.domains may have (docs/server.md,
+-- "Federation policies")
+local POLICY_KEYS = { block = true, dialback = true, require_valid_cert = true }
+
 --- s2s.check(opts) -> the s2s options, normalized, or nil when federation
 -- is off; raises on a bad option (called from lxmpp.server(opts)).
 function M.check(opts, parse_address)
@@ -37,7 +52,8 @@ function M.check(opts, parse_address)
   if o ~= nil and type(o) ~= "table" then error("lxmpp.server: option s2s must be a table", 3) end
   o = o or {}
   for k in pairs(o) do
-    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" then
+    if k ~= "hosts" and k ~= "cafile" and k ~= "dialback" and k ~= "domains" and k ~= "block" and k ~= "bidi"
+      and k ~= "certs" then
       error(("lxmpp.server: unknown s2s option %q"):format(tostring(k)), 3)
     end
   end
@@ -45,16 +61,67 @@ function M.check(opts, parse_address)
   if o.dialback ~= nil and type(o.dialback) ~= "boolean" then
     error("lxmpp.server: s2s.dialback must be a boolean", 3)
   end
+  if o.bidi ~= nil and type(o.bidi) ~= "boolean" then error("lxmpp.server: s2s.bidi must be a boolean", 3) end
   local hosts = {}
   if o.hosts ~= nil and type(o.hosts) ~= "table" then error("lxmpp.server: s2s.hosts must be a table", 3) end
   for d, addr in pairs(o.hosts or {}) do
-    local pd = type(d) == "string" and jid.prep(d)
-    if not pd or jid.node(pd) or jid.resource(pd) then
-      error(("lxmpp.server: s2s.hosts: %q is not a domain"):format(tostring(d)), 3)
-    end
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.hosts: %q is not a domain"):format(tostring(d)), 3) end
     hosts[pd] = M.host_address(addr, parse_address, "s2s.hosts")
   end
-  return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true }
+  -- per remote domain policies: s2s.domains = { [domain] = { block =,
+  -- dialback =, require_valid_cert = } } and s2s.block = { domain, ... }
+  local domains = {}
+  if o.domains ~= nil and type(o.domains) ~= "table" then
+    error("lxmpp.server: s2s.domains must be a table of domain = { settings }", 3)
+  end
+  for d, pol in pairs(o.domains or {}) do
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.domains: %q is not a domain"):format(tostring(d)), 3) end
+    if type(pol) ~= "table" then error(("lxmpp.server: s2s.domains[%q] must be a table"):format(pd), 3) end
+    for k, v in pairs(pol) do
+      if not POLICY_KEYS[k] then
+        error(("lxmpp.server: unknown setting %q in s2s.domains[%q] (block, dialback, require_valid_cert)")
+          :format(tostring(k), pd), 3)
+      end
+      if type(v) ~= "boolean" then error(("lxmpp.server: s2s.domains[%q].%s must be a boolean"):format(pd, k), 3) end
+    end
+    domains[pd] = { block = pol.block, dialback = pol.dialback, require_valid_cert = pol.require_valid_cert }
+  end
+  if o.block ~= nil and type(o.block) ~= "table" then error("lxmpp.server: s2s.block must be a list of domains", 3) end
+  for i, d in ipairs(o.block or {}) do
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.block[%d]: %q is not a domain"):format(i, tostring(d)), 3) end
+    domains[pd] = domains[pd] or {}
+    if domains[pd].block == false then
+      error(("lxmpp.server: %s is in s2s.block and has block = false in s2s.domains"):format(pd), 3)
+    end
+    domains[pd].block = true
+  end
+  -- s2s.certs = { [local domain] = { cert =, key = } }: the certificate a
+  -- domain served here shows to remote servers (by SNI on streams to it,
+  -- as its client certificate on its routes), instead of tls.cert
+  local certs
+  if o.certs ~= nil and type(o.certs) ~= "table" then
+    error("lxmpp.server: s2s.certs must be a table of domain = { cert =, key = }", 3)
+  end
+  for d, c in pairs(o.certs or {}) do
+    local pd = domain_of(d)
+    if not pd then error(("lxmpp.server: s2s.certs: %q is not a domain"):format(tostring(d)), 3) end
+    if type(c) ~= "table" or type(c.cert) ~= "string" or type(c.key) ~= "string" then
+      error(("lxmpp.server: s2s.certs[%q] needs cert and key file names"):format(pd), 3)
+    end
+    certs = certs or {}
+    certs[pd] = { cert = c.cert, key = c.key }
+  end
+  -- the outgoing TLS context must continue past a certificate that does
+  -- not verify wherever dialback may be used (XEP-0220 §2.1 trusts DNS)
+  local any_dialback = o.dialback == true
+  for _, pol in pairs(domains) do
+    if pol.dialback then any_dialback = true end
+  end
+  return { hosts = hosts, cafile = o.cafile, dialback = o.dialback == true, domains = domains,
+    any_dialback = any_dialback, bidi = o.bidi ~= false, certs = certs }
 end
 
 --- An s2s.hosts address: "IP:PORT" (STARTTLS) or "tls:IP:PORT" (TLS from
@@ -75,42 +142,88 @@ S2S.__index = S2S
 local targets     -- where to connect for a domain (below)
 
 --- s2s.new(srv, conf) -> the federation core of a started server, with its
--- two TLS contexts: the server one asks for client certificates (verified
--- against conf.cafile; without it no peer can use SASL EXTERNAL), the
--- client one verifies the servers we connect to and shows our certificate.
+-- TLS contexts: the server one asks for client certificates (verified
+-- against conf.cafile; without it no peer can use SASL EXTERNAL) and
+-- picks s2s.certs ones by SNI; the client ones (one pair per
+-- certificate: STARTTLS and direct TLS) verify the servers we connect to
+-- and show our certificate for the stream's local domain.
 function M.new(srv, conf)
   local topts = srv.opts.tls or {}
   local sctx, msg, cond
   -- ALPN xmpp-server (XEP-0368 §3): selected when a direct TLS peer offers it
   if topts.cert then
     sctx, msg, cond = core.tls_context({ mode = "server", cert = topts.cert, key = topts.key, cafile = conf.cafile,
-      alpn = "xmpp-server" })
+      alpn = "xmpp-server", sni = conf.certs })
   else
     sctx, msg, cond = core.tls_context({ mode = "server", domain = srv.domain, cafile = conf.cafile,
-      alpn = "xmpp-server" })
+      alpn = "xmpp-server", sni = conf.certs })
   end
   if not sctx then return nil, "s2s TLS: " .. tostring(msg), cond end
-  local cctx
   -- with dialback, a server whose certificate does not verify is still
   -- talked to (XEP-0220 §2.1 trusts DNS there); s2s_out.lua checks
-  -- conn:tls_peer_is itself and uses the result
-  local copts = { mode = "client", cafile = conf.cafile, cert = topts.cert, key = topts.key, insecure = conf.dialback }
-  cctx, msg, cond = core.tls_context(copts)
-  -- the same, offering ALPN xmpp-server, for direct TLS (XEP-0368 §3)
-  copts.alpn = "xmpp-server"
-  local dctx = cctx and core.tls_context(copts)
-  if not cctx or not dctx then
+  -- conn:tls_peer_is itself for the domains whose policy needs a valid
+  -- certificate (fed:policy)
+  local made = {}
+  local function client_pair(cert, key)
+    local copts = { mode = "client", cafile = conf.cafile, cert = cert, key = key, insecure = conf.any_dialback }
+    local c, m, k = core.tls_context(copts)
+    if not c then return nil, m, k end
+    made[#made + 1] = c
+    -- the same, offering ALPN xmpp-server, for direct TLS (XEP-0368 §3)
+    copts.alpn = "xmpp-server"
+    local d
+    d, m, k = core.tls_context(copts)
+    if not d then return nil, m, k end
+    made[#made + 1] = d
+    return { starttls = c, direct = d }
+  end
+  local per_domain = {}
+  local main
+  main, msg, cond = client_pair(topts.cert, topts.key)
+  for d, c in pairs(conf.certs or {}) do
+    if not main then break end
+    per_domain[d], msg, cond = client_pair(c.cert, c.key)
+    if not per_domain[d] then main = nil end
+  end
+  if not main then
     sctx:close()
-    if cctx then cctx:close() end
+    for _, c in ipairs(made) do c:close() end
     return nil, "s2s TLS: " .. tostring(msg), cond or "tls-failed"
   end
+  local cctx, dctx = main.starttls, main.direct
   return setmetatable({ srv = srv, conf = conf, server_ctx = sctx, client_ctx = cctx, direct_ctx = dctx,
+    domain_ctx = per_domain,   -- local domain with a certificate of its own -> { starttls =, direct = }
+    all_ctx = made,
     routes = {},       -- fed:route_key(local domain, remote domain) -> route
     nroutes = 0,       -- how many (limits.s2s_routes)
     incoming = {},     -- authenticated incoming stream -> its domain
     checks = {},       -- dialback keys being verified (fed:dialback_verify) -> true
+    nchecks = 0,       -- how many (limits.s2s_checks)
+    domain_checks = {},   -- claimed domain -> how many of them (limits.s2s_domain_checks)
     dialback_secret = core.random(32),   -- XEP-0185 keys; new at each start
   }, S2S)
+end
+
+--- fed:client_context(local_domain, direct) -> the TLS context for a
+-- stream that speaks for local_domain (its s2s.certs certificate, else
+-- tls.cert); direct: XEP-0368 TLS from the first byte (ALPN xmpp-server).
+function S2S:client_context(d, direct)
+  local pair = self.domain_ctx[d]
+  if pair then return direct and pair.direct or pair.starttls end
+  return direct and self.direct_ctx or self.client_ctx
+end
+
+--- fed:policy(domain) -> what applies to a remote domain: { block =,
+-- dialback =, require_valid_cert = } (s2s.domains[domain] over the
+-- defaults: not blocked, dialback as s2s.dialback, a valid certificate
+-- required unless dialback is allowed).
+function S2S:policy(domain)
+  local p = self.conf.domains[domain]
+  local dialback = self.conf.dialback
+  if p and p.dialback ~= nil then dialback = p.dialback end
+  local valid = not dialback
+  if p and p.require_valid_cert ~= nil then valid = p.require_valid_cert or not dialback end
+  return { block = (p and p.block) == true, dialback = dialback, require_valid_cert = valid }
 end
 
 ---------------------------------------------------------------------------
@@ -119,6 +232,8 @@ end
 
 M.NS_DB = "jabber:server:dialback"
 M.NS_DB_FEATURE = "urn:xmpp:features:dialback"
+M.NS_BIDI = "urn:xmpp:bidi"                        -- XEP-0288
+M.NS_BIDI_FEATURE = "urn:xmpp:features:bidi"
 
 local function hex(b) return (b:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 
@@ -135,15 +250,26 @@ end
 -- whether key is the one it made for stream id to receiving, a domain
 -- served here (XEP-0220 §2.3);
 -- done(result) runs once: "valid", "invalid" or "error" (no answer within
--- limits.s2s_timeout, no connection).
+-- limits.s2s_timeout, no connection), or at once "busy" past
+-- limits.s2s_checks checks under way, or limits.s2s_domain_checks for
+-- domain: each check connects to the claimed domain's server, so
+-- unauthenticated streams must not make us connect there without bound.
 function S2S:dialback_verify(domain, key, id, receiving, done)
   local srv = self.srv
+  local per_domain = self.domain_checks[domain] or 0
+  if self.nchecks >= srv.limits.s2s_checks or per_domain >= srv.limits.s2s_domain_checks then
+    return done("busy")
+  end
+  self.nchecks, self.domain_checks[domain] = self.nchecks + 1, per_domain + 1
   local over = false
   local check = { domain = domain, key = key, id = id, from = receiving }
   local function finish(result)
     if over then return end
     over = true
     self.checks[check] = nil
+    self.nchecks = self.nchecks - 1
+    local n = self.domain_checks[domain] - 1
+    self.domain_checks[domain] = n > 0 and n or nil
     if check.task then task.cancel(check.task); check.task = nil end
     if check.timer then check.timer:stop(); check.timer = nil end
     local out = check.out
@@ -271,8 +397,17 @@ end
 -- (bounced with resource-constraint past limits.s2s_queue stanzas).
 function S2S:send(s, host)
   local srv = self.srv
-  local from = jid.domain(s.attr.from or "")
-  if not self:serves(from) then from = srv.domain end
+  local from = srv.domain                          -- a stanza of the server itself
+  if s.attr.from then
+    from = jid.domain(s.attr.from)
+    if not self:serves(from) then
+      -- another domain's stanza to another domain: we relay for nobody
+      -- (on any stream of ours the remote server would answer it with
+      -- invalid-from and drop the route)
+      srv:log("warn", "s2s: not relaying a <%s/> from %s to %s", s.name, tostring(s.attr.from), host)
+      return
+    end
+  end
   local key = self:route_key(from, host)
   local route = self.routes[key]
   if route and route.out and route.ready then
@@ -282,6 +417,9 @@ function S2S:send(s, host)
   if not route then
     if self:serves(host) then
       return srv:bounce(s, "cancel", "remote-server-not-found", "no route to a domain served here")
+    end
+    if self:policy(host).block then
+      return srv:bounce(s, "cancel", "policy-violation", "this server does not federate with " .. host)
     end
     if self.nroutes >= srv.limits.s2s_routes then
       return srv:bounce(s, "wait", "resource-constraint", "too many remote domains at once")
@@ -336,6 +474,22 @@ function S2S:open_route(host, from)
   return route
 end
 
+--- fed:bidi_route(s, from, to): s, an incoming stream whose peer (remote
+-- domain to) asked for XEP-0288 bidirectionality and is authenticated,
+-- carries our stanzas from local domain from to it, unless a route of
+-- ours exists already (or the route cap is reached: then the next
+-- stanza for to bounces as any other past it). Such a route is ready at
+-- once and ends with its stream (s2s_in.lua, In:on_end).
+function S2S:bidi_route(s, from, to)
+  local key = self:route_key(from, to)
+  if self.routes[key] or self.nroutes >= self.srv.limits.s2s_routes then return nil end
+  local route = { domain = to, from = from, key = key, queue = fifo.new(), ready = true, out = s, bidi = true }
+  self.routes[key] = route
+  self.nroutes = self.nroutes + 1
+  self.srv:log("info", "s2s: the stream from %s carries our stanzas from %s too (bidi)", to, from)
+  return route
+end
+
 --- The outgoing stream of route finished its negotiation: what waited goes.
 function S2S:route_ready(route)
   if self.routes[route.key] ~= route then return end
@@ -382,8 +536,7 @@ function S2S:close()
   for c in pairs(self.checks) do checks[#checks + 1] = c end
   for _, c in ipairs(checks) do c.finish("error") end
   self.server_ctx:close()
-  self.client_ctx:close()
-  self.direct_ctx:close()
+  for _, c in ipairs(self.all_ctx) do c:close() end
 end
 
 M.S2S = S2S

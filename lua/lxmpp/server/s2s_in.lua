@@ -1,6 +1,8 @@
 -- lxmpp.server.s2s_in: a stream a remote server opens to us (RFC 6120 §4.2,
 -- as the receiving entity), to send us its stanzas. The header names both
--- domains (to: ours; from: the peer's, RFC 6120 §4.7.1); STARTTLS is
+-- domains (to: one served here, our main domain, MUC, pubsub or a
+-- component's; from: the peer's, RFC 6120 §4.7.1; a domain blocked by
+-- policy gets policy-violation, s2s.lua fed:policy); STARTTLS is
 -- required; the peer then authenticates as that domain with SASL EXTERNAL
 -- (RFC 6120 §6.3.4, §13.7.1.2, XEP-0178), offered only when its TLS client
 -- certificate verified against s2s.cafile and names the domain (RFC 6125;
@@ -13,6 +15,9 @@
 -- asks) is offered too: a <db:result/> key is checked with the peer
 -- domain's authoritative server (s2s.lua, fed:dialback_verify), and the
 -- <db:verify/> questions of servers checking our keys are answered.
+-- With XEP-0288 (s2s.bidi), a peer that asked for it before authenticating
+-- gets our stanzas from the header's `to` to its domain over this stream
+-- (fed:bidi_route).
 
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
@@ -57,6 +62,14 @@ local function external_ok(self)
   return self.secure and self.peer ~= nil and self.conn.tls_peer_is ~= nil and self.conn:tls_peer_is(self.peer)
 end
 
+-- the peer may authenticate by dialback: its domain's policy allows it,
+-- and a certificate that verifies for it when the policy wants one
+-- (s2s.domains[d].require_valid_cert: dialback over authenticated TLS only)
+local function dialback_ok(self)
+  local p = self.policy
+  return p ~= nil and p.dialback and (not p.require_valid_cert or external_ok(self))
+end
+
 function In:on_open(attr)
   if self.ended then return end
   local bad, why = self.framing.check_open(attr, s2s.NS)
@@ -83,11 +96,17 @@ function In:on_open(attr)
   if from == srv.domain or srv.hosts[from] or (srv.components and srv.components[from]) then
     return self:stream_error("invalid-from", from .. " is served here")
   end
+  -- a blocked domain (s2s.domains[d].block, s2s.block) gets nothing
+  local policy = self.fed:policy(from)
+  if policy.block then
+    return self:stream_error("policy-violation", "this server does not federate with " .. from)
+  end
   if self.authenticated and from ~= self.peer then
     return self:stream_error("invalid-from", "the stream was authenticated for " .. self.peer)
   end
   self.peer = from
-  local dialback = self.fed.conf.dialback
+  self.policy = policy
+  local dialback = policy.dialback
   self:send_header({ from = to, to = from, version = "1.0", ["xmlns:db"] = dialback and s2s.NS_DB or nil })
   local f = { self.framing.features }
   if not self.secure then
@@ -96,7 +115,9 @@ function In:on_open(attr)
     if external_ok(self) then
       f[#f + 1] = "<mechanisms xmlns='" .. NS_SASL .. "'><mechanism>EXTERNAL</mechanism></mechanisms>"
     end
-    if dialback then f[#f + 1] = "<dialback xmlns='" .. s2s.NS_DB_FEATURE .. "'><errors/></dialback>" end
+    if dialback_ok(self) then f[#f + 1] = "<dialback xmlns='" .. s2s.NS_DB_FEATURE .. "'><errors/></dialback>" end
+    -- XEP-0288 §2.1: the peer may ask for our stanzas over this connection
+    if self.fed.conf.bidi then f[#f + 1] = "<bidi xmlns='" .. s2s.NS_BIDI_FEATURE .. "'/>" end
   end
   f[#f + 1] = "</stream:features>"
   self:write(table.concat(f))
@@ -139,6 +160,9 @@ function In:authenticated_as()
   self:set_ready()
   self.fed.incoming[self] = self.peer
   s2s.arm_idle(self)
+  -- XEP-0288 §2.2: once the peer is authenticated, our stanzas from the
+  -- domain it connected to, to its domain, may go back over this stream
+  if self.bidi then self.bidi_route = self.fed:bidi_route(self, self.local_domain, self.peer) end
 end
 
 local function db_result(self, typ, cond)
@@ -173,7 +197,13 @@ function In:on_db_result(el)
       return db_result(self, "valid")
     end
     self:log("info", "dialback refused: %s", result)
-    if result == "invalid" then db_result(self, "invalid") else db_result(self, "error", "remote-server-not-found") end
+    if result == "invalid" then
+      db_result(self, "invalid")
+    elseif result == "busy" then     -- too many checks under way (limits.s2s_checks, s2s_domain_checks)
+      db_result(self, "error", "resource-constraint")
+    else
+      db_result(self, "error", "remote-server-not-found")
+    end
     return self:close()
   end)
 end
@@ -201,7 +231,7 @@ function In:on_stanza(s)
   end
   local stanza = (ns == nil or ns == s2s.NS) and (name == "message" or name == "presence" or name == "iq")
   if self.authenticated then
-    if ns == s2s.NS_DB and name == "verify" and self.fed.conf.dialback then
+    if ns == s2s.NS_DB and name == "verify" and self.policy.dialback then
       return self:on_db_verify(s)    -- a question may come over an authenticated stream too (XEP-0220 §2.3)
     end
     if not stanza then
@@ -233,18 +263,28 @@ function In:on_stanza(s)
     end
     return
   end
+  if ns == s2s.NS_BIDI and name == "bidi" and self.secure and self.fed.conf.bidi and not self.bidi then
+    self.bidi = true                -- no answer (XEP-0288 §2.2); takes effect with authentication
+    return
+  end
   if ns == NS_SASL and name == "auth" and self.secure then return self:on_auth(s) end
-  if ns == s2s.NS_DB and self.secure and self.fed.conf.dialback then
-    if name == "result" then return self:on_db_result(s) end
-    if name == "verify" then return self:on_db_verify(s) end
+  if ns == s2s.NS_DB and self.secure and self.policy then
+    -- a question about our key: from a domain we may use dialback with
+    if name == "verify" and self.policy.dialback then return self:on_db_verify(s) end
+    if name == "result" and dialback_ok(self) then return self:on_db_result(s) end
+    return self:stream_error("policy-violation", "no dialback with " .. tostring(self.peer) .. " here")
   end
   if stanza then return self:stream_error("not-authorized", "authenticate first") end
   return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not expected here")
 end
 
-function In:on_end()
+function In:on_end(reason)
   s2s.stop_idle(self)
   if self.fed then self.fed.incoming[self] = nil end
+  local route = self.bidi_route
+  self.bidi_route = nil
+  if route then self.fed:fail(route, "remote-server-not-found", "the stream from " .. self.peer .. " ended: " ..
+    tostring(reason)) end
 end
 
 return M

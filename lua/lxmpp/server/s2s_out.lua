@@ -1,19 +1,24 @@
 -- lxmpp.server.s2s_out: the stream this server opens to a remote domain
 -- (RFC 6120 §4.2, as the initiating entity), to send it our stanzas. On a
--- TCP connection server/s2s.lua made: our jabber:server header from our
--- domain to theirs, STARTTLS (required: RFC 6120 §5.3.1, the remote
+-- TCP connection server/s2s.lua made: our jabber:server header from one
+-- of our domains to theirs, STARTTLS (required: RFC 6120 §5.3.1, the remote
 -- certificate verified for the remote domain as a client does), SASL
 -- EXTERNAL with our certificate (RFC 6120 §6.3.4, XEP-0178), the restart,
 -- and from then on the route is up. With s2s.dialback, Server Dialback
 -- (XEP-0220) where the receiving server does not take our certificate.
 -- The same stream, in "verify" mode, asks a remote authoritative server
 -- whether a dialback key is its own (s2s.lua, fed:dialback_verify).
+-- Each stream speaks for one domain served here (local_domain: the
+-- route's, its header's from). Where the receiving server offers XEP-0288,
+-- we ask for it, and its stanzas to that domain then come back over here
+-- (Out:bidi_stanza).
 
 local stream = require "lxmpp.server.stream"
 local s2s = require "lxmpp.server.s2s"
 local redact = require "lxmpp.redact"
 
 local core = require "lxmpp.core"
+local jid = require "lxmpp.jid"
 
 local setmetatable, tostring = setmetatable, tostring
 
@@ -32,12 +37,20 @@ local function new(fed, conn, remote, direct, route, check)
   -- local_domain: the domain served here this stream speaks for (its
   -- header's from; the one the remote server authenticates)
   local self = setmetatable({ kind = "s2sout", fed = fed, remote = remote, route = route, check = check,
-    local_domain = (route or check).from or srv.domain, secure = false, stage = "header", outgoing = true }, Out)
+    local_domain = (route or check).from or srv.domain, policy = fed:policy(remote),
+    secure = false, stage = "header", outgoing = true }, Out)
   -- outgoing: ours, not a peer's connection: neither per-address nor
   -- unauthenticated accounting counts it (Server:account_open)
   stream.Stream.init(self, srv, conn, s2s.NS)
   conn:on("tls-done", function()
     self.secure = true
+    -- the TLS context lets a certificate that does not verify through
+    -- when dialback may be used with some domain (s2s.lua): here the
+    -- policy of this one decides
+    if self.policy.require_valid_cert and not conn:tls_peer_is(remote) then
+      return self:fail_route("the certificate of " .. remote .. " does not verify for it, which we require",
+        "policy-violation")
+    end
     self:guarded(self.open_stream)
   end)
   conn:on("tls-failed", function(msg) self:fail_route("TLS with " .. self.remote .. " failed: " .. tostring(msg)) end)
@@ -46,7 +59,7 @@ local function new(fed, conn, remote, direct, route, check)
     -- XEP-0368: TLS from the first byte, our header once it is up
     self.direct = true
     self.stage = "tls"
-    local ok, msg = conn:starttls(fed.direct_ctx, remote)
+    local ok, msg = conn:starttls(fed:client_context(self.local_domain, true), remote)
     if not ok then self:fail_route("TLS with " .. remote .. " failed: " .. tostring(msg)) end
     return self
   end
@@ -72,7 +85,7 @@ function Out:open_stream()
   self.stage = "header"
   self.header_sent = true
   local attr = { from = self.local_domain, to = self.remote, version = "1.0" }
-  if self.fed.conf.dialback then attr["xmlns:db"] = s2s.NS_DB end
+  if self.policy.dialback then attr["xmlns:db"] = s2s.NS_DB end
   return self:write(self.framing.open(s2s.NS, attr))
 end
 
@@ -131,15 +144,20 @@ function Out:on_stanza(el)
         core.xml_escape(self.local_domain), core.xml_escape(c.domain), core.xml_escape(c.id), core.xml_escape(c.key)))
     end
     if not self.authenticated then
+      -- XEP-0288 §2.2: bidirectionality before authentication, no answer
+      if self.fed.conf.bidi and not self.bidi and el:get_child("bidi", s2s.NS_BIDI_FEATURE) then
+        self.bidi = true
+        self:write("<bidi xmlns='" .. s2s.NS_BIDI .. "'/>")
+      end
       if not mechanisms(el).EXTERNAL then
-        if self.fed.conf.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
+        if self.policy.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
           self.stage = "dialback"
           local key = self.fed:dialback_key(self.remote, self.local_domain, self.stream_id)
           return self:write(("<db:result xmlns:db='%s' from='%s' to='%s'>%s</db:result>"):format(s2s.NS_DB,
             core.xml_escape(self.local_domain), core.xml_escape(self.remote), key))
         end
         return self:fail_route(self.remote .. " does not accept our certificate (no SASL EXTERNAL" ..
-          (self.fed.conf.dialback and ", no dialback)" or ")"), "policy-violation")
+          (self.policy.dialback and ", no dialback)" or ")"), "policy-violation")
       end
       self.stage = "sasl"
       -- no authorization identity: the one of our certificate, our domain (XEP-0178 §4)
@@ -152,7 +170,7 @@ function Out:on_stanza(el)
   if stage == "proceed" and ns == NS_TLS then
     if name ~= "proceed" then return self:fail_route(self.remote .. " refused STARTTLS") end
     self.stage = "tls"
-    local ok, msg = self.conn:starttls(self.fed.client_ctx, self.remote)
+    local ok, msg = self.conn:starttls(self.fed:client_context(self.local_domain, false), self.remote)
     if not ok then return self:fail_route("TLS with " .. self.remote .. " failed: " .. tostring(msg)) end
     return
   end
@@ -185,12 +203,38 @@ function Out:on_stanza(el)
     return self:close()
   end
   if stage == "ready" then
-    -- one direction per connection (no XEP-0288): the receiving server
-    -- sends us nothing here
+    if self.bidi then return self:bidi_stanza(el) end
+    -- one direction per connection without XEP-0288: the receiving
+    -- server sends us nothing here
     return self:stream_error("unsupported-stanza-type", "this stream carries stanzas the other way only")
   end
   return self:fail_route("unexpected <" .. name .. "/> from " .. self.remote .. " during negotiation",
     "unsupported-stanza-type")
+end
+
+-- A stanza the receiving server sends back over a bidirectional stream
+-- (XEP-0288 §2.2): only from the domain we connected to (the one its
+-- certificate or our dialback check stands for), only to the domain we
+-- authenticated as; else the stream errors s2s_in.lua gives.
+function Out:bidi_stanza(s)
+  self:check_rate()
+  local ns, name = s.attr.xmlns, s.name
+  if not ((ns == nil or ns == s2s.NS) and (name == "message" or name == "presence" or name == "iq")) then
+    return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
+  end
+  local from, to = s.attr.from and jid.prep(s.attr.from), s.attr.to and jid.prep(s.attr.to)
+  if not from or not to then
+    return self:stream_error("improper-addressing", "a stanza between servers needs valid 'from' and 'to'")
+  end
+  if jid.domain(from) ~= self.remote then
+    return self:stream_error("invalid-from", "this stream carries stanzas of " .. self.remote .. " only")
+  end
+  if jid.domain(to) ~= self.local_domain then
+    return self:stream_error("host-unknown", "this stream carries stanzas to " .. self.local_domain .. " only")
+  end
+  s.attr.from, s.attr.to, s.attr.xmlns = from, to, nil
+  s2s.touch(self)
+  return self.srv:route(s)
 end
 
 function Out:on_end(reason)

@@ -1,0 +1,200 @@
+-- Hostile remote servers against other.test's federation (server/s2s*.lua):
+-- dialback claims that would make us connect to a victim without bound
+-- (limits.s2s_checks, s2s_domain_checks), repeated claims on one stream,
+-- unauthenticated server connections past max_unauthenticated, and error
+-- ping-pong between two servers (bounces are never bounced).
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local net = require "lxmpp.net"
+local pki = require "spec.support.pki"
+local raw = require "spec.support.raw"
+local serve = require "spec.support.serve"
+local clean = require "spec.support.clean"
+local slow = require "spec.support.slow"
+
+local A, B = "example.test", "other.test"
+local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+local NS_DB = "jabber:server:dialback"
+local T = 5 * slow.factor
+
+local function port_of(srv, kind)
+  for _, a in ipairs(srv:addresses()) do
+    if a.kind == kind then return a.port end
+  end
+end
+
+local function start(extra)
+  local p = pki.get()
+  local cert = p.certs.wrongname
+  local opts = { domain = B, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
+    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, dialback = true },
+    users = { bob = "bob-pw" }, log_level = "error" }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local srv = lxmpp.server(opts)
+  assert(srv:start())
+  return srv
+end
+
+local function with_b(extra, fn)
+  lxmpp.run(function()
+    local b = start(extra)
+    local ok, err = pcall(fn, b, port_of(b, "s2s"))
+    require("spec.support.clients").kill_all()
+    net.abort_all()
+    b:stop()
+    lxmpp.sleep(0.05)
+    if not ok then error(err, 0) end
+  end)
+  clean()
+end
+
+local function s2s_header(from)
+  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
+    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. B .. "' version='1.0'>"
+end
+
+-- a raw stream claiming from, after STARTTLS with certname's certificate
+local function raw_tls(port, from, certname)
+  local p = pki.get()
+  local r = raw.connect(port)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  assert(r:stanza())
+  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
+  assert.equal("proceed", assert(r:stanza()).name)
+  local cert = p.certs[certname]
+  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
+  assert.truthy(r:next().tls)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  return r, assert(r:stanza())
+end
+
+local function claim(r, from)
+  r:send("<db:result from='" .. from .. "' to='" .. B .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+end
+
+describe("s2s: hostile remote servers", function()
+  it("dialback claims connect to the claimed domain's server within limits, the rest get resource-constraint",
+    function()
+    with_b({ limits = { s2s_checks = 3, s2s_domain_checks = 2 } }, function(b, port)
+      -- the "authoritative servers": a listener that accepts and never answers
+      local held = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) held[#held + 1] = c end))
+      for _, d in ipairs({ A, "third.test", "fourth.test" }) do b:s2s_host(d, "127.0.0.1:" .. l:port()) end
+      local streams = {}
+      for i, d in ipairs({ A, A, A, "third.test", "fourth.test" }) do
+        streams[i] = raw_tls(port, d, "untrusted")
+        claim(streams[i], d)
+      end
+      -- the third claim for example.test (s2s_domain_checks) and the fifth
+      -- in all (s2s_checks) are refused at once
+      for _, i in ipairs({ 3, 5 }) do
+        local res = assert(streams[i]:stanza(T))
+        assert.same({ "result", "error" }, { res.name, res.attr.type })
+        assert.equal("resource-constraint", res.tags[1] and res.tags[1].tags[1] and res.tags[1].tags[1].name)
+        assert.is_true(streams[i]:wait_closed(T))
+      end
+      assert.is_true(serve.until_true(function() return #held == 3 end, T))
+      lxmpp.sleep(0.1)
+      assert.equal(3, #held)                       -- one connection per check under way, no more
+      assert.equal(3, b.s2s.nchecks)
+      -- the others still wait for their answer
+      for _, i in ipairs({ 1, 2, 4 }) do assert.is_nil(streams[i]:stanza(0.05)) end
+      -- a check that ends frees its place
+      streams[1]:close()
+      held[1]:abort()
+      assert.is_true(serve.until_true(function() return b.s2s.nchecks == 2 end, T))
+      local again = raw_tls(port, "fourth.test", "untrusted")
+      claim(again, "fourth.test")
+      assert.is_true(serve.until_true(function() return #held == 4 end, T))
+      l:close()
+    end)
+  end)
+
+  it("a second dialback claim on one stream gets policy-violation", function()
+    with_b(nil, function(b, port)
+      local held = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) held[#held + 1] = c end))
+      b:s2s_host(A, "127.0.0.1:" .. l:port())
+      local r = raw_tls(port, A, "untrusted")
+      claim(r, A)
+      claim(r, A)
+      assert.equal("policy-violation", (r:stream_error()))
+      -- the first claim's check connected; its authority hangs up
+      assert.is_true(serve.until_true(function() return #held == 1 end, T))
+      held[1]:abort()
+      assert.is_true(serve.until_true(function() return b.s2s.nchecks == 0 end, T))
+      l:close()
+    end)
+  end)
+
+  it("srv:stop() just as a dialback check connects leaves nothing running (no connect timer)", function()
+    local stopped
+    lxmpp.run(function()
+      local b = start()
+      local held = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) held[#held + 1] = c end))
+      b:s2s_host(A, "127.0.0.1:" .. l:port())
+      local ok, err = pcall(function()
+        local r = raw_tls(port_of(b, "s2s"), A, "untrusted")
+        claim(r, A)
+        claim(r, A)                   -- (the stream ends; its check goes on)
+        assert.equal("policy-violation", (r:stream_error()))
+        -- the authority accepted
+        while #held == 0 do lxmpp.sleep(0.02) end
+      end)
+      stopped = core.now()
+      b:stop()
+      l:close()
+      for _, c in ipairs(held) do c:abort() end
+      if not ok then error(err, 0) end
+    end)
+    -- the loop ended at once, not after limits.s2s_timeout (30 s)
+    assert.is_true(core.now() - stopped < 5 * slow.factor, "lxmpp.run went on for " .. (core.now() - stopped) .. " s")
+    net.abort_all()
+    clean()
+  end)
+
+  it("unauthenticated server connections past max_unauthenticated are refused in a jabber:server stream", function()
+    with_b({ limits = { max_unauthenticated = 2 } }, function(_, port)
+      local r1, r2 = raw.connect(port), raw.connect(port)
+      r1:send(s2s_header(A))
+      r2:send(s2s_header("third.test"))
+      assert.truthy(r1:next().open)
+      assert.truthy(r2:next().open)
+      local r3 = raw.connect(port)
+      local open = r3:next().open
+      assert.equal("jabber:server", open and open.xmlns)
+      assert.equal("policy-violation", (r3:stream_error()))
+    end)
+  end)
+
+  it("errors are never answered: no ping-pong between two servers", function()
+    with_b(nil, function(_, port)
+      -- example.test, authenticated, with bidi: other.test's answers come back here
+      local r, f = raw_tls(port, A, "good")
+      assert.truthy(f:get_child("bidi", "urn:xmpp:features:bidi"))
+      r:send("<bidi xmlns='urn:xmpp:bidi'/><auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+      assert.equal("success", assert(r:stanza()).name)
+      r.conn:restart()
+      r:send(s2s_header(A))
+      assert.truthy(r:next().open)
+      assert(r:stanza())
+      -- a message to nobody: one bounce
+      r:send("<message from='ghost@" .. A .. "/x' to='nobody@" .. B .. "/r' id='p1'><body>?</body></message>")
+      local e = assert(r:stanza(T))
+      assert.same({ "message", "error", "p1" }, { e.name, e.attr.type, e.attr.id })
+      -- the bounce of the bounce (as a careless server would send it), an
+      -- error for an error, an iq error and a presence error: no answer
+      r:send("<message type='error' from='ghost@" .. A .. "/x' to='nobody@" .. B .. "/r' id='p1'>" ..
+        "<error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+      r:send("<iq type='error' from='ghost@" .. A .. "/x' to='nobody@" .. B .. "/r' id='p2'/>")
+      r:send("<iq type='result' from='ghost@" .. A .. "/x' to='nobody@" .. B .. "/r' id='p3'/>")
+      r:send("<presence type='error' from='ghost@" .. A .. "/x' to='nobody@" .. B .. "'/>")
+      r:send("<presence from='ghost@" .. A .. "/x' to='nobody@" .. B .. "/r'/>")
+      assert.is_nil(r:stanza(0.3))
+    end)
+  end)
+end)
