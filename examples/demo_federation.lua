@@ -114,10 +114,11 @@ local function trace(srv, gateway)
 end
 
 -- The server's own log, keeping its federation lines (routes opening and up,
--- incoming streams authenticated).
+-- incoming streams authenticated, an incoming stream carrying our stanzas
+-- back: XEP-0288 bidi, on by default).
 local function s2s_logger(name)
   return function(level, msg)
-    if msg:match("^s2s") and (msg:match("route") or msg:match("authenticated")) then
+    if msg:match("^s2s") and (msg:match("route") or msg:match("authenticated") or msg:match("%(bidi%)")) then
       msg = msg:gsub("^s2sin [%d.]+ ", "incoming stream from ")
       say("    %-12s %s", "[" .. name .. "]", msg)
     elseif level == "error" or level == "warn" then

@@ -25,11 +25,12 @@ describe("make demo-federation (examples/demo_federation.lua)", function()
     local dir = out:match("from a demo CA, in (%S+)")
     assert.truthy(dir, out)
     assert.is_nil(io.open(dir .. "/ca.pem"), "the demo's certificates were left behind in " .. dir)
-    -- the routes come up with certificates, one per direction
+    -- the route comes up with certificates; europa answers over the same
+    -- connection (XEP-0288 bidi, on by default on both servers)
     assert.matches("%[discovery%]  s2s: route from discovery%.nasa%.guv to europa%.nasa%.guv is up", out)
     assert.matches("%[europa%]     incoming stream from discovery%.nasa%.guv: authenticated by certificate", out)
-    assert.matches("%[europa%]     s2s: route from europa%.nasa%.guv to discovery%.nasa%.guv is up", out)
-    assert.matches("%[discovery%]  incoming stream from europa%.nasa%.guv: authenticated by certificate", out)
+    assert.matches("%[europa%]     s2s: the stream from discovery%.nasa%.guv carries our stanzas from "
+      .. "europa%.nasa%.guv too %(bidi%)", out)
     -- each leg, as the servers saw it and as the recipient got it
     assert.matches("davidbowman@discovery%.…/terminal → HeywoodFloyd@europa%.…/base: from a client, "
       .. "send over s2s to europa%.nasa%.guv", out)
@@ -40,11 +41,13 @@ describe("make demo-federation (examples/demo_federation.lua)", function()
     assert.matches("%[gateway%]    XMPP → SMS %+15550100", out)
     assert.matches("FrankPoole got from %+15550100@sms%.discovery%.…: \"Houston copies", out)
     -- the gateway from the other domain: both ways over s2s, the answer on
-    -- a route of the gateway's own domain
+    -- a route of the gateway's own domain (over europa's
+    -- connection: XEP-0288 bidi)
     assert.matches("heywoodfloyd@europa%.…/base → %+15550100@sms%.discovery%.…: arrived over s2s from "
       .. "europa%.nasa%.guv, hand to the gateway sms%.discovery%.nasa%.guv", out)
-    assert.matches("%[europa%]     incoming stream from sms%.discovery%.nasa%.guv: authenticated by certificate", out)
-    assert.matches("s2s: route from sms%.discovery%.nasa%.guv to europa%.nasa%.guv is up", out)
+    assert.matches("%[europa%]     s2s: route from europa%.nasa%.guv to sms%.discovery%.nasa%.guv is up", out)
+    assert.matches("%[discovery%]  s2s: the stream from europa%.nasa%.guv carries our stanzas from "
+      .. "sms%.discovery%.nasa%.guv too %(bidi%)", out)
     assert.matches("arrived over s2s from sms%.discovery%.nasa%.guv, deliver to the account", out)
     assert.matches("HeywoodFloyd got from %+15550100@sms%.discovery%.…: \"Houston copies", out)
     assert.matches("demo finished\n$", out)
