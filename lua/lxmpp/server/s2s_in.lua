@@ -15,6 +15,9 @@
 -- asks) is offered too: a <db:result/> key is checked with the peer
 -- domain's authoritative server (s2s.lua, fed:dialback_verify), and the
 -- <db:verify/> questions of servers checking our keys are answered.
+-- A peer may multiplex more (from, to) domain pairs over the stream with
+-- further <db:result/> (XEP-0220 §2.6; In:on_db_result, limits.s2s_pairs):
+-- stanzas may then come from any domain of a valid pair.
 -- With XEP-0288 (s2s.bidi), a peer that asked for it before authenticating
 -- gets our stanzas from the header's `to` to its domain over this stream
 -- (fed:bidi_route).
