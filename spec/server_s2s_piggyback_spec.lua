@@ -1,5 +1,8 @@
--- Multiplexing several domains over one incoming server-to-server stream
--- (XEP-0220 §2.6, "piggybacking"): after its first domain, a remote
+-- Multiplexing several domains over one server-to-server stream (XEP-0220
+-- §2.6, "piggybacking"). Sending: example.test, whose certificate does
+-- not verify (dialback), carries its MUC domain's stanzas over the stream
+-- its main domain opened, or a stream of its own when the peer refuses.
+-- Receiving (raw hostile streams): after its first domain, a remote
 -- server claims more (from, to) pairs with <db:result/> on the same
 -- stream; each is checked like the first, a refused one is answered for
 -- itself (type='invalid' / type='error', XEP-0220 §2.4) and the pairs
@@ -14,6 +17,8 @@ local net = require "lxmpp.net"
 local pki = require "spec.support.pki"
 local raw = require "spec.support.raw"
 local clean = require "spec.support.clean"
+local serve = require "spec.support.serve"
+local st = require "lxmpp.stanza"
 local slow = require "spec.support.slow"
 
 local A, B = "example.test", "other.test"
@@ -218,5 +223,86 @@ describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", funct
       r:send("<db:result from='" .. MUC .. "' to='" .. B .. "'>" .. ("ab"):rep(32) .. "</db:result>")
       assert.equal("policy-violation", (r:stream_error()))
     end)
+  end)
+
+  -- two embedded servers: example.test (MUC service; a certificate that
+  -- does not verify, so dialback) sends to other.test
+  local function two(fn, eb)
+    lxmpp.run(function()
+      local p = pki.get()
+      local function start(domain, certname, extra)
+        local cert = p.certs[certname]
+        local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
+          tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, dialback = true, bidi = false },
+          users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
+        for k, v in pairs(extra or {}) do opts[k] = v end
+        local srv = lxmpp.server(opts)
+        assert(srv:start())
+        return srv
+      end
+      local a = start(A, "untrusted", { muc = MUC })
+      local b = start(B, "wrongname", eb)
+      local pa = "127.0.0.1:" .. port_of(a, "s2s")
+      a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
+      b:s2s_host(A, pa)
+      b:s2s_host(MUC, pa)
+      local ok, err = xpcall(fn, debug.traceback, a, b)
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      a:stop()
+      b:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end
+
+  -- alice@example.test, then the MUC domain, send bob@other.test a message
+  local function both_reach(a, b, res)
+    res = res or "r"
+    local alice = assert(lxmpp.connect({ jid = "alice@" .. A .. "/" .. res, password = "alice-pw", host = "127.0.0.1",
+      port = port_of(a, "c2s"), insecure = true }))
+    local bob = assert(lxmpp.connect({ jid = "bob@" .. B .. "/" .. res, password = "bob-pw", host = "127.0.0.1",
+      port = port_of(b, "c2s"), cafile = pki.get().ca }))
+    assert(bob:send_presence())
+    alice:send(st.message({ to = "bob@" .. B .. "/" .. res, id = "m1" }):tag("body"):text("x"):up())
+    assert(serve.expect(bob, "message", function(m) return m.attr.id == "m1" end, T), "alice's message")
+    a:route(st.message({ from = "lobby@" .. MUC, to = "bob@" .. B .. "/" .. res, id = "m2" }):tag("body"):text("y"):up())
+    local m = serve.expect(bob, "message", function(x) return x.attr.id == "m2" end, T)
+    assert(m, "the MUC domain's message did not arrive")
+    assert.equal("lobby@" .. MUC, m.attr.from)
+  end
+
+  local function count(t)
+    local n = 0
+    for _ in pairs(t) do n = n + 1 end
+    return n
+  end
+
+  it("sending: a second local domain claims its pair over the stream up to the same remote domain", function()
+    two(function(a, b)
+      both_reach(a, b)
+      local main, muc = assert(a.s2s:route_to(B)), assert(a.s2s:route_to(B, MUC))
+      assert.equal(main.out, muc.out)                  -- one stream ...
+      assert.equal(A, main.out.local_domain)
+      assert.equal(1, count(b.s2s.incoming))           -- ... one connection at other.test
+      local s = next(b.s2s.incoming)
+      assert.is_true(s.froms[A] and s.froms[MUC])
+      -- the shared stream ending ends both routes; the next stanzas open them again
+      main.out:close()
+      assert.is_true(serve.until_true(function() return a.s2s:route_to(B, MUC) == nil end, T))
+      both_reach(a, b, "again")
+      assert.equal(a.s2s:route_to(B).out, a.s2s:route_to(B, MUC).out)
+    end)
+  end)
+
+  it("sending: a pair the peer refuses on the shared stream gets a stream of its own", function()
+    two(function(a, b)
+      both_reach(a, b)
+      local main, muc = assert(a.s2s:route_to(B)), assert(a.s2s:route_to(B, MUC))
+      assert.are_not.equal(main.out, muc.out)
+      assert.equal(MUC, muc.out.local_domain)
+      assert.equal(2, count(b.s2s.incoming))
+    end, { limits = { s2s_pairs = 1 } })
   end)
 end)
