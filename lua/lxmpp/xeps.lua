@@ -131,8 +131,9 @@ local list = {
     modules = { "lxmpp.server.s2s", "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
     notes = "opt-in (`s2s.dialback`), over TLS only; keys checked over a connection of their own;"
       .. " receiving side accepts several domain pairs per stream (§2.6 multiplexing, `s2s_pairs`), each"
-      .. " answered for itself (§2.4 errors); the initiating side opens one stream per domain pair (no"
-      .. " piggybacking of its own); dialback errors not yet read on the initiating side" },
+      .. " answered for itself (§2.4 errors); the initiating side multiplexes another local domain over an"
+      .. " authenticated stream when offered `<errors/>`, else a stream per pair; dialback errors of the first"
+      .. " claim not yet read on the initiating side" },
   { xep = 223, name = "Persistent Storage of Private Data via PubSub", version = "1.1", side = "server",
     status = "complete", modules = { "lxmpp.server.pep", "lxmpp.server.bookmarks" },
     notes = "whitelist nodes from publish-options" },
