@@ -2,7 +2,9 @@
 -- server: one route per (local domain, remote domain). A route is the
 -- outgoing stream that carries the stanzas of one domain served here (the
 -- main one, MUC, pubsub, a component) to one remote domain
--- (server/s2s_out.lua), authenticated for that local domain, the bounded
+-- (server/s2s_out.lua), authenticated for that local domain (or another
+-- local domain's stream to the same remote domain, multiplexed with
+-- dialback: XEP-0220 §2.6, fed:shared_stream), the bounded
 -- queue of stanzas that wait while it comes up, and its idle timer;
 -- stanzas from the remote domain arrive over its own stream
 -- (server/s2s_in.lua), or, with XEP-0288, over ours (and ours over its:

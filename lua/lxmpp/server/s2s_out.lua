@@ -9,7 +9,9 @@
 -- The same stream, in "verify" mode, asks a remote authoritative server
 -- whether a dialback key is its own (s2s.lua, fed:dialback_verify).
 -- Each stream speaks for one domain served here (local_domain: the
--- route's, its header's from). Where the receiving server offers XEP-0288,
+-- route's, its header's from); once up, it may carry other local domains'
+-- routes to the same remote domain, each claimed with dialback over it
+-- (XEP-0220 §2.6: Out:piggyback, fed:shared_stream). Where the receiving server offers XEP-0288,
 -- we ask for it, and its stanzas to that domain then come back over here
 -- (Out:bidi_stanza).
 
