@@ -263,8 +263,12 @@ function In:on_db_result(el)
     self.pending[pair] = nil
     if self.ended then return end
     if result == "valid" then
+      if self.authenticated then
+        self:log("info", "%s -> %s added by dialback", from, to)
+      else
+        self:log("info", "authenticated by dialback")
+      end
       pair_valid(self, from, to)
-      self:log("info", "%s -> %s authenticated by dialback", from, to)
       return db_result(self, from, to, "valid")
     end
     self:log("info", "dialback for %s refused: %s", from, result)
