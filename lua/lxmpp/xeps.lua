@@ -130,7 +130,10 @@ local list = {
   { xep = 220, name = "Server Dialback", version = "1.1.2", side = "server", status = "partial",
     modules = { "lxmpp.server.s2s", "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
     notes = "opt-in (`s2s.dialback`), over TLS only; keys checked over a connection of their own;"
-      .. " one domain per stream (no piggybacking); dialback errors not yet read on the initiating side" },
+      .. " receiving side accepts several domain pairs per stream (§2.6 multiplexing, `s2s_pairs`), each"
+      .. " answered for itself (§2.4 errors); the initiating side multiplexes another local domain over an"
+      .. " authenticated stream when offered `<errors/>`, else a stream per pair; dialback errors of the first"
+      .. " claim not yet read on the initiating side" },
   { xep = 223, name = "Persistent Storage of Private Data via PubSub", version = "1.1", side = "server",
     status = "complete", modules = { "lxmpp.server.pep", "lxmpp.server.bookmarks" },
     notes = "whitelist nodes from publish-options" },

@@ -2,7 +2,9 @@
 -- server: one route per (local domain, remote domain). A route is the
 -- outgoing stream that carries the stanzas of one domain served here (the
 -- main one, MUC, pubsub, a component) to one remote domain
--- (server/s2s_out.lua), authenticated for that local domain, the bounded
+-- (server/s2s_out.lua), authenticated for that local domain (or another
+-- local domain's stream to the same remote domain, multiplexed with
+-- dialback: XEP-0220 §2.6, fed:shared_stream), the bounded
 -- queue of stanzas that wait while it comes up, and its idle timer;
 -- stanzas from the remote domain arrive over its own stream
 -- (server/s2s_in.lua), or, with XEP-0288, over ours (and ours over its:
@@ -448,6 +450,45 @@ function S2S:open_route(host, from)
       self:fail(route, "remote-server-timeout", ("the route to %s was not up within %g seconds"):format(host, timeout))
     end
   end })
+  -- an authenticated stream of ours to host (for another local domain)
+  -- may carry this domain too (XEP-0220 §2.6): no new connection
+  local via = self:shared_stream(host)
+  if via then
+    srv:log("info", "s2s: asking %s to take %s over the stream of %s", host, from, via.local_domain)
+    via:piggyback(route)
+    return route
+  end
+  self:connect_route(route)
+  srv:log("info", "s2s: opening a route from %s to %s", from, host)
+  return route
+end
+
+--- fed:shared_stream(host) -> an outgoing stream to host, up and
+-- authenticated, over which another local domain may claim its pair with
+-- dialback (XEP-0220 §2.6 multiplexing): only where host's policy allows
+-- dialback and the receiving server offered it with <errors/> (so a
+-- refusal is an answer for that pair, not the end of the stream,
+-- XEP-0220 §2.4), within limits.s2s_pairs domains per stream.
+function S2S:shared_stream(host)
+  if not self:policy(host).dialback then return nil end
+  local limit = self.srv.limits.s2s_pairs
+  for _, r in pairs(self.routes) do
+    local out = r.out
+    if r.domain == host and r.ready and out and not r.bidi and not r.via and out.kind == "s2sout"
+      and out.db_errors and not out.ended and out.stage == "ready" and (out.nshared or 0) + 1 < limit then
+      return out
+    end
+  end
+  return nil
+end
+
+--- fed:connect_route(route): resolves and connects route's own stream
+-- (also when a stream it asked to share refused it or ended).
+function S2S:connect_route(route)
+  local srv, host, key = self.srv, route.domain, route.key
+  local timeout = srv.limits.s2s_timeout
+  if route.failed or self.routes[key] ~= route then return end
+  route.via = nil
   route.task = task.spawn(function()
     local list, msg = targets(self, host)
     if self.routes[key] ~= route then return end
@@ -470,8 +511,6 @@ function S2S:open_route(host, from)
     route.task = nil
     self:fail(route, last or "remote-server-not-found", "cannot connect to " .. host)
   end)
-  srv:log("info", "s2s: opening a route from %s to %s", from, host)
-  return route
 end
 
 --- fed:bidi_route(s, from, to): s, an incoming stream whose peer (remote
@@ -499,7 +538,7 @@ function S2S:route_ready(route)
   local q, out = route.queue, route.out
   route.queue = fifo.new()
   while q.n > 0 and not out.ended do out:send(for_server(q:pop())) end
-  M.arm_idle(out)
+  if not route.via then M.arm_idle(out) end     -- (a shared stream has its timer)
 end
 
 --- The route failed (or its stream ended): it is gone, and whatever still
@@ -517,7 +556,13 @@ function S2S:fail(route, cond, text)
   if route.task then task.cancel(route.task); route.task = nil end
   local out = route.out
   route.out = nil
-  if out and not out.ended then out:close() end
+  if route.via then
+    -- a domain over another route's stream: that stream goes on
+    route.via:unshare(route)
+    route.via = nil
+  elseif out and not out.ended then
+    out:close()
+  end
   local q = route.queue
   route.queue = fifo.new()
   if not route.ready or q.n > 0 then

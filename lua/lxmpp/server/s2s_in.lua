@@ -15,6 +15,9 @@
 -- asks) is offered too: a <db:result/> key is checked with the peer
 -- domain's authoritative server (s2s.lua, fed:dialback_verify), and the
 -- <db:verify/> questions of servers checking our keys are answered.
+-- A peer may multiplex more (from, to) domain pairs over the stream with
+-- further <db:result/> (XEP-0220 §2.6; In:on_db_result, limits.s2s_pairs):
+-- stanzas may then come from any domain of a valid pair.
 -- With XEP-0288 (s2s.bidi), a peer that asked for it before authenticating
 -- gets our stanzas from the header's `to` to its domain over this stream
 -- (fed:bidi_route).
@@ -25,7 +28,7 @@ local stream = require "lxmpp.server.stream"
 local s2s = require "lxmpp.server.s2s"
 local redact = require "lxmpp.redact"
 
-local setmetatable, tostring = setmetatable, tostring
+local next, pairs, setmetatable, tostring = next, pairs, setmetatable, tostring
 
 local M = {}
 
@@ -153,9 +156,18 @@ function In:on_auth(el)
   self:log("info", "authenticated by certificate")
 end
 
--- The peer is authenticated as self.peer (SASL EXTERNAL or dialback).
+-- The peer is authenticated as self.peer (SASL EXTERNAL or dialback; for
+-- dialback, the first valid (from, to) pair of the stream, s.peer and
+-- s.local_domain are then that pair's).
 function In:authenticated_as()
   self.authenticated = true
+  self.pairs = self.pairs or {}
+  if not self.pairs[self.peer .. " " .. self.local_domain] then
+    self.pairs[self.peer .. " " .. self.local_domain] = true
+    self.npairs = (self.npairs or 0) + 1
+  end
+  self.froms = self.froms or {}
+  self.froms[self.peer] = true
   self.srv:account_auth(self)
   self:set_ready()
   self.fed.incoming[self] = self.peer
@@ -165,46 +177,109 @@ function In:authenticated_as()
   if self.bidi then self.bidi_route = self.fed:bidi_route(self, self.local_domain, self.peer) end
 end
 
-local function db_result(self, typ, cond)
+-- our answer to the claim of (from: the peer's domain, to: ours)
+local function db_result(self, from, to, typ, cond)
   local err = cond and ("<error type='cancel'><" .. cond ..
     " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>") or ""
   return self:write(("<db:result xmlns:db='%s' from='%s' to='%s' type='%s'>%s</db:result>"):format(s2s.NS_DB,
-    core.xml_escape(self.local_domain), core.xml_escape(self.peer), typ, err))
+    core.xml_escape(to), core.xml_escape(from), typ, err))
 end
 
--- <db:result/>: the peer claims its domain with a key (XEP-0220 §2.1.1)
+-- a (from, to) pair is valid on this stream
+local function pair_valid(self, from, to)
+  if not self.authenticated then
+    -- the first valid pair authenticates the stream: it becomes the
+    -- stream's peer and local domain (the header's unless the peer
+    -- multiplexed other domains first)
+    self.peer, self.local_domain, self.policy = from, to, self.fed:policy(from)
+    self:authenticated_as()
+    return
+  end
+  self.pairs[from .. " " .. to] = true
+  self.npairs = self.npairs + 1
+  self.froms[from] = true
+end
+
+-- After a failed claim: an unauthenticated stream with no claim left
+-- under way ends as before multiplexing (XEP-0220 §2.4: the receiving
+-- server may close it); pairs already valid keep the stream.
+local function claim_failed(self)
+  if not self.authenticated and not next(self.pending) then return self:close() end
+end
+
+-- <db:result/>: the peer claims a domain with a key (XEP-0220 §2.1.1),
+-- the first on the stream or another (from, to) pair over the same stream
+-- (XEP-0220 §2.6, multiplexing): each pair is checked like the first with
+-- its own authoritative server, or accepted at once when the stream's
+-- verified TLS certificate names the claimed domain (as SASL EXTERNAL
+-- would, RFC 6120 §13.7.1.2, XEP-0344 §2.4). A failed pair is answered
+-- type='invalid' or type='error' (XEP-0220 §2.4, we offer <errors/>) and
+-- leaves the other pairs as they were. At most limits.s2s_pairs pairs
+-- (valid or under way) per stream.
 function In:on_db_result(el)
-  if self.authenticated or self.dialback_pending then
-    return self:stream_error("policy-violation", "one dialback request per stream")
-  end
   local from, to = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to)
-  if from ~= self.peer then
-    return self:stream_error("invalid-from", "dialback for another domain than the stream's")
-  end
-  if to ~= self.local_domain then
-    return self:stream_error("host-unknown", "this stream was opened to " .. self.local_domain)
+  if not from or not to or jid.node(from) or jid.resource(from) then
+    return self:stream_error("improper-addressing", "a dialback claim needs valid 'from' and 'to' domains")
   end
   local key = el:get_text() or ""
   if not key:match("^%x+$") or #key > 128 then return self:stream_error("not-authorized", "not a dialback key") end
-  self.dialback_pending = true
+  local pair = from .. " " .. to
+  self.pending = self.pending or {}
+  if self.pending[pair] or (self.pairs and self.pairs[pair]) then
+    return self:stream_error("policy-violation", "one dialback request per domain pair")
+  end
+  -- to: one of our domains (XEP-0220 §2.4: item-not-found otherwise)
+  if not self.fed:serves(to) then
+    self:log("info", "dialback claim to %s: not served here", to)
+    db_result(self, from, to, "error", "item-not-found")
+    return claim_failed(self)
+  end
+  -- from: a peer's domain we federate with by dialback
+  local srv = self.srv
+  local policy = self.fed:policy(from)
+  local cert = self.conn.tls_peer_is ~= nil and self.conn:tls_peer_is(from)
+  if from == srv.domain or srv.hosts[from] or (srv.components and srv.components[from])
+    or policy.block or not policy.dialback or (policy.require_valid_cert and not cert) then
+    self:log("info", "dialback claim for %s refused by policy", from)
+    db_result(self, from, to, "error", "policy-violation")
+    return claim_failed(self)
+  end
+  local n = (self.npairs or 0)
+  for _ in pairs(self.pending) do n = n + 1 end
+  if n >= srv.limits.s2s_pairs then
+    self:log("info", "dialback claim for %s: %d domain pairs on this stream already", from, n)
+    db_result(self, from, to, "error", "resource-constraint")
+    return claim_failed(self)
+  end
+  if cert and self.authenticated then
+    -- the certificate that verified names this domain too: no round trip
+    pair_valid(self, from, to)
+    self:log("info", "%s -> %s added by certificate", from, to)
+    return db_result(self, from, to, "valid")
+  end
+  self.pending[pair] = true
   self:log("info", "dialback: asking %s about its key", from)
   self.fed:dialback_verify(from, key, self.stream_id, to, function(result)
-    self.dialback_pending = false
+    self.pending[pair] = nil
     if self.ended then return end
     if result == "valid" then
-      self:authenticated_as()
-      self:log("info", "authenticated by dialback")
-      return db_result(self, "valid")
+      if self.authenticated then
+        self:log("info", "%s -> %s added by dialback", from, to)
+      else
+        self:log("info", "authenticated by dialback")
+      end
+      pair_valid(self, from, to)
+      return db_result(self, from, to, "valid")
     end
-    self:log("info", "dialback refused: %s", result)
+    self:log("info", "dialback for %s refused: %s", from, result)
     if result == "invalid" then
-      db_result(self, "invalid")
+      db_result(self, from, to, "invalid")
     elseif result == "busy" then     -- too many checks under way (limits.s2s_checks, s2s_domain_checks)
-      db_result(self, "error", "resource-constraint")
+      db_result(self, from, to, "error", "resource-constraint")
     else
-      db_result(self, "error", "remote-server-not-found")
+      db_result(self, from, to, "error", "remote-server-not-found")
     end
-    return self:close()
+    return claim_failed(self)
   end)
 end
 
@@ -212,7 +287,9 @@ end
 -- are the authoritative server of the domain in its 'to'
 function In:on_db_verify(el)
   local from, to, id = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to), el.attr.id
-  if from ~= self.peer then return self:stream_error("invalid-from", "a dialback question for another domain") end
+  if from ~= self.peer and not (self.froms and self.froms[from]) then
+    return self:stream_error("invalid-from", "a dialback question for another domain")
+  end
   if not id or id == "" then return self:stream_error("invalid-id", "a dialback question needs the stream id") end
   local valid = to ~= nil and self.fed:serves(to)
     and core.const_eq(el:get_text() or "", self.fed:dialback_key(from, to, id))
@@ -234,6 +311,8 @@ function In:on_stanza(s)
     if ns == s2s.NS_DB and name == "verify" and self.policy.dialback then
       return self:on_db_verify(s)    -- a question may come over an authenticated stream too (XEP-0220 §2.3)
     end
+    -- another (from, to) pair over this stream (XEP-0220 §2.6): its policy is checked in on_db_result
+    if ns == s2s.NS_DB and name == "result" then return self:on_db_result(s) end
     if not stanza then
       return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not a stanza")
     end
@@ -241,8 +320,10 @@ function In:on_stanza(s)
     if not from or not to then
       return self:stream_error("improper-addressing", "a stanza between servers needs valid 'from' and 'to'")
     end
-    if jid.domain(from) ~= self.peer then
-      return self:stream_error("invalid-from", "this stream is authenticated for " .. self.peer .. " only")
+    -- from: a domain authenticated on this stream (the first, or one
+    -- multiplexed with dialback, XEP-0220 §2.6)
+    if not self.froms[jid.domain(from)] then
+      return self:stream_error("invalid-from", jid.domain(from) .. " is not authenticated on this stream")
     end
     local host = jid.domain(to)
     local srv = self.srv

@@ -9,7 +9,9 @@
 -- The same stream, in "verify" mode, asks a remote authoritative server
 -- whether a dialback key is its own (s2s.lua, fed:dialback_verify).
 -- Each stream speaks for one domain served here (local_domain: the
--- route's, its header's from). Where the receiving server offers XEP-0288,
+-- route's, its header's from); once up, it may carry other local domains'
+-- routes to the same remote domain, each claimed with dialback over it
+-- (XEP-0220 §2.6: Out:piggyback, fed:shared_stream). Where the receiving server offers XEP-0288,
 -- we ask for it, and its stanzas to that domain then come back over here
 -- (Out:bidi_stanza).
 
@@ -20,7 +22,7 @@ local redact = require "lxmpp.redact"
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
 
-local setmetatable, tostring = setmetatable, tostring
+local pairs, setmetatable, tostring = pairs, setmetatable, tostring
 
 local M = {}
 
@@ -149,6 +151,10 @@ function Out:on_stanza(el)
         self.bidi = true
         self:write("<bidi xmlns='" .. s2s.NS_BIDI .. "'/>")
       end
+      -- XEP-0220 §2.4/§2.6: with <errors/>, more domains may be claimed
+      -- over this stream later, each refused on its own (fed:shared_stream)
+      local db = el:get_child("dialback", s2s.NS_DB_FEATURE)
+      self.db_errors = db ~= nil and db:get_child("errors") ~= nil
       if not mechanisms(el).EXTERNAL then
         if self.policy.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
           self.stage = "dialback"
@@ -203,6 +209,7 @@ function Out:on_stanza(el)
     return self:close()
   end
   if stage == "ready" then
+    if ns == s2s.NS_DB and name == "result" and self.shared then return self:shared_result(el) end
     if self.bidi then return self:bidi_stanza(el) end
     -- one direction per connection without XEP-0288: the receiving
     -- server sends us nothing here
@@ -237,9 +244,62 @@ function Out:bidi_stanza(s)
   return self.srv:route(s)
 end
 
+-- Multiplexing (XEP-0220 §2.6): route, of another local domain to the
+-- same remote domain, asks to go over this stream; its <db:result/>
+-- answer comes in Out:shared_result.
+function Out:piggyback(route)
+  self.shared = self.shared or {}
+  self.shared[route.from] = route
+  self.nshared = (self.nshared or 0) + 1
+  route.via = self
+  local key = self.fed:dialback_key(self.remote, route.from, self.stream_id)
+  return self:write(("<db:result xmlns:db='%s' from='%s' to='%s'>%s</db:result>"):format(s2s.NS_DB,
+    core.xml_escape(route.from), core.xml_escape(self.remote), key))
+end
+
+-- route no longer goes over this stream (it failed)
+function Out:unshare(route)
+  if self.shared and self.shared[route.from] == route then
+    self.shared[route.from] = nil
+    self.nshared = self.nshared - 1
+  end
+end
+
+-- The receiving server's answer for a domain we multiplexed: valid, the
+-- route is up over this stream; else it gets a connection of its own.
+function Out:shared_result(el)
+  local to = el.attr.to and jid.prep(el.attr.to)
+  local route = to and self.shared[to]
+  if not route or route.out or jid.prep(el.attr.from or "") ~= self.remote then
+    return self:stream_error("unsupported-stanza-type", "a dialback answer for no pending claim")
+  end
+  if el.attr.type == "valid" then
+    route.out = self
+    self:log("info", "%s goes over the stream of %s (dialback)", to, self.local_domain)
+    return self.fed:route_ready(route)
+  end
+  self:log("info", "%s refused %s over this stream (%s): a stream of its own", self.remote, to,
+    tostring(el.attr.type))
+  self:unshare(route)
+  return self.fed:connect_route(route)
+end
+
 function Out:on_end(reason)
   s2s.stop_idle(self)
   if self.check then return self.check.finish("error") end    -- (nothing once it has run)
+  -- the domains multiplexed here: those up fail with the stream (the next
+  -- stanza opens a route again), those still asking get a stream of their own
+  local shared = self.shared
+  self.shared = nil
+  for _, r in pairs(shared or {}) do
+    if r.out == self then
+      r.via = nil          -- (fed:fail must not close this stream again)
+      r.out = nil
+      self.fed:fail(r, "remote-server-not-found", "the stream to " .. self.remote .. " ended: " .. tostring(reason))
+    else
+      self.fed:connect_route(r)
+    end
+  end
   local route = self.route
   if route.out == self or not route.ready then
     self.fed:fail(route, "remote-server-not-found", "the stream to " .. self.remote .. " ended: " .. tostring(reason))

@@ -1,0 +1,308 @@
+-- Multiplexing several domains over one server-to-server stream (XEP-0220
+-- §2.6, "piggybacking"). Sending: example.test, whose certificate does
+-- not verify (dialback), carries its MUC domain's stanzas over the stream
+-- its main domain opened, or a stream of its own when the peer refuses.
+-- Receiving (raw hostile streams): after its first domain, a remote
+-- server claims more (from, to) pairs with <db:result/> on the same
+-- stream; each is checked like the first, a refused one is answered for
+-- itself (type='invalid' / type='error', XEP-0220 §2.4) and the pairs
+-- already valid keep working; stanzas must come from an authenticated
+-- domain; limits.s2s_pairs caps the pairs of one stream.
+-- The authoritative servers are stubbed (fed.dialback_verify answers per
+-- domain): spec/server_s2s_hostile_spec.lua and server_s2s_multi_spec.lua
+-- check real verification connections.
+local lxmpp = require "lxmpp"
+local core = require "lxmpp.core"
+local net = require "lxmpp.net"
+local pki = require "spec.support.pki"
+local raw = require "spec.support.raw"
+local clean = require "spec.support.clean"
+local serve = require "spec.support.serve"
+local st = require "lxmpp.stanza"
+local slow = require "spec.support.slow"
+
+local A, B = "example.test", "other.test"
+local MUC, EVIL = "muc.example.test", "evil.test"
+local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+local NS_DB = "jabber:server:dialback"
+local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+local T = 5 * slow.factor
+
+local function port_of(srv, kind)
+  for _, a in ipairs(srv:addresses()) do
+    if a.kind == kind then return a.port end
+  end
+end
+
+-- other.test (dialback on, a MUC service), whose dialback checks answer
+-- answers[domain] ("valid" / "invalid"; none: "error"); stanzas it
+-- accepts from s2s are recorded in routed
+local function with_b(extra, fn)
+  lxmpp.run(function()
+    local p = pki.get()
+    local cert = p.certs.wrongname
+    local opts = { domain = B, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0", muc = "rooms." .. B,
+      tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, dialback = true, bidi = false },
+      users = { bob = "bob-pw" }, log_level = "error" }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    local b = lxmpp.server(opts)
+    assert(b:start())
+    local answers, asked, routed = {}, {}, {}
+    b.s2s.dialback_verify = function(_, domain, _, _, to, done)
+      asked[#asked + 1] = domain .. " " .. to
+      done(answers[domain] or "error")
+    end
+    local route = b.route
+    b.route = function(self, s, ...)
+      routed[#routed + 1] = s.attr.from
+      return route(self, s, ...)
+    end
+    local ok, err = xpcall(fn, debug.traceback, { b = b, port = port_of(b, "s2s"), answers = answers,
+      asked = asked, routed = routed })
+    net.abort_all()
+    b:stop()
+    lxmpp.sleep(0.05)
+    if not ok then error(err, 0) end
+  end)
+  clean()
+end
+
+local function s2s_header(from)
+  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
+    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. B .. "' version='1.0'>"
+end
+
+-- a raw stream from `from` after STARTTLS with a certificate that does not verify
+local function raw_tls(port, from, certname)
+  local p = pki.get()
+  local r = raw.connect(port)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  assert(r:stanza())
+  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
+  assert.equal("proceed", assert(r:stanza()).name)
+  local cert = p.certs[certname or "untrusted"]
+  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
+  assert.truthy(r:next().tls)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  return r, assert(r:stanza())
+end
+
+-- claims from -> to (default other.test) and returns the answer
+local function claim(r, from, to)
+  r:send("<db:result from='" .. from .. "' to='" .. (to or B) .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+  local res = assert(r:stanza(T))
+  assert.same({ "result", to or B, from }, { res.name, res.attr.from, res.attr.to })
+  local cond = res.tags[1] and res.tags[1].tags[1]
+  return res.attr.type, cond and cond.name
+end
+
+local function presence(r, from, to)
+  r:send("<presence from='someone@" .. from .. "/x' to='" .. (to or ("bob@" .. B)) .. "'/>")
+end
+
+-- the domains of the stanzas other.test took from s2s (not its own answers)
+local function remote_froms(env)
+  local got = {}
+  for _, f in ipairs(env.routed) do
+    local d = f:match("@([^/]+)") or f
+    if d ~= B and not d:find("%." .. B:gsub("%.", "%%.") .. "$") then got[#got + 1] = d end
+  end
+  return got
+end
+
+-- stanzas from these domains were routed, in this order
+local function routed_from(env, list)
+  local deadline = core.now() + T
+  while #remote_froms(env) < #list and core.now() < deadline do lxmpp.sleep(0.02) end
+  assert.same(list, remote_froms(env))
+end
+
+describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", function()
+  it("a second claim for another domain of the peer and another domain here is checked and added", function()
+    with_b(nil, function(env)
+      env.answers[A], env.answers[MUC] = "valid", "valid"
+      local r = raw_tls(env.port, A)
+      assert.equal("valid", (claim(r, A)))
+      assert.equal("valid", (claim(r, MUC)))
+      assert.equal("valid", (claim(r, MUC, "rooms." .. B)))
+      assert.same({ A .. " " .. B, MUC .. " " .. B, MUC .. " rooms." .. B }, env.asked)
+      presence(r, A)
+      presence(r, MUC)
+      presence(r, MUC, "room@rooms." .. B .. "/n")
+      routed_from(env, { A, MUC, MUC })
+      assert.is_nil(r:stanza(0.1))          -- no stream error
+    end)
+  end)
+
+  it("a claim the authoritative server says invalid gets type='invalid'; the pairs already valid go on", function()
+    with_b(nil, function(env)
+      env.answers[A], env.answers[EVIL] = "valid", "invalid"
+      local r = raw_tls(env.port, A)
+      assert.equal("valid", (claim(r, A)))
+      assert.equal("invalid", (claim(r, EVIL)))
+      -- no answer from the authority: type='error' for that pair only
+      assert.same({ "error", "remote-server-not-found" }, { claim(r, "silent.test") })
+      presence(r, A)
+      routed_from(env, { A })
+      -- the refused domain may not send
+      presence(r, EVIL)
+      assert.equal("invalid-from", (r:stream_error()))
+      assert.same({ A }, remote_froms(env))
+    end)
+  end)
+
+  it("a stanza from a domain not claimed on a multiplexed stream gets invalid-from", function()
+    with_b(nil, function(env)
+      env.answers[A], env.answers[MUC] = "valid", "valid"
+      local r = raw_tls(env.port, A)
+      assert.equal("valid", (claim(r, A)))
+      assert.equal("valid", (claim(r, MUC)))
+      presence(r, "pubsub." .. A)
+      assert.equal("invalid-from", (r:stream_error()))
+      assert.same({}, remote_froms(env))
+    end)
+  end)
+
+  it("a claim to a domain not served here, or from a blocked domain, is refused for that pair only", function()
+    with_b({ s2s = { cafile = pki.get().ca, dialback = true, bidi = false, block = { EVIL } } }, function(env)
+      env.answers[A], env.answers[EVIL] = "valid", "valid"
+      local r = raw_tls(env.port, A)
+      assert.equal("valid", (claim(r, A)))
+      assert.same({ "error", "item-not-found" }, { claim(r, MUC, "nowhere.test") })
+      assert.same({ "error", "policy-violation" }, { claim(r, EVIL) })
+      assert.same({ A .. " " .. B }, env.asked)    -- neither was asked about
+      presence(r, A)
+      routed_from(env, { A })
+    end)
+  end)
+
+  it("limits.s2s_pairs caps the pairs of one stream: one more gets resource-constraint", function()
+    with_b({ limits = { s2s_pairs = 2 } }, function(env)
+      env.answers[A], env.answers[MUC], env.answers["pubsub." .. A] = "valid", "valid", "valid"
+      local r = raw_tls(env.port, A)
+      assert.equal("valid", (claim(r, A)))
+      assert.equal("valid", (claim(r, MUC)))
+      assert.same({ "error", "resource-constraint" }, { claim(r, "pubsub." .. A) })
+      assert.equal(2, #env.asked)
+      presence(r, MUC)
+      routed_from(env, { MUC })
+    end)
+  end)
+
+  it("a stream authenticated by certificate adds a domain its certificate names without asking", function()
+    for _, c in ipairs({ { "multidomain", {}, "valid" }, { "good", { MUC .. " " .. B }, "error" } }) do
+      with_b(nil, function(env)
+        -- no authority answers: only the certificate can make a claim valid
+        local r = raw_tls(env.port, A, c[1])
+        r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+        assert.equal("success", assert(r:stanza()).name)
+        r.conn:restart()
+        r:send(s2s_header(A))
+        assert.truthy(r:next().open)
+        assert(r:stanza())
+        assert.equal(c[3], (claim(r, MUC)))
+        assert.same(c[2], env.asked)
+        presence(r, MUC)
+        if c[3] == "valid" then
+          routed_from(env, { MUC })
+        else
+          assert.equal("invalid-from", (r:stream_error()))
+        end
+      end)
+    end
+  end)
+
+  it("the same pair claimed twice on one stream is a policy-violation", function()
+    with_b(nil, function(env)
+      env.answers[A], env.answers[MUC] = "valid", "valid"
+      local r = raw_tls(env.port, A)
+      assert.equal("valid", (claim(r, A)))
+      assert.equal("valid", (claim(r, MUC)))
+      r:send("<db:result from='" .. MUC .. "' to='" .. B .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+      assert.equal("policy-violation", (r:stream_error()))
+    end)
+  end)
+
+  -- two embedded servers: example.test (MUC service; a certificate that
+  -- does not verify, so dialback) sends to other.test
+  local function two(fn, eb)
+    lxmpp.run(function()
+      local p = pki.get()
+      local function start(domain, certname, extra)
+        local cert = p.certs[certname]
+        local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
+          tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, dialback = true, bidi = false },
+          users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
+        for k, v in pairs(extra or {}) do opts[k] = v end
+        local srv = lxmpp.server(opts)
+        assert(srv:start())
+        return srv
+      end
+      local a = start(A, "untrusted", { muc = MUC })
+      local b = start(B, "wrongname", eb)
+      local pa = "127.0.0.1:" .. port_of(a, "s2s")
+      a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
+      b:s2s_host(A, pa)
+      b:s2s_host(MUC, pa)
+      local ok, err = xpcall(fn, debug.traceback, a, b)
+      require("spec.support.clients").kill_all()
+      net.abort_all()
+      a:stop()
+      b:stop()
+      lxmpp.sleep(0.05)
+      if not ok then error(err, 0) end
+    end)
+    clean()
+  end
+
+  -- alice@example.test, then the MUC domain, send bob@other.test a message
+  local function both_reach(a, b, res)
+    res = res or "r"
+    local alice = assert(lxmpp.connect({ jid = "alice@" .. A .. "/" .. res, password = "alice-pw", host = "127.0.0.1",
+      port = port_of(a, "c2s"), insecure = true }))
+    local bob = assert(lxmpp.connect({ jid = "bob@" .. B .. "/" .. res, password = "bob-pw", host = "127.0.0.1",
+      port = port_of(b, "c2s"), cafile = pki.get().ca }))
+    assert(bob:send_presence())
+    alice:send(st.message({ to = "bob@" .. B .. "/" .. res, id = "m1" }):tag("body"):text("x"):up())
+    assert(serve.expect(bob, "message", function(m) return m.attr.id == "m1" end, T), "alice's message")
+    a:route(st.message({ from = "lobby@" .. MUC, to = "bob@" .. B .. "/" .. res, id = "m2" }):tag("body"):text("y"):up())
+    local m = serve.expect(bob, "message", function(x) return x.attr.id == "m2" end, T)
+    assert(m, "the MUC domain's message did not arrive")
+    assert.equal("lobby@" .. MUC, m.attr.from)
+  end
+
+  local function count(t)
+    local n = 0
+    for _ in pairs(t) do n = n + 1 end
+    return n
+  end
+
+  it("sending: a second local domain claims its pair over the stream up to the same remote domain", function()
+    two(function(a, b)
+      both_reach(a, b)
+      local main, muc = assert(a.s2s:route_to(B)), assert(a.s2s:route_to(B, MUC))
+      assert.equal(main.out, muc.out)                  -- one stream ...
+      assert.equal(A, main.out.local_domain)
+      assert.equal(1, count(b.s2s.incoming))           -- ... one connection at other.test
+      local s = next(b.s2s.incoming)
+      assert.is_true(s.froms[A] and s.froms[MUC])
+      -- the shared stream ending ends both routes; the next stanzas open them again
+      main.out:close()
+      assert.is_true(serve.until_true(function() return a.s2s:route_to(B, MUC) == nil end, T))
+      both_reach(a, b, "again")
+      assert.equal(a.s2s:route_to(B).out, a.s2s:route_to(B, MUC).out)
+    end)
+  end)
+
+  it("sending: a pair the peer refuses on the shared stream gets a stream of its own", function()
+    two(function(a, b)
+      both_reach(a, b)
+      local main, muc = assert(a.s2s:route_to(B)), assert(a.s2s:route_to(B, MUC))
+      assert.are_not.equal(main.out, muc.out)
+      assert.equal(MUC, muc.out.local_domain)
+      assert.equal(2, count(b.s2s.incoming))
+    end, { limits = { s2s_pairs = 1 } })
+  end)
+end)
