@@ -37,12 +37,17 @@ end
 
 --- The HT mechanisms this stream can use: those whose channel binding
 -- the stream has (self.cb_has, from server/features/sasl.lua), and NONE.
+-- Kept on the stream (self.fast_mechs) once its SASL mechanisms are known
+-- (self.mechs: the channel bindings do not change after that); the offer
+-- and each login ask for it several times.
 function M.mechanisms(self)
+  if self.fast_mechs and self.mechs then return self.fast_mechs end
   local list = {}
   for _, m in ipairs(M.ORDER) do
     local t = CB_OF[m]
     if t == false or (self.cb_has and self.cb_has[t]) then list[#list + 1] = m end
   end
+  if self.mechs then self.fast_mechs = list end
   return list
 end
 
