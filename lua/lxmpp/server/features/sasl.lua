@@ -69,23 +69,40 @@ local function mechanisms(self)
   return list
 end
 
---- <mechanisms/> (and XEP-0440's types) until authenticated, once the
--- stream is protected (or the server insecure_plaintext).
-function M.offer(self)
-  if self.authenticated or not (self.secure or self.srv.insecure_plaintext) then return nil end
+-- The <mechanisms/> element (and XEP-0440's) for a mechanism list and a
+-- channel-binding list: the same for most streams, so each is made once
+-- (at most MAX_OFFERS distinct ones kept; docs/performance.md, "Where a
+-- reconnection's instructions go").
+local MAX_OFFERS = 32
+local offers, n_offers = {}, 0
+
+local function offer_xml(mechs, cb_list)
+  local key = table.concat(mechs, " ") .. "|" .. (cb_list and table.concat(cb_list, " ") or "-")
+  local xml = offers[key]
+  if xml then return xml end
   local f = { "<mechanisms xmlns='" .. NS_SASL .. "'>" }
-  for _, m in ipairs(mechanisms(self)) do
+  for _, m in ipairs(mechs) do
     f[#f + 1] = "<mechanism>" .. m .. "</mechanism>"
   end
   f[#f + 1] = "</mechanisms>"
-  if self.cb then      -- XEP-0440: the types a -PLUS exchange may use here
+  if cb_list then      -- XEP-0440: the types a -PLUS exchange may use here
     f[#f + 1] = "<sasl-channel-binding xmlns='" .. NS_SASL_CB .. "'>"
-    for _, t in ipairs(self.cb_list) do
+    for _, t in ipairs(cb_list) do
       f[#f + 1] = "<channel-binding type='" .. t .. "'/>"
     end
     f[#f + 1] = "</sasl-channel-binding>"
   end
-  return table.concat(f)
+  xml = table.concat(f)
+  if n_offers < MAX_OFFERS then offers[key], n_offers = xml, n_offers + 1 end
+  return xml
+end
+
+--- <mechanisms/> (and XEP-0440's types) until authenticated, once the
+-- stream is protected (or the server insecure_plaintext).
+function M.offer(self)
+  if self.authenticated or not (self.secure or self.srv.insecure_plaintext) then return nil end
+  local mechs = mechanisms(self)
+  return offer_xml(mechs, self.cb and self.cb_list or nil)
 end
 
 -- How an exchange's steps are written: RFC 6120 §6.4's elements here
