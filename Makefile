@@ -40,7 +40,8 @@ DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
              clang libclang-rt-14-dev valgrind lua-sql-sqlite3 lua-filesystem \
              ejabberd go-sendxmpp sendxmpp poezio chromium \
-             luajit libluajit-5.1-dev lua5.1 liblua5.1-0-dev lua5.3 liblua5.3-dev lua-bit32
+             luajit libluajit-5.1-dev lua5.1 liblua5.1-0-dev lua5.3 liblua5.3-dev lua-bit32 \
+             love xvfb xauth
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
@@ -60,7 +61,7 @@ RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
 .PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web lint clean docs \
-        format-check test-fast test-unit test-luas test-interop
+        format-check test-fast test-unit test-luas test-interop luajit-core
 
 all: build
 
@@ -107,8 +108,13 @@ $(BUILD)/lxmpp/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRC) $(LIBS)
 
-test: deps build
+test: deps build luajit-core
 	$(call RUN_SPECS,$(BUSTED),spec)
+
+# the core built for LuaJIT whatever LUA is: spec/interop/game_loops_spec.lua
+# runs the game-loop examples on LuaJIT (luajit, and LÖVE under Xvfb)
+luajit-core:
+	@$(MAKE) --no-print-directory build LUA=luajit
 
 # .busted's tasks: the fast specs (seconds, for the edit-run loop; no server,
 # slow or interop specs) and the interop specs against other projects' peers.
@@ -127,7 +133,7 @@ OTHER_LUAS ?= luajit lua5.1 lua5.3
 test-luas:
 	@rc=0; for l in $(OTHER_LUAS); do echo "=== $$l"; $(MAKE) --no-print-directory test-unit LUA=$$l || rc=1; done; exit $$rc
 
-test-interop: deps build
+test-interop: deps build luajit-core
 	$(BUSTED) --run=interop
 
 # docs/xeps.md from its one source, lua/lxmpp/xeps.lua; the LuaLS stubs
@@ -176,7 +182,7 @@ build-asan/lxmpp/core.so: $(SRC) $(HDR) Makefile
 
 # (the preload goes to busted alone, through env: tools/run-specs' own
 # sort and xargs, not instrumented, abort under LeakSanitizer)
-check: deps build-asan/lxmpp/core.so
+check: deps build-asan/lxmpp/core.so luajit-core
 	LUA_CPATH='$(CURDIR)/build-asan/?.so;;' \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(call RUN_SPECS,env LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" $(BUSTED),spec)

@@ -34,7 +34,8 @@ describe("examples/commands.lua against Prosody", function()
       LUA_PATH = os.getenv("LUA_PATH") or "", LUA_CPATH = os.getenv("LUA_CPATH") or "" }
     local parts = {}
     for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
-    local f = assert(io.popen(table.concat(parts, " ") .. " lua5.4 " .. q(ROOT .. "/examples/commands.lua")
+    local lua = require "spec.support.lua_bin"   -- the Lua the suite runs under
+    local f = assert(io.popen(table.concat(parts, " ") .. " " .. lua .. " " .. q(ROOT .. "/examples/commands.lua")
       .. " >" .. q(log) .. " 2>&1 & echo $!"))
     local pid = f:read("*l")
     f:close()

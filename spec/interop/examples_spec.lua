@@ -17,7 +17,7 @@ local function start_example(script, env, args)
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = "LUA_PATH=" .. q(os.getenv("LUA_PATH") or "")
   parts[#parts + 1] = "LUA_CPATH=" .. q(os.getenv("LUA_CPATH") or "")
-  parts[#parts + 1] = "lua5.4 " .. q(ROOT .. "/examples/" .. script)
+  parts[#parts + 1] = require("spec.support.lua_bin") .. " " .. q(ROOT .. "/examples/" .. script)
   for _, a in ipairs(args or {}) do parts[#parts + 1] = q(a) end
   local f = assert(io.popen(table.concat(parts, " ") .. " >" .. q(log) .. " 2>&1 & echo $!"))
   local pid = f:read("*l")
