@@ -60,7 +60,7 @@ else
 RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
-.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server demo demo-web lint clean docs \
+.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-parse bench-transport bench-echo bench-server demo demo-web lint clean docs \
         format-check test-fast test-unit test-luas test-interop luajit-core
 
 all: build
@@ -216,6 +216,13 @@ build-bench/expat_floor: bench/expat_floor.c
 	@mkdir -p $(@D)
 	$(CC) -O2 $(WARN) -o $@ $< -lexpat
 
+# the stream parser and serializer against Prosody's and a bare expat loop
+# (stanzas per second); `make bench-parse LUA=luajit` measures lxmpp on
+# LuaJIT, Prosody still on Lua 5.4 (docs/performance.md)
+BENCH_PARSE_N ?= 100000
+bench-parse: deps build build-bench/expat_floor
+	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua $(BENCH_PARSE_N)
+
 # stanzas through a TLS loopback pair, against `openssl speed` (MB of stanzas)
 BENCH_TRANSPORT_MB ?= 200
 bench-transport: deps build
@@ -234,7 +241,7 @@ bench-server: deps build
 	ulimit -n "$$(ulimit -Hn)" && $(LUA) bench/server.lua $(BENCH_SERVER_K)
 
 bench: deps build build-bench/expat_floor
-	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua
+	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua $(BENCH_PARSE_N)
 	$(LUA) bench/transport.lua $(BENCH_TRANSPORT_MB)
 	LXMPP_BENCH_REPS=$(BENCH_ECHO_REPS) $(LUA) bench/echo.lua $(BENCH_ECHO_N)
 
