@@ -17,7 +17,8 @@ local function read(path)
   return s
 end
 
-local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
+-- (sh.execute: os.execute's result differs between Lua versions)
+local function running(pid) return (require("spec.support.sh").execute("kill -0 " .. pid .. " 2>/dev/null")) end
 
 describe("examples/commands.lua against Prosody", function()
   local srv

@@ -27,7 +27,8 @@ end
 
 local read = require("spec.support.pki").read_file
 
-local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
+-- (sh.execute: os.execute's result differs between Lua versions)
+local function running(pid) return (require("spec.support.sh").execute("kill -0 " .. pid .. " 2>/dev/null")) end
 
 -- Waits up to `seconds` for an example to exit; its output. One still
 -- running then is killed.
