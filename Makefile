@@ -40,7 +40,8 @@ DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
              clang libclang-rt-14-dev valgrind lua-sql-sqlite3 lua-filesystem \
              ejabberd go-sendxmpp sendxmpp poezio chromium \
-             luajit libluajit-5.1-dev lua5.1 liblua5.1-0-dev lua5.3 liblua5.3-dev lua-bit32
+             luajit libluajit-5.1-dev lua5.1 liblua5.1-0-dev lua5.3 liblua5.3-dev lua-bit32 \
+             love xvfb xauth
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
@@ -59,8 +60,8 @@ else
 RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
-.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-transport bench-echo bench-server bench-s2s demo demo-web demo-federation lint clean docs \
-        format-check test-fast test-unit test-luas test-interop
+.PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-parse bench-transport bench-echo bench-server bench-s2s demo demo-web demo-federation lint clean docs \
+        format-check test-fast test-unit test-luas test-interop luajit-core
 
 all: build
 
@@ -107,8 +108,13 @@ $(BUILD)/lxmpp/core.so: $(SRC) $(HDR) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRC) $(LIBS)
 
-test: deps build
+test: deps build luajit-core
 	$(call RUN_SPECS,$(BUSTED),spec)
+
+# the core built for LuaJIT whatever LUA is: spec/interop/game_loops_spec.lua
+# runs the game-loop examples on LuaJIT (luajit, and LÖVE under Xvfb)
+luajit-core:
+	@$(MAKE) --no-print-directory build LUA=luajit
 
 # .busted's tasks: the fast specs (seconds, for the edit-run loop; no server,
 # slow or interop specs) and the interop specs against other projects' peers.
@@ -121,13 +127,15 @@ test-fast: build
 # name CI and the README use for it)
 test-unit: test-fast
 
-# the fast specs on each other Lua lxmpp supports (CI; README "Lua
-# versions"): one summary line per Lua
-OTHER_LUAS ?= luajit lua5.1 lua5.3
+# the other Luas lxmpp supports (CI; README "Lua versions"): the whole
+# suite on LuaJIT 2.1, the Lua games embed (`make test LUA=luajit`), then
+# the fast specs on each of UNIT_LUAS; one summary line per Lua
+UNIT_LUAS ?= lua5.1 lua5.3
 test-luas:
-	@rc=0; for l in $(OTHER_LUAS); do echo "=== $$l"; $(MAKE) --no-print-directory test-unit LUA=$$l || rc=1; done; exit $$rc
+	@rc=0; echo "=== luajit (the whole suite)"; $(MAKE) --no-print-directory test LUA=luajit || rc=1; \
+	for l in $(UNIT_LUAS); do echo "=== $$l"; $(MAKE) --no-print-directory test-unit LUA=$$l || rc=1; done; exit $$rc
 
-test-interop: deps build
+test-interop: deps build luajit-core
 	$(BUSTED) --run=interop
 
 # docs/xeps.md from its one source, lua/lxmpp/xeps.lua; the LuaLS stubs
@@ -176,7 +184,7 @@ build-asan/lxmpp/core.so: $(SRC) $(HDR) Makefile
 
 # (the preload goes to busted alone, through env: tools/run-specs' own
 # sort and xargs, not instrumented, abort under LeakSanitizer)
-check: deps build-asan/lxmpp/core.so
+check: deps build-asan/lxmpp/core.so luajit-core
 	LUA_CPATH='$(CURDIR)/build-asan/?.so;;' \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(call RUN_SPECS,env LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" $(BUSTED),spec)
@@ -210,6 +218,13 @@ build-bench/expat_floor: bench/expat_floor.c
 	@mkdir -p $(@D)
 	$(CC) -O2 $(WARN) -o $@ $< -lexpat
 
+# the stream parser and serializer against Prosody's and a bare expat loop
+# (stanzas per second); `make bench-parse LUA=luajit` measures lxmpp on
+# LuaJIT, Prosody still on Lua 5.4 (docs/performance.md)
+BENCH_PARSE_N ?= 100000
+bench-parse: deps build build-bench/expat_floor
+	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua $(BENCH_PARSE_N)
+
 # stanzas through a TLS loopback pair, against `openssl speed` (MB of stanzas)
 BENCH_TRANSPORT_MB ?= 200
 bench-transport: deps build
@@ -235,7 +250,7 @@ bench-s2s: deps build
 	$(LUA) bench/s2s.lua $(BENCH_S2S_N)
 
 bench: deps build build-bench/expat_floor
-	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua
+	LXMPP_EXPAT_FLOOR=$(CURDIR)/build-bench/expat_floor $(LUA) bench/parse.lua $(BENCH_PARSE_N)
 	$(LUA) bench/transport.lua $(BENCH_TRANSPORT_MB)
 	LXMPP_BENCH_REPS=$(BENCH_ECHO_REPS) $(LUA) bench/echo.lua $(BENCH_ECHO_N)
 
@@ -261,9 +276,12 @@ clean:
 # The suite under Valgrind's memcheck (slow; CI runs it too), without
 # spec/interop: those specs check other projects' clients and servers against
 # ours over the same C paths the rest of the suite drives, and mostly wait on
-# those peers (make check runs them under ASan+UBSan). VALGRIND_SPECS=spec
-# runs everything.
-VALGRIND_SPECS ?= $(wildcard spec/*_spec.lua)
+# those peers (make check runs them under ASan+UBSan). Nor spec/docs_spec.lua:
+# it runs the documentation's examples, which call what the module specs
+# already drive (about 260 s under Valgrind, which CI's 30 minutes need for
+# LuaJIT's whole suite); make check runs it under ASan+UBSan.
+# VALGRIND_SPECS=spec runs everything.
+VALGRIND_SPECS ?= $(filter-out spec/docs_spec.lua,$(wildcard spec/*_spec.lua))
 valgrind: deps build
 	$(call RUN_SPECS,valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=$(CURDIR)/.ci/valgrind.supp $(LUA) /usr/bin/busted,$(VALGRIND_SPECS))

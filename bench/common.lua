@@ -1,8 +1,34 @@
 -- Helpers the benchmarks share: quoting for the shell, reading one line of a
--- command's output, and describing the machine in the report.
-local io, string, tostring = io, string, tostring
+-- command's output, and describing the machine in the report. Like the
+-- benchmarks, it runs on Lua 5.4 and on LuaJIT (README.md, "Lua versions").
+local io, string, tostring, tonumber, math = io, string, tostring, tonumber, math
 
 local M = {}
+
+-- math.tointeger, or before 5.3 (no integer subtype) a whole number within 2^53
+local tointeger = math.tointeger or function(n)
+  if n == math.floor(n) and n >= -2 ^ 53 and n <= 2 ^ 53 then return n end
+end
+
+--- The integer a string holds ("20000"), or nil: on every Lua the benchmarks
+-- run on (math.tointeger(tonumber(s)) on 5.3 and 5.4)
+function M.integer(s)
+  local n = tonumber(s)
+  return n and tointeger(n) or nil
+end
+
+--- Did the shell command succeed (exit status 0)? os.execute gives true on
+-- 5.2+ and the raw status, 0 for success, on LuaJIT and 5.1.
+function M.execute(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
+--- Is x a number with a fraction (what 5.3+ would call a float worth its
+-- decimals)? For printing results the same way on every Lua.
+function M.has_fraction(x)
+  return type(x) == "number" and x ~= math.floor(x)
+end
 
 --- A die(fmt, ...) for script `name`: prints to stderr and exits 1, closing
 -- the Lua state (so temporary directories of spec supports are removed).
@@ -64,10 +90,10 @@ function M.first_line(cmd)
   return l
 end
 
---- "Lua 5.4.4" of the interpreter running the benchmark
+--- "Lua 5.4.4" or "LuaJIT 2.1.0-beta3" of the interpreter running the benchmark
 function M.lua_version(lua_cmd)
   local v = M.first_line(M.quote(lua_cmd or arg[-1] or "lua5.4") .. " -v") or _VERSION
-  return v:match("^(Lua %S+)") or v
+  return v:match("^(Lua %S+)") or v:match("^(LuaJIT %S+)") or v
 end
 
 --- the CPU model (nil if unknown) and the number of processors, from /proc/cpuinfo

@@ -44,10 +44,11 @@
 -- per message grows when the processes compete for cores (fewer messages
 -- per wakeup), so on a busy machine use LXMPP_BENCH_REPS.
 
-local N = math.tointeger(tonumber(arg[1] or "20000"))
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local N = common.integer(arg[1] or "20000")
 local PYTHON = os.getenv("LXMPP_BENCH_PYTHON") or "/usr/bin/python3"
 local ONLY = os.getenv("LXMPP_BENCH_ONLY")
-local REPS = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_REPS") or "1"))
+local REPS = common.integer(os.getenv("LXMPP_BENCH_REPS") or "1")
 local LX_WRAP = os.getenv("LXMPP_BENCH_LX_WRAP")
 local LUA = arg[-1] or "lua5.4"
 local USERS = { lxping = "lxping-secret", lxecho = "lxecho-secret", slping = "slping-secret", slecho = "slecho-secret" }
@@ -66,7 +67,6 @@ local script_dir = (arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local first_line = common.first_line
 
 local function read_file(path)
@@ -111,7 +111,7 @@ local function proc_cpu(pid)
   return (tonumber(f[12]) + tonumber(f[13])) / CLK_TCK
 end
 
-local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
+local function running(pid) return common.execute("kill -0 " .. pid .. " 2>/dev/null") end
 
 local tmpdir = first_line("mktemp -d /tmp/lxmpp-bench-echo.XXXXXX")
 if not tmpdir then die("mktemp -d failed") end
@@ -180,7 +180,7 @@ local function run_pair(lib)
   local ping_jid = ("%sping@%s/%s"):format(pre, srv.domain, RESOURCE)
   local port, ca = tostring(srv.port), srv.ca
   -- generous: a few thousand messages a second is slow for either
-  local limit = 120 + N // 100
+  local limit = 120 + math.floor(N / 100)
 
   local epid, elog = start(lib, "echo", { echo_jid, USERS[pre .. "echo"], port, ca }, limit + 60)
   local deadline = socket.gettime() + 30

@@ -26,8 +26,9 @@
 -- from just before the first of the N messages to the arrival of the last
 -- echo, on a monotonic clock. Any failure: a message on stderr, exit status 1.
 
-local ROLE, JID, PASSWORD, PORT, CAFILE = arg[1], arg[2], arg[3], math.tointeger(tonumber(arg[4] or "")), arg[5]
-local N = math.tointeger(tonumber(arg[6] or ""))
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local ROLE, JID, PASSWORD, PORT, CAFILE = arg[1], arg[2], arg[3], common.integer(arg[4] or ""), arg[5]
+local N = common.integer(arg[6] or "")
 local PEER = arg[7]
 local TIMEOUT = 60            -- seconds without progress before a wait fails
 -- the text after the number in every message (same in echo_slix.py)
@@ -48,7 +49,6 @@ local ok_load, lxmpp = pcall(require, "lxmpp")
 if not ok_load then die("cannot load lxmpp (set LUA_PATH/LUA_CPATH as the Makefile does):\n%s", lxmpp) end
 local core = require "lxmpp.core"
 
-local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 -- handlers kick the main task when something it waits for happens, or fail;
 -- a wait fails after TIMEOUT seconds without progress
 local watch = common.watch(TIMEOUT, function(msg) die("%s", msg) end)
@@ -125,7 +125,7 @@ local function pinger()
     local body = m:get_child_text("body")
     if not body then return end
     if m.attr.type == "error" then return fail("error message: " .. tostring(m)) end
-    local i = math.tointeger(tonumber(body:match("^%d+")))
+    local i = common.integer(body:match("^%d+"))
     if i then
       if i < 1 or i > N then return fail("echo of an unknown message: " .. body) end
       if seen[i] then
@@ -178,7 +178,7 @@ table.sort(keys)
 local parts = { "result", "lib=lxmpp" }
 for _, k in ipairs(keys) do
   local v = result[k]
-  parts[#parts + 1] = k .. "=" .. (math.type(v) == "float" and ("%.6f"):format(v) or tostring(v))
+  parts[#parts + 1] = k .. "=" .. (common.has_fraction(v) and ("%.6f"):format(v) or tostring(v))
 end
 io.stdout:write(table.concat(parts, " "), "\n")
 io.stdout:flush()

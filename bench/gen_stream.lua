@@ -24,14 +24,20 @@
 
 local concat, floor, format = table.concat, math.floor, string.format
 
+-- Whole numbers only: the same arithmetic on 5.4's integers and on LuaJIT's
+-- doubles (exact below 2^53), so every Lua generates the same bytes.
+local function whole(x)
+  return type(x) == "number" and x == floor(x) and x >= -2 ^ 53 and x <= 2 ^ 53
+end
+
 local function gen(n, seed)
-  n = assert(math.tointeger(n), "gen(n, seed): n must be an integer")
-  local state = (math.tointeger(seed) or 1) & 0xffffffff
+  assert(whole(n), "gen(n, seed): n must be an integer")
+  local state = (whole(seed) and seed or 1) % 4294967296   -- (x & 0xffffffff, also for x < 0)
 
   -- Numerical Recipes LCG, mod 2^32; products stay below 2^53.
   local function rnd(m) -- integer in [1, m]
-    state = (state * 1664525 + 1013904223) & 0xffffffff
-    return ((state >> 8) % m) + 1
+    state = (state * 1664525 + 1013904223) % 4294967296
+    return (floor(state / 256) % m) + 1                      -- (state >> 8)
   end
   local function pick(t) return t[rnd(#t)] end
   local function chance(percent) return rnd(100) <= percent end

@@ -11,7 +11,15 @@
 -- LXMPP_BENCH_GC       "default" (Lua's own settings, the default) or "prosody":
 --                      incremental with pause 105, step multiplier 500, what
 --                      Prosody's startup sets; either way the same for all
--- LXMPP_SKIP=1         development only: skip the lxmpp rows
+-- LXMPP_SKIP=1         skip the lxmpp rows (development; and the Prosody run below)
+-- LXMPP_PROSODY_LUA    the Lua 5.4 that measures Prosody when this script runs
+--                      under another Lua (default lua5.4)
+--
+-- On LuaJIT (`make bench-parse LUA=luajit`): lxmpp is measured on LuaJIT,
+-- Prosody on Lua 5.4, the Lua it runs on (its C helpers are built for 5.4):
+-- this script runs itself under LXMPP_PROSODY_LUA with LXMPP_SKIP=1 on the
+-- same stream (same N and seed) and reports that run's Prosody rows beside
+-- lxmpp's; each run also times the floor program, so both are on one scale.
 --
 -- Method: the stream (bench/gen_stream.lua) is generated once, written to a
 -- temporary file for the floor program, and split into 16 KiB chunks before
@@ -25,10 +33,11 @@
 -- stanzas; the stanzas used for the serialization runs come from separate,
 -- untimed parses.
 
-local N = math.tointeger(tonumber(arg[1] or "100000"))
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local N = common.integer(arg[1] or "100000")
 local floor_bin = arg[2] or os.getenv("LXMPP_EXPAT_FLOOR")
-local REPS = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_REPS") or "5"))
-local SEED = math.tointeger(tonumber(os.getenv("LXMPP_BENCH_SEED") or "42"))
+local REPS = common.integer(os.getenv("LXMPP_BENCH_REPS") or "5")
+local SEED = common.integer(os.getenv("LXMPP_BENCH_SEED") or "42")
 local SKIP_LXMPP = os.getenv("LXMPP_SKIP") == "1"
 local GC = os.getenv("LXMPP_BENCH_GC") or "default"
 local CHUNK = 16 * 1024
@@ -46,7 +55,6 @@ if GC ~= "default" and GC ~= "prosody" then die("LXMPP_BENCH_GC must be default 
 
 local script_dir = (arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 
-local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local shell_quote = common.quote
 
 local first_line = common.first_line
@@ -54,6 +62,11 @@ local first_line = common.first_line
 ---------------------------------------------------------------------------
 -- Loading. Anything missing is fatal: a benchmark that quietly leaves a
 -- column out is worse than none.
+
+-- Prosody in this process only on Lua 5.4; else in a run of its own (above)
+local PROSODY_HERE = _VERSION == "Lua 5.4" and not rawget(_G, "jit")
+local PROSODY_LUA = os.getenv("LXMPP_PROSODY_LUA") or "lua5.4"
+if not PROSODY_HERE and SKIP_LXMPP then die("LXMPP_SKIP=1 measures only Prosody: run it under Lua 5.4") end
 
 local lxmpp
 if not SKIP_LXMPP then
@@ -67,12 +80,16 @@ end
 -- other "util.*" on the path can shadow them. lxp (LuaExpat) comes from the
 -- ordinary Lua 5.4 cpath.
 local PROSODY = os.getenv("LXMPP_PROSODY_DIR") or "/usr/lib/prosody"
-package.path = PROSODY .. "/?.lua;" .. package.path
-package.cpath = PROSODY .. "/?.so;" .. package.cpath
-local prosody_ok, xmppstream = pcall(require, "util.xmppstream")
-if not prosody_ok then die("cannot load Prosody's util.xmppstream from %s:\n%s", PROSODY, xmppstream) end
-require "util.stanza" -- its __tostring is the serializer measured
-local lxp = require "lxp"
+local xmppstream, lxp
+if PROSODY_HERE then
+  package.path = PROSODY .. "/?.lua;" .. package.path
+  package.cpath = PROSODY .. "/?.so;" .. package.cpath
+  local prosody_ok
+  prosody_ok, xmppstream = pcall(require, "util.xmppstream")
+  if not prosody_ok then die("cannot load Prosody's util.xmppstream from %s:\n%s", PROSODY, xmppstream) end
+  require "util.stanza" -- its __tostring is the serializer measured
+  lxp = require "lxp"
+end
 
 local gen_ok, gen = pcall(dofile, script_dir .. "/gen_stream.lua")
 if not gen_ok then die("cannot load %s/gen_stream.lua: %s", script_dir, gen) end
@@ -114,7 +131,7 @@ local function main()
     local cc = os.getenv("CC") or "cc"
     local cmd = string.format("%s -O2 -std=c99 -Wall -Wextra -pedantic -Werror %s -o %s -lexpat",
       cc, shell_quote(script_dir .. "/expat_floor.c"), shell_quote(floor_bin))
-    if not os.execute(cmd) then error("compiling the floor program failed: " .. cmd) end
+    if not common.execute(cmd) then error("compiling the floor program failed: " .. cmd) end
   end
   -- One run of the floor program: it parses the file `reps` times and reports
   -- the best.
@@ -253,9 +270,30 @@ local function main()
     prosody = function() return (prosody_parse(false)) end,
     lxmpp = function() return (lxmpp_parse(false)) end,
   }
-  local best, count = interleaved(lxmpp and { "floor", "prosody", "lxmpp" } or { "floor", "prosody" },
-    parse_runs)
+  local order = { "floor" }
+  if PROSODY_HERE then order[#order + 1] = "prosody" end
+  if lxmpp then order[#order + 1] = "lxmpp" end
+  local best, count = interleaved(order, parse_runs)
   floor.floor_best_sec = best.floor
+
+  -- Prosody on Lua 5.4 in a run of its own, when this is another Lua
+  local other
+  if not PROSODY_HERE then
+    local cmd = string.format("LXMPP_SKIP=1 LXMPP_BENCH_EMIT=1 LXMPP_BENCH_REPS=%d LXMPP_BENCH_SEED=%d"
+      .. " LXMPP_BENCH_GC=%s %s %s %d %s", REPS, SEED, GC, shell_quote(PROSODY_LUA),
+      shell_quote(script_dir .. "/parse.lua"), N, shell_quote(floor_bin))
+    local p = assert(io.popen(cmd))
+    other = {}
+    for line in p:lines() do
+      local k, v = line:match("^emit ([%w_]+)=(.*)$")
+      if k then other[k] = v end
+    end
+    p:close()
+    if not other.prosody_parse_s then error("the Prosody run printed no figures: " .. cmd) end
+    count.prosody = common.integer(other.prosody_n)
+    r.prosody_lua, r.prosody_floor_s = other.lua, tonumber(other.floor_s)
+    best.prosody = tonumber(other.prosody_parse_s)
+  end
   r.prosody_parse_s, r.prosody_n = best.prosody, count.prosody
   if r.prosody_n ~= N then error(string.format("prosody saw %d stanzas, generated %d", r.prosody_n, N)) end
 
@@ -270,14 +308,23 @@ local function main()
     if n ~= N then error("lxmpp: keeping run saw " .. n .. " stanzas") end
   end
 
-  local _, pr_stanzas = prosody_parse(true)
-  -- util.xmppstream copies the stream's xml:lang onto every top-level stanza
-  -- that lacks one. The generator puts none on stanzas, so drop it again:
-  -- both serializers then write what was read.
-  for i = 1, #pr_stanzas do pr_stanzas[i].attr["xml:lang"] = nil end
+  local pr_stanzas
+  if PROSODY_HERE then
+    pr_stanzas = select(2, prosody_parse(true))
+    -- util.xmppstream copies the stream's xml:lang onto every top-level stanza
+    -- that lacks one. The generator puts none on stanzas, so drop it again:
+    -- both serializers then write what was read.
+    for i = 1, #pr_stanzas do pr_stanzas[i].attr["xml:lang"] = nil end
+  end
 
-  best, count = interleaved(lx_stanzas and { "prosody", "lxmpp" } or { "prosody" },
-    { prosody = serialize(pr_stanzas), lxmpp = lx_stanzas and serialize(lx_stanzas) })
+  order = {}
+  if pr_stanzas then order[#order + 1] = "prosody" end
+  if lx_stanzas then order[#order + 1] = "lxmpp" end
+  best, count = interleaved(order,
+    { prosody = pr_stanzas and serialize(pr_stanzas), lxmpp = lx_stanzas and serialize(lx_stanzas) })
+  if other then
+    best.prosody, count.prosody = tonumber(other.prosody_ser_s), common.integer(other.prosody_ser_bytes)
+  end
   r.prosody_ser_s, r.prosody_ser_bytes = best.prosody, count.prosody
   r.lxmpp_ser_s, r.lxmpp_ser_bytes = best.lxmpp, count.lxmpp
 
@@ -301,13 +348,19 @@ local function main()
   table.sort(kind_list)
 
   print("lxmpp parse/serialize benchmark (bench/parse.lua)")
-  print(string.format("  %s; lxmpp %s; Prosody util.xmppstream on %s (%s); floor %s",
-    lua_version, lxmpp and tostring(lxmpp._VERSION or "loaded") or "SKIPPED (LXMPP_SKIP=1)",
-    lxp._VERSION, lxp._EXPAT_VERSION, floor.expat_version or "?"))
+  if PROSODY_HERE then
+    print(string.format("  %s; lxmpp %s; Prosody util.xmppstream on %s (%s); floor %s",
+      lua_version, lxmpp and tostring(lxmpp._VERSION or "loaded") or "SKIPPED (LXMPP_SKIP=1)",
+      lxp._VERSION, lxp._EXPAT_VERSION, floor.expat_version or "?"))
+  else
+    print(string.format("  lxmpp %s on %s; Prosody util.xmppstream on %s (%s, %s; floor %.3f s there)"
+      .. "; floor %s", tostring(lxmpp._VERSION or "loaded"), lua_version, tostring(r.prosody_lua),
+      tostring(other.lxp), tostring(other.expat), r.prosody_floor_s, floor.expat_version or "?"))
+  end
   if cpu then print(string.format("  CPU: %s", cpu)) end
   print(string.format("  stream: %d stanzas, %s elements, %.1f MB, seed %d, %d KiB chunks"
     .. " (generated in %.2f s, untimed)",
-    N, grouped(tonumber(floor.floor_elements)), mb, SEED, CHUNK // 1024, t_gen))
+    N, grouped(tonumber(floor.floor_elements)), mb, SEED, CHUNK / 1024, t_gen))
   print("  mix: " .. table.concat(kind_list, ", "))
   print(string.format("  best of %d interleaved rounds, CPU time; full GC before each run; GC settings: %s",
     REPS, GC == "prosody" and "Prosody's (incremental, pause 105, stepmul 500)" or "Lua's defaults"))
@@ -321,7 +374,8 @@ local function main()
     end
   end
   row("lxmpp stream_parser", r.lxmpp_parse_s, lx_sps)
-  row("Prosody util.xmppstream", r.prosody_parse_s, pr_sps)
+  local pr_name = PROSODY_HERE and "Prosody util.xmppstream" or "Prosody util.xmppstream (5.4)"
+  row(pr_name, r.prosody_parse_s, pr_sps)
   row("expat floor (C, counts elements)", floor_s, floor_sps)
   print(string.format("  %-34s %14s", "ratio lxmpp/prosody", lx_sps and ratio(lx_sps, pr_sps) or "-"))
   print(string.format("  %-34s %14s", "ratio lxmpp/floor", lx_sps and ratio(lx_sps, floor_sps) or "-"))
@@ -336,12 +390,24 @@ local function main()
     end
   end
   srow("lxmpp stanza __tostring", r.lxmpp_ser_s, r.lxmpp_ser_bytes)
-  srow("Prosody util.stanza __tostring", r.prosody_ser_s, r.prosody_ser_bytes)
+  srow(PROSODY_HERE and "Prosody util.stanza __tostring" or "Prosody util.stanza (5.4)", r.prosody_ser_s,
+    r.prosody_ser_bytes)
   print(string.format("  %-34s %14s", "ratio lxmpp/prosody",
     r.lxmpp_ser_s and ratio(r.prosody_ser_s, r.lxmpp_ser_s) or "-"))
   print(string.format("  output bytes: lxmpp %s, prosody %s (input stanzas: %s)",
     r.lxmpp_ser_bytes and grouped(r.lxmpp_ser_bytes) or "-", grouped(r.prosody_ser_bytes),
     grouped(#xml - #chunks[1]:match("^.-<stream:stream[^>]*>") - #"</stream:stream>")))
+
+  -- for a run under another Lua that asked this one for Prosody's figures
+  if os.getenv("LXMPP_BENCH_EMIT") == "1" then
+    local emit = { prosody_parse_s = r.prosody_parse_s, prosody_n = r.prosody_n, prosody_ser_s = r.prosody_ser_s,
+      prosody_ser_bytes = r.prosody_ser_bytes, floor_s = floor_s, lua = lua_version,
+      lxp = lxp and lxp._VERSION, expat = lxp and lxp._EXPAT_VERSION }
+    for _, k in ipairs({ "prosody_parse_s", "prosody_n", "prosody_ser_s", "prosody_ser_bytes", "floor_s", "lua",
+      "lxp", "expat" }) do
+      print(("emit %s=%s"):format(k, type(emit[k]) == "number" and ("%.17g"):format(emit[k]) or tostring(emit[k])))
+    end
+  end
 end
 
 local ok, err = xpcall(main, debug.traceback)

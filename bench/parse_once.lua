@@ -10,8 +10,9 @@
 -- stanza handlers only count.
 
 local MODE = arg[1]
-local N = math.tointeger(tonumber(arg[2] or "10000"))
-local SEED = math.tointeger(tonumber(arg[3] or "42"))
+local common = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local N = common.integer(arg[2] or "10000")
+local SEED = common.integer(arg[3] or "42")
 local STANZA_SIZE_LIMIT = 262144
 
 local function die(msg)

@@ -31,6 +31,15 @@
 -- memory BIOs in this process (os.clock), full and resumed.
 -- Wall time is the client's, from connect to <resumed/>; the client's own
 -- SCRAM work (PBKDF2) is in it, as a real client's is.
+--
+-- Instruction counts (docs/performance.md, "Where a reconnection's
+-- instructions go"): LXMPP_BENCH_CALLGRIND=DIR runs the server under
+-- valgrind --tool=callgrind and measures each kind in one series of N
+-- (zeroing the counts before it with callgrind_control -z, dumping them
+-- after it with -d into DIR/callgrind.out.PID.*), then prints the
+-- instructions per reconnection of each; the wall and CPU columns are then
+-- those of the slowed-down server. LXMPP_BENCH_KINDS=classic,fast_d keeps
+-- only those kinds (either mode).
 
 local N = math.tointeger(tonumber(arg[1] or "300"))
 local script_dir = (arg[0] or ""):match("^(.*)/[^/]*$") or "."
@@ -50,6 +59,19 @@ local NS_SM, NS_FAST = "urn:xmpp:sm:3", "urn:xmpp:fast:0"
 local UA = "<user-agent xmlns='" .. NS2 .. "' id='5b0c1a2e-3d4f-4a6b-8c7d-9e0f1a2b3c4d'/>"
 local ROUND = 50
 
+-- user and system CPU time of the process in clock ticks (fields 14 and 15
+-- of /proc/PID/stat; the command name before them is in parentheses)
+local function user_sys(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then die("no /proc/%s/stat", pid) end
+  local line = f:read("l")
+  f:close()
+  local rest = line:match("%) (.*)$")
+  local fields = {}
+  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+  return tonumber(fields[12]), tonumber(fields[13])   -- fields 14, 15 of the whole line
+end
+
 -- nanoseconds the process has run on a CPU
 local function cpu_ns(pid)
   local f = io.open("/proc/" .. pid .. "/schedstat")
@@ -59,8 +81,15 @@ local function cpu_ns(pid)
   return ns
 end
 
+local CG_DIR = os.getenv("LXMPP_BENCH_CALLGRIND")
+if CG_DIR == "" then CG_DIR = nil end
+local wrap = ""
+if CG_DIR then
+  wrap = "valgrind --tool=callgrind --callgrind-out-file=" .. q(CG_DIR .. "/callgrind.out.%p") .. " "
+end
+
 local p = pki.get()
-local server = assert(io.popen("exec env LXMPP_BENCH_DIRECT=1 " .. q(arg[-1] or "lua5.4") .. " " ..
+local server = assert(io.popen("exec env LXMPP_BENCH_DIRECT=1 " .. wrap .. q(arg[-1] or "lua5.4") .. " " ..
   q(script_dir .. "/server_lx.lua") .. " " .. q(DOMAIN) .. " " .. q(p.certs.good.cert) .. " " ..
   q(p.certs.good.key) .. " " .. q(PASSWORD) .. " " ..
   q("bench-salt-0123456789") .. " u:1"))
@@ -251,34 +280,72 @@ local KINDS = {
   ["lx-classic"] = lx_classic, ["lx-fast"] = lx_fast,
 }
 local ORDER = { "classic", "fast", "tls", "fast_r", "tls_r", "fast_d", "lx-classic", "lx-fast" }
+if os.getenv("LXMPP_BENCH_KINDS") then
+  local keep = {}
+  for k in os.getenv("LXMPP_BENCH_KINDS"):gmatch("[^,%s]+") do
+    if not KINDS[k] then die("unknown kind %s", k) end
+    keep[#keep + 1] = k
+  end
+  ORDER = keep
+end
+if CG_DIR then ROUND = N end                  -- callgrind: one series per kind
+-- callgrind_control -z / -d (the dump named after the kind); the dump's
+-- "totals:" line is the instructions (Ir) since the zeroing
+local instr = {}
+local function cg(what, kind)
+  local cmd = ("callgrind_control %s %s >/dev/null"):format(what == "dump" and "-d " .. q(kind) or "-z", pid)
+  if not os.execute(cmd) then die("%s failed", cmd) end
+  if what ~= "dump" then return end
+  local newest
+  for f in io.popen("ls -t " .. q(CG_DIR) .. "/callgrind.out." .. pid .. ".* 2>/dev/null"):lines() do
+    newest = newest or f
+  end
+  local fh = newest and io.open(newest)
+  local text = fh and fh:read("a") or ""
+  if fh then fh:close() end
+  local total = text:match("\ntotals: (%d+)") or text:match("\nsummary: (%d+)")
+  if not total then die("no totals in %s", tostring(newest)) end
+  instr[kind] = (instr[kind] or 0) + tonumber(total)
+end
 local TRIPS = { classic = 7, fast = 4, tls = 3, fast_r = 4, tls_r = 3, fast_d = 2, ["lx-classic"] = 7, ["lx-fast"] = 4 }
 local totals = {}
-for _, k in ipairs(ORDER) do totals[k] = { cpu = 0, wall = 0 } end
+for k in pairs(KINDS) do totals[k] = { cpu = 0, wall = 0, user = 0, sys = 0 } end
 lxmpp.run(function()
   first_login()
-  clients.fast, clients.classic = lx_client(nil), lx_client(false)
-  if not clients.fast.c.login.fast then die("the lxmpp client got no FAST token") end
-  for _ = 1, 5 do                                                      -- warm up, first tickets
-    classic(); fast(); KINDS.fast_r(); KINDS.tls_r(); KINDS.fast_d(); lx_classic(); lx_fast()
+  local lx = false
+  for _, kind in ipairs(ORDER) do lx = lx or kind:match("^lx") ~= nil end
+  if lx then
+    clients.fast, clients.classic = lx_client(nil), lx_client(false)
+    if not clients.fast.c.login.fast then die("the lxmpp client got no FAST token") end
   end
-  if not clients.fast.c.sasl_mechanism:match("^HT%-") then die("the lxmpp client did not use its token") end
+  for _ = 1, 5 do                                                      -- warm up, first tickets
+    for _, kind in ipairs(ORDER) do KINDS[kind]() end
+  end
+  if lx and not clients.fast.c.sasl_mechanism:match("^HT%-") then die("the lxmpp client did not use its token") end
   for k in pairs(resumed) do resumed[k] = 0 end
   local done = 0
   while done < N do
     local n = math.min(ROUND, N - done)
     for _, kind in ipairs(ORDER) do
       local fn = KINDS[kind]
-      lxmpp.sleep(0.2)                          -- the server has closed the last one
+      lxmpp.sleep(CG_DIR and 1 or 0.2)          -- the server has closed the last one
+      if CG_DIR then cg("zero") end
       local c0, t0 = cpu_ns(pid), core.now()
+      local u0, s0 = user_sys(pid)
       for _ = 1, n do fn() end
-      lxmpp.sleep(0.2)
+      lxmpp.sleep(CG_DIR and 1 or 0.2)
+      if CG_DIR then cg("dump", kind) end
       totals[kind].wall = totals[kind].wall + (core.now() - t0 - 0.2)
       totals[kind].cpu = totals[kind].cpu + (cpu_ns(pid) - c0)
+      local u1, s1 = user_sys(pid)
+      totals[kind].user, totals[kind].sys = totals[kind].user + u1 - u0, totals[kind].sys + s1 - s0
     end
     done = done + n
   end
-  clients.fast.c:close()
-  clients.classic.c:close()
+  if lx then
+    clients.fast.c:close()
+    clients.classic.c:close()
+  end
 end)
 for _, t in pairs(tickets) do t:close() end
 cctx:close()
@@ -288,21 +355,39 @@ server:close()
 local model, ncpu = common.cpu()
 print(("reconnect: %d reconnections of each kind, %s, %s (%d CPUs)"):format(N, common.lua_version(),
   model or "unknown CPU", ncpu))
-print(("%-10s %7s %22s %20s %12s"):format("kind", "trips", "server CPU/reconnect", "wall/reconnect",
-  "TLS resumed"))
+print(("%-10s %5s %22s %10s %18s %12s%s"):format("kind", "trips", "server CPU/reconnect", "sys share",
+  "wall/reconnect", "TLS resumed", CG_DIR and "   instructions/reconnect" or ""))
 for _, kind in ipairs(ORDER) do
   local t = totals[kind]
-  print(("%-10s %7d %19.3f ms %17.3f ms %12s"):format(kind, TRIPS[kind], t.cpu / N / 1e6, t.wall / N * 1e3,
-    resumed[kind] and ("%d/%d"):format(resumed[kind], N) or "-"))
+  print(("%-10s %5d %19.3f ms %9.0f%% %15.3f ms %12s%s"):format(kind, TRIPS[kind], t.cpu / N / 1e6,
+    100 * t.sys / math.max(t.user + t.sys, 1), t.wall / N * 1e3,
+    resumed[kind] and ("%d/%d"):format(resumed[kind], N) or "-",
+    instr[kind] and ("%25.0f"):format(instr[kind] / N) or ""))
+end
+-- a ratio of two kinds' figures, when both were measured
+local function ratio(tbl, a, b)
+  local x, y = tbl[a], tbl[b]
+  if type(x) == "table" then x, y = x.cpu, y and y.cpu end
+  if not (x and y) or y == 0 or (x == 0 and y == 0) then return "-" end
+  return ("%.2f"):format(x / y)
 end
 local c, f, t = totals.classic.cpu, totals.fast.cpu, totals.tls.cpu
-print(("server CPU: classic / fast = %.2f; beyond TLS (authentication and resumption): classic / fast = %.1f"):format(
-  c / f, (c - t) / math.max(f - t, 1)))
+if c > 0 and f > 0 and t > 0 then
+  print(("server CPU: classic / fast = %.2f; beyond TLS (authentication and resumption): classic / fast = %.1f"):format(
+    c / f, (c - t) / math.max(f - t, 1)))
+end
 local lc, lf = totals["lx-classic"], totals["lx-fast"]
-print(("lxmpp client: server CPU lx-classic / lx-fast = %.2f, wall lx-classic / lx-fast = %.2f"):format(
-  lc.cpu / lf.cpu, lc.wall / lf.wall))
-print(("server CPU with the TLS session resumed: classic / fast_r = %.2f, classic / fast_d = %.2f"):format(
-  c / totals.fast_r.cpu, c / totals.fast_d.cpu))
-local full_ms, resumed_ms = tls_engine_ms(math.max(N, 100))
-print(("the TLS engine alone (server side, memory BIOs): full handshake %.3f ms, resumed %.3f ms"):format(
-  full_ms, resumed_ms))
+if lc.cpu > 0 and lf.cpu > 0 then
+  print(("lxmpp client: server CPU lx-classic / lx-fast = %.2f, wall lx-classic / lx-fast = %.2f"):format(
+    lc.cpu / lf.cpu, lc.wall / lf.wall))
+end
+print(("server CPU with the TLS session resumed: classic / fast_r = %s, classic / fast_d = %s"):format(
+  ratio(totals, "classic", "fast_r"), ratio(totals, "classic", "fast_d")))
+if CG_DIR then
+  print(("instructions: classic / fast_r = %s, classic / fast_d = %s"):format(
+    ratio(instr, "classic", "fast_r"), ratio(instr, "classic", "fast_d")))
+else
+  local full_ms, resumed_ms = tls_engine_ms(math.max(N, 100))
+  print(("the TLS engine alone (server side, memory BIOs): full handshake %.3f ms, resumed %.3f ms"):format(
+    full_ms, resumed_ms))
+end

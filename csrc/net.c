@@ -11,7 +11,9 @@
  *                        current read go to it
  *   conn:starttls(ctx, domain [, ticket]) -> true, discarded   (then
  *                        "tls-done"/"tls-failed"; a client offers ticket)
- *   conn:tls_info()  conn:tls_peer_is(domain)  conn:channel_binding(type)
+ *   conn:tls_info()  conn:tls_peer_is(domain)
+ *   conn:channel_binding(type [, probe]) (probe: true when the type is
+ *                        available, its data not computed)
  *   conn:tls_ticket() -> ticket | nil  (client: tls_lua.c's session:ticket)
  *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
  *   conn:bytes_in()      bytes read so far
@@ -367,16 +369,18 @@ static int l_tls_ticket(lua_State *L) {
   return lx_tls_push_ticket(L, c->tls);
 }
 
-/* conn:channel_binding(type) -> bytes | nil, message */
+/* conn:channel_binding(type [, probe]) -> bytes (probe: true) | nil, message */
 static int l_channel_binding(lua_State *L) {
   conn *c = check_conn(L);
   const char *type = luaL_checkstring(L, 2);
+  int probe = lua_toboolean(L, 3);
   unsigned char out[LX_TLS_CB_MAX];
   size_t len = 0;
   const char *why = "no TLS on this connection";
   if (c->tls && c->tls_done &&
-      lx_tls_channel_binding(c->tls, type, out, &len, &why)) {
-    lua_pushlstring(L, (const char *)out, len);
+      lx_tls_channel_binding(c->tls, type, probe ? NULL : out, &len, &why)) {
+    if (probe) lua_pushboolean(L, 1);
+    else lua_pushlstring(L, (const char *)out, len);
     return 1;
   }
   lua_pushnil(L);

@@ -797,8 +797,8 @@ int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
       *why = "tls-exporter is only defined here for TLS 1.3 (RFC 9266)";
       return 0;
     }
-    if (!SSL_export_keying_material(t->ssl, out, 32, label, sizeof label - 1,
-                                    NULL, 0, 1)) {
+    if (out && !SSL_export_keying_material(t->ssl, out, 32, label, sizeof label - 1,
+                                           NULL, 0, 1)) {
       ERR_clear_error();
       *why = "tls-exporter: the keying material exporter failed";
       return 0;
@@ -825,7 +825,8 @@ int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
     }
     if (mdnid == NID_md5 || mdnid == NID_sha1) mdnid = NID_sha256;
     md = EVP_get_digestbynid(mdnid);
-    if (!md || !X509_digest(x, md, out, &n) || n > LX_TLS_CB_MAX) {
+    if (md && !out) n = (unsigned)EVP_MD_get_size(md);        /* a probe */
+    if (!md || (out && !X509_digest(x, md, out, &n)) || n > LX_TLS_CB_MAX) {
       ERR_clear_error();
       *why = "tls-server-end-point: cannot hash the certificate";
       return 0;
@@ -845,6 +846,8 @@ int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
      * docs/server.md ("Channel binding") says why that is safe to accept. */
     int ours;
     size_t n;
+    unsigned char fin[LX_TLS_CB_MAX];
+    if (!out) out = fin;                     /* a probe: the same checks */
     if (SSL_version(t->ssl) >= TLS1_3_VERSION) {
       if (SSL_session_reused(t->ssl)) {   /* a PSK transcript has no certificate */
         *why = "tls-unique on TLS 1.3 is given for full handshakes only";

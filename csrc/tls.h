@@ -204,7 +204,10 @@ int lx_tls_resumed(const lx_tls *t);
  * Finished messages the triple handshake attack can make equal on two
  * connections; on TLS 1.3, where no RFC defines it, the client Finished as
  * OpenSSL clients give it, full handshakes only). Returns 1, or 0 with *why
- * set to a static message (the session is not failed). */
+ * set to a static message (the session is not failed). out NULL: a probe,
+ * the same checks without the exporter or the certificate's hash (*len is
+ * the length the data would have): a server offers the types with it and
+ * computes the data only when an exchange binds to one. */
 int lx_tls_channel_binding(lx_tls *t, const char *type, unsigned char *out,
                            size_t *len, const char **why);
 

@@ -4,7 +4,13 @@
 --    `-- example` runs without error, and prints exactly the lines its
 --    `--> text` comments show, in order (runs of spaces and tabs compare as
 --    one space, trailing ones are ignored). A block with no `-->` comment
---    only has to run. Each block runs alone, in its own environment.
+--    only has to run. Each block runs alone, in its own environment, and
+--    fails if it has not finished within EXAMPLE_SECONDS (a hang becomes a
+--    failure naming the block, not a stuck suite). Examples are portable
+--    (Lua 5.1, LuaJIT, 5.3, 5.4: README.md, "Lua versions"), except a block
+--    whose first line is `-- example (Lua 5.4)`, which shows what only 5.4
+--    has (`<close>`): under any other Lua it is checked to compile with
+--    luac5.4 and not with the running Lua (the test says so in its name).
 -- 2. Every public name of lxmpp, lxmpp.stanza (functions, values and stanza
 --    methods), lxmpp.jid, the stream parser, the client and its plugins, the
 --    component, the server object, lxmpp.forms and lxmpp.server.storage is
@@ -73,6 +79,7 @@ local function parse_markdown(path)
   assert(block == nil, path .. ": a code block is not closed")
   for _, b in ipairs(blocks) do
     b.runnable = b.lang == "lua" and (b.lines[1] or ""):match("^%-%- example") ~= nil
+    b.lua54_only = b.runnable and b.lines[1]:match("^%-%- example %(Lua 5%.4%)") ~= nil
     if b.heading then table.insert(b.heading.blocks, b) end
   end
   return { path = path, text = text, headings = headings, blocks = blocks }
@@ -143,6 +150,86 @@ local function describe_block(block)
   return where
 end
 
+-- How long one example may take (the longest takes about a second;
+-- Valgrind runs tens of times slower).
+local EXAMPLE_SECONDS = 30 * require("spec.support.slow").factor
+
+-- An alarm for a running example: a process that sends this one SIGWINCH
+-- after `seconds` (SIGWINCH, because its default action is to ignore it: an
+-- alarm arriving late, after the watcher is gone, does nothing). lxmpp's
+-- signal watcher wakes a loop blocked waiting for an event no peer will
+-- send. Returns the alarm's process group, for stop_alarm.
+local function start_alarm(seconds)
+  local pid = require("lxmpp.core").getpid()
+  -- (it says its process group itself once it has one: the group must exist
+  -- before stop_alarm can end it)
+  -- (without the sanitizer preload `make check` gives busted)
+  local p = assert(io.popen(("unset LD_PRELOAD; setsid sh -c 'echo $$; exec >/dev/null 2>&1; sleep %d; kill -WINCH %d'"
+    .. " </dev/null 2>/dev/null &"):format(seconds, pid)))
+  local group = assert(tonumber(p:read("*l")))
+  p:close()
+  return group
+end
+
+local function stop_alarm(group)
+  os.execute(("kill -TERM -%d 2>/dev/null"):format(group))   -- (dash's kill takes no "--")
+end
+
+-- Ends what an example left running (a server, connections, tasks: an
+-- example that failed half-way), so the next one's lxmpp.run does not wait
+-- on them forever. Returns what was left.
+local function clean_up()
+  local lxmpp = require "lxmpp"
+  local core = require "lxmpp.core"
+  collectgarbage()
+  local tasks, handles = lxmpp.task.count(), core.loop_handles()
+  if tasks > 0 or handles > 0 then
+    lxmpp.run(function () lxmpp.shutdown(1) end)
+    lxmpp.task.cancel_all()
+    require("lxmpp.net").abort_all()
+    for _ = 1, 50 do if not lxmpp.step(0.01) then break end end
+  end
+  return tasks, handles
+end
+
+-- run_block under the alarm: an example that hangs fails after
+-- EXAMPLE_SECONDS (lxmpp.shutdown ends its run) instead of stopping the suite.
+local function run_block_guarded(block)
+  local lxmpp = require "lxmpp"
+  local timed_out = false
+  local watcher = lxmpp.on_signal("winch", function ()
+    timed_out = true
+    lxmpp.shutdown(1)
+  end)
+  local alarm = start_alarm(EXAMPLE_SECONDS)
+  local ok, printed = pcall(run_block, block)
+  stop_alarm(alarm)
+  watcher:stop()
+  local tasks, handles = clean_up()
+  if timed_out then
+    error(("did not finish within %d s (a hang)"):format(EXAMPLE_SECONDS), 0)
+  end
+  if not ok then error(printed, 0) end
+  assert(tasks == 0 and handles == 0,
+    ("left %d task(s) and %d handle(s) behind"):format(tasks, handles))
+  return printed
+end
+
+-- Compiles a block with luac5.4: for the blocks marked `-- example (Lua 5.4)`
+-- under another Lua. Returns true, or false and luac's message.
+local function compiles_on_54(block)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(table.concat(block.lines, "\n"), "\n")
+  f:close()
+  local p = assert(io.popen("luac5.4 -p -- '" .. path .. "' 2>&1; echo \"exit $?\""))
+  local out = p:read("*a")
+  p:close()
+  os.remove(path)
+  local status = out:match("exit (%d+)%s*$")
+  return status == "0", out
+end
+
 local documents = {
   parse_markdown("README.md"),
   parse_markdown("docs/api.md"),
@@ -152,10 +239,18 @@ describe("runnable examples", function ()
   for _, doc in ipairs(documents) do
     local count = 0
     for _, block in ipairs(doc.blocks) do
-      if block.runnable then
+      if block.lua54_only and _VERSION ~= "Lua 5.4" then
+        count = count + 1
+        it(describe_block(block) .. " is Lua 5.4 only: compiles with luac5.4, not with this Lua", function ()
+          local ok, msg = compiles_on_54(block)
+          assert(ok, "luac5.4: " .. msg)
+          local chunk = compat.load(table.concat(block.lines, "\n"), "=example", "t", {})
+          assert(chunk == nil, "it compiles on " .. _VERSION .. ": drop the (Lua 5.4) mark and run it everywhere")
+        end)
+      elseif block.runnable then
         count = count + 1
         it(describe_block(block), function ()
-          local printed = run_block(block)
+          local printed = run_block_guarded(block)
           local expected = expected_output(block)
           if #expected > 0 then
             assert.same(expected, printed)

@@ -115,6 +115,43 @@ describe("embedded server: FAST (XEP-0484)", function()
     end)
   end)
 
+  -- docs/performance.md, "Where a reconnection's instructions go": the
+  -- stream offers the types it has (probed) and computes a type's data only
+  -- when a login binds to it
+  it("computes channel-binding data only for the type a login binds to", function()
+    serve.run({ users = USERS }, function(_, port)
+      local tokens = {       -- (one user-agent each: a new token replaces an unused one)
+        ["HT-SHA-256-NONE"] = get_token(port).attr.token,
+        ["HT-SHA-256-EXPR"] = get_token(port, { mechanism = "HT-SHA-256-EXPR", ua = UA2 }).attr.token,
+      }
+      local r = sasl2.open(port)
+      local Conn = getmetatable(r.conn).__index
+      local orig, computed = Conn.channel_binding, {}
+      -- a probe says what the data call would give
+      for _, t in ipairs({ "tls-exporter", "tls-server-end-point", "tls-unique", "tls-bogus" }) do
+        assert.equal(orig(r.conn, t) ~= nil, orig(r.conn, t, true) == true, t)
+      end
+      r:close()
+      Conn.channel_binding = function(c, t, probe)
+        if not probe and c ~= r.conn then computed[#computed + 1] = t end
+        return orig(c, t, probe)
+      end
+      local ok, err = pcall(function()
+        r = sasl2.open(port)
+        assert.equal("success", fast_login(r, { token = tokens["HT-SHA-256-NONE"] }).name)
+        r:close()
+        assert.same({}, computed)
+        r = sasl2.open(port)
+        assert.equal("success", fast_login(r, { token = tokens["HT-SHA-256-EXPR"], mechanism = "HT-SHA-256-EXPR",
+          ua = UA2 }).name)
+        r:close()
+        assert.same({ "tls-exporter" }, computed)
+      end)
+      Conn.channel_binding = orig
+      assert(ok, err)
+    end)
+  end)
+
   it("refuses stolen tokens: another account, another user-agent, none, a wrong token", function()
     serve.run({ users = USERS, limits = { sasl_attempts = 10 } }, function(_, port)
       local t = get_token(port).attr.token

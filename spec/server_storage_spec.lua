@@ -99,6 +99,52 @@ local VALUES = {
   { "deep nesting", deep(codec.MAX_DEPTH) },
 }
 
+-- The decoder takes only complete, valid encodings (server/codec.lua):
+-- what is wrong is said, nothing is half-read.
+describe("storage codec", function()
+  local function u32(n) return compat.string_pack("<I4", n) end
+  local function str(x) return "s" .. u32(#x) .. x end
+
+  it("decodes what it encoded, exactly", function()
+    for _, case in ipairs(VALUES) do
+      local ok, why = exactly(case[2], (codec.decode(codec.encode(case[2]))))
+      assert(ok, case[1] .. ": " .. tostring(why))
+    end
+  end)
+
+  it("refuses truncated, garbled and trailing bytes, saying what is wrong", function()
+    local blob = codec.encode({ a = { 1, 2.5, "three", true, false }, b = "x" })
+    for n = 1, #blob - 1 do
+      local v, why = codec.decode(blob:sub(1, n))
+      assert.is_nil(v, n)
+      assert.equal("truncated", why, n)
+    end
+    local cases = {
+      { "", "unknown format version" },
+      { "\2T", "unknown format version" },
+      { "\1x", 'unknown tag "x"' },
+      { "\1T!", "trailing bytes" },
+      { "\1s" .. u32(10) .. "abc", "truncated" },
+      { "\1i" .. ("\0"):rep(7), "truncated" },
+      { "\1d" .. ("\0"):rep(7), "truncated" },
+      { "\1t" .. u32(0xffffffff), "truncated" },               -- a forged count
+      { "\1t" .. u32(1) .. "T" .. "T", "bad table key" },
+      { "\1t" .. u32(1) .. "d" .. compat.string_pack("<d", 1.5) .. "T", "bad table key" },
+      { "\1t" .. u32(2) .. str("a") .. "T" .. str("a") .. "F", "duplicate table key" },
+      { "\1" .. ("t" .. u32(1) .. str("k")):rep(codec.MAX_DEPTH + 1) .. "T", "nested too deep" },
+    }
+    for _, case in ipairs(cases) do
+      local v, why = codec.decode(case[1])
+      assert.is_nil(v, case[2])
+      assert.equal(case[2], why)
+    end
+    assert.same({ nil, "not a string" }, { codec.decode(5) })
+    -- the deepest allowed nesting still decodes
+    local ok = codec.decode("\1" .. ("t" .. u32(1) .. str("k")):rep(codec.MAX_DEPTH) .. "T")
+    assert.is_table(ok)
+  end)
+end)
+
 local BACKENDS = {
   { name = "memory", path = function() return nil end },
   { name = "sqlite", path = function(dir) return dir .. "/store.db" end },

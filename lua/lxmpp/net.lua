@@ -92,7 +92,9 @@ function Conn:abort() return self.c:abort() end
 function Conn:set_max_queue(n) return self.c:set_max_queue(n) end
 function Conn:bytes_in() return self.c:bytes_in() end
 function Conn:starttls(ctx, domain, ticket) return self.c:starttls(ctx, domain, ticket) end
-function Conn:channel_binding(t) return self.c:channel_binding(t) end
+--- conn:channel_binding(type [, probe]) -> data | nil, why; probe: true
+-- when this TLS connection has that type, without computing its data
+function Conn:channel_binding(t, probe) return self.c:channel_binding(t, probe) end
 function Conn:tls_info() return self.c:tls_info() end
 --- conn:tls_peer_is(domain) -> true when the peer's certificate verified and names domain (RFC 6125, XEP-0178)
 function Conn:tls_peer_is(domain) return self.c:tls_peer_is(domain) end

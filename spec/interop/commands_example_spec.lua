@@ -17,7 +17,8 @@ local function read(path)
   return s
 end
 
-local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
+-- (sh.execute: os.execute's result differs between Lua versions)
+local function running(pid) return (require("spec.support.sh").execute("kill -0 " .. pid .. " 2>/dev/null")) end
 
 describe("examples/commands.lua against Prosody", function()
   local srv
@@ -34,7 +35,8 @@ describe("examples/commands.lua against Prosody", function()
       LUA_PATH = os.getenv("LUA_PATH") or "", LUA_CPATH = os.getenv("LUA_CPATH") or "" }
     local parts = {}
     for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
-    local f = assert(io.popen(table.concat(parts, " ") .. " lua5.4 " .. q(ROOT .. "/examples/commands.lua")
+    local lua = require "spec.support.lua_bin"   -- the Lua the suite runs under
+    local f = assert(io.popen(table.concat(parts, " ") .. " " .. lua .. " " .. q(ROOT .. "/examples/commands.lua")
       .. " >" .. q(log) .. " 2>&1 & echo $!"))
     local pid = f:read("*l")
     f:close()

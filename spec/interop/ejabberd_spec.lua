@@ -150,11 +150,11 @@ describe("client against ejabberd", function()
   it("`lxmpp send` delivers at its defaults; --channel-binding and --mechanism reach the client", function()
     local bin = (debug.getinfo(1, "S").source:match("^@(.*)/spec/") or ".") .. "/bin/lxmpp"
     local function send(flags, body)
-      local f = assert(io.popen("lua5.4 " .. pki.q(bin) .. " send --jid alice@example.test --password alice-secret"
+      -- (the Lua the suite runs under; sh.popen_read: the exit code on every Lua)
+      local out, code = require("spec.support.sh").popen_read(require("spec.support.lua_bin") .. " "
+        .. pki.q(bin) .. " send --jid alice@example.test --password alice-secret"
         .. " --host 127.0.0.1 --port " .. srv.port .. " --cafile " .. pki.q(srv.ca) .. " " .. flags
-        .. " bob@example.test " .. pki.q(body) .. " 2>&1"))
-      local out = f:read("*a")
-      local _, _, code = f:close()
+        .. " bob@example.test " .. pki.q(body) .. " 2>&1")
       return code, out
     end
     run(function()

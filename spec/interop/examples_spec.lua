@@ -17,7 +17,7 @@ local function start_example(script, env, args)
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = "LUA_PATH=" .. q(os.getenv("LUA_PATH") or "")
   parts[#parts + 1] = "LUA_CPATH=" .. q(os.getenv("LUA_CPATH") or "")
-  parts[#parts + 1] = "lua5.4 " .. q(ROOT .. "/examples/" .. script)
+  parts[#parts + 1] = require("spec.support.lua_bin") .. " " .. q(ROOT .. "/examples/" .. script)
   for _, a in ipairs(args or {}) do parts[#parts + 1] = q(a) end
   local f = assert(io.popen(table.concat(parts, " ") .. " >" .. q(log) .. " 2>&1 & echo $!"))
   local pid = f:read("*l")
@@ -27,7 +27,8 @@ end
 
 local read = require("spec.support.pki").read_file
 
-local function running(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") end
+-- (sh.execute: os.execute's result differs between Lua versions)
+local function running(pid) return (require("spec.support.sh").execute("kill -0 " .. pid .. " 2>/dev/null")) end
 
 -- Waits up to `seconds` for an example to exit; its output. One still
 -- running then is killed.
@@ -106,7 +107,7 @@ describe("examples against Prosody", function()
     assert.is_falsy(running(pid))
   end)
 
-  it("game_loop keeps its frame rate while the bot answers", function()
+  it("game_loop's bot answers without holding a frame up", function()
     local env = client_env("bot", "bot-secret")
     env.LXMPP_FRAMES = "240"
     local pid, log = start_example("game_loop.lua", env)
@@ -116,12 +117,15 @@ describe("examples against Prosody", function()
       answer = ask_until_online(u, "bot@example.test/example", "!players")
       u:close()
     end)
-    local out = ended(pid, log, 10)
+    local out = ended(pid, log, 30)   -- (4 s at 60 Hz; far more when the machine is busy)
     assert.matches("ada@", answer or "", 1, true)
-    local frames, fps, answered = out:match("(%d+) frames in [%d.]+ s %(([%d.]+) fps%).-(%d+) messages answered")
+    local frames, work, answered = out:match("(%d+) frames in .-work per frame avg ([%d.]+) ms.-(%d+) messages answered")
     assert.equal("240", frames, out)
-    -- the host loop paced itself at 60 Hz: lxmpp never held a frame up
-    assert.is_true(tonumber(fps) > 30, out)
+    -- lxmpp never held a frame up: its slice (lxmpp.step(0)) and the game's
+    -- work took well under a 60 Hz frame on average. (Not the frame rate
+    -- itself: on a busy machine, CI's Valgrind stage beside the LuaJIT
+    -- suite, the process wakes late for every frame whatever lxmpp does.)
+    assert.is_true(tonumber(work) < 1000 / 60, out)
     assert.is_true(tonumber(answered) >= 1, out)
   end)
 

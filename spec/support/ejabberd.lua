@@ -63,8 +63,9 @@ function Server:log()
 end
 
 -- pid: a process; "-" .. pid: its process group
+-- (sh.execute: os.execute's result differs between Lua versions)
 local function alive(target)
-  return os.execute(pki.NO_PRELOAD .. "kill -0 " .. target .. " 2>/dev/null")
+  return (require("spec.support.sh").execute(pki.NO_PRELOAD .. "kill -0 " .. target .. " 2>/dev/null"))
 end
 
 --- srv:stop(): ends the VM and everything in its process group (TERM,

@@ -62,7 +62,7 @@ function M.accept(srv, conn, direct_tls)
   conn:on("tls-done", function()
     self.secure = true
     self.starting_tls = false
-    self.mechs = nil                -- over TLS: PLAIN and -PLUS become possible
+    self.mechs, self.fast_mechs = nil, nil   -- over TLS: PLAIN, -PLUS and bound HT mechanisms become possible
   end)
   conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
   if direct_tls then

@@ -106,17 +106,19 @@ function codec.encode(value)
 end
 
 -- Decoding: every read checks the bytes left first, so truncated or
--- garbled input is reported, never half-read.
+-- garbled input is reported, never half-read. Tags are compared as bytes
+-- and the checks written out, not called: the server decodes a record on
+-- every FAST login (docs/performance.md, "Where a reconnection's
+-- instructions go").
+
+local sbyte, ssub = string.byte, string.sub
+local TAG_S, TAG_I, TAG_D, TAG_T, TAG_F, TAG_TABLE = 115, 105, 100, 84, 70, 116   -- s i d T F t
 
 local decode_item
 
-local function need(s, pos, n)
-  if pos + n - 1 > #s then error("truncated", 0) end
-end
-
 local function decode_table(s, pos, depth)
   if depth > MAX_DEPTH then error("nested too deep", 0) end
-  need(s, pos, 4)
+  if pos + 3 > #s then error("truncated", 0) end
   local count
   count, pos = sunpack("<I4", s, pos)
   -- each entry takes at least two bytes: a forged count cannot make us loop
@@ -133,28 +135,29 @@ local function decode_table(s, pos, depth)
 end
 
 function decode_item(s, pos, depth)
-  need(s, pos, 1)
-  local tag = s:sub(pos, pos)
+  local tag = sbyte(s, pos)
+  if not tag then error("truncated", 0) end
   pos = pos + 1
-  if tag == "s" then
-    need(s, pos, 4)
-    local len = sunpack("<I4", s, pos)
-    need(s, pos + 4, len)
-    return s:sub(pos + 4, pos + 3 + len), pos + 4 + len
-  elseif tag == "i" then
-    need(s, pos, 8)
+  if tag == TAG_S then
+    local n = #s
+    if pos + 3 > n then error("truncated", 0) end
+    local last = pos + 3 + sunpack("<I4", s, pos)
+    if last > n then error("truncated", 0) end
+    return ssub(s, pos + 4, last), last + 1
+  elseif tag == TAG_I then
+    if pos + 7 > #s then error("truncated", 0) end
     return sunpack("<i8", s, pos)
-  elseif tag == "d" then
-    need(s, pos, 8)
+  elseif tag == TAG_D then
+    if pos + 7 > #s then error("truncated", 0) end
     return sunpack("<d", s, pos)
-  elseif tag == "T" then
+  elseif tag == TAG_T then
     return true, pos
-  elseif tag == "F" then
+  elseif tag == TAG_F then
     return false, pos
-  elseif tag == "t" then
+  elseif tag == TAG_TABLE then
     return decode_table(s, pos, depth)
   end
-  error("unknown tag " .. ("%q"):format(tag), 0)
+  error("unknown tag " .. ("%q"):format(ssub(s, pos - 1, pos - 1)), 0)
 end
 
 --- Decodes bytes made by encode. Returns the value, or nil and a message

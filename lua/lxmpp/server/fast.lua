@@ -36,13 +36,18 @@ function M.is_mechanism(mech)
 end
 
 --- The HT mechanisms this stream can use: those whose channel binding
--- the stream has (self.cb, from server/features/sasl.lua), and NONE.
+-- the stream has (self.cb_has, from server/features/sasl.lua), and NONE.
+-- Kept on the stream (self.fast_mechs) once its SASL mechanisms are known
+-- (self.mechs: the channel bindings do not change after that); the offer
+-- and each login ask for it several times.
 function M.mechanisms(self)
+  if self.fast_mechs and self.mechs then return self.fast_mechs end
   local list = {}
   for _, m in ipairs(M.ORDER) do
     local t = CB_OF[m]
-    if t == false or (self.cb and self.cb[t]) then list[#list + 1] = m end
+    if t == false or (self.cb_has and self.cb_has[t]) then list[#list + 1] = m end
   end
+  if self.mechs then self.fast_mechs = list end
   return list
 end
 
@@ -54,9 +59,12 @@ local function offered(self, mech)
 end
 M.offered = offered
 
+-- The channel-binding data an HT mechanism hashes ("" for -NONE), or nil
+-- when the stream cannot give it (computed on first use: sasl.lua).
 local function cb_data(self, mech)
   local t = CB_OF[mech]
-  return t and self.cb and self.cb[t] or ""
+  if not t then return "" end
+  return self.cb and self.cb[t] or nil
 end
 
 local function load(srv, user)
@@ -137,6 +145,7 @@ function M.verify(self, mech, data, ua, invalidate)
   local rec = load(srv, user)
   local slot = rec[ua]
   local cb = cb_data(self, mech)
+  if not cb then return user, nil, "not-authorized" end
   local hit, expired
   -- both slots are always checked: the time taken does not say which matched
   for _, k in ipairs({ "new", "current" }) do

@@ -21,15 +21,33 @@ local M = { name = "sasl", NS = NS_SASL }
 -- Channel-binding data of this TLS connection, by type, for the types the
 -- server is configured with (srv.cb_types, best first) that this TLS
 -- version defines (docs/server.md, "Channel binding"); and their list.
+-- Which types exist is probed (no data computed: a FAST login with
+-- HT-SHA-256-NONE, the usual reconnection, binds to none); a type's data
+-- is computed when first asked for (cb[type]), and cb_all gives them all;
+-- the third value is the set of the listed types.
 local function binding_data(self)
   if not self.secure then return nil end
-  local cb, list = {}, {}
+  local conn, list, listed = self.conn, {}, {}
   for _, t in ipairs(self.srv.cb_types) do
-    local data = self.conn:channel_binding(t)
-    if data then cb[t], list[#list + 1] = data, t end
+    if conn:channel_binding(t, true) then list[#list + 1], listed[t] = t, true end
   end
   if #list == 0 then return nil end
-  return cb, list
+  local cb = setmetatable({}, { __index = function(cb, t)
+    if not listed[t] then return nil end
+    local data = conn:channel_binding(t)
+    rawset(cb, t, data or false)    -- (false: computing it failed after all)
+    return data
+  end })
+  return cb, list, listed
+end
+
+-- All of the stream's channel-binding data, as a plain table (for the
+-- SCRAM engine, which reads the table itself), or nil.
+local function cb_all(self)
+  if not self.cb then return nil end
+  local all = {}
+  for _, t in ipairs(self.cb_list) do all[t] = self.cb[t] or nil end
+  return all
 end
 
 -- SASL mechanisms, strongest first. With a host auth callback only PLAIN
@@ -38,7 +56,7 @@ local function mechanisms(self)
   if self.mechs then return self.mechs end
   local list = {}
   if not self.srv.auth then
-    self.cb, self.cb_list = binding_data(self)
+    self.cb, self.cb_list, self.cb_has = binding_data(self)
     if self.cb then
       list[#list + 1] = "SCRAM-SHA-256-PLUS"
       list[#list + 1] = "SCRAM-SHA-1-PLUS"
@@ -51,23 +69,40 @@ local function mechanisms(self)
   return list
 end
 
---- <mechanisms/> (and XEP-0440's types) until authenticated, once the
--- stream is protected (or the server insecure_plaintext).
-function M.offer(self)
-  if self.authenticated or not (self.secure or self.srv.insecure_plaintext) then return nil end
+-- The <mechanisms/> element (and XEP-0440's) for a mechanism list and a
+-- channel-binding list: the same for most streams, so each is made once
+-- (at most MAX_OFFERS distinct ones kept; docs/performance.md, "Where a
+-- reconnection's instructions go").
+local MAX_OFFERS = 32
+local offers, n_offers = {}, 0
+
+local function offer_xml(mechs, cb_list)
+  local key = table.concat(mechs, " ") .. "|" .. (cb_list and table.concat(cb_list, " ") or "-")
+  local xml = offers[key]
+  if xml then return xml end
   local f = { "<mechanisms xmlns='" .. NS_SASL .. "'>" }
-  for _, m in ipairs(mechanisms(self)) do
+  for _, m in ipairs(mechs) do
     f[#f + 1] = "<mechanism>" .. m .. "</mechanism>"
   end
   f[#f + 1] = "</mechanisms>"
-  if self.cb then      -- XEP-0440: the types a -PLUS exchange may use here
+  if cb_list then      -- XEP-0440: the types a -PLUS exchange may use here
     f[#f + 1] = "<sasl-channel-binding xmlns='" .. NS_SASL_CB .. "'>"
-    for _, t in ipairs(self.cb_list) do
+    for _, t in ipairs(cb_list) do
       f[#f + 1] = "<channel-binding type='" .. t .. "'/>"
     end
     f[#f + 1] = "</sasl-channel-binding>"
   end
-  return table.concat(f)
+  xml = table.concat(f)
+  if n_offers < MAX_OFFERS then offers[key], n_offers = xml, n_offers + 1 end
+  return xml
+end
+
+--- <mechanisms/> (and XEP-0440's types) until authenticated, once the
+-- stream is protected (or the server insecure_plaintext).
+function M.offer(self)
+  if self.authenticated or not (self.secure or self.srv.insecure_plaintext) then return nil end
+  local mechs = mechanisms(self)
+  return offer_xml(mechs, self.cb and self.cb_list or nil)
 end
 
 -- How an exchange's steps are written: RFC 6120 §6.4's elements here
@@ -264,7 +299,7 @@ function M.start(self, wire, mech, data)
   self.sasl_tried, self.sasl_user = false, nil
   self.sasl = core.sasl_server({
     mechanism = mech, secret = srv.sasl_secret, iterations = srv.iterations,
-    cb = mech:match("%-PLUS$") and self.cb or nil, offers_plus = self.cb ~= nil, ssdp = ssdp_of(self, mech),
+    cb = mech:match("%-PLUS$") and cb_all(self) or nil, offers_plus = self.cb ~= nil, ssdp = ssdp_of(self, mech),
     lookup = function(username, hash)
       -- from here on the exchange checks a proof for this name
       self.sasl_tried, self.sasl_user = true, account_name(self, username)

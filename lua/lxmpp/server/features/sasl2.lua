@@ -38,19 +38,34 @@ local function fast_on(self)
   return self.srv.fast and #fast.mechanisms(self) > 0
 end
 
-function M.offer(self)
-  if not possible(self) then return nil end
+-- The <authentication/> element for a SASL and an HT mechanism list (nil:
+-- no FAST), made once each (at most MAX_OFFERS kept), as sasl.lua's.
+local MAX_OFFERS = 32
+local offers, n_offers = {}, 0
+
+local function offer_xml(mechs, fast_mechs)
+  local key = table.concat(mechs, " ") .. "|" .. (fast_mechs and table.concat(fast_mechs, " ") or "-")
+  local xml = offers[key]
+  if xml then return xml end
   local f = { "<authentication xmlns='" .. NS .. "'>" }
-  for _, m in ipairs(sasl.mechanisms(self)) do f[#f + 1] = "<mechanism>" .. m .. "</mechanism>" end
+  for _, m in ipairs(mechs) do f[#f + 1] = "<mechanism>" .. m .. "</mechanism>" end
   f[#f + 1] = "<inline><bind xmlns='" .. NS_BIND2 .. "'><inline><feature var='" .. NS_CARBONS ..
     "'/><feature var='" .. NS_SM .. "'/></inline></bind><sm xmlns='" .. NS_SM .. "'/>"
-  if fast_on(self) then
+  if fast_mechs then
     f[#f + 1] = "<fast xmlns='" .. NS_FAST .. "'>"
-    for _, m in ipairs(fast.mechanisms(self)) do f[#f + 1] = "<mechanism>" .. m .. "</mechanism>" end
+    for _, m in ipairs(fast_mechs) do f[#f + 1] = "<mechanism>" .. m .. "</mechanism>" end
     f[#f + 1] = "</fast>"
   end
   f[#f + 1] = "</inline></authentication>"
-  return table.concat(f)
+  xml = table.concat(f)
+  if n_offers < MAX_OFFERS then offers[key], n_offers = xml, n_offers + 1 end
+  return xml
+end
+
+function M.offer(self)
+  if not possible(self) then return nil end
+  local mechs = sasl.mechanisms(self)
+  return offer_xml(mechs, fast_on(self) and fast.mechanisms(self) or nil)
 end
 
 ---------------------------------------------------------------------------
