@@ -140,3 +140,110 @@ describe("s2s: XEP-0368 _xmpps-server._tcp SRV records", function()
       end)
   end
 end)
+
+local function s2s_header(from)
+  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
+    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. B .. "' version='1.0'>"
+end
+
+-- a raw stream from `from` to other.test after STARTTLS with certname's
+-- certificate -> it, the features after TLS
+local function raw_tls(port, from, certname)
+  local p = pki.get()
+  local r = raw.connect(port)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  assert(r:stanza())
+  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
+  assert.equal("proceed", assert(r:stanza()).name)
+  local cert = p.certs[certname]
+  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
+  assert.truthy(r:next().tls)
+  r:send(s2s_header(from))
+  assert.truthy(r:next().open)
+  return r, assert(r:stanza())
+end
+
+-- the same, authenticated with SASL EXTERNAL ("good" names example.test)
+local function raw_authenticated(port)
+  local r = raw_tls(port, A, "good")
+  r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+  assert.equal("success", assert(r:stanza()).name)
+  r.conn:restart()
+  r:send(s2s_header(A))
+  assert.truthy(r:next().open)
+  assert(r:stanza())
+  return r
+end
+
+describe("s2s: XEP-0220 §2.4 errors on the initiating side", function()
+  it("a <db:result type='error'/> fails the route: what waited bounces with its condition", function()
+    run(function(list)
+      local p = pki.get()
+      local a = start(A, "wrongname", { s2s = { cafile = p.ca, dialback = true } })
+      list[1] = a
+      local b = start(B, "untrusted", { s2s = { cafile = p.ca, dialback = true } })
+      list[2] = b
+      -- other.test verifies no dialback key at all (no check may start;
+      -- the option must be positive): it answers every claim type='error'
+      -- with resource-constraint
+      b.limits.s2s_checks = 0
+      a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
+      b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
+      local alice = login(a, "alice", true)
+      local got = serve.collect(alice, "message")
+      alice:send(message("bob@" .. B .. "/r", "one", "e1"))
+      alice:send(message("bob@" .. B .. "/r", "two", "e2"))
+      assert.is_true(serve.until_true(function() return #got >= 2 end, T))
+      for i, id in ipairs({ "e1", "e2" }) do
+        assert.same({ id, "error" }, { got[i].attr.id, got[i].attr.type })
+        -- a load the remote server states: worth trying later (RFC 6120 §8.3.2)
+        assert.same({ "wait", "resource-constraint" }, { error_of(got[i]) })
+      end
+      assert.is_nil(a.s2s.routes[B])             -- the next stanza tries again
+    end)
+  end)
+end)
+
+describe("s2s: bounds on one hostile stream", function()
+  it("answers at most limits.s2s_verifies <db:verify/> questions a minute, then policy-violation", function()
+    run(function(list)
+      local b = start(B, "wrongname", { s2s = { cafile = pki.get().ca, dialback = true },
+        limits = { s2s_verifies = 3 } })
+      list[1] = b
+      local r = raw_tls(port_of(b, "s2s"), A, "untrusted")
+      local q = "<db:verify from='" .. A .. "' to='" .. B .. "' id='id%d'>" .. ("ab"):rep(32) .. "</db:verify>"
+      for i = 1, 3 do
+        r:send(q:format(i))
+        local v = assert(r:stanza(T))
+        assert.same({ "verify", "invalid", "id" .. i }, { v.name, v.attr.type, v.attr.id })
+      end
+      r:send(q:format(4))
+      assert.equal("policy-violation", (r:stream_error(T)))
+      -- another stream has its own count
+      local r2 = raw_tls(port_of(b, "s2s"), A, "untrusted")
+      r2:send(q:format(5))
+      assert.equal("invalid", assert(r2:stanza(T)).attr.type)
+    end)
+  end)
+
+  it("reads an authenticated stream no faster than limits.rate, as a client's", function()
+    run(function(list)
+      local b = start(B, "wrongname", { limits = { rate = 20000 } })
+      list[1] = b
+      local bob = login(b, "bob")
+      local got = serve.collect(bob, "message")
+      local r = raw_authenticated(port_of(b, "s2s"))
+      local m = "<message from='alice@" .. A .. "/r' to='bob@" .. B .. "/r' type='chat'><body>flood</body></message>"
+      r:send(m:rep(4000))                          -- ~370 KB at once
+      local incoming = next(b.s2s.incoming)
+      assert.truthy(incoming, "no authenticated incoming stream")
+      assert.is_true(serve.until_true(function() return incoming.pauses and incoming.pauses.rate end, T),
+        "reading never paused")
+      lxmpp.sleep(1)
+      -- about 20 KB a second are read: far fewer than 4000 messages
+      assert.is_true(#got > 0)
+      assert.is_true(#got * #m < 3 * 20000 + 65536, "delivered " .. #got .. " messages")
+    end)
+  end)
+end)

@@ -568,7 +568,9 @@ function S2S:fail(route, cond, text)
   if not route.ready or q.n > 0 then
     self.srv:log("info", "s2s: route to %s failed (%s): %s", route.domain, cond, tostring(text))
   end
-  while q.n > 0 do self.srv:bounce(q:pop(), "cancel", cond, text) end
+  -- (a load the remote server states is worth retrying later)
+  local etype = cond == "resource-constraint" and "wait" or "cancel"
+  while q.n > 0 do self.srv:bounce(q:pop(), etype, cond, text) end
 end
 
 --- Stops every route and closes the TLS contexts (srv:stop(); the

@@ -285,7 +285,17 @@ end
 
 -- <db:verify/>: a server checking a key we gave it (XEP-0220 §2.3.2): we
 -- are the authoritative server of the domain in its 'to'
+-- At most limits.s2s_verifies questions per stream in any 60 seconds:
+-- each costs us an HMAC, and a peer that only asks (its own keys are
+-- checked over connections of their own) has no need for more; past
+-- that, the stream error policy-violation.
 function In:on_db_verify(el)
+  local now, limit = core.now(), self.srv.limits.s2s_verifies
+  if not self.verify_start or now - self.verify_start >= 60 then self.verify_start, self.nverifies = now, 0 end
+  self.nverifies = self.nverifies + 1
+  if self.nverifies > limit then
+    return self:stream_error("policy-violation", "more than " .. limit .. " dialback questions a minute")
+  end
   local from, to, id = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to), el.attr.id
   if from ~= self.peer and not (self.froms and self.froms[from]) then
     return self:stream_error("invalid-from", "a dialback question for another domain")

@@ -22,7 +22,7 @@ local redact = require "lxmpp.redact"
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
 
-local pairs, setmetatable, tostring = pairs, setmetatable, tostring
+local ipairs, pairs, setmetatable, tostring = ipairs, pairs, setmetatable, tostring
 
 local M = {}
 
@@ -95,13 +95,35 @@ function Out:log(level, fmt, ...)
   return self.srv:log(level, "s2sout %s: " .. fmt, self.remote, ...)
 end
 
--- The route cannot come up: the stream ends, what waited bounces.
-function Out:fail_route(text, cond)
+-- The route cannot come up: the stream ends (with the stream error cond,
+-- if any), what waited bounces with bounce_cond (remote-server-not-found
+-- by default).
+function Out:fail_route(text, cond, bounce_cond)
   self:log("info", "%s", text)
+  self.bounce_cond = bounce_cond          -- (for Out:on_end, which the close runs)
   if not self.ended then self:close(cond, text) end
   if self.check then return self.check.finish("error") end
-  self.fed:fail(self.route, "remote-server-not-found", text)
+  self.fed:fail(self.route, bounce_cond or "remote-server-not-found", text)
 end
+
+-- XEP-0220 §2.4: the conditions a receiving server gives a refused
+-- dialback claim (<db:result type='error'/>) -> the one our bounces carry
+-- (RFC 6120 §8.3.3): a policy or a load the remote side states, else it
+-- could not be reached or does not serve the domain
+local DB_ERRORS = { ["policy-violation"] = "policy-violation", ["resource-constraint"] = "resource-constraint",
+  ["remote-server-timeout"] = "remote-server-timeout" }
+
+--- s2s_out.db_error_condition(el) -> the stanza error condition for a
+-- <db:result type='error'/> el (remote-server-not-found when it names
+-- none we map: item-not-found, remote-connection-failed, ...).
+local function db_error_condition(el)
+  local c
+  for _, e in ipairs(el.tags) do
+    if e.name == "error" then c = e.tags[1] and e.tags[1].name end
+  end
+  return c and DB_ERRORS[c] or "remote-server-not-found", c
+end
+M.db_error_condition = db_error_condition
 
 function Out:on_open(attr)
   if self.ended then return end
@@ -190,7 +212,16 @@ function Out:on_stanza(el)
     return self:open_stream()
   end
   if stage == "dialback" and ns == s2s.NS_DB and name == "result" then
-    if el.attr.type ~= "valid" or el.attr.from ~= self.remote or el.attr.to ~= self.local_domain then
+    if el.attr.from ~= self.remote or el.attr.to ~= self.local_domain then
+      return self:fail_route("a dialback answer for another domain pair from " .. self.remote, "invalid-from")
+    end
+    if el.attr.type == "error" then
+      -- XEP-0220 §2.4: a refusal with its reason; what waited bounces
+      -- with it (a policy, a load), not as if the server were unreachable
+      local cond, given = db_error_condition(el)
+      return self:fail_route(self.remote .. " refused our dialback claim (" .. tostring(given) .. ")", nil, cond)
+    end
+    if el.attr.type ~= "valid" then
       return self:fail_route(self.remote .. " refused our dialback key (" .. tostring(el.attr.type) .. ")")
     end
     self.authenticated = true
@@ -278,9 +309,17 @@ function Out:shared_result(el)
     self:log("info", "%s goes over the stream of %s (dialback)", to, self.local_domain)
     return self.fed:route_ready(route)
   end
+  self:unshare(route)
+  if el.attr.type == "error" then
+    -- XEP-0220 §2.4: refused for that pair with a reason (a policy, a
+    -- load, a domain not served there): another connection would get the
+    -- same answer, so the route fails with it
+    local cond, given = db_error_condition(el)
+    route.via = nil
+    return self.fed:fail(route, cond, self.remote .. " refused " .. to .. " (" .. tostring(given) .. ")")
+  end
   self:log("info", "%s refused %s over this stream (%s): a stream of its own", self.remote, to,
     tostring(el.attr.type))
-  self:unshare(route)
   return self.fed:connect_route(route)
 end
 
@@ -302,7 +341,8 @@ function Out:on_end(reason)
   end
   local route = self.route
   if route.out == self or not route.ready then
-    self.fed:fail(route, "remote-server-not-found", "the stream to " .. self.remote .. " ended: " .. tostring(reason))
+    self.fed:fail(route, self.bounce_cond or "remote-server-not-found", "the stream to " .. self.remote ..
+      " ended: " .. tostring(reason))
   end
 end
 
