@@ -310,16 +310,18 @@ function Out:shared_result(el)
     return self.fed:route_ready(route)
   end
   self:unshare(route)
-  if el.attr.type == "error" then
+  local cond, given = db_error_condition(el)
+  if el.attr.type == "error" and cond ~= "resource-constraint" then
     -- XEP-0220 §2.4: refused for that pair with a reason (a policy, a
-    -- load, a domain not served there): another connection would get the
-    -- same answer, so the route fails with it
-    local cond, given = db_error_condition(el)
+    -- domain not served there, its authoritative server not reached):
+    -- another connection would get the same answer, so the route fails
+    -- with it. resource-constraint may be this stream's pair limit
+    -- (limits.s2s_pairs here): a stream of its own is worth a try.
     route.via = nil
     return self.fed:fail(route, cond, self.remote .. " refused " .. to .. " (" .. tostring(given) .. ")")
   end
   self:log("info", "%s refused %s over this stream (%s): a stream of its own", self.remote, to,
-    tostring(el.attr.type))
+    tostring(given or el.attr.type))
   return self.fed:connect_route(route)
 end
 
