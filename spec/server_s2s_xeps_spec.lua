@@ -53,14 +53,17 @@ local function error_of(s)
   return e and e.attr.type, e and e.tags[1] and e.tags[1].name
 end
 
--- runs fn() in lxmpp.run, then stops the servers in list (filled by fn)
+-- runs fn() in lxmpp.run, then stops the servers (and closes the
+-- listeners) in list, filled by fn, whatever happened
 local function run(fn)
   local list = {}
   lxmpp.run(function()
     local ok, err = xpcall(fn, debug.traceback, list)
     require("spec.support.clients").kill_all()
     net.abort_all()
-    for _, s in ipairs(list) do s:stop() end
+    for _, s in ipairs(list) do
+      if s.stop then s:stop() else s:close() end
+    end
     lxmpp.sleep(0.05)
     if not ok then error(err, 0) end
   end)
@@ -177,7 +180,7 @@ local function raw_authenticated(port)
 end
 
 describe("s2s: XEP-0220 §2.4 errors on the initiating side", function()
-  it("a <db:result type='error'/> fails the route: what waited bounces with its condition", function()
+  it("<db:result type='error'/> with resource-constraint: one more connection, then queued stanzas bounce", function()
     run(function(list)
       local p = pki.get()
       local a = start(A, "wrongname", { s2s = { cafile = p.ca, dialback = true } })
@@ -190,6 +193,12 @@ describe("s2s: XEP-0220 §2.4 errors on the initiating side", function()
       b.limits.s2s_checks = 0
       a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
       b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
+      local connects = 0
+      local connect_route = a.s2s.connect_route
+      a.s2s.connect_route = function(fed, route)
+        connects = connects + 1
+        return connect_route(fed, route)
+      end
       local alice = login(a, "alice", true)
       local got = serve.collect(alice, "message")
       alice:send(message("bob@" .. B .. "/r", "one", "e1"))
@@ -197,9 +206,12 @@ describe("s2s: XEP-0220 §2.4 errors on the initiating side", function()
       assert.is_true(serve.until_true(function() return #got >= 2 end, T))
       for i, id in ipairs({ "e1", "e2" }) do
         assert.same({ id, "error" }, { got[i].attr.id, got[i].attr.type })
-        -- a load the remote server states: worth trying later (RFC 6120 §8.3.2)
-        assert.same({ "wait", "resource-constraint" }, { error_of(got[i]) })
+        -- "the Initiating Server MUST return queued stanzas to the
+        -- respective senders with a <remote-server-timeout/> stanza error"
+        assert.same({ "wait", "remote-server-timeout" }, { error_of(got[i]) })
       end
+      -- resource-constraint: one new TCP connection, given up on the same error there
+      assert.equal(2, connects)
       assert.is_nil(a.s2s.routes[B])             -- the next stanza tries again
     end)
   end)
@@ -244,6 +256,46 @@ describe("s2s: bounds on one hostile stream", function()
       -- about 20 KB a second are read: far fewer than 4000 messages
       assert.is_true(#got > 0)
       assert.is_true(#got * #m < 3 * 20000 + 65536, "delivered " .. #got .. " messages")
+    end)
+  end)
+end)
+
+describe("s2s: XEP-0344 (dialback over TLS)", function()
+  it("a first dialback claim whose verified certificate names the domain is valid at once (§2.4)", function()
+    run(function(list)
+      local b = start(B, "wrongname", { s2s = { cafile = pki.get().ca, dialback = true } })
+      list[1] = b
+      -- example.test's "authoritative server" never answers: only the
+      -- certificate can make the claim valid
+      local held = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) held[#held + 1] = c end))
+      list[2] = l
+      b:s2s_host(A, "127.0.0.1:" .. l:port())
+      local r = raw_tls(port_of(b, "s2s"), A, "good")
+      r:send("<db:result from='" .. A .. "' to='" .. B .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+      local res = assert(r:stanza(T), "no answer to the claim")
+      assert.same({ "result", "valid", B, A }, { res.name, res.attr.type, res.attr.from, res.attr.to })
+      assert.equal(0, #held)                       -- no verification connection
+      -- and the stream carries example.test's stanzas
+      local bob = login(b, "bob")
+      r:send("<message from='alice@" .. A .. "/r' to='bob@" .. B .. "/r' id='c1'><body>hi</body></message>")
+      assert(serve.expect(bob, "message", function(m) return m.attr.id == "c1" end, T), "bob got nothing")
+    end)
+  end)
+
+  it("a claim over a certificate that does not name the domain is still checked with its server", function()
+    run(function(list)
+      local b = start(B, "wrongname", { s2s = { cafile = pki.get().ca, dialback = true } })
+      list[1] = b
+      local held = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) held[#held + 1] = c end))
+      list[2] = l
+      b:s2s_host(A, "127.0.0.1:" .. l:port())
+      local r = raw_tls(port_of(b, "s2s"), A, "untrusted")
+      r:send("<db:result from='" .. A .. "' to='" .. B .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+      assert.is_true(serve.until_true(function() return #held == 1 end, T))
+      assert.is_nil(r:stanza(0.1))                 -- waits for the authoritative server
+      for _, c in ipairs(held) do c:abort() end
     end)
   end)
 end)

@@ -568,8 +568,9 @@ function S2S:fail(route, cond, text)
   if not route.ready or q.n > 0 then
     self.srv:log("info", "s2s: route to %s failed (%s): %s", route.domain, cond, tostring(text))
   end
-  -- (a load the remote server states is worth retrying later)
-  local etype = cond == "resource-constraint" and "wait" or "cancel"
+  -- (a load, or a peer that could not answer: worth retrying later,
+  -- RFC 6120 §8.3.3.16, §8.3.3.18)
+  local etype = (cond == "resource-constraint" or cond == "remote-server-timeout") and "wait" or "cancel"
   while q.n > 0 do self.srv:bounce(q:pop(), etype, cond, text) end
 end
 

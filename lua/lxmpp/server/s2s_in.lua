@@ -212,8 +212,9 @@ end
 -- (XEP-0220 §2.6, multiplexing): each pair is checked like the first with
 -- its own authoritative server, or accepted at once when the stream's
 -- verified TLS certificate names the claimed domain (as SASL EXTERNAL
--- would, RFC 6120 §13.7.1.2, XEP-0344 §2.4). A failed pair is answered
--- type='invalid' or type='error' (XEP-0220 §2.4, we offer <errors/>) and
+-- would, RFC 6120 §13.7.1.2; XEP-0344 §2.4 "dialback without
+-- dialback"). A failed pair is answered type='invalid' or type='error'
+-- (XEP-0220 §2.4, we offer <errors/>) and
 -- leaves the other pairs as they were. At most limits.s2s_pairs pairs
 -- (valid or under way) per stream.
 function In:on_db_result(el)
@@ -251,10 +252,13 @@ function In:on_db_result(el)
     db_result(self, from, to, "error", "resource-constraint")
     return claim_failed(self)
   end
-  if cert and self.authenticated then
-    -- the certificate that verified names this domain too: no round trip
+  if cert then
+    -- XEP-0344 §2.4, "dialback without dialback": the certificate,
+    -- verified now (not only at the handshake: XEP-0344 §3), names the
+    -- claimed domain: valid without asking its authoritative server, for
+    -- the first pair as for a multiplexed one
+    self:log("info", "%s -> %s valid by certificate", from, to)
     pair_valid(self, from, to)
-    self:log("info", "%s -> %s added by certificate", from, to)
     return db_result(self, from, to, "valid")
   end
   self.pending[pair] = true

@@ -106,24 +106,15 @@ function Out:fail_route(text, cond, bounce_cond)
   self.fed:fail(self.route, bounce_cond or "remote-server-not-found", text)
 end
 
--- XEP-0220 §2.4: the conditions a receiving server gives a refused
--- dialback claim (<db:result type='error'/>) -> the one our bounces carry
--- (RFC 6120 §8.3.3): a policy or a load the remote side states, else it
--- could not be reached or does not serve the domain
-local DB_ERRORS = { ["policy-violation"] = "policy-violation", ["resource-constraint"] = "resource-constraint",
-  ["remote-server-timeout"] = "remote-server-timeout" }
-
---- s2s_out.db_error_condition(el) -> the stanza error condition for a
--- <db:result type='error'/> el (remote-server-not-found when it names
--- none we map: item-not-found, remote-connection-failed, ...).
+-- the stanza error condition in a <db:result type='error'/> (XEP-0220
+-- §2.4), or nil
 local function db_error_condition(el)
   local c
   for _, e in ipairs(el.tags) do
     if e.name == "error" then c = e.tags[1] and e.tags[1].name end
   end
-  return c and DB_ERRORS[c] or "remote-server-not-found", c
+  return c
 end
-M.db_error_condition = db_error_condition
 
 function Out:on_open(attr)
   if self.ended then return end
@@ -216,10 +207,21 @@ function Out:on_stanza(el)
       return self:fail_route("a dialback answer for another domain pair from " .. self.remote, "invalid-from")
     end
     if el.attr.type == "error" then
-      -- XEP-0220 §2.4: a refusal with its reason; what waited bounces
-      -- with it (a policy, a load), not as if the server were unreachable
-      local cond, given = db_error_condition(el)
-      return self:fail_route(self.remote .. " refused our dialback claim (" .. tostring(given) .. ")", nil, cond)
+      -- XEP-0220 §2.4: resource-constraint: one new TCP connection, and
+      -- we give up on the same error there; any other error (or that
+      -- one again): what waited returns to its senders with
+      -- remote-server-timeout, as the XEP says
+      local given = db_error_condition(el)
+      local route = self.route
+      if given == "resource-constraint" and not route.retried then
+        self:log("info", "%s has no room for our claim (resource-constraint): one new connection", self.remote)
+        route.retried = true
+        self.handed_over = true                 -- (Out:on_end leaves the route alone)
+        self:close()
+        return self.fed:connect_route(route)
+      end
+      return self:fail_route(self.remote .. " refused our dialback claim (" .. tostring(given) .. ")", nil,
+        "remote-server-timeout")
     end
     if el.attr.type ~= "valid" then
       return self:fail_route(self.remote .. " refused our dialback key (" .. tostring(el.attr.type) .. ")")
@@ -310,16 +312,19 @@ function Out:shared_result(el)
     return self.fed:route_ready(route)
   end
   self:unshare(route)
-  local cond, given = db_error_condition(el)
-  if el.attr.type == "error" and cond ~= "resource-constraint" then
+  local given = db_error_condition(el)
+  if el.attr.type == "error" and given ~= "resource-constraint" then
     -- XEP-0220 §2.4: refused for that pair with a reason (a policy, a
     -- domain not served there, its authoritative server not reached):
-    -- another connection would get the same answer, so the route fails
-    -- with it. resource-constraint may be this stream's pair limit
-    -- (limits.s2s_pairs here): a stream of its own is worth a try.
+    -- another connection would get the same answer, so the route fails,
+    -- what waited returning with remote-server-timeout. resource-constraint
+    -- (the peer's room on this stream): a new TCP connection, given up on
+    -- the same error there (route.retried)
     route.via = nil
-    return self.fed:fail(route, cond, self.remote .. " refused " .. to .. " (" .. tostring(given) .. ")")
+    return self.fed:fail(route, "remote-server-timeout", self.remote .. " refused " .. to .. " (" ..
+      tostring(given) .. ")")
   end
+  if given == "resource-constraint" then route.retried = true end
   self:log("info", "%s refused %s over this stream (%s): a stream of its own", self.remote, to,
     tostring(given or el.attr.type))
   return self.fed:connect_route(route)
@@ -342,6 +347,7 @@ function Out:on_end(reason)
     end
   end
   local route = self.route
+  if self.handed_over then return end       -- (its route connects again: XEP-0220 §2.4 resource-constraint)
   if route.out == self or not route.ready then
     self.fed:fail(route, self.bounce_cond or "remote-server-not-found", "the stream to " .. self.remote ..
       " ended: " .. tostring(reason))
