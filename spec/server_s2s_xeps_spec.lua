@@ -299,3 +299,13 @@ describe("s2s: XEP-0344 (dialback over TLS)", function()
     end)
   end)
 end)
+
+describe("s2s: documentation", function()
+  it("lists limits.s2s_verifies with its default in docs/server.md", function()
+    local f = assert(io.open("docs/server.md"))
+    local doc = f:read("*a")
+    f:close()
+    local n = require("lxmpp.server").DEFAULT_LIMITS.s2s_verifies
+    assert.truthy(doc:find("| `s2s_verifies` | " .. n .. " |", 1, true))
+  end)
+end)
