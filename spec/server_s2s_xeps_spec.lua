@@ -309,3 +309,32 @@ describe("s2s: documentation", function()
     assert.truthy(doc:find("| `s2s_verifies` | " .. n .. " |", 1, true))
   end)
 end)
+
+describe("s2s: bounces between two embedded servers", function()
+  it("a message between two missing accounts bounces once, and the bounce is never answered", function()
+    run(function(list)
+      local a, b = start(A, "good"), start(B, "wrongname")
+      list[1], list[2] = a, b
+      a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
+      b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
+      -- every stanza each server sends the other
+      local sent = { [A] = {}, [B] = {} }
+      for _, srv in ipairs({ a, b }) do
+        local send = srv.s2s.send
+        srv.s2s.send = function(fed, s, host)
+          local t = sent[srv.domain]
+          t[#t + 1] = s.name .. "/" .. tostring(s.attr.type)
+          return send(fed, s, host)
+        end
+      end
+      -- ghost@other.test (no such account) to nobody@example.test (none either)
+      local m = message("nobody@" .. A .. "/r", "anyone?", "g1")
+      m.attr.from = "ghost@" .. B .. "/r"
+      b:route(m)
+      assert.is_true(serve.until_true(function() return #sent[A] >= 1 end, T), "no bounce")
+      lxmpp.sleep(0.3 * slow.factor)
+      assert.same({ "message/chat" }, sent[B])       -- the message, nothing after the bounce
+      assert.same({ "message/error" }, sent[A])      -- exactly one bounce
+    end)
+  end)
+end)
