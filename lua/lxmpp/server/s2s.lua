@@ -20,7 +20,8 @@
 --   s2s_listen = "0.0.0.0:5269"      -- where remote servers connect
 -- A route that fails bounces what waited with remote-server-not-found
 -- (nothing to connect to, connection or TLS or authentication refused) or
--- remote-server-timeout (not up within limits.s2s_timeout), never an error
+-- remote-server-timeout (not up within limits.s2s_timeout, or a dialback
+-- error answer: XEP-0220 §2.4, s2s_out.lua), never an error
 -- or a result (Server:bounce), so bounces cannot be used for amplification.
 
 local core = require "lxmpp.core"
@@ -335,9 +336,10 @@ end
 -- routes
 
 -- Where to connect for a domain, in order: the s2s.hosts map, else the
--- _xmpp-server._tcp SRV records (RFC 6120 §3.2.1; direct TLS, XEP-0368's
--- _xmpps-server, is not used yet), else the domain on port 5269
--- (§3.2.2), each target's addresses in the resolver's order. In a task.
+-- _xmpp-server._tcp SRV records (RFC 6120 §3.2.1) mixed with XEP-0368's
+-- _xmpps-server._tcp ones (direct TLS) by priority and weight (RFC 2782),
+-- else the domain on port 5269 (§3.2.2), each target's addresses in the
+-- resolver's order. In a task.
 function targets(self, domain)
   local a = self.conf.hosts[domain]
   if a then return { { ip = a.ip, port = a.port, direct = a.direct } } end
