@@ -305,4 +305,31 @@ describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", funct
       assert.equal(2, count(b.s2s.incoming))
     end, { limits = { s2s_pairs = 1 } })
   end)
+
+  it("sending: a pair the peer refuses with another error (XEP-0220 §2.4) fails with it, no new connection",
+    function()
+      two(function(a, b)
+        local failed = {}
+        local fail = a.s2s.fail
+        a.s2s.fail = function(fed, route, cond, text)
+          if route.from == MUC then failed[#failed + 1] = cond end
+          return fail(fed, route, cond, text)
+        end
+        local alice = assert(lxmpp.connect({ jid = "alice@" .. A .. "/r", password = "alice-pw", host = "127.0.0.1",
+          port = port_of(a, "c2s"), insecure = true }))
+        local bob = assert(lxmpp.connect({ jid = "bob@" .. B .. "/r", password = "bob-pw", host = "127.0.0.1",
+          port = port_of(b, "c2s"), cafile = pki.get().ca }))
+        assert(bob:send_presence())
+        alice:send(st.message({ to = "bob@" .. B .. "/r", id = "m1" }):tag("body"):text("x"):up())
+        assert(serve.expect(bob, "message", function(m) return m.attr.id == "m1" end, T), "alice's message")
+        a:route(st.message({ from = "lobby@" .. MUC, to = "bob@" .. B .. "/r", id = "m2" }):tag("body"):text("y"):up())
+        -- other.test blocks the MUC domain: type='error' with policy-violation
+        -- for that pair; a stream of its own would get the same refusal
+        assert.is_true(serve.until_true(function() return #failed > 0 end, T))
+        assert.same({ "remote-server-timeout" }, failed)      -- (what waited returns with it, XEP-0220 §2.4)
+        assert.is_nil(a.s2s:route_to(B, MUC))
+        assert.equal(1, count(b.s2s.incoming))
+        assert.truthy(a.s2s:route_to(B).ready)            -- the shared stream goes on
+      end, { s2s = { cafile = pki.get().ca, dialback = true, bidi = false, block = { MUC } } })
+    end)
 end)

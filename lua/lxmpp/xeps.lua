@@ -132,8 +132,9 @@ local list = {
     notes = "opt-in (`s2s.dialback`), over TLS only; keys checked over a connection of their own;"
       .. " receiving side accepts several domain pairs per stream (§2.6 multiplexing, `s2s_pairs`), each"
       .. " answered for itself (§2.4 errors); the initiating side multiplexes another local domain over an"
-      .. " authenticated stream when offered `<errors/>`, else a stream per pair; dialback errors of the first"
-      .. " claim not yet read on the initiating side" },
+      .. " authenticated stream when offered `<errors/>`, else a stream per pair; a `type='error'` answer"
+      .. " returns queued stanzas with remote-server-timeout (§2.4), resource-constraint getting one new"
+      .. " connection first; `<db:verify/>` questions bounded per stream (`s2s_verifies`); never without TLS" },
   { xep = 223, name = "Persistent Storage of Private Data via PubSub", version = "1.1", side = "server",
     status = "complete", modules = { "lxmpp.server.pep", "lxmpp.server.bookmarks" },
     notes = "whitelist nodes from publish-options" },
@@ -159,6 +160,11 @@ local list = {
     modules = { "lxmpp.plugins.markers" } },
   { xep = 334, name = "Message Processing Hints", version = "1.0.0", side = "client", status = "partial",
     modules = { "lxmpp.plugins.chatstates" }, notes = "no-store on chat states" },
+  { xep = 344, name = "Impact of TLS and DNSSEC on Dialback", version = "0.4", side = "server", status = "partial",
+    modules = { "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
+    notes = "dialback over TLS only; §2.4 dialback without dialback (a verified certificate naming the claimed"
+      .. " domain makes a claim valid without the authoritative server); no §2.6 same-certificate shortcut, no"
+      .. " DNSSEC" },
   { xep = 359, name = "Unique and Stable Stanza IDs", version = "0.7.0", side = "client", status = "complete",
     modules = { "lxmpp.plugins.stanzaid" }, notes = "stanza-id trusted only from the expected `by`" },
   { xep = 359, name = "Unique and Stable Stanza IDs", version = "0.7.0", side = "server", status = "complete",
@@ -174,7 +180,7 @@ local list = {
   { xep = 368, name = "SRV records for XMPP over TLS", version = "1.1.0", side = "server", status = "partial",
     modules = { "lxmpp.server", "lxmpp.server.s2s" },
     notes = "direct TLS listeners (tls_listen, s2s_tls_listen, ALPN xmpp-server); s2s routes follow"
-      .. " _xmpps-server records" },
+      .. " _xmpps-server records, mixed with _xmpp-server ones by priority and weight (RFC 2782)" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "client", status = "partial",
     modules = { "lxmpp.features.sasl2" },
     notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable " ..

@@ -201,6 +201,51 @@ local function prosody_user_in_our_room(ctx)
   assert.is_true(to_muc, "no incoming stream from " .. B .. " to " .. OUR_MUC)
 end
 
+-- romeo (ours) and juliet (Prosody's) subscribe to each other (RFC 6121
+-- §3.1): rosters "both" on both sides, then a presence broadcast crosses
+local function subscriptions_both_ways(ctx)
+  local juliet, romeo = ctx.juliet, ctx.romeo
+  local JULIET, ROMEO = "juliet@" .. B, "romeo@" .. A
+  local to_juliet = serve.collect(juliet, "presence")
+  local to_romeo = serve.collect(romeo, "presence")
+  juliet:send(st.presence())
+  romeo:send(st.presence())
+  -- romeo subscribes to juliet (RFC 6121 §3.1), she approves
+  romeo:send(st.presence({ to = JULIET, type = "subscribe" }))
+  assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO, "subscribe") end, T),
+    "juliet got no subscription request")
+  juliet:send(st.presence({ to = ROMEO, type = "subscribed" }))
+  -- her presence follows the approval (RFC 6121 §3.1.5)
+  assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET .. "/r", nil) end, T),
+    "romeo did not get juliet's presence after her approval")
+  -- and the other way: juliet subscribes to romeo
+  juliet:send(st.presence({ to = ROMEO, type = "subscribe" }))
+  assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET, "subscribe") end, T),
+    "romeo got no subscription request")
+  romeo:send(st.presence({ to = JULIET, type = "subscribed" }))
+  assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO .. "/r", nil) end, T),
+    "juliet did not get romeo's presence after his approval")
+  -- both rosters: both (RFC 6121 §3.4)
+  assert.is_true(serve.until_true(function()
+    local it = ctx.srv.store:get_roster_item("romeo", JULIET)
+    return it and it.subscription == "both"
+  end, T), "our roster for romeo: " .. tostring((ctx.srv.store:get_roster_item("romeo", JULIET) or {}).subscription))
+  local item
+  assert.is_true(serve.until_true(function()
+    item = roster_item(juliet, ROMEO)
+    return item and item.attr.subscription == "both"
+  end, T), "Prosody's roster for juliet: " .. tostring(item and item.attr.subscription))
+  -- then a new broadcast reaches the contact (RFC 6121 §4.2.2)
+  romeo:send(st.presence():tag("status"):text("away from Verona"):up())
+  juliet:send(st.presence():tag("status"):text("on the balcony"):up())
+  assert.is_true(serve.until_true(function()
+    local a, b = has_presence(to_juliet, ROMEO .. "/r", nil), has_presence(to_romeo, JULIET .. "/r", nil)
+    for _, p in ipairs(to_juliet) do if p:get_child_text("status") == "away from Verona" then a = true end end
+    for _, p in ipairs(to_romeo) do if p:get_child_text("status") == "on the balcony" then b = true end end
+    return a == true and b == true
+  end, T), "a presence broadcast did not cross")
+end
+
 describe("s2s interop with Prosody", function()
   describe("with certificates of the suite's CA (Prosody: s2s_secure_auth)", function()
     it("carries messages both ways, authenticated with SASL EXTERNAL both ways", function()
@@ -223,48 +268,7 @@ describe("s2s interop with Prosody", function()
     end)
 
     it("carries presence subscriptions both ways: rosters on both sides, then presence", function()
-      federate("certs", function(ctx)
-        local juliet, romeo = ctx.juliet, ctx.romeo
-        local JULIET, ROMEO = "juliet@" .. B, "romeo@" .. A
-        local to_juliet = serve.collect(juliet, "presence")
-        local to_romeo = serve.collect(romeo, "presence")
-        juliet:send(st.presence())
-        romeo:send(st.presence())
-        -- romeo subscribes to juliet (RFC 6121 §3.1), she approves
-        romeo:send(st.presence({ to = JULIET, type = "subscribe" }))
-        assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO, "subscribe") end, T),
-          "juliet got no subscription request")
-        juliet:send(st.presence({ to = ROMEO, type = "subscribed" }))
-        -- her presence follows the approval (RFC 6121 §3.1.5)
-        assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET .. "/r", nil) end, T),
-          "romeo did not get juliet's presence after her approval")
-        -- and the other way: juliet subscribes to romeo
-        juliet:send(st.presence({ to = ROMEO, type = "subscribe" }))
-        assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET, "subscribe") end, T),
-          "romeo got no subscription request")
-        romeo:send(st.presence({ to = JULIET, type = "subscribed" }))
-        assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO .. "/r", nil) end, T),
-          "juliet did not get romeo's presence after his approval")
-        -- both rosters: both (RFC 6121 §3.4)
-        assert.is_true(serve.until_true(function()
-          local it = ctx.srv.store:get_roster_item("romeo", JULIET)
-          return it and it.subscription == "both"
-        end, T), "our roster for romeo: " .. tostring((ctx.srv.store:get_roster_item("romeo", JULIET) or {}).subscription))
-        local item
-        assert.is_true(serve.until_true(function()
-          item = roster_item(juliet, ROMEO)
-          return item and item.attr.subscription == "both"
-        end, T), "Prosody's roster for juliet: " .. tostring(item and item.attr.subscription))
-        -- then a new broadcast reaches the contact (RFC 6121 §4.2.2)
-        romeo:send(st.presence():tag("status"):text("away from Verona"):up())
-        juliet:send(st.presence():tag("status"):text("on the balcony"):up())
-        assert.is_true(serve.until_true(function()
-          local a, b = has_presence(to_juliet, ROMEO .. "/r", nil), has_presence(to_romeo, JULIET .. "/r", nil)
-          for _, p in ipairs(to_juliet) do if p:get_child_text("status") == "away from Verona" then a = true end end
-          for _, p in ipairs(to_romeo) do if p:get_child_text("status") == "on the balcony" then b = true end end
-          return a == true and b == true
-        end, T), "a presence broadcast did not cross")
-      end)
+      federate("certs", subscriptions_both_ways)
     end)
 
     it("lets our user join a room on Prosody's MUC and get its presence and groupchat", function()
@@ -327,6 +331,14 @@ describe("s2s interop with Prosody", function()
       assert.truthy(plog:find("Initiating dialback", 1, true), "Prosody did not use dialback toward us")
       assert.truthy(plog:find("verified dialback key... it is valid", 1, true),
         "Prosody did not check our db:verify question")
+    end)
+
+    it("carries presence subscriptions both ways, over streams authenticated by dialback", function()
+      federate("dialback", function(ctx)
+        subscriptions_both_ways(ctx)
+        assert.truthy(logged(ctx.log, "s2sout " .. B .. ": authenticated by dialback"))
+        assert.is_nil(logged(ctx.log, "authenticated by certificate"))
+      end)
     end)
 
     it("lets a Prosody user join a room on our MUC service, the MUC domain authenticated by dialback", function()

@@ -20,7 +20,8 @@
 --   s2s_listen = "0.0.0.0:5269"      -- where remote servers connect
 -- A route that fails bounces what waited with remote-server-not-found
 -- (nothing to connect to, connection or TLS or authentication refused) or
--- remote-server-timeout (not up within limits.s2s_timeout), never an error
+-- remote-server-timeout (not up within limits.s2s_timeout, or a dialback
+-- error answer: XEP-0220 §2.4, s2s_out.lua), never an error
 -- or a result (Server:bounce), so bounces cannot be used for amplification.
 
 local core = require "lxmpp.core"
@@ -335,9 +336,10 @@ end
 -- routes
 
 -- Where to connect for a domain, in order: the s2s.hosts map, else the
--- _xmpp-server._tcp SRV records (RFC 6120 §3.2.1; direct TLS, XEP-0368's
--- _xmpps-server, is not used yet), else the domain on port 5269
--- (§3.2.2), each target's addresses in the resolver's order. In a task.
+-- _xmpp-server._tcp SRV records (RFC 6120 §3.2.1) mixed with XEP-0368's
+-- _xmpps-server._tcp ones (direct TLS) by priority and weight (RFC 2782),
+-- else the domain on port 5269 (§3.2.2), each target's addresses in the
+-- resolver's order. In a task.
 function targets(self, domain)
   local a = self.conf.hosts[domain]
   if a then return { { ip = a.ip, port = a.port, direct = a.direct } } end
@@ -568,7 +570,10 @@ function S2S:fail(route, cond, text)
   if not route.ready or q.n > 0 then
     self.srv:log("info", "s2s: route to %s failed (%s): %s", route.domain, cond, tostring(text))
   end
-  while q.n > 0 do self.srv:bounce(q:pop(), "cancel", cond, text) end
+  -- (a load, or a peer that could not answer: worth retrying later,
+  -- RFC 6120 §8.3.3.16, §8.3.3.18)
+  local etype = (cond == "resource-constraint" or cond == "remote-server-timeout") and "wait" or "cancel"
+  while q.n > 0 do self.srv:bounce(q:pop(), etype, cond, text) end
 end
 
 --- Stops every route and closes the TLS contexts (srv:stop(); the

@@ -212,8 +212,9 @@ end
 -- (XEP-0220 §2.6, multiplexing): each pair is checked like the first with
 -- its own authoritative server, or accepted at once when the stream's
 -- verified TLS certificate names the claimed domain (as SASL EXTERNAL
--- would, RFC 6120 §13.7.1.2, XEP-0344 §2.4). A failed pair is answered
--- type='invalid' or type='error' (XEP-0220 §2.4, we offer <errors/>) and
+-- would, RFC 6120 §13.7.1.2; XEP-0344 §2.4 "dialback without
+-- dialback"). A failed pair is answered type='invalid' or type='error'
+-- (XEP-0220 §2.4, we offer <errors/>) and
 -- leaves the other pairs as they were. At most limits.s2s_pairs pairs
 -- (valid or under way) per stream.
 function In:on_db_result(el)
@@ -251,10 +252,13 @@ function In:on_db_result(el)
     db_result(self, from, to, "error", "resource-constraint")
     return claim_failed(self)
   end
-  if cert and self.authenticated then
-    -- the certificate that verified names this domain too: no round trip
+  if cert then
+    -- XEP-0344 §2.4, "dialback without dialback": the certificate,
+    -- verified now (not only at the handshake: XEP-0344 §3), names the
+    -- claimed domain: valid without asking its authoritative server, for
+    -- the first pair as for a multiplexed one
+    self:log("info", "%s -> %s valid by certificate", from, to)
     pair_valid(self, from, to)
-    self:log("info", "%s -> %s added by certificate", from, to)
     return db_result(self, from, to, "valid")
   end
   self.pending[pair] = true
@@ -285,7 +289,17 @@ end
 
 -- <db:verify/>: a server checking a key we gave it (XEP-0220 §2.3.2): we
 -- are the authoritative server of the domain in its 'to'
+-- At most limits.s2s_verifies questions per stream in any 60 seconds:
+-- each costs us an HMAC, and a peer that only asks (its own keys are
+-- checked over connections of their own) has no need for more; past
+-- that, the stream error policy-violation.
 function In:on_db_verify(el)
+  local now, limit = core.now(), self.srv.limits.s2s_verifies
+  if not self.verify_start or now - self.verify_start >= 60 then self.verify_start, self.nverifies = now, 0 end
+  self.nverifies = self.nverifies + 1
+  if self.nverifies > limit then
+    return self:stream_error("policy-violation", "more than " .. limit .. " dialback questions a minute")
+  end
   local from, to, id = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to), el.attr.id
   if from ~= self.peer and not (self.froms and self.froms[from]) then
     return self:stream_error("invalid-from", "a dialback question for another domain")

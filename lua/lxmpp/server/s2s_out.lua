@@ -22,7 +22,7 @@ local redact = require "lxmpp.redact"
 local core = require "lxmpp.core"
 local jid = require "lxmpp.jid"
 
-local pairs, setmetatable, tostring = pairs, setmetatable, tostring
+local ipairs, pairs, setmetatable, tostring = ipairs, pairs, setmetatable, tostring
 
 local M = {}
 
@@ -95,12 +95,25 @@ function Out:log(level, fmt, ...)
   return self.srv:log(level, "s2sout %s: " .. fmt, self.remote, ...)
 end
 
--- The route cannot come up: the stream ends, what waited bounces.
-function Out:fail_route(text, cond)
+-- The route cannot come up: the stream ends (with the stream error cond,
+-- if any), what waited bounces with bounce_cond (remote-server-not-found
+-- by default).
+function Out:fail_route(text, cond, bounce_cond)
   self:log("info", "%s", text)
+  self.bounce_cond = bounce_cond          -- (for Out:on_end, which the close runs)
   if not self.ended then self:close(cond, text) end
   if self.check then return self.check.finish("error") end
-  self.fed:fail(self.route, "remote-server-not-found", text)
+  self.fed:fail(self.route, bounce_cond or "remote-server-not-found", text)
+end
+
+-- the stanza error condition in a <db:result type='error'/> (XEP-0220
+-- §2.4), or nil
+local function db_error_condition(el)
+  local c
+  for _, e in ipairs(el.tags) do
+    if e.name == "error" then c = e.tags[1] and e.tags[1].name end
+  end
+  return c
 end
 
 function Out:on_open(attr)
@@ -190,7 +203,27 @@ function Out:on_stanza(el)
     return self:open_stream()
   end
   if stage == "dialback" and ns == s2s.NS_DB and name == "result" then
-    if el.attr.type ~= "valid" or el.attr.from ~= self.remote or el.attr.to ~= self.local_domain then
+    if el.attr.from ~= self.remote or el.attr.to ~= self.local_domain then
+      return self:fail_route("a dialback answer for another domain pair from " .. self.remote, "invalid-from")
+    end
+    if el.attr.type == "error" then
+      -- XEP-0220 §2.4: resource-constraint: one new TCP connection, and
+      -- we give up on the same error there; any other error (or that
+      -- one again): what waited returns to its senders with
+      -- remote-server-timeout, as the XEP says
+      local given = db_error_condition(el)
+      local route = self.route
+      if given == "resource-constraint" and not route.retried then
+        self:log("info", "%s has no room for our claim (resource-constraint): one new connection", self.remote)
+        route.retried = true
+        self.handed_over = true                 -- (Out:on_end leaves the route alone)
+        self:close()
+        return self.fed:connect_route(route)
+      end
+      return self:fail_route(self.remote .. " refused our dialback claim (" .. tostring(given) .. ")", nil,
+        "remote-server-timeout")
+    end
+    if el.attr.type ~= "valid" then
       return self:fail_route(self.remote .. " refused our dialback key (" .. tostring(el.attr.type) .. ")")
     end
     self.authenticated = true
@@ -278,9 +311,22 @@ function Out:shared_result(el)
     self:log("info", "%s goes over the stream of %s (dialback)", to, self.local_domain)
     return self.fed:route_ready(route)
   end
-  self:log("info", "%s refused %s over this stream (%s): a stream of its own", self.remote, to,
-    tostring(el.attr.type))
   self:unshare(route)
+  local given = db_error_condition(el)
+  if el.attr.type == "error" and given ~= "resource-constraint" then
+    -- XEP-0220 §2.4: refused for that pair with a reason (a policy, a
+    -- domain not served there, its authoritative server not reached):
+    -- another connection would get the same answer, so the route fails,
+    -- what waited returning with remote-server-timeout. resource-constraint
+    -- (the peer's room on this stream): a new TCP connection, given up on
+    -- the same error there (route.retried)
+    route.via = nil
+    return self.fed:fail(route, "remote-server-timeout", self.remote .. " refused " .. to .. " (" ..
+      tostring(given) .. ")")
+  end
+  if given == "resource-constraint" then route.retried = true end
+  self:log("info", "%s refused %s over this stream (%s): a stream of its own", self.remote, to,
+    tostring(given or el.attr.type))
   return self.fed:connect_route(route)
 end
 
@@ -301,8 +347,10 @@ function Out:on_end(reason)
     end
   end
   local route = self.route
+  if self.handed_over then return end       -- (its route connects again: XEP-0220 §2.4 resource-constraint)
   if route.out == self or not route.ready then
-    self.fed:fail(route, "remote-server-not-found", "the stream to " .. self.remote .. " ended: " .. tostring(reason))
+    self.fed:fail(route, self.bounce_cond or "remote-server-not-found", "the stream to " .. self.remote ..
+      " ended: " .. tostring(reason))
   end
 end
 
