@@ -164,5 +164,4 @@ function M.claim(r, from, to)
   r:send("<db:result from='" .. from .. "' to='" .. (to or B) .. "'>" .. ("ab"):rep(32) .. "</db:result>")
 end
 
-M.A, M.B = A, B
 return M
