@@ -23,7 +23,7 @@ M.NS_DB = "jabber:server:dialback"
 M.NS_DB_FEATURE = "urn:xmpp:features:dialback"
 M.NS_BIDI, M.NS_BIDI_FEATURE = "urn:xmpp:bidi", "urn:xmpp:features:bidi"
 
-local A, B = M.A, M.B
+local B = M.B
 
 --- The port srv listens on for kind ("c2s", "s2s", "s2s-tls").
 function M.port_of(srv, kind)
