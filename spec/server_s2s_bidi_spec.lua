@@ -7,67 +7,32 @@
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
-local st = require "lxmpp.stanza"
 local pki = require "spec.support.pki"
 local raw = require "spec.support.raw"
 local serve = require "spec.support.serve"
 local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
 
-local A, B = "example.test", "other.test"
-local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-local NS_BIDI, NS_BIDI_FEATURE = "urn:xmpp:bidi", "urn:xmpp:features:bidi"
+local s2sh = require "spec.support.s2s"
+
+local A, B = s2sh.A, s2sh.B
+local NS_TLS, NS_SASL = s2sh.NS_TLS, s2sh.NS_SASL
+local NS_BIDI, NS_BIDI_FEATURE = s2sh.NS_BIDI, s2sh.NS_BIDI_FEATURE
 local T = 5 * slow.factor
-
-local function port_of(srv, kind)
-  for _, a in ipairs(srv:addresses()) do
-    if a.kind == kind then return a.port end
-  end
-end
-
-local function start(domain, certname, s2s)
-  local p = pki.get()
-  local cert = p.certs[certname]
-  s2s = s2s or {}
-  s2s.cafile = p.ca
-  local srv = lxmpp.server({ domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-    tls = { cert = cert.cert, key = cert.key }, s2s = s2s,
-    users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" })
-  assert(srv:start())
-  return srv
-end
+local port_of, start, condition = s2sh.port_of, s2sh.start, s2sh.condition
 
 -- fn(a, b) with example.test (certificate ca, s2s settings sa) and
 -- other.test (cb, sb) knowing where the other is
 local function two(fn, ca, sa, cb, sb)
-  lxmpp.run(function()
-    local a, b = start(A, ca or "good", sa), start(B, cb or "wrongname", sb)
-    a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
-    b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
-    local ok, err = xpcall(fn, debug.traceback, a, b)
-    require("spec.support.clients").kill_all()
-    net.abort_all()
-    a:stop()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+  s2sh.two(fn, { A, ca or "good", sa }, { B, cb or "wrongname", sb })
 end
 
 local function login(srv, user)
-  return assert(lxmpp.connect({ jid = user .. "@" .. srv.domain .. "/r", password = user .. "-pw",
-    host = "127.0.0.1", port = port_of(srv, "c2s"), cafile = pki.get().ca, insecure = true }))
+  return s2sh.login(srv, user, true)
 end
 
 local function message(to, id, from)
-  return st.message({ to = to, from = from, type = "chat", id = id }):tag("body"):text("hi"):up()
-end
-
-local function condition(s)
-  local e = s and s:get_child("error")
-  return e and e.tags[1] and e.tags[1].name
+  return s2sh.message(to, "hi", id, from)
 end
 
 local function got(c, id)
@@ -143,51 +108,28 @@ end)
 -- a raw initiating server (claiming example.test) against other.test
 
 local function s2s_header(from, to)
-  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
-    "' from='" .. from .. "' to='" .. to .. "' version='1.0'>"
+  return s2sh.header(from, to)
 end
 
 local function raw_tls(port)
-  local p = pki.get()
-  local r = raw.connect(port)
-  r:send(s2s_header(A, B))
-  assert.truthy(r:next().open)
-  local f0 = assert(r:stanza())
-  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
-  assert.equal("proceed", assert(r:stanza()).name)
-  local cert = p.certs.good
-  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
-  assert.truthy(r:next().tls)
-  r:send(s2s_header(A, B))
-  assert.truthy(r:next().open)
-  return r, assert(r:stanza()), f0
+  local r, f, _, f0 = s2sh.raw_tls(port, { from = A, to = B, cert = "good" })
+  return r, f, f0
 end
 
 local function authenticate(r)
-  r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
-  assert.equal("success", assert(r:stanza()).name)
-  r.conn:restart()
-  r:send(s2s_header(A, B))
-  assert.truthy(r:next().open)
-  assert.equal("features", assert(r:stanza()).name)
+  s2sh.external(r, A, B)
 end
 
 -- fn(b, bob, port) with other.test, bob logged in, example.test unreachable
 -- except through the raw streams the spec opens
 local function with_b(fn, s2s)
-  lxmpp.run(function()
+  s2sh.with(function()
     local b = start(B, "wrongname", s2s)
     local l = assert(net.listen("127.0.0.1", 0, function(c) c:abort() end))
     b:s2s_host(A, "127.0.0.1:" .. l:port())
     l:close()
-    local ok, err = pcall(function() fn(b, login(b, "bob"), port_of(b, "s2s")) end)
-    require("spec.support.clients").kill_all()
-    net.abort_all()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+    return { b }, { b, port_of(b, "s2s") }
+  end, function(b, port) fn(b, login(b, "bob"), port) end)
 end
 
 describe("s2s: XEP-0288, a raw initiating server", function()

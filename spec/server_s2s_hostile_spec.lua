@@ -6,73 +6,39 @@
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
-local pki = require "spec.support.pki"
 local raw = require "spec.support.raw"
 local serve = require "spec.support.serve"
 local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
 
-local A, B = "example.test", "other.test"
-local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-local NS_DB = "jabber:server:dialback"
+local s2sh = require "spec.support.s2s"
+
+local A, B = s2sh.A, s2sh.B
+local NS_SASL = s2sh.NS_SASL
+local NS_TLS, NS_DB = s2sh.NS_TLS, s2sh.NS_DB -- luacheck: ignore 211
 local T = 5 * slow.factor
+local port_of, claim = s2sh.port_of, s2sh.claim
 
-local function port_of(srv, kind)
-  for _, a in ipairs(srv:addresses()) do
-    if a.kind == kind then return a.port end
-  end
-end
-
+-- other.test (dialback on, bob its only user); extra: options on top
 local function start(extra)
-  local p = pki.get()
-  local cert = p.certs.wrongname
-  local opts = { domain = B, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, dialback = true },
-    users = { bob = "bob-pw" }, log_level = "error" }
-  for k, v in pairs(extra or {}) do opts[k] = v end
-  local srv = lxmpp.server(opts)
-  assert(srv:start())
-  return srv
+  return s2sh.start(B, "wrongname", { dialback = true }, { users = { bob = "bob-pw" } }, extra)
 end
 
 local function with_b(extra, fn)
-  lxmpp.run(function()
+  s2sh.with(function()
     local b = start(extra)
-    local ok, err = pcall(fn, b, port_of(b, "s2s"))
-    require("spec.support.clients").kill_all()
-    net.abort_all()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+    return { b }, { b, port_of(b, "s2s") }
+  end, fn)
 end
 
 local function s2s_header(from)
-  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
-    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. B .. "' version='1.0'>"
+  return s2sh.header(from, B, true)
 end
 
 -- a raw stream claiming from, after STARTTLS with certname's certificate
 local function raw_tls(port, from, certname)
-  local p = pki.get()
-  local r = raw.connect(port)
-  r:send(s2s_header(from))
-  assert.truthy(r:next().open)
-  assert(r:stanza())
-  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
-  assert.equal("proceed", assert(r:stanza()).name)
-  local cert = p.certs[certname]
-  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
-  assert.truthy(r:next().tls)
-  r:send(s2s_header(from))
-  assert.truthy(r:next().open)
-  return r, assert(r:stanza())
-end
-
-local function claim(r, from)
-  r:send("<db:result from='" .. from .. "' to='" .. B .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+  local r, f = s2sh.raw_tls(port, { from = from, cert = certname, db = true })
+  return r, f
 end
 
 describe("s2s: hostile remote servers", function()

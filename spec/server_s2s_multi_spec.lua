@@ -8,72 +8,40 @@
 -- accepts in the header and in dialback.
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
-local net = require "lxmpp.net"
 local st = require "lxmpp.stanza"
 local pki = require "spec.support.pki"
 local raw = require "spec.support.raw"
 local serve = require "spec.support.serve"
 local ev = require "spec.support.events"
-local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
 
-local A, B = "example.test", "other.test"
-local MUC, PUBSUB = "muc." .. A, "pubsub." .. A
-local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-local NS_DB = "jabber:server:dialback"
+local s2sh = require "spec.support.s2s"
 
-local function port_of(srv, kind)
-  for _, a in ipairs(srv:addresses()) do
-    if a.kind == kind then return a.port end
-  end
-end
+local A, B = s2sh.A, s2sh.B
+local MUC, PUBSUB = "muc." .. A, "pubsub." .. A
+local NS_TLS, NS_SASL = s2sh.NS_TLS, s2sh.NS_SASL
+local NS_DB = s2sh.NS_DB -- luacheck: ignore 211
+local port_of = s2sh.port_of
 
 -- A started server of domain with certificate certname; extra: options on
 -- top. Without XEP-0288 (s2s.bidi = false), so that each server's stanzas
 -- go over a stream of its own and the specs below can say which stream
 -- authenticated which domain (spec/server_s2s_bidi_spec.lua has them with it).
-local function start(domain, certname, extra)
-  local p = pki.get()
-  local cert = p.certs[certname]
-  local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, bidi = false },
-    users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
-  for k, v in pairs(extra or {}) do opts[k] = v end
-  local srv = lxmpp.server(opts)
-  assert(srv:start())
-  return srv
+local function start(domain, certname, extra) -- luacheck: ignore 211
+  return s2sh.start(domain, certname, { bidi = false }, extra)
 end
 
 -- Runs fn(a, b): example.test (certificate ca, options ea; MUC and pubsub
 -- services) and other.test (certificate cb, options eb) federating, each
 -- knowing where the other's domains are.
 local function two(fn, ca, ea, cb, eb)
-  lxmpp.run(function()
-    local ao = { muc = MUC, pubsub = PUBSUB }
-    for k, v in pairs(ea or {}) do ao[k] = v end
-    local a = start(A, ca or "multidomain", ao)
-    local b = start(B, cb or "wrongname", eb)
-    local pa = "127.0.0.1:" .. port_of(a, "s2s")
-    a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
-    b:s2s_host(A, pa)
-    b:s2s_host(MUC, pa)
-    b:s2s_host(PUBSUB, pa)
-    local ok, err = xpcall(fn, debug.traceback, a, b)
-    require("spec.support.clients").kill_all()
-    net.abort_all()
-    a:stop()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+  s2sh.two(fn, { A, ca or "multidomain", { bidi = false }, { muc = MUC, pubsub = PUBSUB }, ea },
+    { B, cb or "wrongname", { bidi = false }, eb }, { MUC, PUBSUB })
 end
 
 -- an available client of srv's domain
 local function login(srv, user, insecure)
-  local c = assert(lxmpp.connect({ jid = user .. "@" .. srv.domain .. "/r", password = user .. "-pw",
-    host = "127.0.0.1", port = port_of(srv, "c2s"), cafile = pki.get().ca, insecure = insecure }))
+  local c = s2sh.login(srv, user, insecure)
   assert(c:send_presence())
   return c
 end
@@ -229,44 +197,20 @@ end)
 -- raw hostile streams against example.test (MUC and pubsub on subdomains)
 
 local function s2s_header(from, to)
-  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
-    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. to .. "' version='1.0'>"
+  return s2sh.header(from, to, true)
 end
 
 -- A raw server stream claiming from, opened to `to`, through STARTTLS with
 -- certificate certname; returns it, the header we got back and the
 -- features after TLS.
 local function raw_tls(port, from, to, certname)
-  local p = pki.get()
-  local r = raw.connect(port)
-  r:send(s2s_header(from, to))
-  assert.truthy(r:next().open)
-  assert.truthy(assert(r:stanza()):get_child("starttls", NS_TLS))
-  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
-  assert.equal("proceed", assert(r:stanza()).name)
-  local cert = p.certs[certname]
-  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), to)
-  assert.truthy(r:next().tls)
-  r:send(s2s_header(from, to))
-  local open = r:next().open
-  assert.truthy(open)
-  return r, open, assert(r:stanza())
+  local r, f, open = s2sh.raw_tls(port, { from = from, to = to, cert = certname, db = true, check_starttls = true })
+  return r, open, f
 end
 
 describe("s2s: several local domains, hostile streams", function()
   local function with_a(fn, extra)
-    lxmpp.run(function()
-      local o = { muc = MUC, pubsub = PUBSUB }
-      for k, v in pairs(extra or {}) do o[k] = v end
-      local a = start(A, "multidomain", o)
-      local ok, err = pcall(fn, a, port_of(a, "s2s"))
-      require("spec.support.clients").kill_all()
-      net.abort_all()
-      a:stop()
-      lxmpp.sleep(0.05)
-      if not ok then error(err, 0) end
-    end)
-    clean()
+    s2sh.one(fn, { A, "multidomain", { bidi = false }, { muc = MUC, pubsub = PUBSUB }, extra })
   end
 
   it("a header to any domain served here is answered from that domain; to another, host-unknown", function()

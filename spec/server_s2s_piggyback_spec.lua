@@ -13,40 +13,27 @@
 -- check real verification connections.
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
-local net = require "lxmpp.net"
 local pki = require "spec.support.pki"
-local raw = require "spec.support.raw"
-local clean = require "spec.support.clean"
 local serve = require "spec.support.serve"
 local st = require "lxmpp.stanza"
 local slow = require "spec.support.slow"
 
-local A, B = "example.test", "other.test"
-local MUC, EVIL = "muc.example.test", "evil.test"
-local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-local NS_DB = "jabber:server:dialback"
-local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-local T = 5 * slow.factor
+local s2sh = require "spec.support.s2s"
 
-local function port_of(srv, kind)
-  for _, a in ipairs(srv:addresses()) do
-    if a.kind == kind then return a.port end
-  end
-end
+local A, B = s2sh.A, s2sh.B
+local MUC, EVIL = "muc.example.test", "evil.test"
+local NS_SASL = s2sh.NS_SASL
+local NS_TLS, NS_DB = s2sh.NS_TLS, s2sh.NS_DB -- luacheck: ignore 211
+local T = 5 * slow.factor
+local port_of = s2sh.port_of
 
 -- other.test (dialback on, a MUC service), whose dialback checks answer
 -- answers[domain] ("valid" / "invalid"; none: "error"); stanzas it
 -- accepts from s2s are recorded in routed
 local function with_b(extra, fn)
-  lxmpp.run(function()
-    local p = pki.get()
-    local cert = p.certs.wrongname
-    local opts = { domain = B, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0", muc = "rooms." .. B,
-      tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, dialback = true, bidi = false },
-      users = { bob = "bob-pw" }, log_level = "error" }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    local b = lxmpp.server(opts)
-    assert(b:start())
+  s2sh.with(function()
+    local b = s2sh.start(B, "wrongname", { dialback = true, bidi = false },
+      { muc = "rooms." .. B, users = { bob = "bob-pw" } }, extra)
     local answers, asked, routed = {}, {}, {}
     b.s2s.dialback_verify = function(_, domain, _, _, to, done)
       asked[#asked + 1] = domain .. " " .. to
@@ -57,41 +44,23 @@ local function with_b(extra, fn)
       routed[#routed + 1] = s.attr.from
       return route(self, s, ...)
     end
-    local ok, err = xpcall(fn, debug.traceback, { b = b, port = port_of(b, "s2s"), answers = answers,
-      asked = asked, routed = routed })
-    net.abort_all()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+    return { b }, { { b = b, port = port_of(b, "s2s"), answers = answers, asked = asked, routed = routed } }
+  end, fn)
 end
 
 local function s2s_header(from)
-  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
-    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. B .. "' version='1.0'>"
+  return s2sh.header(from, B, true)
 end
 
 -- a raw stream from `from` after STARTTLS with a certificate that does not verify
 local function raw_tls(port, from, certname)
-  local p = pki.get()
-  local r = raw.connect(port)
-  r:send(s2s_header(from))
-  assert.truthy(r:next().open)
-  assert(r:stanza())
-  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
-  assert.equal("proceed", assert(r:stanza()).name)
-  local cert = p.certs[certname or "untrusted"]
-  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
-  assert.truthy(r:next().tls)
-  r:send(s2s_header(from))
-  assert.truthy(r:next().open)
-  return r, assert(r:stanza())
+  local r, f = s2sh.raw_tls(port, { from = from, cert = certname or "untrusted", db = true })
+  return r, f
 end
 
 -- claims from -> to (default other.test) and returns the answer
 local function claim(r, from, to)
-  r:send("<db:result from='" .. from .. "' to='" .. (to or B) .. "'>" .. ("ab"):rep(32) .. "</db:result>")
+  s2sh.claim(r, from, to)
   local res = assert(r:stanza(T))
   assert.same({ "result", to or B, from }, { res.name, res.attr.from, res.attr.to })
   local cond = res.tags[1] and res.tags[1].tags[1]
@@ -228,33 +197,8 @@ describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", funct
   -- two embedded servers: example.test (MUC service; a certificate that
   -- does not verify, so dialback) sends to other.test
   local function two(fn, eb)
-    lxmpp.run(function()
-      local p = pki.get()
-      local function start(domain, certname, extra)
-        local cert = p.certs[certname]
-        local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-          tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca, dialback = true, bidi = false },
-          users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
-        for k, v in pairs(extra or {}) do opts[k] = v end
-        local srv = lxmpp.server(opts)
-        assert(srv:start())
-        return srv
-      end
-      local a = start(A, "untrusted", { muc = MUC })
-      local b = start(B, "wrongname", eb)
-      local pa = "127.0.0.1:" .. port_of(a, "s2s")
-      a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
-      b:s2s_host(A, pa)
-      b:s2s_host(MUC, pa)
-      local ok, err = xpcall(fn, debug.traceback, a, b)
-      require("spec.support.clients").kill_all()
-      net.abort_all()
-      a:stop()
-      b:stop()
-      lxmpp.sleep(0.05)
-      if not ok then error(err, 0) end
-    end)
-    clean()
+    s2sh.two(fn, { A, "untrusted", { dialback = true, bidi = false }, { muc = MUC } },
+      { B, "wrongname", { dialback = true, bidi = false }, eb }, { MUC })
   end
 
   -- alice@example.test, then the MUC domain, send bob@other.test a message

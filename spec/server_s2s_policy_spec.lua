@@ -4,76 +4,32 @@
 -- lxmpp.server(opts), applied both ways between two embedded servers on
 -- loopback and against raw hostile server streams.
 local lxmpp = require "lxmpp"
-local core = require "lxmpp.core"
-local net = require "lxmpp.net"
-local st = require "lxmpp.stanza"
-local pki = require "spec.support.pki"
 local raw = require "spec.support.raw"
 local serve = require "spec.support.serve"
-local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
 
-local A, B = "example.test", "other.test"
-local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-local NS_DB = "jabber:server:dialback"
-local NS_DB_FEATURE = "urn:xmpp:features:dialback"
+local s2sh = require "spec.support.s2s"
+
+local A, B = s2sh.A, s2sh.B
+local NS_SASL = s2sh.NS_SASL
+local NS_TLS, NS_DB = s2sh.NS_TLS, s2sh.NS_DB -- luacheck: ignore 211
+local NS_DB_FEATURE = s2sh.NS_DB_FEATURE
 local T = 5 * slow.factor
-
-local function port_of(srv, kind)
-  for _, a in ipairs(srv:addresses()) do
-    if a.kind == kind then return a.port end
-  end
-end
-
--- the options of a server of domain with certificate certname and s2s
--- settings s2s (s2s.cafile added)
-local function options(domain, certname, s2s)
-  local p = pki.get()
-  local cert = p.certs[certname]
-  s2s = s2s or {}
-  s2s.cafile = p.ca
-  return { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-    tls = { cert = cert.cert, key = cert.key }, s2s = s2s,
-    users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
-end
-
-local function start(domain, certname, s2s)
-  local srv = lxmpp.server(options(domain, certname, s2s))
-  assert(srv:start())
-  return srv
-end
+local port_of, options, condition = s2sh.port_of, s2sh.options, s2sh.condition
+local start = s2sh.start -- luacheck: ignore 211
 
 -- fn(a, b): example.test (certificate ca, s2s settings sa) and other.test
 -- (cb, sb), each knowing where the other is
 local function two(fn, ca, sa, cb, sb)
-  lxmpp.run(function()
-    local a, b = start(A, ca, sa), start(B, cb, sb)
-    a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
-    b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
-    local ok, err = xpcall(fn, debug.traceback, a, b)
-    require("spec.support.clients").kill_all()
-    net.abort_all()
-    a:stop()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+  s2sh.two(fn, { A, ca, sa }, { B, cb, sb })
 end
 
 local function login(srv, user)
-  return assert(lxmpp.connect({ jid = user .. "@" .. srv.domain .. "/r", password = user .. "-pw",
-    host = "127.0.0.1", port = port_of(srv, "c2s"), cafile = pki.get().ca, insecure = true }))
+  return s2sh.login(srv, user, true)
 end
 
 local function message(to, id)
-  return st.message({ to = to, type = "chat", id = id }):tag("body"):text("hi"):up()
-end
-
-local function condition(s)
-  local e = s and s:get_child("error")
-  return e and e.tags[1] and e.tags[1].name
+  return s2sh.message(to, "hi", id)
 end
 
 -- what c gets back for the message with this id: the message itself
@@ -158,40 +114,21 @@ end)
 ---------------------------------------------------------------------------
 -- dialback and certificates, per domain
 
-local function s2s_header(from, to)
-  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
-    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. to .. "' version='1.0'>"
+local function s2s_header(from, to) -- luacheck: ignore 211
+  return s2sh.header(from, to, true)
 end
 
 -- a raw stream to port from `from`, after STARTTLS with certname's
--- certificate; returns it and the features
+-- certificate; returns it and the features (the hostile side does not
+-- care who the server is)
 local function raw_tls(port, from, to, certname)
-  local p = pki.get()
-  local r = raw.connect(port)
-  r:send(s2s_header(from, to))
-  assert.truthy(r:next().open)
-  assert.truthy(assert(r:stanza()):get_child("starttls", NS_TLS))
-  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
-  assert.equal("proceed", assert(r:stanza()).name)
-  local cert = p.certs[certname]
-  -- (the hostile side does not care who the server is)
-  r.conn:starttls(assert(core.tls_context({ mode = "client", insecure = true, cert = cert.cert, key = cert.key })), to)
-  assert.truthy(r:next().tls)
-  r:send(s2s_header(from, to))
-  assert.truthy(r:next().open)
-  return r, assert(r:stanza())
+  local r, f = s2sh.raw_tls(port, { from = from, to = to, cert = certname, db = true, insecure = true,
+    check_starttls = true })
+  return r, f
 end
 
 local function with_b(s2s, fn)
-  lxmpp.run(function()
-    local b = start(B, "wrongname", s2s)
-    local ok, err = pcall(fn, b, port_of(b, "s2s"))
-    net.abort_all()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+  s2sh.one(fn, { B, "wrongname", s2s })
 end
 
 describe("s2s policies: dialback per domain", function()

@@ -13,69 +13,29 @@ local raw = require "spec.support.raw"
 local serve = require "spec.support.serve"
 local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
+local s2sh = require "spec.support.s2s"
 
-local A, B = "example.test", "other.test"
-local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-
-local function port_of(srv, kind)
-  for _, a in ipairs(srv:addresses()) do
-    if a.kind == kind then return a.port end
-  end
-end
+local A, B = s2sh.A, s2sh.B
+local NS_TLS, NS_SASL = s2sh.NS_TLS, s2sh.NS_SASL
+local port_of, login, message, condition = s2sh.port_of, s2sh.login, s2sh.message, s2sh.condition
 
 -- A started server of domain with certificate certname ("good" names
 -- example.test, "wrongname" other.test); extra: options on top.
 local function start(domain, certname, extra)
-  local p = pki.get()
-  local cert = p.certs[certname]
-  local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca },
-    users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
-  for k, v in pairs(extra or {}) do opts[k] = v end
-  local srv = lxmpp.server(opts)
-  assert(srv:start())
-  return srv
+  return s2sh.start(domain, certname, nil, extra)
 end
 
 -- Runs fn(a, b) with example.test (a) and other.test (b) federating;
 -- ea, eb: extra options of each.
 local function two(fn, ea, eb)
-  lxmpp.run(function()
-    local a = start(A, (ea or {}).cert_name or "good", ea and ea.opts)
-    local b = start(B, (eb or {}).cert_name or "wrongname", eb and eb.opts)
-    a:s2s_host(B, "127.0.0.1:" .. port_of(b, "s2s"))
-    b:s2s_host(A, "127.0.0.1:" .. port_of(a, "s2s"))
-    local ok, err = xpcall(fn, debug.traceback, a, b)
-    require("spec.support.clients").kill_all()
-    net.abort_all()
-    a:stop()
-    b:stop()
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
-end
-
--- a client of srv's domain
-local function login(srv, user, insecure)
-  return assert(lxmpp.connect({ jid = user .. "@" .. srv.domain .. "/r", password = user .. "-pw",
-    host = "127.0.0.1", port = port_of(srv, "c2s"), cafile = pki.get().ca, insecure = insecure }))
-end
-
-local function message(to, body, id)
-  return st.message({ to = to, type = "chat", id = id }):tag("body"):text(body):up()
+  s2sh.two(fn, { A, (ea or {}).cert_name or "good", nil, ea and ea.opts },
+    { B, (eb or {}).cert_name or "wrongname", nil, eb and eb.opts })
 end
 
 -- the bounce of the stanza with this id, on c
 local function bounce_of(c, id, timeout)
   return serve.expect(c, "message", function(m) return m.attr.id == id and m.attr.type == "error" end,
     timeout or 5 * slow.factor)
-end
-
-local function condition(s)
-  local e = s and s:get_child("error")
-  return e and e.tags[1] and e.tags[1].name
 end
 
 describe("s2s: two embedded servers", function()
@@ -383,29 +343,15 @@ end)
 -- raw hostile server streams against other.test
 
 local function s2s_header(from, to)
-  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
-    "' from='" .. from .. "' to='" .. (to or B) .. "' version='1.0'>"
+  return s2sh.header(from, to)
 end
 
 -- A raw server stream to port claiming domain `from`, through STARTTLS with
 -- certificate certname; returns it and the features after TLS. to: the
 -- server's domain (default other.test).
 local function raw_tls(port, from, certname, to)
-  local p = pki.get()
-  local r = raw.connect(port)
-  r:send(s2s_header(from, to))
-  assert.truthy(r:next().open)
-  local f = assert(r:stanza())
-  assert.truthy(f:get_child("starttls", NS_TLS))
-  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
-  assert.equal("proceed", assert(r:stanza()).name)
-  local cert = p.certs[certname]
-  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })),
-    to or B)
-  assert.truthy(r:next().tls)
-  r:send(s2s_header(from, to))
-  assert.truthy(r:next().open)
-  return r, assert(r:stanza())
+  local r, f = s2sh.raw_tls(port, { from = from, to = to, cert = certname, check_starttls = true })
+  return r, f
 end
 
 -- ... and authenticated as example.test with its certificate
@@ -413,27 +359,13 @@ local function raw_authenticated(port)
   local r, f = raw_tls(port, A, "good")
   local mechs = f:get_child("mechanisms", NS_SASL)
   assert.equal("EXTERNAL", mechs and mechs:get_child_text("mechanism"))
-  r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
-  assert.equal("success", assert(r:stanza()).name)
-  r.conn:restart()
-  r:send(s2s_header(A))
-  assert.truthy(r:next().open)
-  assert.equal("features", assert(r:stanza()).name)
+  s2sh.external(r, A)
   return r
 end
 
 describe("s2s: hostile server streams", function()
   local function with_b(fn)
-    lxmpp.run(function()
-      local b = start(B, "wrongname", { muc = "rooms." .. B })
-      local ok, err = pcall(fn, b, port_of(b, "s2s"))
-      require("spec.support.clients").kill_all()
-      net.abort_all()
-      b:stop()
-      lxmpp.sleep(0.05)
-      if not ok then error(err, 0) end
-    end)
-    clean()
+    s2sh.one(fn, { B, "wrongname", nil, { muc = "rooms." .. B } })
   end
 
   it("a stanza from another domain than the authenticated one gets invalid-from", function()
