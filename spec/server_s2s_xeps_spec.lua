@@ -6,46 +6,20 @@
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
-local st = require "lxmpp.stanza"
 local pki = require "spec.support.pki"
-local raw = require "spec.support.raw"
 local serve = require "spec.support.serve"
-local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
+local s2sh = require "spec.support.s2s"
 
-local A, B = "example.test", "other.test"
-local NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-local NS_DB = "jabber:server:dialback"
+local A, B = s2sh.A, s2sh.B
 local T = 5 * slow.factor
-
-local function port_of(srv, kind)
-  for _, a in ipairs(srv:addresses()) do
-    if a.kind == kind then return a.port end
-  end
-end
+local port_of, login, message = s2sh.port_of, s2sh.login, s2sh.message
 
 -- a started server of domain with certificate certname ("good" names
--- example.test, "wrongname" other.test, "untrusted" is of another CA)
+-- example.test, "wrongname" other.test, "untrusted" is of another CA),
+-- extra's options on top
 local function start(domain, certname, extra)
-  local p = pki.get()
-  local cert = p.certs[certname]
-  local opts = { domain = domain, listen = "127.0.0.1:0", s2s_listen = "127.0.0.1:0",
-    tls = { cert = cert.cert, key = cert.key }, s2s = { cafile = p.ca },
-    users = { alice = "alice-pw", bob = "bob-pw" }, log_level = "error" }
-  for k, v in pairs(extra or {}) do opts[k] = v end
-  local srv = lxmpp.server(opts)
-  assert(srv:start())
-  return srv
-end
-
-local function login(srv, user, insecure)
-  return assert(lxmpp.connect({ jid = user .. "@" .. srv.domain .. "/r", password = user .. "-pw",
-    host = "127.0.0.1", port = port_of(srv, "c2s"), cafile = pki.get().ca, insecure = insecure }))
-end
-
-local function message(to, body, id)
-  return st.message({ to = to, type = "chat", id = id }):tag("body"):text(body):up()
+  return s2sh.start(domain, certname, nil, extra)
 end
 
 local function error_of(s)
@@ -53,21 +27,13 @@ local function error_of(s)
   return e and e.attr.type, e and e.tags[1] and e.tags[1].name
 end
 
--- runs fn() in lxmpp.run, then stops the servers (and closes the
--- listeners) in list, filled by fn, whatever happened
+-- runs fn(list) in lxmpp.run, then stops the servers (and closes the
+-- listeners) fn put in list, whatever happened
 local function run(fn)
-  local list = {}
-  lxmpp.run(function()
-    local ok, err = xpcall(fn, debug.traceback, list)
-    require("spec.support.clients").kill_all()
-    net.abort_all()
-    for _, s in ipairs(list) do
-      if s.stop then s:stop() else s:close() end
-    end
-    lxmpp.sleep(0.05)
-    if not ok then error(err, 0) end
-  end)
-  clean()
+  s2sh.with(function()
+    local list = {}
+    return list, { list }
+  end, fn)
 end
 
 describe("s2s: XEP-0368 _xmpps-server._tcp SRV records", function()
@@ -144,38 +110,16 @@ describe("s2s: XEP-0368 _xmpps-server._tcp SRV records", function()
   end
 end)
 
-local function s2s_header(from)
-  return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
-    "' xmlns:db='" .. NS_DB .. "' from='" .. from .. "' to='" .. B .. "' version='1.0'>"
-end
-
--- a raw stream from `from` to other.test after STARTTLS with certname's
--- certificate -> it, the features after TLS
+-- a raw stream from `from` to other.test (dialback prefix declared)
+-- after STARTTLS with certname's certificate -> it, the features after TLS
 local function raw_tls(port, from, certname)
-  local p = pki.get()
-  local r = raw.connect(port)
-  r:send(s2s_header(from))
-  assert.truthy(r:next().open)
-  assert(r:stanza())
-  r:send("<starttls xmlns='" .. NS_TLS .. "'/>")
-  assert.equal("proceed", assert(r:stanza()).name)
-  local cert = p.certs[certname]
-  r.conn:starttls(assert(core.tls_context({ mode = "client", cafile = p.ca, cert = cert.cert, key = cert.key })), B)
-  assert.truthy(r:next().tls)
-  r:send(s2s_header(from))
-  assert.truthy(r:next().open)
-  return r, assert(r:stanza())
+  return s2sh.raw_tls(port, { from = from, cert = certname, db = true })
 end
 
 -- the same, authenticated with SASL EXTERNAL ("good" names example.test)
 local function raw_authenticated(port)
   local r = raw_tls(port, A, "good")
-  r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
-  assert.equal("success", assert(r:stanza()).name)
-  r.conn:restart()
-  r:send(s2s_header(A))
-  assert.truthy(r:next().open)
-  assert(r:stanza())
+  s2sh.external(r, A)
   return r
 end
 

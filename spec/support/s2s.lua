@@ -58,7 +58,8 @@ function M.start(domain, certname, s2s, ...)
 end
 
 --- In lxmpp.run: servers, args = setup(); fn(unpack(args)); then every
--- client, connection and server of servers goes, and fn's error (with
+-- client, connection and server (or listener) of servers goes (fn may
+-- still add to servers), and fn's error (with
 -- its traceback) is raised; clean() checks nothing is left.
 function M.with(setup, fn)
   lxmpp.run(function()
@@ -66,7 +67,9 @@ function M.with(setup, fn)
     local ok, err = xpcall(fn, debug.traceback, compat.unpack(args, 1, args.n or #args))
     require("spec.support.clients").kill_all()
     net.abort_all()
-    for _, srv in ipairs(servers) do srv:stop() end
+    for _, srv in ipairs(servers) do
+      if srv.stop then srv:stop() else srv:close() end    -- a server, or a listener
+    end
     lxmpp.sleep(0.05)
     if not ok then error(err, 0) end
   end)
