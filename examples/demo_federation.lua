@@ -24,6 +24,7 @@
 local lxmpp = require "lxmpp"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
+local compat = require "lxmpp.compat"
 
 package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local demo = require "demo_support"
@@ -53,11 +54,15 @@ local PHONES = {
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
+-- runs cmd; its output becomes the error when it fails. The exit status
+-- is read from the output: closing a pipe reports it on Lua 5.2+ only
+-- (LuaJIT and 5.1 say true whatever happened).
 local function sh(cmd)
-  local f = assert(io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1", "r"))
+  local f = assert(io.popen("unset LD_PRELOAD; (" .. cmd .. ") 2>&1; echo \"exit status $?\"", "r"))
   local out = f:read("*a")
-  local ok = f:close()
-  if not ok then error("command failed: " .. cmd .. "\n" .. out, 0) end
+  f:close()
+  local body, status = out:match("^(.-)exit status (%d+)\n?$")
+  if status ~= "0" then error("command failed: " .. cmd .. "\n" .. (body or out), 0) end
 end
 
 local function make_pki()
@@ -276,7 +281,8 @@ end
 local code = 0
 lxmpp.run(function()
   local state = { servers = {} }
-  local ok, err = xpcall(main, debug.traceback, state)
+  -- compat.xpcall: passes state and lets main wait inside it on Lua 5.1 too
+  local ok, err = compat.xpcall(main, debug.traceback, state)
   if not ok then
     say("demo FAILED: %s", tostring(err))
     code = 1

@@ -5,6 +5,7 @@
 local LUA = require "spec.support.lua_bin"
 local sh = require "spec.support.sh"
 local lxmpp = require "lxmpp"
+local compat = require "lxmpp.compat"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/") or "."
 local BIN = ROOT .. "/bin/lxmpp"
@@ -218,7 +219,7 @@ describe("lxmpp serve --s2s-*", function()
         q(log) .. " 2>&1 & echo $!"))
       local pid = pidf:read("*l")
       pidf:close()
-      local ok, err = pcall(function()
+      local ok, err = compat.pcall(function()    -- waits inside: yield-safe on 5.1
         local s2s_port, text = wait_for(log, "listening: s2s 127%.0%.0%.1:(%d+)", 10 * slow.factor)
         assert(s2s_port, "serve did not say where it listens for servers:\n" .. text)
         local c2s_port = assert(text:match("listening: c2s 127%.0%.0%.1:(%d+)"))

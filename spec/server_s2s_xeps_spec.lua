@@ -60,7 +60,7 @@ describe("s2s: XEP-0368 _xmpps-server._tcp SRV records", function()
         local out = a.s2s.routes[B].out
         assert.is_true(out.authenticated)
         local f = assert(io.open(d.log))
-        local log = f:read("a")
+        local log = f:read("*a")
         f:close()
         check(out, log)
       end)
