@@ -61,7 +61,7 @@ RUN_SPECS = tools/run-specs $(SPEC_JOBS) $(1) -- $(2)
 endif
 
 .PHONY: all deps web-deps build test compat-expat check valgrind fuzz bench bench-parse bench-transport bench-echo bench-server bench-s2s demo demo-web demo-federation lint clean docs \
-        format-check test-fast test-unit test-luas test-interop luajit-core
+        format-check test-fast test-unit test-luas test-rocks test-interop luajit-core
 
 all: build
 
@@ -129,11 +129,18 @@ test-unit: test-fast
 
 # the other Luas lxmpp supports (CI; README "Lua versions"): the whole
 # suite on LuaJIT 2.1, the Lua games embed (`make test LUA=luajit`), then
-# the fast specs on each of UNIT_LUAS; one summary line per Lua
-UNIT_LUAS ?= lua5.1 lua5.3
+# test-rocks; one summary line per run (five)
 test-luas:
 	@rc=0; echo "=== luajit (the whole suite)"; $(MAKE) --no-print-directory test LUA=luajit || rc=1; \
-	for l in $(UNIT_LUAS); do echo "=== $$l"; $(MAKE) --no-print-directory test-unit LUA=$$l || rc=1; done; exit $$rc
+	$(MAKE) --no-print-directory test-rocks || rc=1; exit $$rc
+
+# for each of ROCK_LUAS, `luarocks --lua-version=V make` installs the rock
+# into a tree of its own (LuaJIT: 5.1's paths, LuaJIT's headers), and the
+# fast specs run against that installed rock, not the checkout
+# (tools/test-rocks); one summary line per Lua
+ROCK_LUAS ?= lua5.1 lua5.3 luajit lua5.4
+test-rocks: deps
+	tools/test-rocks $(ROCK_LUAS)
 
 test-interop: deps build luajit-core
 	$(BUSTED) --run=interop

@@ -187,13 +187,17 @@ end)
 describe(".busted", function ()
   -- .busted as busted loads it from the checkout's root, with LUA_CPATH set
   -- to `cpath` (nil: unset)
-  local function tasks(cpath)
+  local function tasks(cpath, rock_tree)
     local env = setmetatable({
       io = setmetatable({
         popen = function (cmd, ...) return io.popen('cd "' .. ROOT .. '" && ' .. cmd, ...) end,
       }, { __index = io }),
       os = setmetatable({
-        getenv = function (name) if name == "LUA_CPATH" then return cpath end return os.getenv(name) end,
+        getenv = function (name)
+          if name == "LUA_CPATH" then return cpath end
+          if name == "LXMPP_ROCK_TREE" then return rock_tree end
+          return os.getenv(name)
+        end,
       }, { __index = os }),
     }, { __index = _G })
     return assert(compat.loadfile(ROOT .. "/.busted", "t", env))()
@@ -250,6 +254,41 @@ describe(".busted", function ()
       local all = tasks("/src/lxmpp/" .. dir .. "/?.so;;")._all
       assert.truthy(all.lpath:find("./lua/?.lua", 1, true))
       assert.is_nil(all.cpath, dir)
+    end
+  end)
+
+  it("adds neither ./lua nor ./build when the specs test an installed rock (tools/test-rocks)", function ()
+    local all = tasks("/tmp/tree/lib/lua/5.4/?.so;;", "/tmp/tree")._all
+    assert.is_nil(all.lpath)
+    assert.is_nil(all.cpath)
+  end)
+
+  -- tools/test-rocks sets LXMPP_ROCK_TREE to the tree luarocks installed the
+  -- rock into: then every lxmpp module must come from there, else from ./lua
+  -- and the Makefile's build directory
+  it("loads lxmpp from the installed rock under tools/test-rocks, else from the checkout", function ()
+    local tree = os.getenv("LXMPP_ROCK_TREE")
+    local function searchpath(name, path)   -- (Lua 5.1 has no package.searchpath)
+      for template in path:gmatch("[^;]+") do
+        local file = template:gsub("%?", (name:gsub("%.", "/")))
+        local h = io.open(file)
+        if h then h:close() return file end
+      end
+    end
+    local lua_file = searchpath("lxmpp", package.path)
+    local core_file = searchpath("lxmpp.core", package.cpath)
+    assert.truthy(lua_file and core_file)
+    local function under(path, dir)
+      return path:sub(1, #dir + 1) == dir .. "/" or path:sub(1, #dir + 3) == "./" .. dir .. "/"
+    end
+    if tree and tree ~= "" then
+      assert.truthy(under(lua_file, tree), lua_file)
+      assert.truthy(under(core_file, tree), core_file)
+      -- what the specs loaded is that rock's, not the checkout's
+      assert.equal(lua_file, debug.getinfo(require("lxmpp").server, "S").source:sub(2))
+    else
+      assert.truthy(lua_file:find("lua/lxmpp/init.lua", 1, true), lua_file)
+      assert.truthy(core_file:find("/build[%w%-%.]*/lxmpp/core%.so$"), core_file)
     end
   end)
 end)

@@ -53,6 +53,9 @@ M.ROOT = ROOT
 function M.lua(args, env)
   local argv = { "env", "LUA_PATH=" .. ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;",
     "LUA_CPATH=" .. ROOT .. "/" .. (LUA == "lua5.4" and "build" or "build-" .. LUA) .. "/?.so;;" }  -- (make LUA=...)
+  if (os.getenv("LXMPP_ROCK_TREE") or "") ~= "" then
+    argv = { "env" }   -- tools/test-rocks: the installed rock's paths, inherited
+  end
   for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
   argv[#argv + 1] = LUA
   for _, a in ipairs(args) do argv[#argv + 1] = a end
