@@ -232,3 +232,50 @@ describe("embedded server: the negotiation deadline and the caps on unauthentica
       end)
   end)
 end)
+
+describe("per-address connection counts", function()
+  -- Loopback offers one IPv6 address, so the peers are a conn's stand-in:
+  -- what Server:accept reads of a connection (info, framing) and what its
+  -- refusal writes.
+  local transport = require "lxmpp.transport"
+  local function fake_conn(peer)
+    local c = { framing = transport.xml, out = {} }
+    function c.info() return { peer = peer, port = 5555 } end
+    function c.write(_, s) c.out[#c.out + 1] = s return true end
+    function c.close() c.closed = true end
+    function c.abort() c.closed = true end
+    return c
+  end
+
+  it("count an IPv6 peer by its /64, an IPv4 one (mapped too) by its address", function()
+    serve.run({ users = USERS, limits = { max_per_ip = 2 } }, function(srv)
+      local streams = {}
+      for _, ip in ipairs({ "2001:db8:1:2::1", "2001:db8:1:2:ffff::9" }) do
+        local s = { ip = ip }
+        srv:account_open(s)
+        streams[#streams + 1] = s
+      end
+      assert.same({ ["2001:db8:1:2::/64"] = 2 }, srv.per_ip)
+      -- a third address of the same /64 is over the limit
+      local c = fake_conn("2001:db8:1:2:abcd::77")
+      srv:accept(c, "c2s")
+      assert.is_true(c.closed)
+      local out = table.concat(c.out)
+      assert.matches("policy-violation", out, 1, true)
+      assert.matches("too many connections from your address", out, 1, true)
+      -- IPv4 and its mapped form are one address
+      for _, ip in ipairs({ "192.0.2.7", "::ffff:192.0.2.7" }) do
+        local s = { ip = ip }
+        srv:account_open(s)
+        streams[#streams + 1] = s
+      end
+      assert.equal(2, srv.per_ip["192.0.2.7"])
+      local v4 = fake_conn("192.0.2.7")
+      srv:accept(v4, "c2s")
+      assert.is_true(v4.closed)
+      -- closing releases the counts
+      for _, s in ipairs(streams) do srv:account_close(s) end
+      assert.same({}, srv.per_ip)
+    end)
+  end)
+end)

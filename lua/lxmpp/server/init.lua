@@ -506,10 +506,14 @@ end
 ---------------------------------------------------------------------------
 -- connection accounting (server/stream.lua calls these)
 
+-- Connections are counted per address as throttle.key gives it: an IPv6
+-- peer by its /64, since one subscriber usually holds a whole /64 and could
+-- otherwise open max_per_ip connections from each of its addresses.
 function Server:account_open(s)
   self.streams[s] = true
   if s.outgoing then return end     -- ours (s2s_out.lua): no peer's connection to count
-  self.per_ip[s.ip] = (self.per_ip[s.ip] or 0) + 1
+  s.ip_key = throttle.key(s.ip)
+  self.per_ip[s.ip_key] = (self.per_ip[s.ip_key] or 0) + 1
   self.unauth = self.unauth + 1
   s.counted_unauth = true
 end
@@ -525,8 +529,8 @@ function Server:account_close(s)
   if not self.streams[s] then return end
   self.streams[s] = nil
   if s.outgoing then return end
-  local n = (self.per_ip[s.ip] or 1) - 1
-  self.per_ip[s.ip] = n > 0 and n or nil
+  local n = (self.per_ip[s.ip_key] or 1) - 1
+  self.per_ip[s.ip_key] = n > 0 and n or nil
   self:account_auth(s)
 end
 
@@ -552,7 +556,7 @@ end
 
 function Server:accept(conn, kind, direct_tls)
   local ip = conn:info().peer
-  if (self.per_ip[ip] or 0) >= self.limits.max_per_ip then
+  if (self.per_ip[throttle.key(ip)] or 0) >= self.limits.max_per_ip then
     self:log("warn", "refused a connection from %s: too many from that address", ip)
     if direct_tls then return conn:abort() end
     return refuse(self, conn, STREAM_NS[kind], "too many connections from your address")
