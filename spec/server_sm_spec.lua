@@ -245,4 +245,30 @@ describe("embedded server: stream management", function()
       b:close()
     end)
   end)
+
+  it("stores an offline message it sent unacknowledged back with its first delay only (XEP-0203)", function()
+    serve.run({ users = USERS, limits = { sm_timeout = 0.3 } }, function(srv, port)
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      b:send_message("alice@example.test", "while you were away")
+      assert.truthy(serve.until_true(function() return srv.store:count_offline("alice") == 1 end))
+      local first = srv.store:get_offline("alice")[1].data
+      local r = login(port, "alice")
+      enable(r)
+      r:send("<presence/>")
+      local got = read_until(r, "message", 1)
+      local delays = {}
+      for d in got[1]:childtags("delay", "urn:xmpp:delay") do delays[#delays + 1] = d.attr.stamp end
+      assert.equal(1, #delays)
+      r:close()                                   -- nothing acknowledged, nobody resumes
+      assert.truthy(serve.until_true(function()
+        return srv.sessions["alice@example.test"] == nil and srv.store:count_offline("alice") == 1
+      end))
+      local again = srv.store:get_offline("alice")[1].data
+      local el = assert(st.parse(again))
+      local stamps = {}
+      for d in el:childtags("delay", "urn:xmpp:delay") do stamps[#stamps + 1] = d.attr.stamp end
+      assert.same(delays, stamps, again .. " (first stored as " .. first .. ")")
+      b:close()
+    end)
+  end)
 end)

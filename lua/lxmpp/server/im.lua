@@ -173,8 +173,14 @@ function IM:store_offline(s, node)
     return                                    -- chat states and receipts are not kept
   end
   local c = st.clone(s)
-  c:tag("delay", { xmlns = "urn:xmpp:delay", from = self.domain,
-    stamp = os_date("!%Y-%m-%dT%H:%M:%SZ") }):up()
+  -- XEP-0203: the time this server first kept it. A message read from
+  -- offline storage that comes back from a session that never acknowledged
+  -- it (XEP-0198) has that delay already (send_offline marks it: a sender's
+  -- own delay element proves nothing), and a second would say it came later.
+  if not s.kept_offline then
+    c:tag("delay", { xmlns = "urn:xmpp:delay", from = self.domain,
+      stamp = os_date("!%Y-%m-%dT%H:%M:%SZ") }):up()
+  end
   local xml = tostring(c)
   local n, bytes = store:count_offline(node)
   if n >= srv.limits.max_offline or bytes + #xml > srv.limits.max_offline_bytes then
@@ -210,6 +216,7 @@ function IM:send_offline(sess)
       local m = list[i]
       i = i + 1
       local s = st.parse(m.data)
+      if s then s.kept_offline = true end       -- (store_offline: it has our delay)
       if s and not self.blocking:blocked(user, s.attr.from) then   -- blocked since it was kept
         s.attr.to = sess.full
         if not sess:send(s) then break end
