@@ -53,6 +53,7 @@ build = {
          sources = {
             "csrc/core.c",
             "csrc/dns.c",
+            "csrc/file.c",
             "csrc/hash_lua.c",
             "csrc/idn.c",
             "csrc/loop.c",

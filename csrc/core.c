@@ -37,5 +37,6 @@ int luaopen_lxmpp_core(lua_State *L) {
   lx_open_dns(L);
   lx_open_tls(L);
   lx_open_hash(L);
+  lx_open_file(L);
   return 1;
 }

@@ -26,6 +26,7 @@ void lx_open_tls(lua_State *L);       /* tls_lua.c: TLS contexts and sessions */
 void lx_open_hash(lua_State *L);      /* hash_lua.c: digests, randomness, const_eq */
 void lx_open_dns(lua_State *L);       /* dns.c: core.resolver (c-ares SRV, A/AAAA), core.ip_family */
 void lx_open_sasl(lua_State *L);      /* sasl_lua.c: sasl_choose, sasl_client, sasl_server, ... */
+void lx_open_file(lua_State *L);      /* file.c: write_private */
 
 /* Deepest element nesting the serializer writes, and so the depth that
  * core.parse_element accepts by default: whatever lxmpp can write, it can

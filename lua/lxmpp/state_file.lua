@@ -3,23 +3,21 @@
 -- The state (features/sm.lua, SM:state) holds the XEP-0198 session, the
 -- XEP-0388 user-agent id and the XEP-0484 FAST token, a secret that logs in
 -- as the account until it expires: the file is created with mode 0600 (a
--- new file is made with umask 077, then renamed over the old one, so a
--- reader never sees half a state) and holds data, never code (the server's
--- storage codec, lxmpp.server.codec, read by a strict decoder).
+-- new file is made with that mode, core.write_private, then renamed over
+-- the old one, so a reader never sees half a state) and holds data, never
+-- code (the server's storage codec, lxmpp.server.codec, read by a strict
+-- decoder).
 --
 --   local sf = require "lxmpp.state_file"
 --   local c = lxmpp.connect{ jid = ..., password = ..., stream_management = sf.open("bot.state") }
 
 local codec = require "lxmpp.server.codec"
+local core = require "lxmpp.core"
 
-local io_open, os_execute, os_rename, os_remove, type, pcall, tostring, pairs, error =
-  io.open, os.execute, os.rename, os.remove, type, pcall, tostring, pairs, error
+local io_open, os_rename, os_remove, type, pcall, tostring, pairs, error =
+  io.open, os.rename, os.remove, type, pcall, tostring, pairs, error
 
 local M = {}
-
-local function quote(path)
-  return "'" .. path:gsub("'", "'\\''") .. "'"
-end
 
 --- state_file.load(path) -> the saved state, or nil (no file, or not a
 -- state: nil, message).
@@ -44,15 +42,10 @@ function M.write(path, state)
   local bytes = codec.encode(state)
   local tmp = path .. ".new"
   os_remove(tmp)
-  os_execute("{ umask 077 && : > " .. quote(tmp) .. "; } 2>/dev/null")
-  local f, err = io_open(tmp, "r+b")     -- the file just made private; never a new one with the default mode
-  if not f then return nil, "cannot write " .. tmp .. ": " .. tostring(err) end
-  local ok, werr = f:write(bytes)
-  f:close()
-  if not ok then
-    os_remove(tmp)
-    return nil, "cannot write " .. tmp .. ": " .. tostring(werr)
-  end
+  -- a new file, mode 0600 from its creation (no shell, no umask dance: this
+  -- runs for every stanza the session counts)
+  local ok, err = core.write_private(tmp, bytes)
+  if not ok then return nil, err end
   local rok, rerr = os_rename(tmp, path)
   if not rok then return nil, "cannot replace " .. path .. ": " .. tostring(rerr) end
   return true

@@ -11,20 +11,20 @@
 -- 2.6 has no parameter binding. Integers are formatted with %d. Strings go in
 -- as blobs and come back byte for byte.
 --
--- A new file is created with mode 0600 (through `umask 077` in a shell, as
--- plain Lua cannot set a mode); SQLite gives its -wal and -shm files the same
--- mode. An existing file keeps its mode.
+-- A new file is created with mode 0600 (core.write_private, as plain Lua
+-- cannot set a mode); SQLite gives its -wal and -shm files the same mode. An
+-- existing file keeps its mode.
 --
 -- The schema is versioned in the meta table; a file written by a newer
 -- lxmpp (a higher schema_version) is refused, not guessed at.
 
 local compat = require "lxmpp.compat"
+local core = require "lxmpp.core"
 local luasql = require "luasql.sqlite3"
 
 local error, pcall, type, setmetatable, getmetatable = error, compat.pcall, type, setmetatable, getmetatable
 local tostring, ipairs, math_type = tostring, ipairs, compat.math_type
 local format, char = string.format, string.char
-local io_open, os_execute = io.open, os.execute
 local unpack, pack, concat = compat.unpack, compat.pack, table.concat
 
 local SCHEMA_VERSION = 1
@@ -352,14 +352,10 @@ function DB:close()
   self.conn, self.env = nil, nil
 end
 
--- Creates a missing file empty with mode 0600 before SQLite opens it.
+-- Creates a missing file empty with mode 0600 before SQLite opens it (an
+-- existing one keeps its mode).
 local function create_private(path)
-  local f = io_open(path, "rb")
-  if f then
-    f:close()
-    return
-  end
-  os_execute("{ umask 077 && : >> '" .. path:gsub("'", "'\\''") .. "'; } 2>/dev/null")
+  core.write_private(path, "", "append")   -- (a failure shows when SQLite opens it)
 end
 
 -- Creates the schema in a new file, checks the version of an existing one.
