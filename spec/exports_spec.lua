@@ -22,7 +22,9 @@ describe("lxmpp.core exports", function()
   end)
 
   it("only luaopen_lxmpp_core when built with the rockspec's flags", function()
-    assert.is_true(sh.execute("make -s build-rock/lxmpp/core.so >/dev/null"))
+    -- (without make check's sanitizer preload: gcc under LeakSanitizer
+    -- aborts, or crashes, when this has to build)
+    assert.is_true(sh.execute("unset LD_PRELOAD; make -s build-rock/lxmpp/core.so >/dev/null"))
     local names, out = exported("build-rock/lxmpp/core.so")
     assert.same({ "luaopen_lxmpp_core" }, names, out)
   end)
