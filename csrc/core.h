@@ -48,6 +48,13 @@ struct lx_tls;
  * returns 1. tls_lua.c. */
 int lx_tls_push_ticket(lua_State *L, struct lx_tls *t);
 
+/* The parser limits of the options table at idx (nil or absent: the
+ * defaults): max_stanza_size, max_depth, max_attributes, max_children, as
+ * core.stream_parser takes them; raises for a value out of range.
+ * stream_lua.c; net.c's conn:parse uses it too. */
+struct lx_limits;
+void lx_get_limits(lua_State *L, int idx, struct lx_limits *lim);
+
 struct lx_stream;
 /* Pushes what a parser event carries: the stream header's attribute table
  * (LX_EV_OPEN), the stanza (LX_EV_STANZA, with the stanza metatable), or in

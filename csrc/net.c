@@ -226,13 +226,7 @@ static int l_parse(lua_State *L) {
   lx_limits lim;
   if (c->h.closed) return fail_closed(L);
   if (c->raw) return luaL_error(L, "parse: this connection is in raw mode");
-  lx_limits_default(&lim);
-  if (lua_istable(L, 2)) {
-    lua_getfield(L, 2, "max_stanza_size");
-    if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0)
-      lim.max_stanza_size = (size_t)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-  }
+  lx_get_limits(L, 2, &lim);     /* all of them, as core.stream_parser */
   if (!c->parser) {
     c->parser = lx_stream_new(c->ws ? LX_MODE_FRAMED : LX_MODE_STREAM, &lim);
     if (!c->parser) return luaL_error(L, "out of memory");

@@ -260,7 +260,7 @@ static unsigned opt_uint(lua_State *L, int t, const char *k, unsigned dflt,
   return (unsigned)v;
 }
 
-static void get_limits(lua_State *L, int t, lx_limits *lim) {
+void lx_get_limits(lua_State *L, int t, lx_limits *lim) {
   lx_limits_default(lim);
   if (lua_isnoneornil(L, t)) return;
   luaL_checktype(L, t, LUA_TTABLE);
@@ -276,7 +276,7 @@ static int l_stream_parser(lua_State *L) {
   lx_limits lim;
   parser *p;
   luaL_checktype(L, 1, LUA_TTABLE);
-  get_limits(L, 2, &lim);
+  lx_get_limits(L, 2, &lim);
   push_mt(L);                                 /* loads lxmpp.stanza early */
   lua_pop(L, 1);
   p = lua_newuserdatauv(L, sizeof *p, 1);
@@ -459,7 +459,7 @@ static int l_parse_element(lua_State *L) {
   lx_stream *s;
   int ev;
   lua_settop(L, 2);
-  get_limits(L, 2, &lim);
+  lx_get_limits(L, 2, &lim);
   if (lua_isnil(L, 2)) {
     /* no limits asked: take the whole string, as deep as lxmpp writes */
     if (lim.max_stanza_size < len) lim.max_stanza_size = len;

@@ -174,6 +174,14 @@ describe("negotiation paths", function()
     end
   end)
 
+  it("refuses a max_stanza_size the stream parser cannot take", function()
+    for _, bad in ipairs({ 0, -1, 1.5, "4096", 2 ^ 31 }) do
+      assert.has_error(function()
+        lxmpp.connect({ jid = "a@example.test", password = "x", max_stanza_size = bad })
+      end, "lxmpp.connect: max_stanza_size must be an integer from 1 to 2^30")
+    end
+  end)
+
   it("never uses PLAIN without TLS, even when it is all the server offers", function()
     lxmpp.run(function()
       local l = assert(net.listen("127.0.0.1", 0, function(conn)

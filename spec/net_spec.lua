@@ -202,6 +202,45 @@ describe("tcp connections", function()
     end)
   end)
 
+  it("parses with every limit conn:parse is given, as the stream parser does", function()
+    lxmpp.run(function()
+      local got, errs, conns, clients = {}, {}, {}, {}
+      local opts = { max_depth = 3, max_attributes = 2, max_children = 4 }
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        conns[#conns + 1] = conn
+        conn:on("stanza", function(s) got[#got + 1] = s.name end)
+        conn:on("parse-error", function(msg, cond) errs[#errs + 1] = cond .. " " .. msg; conn:abort() end)
+        conn:parse(opts)
+      end))
+      -- (a failure still closes everything, so that the loop can end)
+      local ok, err = compat.pcall(function()
+        local cases = {
+          "<ok a='1' b='2'><x><y/></x></ok>",         -- within all three
+          "<deep><a><b><c/></b></a></deep>",           -- depth 4
+          "<attrs a='1' b='2' c='3'/>",                -- 3 attributes
+          "<kids><a/><b/><c/><d/><e/></kids>",         -- 5 children
+        }
+        for i, xml in ipairs(cases) do
+          local c = assert(net.connect("127.0.0.1", l:port()))
+          clients[#clients + 1] = c
+          c:write(HDR .. xml)
+          wait_until(function() return #got + #errs == i end)
+        end
+        assert.same({ "ok" }, got)
+        assert.equal(3, #errs)
+        for _, e in ipairs(errs) do assert.matches("^policy%-violation", e) end
+        -- a limit out of range is an error, not a silent default
+        assert.has_error(function() conns[1]:parse({ max_depth = 0 }) end,
+          "option max_depth must be an integer from 1 to 1024")
+      end)
+      for _, c in ipairs(clients) do c:abort() end
+      for _, c in ipairs(conns) do c:abort() end
+      l:close()
+      lxmpp.sleep(0.01)
+      assert(ok, err)
+    end)
+  end)
+
   it("close is graceful, safe twice, and refuses later writes", function()
     lxmpp.run(function()
       local rec = recorder()

@@ -92,6 +92,10 @@ local function check_opts(opts)
     end
   end
   if opts.cafile ~= nil and type(opts.cafile) ~= "string" then error("lxmpp.connect: cafile must be a path", 3) end
+  local mss = opts.max_stanza_size     -- (the stream parser's limit: 1 to 2^30)
+  if mss ~= nil and (compat.math_type(mss) ~= "integer" or mss < 1 or mss > 1073741824) then
+    error("lxmpp.connect: max_stanza_size must be an integer from 1 to 2^30", 3)
+  end
   if opts.tls_resumption ~= nil and type(opts.tls_resumption) ~= "boolean" then
     error("lxmpp.connect: tls_resumption must be a boolean", 3)
   end
