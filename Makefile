@@ -198,7 +198,8 @@ check: deps build-asan/lxmpp/core.so luajit-core
 
 # libFuzzer targets for the pure engines, seeded from the spec data.
 FUZZ_CC    := clang
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c99 -D_POSIX_C_SOURCE=200809L -Icsrc
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c99 -D_POSIX_C_SOURCE=200809L -Icsrc \
+              -Wall -Wextra -pedantic -Werror
 FUZZERS    := build-fuzz/fuzz_stream build-fuzz/fuzz_roundtrip build-fuzz/fuzz_sasl build-fuzz/fuzz_tls \
               build-fuzz/fuzz_ws
 build-fuzz/%: fuzz/%.c $(ENGINES) $(HDR)
@@ -208,7 +209,7 @@ build-fuzz/%: fuzz/%.c $(ENGINES) $(HDR)
 # the TLS engine (OpenSSL on memory BIOs) is pure C too, but needs libssl
 build-fuzz/fuzz_tls: fuzz/fuzz_tls.c csrc/tls.c $(HDR)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -Wall -Wextra -pedantic -Werror -o $@ $< csrc/tls.c -lssl -lcrypto
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< csrc/tls.c -lssl -lcrypto
 
 fuzz: deps build $(FUZZERS)
 	rm -rf build-fuzz/corpus && $(LUA) fuzz/make_corpus.lua build-fuzz/corpus
