@@ -185,8 +185,25 @@ function Listener:net_event(event, c)
   end
 end
 
+local listening = setmetatable({}, { __mode = "k" })   -- open listeners
+
 function Listener:port() return self.l:port() end
-function Listener:close() return self.l:close() end
+function Listener:close()
+  listening[self] = nil
+  return self.l:close()
+end
+
+--- net.close_listeners() -> how many it closed: closes every listener still
+-- open (shutdown paths; specs clean up with it after a failure, since an
+-- open listener keeps lxmpp.run's loop alive).
+function M.close_listeners()
+  local n = 0
+  for ls in pairs(listening) do
+    ls:close()
+    n = n + 1
+  end
+  return n
+end
 
 --- net.listen(ip, port, on_accept) -> listener | nil, message, condition
 -- on_accept(conn) runs synchronously for each accepted connection.
@@ -196,6 +213,7 @@ function M.listen(ip, port, on_accept)
   local l, msg, cond = core.tcp_listen(ip, port, ls)
   if not l then return nil, msg, cond end
   ls.l = l
+  listening[ls] = true
   return ls
 end
 

@@ -1,7 +1,7 @@
 -- What every async spec checks when it ends: no task
 -- still running, no libuv handle still open. When a failed spec left
--- something behind, it is cleaned up first (so the next spec starts clean)
--- and then reported as a failure.
+-- something behind (tasks, connections, listeners), it is cleaned up first
+-- (so the next spec starts clean) and then reported as a failure.
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
 local net = require "lxmpp.net"
@@ -13,6 +13,7 @@ return function()
   if tasks > 0 or handles > 0 then
     lxmpp.task.cancel_all()
     net.abort_all()
+    net.close_listeners()
     for _ = 1, 50 do if not lxmpp.step(0.01) then break end end
   end
   collectgarbage()
