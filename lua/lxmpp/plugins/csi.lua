@@ -24,9 +24,9 @@ local M = { NS_CSI = NS }
 -- told the server (true until c:set_active(false)).
 M.forwards = { set_active = "set_active" }
 
---- Does the server offer CSI on the client's stream (the features it last
+-- Does the server offer CSI on the client's stream (the features it last
 -- sent)?
-function M.offered(c)
+local function offered(c)
   local f = rawget(c, "stream_features")
   if not f then return false end
   if f:get_child("csi", NS) then return true end
@@ -54,7 +54,7 @@ end
 function M:set_active(active)
   if type(active) ~= "boolean" then error("set_active: expected a boolean", 2) end
   local c = self.client
-  if not M.offered(c) then
+  if not offered(c) then
     return nil, "the server does not offer client state indication (XEP-0352)", "feature-not-implemented"
   end
   self.active = active
@@ -69,7 +69,7 @@ function M.init(self, c)
   self.active = true
   -- a new or resumed stream is active (§5, §5.2): say it again
   session.Session.on(c, "reconnected", function()
-    if self.active == false and c.online and M.offered(c) then tell(c, false) end
+    if self.active == false and c.online and offered(c) then tell(c, false) end
   end)
 end
 
