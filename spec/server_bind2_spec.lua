@@ -47,14 +47,14 @@ local function read_until(r, name)
 end
 
 describe("embedded server: Bind2 (XEP-0386)", function()
-  it("is advertised inside SASL2's <inline/>, with carbons and SM, and SM resumption beside it", function()
+  it("is advertised inside SASL2's <inline/>, with carbons, SM and CSI, and SM resumption beside it", function()
     serve.run({ users = USERS }, function(_, port)
       local r, f = sasl2.open(port)
       local inline = f:get_child("authentication", sasl2.NS):get_child("inline")
       local b = assert(inline:get_child("bind", NS_BIND2))
       local vars = {}
       for feat in b:get_child("inline"):childtags("feature") do vars[#vars + 1] = feat.attr.var end
-      assert.same({ "urn:xmpp:carbons:2", NS_SM }, vars)
+      assert.same({ "urn:xmpp:carbons:2", NS_SM, "urn:xmpp:csi:0" }, vars)
       assert.truthy(inline:get_child("sm", NS_SM))
       r:close()
     end)

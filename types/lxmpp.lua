@@ -128,6 +128,7 @@ function lxmpp_Session:wait_drain(timeout) end
 ---@field chatstates lxmpp.plugin.chatstates
 ---@field commands lxmpp.plugin.commands|fun(self: lxmpp.Client, to?: string, timeout?: number): any
 ---@field correction lxmpp.plugin.correction
+---@field csi lxmpp.plugin.csi
 ---@field delay lxmpp.plugin.delay
 ---@field disco lxmpp.plugin.disco
 ---@field ibb lxmpp.plugin.ibb
@@ -499,6 +500,11 @@ function lxmpp_Client:send_message(to, body, type) end
 ---@return any ...
 function lxmpp_Client:send_presence(attr) end
 
+--- XEP-0352 client state indication: `c:set_active(false)` tells the server the user is not looking (an app in the background, a screen turned off), so that it may hold back what can wait (the embedded server holds presence and chat states: see server.md); `c:set_active(true)` says the user is back.
+---@param active any
+---@return any ...
+function lxmpp_Client:set_active(active) end
+
 --- Replaces our disco identity (default: `client`/`bot`, name `lxmpp`).
 ---@param opts table
 ---@return any ...
@@ -831,6 +837,17 @@ local lxmpp_plugin_correction = {}
 ---@param type? any
 ---@return any ...
 function lxmpp_plugin_correction:correct(to, id, body, type) end
+
+--- The client's csi plugin object (c.csi).
+---@class lxmpp.plugin.csi
+---@field client lxmpp.Client
+---@field name string
+local lxmpp_plugin_csi = {}
+
+--- XEP-0352 client state indication: `c:set_active(false)` tells the server the user is not looking (an app in the background, a screen turned off), so that it may hold back what can wait (the embedded server holds presence and chat states: see server.md); `c:set_active(true)` says the user is back.
+---@param active any
+---@return any ...
+function lxmpp_plugin_csi:set_active(active) end
 
 --- The client's delay plugin object (c.delay).
 ---@class lxmpp.plugin.delay

@@ -339,7 +339,7 @@ end
 for _, name in ipairs({
   "roster", "presence", "muc", "muc_admin", "rpc", "ibb", "register", "vcard", "pubsub", "upload",
   "disco", "caps", "time", "last", "delay", "commands", "receipts", "chatstates", "stanzaid",
-  "correction", "markers", "carbons", "mam", "blocking",
+  "correction", "markers", "carbons", "mam", "blocking", "csi",
 }) do
   local mod = require("lxmpp.plugins." .. name)
   if mod.install then mod.install(Client) else M.register_plugin(name, mod) end

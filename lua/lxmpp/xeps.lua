@@ -165,6 +165,13 @@ local list = {
     notes = "dialback over TLS only; §2.4 dialback without dialback (a verified certificate naming the claimed"
       .. " domain makes a claim valid without the authoritative server); no §2.6 same-certificate shortcut, no"
       .. " DNSSEC" },
+  { xep = 352, name = "Client State Indication", version = "1.0.0", side = "client", status = "complete",
+    modules = { "lxmpp.plugins.csi" },
+    notes = "c:set_active when offered (stream features or Bind2's inline list); said again after a reconnection" },
+  { xep = 352, name = "Client State Indication", version = "1.0.0", side = "server", status = "complete",
+    modules = { "lxmpp.server.csi", "lxmpp.server.features.csi" },
+    notes = "presence (newest per sender) and chat states/receipts/markers held while inactive, in a bounded " ..
+      "queue; the rest at once, in order; XEP-0198 counts only what was sent; inline in Bind2; `csi = false`" },
   { xep = 359, name = "Unique and Stable Stanza IDs", version = "0.7.0", side = "client", status = "complete",
     modules = { "lxmpp.plugins.stanzaid" }, notes = "stanza-id trusted only from the expected `by`" },
   { xep = 359, name = "Unique and Stable Stanza IDs", version = "0.7.0", side = "server", status = "complete",
@@ -187,8 +194,8 @@ local list = {
       "and carbons (when they were on); c.jid from the authorization identifier" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "partial",
     modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind" },
-    notes = "resource from the tag and the user-agent id; inline carbons and XEP-0198 enable; " ..
-      "no XEP-0313 metadata, offline messages not cleared, no XEP-0352" },
+    notes = "resource from the tag and the user-agent id; inline carbons, XEP-0198 enable and XEP-0352 " ..
+      "inactive; no XEP-0313 metadata, offline messages not cleared" },
   { xep = 388, name = "Extensible SASL Profile", version = "1.0.4", side = "client", status = "partial",
     modules = { "lxmpp.features.sasl2", "lxmpp.features.sasl" },
     notes = "when offered over TLS (`sasl2 = false` turns it off); the classic mechanism and channel-binding " ..

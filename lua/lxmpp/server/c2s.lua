@@ -5,7 +5,8 @@
 --
 -- Negotiation is a chain of feature files, in lua/lxmpp/server/features/
 -- (M.FEATURES, in the order <stream:features/> lists them): STARTTLS, SASL,
--- SASL2 (with Bind2, inline resumption and FAST), in-band registration, resource binding, stream management. Each has
+-- SASL2 (with Bind2, inline resumption and FAST), in-band registration, resource binding, stream management,
+-- client state indication. Each has
 --   offer(stream) -> the XML it adds to <stream:features/> at this stage,
 --                    or nil
 --   handlers      [key] = fn(stream, element) for the elements it takes,
@@ -16,12 +17,14 @@
 --
 -- A stanza's way in: the transport's "stanza" event -> C2S:on_stanza ->
 -- (bound) IM:from_client, lua/lxmpp/server/im.lua, which fires the
--- server's events and routes. Its way out: a session's send, here (stream
--- management first), then Stream:write in lua/lxmpp/server/stream.lua.
+-- server's events and routes. Its way out: a session's send, here (client
+-- state indication first, server/csi.lua, which may hold it back; then
+-- stream management), then Stream:write in lua/lxmpp/server/stream.lua.
 
 local jid = require "lxmpp.jid"
 local stream = require "lxmpp.server.stream"
 local sm = require "lxmpp.server.sm"
+local csi = require "lxmpp.server.csi"
 local redact = require "lxmpp.redact"
 
 local setmetatable, ipairs, pairs, type = setmetatable, ipairs, pairs, type
@@ -43,6 +46,7 @@ M.FEATURES = {
   require "lxmpp.server.features.register",
   require "lxmpp.server.features.bind",
   (require "lxmpp.server.features.sm"),   -- (one value: require also returns the path)
+  (require "lxmpp.server.features.csi"),
 }
 
 -- key -> handler, from the chain (the first feature to claim a key has it)
@@ -153,9 +157,17 @@ function C2S:on_stanza(s)
   return self:stream_error("unsupported-stanza-type", "<" .. name .. "/> is not expected here")
 end
 
+-- What client state indication held back becomes stream management's
+-- unsent stanzas (csi.lua, sm.unsent).
+local function unsent_of(self)
+  if not (self.sm and self.bound) then return nil end
+  return function(stanza, bytes) sm.unsent(self, stanza, bytes) end
+end
+
 function C2S:on_end(reason)
   if type(self.sasl) == "userdata" then self.sasl:close() end
   self.sasl = nil
+  if self.csi then csi.stream_ended(self, unsent_of(self)) end
   if self.bound and not sm.stream_ended(self) then self.srv:unbind(self, reason) end
 end
 
@@ -165,22 +177,39 @@ function C2S:congested()
   return stream.Stream.congested(self) or (self.sm ~= nil and self.sm.held.n > 0)
 end
 
---- Sends a stanza; with stream management it is also kept until the
--- client acknowledges it (and queued while the session hibernates).
+-- A stanza past client state indication: stream management, then the
+-- stream (xml: its serialization, when it was made already).
+local function send_now(self, stanza, xml)
+  if self.sm then
+    xml = xml or self:serialize(stanza)        -- once: its size counts against the SM queue's bytes
+    local now = sm.outbound(self, stanza, #xml)
+    if not now then return nil end
+    if now == "held" or self.ended then return true end
+    return stream.Stream.send(self, stanza, xml)
+  end
+  return stream.Stream.send(self, stanza, xml)
+end
+
+--- Sends a stanza: held back while the client said it is inactive and
+-- the stanza can wait (XEP-0352, server/csi.lua); with stream management
+-- it is also kept until the client acknowledges it (and queued while the
+-- session hibernates).
 function C2S:send(stanza)
   local held = self.held_out          -- a SASL2 <success/> is being made (features/sasl2.lua)
   if held then
     held[#held + 1] = stanza
     return true
   end
-  if self.sm then
-    local xml = self:serialize(stanza)        -- once: its size counts against the SM queue's bytes
-    local now = sm.outbound(self, stanza, #xml)
-    if not now then return nil end
-    if now == "held" or self.ended then return true end
-    return stream.Stream.send(self, stanza, xml)
-  end
-  return stream.Stream.send(self, stanza)
+  if self.csi and not self.ended and csi.hold(self, stanza, send_now) then return true end
+  return send_now(self, stanza)
+end
+
+--- s:set_active(active): the client's state (XEP-0352 <active/>,
+-- <inactive/>, or Bind2's inline <inactive/>); becoming active sends what
+-- was held back, in order, at once (§5.1).
+function C2S:set_active(active)
+  if self.ended then return end
+  csi.set(self, active, send_now)
 end
 
 return M

@@ -48,6 +48,8 @@ M.DEFAULT_LIMITS = {
   sm_timeout = 300,             -- seconds a dropped XEP-0198 session waits to be resumed
   sm_queue = 500,               -- unacknowledged stanzas out per XEP-0198 session (4x this may wait)
   sm_queue_bytes = 2097152,     -- bytes of those stanzas (4x this may wait; a hibernating session: this)
+  csi_queue = 100,              -- stanzas held back for an XEP-0352 inactive client (beyond: all go out)
+  csi_queue_bytes = 262144,     -- bytes of those stanzas (beyond: all go out)
   mam_max_page = 100,           -- archived messages sent for one XEP-0313 query
   mam_max_messages = 10000,     -- archived messages kept per account (the oldest go)
   mam_max_bytes = 16777216,     -- bytes of archived XML kept per account (the oldest go)
@@ -194,6 +196,7 @@ function M.new(opts)
   check_type(opts, "sasl2", "boolean")
   check_type(opts, "fast", "boolean")
   check_type(opts, "ssdp", "boolean")
+  check_type(opts, "csi", "boolean")
   check_type(opts, "logger", "function")
   if opts.log_level ~= nil and not LEVELS[opts.log_level] then
     error(("lxmpp.server: log_level must be debug, info, warn or error, got %s"):format(tostring(opts.log_level)), 2)
@@ -241,6 +244,7 @@ function M.new(opts)
     sasl2 = opts.sasl2 ~= false,   -- XEP-0388, with Bind2 and inline resumption (features/sasl2.lua)
     fast = opts.sasl2 ~= false and opts.fast ~= false,   -- XEP-0484 tokens (server/fast.lua)
     ssdp = opts.ssdp ~= false,     -- XEP-0474's h= in SCRAM's server-first message (features/sasl.lua)
+    csi = opts.csi ~= false,       -- XEP-0352 client state indication (server/csi.lua)
     cb_types = cb_types,   -- SCRAM -PLUS channel bindings offered, best first ({}: no -PLUS)
     iterations = iterations,
     reserved = reserved,   -- prepared user names in-band registration refuses

@@ -112,6 +112,21 @@ function M.outbound(sess, stanza, bytes)
   return "held"
 end
 
+--- A stanza that never went out (client state indication held it back,
+-- server/csi.lua, until its stream ended) joins what the session keeps:
+-- after what is held back already, so that the order stays; counted as
+-- sent once it is in the unacknowledged queue. No limit is checked here:
+-- the CSI queue is bounded (limits.csi_queue), and a session that goes on
+-- receiving while it hibernates meets sm_queue in M.outbound.
+function M.unsent(sess, stanza, bytes)
+  local sm = sess.sm
+  if sm.held.n > 0 then
+    sm.held:push(stanza, bytes)
+  else
+    smcore.sent(sm, stanza, bytes)
+  end
+end
+
 -- Sends held back stanzas while the queue has room.
 local function release(sess)
   local sm = sess.sm

@@ -1,6 +1,6 @@
 -- SASL2 (XEP-0388), server side, with what it carries inline: Bind2
--- (XEP-0386: a resource, carbons and stream management in the same round
--- trip), stream resumption (XEP-0198 §"SASL2 And BIND2 Interaction") and
+-- (XEP-0386: a resource, carbons, stream management and an inactive client
+-- state, XEP-0352, in the same round trip), stream resumption (XEP-0198 §"SASL2 And BIND2 Interaction") and
 -- FAST tokens (XEP-0484, server/fast.lua). The exchanges themselves are
 -- classic SASL's (server/features/sasl.lua: the same mechanisms, checks,
 -- throttle and limits.sasl_attempts), written with this profile's
@@ -23,6 +23,7 @@ local NS_CARBONS = "urn:xmpp:carbons:2"
 local NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 local NS_SM = sm.NS
 local NS_FAST = fast.NS
+local NS_CSI = "urn:xmpp:csi:0"
 
 local M = { name = "sasl2", NS = NS }
 
@@ -43,14 +44,16 @@ end
 local MAX_OFFERS = 32
 local offers, n_offers = {}, 0
 
-local function offer_xml(mechs, fast_mechs)
-  local key = table.concat(mechs, " ") .. "|" .. (fast_mechs and table.concat(fast_mechs, " ") or "-")
+local function offer_xml(mechs, fast_mechs, csi)
+  local key = table.concat(mechs, " ") .. "|" .. (fast_mechs and table.concat(fast_mechs, " ") or "-") ..
+    (csi and "|csi" or "")
   local xml = offers[key]
   if xml then return xml end
   local f = { "<authentication xmlns='" .. NS .. "'>" }
   for _, m in ipairs(mechs) do f[#f + 1] = "<mechanism>" .. m .. "</mechanism>" end
   f[#f + 1] = "<inline><bind xmlns='" .. NS_BIND2 .. "'><inline><feature var='" .. NS_CARBONS ..
-    "'/><feature var='" .. NS_SM .. "'/></inline></bind><sm xmlns='" .. NS_SM .. "'/>"
+    "'/><feature var='" .. NS_SM .. "'/>" .. (csi and ("<feature var='" .. NS_CSI .. "'/>") or "") ..
+    "</inline></bind><sm xmlns='" .. NS_SM .. "'/>"
   if fast_mechs then
     f[#f + 1] = "<fast xmlns='" .. NS_FAST .. "'>"
     for _, m in ipairs(fast_mechs) do f[#f + 1] = "<mechanism>" .. m .. "</mechanism>" end
@@ -65,7 +68,7 @@ end
 function M.offer(self)
   if not possible(self) then return nil end
   local mechs = sasl.mechanisms(self)
-  return offer_xml(mechs, fast_on(self) and fast.mechanisms(self) or nil)
+  return offer_xml(mechs, fast_on(self) and fast.mechanisms(self) or nil, self.srv.csi)
 end
 
 ---------------------------------------------------------------------------
@@ -101,7 +104,8 @@ local function resource_for(self, tag, ua)
   return bind.prep_resource(self, res) or bind.random_resource()
 end
 
--- XEP-0386: binds, enables carbons and stream management; the <bound/>.
+-- XEP-0386: binds, enables carbons and stream management, and makes the
+-- client inactive (XEP-0352) when it asks; the <bound/>.
 local function bind2(self, b, ua)
   local full, cond, text = bind.bind_resource(self, resource_for(self, b.tag, ua))
   if not full then
@@ -120,6 +124,7 @@ local function bind2(self, b, ua)
     for _, s in ipairs(old) do self.srv:replace_session(s, "replaced by a new login of the same client") end
   end
   if b.carbons then self.carbons = true end
+  if b.inactive and self.srv.csi then self:set_active(false) end
   local out = "<bound xmlns='" .. NS_BIND2 .. "'>"
   if b.sm then out = out .. sm.enable(self, b.sm.attr.resume == "true" or b.sm.attr.resume == "1") end
   return out .. "</bound>"
@@ -201,7 +206,7 @@ local function request_of(el)
       req.ua = id and id:lower()
     elseif key == NS_BIND2 .. " bind" then
       req.bind = { tag = c:get_child_text("tag"), carbons = c:get_child("enable", NS_CARBONS) ~= nil,
-        sm = c:get_child("enable", NS_SM) }
+        sm = c:get_child("enable", NS_SM), inactive = c:get_child("inactive", NS_CSI) ~= nil }
     elseif key == NS_SM .. " resume" then
       req.resume = c
     elseif key == NS_FAST .. " request-token" then
