@@ -6,7 +6,7 @@
 -- trip, a resumed session in <success/> with its queue sent again and no
 -- features, a failed resumption reported inside <success/> while Bind2
 -- still binds, and stanzas a host sends at bind time kept until after
--- <success/>.
+-- <success/>; the account archive's XEP-0313 metadata in <bound/>.
 local lxmpp = require "lxmpp"
 local st = lxmpp.stanza
 local serve = require "spec.support.serve"
@@ -16,6 +16,7 @@ local sasl2 = require "spec.support.sasl2"
 local USERS = sasl2.USERS
 local NS_BIND2 = "urn:xmpp:bind:0"
 local NS_SM = "urn:xmpp:sm:3"
+local NS_MAM = "urn:xmpp:mam:2"
 local UA2 = "0b9e1d3c-5a7f-4e2b-8c6d-abcdefabcdef"
 
 local function bind_xml(tag, extra)
@@ -134,6 +135,36 @@ describe("embedded server: Bind2 (XEP-0386)", function()
       assert.is_nil(sess2.carbons)
       assert.is_nil(sess2.sm)
       r2:close()
+    end)
+  end)
+
+  -- XEP-0386 §"Performing the bind": <bound/> tells the archive's first
+  -- and last entries (XEP-0313 §"Archive metadata"), an empty <metadata/>
+  -- for an empty archive, and nothing without account archives
+  it("puts the archive's metadata in <bound/>: empty, then its first and last entries", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local r1, s1 = login2(port, { tag = "t", extra = "<enable xmlns='" .. NS_SM .. "'/>" })
+      local bound = s1:get_child("bound", NS_BIND2)
+      local md = assert(bound:get_child("metadata", NS_MAM))
+      assert.same({}, md.tags)
+      assert.truthy(bound:get_child("enabled", NS_SM))         -- beside the other answers
+      r1:close()
+      srv.store:archive_add("alice", { id = "first-id", time = 1219439344, with = "bob@example.test", data = "<m/>" })
+      srv.store:archive_add("alice", { id = "mid-id", time = 1300000000, with = "bob@example.test", data = "<m/>" })
+      srv.store:archive_add("alice", { id = "last-id", time = 1587393261, with = "bob@example.test", data = "<m/>" })
+      srv.store:archive_add("bob", { id = "bobs-id", time = 1, with = "alice@example.test", data = "<m/>" })
+      local r2, s2 = login2(port, { tag = "t" })
+      md = assert(s2:get_child("bound", NS_BIND2):get_child("metadata", NS_MAM))
+      assert.equal(2, #md.tags)
+      assert.same({ id = "first-id", timestamp = "2008-08-22T21:09:04Z" }, md:get_child("start").attr)
+      assert.same({ id = "last-id", timestamp = "2020-04-20T14:34:21Z" }, md:get_child("end").attr)
+      r2:close()
+    end)
+    serve.run({ users = USERS, archive = false }, function(_, port)
+      local r, s = login2(port, { tag = "t" })
+      local bound = assert(s:get_child("bound", NS_BIND2))
+      assert.is_nil(bound:get_child("metadata", NS_MAM))
+      r:close()
     end)
   end)
 

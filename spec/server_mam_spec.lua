@@ -302,6 +302,38 @@ describe("embedded server archives (XEP-0313)", function()
     end)
   end)
 
+  -- XEP-0313 §"Archive metadata"
+  it("answers the archive's metadata: empty, then the first and last entries", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local h = fake_clock(srv, 1000)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local function metadata(type)
+        local r, _, cond = a:request(st.iq({ type = type or "get" }):tag("metadata", { xmlns = NS }), 5)
+        if not r then return nil, cond end
+        return assert(r:get_child("metadata", NS))
+      end
+      local md = metadata()
+      assert.same({}, md.tags)
+      for i, t in ipairs({ 1000, 2000, 3000 }) do
+        h.now = t
+        a:send_message(B, "m" .. i)
+        sync(a)
+      end
+      local all = ids(assert(query(a, {})))
+      assert.equal(3, #all)
+      md = metadata()
+      assert.equal(2, #md.tags)
+      assert.same({ id = all[1], timestamp = datetime.format(1000) }, md:get_child("start").attr)
+      assert.same({ id = all[3], timestamp = datetime.format(3000) }, md:get_child("end").attr)
+      assert.same({ nil, "bad-request" }, { metadata("set") })
+      -- another account's metadata is not ours to read
+      local r, _, cond = a:request(st.iq({ type = "get", to = B }):tag("metadata", { xmlns = NS }), 5)
+      assert.is_nil(r)
+      assert.equal("forbidden", cond)
+      a:close()
+    end)
+  end)
+
   it("caps pages, and refuses unknown ids, bad dates, bad forms and unknown fields", function()
     serve.run({ users = USERS, limits = { mam_max_page = 2 } }, function(_, port)
       local a = assert(serve.login(port, "alice", "alice-pw"))
@@ -485,6 +517,28 @@ describe("archive storage, memory and SQLite alike", function()
       assert.has_error(function() store:archive_query("u", { max = -1 }) end)
       store:remove_account("u")
       assert.same({ "", 0, nil, true }, { list{ max = 9 } }, name)
+    end)
+  end)
+
+  it("tells the oldest and newest entry (archive metadata), nil for an empty archive", function()
+    with_stores(function(store, name)
+      assert.is_nil(store:archive_metadata("u"), name)
+      assert(store:archive_add("u", { id = "one", time = 7, with = "c@x", data = "<m/>" }))
+      assert.same({ start = { id = "one", time = 7 }, ["end"] = { id = "one", time = 7 } },
+        store:archive_metadata("u"), name)
+      assert(store:archive_add("v", { id = "other", time = 1, with = "c@x", data = "<m/>" }))
+      for i = 2, 5 do
+        assert(store:archive_add("u", { id = "id" .. i, time = 10 * i, with = "c@x", data = "<m/>" }, 3))
+      end
+      -- the cap dropped "one" and "id2": the oldest kept is id3
+      assert.same({ start = { id = "id3", time = 30 }, ["end"] = { id = "id5", time = 50 } },
+        store:archive_metadata("u"), name)
+      assert.same({ start = { id = "other", time = 1 }, ["end"] = { id = "other", time = 1 } },
+        store:archive_metadata("v"), name)
+      assert.has_error(function() store:archive_metadata("") end, "storage: user must be a non-empty string")
+      store:remove_account("u")
+      assert.is_nil(store:archive_metadata("u"), name)
+      store:remove_account("v")
     end)
   end)
 

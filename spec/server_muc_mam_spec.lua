@@ -3,7 +3,7 @@
 -- what is archived (groupchat with a body, not subjects nor private
 -- messages), the room's stanza ids (forged ones dropped), real JIDs shown
 -- only to whom the room shows them, queries to the
--- room with paging, who may query (members-only, password-protected,
+-- room with paging and its metadata, who may query (members-only, password-protected,
 -- outcasts), disco, and what happens to the archive when the room goes or
 -- the server restarts (SQLite).
 local lxmpp = require "lxmpp"
@@ -138,6 +138,12 @@ describe("server room archives (XEP-0313 on MUC)", function()
       assert.equal("false", pfin.attr.complete)
       page = query(b, ROOM, 2, page[2].id)
       assert.same({ ROOM .. "/al: three" }, bodies(page))
+      -- the room archive's metadata (XEP-0313 §"Archive metadata"): its first and last ids
+      local md = assert(b:request(st.iq({ type = "get", to = ROOM }):tag("metadata", { xmlns = NS })))
+      md = assert(md:get_child("metadata", NS))
+      assert.same({ ids[1], ids[3] }, { md:get_child("start").attr.id, md:get_child("end").attr.id })
+      assert.truthy(require("lxmpp.datetime").parse(md:get_child("start").attr.timestamp))
+      assert.truthy(require("lxmpp.datetime").parse(md:get_child("end").attr.timestamp))
       -- disco: the room says it archives
       local info = assert(b:request(st.iq({ type = "get", to = ROOM })
         :tag("query", { xmlns = "http://jabber.org/protocol/disco#info" })))

@@ -155,7 +155,8 @@ local list = {
     modules = { "lxmpp.plugins.mam" }, notes = "queries with filters and paging; no preferences" },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "server", status = "partial",
     modules = { "lxmpp.server.mam", "lxmpp.server.muc_mam", "lxmpp.server.storage_archive" },
-    notes = "account and room archives: with/start/end, XEP-0059 paging; no #extended, no preferences" },
+    notes = "account and room archives: with/start/end, XEP-0059 paging; archive metadata (IQ, and in Bind2's " ..
+      "`<bound/>`); no #extended, no preferences" },
   { xep = 333, name = "Displayed Markers", version = "1.0.0", side = "client", status = "complete",
     modules = { "lxmpp.plugins.markers" } },
   { xep = 334, name = "Message Processing Hints", version = "1.0.0", side = "client", status = "partial",
@@ -167,7 +168,8 @@ local list = {
       .. " DNSSEC" },
   { xep = 352, name = "Client State Indication", version = "1.0.0", side = "client", status = "complete",
     modules = { "lxmpp.plugins.csi" },
-    notes = "c:set_active when offered (stream features or Bind2's inline list); said again after a reconnection" },
+    notes = "c:set_active when offered (stream features or Bind2's inline list); said again after a reconnection, " ..
+      "inside the Bind2 request when the server lists CSI there" },
   { xep = 352, name = "Client State Indication", version = "1.0.0", side = "server", status = "complete",
     modules = { "lxmpp.server.csi", "lxmpp.server.features.csi" },
     notes = "presence (newest per sender) and chat states/receipts/markers held while inactive, in a bounded " ..
@@ -190,12 +192,13 @@ local list = {
       .. " _xmpps-server records, mixed with _xmpp-server ones by priority and weight (RFC 2782)" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "client", status = "partial",
     modules = { "lxmpp.features.sasl2" },
-    notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable " ..
-      "and carbons (when they were on); c.jid from the authorization identifier" },
+    notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable, " ..
+      "carbons (when they were on) and XEP-0352 inactive (when set); c.jid from the authorization identifier; " ..
+      "XEP-0313 metadata in `<bound/>` not read" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "partial",
     modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind" },
     notes = "resource from the tag and the user-agent id; inline carbons, XEP-0198 enable and XEP-0352 " ..
-      "inactive; no XEP-0313 metadata, offline messages not cleared" },
+      "inactive; XEP-0313 archive metadata in `<bound/>`; offline messages not cleared" },
   { xep = 388, name = "Extensible SASL Profile", version = "1.0.4", side = "client", status = "partial",
     modules = { "lxmpp.features.sasl2", "lxmpp.features.sasl" },
     notes = "when offered over TLS (`sasl2 = false` turns it off); the classic mechanism and channel-binding " ..

@@ -1,6 +1,6 @@
 -- SASL2 (XEP-0388), client side, with what it carries inline: Bind2
 -- (XEP-0386: the resource tag, stream management and carbons enabled in
--- the same round trip), XEP-0198 resumption inside <authenticate/>, and
+-- the same round trip, and an inactive client state, XEP-0352), XEP-0198 resumption inside <authenticate/>, and
 -- FAST tokens (XEP-0484). Used when the server offers it over TLS, unless
 -- connect{ sasl2 = false }; otherwise features/sasl.lua runs RFC 6120 SASL.
 --
@@ -30,6 +30,7 @@ local NS_BIND2 = "urn:xmpp:bind:0"
 local NS_FAST = "urn:xmpp:fast:0"
 local NS_SM = "urn:xmpp:sm:3"
 local NS_CARBONS = "urn:xmpp:carbons:2"
+local NS_CSI = "urn:xmpp:csi:0"
 
 local M = { NS = NS }
 
@@ -98,6 +99,8 @@ local function extras(client, want)
     if want.sm then x[#x + 1] = "<enable xmlns='" .. NS_SM .. "'" .. (client.sm.want_resume and " resume='true'" or "")
       .. "/>" end
     if want.carbons then x[#x + 1] = "<enable xmlns='" .. NS_CARBONS .. "'/>" end
+    -- XEP-0386 §"Performing the bind": the session begins in that state
+    if want.inactive then x[#x + 1] = "<inactive xmlns='" .. NS_CSI .. "'/>" end
     x[#x + 1] = "</bind>"
   end
   if want.request_token then x[#x + 1] = "<request-token xmlns='" .. NS_FAST .. "' mechanism='" ..
@@ -187,6 +190,9 @@ local function succeeded(client, s, want)
     local enabled = bound:get_child("enabled", NS_SM)
     if enabled and sm then sm:enabled_by(enabled) end
     if want.carbons and client:plugin_loaded("carbons") then client.carbons.enabled = true end
+    -- the new session is inactive from its bind on: plugins/csi.lua need
+    -- not say so again on this connection
+    if want.inactive then client.csi.told_on = client.conn end
   end
   -- the server's features for the authenticated stream (XEP-0388 §2.6.1)
   local f, msg, cond = client:read()
@@ -230,6 +236,12 @@ function M.negotiate(client, features)
     want.sm = sm ~= nil and bind_offers(NS_SM)
     -- carbons, when this client had them on (a session that could not be resumed)
     want.carbons = client:plugin_loaded("carbons") and client.carbons.enabled == true and bind_offers(NS_CARBONS)
+    -- an inactive client (XEP-0352, c:set_active(false)) says so in the
+    -- bind request when the server lists CSI among Bind2's inline features
+    -- (XEP-0386 §"Discovering support", §"Performing the bind"), rather
+    -- than in a nonza after the login; ignored when a resumption succeeds
+    -- (the resumed stream starts active: plugins/csi.lua says it then)
+    want.inactive = client:plugin_loaded("csi") and client.csi.active == false and bind_offers(NS_CSI)
   end
   -- (an explicit mechanism is that mechanism only: no token)
   local fast_el = opts.fast ~= false and not opts.mechanism and inline:get_child("fast", NS_FAST)

@@ -5,7 +5,10 @@
 -- features after authentication (§4.1), or among Bind2's inline features
 -- (XEP-0386), the only place that says so on a stream resumed inside
 -- SASL2. Every stream starts active, a resumed one too (§5, §5.2): after
--- each reconnection an inactive client says so again.
+-- each reconnection an inactive client says so again, inside the Bind2
+-- request when the server lists CSI among Bind2's inline features
+-- (XEP-0386 §"Performing the bind": the new session begins inactive;
+-- features/sasl2.lua), else in an <inactive/> once the session is back.
 --
 --   assert(c:set_active(false))      -- c.csi.active == false
 --   assert(c:set_active(true))
@@ -21,7 +24,9 @@ local NS_BIND2 = "urn:xmpp:bind:0"
 local M = { NS_CSI = NS }
 
 -- The plugin object, c.csi (docs/api.md "Plugins"): .active, the state we
--- told the server (true until c:set_active(false)).
+-- told the server (true until c:set_active(false)); .told_on, the
+-- connection on whose Bind2 request an inactive state went (set by
+-- features/sasl2.lua).
 M.forwards = { set_active = "set_active" }
 
 -- Does the server offer CSI on the client's stream (the features it last
@@ -43,6 +48,7 @@ local function offered(c)
 end
 
 local function tell(c, active)
+  if c.debug then c:log("debug", "OUT <%s xmlns='%s'/>", active and "active" or "inactive", NS) end
   return c.conn:write("<" .. (active and "active" or "inactive") .. " xmlns='" .. NS .. "'/>")
 end
 
@@ -59,7 +65,6 @@ function M:set_active(active)
   end
   self.active = active
   if not c.online then return true end
-  if c.debug then c:log("debug", "OUT <%s xmlns='%s'/>", active and "active" or "inactive", NS) end
   local ok, msg, cond = tell(c, active)
   if not ok then return nil, msg, cond end
   return true
@@ -67,9 +72,10 @@ end
 
 function M.init(self, c)
   self.active = true
-  -- a new or resumed stream is active (§5, §5.2): say it again
+  -- a new or resumed stream is active (§5, §5.2): say it again, unless
+  -- the Bind2 request of this connection already did
   session.Session.on(c, "reconnected", function()
-    if self.active == false and c.online and offered(c) then tell(c, false) end
+    if self.active == false and c.online and self.told_on ~= c.conn and offered(c) then tell(c, false) end
   end)
 end
 

@@ -55,7 +55,7 @@ Archive.__index = Archive
 -- send (pre-message/*) and receive (message/full, message/bare), the
 -- account's own urn:xmpp:mam:2 requests, disco features.
 function M.new(im, enabled)
-  local self = setmetatable({ im = im, srv = im.srv, clock = os_time }, Archive)
+  local self = setmetatable({ im = im, srv = im.srv, clock = os_time, enabled = enabled ~= false }, Archive)
   local srv = self.srv
   -- archive = false: no account archives (rooms keep theirs, muc_mam.lua,
   -- which uses this object's query code); MAM requests get service-unavailable
@@ -258,9 +258,31 @@ function Archive:query(sess, iq, qel)
   return sess:send(fin)
 end
 
---- An IQ from sess to its own archive (urn:xmpp:mam:2).
+--- archive:metadata(user) -> the <metadata xmlns='urn:xmpp:mam:2'/> of
+-- user's archive (an account, or a room's JID): <start/> and <end/> with
+-- the id and XEP-0082 time of its oldest and newest entry, or empty when
+-- it has none (XEP-0313 §"Archive metadata"). Also what Bind2 puts in
+-- <bound/> (XEP-0386 §"Performing the bind"; server/features/sasl2.lua).
+function Archive:metadata(user)
+  local el = st.stanza("metadata", { xmlns = NS_MAM })
+  local md = self.srv.store:archive_metadata(user)
+  if md then
+    el:tag("start", { id = md.start.id, timestamp = datetime.format(md.start.time) }):up()
+      :tag("end", { id = md["end"].id, timestamp = datetime.format(md["end"].time) }):up()
+  end
+  return el
+end
+
+--- An IQ from sess to its own archive (urn:xmpp:mam:2): a query, its form
+-- (get), or the archive's metadata (XEP-0313 §"Archive metadata": get).
 function Archive:iq(sess, iq)
   local q = iq.tags[1]
+  if q.name == "metadata" then
+    if iq.attr.type ~= "get" then
+      return sess:send(st.error_reply(iq, "modify", "bad-request", "archive metadata is read with type get"))
+    end
+    return sess:send(st.reply(iq):add_child(self:metadata(sess.user)))
+  end
   if q.name ~= "query" then
     return sess:send(st.error_reply(iq, "cancel", "feature-not-implemented"))
   end

@@ -11,6 +11,7 @@
 --   archive_seq(user, id) -> the entry's position, or nil
 --   archive_count(user, f) -> entries matching f
 --   archive_rows(user, f, limit, newest_first) -> { { seq=, id=, time=, with=, peer=, data= } }
+--   archive_ends(user) -> { id=, time= } of the oldest entry, and of the newest, or nil (none)
 --   (and account_remove drops the user's archive)
 --
 -- f = { with = bare JID, peer = full JID, start = t, ["end"] = t,
@@ -128,6 +129,18 @@ local function install_store(Store, backend)
     end
     return page
   end
+
+  --- store:archive_metadata(user) -> { start = { id =, time = }, ["end"] =
+  -- { id =, time = } } | nil: the oldest and the newest entry of user's
+  -- archive (the same one when it holds one), nil when it is empty; what
+  -- XEP-0313 §"Archive metadata" and XEP-0386's <bound/> tell. Costs
+  -- two lookups, whatever the archive's size.
+  function Store:archive_metadata(user)
+    check_name(user, "user")
+    local first, last = backend(self):archive_ends(user)
+    if not first then return nil end
+    return { start = { id = first.id, time = first.time }, ["end"] = { id = last.id, time = last.time } }
+  end
 end
 
 --- The memory backend's primitives ------------------------------------------------
@@ -194,6 +207,13 @@ local function install_memory(Memory)
       end
     end
     return out
+  end
+
+  function Memory:archive_ends(user)
+    local a = self.archives and self.archives[user]
+    local q = a and a.q
+    if not q or q.n == 0 then return nil end
+    return q[q.first], q[q.first + q.n - 1]
   end
 end
 

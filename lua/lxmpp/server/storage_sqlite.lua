@@ -322,6 +322,16 @@ DB.archive_rows = read(function(self, user, f, limit, newest_first)
   return list
 end)
 
+-- One statement (one snapshot), each end found through the (user, seq) index.
+DB.archive_ends = read(function(self, user)
+  local u = blob(user)
+  local rows = self:run("SELECT 0, id, time FROM archive WHERE seq = (SELECT min(seq) FROM archive WHERE user = %s)"
+    .. " UNION ALL SELECT 1, id, time FROM archive WHERE seq = (SELECT max(seq) FROM archive WHERE user = %s)"
+    .. " ORDER BY 1", u, u)
+  if #rows < 2 then return nil end
+  return { id = rows[1][2], time = rows[1][3] }, { id = rows[2][2], time = rows[2][3] }
+end)
+
 --- Key/value ----------------------------------------------------------------------
 
 DB.kv_get = read(function(self, kind, key)

@@ -1,6 +1,7 @@
 -- SASL2 (XEP-0388), server side, with what it carries inline: Bind2
 -- (XEP-0386: a resource, carbons, stream management and an inactive client
--- state, XEP-0352, in the same round trip), stream resumption (XEP-0198 §"SASL2 And BIND2 Interaction") and
+-- state, XEP-0352, in the same round trip, the archive's XEP-0313
+-- metadata in <bound/>), stream resumption (XEP-0198 §"SASL2 And BIND2 Interaction") and
 -- FAST tokens (XEP-0484, server/fast.lua). The exchanges themselves are
 -- classic SASL's (server/features/sasl.lua: the same mechanisms, checks,
 -- throttle and limits.sasl_attempts), written with this profile's
@@ -15,7 +16,7 @@ local bind = require "lxmpp.server.features.bind"
 local sm = require "lxmpp.server.sm"
 local fast = require "lxmpp.server.fast"
 
-local ipairs, pairs = ipairs, pairs
+local ipairs, pairs, pcall, tostring = ipairs, pairs, pcall, tostring
 
 local NS = "urn:xmpp:sasl:2"
 local NS_BIND2 = "urn:xmpp:bind:0"
@@ -104,8 +105,25 @@ local function resource_for(self, tag, ua)
   return bind.prep_resource(self, res) or bind.random_resource()
 end
 
+-- The account archive's <metadata/> for <bound/> (XEP-0386 §"Performing
+-- the bind": the server SHOULD say what its archive holds at the time of
+-- binding, as XEP-0313 §"Archive metadata"; empty for an empty archive),
+-- or "" when the server keeps no account archives or the store fails.
+local function archive_metadata(self)
+  local im = self.srv.im
+  local archive = im and im.mam
+  if not (archive and archive.enabled) then return "" end
+  local ok, el = pcall(archive.metadata, archive, self.user)
+  if not ok then
+    self:log("warn", "no archive metadata for Bind2: %s", tostring(el))
+    return ""
+  end
+  return tostring(el)
+end
+
 -- XEP-0386: binds, enables carbons and stream management, and makes the
--- client inactive (XEP-0352) when it asks; the <bound/>.
+-- client inactive (XEP-0352) when it asks; the <bound/>, with the
+-- archive's metadata.
 local function bind2(self, b, ua)
   local full, cond, text = bind.bind_resource(self, resource_for(self, b.tag, ua))
   if not full then
@@ -125,7 +143,7 @@ local function bind2(self, b, ua)
   end
   if b.carbons then self.carbons = true end
   if b.inactive and self.srv.csi then self:set_active(false) end
-  local out = "<bound xmlns='" .. NS_BIND2 .. "'>"
+  local out = "<bound xmlns='" .. NS_BIND2 .. "'>" .. archive_metadata(self)
   if b.sm then out = out .. sm.enable(self, b.sm.attr.resume == "true" or b.sm.attr.resume == "1") end
   return out .. "</bound>"
 end
