@@ -696,6 +696,25 @@ describe("cancelling a lookup", function()
     end)
   end)
 
+  it("in lxmpp.connect: a cancelled connect task leaves no query behind", function()
+    resolve.configure{ servers = silent.addr, timeout = LONG, tries = 2 }
+    local t_end, result
+    local ok, err = pcall(run, function()
+      local t = lxmpp.spawn(function()
+        result = { lxmpp.connect{ jid = "alice@prio.test/r", password = "pw" } }
+      end)
+      lxmpp.sleep(0.05)
+      assert.is_true(dns_handles() > 0, "no query out")
+      assert.is_true(task.cancel(t))
+      t_end = core.now()
+    end)
+    local took = t_end and core.now() - t_end
+    resolve.configure{ servers = dnsd.addr, timeout = 1, tries = 2 }   -- (as lazy_setup left it)
+    assert(ok, err)
+    assert.is_nil(result)
+    assert.is_true(took < 0.5 * slow.factor, "run took " .. tostring(took) .. " s more")
+  end)
+
   it("with resolver:cancel(target): queries out, and a result not yet dispatched", function()
     run(function()
       local r = core.resolver{ servers = silent.addr, timeout = LONG }
