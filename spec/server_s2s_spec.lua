@@ -637,6 +637,39 @@ describe("s2s: Server Dialback", function()
     clean()
   end)
 
+  it("ends its check of a key at srv:stop() while the authoritative server's lookup gets no answer", function()
+    local dnsd = require "spec.support.dnsd"
+    local resolve = require "lxmpp.resolve"
+    local d = dnsd.start({}, "--silent")
+    local stopped_at
+    local run_ok, run_err = pcall(lxmpp.run, function()
+      resolve.configure({ servers = d.addr, timeout = 5, tries = 2 })   -- c-ares alone: 15 s
+      -- no s2s.hosts entry for example.test: the check looks it up
+      local b = start(B, "wrongname", { s2s = { cafile = pki.get().ca, dialback = true } })
+      local ok, err = pcall(function()
+        local r = raw_tls(port_of(b, "s2s"), A, "untrusted")
+        r:send("<db:result xmlns:db='jabber:server:dialback' from='" .. A .. "' to='" .. B .. "'>" ..
+          ("ab"):rep(32) .. "</db:result>")
+        lxmpp.sleep(0.3)
+        assert.equal(1, b.s2s.nchecks, "no check under way")
+        local f = assert(io.open(d.log))
+        local log = f:read("*a")
+        f:close()
+        assert.truthy(log:find("_xmpp-server._tcp." .. A, 1, true), "no SRV query was sent")
+      end)
+      net.abort_all()
+      b:stop()
+      stopped_at = core.now()
+      if not ok then error(err, 0) end
+    end)
+    local took = stopped_at and core.now() - stopped_at
+    resolve.set_servers(nil)
+    dnsd.stop(d)
+    if not run_ok then error(run_err, 0) end
+    assert.is_true(took < 1 * slow.factor, "run took " .. tostring(took) .. " s after stop()")
+    clean()
+  end)
+
   it("is refused before TLS", function()
     lxmpp.run(function()
       local a = start(A, "good", { s2s = { cafile = pki.get().ca, dialback = true } })
