@@ -6,6 +6,7 @@
  *                  (no servers: the system's resolv.conf)
  *   resolver:srv(name, target)         SRV query           -> true
  *   resolver:addr(name, target)        A and AAAA together -> true
+ *   resolver:cancel(target)            abandons target's queries -> how many
  *   resolver:close()                   safe twice; also __gc and __close
  *   core.ip_family(s)                  -> 4 | 6 | nil: is s a numeric address
  *
@@ -17,6 +18,20 @@
  * "undefined-condition" (server failure, no server reachable, ...). Queries
  * outstanding when the resolver is closed complete with "resolver closed",
  * condition "closed".
+ *
+ * cancel(target) abandons every query started with that target (compared
+ * with rawequal): none of them is dispatched, the target is dropped at once,
+ * and a query already finished but not yet dispatched is freed. c-ares has no
+ * per-query cancel (ares_cancel ends every query of a channel), so an
+ * abandoned query that c-ares still holds stays there, marked, while other
+ * queries are out (they keep the loop alive anyway); as soon as every query
+ * c-ares holds is abandoned, ares_cancel ends them all (their callbacks free
+ * them) and, with no query left, c-ares closes its sockets: their watchers
+ * and the timer close, and nothing of the abandoned lookups keeps the loop
+ * alive. The channel itself stays open for later queries. (Alternatives
+ * rejected: a channel per lookup costs a resolv.conf read and sockets per
+ * query; destroying and re-making the shared channel would need its options
+ * kept and would end the other tasks' queries.)
  *
  * Search domains are never appended: the names asked are fully qualified.
  *
@@ -60,6 +75,7 @@ typedef struct resolver {
   ares_channel ch;      /* NULL once closed */
   int pin;              /* registry ref while busy, else LUA_NOREF */
   int pending;          /* queries c-ares still holds */
+  int abandoned;        /* of those, how many cancel() abandoned */
   int nwatch;           /* watchers not yet through their close callback */
   int busy;             /* inside a callback or flush: never unpin */
   unsigned next_id;
@@ -67,6 +83,7 @@ typedef struct resolver {
   watcher *timer;       /* NULL while there is nothing to time */
   query *done;          /* finished, not yet dispatched, in order */
   query **done_tail;
+  query *out;           /* the queries c-ares holds (pending of them) */
 } resolver;
 
 struct watcher {
@@ -85,8 +102,10 @@ enum { Q_SRV, Q_ADDR };
 
 struct query {
   resolver *r;
-  query *next;
+  query *next;          /* on r->done */
+  query *onext;         /* on r->out while c-ares holds it */
   int kind, status;
+  int abandoned;        /* cancel()ed: freed, never dispatched */
   lua_Integer id;       /* key of the target in the uservalue table */
   struct ares_srv_reply *srv;
   struct ares_addrinfo *ai;
@@ -281,11 +300,23 @@ static void flush(resolver *r) {
   r->busy--;
 }
 
+/* When every query c-ares still holds is abandoned, ends them all: their
+ * callbacks free them, and c-ares, left with no query, closes its sockets
+ * (their watchers close). No Lua runs. */
+static void drop_abandoned(resolver *r) {
+  if (!r->ch || !r->pending || r->pending != r->abandoned) return;
+  r->busy++;
+  ares_cancel(r->ch);
+  r->busy--;
+}
+
 /* The common tail of the libuv callbacks: c-ares first, then Lua. */
 static void process(resolver *r, ares_socket_t rfd, ares_socket_t wfd) {
   r->busy++;
   if (r->ch) ares_process_fd(r->ch, rfd, wfd);
+  drop_abandoned(r);
   flush(r);
+  drop_abandoned(r);            /* Lua may have cancelled during the flush */
   r->busy--;
   update_timer(r);
   maybe_unpin(r);
@@ -337,13 +368,27 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
 
 /* ---- query callbacks (inside c-ares: no Lua) ------------------------------ */
 
+static void query_free(query *q);
+
 static void finish(query *q, int status) {
   resolver *r = q->r;
+  query **pq;
+  for (pq = &r->out; *pq; pq = &(*pq)->onext) {
+    if (*pq == q) {
+      *pq = q->onext;
+      break;
+    }
+  }
+  r->pending--;
+  if (q->abandoned) {           /* its target is gone: nothing to dispatch */
+    r->abandoned--;
+    query_free(q);
+    return;
+  }
   q->status = status;
   q->next = NULL;
   *r->done_tail = q;
   r->done_tail = &q->next;
-  r->pending--;
 }
 
 static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen) {
@@ -410,6 +455,8 @@ static int start_query(lua_State *L, int kind) {
   q->r = r;
   q->kind = kind;
   q->id = (lua_Integer)r->next_id;
+  q->onext = r->out;
+  r->out = q;
   r->pending++;
   if (kind == Q_SRV) {
     ares_query(r->ch, q->name, C_IN, T_SRV, on_srv, q);
@@ -426,6 +473,59 @@ static int start_query(lua_State *L, int kind) {
 
 static int l_srv(lua_State *L) { return start_query(L, Q_SRV); }
 static int l_addr(lua_State *L) { return start_query(L, Q_ADDR); }
+
+/* Abandons the query with that id, wherever it is: held by c-ares (marked;
+ * drop_abandoned ends it once nothing else is out) or finished and waiting
+ * for dispatch (freed now). */
+static void abandon(resolver *r, lua_Integer id) {
+  query *q, **pq;
+  for (q = r->out; q; q = q->onext) {
+    if (q->id == id && !q->abandoned) {
+      q->abandoned = 1;
+      r->abandoned++;
+      return;
+    }
+  }
+  for (pq = &r->done; (q = *pq) != NULL; pq = &q->next) {
+    if (q->id == id) {
+      *pq = q->next;
+      if (r->done_tail == &q->next) r->done_tail = pq;
+      query_free(q);
+      return;
+    }
+  }
+}
+
+/* resolver:cancel(target) -> n: abandons every query started with target
+ * (rawequal); none of them is dispatched. Safe on a closed resolver, for a
+ * target already answered, and twice (then 0). */
+static int l_cancel(lua_State *L) {
+  resolver *r = check_resolver(L);
+  lua_Integer n = 0;
+  luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "target expected");
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, 1);                   /* 3: targets */
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {                      /* 4: id, 5: target */
+    if (lua_rawequal(L, 5, 2)) {
+      lua_Integer id = lua_tointeger(L, 4);
+      abandon(r, id);
+      lua_pop(L, 1);
+      /* assigning nil to an existing field during lua_next is allowed */
+      lua_pushvalue(L, 4);
+      lua_pushnil(L);
+      lua_rawset(L, 3);
+      n++;
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  drop_abandoned(r);
+  update_timer(r);
+  maybe_unpin(r);
+  lua_pushinteger(L, n);
+  return 1;
+}
 
 /* resolver:close(): outstanding queries are dispatched with an error at the
  * next loop iteration. Safe twice. */
@@ -547,7 +647,8 @@ static int l_ip_family(lua_State *L) {
 
 void lx_open_dns(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"srv", l_srv}, {"addr", l_addr}, {"close", l_close}, {NULL, NULL}
+    {"srv", l_srv}, {"addr", l_addr}, {"cancel", l_cancel}, {"close", l_close},
+    {NULL, NULL}
   };
   lx_class(L, RESOLVER_MT, methods, l_gc, l_close, l_tostring);
   lua_pop(L, 1);

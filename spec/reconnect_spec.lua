@@ -167,6 +167,44 @@ describe("reconnection", function()
     end)
   end)
 
+  it("close() during a reconnection's DNS lookup returns at once, leaving no query behind", function()
+    local dnsd = require "spec.support.dnsd"
+    local resolve = require "lxmpp.resolve"
+    local silent = dnsd.start({}, "--silent")
+    local closed_at, took
+    local ok, err = pcall(run, function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_delay = 0.01 } })))
+      local ev = watch(c)
+      -- the reconnection looks the domain up, as a client without host
+      -- does (tls = "none" needs a loopback host at connect, a test-only
+      -- mode, hence the host dropped afterwards), on a DNS server that
+      -- never answers (5 s, twice)
+      c.opts.host, c.opts.port = nil, nil
+      resolve.configure{ servers = silent.addr, timeout = 5, tries = 2 }
+      srv:kill()
+      assert(wait_for(function()
+        local f = assert(io.open(silent.log))
+        local asked = f:read("*a"):find("_xmpp-client._tcp.example.test", 1, true)
+        f:close()
+        return asked
+      end, 2), "the reconnection is not resolving")
+      local t0 = core.now()
+      assert.is_true(c:close())
+      took = core.now() - t0
+      closed_at = core.now()
+      assert.is_false(c.reconnecting)
+      assert.equal(1, #ev.disconnected)
+      srv:close()
+    end)
+    local run_took = closed_at and core.now() - closed_at
+    resolve.set_servers(nil)
+    dnsd.stop(silent)
+    assert(ok, err)
+    assert.is_true(took < 0.5 * SLOW, "close() took " .. tostring(took) .. " s")
+    assert.is_true(run_took < 0.5 * SLOW, "run took " .. tostring(run_took) .. " s more")
+  end)
+
   it("bounds the stanzas waiting for a reconnection", function()
     run(function()
       local srv = smserver.start({ refuse = false })

@@ -609,3 +609,131 @@ describe("resolve.addresses", function()
     assert.equal(before, queries(dnsd))
   end)
 end)
+
+-- A task cancelled while it waits for a lookup (lxmpp.task.cancel: what
+-- srv:stop() and a cancelled connect do) abandons its queries at once:
+-- nothing of them keeps lxmpp.run's loop alive until c-ares times out.
+describe("cancelling a lookup", function()
+  after_each(assert_clean)
+
+  local slow = require "spec.support.slow"
+  local LONG = 5         -- the resolvers' timeout here: far past every bound below
+
+  -- Runs fn(r) in lxmpp.run with a resolver on silent (never answers);
+  -- returns how long run took after fn returned.
+  local function timed(fn, servers)
+    local r = core.resolver{ servers = servers or silent.addr, timeout = LONG, tries = 2 }
+    local t_end
+    run(function()
+      fn(r)
+      t_end = core.now()
+    end)
+    local took = core.now() - t_end
+    r:close()
+    return took
+  end
+
+  it("in resolve.targets: both SRV queries end and run returns at once", function()
+    local woken = false
+    local took = timed(function(r)
+      local t = lxmpp.spawn(function()
+        resolve.targets("prio.test", { resolver = r })
+        woken = true
+      end)
+      lxmpp.sleep(0.05)
+      assert.is_true(dns_handles() > 0, "no query out")      -- its timer and socket
+      assert.is_true(task.cancel(t))
+      assert.is_nil(next((uservalue(r, 1))), "a target is still held")
+      lxmpp.sleep(0)                                          -- (closes complete)
+      assert.equal(0, dns_handles())
+    end)
+    assert.is_false(woken)
+    assert.is_true(took < 0.5 * slow.factor, "run took " .. took .. " s more")
+  end)
+
+  it("in resolve.targets after one of its two answers came", function()
+    -- dnsd answers _xmpps-client._tcp.slow.test (NXDOMAIN), drops _xmpp-client
+    local took = timed(function(r)
+      local t = lxmpp.spawn(function() resolve.targets("slow.test", { resolver = r }) end)
+      lxmpp.sleep(0.2)
+      assert.is_true(dns_handles() > 0, "no query out")
+      task.cancel(t)
+    end, dnsd.addr)
+    assert.is_true(took < 0.5 * slow.factor, "run took " .. took .. " s more")
+  end)
+
+  it("in resolve.addresses", function()
+    local took = timed(function(r)
+      local t = lxmpp.spawn(function() resolve.addresses("xmpp1.example.test", { resolver = r }) end)
+      lxmpp.sleep(0.05)
+      assert.is_true(dns_handles() > 0, "no query out")
+      task.cancel(t)
+    end)
+    assert.is_true(took < 0.5 * slow.factor, "run took " .. took .. " s more")
+  end)
+
+  it("leaves the resolver working: other tasks' queries still get their answers, later ones too", function()
+    run(function()
+      local r = core.resolver{ servers = dnsd.addr, timeout = 0.3, tries = 1 }
+      local other
+      local cancelled = lxmpp.spawn(function() resolve.addresses("slow.test", { resolver = r }) end)
+      lxmpp.spawn(function() other = { resolve.addresses("slow.test", { resolver = r }) } end)
+      lxmpp.sleep(0.05)
+      task.cancel(cancelled)
+      assert.is_true(dns_handles() > 0, "the other task's query ended too")
+      lxmpp.sleep(1 * slow.factor)
+      assert.same({ nil, "slow.test: Timeout while contacting DNS servers", "timeout" }, other)
+      -- and a new lookup, after a cancel that left nothing out
+      local t = lxmpp.spawn(function() resolve.targets("slow.test", { resolver = r }) end)
+      lxmpp.sleep(0.05)
+      task.cancel(t)
+      lxmpp.sleep(0)
+      assert.equal(0, dns_handles())
+      assert.same({ "a.prio.test:5223/starttls", "b.prio.test:5222/starttls", "c.prio.test:5224/starttls" },
+        hosts(resolve.targets("prio.test", { resolver = r, tls = "starttls" })))
+      assert.same({ "127.0.0.1", "::1" }, sorted(resolve.addresses("xmpp1.example.test", { resolver = r })))
+      r:close()
+    end)
+  end)
+
+  it("in lxmpp.connect: a cancelled connect task leaves no query behind", function()
+    resolve.configure{ servers = silent.addr, timeout = LONG, tries = 2 }
+    local t_end, result
+    local ok, err = pcall(run, function()
+      local t = lxmpp.spawn(function()
+        result = { lxmpp.connect{ jid = "alice@prio.test/r", password = "pw" } }
+      end)
+      lxmpp.sleep(0.05)
+      assert.is_true(dns_handles() > 0, "no query out")
+      assert.is_true(task.cancel(t))
+      t_end = core.now()
+    end)
+    local took = t_end and core.now() - t_end
+    resolve.configure{ servers = dnsd.addr, timeout = 1, tries = 2 }   -- (as lazy_setup left it)
+    assert(ok, err)
+    assert.is_nil(result)
+    assert.is_true(took < 0.5 * slow.factor, "run took " .. tostring(took) .. " s more")
+  end)
+
+  it("with resolver:cancel(target): queries out, and a result not yet dispatched", function()
+    run(function()
+      local r = core.resolver{ servers = silent.addr, timeout = LONG }
+      local woken = {}
+      local function target(name) return { wake = function() woken[#woken + 1] = name end } end
+      local a, b = target("a"), target("b")
+      assert.is_true(r:srv("_xmpp-client._tcp.prio.test", a))
+      assert.is_true(r:addr("xmpp1.example.test", a))
+      assert.is_true(r:addr("127.0.0.1", b))     -- answered at once, dispatched at the next iteration
+      assert.equal(2, r:cancel(a))
+      assert.equal(1, r:cancel(b))
+      assert.equal(0, r:cancel(a))               -- twice: nothing left
+      assert.is_nil(next((uservalue(r, 1))), "a target is still held")
+      lxmpp.sleep(0.05)
+      assert.same({}, woken)
+      assert.equal(0, dns_handles())
+      r:close()
+      assert.equal(0, r:cancel(a))               -- closed: still safe
+      assert.has_error(function() r:cancel() end)  -- no target
+    end)
+  end)
+end)

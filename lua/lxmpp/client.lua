@@ -565,13 +565,21 @@ local function candidates(self)
     return { { host = o.host, port = port, tls = self.tls_mode } }
   end
   local resolve = require "lxmpp.resolve"
-  return resolve.targets(self.domain, { tls = self.tls_mode ~= "none" and self.tls_mode or "starttls" })
+  -- (self.resolving: close() may end a reconnection waiting here, reconnect.lua)
+  self.resolving = true
+  local tls = self.tls_mode ~= "none" and self.tls_mode or "starttls"
+  local list, msg, cond = resolve.targets(self.domain, { tls = tls })
+  self.resolving = nil
+  return list, msg, cond
 end
 
-local function addresses(host)
+local function addresses(self, host)
   if host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then return { host } end
   local resolve = require "lxmpp.resolve"
-  return resolve.addresses(host)
+  self.resolving = true
+  local list, msg, cond = resolve.addresses(host)
+  self.resolving = nil
+  return list, msg, cond
 end
 
 local establish_once
@@ -686,7 +694,7 @@ function establish_once(self)
   if not list then return nil, msg, cond end
   local last_msg, last_cond = "no server to connect to", "remote-server-not-found"
   for _, cand in ipairs(list) do
-    local ips, amsg, acond = addresses(cand.host)
+    local ips, amsg, acond = addresses(self, cand.host)
     if not ips then
       last_msg, last_cond = amsg, acond
     else

@@ -215,6 +215,12 @@ function M.install(Client)
       msg, cond = emsg, econd
       if FATAL[cond] then break end
     end
+    R.reconnect_over(self, ok, msg, cond)
+  end
+
+  -- The end of a reconnection (the loop's, or close() cutting a lookup
+  -- short): back online, or the session over; close() waiters wake.
+  function R.reconnect_over(self, ok, msg, cond)
     self.reconnecting = false
     if ok and not self.closing then
       R.came_back(self)
@@ -332,6 +338,15 @@ function M.install(Client)
       if w then w:wake() end
       if self.conn and not self.conn.closed then self.conn:abort() end
       local rt = self.reconnect_task
+      if rt and task.alive(rt) and self.resolving then
+        -- waiting for DNS, maybe for the resolver's whole timeout: the task
+        -- ends here, which abandons its lookup (lxmpp.resolve), and its
+        -- ending is done in its stead
+        self.resolving, self.deadline = nil, nil
+        task.cancel(rt)
+        R.reconnect_over(self, nil)
+        return true
+      end
       if rt and task.alive(rt) then
         local done = task.waiter("close", 1)
         self.reconnect_waiters = self.reconnect_waiters or {}

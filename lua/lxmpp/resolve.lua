@@ -14,7 +14,7 @@ local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 
 local type, error, ipairs, tostring, pcall, math_type = type, error, ipairs, tostring, compat.pcall, compat.math_type
-local getenv, math_random = os.getenv, math.random
+local getenv, math_random, pack, unpack = os.getenv, math.random, compat.pack, compat.unpack
 local sort, remove = table.sort, table.remove
 
 local M = {}
@@ -26,7 +26,8 @@ local DEFAULT_TIMEOUT, DEFAULT_TRIES = 3, 2
 local settings = {}      -- servers, timeout, tries given to configure()
 local default            -- the state's default resolver, once made
 
--- Results of core resolver queries: dispatch("dns", waiter, records, msg, cond).
+-- Results of core resolver queries: dispatch("dns", target, records, msg,
+-- cond); a target is anything with a wake method (a waiter, lookup's slots).
 task.handle("dns", function(w, ...) return w:wake(...) end)
 
 local function make_resolver()
@@ -82,12 +83,45 @@ function M.set_servers(servers)
   return M.configure{ servers = servers, timeout = settings.timeout, tries = settings.tries }
 end
 
--- Starts a query whose result w:wait() returns: records | nil, msg, cond.
-local function start(r, method, name)
-  local w = task.waiter("lxmpp.resolve")
-  local ok, msg, cond = r[method](r, name, w)
-  if not ok then w:wake(nil, msg, cond) end
-  return w
+-- Asks r the queries { { "srv" | "addr", name }, ... } at once and waits for
+-- all of them: -> { pack(records | nil, msg, cond), ... } in the same order.
+-- One waiter for the group, so that a task cancelled at any point of the
+-- wait (lxmpp.task.cancel: srv:stop() ending an s2s route, a cancelled
+-- connect) abandons every query still out (resolver:cancel, csrc/dns.c):
+-- nothing of them stays behind to keep the loop alive until c-ares times out.
+local function lookup(r, queries)
+  local w = task.waiter("lxmpp.resolve", 2)
+  local results, slots, left = {}, {}, #queries
+  local function cancel()
+    for _, slot in ipairs(slots) do
+      if not slot.done then
+        slot.done = true
+        r:cancel(slot)
+      end
+    end
+  end
+  for i, q in ipairs(queries) do
+    -- the query's target: the dispatcher calls slot:wake(records, msg, cond)
+    local slot = { done = false }
+    function slot.wake(_, ...)
+      if slot.done then return false end
+      slot.done = true
+      results[i] = pack(...)
+      left = left - 1
+      if left == 0 then w:wake() end
+      return true
+    end
+    slots[i] = slot
+    local ok, started, msg, cond = pcall(r[q[1]], r, q[2], slot)
+    if not ok then
+      cancel()
+      error(started, 0)
+    end
+    if not started then slot:wake(nil, msg, cond) end
+  end
+  w.cancel = cancel
+  w:wait()
+  return results
 end
 
 -- example.org. -> example.org; IDNs to their ASCII form.
@@ -237,10 +271,19 @@ function M.targets(domain, opts)
   local r, msg, cond = resolver_for(opts)
   if not r then return nil, msg, cond end
 
-  local ws = mode ~= "starttls" and mode ~= "none" and start(r, "srv", "_xmpps-" .. svc .. "._tcp." .. name)
-  local wc = mode ~= "direct" and start(r, "srv", "_xmpp-" .. svc .. "._tcp." .. name)
-  local s = ws and classify(ws:wait())
-  local c = wc and classify(wc:wait())
+  -- both services at once, waited for together (lookup)
+  local queries, is, ic = {}, nil, nil
+  if mode ~= "starttls" and mode ~= "none" then
+    queries[#queries + 1] = { "srv", "_xmpps-" .. svc .. "._tcp." .. name }
+    is = #queries
+  end
+  if mode ~= "direct" then
+    queries[#queries + 1] = { "srv", "_xmpp-" .. svc .. "._tcp." .. name }
+    ic = #queries
+  end
+  local answers = lookup(r, queries)
+  local s = is and classify(unpack(answers[is], 1, 3))
+  local c = ic and classify(unpack(answers[ic], 1, 3))
 
   local found = {}
   for _, res in ipairs{ { s, "direct" }, { c, "starttls" } } do
@@ -290,7 +333,7 @@ function M.addresses(host, opts)
   if not name then return nil, bad, "remote-server-not-found" end
   local r, msg, cond = resolver_for(opts)
   if not r then return nil, msg, cond end
-  local list, emsg, econd = start(r, "addr", name):wait()
+  local list, emsg, econd = unpack(lookup(r, { { "addr", name } })[1], 1, 3)
   if not list then return nil, emsg, econd end
   local out, seen = {}, {}
   for _, ip in ipairs(list) do
