@@ -2,7 +2,6 @@
 -- a DNS server of the suite's own (spec/support/dnsd.py) and a real Prosody:
 -- SRV targets in priority order, the next one when a target refuses, direct
 -- TLS records, and the A/AAAA fallback on port 5222 only when there is no SRV.
-local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local resolve = require "lxmpp.resolve"
 local prosody = require "spec.support.prosody"
@@ -14,11 +13,7 @@ local srv, dns, closed_port
 describe("client service discovery", function()
   setup(function()
     srv = prosody.start({ users = { alice = "alice-pw" } })
-    local socket = require "socket"
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    closed_port = compat.tointeger(tonumber(port))
-    s:close()
+    closed_port = require("spec.support.free_port")()   -- (nothing listens there)
     dns = dnsd.start({
       -- example.test: the best target refuses, the next one is Prosody
       ["_xmpp-client._tcp.example.test"] = { SRV = { { 5, 0, closed_port, "down.example.test" },
