@@ -187,40 +187,51 @@ describe("s2s: DNS", function()
   end)
 end)
 
+-- srv:stop() while a lookup of the server's waits on a DNS server that
+-- never answers (5 s and 2 tries: c-ares alone would keep the loop for 15
+-- s): start() makes the server, provoke(srv) makes it ask for the SRV name
+-- `asked`; lxmpp.run must return at once after stop(), with no query, timer
+-- or socket of the lookup left.
+local function stop_during_silent_lookup(asked, start_server, provoke)
+  local dnsd = require "spec.support.dnsd"
+  local resolve = require "lxmpp.resolve"
+  local d = dnsd.start({}, "--silent")
+  local stopped_at
+  local run_ok, run_err = pcall(lxmpp.run, function()
+    resolve.configure({ servers = d.addr, timeout = 5, tries = 2 })
+    local srv = start_server()
+    local ok, err = pcall(function()
+      provoke(srv)
+      local f = assert(io.open(d.log))
+      local log = f:read("*a")
+      f:close()
+      assert.truthy(log:find(asked, 1, true), "no SRV query was sent")
+    end)
+    require("spec.support.clients").kill_all()
+    net.abort_all()
+    srv:stop()
+    stopped_at = core.now()
+    if not ok then error(err, 0) end
+  end)
+  local took = stopped_at and core.now() - stopped_at
+  resolve.set_servers(nil)
+  dnsd.stop(d)
+  if not run_ok then error(run_err, 0) end
+  assert.is_true(took < 1 * slow.factor, "run took " .. tostring(took) .. " s after stop()")
+  clean()
+end
+
 describe("s2s: DNS that never answers", function()
   it("ends at srv:stop() while the route's lookup waits: run returns at once, far before c-ares' timeout", function()
-    local dnsd = require "spec.support.dnsd"
-    local resolve = require "lxmpp.resolve"
-    local d = dnsd.start({}, "--silent")
-    local stopped_at
-    local run_ok, run_err = pcall(lxmpp.run, function()
-      -- 5 s and 2 tries: c-ares alone would keep the loop for 15 s
-      resolve.configure({ servers = d.addr, timeout = 5, tries = 2 })
-      local a = start(A, "good", { limits = { s2s_timeout = 60 } })    -- no s2s.hosts entry for other.test
-      local ok, err = pcall(function()
-        local alice = login(a, "alice")
-        alice:send(message("bob@" .. B, "hi", "d1"))
-        lxmpp.sleep(0.3)
-        local route = a.s2s.routes[B]
-        assert.truthy(route and route.task and not route.out, "the route is not resolving")
-        local f = assert(io.open(d.log))
-        local log = f:read("*a")
-        f:close()
-        assert.truthy(log:find("_xmpp-server._tcp." .. B, 1, true), "no SRV query was sent")
-      end)
-      require("spec.support.clients").kill_all()
-      net.abort_all()
-      a:stop()
-      stopped_at = core.now()
-      if not ok then error(err, 0) end
+    stop_during_silent_lookup("_xmpp-server._tcp." .. B, function()
+      return start(A, "good", { limits = { s2s_timeout = 60 } })    -- no s2s.hosts entry for other.test
+    end, function(a)
+      local alice = login(a, "alice")
+      alice:send(message("bob@" .. B, "hi", "d1"))
+      lxmpp.sleep(0.3)
+      local route = a.s2s.routes[B]
+      assert.truthy(route and route.task and not route.out, "the route is not resolving")
     end)
-    local took = stopped_at and core.now() - stopped_at
-    resolve.set_servers(nil)
-    dnsd.stop(d)
-    if not run_ok then error(run_err, 0) end
-    -- lxmpp.run returned: no query, timer or socket of the lookup was left
-    assert.is_true(took < 1 * slow.factor, "run took " .. tostring(took) .. " s after stop()")
-    clean()
   end)
 end)
 
@@ -638,36 +649,16 @@ describe("s2s: Server Dialback", function()
   end)
 
   it("ends its check of a key at srv:stop() while the authoritative server's lookup gets no answer", function()
-    local dnsd = require "spec.support.dnsd"
-    local resolve = require "lxmpp.resolve"
-    local d = dnsd.start({}, "--silent")
-    local stopped_at
-    local run_ok, run_err = pcall(lxmpp.run, function()
-      resolve.configure({ servers = d.addr, timeout = 5, tries = 2 })   -- c-ares alone: 15 s
+    stop_during_silent_lookup("_xmpp-server._tcp." .. A, function()
       -- no s2s.hosts entry for example.test: the check looks it up
-      local b = start(B, "wrongname", { s2s = { cafile = pki.get().ca, dialback = true } })
-      local ok, err = pcall(function()
-        local r = raw_tls(port_of(b, "s2s"), A, "untrusted")
-        r:send("<db:result xmlns:db='jabber:server:dialback' from='" .. A .. "' to='" .. B .. "'>" ..
-          ("ab"):rep(32) .. "</db:result>")
-        lxmpp.sleep(0.3)
-        assert.equal(1, b.s2s.nchecks, "no check under way")
-        local f = assert(io.open(d.log))
-        local log = f:read("*a")
-        f:close()
-        assert.truthy(log:find("_xmpp-server._tcp." .. A, 1, true), "no SRV query was sent")
-      end)
-      net.abort_all()
-      b:stop()
-      stopped_at = core.now()
-      if not ok then error(err, 0) end
+      return start(B, "wrongname", { s2s = { cafile = pki.get().ca, dialback = true } })
+    end, function(b)
+      local r = raw_tls(port_of(b, "s2s"), A, "untrusted")
+      r:send("<db:result xmlns:db='jabber:server:dialback' from='" .. A .. "' to='" .. B .. "'>" ..
+        ("ab"):rep(32) .. "</db:result>")
+      lxmpp.sleep(0.3)
+      assert.equal(1, b.s2s.nchecks, "no check under way")
     end)
-    local took = stopped_at and core.now() - stopped_at
-    resolve.set_servers(nil)
-    dnsd.stop(d)
-    if not run_ok then error(run_err, 0) end
-    assert.is_true(took < 1 * slow.factor, "run took " .. tostring(took) .. " s after stop()")
-    clean()
   end)
 
   it("is refused before TLS", function()
