@@ -554,6 +554,16 @@ end
 ---------------------------------------------------------------------------
 -- connecting
 
+-- A lookup of lxmpp.resolve, the client marked as waiting in it meanwhile
+-- (self.resolving: close() may end a reconnection waiting there,
+-- reconnect.lua).
+local function lookup(self, fn, ...)
+  self.resolving = true
+  local list, msg, cond = fn(...)
+  self.resolving = nil
+  return list, msg, cond
+end
+
 -- Candidates: explicit host/port, or DNS SRV with the A/AAAA fallback.
 local function candidates(self)
   local o = self.opts
@@ -565,21 +575,12 @@ local function candidates(self)
     return { { host = o.host, port = port, tls = self.tls_mode } }
   end
   local resolve = require "lxmpp.resolve"
-  -- (self.resolving: close() may end a reconnection waiting here, reconnect.lua)
-  self.resolving = true
-  local tls = self.tls_mode ~= "none" and self.tls_mode or "starttls"
-  local list, msg, cond = resolve.targets(self.domain, { tls = tls })
-  self.resolving = nil
-  return list, msg, cond
+  return lookup(self, resolve.targets, self.domain, { tls = self.tls_mode ~= "none" and self.tls_mode or "starttls" })
 end
 
 local function addresses(self, host)
   if host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then return { host } end
-  local resolve = require "lxmpp.resolve"
-  self.resolving = true
-  local list, msg, cond = resolve.addresses(host)
-  self.resolving = nil
-  return list, msg, cond
+  return lookup(self, require("lxmpp.resolve").addresses, host)
 end
 
 local establish_once

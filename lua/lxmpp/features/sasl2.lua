@@ -1,8 +1,9 @@
 -- SASL2 (XEP-0388), client side, with what it carries inline: Bind2
 -- (XEP-0386: the resource tag, stream management and carbons enabled in
--- the same round trip, and an inactive client state, XEP-0352), XEP-0198 resumption inside <authenticate/>, and
--- FAST tokens (XEP-0484). Used when the server offers it over TLS, unless
--- connect{ sasl2 = false }; otherwise features/sasl.lua runs RFC 6120 SASL.
+-- the same round trip, and an inactive client state, XEP-0352), XEP-0198
+-- resumption inside <authenticate/>, and FAST tokens (XEP-0484). Used when
+-- the server offers it over TLS, unless connect{ sasl2 = false }; otherwise
+-- features/sasl.lua runs RFC 6120 SASL.
 --
 -- The password exchange is features/sasl.lua's (the same mechanism and
 -- channel-binding choice, SCRAM checks, XEP-0474 downgrade check, one
