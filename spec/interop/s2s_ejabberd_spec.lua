@@ -157,6 +157,16 @@ describe("s2s interop with ejabberd", function()
       assert.is_nil(elog:find("Accepted %a+ s2s EXTERNAL"))
     end)
 
+    it("lets our user join a room on ejabberd's mod_muc, our stream to the MUC domain authenticated by dialback",
+      function()
+        local elog = federate("dialback", function(ctx)
+          interop.our_user_in_peer_room(ctx, "verona@" .. MUC)
+          assert.truthy(logged(ctx.log, "s2sout " .. MUC:gsub("%p", "%%%0") .. ": authenticated by dialback"))
+          assert.is_nil(logged(ctx.log, "authenticated by certificate"))
+        end)
+        assert.truthy(elog:find(ej_in("dialback", A, MUC), 1, true), "we did not reach " .. MUC .. " by dialback")
+      end)
+
     it("lets an ejabberd user join a room on our MUC service, the MUC domain authenticated by dialback", function()
       local elog = federate("dialback", function(ctx)
         interop.peer_user_in_our_room(ctx, "capulet@" .. OUR_MUC)
