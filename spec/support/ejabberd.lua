@@ -19,7 +19,8 @@
 -- example.test and *.example.test, the MUC's name; "selfsigned": one that
 -- verifies for nobody, srv.ca is then that certificate). suite_ca = false:
 -- ejabberd trusts the system's CAs only (ca_file left at its default), so
--- our certificate does not verify for it and SASL EXTERNAL is not offered.
+-- our certificate does not verify for it: it offers SASL EXTERNAL, then
+-- answers <failure/> once it has checked the certificate.
 -- dns: the zone ejabberd resolves with, and nothing else: Erlang's
 -- inet_res (SRV) reads /etc/resolv.conf and libc's getaddrinfo (the SRV
 -- targets' addresses) too, so the VM runs in a private mount namespace
