@@ -247,6 +247,74 @@ describe("s2s: XEP-0344 (dialback over TLS)", function()
   end)
 end)
 
+describe("s2s: XEP-0178 §3, a receiving server that refuses our certificate after offering EXTERNAL", function()
+  -- a raw receiving server playing other.test (as ejabberd 23.01 does, it
+  -- offers EXTERNAL before it checks the certificate, then answers
+  -- <failure/>); offer_db: whether its features offer dialback too.
+  -- fn(r, alice, a) once example.test got the <failure/>
+  local function refused(offer_db, fn)
+    local raw = require "spec.support.raw"
+    run(function(list)
+      local p = pki.get()
+      local a = start(A, "good", { s2s = { cafile = p.ca, dialback = true } })
+      list[1] = a
+      local conns = {}
+      local l = assert(net.listen("127.0.0.1", 0, function(c) conns[#conns + 1] = raw.wrap(c) end))
+      list[2] = l
+      a:s2s_host(B, "127.0.0.1:" .. l:port())
+      local alice = login(a, "alice", true)
+      alice:send(message("bob@" .. B .. "/r", "first", "f1"))
+      assert.is_true(serve.until_true(function() return conns[1] ~= nil end, T))
+      local r = conns[1]
+      local function open(id)
+        while true do
+          local ev = assert(r:next(T), "no header")
+          if ev.open then break end
+          assert(ev.tls, "unexpected event")
+        end
+        r:send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='" .. raw.NS_STREAMS ..
+          "' xmlns:db='" .. s2sh.NS_DB .. "' from='" .. B .. "' to='" .. A .. "' id='" .. id .. "' version='1.0'>")
+      end
+      open("s1")
+      r:send("<stream:features><starttls xmlns='" .. s2sh.NS_TLS .. "'><required/></starttls></stream:features>")
+      assert.equal("starttls", assert(r:stanza(T)).name)
+      r:send("<proceed xmlns='" .. s2sh.NS_TLS .. "'/>")
+      local cert = p.certs.wrongname
+      r.conn:starttls(assert(core.tls_context({ mode = "server", cert = cert.cert, key = cert.key })))
+      open("s2")
+      r:send("<stream:features><mechanisms xmlns='" .. s2sh.NS_SASL .. "'><mechanism>EXTERNAL</mechanism>" ..
+        "</mechanisms>" .. (offer_db and ("<dialback xmlns='" .. s2sh.NS_DB_FEATURE .. "'><errors/></dialback>")
+        or "") .. "</stream:features>")
+      assert.equal("auth", assert(r:stanza(T)).name)
+      r:send("<failure xmlns='" .. s2sh.NS_SASL .. "'><not-authorized/></failure>")
+      fn(r, alice, a)
+    end)
+  end
+
+  it("that offered dialback gets our claim on the same stream, and the route comes up when it is valid", function()
+    refused(true, function(r, _, a)
+      local claim = assert(r:stanza(T), "no dialback claim after the <failure/>")
+      assert.same({ "result", s2sh.NS_DB, A, B }, { claim.name, claim.attr.xmlns, claim.attr.from, claim.attr.to })
+      -- the key is example.test's for this stream: its server says so (XEP-0220 §2.3)
+      local v = s2sh.raw_tls(port_of(a, "s2s"), { from = B, to = A, cert = "wrongname", db = true })
+      v:send("<db:verify from='" .. B .. "' to='" .. A .. "' id='s2'>" .. claim:get_text() .. "</db:verify>")
+      assert.equal("valid", assert(v:stanza(T)).attr.type)
+      r:send("<db:result from='" .. B .. "' to='" .. A .. "' type='valid'/>")
+      local m = assert(r:stanza(T), "the queued message did not come")
+      assert.same({ "message", "f1" }, { m.name, m.attr.id })
+      assert.is_true(a.s2s.routes[B].out.authenticated)
+    end)
+  end)
+
+  it("that offered no dialback fails the route: what waited bounces with remote-server-not-found", function()
+    refused(false, function(_, alice)
+      local e = serve.expect(alice, "message", function(m) return m.attr.id == "f1" end, T)
+      assert(e, "no bounce")
+      assert.same({ "error", "remote-server-not-found" }, { e.attr.type, select(2, error_of(e)) })
+    end)
+  end)
+end)
+
 describe("s2s: documentation", function()
   it("lists limits.s2s_verifies with its default in docs/server.md", function()
     local f = assert(io.open("docs/server.md"))

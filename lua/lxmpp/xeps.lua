@@ -95,7 +95,7 @@ local list = {
   { xep = 178, name = "Best Practices for Use of SASL EXTERNAL with Certificates", version = "1.2",
     side = "server", status = "complete", modules = { "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
     notes = "server-to-server: offered only for a certificate that verified and names the stream's from domain;"
-      .. " empty authzid" },
+      .. " empty authzid; refused (§3), dialback over the same stream when offered and s2s.dialback" },
   { xep = 184, name = "Message Delivery Receipts", version = "1.4.0", side = "client", status = "complete",
     modules = { "lxmpp.plugins.receipts" } },
   { xep = 185, name = "Dialback Key Generation and Validation", version = "1.0", side = "server",

@@ -27,16 +27,14 @@ local clean = require "spec.support.clean"
 local slow = require "spec.support.slow"
 local free_port = require "spec.support.free_port"
 local proc = require "spec.support.proc"
+local interop = require "spec.support.s2s_interop"
 
 local A, B = "other.test", "example.test"     -- ours, Prosody's
 local MUC = "conference." .. B     -- Prosody's MUC component
 local OUR_MUC = "rooms." .. A        -- ours
 local T = 10 * slow.factor
 
-local function logged(lines, pattern)
-  for _, l in ipairs(lines) do if l:find(pattern) then return l end end
-  return nil
-end
+local logged, has_presence = interop.logged, interop.has_presence
 
 -- Our server as `lxmpp serve --config FILE` (bin/lxmpp) started with opts:
 -- returns the process and its c2s port.
@@ -104,7 +102,7 @@ local function federate(mode, fn, cli)
         host = "127.0.0.1", port = pro.port, cafile = pro.ca }))
       local romeo = assert(lxmpp.connect({ jid = "romeo@" .. A .. "/r", password = "romeo-pw",
         host = "127.0.0.1", port = port, cafile = p.ca }))
-      fn({ juliet = juliet, romeo = romeo, srv = srv, pro = pro, log = log })
+      fn({ juliet = juliet, romeo = romeo, srv = srv, pro = pro, log = log, ours = A, peer = B, T = T })
     end)
     require("spec.support.clients").kill_all()
     net.abort_all()
@@ -132,63 +130,14 @@ local function federate(mode, fn, cli)
   return plog, table.concat(log, "\n")
 end
 
-local function chat(to, id, body)
-  return st.message({ to = to, type = "chat", id = id }):tag("body"):text(body):up()
-end
-
--- a message each way; returns nothing, fails with what is missing
-local function messages_both_ways(ctx)
-  local to_juliet = serve.collect(ctx.juliet, "message")
-  local to_romeo = serve.collect(ctx.romeo, "message")
-  ctx.romeo:send(chat("juliet@" .. B .. "/r", "m1", "to Prosody"))
-  ctx.juliet:send(chat("romeo@" .. A .. "/r", "m2", "from Prosody"))
-  assert.is_true(serve.until_true(function() return #to_juliet > 0 and #to_romeo > 0 end, T),
-    ("juliet got %d, romeo got %d messages"):format(#to_juliet, #to_romeo))
-  assert.equal("romeo@" .. A .. "/r", to_juliet[1].attr.from)
-  assert.equal("to Prosody", to_juliet[1]:get_child_text("body"))
-  assert.equal("juliet@" .. B .. "/r", to_romeo[1].attr.from)
-  assert.equal("from Prosody", to_romeo[1]:get_child_text("body"))
-end
-
-local function roster_item(c, who)
-  local r = assert(c:request(st.iq({ type = "get" }):tag("query", { xmlns = "jabber:iq:roster" }):up(), T))
-  for _, item in ipairs(r:get_child("query", "jabber:iq:roster").tags) do
-    if item.attr.jid == who then return item end
-  end
-end
-
-local function has_presence(list, from, typ)
-  for _, p in ipairs(list) do
-    if p.attr.from == from and p.attr.type == typ then return p end
-  end
-end
+local messages_both_ways, subscriptions_both_ways = interop.messages_both_ways, interop.subscriptions_both_ways
 
 -- A Prosody user joins a room on our MUC service (rooms.other.test): the
 -- room's stanzas go to Prosody over a route of the MUC's own (its own
 -- stream, authenticated for rooms.other.test), Prosody's over a stream it
 -- opens to rooms.other.test (found through DNS). Groupchat both ways.
 local function prosody_user_in_our_room(ctx)
-  local ROOM = "capulet@" .. OUR_MUC
-  assert(ctx.romeo:send_presence())
-  assert(ctx.juliet:send_presence())
-  local room = assert(ctx.romeo:muc_join(ROOM, "Romeo", { timeout = T }))
-  local jroom = assert(ctx.juliet:muc_join(ROOM, "Juliet", { timeout = T }))
-  assert.equal("owner", jroom.occupants.Romeo.affiliation)       -- the room's presence reached Prosody
-  assert.is_true(serve.until_true(function() return room.occupants.Juliet ~= nil end, T))
-  assert.equal("juliet@" .. B .. "/r", room.occupants.Juliet.jid)
-  local heard = { romeo = {}, juliet = {} }
-  ctx.romeo:on("muc-message", function(_, m) heard.romeo[#heard.romeo + 1] = m.body end)
-  ctx.juliet:on("muc-message", function(_, m) heard.juliet[#heard.juliet + 1] = m.body end)
-  room:say("by any other name")
-  jroom:say("wherefore art thou")
-  local function has(list, body)
-    for _, b in ipairs(list) do if b == body then return true end end
-    return false
-  end
-  assert.is_true(serve.until_true(function()
-    return has(heard.juliet, "by any other name") and has(heard.romeo, "wherefore art thou")
-  end, T), "groupchat did not cross: romeo heard " .. table.concat(heard.romeo, "|") .. "; juliet heard "
-    .. table.concat(heard.juliet, "|"))
+  interop.peer_user_in_our_room(ctx, "capulet@" .. OUR_MUC)
   -- the MUC's own route, and Prosody's stream to the MUC domain
   local r = assert(ctx.srv.s2s:route_to(B, OUR_MUC))
   assert.is_true(r.ready and r.out.authenticated)
@@ -199,51 +148,6 @@ local function prosody_user_in_our_room(ctx)
     if d == B and s.local_domain == OUR_MUC then to_muc = true end
   end
   assert.is_true(to_muc, "no incoming stream from " .. B .. " to " .. OUR_MUC)
-end
-
--- romeo (ours) and juliet (Prosody's) subscribe to each other (RFC 6121
--- §3.1): rosters "both" on both sides, then a presence broadcast crosses
-local function subscriptions_both_ways(ctx)
-  local juliet, romeo = ctx.juliet, ctx.romeo
-  local JULIET, ROMEO = "juliet@" .. B, "romeo@" .. A
-  local to_juliet = serve.collect(juliet, "presence")
-  local to_romeo = serve.collect(romeo, "presence")
-  juliet:send(st.presence())
-  romeo:send(st.presence())
-  -- romeo subscribes to juliet (RFC 6121 §3.1), she approves
-  romeo:send(st.presence({ to = JULIET, type = "subscribe" }))
-  assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO, "subscribe") end, T),
-    "juliet got no subscription request")
-  juliet:send(st.presence({ to = ROMEO, type = "subscribed" }))
-  -- her presence follows the approval (RFC 6121 §3.1.5)
-  assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET .. "/r", nil) end, T),
-    "romeo did not get juliet's presence after her approval")
-  -- and the other way: juliet subscribes to romeo
-  juliet:send(st.presence({ to = ROMEO, type = "subscribe" }))
-  assert.is_true(serve.until_true(function() return has_presence(to_romeo, JULIET, "subscribe") end, T),
-    "romeo got no subscription request")
-  romeo:send(st.presence({ to = JULIET, type = "subscribed" }))
-  assert.is_true(serve.until_true(function() return has_presence(to_juliet, ROMEO .. "/r", nil) end, T),
-    "juliet did not get romeo's presence after his approval")
-  -- both rosters: both (RFC 6121 §3.4)
-  assert.is_true(serve.until_true(function()
-    local it = ctx.srv.store:get_roster_item("romeo", JULIET)
-    return it and it.subscription == "both"
-  end, T), "our roster for romeo: " .. tostring((ctx.srv.store:get_roster_item("romeo", JULIET) or {}).subscription))
-  local item
-  assert.is_true(serve.until_true(function()
-    item = roster_item(juliet, ROMEO)
-    return item and item.attr.subscription == "both"
-  end, T), "Prosody's roster for juliet: " .. tostring(item and item.attr.subscription))
-  -- then a new broadcast reaches the contact (RFC 6121 §4.2.2)
-  romeo:send(st.presence():tag("status"):text("away from Verona"):up())
-  juliet:send(st.presence():tag("status"):text("on the balcony"):up())
-  assert.is_true(serve.until_true(function()
-    local a, b = has_presence(to_juliet, ROMEO .. "/r", nil), has_presence(to_romeo, JULIET .. "/r", nil)
-    for _, p in ipairs(to_juliet) do if p:get_child_text("status") == "away from Verona" then a = true end end
-    for _, p in ipairs(to_romeo) do if p:get_child_text("status") == "on the balcony" then b = true end end
-    return a == true and b == true
-  end, T), "a presence broadcast did not cross")
 end
 
 describe("s2s interop with Prosody", function()

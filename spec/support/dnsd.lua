@@ -6,6 +6,13 @@
 --   d.addr ("127.0.0.1:PORT"), d.log (queries received)   dnsd.stop(d)
 --   dnsd.start(zone, nil, { bind = "127.0.9.7", port = 53 }): another loopback
 --   address and a fixed port (for resolvers that only ask port 53; root)
+--   dnsd.private(zone, dir, who): for a peer server that resolves through
+--   /etc/resolv.conf and port 53 only (Prosody's net.dns, Erlang's inet_res
+--   and libc's getaddrinfo): dnsd on port 53 of a random 127.x.y.z and
+--   dir/resolv.conf naming it, which the peer gets in a private mount
+--   namespace (d.wrap(cmd): `unshare -m` bind-mounts it over
+--   /etc/resolv.conf, then execs cmd: the same pid). The machine's files
+--   are not changed. Needs root and util-linux unshare: else an error.
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec/support"
 local DNSD = HERE .. "/dnsd.py"
@@ -55,6 +62,35 @@ function M.stop(d)
   d.pipe:close()
   os.remove(d.zone)
   os.remove(d.log)
+end
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+function M.private(zone, dir, who)
+  who = who or "the peer server"
+  if not os.execute(NO_PRELOAD .. "unshare -m true 2>/dev/null") then
+    error(who .. ": `unshare -m` failed: the private resolv.conf needs root and util-linux unshare "
+      .. "(the s2s interop specs cannot run without them)")
+  end
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+  local last
+  for _ = 1, 10 do
+    local ip = ("127.%d.%d.%d"):format(math.random(1, 254), math.random(0, 255), math.random(1, 254))
+    local ok, d = pcall(M.start, zone, nil, { bind = ip, port = 53 })
+    if ok then
+      d.resolv_conf = dir .. "/resolv.conf"
+      local f = assert(io.open(d.resolv_conf, "w"))
+      f:write("nameserver ", ip, "\n")
+      f:close()
+      -- (sh -c: unshare execs sh, which execs cmd)
+      d.wrap = function(cmd)
+        return "unshare -m sh -c " .. q("mount --bind " .. q(d.resolv_conf) .. " /etc/resolv.conf && exec " .. cmd)
+      end
+      return d
+    end
+    last = d
+  end
+  error(who .. ": no DNS server on port 53 of a loopback address: " .. tostring(last))
 end
 
 M.NO_PRELOAD = NO_PRELOAD

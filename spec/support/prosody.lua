@@ -70,31 +70,6 @@ function Server:log()
   return s
 end
 
--- A DNS server for Prosody alone (opts.dns, above): dnsd on port 53 of a
--- random loopback address, and the resolv.conf naming it.
-local function private_dns(self, zone)
-  if not os.execute(pki.NO_PRELOAD .. "unshare -m true 2>/dev/null") then
-    error("prosody.start{ dns = ... }: `unshare -m` failed: the private resolv.conf for Prosody needs root "
-      .. "and util-linux unshare (the s2s interop specs cannot run without them)")
-  end
-  local dnsd = require "spec.support.dnsd"
-  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
-  local last
-  for _ = 1, 10 do
-    local ip = ("127.%d.%d.%d"):format(math.random(1, 254), math.random(0, 255), math.random(1, 254))
-    local ok, d = pcall(dnsd.start, zone, nil, { bind = ip, port = 53 })
-    if ok then
-      self.dnsd = d
-      local f = assert(io.open(self.dir .. "/resolv.conf", "w"))
-      f:write("nameserver ", ip, "\n")
-      f:close()
-      return
-    end
-    last = d
-  end
-  error("prosody.start{ dns = ... }: no DNS server for Prosody: " .. tostring(last))
-end
-
 --- start{ users = {name = password}, require_encryption = true, modules = {...}, https = true,
 --          components = { { "conference.example.test", "muc", "extra = 'config line'" }, ... },
 --          config = { "smacks_hibernation_time = 3", ... } (extra global lines) }
@@ -114,7 +89,7 @@ local function start(opts, made)
   if opts.https then self.https_port = free_port() end     -- mod_http over TLS (srv.https_port)
   if opts.s2s then self.s2s_port = free_port() end
   os.execute("mkdir -p " .. q(dir .. "/data") .. " " .. q(dir .. "/certs"))
-  if opts.dns then private_dns(self, opts.dns) end
+  if opts.dns then self.dnsd = require("spec.support.dnsd").private(opts.dns, dir, "prosody.start{ dns = ... }") end
   -- also where Prosody looks by name (the direct TLS port uses these)
   sh("cp " .. q(good.cert) .. " " .. q(dir .. "/certs/" .. M.DOMAIN .. ".crt") .. " && cp " .. q(good.key)
     .. " " .. q(dir .. "/certs/" .. M.DOMAIN .. ".key"))
@@ -173,8 +148,8 @@ local function start(opts, made)
   end
   local cmd = "prosody --config " .. q(cfgpath) .. " -F"
   if opts.dns then
-    -- unshare execs sh, which execs prosody: the same pid throughout
-    cmd = "unshare -m sh -c " .. q("mount --bind " .. q(dir .. "/resolv.conf") .. " /etc/resolv.conf && exec " .. cmd)
+    -- the same pid throughout
+    cmd = self.dnsd.wrap(cmd)
   end
   local pidf = assert(io.popen(pki.NO_PRELOAD .. cmd .. " >"
     .. q(dir .. "/stdout.log") .. " 2>&1 & echo $!", "r"))

@@ -135,6 +135,21 @@ local function mechanisms(features)
   return set
 end
 
+-- Whether we may authenticate this stream by dialback (XEP-0220): our
+-- policy for the remote domain allows it, the receiving server offered it
+-- (its stream features), and its header gave the stream id the key needs.
+function Out:may_claim()
+  return self.policy.dialback and self.db_offered and self.stream_id ~= nil
+end
+
+-- Our dialback claim for (local_domain, remote) (XEP-0220 §2.1.1).
+function Out:claim()
+  self.stage = "dialback"
+  local key = self.fed:dialback_key(self.remote, self.local_domain, self.stream_id)
+  return self:write(("<db:result xmlns:db='%s' from='%s' to='%s'>%s</db:result>"):format(s2s.NS_DB,
+    core.xml_escape(self.local_domain), core.xml_escape(self.remote), key))
+end
+
 function Out:on_stanza(el)
   if self.ended then return end
   local name, ns = el.name, el.attr.xmlns
@@ -168,13 +183,9 @@ function Out:on_stanza(el)
       -- over this stream later, each refused on its own (fed:shared_stream)
       local db = el:get_child("dialback", s2s.NS_DB_FEATURE)
       self.db_errors = db ~= nil and db:get_child("errors") ~= nil
+      self.db_offered = db ~= nil
       if not mechanisms(el).EXTERNAL then
-        if self.policy.dialback and el:get_child("dialback", s2s.NS_DB_FEATURE) and self.stream_id then
-          self.stage = "dialback"
-          local key = self.fed:dialback_key(self.remote, self.local_domain, self.stream_id)
-          return self:write(("<db:result xmlns:db='%s' from='%s' to='%s'>%s</db:result>"):format(s2s.NS_DB,
-            core.xml_escape(self.local_domain), core.xml_escape(self.remote), key))
-        end
+        if self:may_claim() then return self:claim() end
         return self:fail_route(self.remote .. " does not accept our certificate (no SASL EXTERNAL" ..
           (self.policy.dialback and ", no dialback)" or ")"), "policy-violation")
       end
@@ -196,6 +207,14 @@ function Out:on_stanza(el)
   if stage == "sasl" and ns == NS_SASL then
     if name ~= "success" then
       local why = el.tags[1] and el.tags[1].name or "failure"
+      -- XEP-0178 §3: the receiving server that does not take our
+      -- certificate either closes the connection or goes on with dialback;
+      -- the stream stays open after <failure/> (RFC 6120 §6.4.5). ejabberd
+      -- offers EXTERNAL before it has checked the certificate.
+      if name == "failure" and self:may_claim() then
+        self:log("info", "%s refused our certificate (%s): dialback on the same stream", self.remote, why)
+        return self:claim()
+      end
       return self:fail_route(self.remote .. " refused our certificate (" .. why .. ")")
     end
     self.authenticated = true
