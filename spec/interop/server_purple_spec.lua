@@ -25,7 +25,10 @@ describe("embedded server with libpurple (Pidgin's engine)", function()
   setup(function()
     purple.build()
   end)
-  after_each(assert_clean)
+  after_each(function()
+    purple.kill_all()
+    assert_clean()
+  end)
 
   it("logs in over verified STARTTLS with libpurple's default SASL and fetches the roster", function()
     server.run_logged({ users = USERS }, function(srv, port, log)
@@ -59,8 +62,12 @@ describe("embedded server with libpurple (Pidgin's engine)", function()
   end)
 
   it("talks to the dictionary bot and to an lxmpp client, text kept as typed", function()
+    local bot
+    finally(function()
+      if bot then bot:kill(); bot:cleanup() end
+    end)
     server.run_logged({ users = USERS }, function(srv, port)
-      local bot = proc.lua({ proc.ROOT .. "/examples/dictbot.lua", "bot@example.test/dict", USERS.bot,
+      bot = proc.lua({ proc.ROOT .. "/examples/dictbot.lua", "bot@example.test/dict", USERS.bot,
         "127.0.0.1", tostring(port) }, { "LXMPP_CAFILE=" .. pki.get().ca })
       local bob = bob_login(port)
       local got = server.collect(bob, "message")
@@ -94,8 +101,6 @@ describe("embedded server with libpurple (Pidgin's engine)", function()
       local r = p:finish()
       assert.equal(0, r.code, r.text)
       bob:close()
-      bot:kill()
-      bot:cleanup()
     end)
   end)
 

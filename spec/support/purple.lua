@@ -42,6 +42,8 @@ end
 local Client = {}
 Client.__index = Client
 
+local running = {}   -- clients started and not finished yet
+
 --- purple.start(port, jid, password [, opts]) -> client. opts.cafile (the
 -- suite's CA unless told), opts.timeout (s, the program's own limit).
 function M.start(port, jid, password, opts)
@@ -53,9 +55,26 @@ function M.start(port, jid, password, opts)
   -- its input only when we close it
   local input = assert(io.open(fifo, "r+"))
   local timeout = math.floor(60 * slow.factor)
-  local p = proc.start({ "env", "LXMPP_PURPLE_TIMEOUT=" .. timeout, M.BINARY, jid, password, "127.0.0.1",
-    tostring(port), opts.cafile or pki.get().ca }, { stdin = fifo })
-  return setmetatable({ p = p, dir = dir, input = input, seen = 0, recs = {}, used = {}, timeout = timeout }, Client)
+  -- (TMPDIR: libpurple's profile directory goes in ours, so it goes with it
+  -- even when the program is killed)
+  local p = proc.start({ "env", "LXMPP_PURPLE_TIMEOUT=" .. timeout, "TMPDIR=" .. dir,
+    M.BINARY, jid, password, "127.0.0.1", tostring(port), opts.cafile or pki.get().ca }, { stdin = fifo })
+  local c = setmetatable({ p = p, dir = dir, input = input, seen = 0, recs = {}, used = {}, timeout = timeout },
+    Client)
+  running[c] = true
+  return c
+end
+
+--- purple.kill_all(): ends the clients a failed spec left running, and
+-- removes their files (an after_each).
+function M.kill_all()
+  for c in pairs(running) do
+    if c.input then c.input:close(); c.input = nil end
+    c.p:kill()
+    c.p:cleanup()
+    os.execute(pki.NO_PRELOAD .. "rm -rf " .. q(c.dir))
+    running[c] = nil
+  end
 end
 
 -- reads what the program wrote since the last look
@@ -123,6 +142,7 @@ function Client:finish(quit)
   for line in (r.out or ""):gmatch("([^\n]*)\n") do recs[#recs + 1] = split(line) end
   self.recs, self.seen = recs, #recs
   os.execute(pki.NO_PRELOAD .. "rm -rf " .. q(self.dir))
+  running[self] = nil
   r.recs = recs
   r.text = ("exit %s\n%s\nstderr:\n%s"):format(tostring(r.code), self:text(), r.err)
   return r
