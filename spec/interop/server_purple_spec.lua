@@ -190,6 +190,33 @@ describe("embedded server with libpurple (Pidgin's engine)", function()
     end)
   end)
 
+  it("joins a room, and talks there with an lxmpp client", function()
+    local ROOM = "lobby@conference.example.test"
+    server.run_logged({ users = USERS, muc = "conference.example.test" }, function(_, port)
+      local bob = bob_login(port)
+      local room = assert(bob:muc_join(ROOM, "bob"))
+      local said = {}
+      bob:on("muc-message", function(_, m) if not m.self then said[#said + 1] = m end end)
+      local p = purple.start(port, ALICE, USERS.alice)
+      assert.is_table(p:expect("connected"), p:text())
+      p:send("join " .. ROOM .. " alice")
+      local joined = p:expect("chat-joined")
+      assert.same({ "chat-joined", ROOM }, joined, p:text())
+      assert.is_table(p:expect("chat-user", function(r) return r[3] == "bob" end), p:text())
+      assert.is_true(server.until_true(function() return room.occupants.alice ~= nil end, 10), p:text())
+      p:send("say " .. ROOM .. " hello <room> & all")
+      assert.is_true(server.until_true(function() return said[1] ~= nil end, 10), p:text())
+      assert.equal("alice", said[1].nick)
+      assert.equal("hello <room> & all", said[1].body)
+      room:say("hi alice")
+      local heard = p:expect("chat", function(r) return r[3] == "bob" end)
+      assert.same({ "chat", ROOM, "bob", "hi alice" }, heard, p:text())
+      local r = p:finish()
+      assert.equal(0, r.code, r.text)
+      bob:close()
+    end)
+  end)
+
   for _, case in ipairs({
     { cert = "wrongname", why = "does not name the domain" },
     { cert = "untrusted", why = "comes from a CA it does not trust" },

@@ -46,11 +46,13 @@
  *   dns HOST | dns-srv QUERY   (lookups asked for)
  *   connection-error REASON TEXT           disconnected
  *   roster JID ALIAS GROUP ... roster-end   (the "roster" command)
+ *   chat-joined ROOM           chat-user ROOM NICK     chat ROOM NICK TEXT
  *   ok COMMAND                 error TEXT              bye
  * Commands on stdin, one a line, words separated by spaces, the last
  * argument taking the rest of the line:
  *   send JID TEXT        add JID [GROUP]     authorize JID     deny JID
  *   info JID             roster              quit
+ *   join ROOM@SERVICE NICK                   say ROOM@SERVICE TEXT
  * The client ends with status 0 after quit (or end of input), 1 after a
  * connection error, 2 on bad usage or when LXMPP_PURPLE_TIMEOUT seconds
  * (default 60) pass.
@@ -489,6 +491,24 @@ static void on_sent_im(PurpleAccount *a, const char *to, const char *message) {
   g_free(text);
 }
 
+static void on_chat_joined(PurpleConversation *conv) {
+  record("chat-joined", purple_conversation_get_name(conv), NULL);
+}
+
+static void on_chat_buddy_joined(PurpleConversation *conv, const char *name, PurpleConvChatBuddyFlags flags,
+                                 gboolean new_arrival) {
+  (void)flags; (void)new_arrival;
+  record("chat-user", purple_conversation_get_name(conv), name, NULL);
+}
+
+static void on_received_chat(PurpleAccount *a, char *sender, char *message, PurpleConversation *conv,
+                             PurpleMessageFlags flags) {
+  char *text = plain(message);
+  (void)a; (void)flags;
+  record("chat", purple_conversation_get_name(conv), sender, text, NULL);
+  g_free(text);
+}
+
 static void ui_init(void) {
   static int handle;
   purple_accounts_set_ui_ops(&account_ops);
@@ -513,6 +533,12 @@ static void ui_init(void) {
                         PURPLE_CALLBACK(on_received_im), NULL);
   purple_signal_connect(purple_conversations_get_handle(), "sent-im-msg", &handle,
                         PURPLE_CALLBACK(on_sent_im), NULL);
+  purple_signal_connect(purple_conversations_get_handle(), "chat-joined", &handle,
+                        PURPLE_CALLBACK(on_chat_joined), NULL);
+  purple_signal_connect(purple_conversations_get_handle(), "chat-buddy-joined", &handle,
+                        PURPLE_CALLBACK(on_chat_buddy_joined), NULL);
+  purple_signal_connect(purple_conversations_get_handle(), "received-chat-msg", &handle,
+                        PURPLE_CALLBACK(on_received_chat), NULL);
 }
 
 static PurpleCoreUiOps core_ops = {
@@ -577,6 +603,41 @@ static void cmd_answer(const char *who, gboolean yes) {
   record("error", yes ? "authorize" : "deny", "no request from that JID", NULL);
 }
 
+/* join ROOM@SERVICE NICK: the fields Pidgin's "Join a Chat" dialog fills */
+static void cmd_join(const char *room_jid, const char *nick) {
+  PurpleConnection *gc = online("join");
+  GHashTable *components;
+  const char *at = strchr(room_jid, '@');
+  if (!gc) return;
+  if (at == NULL || nick == NULL || *nick == '\0') {
+    record("error", "join", "usage: join ROOM@SERVICE NICK", NULL);
+    return;
+  }
+  components = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  g_hash_table_replace(components, g_strdup("room"), g_strndup(room_jid, (gsize)(at - room_jid)));
+  g_hash_table_replace(components, g_strdup("server"), g_strdup(at + 1));
+  g_hash_table_replace(components, g_strdup("handle"), g_strdup(nick));
+  serv_join_chat(gc, components);
+  g_hash_table_destroy(components);
+  record("ok", "join", NULL);
+}
+
+/* say ROOM@SERVICE TEXT: a groupchat message in a joined room */
+static void cmd_say(const char *room_jid, const char *text) {
+  PurpleConversation *conv;
+  char *html;
+  if (!online("say")) return;
+  conv = purple_find_conversation_with_account(PURPLE_CONV_TYPE_CHAT, room_jid, account);
+  if (conv == NULL) {
+    record("error", "say", "not in that room", NULL);
+    return;
+  }
+  html = g_markup_escape_text(text, -1);
+  purple_conv_chat_send(PURPLE_CONV_CHAT(conv), html);
+  g_free(html);
+  record("ok", "say", NULL);
+}
+
 static void cmd_roster(void) {
   GSList *buddies = purple_find_buddies(account, NULL), *l;
   for (l = buddies; l; l = l->next) {
@@ -616,6 +677,10 @@ static void command(char *line) {
     cmd_answer(arg, TRUE);
   } else if (strcmp(cmd, "deny") == 0) {
     cmd_answer(arg, FALSE);
+  } else if (strcmp(cmd, "join") == 0) {
+    cmd_join(arg, rest);
+  } else if (strcmp(cmd, "say") == 0) {
+    cmd_say(arg, rest ? rest : "");
   } else if (strcmp(cmd, "info") == 0) {
     PurpleConnection *gc = online("info");
     if (gc) {
