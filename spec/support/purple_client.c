@@ -10,8 +10,9 @@
  * directory (purple_util_set_user_dir) removed at exit: no accounts.xml or
  * blist.xml of anybody else is read, and the password is never written
  * there (remember_password off). LXMPP_PURPLE_DEBUG=1 sends libpurple's
- * debug log to stderr in its "safe" mode, which leaves out passwords and
- * SASL payloads; otherwise it is off.
+ * debug log to stderr in its "safe" mode, which writes "password removed"
+ * for the payload of <auth/> (PLAIN would carry the password there);
+ * otherwise it is off.
  *
  * Trusting the suite's CA: libpurple verifies a server's certificate with
  * its x509 "tls_cached" verifier. Its "ca" pool reads only the system
@@ -40,9 +41,9 @@
  *   buddy-added JID ALIAS GROUP
  *   presence JID STATUS-ID MESSAGE        (a contact's status changed)
  *   im FROM TEXT               sent-im TO TEXT
- *   authorize-request JID      request-add JID
+ *   authorize-request JID ON-LIST MESSAGE   request-add JID   notify-added JID
  *   userinfo JID TEXT          notify TYPE TITLE PRIMARY SECONDARY
- *   request KIND TITLE PRIMARY SECONDARY   (a prompt, declined)
+ *   request KIND TITLE PRIMARY SECONDARY, then declined TITLE   (a prompt)
  *   dns HOST | dns-srv QUERY   (lookups asked for)
  *   connection-error REASON TEXT           disconnected
  *   roster JID ALIAS GROUP ... roster-end   (the "roster" command)
@@ -58,13 +59,11 @@
  * (default 60) pass.
  */
 #define _XOPEN_SOURCE 700   /* nftw */
-#include <errno.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <glib.h>
 #include <purple.h>
