@@ -39,7 +39,7 @@ DEB_PKGS  := build-essential pkg-config lua5.4 liblua5.4-dev \
              libssl-dev libuv1-dev libc-ares-dev libidn-dev lua-busted lua-check \
              luarocks lua-expat lua-socket prosody python3-slixmpp libstrophe-dev openssl \
              clang libclang-rt-14-dev valgrind lua-sql-sqlite3 lua-filesystem \
-             ejabberd go-sendxmpp sendxmpp poezio chromium \
+             ejabberd go-sendxmpp sendxmpp poezio chromium libpurple-dev \
              luajit libluajit-5.1-dev lua5.1 liblua5.1-0-dev lua5.3 liblua5.3-dev lua-bit32 \
              love xvfb xauth
 

@@ -96,7 +96,7 @@ describe("embedded server: hostile authenticated clients", function()
     serve.run({ users = USERS }, function(_, port)
       local r = raw.connect(port)
       r:negotiate_tls(serve.pki().ca)
-      for i = 1, 3 do
+      for i = 1, 5 do   -- limits.sasl_attempts
         r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='PLAIN'>" ..
           core.base64_encode("\0alice\0wrong" .. i) .. "</auth>")
         local f = assert(r:stanza())

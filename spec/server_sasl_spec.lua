@@ -151,8 +151,9 @@ describe("embedded server: SASL channel binding", function()
       assert.equal("success", scram(r, { cb_type = "tls-exporter" }))
       r:close()
       -- the forgiveness is bounded: past it, refusals count as failures
+      -- (two forgiven, then limits.sasl_attempts, 5)
       r = open(port)
-      for _ = 1, 4 do
+      for _ = 1, 6 do
         assert.equal("failure", (scram(r, { cb_type = "tls-bogus", cb_data = "x" })))
       end
       r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='SCRAM-SHA-256-PLUS'>" ..
@@ -216,5 +217,43 @@ describe("embedded server: SASL channel binding", function()
       assert.has_error(function() lxmpp.server({ domain = "example.test", channel_binding = bad }) end,
         "lxmpp.server: channel_binding must be true, false or a list of tls-exporter, tls-server-end-point, tls-unique")
     end
+  end)
+end)
+
+describe("embedded server: failed logins before the stream ends", function()
+  local function plain(r, password)
+    r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='PLAIN'>" ..
+      core.base64_encode("\0alice\0" .. password) .. "</auth>")
+    local s = assert(r:stanza())
+    if s.name == "success" then return "success" end
+    assert.equal("failure", s.name)
+    assert.truthy(s:get_child("not-authorized"))
+    return "failure"
+  end
+
+  -- libpurple with Cyrus SASL (Pidgin's engine as Debian builds it) answers
+  -- a failure by trying the next mechanism offered, with the same password,
+  -- and its list loses "SCRAM-SHA-256" out of "SCRAM-SHA-256-PLUS" first:
+  -- SCRAM-SHA-256 twice, SCRAM-SHA-1 twice, then PLAIN. It shows the user
+  -- "Incorrect username or password" only when it has run out; a stream
+  -- ended before that is a policy-violation network error, which Pidgin
+  -- retries (spec/interop/server_purple_spec.lua).
+  it("lasts through libpurple's five attempts with a wrong password (limits.sasl_attempts = 5)", function()
+    -- (the address's throttle, which would delay the second stream's answers, out of the way)
+    serve.run({ users = USERS, limits = { auth_failures = 100, auth_address_failures = 100 } }, function(_, port)
+      local r = open(port)
+      for _, m in ipairs({ "SCRAM-SHA-256", "SCRAM-SHA-256", "SCRAM-SHA-1", "SCRAM-SHA-1" }) do
+        assert.same({ "failure", "not-authorized" }, { scram(r, { mechanism = m, password = "wrong" }) })
+      end
+      assert.equal("failure", plain(r, "wrong"))
+      -- the fifth failure ends it, as RFC 6120 §6.4.5 says
+      assert.equal("policy-violation", (r:stream_error()))
+      r:close()
+      -- and after four the right password still gets in
+      r = open(port)
+      for _ = 1, 4 do assert.equal("failure", plain(r, "wrong")) end
+      assert.equal("success", scram(r, { mechanism = "SCRAM-SHA-256" }))
+      r:close()
+    end)
   end)
 end)

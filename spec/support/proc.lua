@@ -24,14 +24,16 @@ local read = pki.read_file
 local Proc = {}
 Proc.__index = Proc
 
---- proc.start(argv) -> process. Starts at once; never yields.
-function M.start(argv)
+--- proc.start(argv [, opts]) -> process. Starts at once; never yields.
+-- opts.stdin: a file (a FIFO) the program reads instead of /dev/null.
+function M.start(argv, opts)
   local dir = pki.sh("mktemp -d /tmp/lxmpp-proc.XXXXXX"):gsub("%s+$", "")
   local words = {}
   for i, a in ipairs(argv) do words[i] = q(a) end
   -- the exit status lands in rc only once the program is done (rename)
   local script = table.concat(words, " ") .. " >" .. q(dir .. "/out") .. " 2>" .. q(dir .. "/err")
-    .. " </dev/null; echo $? >" .. q(dir .. "/rc.tmp") .. "; mv " .. q(dir .. "/rc.tmp") .. " " .. q(dir .. "/rc")
+    .. " <" .. q(opts and opts.stdin or "/dev/null")
+    .. "; echo $? >" .. q(dir .. "/rc.tmp") .. "; mv " .. q(dir .. "/rc.tmp") .. " " .. q(dir .. "/rc")
   -- setsid: a process group of its own, so a timeout kills the program too
   local f = assert(io.popen(pki.NO_PRELOAD .. "setsid sh -c " .. q(script)
     .. " >/dev/null 2>&1 </dev/null & echo $!", "r"))

@@ -36,7 +36,10 @@ M.DEFAULT_LIMITS = {
   max_unread = 16777216,        -- bytes waiting for a peer to read before it is cut off
   write_timeout = 60,           -- seconds without reading, while bytes wait, before a peer is cut off
   rate = 1048576,               -- bytes per second read from one connection
-  sasl_attempts = 3,            -- failed authentications before the stream ends
+  sasl_attempts = 5,            -- failed authentications before the stream ends (RFC 6120 §6.4.5: 2 to 5
+                                -- retries; libpurple with Cyrus SASL, Pidgin's engine on Debian, tries each
+                                -- mechanism offered after a failure, up to 5 of ours, and shows a wrong
+                                -- password only if the stream lasts that long: docs/server.md)
   fast_lifetime = 1209600,      -- seconds an XEP-0484 FAST token is valid (14 days; renewed past half of it)
   fast_clients = 16,            -- user-agents of one account holding FAST tokens (the one expiring first goes)
   max_resources = 16,           -- bound resources per account
