@@ -11,6 +11,7 @@ local st = lxmpp.stanza
 local HDR = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>"
 
 local assert_clean = require "spec.support.clean"
+local blackhole = require "spec.support.blackhole"
 
 -- A listener whose accepted connections parse and record stanza names.
 local function recorder()
@@ -98,6 +99,35 @@ describe("tcp connections", function()
     end)
     for _, f in ipairs(fill) do f:close() end
     srv:close()
+  end)
+
+  it("a pending connect closed or aborted closes its socket at once, with no outcome, safely twice", function()
+    -- C level (csrc/net.c): uv_close on a connecting handle hands
+    -- UV_ECANCELED to the connect callback, which must report nothing (the
+    -- conn is closed), and the close callback frees it once: "closed" is
+    -- the only event, and no handle is left
+    local hole = blackhole.tcp()
+    local ok, err = pcall(lxmpp.run, function()
+      for _, how in ipairs({ "abort", "close" }) do
+        local events = {}
+        local owner = { net_event = function(_, event) events[#events + 1] = event end }
+        local before = core.loop_handles()
+        local c = core.tcp_connect("127.0.0.1", hole.port, owner)
+        lxmpp.sleep(0.05)                          -- the SYN is out, and unanswered
+        assert.same({}, events)
+        c[how](c)
+        c:abort()
+        c:close()
+        assert.same({ nil, "connection is closed", "closed" }, { c:write("x") })
+        assert.equal(before, core.loop_handles(), how)  -- closing: no longer counted
+        lxmpp.sleep(0.05)
+        assert.same({ "closed" }, events, how)
+        c:abort()
+        assert.is_false(c:info().open)
+      end
+    end)
+    hole:close()
+    assert(ok, err)
   end)
 
   it("refuses a non-numeric address as misuse", function()
