@@ -12,6 +12,7 @@ local HDR = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.ja
 
 local assert_clean = require "spec.support.clean"
 local blackhole = require "spec.support.blackhole"
+local sh = require "spec.support.sh"
 
 -- A listener whose accepted connections parse and record stanza names.
 local function recorder()
@@ -128,6 +129,25 @@ describe("tcp connections", function()
     end)
     hole:close()
     assert(ok, err)
+  end)
+
+  it("an event that cannot be built (out of memory) is raised after libuv returns, never through it", function()
+    -- (spec/support/oom_host.c: a Lua host whose allocations fail on
+    -- request, built here for the Lua the suite runs under; it runs
+    -- spec/support/oom_event.lua with the suite's module paths)
+    local lua = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+    local bin = "build/oom_host-" .. lua
+    local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+    local out, code = sh.popen_read("mkdir -p build && ${CC:-cc} -std=c99 -Wall -Wextra -pedantic -Werror -O1 -o "
+      .. q(bin) .. " spec/support/oom_host.c $(pkg-config --cflags --libs " .. lua .. ") 2>&1")
+    assert.equal(0, code, out)
+    -- (not under Valgrind's preloaded malloc: the host is not run by it)
+    local env = require("spec.support.slow").valgrind and "env -u LD_PRELOAD " or ""
+    out, code = sh.popen_read(env .. q(bin) .. " spec/support/oom_event.lua " .. q(package.path) .. " "
+      .. q(package.cpath) .. " 2>&1")
+    assert.equal(0, code, out)
+    assert.matches("first\tfalse\tnot enough memory", out)
+    assert.matches("again\ttrue", out)
   end)
 
   it("refuses a non-numeric address as misuse", function()
