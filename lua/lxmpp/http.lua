@@ -26,6 +26,9 @@
 -- conn, rest: the connection stays open in raw mode with no handlers, and
 -- rest holds what the server sent after its answer's head.
 --
+-- A task cancelled while it connects, shakes hands or waits for an answer
+-- closes that connection at once and leaves no timer (lxmpp.task.cancel).
+--
 -- Only https URLs (plain http only to a loopback address). Header names and
 -- values with CR, LF or NUL are refused (no request smuggling through
 -- headers a server handed us). The response is bounded by max_response.
