@@ -25,20 +25,24 @@ local function wait_for(pred, seconds)
   return true
 end
 
--- In a task: setup() -> fn, ready, after; starts fn as a task, waits
--- until ready() holds, cancels it, then runs after() (checks, clean-up of
--- the peers). Then the loop must have nothing left to do at once: one
+-- In a task: setup() -> fn, ready, after [, stop]; starts fn as a task,
+-- waits until ready() holds, cancels it (or calls stop() instead), then
+-- runs after() (checks, clean-up of the peers). Then the loop must have nothing left to do at once: one
 -- still busy 1 s (x SLOW) after the cancel is cut and the spec fails,
 -- rather than waiting for whatever timer was left.
 local function cancel_when(setup)
   local cancelled_at, failure
   local main = lxmpp.spawn(function()
     local ok, err = compat.xpcall(function()
-      local fn, ready, after = setup()
+      local fn, ready, after, stop = setup()
       local t = lxmpp.spawn(fn)
       assert(wait_for(ready, 2), "the task never reached the phase under test")
-      assert.is_true(lxmpp.task.alive(t), "the task ended before it was cancelled")
-      assert.is_true(lxmpp.task.cancel(t))
+      if stop then
+        stop()
+      else
+        assert.is_true(lxmpp.task.alive(t), "the task ended before it was cancelled")
+        assert.is_true(lxmpp.task.cancel(t))
+      end
       cancelled_at = core.now()
       if after then after() end
     end, debug.traceback)
@@ -154,5 +158,33 @@ describe("a cancelled HTTP request", function()
 
   it("during its TLS handshake closes its connection and stops its timer", function()
     cancel_when(request_to_silent("https"))            -- the ClientHello is never answered
+  end)
+end)
+
+describe("an aborted BOSH transport", function()
+  after_each(assert_clean)
+
+  it("ends its request still connecting to a host that never answers at once", function()
+    local bosh = require "lxmpp.bosh"
+    local hole = blackhole.tcp()
+    local tcp_connect, attempt = core.tcp_connect, nil
+    core.tcp_connect = function(ip, port, owner)
+      local c, msg, cond = tcp_connect(ip, port, owner)
+      if port == hole.port then attempt = c end
+      return c, msg, cond
+    end
+    local t
+    local ok, err = pcall(cancel_when, function()
+      t = bosh.connect("http://127.0.0.1:" .. hole.port .. "/http-bind", { connect_timeout = 5 * SLOW })
+      return function()
+        t:parse()
+        assert(t:write("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.test' version='1.0'/>"))
+      end, function() return attempt ~= nil and attempt:info().open end, function()
+        assert.is_false(attempt:info().open)
+      end, function() t:abort() end
+    end)
+    core.tcp_connect = tcp_connect
+    hole:close()
+    assert(ok, err)
   end)
 end)
