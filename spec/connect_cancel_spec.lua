@@ -3,9 +3,11 @@
 -- phase: the connection attempt's socket is closed, no timer stays behind,
 -- so the loop has nothing left to do at once. And a peer that closes the
 -- connection during the TLS handshake ends lxmpp.connect at once. The
--- peers never answer (spec/support/blackhole.lua, loopback only); before,
--- a cancelled attempt left its connection open and its timer running
--- (connect_timeout, opts.timeout, the HTTP timeout).
+-- same for an aborted BOSH transport's requests, and for a task cancelled
+-- while it closes a connection or a client gracefully. The peers never
+-- answer (spec/support/blackhole.lua, loopback only); before, a cancelled
+-- attempt left its connection open and its timer running (connect_timeout,
+-- opts.timeout, the HTTP and close timeouts).
 local compat = require "lxmpp.compat"
 local lxmpp = require "lxmpp"
 local core = require "lxmpp.core"
@@ -186,5 +188,46 @@ describe("an aborted BOSH transport", function()
     core.tcp_connect = tcp_connect
     hole:close()
     assert(ok, err)
+  end)
+end)
+
+describe("a cancelled close", function()
+  after_each(assert_clean)
+
+  it("of a connection whose peer reads nothing aborts it and stops its timer", function()
+    local l, peer
+    cancel_when(function()
+      -- an accepted connection never parses nor reads: what we send fills
+      -- the socket buffers and the graceful close can never flush it
+      l = assert(net.listen("127.0.0.1", 0, function(conn) peer = conn end))
+      local c = assert(net.connect("127.0.0.1", l:port()))
+      c:set_max_queue(64 * 1024 * 1024)
+      local chunk = ("z"):rep(1024 * 1024)
+      for _ = 1, 32 do assert(c:write(chunk)) end
+      local closing = false
+      return function()
+        closing = true
+        c:close(5 * SLOW)
+      end, function() return closing and peer ~= nil end, function()
+        assert.is_true(c.closed or not c:info().open)
+        peer:abort()
+        l:close()
+      end
+    end)
+  end)
+
+  it("of a client whose server never ends its stream aborts the connection and stops the timer", function()
+    local smserver = require "spec.support.smserver"
+    local srv
+    cancel_when(function()
+      srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = false })))
+      -- the server no longer answers our </stream:stream>
+      for conn in pairs(srv.conns) do conn:on("stream-close", function() end) end
+      return function() c:close(5 * SLOW) end, function() return c.closing end, function()
+        assert(wait_for(function() return next(srv.conns) == nil end, 0.5), "the client's connection is still open")
+        srv:close()
+      end
+    end)
   end)
 end)
