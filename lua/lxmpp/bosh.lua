@@ -527,7 +527,9 @@ function M.connect(url, opts)
   if not u then return nil, why, "bad-request" end
   local keys = opts.keys
   if keys == nil then keys = not u.secure end
-  local rid = math.random(1, 2 ^ 40)
+  -- a large random first rid (XEP-0124 §14.1), below 2^40; in two draws,
+  -- since Lua 5.1's math.random takes no bound above 2^31
+  local rid = compat.tointeger(math.random(1, 1048575) * 1048576 + math.random(0, 1048575))
   return setmetatable({
     url = url, opts = opts, handlers = {}, inbox = fifo.new(), pending = fifo.new(), answers = {},
     rid = rid, out = 0, requests = 2, queued = 0, read = 0, max_queue = 1048576,
