@@ -117,7 +117,9 @@ lx_loop *lx_loop_get(lua_State *L) {
   lp->main = lua_tothread(L, -1);
   lua_pop(L, 1);
   lp->dispatcher = LUA_NOREF;
-  lp->err_ref = LUA_NOREF;
+  lua_pushboolean(L, 0);
+  lp->err_slot = luaL_ref(L, LUA_REGISTRYINDEX);
+  lp->failed = 0;
   uv_timer_init(&lp->uv, &lp->step_timer);
   lp->step_timer.data = NULL;
   uv_unref((uv_handle_t *)&lp->step_timer); /* never keeps the loop alive */
@@ -128,10 +130,18 @@ lx_loop *lx_loop_get(lua_State *L) {
   return lp;
 }
 
+/* Keeps the error on top of lp->L's stack (popped) to be raised once
+ * uv_run has returned, and stops the loop. */
+static void keep_error(lx_loop *lp) {
+  lua_rawseti(lp->L, LUA_REGISTRYINDEX, lp->err_slot);   /* an existing key */
+  lp->failed = 1;
+  uv_stop(&lp->uv);
+}
+
 int lx_dispatch(lx_loop *lp, int nargs) {
   lua_State *L = lp->L;
   int base;
-  if (!L || lp->closing || lp->err_ref != LUA_NOREF) {
+  if (!L || lp->closing || lp->failed) {
     if (L) lua_pop(L, nargs);
     return 0;
   }
@@ -139,8 +149,7 @@ int lx_dispatch(lx_loop *lp, int nargs) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->dispatcher);
   lua_insert(L, base + 1);                  /* fn, args */
   if (lua_pcall(L, nargs, 0, 0) != LUA_OK) {
-    lp->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    uv_stop(&lp->uv);
+    keep_error(lp);
     return 0;
   }
   return 1;
@@ -148,12 +157,17 @@ int lx_dispatch(lx_loop *lp, int nargs) {
 
 int lx_protected(lx_loop *lp, lua_CFunction f, void *ud) {
   lua_State *L = lp->L;
-  if (!L || lp->closing || lp->err_ref != LUA_NOREF) return 0;
-  lua_pushcfunction(L, f);
+  int r;
+  if (!L || lp->closing || lp->failed) return 0;
+#if LUA_VERSION_NUM == 501
+  r = lua_cpcall(L, f, ud);   /* 5.1 and LuaJIT: pushing f allocates a closure */
+#else
+  lua_pushcfunction(L, f);    /* a light C function: nothing allocated */
   lua_pushlightuserdata(L, ud);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    lp->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    uv_stop(&lp->uv);
+  r = lua_pcall(L, 1, 0, 0);
+#endif
+  if (r != LUA_OK) {
+    keep_error(lp);
     return 0;
   }
   return 1;
@@ -215,10 +229,11 @@ static int run(lua_State *L, lx_loop *lp, uv_run_mode mode) {
   lp->L = L;
   uv_run(&lp->uv, mode);
   lp->L = prev;
-  if (lp->err_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->err_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, lp->err_ref);
-    lp->err_ref = LUA_NOREF;
+  if (lp->failed) {
+    lp->failed = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->err_slot);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, LUA_REGISTRYINDEX, lp->err_slot);    /* not kept alive */
     return lua_error(L);
   }
   lua_pushboolean(L, uv_loop_alive(&lp->uv));

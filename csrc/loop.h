@@ -38,7 +38,11 @@ typedef struct lx_loop {
   lua_State *main;    /* the main thread: registry work in close callbacks */
   lua_State *L;       /* the thread running uv_run now, NULL otherwise */
   int dispatcher;     /* registry ref of the Lua dispatcher */
-  int err_ref;        /* registry ref of a dispatcher error to re-raise */
+  int err_slot;       /* registry slot, made with the loop, that keeps a
+                         dispatcher error to re-raise: storing it there
+                         allocates nothing, so an out-of-memory error is
+                         kept too, never raised through libuv */
+  int failed;         /* err_slot holds an error */
   int closing;        /* the state is closing: no more Lua calls */
   uv_timer_t step_timer; /* wakes uv_run for lxmpp.step(timeout) */
   uv_prepare_t prepare;  /* runs the deferred list */

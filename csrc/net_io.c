@@ -34,28 +34,52 @@ int lx_net_push_event(lua_State *L, lx_handle *h, const char *event) {
   return 1;
 }
 
+/* An event and its string arguments, built and dispatched under
+ * lx_protected: building it allocates, and an allocation error must not
+ * unwind through libuv (loop.h). These run from libuv callbacks (connect,
+ * read, write, close), never from inside a Lua call. */
+typedef struct net_event {
+  lx_handle *h;
+  const char *event;
+  int nstr;                   /* strings after the event: 0 to 2 */
+  const char *s[2];
+  size_t len[2];
+} net_event;
+
+static int emit_protected(lua_State *L) {
+  net_event *e = lua_touserdata(L, 1);
+  int i;
+  if (!lx_net_push_event(L, e->h, e->event)) return 0;   /* "net", owner, event */
+  for (i = 0; i < e->nstr; i++) lua_pushlstring(L, e->s[i], e->len[i]);
+  lx_dispatch(e->h->lp, 3 + e->nstr);
+  return 0;
+}
+
+static void emit(lx_handle *h, const char *event, int nstr, const char *s0, size_t l0,
+                 const char *s1, size_t l1) {
+  net_event e;
+  e.h = h;
+  e.event = event;
+  e.nstr = nstr;
+  e.s[0] = s0;
+  e.len[0] = l0;
+  e.s[1] = s1;
+  e.len[1] = l1;
+  lx_protected(h->lp, emit_protected, &e);
+}
+
 void lx_net_emit(lx_handle *h, const char *event) {
-  lua_State *L = h->lp->L;
-  if (L && lx_net_push_event(L, h, event)) lx_dispatch(h->lp, 3);
+  emit(h, event, 0, NULL, 0, NULL, 0);
 }
 
 void lx_net_emit_msg(lx_handle *h, const char *event, const char *msg,
                      const char *cond) {
-  lua_State *L = h->lp->L;
-  if (L && lx_net_push_event(L, h, event)) {
-    lua_pushstring(L, msg);
-    lua_pushstring(L, cond);
-    lx_dispatch(h->lp, 5);
-  }
+  emit(h, event, 2, msg, strlen(msg), cond, strlen(cond));
 }
 
 /* Raw mode: one "data" event with the bytes read (plaintext under TLS). */
 static void emit_data(conn *c, const char *p, size_t n) {
-  lua_State *L = c->h.lp->L;
-  if (L && lx_net_push_event(L, &c->h, "data")) {
-    lua_pushlstring(L, p, n);
-    lx_dispatch(c->h.lp, 4);
-  }
+  emit(&c->h, "data", 1, p, n, NULL, 0);
 }
 
 static void pool_put(lx_loop *lp, char *buf, size_t cap);

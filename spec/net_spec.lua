@@ -11,6 +11,8 @@ local st = lxmpp.stanza
 local HDR = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>"
 
 local assert_clean = require "spec.support.clean"
+local blackhole = require "spec.support.blackhole"
+local sh = require "spec.support.sh"
 
 -- A listener whose accepted connections parse and record stanza names.
 local function recorder()
@@ -98,6 +100,54 @@ describe("tcp connections", function()
     end)
     for _, f in ipairs(fill) do f:close() end
     srv:close()
+  end)
+
+  it("a pending connect closed or aborted closes its socket at once, with no outcome, safely twice", function()
+    -- C level (csrc/net.c): uv_close on a connecting handle hands
+    -- UV_ECANCELED to the connect callback, which must report nothing (the
+    -- conn is closed), and the close callback frees it once: "closed" is
+    -- the only event, and no handle is left
+    local hole = blackhole.tcp()
+    local ok, err = pcall(lxmpp.run, function()
+      for _, how in ipairs({ "abort", "close" }) do
+        local events = {}
+        local owner = { net_event = function(_, event) events[#events + 1] = event end }
+        local before = core.loop_handles()
+        local c = core.tcp_connect("127.0.0.1", hole.port, owner)
+        lxmpp.sleep(0.05)                          -- the SYN is out, and unanswered
+        assert.same({}, events)
+        c[how](c)
+        c:abort()
+        c:close()
+        assert.same({ nil, "connection is closed", "closed" }, { c:write("x") })
+        assert.equal(before, core.loop_handles(), how)  -- closing: no longer counted
+        lxmpp.sleep(0.05)
+        assert.same({ "closed" }, events, how)
+        c:abort()
+        assert.is_false(c:info().open)
+      end
+    end)
+    hole:close()
+    assert(ok, err)
+  end)
+
+  it("an event that cannot be built (out of memory) is raised after libuv returns, never through it", function()
+    -- (spec/support/oom_host.c: a Lua host whose allocations fail on
+    -- request, built here for the Lua the suite runs under; it runs
+    -- spec/support/oom_event.lua with the suite's module paths)
+    local lua = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+    local bin = "build/oom_host-" .. lua
+    local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+    local out, code = sh.popen_read("mkdir -p build && ${CC:-cc} -std=c99 -Wall -Wextra -pedantic -Werror -O1 -o "
+      .. q(bin) .. " spec/support/oom_host.c $(pkg-config --cflags --libs " .. lua .. ") 2>&1")
+    assert.equal(0, code, out)
+    -- (not under Valgrind's preloaded malloc: the host is not run by it)
+    local env = require("spec.support.slow").valgrind and "env -u LD_PRELOAD " or ""
+    out, code = sh.popen_read(env .. q(bin) .. " spec/support/oom_event.lua " .. q(package.path) .. " "
+      .. q(package.cpath) .. " 2>&1")
+    assert.equal(0, code, out)
+    assert.matches("first\tfalse\tnot enough memory", out)
+    assert.matches("again\ttrue", out)
   end)
 
   it("refuses a non-numeric address as misuse", function()

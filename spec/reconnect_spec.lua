@@ -8,6 +8,7 @@ local core = require "lxmpp.core"
 local st = lxmpp.stanza
 local smserver = require "spec.support.smserver"
 local SLOW = require("spec.support.slow").factor
+local blackhole = require "spec.support.blackhole"
 
 local wait_for = smserver.wait_for
 
@@ -203,6 +204,88 @@ describe("reconnection", function()
     assert(ok, err)
     assert.is_true(took < 0.5 * SLOW, "close() took " .. tostring(took) .. " s")
     assert.is_true(run_took < 0.5 * SLOW, "run took " .. tostring(run_took) .. " s more")
+  end)
+
+  -- c:close() while a reconnection attempt waits on a peer that never
+  -- answers: prepare(c) points the client's next attempts at it and
+  -- returns a predicate that holds once the attempt waits in the phase
+  -- under test, and a clean-up run after (outside the loop). close() must
+  -- return at once, the attempt's connection must be gone, and lxmpp.run
+  -- must return at once too (no timer or socket left to keep it going);
+  -- before, each of these waited for connect_timeout or opts.timeout
+  -- (3 s here).
+  local function close_during(prepare)
+    local took, closed_at, cleanup, phase_reached
+    local ok, err = pcall(run, function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_delay = 0.01 },
+        connect_timeout = 3 * SLOW, timeout = 3 * SLOW })))
+      local ev = watch(c)
+      local in_phase, gone
+      in_phase, gone, cleanup = prepare(c)
+      srv:kill()
+      phase_reached = wait_for(in_phase, 2)
+      assert(phase_reached, "the reconnection did not reach the phase under test")
+      local t0 = core.now()
+      assert.is_true(c:close())
+      took = core.now() - t0
+      assert.is_false(c.reconnecting)
+      assert.equal(1, #ev.disconnected)
+      assert.same({}, ev.reconnected)
+      if gone then assert(wait_for(gone, 0.5), "the attempt's connection is still open") end
+      closed_at = core.now()
+      srv:close()
+      if cleanup then cleanup("in loop") end
+    end)
+    local run_took = closed_at and core.now() - closed_at
+    if cleanup then cleanup() end
+    assert(ok, err)
+    assert.is_true(took < 0.5 * SLOW, "close() took " .. tostring(took) .. " s")
+    assert.is_true(run_took < 0.5 * SLOW, "run took " .. tostring(run_took) .. " s more")
+  end
+
+  it("close() during a reconnection's TCP connect to a peer that never answers returns at once", function()
+    local tcp_connect = core.tcp_connect
+    local hole = blackhole.tcp()
+    local attempt
+    -- (the spy keeps the C connection of the attempt to the black hole)
+    core.tcp_connect = function(ip, port, owner)
+      local conn, msg, cond = tcp_connect(ip, port, owner)
+      if port == hole.port then attempt = conn end
+      return conn, msg, cond
+    end
+    close_during(function(c)
+      c.opts.port = hole.port
+      return function() return attempt ~= nil and attempt:info().open end,
+        function() return not attempt:info().open end,
+        function(in_loop)
+          if in_loop then return end
+          core.tcp_connect = tcp_connect
+          hole:close()
+        end
+    end)
+  end)
+
+  it("close() during a reconnection's TLS handshake with a peer that never answers returns at once", function()
+    close_during(function(c)
+      local silent = blackhole.silent()
+      c.opts.port = silent.port
+      c.tls_mode = "direct"                     -- the ClientHello goes out first
+      return function() return silent:bytes_in() > 0 end,
+        function() return silent.conns[1].eof end,
+        function(in_loop) if in_loop then silent:close() end end
+    end)
+  end)
+
+  it("close() during a reconnection's XEP-0156 lookup of a peer that never answers returns at once", function()
+    close_during(function(c)
+      local silent = blackhole.silent()
+      -- host-meta over HTTPS from the silent peer: its TLS handshake hangs
+      c.opts.port, c.opts.discover = silent.port, true
+      return function() return silent:bytes_in() > 0 end,
+        function() return silent.conns[1].eof end,
+        function(in_loop) if in_loop then silent:close() end end
+    end)
   end)
 
   it("bounds the stanzas waiting for a reconnection", function()

@@ -87,8 +87,10 @@ end
 -- Closes every HTTP connection and wakes every pause between attempts:
 -- the tasks of the requests see the session closed and end.
 local function release(self)
-  local conns, sleepers = self.conns, self.sleepers
-  self.conns, self.idle, self.sleepers = {}, {}, {}
+  local conns, sleepers, dialing = self.conns, self.sleepers, self.dialing
+  self.conns, self.idle, self.sleepers, self.dialing = {}, {}, {}, {}
+  -- a task cancelled in http.open closes its connection attempt at once
+  for t in pairs(dialing) do task.cancel(t) end
   if self.poll_timer then
     self.poll_timer:stop()
     self.poll_timer = nil
@@ -219,8 +221,13 @@ local function take_conn(self)
     hc:close()
   end
   local o = self.opts
+  -- (self.dialing: release() ends the tasks still connecting, which could
+  -- otherwise wait for connect_timeout on a host that does not answer)
+  local me = task.current("bosh")
+  self.dialing[me] = true
   local hc, msg, cond = http.open(self.url, { cafile = o.cafile, insecure = o.insecure, address = o.address,
     timeout = o.connect_timeout or 15 })
+  self.dialing[me] = nil
   if not hc then return nil, msg, cond end
   if self.closed then
     hc:close()
@@ -520,7 +527,9 @@ function M.connect(url, opts)
   if not u then return nil, why, "bad-request" end
   local keys = opts.keys
   if keys == nil then keys = not u.secure end
-  local rid = math.random(1, 2 ^ 40)
+  -- a large random first rid (XEP-0124 §14.1), below 2^40; in two draws,
+  -- since Lua 5.1's math.random takes no bound above 2^31
+  local rid = compat.tointeger(math.random(1, 1048575) * 1048576 + math.random(0, 1048575))
   return setmetatable({
     url = url, opts = opts, handlers = {}, inbox = fifo.new(), pending = fifo.new(), answers = {},
     rid = rid, out = 0, requests = 2, queued = 0, read = 0, max_queue = 1048576,
@@ -529,7 +538,7 @@ function M.connect(url, opts)
     retries = positive(opts.retries, "retries") or M.RETRIES, backoff = positive(opts.backoff, "backoff") or M.BACKOFF,
     margin = positive(opts.margin, "margin") or M.MARGIN,
     keys = keys and key_sequence() or nil,
-    conns = {}, idle = {}, sleepers = {}, outstanding = {}, opened = 0,
+    conns = {}, idle = {}, sleepers = {}, dialing = {}, outstanding = {}, opened = 0,
     closed = false, encrypted = u.secure, framing = transport.websocket,
   }, Session)
 end

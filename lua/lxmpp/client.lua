@@ -211,7 +211,7 @@ for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn
   see_other_uri ws_url ws_secure
   online closing closed_reason close_waiter remote_closed drain_waiters reader inbound offline ofirst olast
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
-  last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting backoff_waiter sasl_mechanism
+  last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting establishing backoff_waiter sasl_mechanism
   scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups login next_features
   blocked caps_node tls_ctxs tls_resume tls_key]]):gmatch("%S+") do
   RESERVED[name] = true
@@ -409,8 +409,11 @@ function Client:start_tls(direct)
   local ctx, msg, cond = tls_context(self, direct)
   if not ctx then return nil, msg, cond end
   local w = task.waiter("start_tls", 1)
-  self.conn:on("tls-done", function() w:wake(true) end)
-  self.conn:on("tls-failed", function(m, c) w:wake(nil, m, c) end)
+  local conn, t = self.conn, nil
+  -- the timer stops with the outcome, not when the task resumes (it may be
+  -- cancelled in between)
+  conn:on("tls-done", function() if t then t:stop() end; w:wake(true) end)
+  conn:on("tls-failed", function(m, c) if t then t:stop() end; w:wake(nil, m, c) end)
   -- SNI and the identity to verify: the JID's domain, in A-labels
   local sni = core.to_ascii(self.domain) or self.domain
   local ticket
@@ -436,12 +439,29 @@ function Client:start_tls(direct)
     self.conn:on("tls-failed", nil)
     return nil, "TLS handshake timed out", "timeout"
   end
-  local t = core.timer(left, w)
+  t = core.timer(left, w)
+  -- the link lost meanwhile (the server closing it, c:close() aborting
+  -- it) ends the wait too: session.lua's I.lost wakes the reader (and
+  -- stops w.timer)
+  w.timer = t
+  self.reader = w
+  -- a cancelled task (a cancelled lxmpp.connect, c:close() during a
+  -- reconnection) leaves no timer and no half-made TLS connection behind
+  w.cancel = function()
+    t:stop()
+    if self.reader == w then self.reader = nil end
+    conn:abort()
+  end
   local done, emsg, econd = w:wait()
   t:stop()
-  self.conn:on("tls-done", nil)
-  self.conn:on("tls-failed", nil)
-  if done == nil and emsg == nil then return nil, "TLS handshake timed out", "timeout" end
+  if self.reader == w then self.reader = nil end
+  conn:on("tls-done", nil)
+  conn:on("tls-failed", nil)
+  if done == nil and emsg == nil then
+    local lost = self.lost_reason
+    if lost then return nil, lost[1], lost[2] end
+    return nil, "TLS handshake timed out", "timeout"
+  end
   if not done then return nil, emsg, econd end
   self.tls_active = true
   if self.debug then
@@ -554,16 +574,6 @@ end
 ---------------------------------------------------------------------------
 -- connecting
 
--- A lookup of lxmpp.resolve, the client marked as waiting in it meanwhile
--- (self.resolving: close() may end a reconnection waiting there,
--- reconnect.lua).
-local function lookup(self, fn, ...)
-  self.resolving = true
-  local list, msg, cond = fn(...)
-  self.resolving = nil
-  return list, msg, cond
-end
-
 -- Candidates: explicit host/port, or DNS SRV with the A/AAAA fallback.
 local function candidates(self)
   local o = self.opts
@@ -575,12 +585,12 @@ local function candidates(self)
     return { { host = o.host, port = port, tls = self.tls_mode } }
   end
   local resolve = require "lxmpp.resolve"
-  return lookup(self, resolve.targets, self.domain, { tls = self.tls_mode ~= "none" and self.tls_mode or "starttls" })
+  return resolve.targets(self.domain, { tls = self.tls_mode ~= "none" and self.tls_mode or "starttls" })
 end
 
-local function addresses(self, host)
+local function addresses(host)
   if host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then return { host } end
-  return lookup(self, require("lxmpp.resolve").addresses, host)
+  return require("lxmpp.resolve").addresses(host)
 end
 
 local establish_once
@@ -695,7 +705,7 @@ function establish_once(self)
   if not list then return nil, msg, cond end
   local last_msg, last_cond = "no server to connect to", "remote-server-not-found"
   for _, cand in ipairs(list) do
-    local ips, amsg, acond = addresses(self, cand.host)
+    local ips, amsg, acond = addresses(cand.host)
     if not ips then
       last_msg, last_cond = amsg, acond
     else

@@ -26,6 +26,9 @@
 -- conn, rest: the connection stays open in raw mode with no handlers, and
 -- rest holds what the server sent after its answer's head.
 --
+-- A task cancelled while it connects, shakes hands or waits for an answer
+-- closes that connection at once and leaves no timer (lxmpp.task.cancel).
+--
 -- Only https URLs (plain http only to a loopback address). Header names and
 -- values with CR, LF or NUL are refused (no request smuggling through
 -- headers a server handed us). The response is bounded by max_response.
@@ -190,15 +193,29 @@ local function dial(u, opts, timeout)
       insecure = opts.insecure == true, alpn = "http/1.1" })
     if not ctx then conn:abort() return nil, cmsg, ccond end
     local w = task.waiter("http.request", 2)
-    conn:on("tls-done", function() w:wake(true) end)
-    conn:on("tls-failed", function(m, c) w:wake(nil, m, c) end)
+    local t
+    -- the outcome stops the timer (the task may be cancelled before it
+    -- resumes); the peer closing the connection ends the wait too
+    local function outcome(...)
+      if t then t:stop() end
+      w:wake(...)
+    end
+    conn:on("tls-done", function() outcome(true) end)
+    conn:on("tls-failed", function(m, c) outcome(nil, m, c) end)
+    conn:on("eof", function() outcome(nil, "the connection closed during the TLS handshake", "closed") end)
+    conn:on("read-error", function(m) outcome(nil, m, "closed") end)
     local ok, serr = conn:starttls(ctx, core.to_ascii(u.host) or u.host)
     if not ok then conn:abort() return nil, serr, "tls-failed" end
-    local t = core.timer(timeout, w)
+    t = core.timer(timeout, w)
+    -- a cancelled task (its own, or a client's c:close() ending its
+    -- connection attempt) leaves no timer and no connection behind
+    w.cancel = function()
+      t:stop()
+      conn:abort()
+    end
     local done, emsg, econd = w:wait()
     t:stop()
-    conn:on("tls-done", nil)
-    conn:on("tls-failed", nil)
+    for _, ev in ipairs({ "tls-done", "tls-failed", "eof", "read-error" }) do conn:on(ev, nil) end
     if not done then
       conn:abort()
       return nil, emsg or "the TLS handshake timed out", econd or "timeout"
@@ -218,6 +235,7 @@ local function poke(self, ...)
   local w = self.w
   if w then
     self.w = nil
+    w.timer:stop()   -- now: the task may be cancelled before it resumes
     w:wake(...)
   end
 end
@@ -307,9 +325,22 @@ function Conn:request(o)
   end
   local timeout = o.timeout or 30
   self.busy, self.buf, self.size, self.max = true, {}, 0, o.max_response or 1024 * 1024
-  local w = task.waiter("http.request", 1)
-  self.w = w
-  local t = core.timer(timeout, w)
+  local w, t
+  -- a cancelled task (its own, or a client's c:close() ending an XEP-0156
+  -- lookup or a WebSocket handshake) closes the connection: a request cut
+  -- short leaves it in no state to carry another, and no timer behind
+  local function wait_for_more()
+    w = task.waiter("http.request", 2)
+    self.w = w
+    t = core.timer(timeout, w)
+    w.timer = t
+    w.cancel = function()
+      t:stop()
+      self.w = nil
+      fail(self, t)
+    end
+  end
+  wait_for_more()
   local ok, msg, cond = self.conn:write(concat(lines, "\r\n") .. "\r\n\r\n" .. body)
   if not ok then return fail(self, t, nil, msg, cond) end
   while true do
@@ -334,9 +365,7 @@ function Conn:request(o)
       end
       return status, headers, rbody
     end
-    w = task.waiter("http.request", 1)
-    self.w = w
-    t = core.timer(timeout, w)
+    wait_for_more()
   end
 end
 

@@ -131,6 +131,12 @@ function Conn:close(timeout)
   local w = task.waiter("conn:close", 1)
   self.close_waiter = w
   local t = core.timer(timeout or 10, w)
+  -- a task cancelled meanwhile cuts the close short: no timer, no socket
+  -- left behind
+  w.cancel = function()
+    t:stop()
+    self.c:abort()
+  end
   local done = w:wait()
   t:stop()
   if not done then

@@ -203,13 +203,17 @@ function M.install(Client)
       local w = task.waiter("reconnect")
       self.backoff_waiter = w
       local t = core.timer(backoff(r, attempt), w)
+      w.cancel = function() t:stop() end
       w:wait()
       t:stop()
       self.backoff_waiter = nil
       if self.closing then break end
       if self.debug then self:log("debug", "reconnecting (attempt %d)", attempt) end
       local emsg, econd
+      -- (self.establishing: close() may end the task anywhere in there)
+      self.establishing = true
       ok, emsg, econd = self:establish()
+      self.establishing = nil
       if ok and self.closing then self.conn:abort() end
       if ok or self.closing then break end
       msg, cond = emsg, econd
@@ -218,7 +222,7 @@ function M.install(Client)
     R.reconnect_over(self, ok, msg, cond)
   end
 
-  -- The end of a reconnection (the loop's, or close() cutting a lookup
+  -- The end of a reconnection (the loop's, or close() cutting an attempt
   -- short): back online, or the session over; close() waiters wake.
   function R.reconnect_over(self, ok, msg, cond)
     self.reconnecting = false
@@ -338,12 +342,16 @@ function M.install(Client)
       if w then w:wake() end
       if self.conn and not self.conn.closed then self.conn:abort() end
       local rt = self.reconnect_task
-      if rt and task.alive(rt) and self.resolving then
-        -- waiting for DNS, maybe for the resolver's whole timeout: the task
-        -- ends here, which abandons its lookup (lxmpp.resolve), and its
-        -- ending is done in its stead
-        self.resolving, self.deadline = nil, nil
-        task.cancel(rt)
+      if rt and self.establishing and task.cancel(rt) then
+        -- an attempt under way may wait for a long time in any of its
+        -- phases (DNS up to the resolver's timeout, a TCP connect or an
+        -- XEP-0156 lookup up to connect_timeout, the TLS handshake and the
+        -- stream negotiation up to opts.timeout): the task ends here, and
+        -- each of those waits, cancelled, releases what it holds (lookups
+        -- abandoned, the connection attempt's socket closed, timers
+        -- stopped); its ending is done in its stead
+        self.establishing, self.deadline, self.redirect = nil, nil, nil
+        self.negotiating = false
         R.reconnect_over(self, nil)
         return true
       end

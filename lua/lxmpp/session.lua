@@ -241,6 +241,7 @@ function I.push(self, item)
   local w = self.reader
   if w then
     self.reader = nil
+    w.timer:stop()    -- now, not when the task resumes: it may be cancelled before
     w:wake()
   end
 end
@@ -283,8 +284,19 @@ function Session:read(timeout)
     if not self.conn or self.conn.closed then return nil, "connection closed", "closed" end
     local w = task.waiter("session:read", 1)
     self.reader = w
+    local conn = self.conn
     local t = core.timer(timeout or 30, w)
-    self.conn:resume()
+    w.timer = t
+    -- a cancelled task (lxmpp.task.cancel: a cancelled lxmpp.connect, or
+    -- c:close() during a reconnection) leaves neither the timer nor, when
+    -- negotiating, a half-negotiated connection behind: nothing could use
+    -- the stream from where it stopped
+    w.cancel = function()
+      t:stop()
+      if self.reader == w then self.reader = nil end
+      if self.negotiating and not conn.closed then conn:abort() end
+    end
+    conn:resume()
     w:wait()
     t:stop()
     if self.reader == w then
@@ -347,6 +359,13 @@ function Session:close(timeout)
       local w = task.waiter("close", 1)
       self.close_waiter = w
       local t = core.timer(timeout or 10, w)
+      -- a task cancelled meanwhile cuts the close short: no timer, no
+      -- connection left behind
+      w.cancel = function()
+        t:stop()
+        if self.close_waiter == w then self.close_waiter = nil end
+        conn:abort()
+      end
       w:wait()
       t:stop()
       self.close_waiter = nil
