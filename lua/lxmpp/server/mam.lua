@@ -182,14 +182,23 @@ end
 -- at most max_ids ids, none of them empty.
 local function read_form(iq, x, max_ids)
   if not x then return {} end
-  local form, msg = forms.parse(x)
-  if not form then return fail(iq, "modify", "bad-request", msg) end
-  if form.values.FORM_TYPE ~= NS_MAM then
+  -- the fields are typed by FILTER, not by what the client says (XEP-0004
+  -- §3.3: a submitted form's types come from context; XEP-0313's own
+  -- example sends 'ids' untyped, which forms.parse would take for
+  -- text-single)
+  local vars, form_type = {}, nil
+  for f in x:childtags("field") do
+    local var = f.attr.var
+    if var == nil or vars[var] then return fail(iq, "modify", "bad-request", "each field needs a var of its own") end
+    vars[var] = true
+    if var == "FORM_TYPE" then form_type = f:get_child_text("value") end
+  end
+  if form_type ~= NS_MAM then
     return fail(iq, "modify", "bad-request", "the form's FORM_TYPE must be " .. NS_MAM)
   end
-  for _, f in ipairs(form) do
-    if f.var and not FILTER.by_var[f.var] then
-      return fail(iq, "cancel", "feature-not-implemented", "no filter named " .. f.var)
+  for f in x:childtags("field") do
+    if not FILTER.by_var[f.attr.var] then
+      return fail(iq, "cancel", "feature-not-implemented", "no filter named " .. f.attr.var)
     end
   end
   local values, err = FILTER:data(x)
