@@ -536,12 +536,12 @@ describe("embedded server archives (XEP-0313)", function()
       assert.same({ "m1", "m2" }, bodies(assert(query(a, { fields = { ["after-id"] = "", ["before-id"] = "",
         ids = {} } }))))
       -- the client plugin checks its options
-      assert.has_error(function() a:mam_query{ after_id = "" } end)
-      assert.has_error(function() a:mam_query{ before_id = 7 } end)
-      assert.has_error(function() a:mam_query{ ids = {} } end)
-      assert.has_error(function() a:mam_query{ ids = { "x", "" } } end)
-      assert.has_error(function() a:mam_query{ ids = "x" } end)
-      assert.has_error(function() a:mam_query{ flip_page = "yes" } end)
+      assert.error_matches(function() a:mam_query{ after_id = "" } end, "after_id must be a non%-empty string")
+      assert.error_matches(function() a:mam_query{ before_id = 7 } end, "before_id must be a non%-empty string")
+      for _, bad in ipairs({ {}, { "x", "" }, "x" }) do
+        assert.error_matches(function() a:mam_query{ ids = bad } end, "ids must be a non%-empty list")
+      end
+      assert.error_matches(function() a:mam_query{ flip_page = "yes" } end, "flip_page must be a boolean")
       a:close()
       b:close()
     end)
