@@ -532,6 +532,16 @@ describe("embedded server archives (XEP-0313)", function()
       assert.equal("bad-request", cond{ ids = { mine[1], "" } })
       assert.equal("bad-request", cond{ ["after-id"] = { mine[1], mine[2] } })
       assert.equal("bad-request", cond{ ["before-id"] = { mine[1], mine[2] } })
+      -- a field twice (which after-id?), or one without a var
+      for _, second in ipairs({ { var = "after-id" }, {} }) do
+        local x = st.stanza("x", { xmlns = "jabber:x:data", type = "submit" })
+          :tag("field", { var = "FORM_TYPE" }):text_tag("value", NS):up()
+          :tag("field", { var = "after-id" }):text_tag("value", mine[1]):up()
+          :tag("field", second):text_tag("value", mine[2]):up()
+        local r, _, c2 = a:request(st.iq({ type = "set" }):tag("query", { xmlns = NS }):add_child(x), 5)
+        assert.is_nil(r)
+        assert.equal("bad-request", c2)
+      end
       -- empty fields filter nothing (clients may send the whole form back)
       assert.same({ "m1", "m2" }, bodies(assert(query(a, { fields = { ["after-id"] = "", ["before-id"] = "",
         ids = {} } }))))
