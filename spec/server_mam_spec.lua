@@ -27,9 +27,9 @@ local function sync(c)
 end
 
 local qn = 0
--- A raw query: o = { to, fields = { var = value }, form_type, max, after,
--- before (string, "" for empty) }. Returns the result messages in order and
--- <fin/>, or nil, condition.
+-- A raw query: o = { to, fields = { var = value or { values } }, form_type,
+-- max, after, before (string, "" for empty), flip (<flip-page/>) }. Returns
+-- the result messages in order and <fin/>, or nil, condition, message.
 local function query(c, o)
   qn = qn + 1
   local qid = "q" .. qn
@@ -37,7 +37,11 @@ local function query(c, o)
   if o.fields then
     iq:tag("x", { xmlns = "jabber:x:data", type = "submit" })
       :tag("field", { var = "FORM_TYPE", type = "hidden" }):text_tag("value", o.form_type or NS):up()
-    for var, v in pairs(o.fields) do iq:tag("field", { var = var }):text_tag("value", v):up() end
+    for var, v in pairs(o.fields) do
+      iq:tag("field", { var = var })
+      for _, value in ipairs(type(v) == "table" and v or { v }) do iq:text_tag("value", value) end
+      iq:up()
+    end
     iq:up()
   end
   if o.max or o.after or o.before then
@@ -47,14 +51,15 @@ local function query(c, o)
     if o.before then iq:text_tag("before", o.before) end
     iq:up()
   end
+  if o.flip then iq:tag("flip-page"):up() end
   local got = {}
   local id = c:on("message", function(m)
     local r = m:get_child("result", NS)
     if r and r.attr.queryid == qid then got[#got + 1] = m end
   end)
-  local r, _, cond = c:request(iq, 5)
+  local r, msg, cond = c:request(iq, 5)
   c:off(id)
-  if not r then return nil, cond end
+  if not r then return nil, cond, msg end
   return got, r:get_child("fin", NS)
 end
 
@@ -375,8 +380,10 @@ describe("embedded server archives (XEP-0313)", function()
       assert.equal("service-unavailable", select(2, query(a, {})))
       local info = assert(a:disco_info(A))
       assert.is_nil(info.features[NS])
+      assert.is_nil(info.features[NS .. "#extended"])
       assert.is_nil(info.features[NS_SID])
       assert.is_nil(assert(a:disco_info("example.test")).features[NS])
+      assert.is_nil(assert(a:disco_info("example.test")).features[NS .. "#extended"])
       a:close()
       b:close()
     end)
@@ -394,13 +401,157 @@ describe("embedded server archives (XEP-0313)", function()
       local info = assert(a:disco_info(A))
       assert.is_true(info.features[NS])
       assert.is_true(info.features[NS_SID])
-      assert.is_nil(info.features[NS .. "#extended"])
+      -- XEP-0313 §"Determining support": the extended queries, on the account and (as mam:2) the server
+      assert.is_true(info.features[NS .. "#extended"])
+      assert.is_true(assert(a:disco_info("example.test")).features[NS .. "#extended"])
+      assert.is_nil(assert(b:disco_info(A)).features[NS .. "#extended"])   -- the archive is alice's alone
       local form = assert(a:request(st.iq({ type = "get" }):tag("query", { xmlns = NS })))
-      local vars = {}
+      local vars, ids_field = {}, nil
       for f in form:get_child("query", NS):get_child("x", "jabber:x:data"):childtags("field") do
         vars[#vars + 1] = f.attr.var .. ":" .. f.attr.type
+        if f.attr.var == "ids" then ids_field = f end
       end
-      assert.same({ "FORM_TYPE:hidden", "with:jid-single", "start:text-single", "end:text-single" }, vars)
+      assert.same({ "FORM_TYPE:hidden", "with:jid-single", "start:text-single", "end:text-single",
+        "before-id:text-single", "after-id:text-single", "ids:list-multi" }, vars)
+      -- §"Retrieving form fields": 'ids' lists no values, and says it is open (XEP-0122)
+      assert.is_nil(ids_field:get_child("option"))
+      local validate = assert(ids_field:get_child("validate", "http://jabber.org/protocol/xdata-validate"))
+      assert.equal("xs:string", validate.attr.datatype)
+      assert.truthy(validate:get_child("open"))
+      a:close()
+      b:close()
+    end)
+  end)
+
+  -- XEP-0313 §"Limiting results by id" and §"Flipped pages", on both stores
+  for _, backend in ipairs({ "memory", "sqlite" }) do
+    it("answers #extended queries (before-id, after-id, ids, flip-page) with filters and paging (" .. backend .. ")",
+      function()
+      local path = backend == "sqlite" and os.tmpname() or nil
+      if path then os.remove(path) end
+      serve.run({ users = USERS, storage = path }, function(srv, port)
+        local h = fake_clock(srv, 1000)
+        local a = assert(serve.login(port, "alice", "alice-pw"))
+        for i = 1, 7 do                                   -- m2, m4, m6 to carol, the others to bob
+          h.now = 1000 + i
+          a:send_message(i % 2 == 0 and C or B, "m" .. i)
+          sync(a)
+        end
+        local all = ids(assert(query(a, {})))
+        assert.equal(7, #all)
+        local function q(o)
+          local r, fin = query(a, o)
+          assert(r, fin)
+          return bodies(r), fin_set(fin)
+        end
+        -- after-id and before-id bound the result set, not including themselves
+        local got, fin = q{ fields = { ["after-id"] = all[2], ["before-id"] = all[6] } }
+        assert.same({ "m3", "m4", "m5" }, got)
+        assert.same({ complete = "true", first = all[3], index = "0", last = all[5], count = "3" }, fin)
+        -- RSM pages within that set: <max/>, <after/>, and an <after/> before the set starts
+        got, fin = q{ fields = { ["after-id"] = all[2] }, max = 2 }
+        assert.same({ "m3", "m4" }, got)
+        assert.same({ complete = "false", first = all[3], index = "0", last = all[4], count = "5" }, fin)
+        got, fin = q{ fields = { ["after-id"] = all[2] }, max = 2, after = all[4] }
+        assert.same({ "m5", "m6" }, got)
+        assert.same({ complete = "false", first = all[5], index = "2", last = all[6], count = "5" }, fin)
+        assert.same({ "m5", "m6", "m7" }, (q{ fields = { ["after-id"] = all[4] }, after = all[1] }))
+        -- before-id does not page back (RSM <before/> does): the oldest first, unless <before/> asks
+        got, fin = q{ fields = { ["before-id"] = all[6] }, max = 2 }
+        assert.same({ "m1", "m2" }, got)
+        assert.same({ complete = "false", first = all[1], index = "0", last = all[2], count = "5" }, fin)
+        got, fin = q{ fields = { ["before-id"] = all[6] }, max = 2, before = "" }
+        assert.same({ "m4", "m5" }, got)
+        assert.same({ complete = "false", first = all[4], index = "3", last = all[5], count = "5" }, fin)
+        -- with the other filters
+        assert.same({ "m4", "m6" }, (q{ fields = { ["after-id"] = all[2], with = C } }))
+        assert.same({ "m5", "m6", "m7" }, (q{ fields = { ["after-id"] = all[1], start = datetime.format(1005) } }))
+        -- an empty range is a result, not an error
+        got, fin = q{ fields = { ["after-id"] = all[5], ["before-id"] = all[3] } }
+        assert.same({}, got)
+        assert.same({ complete = "true", count = "0" }, fin)
+        -- ids: those entries, in archive order whatever the order asked, each once
+        got, fin = q{ fields = { ids = { all[6], all[2], all[4], all[2] } } }
+        assert.same({ "m2", "m4", "m6" }, got)
+        assert.same({ complete = "true", first = all[2], index = "0", last = all[6], count = "3" }, fin)
+        got, fin = q{ fields = { ids = { all[6], all[2], all[4] } }, max = 1, after = all[2] }
+        assert.same({ "m4" }, got)
+        assert.same({ complete = "false", first = all[4], index = "1", last = all[4], count = "3" }, fin)
+        assert.same({ "m1" }, (q{ fields = { ids = { all[1], all[2] }, with = B } }))   -- m2 went to carol
+        assert.same({ "m7" }, (q{ fields = { ids = { all[7] } } }))                     -- a single item
+        -- flip-page: the same page, newest first; <first/> and <last/> unchanged
+        got, fin = q{ max = 3, before = "", flip = true }
+        assert.same({ "m7", "m6", "m5" }, got)
+        assert.same({ complete = "false", first = all[5], index = "4", last = all[7], count = "7" }, fin)
+        got, fin = q{ fields = { ["after-id"] = all[2] }, max = 2, flip = true }
+        assert.same({ "m4", "m3" }, got)
+        assert.same({ complete = "false", first = all[3], index = "0", last = all[4], count = "5" }, fin)
+        -- the client plugin sends them, and pages on within the set
+        local page = assert(a:mam_query{ after_id = all[2], before_id = all[7], max = 2, flip_page = true })
+        assert.same({ "m4", "m3" }, bodies_of(page))
+        assert.same({ all[3], all[4], 4 }, { page.first, page.last, page.count })
+        page = assert(a:mam_next(page))
+        assert.same({ "m6", "m5" }, bodies_of(page))
+        assert.is_true(page.complete)
+        assert.same({ "m2", "m6" }, bodies_of(assert(a:mam_query{ ids = { all[6], all[2] } })))
+        assert.equal("item-not-found", select(3, a:mam_query{ after_id = "no-such-id" }))
+        a:close()
+      end)
+      if path then
+        for _, f in ipairs({ path, path .. "-wal", path .. "-shm" }) do os.remove(f) end
+      end
+    end)
+  end
+
+  it("refuses unknown, foreign, malformed and too many ids in #extended queries", function()
+    serve.run({ users = USERS, limits = { mam_max_page = 3 } }, function(_, port)
+      local a = assert(serve.login(port, "alice", "alice-pw"))
+      local b = assert(serve.login(port, "bob", "bob-pw"))
+      a:send_message(B, "m1")
+      a:send_message(B, "m2")
+      sync(a)
+      local mine, bobs = ids(assert(query(a, {}))), ids(assert(query(b, {})))
+      assert.equal(2, #mine)
+      assert.equal(2, #bobs)
+      local function cond(fields) return select(2, query(a, { fields = fields })) end
+      -- XEP-0313 §"Limiting results by id": an id not in the archive is item-not-found, and
+      -- bob's ids are not in alice's archive (the same messages, kept under other ids)
+      for _, var in ipairs({ "after-id", "before-id", "ids" }) do
+        assert.equal("item-not-found", cond{ [var] = "no-such-id" }, var)
+        assert.equal("item-not-found", cond{ [var] = bobs[1] }, var)
+        assert.equal("item-not-found", cond{ [var] = bobs[2] }, var)
+      end
+      assert.equal("item-not-found", cond{ ids = { mine[1], "no-such-id", mine[2] } })   -- any one of them
+      assert.equal("item-not-found", cond{ ["after-id"] = mine[1], ["before-id"] = bobs[2] })
+      -- at most mam_max_page ids (3 here), duplicates counted
+      local _, c, text = query(a, { fields = { ids = { mine[1], mine[2], mine[1], mine[2] } } })
+      assert.equal("policy-violation", c)
+      assert.matches("at most 3 ids", text)
+      assert.same({ "m1", "m2" }, bodies(assert(query(a, { fields = { ids = { mine[1], mine[2], mine[1] } } }))))
+      -- malformed: an empty id in the list, two values of a single id
+      assert.equal("bad-request", cond{ ids = { mine[1], "" } })
+      assert.equal("bad-request", cond{ ["after-id"] = { mine[1], mine[2] } })
+      assert.equal("bad-request", cond{ ["before-id"] = { mine[1], mine[2] } })
+      -- a field twice (which after-id?), or one without a var
+      for _, second in ipairs({ { var = "after-id" }, {} }) do
+        local x = st.stanza("x", { xmlns = "jabber:x:data", type = "submit" })
+          :tag("field", { var = "FORM_TYPE" }):text_tag("value", NS):up()
+          :tag("field", { var = "after-id" }):text_tag("value", mine[1]):up()
+          :tag("field", second):text_tag("value", mine[2]):up()
+        local r, _, c2 = a:request(st.iq({ type = "set" }):tag("query", { xmlns = NS }):add_child(x), 5)
+        assert.is_nil(r)
+        assert.equal("bad-request", c2)
+      end
+      -- empty fields filter nothing (clients may send the whole form back)
+      assert.same({ "m1", "m2" }, bodies(assert(query(a, { fields = { ["after-id"] = "", ["before-id"] = "",
+        ids = {} } }))))
+      -- the client plugin checks its options
+      assert.error_matches(function() a:mam_query{ after_id = "" } end, "after_id must be a non%-empty string")
+      assert.error_matches(function() a:mam_query{ before_id = 7 } end, "before_id must be a non%-empty string")
+      for _, bad in ipairs({ {}, { "x", "" }, "x" }) do
+        assert.error_matches(function() a:mam_query{ ids = bad } end, "ids must be a non%-empty list")
+      end
+      assert.error_matches(function() a:mam_query{ flip_page = "yes" } end, "flip_page must be a boolean")
       a:close()
       b:close()
     end)
@@ -517,6 +668,45 @@ describe("archive storage, memory and SQLite alike", function()
       assert.has_error(function() store:archive_query("u", { max = -1 }) end)
       store:remove_account("u")
       assert.same({ "", 0, nil, true }, { list{ max = 9 } }, name)
+    end)
+  end)
+
+  it("bounds a query by after_id and before_id, keeps it to ids, and finds only the user's ids", function()
+    with_stores(function(store, name)
+      for i = 1, 6 do
+        assert(store:archive_add("u", { id = "id" .. i, time = 100 * i, with = i % 2 == 0 and "b@x/r" or "c@x",
+          data = "<m>" .. i .. "</m>" }))
+      end
+      assert(store:archive_add("v", { id = "theirs", time = 1, with = "c@x", data = "<m/>" }))
+      local function list(q)
+        local p = assert(store:archive_query("u", q))
+        local out = {}
+        for i, it in ipairs(p.items) do out[i] = it.id end
+        return table.concat(out, ","), p.count, p.index, p.complete
+      end
+      assert.same({ "id3,id4", 3, 0, false }, { list{ max = 2, after_id = "id2", before_id = "id6" } }, name)
+      assert.same({ "id5", 3, 2, true }, { list{ max = 2, after_id = "id2", before_id = "id6", after = "id4" } }, name)
+      assert.same({ "id4,id5", 3, 1, false }, { list{ max = 2, after_id = "id2", before_id = "id6", before = true } },
+        name)
+      assert.same({ "id3,id4", 4, 0, false }, { list{ max = 2, after_id = "id2", after = "id1" } }, name)
+      assert.same({ "id2,id5", 2, 0, true }, { list{ max = 9, ids = { "id5", "id2", "id5" } } }, name)
+      assert.same({ "id2", 1, 0, true }, { list{ max = 9, ids = { "id5", "id2" }, with = "b@x" } }, name)
+      assert.same({ "id5", 1, 0, true }, { list{ max = 9, ids = { "id5", "id2" }, after_id = "id3" } }, name)
+      assert.same({ "", 0, nil, true }, { list{ max = 9, after_id = "id5", before_id = "id2" } }, name)
+      for _, k in ipairs({ "after_id", "before_id" }) do
+        assert.same({ nil, "no entry theirs in the archive", "item-not-found" },
+          { store:archive_query("u", { max = 1, [k] = "theirs" }) }, name)
+      end
+      assert.same({ nil, "no entry theirs in the archive", "item-not-found" },
+        { store:archive_query("u", { max = 1, ids = { "id1", "theirs" } }) }, name)
+      assert.same({ nil, "no entry id1 in the archive", "item-not-found" },
+        { store:archive_query("v", { max = 1, ids = { "id1" } }) }, name)
+      assert.has_error(function() store:archive_query("u", { max = 1, ids = {} }) end)
+      assert.has_error(function() store:archive_query("u", { max = 1, ids = "id1" }) end)
+      assert.has_error(function() store:archive_query("u", { max = 1, ids = { "id1", "" } }) end)
+      assert.has_error(function() store:archive_query("u", { max = 1, after_id = "" }) end)
+      store:remove_account("u")
+      store:remove_account("v")
     end)
   end)
 

@@ -39,11 +39,23 @@ end
 
 local qn = 0
 -- Queries room's archive: the forwarded messages in order and <fin/>, or
--- nil, condition.
-local function query(c, room, max, after)
+-- nil, condition. fields: a form's { var = value or { values } }; flip:
+-- <flip-page/>.
+local function query(c, room, max, after, fields, flip)
   qn = qn + 1
   local qid = "rq" .. qn
   local iq = st.iq({ type = "set", to = room }):tag("query", { xmlns = NS, queryid = qid })
+  if fields then
+    iq:tag("x", { xmlns = "jabber:x:data", type = "submit" })
+      :tag("field", { var = "FORM_TYPE", type = "hidden" }):text_tag("value", NS):up()
+    for var, v in pairs(fields) do
+      iq:tag("field", { var = var })
+      for _, value in ipairs(type(v) == "table" and v or { v }) do iq:text_tag("value", value) end
+      iq:up()
+    end
+    iq:up()
+  end
+  if flip then iq:tag("flip-page"):up() end
   if max or after then
     iq:tag("set", { xmlns = "http://jabber.org/protocol/rsm" })
     if max then iq:text_tag("max", tostring(max)) end
@@ -152,6 +164,7 @@ describe("server room archives (XEP-0313 on MUC)", function()
         features[f.attr.var] = true
       end
       assert.is_true(features[NS])
+      assert.is_true(features[NS .. "#extended"])   -- XEP-0313 §"Determining support"
       assert.is_true(features[NS_SID])
       -- the account archive keeps the private message, not the groupchat
       local own = assert(query(b, "bob@example.test"))
@@ -161,6 +174,56 @@ describe("server room archives (XEP-0313 on MUC)", function()
       b:close()
     end)
   end)
+
+  -- XEP-0313 §"Limiting results by id" and §"Flipped pages" on a room, on both stores
+  for _, backend in ipairs({ "memory", "sqlite" }) do
+    it("answers #extended queries to a room, and knows no id of another archive (" .. backend .. ")", function()
+      local path = backend == "sqlite" and os.tmpname() or nil
+      if path then os.remove(path) end
+      serve.run({ users = USERS, muc = MUC, storage = path }, function(_, port)
+        local a = assert(serve.login(port, "alice", "alice-pw"))
+        join(a, ROOM, "al")
+        configure(a, ROOM, {})
+        local other = "coffee@" .. MUC
+        join(a, other, "al")
+        configure(a, other, {})
+        for i = 1, 5 do a:send(st.message({ to = ROOM, type = "groupchat" }, "t" .. i)) end
+        a:send(st.message({ to = other, type = "groupchat" }, "elsewhere"))
+        a:send(st.message({ to = "bob@example.test", type = "chat" }, "private"))
+        sync(a)
+        local all = {}
+        for i, g in ipairs(assert(query(a, ROOM))) do all[i] = g.id end
+        assert.equal(5, #all)
+        local elsewhere = assert(query(a, other))[1].id
+        local own = assert(query(a, "alice@example.test"))[1].id
+        local function got(...)
+          local r, fin = query(a, ROOM, ...)
+          assert(r, fin)
+          local out = {}
+          for i, g in ipairs(r) do out[i] = g.msg:get_child_text("body") end
+          return out, fin
+        end
+        assert.same({ "t2", "t3", "t4" }, (got(nil, nil, { ["after-id"] = all[1], ["before-id"] = all[5] })))
+        local r, fin = got(2, nil, { ["after-id"] = all[1] })
+        assert.same({ "t2", "t3" }, r)
+        assert.equal("4", fin:get_child("set", "http://jabber.org/protocol/rsm"):get_child_text("count"))
+        assert.same({ "t4", "t5" }, (got(2, all[3], { ["after-id"] = all[1] })))
+        assert.same({ "t1", "t4" }, (got(nil, nil, { ids = { all[4], all[1] } })))
+        assert.same({ "t5", "t4", "t3", "t2" }, (got(nil, nil, { ["after-id"] = all[1] }, true)))
+        -- ids of another room's archive, or of the account's, are not in this one
+        for _, id in ipairs({ elsewhere, own, "no-such-id" }) do
+          for _, var in ipairs({ "after-id", "before-id", "ids" }) do
+            assert.same({ nil, "item-not-found" }, { query(a, ROOM, nil, nil, { [var] = id }) }, var)
+          end
+        end
+        assert.same({ nil, "item-not-found" }, { query(a, "alice@example.test", nil, nil, { ids = { all[1] } }) })
+        a:close()
+      end)
+      if path then
+        for _, f in ipairs({ path, path .. "-wal", path .. "-shm" }) do os.remove(f) end
+      end
+    end)
+  end
 
   it("lets only those the room allows query it", function()
     serve.run({ users = USERS, muc = MUC }, function(_, port)

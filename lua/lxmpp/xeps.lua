@@ -152,11 +152,12 @@ local list = {
   { xep = 308, name = "Last Message Correction", version = "1.2.1", side = "client", status = "complete",
     modules = { "lxmpp.plugins.correction" } },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "client", status = "partial",
-    modules = { "lxmpp.plugins.mam" }, notes = "queries with filters and paging; no preferences" },
+    modules = { "lxmpp.plugins.mam" },
+    notes = "queries with filters and paging, #extended fields (after/before id, ids, flipped pages); no preferences" },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "server", status = "partial",
     modules = { "lxmpp.server.mam", "lxmpp.server.muc_mam", "lxmpp.server.storage_archive" },
-    notes = "account and room archives: with/start/end, XEP-0059 paging; archive metadata (IQ, and in Bind2's " ..
-      "`<bound/>`); no #extended, no preferences" },
+    notes = "account and room archives: with/start/end, XEP-0059 paging; #extended (before-id, after-id, ids, " ..
+      "flipped pages); archive metadata (IQ, and in Bind2's `<bound/>`); no preferences" },
   { xep = 333, name = "Displayed Markers", version = "1.0.0", side = "client", status = "complete",
     modules = { "lxmpp.plugins.markers" } },
   { xep = 334, name = "Message Processing Hints", version = "1.0.0", side = "client", status = "partial",

@@ -7,6 +7,9 @@
 --   local page = assert(c:mam_query{ with = "juliet@example.com", max = 50 })
 --   for _, m in ipairs(page.messages) do print(m.id, m.stamp, m.message:get_child_text("body")) end
 --   while not page.complete do page = assert(c:mam_next(page)) ... end
+--
+-- XEP-0313's extended queries (only to an archive whose disco#info lists
+-- urn:xmpp:mam:2#extended): after_id, before_id, ids, flip_page.
 
 local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
@@ -16,7 +19,8 @@ local datetime = require "lxmpp.datetime"
 local delay = require "lxmpp.plugins.delay"
 local session = require "lxmpp.session"
 
-local type, error, tostring, tonumber, pairs, math_type = type, error, tostring, tonumber, pairs, compat.math_type
+local type, error, tostring, tonumber, pairs, ipairs, math_type =
+  type, error, tostring, tonumber, pairs, ipairs, compat.math_type
 
 local NS_MAM = "urn:xmpp:mam:2"
 local NS_RSM = "http://jabber.org/protocol/rsm"
@@ -31,10 +35,13 @@ local FILTER = forms.new{
   { var = "with", type = "jid-single" },
   { var = "start", type = "text-single" },
   { var = "end", type = "text-single" },
+  { var = "before-id", type = "text-single" },
+  { var = "after-id", type = "text-single" },
+  { var = "ids", type = "list-multi" },
 }
 
 local OPTS = { to = true, with = true, start = true, ["end"] = true, max = true, after = true,
-  before = true, timeout = true }
+  before = true, timeout = true, after_id = true, before_id = true, ids = true, flip_page = true }
 
 local function check(opts)
   if type(opts) ~= "table" then error("mam_query: expected an options table", 3) end
@@ -56,12 +63,26 @@ local function check(opts)
   if opts.before ~= nil and opts.before ~= true and type(opts.before) ~= "string" then
     error("mam_query: before must be a string, or true for the last page", 3)
   end
+  for _, k in pairs({ "after_id", "before_id" }) do
+    if opts[k] ~= nil and (type(opts[k]) ~= "string" or opts[k] == "") then
+      error("mam_query: " .. k .. " must be a non-empty string", 3)
+    end
+  end
+  if opts.ids ~= nil then
+    local ok = type(opts.ids) == "table" and #opts.ids > 0
+    for _, id in ipairs(ok and opts.ids or {}) do ok = ok and type(id) == "string" and id ~= "" end
+    if not ok then error("mam_query: ids must be a non-empty list of non-empty strings", 3) end
+  end
+  if opts.flip_page ~= nil and type(opts.flip_page) ~= "boolean" then
+    error("mam_query: flip_page must be a boolean", 3)
+  end
 end
 
 -- the query element: filters as a data form, paging as an RSM set
 local function build(opts, queryid)
   local values = { with = opts.with, start = opts.start and datetime.format(opts.start),
-    ["end"] = opts["end"] and datetime.format(opts["end"]) }
+    ["end"] = opts["end"] and datetime.format(opts["end"]),
+    ["after-id"] = opts.after_id, ["before-id"] = opts.before_id, ids = opts.ids }
   local q = st.stanza("query", { xmlns = NS_MAM, queryid = queryid })
   q:add_child(FILTER:form(values, "submit"))
   if opts.max or opts.after or opts.before then
@@ -72,6 +93,7 @@ local function build(opts, queryid)
     elseif opts.before then q:text_tag("before", opts.before) end
     q:up()
   end
+  if opts.flip_page then q:tag("flip-page"):up() end   -- XEP-0313 §"Flipped pages"
   return q
 end
 
@@ -87,9 +109,11 @@ end
 -- waiting for their results (queryid -> { archive =, page = }).
 M.forwards = { mam_query = "query", mam_next = "next" }
 
---- c:mam_query{ to=, with=, start=, ["end"]=, max=, after=, before=, timeout= }
+--- c:mam_query{ to=, with=, start=, ["end"]=, max=, after=, before=, timeout=,
+-- after_id=, before_id=, ids=, flip_page= }
 -- -> page { messages = { {id=, stamp=, message=} }, complete =, first =, last =, count = }
--- | nil, message, condition
+-- | nil, message, condition. messages come in the order received (newest
+-- first with flip_page); first and last are what the archive's <fin/> says.
 function M:query(opts)
   check(opts)
   local archive = opts.to and jid.prep(opts.to) or nil

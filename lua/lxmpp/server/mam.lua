@@ -15,6 +15,9 @@
 -- id being random and unguessable.
 --
 -- Only the account itself queries its archive (anyone else: forbidden).
+-- Queries may use XEP-0313's extended fields (urn:xmpp:mam:2#extended:
+-- before-id, after-id, ids, <flip-page/>); an 'ids' list holds at most
+-- limits.mam_max_page ids (a page could not hold more).
 -- The IM core (server/im.lua) calls :outgoing, :incoming and :iq.
 
 local compat = require "lxmpp.compat"
@@ -29,21 +32,41 @@ local setmetatable, ipairs, tonumber, tostring, os_time, floor, min =
   setmetatable, ipairs, tonumber, tostring, os.time, math.floor, math.min
 
 local NS_MAM = "urn:xmpp:mam:2"
+local NS_EXTENDED = NS_MAM .. "#extended"
 local NS_SID = "urn:xmpp:sid:0"
 local NS_RSM = "http://jabber.org/protocol/rsm"
 local NS_FORWARD = "urn:xmpp:forward:0"
 local NS_DELAY = "urn:xmpp:delay"
 local NS_HINTS = "urn:xmpp:hints"
+local NS_VALIDATE = "http://jabber.org/protocol/xdata-validate"
 
-local M = { NS = NS_MAM, NS_SID = NS_SID, FEATURES = { NS_MAM, NS_SID } }
+-- XEP-0313 §"Determining support": an archive that takes before-id,
+-- after-id, ids, <flip-page/> and metadata requests says #extended too
+local M = { NS = NS_MAM, NS_SID = NS_SID, NS_EXTENDED = NS_EXTENDED, FEATURES = { NS_MAM, NS_EXTENDED, NS_SID } }
 
--- The query form: what a client may filter on (XEP-0313 §4.1.1).
+-- The query form: what a client may filter on (XEP-0313 §"Filtering
+-- results"; before-id, after-id and ids: §"Limiting results by id").
 local FILTER = forms.new{
   { var = "FORM_TYPE", type = "hidden", value = NS_MAM },
   { var = "with", type = "jid-single" },
   { var = "start", type = "text-single" },
   { var = "end", type = "text-single" },
+  { var = "before-id", type = "text-single" },
+  { var = "after-id", type = "text-single" },
+  { var = "ids", type = "list-multi", open = true },
 }
+
+-- The form a get returns: 'ids' is open to any value, which XEP-0313
+-- §"Retrieving form fields" says with an XEP-0122 <validate><open/>.
+local function query_form()
+  local x = FILTER:form(nil, "form")
+  for f in x:childtags("field") do
+    if f.attr.var == "ids" then
+      f:tag("validate", { xmlns = NS_VALIDATE, datatype = "xs:string" }):tag("open"):up():up()
+    end
+  end
+  return x
+end
 
 local Archive = {}
 Archive.__index = Archive
@@ -75,7 +98,9 @@ function M.new(im, enabled)
   end)
   -- XEP-0313 §6.1: clients (profanity) look for MAM on the server as well
   -- as on the account; the archive itself is the account's
-  im:hook("disco-info/host", function(ev) ev.reply:tag("feature", { var = NS_MAM }):up() end)
+  im:hook("disco-info/host", function(ev)
+    ev.reply:tag("feature", { var = NS_MAM }):up():tag("feature", { var = NS_EXTENDED }):up()
+  end)
   im:hook("disco-info/account", function(ev)   -- the archive is the owner's alone
     if ev.owner then for _, f in ipairs(M.FEATURES) do ev.reply:tag("feature", { var = f }):up() end end
   end)
@@ -151,18 +176,29 @@ local function fail(iq, etype, cond, text)
   return nil, st.error_reply(iq, etype, cond, text)
 end
 
--- The filters of a query's data form: { with =, start =, ["end"] = } or
--- nil, error reply.
-local function read_form(iq, x)
+-- The filters of a query's data form: { with =, start =, ["end"] =,
+-- before_id =, after_id =, ids = } or nil, error reply. An empty field is
+-- no filter (some clients send back the whole form); an 'ids' list holds
+-- at most max_ids ids, none of them empty.
+local function read_form(iq, x, max_ids)
   if not x then return {} end
-  local form, msg = forms.parse(x)
-  if not form then return fail(iq, "modify", "bad-request", msg) end
-  if form.values.FORM_TYPE ~= NS_MAM then
+  -- the fields are typed by FILTER, not by what the client says (XEP-0004
+  -- §3.3: a submitted form's types come from context; XEP-0313's own
+  -- example sends 'ids' untyped, which forms.parse would take for
+  -- text-single)
+  local vars, form_type = {}, nil
+  for f in x:childtags("field") do
+    local var = f.attr.var
+    if var == nil or vars[var] then return fail(iq, "modify", "bad-request", "each field needs a var of its own") end
+    vars[var] = true
+    if var == "FORM_TYPE" then form_type = f:get_child_text("value") end
+  end
+  if form_type ~= NS_MAM then
     return fail(iq, "modify", "bad-request", "the form's FORM_TYPE must be " .. NS_MAM)
   end
-  for _, f in ipairs(form) do
-    if f.var and not FILTER.by_var[f.var] then
-      return fail(iq, "cancel", "feature-not-implemented", "no filter named " .. f.var)
+  for f in x:childtags("field") do
+    if not FILTER.by_var[f.attr.var] then
+      return fail(iq, "cancel", "feature-not-implemented", "no filter named " .. f.attr.var)
     end
   end
   local values, err = FILTER:data(x)
@@ -176,6 +212,19 @@ local function read_form(iq, x)
       if not t then return fail(iq, "modify", "bad-request", "'" .. k .. "' is not an XEP-0082 date-time") end
       q[k] = t
     end
+  end
+  -- XEP-0313 §"Limiting results by id" (the store says item-not-found for an id not in the archive)
+  if values["before-id"] ~= nil and values["before-id"] ~= "" then q.before_id = values["before-id"] end
+  if values["after-id"] ~= nil and values["after-id"] ~= "" then q.after_id = values["after-id"] end
+  local list = values.ids
+  if list and #list > 0 then
+    if #list > max_ids then
+      return fail(iq, "modify", "policy-violation", ("at most %d ids in one query"):format(max_ids))
+    end
+    for _, id in ipairs(list) do
+      if id == "" then return fail(iq, "modify", "bad-request", "an empty id in 'ids'") end
+    end
+    q.ids = list
   end
   return q
 end
@@ -220,8 +269,9 @@ end
 
 -- Answers a query of sess's own archive: the results, then <fin/>.
 function Archive:query(sess, iq, qel)
-  local q, err = read_form(iq, qel:get_child("x", forms.xmlns))
-  if q then q, err = read_set(iq, qel:get_child("set", NS_RSM), q, floor(self.srv.limits.mam_max_page)) end
+  local cap = floor(self.srv.limits.mam_max_page)
+  local q, err = read_form(iq, qel:get_child("x", forms.xmlns), cap)
+  if q then q, err = read_set(iq, qel:get_child("set", NS_RSM), q, cap) end
   if not q then return sess:send(err) end
   local page, msg, cond = self.srv.store:archive_query(sess.user, q)
   if not page then return sess:send(st.error_reply(iq, "cancel", cond, msg)) end
@@ -247,7 +297,13 @@ function Archive:query(sess, iq, qel)
   if q.before then   -- back in chronological order
     for i = 1, compat.idiv(#out, 2) do out[i], out[#out - i + 1] = out[#out - i + 1], out[i] end
   end
-  for _, o in ipairs(out) do sess:send(o.r) end
+  -- XEP-0313 §"Flipped pages": the same page, sent newest first (<first/>
+  -- and <last/> still name its oldest and newest)
+  if qel:get_child("flip-page") then
+    for i = #out, 1, -1 do sess:send(out[i].r) end
+  else
+    for _, o in ipairs(out) do sess:send(o.r) end
+  end
   local fin = st.reply(iq):tag("fin", { xmlns = NS_MAM, complete = page.complete and "true" or "false" })
     :tag("set", { xmlns = NS_RSM })
   if #out > 0 then
@@ -287,7 +343,7 @@ function Archive:iq(sess, iq)
     return sess:send(st.error_reply(iq, "cancel", "feature-not-implemented"))
   end
   if iq.attr.type == "get" then          -- the fields a query may use
-    return sess:send(st.reply(iq):tag("query", { xmlns = NS_MAM }):add_child(FILTER:form(nil, "form")))
+    return sess:send(st.reply(iq):tag("query", { xmlns = NS_MAM }):add_child(query_form()))
   end
   return self:query(sess, iq, q)
 end

@@ -19,8 +19,9 @@
 -- Who may query (XEP-0313 §6.1.1): not outcasts; in a members-only room
 -- only members, admins and owners; in a password-protected room only those
 -- and the room's current occupants. Others get forbidden. The query goes to
--- the room's bare JID, with the forms and paging of the account archives
--- (lxmpp.server.mam, whose query code this reuses).
+-- the room's bare JID, with the forms (the #extended fields too) and paging
+-- of the account archives (lxmpp.server.mam, whose query code this reuses):
+-- an id of another archive is item-not-found here.
 --
 -- Storage: the server's message archive (storage_archive.lua) under the
 -- room's bare JID (which has an '@', so never a user name); at most
@@ -125,6 +126,7 @@ end
 --- Features of a room's disco#info this adds.
 function Archive.features(_, r)
   r:tag("feature", { var = NS_MAM }):up()
+  r:tag("feature", { var = mam.NS_EXTENDED }):up()   -- XEP-0313 §"Determining support"
   r:tag("feature", { var = NS_SID }):up()
 end
 

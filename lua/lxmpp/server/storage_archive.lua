@@ -15,15 +15,15 @@
 --   (and account_remove drops the user's archive)
 --
 -- f = { with = bare JID, peer = full JID, start = t, ["end"] = t,
--- above = seq, below = seq }, each optional; positions (seq) grow with
--- every entry, so they order an archive.
+-- above = seq, below = seq, seqs = { seq, ... } (one of these) }, each
+-- optional; positions (seq) grow with every entry, so they order an archive.
 
 local compat = require "lxmpp.compat"
 local jid = require "lxmpp.jid"
 local fifo = require "lxmpp.fifo"
 
-local type, error, ipairs = type, error, ipairs
-local math_type, floor, ceil = compat.math_type, math.floor, math.ceil
+local type, error, ipairs, pairs = type, error, ipairs, pairs
+local math_type, floor, ceil, min, max = compat.math_type, math.floor, math.ceil, math.min, math.max
 local maxinteger, mininteger = compat.maxinteger, compat.mininteger
 
 local M = {}
@@ -90,31 +90,70 @@ local function install_store(Store, backend)
   end
 
   --- store:archive_query(user, q) -> page | nil, message, "item-not-found"
-  -- q = { with =, start =, ["end"] =, after = id, before = id or true,
-  -- max = n }: the entries matching with/start/end (count of them all),
-  -- at most max of them (oldest first) after the entry `after`, or the
-  -- last ones before the entry `before` (true: the end). page = { items =
+  -- q = { with =, start =, ["end"] =, after_id =, before_id =, ids =,
+  -- after = id, before = id or true, max = n }: the entries matching
+  -- with/start/end, coming after the entry after_id and before the entry
+  -- before_id, and among the entries of the list ids (XEP-0313 §"Limiting
+  -- results by id"): count of them all; at most max of them (oldest first)
+  -- after the entry `after`, or the last ones before the entry `before`
+  -- (true: the end; XEP-0059 paging within those matches). page = { items =
   -- { { id=, time=, with=, data= } }, count =, index = position of the
   -- first item among all matches (nil when no items), complete = no
-  -- more matches in the paging direction }.
+  -- more matches in the paging direction }. Any id that is not in user's
+  -- archive: nil, message, "item-not-found". Costs a lookup per id.
   function Store:archive_query(user, q)
     check_name(user, "user")
     if type(q) ~= "table" then error("storage: an archive query must be a table", 2) end
     check_count(q.max, "archive query max")
     if q.after ~= nil then check_name(q.after, "archive query after") end
     if q.before ~= nil and q.before ~= true then check_name(q.before, "archive query before") end
+    if q.after_id ~= nil then check_name(q.after_id, "archive query after_id") end
+    if q.before_id ~= nil then check_name(q.before_id, "archive query before_id") end
+    if q.ids ~= nil then
+      if type(q.ids) ~= "table" or #q.ids == 0 then
+        error("storage: archive query ids must be a non-empty list of ids", 2)
+      end
+      for _, id in ipairs(q.ids) do check_name(id, "each of archive query ids") end
+    end
     local b = backend(self)
     local f = filter(q)
+    local function seq_of(id)
+      local seq = b:archive_seq(user, id)
+      if not seq then return nil, "no entry " .. id .. " in the archive", "item-not-found" end
+      return seq
+    end
+    local seq, msg, cond
+    if q.after_id then
+      seq, msg, cond = seq_of(q.after_id)
+      if not seq then return nil, msg, cond end
+      f.above = seq
+    end
+    if q.before_id then
+      seq, msg, cond = seq_of(q.before_id)
+      if not seq then return nil, msg, cond end
+      f.below = seq
+    end
+    if q.ids then
+      f.seqs = {}
+      for i, id in ipairs(q.ids) do
+        seq, msg, cond = seq_of(id)
+        if not seq then return nil, msg, cond end
+        f.seqs[i] = seq
+      end
+    end
     local count = b:archive_count(user, f)
     local back = q.before ~= nil
     local id = q.after
     if back then id = q.before ~= true and q.before or nil end
+    -- the page: the matches past the paging id (f itself stays the result set)
+    local pf = {}
+    for k, v in pairs(f) do pf[k] = v end
     if id then
-      local seq = b:archive_seq(user, id)
-      if not seq then return nil, "no entry " .. id .. " in the archive", "item-not-found" end
-      if back then f.below = seq else f.above = seq end
+      seq, msg, cond = seq_of(id)
+      if not seq then return nil, msg, cond end
+      if back then pf.below = min(seq, f.below or seq) else pf.above = max(seq, f.above or seq) end
     end
-    local rows = b:archive_rows(user, f, q.max + 1, back)
+    local rows = b:archive_rows(user, pf, q.max + 1, back)
     local complete = #rows <= q.max
     rows[q.max + 1] = nil
     local items, n = {}, #rows
@@ -123,7 +162,8 @@ local function install_store(Store, backend)
     end
     local page = { items = items, count = count, complete = complete }
     if n > 0 then   -- the matches before the page's first item
-      local before = { with = f.with, peer = f.peer, start = f.start, ["end"] = f["end"] }
+      local before = {}
+      for k, v in pairs(f) do before[k] = v end
       before.below = back and rows[n].seq or rows[1].seq
       page.index = b:archive_count(user, before)
     end
@@ -147,10 +187,19 @@ end
 -- Per user: entries in order in a list from `head` (dropped ones are
 -- cleared), and ids -> entry.
 
-local function matches(e, f)
+-- set: f.seqs as a set (nil: no such filter)
+local function matches(e, f, set)
   return (not f.with or e.with == f.with) and (not f.peer or e.peer == f.peer)
     and (not f.start or e.time >= f.start) and (not f["end"] or e.time <= f["end"])
     and (not f.above or e.seq > f.above) and (not f.below or e.seq < f.below)
+    and (not set or set[e.seq] == true)
+end
+
+local function seq_set(f)
+  if not f.seqs then return nil end
+  local set = {}
+  for _, seq in ipairs(f.seqs) do set[seq] = true end
+  return set
 end
 
 local function install_memory(Memory)
@@ -186,9 +235,9 @@ local function install_memory(Memory)
   function Memory:archive_count(user, f)
     local a, n = self.archives and self.archives[user], 0
     if not a then return 0 end
-    local q = a.q
+    local q, set = a.q, seq_set(f)
     for i = q.first, q.first + q.n - 1 do
-      if matches(q[i], f) then n = n + 1 end
+      if matches(q[i], f, set) then n = n + 1 end
     end
     return n
   end
@@ -196,13 +245,13 @@ local function install_memory(Memory)
   function Memory:archive_rows(user, f, limit, newest_first)
     local a, out = self.archives and self.archives[user], {}
     if not a then return out end
-    local q = a.q
+    local q, set = a.q, seq_set(f)
     local from, to, step = q.first, q.first + q.n - 1, 1
     if newest_first then from, to, step = to, from, -1 end
     for i = from, to, step do
       if #out >= limit then break end
       local e = q[i]
-      if matches(e, f) then
+      if matches(e, f, set) then
         out[#out + 1] = { seq = e.seq, id = e.id, time = e.time, with = e.with, peer = e.peer, data = e.data }
       end
     end

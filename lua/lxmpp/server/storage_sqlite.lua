@@ -254,6 +254,11 @@ local function archive_where(user, f)
   if f["end"] then w[#w + 1] = format("time <= %d", f["end"]) end
   if f.above then w[#w + 1] = format("seq > %d", f.above) end
   if f.below then w[#w + 1] = format("seq < %d", f.below) end
+  if f.seqs then   -- positions of entries of user's (storage_archive.lua looked each up): integers
+    local list = {}
+    for i, seq in ipairs(f.seqs) do list[i] = format("%d", seq) end
+    w[#w + 1] = "seq IN (" .. concat(list, ", ") .. ")"
+  end
   return concat(w, " AND ")
 end
 
