@@ -195,10 +195,10 @@ local list = {
     notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable, " ..
       "carbons (when they were on) and XEP-0352 inactive (when set); c.jid from the authorization identifier; " ..
       "XEP-0313 metadata in `<bound/>` not read" },
-  { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "partial",
-    modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind" },
+  { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "complete",
+    modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind", "lxmpp.server.mam" },
     notes = "resource from the tag and the user-agent id; inline carbons, XEP-0198 enable and XEP-0352 " ..
-      "inactive; XEP-0313 archive metadata in `<bound/>`; offline messages not cleared" },
+      "inactive; XEP-0313 archive metadata in `<bound/>`; the offline messages the archive holds cleared unsent" },
   { xep = 388, name = "Extensible SASL Profile", version = "1.0.4", side = "client", status = "partial",
     modules = { "lxmpp.features.sasl2", "lxmpp.features.sasl" },
     notes = "when offered over TLS (`sasl2 = false` turns it off); the classic mechanism and channel-binding " ..

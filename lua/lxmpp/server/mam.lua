@@ -273,6 +273,33 @@ function Archive:metadata(user)
   return el
 end
 
+--- archive:drop_offline(user, bare) -> how many: forgets, unsent, the
+-- offline messages of user's account (bare JID `bare`) that its archive
+-- holds, for a Bind2 login (XEP-0386 §"Performing the bind": the server
+-- clears them "as they will be provided by MAM"). Those are the ones
+-- with our <stanza-id by=bare/>: :incoming stamps a message it kept
+-- before the IM core stores it offline, and strips any other claiming
+-- that `by`. The rest (what was not archived: a bodiless invitation, a
+-- <no-store/> hint, a store failure) stays for the session's initial
+-- presence. Without account archives nothing is dropped.
+function Archive:drop_offline(user, bare)
+  if not self.enabled then return 0 end
+  local store, ids = self.srv.store, {}
+  for _, m in ipairs(store:get_offline(user)) do
+    local s = m.data:find(NS_SID, 1, true) and st.parse(m.data)
+    if s then
+      for c in s:childtags("stanza-id", NS_SID) do
+        if c.attr.by == bare and c.attr.id then
+          ids[#ids + 1] = m.id
+          break
+        end
+      end
+    end
+  end
+  if #ids > 0 then store:drop_offline(user, ids) end
+  return #ids
+end
+
 --- An IQ from sess to its own archive (urn:xmpp:mam:2): a query, its form
 -- (get), or the archive's metadata (XEP-0313 §"Archive metadata": get).
 function Archive:iq(sess, iq)

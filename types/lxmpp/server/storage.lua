@@ -48,6 +48,12 @@ function lxmpp_Store:count_offline(user) end
 ---@return any ...
 function lxmpp_Store:delete_offline(user, upto_id) end
 
+--- Messages kept for an account while it is offline, in push order (the table above).
+---@param user any
+---@param ids any
+---@return any ...
+function lxmpp_Store:drop_offline(user, ids) end
+
 --- A key/value space for the server's parts (the table above); values are plain data.
 ---@param kind any
 ---@param key any
