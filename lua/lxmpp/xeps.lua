@@ -152,7 +152,9 @@ local list = {
   { xep = 308, name = "Last Message Correction", version = "1.2.1", side = "client", status = "complete",
     modules = { "lxmpp.plugins.correction" } },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "client", status = "partial",
-    modules = { "lxmpp.plugins.mam" }, notes = "queries with filters and paging; no preferences" },
+    modules = { "lxmpp.plugins.mam", "lxmpp.features.sasl2" },
+    notes = "queries with filters and paging; archive metadata (IQ, and Bind2's `<bound/>`); catch-up to the " ..
+      "archive's state at the bind; no preferences" },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "server", status = "partial",
     modules = { "lxmpp.server.mam", "lxmpp.server.muc_mam", "lxmpp.server.storage_archive" },
     notes = "account and room archives: with/start/end, XEP-0059 paging; archive metadata (IQ, and in Bind2's " ..
@@ -194,7 +196,7 @@ local list = {
     modules = { "lxmpp.features.sasl2" },
     notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable, " ..
       "carbons (when they were on) and XEP-0352 inactive (when set); c.jid from the authorization identifier; " ..
-      "XEP-0313 metadata in `<bound/>` not read" },
+      "XEP-0313 metadata of `<bound/>` read (`c.archive_metadata`), the end of `c:mam_catch_up`" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "complete",
     modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind", "lxmpp.server.mam" },
     notes = "resource from the tag and the user-agent id; inline carbons, XEP-0198 enable and XEP-0352 " ..
