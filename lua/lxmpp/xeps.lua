@@ -123,10 +123,13 @@ local list = {
   { xep = 203, name = "Delayed Delivery", version = "2.0", side = "server", status = "complete",
     modules = { "lxmpp.server.im", "lxmpp.server.muc_history" }, notes = "offline messages, room history" },
   { xep = 206, name = "XMPP Over BOSH", version = "1.4", side = "client", status = "complete",
-    modules = { "lxmpp.bosh" }, notes = "restarts, SASL, binding and stream management over a BOSH session" },
+    modules = { "lxmpp.bosh" },
+    notes = "restarts, SASL, binding and stream management over a BOSH session; over https://, SASL2 with " ..
+      "Bind2 and FAST, no restart" },
   { xep = 206, name = "XMPP Over BOSH", version = "1.4", side = "server", status = "complete",
     modules = { "lxmpp.server.bosh" },
-    notes = "restarts, SASL and binding over BOSH sessions; stream errors as terminate" },
+    notes = "restarts, SASL and binding over BOSH sessions; SASL2 with Bind2 and FAST (no restart) on " ..
+      "encrypted ones; stream errors as terminate" },
   { xep = 220, name = "Server Dialback", version = "1.1.2", side = "server", status = "partial",
     modules = { "lxmpp.server.s2s", "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
     notes = "opt-in (`s2s.dialback`), over TLS only; keys checked over a connection of their own;"
