@@ -225,7 +225,7 @@ local list = {
   { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "server",
     status = "partial", modules = { "lxmpp.server.fast", "lxmpp.server.features.sasl2" },
     notes = "HT-SHA-256-NONE/-ENDP/-UNIQ/-EXPR; rotation, invalidation, revocation on password change; " ..
-      "no TLS 0-RTT" },
+      "no TLS 0-RTT (tickets allow no early data), hence no `count` check" },
   { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "client",
     status = "partial", modules = { "lxmpp.features.sasl2", "lxmpp.state_file" },
     notes = "HT-SHA-256-EXPR/-ENDP/-NONE; token kept in the saved state (`lxmpp.state_file`: mode 0600), used on " ..
