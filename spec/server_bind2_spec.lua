@@ -206,6 +206,24 @@ describe("embedded server: Bind2 (XEP-0386)", function()
     end)
   end)
 
+  it("keeps an offline message whose archive entry has gone since (mam_max_messages)", function()
+    serve.run({ users = USERS, limits = { mam_max_messages = 2 } }, function(srv, port)
+      local b = raw.login(port, serve.pki().ca, "bob", "bob-pw")
+      for i = 1, 3 do
+        b:send("<message to='alice@example.test' type='chat' id='m" .. i .. "'><body>" .. i .. "</body></message>")
+      end
+      assert.truthy(serve.until_true(function() return srv.store:count_offline("alice") == 3 end))
+      local r = login2(port, { tag = "t" })
+      assert.equal(1, (srv.store:count_offline("alice")))       -- m1: no longer in the archive
+      assert.equal("features", assert(r:stanza()).name)
+      r:send("<presence/>")
+      assert.equal("m1", assert(read_until(r, "message")).attr.id)
+      assert.is_nil(r:stanza(0.2 * slow))
+      r:close()
+      b:close()
+    end)
+  end)
+
   it("clears nothing for a classic resource binding, nor without account archives", function()
     for _, archive in ipairs({ true, false }) do
       serve.run({ users = USERS, archive = archive }, function(srv, port)

@@ -24,6 +24,12 @@ function lxmpp_Store:archive_add(user, entry, keep) end
 
 --- An account's message archive, queried as XEP-0313 with XEP-0059 paging, and its first and last entries (the table above): what the server answers to an XEP-0313 metadata request and puts in Bind2's `<bound/>`.
 ---@param user any
+---@param id any
+---@return any ...
+function lxmpp_Store:archive_has(user, id) end
+
+--- An account's message archive, queried as XEP-0313 with XEP-0059 paging, and its first and last entries (the table above): what the server answers to an XEP-0313 metadata request and puts in Bind2's `<bound/>`.
+---@param user any
 ---@return any ...
 function lxmpp_Store:archive_metadata(user) end
 
