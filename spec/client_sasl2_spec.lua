@@ -253,6 +253,11 @@ describe("client: the archive metadata of Bind2's <bound/>", function()
       assert.is_true(r.complete)
       assert.equal(ids[3], r.last)
       assert.equal(4, #archived(srv, "alice"))
+      -- what came live carries its archive id: a catch-up after it finds nothing
+      local live_id = c:stanza_id(got[1])
+      assert.equal(archived(srv, "alice")[4], live_id)
+      r = assert(c:mam_catch_up{ after = live_id })
+      assert.same({ {}, true, live_id }, { r.messages, r.complete, r.last })
       -- from the newest seen: no query at all
       local iqs = count(log, "OUT <iq")
       r = assert(c:mam_catch_up{ after = ids[3] })
