@@ -282,7 +282,7 @@ function lxmpp_Client:ibb_send(to, data, opts) end
 ---@return any ...
 function lxmpp_Client:last_activity(to, timeout) end
 
---- Our own archive's messages since the last one this client saw, up to the newest one the archive held when the session was bound: after a Bind2 login that is `c.archive_metadata` (XEP-0386 §"Performing the bind"; the server then also clears the offline messages the archive holds, so they do not come twice), else it asks with `c:mam_metadata()`.
+--- Our own archive's messages since the last one this client saw, up to the newest one the archive held when the session was bound: after a Bind2 login that is `c.archive_metadata` (XEP-0386 §"Performing the bind"; the server then also clears the offline messages the archive holds, so they do not come twice), and what arrived after the bind came live and is left out.
 ---@param opts? table
 ---@return any ...
 function lxmpp_Client:mam_catch_up(opts) end
@@ -979,7 +979,7 @@ function lxmpp_plugin_last:mark_active() end
 ---@field name string
 local lxmpp_plugin_mam = {}
 
---- Our own archive's messages since the last one this client saw, up to the newest one the archive held when the session was bound: after a Bind2 login that is `c.archive_metadata` (XEP-0386 §"Performing the bind"; the server then also clears the offline messages the archive holds, so they do not come twice), else it asks with `c:mam_metadata()`.
+--- Our own archive's messages since the last one this client saw, up to the newest one the archive held when the session was bound: after a Bind2 login that is `c.archive_metadata` (XEP-0386 §"Performing the bind"; the server then also clears the offline messages the archive holds, so they do not come twice), and what arrived after the bind came live and is left out.
 ---@param opts? table
 ---@return any ...
 function lxmpp_plugin_mam:catch_up(opts) end

@@ -172,9 +172,10 @@ local CATCH_UP_OPTS = { after = true, max = true, page = true, timeout = true }
 -- | nil, message, condition: our own archive's messages after opts.after
 -- (an archive id this client saw last; nil: from the oldest), up to the
 -- newest one the archive held when this session was bound: c.archive_metadata,
--- from Bind2's <bound/> (XEP-0386), else asked for (c:mam_metadata).
--- What came after that is delivered live (and Bind2 cleared the offline
--- messages the archive holds), so nothing arrives twice. No query at all
+-- from Bind2's <bound/> (XEP-0386), after a classic bind asked for
+-- now (c:mam_metadata). What came after a Bind2 bind is delivered live
+-- (and Bind2 cleared the offline messages the archive holds), so nothing
+-- arrives twice. No query at all
 -- when after is that newest id already. At most opts.max messages (1000):
 -- complete is false when more remain, and last is the id to go on after;
 -- opts.page: messages a query (default 100); opts.timeout: each query's.
