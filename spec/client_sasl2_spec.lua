@@ -209,6 +209,125 @@ describe("client: carbons inline in Bind2", function()
   end)
 end)
 
+-- XEP-0386 §"Performing the bind" with XEP-0313 §"Archive metadata":
+-- <bound/>'s <metadata/> as c.archive_metadata, and c:mam_catch_up using
+-- it to fetch what the archive held at the bind, and nothing after it
+describe("client: the archive metadata of Bind2's <bound/>", function()
+  local function archived(srv, user)
+    local page = srv.store:archive_query(user, { max = 100 })
+    local ids = {}
+    for i, item in ipairs(page.items) do ids[i] = item.id end
+    return ids
+  end
+
+  local function bodies(list)
+    local out = {}
+    for i, m in ipairs(list) do out[i] = m.message:get_child_text("body") end
+    return out
+  end
+
+  it("reads it into c.archive_metadata; c:mam_catch_up fetches up to it, only once, in bounded parts", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local c0 = assert(login(port))
+      assert.same({}, c0.archive_metadata)                 -- an empty archive: no start, no end
+      c0:close()
+      local bob = assert(serve.login(port, "bob", USERS.bob, "desk"))
+      for i = 1, 3 do assert(bob:send_message("alice@example.test", "old " .. i)) end
+      assert.truthy(serve.until_true(function() return srv.store:count_offline("alice") == 3 end))
+      local c, log = login(port)
+      local ids = archived(srv, "alice")
+      local md = c.archive_metadata
+      assert.equal(ids[1], md.start.id)
+      assert.equal(ids[3], md["end"].id)
+      assert.is_true(math.abs(md["end"].stamp - os.time()) < 60)
+      -- Bind2 cleared the offline messages: the archive has them
+      local got = serve.collect(c, "message")
+      c:send_presence()
+      assert(bob:send_message("alice@example.test", "live"))
+      assert.truthy(serve.until_true(function() return #got == 1 end))
+      lxmpp.sleep(0.2 * slow.factor)
+      assert.same({ "live" }, { got[1]:get_child_text("body"), got[2] })
+      -- the catch-up stops at the bind: "live" is in the archive too, and came live
+      local r = assert(c:mam_catch_up())
+      assert.same({ "old 1", "old 2", "old 3" }, bodies(r.messages))
+      assert.is_true(r.complete)
+      assert.equal(ids[3], r.last)
+      assert.equal(4, #archived(srv, "alice"))
+      -- what came live carries its archive id: a catch-up after it finds nothing
+      local live_id = c:stanza_id(got[1])
+      assert.equal(archived(srv, "alice")[4], live_id)
+      r = assert(c:mam_catch_up{ after = live_id })
+      assert.same({ {}, true, live_id }, { r.messages, r.complete, r.last })
+      -- from the newest seen: no query at all
+      local iqs = count(log, "OUT <iq")
+      r = assert(c:mam_catch_up{ after = ids[3] })
+      assert.same({}, r.messages)
+      assert.is_true(r.complete)
+      assert.equal(iqs, count(log, "OUT <iq"))
+      -- at most max, going on after last, a page at a time
+      r = assert(c:mam_catch_up{ after = ids[1], max = 1 })
+      assert.same({ "old 2" }, bodies(r.messages))
+      assert.is_false(r.complete)
+      r = assert(c:mam_catch_up{ after = r.last, page = 1 })
+      assert.same({ "old 3" }, bodies(r.messages))
+      assert.is_true(r.complete)
+      -- an id the archive does not know
+      local none, _, cond = c:mam_catch_up{ after = "no-such-id" }
+      assert.is_nil(none)
+      assert.equal("item-not-found", cond)
+      assert.error_matches(function() c:mam_catch_up{ after = 5 } end, "after must be an archive id")
+      assert.error_matches(function() c:mam_catch_up{ max = 0 } end, "max must be a positive integer")
+      assert.error_matches(function() c:mam_catch_up{ since = 1 } end, "unknown option since")
+      c:close()
+      bob:close()
+    end)
+  end)
+
+  it("has none after a classic bind; c:mam_metadata asks, and c:mam_catch_up uses that", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local bob = assert(serve.login(port, "bob", USERS.bob, "desk"))
+      assert(bob:send_message("alice@example.test", "one"))
+      assert(bob:send_message("alice@example.test", "two"))
+      assert.truthy(serve.until_true(function() return #archived(srv, "alice") == 2 end))
+      local c = assert(login(port, { bind2 = false }))
+      assert.equal("alice@example.test/phone", c.jid)
+      assert.is_nil(c.archive_metadata)
+      local ids = archived(srv, "alice")
+      local md = assert(c:mam_metadata())
+      assert.same({ ids[1], ids[2] }, { md.start.id, md["end"].id })
+      local r = assert(c:mam_catch_up())
+      assert.same({ "one", "two" }, bodies(r.messages))
+      assert.is_true(r.complete)
+      c:close()
+      bob:close()
+    end)
+    serve.run({ users = USERS, archive = false }, function(_, port)
+      local c = assert(login(port))
+      assert.is_nil(c.archive_metadata)                    -- the server sent none
+      local none, _, cond = c:mam_catch_up()
+      assert.is_nil(none)
+      assert.equal("service-unavailable", cond)
+      c:close()
+    end)
+  end)
+
+  it("reads <metadata/> strictly: ids required, start and end together, bad stamps left out", function()
+    local mam = require "lxmpp.plugins.mam"
+    local function md(inner)
+      return mam.read_metadata(lxmpp.stanza.parse("<metadata xmlns='urn:xmpp:mam:2'>" .. inner .. "</metadata>"))
+    end
+    assert.same({}, md(""))
+    assert.same({ start = { id = "a", stamp = 1219439344 }, ["end"] = { id = "b" } },
+      md("<start id='a' timestamp='2008-08-22T21:09:04Z'/><end id='b' timestamp='yesterday'/>"))
+    assert.same({ nil, "<start/> has no id" }, { md("<start/><end id='b'/>") })
+    assert.same({ nil, "<end/> has no id" }, { md("<start id='a'/><end id=''/>") })
+    assert.same({ nil, "<start/> and <end/> come together" }, { md("<end id='b'/>") })
+    assert.same({ nil, "not an XEP-0313 <metadata/>" },
+      { mam.read_metadata(lxmpp.stanza.parse("<metadata xmlns='urn:xmpp:mam:1'/>")) })
+    assert.same({ nil, "not an XEP-0313 <metadata/>" }, { mam.read_metadata(nil) })
+  end)
+end)
+
 describe("client: FAST tokens (XEP-0484)", function()
   it("requests a token, keeps it with its expiry in the state, and never logs it", function()
     serve.run({ users = USERS }, function(_, port)
@@ -484,6 +603,27 @@ describe("client: a hostile SASL2 server", function()
     assert.equal("not-authorized", cond)
     assert.matches("FAST proof", msg)
     assert.equal("HT-SHA-256-NONE", seen[1].attr.mechanism)
+  end)
+
+  it("logs in despite a malformed archive metadata in <bound/>, and leaves c.archive_metadata nil", function()
+    local log, c = {}, nil
+    lxmpp.run(function()
+      c = lxmpp.connect{ jid = "alice@example.test", password = "pw", reconnect = false,
+        logger = function(level, msg) log[#log + 1] = level .. " " .. msg end,
+        transport = scripted(function(s)
+          if s.name == "authenticate" then
+            return "<success xmlns='" .. NS2 .. "'><authorization-identifier>alice@example.test/t.1" ..
+              "</authorization-identifier><bound xmlns='urn:xmpp:bind:0'><metadata xmlns='urn:xmpp:mam:2'>" ..
+              "<start timestamp='2008-08-22T21:09:04Z'/><end id='x'/></metadata></bound></success>" ..
+              "<stream:features/>"
+          end
+        end, {}) }
+      if c then c.conn:abort() end
+    end)
+    assert.truthy(c)
+    assert.equal("alice@example.test/t.1", c.jid)
+    assert.is_nil(c.archive_metadata)
+    assert.truthy(logged(log, "^warn ignored the archive metadata in <bound/>: <start/> has no id"))
   end)
 
   it("aborts when the server asks for a task it never offered", function()

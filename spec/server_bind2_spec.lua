@@ -12,6 +12,7 @@ local st = lxmpp.stanza
 local serve = require "spec.support.serve"
 local raw = require "spec.support.raw"
 local sasl2 = require "spec.support.sasl2"
+local slow = require("spec.support.slow").factor
 
 local USERS = sasl2.USERS
 local NS_BIND2 = "urn:xmpp:bind:0"
@@ -166,6 +167,86 @@ describe("embedded server: Bind2 (XEP-0386)", function()
       assert.is_nil(bound:get_child("metadata", NS_MAM))
       r:close()
     end)
+  end)
+
+  -- XEP-0386 §"Performing the bind": the server MUST "clear the offline
+  -- messages for this user, if any, without sending them (as they will be
+  -- provided by MAM)": those the archive holds go, unsent; what it does
+  -- not hold (a bodiless invitation, a <no-store/> hint) is still sent at
+  -- the initial presence, as is what arrives after the bind
+  it("clears the archived offline messages at bind time; the unarchived and later ones still come", function()
+    serve.run({ users = USERS }, function(srv, port)
+      local b = raw.login(port, serve.pki().ca, "bob", "bob-pw")
+      b:send("<message to='alice@example.test' type='chat' id='m1'><body>archived</body></message>")
+      b:send("<message to='alice@example.test' id='m2'><x xmlns='jabber:x:conference' " ..
+        "jid='room@conference.example.test'/></message>")
+      b:send("<message to='alice@example.test' type='chat' id='m3'><body>not kept</body>" ..
+        "<no-store xmlns='urn:xmpp:hints'/></message>")
+      assert.truthy(serve.until_true(function() return srv.store:count_offline("alice") == 3 end))
+      local r, s = login2(port, { tag = "t" })
+      local md = s:get_child("bound", NS_BIND2):get_child("metadata", NS_MAM)
+      local last = srv.store:archive_query("alice", { max = 10 }).items[1].id
+      assert.equal(last, md:get_child("end").attr.id)            -- the archived one: MAM's to give
+      assert.equal(2, (srv.store:count_offline("alice")))
+      assert.equal("features", assert(r:stanza()).name)
+      -- after the bind: offline storage as usual (it is after <metadata/>'s end)
+      b:send("<message to='alice@example.test' type='chat' id='m4'><body>later</body></message>")
+      assert.truthy(serve.until_true(function() return srv.store:count_offline("alice") == 3 end))
+      r:send("<presence/>")
+      local ids = {}
+      while #ids < 3 do
+        local m = assert(read_until(r, "message"))
+        ids[#ids + 1] = m.attr.id
+      end
+      assert.same({ "m2", "m3", "m4" }, ids)
+      assert.is_nil(r:stanza(0.2 * slow))
+      assert.equal(0, (srv.store:count_offline("alice")))
+      r:close()
+      b:close()
+    end)
+  end)
+
+  it("keeps an offline message whose archive entry has gone since (mam_max_messages)", function()
+    serve.run({ users = USERS, limits = { mam_max_messages = 2 } }, function(srv, port)
+      local b = raw.login(port, serve.pki().ca, "bob", "bob-pw")
+      for i = 1, 3 do
+        b:send("<message to='alice@example.test' type='chat' id='m" .. i .. "'><body>" .. i .. "</body></message>")
+      end
+      assert.truthy(serve.until_true(function() return srv.store:count_offline("alice") == 3 end))
+      local r = login2(port, { tag = "t" })
+      assert.equal(1, (srv.store:count_offline("alice")))       -- m1: no longer in the archive
+      assert.equal("features", assert(r:stanza()).name)
+      r:send("<presence/>")
+      assert.equal("m1", assert(read_until(r, "message")).attr.id)
+      assert.is_nil(r:stanza(0.2 * slow))
+      r:close()
+      b:close()
+    end)
+  end)
+
+  it("clears nothing for a classic resource binding, nor without account archives", function()
+    for _, archive in ipairs({ true, false }) do
+      serve.run({ users = USERS, archive = archive }, function(srv, port)
+        local b = raw.login(port, serve.pki().ca, "bob", "bob-pw")
+        b:send("<message to='alice@example.test' type='chat' id='m1'><body>one</body></message>")
+        b:send("<message to='alice@example.test' type='chat' id='m2'><body>two</body></message>")
+        assert.truthy(serve.until_true(function() return srv.store:count_offline("alice") == 2 end))
+        local r
+        if archive then
+          r = raw.login(port, serve.pki().ca, "alice", "alice-pw")       -- RFC 6120 binding
+        else
+          r = login2(port, { tag = "t" })
+          assert.equal("features", assert(r:stanza()).name)
+        end
+        assert.equal(2, (srv.store:count_offline("alice")))
+        r:send("<presence/>")
+        local ids = {}
+        while #ids < 2 do ids[#ids + 1] = assert(read_until(r, "message")).attr.id end
+        assert.same({ "m1", "m2" }, ids)
+        r:close()
+        b:close()
+      end)
+    end
   end)
 
   it("sends what a host sends at bind time after the <success/>, not before", function()

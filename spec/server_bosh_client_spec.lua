@@ -193,3 +193,46 @@ describe("BOSH client (XEP-0124/0206)", function()
     end)
   end)
 end)
+
+-- The client's modern login over BOSH: over https:// the session is
+-- protected, so SASL2 (XEP-0388) with Bind2 (XEP-0386) is used, with no
+-- stream restart (no second <open/>, hence no xmpp:restart: XEP-0206 §5 is
+-- for RFC 6120 SASL), and the FAST token (XEP-0484) it gets logs in the
+-- next time without the password. BOSH spans several TLS connections, so
+-- there is no channel binding: SCRAM without -PLUS, HT-SHA-256-NONE.
+describe("BOSH client with SASL2, Bind2 and FAST", function()
+  it("logs in with SASL2 and Bind2 without a restart, then with its FAST token and no password", function()
+    serve.run({ users = USERS, https = "127.0.0.1:0" }, function(srv)
+      local hp
+      for _, a in ipairs(srv:addresses()) do if a.kind == "https" then hp = a.port end end
+      local box, log = {}, {}
+      local o = { jid = "alice@example.test", password = USERS.alice, reconnect = false, debug = true,
+        url = ("https://example.test:%d/http-bind"):format(hp), host = "127.0.0.1", cafile = serve.pki().ca,
+        logger = function(level, msg) log[#log + 1] = level .. " " .. msg end,
+        stream_management = { save = function(s) box.state = s end } }
+      local c = assert(lxmpp.connect(o))
+      local function count(pattern)
+        local n = 0
+        for _, l in ipairs(log) do if l:find(pattern) then n = n + 1 end end
+        return n
+      end
+      assert.equal(1, count("OUT <authenticate xmlns='urn:xmpp:sasl:2' mechanism='SCRAM%-SHA%-256'"))
+      assert.equal(1, count("OUT <open "))                   -- the session's creation only: no restart
+      assert.equal(0, count("urn:ietf:params:xml:ns:xmpp%-bind"))
+      assert.matches("^alice@example%.test/lx%x+$", c.jid)              -- no tag: the server's part only
+      assert.same({}, c.archive_metadata)                    -- <bound/>'s, over BOSH too
+      assert.truthy(srv:session(c.jid))
+      assert(ping(c))
+      assert.equal("HT-SHA-256-NONE", box.state.fast.mechanism)
+      c:close()
+      -- the token, no password: one round trip, the server's proof checked
+      o.password, o.stream_management = nil, { state = box.state, save = function(s) box.state = s end }
+      log = {}
+      local c2 = assert(lxmpp.connect(o))
+      assert.equal("HT-SHA-256-NONE", c2.sasl_mechanism)
+      assert.equal(1, count("OUT <open "))
+      assert(ping(c2))
+      c2:close()
+    end)
+  end)
+end)

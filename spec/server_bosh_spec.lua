@@ -463,3 +463,112 @@ describe("server BOSH, the stream's side", function()
     end)
   end)
 end)
+
+-- SASL2 (XEP-0388) over BOSH (XEP-0206): the <authentication/> feature in
+-- the session's first features, Bind2 (XEP-0386) and a FAST token
+-- (XEP-0484) in the same request, and no stream restart: the new features
+-- follow <success/> on the same session (XEP-0388 §2.6.1), so an
+-- xmpp:restart (XEP-0206 §5, for RFC 6120 SASL) is refused after it. The
+-- token then logs a second BOSH session in with HT-SHA-256-NONE (a
+-- consider_secure session has no TLS channel binding to offer).
+describe("server BOSH with SASL2, Bind2 and FAST", function()
+  local NS2 = "urn:xmpp:sasl:2"
+  local NS_BIND2 = "urn:xmpp:bind:0"
+  local NS_FAST = "urn:xmpp:fast:0"
+  local NS_STREAMS = "http://etherx.jabber.org/streams"
+  local UA = "d4f2c3a1-7b6e-4c1d-9f8a-0123456789ab"
+
+  -- The elements of answers to c's requests until one named `name` came
+  -- (an empty request held for each further answer): that one and all.
+  local function until_element(c, first, name)
+    local all, a = {}, first
+    for _ = 1, 5 do
+      assert.equal(200, a.status)
+      assert.falsy(a.body.attr.type, a.raw)
+      for _, el in ipairs(a.body.tags) do all[#all + 1] = el end
+      for _, el in ipairs(all) do if el.name == name then return el, all end end
+      a = c:ask("")
+    end
+    error("no <" .. name .. "/> in the answers")
+  end
+
+  local function authenticate(mech, ir, inline)
+    return "<authenticate xmlns='" .. NS2 .. "' mechanism='" .. mech .. "'><initial-response>" ..
+      core.base64_encode(ir) .. "</initial-response><user-agent id='" .. UA .. "'><software>spec</software>" ..
+      "</user-agent>" .. (inline or "") .. "</authenticate>"
+  end
+
+  it("logs in, binds and gets a token in one request, with no restart; the token logs in again", function()
+    run(nil, function(srv, hport)
+      local c, a = create(hport)
+      local f = a.body:get_child("features", NS_STREAMS)
+      local auth = assert(f:get_child("authentication", NS2), a.raw)
+      local inline = auth:get_child("inline")
+      assert.truthy(inline:get_child("bind", NS_BIND2))
+      local fast = assert(inline:get_child("fast", NS_FAST), a.raw)
+      assert.equal("HT-SHA-256-NONE", fast:get_child_text("mechanism"))
+      a = c:ask(authenticate("PLAIN", "\0alice\0pw", "<bind xmlns='" .. NS_BIND2 .. "'><tag>web</tag>" ..
+        "<enable xmlns='urn:xmpp:sm:3'/></bind><request-token xmlns='" .. NS_FAST ..
+        "' mechanism='HT-SHA-256-NONE'/>"))
+      local features, all = until_element(c, a, "features")
+      local success = all[1]
+      assert.equal("success", success.name, a.raw)
+      local full = success:get_child_text("authorization-identifier")
+      assert.matches("^alice@example%.test/web%.%x+$", full)
+      local bound = assert(success:get_child("bound", NS_BIND2))
+      assert.truthy(bound:get_child("metadata", "urn:xmpp:mam:2"))
+      assert.truthy(bound:get_child("enabled", "urn:xmpp:sm:3"))
+      local token = assert(success:get_child("token", NS_FAST)).attr.token
+      assert.truthy(token and #token > 0)
+      -- the features of the authenticated stream, on the same session: no
+      -- <authentication/>, no resource binding (Bind2 did it)
+      assert.equal(NS_STREAMS, features.attr.xmlns)
+      assert.is_nil(features:get_child("authentication", NS2))
+      assert.is_nil(features:get_child("bind", "urn:ietf:params:xml:ns:xmpp-bind"))
+      local sess = assert(srv:session(full))
+      assert.equal(UA, sess.user_agent)
+      -- the session carries stanzas as it is
+      a = c:ask("<iq xmlns='jabber:client' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+      local pong = until_element(c, a, "iq")
+      assert.same({ "result", "p1" }, { pong.attr.type, pong.attr.id })
+      -- XEP-0388 §2.6.1: no restart after a SASL2 success
+      a = c:ask("", " xmpp:restart='true'")
+      assert.truthy(terminated(a, "bad-request"), a.raw)
+      assert.truthy(until_true(function() return srv:session(full) == nil end))
+      -- a second session logs in with the token: one message, the server's proof back
+      local c2 = create(hport)
+      a = c2:ask(authenticate("HT-SHA-256-NONE", "alice\0" .. core.hmac("sha256", token, "Initiator"),
+        "<bind xmlns='" .. NS_BIND2 .. "'><tag>web</tag></bind><fast xmlns='" .. NS_FAST .. "'/>"))
+      success = select(2, until_element(c2, a, "features"))[1]
+      assert.equal("success", success.name, a.raw)
+      assert.equal(core.hmac("sha256", token, "Responder"),
+        core.base64_decode(success:get_child_text("additional-data")))
+      assert.equal(full, success:get_child_text("authorization-identifier"))   -- the same installation
+      assert.truthy(srv:session(full))
+      -- a wrong token is refused like a wrong password
+      local c3 = create(hport)
+      a = c3:ask(authenticate("HT-SHA-256-NONE", "alice\0" .. core.hmac("sha256", "not the token", "Initiator")))
+      local failure = until_element(c3, a, "failure")
+      assert.truthy(failure:get_child("not-authorized", "urn:ietf:params:xml:ns:xmpp-sasl"), a.raw)
+    end)
+  end)
+
+  it("runs a SCRAM exchange over several requests, then takes stanzas without a restart", function()
+    run(nil, function(srv, hport)
+      local c = create(hport)
+      local sc = assert(core.sasl_client({ mechanism = "SCRAM-SHA-256", username = "bob", password = "pw" }))
+      local a = c:ask(authenticate("SCRAM-SHA-256", assert(sc:step()), "<bind xmlns='" .. NS_BIND2 .. "'/>"))
+      local ch = until_element(c, a, "challenge")
+      a = c:ask("<response xmlns='" .. NS2 .. "'>" ..
+        core.base64_encode(assert(sc:step(core.base64_decode(ch:get_text())))) .. "</response>")
+      local _, all = until_element(c, a, "features")
+      local success = all[1]
+      assert.equal("success", success.name)
+      assert.truthy(sc:finish(core.base64_decode(success:get_child_text("additional-data"))))
+      local full = success:get_child_text("authorization-identifier")
+      assert.truthy(srv:session(full))
+      a = c:ask("<iq xmlns='jabber:client' type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+      assert.equal("result", until_element(c, a, "iq").attr.type)
+    end)
+  end)
+end)

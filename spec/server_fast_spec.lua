@@ -4,7 +4,8 @@
 -- proof checked), tokens bound to account, user-agent and mechanism
 -- (stolen, replayed and cross-account tokens fail), expiry, rotation,
 -- invalidation, revocation on password change and account removal, the
--- per-account limit, persistence in SQLite, failures counted like any SASL
+-- per-account limit, persistence in SQLite, no login in TLS 0-RTT data (so
+-- no `count` check), failures counted like any SASL
 -- failure, and tokens never in the log.
 local core = require "lxmpp.core"
 local datetime = require "lxmpp.datetime"
@@ -211,6 +212,54 @@ describe("embedded server: FAST (XEP-0484)", function()
       assert.not_equal(t1, t2)
       assert.equal("success", try(port, { token = t2 }).name)
       assert.equal("not-authorized", cond(try(port, { token = t1 })))
+    end)
+  end)
+
+  -- XEP-0484 §"Client authenticates using FAST": 'count' exists for requests
+  -- sent in TLS 0-RTT data, which an attacker can replay byte for byte; a
+  -- server MUST reject a 0-RTT request without a count, or with one it has
+  -- processed. Ours takes no 0-RTT data at all: the tickets it issues allow
+  -- none (max_early_data 0), and RFC 8446 §4.2.10 forbids a client to send
+  -- early data then, so every FAST request comes after the handshake. There
+  -- a count guards nothing: the HT proof does not cover it, so whoever could
+  -- replay a request could change or drop it; it is not checked.
+  it("takes no FAST request in TLS 0-RTT: its tickets allow no early data, and count is not checked", function()
+    local proc = require "spec.support.proc"
+    local pki = require "spec.support.pki"
+    local slow = require("spec.support.slow").factor
+    serve.run({ users = USERS, tls_listen = "127.0.0.1:0" }, function(srv, port)
+      local tls_port
+      for _, a in ipairs(srv:addresses()) do if a.kind == "c2s-tls" then tls_port = a.port end end
+      local t = get_token(port).attr.token
+      local dir = pki.sh("mktemp -d /tmp/lxmpp-fast0rtt.XXXXXX"):gsub("%s+$", "")
+      local sess, early = dir .. "/session.pem", dir .. "/early.xml"
+      local f = assert(io.open(early, "w"))
+      f:write("<?xml version='1.0'?><stream:stream to='example.test' xmlns='jabber:client' " ..
+        "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><authenticate xmlns='" .. sasl2.NS ..
+        "' mechanism='HT-SHA-256-NONE'><initial-response>" ..
+        core.base64_encode("alice\0" .. core.hmac("sha256", t, "Initiator")) .. "</initial-response>" ..
+        sasl2.ua_xml() .. "<fast xmlns='" .. NS_FAST .. "' count='1'/></authenticate>")
+      f:close()
+      local function s_client(extra)
+        local p = proc.start({ "sh", "-c", ("sleep %g | openssl s_client -connect 127.0.0.1:%d -tls1_3 " ..
+          "-servername example.test -CAfile %s %s"):format(1 * slow, tls_port, pki.q(serve.pki().ca), extra) })
+        local r = p:wait(20 * slow)
+        assert.equal(0, r.code, r.out .. r.err)
+        return r.out .. r.err
+      end
+      s_client("-sess_out " .. pki.q(sess))
+      local text = pki.sh("openssl sess_id -in " .. pki.q(sess) .. " -noout -text")
+      assert.matches("Protocol%s*: TLSv1%.3", text)
+      assert.equal("0", text:match("Max Early Data: (%d+)"))
+      -- a client that holds the ticket and wants to send its <authenticate/> early may not
+      local out = s_client("-sess_in " .. pki.q(sess) .. " -early_data " .. pki.q(early))
+      assert.matches("Reused, TLSv1%.3", out)
+      assert.matches("Early data was not sent", out)
+      assert.is_nil(out:find("<success", 1, true))
+      os.execute(pki.NO_PRELOAD .. "rm -rf " .. pki.q(dir))
+      -- after the handshake the same count twice is no replay: both log in
+      assert.equal("success", try(port, { token = t, fast = " count='1'" }).name)
+      assert.equal("success", try(port, { token = t, fast = " count='1'" }).name)
     end)
   end)
 

@@ -389,6 +389,24 @@ for _, backend in ipairs(BACKENDS) do
       assert.equal(0, store:count_offline("nobody"))
     end)
 
+    it("drops chosen offline messages, keeping the others in order, and refuses ids that are not integers", function()
+      local ids = {}
+      for i = 1, 6 do ids[i] = store:push_offline("dora", "<message>" .. i .. "</message>") end
+      local other = store:push_offline("erin", "<message>erin</message>")
+      store:drop_offline("dora", { ids[5], ids[2], other, ids[1] + 1000 })   -- another's and unknown ids: skipped
+      local left = {}
+      for _, m in ipairs(store:get_offline("dora")) do left[#left + 1] = m.data end
+      assert.same({ "<message>1</message>", "<message>3</message>", "<message>4</message>", "<message>6</message>" },
+        left)
+      assert.same({ 4, 4 * #"<message>1</message>" }, { store:count_offline("dora") })
+      assert.equal(1, store:count_offline("erin"))
+      assert.is_true(store:drop_offline("dora", {}))
+      assert.error_matches(function() store:drop_offline("dora", ids[1]) end, "array of ids")
+      assert.error_matches(function() store:drop_offline("dora", { ids[1], "2" }) end, "ids%[2%] is not an integer")
+      assert.error_matches(function() store:drop_offline("dora", { 1.5 }) end, "ids%[1%] is not an integer")
+      assert.equal(4, store:count_offline("dora"))
+    end)
+
     it("counts the bytes of the offline messages it keeps", function()
       local a = store:push_offline("carol", ("a"):rep(100))
       store:push_offline("carol", ("b"):rep(50))

@@ -282,6 +282,17 @@ function lxmpp_Client:ibb_send(to, data, opts) end
 ---@return any ...
 function lxmpp_Client:last_activity(to, timeout) end
 
+--- Our own archive's messages since the last one this client saw, up to the newest one the archive held when the session was bound: after a Bind2 login that is `c.archive_metadata` (XEP-0386 §"Performing the bind"; the server then also clears the offline messages the archive holds, so they do not come twice), and what arrived after the bind came live and is left out.
+---@param opts? table
+---@return any ...
+function lxmpp_Client:mam_catch_up(opts) end
+
+--- XEP-0313 §"Archive metadata": the oldest and newest message of an archive (our own by default, or `to`'s, a room's) as `{ start = { id =, stamp = }, ["end"] = { id =, stamp = } }`, `{}` when it is empty; or nil, message, condition.
+---@param to? string
+---@param timeout? number
+---@return any ...
+function lxmpp_Client:mam_metadata(to, timeout) end
+
 --- The following page of the same query (older messages when the query pages back with `before`), or nil when `page` was the last.
 ---@param page any
 ---@return any ...
@@ -968,6 +979,17 @@ function lxmpp_plugin_last:mark_active() end
 ---@field name string
 local lxmpp_plugin_mam = {}
 
+--- Our own archive's messages since the last one this client saw, up to the newest one the archive held when the session was bound: after a Bind2 login that is `c.archive_metadata` (XEP-0386 §"Performing the bind"; the server then also clears the offline messages the archive holds, so they do not come twice), and what arrived after the bind came live and is left out.
+---@param opts? table
+---@return any ...
+function lxmpp_plugin_mam:catch_up(opts) end
+
+--- XEP-0313 §"Archive metadata": the oldest and newest message of an archive (our own by default, or `to`'s, a room's) as `{ start = { id =, stamp = }, ["end"] = { id =, stamp = } }`, `{}` when it is empty; or nil, message, condition.
+---@param to? string
+---@param timeout? number
+---@return any ...
+function lxmpp_plugin_mam:metadata(to, timeout) end
+
 --- The following page of the same query (older messages when the query pages back with `before`), or nil when `page` was the last.
 ---@param page any
 ---@return any ...
@@ -977,6 +999,11 @@ function lxmpp_plugin_mam:next(page) end
 ---@param opts table
 ---@return any ...
 function lxmpp_plugin_mam:query(opts) end
+
+--- XEP-0313 §"Archive metadata": the oldest and newest message of an archive (our own by default, or `to`'s, a room's) as `{ start = { id =, stamp = }, ["end"] = { id =, stamp = } }`, `{}` when it is empty; or nil, message, condition.
+---@param el any
+---@return any ...
+function lxmpp_plugin_mam.read_metadata(el) end
 
 --- The client's markers plugin object (c.markers).
 ---@class lxmpp.plugin.markers

@@ -213,7 +213,7 @@ for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
   last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting establishing backoff_waiter sasl_mechanism
   scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups login next_features
-  blocked caps_node tls_ctxs tls_resume tls_key]]):gmatch("%S+") do
+  blocked caps_node tls_ctxs tls_resume tls_key archive_metadata]]):gmatch("%S+") do
   RESERVED[name] = true
 end
 

@@ -123,10 +123,13 @@ local list = {
   { xep = 203, name = "Delayed Delivery", version = "2.0", side = "server", status = "complete",
     modules = { "lxmpp.server.im", "lxmpp.server.muc_history" }, notes = "offline messages, room history" },
   { xep = 206, name = "XMPP Over BOSH", version = "1.4", side = "client", status = "complete",
-    modules = { "lxmpp.bosh" }, notes = "restarts, SASL, binding and stream management over a BOSH session" },
+    modules = { "lxmpp.bosh" },
+    notes = "restarts, SASL, binding and stream management over a BOSH session; over https://, SASL2 with " ..
+      "Bind2 and FAST, no restart" },
   { xep = 206, name = "XMPP Over BOSH", version = "1.4", side = "server", status = "complete",
     modules = { "lxmpp.server.bosh" },
-    notes = "restarts, SASL and binding over BOSH sessions; stream errors as terminate" },
+    notes = "restarts, SASL and binding over BOSH sessions; SASL2 with Bind2 and FAST (no restart) on " ..
+      "encrypted ones; stream errors as terminate" },
   { xep = 220, name = "Server Dialback", version = "1.1.2", side = "server", status = "partial",
     modules = { "lxmpp.server.s2s", "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
     notes = "opt-in (`s2s.dialback`), over TLS only; keys checked over a connection of their own;"
@@ -152,8 +155,9 @@ local list = {
   { xep = 308, name = "Last Message Correction", version = "1.2.1", side = "client", status = "complete",
     modules = { "lxmpp.plugins.correction" } },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "client", status = "partial",
-    modules = { "lxmpp.plugins.mam" },
-    notes = "queries with filters and paging, #extended fields (after/before id, ids, flipped pages); no preferences" },
+    modules = { "lxmpp.plugins.mam", "lxmpp.features.sasl2" },
+    notes = "queries with filters and paging, #extended fields (after/before id, ids, flipped pages); archive " ..
+      "metadata (IQ, and Bind2's `<bound/>`); catch-up to the archive's state at the bind; no preferences" },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "server", status = "partial",
     modules = { "lxmpp.server.mam", "lxmpp.server.muc_mam", "lxmpp.server.storage_archive" },
     notes = "account and room archives: with/start/end, XEP-0059 paging; #extended (before-id, after-id, ids, " ..
@@ -195,11 +199,11 @@ local list = {
     modules = { "lxmpp.features.sasl2" },
     notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable, " ..
       "carbons (when they were on) and XEP-0352 inactive (when set); c.jid from the authorization identifier; " ..
-      "XEP-0313 metadata in `<bound/>` not read" },
-  { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "partial",
-    modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind" },
+      "XEP-0313 metadata of `<bound/>` read (`c.archive_metadata`), the end of `c:mam_catch_up`" },
+  { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "complete",
+    modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind", "lxmpp.server.mam" },
     notes = "resource from the tag and the user-agent id; inline carbons, XEP-0198 enable and XEP-0352 " ..
-      "inactive; XEP-0313 archive metadata in `<bound/>`; offline messages not cleared" },
+      "inactive; XEP-0313 archive metadata in `<bound/>`; the offline messages the archive holds cleared unsent" },
   { xep = 388, name = "Extensible SASL Profile", version = "1.0.4", side = "client", status = "partial",
     modules = { "lxmpp.features.sasl2", "lxmpp.features.sasl" },
     notes = "when offered over TLS (`sasl2 = false` turns it off); the classic mechanism and channel-binding " ..
@@ -221,7 +225,7 @@ local list = {
   { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "server",
     status = "partial", modules = { "lxmpp.server.fast", "lxmpp.server.features.sasl2" },
     notes = "HT-SHA-256-NONE/-ENDP/-UNIQ/-EXPR; rotation, invalidation, revocation on password change; " ..
-      "no TLS 0-RTT" },
+      "no TLS 0-RTT (tickets allow no early data), hence no `count` check" },
   { xep = 484, name = "Fast Authentication Streamlining Tokens", version = "0.2.0", side = "client",
     status = "partial", modules = { "lxmpp.features.sasl2", "lxmpp.state_file" },
     notes = "HT-SHA-256-EXPR/-ENDP/-NONE; token kept in the saved state (`lxmpp.state_file`: mode 0600), used on " ..

@@ -49,6 +49,7 @@ function M.negotiate(client, features)
   if not full then return client:fail("resource binding failed: " .. tostring(msg), cond) end
   client.jid = full
   client.bound = true
+  client.archive_metadata = nil      -- only a Bind2 <bound/> tells it (features/sasl2.lua)
   return nil
 end
 

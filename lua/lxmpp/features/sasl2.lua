@@ -1,6 +1,7 @@
 -- SASL2 (XEP-0388), client side, with what it carries inline: Bind2
 -- (XEP-0386: the resource tag, stream management and carbons enabled in
--- the same round trip, and an inactive client state, XEP-0352), XEP-0198
+-- the same round trip, and an inactive client state, XEP-0352; the
+-- archive's XEP-0313 metadata read from <bound/>), XEP-0198
 -- resumption inside <authenticate/>, and FAST tokens (XEP-0484). Used when
 -- the server offers it over TLS, unless connect{ sasl2 = false }; otherwise
 -- features/sasl.lua runs RFC 6120 SASL.
@@ -23,6 +24,7 @@ local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local sasl = require "lxmpp.features.sasl"
 local datetime = require "lxmpp.datetime"
+local mam = require "lxmpp.plugins.mam"
 
 local ipairs, tostring, type, os_time, math_floor = ipairs, tostring, type, os.time, math.floor
 
@@ -32,6 +34,7 @@ local NS_FAST = "urn:xmpp:fast:0"
 local NS_SM = "urn:xmpp:sm:3"
 local NS_CARBONS = "urn:xmpp:carbons:2"
 local NS_CSI = "urn:xmpp:csi:0"
+local NS_MAM = mam.NS_MAM
 
 local M = { NS = NS }
 
@@ -188,6 +191,16 @@ local function succeeded(client, s, want)
       return client:fail("Bind2: the server bound no resource (" .. tostring(authz) .. ")", "bad-format")
     end
     client.jid, client.bound, client.session_done = jid.prep(authz) or authz, true, true
+    -- XEP-0386 §"Performing the bind": the archive as of this bind
+    -- (XEP-0313 metadata), for c:mam_catch_up; nil when the server sent
+    -- none, or a malformed one (logged)
+    client.archive_metadata = nil
+    local mdel = bound:get_child("metadata", NS_MAM)
+    if mdel then
+      local md, why = mam.read_metadata(mdel)
+      if md then client.archive_metadata = md
+      else client:log("warn", "ignored the archive metadata in <bound/>: %s", why) end
+    end
     local enabled = bound:get_child("enabled", NS_SM)
     if enabled and sm then sm:enabled_by(enabled) end
     if want.carbons and client:plugin_loaded("carbons") then client.carbons.enabled = true end

@@ -105,9 +105,32 @@ local function read_result(result)
   return { id = result.attr.id, message = m, stamp = delay.of(fwd) or delay.of(m) }
 end
 
+--- mam.read_metadata(el) -> { start = { id =, stamp = }, ["end"] = { id =, stamp = } }
+-- from a <metadata xmlns='urn:xmpp:mam:2'/> (XEP-0313 §"Archive
+-- metadata"; also inside Bind2's <bound/>, XEP-0386 §"Performing the
+-- bind"): {} for an empty archive. stamp: Unix seconds, nil when the
+-- timestamp is not an XEP-0082 date-time. nil, why for an element that
+-- is not one, or a <start/> or <end/> without an id, or only one of them.
+function M.read_metadata(el)
+  if not (st.is_stanza(el) and el.name == "metadata" and el.attr.xmlns == NS_MAM) then
+    return nil, "not an XEP-0313 <metadata/>"
+  end
+  local md = {}
+  for _, k in ipairs({ "start", "end" }) do
+    local e = el:get_child(k)
+    if e then
+      local id = e.attr.id
+      if type(id) ~= "string" or id == "" then return nil, "<" .. k .. "/> has no id" end
+      md[k] = { id = id, stamp = e.attr.timestamp and datetime.parse(e.attr.timestamp) or nil }
+    end
+  end
+  if (md.start == nil) ~= (md["end"] == nil) then return nil, "<start/> and <end/> come together" end
+  return md
+end
+
 -- The plugin object, c.mam (docs/api.md "Plugins"): .queries, the queries
 -- waiting for their results (queryid -> { archive =, page = }).
-M.forwards = { mam_query = "query", mam_next = "next" }
+M.forwards = { mam_query = "query", mam_next = "next", mam_metadata = "metadata", mam_catch_up = "catch_up" }
 
 --- c:mam_query{ to=, with=, start=, ["end"]=, max=, after=, before=, timeout=,
 -- after_id=, before_id=, ids=, flip_page= }
@@ -151,6 +174,79 @@ function M:next(page)
     q.after = page.last
   end
   return self:query(q)
+end
+
+--- c:mam_metadata([to [, timeout]]) -> the archive's metadata, as
+-- mam.read_metadata | nil, message, condition (XEP-0313 §"Archive
+-- metadata": our own archive by default, or to's, a room's).
+function M:metadata(to, timeout)
+  if to ~= nil and (type(to) ~= "string" or not jid.prep(to)) then error("mam_metadata: to must be a JID", 2) end
+  local r, msg, cond = self.client:request(st.iq({ type = "get", to = to and jid.prep(to) })
+    :tag("metadata", { xmlns = NS_MAM }):up(), timeout)
+  if not r then return nil, msg, cond end
+  local md, why = M.read_metadata(r:get_child("metadata", NS_MAM))
+  if not md then return nil, "the archive's metadata answer is malformed: " .. why, "bad-request" end
+  return md
+end
+
+local CATCH_UP_OPTS = { after = true, max = true, page = true, timeout = true }
+
+--- c:mam_catch_up([opts]) -> { messages = { {id=, stamp=, message=} }, complete =, last = }
+-- | nil, message, condition: our own archive's messages after opts.after
+-- (an archive id this client saw last; nil: from the oldest), up to the
+-- newest one the archive held when this session was bound: c.archive_metadata,
+-- from Bind2's <bound/> (XEP-0386), after a classic bind asked for
+-- now (c:mam_metadata). What came after a Bind2 bind is delivered live
+-- (and Bind2 cleared the offline messages the archive holds), so nothing
+-- arrives twice. No query at all
+-- when after is that newest id already. At most opts.max messages (1000):
+-- complete is false when more remain, and last is the id to go on after;
+-- opts.page: messages a query (default 100); opts.timeout: each query's.
+function M:catch_up(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("mam_catch_up: expected an options table", 2) end
+  for k in pairs(opts) do
+    if not CATCH_UP_OPTS[k] then error("mam_catch_up: unknown option " .. tostring(k), 2) end
+  end
+  if opts.after ~= nil and (type(opts.after) ~= "string" or opts.after == "") then
+    error("mam_catch_up: after must be an archive id", 2)
+  end
+  for _, k in ipairs({ "max", "page" }) do
+    if opts[k] ~= nil and (math_type(opts[k]) ~= "integer" or opts[k] < 1) then
+      error("mam_catch_up: " .. k .. " must be a positive integer", 2)
+    end
+  end
+  local c = self.client
+  local md = c.archive_metadata
+  if not md then
+    local msg, cond
+    md, msg, cond = self:metadata(nil, opts.timeout)
+    if not md then return nil, msg, cond end
+  end
+  local out = { messages = {}, complete = true, last = opts.after }
+  local newest = md["end"] and md["end"].id
+  if not newest or newest == opts.after then return out end     -- nothing new at bind time
+  local max, size = opts.max or MAX_RESULTS, opts.page or 100
+  local list = out.messages
+  local page, msg, cond = self:query({ after = opts.after, max = math.min(size, max), timeout = opts.timeout })
+  while page do
+    for _, m in ipairs(page.messages) do
+      if #list >= max then
+        out.complete = false
+        return out
+      end
+      list[#list + 1] = m
+      out.last = m.id
+      if m.id == newest then return out end
+    end
+    if page.complete or #page.messages == 0 then return out end   -- (newest gone: trimmed since)
+    if #list >= max then
+      out.complete = false
+      return out
+    end
+    page, msg, cond = self:query({ after = out.last, max = math.min(size, max - #list), timeout = opts.timeout })
+  end
+  return nil, msg, cond
 end
 
 local function on_message(self, c, m)

@@ -28,8 +28,8 @@ local forms = require "lxmpp.forms"
 local datetime = require "lxmpp.datetime"
 local session = require "lxmpp.session"
 
-local setmetatable, ipairs, tonumber, tostring, os_time, floor, min =
-  setmetatable, ipairs, tonumber, tostring, os.time, math.floor, math.min
+local setmetatable, ipairs, tonumber, tostring, type, os_time, floor, min =
+  setmetatable, ipairs, tonumber, tostring, type, os.time, math.floor, math.min
 
 local NS_MAM = "urn:xmpp:mam:2"
 local NS_EXTENDED = NS_MAM .. "#extended"
@@ -327,6 +327,36 @@ function Archive:metadata(user)
       :tag("end", { id = md["end"].id, timestamp = datetime.format(md["end"].time) }):up()
   end
   return el
+end
+
+--- archive:drop_offline(user, bare) -> how many: forgets, unsent, the
+-- offline messages of user's account (bare JID `bare`) that its archive
+-- holds, for a Bind2 login (XEP-0386 §"Performing the bind": the server
+-- clears them "as they will be provided by MAM"). Those are the ones
+-- with our <stanza-id by=bare/> whose entry the archive still holds:
+-- :incoming stamps a message it kept before the IM core stores it
+-- offline, and strips any other claiming that `by`; an entry may have
+-- gone since (limits.mam_max_messages drops the oldest). The rest (what
+-- was not archived: a bodiless invitation, a <no-store/> hint, a store
+-- failure; what the archive no longer has) stays for the session's
+-- initial presence. Without account archives nothing is dropped.
+function Archive:drop_offline(user, bare)
+  if not self.enabled then return 0 end
+  local store, ids = self.srv.store, {}
+  for _, m in ipairs(store:get_offline(user)) do
+    local s = m.data:find(NS_SID, 1, true) and st.parse(m.data)
+    if s then
+      for c in s:childtags("stanza-id", NS_SID) do
+        local id = c.attr.id
+        if c.attr.by == bare and type(id) == "string" and id ~= "" then
+          if store:archive_has(user, id) then ids[#ids + 1] = m.id end
+          break
+        end
+      end
+    end
+  end
+  if #ids > 0 then store:drop_offline(user, ids) end
+  return #ids
 end
 
 --- An IQ from sess to its own archive (urn:xmpp:mam:2): a query, its form

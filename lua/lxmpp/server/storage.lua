@@ -309,6 +309,19 @@ function Store:delete_offline(user, upto)
   return backend(self):offline_delete(user, upto)
 end
 
+--- store:drop_offline(user, ids) -> true: deletes the offline messages
+-- whose ids are in the array ids (others stay, in order; unknown ids are
+-- skipped). Bind2 drops those the archive holds (server/mam.lua).
+function Store:drop_offline(user, ids)
+  check_name(user, "user")
+  if type(ids) ~= "table" then error("storage: drop_offline needs an array of ids", 2) end
+  for i, id in ipairs(ids) do
+    if math_type(id) ~= "integer" then error("storage: drop_offline: ids[" .. i .. "] is not an integer", 2) end
+  end
+  if #ids == 0 then return true end
+  return backend(self):offline_drop(user, ids)
+end
+
 --- store:count_offline(user) -> messages, bytes of their XML
 function Store:count_offline(user)
   check_name(user, "user")
@@ -433,6 +446,21 @@ function Memory:offline_delete(user, upto)
   local list, kept, bytes = self.offline[user] or {}, {}, 0
   for _, m in ipairs(list) do
     if m.id > upto then
+      kept[#kept + 1] = m
+      bytes = bytes + #m.data
+    end
+  end
+  kept.bytes = bytes
+  self.offline[user] = kept
+  return true
+end
+
+function Memory:offline_drop(user, ids)
+  local gone = {}
+  for _, id in ipairs(ids) do gone[id] = true end
+  local list, kept, bytes = self.offline[user] or {}, {}, 0
+  for _, m in ipairs(list) do
+    if not gone[m.id] then
       kept[#kept + 1] = m
       bytes = bytes + #m.data
     end

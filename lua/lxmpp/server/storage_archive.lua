@@ -170,6 +170,15 @@ local function install_store(Store, backend)
     return page
   end
 
+  --- store:archive_has(user, id) -> true when user's archive holds the
+  -- entry id (one index lookup: what a Bind2 login asks of each offline
+  -- message before clearing it, server/mam.lua), else false.
+  function Store:archive_has(user, id)
+    check_name(user, "user")
+    check_name(id, "archive id")
+    return backend(self):archive_seq(user, id) ~= nil
+  end
+
   --- store:archive_metadata(user) -> { start = { id =, time = }, ["end"] =
   -- { id =, time = } } | nil: the oldest and the newest entry of user's
   -- archive (the same one when it holds one), nil when it is empty; what

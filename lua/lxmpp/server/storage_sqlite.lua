@@ -238,6 +238,17 @@ DB.offline_delete = write(function(self, user, upto)
   return true
 end)
 
+-- (ids are integers: storage.lua checked them; at most MAX_DROP a statement)
+local MAX_DROP = 500
+DB.offline_drop = write(function(self, user, ids)
+  for i = 1, #ids, MAX_DROP do
+    local part = {}
+    for j = i, math.min(i + MAX_DROP - 1, #ids) do part[#part + 1] = ("%d"):format(ids[j]) end
+    self:run("DELETE FROM offline WHERE user = %s AND id IN (" .. table.concat(part, ",") .. ")", blob(user))
+  end
+  return true
+end)
+
 DB.offline_count = read(function(self, user)
   local row = self:run("SELECT count(*), coalesce(sum(length(data)), 0) FROM offline WHERE user = %s", blob(user))[1]
   return row[1], row[2]

@@ -24,6 +24,12 @@ function lxmpp_Store:archive_add(user, entry, keep) end
 
 --- An account's message archive, queried as XEP-0313 with XEP-0059 paging, and its first and last entries (the table above): what the server answers to an XEP-0313 metadata request and puts in Bind2's `<bound/>`.
 ---@param user any
+---@param id any
+---@return any ...
+function lxmpp_Store:archive_has(user, id) end
+
+--- An account's message archive, queried as XEP-0313 with XEP-0059 paging, and its first and last entries (the table above): what the server answers to an XEP-0313 metadata request and puts in Bind2's `<bound/>`.
+---@param user any
 ---@return any ...
 function lxmpp_Store:archive_metadata(user) end
 
@@ -47,6 +53,12 @@ function lxmpp_Store:count_offline(user) end
 ---@param upto_id any
 ---@return any ...
 function lxmpp_Store:delete_offline(user, upto_id) end
+
+--- Messages kept for an account while it is offline, in push order (the table above).
+---@param user any
+---@param ids any
+---@return any ...
+function lxmpp_Store:drop_offline(user, ids) end
 
 --- A key/value space for the server's parts (the table above); values are plain data.
 ---@param kind any

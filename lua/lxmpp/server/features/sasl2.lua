@@ -121,9 +121,25 @@ local function archive_metadata(self)
   return tostring(el)
 end
 
--- XEP-0386: binds, enables carbons and stream management, and makes the
--- client inactive (XEP-0352) when it asks; the <bound/>, with the
--- archive's metadata.
+-- XEP-0386 §"Performing the bind": the offline messages the archive
+-- holds are cleared without being sent (the client catches up with MAM
+-- from the <metadata/> of <bound/>); taken at the same moment as that
+-- metadata, so what arrives later is offline storage's to send as usual.
+local function drop_offline(self)
+  local im = self.srv.im
+  local archive = im and im.mam
+  if not (archive and archive.enabled) then return end
+  local ok, n = pcall(archive.drop_offline, archive, self.user, self.bare)
+  if not ok then
+    self:log("warn", "offline messages not cleared for Bind2: %s", tostring(n))
+  elseif n > 0 then
+    self:log("debug", "Bind2: %d offline messages left to the archive", n)
+  end
+end
+
+-- XEP-0386: binds, clears the archived offline messages, enables carbons
+-- and stream management, and makes the client inactive (XEP-0352) when it
+-- asks; the <bound/>, with the archive's metadata.
 local function bind2(self, b, ua)
   local full, cond, text = bind.bind_resource(self, resource_for(self, b.tag, ua))
   if not full then
@@ -143,6 +159,7 @@ local function bind2(self, b, ua)
   end
   if b.carbons then self.carbons = true end
   if b.inactive and self.srv.csi then self:set_active(false) end
+  drop_offline(self)
   local out = "<bound xmlns='" .. NS_BIND2 .. "'>" .. archive_metadata(self)
   if b.sm then out = out .. sm.enable(self, b.sm.attr.resume == "true" or b.sm.attr.resume == "1") end
   return out .. "</bound>"
