@@ -303,20 +303,26 @@ typedef struct timer {
   uv_timer_t t;
 } timer;
 
+/* Builds and dispatches a timer's event under lx_protected (ud: the
+ * timer): pushing "timer" may allocate, and an allocation error must not
+ * unwind through libuv (loop.h). The timer is closed whatever happens. */
+static int timer_fire(lua_State *L) {
+  timer *tm = lua_touserdata(L, 1);
+  if (!lx_handle_push(L, &tm->h)) return 0; /* timer */
+  lua_getiuservalue(L, -1, 1);              /* timer, target */
+  lua_remove(L, -2);
+  lua_pushliteral(L, "timer");
+  lua_insert(L, -2);                        /* "timer", target */
+  lx_handle_close(&tm->h, (uv_handle_t *)&tm->t);
+  lx_dispatch(tm->h.lp, 2);
+  return 0;
+}
+
 static void on_timer(uv_timer_t *t) {
   timer *tm = t->data;
   lx_loop *lp = tm->h.lp;
-  lua_State *L = lp->L;
-  if (L && lx_handle_push(L, &tm->h)) {     /* timer */
-    lua_getiuservalue(L, -1, 1);            /* timer, target */
-    lua_remove(L, -2);
-    lua_pushliteral(L, "timer");
-    lua_insert(L, -2);                      /* "timer", target */
-    lx_handle_close(&tm->h, (uv_handle_t *)t);
-    lx_dispatch(lp, 2);
-  } else {
-    lx_handle_close(&tm->h, (uv_handle_t *)t);
-  }
+  if (lp->L) lx_protected(lp, timer_fire, tm);
+  lx_handle_close(&tm->h, (uv_handle_t *)t);  /* once: a second call does nothing */
 }
 
 /* core.timer(seconds, target) -> timer */
