@@ -57,12 +57,13 @@ for _, f in ipairs(M.FEATURES) do
   end
 end
 
---- c2s.accept(srv, conn, direct_tls): a new client stream on an accepted
+--- c2s.accept(srv, conn, direct_tls [, peer]): a new client stream on an accepted
 -- transport (direct_tls: XEP-0368, TLS from the first byte; a transport
--- that is encrypted below the stream needs no STARTTLS).
-function M.accept(srv, conn, direct_tls)
+-- that is encrypted below the stream needs no STARTTLS); peer: the
+-- transport's conn:info().peer, when srv:accept read it already.
+function M.accept(srv, conn, direct_tls, peer)
   local self = setmetatable({ kind = "c2s", secure = conn.encrypted == true, sasl_failures = 0, cb_refusals = 0 }, C2S)
-  stream.Stream.init(self, srv, conn, "jabber:client")
+  stream.Stream.init(self, srv, conn, "jabber:client", peer)
   conn:on("tls-done", function()
     self.secure = true
     self.starting_tls = false

@@ -571,12 +571,12 @@ function Server:accept(conn, kind, direct_tls)
     return refuse(self, conn, STREAM_NS[kind], "too many connections, try again later")
   end
   if kind == "component" then
-    return require("lxmpp.server.component").accept(self, conn)
+    return require("lxmpp.server.component").accept(self, conn, ip)
   end
   if kind == "s2s" then
     return require("lxmpp.server.s2s_in").accept(self, conn, direct_tls)
   end
-  return require("lxmpp.server.c2s").accept(self, conn, direct_tls)
+  return require("lxmpp.server.c2s").accept(self, conn, direct_tls, ip)
 end
 
 ---------------------------------------------------------------------------

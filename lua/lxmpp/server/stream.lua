@@ -29,12 +29,14 @@ M.Stream = Stream
 local function timer_target(fn) return { wake = fn } end
 M.timer_target = timer_target
 
---- Stream.init(self, srv, conn, default_ns): common state of a new stream.
-function Stream.init(self, srv, conn, default_ns)
-  local info = conn:info()
+--- Stream.init(self, srv, conn, default_ns [, peer]): common state of a new
+-- stream; peer: the transport's conn:info().peer when the caller has read it
+-- already (srv:accept does, for its limits: one read per connection).
+function Stream.init(self, srv, conn, default_ns, peer)
+  if peer == nil then peer = conn:info().peer end
   self.srv, self.conn, self.default_ns = srv, conn, default_ns
   self.framing = conn.framing
-  self.ip = info.peer ~= "" and info.peer or "?"
+  self.ip = peer ~= "" and peer or "?"
   self.header_sent = false
   self.authenticated = false
   self.ended = false
