@@ -14,7 +14,7 @@ local fifo = require "lxmpp.fifo"
 local stream_error = require "lxmpp.stream_error"
 local transport = require "lxmpp.transport"
 
-local tostring, pairs, xpcall, debug = tostring, pairs, compat.xpcall, debug
+local tostring, pairs, type, xpcall, debug = tostring, pairs, type, compat.xpcall, debug
 
 local M = {}
 
@@ -219,13 +219,56 @@ function Stream:send(stanza, xml)
   return self:write(xml or self:serialize(stanza))
 end
 
+-- Our stream headers are the same few for every stream of a server (its
+-- domain, version, language) but for their ids, so each one's bytes
+-- before and after the id are made once, by framing, namespace and those
+-- attributes (docs/performance.md, "Where a reconnection's instructions
+-- go"). Only headers made of the KEPT attributes are kept (not an s2s
+-- header, which names the peer), at most MAX_HEADERS of them.
+local MAX_HEADERS = 32
+local headers, n_headers = {}, 0          -- framing -> key -> { before, after }
+local KEPT = { from = 1, version = 2, ["xml:lang"] = 3 }
+local ID_MARK = "lxmpp.stream.id"
+
+-- The bytes of the header of ns with extra's attributes around its id, or
+-- nil when that header is not kept.
+local function header_parts(framing, ns, extra)
+  local vals = { ns }
+  for k, v in pairs(extra) do
+    local i = KEPT[k]
+    if not i or type(v) ~= "string" then return nil end
+    vals[i + 1] = v
+  end
+  local key = (vals[2] or "") .. "\0" .. (vals[3] or "") .. "\0" .. (vals[4] or "") .. "\0" .. ns
+  local known = headers[framing]
+  local parts = known and known[key]
+  if parts then return parts[1], parts[2] end
+  if n_headers >= MAX_HEADERS then return nil end
+  local attr = { id = ID_MARK }
+  for k, v in pairs(extra) do attr[k] = v end
+  local xml = framing.open(ns, attr)
+  local mark = " id='" .. ID_MARK .. "'"
+  local i, j = xml:find(mark, 1, true)
+  if not i or xml:find(ID_MARK, 1, true) ~= i + 5 or xml:find(ID_MARK, j, true) then return nil end
+  parts = { xml:sub(1, i + 4), xml:sub(j) }
+  if not known then
+    known = {}
+    headers[framing] = known
+  end
+  known[key], n_headers = parts, n_headers + 1
+  return parts[1], parts[2]
+end
+
 --- Our stream header, answering the peer's (new id each time: RFC 6120
 -- §4.7.3), framed as the transport frames streams (lxmpp.transport).
 function Stream:send_header(extra)
-  self.stream_id = core.sha1_hex(core.random(16)):sub(1, 24)
-  local attr = { id = self.stream_id }
-  for k, v in pairs(extra) do attr[k] = v end
+  local id = core.sha1_hex(core.random(16)):sub(1, 24)
+  self.stream_id = id
   self.header_sent = true
+  local before, after = header_parts(self.framing, self.default_ns, extra)
+  if before then return self:write(before .. id .. after) end
+  local attr = { id = id }
+  for k, v in pairs(extra) do attr[k] = v end
   return self:write(self.framing.open(self.default_ns, attr))
 end
 
