@@ -68,6 +68,11 @@ function Conn:net_event(event, ...)
   end
   local h = self.handlers[event]
   if h then return h(...) end
+  local target = self.target
+  if target then
+    h = self.target_events[event]
+    if h then return h(target, ...) end
+  end
 end
 
 --- conn:on(event, fn): fn(...) for the C events: "open" (attr), "stanza"
@@ -78,6 +83,16 @@ function Conn:on(event, fn)
   if type(event) ~= "string" then error("conn:on: event must be a string", 2) end
   if fn ~= nil and type(fn) ~= "function" then error("conn:on: handler must be a function", 2) end
   self.handlers[event] = fn
+  return self
+end
+
+--- conn:set_target(target, events): events[event](target, ...) for the
+-- events that have no handler set with conn:on: one table of functions
+-- shared by many connections (the server's streams) instead of closures
+-- made for each one. A handler set with conn:on wins.
+function Conn:set_target(target, events)
+  if type(events) ~= "table" then error("conn:set_target: events must be a table", 2) end
+  self.target, self.target_events = target, events
   return self
 end
 

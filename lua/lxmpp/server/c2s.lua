@@ -57,6 +57,16 @@ for _, f in ipairs(M.FEATURES) do
   end
 end
 
+-- The transport's events for a client stream: the stream's, and TLS done.
+local EVENTS = {}
+for event, fn in pairs(stream.EVENTS) do EVENTS[event] = fn end
+EVENTS["tls-done"] = function(self)
+  self.secure = true
+  self.starting_tls = false
+  self.mechs, self.fast_mechs = nil, nil   -- over TLS: PLAIN, -PLUS and bound HT mechanisms become possible
+end
+C2S.conn_events = EVENTS
+
 --- c2s.accept(srv, conn, direct_tls [, peer]): a new client stream on an accepted
 -- transport (direct_tls: XEP-0368, TLS from the first byte; a transport
 -- that is encrypted below the stream needs no STARTTLS); peer: the
@@ -64,11 +74,6 @@ end
 function M.accept(srv, conn, direct_tls, peer)
   local self = setmetatable({ kind = "c2s", secure = conn.encrypted == true, sasl_failures = 0, cb_refusals = 0 }, C2S)
   stream.Stream.init(self, srv, conn, "jabber:client", peer)
-  conn:on("tls-done", function()
-    self.secure = true
-    self.starting_tls = false
-    self.mechs, self.fast_mechs = nil, nil   -- over TLS: PLAIN, -PLUS and bound HT mechanisms become possible
-  end)
   conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
   if direct_tls then
     self.starting_tls = true

@@ -29,6 +29,25 @@ M.Stream = Stream
 local function timer_target(fn) return { wake = fn } end
 M.timer_target = timer_target
 
+--- What each transport event does to a stream: functions of (stream,
+-- ...) shared by every stream (conn:set_target, lxmpp.net), not closures
+-- made for each one (docs/performance.md, "Where a reconnection's
+-- instructions go"). A kind of stream with events of its own has its
+-- table in its class's conn_events (server/c2s.lua).
+local EVENTS = {
+  open = function(self, attr) self:guarded(self.on_open, attr) end,
+  stanza = function(self, s) self:guarded(self.on_stanza, s) end,
+  ["stream-close"] = function(self) self:on_stream_close() end,
+  ["parse-error"] = function(self, msg, cond) self:stream_error(cond, msg) end,
+  eof = function(self) self:finish("the peer closed the connection") end,
+  ["read-error"] = function(self, msg) self:finish(msg) end,
+  ["write-error"] = function(self, msg) self:finish(msg) end,
+  ["tls-failed"] = function(self, msg) self:finish("TLS failed: " .. tostring(msg)) end,
+  closed = function(self) self:finish("connection closed") end,
+  drain = function(self) self:guarded(self.on_drain) end,
+}
+M.EVENTS = EVENTS
+
 --- Stream.init(self, srv, conn, default_ns [, peer]): common state of a new
 -- stream; peer: the transport's conn:info().peer when the caller has read it
 -- already (srv:accept does, for its limits: one read per connection).
@@ -42,16 +61,14 @@ function Stream.init(self, srv, conn, default_ns, peer)
   self.ended = false
   srv:account_open(self)
   conn:set_max_queue(srv.limits.max_queue)
-  conn:on("open", function(attr) self:guarded(self.on_open, attr) end)
-  conn:on("stanza", function(s) self:guarded(self.on_stanza, s) end)
-  conn:on("stream-close", function() self:on_stream_close() end)
-  conn:on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
-  conn:on("eof", function() self:finish("the peer closed the connection") end)
-  conn:on("read-error", function(msg) self:finish(msg) end)
-  conn:on("write-error", function(msg) self:finish(msg) end)
-  conn:on("tls-failed", function(msg) self:finish("TLS failed: " .. tostring(msg)) end)
-  conn:on("closed", function() self:finish("connection closed") end)
-  conn:on("drain", function() self:guarded(self.on_drain) end)
+  local events = self.conn_events or EVENTS
+  if conn.set_target then
+    conn:set_target(self, events)
+  else                  -- a transport without it (lxmpp.transport): a closure per event
+    for event, fn in pairs(events) do
+      conn:on(event, function(...) return fn(self, ...) end)
+    end
+  end
   local deadline = srv.limits.negotiation_timeout
   self.deadline = core.timer(deadline, timer_target(function()
     if not self.ended and not self.ready then
