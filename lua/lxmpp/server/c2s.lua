@@ -106,12 +106,12 @@ end
 
 -- What the chain offers at this stage of the negotiation.
 function C2S:features()
-  local f = { self.framing.features }
-  for _, feature in ipairs(M.FEATURES) do
-    local xml = feature.offer(self)
-    if xml then f[#f + 1] = xml end
+  local f, n, chain = { self.framing.features }, 1, M.FEATURES
+  for i = 1, #chain do
+    local xml = chain[i].offer(self)
+    if xml then n = n + 1; f[n] = xml end
   end
-  f[#f + 1] = "</stream:features>"
+  f[n + 1] = "</stream:features>"
   return table.concat(f)
 end
 
