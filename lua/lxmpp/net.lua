@@ -3,12 +3,11 @@
 -- ("net", owner, event, ...); owner is the Lua object below, and its
 -- handlers run synchronously (they must not wait: spawn a task to wait).
 
-local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local transport = require "lxmpp.transport"
 
-local setmetatable, type, error, tostring, pcall, pairs = setmetatable, type, error, tostring, compat.pcall, pairs
+local setmetatable, type, error, tostring, pairs = setmetatable, type, error, tostring, pairs
 
 local M = {}
 
@@ -141,8 +140,7 @@ function Conn:close(timeout)
   if self.closed then return true end
   self.closing = true
   self.c:close()
-  local ok, cur = pcall(task.current)
-  if not ok or not cur then return true end
+  if not task.running() then return true end   -- (an event handler: nothing to wait in)
   local w = task.waiter("conn:close", 1)
   self.close_waiter = w
   local t = core.timer(timeout or 10, w)
