@@ -138,3 +138,22 @@ describe("server debug log", function()
     assert.matches("log_level must be debug, info, warn or error", out)
   end)
 end)
+
+describe("server log levels", function()
+  it("srv:logs says which levels are written, and a stream's log writes only those", function()
+    local lines = {}
+    local srv = lxmpp.server({ domain = "example.test", log_level = "warn",
+      logger = function(level, msg) lines[#lines + 1] = level .. " " .. msg end })
+    assert.is_false(srv:logs("debug"))
+    assert.is_false(srv:logs("info"))
+    assert.is_true(srv:logs("warn"))
+    assert.is_true(srv:logs("error"))
+    local formatted = 0
+    local arg = setmetatable({}, { __tostring = function() formatted = formatted + 1; return "arg" end })
+    local s = setmetatable({ srv = srv, kind = "c2s", ip = "192.0.2.1" }, require("lxmpp.server.stream").Stream)
+    s:log("info", "not written %s", arg)
+    s:log("warn", "written %s", arg)
+    assert.same({ "warn c2s 192.0.2.1: written arg" }, lines)
+    assert.equal(1, formatted)
+  end)
+end)

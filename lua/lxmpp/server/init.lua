@@ -378,6 +378,12 @@ function Server:each_session()
   end
 end
 
+--- srv:logs(level) -> true when srv:log writes messages of this level (so
+-- that a caller can skip making one that would not be written)
+function Server:logs(level)
+  return (LEVELS[level] or 4) >= self.log_level
+end
+
 function Server:log(level, fmt, ...)
   if (LEVELS[level] or 4) < self.log_level then return end
   local msg = select("#", ...) > 0 and string_format(fmt, ...) or fmt

@@ -89,7 +89,9 @@ function Stream:guarded(fn, arg)
 end
 
 function Stream:log(level, fmt, ...)
-  return self.srv:log(level, "%s %s: " .. fmt, self.kind, self.ip, ...)
+  local srv = self.srv
+  if not srv:logs(level) then return end     -- (not even the format: most levels are off)
+  return srv:log(level, "%s %s: " .. fmt, self.kind, self.ip, ...)
 end
 
 -- Output flow control. The connection takes bytes until limits.max_queue
