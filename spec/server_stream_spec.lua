@@ -328,4 +328,19 @@ describe("embedded server: stream headers", function()
       other:stop()
     end)
   end)
+
+  it("of a framing that writes the id otherwise are made each time, with the id", function()
+    local Stream = require("lxmpp.server.stream").Stream
+    local framing = { name = "test", open = function(ns, attr)
+      return "<open ns='" .. ns .. "' from='" .. attr.from .. "'>" .. attr.id .. "</open>"
+    end }
+    local out = {}
+    local s = setmetatable({ framing = framing, default_ns = "jabber:client" }, { __index = Stream })
+    function s.write(_, bytes) out[#out + 1] = bytes; return true end
+    for i = 1, 3 do
+      s:send_header({ from = "example.test" })
+      assert.equal("<open ns='jabber:client' from='example.test'>" .. s.stream_id .. "</open>", out[i])
+    end
+    assert.are_not.equal(out[1], out[2])
+  end)
 end)

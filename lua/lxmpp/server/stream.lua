@@ -261,21 +261,26 @@ local function header_parts(framing, ns, extra)
   local key = (vals[2] or "") .. "\0" .. (vals[3] or "") .. "\0" .. (vals[4] or "") .. "\0" .. ns
   local known = headers[framing]
   local parts = known and known[key]
-  if parts then return parts[1], parts[2] end
+  if parts ~= nil then
+    if parts then return parts[1], parts[2] end
+    return nil                  -- (a framing that does not write the id as " id='...'")
+  end
   if n_headers >= MAX_HEADERS then return nil end
   local attr = { id = ID_MARK }
   for k, v in pairs(extra) do attr[k] = v end
   local xml = framing.open(ns, attr)
-  local mark = " id='" .. ID_MARK .. "'"
-  local i, j = xml:find(mark, 1, true)
-  if not i or xml:find(ID_MARK, 1, true) ~= i + 5 or xml:find(ID_MARK, j, true) then return nil end
-  parts = { xml:sub(1, i + 4), xml:sub(j) }
+  local i, j = xml:find(" id='" .. ID_MARK .. "'", 1, true)
+  parts = false
+  if i and xml:find(ID_MARK, 1, true) == i + 5 and not xml:find(ID_MARK, j, true) then
+    parts = { xml:sub(1, i + 4), xml:sub(j) }
+  end
   if not known then
     known = {}
     headers[framing] = known
   end
   known[key], n_headers = parts, n_headers + 1
-  return parts[1], parts[2]
+  if parts then return parts[1], parts[2] end
+  return nil
 end
 
 --- Our stream header, answering the peer's (new id each time: RFC 6120
