@@ -298,7 +298,7 @@ for name in ([[
 -- srv:fire's answer to a handler that raised.
 local SERVER_INTERNAL = {}
 for name in ([[
-	accept bind unbind route log account_name account_open account_auth account_close
+	accept bind unbind route log logs account_name account_open account_auth account_close
 	check_password scram_credentials user_exists end_sessions add_host remove_host
 	hook_builtin handler_failed replace_session
 ]]):gmatch("%S+") do SERVER_INTERNAL[name] = true end

@@ -291,6 +291,37 @@ describe("tcp connections", function()
     end)
   end)
 
+  it("set_target hands events to one shared table of functions, and a conn:on handler wins", function()
+    lxmpp.run(function()
+      local seen = {}
+      local events = {
+        open = function(t, attr) seen[#seen + 1] = t.name .. " open " .. attr.to end,
+        stanza = function(t, s) seen[#seen + 1] = t.name .. " stanza " .. s.name end,
+        eof = function(t) t.conn:close() end,
+        closed = function(t) seen[#seen + 1] = t.name .. " closed" end,
+      }
+      local n = 0
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        n = n + 1
+        local ok, err = pcall(conn.set_target, conn, {}, "events")
+        assert.is_false(ok)
+        assert.matches("events must be a table", err)
+        assert.equal(conn, conn:set_target({ name = "t" .. n, conn = conn }, events))
+        if n == 2 then conn:on("stanza", function(s) seen[#seen + 1] = "handler " .. s.name end) end
+        conn:parse()
+      end))
+      for i = 1, 2 do
+        local c = assert(net.connect("127.0.0.1", l:port()))
+        c:write(HDR .. "<m" .. i .. "/>")
+        wait_until(function() return #seen == 3 * i - 1 end)
+        c:abort()
+        wait_until(function() return #seen == 3 * i end)
+      end
+      assert.same({ "t1 open x", "t1 stanza m1", "t1 closed", "t2 open x", "handler m2", "t2 closed" }, seen)
+      l:close()
+    end)
+  end)
+
   it("net.close_listeners closes the listeners still open, and only those", function()
     lxmpp.run(function()
       local a = assert(net.listen("127.0.0.1", 0, function(conn) conn:abort() end))

@@ -279,3 +279,68 @@ describe("per-address connection counts", function()
     end)
   end)
 end)
+
+describe("embedded server: stream headers", function()
+  -- Each header's bytes are made once per server, framing and attributes
+  -- (server/stream.lua, header_parts): what goes out must still be what the
+  -- framing makes for this stream, with this server's domain and a new id.
+  local net = require "lxmpp.net"
+  local transport = require "lxmpp.transport"
+
+  -- The server's bytes up to its first '>' after "<stream:stream", for a
+  -- client header naming `to`; and the id in them.
+  local function header_of(port, to)
+    local conn = assert(net.connect("127.0.0.1", port))
+    conn:raw()
+    local got = {}
+    conn:on("data", function(b) got[#got + 1] = b end)
+    conn:write(raw.header(to))
+    assert.is_true(serve.until_true(function()
+      return table.concat(got):find("<stream:stream[^>]*>") ~= nil
+    end, 5 * require("spec.support.slow").factor))
+    conn:abort()
+    local bytes = table.concat(got):match("^(.-<stream:stream[^>]*>)")
+    return bytes, bytes:match(" id='([^']*)'")
+  end
+
+  it("are the framing's bytes, with this server's domain and a new id each time", function()
+    local p = serve.pki()
+    serve.run({ users = USERS }, function(_, port)
+      local other = lxmpp.server({ domain = "other.test", listen = "127.0.0.1:0", log_level = "error",
+        tls = { cert = p.certs.good.cert, key = p.certs.good.key } })
+      assert(other:start())
+      local other_port = other:addresses()[1].port
+      local ids = {}
+      for _ = 1, 2 do
+        for _, srv in ipairs({ { port, serve.DOMAIN }, { other_port, "other.test" } }) do
+          local bytes, id = header_of(srv[1], srv[2])
+          assert.matches("^%x+$", id)
+          assert.equal(24, #id)
+          assert.is_nil(ids[id], "a stream id given twice")
+          ids[id] = true
+          assert.equal(transport.xml.open("jabber:client",
+            { id = id, from = srv[2], version = "1.0", ["xml:lang"] = "en" }), bytes)
+          -- the header that opens a stream error (here: a domain not served) has no xml:lang
+          bytes, id = header_of(srv[1], "nowhere.test")
+          assert.equal(transport.xml.open("jabber:client", { id = id, from = srv[2], version = "1.0" }), bytes)
+        end
+      end
+      other:stop()
+    end)
+  end)
+
+  it("of a framing that writes the id otherwise are made each time, with the id", function()
+    local Stream = require("lxmpp.server.stream").Stream
+    local framing = { name = "test", open = function(ns, attr)
+      return "<open ns='" .. ns .. "' from='" .. attr.from .. "'>" .. attr.id .. "</open>"
+    end }
+    local out = {}
+    local s = setmetatable({ framing = framing, default_ns = "jabber:client" }, { __index = Stream })
+    function s.write(_, bytes) out[#out + 1] = bytes; return true end
+    for i = 1, 3 do
+      s:send_header({ from = "example.test" })
+      assert.equal("<open ns='jabber:client' from='example.test'>" .. s.stream_id .. "</open>", out[i])
+    end
+    assert.are_not.equal(out[1], out[2])
+  end)
+end)

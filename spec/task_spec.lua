@@ -13,6 +13,25 @@ describe("tasks", function()
     assert.is_true(done)
   end)
 
+  it("task.running names the running task, and nil where there is none", function()
+    local task = require "lxmpp.task"
+    assert.is_nil(task.running())
+    local seen = {}
+    local t = core.timer(0, { wake = function() seen.event = task.running() or false end })
+    lxmpp.run(function()
+      seen.main = task.running()
+      seen.current = task.current()
+      seen.inner = coroutine.wrap(function() return task.running() or false end)()
+      lxmpp.sleep(0.01)
+    end)
+    t:stop()
+    assert.is_not_nil(seen.main)
+    assert.equal(seen.current, seen.main)
+    assert.is_false(seen.inner)     -- a plain coroutine inside a task is not the task
+    assert.is_false(seen.event)     -- a C event's handler runs outside every task
+    assert.is_nil(task.running())
+  end)
+
   it("passes arguments to run and spawn", function()
     local got = {}
     lxmpp.run(function(a, b)

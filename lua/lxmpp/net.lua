@@ -3,12 +3,11 @@
 -- ("net", owner, event, ...); owner is the Lua object below, and its
 -- handlers run synchronously (they must not wait: spawn a task to wait).
 
-local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local transport = require "lxmpp.transport"
 
-local setmetatable, type, error, tostring, pcall, pairs = setmetatable, type, error, tostring, compat.pcall, pairs
+local setmetatable, type, error, tostring, pairs = setmetatable, type, error, tostring, pairs
 
 local M = {}
 
@@ -68,6 +67,11 @@ function Conn:net_event(event, ...)
   end
   local h = self.handlers[event]
   if h then return h(...) end
+  local target = self.target
+  if target then
+    h = self.target_events[event]
+    if h then return h(target, ...) end
+  end
 end
 
 --- conn:on(event, fn): fn(...) for the C events: "open" (attr), "stanza"
@@ -78,6 +82,16 @@ function Conn:on(event, fn)
   if type(event) ~= "string" then error("conn:on: event must be a string", 2) end
   if fn ~= nil and type(fn) ~= "function" then error("conn:on: handler must be a function", 2) end
   self.handlers[event] = fn
+  return self
+end
+
+--- conn:set_target(target, events): events[event](target, ...) for the
+-- events that have no handler set with conn:on: one table of functions
+-- shared by many connections (the server's streams) instead of closures
+-- made for each one. A handler set with conn:on wins.
+function Conn:set_target(target, events)
+  if type(events) ~= "table" then error("conn:set_target: events must be a table", 2) end
+  self.target, self.target_events = target, events
   return self
 end
 
@@ -126,8 +140,7 @@ function Conn:close(timeout)
   if self.closed then return true end
   self.closing = true
   self.c:close()
-  local ok, cur = pcall(task.current)
-  if not ok or not cur then return true end
+  if not task.running() then return true end   -- (an event handler: nothing to wait in)
   local w = task.waiter("conn:close", 1)
   self.close_waiter = w
   local t = core.timer(timeout or 10, w)

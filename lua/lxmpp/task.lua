@@ -244,4 +244,11 @@ function M.count() return nlive end
 --- Is x a task that has not finished?
 function M.alive(x) return live[x] == true end
 
+--- The running task, or nil outside one: M.current without the error,
+-- for code that waits only when it can (conn:close, lxmpp.net).
+function M.running()
+  if current ~= nil and co_running() == current then return current end
+  return nil
+end
+
 return M

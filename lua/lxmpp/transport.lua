@@ -19,6 +19,9 @@
 --     "eof" | "read-error" (msg) | "write-error" (msg) | "closed"
 --     "drain"                what waited to be written has gone out
 --     "tls-done" | "tls-failed" (msg)   (transports that can start TLS)
+--   t:set_target(target, events)   optional (lxmpp.net has it):
+--                          events[event](target, ...) for the events
+--                          with no t:on handler
 --   t:parse(opts)          start delivering elements (opts: the stream
 --                          parser's limits, docs/api.md "The stream parser")
 --   t:restart()            the next bytes are a new stream (RFC 6120 §4.3.3)

@@ -57,17 +57,23 @@ for _, f in ipairs(M.FEATURES) do
   end
 end
 
---- c2s.accept(srv, conn, direct_tls): a new client stream on an accepted
+-- The transport's events for a client stream: the stream's, and TLS done.
+local EVENTS = {}
+for event, fn in pairs(stream.EVENTS) do EVENTS[event] = fn end
+EVENTS["tls-done"] = function(self)
+  self.secure = true
+  self.starting_tls = false
+  self.mechs, self.fast_mechs = nil, nil   -- over TLS: PLAIN, -PLUS and bound HT mechanisms become possible
+end
+C2S.conn_events = EVENTS
+
+--- c2s.accept(srv, conn, direct_tls [, peer]): a new client stream on an accepted
 -- transport (direct_tls: XEP-0368, TLS from the first byte; a transport
--- that is encrypted below the stream needs no STARTTLS).
-function M.accept(srv, conn, direct_tls)
+-- that is encrypted below the stream needs no STARTTLS); peer: the
+-- transport's conn:info().peer, when srv:accept read it already.
+function M.accept(srv, conn, direct_tls, peer)
   local self = setmetatable({ kind = "c2s", secure = conn.encrypted == true, sasl_failures = 0, cb_refusals = 0 }, C2S)
-  stream.Stream.init(self, srv, conn, "jabber:client")
-  conn:on("tls-done", function()
-    self.secure = true
-    self.starting_tls = false
-    self.mechs, self.fast_mechs = nil, nil   -- over TLS: PLAIN, -PLUS and bound HT mechanisms become possible
-  end)
+  stream.Stream.init(self, srv, conn, "jabber:client", peer)
   conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
   if direct_tls then
     self.starting_tls = true
@@ -100,12 +106,12 @@ end
 
 -- What the chain offers at this stage of the negotiation.
 function C2S:features()
-  local f = { self.framing.features }
-  for _, feature in ipairs(M.FEATURES) do
-    local xml = feature.offer(self)
-    if xml then f[#f + 1] = xml end
+  local f, n, chain = { self.framing.features }, 1, M.FEATURES
+  for i = 1, #chain do
+    local xml = chain[i].offer(self)
+    if xml then n = n + 1; f[n] = xml end
   end
-  f[#f + 1] = "</stream:features>"
+  f[n + 1] = "</stream:features>"
   return table.concat(f)
 end
 

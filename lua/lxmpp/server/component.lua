@@ -18,9 +18,10 @@ local NS = "jabber:component:accept"
 local Comp = setmetatable({}, { __index = stream.Stream })
 Comp.__index = Comp
 
-function M.accept(srv, conn)
+-- peer: conn:info().peer, as srv:accept read it
+function M.accept(srv, conn, peer)
   local self = setmetatable({ kind = "component" }, Comp)
-  stream.Stream.init(self, srv, conn, NS)
+  stream.Stream.init(self, srv, conn, NS, peer)
   conn:parse({ max_stanza_size = srv.limits.max_stanza_size })
   return self
 end

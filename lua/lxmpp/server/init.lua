@@ -381,6 +381,12 @@ function Server:each_session()
   end
 end
 
+--- srv:logs(level) -> true when srv:log writes messages of this level (so
+-- that a caller can skip making one that would not be written)
+function Server:logs(level)
+  return (LEVELS[level] or 4) >= self.log_level
+end
+
 function Server:log(level, fmt, ...)
   if (LEVELS[level] or 4) < self.log_level then return end
   local msg = select("#", ...) > 0 and string_format(fmt, ...) or fmt
@@ -574,12 +580,12 @@ function Server:accept(conn, kind, direct_tls)
     return refuse(self, conn, STREAM_NS[kind], "too many connections, try again later")
   end
   if kind == "component" then
-    return require("lxmpp.server.component").accept(self, conn)
+    return require("lxmpp.server.component").accept(self, conn, ip)
   end
   if kind == "s2s" then
     return require("lxmpp.server.s2s_in").accept(self, conn, direct_tls)
   end
-  return require("lxmpp.server.c2s").accept(self, conn, direct_tls)
+  return require("lxmpp.server.c2s").accept(self, conn, direct_tls, ip)
 end
 
 ---------------------------------------------------------------------------

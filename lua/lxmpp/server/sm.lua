@@ -197,6 +197,10 @@ function handlers.a(sess, el)
   if sess.sm.q.n > 0 then arm_idle(sess) end
 end
 
+-- What a resumed session's new stream takes from the old one.
+local TAKEN = { "user", "bare", "resource", "full", "available", "priority", "presence",
+  "interested", "directed", "ndirected", "sm", "mechanism", "carbons", "blocklist_wanted" }
+
 -- Moves the hibernating (or still connected) session old into the new
 -- stream sess, which then stands for it.
 local function take_over(sess, old)
@@ -207,8 +211,8 @@ local function take_over(sess, old)
     old.conn:abort()
     old:finish("resumed on another connection")
   end
-  for _, k in ipairs({ "user", "bare", "resource", "full", "available", "priority", "presence",
-    "interested", "directed", "ndirected", "sm", "mechanism", "carbons", "blocklist_wanted" }) do
+  for i = 1, #TAKEN do
+    local k = TAKEN[i]
     sess[k] = old[k]
   end
   sess.bound = true

@@ -14,7 +14,7 @@ local fifo = require "lxmpp.fifo"
 local stream_error = require "lxmpp.stream_error"
 local transport = require "lxmpp.transport"
 
-local tostring, pairs, xpcall, debug = tostring, pairs, compat.xpcall, debug
+local tostring, pairs, type, xpcall, debug = tostring, pairs, type, compat.xpcall, debug
 
 local M = {}
 
@@ -29,27 +29,46 @@ M.Stream = Stream
 local function timer_target(fn) return { wake = fn } end
 M.timer_target = timer_target
 
---- Stream.init(self, srv, conn, default_ns): common state of a new stream.
-function Stream.init(self, srv, conn, default_ns)
-  local info = conn:info()
+--- What each transport event does to a stream: functions of (stream,
+-- ...) shared by every stream (conn:set_target, lxmpp.net), not closures
+-- made for each one (docs/performance.md, "Where a reconnection's
+-- instructions go"). A kind of stream with events of its own has its
+-- table in its class's conn_events (server/c2s.lua).
+local EVENTS = {
+  open = function(self, attr) self:guarded(self.on_open, attr) end,
+  stanza = function(self, s) self:guarded(self.on_stanza, s) end,
+  ["stream-close"] = function(self) self:on_stream_close() end,
+  ["parse-error"] = function(self, msg, cond) self:stream_error(cond, msg) end,
+  eof = function(self) self:finish("the peer closed the connection") end,
+  ["read-error"] = function(self, msg) self:finish(msg) end,
+  ["write-error"] = function(self, msg) self:finish(msg) end,
+  ["tls-failed"] = function(self, msg) self:finish("TLS failed: " .. tostring(msg)) end,
+  closed = function(self) self:finish("connection closed") end,
+  drain = function(self) self:guarded(self.on_drain) end,
+}
+M.EVENTS = EVENTS
+
+--- Stream.init(self, srv, conn, default_ns [, peer]): common state of a new
+-- stream; peer: the transport's conn:info().peer when the caller has read it
+-- already (srv:accept does, for its limits: one read per connection).
+function Stream.init(self, srv, conn, default_ns, peer)
+  if peer == nil then peer = conn:info().peer end
   self.srv, self.conn, self.default_ns = srv, conn, default_ns
   self.framing = conn.framing
-  self.ip = info.peer ~= "" and info.peer or "?"
+  self.ip = peer ~= "" and peer or "?"
   self.header_sent = false
   self.authenticated = false
   self.ended = false
   srv:account_open(self)
   conn:set_max_queue(srv.limits.max_queue)
-  conn:on("open", function(attr) self:guarded(self.on_open, attr) end)
-  conn:on("stanza", function(s) self:guarded(self.on_stanza, s) end)
-  conn:on("stream-close", function() self:on_stream_close() end)
-  conn:on("parse-error", function(msg, cond) self:stream_error(cond, msg) end)
-  conn:on("eof", function() self:finish("the peer closed the connection") end)
-  conn:on("read-error", function(msg) self:finish(msg) end)
-  conn:on("write-error", function(msg) self:finish(msg) end)
-  conn:on("tls-failed", function(msg) self:finish("TLS failed: " .. tostring(msg)) end)
-  conn:on("closed", function() self:finish("connection closed") end)
-  conn:on("drain", function() self:guarded(self.on_drain) end)
+  local events = self.conn_events or EVENTS
+  if conn.set_target then
+    conn:set_target(self, events)
+  else                  -- a transport without it (lxmpp.transport): a closure per event
+    for event, fn in pairs(events) do
+      conn:on(event, function(...) return fn(self, ...) end)
+    end
+  end
   local deadline = srv.limits.negotiation_timeout
   self.deadline = core.timer(deadline, timer_target(function()
     if not self.ended and not self.ready then
@@ -70,7 +89,9 @@ function Stream:guarded(fn, arg)
 end
 
 function Stream:log(level, fmt, ...)
-  return self.srv:log(level, "%s %s: " .. fmt, self.kind, self.ip, ...)
+  local srv = self.srv
+  if not srv:logs(level) then return end     -- (not even the format: most levels are off)
+  return srv:log(level, "%s %s: " .. fmt, self.kind, self.ip, ...)
 end
 
 -- Output flow control. The connection takes bytes until limits.max_queue
@@ -217,13 +238,61 @@ function Stream:send(stanza, xml)
   return self:write(xml or self:serialize(stanza))
 end
 
+-- Our stream headers are the same few for every stream of a server (its
+-- domain, version, language) but for their ids, so each one's bytes
+-- before and after the id are made once, by framing, namespace and those
+-- attributes (docs/performance.md, "Where a reconnection's instructions
+-- go"). Only headers made of the KEPT attributes are kept (not an s2s
+-- header, which names the peer), at most MAX_HEADERS of them.
+local MAX_HEADERS = 32
+local headers, n_headers = {}, 0          -- framing -> key -> { before, after }
+local KEPT = { from = 1, version = 2, ["xml:lang"] = 3 }
+local ID_MARK = "lxmpp.stream.id"
+
+-- The bytes of the header of ns with extra's attributes around its id, or
+-- nil when that header is not kept.
+local function header_parts(framing, ns, extra)
+  local vals = { ns }
+  for k, v in pairs(extra) do
+    local i = KEPT[k]
+    if not i or type(v) ~= "string" then return nil end
+    vals[i + 1] = v
+  end
+  local key = (vals[2] or "") .. "\0" .. (vals[3] or "") .. "\0" .. (vals[4] or "") .. "\0" .. ns
+  local known = headers[framing]
+  local parts = known and known[key]
+  if parts ~= nil then
+    if parts then return parts[1], parts[2] end
+    return nil                  -- (a framing that does not write the id as " id='...'")
+  end
+  if n_headers >= MAX_HEADERS then return nil end
+  local attr = { id = ID_MARK }
+  for k, v in pairs(extra) do attr[k] = v end
+  local xml = framing.open(ns, attr)
+  local i, j = xml:find(" id='" .. ID_MARK .. "'", 1, true)
+  parts = false
+  if i and xml:find(ID_MARK, 1, true) == i + 5 and not xml:find(ID_MARK, j, true) then
+    parts = { xml:sub(1, i + 4), xml:sub(j) }
+  end
+  if not known then
+    known = {}
+    headers[framing] = known
+  end
+  known[key], n_headers = parts, n_headers + 1
+  if parts then return parts[1], parts[2] end
+  return nil
+end
+
 --- Our stream header, answering the peer's (new id each time: RFC 6120
 -- §4.7.3), framed as the transport frames streams (lxmpp.transport).
 function Stream:send_header(extra)
-  self.stream_id = core.sha1_hex(core.random(16)):sub(1, 24)
-  local attr = { id = self.stream_id }
-  for k, v in pairs(extra) do attr[k] = v end
+  local id = core.sha1_hex(core.random(16)):sub(1, 24)
+  self.stream_id = id
   self.header_sent = true
+  local before, after = header_parts(self.framing, self.default_ns, extra)
+  if before then return self:write(before .. id .. after) end
+  local attr = { id = id }
+  for k, v in pairs(extra) do attr[k] = v end
   return self:write(self.framing.open(self.default_ns, attr))
 end
 

@@ -12,9 +12,12 @@ local function possible(s)
   return not s.secure and not s.authenticated and s.framing.name == "xml"
 end
 
+local OFFER = "<starttls xmlns='" .. NS_TLS .. "'><required/></starttls>"
+local OFFER_OPTIONAL = "<starttls xmlns='" .. NS_TLS .. "'></starttls>"
+
 function M.offer(s)
   if not possible(s) then return nil end
-  return "<starttls xmlns='" .. NS_TLS .. "'>" .. (s.srv.insecure_plaintext and "" or "<required/>") .. "</starttls>"
+  return s.srv.insecure_plaintext and OFFER_OPTIONAL or OFFER
 end
 
 M.handlers = {
