@@ -15,7 +15,11 @@
  *   conn:channel_binding(type [, probe]) (probe: true when the type is
  *                        available, its data not computed)
  *   conn:tls_ticket() -> ticket | nil  (client: tls_lua.c's session:ticket)
- *   conn:pause() conn:resume()  conn:close() (graceful)  conn:abort()
+ *   conn:pause() conn:resume()  conn:close([linger]) (graceful)  conn:abort()
+ *                        close: queued bytes go out first, for at most
+ *                        linger seconds (default 30), then the socket is
+ *                        aborted: a peer that reads nothing cannot hold a
+ *                        closing connection open
  *   conn:bytes_in()      bytes read so far
  *   conn:raw()           no parser: each read (decrypted) is a "data" event
  *   conn:websocket{ role = "server"|"client", max_message = bytes (262144),
@@ -401,11 +405,22 @@ static int l_resume(lua_State *L) {
   return 0;
 }
 
-/* conn:close(): graceful; queued bytes are sent first. */
+/* conn:close([linger]): graceful; queued bytes are sent first, for at most
+ * linger seconds (default CLOSE_LINGER_S), after which the socket is
+ * aborted (the idle sweep of net_io.c enforces it). */
+#define CLOSE_LINGER_S 30.0
 static int l_close(lua_State *L) {
   conn *c = check_conn(L);
+  lua_Number linger = luaL_optnumber(L, 2, CLOSE_LINGER_S);
+  if (linger != linger || linger < 0) return luaL_argerror(L, 2, "linger must be a number of seconds >= 0");
+  if (linger > 86400.0) linger = 86400.0;
   if (c->h.closed || c->closing) return 0;
   c->closing = 1;
+  if (!c->connecting) {
+    c->close_deadline = uv_now(&c->h.lp->uv) + (uint64_t)(linger * 1000 + 0.5);
+    if (!c->close_deadline) c->close_deadline = 1;  /* 0 means none */
+    lx_net_touch(c);                             /* listed for the sweep */
+  }
   if (c->ws && !c->connecting && lx_net_ws_close(c)) return 0;
   if (c->reading) {
     uv_read_stop((uv_stream_t *)&c->tcp);

@@ -54,6 +54,8 @@ typedef struct conn {
   int ws_close_wait;          /* close(): waiting for the peer's close frame */
   int ws_halt;                /* the parser failed: decode no more messages */
   uint64_t ws_deadline;       /* end of that wait (uv_now, ms) */
+  uint64_t close_deadline;    /* close(): aborted at this uv_now (ms) if still
+                                 open (a peer that reads nothing); 0: none */
   uint64_t bytes_in, bytes_out, writes;
   uv_connect_t creq;
   uv_write_t wreq;

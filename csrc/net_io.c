@@ -474,6 +474,11 @@ static void on_sweep(uv_timer_t *t) {
   conn *c, *next;
   for (c = n->active; c; c = next) {
     next = c->act_next;
+    if (c->close_deadline) {                 /* closing: listed until closed */
+      if (uv_now(t->loop) >= c->close_deadline) lx_net_conn_abort(c);
+      else if (c->ws_close_wait && uv_now(t->loop) >= c->ws_deadline) lx_net_ws_finish(c);
+      continue;
+    }
     if (c->ws_close_wait) {                  /* listed until the wait ends */
       if (uv_now(t->loop) >= c->ws_deadline) lx_net_ws_finish(c);
       continue;

@@ -150,6 +150,51 @@ describe("tcp connections", function()
     assert.matches("again\ttrue", out)
   end)
 
+  it("a graceful close toward a peer that reads nothing is aborted after its linger time", function()
+    -- 16 MiB queued: more than loopback's socket buffers take (the
+    -- receiver's 128 KiB plus the sender's 4 MiB here), so bytes stay in the
+    -- queue; before, such a closing connection stayed open for as long as
+    -- the peer kept it, from an event handler or with conn:shutdown()
+    local slow = require("spec.support.slow").factor
+    lxmpp.run(function()
+      local peer
+      local l = assert(net.listen("127.0.0.1", 0, function(conn) peer = conn; conn:raw(); conn:pause() end))
+      for _, how in ipairs({ "shutdown", "close" }) do
+        local c = assert(net.connect("127.0.0.1", l:port()))
+        wait_until(function() return peer end)
+        local closed = false
+        c:on("closed", function() closed = true end)
+        c:set_max_queue(compat.lshift(32, 20))
+        assert(c:write(("x"):rep(compat.lshift(16, 20))))
+        lxmpp.sleep(0.1)
+        assert.truthy(c:info().queued > 0, how .. ": bytes wait in the queue")
+        local t0 = core.now()
+        if how == "shutdown" then
+          assert.is_true(c:shutdown(0.3))
+        else
+          c.c:close(0.3)     -- what conn:close(0.3) does outside a task
+        end
+        assert.is_true(core.now() - t0 < 0.2, how .. " does not wait")
+        wait_until(function() return closed end, 2 * slow + 1)
+        assert.is_true(core.now() - t0 >= 0.25, how .. ": the linger time was given")
+        peer:abort()
+        peer = nil
+      end
+      l:close()
+    end)
+  end)
+
+  it("conn:close and conn:shutdown refuse a negative or NaN linger time", function()
+    lxmpp.run(function()
+      local l = assert(net.listen("127.0.0.1", 0, function(conn) conn:abort() end))
+      local c = assert(net.connect("127.0.0.1", l:port()))
+      assert.has_error(function() c.c:close(-1) end)
+      assert.has_error(function() c.c:close(0 / 0) end)
+      c:abort()
+      l:close()
+    end)
+  end)
+
   it("refuses a non-numeric address as misuse", function()
     lxmpp.run(function()
       assert.has_error(function() net.connect("localhost", 5222) end)

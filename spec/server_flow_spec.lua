@@ -269,6 +269,38 @@ describe("embedded server: output flow control", function()
     end)
   end)
 
+  it("srv:stop() in a task does not wait for peers that read nothing, and cuts them after write_timeout", function()
+    -- before, each stream's close waited in the stopping task for up to 10 s
+    -- per connection, and a closing connection whose peer read nothing
+    -- (bytes left in its queue, none in the stream's backlog) stayed open
+    local net = require "lxmpp.net"
+    local slow = require("spec.support.slow").factor
+    local limits = { write_timeout = 1, max_unread = compat.lshift(256, 20), rate = compat.lshift(1, 30) }
+    serve.run_logged({ users = USERS, limits = limits }, function(srv, port)
+      local bobs = {}
+      for i = 1, 2 do
+        bobs[i] = raw.login(port, serve.pki().ca, "bob", "bob-pw", "r" .. i)
+        bobs[i].conn:pause()
+      end
+      local r = raw.login(port, serve.pki().ca, "alice", "alice-pw")
+      for i = 1, 2 do                 -- 6 MB to each: more than loopback's buffers take
+        local m = tostring(st.message({ to = "bob@" .. D .. "/r" .. i, type = "chat" }):text_tag("body", ("z"):rep(50000)))
+        for _ = 1, 120 do
+          while not r:send(m) do lxmpp.sleep(0.01) end
+        end
+      end
+      lxmpp.sleep(0.3)
+      assert.truthy(srv.sessions["bob@" .. D], "the bobs are still connected")
+      local t0 = core.now()
+      srv:stop()
+      assert.is_true(core.now() - t0 < 0.5 * slow, "srv:stop() returned at once")
+      assert.truthy(serve.until_true(function() return net.closing() == 0 end, 1 + 2 * slow),
+        "the connections of peers that read nothing were cut")
+      r.conn:abort()
+      for _, b in ipairs(bobs) do b.conn:abort() end
+    end)
+  end)
+
   it("cuts off a peer once limits.max_unread bytes wait for it", function()
     serve.run_logged({ users = USERS, limits = { max_unread = 262144, rate = compat.lshift(1, 30) } }, function(srv, port, log)
       local bob = raw.login(port, serve.pki().ca, "bob", "bob-pw")

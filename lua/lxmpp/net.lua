@@ -125,21 +125,23 @@ function Conn:raw() return self.c:raw() end
 -- "read-error" (msg, "closed", code). csrc/net.c documents the details.
 function Conn:websocket(opts) return self.c:websocket(opts) end
 
---- conn:shutdown(): graceful close, never waiting: what is queued goes
--- out, then the socket closes ("closed" follows).
-function Conn:shutdown()
+--- conn:shutdown([linger]): graceful close, never waiting: what is queued
+-- goes out, then the socket closes ("closed" follows); a peer that has not
+-- read it all after linger seconds (default 30) has the socket aborted.
+function Conn:shutdown(linger)
   if self.closed then return true end
   self.closing = true
-  self.c:close()
+  self.c:close(linger)
   return true
 end
 
 --- conn:close([timeout]): graceful close; from a task it waits until the
--- socket is closed (at most timeout seconds, default 10, then aborts).
+-- socket is closed. After timeout seconds (default 10) the socket is
+-- aborted, from a task or not.
 function Conn:close(timeout)
   if self.closed then return true end
   self.closing = true
-  self.c:close()
+  self.c:close(timeout or 10)
   if not task.running() then return true end   -- (an event handler: nothing to wait in)
   local w = task.waiter("conn:close", 1)
   self.close_waiter = w

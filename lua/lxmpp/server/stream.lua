@@ -194,7 +194,10 @@ function Stream:close_connection()
       if not conn.closed then conn:abort() end
     end))
   end
-  conn:close()
+  -- never waits, even in a task (srv:stop() ends every stream from one):
+  -- what is queued goes out for at most write_timeout seconds, then the
+  -- socket is aborted, so a peer that reads nothing cannot hold it open
+  conn:shutdown(self.srv.limits.write_timeout)
 end
 
 --- Writes bytes. They go to the connection, or wait in the backlog while
