@@ -66,7 +66,7 @@ local function send_offline(srv, bob, list)
 end
 
 -- a first login with no anchor: classic bind; a live message gives one
-local function first_login(srv, port, bob, extra)
+local function first_login(port, bob, extra)
   local c, log = alice(port, extra)
   assert.equal(1, count(log, CLASSIC_BIND))
   local got = serve.collect(c, "message")
@@ -106,7 +106,7 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
     serve.run({ users = USERS }, function(srv, port)
       local path = tmp()
       local bob = assert(serve.login(port, "bob", USERS.bob, "desk"))
-      local c, seen_id = first_login(srv, port, bob, { stream_management = sf.open(path) })
+      local c, seen_id = first_login(port, bob, { stream_management = sf.open(path) })
       c:close()
       assert.equal(seen_id, assert(sf.load(path)).archive.id)          -- saved with the state (mode 0600)
       send_offline(srv, bob, { "old 1", "old 2", "old 3" })
@@ -143,7 +143,7 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
   it("catches up after a reconnection the server could not resume, in the same process", function()
     serve.run({ users = USERS, limits = { sm_timeout = 0.2 } }, function(srv, port)
       local bob = assert(serve.login(port, "bob", USERS.bob, "desk"))
-      local c = first_login(srv, port, bob, { reconnect = { delay = 2 * slow.factor } })
+      local c = first_login(port, bob, { reconnect = { delay = 2 * slow.factor } })
       local got = serve.collect(c, "message")
       local w = lxmpp.task.waiter()
       c:on("reconnected", function(resumed) w:wake(resumed) end)
@@ -172,7 +172,7 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
     serve.run({ users = USERS, limits = { mam_max_messages = 3 } }, function(srv, port)
       local bob = assert(serve.login(port, "bob", USERS.bob, "desk"))
       local box = {}
-      local c, seen_id = first_login(srv, port, bob, { stream_management = { save = function(s) box.state = s end } })
+      local c, seen_id = first_login(port, bob, { stream_management = { save = function(s) box.state = s end } })
       c:close()
       assert.equal(seen_id, box.state.archive.id)
       assert.truthy(box.state.archive.stamp)
@@ -211,7 +211,7 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
   it("mam_catch_up = false: the classic bind by default; with bind2 = true, Bind2 and no catch-up", function()
     serve.run({ users = USERS }, function(srv, port)
       local bob = assert(serve.login(port, "bob", USERS.bob, "desk"))
-      local c, seen_id = first_login(srv, port, bob)
+      local c, seen_id = first_login(port, bob)
       c:close()
       send_offline(srv, bob, { "one" })
       local anchor = { inbound = 0, acked = 0, queue = {}, archive = { id = seen_id } }

@@ -33,7 +33,6 @@
 -- archive ids delivered are remembered (the last SEEN_MAX), and a message
 -- carrying one of them is not delivered again.
 
-local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local task = require "lxmpp.task"
 local fifo = require "lxmpp.fifo"
