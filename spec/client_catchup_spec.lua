@@ -155,6 +155,7 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
       local resumed = w:wait()
       t:stop()
       assert.is_false(resumed)
+      assert.is_true(bind2(c))                   -- (Bind2 beside the failed inline resumption)
       assert.truthy(serve.until_true(function() return #got >= 2 end, 5 * slow.factor))
       assert(bob:send_message("alice@example.test", "after"))
       assert.truthy(serve.until_true(function() return #got >= 3 end, 5 * slow.factor))
