@@ -304,7 +304,8 @@ describe("client: the archive catch-up against a hostile server", function()
       "</set></fin></iq>"
   end
 
-  it("delivers only the results of its own query from its own archive; a stanza-id by another is no anchor",
+  it("delivers only the results of its own query from its own archive, each once; a stanza-id by another is "
+    .. "no anchor",
     function()
     local c, got, queries, log = run(function(iq, q)
       local qid = q.attr.queryid
@@ -317,6 +318,9 @@ describe("client: the archive catch-up against a hostile server", function()
         -- a live message with a stanza-id by someone else: neither anchor nor archive id
         "<message from='carol@example.test/x' to='alice@example.test' type='chat'><body>live</body>" ..
         "<stanza-id xmlns='urn:xmpp:sid:0' by='carol@example.test' id='carol-id'/></message>" ..
+        -- a live copy of an entry fetched (a server that also sends it offline): not again
+        "<message from='bob@example.test/desk' to='alice@example.test' type='chat'><body>real 1 again</body>" ..
+        "<stanza-id xmlns='urn:xmpp:sid:0' by='alice@example.test' id='a1'/></message>" ..
         fin(iq, "true", "z9")
     end)
     assert.equal(1, queries)

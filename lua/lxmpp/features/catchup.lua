@@ -37,7 +37,8 @@ local jid = require "lxmpp.jid"
 local task = require "lxmpp.task"
 local fifo = require "lxmpp.fifo"
 
-local type, tostring, ipairs, os_time, math_floor = type, tostring, ipairs, os.time, math.floor
+local type, tostring, ipairs, os_time, math_floor, table_remove = type, tostring, ipairs, os.time, math.floor,
+  table.remove
 
 local NS_SID = "urn:xmpp:sid:0"
 local NS_CARBONS = "urn:xmpp:carbons:2"
@@ -108,7 +109,9 @@ local function incoming(c, s)
   if not id then return nil end
   local run = c.catchup
   if run then                         -- due or running
-    run.live_last = { id = id, stamp = os_time() }
+    local live = run.live
+    live[#live + 1] = { id = id, stamp = os_time() }
+    if #live > M.MAX_HELD then table_remove(live, 1) end
   else
     set_anchor(c, id, os_time())
     if not (c.sm and c.sm.enabled) then save(c) end   -- (else sm:incoming saves right after)
@@ -135,7 +138,9 @@ function M.bound(c, bind2)
   local anchor, md = c.login.archive, c.archive_metadata
   local newest = md and md["end"] and md["end"].id
   if not anchor or not newest or newest == anchor.id then return end
-  c.catchup = { due = true, anchor = anchor, newest = newest, held = {} }
+  -- held: live message events; live: the archive ids that came live
+  -- meanwhile; fetched: the ids the catch-up fetched
+  c.catchup = { due = true, anchor = anchor, newest = newest, held = {}, live = {}, fetched = {} }
 end
 
 --- catchup.start(c): starts the catch-up that is due, in its own task.
@@ -195,6 +200,7 @@ local function fetched(c, run, item, fire)
     fire(c, "message", m)
   end
   run.last = { id = item.id, stamp = item.stamp }
+  run.fetched[item.id] = true
 end
 
 --- catchup.run(c, run): the catch-up (a task). Pages of our archive after
@@ -239,9 +245,18 @@ function M.run(c, run)
   end
   if why then c:log("warn", "the archive catch-up after the Bind2 login did not finish: %s", why) end
   -- where we are: the last entry fetched; after a complete catch-up, the
-  -- newest one that came live meanwhile
+  -- newest one that came live meanwhile (a live copy of an entry fetched,
+  -- a server's offline message, is no newer)
   if c.catchup == run then
-    local last = ok and run.live_last or run.last
+    local last = run.last
+    if ok then
+      for i = #run.live, 1, -1 do
+        if not run.fetched[run.live[i].id] then
+          last = run.live[i]
+          break
+        end
+      end
+    end
     if last then set_anchor(c, last.id, last.stamp) end
     save(c)
     run.running = false
