@@ -33,6 +33,7 @@
 -- archive ids delivered are remembered (the last SEEN_MAX), and a message
 -- carrying one of them is not delivered again.
 
+local compat = require "lxmpp.compat"
 local jid = require "lxmpp.jid"
 local task = require "lxmpp.task"
 local fifo = require "lxmpp.fifo"
@@ -203,11 +204,9 @@ local function fetched(c, run, item, fire)
   run.fetched[item.id] = true
 end
 
---- catchup.run(c, run): the catch-up (a task). Pages of our archive after
--- the anchor, up to the newest id the bind saw, bounded; then the live
--- messages held meanwhile.
-function M.run(c, run)
-  local fire = require("lxmpp.session").Session.fire_user
+-- Pages of our archive after the anchor, up to the newest id the bind
+-- saw, bounded: true when it got there, else nil, why.
+local function fetch(c, run, fire)
   local mam = c:plugin("mam")
   local anchor = run.anchor
   local q = { after = anchor.id, max = M.PAGE, timeout = M.TIMEOUT }
@@ -243,6 +242,16 @@ function M.run(c, run)
     q = { after = last, start = q.start, max = M.PAGE, timeout = M.TIMEOUT }
     if pages == M.MAX_PAGES then why = ("stopped after %d queries"):format(M.MAX_PAGES) end
   end
+  return ok or nil, why
+end
+
+--- catchup.run(c, run): the catch-up (a task): fetch, then the live
+-- messages held meanwhile, whatever happened (a failing handler of ours
+-- included: the hold always ends).
+function M.run(c, run)
+  local fire = require("lxmpp.session").Session.fire_user
+  local pok, ok, why = compat.pcall(fetch, c, run, fire)
+  if not pok then ok, why = nil, tostring(ok) end
   if why then c:log("warn", "the archive catch-up after the Bind2 login did not finish: %s", why) end
   -- where we are: the last entry fetched; after a complete catch-up, the
   -- newest one that came live meanwhile (a live copy of an entry fetched,
