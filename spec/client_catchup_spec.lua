@@ -332,6 +332,26 @@ describe("client: the archive catch-up against a hostile server", function()
     assert.truthy(count(log, "^warn ignored an archive result from example.test/x") == 1)
   end)
 
+  it("holds at most MAX_HELD live messages while it runs", function()
+    local keep = catchup.MAX_HELD
+    catchup.MAX_HELD = 2
+    local ok, err = pcall(function()
+      local function live(b)
+        return "<message from='bob@example.test/desk' to='alice@example.test' type='chat'><body>" .. b ..
+          "</body></message>"
+      end
+      local _, got, _, log = run(function(iq, q)
+        return "<message>" .. result(q.attr.queryid, "a1", "r1") .. "</message>" ..
+          live("l1") .. live("l2") .. live("l3") ..
+          "<message>" .. result(q.attr.queryid, "z9", "r2") .. "</message>" .. fin(iq, "true", "z9")
+      end)
+      assert.same({ "l3", "r1", "r2", "l1", "l2" }, bodies(got))
+      assert.equal(1, count(log, "^warn more than 2 messages came during the archive catch%-up"))
+    end)
+    catchup.MAX_HELD = keep
+    assert(ok, err)
+  end)
+
   it("stops a server that pages forever, and one whose paging does not advance", function()
     local c, got, queries, log = run(function(iq, q, n)
       return "<message>" .. result(q.attr.queryid, "p" .. n, "page " .. n) .. "</message>" ..
