@@ -262,7 +262,7 @@ describe("client: the archive catch-up against a hostile server", function()
 
   -- A scripted server: on_query(iq, query, n) -> the XML answering the
   -- n-th archive query; every other iq gets an empty result.
-  local function run(on_query, extra_opts)
+  local function run(on_query, extra_opts, success, on_metadata)
     local log, got, queries, c = {}, {}, 0, nil
     local function server()
       local a, b = transport.pipe()
@@ -271,8 +271,9 @@ describe("client: the archive catch-up against a hostile server", function()
           "xmlns:stream='http://etherx.jabber.org/streams' from='example.test' id='s1' version='1.0'>" .. FEATURES)
       end)
       b:on("stanza", function(s)
-        if s.name == "authenticate" then return b:write(SUCCESS) end
+        if s.name == "authenticate" then return b:write(success or SUCCESS) end
         if s.name ~= "iq" then return end
+        if on_metadata and s:get_child("metadata", "urn:xmpp:mam:2") then return b:write(on_metadata(s)) end
         local q = s:get_child("query", "urn:xmpp:mam:2")
         if q then
           queries = queries + 1
@@ -330,6 +331,29 @@ describe("client: the archive catch-up against a hostile server", function()
     assert.truthy(count(log, "^warn ignored an archive result from mallory@evil.test") == 1)
     assert.truthy(count(log, "^warn ignored an archive result for no query of ours") == 1)
     assert.truthy(count(log, "^warn ignored an archive result from example.test/x") == 1)
+  end)
+
+  it("asks for the archive's metadata when <bound/> has none; none at all: no catch-up", function()
+    local bare = "<success xmlns='" .. NS2 .. "'><authorization-identifier>alice@example.test/t.1" ..
+      "</authorization-identifier><bound xmlns='urn:xmpp:bind:0'/></success><stream:features/>"
+    local asked = 0
+    local c, got, queries = run(function(iq, q)
+      return "<message>" .. result(q.attr.queryid, "a1", "r1") .. "</message>" .. fin(iq, "true", "a1")
+    end, nil, bare, function(iq)
+      asked = asked + 1
+      return "<iq type='result' id='" .. iq.attr.id .. "'><metadata xmlns='urn:xmpp:mam:2'>" ..
+        "<start id='a0'/><end id='a1'/></metadata></iq>"
+    end)
+    assert.same({ 1, 1 }, { asked, queries })
+    assert.same({ "r1" }, bodies(got))
+    assert.equal("a1", c.login.archive.id)
+    local c2, got2, queries2, log2 = run(function() error("no query expected") end, nil, bare, function(iq)
+      return "<iq type='error' id='" .. iq.attr.id .. "'><error type='cancel'><service-unavailable " ..
+        "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    end)
+    assert.same({ 0, {} }, { queries2, got2 })
+    assert.equal("a0", c2.login.archive.id)
+    assert.equal(1, count(log2, "^info no archive to catch up from after the Bind2 login"))
   end)
 
   it("holds at most MAX_HELD live messages while it runs", function()

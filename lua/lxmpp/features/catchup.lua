@@ -19,7 +19,8 @@
 --
 -- After a Bind2 bind (M.bound; not after an XEP-0198 resumption, where
 -- nothing was lost) whose <bound/> metadata (XEP-0313 §"Archive
--- metadata") ends with another id than the anchor, the catch-up (M.run)
+-- metadata"; asked for when <bound/> has none) ends with another id than
+-- the anchor, the catch-up (M.run)
 -- starts when the session's initial presence is sent (c:send, or the
 -- presence a reconnection restores), as the server's offline messages
 -- would come: it fetches our archive after the anchor (XEP-0313 with
@@ -137,8 +138,10 @@ function M.bound(c, bind2)
   c.catchup = nil
   if not bind2 or not enabled(c) then return end
   local anchor, md = c.login.archive, c.archive_metadata
+  if not anchor then return end
+  -- (no metadata in <bound/>: the catch-up asks the archive for it)
   local newest = md and md["end"] and md["end"].id
-  if not anchor or not newest or newest == anchor.id then return end
+  if md and (not newest or newest == anchor.id) then return end
   -- held: live message events; live: the archive ids that came live
   -- meanwhile; fetched: the ids the catch-up fetched
   c.catchup = { due = true, anchor = anchor, newest = newest, held = {}, live = {}, fetched = {} }
@@ -209,6 +212,19 @@ end
 local function fetch(c, run, fire)
   local mam = c:plugin("mam")
   local anchor = run.anchor
+  if not run.newest then
+    -- a <bound/> without the archive's metadata: XEP-0313 §"Archive metadata"
+    local md, msg, cond = mam:metadata(nil, M.TIMEOUT)
+    if not md then
+      if cond == "service-unavailable" or cond == "feature-not-implemented" then
+        c:log("info", "no archive to catch up from after the Bind2 login (%s)", tostring(cond))
+        return true
+      end
+      return nil, "the archive's metadata: " .. tostring(msg) .. " (" .. tostring(cond) .. ")"
+    end
+    run.newest = md["end"] and md["end"].id
+    if not run.newest or run.newest == anchor.id then return true end
+  end
   local q = { after = anchor.id, max = M.PAGE, timeout = M.TIMEOUT }
   local count, ok, why = 0, false, nil
   for pages = 1, M.MAX_PAGES do
