@@ -118,6 +118,7 @@ build = {
       ["lxmpp.features.sasl"] = "lua/lxmpp/features/sasl.lua",
       ["lxmpp.features.sasl2"] = "lua/lxmpp/features/sasl2.lua",
       ["lxmpp.features.bind"] = "lua/lxmpp/features/bind.lua",
+      ["lxmpp.features.catchup"] = "lua/lxmpp/features/catchup.lua",
       ["lxmpp.features.session"] = "lua/lxmpp/features/session.lua",
       ["lxmpp.plugins.roster"] = "lua/lxmpp/plugins/roster.lua",
       ["lxmpp.plugins.presence"] = "lua/lxmpp/plugins/presence.lua",

@@ -23,11 +23,9 @@ local DICTIONARY = {
 }
 
 local opts = common.options(arg)
--- A bot that keeps no history wants what was sent while it was away as
--- stanzas (RFC 6121 §8.5.2.1.1: offline storage). A Bind2 login (XEP-0386)
--- has the server clear those, for a client that fetches them from the
--- archive (c:mam_catch_up, docs/api.md): RFC 6120 resource binding, then.
-opts.bind2 = false
+-- What was sent while the bot was away reaches it as "message" events, as
+-- offline messages (RFC 6121 §8.5.2.1.1) or, after a Bind2 login, from
+-- the archive (the client's catch-up, docs/api.md): nothing to set.
 local owner = os.getenv("LXMPP_OWNER")
 
 lxmpp.run(function()

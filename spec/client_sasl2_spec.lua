@@ -84,7 +84,8 @@ describe("client: SASL2, Bind2 and inline stream management", function()
     end)
   end)
 
-  it("keeps an asked-for resource (SASL2, then RFC 6120 bind) unless bind2 = true; Bind2 when none is asked", function()
+  it("keeps an asked-for resource (SASL2, then RFC 6120 bind) unless bind2 = true; Bind2 when none is asked "
+    .. "and an archive anchor is known", function()
     serve.run({ users = USERS }, function(_, port)
       local c, log = login(port, { auto_bind = true })
       assert.truthy(c)
@@ -93,11 +94,19 @@ describe("client: SASL2, Bind2 and inline stream management", function()
       assert.truthy(logged(log, "urn:ietf:params:xml:ns:xmpp%-bind"))
       assert.is_true(c.sm.enabled)
       c:close()
+      -- no anchor to catch up from (features/catchup.lua): the classic bind
       local c2, log2 = login(port, { auto_bind = true, jid = "alice@example.test" })
       assert.truthy(c2)
       assert.matches("^alice@example%.test/", c2.jid)
-      assert.is_nil(logged(log2, "urn:ietf:params:xml:ns:xmpp%-bind"))
+      assert.truthy(logged(log2, "urn:ietf:params:xml:ns:xmpp%-bind"))
       c2:close()
+      local state = { inbound = 0, acked = 0, queue = {}, archive = { id = "seen-before" } }
+      local c3, log3 = login(port, { auto_bind = true, jid = "alice@example.test",
+        stream_management = { state = state } })
+      assert.truthy(c3)
+      assert.matches("^alice@example%.test/", c3.jid)
+      assert.is_nil(logged(log3, "urn:ietf:params:xml:ns:xmpp%-bind"))
+      c3:close()
     end)
   end)
 
@@ -608,7 +617,7 @@ describe("client: a hostile SASL2 server", function()
   it("logs in despite a malformed archive metadata in <bound/>, and leaves c.archive_metadata nil", function()
     local log, c = {}, nil
     lxmpp.run(function()
-      c = lxmpp.connect{ jid = "alice@example.test", password = "pw", reconnect = false,
+      c = lxmpp.connect{ jid = "alice@example.test", password = "pw", reconnect = false, bind2 = true,
         logger = function(level, msg) log[#log + 1] = level .. " " .. msg end,
         transport = scripted(function(s)
           if s.name == "authenticate" then

@@ -206,7 +206,9 @@ describe("BOSH client with SASL2, Bind2 and FAST", function()
       local hp
       for _, a in ipairs(srv:addresses()) do if a.kind == "https" then hp = a.port end end
       local box, log = {}, {}
-      local o = { jid = "alice@example.test", password = USERS.alice, reconnect = false, debug = true,
+      -- (bind2 = true: by default a client with no archive anchor binds
+      -- classically after SASL2, features/catchup.lua)
+      local o = { jid = "alice@example.test", password = USERS.alice, reconnect = false, debug = true, bind2 = true,
         url = ("https://example.test:%d/http-bind"):format(hp), host = "127.0.0.1", cafile = serve.pki().ca,
         logger = function(level, msg) log[#log + 1] = level .. " " .. msg end,
         stream_management = { save = function(s) box.state = s end } }

@@ -123,7 +123,7 @@ local function check_opts(opts)
       error("lxmpp.connect: discover finds the url itself: give neither url nor transport", 3)
     end
   end
-  for _, k in ipairs({ "sasl2", "fast", "bind2" }) do
+  for _, k in ipairs({ "sasl2", "fast", "bind2", "mam_catch_up" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "boolean" then error("lxmpp.connect: " .. k .. " must be a boolean", 3) end
   end
   local ua = opts.user_agent
@@ -171,6 +171,8 @@ function M.new(opts)
       self.bus:add("features", function(features) return sm[fn](sm, features) end, f.priority)
     end
   end
+  -- the archive catch-up after a Bind2 login (features/catchup.lua)
+  require("lxmpp.features.catchup").init(self)
   reconnect.internal.init_reconnect(self)
   -- answered by every client (XEP-0199, XEP-0092)
   install_plugins(self)
@@ -213,7 +215,7 @@ for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
   last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting establishing backoff_waiter sasl_mechanism
   scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups login next_features
-  blocked caps_node tls_ctxs tls_resume tls_key archive_metadata]]):gmatch("%S+") do
+  blocked caps_node tls_ctxs tls_resume tls_key archive_metadata catchup catchup_seen catchup_order]]):gmatch("%S+") do
   RESERVED[name] = true
 end
 
@@ -750,6 +752,16 @@ function M.connect(opts)
   reconnect.internal.went_online(self)
   self:fire_user("online", self.jid)
   return self
+end
+
+--- Session:fire_user, where a live "message" event may wait for the
+-- archive catch-up of a Bind2 login, or not be delivered again
+-- (features/catchup.lua).
+function Client:fire_user(event, ...)
+  if event == "message" then
+    return require("lxmpp.features.catchup").message(self, (...), session.Session.fire_user)
+  end
+  return session.Session.fire_user(self, event, ...)
 end
 
 -- Reconnection, liveness, the offline queue and close (lua/lxmpp/reconnect.lua)

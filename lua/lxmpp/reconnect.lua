@@ -250,7 +250,12 @@ function M.install(Client)
         end
       end
       local p = self.last_presence
-      if p then I.write_now(self, p[1], p[2]) end
+      if p then
+        I.write_now(self, p[1], p[2])
+        -- the restored initial presence: the archive catch-up a Bind2
+        -- bind made due starts now (features/catchup.lua)
+        require("lxmpp.features.catchup").start(self)
+      end
     end
     self.kept = nil
     R.went_online(self)

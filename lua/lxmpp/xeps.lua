@@ -155,9 +155,11 @@ local list = {
   { xep = 308, name = "Last Message Correction", version = "1.2.1", side = "client", status = "complete",
     modules = { "lxmpp.plugins.correction" } },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "client", status = "partial",
-    modules = { "lxmpp.plugins.mam", "lxmpp.features.sasl2" },
+    modules = { "lxmpp.plugins.mam", "lxmpp.features.sasl2", "lxmpp.features.catchup" },
     notes = "queries with filters and paging, #extended fields (after/before id, ids, flipped pages); archive " ..
-      "metadata (IQ, and Bind2's `<bound/>`); catch-up to the archive's state at the bind; no preferences" },
+      "metadata (IQ, and Bind2's `<bound/>`); catch-up to the archive's state at the bind; after a Bind2 bind, " ..
+      "an automatic catch-up from the last archive id seen, delivered as `\"message\"` events with a delay " ..
+      "(`mam_catch_up = false` turns it off); results only for our query id; no preferences" },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "server", status = "partial",
     modules = { "lxmpp.server.mam", "lxmpp.server.muc_mam", "lxmpp.server.storage_archive" },
     notes = "account and room archives: with/start/end, XEP-0059 paging; #extended (before-id, after-id, ids, " ..
@@ -180,7 +182,8 @@ local list = {
     notes = "presence (newest per sender) and chat states/receipts/markers held while inactive, in a bounded " ..
       "queue; the rest at once, in order; XEP-0198 counts only what was sent; inline in Bind2; `csi = false`" },
   { xep = 359, name = "Unique and Stable Stanza IDs", version = "0.7.0", side = "client", status = "complete",
-    modules = { "lxmpp.plugins.stanzaid" }, notes = "stanza-id trusted only from the expected `by`" },
+    modules = { "lxmpp.plugins.stanzaid", "lxmpp.features.catchup" },
+    notes = "stanza-id trusted only from the expected `by`; our archive's ids are the catch-up's anchor" },
   { xep = 359, name = "Unique and Stable Stanza IDs", version = "0.7.0", side = "server", status = "complete",
     modules = { "lxmpp.server.mam", "lxmpp.server.muc_mam" },
     notes = "archive ids on delivered messages, by accounts and rooms; forged ones stripped" },
@@ -196,10 +199,12 @@ local list = {
     notes = "direct TLS listeners (tls_listen, s2s_tls_listen, ALPN xmpp-server); s2s routes follow"
       .. " _xmpps-server records, mixed with _xmpp-server ones by priority and weight (RFC 2782)" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "client", status = "partial",
-    modules = { "lxmpp.features.sasl2" },
-    notes = "when no resource is asked for (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable, " ..
+    modules = { "lxmpp.features.sasl2", "lxmpp.features.catchup" },
+    notes = "when no resource is asked for and the client has an archive anchor to catch up from, else the " ..
+      "classic bind after SASL2 (or `bind2 = true`: the resource is the tag); inline XEP-0198 enable, " ..
       "carbons (when they were on) and XEP-0352 inactive (when set); c.jid from the authorization identifier; " ..
-      "XEP-0313 metadata of `<bound/>` read (`c.archive_metadata`), the end of `c:mam_catch_up`" },
+      "XEP-0313 metadata of `<bound/>` read (`c.archive_metadata`): the end of the automatic catch-up of the " ..
+      "offline messages the bind cleared, and of `c:mam_catch_up`" },
   { xep = 386, name = "Bind 2", version = "1.1.0", side = "server", status = "complete",
     modules = { "lxmpp.server.features.sasl2", "lxmpp.server.features.bind", "lxmpp.server.mam" },
     notes = "resource from the tag and the user-agent id; inline carbons, XEP-0198 enable and XEP-0352 " ..

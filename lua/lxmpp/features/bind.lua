@@ -50,6 +50,8 @@ function M.negotiate(client, features)
   client.jid = full
   client.bound = true
   client.archive_metadata = nil      -- only a Bind2 <bound/> tells it (features/sasl2.lua)
+  -- the server delivers the offline messages itself: no catch-up is due
+  require("lxmpp.features.catchup").bound(client, false)
   return nil
 end
 

@@ -25,6 +25,7 @@ local jid = require "lxmpp.jid"
 local sasl = require "lxmpp.features.sasl"
 local datetime = require "lxmpp.datetime"
 local mam = require "lxmpp.plugins.mam"
+local catchup = require "lxmpp.features.catchup"
 
 local ipairs, tostring, type, os_time, math_floor = ipairs, tostring, type, os.time, math.floor
 
@@ -201,6 +202,9 @@ local function succeeded(client, s, want)
       if md then client.archive_metadata = md
       else client:log("warn", "ignored the archive metadata in <bound/>: %s", why) end
     end
+    -- what the archive holds past our anchor is fetched once the session's
+    -- initial presence is sent (features/catchup.lua)
+    catchup.bound(client, true)
     local enabled = bound:get_child("enabled", NS_SM)
     if enabled and sm then sm:enabled_by(enabled) end
     if want.carbons and client:plugin_loaded("carbons") then client.carbons.enabled = true end
@@ -236,9 +240,14 @@ function M.negotiate(client, features)
   -- a session to resume comes first: Bind2 only beside an inline <resume/>
   -- (XEP-0198 §"SASL2 And BIND2 Interaction"), else after a classic one
   -- Bind2 makes its own resource from ours (XEP-0386 §"Resource identifier
-  -- generation"): only when we asked for none, or with bind2 = true
+  -- generation"): only when we asked for none, or with bind2 = true. And
+  -- it has the server clear the offline messages its archive holds
+  -- (XEP-0386 §"Performing the bind"): by default only when we can fetch
+  -- them back, from the last archive entry we saw (features/catchup.lua);
+  -- else the classic bind follows this success (XEP-0388 §2.6.1) and the
+  -- server delivers them (RFC 6121 §8.5.2.1.1)
   local bind2 = opts.bind2
-  if bind2 == nil then bind2 = client.requested_resource == nil end
+  if bind2 == nil then bind2 = client.requested_resource == nil and catchup.anchored(client) end
   if bind_el and bind2 and (want.resume or not (sm and sm:resumable())) then
     want.bind = true
     local bi = bind_el:get_child("inline")

@@ -39,7 +39,8 @@ SM.__index = SM
 
 -- A saved state (SM:state): the XEP-0198 session (id absent when there is
 -- none to resume), and the login's own part (features/sasl2.lua): the
--- XEP-0388 user-agent id and the XEP-0484 token.
+-- XEP-0388 user-agent id and the XEP-0484 token; and the anchor of the
+-- archive catch-up (features/catchup.lua): archive = { id =, stamp = }.
 local function check_state(state)
   local bad = type(state) ~= "table" or (state.id ~= nil and type(state.id) ~= "string")
     or (state.id ~= nil and type(state.jid) ~= "string") or (state.jid ~= nil and type(state.jid) ~= "string")
@@ -48,6 +49,11 @@ local function check_state(state)
   local f = type(state) == "table" and state.fast
   if f ~= nil and (type(f) ~= "table" or type(f.token) ~= "string" or type(f.mechanism) ~= "string"
       or math_type(f.expiry) ~= "integer") then
+    bad = true
+  end
+  local a = type(state) == "table" and state.archive
+  if a ~= nil and (type(a) ~= "table" or type(a.id) ~= "string" or a.id == ""
+      or (a.stamp ~= nil and type(a.stamp) ~= "number")) then
     bad = true
   end
   if bad then error("lxmpp.connect: stream_management.state is not a state saved by lxmpp", 4) end
@@ -93,6 +99,8 @@ function M.new(client, opts)
     local f = state.fast
     login.fast = f and { token = f.token, mechanism = f.mechanism, expiry = f.expiry } or nil
     login.saved = login.saved or state.ua_id ~= nil or f ~= nil
+    local a = state.archive
+    login.archive = a and { id = a.id, stamp = a.stamp } or nil
   end
   return self
 end
@@ -103,11 +111,13 @@ function SM:unacked() return self.q.n end
 function SM:resumable() return self.id ~= nil end
 
 --- The state a store keeps to resume after a restart (nil: nothing to
--- keep): the XEP-0198 session, and what features/sasl2.lua keeps of the
--- login (the user-agent id, the FAST token: a secret, docs/api.md).
+-- keep): the XEP-0198 session, what features/sasl2.lua keeps of the
+-- login (the user-agent id, the FAST token: a secret, docs/api.md), and
+-- the archive catch-up's anchor (features/catchup.lua).
 function SM:state()
   local login = self.client.login
-  if not self.id and not login.saved then return nil end
+  local a = login.archive
+  if not self.id and not login.saved and not a then return nil end
   local f = login.fast
   local st_ = { id = self.id, jid = self.id and self.jid or nil, max = self.max,
     inbound = self.id and self.handled or 0, acked = self.id and self.acked or 0,
@@ -116,6 +126,10 @@ function SM:state()
     st_.jid = st_.jid or self.client.bare_jid
     st_.ua_id = login.ua_id
     st_.fast = f and { token = f.token, mechanism = f.mechanism, expiry = f.expiry } or nil
+  end
+  if a then
+    st_.jid = st_.jid or self.client.bare_jid
+    st_.archive = { id = a.id, stamp = a.stamp }
   end
   return st_
 end

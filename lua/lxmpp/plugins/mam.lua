@@ -253,7 +253,14 @@ local function on_message(self, c, m)
   local result = m:get_child("result", NS_MAM)
   if not result then return nil end
   local pending = result.attr.queryid and self.queries[result.attr.queryid]
-  if not pending then return nil end
+  if not pending then
+    -- a result for no query of ours is no message of anyone's: nobody
+    -- slips archived messages in (the automatic catch-up,
+    -- features/catchup.lua, delivers only what it asked for)
+    c:log("warn", "ignored an archive result for no query of ours (queryid %s) from %s",
+      tostring(result.attr.queryid), tostring(m.attr.from))
+    return true
+  end
   local from = m.attr.from
   local ok
   if pending.archive then
