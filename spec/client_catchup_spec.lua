@@ -28,11 +28,7 @@ local function alice(port, extra)
   return c, log
 end
 
-local function count(log, pattern)
-  local n = 0
-  for _, l in ipairs(log) do if l:find(pattern) then n = n + 1 end end
-  return n
-end
+local count = serve.count_logged
 
 local CLASSIC_BIND = "OUT <iq[^>]*><bind xmlns='urn:ietf:params:xml:ns:xmpp%-bind'"
 -- (the <authenticate/> that carries a Bind2 request is redacted in the

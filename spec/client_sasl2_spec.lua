@@ -26,16 +26,9 @@ local function login(port, extra, res)
   return c, log, msg, cond
 end
 
-local function logged(log, pattern)
-  for _, l in ipairs(log) do if l:find(pattern) then return l end end
-  return nil
-end
+local logged = serve.logged
 
-local function count(log, pattern)
-  local n = 0
-  for _, l in ipairs(log) do if l:find(pattern) then n = n + 1 end end
-  return n
-end
+local count = serve.count_logged
 
 -- Drops the link and waits for the "reconnected" event: resumed or not.
 local function bounce(c)

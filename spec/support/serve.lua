@@ -70,6 +70,15 @@ function M.logged(log, pattern)
   return nil
 end
 
+--- serve.count_logged(log, pattern) -> how many log lines match pattern
+function M.count_logged(log, pattern)
+  local n = 0
+  for _, line in ipairs(log) do
+    if line:find(pattern) then n = n + 1 end
+  end
+  return n
+end
+
 function M.login(port, user, pw, res, extra)
   local o = { jid = user .. "@" .. M.DOMAIN .. "/" .. (res or "r"), password = pw,
     host = "127.0.0.1", port = port, cafile = pki.get().ca }

@@ -442,10 +442,11 @@ function Memory:offline_list(user)
   return out
 end
 
-function Memory:offline_delete(user, upto)
+-- Keeps the user's offline messages for which keep(m) holds, in order.
+local function keep_offline(self, user, keep)
   local list, kept, bytes = self.offline[user] or {}, {}, 0
   for _, m in ipairs(list) do
-    if m.id > upto then
+    if keep(m) then
       kept[#kept + 1] = m
       bytes = bytes + #m.data
     end
@@ -455,19 +456,14 @@ function Memory:offline_delete(user, upto)
   return true
 end
 
+function Memory:offline_delete(user, upto)
+  return keep_offline(self, user, function(m) return m.id > upto end)
+end
+
 function Memory:offline_drop(user, ids)
   local gone = {}
   for _, id in ipairs(ids) do gone[id] = true end
-  local list, kept, bytes = self.offline[user] or {}, {}, 0
-  for _, m in ipairs(list) do
-    if not gone[m.id] then
-      kept[#kept + 1] = m
-      bytes = bytes + #m.data
-    end
-  end
-  kept.bytes = bytes
-  self.offline[user] = kept
-  return true
+  return keep_offline(self, user, function(m) return not gone[m.id] end)
 end
 
 function Memory:offline_count(user)
