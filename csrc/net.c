@@ -16,10 +16,11 @@
  *                        available, its data not computed)
  *   conn:tls_ticket() -> ticket | nil  (client: tls_lua.c's session:ticket)
  *   conn:pause() conn:resume()  conn:close([linger]) (graceful)  conn:abort()
- *                        close: queued bytes go out first, for at most
- *                        linger seconds (default 30), then the socket is
- *                        aborted: a peer that reads nothing cannot hold a
- *                        closing connection open
+ *                        close: queued bytes go out first; once the peer
+ *                        has read none of them for linger seconds (default
+ *                        30) the socket is aborted: a peer that reads
+ *                        nothing cannot hold a closing connection open, a
+ *                        slow one that reads is not cut
  *   conn:bytes_in()      bytes read so far
  *   conn:raw()           no parser: each read (decrypted) is a "data" event
  *   conn:websocket{ role = "server"|"client", max_message = bytes (262144),
@@ -405,9 +406,9 @@ static int l_resume(lua_State *L) {
   return 0;
 }
 
-/* conn:close([linger]): graceful; queued bytes are sent first, for at most
- * linger seconds (default CLOSE_LINGER_S), after which the socket is
- * aborted (the idle sweep of net_io.c enforces it). */
+/* conn:close([linger]): graceful; queued bytes are sent first. A peer that
+ * takes none of them for linger seconds (default CLOSE_LINGER_S) has the
+ * socket aborted (the idle sweep of net_io.c checks the progress). */
 #define CLOSE_LINGER_S 30.0
 static int l_close(lua_State *L) {
   conn *c = check_conn(L);
@@ -417,8 +418,10 @@ static int l_close(lua_State *L) {
   if (c->h.closed || c->closing) return 0;
   c->closing = 1;
   if (!c->connecting) {
-    c->close_deadline = uv_now(&c->h.lp->uv) + (uint64_t)(linger * 1000 + 0.5);
+    c->close_linger = (uint64_t)(linger * 1000 + 0.5);
+    c->close_deadline = uv_now(&c->h.lp->uv) + c->close_linger;
     if (!c->close_deadline) c->close_deadline = 1;  /* 0 means none */
+    c->close_left = (size_t)-1;                  /* the first sweep is progress */
     lx_net_touch(c);                             /* listed for the sweep */
   }
   if (c->ws && !c->connecting && lx_net_ws_close(c)) return 0;

@@ -55,7 +55,9 @@ typedef struct conn {
   int ws_halt;                /* the parser failed: decode no more messages */
   uint64_t ws_deadline;       /* end of that wait (uv_now, ms) */
   uint64_t close_deadline;    /* close(): aborted at this uv_now (ms) if still
-                                 open (a peer that reads nothing); 0: none */
+                                 open and the peer read nothing since; 0: none */
+  uint64_t close_linger;      /* close(): ms without progress before that */
+  size_t close_left;          /* close(): bytes unsent at the last progress */
   uint64_t bytes_in, bytes_out, writes;
   uv_connect_t creq;
   uv_write_t wreq;

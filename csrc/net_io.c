@@ -475,8 +475,15 @@ static void on_sweep(uv_timer_t *t) {
   for (c = n->active; c; c = next) {
     next = c->act_next;
     if (c->close_deadline) {                 /* closing: listed until closed */
-      if (uv_now(t->loop) >= c->close_deadline) lx_net_conn_abort(c);
-      else if (c->ws_close_wait && uv_now(t->loop) >= c->ws_deadline) lx_net_ws_finish(c);
+      uint64_t now = uv_now(t->loop);
+      size_t left = c->out_len + uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+      if (left < c->close_left) {            /* the peer read: more time */
+        c->close_left = left;
+        c->close_deadline = now + c->close_linger;
+        if (!c->close_deadline) c->close_deadline = 1;
+      }
+      if (now >= c->close_deadline) lx_net_conn_abort(c);
+      else if (c->ws_close_wait && now >= c->ws_deadline) lx_net_ws_finish(c);
       continue;
     }
     if (c->ws_close_wait) {                  /* listed until the wait ends */

@@ -115,6 +115,32 @@ describe("a cancelled connect", function()
     end
   end
 
+  it("woken (connected) but not yet resumed when cancelled still closes the connection it made", function()
+    -- a task the listener's accept handler starts cancels the connecting
+    -- task in the same loop round as its connect succeeds: the task's
+    -- wait is over, it has not run yet; before, its waiter's cancel was
+    -- skipped and the connected socket stayed open with nothing referring
+    -- to it
+    lxmpp.run(function()
+      local peer, connecting, closed
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        peer = conn
+        conn:on("closed", function() closed = true end)
+        conn:on("eof", function() closed = true end)
+        conn:raw()
+        lxmpp.spawn(function() lxmpp.task.cancel(connecting) end)
+      end))
+      local made
+      connecting = lxmpp.spawn(function() made = net.connect("127.0.0.1", l:port()) end)
+      assert.truthy(wait_for(function() return peer end, 2), "no connection accepted")
+      assert.truthy(wait_for(function() return closed end, 1), "the cancelled task's connection is still open")
+      assert.is_nil(made)
+      assert.is_false(lxmpp.task.alive(connecting))
+      peer:abort()
+      l:close()
+    end)
+  end)
+
   it("during its TLS handshake closes the connection and stops its timer", function()
     cancel_when(connect_to_silent("direct"))           -- the ClientHello is never answered
   end)

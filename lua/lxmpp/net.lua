@@ -126,8 +126,8 @@ function Conn:raw() return self.c:raw() end
 function Conn:websocket(opts) return self.c:websocket(opts) end
 
 --- conn:shutdown([linger]): graceful close, never waiting: what is queued
--- goes out, then the socket closes ("closed" follows); a peer that has not
--- read it all after linger seconds (default 30) has the socket aborted.
+-- goes out, then the socket closes ("closed" follows); a peer that reads
+-- none of it for linger seconds (default 30) has the socket aborted.
 function Conn:shutdown(linger)
   if self.closed then return true end
   self.closing = true
@@ -136,8 +136,9 @@ function Conn:shutdown(linger)
 end
 
 --- conn:close([timeout]): graceful close; from a task it waits until the
--- socket is closed. After timeout seconds (default 10) the socket is
--- aborted, from a task or not.
+-- socket is closed, at most timeout seconds (default 10); from a task or
+-- not, a peer that reads none of what is queued for that long has the
+-- socket aborted.
 function Conn:close(timeout)
   if self.closed then return true end
   self.closing = true

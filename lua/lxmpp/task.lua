@@ -21,6 +21,10 @@ local nlive = 0
 local ready = fifo.new()                  -- ready tasks: { task, args }
 local current = nil                       -- the task running now
 local waiting = setmetatable({}, { __mode = "k" }) -- task -> its waiter
+-- task -> the waiter that woke it, until the task runs again: a task
+-- cancelled in between still has that waiter's cancel run, which releases
+-- what the outcome brought (a connection just made, a timer)
+local woken = setmetatable({}, { __mode = "k" })
 local stopped = false
 local main_task, main_error
 
@@ -56,6 +60,7 @@ local function finish(task, ok, err)
 end
 
 local function resume(task, args)
+  woken[task] = nil
   if not live[task] then return end        -- cancelled while it was queued
   local prev = current
   current = task
@@ -114,6 +119,7 @@ function Waiter:wake(...)
   self.done = true
   if waiting[self.task] == self then
     waiting[self.task] = nil
+    woken[self.task] = self
     schedule(self.task, ...)
   else
     self.early = pack(...)      -- woken before it started waiting
@@ -145,9 +151,10 @@ end
 -- cancelled (timers stopped), its to-be-closed variables are closed.
 function M.cancel(task)
   if not live[task] or task == current then return false end
-  local w = waiting[task]
+  -- the wait under way, or the one whose outcome the task has not seen
+  local w = waiting[task] or woken[task]
   if w then
-    waiting[task] = nil
+    waiting[task], woken[task] = nil, nil
     w.done = true
     if w.cancel then w.cancel() end
   end

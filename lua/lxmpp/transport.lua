@@ -30,8 +30,8 @@
 --                          full (the bytes were not taken; "drain" follows)
 --   t:pause() t:resume()   stop and restart reading
 --   t:close([timeout])     graceful close; from a task, waits until closed
---   t:shutdown([linger])   graceful close, never waiting; a peer that has not
---                          read what is queued after linger seconds is cut
+--   t:shutdown([linger])   graceful close, never waiting; a peer that reads
+--                          nothing of what is queued for linger seconds is cut
 --   t:abort()              at once, unsent bytes lost; t.closed
 --   t:info()               -> { peer = address or "", queued = bytes, ... }
 --   t:bytes_in()           bytes read so far
