@@ -123,7 +123,7 @@ function Conn:answer(status, text, headers, body)
   local out = head .. (headers or "") .. "\r\n" .. body
   self.conn:set_max_queue(#out + 65536)
   self.conn:write(out)
-  self.conn:close()
+  self.conn:close(self.server.svc.limits.http_timeout)
   -- a peer that does not read the answer does not keep its connection
   if self.timer then self.timer:stop() end
   self.timer = core.timer(self.server.svc.limits.http_timeout, timer_target(function()

@@ -389,7 +389,7 @@ end
 function Conn:shutdown()
   if self.state == "over" or self.state == "closing" then return end
   self.state = "closing"
-  self.conn:shutdown()
+  self.conn:shutdown(self.server.limits.send_timeout)
   self:deadline("linger", self.server.limits.send_timeout)
 end
 
