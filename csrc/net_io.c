@@ -13,6 +13,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#ifdef __linux__
+#include <linux/sockios.h>  /* SIOCOUTQ */
+#endif
 
 #define READ_BUF 65536
 #define SWEEP_MS 250                 /* quiet this long (or up to twice): idle */
@@ -469,6 +473,21 @@ static void go_idle(conn *c) {
   if (c->tls_done && !c->out_len && !c->early_len) lx_tls_idle(c->tls);
 }
 
+/* Bytes the kernel still holds unsent for c (Linux: SIOCOUTQ), so that a
+ * closing conn's progress shows as soon as the peer reads, not only when
+ * the kernel's large send buffer asks libuv for more. 0 where unknown. */
+static size_t kernel_unsent(conn *c) {
+#ifdef SIOCOUTQ
+  uv_os_fd_t fd;
+  int n = 0;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0)
+    return (size_t)n;
+#else
+  (void)c;
+#endif
+  return 0;
+}
+
 static void on_sweep(uv_timer_t *t) {
   net_loop *n = (net_loop *)((char *)t - offsetof(net_loop, sweep));
   conn *c, *next;
@@ -476,7 +495,8 @@ static void on_sweep(uv_timer_t *t) {
     next = c->act_next;
     if (c->close_deadline) {                 /* closing: listed until closed */
       uint64_t now = uv_now(t->loop);
-      size_t left = c->out_len + uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+      size_t left = c->out_len + uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) +
+                    kernel_unsent(c);
       if (left < c->close_left) {            /* the peer read: more time */
         c->close_left = left;
         c->close_deadline = now + c->close_linger;
