@@ -284,14 +284,15 @@ local function fetch(c, run, fire)
     end
     if not page then why = tostring(msg) .. " (" .. tostring(cond) .. ")" break end
     if c.catchup ~= run then why = "a new session began" break end
-    local reached = false
+    local reached, capped = false, false
     for _, item in ipairs(page.messages) do
-      if count >= M.MAX_MESSAGES then break end
+      if count >= M.MAX_MESSAGES then capped = true break end
       count = count + 1
       fetched(c, run, item, fire)
       if item.id == run.newest then reached = true break end
     end
-    if reached or page.complete or #page.messages == 0 then ok = true break end
+    -- (a complete page the cap cut short is not the end)
+    if reached or (page.complete and not capped) or #page.messages == 0 then ok = true break end
     if count >= M.MAX_MESSAGES then
       why = ("stopped after %d messages"):format(count)
       break
