@@ -454,6 +454,15 @@ describe("client: the archive catch-up against a hostile server", function()
       { stream_management = { state = at_end } })
     assert.same({ 0, {} }, { queries2, got2 })
     assert.same({ id = "z9" }, c2.login.archive)
+    -- a pinned anchor the archive lost, of unknown time: unpinned (else no later login could go on)
+    local lost = { inbound = 0, acked = 0, queue = {}, archive = { id = "gone", gap = true, seen = { "x" } } }
+    local c3, got3, queries3, _, _, incomplete3 = run(function(iq)
+      return "<iq type='error' id='" .. iq.attr.id .. "'><error type='cancel'><item-not-found " ..
+        "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    end, { stream_management = { state = lost } })
+    assert.same({ 1, {} }, { queries3, got3 })
+    assert.same({ id = "gone" }, c3.login.archive)
+    assert.same({ { nil, "the archive no longer holds entry gone and its time is unknown" } }, incomplete3)
   end)
 
   it("holds at most MAX_HELD live messages while it runs", function()

@@ -251,8 +251,9 @@ local function fetched(c, run, item, fire)
 end
 
 -- Pages of our archive after the anchor, up to the newest id the bind
--- saw, bounded: true when it got there, else nil, why (and true when the
--- anchor is lost: the archive no longer holds it and its time is unknown).
+-- saw, bounded: true when it got there, else nil, why (nil, why, true
+-- when the anchor is lost: the archive no longer holds it and its time is
+-- unknown).
 local function fetch(c, run, fire)
   local mam = c:plugin("mam")
   local anchor = run.anchor
@@ -328,8 +329,10 @@ function M.run(c, run)
       last = last or run.anchor
       set_anchor(c, last.id, last.stamp)              -- (unpinned)
     elseif lost then
-      -- nothing to go on from: pinning it would stall every later login
-      if last then set_anchor(c, last.id, last.stamp) end
+      -- nothing to go on from: pinning it (or keeping it pinned) would
+      -- stall every later login
+      last = last or run.anchor
+      set_anchor(c, last.id, last.stamp)
     else
       -- pinned where the fetch stopped: the rest is only in the archive
       -- now (the bind cleared it from offline storage), and live messages
