@@ -164,6 +164,59 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
     end)
   end)
 
+  it("an incomplete catch-up pins the anchor: live messages do not move it, the next login (after a restart) "
+    .. "gets the rest, and not what came live again", function()
+    local keep = catchup.MAX_MESSAGES
+    local ok, err = pcall(serve.run, { users = USERS }, function(srv, port)
+      local path = tmp()
+      local bob = assert(serve.login(port, "bob", USERS.bob, "desk"))
+      local c = first_login(port, bob, { stream_management = sf.open(path) })
+      c:close()
+      send_offline(srv, bob, { "old 1", "old 2", "old 3", "old 4" })
+      catchup.MAX_MESSAGES = 2
+      local c2 = alice(port, { stream_management = sf.open(path) })
+      assert.is_true(bind2(c2))
+      local got = serve.collect(c2, "message")
+      local incomplete = {}
+      c2:on("catch-up-incomplete", function(id, why) incomplete[#incomplete + 1] = { id, why } end)
+      c2:send_presence()
+      assert.truthy(serve.until_true(function() return #incomplete == 1 end, 5 * slow.factor))
+      assert.same({ "old 1", "old 2" }, bodies(got))
+      -- the archive: "seen", "old 1", "old 2"...
+      local pinned = assert(srv.store:archive_query("alice", { max = 10 }).items[3].id)
+      assert.same({ pinned, "stopped after 2 messages" }, incomplete[1])
+      assert.same({ id = pinned, gap = true }, { id = c2.login.archive.id, gap = c2.login.archive.gap })
+      assert(bob:send_message("alice@example.test", "live"))
+      assert.truthy(serve.until_true(function() return #got == 3 end, 5 * slow.factor))
+      local live_id = assert(c2:stanza_id(got[3]))
+      -- saved: the pinned anchor, and the id that came live since
+      assert.truthy(serve.until_true(function()
+        local a = sf.load(path).archive
+        return a.id == pinned and a.gap == true and a.seen and a.seen[#a.seen] == live_id end, 5 * slow.factor))
+      c2:close()
+      catchup.MAX_MESSAGES = keep
+      -- a new process: the rest, not "live" again; the pin is gone
+      local c3 = alice(port, { stream_management = sf.open(path) })
+      assert.is_true(bind2(c3))
+      local got3 = serve.collect(c3, "message")
+      local stanzas3 = {}
+      c3:on("stanza", function(x) if x.name == "message" then stanzas3[#stanzas3 + 1] = x end end)
+      c3:send_presence()
+      assert.truthy(serve.until_true(function() return #got3 >= 2 end, 5 * slow.factor))
+      assert.truthy(serve.until_true(function() return c3.catchup == nil end, 5 * slow.factor))
+      lxmpp.sleep(0.2 * slow.factor)
+      assert.same({ "old 3", "old 4" }, bodies(got3))
+      assert.same({ "old 3", "old 4" }, bodies(stanzas3))
+      assert.same({ id = live_id }, sf.load(path).archive and { id = sf.load(path).archive.id,
+        gap = sf.load(path).archive.gap })
+      c3:close()
+      bob:close()
+      os.remove(path)
+    end)
+    catchup.MAX_MESSAGES = keep
+    assert(ok, err)
+  end)
+
   it("falls back to the anchor's time when the archive dropped it; without a time, warns and fetches nothing",
     function()
     serve.run({ users = USERS, limits = { mam_max_messages = 3 } }, function(srv, port)
@@ -193,12 +246,17 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
       local c3, log3 = alice(port, { stream_management = { state = state } })
       assert.is_true(bind2(c3))
       local got3 = serve.collect(c3, "message")
+      local incomplete = {}
+      c3:on("catch-up-incomplete", function(id, why) incomplete[#incomplete + 1] = { id or "nil", why } end)
       c3:send_presence()
       assert.truthy(serve.until_true(function()
         return count(log3, "^warn the archive catch%-up after the Bind2 login did not finish") == 1 end, 5 * slow.factor))
       lxmpp.sleep(0.2 * slow.factor)
       assert.same({}, got3)
       assert.equal(1, count(log3, "OUT <iq.*<query xmlns='urn:xmpp:mam:2'"))
+      -- nothing to go on from: no pin (it would hold the anchor for ever)
+      assert.same({ { "nil", "the archive no longer holds entry never-heard-of and its time is unknown" } }, incomplete)
+      assert.is_nil(c3.login.archive.gap)
       assert.truthy(c3:ping())
       c3:close()
       bob:close()
@@ -234,6 +292,14 @@ describe("client: no offline message lost by default (Bind2 and the archive catc
       bob:close()
       assert.error_matches(function() require("lxmpp.client").new{ jid = "a@b.c", password = "p", mam_catch_up = "no" } end,
         "mam_catch_up must be a boolean")
+      -- a saved anchor that is not one lxmpp saves
+      for _, a in ipairs({ { id = "x", gap = "yes" }, { id = "x", seen = { "y" } }, { id = "x", gap = true, seen = "y" },
+          { id = "x", gap = true, seen = { 1 } }, { id = "x", gap = true, seen = { "" } } }) do
+        assert.error_matches(function()
+          require("lxmpp.client").new{ jid = "alice@example.test", password = "p",
+            stream_management = { state = { inbound = 0, acked = 0, queue = {}, archive = a } } }
+        end, "stream_management.state is not a state saved by lxmpp")
+      end
     end)
   end)
 end)
@@ -259,7 +325,7 @@ describe("client: the archive catch-up against a hostile server", function()
   -- A scripted server: on_query(iq, query, n) -> the XML answering the
   -- n-th archive query; every other iq gets an empty result.
   local function run(on_query, extra_opts, success, on_metadata)
-    local log, got, queries, c = {}, {}, 0, nil
+    local log, got, queries, c, stanzas, incomplete = {}, {}, 0, nil, {}, {}
     local function server()
       local a, b = transport.pipe()
       b:on("open", function()
@@ -287,12 +353,14 @@ describe("client: the archive catch-up against a hostile server", function()
       for k, v in pairs(extra_opts or {}) do o[k] = v end
       c = assert(lxmpp.connect(o))
       c:on("message", function(m) got[#got + 1] = m end)
+      c:on("stanza", function(x) if x.name == "message" then stanzas[#stanzas + 1] = x end end)
+      c:on("catch-up-incomplete", function(id, why) incomplete[#incomplete + 1] = { id, why } end)
       c:send_presence()
       serve.until_true(function() return c.catchup == nil end, 5 * slow.factor)
       lxmpp.sleep(0.05)
       c.conn:abort()
     end)
-    return c, got, queries, log
+    return c, got, queries, log, stanzas, incomplete
   end
 
   local function fin(iq, complete, last)
@@ -301,10 +369,10 @@ describe("client: the archive catch-up against a hostile server", function()
       "</set></fin></iq>"
   end
 
-  it("delivers only the results of its own query from its own archive, each once; a stanza-id by another is "
-    .. "no anchor",
+  it("delivers only the results of its own query from its own archive, each once, as \"message\" and \"stanza\" "
+    .. "alike; a stanza-id by another is no anchor",
     function()
-    local c, got, queries, log = run(function(iq, q)
+    local c, got, queries, log, stanzas = run(function(iq, q)
       local qid = q.attr.queryid
       return "<message from='mallory@evil.test'>" .. result(qid, "f1", "forged by mallory") .. "</message>" ..
         "<message from='alice@example.test'>" .. result("not-ours", "f2", "not our query") .. "</message>" ..
@@ -323,7 +391,11 @@ describe("client: the archive catch-up against a hostile server", function()
     assert.equal(1, queries)
     assert.same({ "real 1", "real 2", "live" }, bodies(got))
     assert.same({ true, true, false }, delayed(got))
-    assert.equal("z9", c.login.archive.id)
+    for i, m in ipairs(got) do assert.equal(m, stanzas[i]) end       -- the same events, held alike
+    assert.equal(#got, #stanzas)
+    -- the anchor's time: the archive's (the server's clock), not ours
+    assert.same({ id = "z9", stamp = require("lxmpp.datetime").parse("2026-01-01T10:00:00Z") },
+      c.login.archive)
     assert.truthy(count(log, "^warn ignored an archive result from mallory@evil.test") == 1)
     assert.truthy(count(log, "^warn ignored an archive result for no query of ours") == 1)
     assert.truthy(count(log, "^warn ignored an archive result from example.test/x") == 1)
@@ -352,6 +424,47 @@ describe("client: the archive catch-up against a hostile server", function()
     assert.equal(1, count(log2, "^info no archive to catch up from after the Bind2 login"))
   end)
 
+  it("stamps a live anchor with our time minus CLOCK_MARGIN (no server time on it)", function()
+    local before = os.time()
+    local c = run(function(iq, q)
+      return "<message>" .. result(q.attr.queryid, "z9", "r1") .. "</message>" ..
+        "<message from='bob@example.test/desk' to='alice@example.test' type='chat'><body>live</body>" ..
+        "<stanza-id xmlns='urn:xmpp:sid:0' by='alice@example.test' id='l1'/></message>" .. fin(iq, "true", "z9")
+    end)
+    assert.equal("l1", c.login.archive.id)
+    local stamp = c.login.archive.stamp
+    assert.truthy(stamp >= before - catchup.CLOCK_MARGIN and stamp <= os.time() - catchup.CLOCK_MARGIN)
+  end)
+
+  it("goes on from a pinned anchor without delivering again what came live while pinned, and unpins", function()
+    local pinned = { inbound = 0, acked = 0, queue = {}, archive = { id = "a0", gap = true, seen = { "a1" } } }
+    local c, got, _, _, _, incomplete = run(function(iq, q)
+      assert.equal("a0", q:get_child("set", "http://jabber.org/protocol/rsm"):get_child_text("after"))
+      return "<message>" .. result(q.attr.queryid, "a1", "came live before") .. "</message>" ..
+        "<message>" .. result(q.attr.queryid, "z9", "missed") .. "</message>" .. fin(iq, "true", "z9")
+    end, { stream_management = { state = pinned } })
+    assert.same({ "missed" }, bodies(got))
+    assert.same({}, incomplete)
+    assert.equal("z9", c.login.archive.id)
+    assert.is_nil(c.login.archive.gap)
+    assert.is_nil(c.login.archive.seen)
+    -- a pinned anchor that is the archive's newest: nothing to fetch, unpinned
+    local at_end = { inbound = 0, acked = 0, queue = {}, archive = { id = "z9", gap = true } }
+    local c2, got2, queries2 = run(function() error("no query expected") end,
+      { stream_management = { state = at_end } })
+    assert.same({ 0, {} }, { queries2, got2 })
+    assert.same({ id = "z9" }, c2.login.archive)
+    -- a pinned anchor the archive lost, of unknown time: unpinned (else no later login could go on)
+    local lost = { inbound = 0, acked = 0, queue = {}, archive = { id = "gone", gap = true, seen = { "x" } } }
+    local c3, got3, queries3, _, _, incomplete3 = run(function(iq)
+      return "<iq type='error' id='" .. iq.attr.id .. "'><error type='cancel'><item-not-found " ..
+        "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    end, { stream_management = { state = lost } })
+    assert.same({ 1, {} }, { queries3, got3 })
+    assert.same({ id = "gone" }, c3.login.archive)
+    assert.same({ { nil, "the archive no longer holds entry gone and its time is unknown" } }, incomplete3)
+  end)
+
   it("holds at most MAX_HELD live messages while it runs", function()
     local keep = catchup.MAX_HELD
     catchup.MAX_HELD = 2
@@ -373,13 +486,15 @@ describe("client: the archive catch-up against a hostile server", function()
   end)
 
   it("stops a server that pages forever, and one whose paging does not advance", function()
-    local c, got, queries, log = run(function(iq, q, n)
+    local c, got, queries, log, _, incomplete = run(function(iq, q, n)
       return "<message>" .. result(q.attr.queryid, "p" .. n, "page " .. n) .. "</message>" ..
         fin(iq, "false", "p" .. n)
     end)
     assert.equal(catchup.MAX_PAGES, queries)
     assert.equal(catchup.MAX_PAGES, #got)
-    assert.equal("p" .. catchup.MAX_PAGES, c.login.archive.id)
+    -- pinned where it stopped, and the application told
+    assert.same({ "p" .. catchup.MAX_PAGES, true }, { c.login.archive.id, c.login.archive.gap })
+    assert.same({ { "p" .. catchup.MAX_PAGES, "stopped after " .. catchup.MAX_PAGES .. " queries" } }, incomplete)
     assert.equal(1, count(log, "did not finish: stopped after " .. catchup.MAX_PAGES .. " queries"))
     local _, got2, queries2, log2 = run(function(iq, q)
       return "<message>" .. result(q.attr.queryid, "same", "same") .. "</message>" .. fin(iq, "false", "same")

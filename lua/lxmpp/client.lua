@@ -754,15 +754,20 @@ function M.connect(opts)
   return self
 end
 
---- Session:fire_user, where a live "message" event may wait for the
--- archive catch-up of a Bind2 login, or not be delivered again
--- (features/catchup.lua).
+--- Session:fire_user, where a live message's "stanza" and "message"
+-- events may wait for the archive catch-up of a Bind2 login, or not be
+-- delivered again (features/catchup.lua): session.lua's routing fires a
+-- message's "stanza" right before its "message", so the "message" call
+-- fires both, held and deduplicated together.
 function Client:fire_user(event, ...)
   if event == "message" then
     return require("lxmpp.features.catchup").message(self, (...), session.Session.fire_user)
   end
+  if event == "stanza" and (...).name == "message" then return end
   return session.Session.fire_user(self, event, ...)
 end
+-- a catch-up that did not finish (features/catchup.lua): id, why
+session.add_event("catch-up-incomplete")
 
 -- Reconnection, liveness, the offline queue and close (lua/lxmpp/reconnect.lua)
 reconnect.install(Client)

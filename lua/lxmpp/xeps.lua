@@ -158,7 +158,8 @@ local list = {
     modules = { "lxmpp.plugins.mam", "lxmpp.features.sasl2", "lxmpp.features.catchup" },
     notes = "queries with filters and paging, #extended fields (after/before id, ids, flipped pages); archive " ..
       "metadata (IQ, and Bind2's `<bound/>`); catch-up to the archive's state at the bind; after a Bind2 bind, " ..
-      "an automatic catch-up from the last archive id seen, delivered as `\"message\"` events with a delay " ..
+      "an automatic catch-up from the last archive id seen, delivered as `\"message\"` events with a delay, " ..
+      "one that does not finish pinning its anchor for the next login " ..
       "(`mam_catch_up = false` turns it off); results only for our query id; no preferences" },
   { xep = 313, name = "Message Archive Management", version = "1.1.3", side = "server", status = "partial",
     modules = { "lxmpp.server.mam", "lxmpp.server.muc_mam", "lxmpp.server.storage_archive" },

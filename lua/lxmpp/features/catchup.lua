@@ -27,12 +27,28 @@
 -- XEP-0059 paging: at most MAX_MESSAGES messages in at most MAX_PAGES
 -- pages) and delivers each message sent to our account as a "message"
 -- event: the archived <message/> with an XEP-0203 <delay/>, in archive
--- order. Live "message" events wait (at most MAX_HELD) until it ends.
--- When the archive no longer holds the anchor (item-not-found: its cap
--- dropped it), the fetch starts at the anchor's time if known, else
--- nothing more is fetched (a warning). A message is delivered once: the
--- archive ids delivered are remembered (the last SEEN_MAX), and a message
--- carrying one of them is not delivered again.
+-- order. Live "message" (and "stanza") events wait (at most MAX_HELD)
+-- until it ends. When the archive no longer holds the anchor
+-- (item-not-found: its cap dropped it), the fetch starts at the anchor's
+-- time if known, else nothing more is fetched (a warning). A message is
+-- delivered once: the archive ids delivered are remembered (the last
+-- SEEN_MAX), and a message carrying one of them is not delivered again.
+--
+-- The anchor's time is the server's where we have it (the archive's
+-- <delay/> on what a catch-up fetched); a live message carries none we
+-- can trust (anyone may add a <delay/>), so its time is ours minus
+-- CLOCK_MARGIN: a fallback from it starts early rather than late, and
+-- what it fetches twice is not delivered twice.
+--
+-- A catch-up that does not finish (the bounds, a failed query) pins the
+-- anchor (archive.gap = true, saved): at the last entry fetched, and live
+-- messages no longer move it, so the next Bind2 login (a reconnection
+-- that does not resume, or a restart) goes on from there; only a
+-- catch-up that finishes unpins it. The archive ids of the messages
+-- delivered live while pinned (the last PINNED_SEEN) are saved with it
+-- (archive.seen), so that the next catch-up, which fetches them again,
+-- does not deliver them again after a restart. The application hears of
+-- it ("catch-up-incomplete", the id to go on after, why).
 
 local compat = require "lxmpp.compat"
 local jid = require "lxmpp.jid"
@@ -53,6 +69,8 @@ local M = {
   MAX_HELD = 1000,         -- live message events held meanwhile
   SEEN_MAX = 2000,         -- archive ids remembered against duplicates
   TIMEOUT = 30,            -- seconds per query
+  CLOCK_MARGIN = 300,      -- seconds taken off our clock for a live message's time
+  PINNED_SEEN = 200,       -- ids delivered live while pinned, kept in the saved state
 }
 
 -- Our archive's id on a message: its <stanza-id by='our bare JID'/>.
@@ -78,8 +96,16 @@ local function save(c)
   if c.sm then c.sm:save() end
 end
 
-local function set_anchor(c, id, stamp)
-  c.login.archive = { id = id, stamp = stamp and math_floor(stamp) }
+local function set_anchor(c, id, stamp, gap, seen_ids)
+  c.login.archive = { id = id, stamp = stamp and math_floor(stamp), gap = gap or nil, seen = gap and seen_ids or nil }
+end
+
+-- An archive id delivered live while the anchor is pinned: kept with it.
+local function pinned_seen(a, id)
+  local list = a.seen or {}
+  list[#list + 1] = id
+  while #list > M.PINNED_SEEN do table_remove(list, 1) end
+  a.seen = list
 end
 
 -- Remembers an archive id delivered; true when it was already.
@@ -109,15 +135,21 @@ local function incoming(c, s)
     end
   end
   if not id then return nil end
-  local run = c.catchup
+  local run, a = c.catchup, c.login.archive
+  -- no server time for a live message: ours, early by CLOCK_MARGIN
+  local stamp = os_time() - M.CLOCK_MARGIN
   if run then                         -- due or running
     local live = run.live
-    live[#live + 1] = { id = id, stamp = os_time() }
+    live[#live + 1] = { id = id, stamp = stamp }
     if #live > M.MAX_HELD then table_remove(live, 1) end
-  else
-    set_anchor(c, id, os_time())
-    if not (c.sm and c.sm.enabled) then save(c) end   -- (else sm:incoming saves right after)
+    return nil
   end
+  if a and a.gap then                 -- pinned: the anchor stays, the id is remembered
+    pinned_seen(a, id)
+  else
+    set_anchor(c, id, stamp)
+  end
+  if not (c.sm and c.sm.enabled) then save(c) end   -- (else sm:incoming saves right after)
   return nil
 end
 
@@ -141,7 +173,15 @@ function M.bound(c, bind2)
   if not anchor then return end
   -- (no metadata in <bound/>: the catch-up asks the archive for it)
   local newest = md and md["end"] and md["end"].id
-  if md and (not newest or newest == anchor.id) then return end
+  if md and (not newest or newest == anchor.id) then
+    if anchor.gap then            -- nothing past a pinned anchor: nothing missing
+      set_anchor(c, anchor.id, anchor.stamp)
+      save(c)
+    end
+    return
+  end
+  -- what was delivered live while pinned is not delivered again
+  for _, id in ipairs(anchor.seen or {}) do seen(c, id) end
   -- held: live message events; live: the archive ids that came live
   -- meanwhile; fetched: the ids the catch-up fetched
   c.catchup = { due = true, anchor = anchor, newest = newest, held = {}, live = {}, fetched = {} }
@@ -155,19 +195,22 @@ function M.start(c)
   task.spawn(M.run, c, run)
 end
 
--- Delivers a message event now: the routing of an incoming message
--- (session.lua, I.route), minus what was delivered already.
+-- Delivers a message's events now: the routing of an incoming message
+-- (session.lua, I.route: "stanza", then "message"), minus what was
+-- delivered already.
 local function deliver(c, m, fire)
   local id = archive_id(c, m)
   if id and seen(c, id) then
     if c.debug then c:log("debug", "not delivering archive entry %s again", id) end
     return
   end
+  fire(c, "stanza", m)
   fire(c, "message", m)
 end
 
---- catchup.message(c, m, fire): a live "message" event (client.lua's
--- fire_user): held during a catch-up, never one delivered already.
+--- catchup.message(c, m, fire): a live message's "stanza" and "message"
+-- events (client.lua's fire_user, which leaves a message's "stanza" to
+-- this): held during a catch-up, never one delivered already.
 function M.message(c, m, fire)
   local run = c.catchup
   if run and run.running then
@@ -208,7 +251,9 @@ local function fetched(c, run, item, fire)
 end
 
 -- Pages of our archive after the anchor, up to the newest id the bind
--- saw, bounded: true when it got there, else nil, why.
+-- saw, bounded: true when it got there, else nil, why (nil, why, true
+-- when the anchor is lost: the archive no longer holds it and its time is
+-- unknown).
 local function fetch(c, run, fire)
   local mam = c:plugin("mam")
   local anchor = run.anchor
@@ -232,8 +277,7 @@ local function fetch(c, run, fire)
     local page, msg, cond = mam:query(q)
     if not page and cond == "item-not-found" and pages == 1 then
       if not anchor.stamp then
-        why = "the archive no longer holds entry " .. anchor.id .. " and its time is unknown"
-        break
+        return nil, "the archive no longer holds entry " .. anchor.id .. " and its time is unknown", true
       end
       c:log("info", "the archive no longer holds entry %s: catching up from its time", anchor.id)
       q = { start = anchor.stamp, max = M.PAGE, timeout = M.TIMEOUT }
@@ -241,14 +285,15 @@ local function fetch(c, run, fire)
     end
     if not page then why = tostring(msg) .. " (" .. tostring(cond) .. ")" break end
     if c.catchup ~= run then why = "a new session began" break end
-    local reached = false
+    local reached, capped = false, false
     for _, item in ipairs(page.messages) do
-      if count >= M.MAX_MESSAGES then break end
+      if count >= M.MAX_MESSAGES then capped = true break end
       count = count + 1
       fetched(c, run, item, fire)
       if item.id == run.newest then reached = true break end
     end
-    if reached or page.complete or #page.messages == 0 then ok = true break end
+    -- (a complete page the cap cut short is not the end)
+    if reached or (page.complete and not capped) or #page.messages == 0 then ok = true break end
     if count >= M.MAX_MESSAGES then
       why = ("stopped after %d messages"):format(count)
       break
@@ -266,8 +311,8 @@ end
 -- included: the hold always ends).
 function M.run(c, run)
   local fire = require("lxmpp.session").Session.fire_user
-  local pok, ok, why = compat.pcall(fetch, c, run, fire)
-  if not pok then ok, why = nil, tostring(ok) end
+  local pok, ok, why, lost = compat.pcall(fetch, c, run, fire)
+  if not pok then ok, why, lost = nil, tostring(ok), nil end
   if why then c:log("warn", "the archive catch-up after the Bind2 login did not finish: %s", why) end
   -- where we are: the last entry fetched; after a complete catch-up, the
   -- newest one that came live meanwhile (a live copy of an entry fetched,
@@ -281,11 +326,34 @@ function M.run(c, run)
           break
         end
       end
+      last = last or run.anchor
+      set_anchor(c, last.id, last.stamp)              -- (unpinned)
+    elseif lost then
+      -- nothing to go on from: pinning it (or keeping it pinned) would
+      -- stall every later login
+      last = last or run.anchor
+      set_anchor(c, last.id, last.stamp)
+    else
+      -- pinned where the fetch stopped: the rest is only in the archive
+      -- now (the bind cleared it from offline storage), and live messages
+      -- must not move the anchor past it; what came live meanwhile is
+      -- fetched again next time, and not delivered again
+      last = last or run.anchor
+      local ids = {}
+      for _, id in ipairs(run.anchor.seen or {}) do ids[#ids + 1] = id end
+      set_anchor(c, last.id, last.stamp, true, ids)
+      local anchor = c.login.archive
+      for _, l in ipairs(run.live) do
+        if not run.fetched[l.id] then pinned_seen(anchor, l.id) end
+      end
     end
-    if last then set_anchor(c, last.id, last.stamp) end
     save(c)
     run.running = false
     c.catchup = nil
+    if not ok then
+      -- the application may go on itself (c:mam_catch_up{ after = id })
+      fire(c, "catch-up-incomplete", not lost and c.login.archive.id or nil, why)
+    end
   end
   for _, m in ipairs(run.held) do deliver(c, m, fire) end
   run.held = {}

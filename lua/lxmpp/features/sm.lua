@@ -40,7 +40,17 @@ SM.__index = SM
 -- A saved state (SM:state): the XEP-0198 session (id absent when there is
 -- none to resume), and the login's own part (features/sasl2.lua): the
 -- XEP-0388 user-agent id and the XEP-0484 token; and the anchor of the
--- archive catch-up (features/catchup.lua): archive = { id =, stamp = }.
+-- archive catch-up (features/catchup.lua): archive = { id =, stamp =,
+-- gap = true (pinned) or nil, seen = { archive ids } (only when pinned) }.
+local function copy_archive(a)
+  local seen
+  if a.gap and a.seen then
+    seen = {}
+    for i, id in ipairs(a.seen) do seen[i] = id end
+  end
+  return { id = a.id, stamp = a.stamp, gap = a.gap, seen = seen }
+end
+
 local function check_state(state)
   local bad = type(state) ~= "table" or (state.id ~= nil and type(state.id) ~= "string")
     or (state.id ~= nil and type(state.jid) ~= "string") or (state.jid ~= nil and type(state.jid) ~= "string")
@@ -53,8 +63,12 @@ local function check_state(state)
   end
   local a = type(state) == "table" and state.archive
   if a ~= nil and (type(a) ~= "table" or type(a.id) ~= "string" or a.id == ""
-      or (a.stamp ~= nil and type(a.stamp) ~= "number")) then
+      or (a.stamp ~= nil and type(a.stamp) ~= "number") or (a.gap ~= nil and a.gap ~= true)
+      or (a.seen ~= nil and (type(a.seen) ~= "table" or a.gap == nil))) then
     bad = true
+  end
+  for _, id in ipairs(type(a) == "table" and type(a.seen) == "table" and a.seen or {}) do
+    if type(id) ~= "string" or id == "" then bad = true end
   end
   if bad then error("lxmpp.connect: stream_management.state is not a state saved by lxmpp", 4) end
   for _, x in ipairs(state.queue) do
@@ -100,7 +114,7 @@ function M.new(client, opts)
     login.fast = f and { token = f.token, mechanism = f.mechanism, expiry = f.expiry } or nil
     login.saved = login.saved or state.ua_id ~= nil or f ~= nil
     local a = state.archive
-    login.archive = a and { id = a.id, stamp = a.stamp } or nil
+    login.archive = a and copy_archive(a) or nil
   end
   return self
 end
@@ -129,7 +143,7 @@ function SM:state()
   end
   if a then
     st_.jid = st_.jid or self.client.bare_jid
-    st_.archive = { id = a.id, stamp = a.stamp }
+    st_.archive = copy_archive(a)
   end
   return st_
 end
