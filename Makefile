@@ -190,8 +190,9 @@ build-asan/lxmpp/core.so: $(SRC) $(HDR) Makefile
 	gcc $(WARN) $(ASAN_FLAGS) -fPIC -fvisibility=hidden -I$(LUA_INC) -D_POSIX_C_SOURCE=200809L -shared -o $@ $(SRC) $(LIBS)
 
 # (the preload goes to busted alone, through env: tools/run-specs' own
-# sort and xargs, not instrumented, abort under LeakSanitizer)
-check: deps build-asan/lxmpp/core.so luajit-core
+# sort and xargs, not instrumented, abort under LeakSanitizer; build/ too:
+# the programs the specs start, bin/lxmpp and the examples, load it)
+check: deps build build-asan/lxmpp/core.so luajit-core
 	LUA_CPATH='$(CURDIR)/build-asan/?.so;;' \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(call RUN_SPECS,env LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" $(BUSTED),spec)
