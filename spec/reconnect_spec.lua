@@ -226,10 +226,18 @@ describe("reconnection", function()
       srv:kill()
       phase_reached = wait_for(in_phase, 2)
       assert(phase_reached, "the reconnection did not reach the phase under test")
+      assert.is_true(c:send_message("x@example.test", "queued"))   -- waits for the reconnection
       local t0 = core.now()
       assert.is_true(c:close())
       took = core.now() - t0
       assert.is_false(c.reconnecting)
+      -- what never went out is in "unacked" by the time close() returns,
+      -- as when close() ends a reconnection between its attempts
+      assert.same({ "queued" }, (function()
+        local bodies = {}
+        for i, u in ipairs(ev.unacked) do bodies[i] = u.body end
+        return bodies
+      end)())
       assert.equal(1, #ev.disconnected)
       assert.same({}, ev.reconnected)
       if gone then assert(wait_for(gone, 0.5), "the attempt's connection is still open") end

@@ -358,6 +358,9 @@ function M.install(Client)
         self.establishing, self.deadline, self.redirect = nil, nil, nil
         self.negotiating = false
         R.reconnect_over(self, nil)
+        -- the "unacked" handlers it started run before
+        -- close() returns, as when the task ends the reconnection itself
+        if task.running() then task.yield() end
         return true
       end
       if rt and task.alive(rt) then
