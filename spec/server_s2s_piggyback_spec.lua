@@ -122,20 +122,22 @@ describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", funct
     end)
   end)
 
-  it("a refused first claim leaves the stream open: the peer claims other pairs over it", function()
+  it("a claim refused with an error leaves the stream open, no pair valid yet: the peer claims other pairs over it",
+    function()
     with_b(nil, function(env)
       env.answers[A], env.answers[EVIL] = "valid", "invalid"
       local r = raw_tls(env.port, A)
-      -- no pair valid yet: each refusal is answered and the stream goes on
-      -- (XEP-0220 §2.2.1, §2.4: a dialback error is not a stream error)
-      assert.equal("invalid", (claim(r, EVIL)))
+      -- no pair valid yet: each error is answered and the stream goes on
+      -- (XEP-0220 §2.4: a dialback error is not fatal to the stream)
       assert.same({ "error", "item-not-found" }, { claim(r, A, "nowhere.test") })
       assert.same({ "error", "remote-server-not-found" }, { claim(r, "silent.test") })
       assert.is_nil(next(env.b.s2s.incoming))            -- not authenticated
       assert.equal("valid", (claim(r, A)))
+      -- type='invalid' with another pair valid: that pair goes on
+      assert.equal("invalid", (claim(r, EVIL)))
       presence(r, A)
       routed_from(env, { A })
-      assert.same({ EVIL .. " " .. B, "silent.test " .. B, A .. " " .. B }, env.asked)
+      assert.same({ "silent.test " .. B, A .. " " .. B, EVIL .. " " .. B }, env.asked)
       -- the refused domain still may not send
       presence(r, EVIL)
       assert.equal("invalid-from", (r:stream_error()))
@@ -143,13 +145,25 @@ describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", funct
     end)
   end)
 
-  it("a stanza after a refused claim, before any pair is valid, gets not-authorized", function()
+  it("a first claim refused type='invalid', no other pair valid or under way, closes the stream (XEP-0220 §2.2.1)",
+    function()
     with_b(nil, function(env)
       env.answers[A] = "invalid"
       local r = raw_tls(env.port, A)
       assert.equal("invalid", (claim(r, A)))
+      local ev = r:next(2)
+      while ev and not (ev.close or ev.closed) do ev = r:next(2) end
+      assert.truthy(ev, "the stream was not closed")
+      assert.same({}, remote_froms(env))
+    end)
+  end)
+
+  it("a stanza after a refused claim, before any pair is valid, gets not-authorized", function()
+    with_b(nil, function(env)
+      local r = raw_tls(env.port, A)
+      assert.same({ "error", "remote-server-not-found" }, { claim(r, "silent.test") })
       assert.same({ nil, "timeout" }, { r:stanza(0.1) })
-      presence(r, A)
+      presence(r, "silent.test")
       assert.equal("not-authorized", (r:stream_error()))
       assert.same({}, remote_froms(env))
     end)

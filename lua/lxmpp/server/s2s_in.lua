@@ -30,7 +30,7 @@ local stream = require "lxmpp.server.stream"
 local s2s = require "lxmpp.server.s2s"
 local redact = require "lxmpp.redact"
 
-local pairs, setmetatable, tostring = pairs, setmetatable, tostring
+local next, pairs, setmetatable, tostring = next, pairs, setmetatable, tostring
 
 local M = {}
 
@@ -203,14 +203,13 @@ local function pair_valid(self, from, to)
 end
 
 -- A claim refused: answered type='invalid' (cond nil) or type='error'
--- with cond, and the stream goes on, authenticated or not. A dialback
--- error is not a stream error (XEP-0220 §2.2.1, §2.4); after
--- type='invalid' for the only pair, §2.2.1 has the receiving server
--- close the stream, but a peer that multiplexes (§2.6) may have other
--- pairs to claim, and Prosody keeps the stream too: the refused domain
--- gains nothing from it (its stanzas get not-authorized before any pair
--- is valid, invalid-from after, RFC 6120 §4.9.3.12, §4.9.3.10), and an
--- unauthenticated stream still ends at negotiation_timeout. At most
+-- with cond. A dialback error is not fatal to the stream (XEP-0220
+-- §2.4), so it goes on, authenticated or not. After type='invalid' with
+-- no other valid pair and none under way, the stream is closed, as
+-- §2.2.1 requires of the receiving server; with other pairs it goes on
+-- (a multiplexing peer, §2.6, may be misconfigured for one domain only:
+-- the refused domain's stanzas get invalid-from, RFC 6120 §4.9.3.10).
+-- An unauthenticated stream still ends at negotiation_timeout. At most
 -- limits.s2s_refused_claims refusals are answered on a stream: one more
 -- (of a claim under way then) ends it with policy-violation, and so does
 -- any claim after them, before it costs a check (too_many_refused): a peer
@@ -226,7 +225,8 @@ end
 local function refuse(self, from, to, cond)
   if too_many_refused(self) then return end
   self.refused = (self.refused or 0) + 1
-  return db_result(self, from, to, cond and "error" or "invalid", cond)
+  db_result(self, from, to, cond and "error" or "invalid", cond)
+  if not cond and not self.authenticated and not next(self.pending) then return self:close() end
 end
 
 -- <db:result/>: the peer claims a domain with a key (XEP-0220 §2.1.1),
