@@ -55,13 +55,14 @@ describe("s2s: hostile remote servers", function()
         claim(streams[i], d)
       end
       -- the third claim for example.test (s2s_domain_checks) and the fifth
-      -- in all (s2s_checks) are refused at once
+      -- in all (s2s_checks) are refused at once; a dialback error is not a
+      -- stream error (XEP-0220 §2.2.1): their streams go on
       for _, i in ipairs({ 3, 5 }) do
         local res = assert(streams[i]:stanza(T))
         assert.same({ "result", "error" }, { res.name, res.attr.type })
         assert.equal("resource-constraint", res.tags[1] and res.tags[1].tags[1] and res.tags[1].tags[1].name)
-        assert.is_true(streams[i]:wait_closed(T))
       end
+      for _, i in ipairs({ 3, 5 }) do assert.same({ nil, "timeout" }, { streams[i]:stanza(0.1) }) end
       assert.is_true(serve.until_true(function() return #held == 3 end, T))
       lxmpp.sleep(0.1)
       assert.equal(3, #held)                       -- one connection per check under way, no more
@@ -93,6 +94,80 @@ describe("s2s: hostile remote servers", function()
       held[1]:abort()
       assert.is_true(serve.until_true(function() return b.s2s.nchecks == 0 end, T))
       l:close()
+    end)
+  end)
+
+  -- the next events of r up to a stream error: how many <db:result/>
+  -- answers came before it, and its condition (nil: none within T)
+  local function answers_then_error(r)
+    local n = 0
+    while true do
+      local ev = r:next(T)
+      if not ev or ev.closed then return n, nil end
+      local s = ev.stanza
+      if s and s.name == "result" then n = n + 1 end
+      if s and s.name == "error" and s.attr.xmlns == raw.NS_STREAMS then
+        for c in s:childtags(nil, raw.NS_ERRORS) do
+          if c.name ~= "text" then return n, c.name end
+        end
+      end
+    end
+  end
+
+  it("refused dialback claims keep the stream up to limits.s2s_refused_claims, then policy-violation", function()
+    with_b({ limits = { s2s_refused_claims = 3 } }, function(b, port)
+      -- example.test's "authoritative server" hangs up on each check
+      local held = 0
+      local l = assert(net.listen("127.0.0.1", 0, function(c)
+        held = held + 1
+        c:abort()
+      end))
+      b:s2s_host(A, "127.0.0.1:" .. l:port())
+      -- not authenticated: each refusal is answered (remote-server-not-found,
+      -- item-not-found) and the stream goes on, up to three
+      local r = raw_tls(port, A, "untrusted")
+      for _, to in ipairs({ B, "nowhere.test", B }) do
+        claim(r, A, to)
+        local res = assert(r:stanza(T))
+        assert.same({ "result", "error" }, { res.name, res.attr.type })
+      end
+      assert.equal(2, held)
+      claim(r, A)                                 -- a fourth: no check, the stream ends
+      assert.equal("policy-violation", (r:stream_error(T)))
+      lxmpp.sleep(0.1)
+      assert.equal(2, held)
+      -- authenticated (SASL EXTERNAL): its valid pair does not lift the bound
+      r = raw_tls(port, A, "good")
+      r:send("<auth xmlns='" .. NS_SASL .. "' mechanism='EXTERNAL'>=</auth>")
+      assert.equal("success", assert(r:stanza()).name)
+      r.conn:restart()
+      r:send(s2s_header(A))
+      assert.truthy(r:next().open)
+      assert(r:stanza())
+      assert.truthy(next(b.s2s.incoming))
+      for i = 1, 3 do
+        claim(r, A, "nowhere" .. i .. ".test")
+        assert.equal("error", assert(r:stanza(T)).attr.type)
+      end
+      claim(r, A, "nowhere4.test")
+      assert.equal("policy-violation", (r:stream_error(T)))
+      assert.is_nil(next(b.s2s.incoming))
+      l:close()
+    end)
+  end)
+
+  it("a burst of thousands of refused claims is cut off at the default limit", function()
+    with_b(nil, function(b, port)
+      local limit = require("lxmpp.server").DEFAULT_LIMITS.s2s_refused_claims
+      assert.equal(limit, b.limits.s2s_refused_claims)
+      local r = raw_tls(port, A, "untrusted")
+      local burst = {}
+      for i = 1, 1000 do
+        burst[i] = "<db:result from='" .. A .. "' to='n" .. i .. ".test'>abab</db:result>"
+      end
+      r:send(table.concat(burst))
+      assert.same({ limit, "policy-violation" }, { answers_then_error(r) })
+      assert.is_true(r:wait_closed(T))
     end)
   end)
 

@@ -275,7 +275,11 @@ describe("s2s: several local domains, hostile streams", function()
       local res = assert(r:stanza())
       assert.same({ "result", "error", "nowhere.test", B }, { res.name, res.attr.type, res.attr.from, res.attr.to })
       assert.equal("item-not-found", res.tags[1].tags[1].name)
-      assert.is_true(r:wait_closed(5 * slow.factor))  -- nothing else claimed: the stream ends
+      -- not a stream error (XEP-0220 §2.2.1): the stream goes on, and a
+      -- stanza before any valid pair gets not-authorized (RFC 6120 §4.9.3.12)
+      assert.same({ nil, "timeout" }, { r:stanza(0.2) })
+      r:send("<presence from='x@" .. B .. "/r' to='lobby@" .. MUC .. "/x'/>")
+      assert.equal("not-authorized", (r:stream_error(5 * slow.factor)))
     end, { s2s = { cafile = pki.get().ca, dialback = true } })
   end)
 end)

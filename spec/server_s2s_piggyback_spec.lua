@@ -122,6 +122,53 @@ describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", funct
     end)
   end)
 
+  it("a claim refused with an error leaves the stream open, no pair valid yet: the peer claims other pairs over it",
+    function()
+    with_b(nil, function(env)
+      env.answers[A], env.answers[EVIL] = "valid", "invalid"
+      local r = raw_tls(env.port, A)
+      -- no pair valid yet: each error is answered and the stream goes on
+      -- (XEP-0220 §2.4: a dialback error is not fatal to the stream)
+      assert.same({ "error", "item-not-found" }, { claim(r, A, "nowhere.test") })
+      assert.same({ "error", "remote-server-not-found" }, { claim(r, "silent.test") })
+      assert.is_nil(next(env.b.s2s.incoming))            -- not authenticated
+      assert.equal("valid", (claim(r, A)))
+      -- type='invalid' with another pair valid: that pair goes on
+      assert.equal("invalid", (claim(r, EVIL)))
+      presence(r, A)
+      routed_from(env, { A })
+      assert.same({ "silent.test " .. B, A .. " " .. B, EVIL .. " " .. B }, env.asked)
+      -- the refused domain still may not send
+      presence(r, EVIL)
+      assert.equal("invalid-from", (r:stream_error()))
+      assert.same({ A }, remote_froms(env))
+    end)
+  end)
+
+  it("a first claim refused type='invalid', no other pair valid or under way, closes the stream (XEP-0220 §2.2.1)",
+    function()
+    with_b(nil, function(env)
+      env.answers[A] = "invalid"
+      local r = raw_tls(env.port, A)
+      assert.equal("invalid", (claim(r, A)))
+      local ev = r:next(2)
+      while ev and not (ev.close or ev.closed) do ev = r:next(2) end
+      assert.truthy(ev, "the stream was not closed")
+      assert.same({}, remote_froms(env))
+    end)
+  end)
+
+  it("a stanza after a refused claim, before any pair is valid, gets not-authorized", function()
+    with_b(nil, function(env)
+      local r = raw_tls(env.port, A)
+      assert.same({ "error", "remote-server-not-found" }, { claim(r, "silent.test") })
+      assert.same({ nil, "timeout" }, { r:stanza(0.1) })
+      presence(r, "silent.test")
+      assert.equal("not-authorized", (r:stream_error()))
+      assert.same({}, remote_froms(env))
+    end)
+  end)
+
   it("a stanza from a domain not claimed on a multiplexed stream gets invalid-from", function()
     with_b(nil, function(env)
       env.answers[A], env.answers[MUC] = "valid", "valid"
@@ -248,6 +295,81 @@ describe("s2s: several domains over one incoming stream (XEP-0220 §2.6)", funct
       assert.equal(MUC, muc.out.local_domain)
       assert.equal(2, count(b.s2s.incoming))
     end, { limits = { s2s_pairs = 1 } })
+  end)
+
+  -- other.test's checks of the MUC domain's key answer answers[n] for
+  -- the n-th claim (as the stub of with_b; "busy": resource-constraint);
+  -- those of example.test are real. Returns what it was asked (stream ids)
+  -- and the stanzas from the MUC domain that example.test bounced.
+  local function refusing(a, b, answers)
+    local verify, asked = b.s2s.dialback_verify, {}
+    b.s2s.dialback_verify = function(fed, domain, key, id, to, done)
+      if domain ~= MUC then return verify(fed, domain, key, id, to, done) end
+      asked[#asked + 1] = id
+      done(answers[#asked] or "valid")
+    end
+    local bounced, bounce = {}, a.bounce
+    a.bounce = function(srv, s, etype, cond, text)
+      if s.attr.from == "lobby@" .. MUC then bounced[#bounced + 1] = { s.attr.id, etype, cond } end
+      return bounce(srv, s, etype, cond, text)
+    end
+    return asked, bounced
+  end
+
+  -- the main domain's route up (a message to bob), then two messages of
+  -- the MUC domain, which claims its pair over that stream
+  local function muc_sends(a, b)
+    local alice = assert(lxmpp.connect({ jid = "alice@" .. A .. "/r", password = "alice-pw", host = "127.0.0.1",
+      port = port_of(a, "c2s"), insecure = true }))
+    local bob = assert(lxmpp.connect({ jid = "bob@" .. B .. "/r", password = "bob-pw", host = "127.0.0.1",
+      port = port_of(b, "c2s"), cafile = pki.get().ca }))
+    assert(bob:send_presence())
+    alice:send(st.message({ to = "bob@" .. B .. "/r", id = "m1" }):tag("body"):text("x"):up())
+    assert(serve.expect(bob, "message", function(m) return m.attr.id == "m1" end, T), "alice's message")
+    for _, id in ipairs({ "m2", "m3" }) do
+      a:route(st.message({ from = "lobby@" .. MUC, to = "bob@" .. B .. "/r", id = id }):tag("body"):text("y"):up())
+    end
+    return bob
+  end
+
+  it("sending: a multiplexed pair refused type='invalid' gets one stream of its own; invalid there too, "
+    .. "what waited bounces with remote-server-not-found", function()
+    two(function(a, b)
+      local asked, bounced = refusing(a, b, { "invalid", "invalid" })
+      local bob = muc_sends(a, b)
+      local got = serve.collect(bob, "message")
+      assert.is_true(serve.until_true(function() return #bounced == 2 end, T))
+      assert.same({ { "m2", "cancel", "remote-server-not-found" }, { "m3", "cancel", "remote-server-not-found" } },
+        bounced)
+      -- claimed twice: over the shared stream, then over a stream of its own (another stream id)
+      assert.equal(2, #asked)
+      assert.are_not.equal(asked[1], asked[2])
+      lxmpp.sleep(0.3)
+      assert.equal(2, #asked)                        -- and no more
+      assert.is_nil(a.s2s:route_to(B, MUC))
+      assert.truthy(a.s2s:route_to(B).ready)          -- the shared stream goes on
+      assert.equal(0, #got)
+    end)
+  end)
+
+  it("sending: the stream a pair refused type='invalid' gets is its one retry: resource-constraint there "
+    .. "fails it (remote-server-timeout), no third connection", function()
+    two(function(a, b)
+      local asked, bounced = refusing(a, b, { "invalid", "busy" })
+      muc_sends(a, b)
+      assert.is_true(serve.until_true(function() return #bounced == 2 end, T))
+      assert.same({ { "m2", "wait", "remote-server-timeout" }, { "m3", "wait", "remote-server-timeout" } }, bounced)
+      lxmpp.sleep(0.3)
+      assert.equal(2, #asked)
+      assert.is_nil(a.s2s:route_to(B, MUC))
+      -- the next stanza opens a new route: over the shared stream again, valid this time
+      a:route(st.message({ from = "lobby@" .. MUC, to = "bob@" .. B .. "/r", id = "m4" }):tag("body"):text("z"):up())
+      assert.is_true(serve.until_true(function()
+        local r = a.s2s:route_to(B, MUC)
+        return r ~= nil and r.ready
+      end, T))
+      assert.equal(a.s2s:route_to(B).out, a.s2s:route_to(B, MUC).out)
+    end)
   end)
 
   it("sending: a pair the peer refuses with another error (XEP-0220 §2.4) fails with it, no new connection",

@@ -134,10 +134,13 @@ local list = {
     modules = { "lxmpp.server.s2s", "lxmpp.server.s2s_in", "lxmpp.server.s2s_out" },
     notes = "opt-in (`s2s.dialback`), over TLS only; keys checked over a connection of their own;"
       .. " receiving side accepts several domain pairs per stream (§2.6 multiplexing, `s2s_pairs`), each"
-      .. " answered for itself (§2.4 errors); the initiating side multiplexes another local domain over an"
+      .. " answered for itself (§2.4 errors) and the stream kept open after a refusal (closed after an invalid one"
+      .. " with no other pair, §2.2.1)"
+      .. " (`s2s_refused_claims` bounds them); the initiating side multiplexes another local domain over an"
       .. " authenticated stream when offered `<errors/>`, else a stream per pair; a `type='error'` answer"
       .. " returns queued stanzas with remote-server-timeout (§2.4), resource-constraint getting one new"
-      .. " connection first; `<db:verify/>` questions bounded per stream (`s2s_verifies`); never without TLS" },
+      .. " connection first, as does `type='invalid'` for a multiplexed pair (one retry); `<db:verify/>`"
+      .. " questions bounded per stream (`s2s_verifies`); never without TLS" },
   { xep = 223, name = "Persistent Storage of Private Data via PubSub", version = "1.1", side = "server",
     status = "complete", modules = { "lxmpp.server.pep", "lxmpp.server.bookmarks" },
     notes = "whitelist nodes from publish-options" },

@@ -84,6 +84,7 @@ M.DEFAULT_LIMITS = {
   s2s_checks = 100,             -- dialback keys being verified at once (connections to authoritative servers)
   s2s_domain_checks = 10,       -- ... of them for one claimed domain
   s2s_pairs = 32,               -- (remote, local) domain pairs claimed on one incoming s2s stream (XEP-0220 §2.6)
+  s2s_refused_claims = 10,      -- dialback claims refused on one incoming s2s stream (then policy-violation)
   s2s_verifies = 100,           -- <db:verify/> questions answered on one s2s stream in 60 s (then policy-violation)
 }
 

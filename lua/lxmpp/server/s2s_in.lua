@@ -17,7 +17,9 @@
 -- <db:verify/> questions of servers checking our keys are answered.
 -- A peer may multiplex more (from, to) domain pairs over the stream with
 -- further <db:result/> (XEP-0220 §2.6; In:on_db_result, limits.s2s_pairs):
--- stanzas may then come from any domain of a valid pair.
+-- stanzas may then come from any domain of a valid pair. A refused claim
+-- is answered for its pair and the stream goes on, up to
+-- limits.s2s_refused_claims refusals (refuse, below).
 -- With XEP-0288 (s2s.bidi), a peer that asked for it before authenticating
 -- gets our stanzas from the header's `to` to its domain over this stream
 -- (fed:bidi_route).
@@ -200,11 +202,31 @@ local function pair_valid(self, from, to)
   self.froms[from] = true
 end
 
--- After a failed claim: an unauthenticated stream with no claim left
--- under way ends as before multiplexing (XEP-0220 §2.4: the receiving
--- server may close it); pairs already valid keep the stream.
-local function claim_failed(self)
-  if not self.authenticated and not next(self.pending) then return self:close() end
+-- A claim refused: answered type='invalid' (cond nil) or type='error'
+-- with cond. A dialback error is not fatal to the stream (XEP-0220
+-- §2.4), so it goes on, authenticated or not. After type='invalid' with
+-- no other valid pair and none under way, the stream is closed, as
+-- §2.2.1 requires of the receiving server; with other pairs it goes on
+-- (a multiplexing peer, §2.6, may be misconfigured for one domain only:
+-- the refused domain's stanzas get invalid-from, RFC 6120 §4.9.3.10).
+-- An unauthenticated stream still ends at negotiation_timeout. At most
+-- limits.s2s_refused_claims refusals are answered on a stream: one more
+-- (of a claim under way then) ends it with policy-violation, and so does
+-- any claim after them, before it costs a check (too_many_refused): a peer
+-- that only makes refused claims must not keep a connection or make us
+-- verify keys without bound.
+local function too_many_refused(self)
+  local limit = self.srv.limits.s2s_refused_claims
+  if (self.refused or 0) < limit then return false end
+  self:stream_error("policy-violation", limit .. " dialback claims were refused on this stream")
+  return true
+end
+
+local function refuse(self, from, to, cond)
+  if too_many_refused(self) then return end
+  self.refused = (self.refused or 0) + 1
+  db_result(self, from, to, cond and "error" or "invalid", cond)
+  if not cond and not self.authenticated and not next(self.pending) then return self:close() end
 end
 
 -- <db:result/>: the peer claims a domain with a key (XEP-0220 §2.1.1),
@@ -214,9 +236,9 @@ end
 -- verified TLS certificate names the claimed domain (as SASL EXTERNAL
 -- would, RFC 6120 §13.7.1.2; XEP-0344 §2.4 "dialback without
 -- dialback"). A failed pair is answered type='invalid' or type='error'
--- (XEP-0220 §2.4, we offer <errors/>) and
--- leaves the other pairs as they were. At most limits.s2s_pairs pairs
--- (valid or under way) per stream.
+-- (XEP-0220 §2.4, we offer <errors/>) and leaves the stream and its other
+-- pairs as they were (refuse). At most limits.s2s_pairs pairs (valid or
+-- under way) per stream.
 function In:on_db_result(el)
   local from, to = el.attr.from and jid.prep(el.attr.from), el.attr.to and jid.prep(el.attr.to)
   if not from or not to or jid.node(from) or jid.resource(from) then
@@ -224,6 +246,7 @@ function In:on_db_result(el)
   end
   local key = el:get_text() or ""
   if not key:match("^%x+$") or #key > 128 then return self:stream_error("not-authorized", "not a dialback key") end
+  if too_many_refused(self) then return end
   local pair = from .. " " .. to
   self.pending = self.pending or {}
   if self.pending[pair] or (self.pairs and self.pairs[pair]) then
@@ -232,8 +255,7 @@ function In:on_db_result(el)
   -- to: one of our domains (XEP-0220 §2.4: item-not-found otherwise)
   if not self.fed:serves(to) then
     self:log("info", "dialback claim to %s: not served here", to)
-    db_result(self, from, to, "error", "item-not-found")
-    return claim_failed(self)
+    return refuse(self, from, to, "item-not-found")
   end
   -- from: a peer's domain we federate with by dialback
   local srv = self.srv
@@ -242,15 +264,13 @@ function In:on_db_result(el)
   if from == srv.domain or srv.hosts[from] or (srv.components and srv.components[from])
     or policy.block or not policy.dialback or (policy.require_valid_cert and not cert) then
     self:log("info", "dialback claim for %s refused by policy", from)
-    db_result(self, from, to, "error", "policy-violation")
-    return claim_failed(self)
+    return refuse(self, from, to, "policy-violation")
   end
   local n = (self.npairs or 0)
   for _ in pairs(self.pending) do n = n + 1 end
   if n >= srv.limits.s2s_pairs then
     self:log("info", "dialback claim for %s: %d domain pairs on this stream already", from, n)
-    db_result(self, from, to, "error", "resource-constraint")
-    return claim_failed(self)
+    return refuse(self, from, to, "resource-constraint")
   end
   if cert then
     -- XEP-0344 §2.4, "dialback without dialback": the certificate,
@@ -276,14 +296,9 @@ function In:on_db_result(el)
       return db_result(self, from, to, "valid")
     end
     self:log("info", "dialback for %s refused: %s", from, result)
-    if result == "invalid" then
-      db_result(self, from, to, "invalid")
-    elseif result == "busy" then     -- too many checks under way (limits.s2s_checks, s2s_domain_checks)
-      db_result(self, from, to, "error", "resource-constraint")
-    else
-      db_result(self, from, to, "error", "remote-server-not-found")
-    end
-    return claim_failed(self)
+    if result == "invalid" then return refuse(self, from, to, nil) end
+    -- busy: too many checks under way (limits.s2s_checks, s2s_domain_checks)
+    return refuse(self, from, to, result == "busy" and "resource-constraint" or "remote-server-not-found")
   end)
 end
 

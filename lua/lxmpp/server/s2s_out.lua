@@ -228,8 +228,9 @@ function Out:on_stanza(el)
     if el.attr.type == "error" then
       -- XEP-0220 §2.4: resource-constraint: one new TCP connection, and
       -- we give up on the same error there; any other error (or that
-      -- one again): what waited returns to its senders with
-      -- remote-server-timeout, as the XEP says
+      -- one again, or on the stream a multiplexed pair refused over a
+      -- shared one got, Out:shared_result): what waited returns to its
+      -- senders with remote-server-timeout, as the XEP says
       local given = db_error_condition(el)
       local route = self.route
       if given == "resource-constraint" and not route.retried then
@@ -318,7 +319,8 @@ function Out:unshare(route)
 end
 
 -- The receiving server's answer for a domain we multiplexed: valid, the
--- route is up over this stream; else it gets a connection of its own.
+-- route is up over this stream; type='invalid' or resource-constraint,
+-- one connection of its own; any other error, the route fails.
 function Out:shared_result(el)
   local to = el.attr.to and jid.prep(el.attr.to)
   local route = to and self.shared[to]
@@ -343,7 +345,15 @@ function Out:shared_result(el)
     return self.fed:fail(route, "remote-server-timeout", self.remote .. " refused " .. to .. " (" ..
       tostring(given) .. ")")
   end
-  if given == "resource-constraint" then route.retried = true end
+  -- type='invalid' (XEP-0220 §2.2.1: the authoritative server the peer
+  -- found for our domain did not take the key): a stream of its own may
+  -- still succeed, with SASL EXTERNAL and that domain's certificate
+  -- (s2s.certs) or a check the peer makes afresh. Either way that
+  -- stream is the route's one retry (route.retried): refused there too
+  -- (invalid, or resource-constraint again), the route fails and what
+  -- waited bounces (Out:on_stanza, stage "dialback"); nothing connects
+  -- again until the next stanza opens a new route.
+  route.retried = true
   self:log("info", "%s refused %s over this stream (%s): a stream of its own", self.remote, to,
     tostring(given or el.attr.type))
   return self.fed:connect_route(route)
