@@ -259,7 +259,7 @@ describe("embedded server: removing an account", function()
         for _, m in ipairs(bob_msgs) do
           if m.attr.type == "error" then bounced[m.attr.id] = error_condition(m) end
         end
-        return bounced.late ~= nil
+        return bounced.early ~= nil and bounced.late ~= nil
       end))
       assert.same({ early = "service-unavailable", late = "service-unavailable" }, bounced)
       assert(srv:add_user("alice", "new-pw"))
