@@ -411,11 +411,9 @@ function Client:start_tls(direct)
   local ctx, msg, cond = tls_context(self, direct)
   if not ctx then return nil, msg, cond end
   local w = task.waiter("start_tls", 1)
-  local conn, t = self.conn, nil
-  -- the timer stops with the outcome, not when the task resumes (it may be
-  -- cancelled in between)
-  conn:on("tls-done", function() if t then t:stop() end; w:wake(true) end)
-  conn:on("tls-failed", function(m, c) if t then t:stop() end; w:wake(nil, m, c) end)
+  local conn = self.conn
+  conn:on("tls-done", function() w:wake(true) end)
+  conn:on("tls-failed", function(m, c) w:wake(nil, m, c) end)
   -- SNI and the identity to verify: the JID's domain, in A-labels
   local sni = core.to_ascii(self.domain) or self.domain
   local ticket
@@ -441,11 +439,9 @@ function Client:start_tls(direct)
     self.conn:on("tls-failed", nil)
     return nil, "TLS handshake timed out", "timeout"
   end
-  t = core.timer(left, w)
+  local t = core.timer(left, w)
   -- the link lost meanwhile (the server closing it, c:close() aborting
-  -- it) ends the wait too: session.lua's I.lost wakes the reader (and
-  -- stops w.timer)
-  w.timer = t
+  -- it) ends the wait too: session.lua's I.lost wakes the reader
   self.reader = w
   -- a cancelled task (a cancelled lxmpp.connect, c:close() during a
   -- reconnection) leaves no timer and no half-made TLS connection behind

@@ -193,20 +193,14 @@ local function dial(u, opts, timeout)
       insecure = opts.insecure == true, alpn = "http/1.1" })
     if not ctx then conn:abort() return nil, cmsg, ccond end
     local w = task.waiter("http.request", 2)
-    local t
-    -- the outcome stops the timer (the task may be cancelled before it
-    -- resumes); the peer closing the connection ends the wait too
-    local function outcome(...)
-      if t then t:stop() end
-      w:wake(...)
-    end
-    conn:on("tls-done", function() outcome(true) end)
-    conn:on("tls-failed", function(m, c) outcome(nil, m, c) end)
-    conn:on("eof", function() outcome(nil, "the connection closed during the TLS handshake", "closed") end)
-    conn:on("read-error", function(m) outcome(nil, m, "closed") end)
+    -- the peer closing the connection ends the wait too
+    conn:on("tls-done", function() w:wake(true) end)
+    conn:on("tls-failed", function(m, c) w:wake(nil, m, c) end)
+    conn:on("eof", function() w:wake(nil, "the connection closed during the TLS handshake", "closed") end)
+    conn:on("read-error", function(m) w:wake(nil, m, "closed") end)
     local ok, serr = conn:starttls(ctx, core.to_ascii(u.host) or u.host)
     if not ok then conn:abort() return nil, serr, "tls-failed" end
-    t = core.timer(timeout, w)
+    local t = core.timer(timeout, w)
     -- a cancelled task (its own, or a client's c:close() ending its
     -- connection attempt) leaves no timer and no connection behind
     w.cancel = function()
@@ -235,7 +229,6 @@ local function poke(self, ...)
   local w = self.w
   if w then
     self.w = nil
-    w.timer:stop()   -- now: the task may be cancelled before it resumes
     w:wake(...)
   end
 end
@@ -333,7 +326,6 @@ function Conn:request(o)
     w = task.waiter("http.request", 2)
     self.w = w
     t = core.timer(timeout, w)
-    w.timer = t
     w.cancel = function()
       t:stop()
       self.w = nil

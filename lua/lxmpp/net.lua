@@ -167,23 +167,14 @@ end
 function M.connect(ip, port, timeout)
   local w = task.waiter("lxmpp.net.connect", 1)
   local conn = new_conn(nil)
-  local t
-  -- the timer stops with the outcome, not when the task resumes: a task
-  -- cancelled between the two (it is no longer waiting, so w.cancel does
-  -- not run) would leave it keeping the loop alive for the whole timeout
-  conn.handlers.connected = function()
-    if t then t:stop() end
-    w:wake(true)
-  end
-  conn.handlers["connect-failed"] = function(msg, cond)
-    if t then t:stop() end
-    w:wake(nil, msg, cond)
-  end
+  conn.handlers.connected = function() w:wake(true) end
+  conn.handlers["connect-failed"] = function(msg, cond) w:wake(nil, msg, cond) end
   local c, msg, cond = core.tcp_connect(ip, port, conn)
   if not c then return nil, msg, cond end
   conn.c = c
-  t = core.timer(timeout or 30, w)
-  -- a cancelled task (lxmpp.task.cancel) leaves no attempt or timer behind
+  local t = core.timer(timeout or 30, w)
+  -- a cancelled task (lxmpp.task.cancel), even one whose connect had just
+  -- succeeded, leaves no attempt, connection or timer behind
   w.cancel = function() t:stop(); c:abort() end
   local ok, emsg, econd = w:wait()
   t:stop()

@@ -241,7 +241,6 @@ function I.push(self, item)
   local w = self.reader
   if w then
     self.reader = nil
-    w.timer:stop()    -- now, not when the task resumes: it may be cancelled before
     w:wake()
   end
 end
@@ -286,7 +285,6 @@ function Session:read(timeout)
     self.reader = w
     local conn = self.conn
     local t = core.timer(timeout or 30, w)
-    w.timer = t
     -- a cancelled task (lxmpp.task.cancel: a cancelled lxmpp.connect, or
     -- c:close() during a reconnection) leaves neither the timer nor, when
     -- negotiating, a half-negotiated connection behind: nothing could use
