@@ -29,14 +29,22 @@ local function random_port()
   return LOW + (b:byte(1) * 256 + b:byte(2)) % (HIGH - LOW + 1)
 end
 
+-- ports this process handed out already: a spec asks for several before
+-- anything listens on them (its server's, then ejabberd's or Prosody's),
+-- and the bind check cannot see a port handed out but not bound yet
+local given = {}
+
 return function()
   if HIGH > LOW then
     for _ = 1, 64 do
       local port = random_port()
-      local s = socket.bind("127.0.0.1", port)
-      if s then
-        s:close()
-        return port
+      if not given[port] then
+        local s = socket.bind("127.0.0.1", port)
+        if s then
+          s:close()
+          given[port] = true
+          return port
+        end
       end
     end
   end
