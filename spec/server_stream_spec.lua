@@ -344,3 +344,37 @@ describe("embedded server: stream headers", function()
     assert.are_not.equal(out[1], out[2])
   end)
 end)
+
+describe("embedded server: accepting a connection", function()
+  -- srv:accept reads the peer's address for its limits (a getpeername
+  -- system call and a table); the stream it starts takes it from there
+  -- instead of reading it again, for every kind of listener.
+  local net = require "lxmpp.net"
+
+  it("reads the peer's address once per connection, c2s, s2s and component alike", function()
+    serve.run({ users = USERS, s2s_listen = "127.0.0.1:0",
+      components = { ["gw.example.test"] = "s3cret" }, component_listen = "127.0.0.1:0" }, function(_, _, ports)
+      local probe = assert(net.connect("127.0.0.1", ports.c2s))
+      local Conn = getmetatable(probe)
+      probe:abort()
+      local info, calls = Conn.info, 0
+      Conn.info = function(self) calls = calls + 1; return info(self) end
+      local ok, err = require("lxmpp.compat").pcall(function()
+        for _, kind in ipairs({ "c2s", "s2s", "component" }) do
+          assert.is_number(ports[kind], "no " .. kind .. " listener")
+          calls = 0
+          local r = raw.connect(ports[kind])
+          local ns = ({ s2s = "jabber:server", component = "jabber:component:accept" })[kind]
+          local to = kind == "component" and "gw.example.test" or serve.DOMAIN
+          r:send(ns and raw.header(to):gsub("jabber:client", ns) or raw.header(to))
+          local ev = r:next()
+          assert(ev and ev.open, kind .. ": the server did not answer the header")
+          assert.equal(1, calls, kind .. ": conn:info() calls for one accepted connection")
+          r:close()
+        end
+      end)
+      Conn.info = info
+      assert(ok, err)
+    end)
+  end)
+end)

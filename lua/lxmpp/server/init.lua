@@ -584,7 +584,7 @@ function Server:accept(conn, kind, direct_tls)
     return require("lxmpp.server.component").accept(self, conn, ip)
   end
   if kind == "s2s" then
-    return require("lxmpp.server.s2s_in").accept(self, conn, direct_tls)
+    return require("lxmpp.server.s2s_in").accept(self, conn, direct_tls, ip)
   end
   return require("lxmpp.server.c2s").accept(self, conn, direct_tls, ip)
 end

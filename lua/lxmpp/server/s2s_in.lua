@@ -41,11 +41,12 @@ local In = setmetatable({}, { __index = stream.Stream })
 In.__index = In
 M.In = In
 
---- s2s_in.accept(srv, conn, direct_tls): a remote server's stream
--- (direct_tls: XEP-0368, TLS from the first byte).
-function M.accept(srv, conn, direct_tls)
+--- s2s_in.accept(srv, conn, direct_tls [, peer]): a remote server's stream
+-- (direct_tls: XEP-0368, TLS from the first byte; peer: conn:info().peer,
+-- as srv:accept read it for its limits).
+function M.accept(srv, conn, direct_tls, peer)
   local self = setmetatable({ kind = "s2sin", fed = srv.s2s, secure = conn.encrypted == true }, In)
-  stream.Stream.init(self, srv, conn, s2s.NS)
+  stream.Stream.init(self, srv, conn, s2s.NS, peer)
   conn:on("tls-done", function()
     self.secure = true
     self.starting_tls = false
