@@ -126,6 +126,31 @@ describe("lxmpp.forms", function ()
     assert.same({ "a" }, values.tags)
   end)
 
+  it("infers untyped fields of a submitted or result form from their values (XEP-0004 §3.3)", function ()
+    -- XEP-0060's example of a submitted node configuration: untyped fields,
+    -- one of them with three values
+    local fields = "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value>" ..
+      "</field><field var='pubsub#title'><value>Princely Musings</value></field>" ..
+      "<field var='pubsub#roster_groups_allowed'><value>friends</value><value>servants</value>" ..
+      "<value>courtiers</value></field><field var='pubsub#empty'/>"
+    for _, form_type in ipairs({ "submit", "result" }) do
+      local form = assert(forms.parse(x(fields, form_type)))
+      assert.same({ "friends", "servants", "courtiers" }, form.values["pubsub#roster_groups_allowed"])
+      assert.equal("list-multi", form[3].type)
+      assert.equal("Princely Musings", form.values["pubsub#title"])
+      assert.equal("text-single", form[2].type)
+      assert.equal("", form.values["pubsub#empty"])
+      assert.equal("http://jabber.org/protocol/pubsub#node_config", form.form_type)
+      -- and it is a layout that submits the same values again
+      local again = assert(forms.parse(st.parse(tostring(forms.new(form):form(form.values, "submit")))))
+      assert.same(form.values, again.values)
+    end
+    -- in a form of type "form" the default is text-single, which takes one value
+    local _, msg, cond = forms.parse(x(fields, "form"))
+    assert.matches("has 3 values", msg, 1, true)
+    assert.equal("bad-request", cond)
+  end)
+
   it("refuses malformed forms from peers", function ()
     assert.matches("no var", select(2, forms.parse(x("<field type='text-single'/>", "form"))))
     assert.matches("duplicate", select(2, forms.parse(x("<field var='a'/><field var='a'/>", "form"))))

@@ -121,11 +121,19 @@ describe("embedded server: pubsub service", function()
       local function configure(fields)
         local x = st.stanza("x", { xmlns = "jabber:x:data", type = "submit" })
           :tag("field", { var = "FORM_TYPE", type = "hidden" }):text_tag("value", NS .. "#node_config"):up()
-        for _, f in ipairs(fields) do x:tag("field", { var = f[1] }):text_tag("value", f[2]):up() end
+        for _, f in ipairs(fields) do
+          x:tag("field", { var = f[1] })
+          for i = 2, #f do x:text_tag("value", f[i]) end
+          x:up()
+        end
         return owner_iq(a, "set", st.stanza("configure", { node = "news" }):add_child(x))
       end
       assert(configure({ { "x-example#shade", "blue" }, { "pubsub#max_items", "4" } }))
       assert.equal("4", assert(a:pubsub_get_config(SERVICE, "news")).values["pubsub#max_items"])
+      -- as XEP-0060's example submits it: untyped, one field with several values
+      assert(configure({ { "pubsub#roster_groups_allowed", "friends", "servants", "courtiers" },
+        { "pubsub#title", "Princely Musings" } }))
+      assert.equal("Princely Musings", assert(a:pubsub_get_config(SERVICE, "news")).values["pubsub#title"])
       -- a bad value of a known field is still refused, with or without strangers around it
       r, _, cond = configure({ { "pubsub#colour", "red" }, { "pubsub#max_items", "0" } })
       assert.is_nil(r)

@@ -136,6 +136,44 @@ describe("ad-hoc commands", function()
     end)
   end)
 
+  it("reads a submission to a stage given as an <x/> with that form's field types", function()
+    serve.run({ users = USERS }, function(_, port)
+      local bot, bob, mallory = setup(port)
+      local seen
+      bot:add_command("urn:example:raw", "Raw form", function(cmd)
+        local x = st.stanza("x", { xmlns = forms.xmlns, type = "form" })
+          :tag("field", { var = "rooms", type = "jid-multi" }):up()
+          :tag("field", { var = "loud", type = "boolean" }):up()
+        local v = cmd:ask(x, { actions = { "complete" } })
+        seen = v
+        return "ok"
+      end, { allowed = true })
+      -- a client that submits without types (XEP-0004 §3.3 allows it)
+      local function submit(sid, fields)
+        local iq = st.iq({ type = "set", to = bot.jid }):tag("command", { xmlns = commands.NS_COMMANDS,
+          node = "urn:example:raw", sessionid = sid, action = "complete" })
+          :tag("x", { xmlns = forms.xmlns, type = "submit" })
+        for var, values in pairs(fields) do
+          iq:tag("field", { var = var })
+          for _, v in ipairs(values) do iq:text_tag("value", v) end
+          iq:up()
+        end
+        return bob:request(iq)
+      end
+      local r = assert(bob:execute(bot.jid, "urn:example:raw"))
+      -- a value that does not fit the stage's type: refused, the stage waits
+      local bad, _, cond = submit(r.sessionid, { rooms = { "a@b", "not@@valid" } })
+      assert.is_nil(bad)
+      assert.equal("bad-request", cond)
+      assert.is_nil(seen)
+      assert(submit(r.sessionid, { rooms = { "Lobby@Conference.Example.ORG", "b@example.org" }, loud = { "1" } }))
+      assert.is_true(serve.until_true(function() return seen ~= nil end))
+      assert.same({ "lobby@conference.example.org", "b@example.org" }, seen.rooms)
+      assert.is_true(seen.loud)
+      for _, c in ipairs({ bot, bob, mallory }) do c:close() end
+    end)
+  end)
+
   it("answers internal-server-error when a handler fails, and ends idle sessions", function()
     serve.run({ users = USERS }, function(_, port)
       local bot, bob, mallory = setup(port)

@@ -51,6 +51,14 @@ describe("XEP-0115 verification string", function()
     assert.equal("q07IKJEyjvHSyhy//CH0CxmKi8w=", caps.ver(q))
   end)
 
+  it("comes with the extension form read, its untyped multi-valued field included (XEP-0004 §3.3)", function()
+    local info = disco.read_info(st.parse(COMPLEX))
+    assert.equal(1, #info.forms)
+    assert.equal("urn:xmpp:dataforms:softwareinfo", info.forms[1].form_type)
+    assert.same({ "ipv6", "ipv4" }, info.forms[1].values.ip_version)
+    assert.equal("Mac", info.forms[1].values.os)
+  end)
+
   it("does not depend on the order of identities, features and forms", function()
     local shuffled = st.parse([[<query xmlns='http://jabber.org/protocol/disco#info'>
       <feature var='http://jabber.org/protocol/muc'/>

@@ -19,9 +19,11 @@
 -- Typed values: boolean -> true/false; list-multi, jid-multi -> array of
 -- strings; text-multi -> one string, lines joined with "\n"; every other
 -- type -> a string. A field whose type is absent is text-single (XEP-0004
--- section 3.3). jid-single and jid-multi values are prepared (jid.prep);
--- an invalid one is an error, as is a list-single or list-multi value that
--- is not among the layout's options, or a boolean that is not 0/1/true/false.
+-- section 3.3), but forms.parse reads one with several values in a form
+-- that is not of type "form" as list-multi (the type is inferred there).
+-- jid-single and jid-multi values are prepared (jid.prep); an invalid one
+-- is an error, as is a list-single or list-multi value that is not among
+-- the layout's options, or a boolean that is not 0/1/true/false.
 
 local jid = require "lxmpp.jid"
 local st = require "lxmpp.stanza"
@@ -263,7 +265,13 @@ local function parse(x)
   }
   local seen = {}
   for i, f in ipairs(fields) do
-    f.type = f.type or "text-single"
+    -- XEP-0004 §3.3: in a form of type "form" a field without a type is
+    -- text-single; in a "submit" or "result" form the receiver infers the
+    -- type from context, and a field with several values is one of the
+    -- multi types (XEP-0060's own node configuration example submits
+    -- pubsub#roster_groups_allowed so): its values are kept, as an array
+    -- (list-multi, open: the options are the form's maker's to check)
+    if f.type == nil then f.type = (form_type ~= "form" and #f.raw > 1) and "list-multi" or "text-single" end
     if f.var == nil and f.type ~= "fixed" then return bad("field %d has no var", i) end
     if f.var then
       if seen[f.var] then return bad("duplicate field '%s'", f.var) end

@@ -95,6 +95,13 @@ function Cmd:ask(form, opts)
   if not st.is_stanza(x) or x.attr.xmlns ~= forms.xmlns then
     error("cmd:ask: expected a forms layout or a jabber:x:data <x/>", 2)
   end
+  if not layout then
+    -- an <x/> of the handler's: its fields' types read the submission,
+    -- whose own types may be absent (XEP-0004 §3.3: inferred from context)
+    local parsed = forms.parse(x)
+    local ok, made = pcall(forms.new, parsed)
+    if parsed and ok then layout = made end
+  end
   local list = opts.actions or { "next" }
   local actions = {}
   for _, a in ipairs(list) do
@@ -122,12 +129,14 @@ function Cmd:ask(form, opts)
     end
     local sub = iq.tags[1]:get_child("x", forms.xmlns)
     if action == "prev" then return {}, "prev" end
-    if not layout then
-      local parsed = sub and forms.parse(sub)
-      return parsed and parsed.values or {}, action
-    end
     local values, msg = {}, nil
-    if sub then values, msg = layout:data(sub) end
+    if sub and layout then
+      values, msg = layout:data(sub)
+    elseif sub then                       -- an <x/> forms.parse refused: the submission's own types
+      local parsed
+      parsed, msg = forms.parse(sub)
+      values = parsed and parsed.values
+    end
     if values then return values, action end
     -- a submission that does not fit: say why, keep waiting at this stage
     self:respond(st.error_reply(iq, "modify", "bad-request", msg))
