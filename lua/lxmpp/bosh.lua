@@ -527,9 +527,12 @@ function M.connect(url, opts)
   if not u then return nil, why, "bad-request" end
   local keys = opts.keys
   if keys == nil then keys = not u.secure end
-  -- a large random first rid (XEP-0124 §14.1), below 2^40; in two draws,
-  -- since Lua 5.1's math.random takes no bound above 2^31
-  local rid = compat.tointeger(math.random(1, 1048575) * 1048576 + math.random(0, 1048575))
+  -- a large, unpredictable first rid (XEP-0124 §14.1 and "Unpredictable
+  -- SID and RID"), from 2^20 to below 2^40: OpenSSL's generator, not
+  -- math.random (unseeded on Lua 5.1 and LuaJIT: the same rid in every process)
+  local v = 0
+  for _, b in ipairs({ core.random(5):byte(1, 5) }) do v = v * 256 + b end
+  local rid = compat.tointeger(1048576 + v % (1099511627776 - 1048576))
   return setmetatable({
     url = url, opts = opts, handlers = {}, inbox = fifo.new(), pending = fifo.new(), answers = {},
     rid = rid, out = 0, requests = 2, queued = 0, read = 0, max_queue = 1048576,

@@ -14,7 +14,16 @@ local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 
 local type, error, ipairs, tostring, pcall, math_type = type, error, ipairs, tostring, compat.pcall, compat.math_type
-local getenv, math_random, pack, unpack = os.getenv, math.random, compat.pack, compat.unpack
+local getenv, pack, unpack = os.getenv, compat.pack, compat.unpack
+
+-- An integer in [lo, hi] from OpenSSL's generator (48 bits: SRV weights
+-- are 16-bit, so a sum stays far below): the host's math.random sequence
+-- is not ours to move (a game seeds it for replays).
+local function uniform(lo, hi)
+  local v = 0
+  for _, b in ipairs({ core.random(6):byte(1, 6) }) do v = v * 256 + b end
+  return lo + v % (hi - lo + 1)
+end
 local sort, remove = table.sort, table.remove
 
 local M = {}
@@ -154,9 +163,10 @@ end
 -- RFC 2782 ordering: priority ascending, and within one priority repeated
 -- weighted random selection. records: { target (or host) =, port =,
 -- priority =, weight =, tls = }. random(lo, hi) returns an integer in
--- [lo, hi], like math.random (the default); specs pass their own.
+-- [lo, hi], like math.random (the default draws from OpenSSL's generator);
+-- specs pass their own.
 function M.order(records, random)
-  random = random or math_random
+  random = random or uniform
   local list = {}
   for i, r in ipairs(records) do list[i] = r end
   sort(list, by_priority)

@@ -50,12 +50,25 @@ M.Session = Session
 local I = {}
 M.internal = I
 
-local id_prefix = ("%08x"):format(math.random(0, 0x7fffffff))
+-- Random 16-bit numbers from OpenSSL's generator (core.random), drawn 128
+-- at a time. Never math.random: Lua 5.1 and LuaJIT start it unseeded, so
+-- every process would make the same ids, and the host's own sequence (a
+-- game's, seeded for replays) is not ours to move.
+local random_pool, random_at = "", 1
+local function random16()
+  if random_at + 1 > #random_pool then random_pool, random_at = core.random(256), 1 end
+  local a, b = random_pool:byte(random_at, random_at + 1)
+  random_at = random_at + 2
+  return a * 256 + b
+end
+M.random16 = random16
+
+local id_prefix = ("%04x%04x"):format(random16(), random16())
 local id_counter = 0
 --- A fresh stanza id: unique in this process, not guessable from outside.
 function M.new_id()
   id_counter = id_counter + 1
-  return ("lx%s%x%04x"):format(id_prefix, id_counter, math.random(0, 0xffff))
+  return ("lx%s%x%04x"):format(id_prefix, id_counter, random16())
 end
 
 local function default_logger(level, msg)
