@@ -9,8 +9,8 @@
 --
 -- From srv it uses srv:route, srv.store, srv.limits (max_pubsub_nodes per
 -- service, max_pubsub_items the cap of pubsub#max_items,
--- max_pubsub_subscriptions per node, max_pubsub_bytes of item XML per
--- service), srv.domain and srv:log.
+-- max_pubsub_subscriptions and max_pubsub_affiliations per node,
+-- max_pubsub_bytes of item XML per service), srv.domain and srv:log.
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"

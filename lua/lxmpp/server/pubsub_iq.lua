@@ -396,9 +396,19 @@ local function install(M)
     local after = {}
     for k, v in pairs(node.affiliations) do after[k] = v end
     for _, c in ipairs(changes) do after[c[1]] = c[2] ~= "none" and c[2] or nil end
-    local owner = false
-    for _, a in pairs(after) do owner = owner or a == "owner" end
+    local owner, count, before = false, 0, 0
+    for _, a in pairs(after) do owner, count = owner or a == "owner", count + 1 end
     if not owner then return err("modify", "not-acceptable", "a node keeps at least one owner") end
+    -- limits.max_pubsub_affiliations: XEP-0060 §8.9.2.4 names no condition
+    -- for a list that is too long (a matter of service policy); as for
+    -- too many nodes, resource-constraint, and nothing changes. A list
+    -- stored longer (the limit lowered since) may still shrink.
+    for _ in pairs(node.affiliations) do before = before + 1 end
+    local max = self:limit("max_pubsub_affiliations")
+    if count > max and count > before then
+      return err("wait", "resource-constraint",
+        ("a node has at most %d affiliations here (limits.max_pubsub_affiliations)"):format(max))
+    end
     node.affiliations = after
     for who in pairs(node.subscriptions) do              -- outcasts lose their subscriptions
       if after[jid.bare(who)] == "outcast" then node.subscriptions[who], node.nsubs = nil, node.nsubs - 1 end
