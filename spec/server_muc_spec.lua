@@ -369,6 +369,30 @@ describe("lxmpp.server.muc", function ()
       assert.equal("dave@localhost", out[1].attr.to)
       assert.equal("member", h.host.rooms[ROOM].affiliations["dave@localhost"])
     end)
+
+    it("refuses an invitation to a members-only room whose member list is full (max_affiliations)", function ()
+      local h2 = harness({ max_affiliations = 3 })
+      configured_room(h2, { membersonly = "1", persistentroom = "1" })
+      local function inv(invitee)
+        return h2:send("<message from='" .. OWNER .. "' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+          .. "'><invite to='" .. invitee .. "'/></x></message>")
+      end
+      assert.equal("g1@localhost", inv("g1@localhost")[1].attr.to)
+      assert.equal("g2@localhost", inv("g2@localhost")[1].attr.to)
+      local room = h2.host.rooms[ROOM]
+      assert.equal(3, room:affiliation_count())                 -- the owner and two members
+      local out = inv("g3@localhost")
+      assert.equal(1, #out)                                      -- the refusal, no invitation
+      assert.equal(OWNER, out[1].attr.to)
+      assert.same({ "resource-constraint", "wait" }, { error_condition(out[1]) })
+      assert.matches("max_affiliations", out[1]:get_child("error"):get_child_text("text",
+        "urn:ietf:params:xml:ns:xmpp-stanzas"))
+      assert.is_nil(room.affiliations["g3@localhost"])
+      assert.equal(3, room:affiliation_count())
+      assert.is_nil(h2.srv.store.data.muc_room[ROOM].affiliations["g3@localhost"])
+      -- inviting someone already a member adds nobody, so it still goes out
+      assert.equal("g1@localhost", inv("g1@localhost")[1].attr.to)
+    end)
   end)
 
   describe("history", function ()

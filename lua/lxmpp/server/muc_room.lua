@@ -452,6 +452,15 @@ function Room:invite(stanza, x)
   local invite = x:get_child("invite")
   local to = invite.attr.to and jid.prep(invite.attr.to)
   if not to then return self:reply_error(stanza, "modify", "jid-malformed", "invalid invitee") end
+  -- §7.8.2: a members-only room MAY add the invitee to the member list,
+  -- and this one does (an invitation the invitee could not use is worth
+  -- nothing); with max_affiliations reached the invitation is refused,
+  -- as the muc#admin request adding that member would be, and not sent
+  local adds = self.config.members_only and self:affiliation(jid.bare(to)) == "none"
+  if adds and self:affiliation_count() >= self.service.limits.max_affiliations then
+    return self:reply_error(stanza, "wait", "resource-constraint",
+      "the member list is full (max_affiliations): the invitee could not enter")
+  end
   local m = st.message({ from = self.jid, to = to })
   m:tag("x", { xmlns = NS_USER }):tag("invite", { from = stanza.attr.from })
   local reason = invite:get_child_text("reason")
@@ -459,7 +468,7 @@ function Room:invite(stanza, x)
   m:up()
   if self.config.password_protected then m:text_tag("password", self.config.password) end
   -- an admin's invitation to a members-only room makes the invitee a member
-  if self.config.members_only and self:affiliation(jid.bare(to)) == "none" then
+  if adds then
     self.affiliations[jid.bare(to)] = "member"
     self:save()
   end
