@@ -10,7 +10,8 @@
 -- From srv it uses srv:route, srv.store, srv.limits (max_pubsub_nodes per
 -- service, max_pubsub_items the cap of pubsub#max_items,
 -- max_pubsub_subscriptions and max_pubsub_affiliations per node,
--- max_pubsub_bytes of item XML per service), srv.domain and srv:log.
+-- max_pubsub_bytes per service of item XML and ids, node names, titles
+-- and affiliated JIDs), srv.domain and srv:log.
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
@@ -77,6 +78,15 @@ function Service:add_node(node)
   end
   self.nodes[node.name] = node
   self.nnodes = self.nnodes + 1
+  node:recount()
+end
+
+--- Would `extra` more bytes pass limits.max_pubsub_bytes? nil, or the error.
+function Service:too_big(extra)
+  if extra > 0 and self.bytes + extra > self:limit("max_pubsub_bytes") then
+    return err("wait", "resource-constraint", "this service holds too much data (limits.max_pubsub_bytes): "
+      .. "retract or purge items, or delete nodes")
+  end
 end
 
 function Service.new_id(_)
@@ -102,6 +112,8 @@ function Service:create(name, owner_bare, config)
   local node = pubsub_node.new(self, name, config or pubsub_node.defaults(self.kind))
   node.affiliations[owner_bare] = "owner"
   if self.owner_bare then node.affiliations[self.owner_bare] = "owner" end
+  local e = self:too_big(node:meta_bytes())     -- its name and title count as items do
+  if e then return nil, e end
   self:add_node(node)
   node:save()
   return node
@@ -117,6 +129,7 @@ function Service:delete(node, redirect)
   node:destroy()
   self.nodes[node.name] = nil
   self.nnodes = self.nnodes - 1
+  self.bytes = self.bytes - (node.meta or 0)
 end
 
 --- The account `bare` was removed: it loses its affiliations with the
@@ -140,6 +153,8 @@ function Service:account_removed(bare)
       if #node:owners() == 0 then
         self:delete(node)
         changed = false
+      else
+        node:recount()
       end
     end
     if changed then node:save() end
