@@ -413,7 +413,10 @@ local function install(M)
   -- Sends each occupant (alone) its unavailable presence, then empties the room.
   function Room:evict(opts)
     opts.type, opts.role, opts.affiliation, opts.self, opts.show_jid = "unavailable", "none", "none", true, true
-    for _, occ in pairs(self.occupants) do self:send_to(occ, self:presence_of(occ, opts)) end
+    for _, occ in pairs(self.occupants) do
+      self:send_to(occ, self:presence_of(occ, opts))
+      self.service:count_joined(occ.bare, -1)
+    end
     self.occupants, self.sessions, self.count = {}, {}, 0
   end
 
