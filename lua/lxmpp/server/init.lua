@@ -57,6 +57,7 @@ M.DEFAULT_LIMITS = {
   mam_max_messages = 10000,     -- archived messages kept per account (the oldest go)
   mam_max_bytes = 16777216,     -- bytes of archived XML kept per account (the oldest go)
   max_pubsub_nodes = 1000,      -- nodes of the pubsub service, and of each account's PEP
+  max_pubsub_user_nodes = 100,  -- nodes of the pubsub service one account created
   max_pubsub_items = 256,       -- the largest pubsub#max_items a node may have
   max_pubsub_subscriptions = 1000, -- subscribers of one pubsub node
   max_pubsub_affiliations = 1000, -- affiliations (owners, publishers, members, outcasts) of one pubsub node

@@ -7,6 +7,8 @@
 -- A node holds:
 --   service  the Service it belongs to (its jid, srv, limits, owner_user)
 --   name, config (see DEFAULTS)
+--   creator  the bare JID that created it (the pubsub service's nodes only:
+--            limits.max_pubsub_user_nodes)
 --   affiliations[bare JID] = "owner" | "publisher" | "member" | "outcast"
 --   subscriptions[JID as subscribed, bare or full] = true
 --   items    array, oldest first: { id =, seq =, publisher =, payload =
@@ -218,7 +220,7 @@ function Node:save()
   local subs = {}
   for who in pairs(self.subscriptions) do subs[#subs + 1] = who end
   store_set(self.service, NODE_KIND, self:key(), { config = self.config, affiliations = self.affiliations,
-    subscriptions = subs })
+    subscriptions = subs, creator = self.creator })
 end
 
 function Node:save_item(item)
@@ -370,6 +372,7 @@ function M.restore(srv, want, add)
     if kind and ok and type(data) == "table" then
       add(p[1], p[2], function(service)
         local node = M.new(service, p[2], restore_config(kind, data.config))
+        if type(data.creator) == "string" then node.creator = data.creator end
         for who, a in pairs(type(data.affiliations) == "table" and data.affiliations or {}) do
           if type(who) == "string" and (a == "owner" or a == "publisher" or a == "member" or a == "outcast") then
             node.affiliations[who] = a
