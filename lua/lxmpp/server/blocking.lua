@@ -107,6 +107,16 @@ function B:blocked(user, j)
   return matches(self:set_of(user), split(j or ""))
 end
 
+--- Would our user's own block list stop a stanza from it to `to` (refuses,
+-- outbound side)? Its own account and the server's domain are never blocked.
+function B:blocks_outbound(user, to)
+  local node, host, res = split(to or "")
+  if not host or (node == user and host == self.domain) or (not node and host == self.domain) then
+    return false
+  end
+  return matches(self:set_of(user), node, host, res)
+end
+
 -- Stores user's list (a set) and refreshes the cache; true or nil, message.
 function B:save(user, set)
   local list = {}
