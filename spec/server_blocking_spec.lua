@@ -373,6 +373,48 @@ describe("embedded server: blocking", function()
     end)
   end)
 
+  it("applies a blocked contact's revocation to our roster, silently, so unblocking shows nothing", function()
+    serve.run({ users = USERS }, function(srv, port)
+      -- XEP-0191 §3.3 keeps the blocked contact's stanzas from us, but
+      -- RFC 6121 §3.2, §3.3 makes ending its side of a subscription the
+      -- contact's call: our roster follows, pushed, without the presence
+      srv.store:set_roster_item("alice", BOB, { subscription = "both", groups = {} })
+      srv.store:set_roster_item("bob", ALICE, { subscription = "both", groups = {} })
+      local b1 = login(port, "bob", "b1")
+      assert(b1:request(st.iq({ type = "get" }):query("jabber:iq:roster")))
+      local pushed = {}
+      b1:on("iq", function(iq)
+        local q = iq:get_child("query", "jabber:iq:roster")
+        local it = q and q:get_child("item")
+        if it and it.attr.jid == ALICE then pushed[#pushed + 1] = it.attr.subscription end
+      end)
+      local seen = serve.collect(b1, "presence")
+      b1:send_presence()
+      assert(b1:block({ ALICE }))
+      local a = login(port, "alice", "a")
+      a:send_presence({ status = "secret" })
+      assert(a:send(st.presence({ to = BOB, type = "unsubscribed" })))
+      assert(a:send(st.presence({ to = BOB, type = "unsubscribe" })))
+      assert.truthy(serve.until_true(function()
+        local i = srv.store:get_roster("bob").items[ALICE]
+        return i and i.subscription == "none"
+      end), "bob's roster follows alice's revocation")
+      assert.equal("none", srv.store:get_roster("alice").items[BOB].subscription)
+      wait_for(pushed, 2)
+      assert.same({ "from", "none" }, pushed)
+      for _, p in ipairs(seen) do assert.not_equal(ALICE, (p.attr.from or ""):match("^[^/]+")) end
+      assert(b1:unblock({ ALICE }))
+      local b2 = login(port, "bob", "b2")
+      local at_b2 = serve.collect(b2, "presence")
+      b2:send_presence()
+      assert.truthy(serve.until_true(function() return #at_b2 >= 1 end))
+      lxmpp.sleep(0.2)
+      for _, p in ipairs(at_b2) do assert.not_equal(ALICE .. "/a", p.attr.from) end
+      for _, p in ipairs(seen) do assert.not_equal(ALICE, (p.attr.from or ""):match("^[^/]+")) end
+      a:close(); b1:close(); b2:close()
+    end)
+  end)
+
   it("hides a blocked contact's presence and pending request when we log in", function()
     serve.run({ users = USERS }, function(srv, port)
       local a, b = login(port, "alice", "a"), login(port, "bob", "b")

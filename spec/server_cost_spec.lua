@@ -23,6 +23,7 @@ local USERS = { big = "big-pw", helper = "helper-pw", other = "other-pw" }
 -- Under Valgrind everything is slower, the limits on time scale with it,
 -- and fewer nodes keep the run short (only the fixed code runs there)
 local NODES = slow.valgrind and 100 or 300
+local OWN_NODES = { max_pubsub_user_nodes = NODES }   -- big creates them all (100 by default)
 local RTT = 0.1 * slow.factor           -- the largest median round trip
 local LOAD = 2                          -- seconds of load, at least
 local SAMPLES = 30                      -- pings, at least
@@ -106,7 +107,7 @@ end
 
 describe("embedded server: one user's large roster does not slow the others", function()
   it("at limits.max_roster", function()
-    serve.run({ users = USERS, pubsub = SERVICE }, function(srv, port)
+    serve.run({ users = USERS, pubsub = SERVICE, limits = OWN_NODES }, function(srv, port)
       local n = srv.limits.max_roster
       seed(srv, n)
       local rtts, ops, took = measure(port, n)
@@ -117,7 +118,7 @@ describe("embedded server: one user's large roster does not slow the others", fu
   it("at limits.max_roster, stored in SQLite", function()
     local path = os.tmpname()
     os.remove(path)
-    serve.run({ users = USERS, pubsub = SERVICE, storage = path }, function(srv, port)
+    serve.run({ users = USERS, pubsub = SERVICE, storage = path, limits = OWN_NODES }, function(srv, port)
       local n = srv.limits.max_roster
       seed(srv, n)
       local rtts, ops, took = measure(port, n)
@@ -127,7 +128,8 @@ describe("embedded server: one user's large roster does not slow the others", fu
   end)
 
   it("with a larger roster stored before the limit", function()
-    serve.run({ users = USERS, pubsub = SERVICE, limits = { max_roster = 1000 } }, function(srv, port)
+    local limits = { max_roster = 1000, max_pubsub_user_nodes = NODES }
+    serve.run({ users = USERS, pubsub = SERVICE, limits = limits }, function(srv, port)
       seed(srv, 3000)
       local rtts, ops, took = measure(port, 3000)
       check("stored larger", 3000, rtts, ops, took)

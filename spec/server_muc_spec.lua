@@ -70,6 +70,105 @@ describe("lxmpp.server.muc", function ()
       assert.is_true(codes(out[1])["201"])
     end)
 
+    it("bounds the rooms one bare JID created (max_rooms_created), the rest of max_rooms stays open", function ()
+      local h = harness({ max_rooms_created = 2 })
+      local function room(i) return ("r%d@%s"):format(i, SERVICE) end
+      configured_room(h, {}, room(1))
+      configured_room(h, { persistentroom = "1" }, room(2))
+      local out = h:send(presence(OWNER, room(3) .. "/boss"))
+      assert.same({ "resource-constraint", "wait" }, { error_condition(out[1]) })
+      assert.matches("max_rooms_created", out[1]:get_child("error"):get_child_text("text",
+        "urn:ietf:params:xml:ns:xmpp-stanzas"))
+      assert.is_nil(h.host.rooms[room(3)])
+      -- another session of the same account counts the same; other accounts create
+      out = h:send(presence("owner@localhost/phone", room(3) .. "/boss2"))
+      assert.equal("resource-constraint", (error_condition(out[1])))
+      assert.is_true(codes(h:send(presence("bob@localhost/a", room(4) .. "/bob"))[1])["201"])
+      -- a temporary room that empties, and a destroyed one, free their places
+      h:send("<presence from='" .. OWNER .. "' to='" .. room(1) .. "/boss' type='unavailable'/>")
+      assert.is_nil(h.host.rooms[room(1)])
+      assert.is_true(codes(h:send(presence(OWNER, room(5) .. "/boss"))[1])["201"])
+      h:send(iq(OWNER, "set", room(2), "<query xmlns='" .. NS_OWNER .. "'><destroy/></query>"))
+      assert.is_nil(h.host.rooms[room(2)])
+      assert.is_true(codes(h:send(presence(OWNER, room(6) .. "/boss"))[1])["201"])
+    end)
+
+    it("counts a persistent room against its creator across a restart", function ()
+      local store = memory_store()
+      local h = harness({ max_rooms_created = 1 }, store)
+      configured_room(h, { persistentroom = "1" })
+      h:send("<presence from='" .. OWNER .. "' to='" .. ROOM .. "/boss' type='unavailable'/>")
+      assert.is_not_nil(h.host.rooms[ROOM])
+      h.host:close()
+      local h2 = harness({ max_rooms_created = 1 }, store)
+      assert.is_not_nil(h2.host.rooms[ROOM])
+      local out = h2:send(presence(OWNER, "other@" .. SERVICE .. "/boss"))
+      assert.equal("resource-constraint", (error_condition(out[1])))
+    end)
+
+    it("bounds the rooms one bare JID is in (max_rooms_joined), its sessions on one nickname once", function ()
+      local h = harness({ max_rooms_joined = 2 })
+      local rooms = {}
+      for i = 1, 3 do             -- persistent rooms their owner left
+        rooms[i] = ("r%d@%s"):format(i, SERVICE)
+        configured_room(h, { persistentroom = "1" }, rooms[i])
+        h:send("<presence from='" .. OWNER .. "' to='" .. rooms[i] .. "/boss' type='unavailable'/>")
+      end
+      assert.is_nil(h.host.joined["owner@localhost"])
+      join(h, "bob@localhost/a", "bob", nil, rooms[1])
+      join(h, "bob@localhost/b", "bob", nil, rooms[1])        -- one occupant, two sessions
+      assert.equal(1, h.host.joined["bob@localhost"])
+      join(h, "bob@localhost/a", "bob", nil, rooms[2])
+      assert.equal(2, h.host.joined["bob@localhost"])
+      local _, out = join(h, "bob@localhost/c", "bob", nil, rooms[3])
+      assert.same({ "resource-constraint", "wait" }, { error_condition(out[1]) })
+      assert.matches("max_rooms_joined", out[1]:get_child("error"):get_child_text("text",
+        "urn:ietf:params:xml:ns:xmpp-stanzas"))
+      assert.is_nil(h.host.rooms[rooms[3]].occupants.bob)
+      -- a new room would count too: creating it is refused, and it is not kept
+      _, out = join(h, "bob@localhost/a", "bob", nil, "fresh@" .. SERVICE)
+      assert.equal("resource-constraint", (error_condition(out[1])))
+      assert.is_nil(h.host.rooms["fresh@" .. SERVICE])
+      -- leaving (every session) and being kicked make room
+      h:send("<presence from='bob@localhost/a' to='" .. rooms[1] .. "/bob' type='unavailable'/>")
+      assert.equal(2, h.host.joined["bob@localhost"])           -- bob/b is still there
+      h:send("<presence from='bob@localhost/b' to='" .. rooms[1] .. "/bob' type='unavailable'/>")
+      assert.equal(1, h.host.joined["bob@localhost"])
+      join(h, "bob@localhost/a", "bob", nil, rooms[3])
+      assert.equal(2, h.host.joined["bob@localhost"])
+      join(h, OWNER, "boss", nil, rooms[3])
+      h:send(iq(OWNER, "set", rooms[3], admin_query .. "<item nick='bob' role='none'/></query>"))
+      assert.equal(1, h.host.joined["bob@localhost"])
+      h:send(iq(OWNER, "set", rooms[2], "<query xmlns='" .. NS_OWNER .. "'><destroy/></query>"))
+      assert.is_nil(h.host.joined["bob@localhost"])
+    end)
+
+    it("refuses a presence it would keep larger than max_presence_bytes, keeping the last one", function ()
+      local h = harness({ max_presence_bytes = 512 })
+      local big = "<status>" .. ("s"):rep(600) .. "</status><x xmlns='" .. NS_MUC .. "'/>"
+      local out = h:send(presence(OWNER, ROOM .. "/boss", big))
+      assert.same({ "policy-violation", "modify" }, { error_condition(out[1]) })
+      assert.matches("max_presence_bytes", out[1]:get_child("error"):get_child_text("text",
+        "urn:ietf:params:xml:ns:xmpp-stanzas"))
+      assert.is_nil(h.host.rooms[ROOM])
+      assert.is_nil(h.host.created["owner@localhost"])
+      configured_room(h)
+      join(h, "bob@localhost/a", "bob", "<status>here</status><x xmlns='" .. NS_MUC .. "'/>")
+      out = h:send(presence("bob@localhost/a", ROOM .. "/bob", "<status>" .. ("s"):rep(600) .. "</status>"))
+      assert.equal(1, #out)
+      assert.equal("policy-violation", (error_condition(out[1])))
+      local occ = h.host.rooms[ROOM].occupants.bob
+      assert.equal("here", occ.presence["bob@localhost/a"]:get_child_text("status"))
+      -- a nickname change carrying it too
+      out = h:send(presence("bob@localhost/a", ROOM .. "/robert", "<status>" .. ("s"):rep(600) .. "</status>"))
+      assert.equal("policy-violation", (error_condition(out[1])))
+      assert.is_not_nil(h.host.rooms[ROOM].occupants.bob)
+      -- what fits goes through
+      out = h:send(presence("bob@localhost/a", ROOM .. "/bob", "<status>" .. ("s"):rep(300) .. "</status>"))
+      for _, s in ipairs(out) do assert.not_equal("error", s.attr.type) end
+      assert.equal(("s"):rep(300), occ.presence["bob@localhost/a"]:get_child_text("status"))
+    end)
+
     it("refuses a join without a nickname, and invisible or unpreparable nicknames", function ()
       local h = harness()
       local out = h:send(presence(OWNER, ROOM))
@@ -369,6 +468,30 @@ describe("lxmpp.server.muc", function ()
       assert.equal("dave@localhost", out[1].attr.to)
       assert.equal("member", h.host.rooms[ROOM].affiliations["dave@localhost"])
     end)
+
+    it("refuses an invitation to a members-only room whose member list is full (max_affiliations)", function ()
+      local h2 = harness({ max_affiliations = 3 })
+      configured_room(h2, { membersonly = "1", persistentroom = "1" })
+      local function inv(invitee)
+        return h2:send("<message from='" .. OWNER .. "' to='" .. ROOM .. "'><x xmlns='" .. NS_USER
+          .. "'><invite to='" .. invitee .. "'/></x></message>")
+      end
+      assert.equal("g1@localhost", inv("g1@localhost")[1].attr.to)
+      assert.equal("g2@localhost", inv("g2@localhost")[1].attr.to)
+      local room = h2.host.rooms[ROOM]
+      assert.equal(3, room:affiliation_count())                 -- the owner and two members
+      local out = inv("g3@localhost")
+      assert.equal(1, #out)                                      -- the refusal, no invitation
+      assert.equal(OWNER, out[1].attr.to)
+      assert.same({ "resource-constraint", "wait" }, { error_condition(out[1]) })
+      assert.matches("max_affiliations", out[1]:get_child("error"):get_child_text("text",
+        "urn:ietf:params:xml:ns:xmpp-stanzas"))
+      assert.is_nil(room.affiliations["g3@localhost"])
+      assert.equal(3, room:affiliation_count())
+      assert.is_nil(h2.srv.store.data.muc_room[ROOM].affiliations["g3@localhost"])
+      -- inviting someone already a member adds nobody, so it still goes out
+      assert.equal("g1@localhost", inv("g1@localhost")[1].attr.to)
+    end)
   end)
 
   describe("history", function ()
@@ -565,6 +688,40 @@ describe("lxmpp.server.muc", function ()
       assert.equal("moderator", h.host.rooms[ROOM].occupants.carol.role)
       out = admin(OWNER, "<item affiliation='none' jid='carol@localhost'/>")
       assert.same({ affiliation = "none", role = "participant" }, item(to(out, "bob@localhost/a")[1]).attr)
+    end)
+
+    it("refuses an admin or owner banning himself with conflict, another owner or not (§9.1)", function ()
+      admin(OWNER, "<item affiliation='owner' jid='other@localhost'/><item affiliation='admin' jid='carol@localhost'/>")
+      local out = admin(OWNER, "<item affiliation='outcast' jid='owner@localhost'/>")
+      assert.same({ "conflict", "cancel" }, { error_condition(out[1]) })
+      assert.equal("owner", h.host.rooms[ROOM].affiliations["owner@localhost"])
+      out = admin("carol@localhost/c", "<item affiliation='outcast' jid='carol@localhost'><reason>me</reason></item>")
+      assert.same({ "conflict", "cancel" }, { error_condition(out[1]) })
+      assert.equal("admin", h.host.rooms[ROOM].affiliations["carol@localhost"])
+      -- giving up ownership while another owner stays is still allowed
+      out = admin(OWNER, "<item affiliation='member' jid='owner@localhost'/>")
+      assert.equal("result", only(to(out, OWNER), function (s) return s.name == "iq" end).attr.type)
+    end)
+
+    it("lets no moderator revoke voice from a user of its affiliation or above (§8.4)", function ()
+      h = harness()
+      configured_room(h, { moderatedroom = "1" })
+      admin(OWNER, "<item affiliation='member' jid='m1@localhost'/><item affiliation='member' jid='m2@localhost'/>")
+      join(h, "m1@localhost/a", "m1")
+      join(h, "m2@localhost/a", "m2")
+      join(h, "bob@localhost/a", "bob")                            -- no affiliation
+      admin(OWNER, "<item role='moderator' nick='m1'/>")
+      assert.equal("moderator", h.host.rooms[ROOM].occupants.m1.role)
+      local out = admin("m1@localhost/a", "<item role='visitor' nick='m2'/>")
+      assert.same({ "not-allowed", "cancel" }, { error_condition(out[1]) })
+      assert.equal("participant", h.host.rooms[ROOM].occupants.m2.role)
+      -- below its affiliation it may
+      out = admin("m1@localhost/a", "<item role='visitor' nick='bob'/>")
+      assert.equal("result", only(to(out, "m1@localhost/a"), function (s) return s.name == "iq" end).attr.type)
+      assert.equal("visitor", h.host.rooms[ROOM].occupants.bob.role)
+      -- an owner revokes a member's voice
+      admin(OWNER, "<item role='visitor' nick='m2'/>")
+      assert.equal("visitor", h.host.rooms[ROOM].occupants.m2.role)
     end)
 
     it("lists roles to moderators and affiliations to admins", function ()

@@ -160,6 +160,59 @@ describe("embedded server: PEP", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("counts node names, titles, affiliations and item ids against limits.max_pubsub_bytes", function()
+    serve.run({ users = USERS, limits = { max_pubsub_bytes = 1024 } }, function(srv, port)
+      local a = login(port, "alice")
+      local service = srv.pep:service(ALICE, true)
+      local function total()                  -- what the service holds, recounted
+        local n = 0
+        for name, node in pairs(service.nodes) do
+          n = n + #name + #node.config.title
+          for who in pairs(node.affiliations) do n = n + #who end
+          for _, it in ipairs(node.items) do n = n + #it.xml + #it.id end
+        end
+        return n
+      end
+      -- a name, or a title, larger than what is left is refused; nothing is made
+      local r, _, cond = a:pubsub_create(ALICE, "n" .. ("x"):rep(2000))
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      r, _, cond = a:pubsub_create(ALICE, "titled", { ["pubsub#title"] = ("t"):rep(2000) })
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      assert.equal(0, service.nnodes)
+      assert.equal(0, service.bytes)
+      assert(a:pubsub_create(ALICE, "titled", { ["pubsub#title"] = ("t"):rep(300) }))
+      assert.equal(total(), service.bytes)
+      -- a longer title past the limit is refused, a shorter one frees bytes
+      r, _, cond = a:pubsub_configure(ALICE, "titled", { ["pubsub#title"] = ("t"):rep(1500) })
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      assert.equal(300, #service.nodes.titled.config.title)
+      assert.is_true(a:pubsub_configure(ALICE, "titled", { ["pubsub#title"] = "short" }))
+      assert.equal(total(), service.bytes)
+      -- many nodes with long names stop at the limit, whatever their items
+      local made = 0
+      for i = 1, 20 do
+        if not a:pubsub_create(ALICE, ("node%02d-"):format(i) .. ("y"):rep(100)) then break end
+        made = made + 1
+      end
+      assert.is_true(made >= 5 and made < 20, "made " .. made)
+      assert.is_true(service.bytes <= 1024)
+      assert.equal(total(), service.bytes)
+      -- an item's id counts too
+      r, _, cond = a:pep_publish(NODE, mood("m"), ("i"):rep(1024))
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      -- deleting frees what the node held
+      for i = 1, made do assert(a:pubsub_delete(ALICE, ("node%02d-"):format(i) .. ("y"):rep(100))) end
+      assert.equal(total(), service.bytes)
+      assert.equal("m1", a:pep_publish(NODE, mood("m"), "m1"))
+      assert.equal(total(), service.bytes)
+      a:close()
+    end)
+  end)
+
   it("is off with pep = false", function()
     serve.run({ users = USERS, pep = false }, function(_, port)
       local a = login(port, "alice")

@@ -218,6 +218,34 @@ describe("embedded server: presence probes from clients (RFC 6121 §4.3)", funct
   end)
 end)
 
+describe("embedded server: initial presence (RFC 6121 §4.3.2)", function()
+  it("gets a local contact's presence only when the contact's own roster lets us see it", function()
+    serve.run({ users = USERS }, function(srv, port)
+      -- alice's roster says she sees bob, bob's says she does not (a
+      -- revocation her side never applied); carol's subscription is real
+      srv.store:set_roster_item("alice", "bob" .. D, { subscription = "both", groups = {} })
+      srv.store:set_roster_item("bob", "alice" .. D, { subscription = "none", groups = {} })
+      subscribed(srv, "carol", "bob", "to")
+      local b = login(port, "bob", "b", "secret plans")
+      local a = assert(serve.login(port, "alice", USERS.alice, "a"))
+      local c = assert(serve.login(port, "carol", USERS.carol, "c"))
+      local at_a, at_c = serve.collect(a, "presence"), serve.collect(c, "presence")
+      assert(a:send(st.presence()))
+      assert(c:send(st.presence()))
+      assert.truthy(serve.until_true(function() return #picked(at_c, nil, "bob" .. D .. "/b") == 1 end))
+      assert.truthy(serve.until_true(function() return #picked(at_a, nil, "alice" .. D .. "/a") == 1 end))
+      -- and, as a probe would have, "unsubscribed" sets alice's roster right
+      assert.truthy(serve.until_true(function() return #picked(at_a, "unsubscribed", "bob" .. D) == 1 end))
+      assert.equal("from", roster_item(srv, "alice", "bob").subscription)
+      ev.settle(0.2)
+      assert.equal(0, #picked(at_a, nil, "bob" .. D .. "/b"))
+      assert.equal("secret plans", picked(at_c, nil, "bob" .. D .. "/b")[1]:get_child_text("status"))
+      assert.equal("to", roster_item(srv, "carol", "bob").subscription)
+      a:close(); b:close(); c:close()
+    end)
+  end)
+end)
+
 describe("embedded server: a full roster (limits.max_roster, RFC 6121 §2.3.3)", function()
   local NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
   local ELSEWHERE = "@elsewhere.test"

@@ -446,6 +446,79 @@ describe("embedded server: pubsub service", function()
       max_pubsub_bytes = 200 } })
   end)
 
+  it("keeps a node's affiliations to limits.max_pubsub_affiliations, changing nothing beyond", function()
+    local function affs(c, node, list)
+      local x = st.stanza("affiliations", { node = node })
+      for _, a in ipairs(list) do x:tag("affiliation", { jid = a[1], affiliation = a[2] }):up() end
+      return owner_iq(c, "set", x)
+    end
+    local function held(srv)
+      local n = 0
+      for _ in pairs(srv.pubsub.service.nodes.one.affiliations) do n = n + 1 end
+      return n
+    end
+    run(function(srv, port)
+      local a = login(port, "alice")
+      assert(a:pubsub_create(SERVICE, "one"))
+      assert(affs(a, "one", { { "u1@x.example", "member" }, { "u2@x.example", "publisher" } }))
+      assert.equal(3, held(srv))
+      -- one more (with a change of an existing one in the same request)
+      local r, _, cond, s = affs(a, "one", { { "u1@x.example", "outcast" }, { "u3@x.example", "member" } })
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      assert.matches("max_pubsub_affiliations", s:get_child("error"):get_child_text("text",
+        "urn:ietf:params:xml:ns:xmpp-stanzas"))
+      assert.equal(3, held(srv))
+      assert.equal("member", srv.pubsub.service.nodes.one.affiliations["u1@x.example"])
+      -- a swap keeps the count; changing existing ones is never refused
+      assert(affs(a, "one", { { "u1@x.example", "none" }, { "u3@x.example", "member" } }))
+      assert(affs(a, "one", { { "u3@x.example", "outcast" } }))
+      assert.equal(3, held(srv))
+      -- many at once: refused whole
+      local many = {}
+      for i = 1, 50 do many[i] = { ("m%d@x.example"):format(i), "member" } end
+      r, _, cond = affs(a, "one", many)
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      assert.equal(3, held(srv))
+      a:close()
+    end, { limits = { max_pubsub_affiliations = 3 } })
+    local limits = require("lxmpp.server").DEFAULT_LIMITS
+    assert.equal(1000, limits.max_pubsub_affiliations)
+    local f = assert(io.open("docs/server.md", "rb"))
+    local doc = f:read("*a")
+    f:close()
+    assert.matches("\n| `max_pubsub_affiliations` | 1000 |[^\n]*resource%-constraint", doc)
+  end)
+
+  it("bounds the nodes one account creates (limits.max_pubsub_user_nodes), not the others'", function()
+    run(function(srv, port)
+      local a, b = login(port, "alice"), login(port, "bob")
+      assert(a:pubsub_create(SERVICE, "a1"))
+      assert(a:pubsub_create(SERVICE))                               -- an instant node counts too
+      local r, _, cond, s = a:pubsub_create(SERVICE, "a3")
+      assert.is_nil(r)
+      assert.equal("resource-constraint", cond)
+      assert.equal("max-nodes-exceeded", app_error(s))
+      assert.matches("max_pubsub_user_nodes", s:get_child("error"):get_child_text("text",
+        "urn:ietf:params:xml:ns:xmpp-stanzas"))
+      assert.is_nil(srv.pubsub.service.nodes.a3)
+      assert(b:pubsub_create(SERVICE, "b1"))
+      -- owning a node someone else created does not count
+      assert(owner_iq(b, "set", st.stanza("affiliations", { node = "b1" })
+        :tag("affiliation", { jid = "alice@example.test", affiliation = "owner" }):up()))
+      assert.is_true(a:pubsub_delete(SERVICE, "a1"))
+      assert(a:pubsub_create(SERVICE, "a3"))
+      assert.equal(2, srv.pubsub.service.created["alice@example.test"])
+      -- a removed account's count goes with it
+      a:close()
+      assert.is_true(srv:remove_user("alice"))
+      assert.is_nil(srv.pubsub.service.created["alice@example.test"])
+      assert.equal(1, srv.pubsub.service.created["bob@example.test"])
+      b:close()
+    end, { limits = { max_pubsub_user_nodes = 2 } })
+  end)
+
   it("keeps nodes, items and subscriptions in SQLite across a restart", function()
     local dir = os.tmpname()
     os.remove(dir)

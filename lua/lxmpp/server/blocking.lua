@@ -11,7 +11,10 @@
 --  * from a blocked JID to our user: presence and IQ results/errors are
 --    dropped, IQ get/set and messages answered <service-unavailable/>
 --    (XEP-0191 §3.3), nothing delivered, stored offline or copied (the IM
---    core also skips offline messages kept before the block);
+--    core also skips offline messages kept before the block); a
+--    subscribed, unsubscribe or unsubscribed presence still updates the
+--    user's roster (pushed, the presence itself not delivered), so that the
+--    roster stays true to what the contact allows (refuse_inbound);
 --  * from our user to a JID it blocks: not routed; messages and IQ
 --    requests get <not-acceptable/> with <blocked xmlns=
 --    'urn:xmpp:blocking:errors'/>, presence (broadcasts included) is
@@ -104,6 +107,16 @@ function B:blocked(user, j)
   return matches(self:set_of(user), split(j or ""))
 end
 
+--- Would our user's own block list stop a stanza from it to `to` (refuses,
+-- outbound side)? Its own account and the server's domain are never blocked.
+function B:blocks_outbound(user, to)
+  local node, host, res = split(to or "")
+  if not host or (node == user and host == self.domain) or (not node and host == self.domain) then
+    return false
+  end
+  return matches(self:set_of(user), node, host, res)
+end
+
 -- Stores user's list (a set) and refreshes the cache; true or nil, message.
 function B:save(user, set)
   local list = {}
@@ -139,11 +152,26 @@ local function refuse_outbound(self, s)
   return true
 end
 
--- s comes to our user from a JID the user blocks.
-local function refuse_inbound(self, s)
+-- Subscription presences from a blocked JID that still change the user's
+-- roster (quietly): see refuse_inbound.
+local KEEPS_ROSTER_TRUE = { subscribed = true, unsubscribe = true, unsubscribed = true }
+
+-- s comes to our user (node@host) from a JID the user blocks. A
+-- subscription-state presence (subscribed, unsubscribe, unsubscribed) is
+-- applied to the user's roster, pushed, but not delivered as a presence
+-- (XEP-0191 §3.3: nothing from the blocked JID reaches the user's
+-- resources; RFC 6121 §3.2, §3.3: the contact's side of the subscription
+-- is the contact's to end). Dropping it left the roster saying the user
+-- sees the contact after the contact revoked that, which the contact's
+-- server never honours, and ours must not either once the block goes.
+-- A new request (subscribe) from a blocked JID is dropped: nothing is
+-- kept pending.
+local function refuse_inbound(self, s, node, host)
   local t = s.attr.type
   if is_request(s) or (s.name == "message" and t ~= "error" and t ~= "groupchat") then
     self:route_through(st.error_reply(s, "cancel", "service-unavailable"))
+  elseif s.name == "presence" and KEEPS_ROSTER_TRUE[t] and self.srv:user_exists(node) then
+    self.im.presence:inbound_subscription(s, node, node .. "@" .. host, t, jid.bare(s.attr.from), true)
   end
   return true
 end
@@ -170,7 +198,7 @@ function B:refuses(s, node, host, res)
   end
   if node and host == domain and (fnode or fhost ~= domain) and
       matches(self:set_of(node), fnode, fhost, fres) then
-    return refuse_inbound(self, s)
+    return refuse_inbound(self, s, node, host)
   end
   local original = node and host == domain and relayed_from(s)
   if original then

@@ -57,9 +57,12 @@ M.DEFAULT_LIMITS = {
   mam_max_messages = 10000,     -- archived messages kept per account (the oldest go)
   mam_max_bytes = 16777216,     -- bytes of archived XML kept per account (the oldest go)
   max_pubsub_nodes = 1000,      -- nodes of the pubsub service, and of each account's PEP
+  max_pubsub_user_nodes = 100,  -- nodes of the pubsub service one account created
   max_pubsub_items = 256,       -- the largest pubsub#max_items a node may have
   max_pubsub_subscriptions = 1000, -- subscribers of one pubsub node
-  max_pubsub_bytes = 16777216,  -- bytes of item XML kept by the pubsub service, and by each account's PEP
+  max_pubsub_affiliations = 1000, -- affiliations (owners, publishers, members, outcasts) of one pubsub node
+  max_pubsub_bytes = 16777216,  -- bytes kept by the pubsub service, and by each account's PEP (items' XML
+                                -- and ids, nodes' names, titles and affiliated JIDs)
   max_blocklist = 1000,         -- JIDs in one account's XEP-0191 block list
   max_private_bytes = 65536,    -- bytes of XEP-0049 private XML one account keeps
   max_private_items = 64,       -- namespaces one account keeps in XEP-0049 private storage

@@ -145,11 +145,14 @@ function Archive:add(node, s, peer)
 end
 
 --- A message our user sent (sess's account): kept in the sender's archive;
--- one to the account itself is kept when it arrives.
+-- one to the account itself is kept when it arrives. One the sender's own
+-- block list refuses (XEP-0191 §3.3: not-acceptable, never routed) is not
+-- kept: the archive holds what was sent, not what was tried.
 function Archive:outgoing(sess, s)
   if not storable(s) then return end
   local to = s.attr.to and jid.prep(s.attr.to)
   if not to or jid.bare(to) == sess.bare then return end
+  if self.im.blocking and self.im.blocking:blocks_outbound(sess.user, to) then return end
   self:add(sess.user, s, to)
 end
 

@@ -18,7 +18,13 @@
 --   admins, owners and outcasts), max_pending_iq forwarded per room (256),
 --   max_pending_invitations per room (100: forwarded invitations not yet
 --   declined, the oldest forgotten first; an invitee may decline only one
---   of those, once),
+--   of those, once), max_rooms_created (10: rooms one bare JID created
+--   that still exist, so that one account cannot take all of max_rooms),
+--   max_rooms_joined (100: occupants, nicknames in rooms, one bare JID is
+--   at once), max_presence_bytes (8192: bytes of XML of the presence a
+--   room keeps for each session of an occupant, after it removed the MUC
+--   elements; so one bare JID makes the service keep at most
+--   max_rooms_joined * max_sessions * max_presence_bytes, 8 MiB),
 --   create = "local" (users of srv.domain and its subdomains may create
 --   rooms) | "anyone" | function(bare_jid) -> boolean,
 --   clock = function() -> seconds (os.time),
@@ -43,7 +49,7 @@ local STORE_KIND = "muc_room"
 local LIMITS = {
   max_rooms = 1000, max_occupants = 1000, max_sessions = 10, max_history = 20,
   max_history_bytes = 64 * 1024, max_admin_items = 100, max_affiliations = 1000, max_pending_iq = 256,
-  max_pending_invitations = 100,
+  max_pending_invitations = 100, max_rooms_created = 10, max_rooms_joined = 100, max_presence_bytes = 8192,
 }
 
 local Host = {}
@@ -73,6 +79,7 @@ local function new(srv, domain, opts)
   end
   local self = setmetatable({
     srv = srv, domain = prepped, limits = limits, rooms = {}, nrooms = 0,
+    created = {}, joined = {},  -- [bare JID] = rooms it created that exist; occupants it is now
     create = opts.create or "local", clock = opts.clock or os_time, ids = 0,
   }, Host)
   if opts.archive ~= false then self.archive = require("lxmpp.server.muc_mam").new(self) end
@@ -111,8 +118,10 @@ function Host:restore_rooms()
     if node and domain == self.domain and not resource then
       local ok, data = pcall(store.get, store, STORE_KIND, key)
       if ok and type(data) == "table" then
-        self.rooms[key] = muc_room.restore(self, key, data)
+        local room = muc_room.restore(self, key, data)
+        self.rooms[key] = room
         self.nrooms = self.nrooms + 1
+        if room.creator then self:count_created(room.creator, 1) end
       else
         self:log("error", "muc: cannot restore room %s: %s", key, tostring(data))
       end
@@ -122,10 +131,31 @@ end
 
 --- Rooms ------------------------------------------------------------------
 
+-- Per bare JID counts (created, joined): n more or fewer; an entry at 0 goes.
+local function count(t, bare, n)
+  local v = (t[bare] or 0) + n
+  t[bare] = v > 0 and v or nil
+end
+
+--- The rooms `bare` created that still exist change by n (max_rooms_created).
+function Host:count_created(bare, n) count(self.created, bare, n) end
+
+--- The occupants `bare` is, in all rooms, change by n (max_rooms_joined).
+function Host:count_joined(bare, n) count(self.joined, bare, n) end
+
+--- May `bare` be one more occupant? nil, or etype, condition, text.
+function Host:join_quota(bare)
+  if (self.joined[bare] or 0) >= self.limits.max_rooms_joined then
+    return "wait", "resource-constraint",
+      ("you are in %d rooms of this service already (max_rooms_joined)"):format(self.limits.max_rooms_joined)
+  end
+end
+
 function Host:remove_room(room)
   if self.rooms[room.jid] == room then
     self.rooms[room.jid] = nil
     self.nrooms = self.nrooms - 1
+    if room.creator then self:count_created(room.creator, -1) end
     if self.archive then self.archive:forget(room.jid) end
   end
 end
@@ -142,6 +172,10 @@ function Host:account_removed(bare)
   for _, room in ipairs(list) do
     for _, occ in pairs(room.occupants) do
       if occ.bare == bare then room:remove_occupant(occ, { codes = { "321" } }) end
+    end
+    if room.creator == bare then             -- a later account of that name starts afresh
+      room.creator = nil
+      self:count_created(bare, -1)
     end
     if room.affiliations[bare] then
       room.affiliations[bare] = nil
@@ -201,9 +235,17 @@ function Host:deliver(stanza)
       return reply_error(self, stanza, "cancel", "not-allowed", "you may not create rooms here")
     elseif self.nrooms >= self.limits.max_rooms then
       return reply_error(self, stanza, "wait", "resource-constraint", "too many rooms")
+    elseif (self.created[jid.bare(from)] or 0) >= self.limits.max_rooms_created then
+      -- one account may not take all of max_rooms (XEP-0045 §10.1.1 lets
+      -- a service restrict creation; the quota is why, not a permission)
+      return reply_error(self, stanza, "wait", "resource-constraint",
+        ("you created %d rooms here already (max_rooms_created): destroy one first")
+          :format(self.limits.max_rooms_created))
     end
     room = muc_room.new(self, room_jid)
     room.affiliations[jid.bare(from)] = "owner"
+    room.creator = jid.bare(from)
+    self:count_created(room.creator, 1)
     room.locked, room.just_created = true, true
     self.rooms[room_jid] = room
     self.nrooms = self.nrooms + 1
@@ -257,6 +299,7 @@ function Host:close()
   self.closed = true
   for _, room in pairs(self.rooms) do
     room:shutdown()
+    if room.creator then self:count_created(room.creator, -1) end
     -- a temporary room ends here: so does its archive (XEP-0313, muc_mam)
     if self.archive and not room.config.persistent then self.archive:forget(room.jid) end
   end

@@ -194,6 +194,11 @@ local function install(M)
     if ARANK[target_aff] > ARANK[actor_aff] then
       return nil, "cancel", "not-allowed", "you may not change the role of someone with a higher affiliation"
     end
+    -- §8.4: a moderator MUST NOT revoke voice from a user whose affiliation
+    -- is at or above its own (kicking, §8.2, only from a higher one)
+    if role == "visitor" and ARANK[target_aff] >= ARANK[actor_aff] then
+      return nil, "cancel", "not-allowed", "you may not revoke voice from someone of your affiliation or above"
+    end
     if (role == "moderator" or target.role == "moderator") and ARANK[actor_aff] < ARANK.admin then
       return nil, "cancel", "not-allowed", "only admins and owners may grant or revoke moderator status"
     end
@@ -286,6 +291,12 @@ local function install(M)
         a, b, c, d = self:check_role(item, actor)
         role_changes[#role_changes + 1] = a
       else
+        local target = item.attr.jid and jid.prep(item.attr.jid)
+        if item.attr.affiliation == "outcast" and target and jid.bare(target) == jid.bare(from) and
+            ARANK[actor_aff] >= ARANK.admin then
+          -- §9.1: an admin or owner who tries to ban himself MUST get conflict
+          return self:reply_error(stanza, "cancel", "conflict", "you may not ban yourself")
+        end
         a, b, c, d = check_affiliation(item, actor_aff, planned)
         if a then aff_changes[#aff_changes + 1] = { a, b, c } end
       end
@@ -413,7 +424,10 @@ local function install(M)
   -- Sends each occupant (alone) its unavailable presence, then empties the room.
   function Room:evict(opts)
     opts.type, opts.role, opts.affiliation, opts.self, opts.show_jid = "unavailable", "none", "none", true, true
-    for _, occ in pairs(self.occupants) do self:send_to(occ, self:presence_of(occ, opts)) end
+    for _, occ in pairs(self.occupants) do
+      self:send_to(occ, self:presence_of(occ, opts))
+      self.service:count_joined(occ.bare, -1)
+    end
     self.occupants, self.sessions, self.count = {}, {}, 0
   end
 

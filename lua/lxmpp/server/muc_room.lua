@@ -19,7 +19,7 @@
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 
-local type, pairs, ipairs, setmetatable = type, pairs, ipairs, setmetatable
+local type, pairs, ipairs, setmetatable, tostring = type, pairs, ipairs, setmetatable, tostring
 local remove = table.remove
 
 local NS_MUC = "http://jabber.org/protocol/muc"
@@ -96,7 +96,7 @@ function Room:save()
     for k, v in pairs(self.config) do config[k] = v end
     for k, v in pairs(self.affiliations) do affiliations[k] = v end
     self.service:store_room(self.jid, { config = config, affiliations = affiliations,
-      subject = self.subject, subject_from = self.subject_from })
+      subject = self.subject, subject_from = self.subject_from, creator = self.creator })
     self.stored = true
   elseif self.stored then
     self.service:store_room(self.jid, nil)
@@ -119,6 +119,7 @@ local function restore(service, room_jid, data)
   end
   if type(data.subject) == "string" then room.subject = data.subject end
   if type(data.subject_from) == "string" then room.subject_from = data.subject_from end
+  if type(data.creator) == "string" then room.creator = data.creator end
   room.config.persistent, room.stored = true, true
   return room
 end
@@ -208,6 +209,21 @@ local function is_nick_visible(nick)
   return nick:find("[^ ]") ~= nil
 end
 
+-- strip(stanza), or nil when what the room would keep of it is more than
+-- max_presence_bytes: the room keeps each session's presence as long as
+-- the session is in, and sends it to everyone who enters.
+function Room:kept_presence(stanza)
+  local p = strip(stanza)
+  if #tostring(p) > self.service.limits.max_presence_bytes then return nil end
+  return p
+end
+
+function Room:presence_too_big(stanza)
+  return self:reply_error(stanza, "modify", "policy-violation",
+    ("this room keeps at most %d bytes of presence per session (max_presence_bytes)")
+      :format(self.service.limits.max_presence_bytes))
+end
+
 -- Presence from `from` to room/nick (nick prepped; nil if none was given).
 function Room:handle_presence(stanza, nick)
   local from, ptype = stanza.attr.from, stanza.attr.type
@@ -227,9 +243,11 @@ function Room:handle_presence(stanza, nick)
   elseif not is_nick_visible(nick) then
     return self:reply_error(stanza, "modify", "not-acceptable", "invisible nicknames are not allowed")
   end
-  if not occ then return self:join(stanza, nick, from) end
-  if occ.nick ~= nick then return self:change_nick(stanza, occ, nick, from) end
-  occ.presence[from], occ.primary = strip(stanza), from
+  local kept = self:kept_presence(stanza)
+  if not kept then return self:presence_too_big(stanza) end   -- an occupant keeps its last one
+  if not occ then return self:join(stanza, nick, from, kept) end
+  if occ.nick ~= nick then return self:change_nick(stanza, occ, nick, from, kept) end
+  occ.presence[from], occ.primary = kept, from
   local x = stanza:get_child("x", NS_MUC)
   if x then -- a join from a session already in: a full resynchronisation
     return self:send_join_state(occ, from, x, {})
@@ -263,6 +281,8 @@ function Room:join_refusal(stanza, nick, bare, aff)
     end
     return nil
   end
+  local etype, cond, text = self.service:join_quota(bare)
+  if etype then return etype, cond, text end
   local max = limits.max_occupants
   if self.config.max_users > 0 and self.config.max_users < max and AFFILIATION_RANK[aff] < AFFILIATION_RANK.admin then
     max = self.config.max_users
@@ -273,7 +293,7 @@ function Room:join_refusal(stanza, nick, bare, aff)
   return nil
 end
 
-function Room:join(stanza, nick, from)
+function Room:join(stanza, nick, from, kept)
   local bare = jid.bare(from)
   local aff = self:affiliation(bare)
   local etype, condition, text = self:join_refusal(stanza, nick, bare, aff)
@@ -283,9 +303,10 @@ function Room:join(stanza, nick, from)
     occ = { nick = nick, bare = bare, role = self:default_role(aff), jids = {}, presence = {} }
     self.occupants[nick] = occ
     self.count = self.count + 1
+    self.service:count_joined(bare, 1)
   end
   occ.jids[#occ.jids + 1] = from
-  occ.presence[from], occ.primary = strip(stanza), from
+  occ.presence[from], occ.primary = kept, from
   self.sessions[from] = occ
   local self_codes = {}
   if self.just_created then
@@ -312,7 +333,7 @@ function Room:send_join_state(occ, from, x, self_codes)
   self:send_to(occ, subject, from)
 end
 
-function Room:change_nick(stanza, occ, nick, from)
+function Room:change_nick(stanza, occ, nick, from, kept)
   if #occ.jids > 1 then
     return self:reply_error(stanza, "modify", "not-acceptable",
       "this nickname is in use from several sessions: leave from the others first")
@@ -323,7 +344,7 @@ function Room:change_nick(stanza, occ, nick, from)
   self.occupants[occ.nick] = nil
   occ.nick = nick
   self.occupants[nick] = occ
-  occ.presence[from] = strip(stanza)
+  occ.presence[from] = kept
   self:broadcast_presence(occ, {})
 end
 
@@ -348,6 +369,7 @@ function Room:leave(occ, from, opts)
   end
   self.occupants[occ.nick] = nil
   self.count = self.count - 1
+  self.service:count_joined(occ.bare, -1)
   occ.jids = { from }
   self:broadcast_presence(occ, opts)
   occ.jids = {}
@@ -361,6 +383,7 @@ function Room:remove_occupant(occ, opts)
   for _, full in ipairs(jids) do self.sessions[full] = nil end
   self.occupants[occ.nick] = nil
   self.count = self.count - 1
+  self.service:count_joined(occ.bare, -1)
   opts.type, opts.role = "unavailable", "none"
   self:broadcast_presence(occ, opts)
   occ.jids, occ.presence = {}, {}
@@ -452,6 +475,15 @@ function Room:invite(stanza, x)
   local invite = x:get_child("invite")
   local to = invite.attr.to and jid.prep(invite.attr.to)
   if not to then return self:reply_error(stanza, "modify", "jid-malformed", "invalid invitee") end
+  -- §7.8.2: a members-only room MAY add the invitee to the member list,
+  -- and this one does (an invitation the invitee could not use is worth
+  -- nothing); with max_affiliations reached the invitation is refused,
+  -- as the muc#admin request adding that member would be, and not sent
+  local adds = self.config.members_only and self:affiliation(jid.bare(to)) == "none"
+  if adds and self:affiliation_count() >= self.service.limits.max_affiliations then
+    return self:reply_error(stanza, "wait", "resource-constraint",
+      "the member list is full (max_affiliations): the invitee could not enter")
+  end
   local m = st.message({ from = self.jid, to = to })
   m:tag("x", { xmlns = NS_USER }):tag("invite", { from = stanza.attr.from })
   local reason = invite:get_child_text("reason")
@@ -459,7 +491,7 @@ function Room:invite(stanza, x)
   m:up()
   if self.config.password_protected then m:text_tag("password", self.config.password) end
   -- an admin's invitation to a members-only room makes the invitee a member
-  if self.config.members_only and self:affiliation(jid.bare(to)) == "none" then
+  if adds then
     self.affiliations[jid.bare(to)] = "member"
     self:save()
   end

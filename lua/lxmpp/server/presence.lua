@@ -351,7 +351,20 @@ function P:broadcast(sess, s)
   local send = function(p) srv:route(p) end   -- routed: block lists apply
   for _, contact in ipairs(store:roster_contacts(sess.user, WE_SEE)) do
     if srv.hosts[jid.domain(contact)] == self.im then
-      self:current_presence(contact, sess.full, send)
+      -- RFC 6121 §4.3.2: the contact's server decides, from the contact's
+      -- roster, as inbound_probe does; our user's own roster may say
+      -- to/both after the contact revoked (a revocation its side never
+      -- applied), and that never lets it see the contact's presence. As
+      -- a probe would, "unsubscribed" then brings our user's roster in
+      -- line (not while the contact has our user's request to answer).
+      local node = jid.node(contact)
+      local exists = node and srv:user_exists(node)
+      local item = exists and store:get_roster_item(node, sess.bare)
+      if item and SEES_US[item.subscription] then
+        self:current_presence(contact, sess.full, send)
+      elseif not (exists and store:get_pending(node, sess.bare)) then
+        srv:route(st.presence({ type = "unsubscribed", from = contact, to = sess.bare }))
+      end
     else
       srv:route(st.presence({ type = "probe", from = sess.bare, to = contact }))
     end

@@ -9,8 +9,9 @@
 --
 -- From srv it uses srv:route, srv.store, srv.limits (max_pubsub_nodes per
 -- service, max_pubsub_items the cap of pubsub#max_items,
--- max_pubsub_subscriptions per node, max_pubsub_bytes of item XML per
--- service), srv.domain and srv:log.
+-- max_pubsub_subscriptions and max_pubsub_affiliations per node,
+-- max_pubsub_bytes per service of item XML and ids, node names, titles
+-- and affiliated JIDs), srv.domain and srv:log.
 
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
@@ -65,7 +66,8 @@ M.Service = Service
 -- the account's bare JID and owner_user its user name).
 function M.service(srv, at, kind, owner_user)
   return setmetatable({ srv = srv, jid = at, kind = kind, nodes = {}, nnodes = 0, owner_user = owner_user,
-    owner_bare = kind == "pep" and at or nil, ids = 0, bytes = 0 }, Service)
+    owner_bare = kind == "pep" and at or nil, ids = 0, bytes = 0,
+    created = {} }, Service)        -- created[bare]: nodes it created that exist (max_pubsub_user_nodes)
 end
 
 function Service:limit(name) return self.srv.limits[name] end
@@ -77,6 +79,21 @@ function Service:add_node(node)
   end
   self.nodes[node.name] = node
   self.nnodes = self.nnodes + 1
+  node:recount()
+  if node.creator then self:count_created(node.creator, 1) end
+end
+
+function Service:count_created(bare, n)
+  local v = (self.created[bare] or 0) + n
+  self.created[bare] = v > 0 and v or nil
+end
+
+--- Would `extra` more bytes pass limits.max_pubsub_bytes? nil, or the error.
+function Service:too_big(extra)
+  if extra > 0 and self.bytes + extra > self:limit("max_pubsub_bytes") then
+    return err("wait", "resource-constraint", "this service holds too much data (limits.max_pubsub_bytes): "
+      .. "retract or purge items, or delete nodes")
+  end
 end
 
 function Service.new_id(_)
@@ -98,10 +115,21 @@ function Service:create(name, owner_bare, config)
   if self.nnodes >= self:limit("max_pubsub_nodes") then
     return nil, err("wait", "resource-constraint", "this service has too many nodes", "max-nodes-exceeded")
   end
+  -- the service's nodes are shared by every account: one may not take
+  -- them all (a PEP service is its account's alone, max_pubsub_nodes is its share)
+  local max_own = self:limit("max_pubsub_user_nodes")
+  if self.kind ~= "pep" and (self.created[owner_bare] or 0) >= max_own then
+    return nil, err("wait", "resource-constraint",
+      ("you created %d nodes here already (limits.max_pubsub_user_nodes): delete one first"):format(max_own),
+      "max-nodes-exceeded")
+  end
   while not name or self.nodes[name] do name = self:new_id() end
   local node = pubsub_node.new(self, name, config or pubsub_node.defaults(self.kind))
+  if self.kind ~= "pep" then node.creator = owner_bare end
   node.affiliations[owner_bare] = "owner"
   if self.owner_bare then node.affiliations[self.owner_bare] = "owner" end
+  local e = self:too_big(node:meta_bytes())     -- its name and title count as items do
+  if e then return nil, e end
   self:add_node(node)
   node:save()
   return node
@@ -117,6 +145,8 @@ function Service:delete(node, redirect)
   node:destroy()
   self.nodes[node.name] = nil
   self.nnodes = self.nnodes - 1
+  self.bytes = self.bytes - (node.meta or 0)
+  if node.creator then self:count_created(node.creator, -1) end
 end
 
 --- The account `bare` was removed: it loses its affiliations with the
@@ -130,6 +160,10 @@ function Service:account_removed(bare)
   sort(names)
   for _, name in ipairs(names) do
     local node, changed = self.nodes[name], false
+    if node.creator == bare then       -- a later account of that name starts afresh
+      node.creator, changed = nil, true
+      self:count_created(bare, -1)
+    end
     for who in pairs(node.subscriptions) do
       if jid.bare(who) == bare then
         node.subscriptions[who], node.nsubs, changed = nil, node.nsubs - 1, true
@@ -140,6 +174,8 @@ function Service:account_removed(bare)
       if #node:owners() == 0 then
         self:delete(node)
         changed = false
+      else
+        node:recount()
       end
     end
     if changed then node:save() end

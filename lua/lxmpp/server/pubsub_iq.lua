@@ -124,9 +124,8 @@ local function install(M)
       ok, e = self:may_change_item(node, bare, old)
       if not ok then return e end
     end
-    if self.bytes + #xml - (old and #old.xml or 0) > self:limit("max_pubsub_bytes") then
-      return err("wait", "resource-constraint", "this service holds too much data; retract or purge items")
-    end
+    e = self:too_big(#xml + #id - (old and pubsub_node.item_bytes(old) or 0))
+    if e then return e end
     local it = node:publish(id, item.tags[1], bare, xml)
     return reply(iq):tag("publish", { node = node.name }):tag("item", { id = id }):up():up(), function()
       self:notify(node, self:item_event(node, it))
@@ -331,6 +330,8 @@ local function install(M)
     if x.attr.type ~= "submit" then return err("modify", "bad-request", "submit the form") end
     local c, msg, cond = pubsub_node.read_form(x, node.config, self:limit("max_pubsub_items"))
     if not c then return err("modify", cond, msg) end
+    e = self:too_big(node:meta_bytes(c) - node:meta_bytes())     -- a longer title
+    if e then return e end
     node:set_config(c)
     return st.reply(iq), c.notify_config and function()
       self:notify(node, st.stanza("configuration", { node = node.name }))
@@ -396,13 +397,26 @@ local function install(M)
     local after = {}
     for k, v in pairs(node.affiliations) do after[k] = v end
     for _, c in ipairs(changes) do after[c[1]] = c[2] ~= "none" and c[2] or nil end
-    local owner = false
-    for _, a in pairs(after) do owner = owner or a == "owner" end
+    local owner, count, before = false, 0, 0
+    for _, a in pairs(after) do owner, count = owner or a == "owner", count + 1 end
     if not owner then return err("modify", "not-acceptable", "a node keeps at least one owner") end
+    -- limits.max_pubsub_affiliations: XEP-0060 §8.9.2.4 names no condition
+    -- for a list that is too long (a matter of service policy); as for
+    -- too many nodes, resource-constraint, and nothing changes. A list
+    -- stored longer (the limit lowered since) may still shrink.
+    for _ in pairs(node.affiliations) do before = before + 1 end
+    local max = self:limit("max_pubsub_affiliations")
+    if count > max and count > before then
+      return err("wait", "resource-constraint",
+        ("a node has at most %d affiliations here (limits.max_pubsub_affiliations)"):format(max))
+    end
+    e = self:too_big(node:meta_bytes(nil, after) - node:meta_bytes())
+    if e then return e end
     node.affiliations = after
     for who in pairs(node.subscriptions) do              -- outcasts lose their subscriptions
       if after[jid.bare(who)] == "outcast" then node.subscriptions[who], node.nsubs = nil, node.nsubs - 1 end
     end
+    node:recount()
     node:save()
     return st.reply(iq)
   end

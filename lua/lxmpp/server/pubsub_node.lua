@@ -7,6 +7,8 @@
 -- A node holds:
 --   service  the Service it belongs to (its jid, srv, limits, owner_user)
 --   name, config (see DEFAULTS)
+--   creator  the bare JID that created it (the pubsub service's nodes only:
+--            limits.max_pubsub_user_nodes)
 --   affiliations[bare JID] = "owner" | "publisher" | "member" | "outcast"
 --   subscriptions[JID as subscribed, bare or full] = true
 --   items    array, oldest first: { id =, seq =, publisher =, payload =
@@ -165,6 +167,25 @@ function M.new(service, name, config)
     subscriptions = {}, nsubs = 0, items = {}, by_id = {}, seq = 0 }, Node)
 end
 
+--- Bytes a node holds besides its items, counted with them against
+-- limits.max_pubsub_bytes: its name, the free text of its configuration
+-- (pubsub#title; the other fields are numbers, booleans and options) and
+-- the JIDs of its affiliations (which its owners set). `config` and
+-- `affiliations` default to the node's own.
+function Node:meta_bytes(config, affiliations)
+  local n = #self.name + #((config or self.config).title or "")
+  for who in pairs(affiliations or self.affiliations) do n = n + #who end
+  return n
+end
+
+--- Brings the service's byte count in line with the node's metadata (after
+-- a change of it); node.meta is what was counted.
+function Node:recount()
+  local now = self:meta_bytes()
+  self.service.bytes = self.service.bytes + now - (self.meta or 0)
+  self.meta = now
+end
+
 function Node:affiliation(bare)
   return self.affiliations[bare] or "none"
 end
@@ -199,7 +220,7 @@ function Node:save()
   local subs = {}
   for who in pairs(self.subscriptions) do subs[#subs + 1] = who end
   store_set(self.service, NODE_KIND, self:key(), { config = self.config, affiliations = self.affiliations,
-    subscriptions = subs })
+    subscriptions = subs, creator = self.creator })
 end
 
 function Node:save_item(item)
@@ -220,6 +241,7 @@ function Node:set_config(c)
     for _, it in ipairs(self.items) do self:forget_item(it) end
   end
   self.config = c
+  self:recount()
   if c.persist_items and not old.persist_items then
     for _, it in ipairs(self.items) do self:save_item(it) end
   end
@@ -227,9 +249,11 @@ function Node:set_config(c)
   self:save()
 end
 
--- The service counts the bytes of its items' XML (limits.max_pubsub_bytes).
+-- The service counts the bytes of its items' XML and ids (limits.max_pubsub_bytes).
+local function item_bytes(item) return #item.xml + #item.id end
+M.item_bytes = item_bytes
 local function account(self, item, sign)
-  self.service.bytes = self.service.bytes + sign * #item.xml
+  self.service.bytes = self.service.bytes + sign * item_bytes(item)
 end
 
 -- Drops the oldest items beyond max_items; returns them.
@@ -348,6 +372,7 @@ function M.restore(srv, want, add)
     if kind and ok and type(data) == "table" then
       add(p[1], p[2], function(service)
         local node = M.new(service, p[2], restore_config(kind, data.config))
+        if type(data.creator) == "string" then node.creator = data.creator end
         for who, a in pairs(type(data.affiliations) == "table" and data.affiliations or {}) do
           if type(who) == "string" and (a == "owner" or a == "publisher" or a == "member" or a == "outcast") then
             node.affiliations[who] = a
