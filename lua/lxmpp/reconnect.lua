@@ -82,17 +82,42 @@ function M.install(Client)
   -- c:send, its output stage (the offline queue while reconnecting) and
   -- write_now are session.lua's: the one way out of a session.
 
-  -- Sends what waited for the reconnection, in order.
+  -- How long sending what waited for the reconnection waits for a server
+  -- that reads none of it: the client's keepalive (a link that makes no
+  -- progress for that long is dead), or opts.timeout without one.
+  local function drain_limit(self)
+    return self.keepalive or self.opts.timeout or require("lxmpp.client").DEFAULT_TIMEOUT
+  end
+
+  -- Sends what waited for the reconnection, in order. It waits only while
+  -- the server reads slower than we write (wait_drain); the link lost or
+  -- close() meanwhile (Client:close) ends that wait at once, and what is
+  -- left is reported, or waits for the next session. A server that reads
+  -- nothing for drain_limit seconds has a dead link, as a silent one has
+  -- (keepalive_tick): it is dropped and reconnected, and the rest goes out
+  -- on the next session, still in order (before, it stayed behind in the
+  -- queue while later stanzas went out).
   function R.flush_offline(self)
     self.flushing = true
     local q = self.offline
-    while q.n > 0 and self.online do
+    while q.n > 0 and self.online and not self.closing do
       local item = q:peek()
       local ok, _, cond = I.write_now(self, item[1], item[2])
       if ok then
         q:pop()
-      elseif cond ~= "resource-constraint" or not self:wait_drain(30) then
+      elseif cond ~= "resource-constraint" then
         break
+      else
+        local limit = drain_limit(self)
+        local drained, _, why = self:wait_drain(limit)
+        if not drained then
+          if why == "timeout" and self.online and not self.closing then
+            self.closed_reason = "dead link"
+            self.conn:abort()
+            I.lost(self, ("the server read nothing for %.1f seconds: the link is dead"):format(limit), "timeout")
+          end
+          break
+        end
       end
     end
     self.flushing = false
@@ -262,7 +287,9 @@ function M.install(Client)
     self.kept = nil
     R.went_online(self)
     R.flush_offline(self)
-    self:fire_user("reconnected", self.resumed)
+    -- (not when the link was lost or the client closed during the resend:
+    -- "disconnected" said so already)
+    if self.online and not self.closing then self:fire_user("reconnected", self.resumed) end
   end
 
   ---------------------------------------------------------------------------
@@ -438,6 +465,19 @@ function M.install(Client)
         self.reconnect_waiters[#self.reconnect_waiters + 1] = done
         done:wait()
       end
+      return true
+    end
+    if self.flushing and self.online then
+      -- the reconnection's last phase: what waited for it is being sent,
+      -- and the server reads none of it (R.flush_offline waits for it to
+      -- drain). Nothing more we write can reach it, not even the end of
+      -- our stream: the link is cut, the resend's wait ends, and what the
+      -- server did not acknowledge goes to "unacked" (R.end_session) before
+      -- close() returns, as when close() ends a reconnection
+      self.closed_reason = "closed by us"
+      self.conn:abort()
+      I.lost(self, "the client was closed while sending what waited for the reconnection", "closed")
+      if task.running() then task.yield() end
       return true
     end
     local sm = self.sm

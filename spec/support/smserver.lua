@@ -12,6 +12,8 @@
 -- as handled); resumed(sess, previd) -> XML to answer <resume/> with;
 -- stanza(conn, s) for anything else; refuse_auth; refuse (accept and close
 -- at once); stream_error (sent right after binding); no_sm; no_resume;
+-- stop_reading(n) -> true: connection n reads nothing more once stream
+-- management is enabled (a server that stalls while the client resends);
 -- stall(step, n) -> true: connection n never answers that step of the
 -- login ("auth", "bind"); no_close_reply: the client's </stream:stream> is
 -- noted ("close") and never answered (a peer that holds a close up).
@@ -104,6 +106,10 @@ function Server:on_stanza(conn, n, state, s)
       self.sessions[sess.id], state.sess, self.current = sess, sess, sess
       self:note(n, "enable resume=%s", tostring(s.attr.resume))
       conn:write(("<enabled xmlns='%s' id='%s'%s/>"):format(NS_SM, sess.id, o.no_resume and "" or " resume='true'"))
+      if o.stop_reading and o.stop_reading(n) then
+        self:note(n, "stops reading")
+        conn:pause()
+      end
     elseif s.name == "resume" then
       self:note(n, "resume previd=%s h=%s", tostring(s.attr.previd), tostring(s.attr.h))
       sess = self.sessions[s.attr.previd]
