@@ -402,6 +402,40 @@ describe("reconnection", function()
     end)
   end)
 
+  it("ends c:wait_drain() at once when the link is lost, with the reason", function()
+    -- before, a wait_drain whose link was gone waited for its whole timeout
+    run(function()
+      local srv = smserver.start({ stop_reading = function() return true end, ack = function() return false end })
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = false })))
+      local big = ("x"):rep(64 * 1024)
+      local full = false
+      for _ = 1, 1000 do
+        local sent, _, cond = c:send_message("x@example.test", big)
+        if not sent then
+          assert.equal("resource-constraint", cond)
+          full = true
+          break
+        end
+      end
+      assert.is_true(full, "the output queue never filled up")
+      local got, took
+      lxmpp.spawn(function()
+        local t0 = core.now()
+        got = { c:wait_drain(10 * SLOW) }
+        took = core.now() - t0
+      end)
+      lxmpp.sleep(0.05)
+      assert.is_nil(got)                                   -- waiting
+      srv:kill()                                           -- the link goes (reset)
+      assert(wait_for(function() return got ~= nil end, 1), "wait_drain still waits")
+      assert.is_nil(got[1])
+      assert.equal("closed", got[3])
+      assert.is_true(took < 0.5 * SLOW)
+      c:close()
+      srv:close()
+    end)
+  end)
+
   it("bounds the stanzas waiting for a reconnection", function()
     run(function()
       local srv = smserver.start({ refuse = false })
