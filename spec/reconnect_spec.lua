@@ -296,6 +296,146 @@ describe("reconnection", function()
     end)
   end)
 
+  it("close() while the resend after a reconnection waits for a server that reads nothing returns at once", function()
+    -- messages the server never acknowledges, on a session it cannot
+    -- resume: the reconnection sends them again (resend_unacked) on the
+    -- new session, whose server reads nothing once stream management is
+    -- enabled, so the resend waits for the output to drain (more than the
+    -- output queue, 4 MB, and the socket buffers hold). close() then must
+    -- cut the link at once (nothing more can reach the server, not even
+    -- the end of our stream), report every message in "unacked" before it
+    -- returns, and leave nothing behind; before, the resend waited 30 s
+    -- for the drain (lxmpp.run with it), its messages reported only once
+    -- the close had waited out its own timeouts.
+    local n, took, closed_at, blocked = 300, nil, nil, nil
+    local ok, err = pcall(run, function()
+      local srv = smserver.start({ no_resume = true, ack = function() return false end,
+        stop_reading = function(conn_n) return conn_n == 2 end })
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_delay = 0.01 } })))
+      local ev = watch(c)
+      local big = ("x"):rep(64 * 1024)
+      for i = 1, n do
+        local body = i .. ":" .. big
+        local sent, _, cond = c:send_message("x@example.test", body)
+        if not sent then
+          assert.equal("resource-constraint", cond)
+          assert(c:wait_drain(5 * SLOW))
+          assert.is_true(c:send_message("x@example.test", body))
+        end
+      end
+      srv:kill()
+      blocked = wait_for(function() return c.flushing and c.drain_waiters ~= nil end, 5)
+      assert(blocked, "the resend is not waiting for the server to read")
+      assert.equal(2, srv.nconn)
+      assert.same({}, ev.unacked)                         -- all of them wait to be sent again
+      local t0 = core.now()
+      assert.is_true(c:close())
+      took = core.now() - t0
+      closed_at = core.now()
+      assert.equal(n, #ev.unacked)
+      for i, u in ipairs(ev.unacked) do
+        assert.equal(tostring(i), u.body:match("^(%d+):"))
+        assert.equal("closed", u.cond)
+      end
+      assert.is_false(c.flushing)
+      assert.same({}, ev.reconnected)                     -- closed before the resend was done
+      -- (the server, reading nothing, does not see it go)
+      assert(wait_for(function() return c.conn.closed end, 0.5), "the client's connection is still open")
+      srv:close()
+    end)
+    local run_took = closed_at and core.now() - closed_at
+    assert(ok, err)
+    assert.is_true(took < 0.5 * SLOW, "close() took " .. tostring(took) .. " s")
+    assert.is_true(run_took < 0.5 * SLOW, "run took " .. tostring(run_took) .. " s more")
+  end)
+
+  it("drops a link whose server reads nothing of the resend for keepalive seconds, and resends on the next", function()
+    -- as above, but the server keeps writing (so the link is not silent:
+    -- the keepalive alone would not find it dead) and is not closed: after
+    -- `keepalive` seconds without reading, the link is dead, and the
+    -- messages go out in order on the next session; before, the resend
+    -- waited 30 s whatever the client's timeouts, then left the rest in
+    -- the queue while later stanzas went out before it
+    local n = 300
+    run(function()
+      local srv = smserver.start({ no_resume = true, ack = function() return false end,
+        stop_reading = function(conn_n) return conn_n == 2 end })
+      local ka = 0.6 * SLOW
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_delay = 0.01 },
+        keepalive = ka })))
+      local ev = watch(c)
+      local big = ("x"):rep(64 * 1024)
+      for i = 1, n do
+        local body = i .. ":" .. big
+        local sent, _, cond = c:send_message("x@example.test", body)
+        if not sent then
+          assert.equal("resource-constraint", cond)
+          assert(c:wait_drain(5 * SLOW))
+          assert.is_true(c:send_message("x@example.test", body))
+        end
+      end
+      srv:kill()
+      assert(wait_for(function() return c.flushing and c.drain_waiters ~= nil end, 5),
+        "the resend is not waiting for the server to read")
+      local t0 = core.now()
+      -- the stalled server still talks (while that link lasts, at most
+      -- 3 s): the link is not silent
+      lxmpp.spawn(function()
+        while srv.nconn == 2 and core.now() < t0 + 3 * SLOW do
+          srv:push(st.message({ to = c.jid }, "still here"))
+          lxmpp.sleep(ka / 10)
+        end
+      end)
+      assert(wait_for(function() return #ev.disconnected == 2 end, 3), "the stalled link was not dropped")
+      local took = core.now() - t0
+      assert.equal("timeout", ev.disconnected[2].cond)
+      assert.matches("read nothing", ev.disconnected[2].msg)
+      assert.is_true(ev.disconnected[2].again)
+      assert.is_true(took >= ka * 0.9 and took < ka + 1 * SLOW, "dropped after " .. took .. " s")
+      -- the next session gets every message, in order
+      assert(wait_for(function() return #ev.reconnected == 1 end, 5))
+      assert(wait_for(function() return #srv:grep("^3 message %d") == n end, 5))
+      for i, line in ipairs(srv:grep("^3 message %d")) do assert.equal("3 message " .. i .. ":", line:sub(1, #tostring(i) + 11)) end
+      assert.same({}, ev.unacked)
+      c:close(0.1)
+      srv:close()
+    end)
+  end)
+
+  it("ends c:wait_drain() at once when the link is lost, with the reason", function()
+    -- before, a wait_drain whose link was gone waited for its whole timeout
+    run(function()
+      local srv = smserver.start({ stop_reading = function() return true end, ack = function() return false end })
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = false })))
+      local big = ("x"):rep(64 * 1024)
+      local full = false
+      for _ = 1, 1000 do
+        local sent, _, cond = c:send_message("x@example.test", big)
+        if not sent then
+          assert.equal("resource-constraint", cond)
+          full = true
+          break
+        end
+      end
+      assert.is_true(full, "the output queue never filled up")
+      local got, took
+      lxmpp.spawn(function()
+        local t0 = core.now()
+        got = { c:wait_drain(10 * SLOW) }
+        took = core.now() - t0
+      end)
+      lxmpp.sleep(0.05)
+      assert.is_nil(got)                                   -- waiting
+      srv:kill()                                           -- the link goes (reset)
+      assert(wait_for(function() return got ~= nil end, 1), "wait_drain still waits")
+      assert.is_nil(got[1])
+      assert.equal("closed", got[3])
+      assert.is_true(took < 0.5 * SLOW)
+      c:close()
+      srv:close()
+    end)
+  end)
+
   it("bounds the stanzas waiting for a reconnection", function()
     run(function()
       local srv = smserver.start({ refuse = false })

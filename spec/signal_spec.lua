@@ -200,44 +200,41 @@ describe("a shutdown a peer holds up", function()
     clean()
   end)
 
-  -- A program whose client is stuck in negotiation with a "server" (here)
-  -- that accepts and never answers: its shutdown waits for that server's
-  -- </stream:stream>, which never comes.
+  -- A program whose client is online with a server (here, the scripted
+  -- spec/support/smserver.lua) that never answers its </stream:stream>:
+  -- its shutdown waits for that, which never comes. (A client still
+  -- negotiating is not waited for: its connect is cut short at once, see
+  -- "lxmpp.shutdown during a connect" below.)
   local function start_stuck_client(fn)
-    local net = require "lxmpp.net"
+    local smserver = require "spec.support.smserver"
     lxmpp.run(function()
-      local got, conns = {}, {}
-      local l = assert(net.listen("127.0.0.1", 0, function(conn)
-        conns[#conns + 1] = conn
-        conn:on("data", function(bytes) got[#got + 1] = bytes end)
-        conn:raw()
-      end))
+      local srv = smserver.start({ no_close_reply = true })
       local path = script(([[
         local lxmpp = require "lxmpp"
         lxmpp.run(function()
-          lxmpp.connect({ jid = "a@example.test", password = "x", tls = "none",
-            host = "127.0.0.1", port = %d })
+          assert(lxmpp.connect({ jid = "example.test/r", mechanism = "ANONYMOUS", tls = "none",
+            host = "127.0.0.1", port = %d, logger = function() end }))
+          io.write("online\n") io.flush()
+          lxmpp.sleep(3600)
         end)
         io.write("run returned\n")
-      ]]):format(l:port()))
+      ]]):format(srv.port))
       local p = start_lua({ path })
-      assert.is_true(serve.until_true(function() return table.concat(got):find("<stream:stream", 1, true) end, 10),
-        "the client did not open its stream")
-      fn(p, function() return table.concat(got) end)
-      for _, c in ipairs(conns) do c:abort() end
-      l:close()
+      assert(p:wait_output("online"), "the client did not come online")
+      fn(p, function() return #srv:grep("^1 close$") == 1 end)
+      srv:close()
       os.remove(path)
     end)
   end
 
   it("is cut after its time, and the program still ends with status 0", function()
-    start_stuck_client(function(p, received)
+    start_stuck_client(function(p, closed_its_stream)
       p:signal("INT")
       local r, took = ended(p, 15)
       assert.equal(0, r.code, r.err)
-      assert.equal("run returned\n", r.out)
+      assert.equal("online\nrun returned\n", r.out)
       assert.is_true(took > 4 and took < 8, "took " .. took .. " s")
-      assert.matches("</stream:stream>$", received())   -- the client did close its stream
+      assert.is_true(closed_its_stream(), "the client did not close its stream")
     end)
   end)
 
@@ -250,7 +247,180 @@ describe("a shutdown a peer holds up", function()
       local r, took = ended(p, 5)
       assert.equal(143, r.code)                -- killed by SIGTERM, as sh reports it
       assert.is_true(took < 2)
-      assert.equal("", r.out)
+      assert.equal("online\n", r.out)
+    end)
+  end)
+end)
+
+describe("lxmpp.shutdown during a connect", function()
+  local net = require "lxmpp.net"
+  local blackhole = require "spec.support.blackhole"
+  local smserver = require "spec.support.smserver"
+  local SLOW = require("spec.support.slow").factor
+
+  after_each(clean)
+
+  -- Polls (in a task) until pred() holds, at most `seconds` (x SLOW).
+  local function wait_for(pred, seconds)
+    local deadline = core.now() + seconds * SLOW
+    while not pred() do
+      if core.now() > deadline then return false end
+      lxmpp.sleep(0.01)
+    end
+    return true
+  end
+
+  -- The first lxmpp.connect of a client waits on a peer that never
+  -- answers (prepare(), in the loop, returns the connect's options, a
+  -- predicate that holds once it waits in the phase under test, one that
+  -- holds once the peer saw its connection closed, and a clean-up, called
+  -- in the loop with true, then outside it), when lxmpp.shutdown() comes
+  -- (with a long timeout, 5 s, that must not be used). The connect must
+  -- return nil, a message and "system-shutdown" at once, lxmpp.run must
+  -- return at once, with no connection still closing, and nothing may be
+  -- left behind: no task, no socket, no timer (after_each: clean). Before,
+  -- a client was closed only once its stream was established: a connect
+  -- still in its TCP connect went on after the shutdown (lxmpp.run
+  -- returned without it, its task and its socket left), one negotiating
+  -- had its </stream:stream> sent and waited the whole timeout for the
+  -- peer's.
+  local function shutdown_during(prepare)
+    local res, took, shut_at, run_took, cleanup, gone, peer_gone
+    local ok, err = pcall(lxmpp.run, function()
+      local opts, in_phase
+      opts, in_phase, gone, cleanup = prepare()
+      lxmpp.spawn(function()
+        res = compat.pack(lxmpp.connect(opts))
+        took = core.now() - shut_at
+      end)
+      assert(wait_for(in_phase, 2), "the connect did not reach the phase under test")
+      shut_at = core.now()
+      assert.is_true(lxmpp.shutdown(5 * SLOW))
+    end)
+    run_took = shut_at and core.now() - shut_at
+    local closing = net.closing()
+    lxmpp.run(function()
+      peer_gone = wait_for(gone, 0.5)
+      if cleanup then cleanup(true) end
+    end)
+    if cleanup then cleanup() end
+    assert(ok, err)
+    assert.is_truthy(res, "the connect did not return")
+    assert.same({ n = 3, [3] = "system-shutdown" }, { n = res.n, [1] = res[1], [3] = res[3] })
+    assert.matches("lxmpp.shutdown", res[2], 1, true)
+    assert.is_true(took < 0.5 * SLOW, "the connect returned after " .. tostring(took) .. " s")
+    assert.is_true(run_took < 0.5 * SLOW, "lxmpp.run returned after " .. tostring(run_took) .. " s")
+    assert.equal(0, closing, "connections still closing")
+    assert.is_true(peer_gone, "the attempt's connection is still open")
+  end
+
+  local function quiet(port, tls)
+    return { jid = "example.test/r", mechanism = "ANONYMOUS", host = "127.0.0.1", port = port, tls = tls,
+      timeout = 5 * SLOW, connect_timeout = 5 * SLOW, reconnect = { delay = 0.01 }, logger = function() end }
+  end
+
+  it("ends it at once in its TCP connect to a host that never answers", function()
+    local tcp_connect = core.tcp_connect
+    local hole, attempt
+    -- (the spy keeps the C connection of the attempt to the black hole)
+    core.tcp_connect = function(ip, port, owner)
+      local conn, msg, cond = tcp_connect(ip, port, owner)
+      if hole and port == hole.port then attempt = conn end
+      return conn, msg, cond
+    end
+    shutdown_during(function()
+      hole = blackhole.tcp()
+      return quiet(hole.port, "none"), function() return attempt ~= nil and attempt:info().open end,
+        function() return not attempt:info().open end,
+        function(in_loop)
+          if in_loop then return end
+          core.tcp_connect = tcp_connect
+          hole:close()
+        end
+    end)
+  end)
+
+  for _, phase in ipairs({ { "its TLS handshake", "direct" }, { "its stream negotiation", "none" } }) do
+    it("ends it at once in " .. phase[1] .. " with a peer that never answers", function()
+      shutdown_during(function()
+        local silent = blackhole.silent()
+        return quiet(silent.port, phase[2]), function() return silent:bytes_in() > 0 end,
+          function() return silent.conns[1].eof end,
+          function(in_loop) if in_loop then silent:close() end end
+      end)
+    end)
+  end
+
+  for _, step in ipairs({ "auth", "bind" }) do
+    it("ends it at once when the server never answers its " .. step, function()
+      shutdown_during(function()
+        local srv = smserver.start({ stall = function(s) return s == step end })
+        return srv:client_opts({ timeout = 5 * SLOW }), function() return #srv:grep("^1 " .. step) == 1 end,
+          function() return next(srv.conns) == nil end,
+          function(in_loop) if in_loop then srv:close() end end
+      end)
+    end)
+  end
+
+  it("ends a client's reconnection at once, in the attempt's TLS handshake", function()
+    local unacked, disconnected, c, shut_at, run_took, silent
+    local ok, err = pcall(lxmpp.run, function()
+      local srv = smserver.start()
+      c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_delay = 0.01 },
+        timeout = 5 * SLOW, connect_timeout = 5 * SLOW })))
+      unacked, disconnected = {}, {}
+      c:on("unacked", function(list) for _, s in ipairs(list) do unacked[#unacked + 1] = s:get_child_text("body") end end)
+      c:on("disconnected", function(_, cond, again) disconnected[#disconnected + 1] = { cond, again } end)
+      -- the next attempts go to a peer that reads the ClientHello and never answers
+      silent = blackhole.silent()
+      c.opts.port, c.tls_mode = silent.port, "direct"
+      srv:close()
+      assert(wait_for(function() return silent:bytes_in() > 0 end, 2), "the reconnection is not in its TLS handshake")
+      assert.is_true(c:send_message("x@example.test", "queued"))    -- waits for the reconnection
+      shut_at = core.now()
+      assert.is_true(lxmpp.shutdown(5 * SLOW))
+    end)
+    run_took = shut_at and core.now() - shut_at
+    local closing, peer_gone = net.closing(), nil
+    lxmpp.run(function()
+      peer_gone = wait_for(function() return silent.conns[1].eof end, 0.5)
+      silent:close()
+    end)
+    assert(ok, err)
+    assert.is_true(run_took < 0.5 * SLOW, "lxmpp.run returned after " .. tostring(run_took) .. " s")
+    assert.equal(0, closing)
+    assert.is_true(peer_gone, "the attempt's connection is still open")
+    assert.is_false(c.reconnecting)
+    assert.same({ "queued" }, unacked)
+    assert.same({ { "closed", true } }, disconnected)
+  end)
+
+  it("refuses a connect started while it is under way, and allows one after it", function()
+    local res, took, attempts
+    lxmpp.run(function()
+      -- a client whose server never answers its </stream:stream> keeps the
+      -- shutdown going for its timeout (1 s)
+      local srv = smserver.start({ no_close_reply = true })
+      assert(lxmpp.connect(srv:client_opts()))
+      assert.is_true(lxmpp.shutdown(1 * SLOW))
+      assert.is_false(lxmpp.shutdown())
+      assert(wait_for(function() return #srv:grep("^1 close$") == 1 end, 1), "the shutdown did not close the client")
+      local t0 = core.now()
+      res = compat.pack(lxmpp.connect(srv:client_opts()))
+      took = core.now() - t0
+      attempts = #srv.attempts
+      srv:close()
+    end)
+    assert.same({ n = 3, [3] = "system-shutdown" }, { n = res.n, [1] = res[1], [3] = res[3] })
+    assert.matches("lxmpp.shutdown() is under way", res[2], 1, true)
+    assert.is_true(took < 0.1 * SLOW, "the refusal took " .. took .. " s")
+    assert.equal(1, attempts, "the refused connect reached the server")
+    -- the shutdown over, a new run connects again
+    lxmpp.run(function()
+      local srv = smserver.start()
+      local c = assert(lxmpp.connect(srv:client_opts()))
+      assert.is_true(c:close())
+      srv:close()
     end)
   end)
 end)

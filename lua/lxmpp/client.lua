@@ -214,6 +214,7 @@ for name in ([[opts node domain requested_resource bare_jid tls_mode sm bus conn
   online closing closed_reason close_waiter remote_closed drain_waiters reader inbound offline ofirst olast
   flushing kept keepalive ka_timer last_rx probed_rx max_queued resend_unacked unacked_backlog on_lost
   last_presence reconnect_opts reconnect_task reconnect_waiters reconnecting establishing backoff_waiter sasl_mechanism
+  connect_task connect_waiter
   scram_keys channel_binding channel_binding_refused told_binding_refused plugins setups login next_features
   blocked caps_node tls_ctxs tls_resume tls_key archive_metadata catchup catchup_seen catchup_order]]):gmatch("%S+") do
   RESERVED[name] = true
@@ -743,7 +744,8 @@ end
 function M.connect(opts)
   local self = M.new(opts)
   task.current("lxmpp.connect", 1)
-  local ok, msg, cond = self:establish()
+  -- (in a task of its own, which close() and lxmpp.shutdown cut short)
+  local ok, msg, cond = reconnect.internal.connect(self)
   if not ok then return nil, msg, cond end
   reconnect.internal.went_online(self)
   self:fire_user("online", self.jid)

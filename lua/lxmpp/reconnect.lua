@@ -18,13 +18,15 @@
 --     or is closed, or with resend_unacked = false) is handed to the
 --     application in the "unacked" event (kept until a handler is there).
 
+local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local session = require "lxmpp.session"
 local fifo = require "lxmpp.fifo"
+local signal = require "lxmpp.signal"
 
-local type, error, pairs, ipairs, math_random, math_min =
-  type, error, pairs, ipairs, math.random, math.min
+local type, error, pairs, ipairs, math_random, math_min, pcall, pack =
+  type, error, pairs, ipairs, math.random, math.min, compat.pcall, compat.pack
 
 local M = {}
 
@@ -80,17 +82,42 @@ function M.install(Client)
   -- c:send, its output stage (the offline queue while reconnecting) and
   -- write_now are session.lua's: the one way out of a session.
 
-  -- Sends what waited for the reconnection, in order.
+  -- How long sending what waited for the reconnection waits for a server
+  -- that reads none of it: the client's keepalive (a link that makes no
+  -- progress for that long is dead), or opts.timeout without one.
+  local function drain_limit(self)
+    return self.keepalive or self.opts.timeout or require("lxmpp.client").DEFAULT_TIMEOUT
+  end
+
+  -- Sends what waited for the reconnection, in order. It waits only while
+  -- the server reads slower than we write (wait_drain); the link lost or
+  -- close() meanwhile (Client:close) ends that wait at once, and what is
+  -- left is reported, or waits for the next session. A server that reads
+  -- nothing for drain_limit seconds has a dead link, as a silent one has
+  -- (keepalive_tick): it is dropped and reconnected, and the rest goes out
+  -- on the next session, still in order (before, it stayed behind in the
+  -- queue while later stanzas went out).
   function R.flush_offline(self)
     self.flushing = true
     local q = self.offline
-    while q.n > 0 and self.online do
+    while q.n > 0 and self.online and not self.closing do
       local item = q:peek()
       local ok, _, cond = I.write_now(self, item[1], item[2])
       if ok then
         q:pop()
-      elseif cond ~= "resource-constraint" or not self:wait_drain(30) then
+      elseif cond ~= "resource-constraint" then
         break
+      else
+        local limit = drain_limit(self)
+        local drained, _, why = self:wait_drain(limit)
+        if not drained then
+          if why == "timeout" and self.online and not self.closing then
+            self.closed_reason = "dead link"
+            self.conn:abort()
+            I.lost(self, ("the server read nothing for %.1f seconds: the link is dead"):format(limit), "timeout")
+          end
+          break
+        end
       end
     end
     self.flushing = false
@@ -260,7 +287,9 @@ function M.install(Client)
     self.kept = nil
     R.went_online(self)
     R.flush_offline(self)
-    self:fire_user("reconnected", self.resumed)
+    -- (not when the link was lost or the client closed during the resend:
+    -- "disconnected" said so already)
+    if self.online and not self.closing then self:fire_user("reconnected", self.resumed) end
   end
 
   ---------------------------------------------------------------------------
@@ -338,25 +367,92 @@ function M.install(Client)
     return nil, "stanzas still unacknowledged", "timeout"
   end
 
+  -- close() during an establish() under way in task t (a reconnection's
+  -- attempt, or the first lxmpp.connect's: R.connect). An attempt may wait
+  -- for a long time in any of its phases (DNS up to the resolver's
+  -- timeout, a TCP connect or an XEP-0156 lookup up to connect_timeout,
+  -- the TLS handshake and the stream negotiation up to opts.timeout): the
+  -- task ends here, and each of those waits, cancelled, releases what it
+  -- holds (lookups abandoned, the connection attempt's socket closed,
+  -- timers stopped). false when no establish() is under way in t (or t is
+  -- the running task, which cannot be cancelled).
+  function R.cut_establish(self, t)
+    if not (t and self.establishing and task.cancel(t)) then return false end
+    self.establishing, self.deadline, self.redirect = nil, nil, nil
+    self.negotiating = false
+    return true
+  end
+
+  -- Why an attempt that close() cut short failed: lxmpp.shutdown's doing,
+  -- or the program's.
+  local function cut_reason()
+    if signal.shutting_down() then
+      return "lxmpp.shutdown() ended the connection attempt", "system-shutdown"
+    end
+    return "the client was closed while connecting", "closed"
+  end
+
+  --- The first connection of lxmpp.connect (and lxmpp.register): its
+  -- establish() runs in a task of its own, as a reconnection's attempt
+  -- does, so that close() (lxmpp.shutdown closes every client) cuts it
+  -- short in any phase the same way (R.cut_establish); the caller's task
+  -- cancelled meanwhile (lxmpp.task.cancel) cuts it too. true, or nil,
+  -- message, condition. While lxmpp.shutdown() is under way, a new
+  -- connection is refused at once (it would escape the shutdown, which
+  -- has already closed the clients it knew).
+  function R.connect(self)
+    if signal.shutting_down() then
+      -- (after a yield: a task that retries at once in a loop lets the
+      -- shutdown go on)
+      task.yield()
+      return nil, "lxmpp.shutdown() is under way: no new connection", "system-shutdown"
+    end
+    local w = task.waiter("lxmpp.connect", 2)
+    local t = task.spawn(function()
+      local r = pack(pcall(self.establish, self))
+      self.establishing = nil
+      -- (close() from inside the attempt, which could not cancel it)
+      if r[1] and r[2] and self.closing then self.conn:abort() end
+      w:wake(r)
+    end)
+    self.establishing, self.connect_task, self.connect_waiter = true, t, w
+    w.cancel = function()
+      self.connect_task, self.connect_waiter = nil, nil
+      if not R.cut_establish(self, t) and self.conn and not self.conn.closed then self.conn:abort() end
+    end
+    local r = w:wait()
+    self.connect_task, self.connect_waiter = nil, nil
+    if not r[1] then error(r[2], 0) end              -- raised in the attempt: raised here
+    if self.closing then
+      -- closed once establish() was over, before this task ran again
+      if r[2] and self.conn and not self.conn.closed then self.conn:abort() end
+      return nil, cut_reason()
+    end
+    return r[2], r[3], r[4]
+  end
+
   --- c:close([timeout]): ends the session for good (no reconnection); what
   -- the server has not acknowledged by then goes to "unacked".
   function Client:close(timeout)
     self.closing = true
+    local first = self.connect_waiter
+    if first then
+      -- the first lxmpp.connect under way (lxmpp.shutdown reaches the
+      -- client then): cut short as a reconnection's attempt below; the
+      -- connect returns nil, message, condition (R.connect)
+      if not R.cut_establish(self, self.connect_task) and self.conn and not self.conn.closed then
+        self.conn:abort()
+      end
+      first:wake(pack(true))
+      return true
+    end
     if self.reconnecting then
       local w = self.backoff_waiter
       if w then w:wake() end
       if self.conn and not self.conn.closed then self.conn:abort() end
       local rt = self.reconnect_task
-      if rt and self.establishing and task.cancel(rt) then
-        -- an attempt under way may wait for a long time in any of its
-        -- phases (DNS up to the resolver's timeout, a TCP connect or an
-        -- XEP-0156 lookup up to connect_timeout, the TLS handshake and the
-        -- stream negotiation up to opts.timeout): the task ends here, and
-        -- each of those waits, cancelled, releases what it holds (lookups
-        -- abandoned, the connection attempt's socket closed, timers
-        -- stopped); its ending is done in its stead
-        self.establishing, self.deadline, self.redirect = nil, nil, nil
-        self.negotiating = false
+      if R.cut_establish(self, rt) then
+        -- the task's ending is done in its stead
         R.reconnect_over(self, nil)
         -- the "unacked" handlers it started run before
         -- close() returns, as when the task ends the reconnection itself
@@ -369,6 +465,19 @@ function M.install(Client)
         self.reconnect_waiters[#self.reconnect_waiters + 1] = done
         done:wait()
       end
+      return true
+    end
+    if self.flushing and self.online then
+      -- the reconnection's last phase: what waited for it is being sent,
+      -- and the server reads none of it (R.flush_offline waits for it to
+      -- drain). Nothing more we write can reach it, not even the end of
+      -- our stream: the link is cut, the resend's wait ends, and what the
+      -- server did not acknowledge goes to "unacked" (R.end_session) before
+      -- close() returns, as when close() ends a reconnection
+      self.closed_reason = "closed by us"
+      self.conn:abort()
+      I.lost(self, "the client was closed while sending what waited for the reconnection", "closed")
+      if task.running() then task.yield() end
       return true
     end
     local sm = self.sm

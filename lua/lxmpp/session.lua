@@ -344,6 +344,10 @@ function I.lost(self, msg, cond)
   self.lost_reason = { msg, cond }
   if self.negotiating then I.push(self, { error = msg, condition = cond }) end
   if self.close_waiter then self.close_waiter:wake(true) end
+  -- nothing will drain any more (wait_drain)
+  local ws = self.drain_waiters
+  self.drain_waiters = nil
+  for _, w in ipairs(ws or {}) do w:wake(nil, msg, cond) end
   local keep = self.on_lost and self.on_lost(msg, cond)
   if not keep then I.fail_pending(self, msg, cond) end
 end
@@ -561,19 +565,22 @@ end
 
 --- wait_drain([timeout]): after send returned "resource-constraint" (the
 -- peer reads slower than we write), waits until the output queue drains.
--- true, or nil, message, condition.
+-- true, or nil, message, condition (the link lost meanwhile ends the wait
+-- at once with its reason).
 function Session:wait_drain(timeout)
-  if not self.conn or self.conn.closed then return nil, "not connected", "closed" end
+  if not self.conn or self.conn.closed or self.lost_reason then return nil, "not connected", "closed" end
   local info = self.conn:info()
   if info and info.queued == 0 then return true end     -- nothing waits for the peer
   local w = task.waiter("wait_drain", 1)
   self.drain_waiters = self.drain_waiters or {}
   self.drain_waiters[#self.drain_waiters + 1] = w
   local t = core.timer(timeout or 30, w)
-  local ok = w:wait()
+  w.cancel = function() t:stop() end       -- (a cancelled task leaves no timer)
+  local ok, msg, cond = w:wait()
   t:stop()
-  if not ok then return nil, "the output queue did not drain in time", "timeout" end
-  return true
+  if ok then return true end
+  if msg then return nil, msg, cond end
+  return nil, "the output queue did not drain in time", "timeout"
 end
 
 --- handle_iq(xmlns, fn): fn(iq) answers get/set whose payload has xmlns;

@@ -88,7 +88,10 @@ local function run_shutdown(timeout)
   -- waits for the server's, all at once
   local left = 0
   for s in pairs(sessions) do
-    if (s.conn and not s.conn.closed) or s.reconnecting then
+    -- (connect_waiter: its first lxmpp.connect is under way, in any phase;
+    -- reconnecting: the same for a reconnection; reconnect.lua's close()
+    -- cuts either short)
+    if (s.conn and not s.conn.closed) or s.reconnecting or s.connect_waiter then
       left = left + 1
       task.spawn(function()
         pcall(s.close, s, timeout)
@@ -107,6 +110,10 @@ local function run_shutdown(timeout)
   shutting_down = false
   task.stop()
 end
+
+--- Whether lxmpp.shutdown() is under way (lxmpp.connect refuses to start
+-- a connection then: reconnect.lua R.connect).
+function M.shutting_down() return shutting_down end
 
 --- lxmpp.shutdown([timeout]): ends every client and component stream
 -- cleanly, stops every server (system-shutdown), then makes lxmpp.run

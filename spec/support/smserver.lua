@@ -11,7 +11,12 @@
 -- to not answer <r/>; count(stanza) -> false to "lose" a stanza (not counted
 -- as handled); resumed(sess, previd) -> XML to answer <resume/> with;
 -- stanza(conn, s) for anything else; refuse_auth; refuse (accept and close
--- at once); stream_error (sent right after binding); no_sm; no_resume.
+-- at once); stream_error (sent right after binding); no_sm; no_resume;
+-- stop_reading(n) -> true: connection n reads nothing more once stream
+-- management is enabled (a server that stalls while the client resends);
+-- stall(step, n) -> true: connection n never answers that step of the
+-- login ("auth", "bind"); no_close_reply: the client's </stream:stream> is
+-- noted ("close") and never answered (a peer that holds a close up).
 
 local compat = require "lxmpp.compat"
 local net = require "lxmpp.net"
@@ -74,6 +79,7 @@ function Server:on_stanza(conn, n, state, s)
   local o = self.opts
   if s.name == "auth" then
     self:note(n, "auth %s", s.attr.mechanism)
+    if o.stall and o.stall("auth", n) then return end
     if o.refuse_auth then
       conn:write("<failure xmlns='" .. NS_SASL .. "'><not-authorized/></failure>")
       return
@@ -84,6 +90,7 @@ function Server:on_stanza(conn, n, state, s)
   elseif s.name == "iq" and s:get_child("bind", NS_BIND) then
     local res = s:get_child("bind", NS_BIND):get_child_text("resource") or "r"
     self:note(n, "bind %s", res)
+    if o.stall and o.stall("bind", n) then return end
     state.jid = "anon@example.test/" .. res
     conn:send(st.reply(s):tag("bind", { xmlns = NS_BIND }):text_tag("jid", state.jid))
     if o.stream_error then
@@ -99,6 +106,10 @@ function Server:on_stanza(conn, n, state, s)
       self.sessions[sess.id], state.sess, self.current = sess, sess, sess
       self:note(n, "enable resume=%s", tostring(s.attr.resume))
       conn:write(("<enabled xmlns='%s' id='%s'%s/>"):format(NS_SM, sess.id, o.no_resume and "" or " resume='true'"))
+      if o.stop_reading and o.stop_reading(n) then
+        self:note(n, "stops reading")
+        conn:pause()
+      end
     elseif s.name == "resume" then
       self:note(n, "resume previd=%s h=%s", tostring(s.attr.previd), tostring(s.attr.h))
       sess = self.sessions[s.attr.previd]
@@ -167,6 +178,7 @@ function Server:accept(conn)
   conn:on("stanza", function(s) self:on_stanza(conn, n, state, s) end)
   conn:on("stream-close", function()
     self:note(n, "close")
+    if self.opts.no_close_reply then return end
     conn:write("</stream:stream>")
     conn:close()
   end)

@@ -93,7 +93,8 @@ function M.register(opts)
   if not c.node then error("register: the jid needs a local part", 2) end
   task.current("register", 1)
   c:plugin("register").request = { fields = opts.fields }
-  local ok, msg, cond = c:establish()
+  -- (as lxmpp.connect's: lxmpp.shutdown cuts it short in any phase)
+  local ok, msg, cond = require("lxmpp.reconnect").internal.connect(c)
   if not ok then return nil, msg, cond end
   require("lxmpp.reconnect").internal.went_online(c)   -- as lxmpp.connect: reconnection and all
   c:fire_user("online", c.jid)
