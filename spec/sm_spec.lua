@@ -330,3 +330,46 @@ describe("stream management", function()
     end, "lxmpp.connect: stream_management.state belongs to mallory@example.test/r, not alice@example.test")
   end)
 end)
+
+describe("a client without an account name of its own (SASL ANONYMOUS)", function()
+  -- Its JID is the domain until the server binds one; from then on that
+  -- bare JID is its account: roster pushes (RFC 6121 §2.1.6) and carbons
+  -- (XEP-0280 §11) from it are the server's, for this account.
+  it("takes the bare JID it was bound to as its own account", function()
+    run(function()
+      local srv = smserver.start({})
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = false })))
+      assert.equal("anon@example.test/r", c.jid)
+      assert.equal("anon@example.test", c.bare_jid)
+      local pushed, carbons = {}, {}
+      c:on("roster", function(item) pushed[#pushed + 1] = item.jid end)
+      c:on("carbon-received", function(m) carbons[#carbons + 1] = m:get_child_text("body") end)
+      local conn = srv:session().conn
+      conn:write("<iq type='set' id='rp' from='anon@example.test'><query xmlns='jabber:iq:roster'>" ..
+        "<item jid='friend@example.test'/></query></iq>")
+      conn:write("<message from='anon@example.test'><received xmlns='urn:xmpp:carbons:2'>" ..
+        "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='boss@example.test/a' " ..
+        "to='anon@example.test/other'><body>copied</body></message></forwarded></received></message>")
+      -- and still not from anyone else
+      conn:write("<iq type='set' id='rp2' from='mallory@example.test'><query xmlns='jabber:iq:roster'>" ..
+        "<item jid='evil@example.test'/></query></iq>")
+      assert.is_true(wait_for(function() return #pushed > 0 and #carbons > 0 end, 2))
+      lxmpp.sleep(0.1)
+      assert.same({ "friend@example.test" }, pushed)
+      assert.same({ "copied" }, carbons)
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("refuses to be bound to a JID of another domain", function()
+    run(function()
+      local srv = smserver.start({ bind_jid = function(res) return "victim@other.test/" .. res end })
+      local c, msg, cond = lxmpp.connect(srv:client_opts({ reconnect = false }))
+      assert.is_nil(c)
+      assert.matches("another domain", msg)
+      assert.equal("bad-format", cond)
+      srv:close()
+    end)
+  end)
+end)

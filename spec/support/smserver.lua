@@ -16,7 +16,8 @@
 -- management is enabled (a server that stalls while the client resends);
 -- stall(step, n) -> true: connection n never answers that step of the
 -- login ("auth", "bind"); no_close_reply: the client's </stream:stream> is
--- noted ("close") and never answered (a peer that holds a close up).
+-- noted ("close") and never answered (a peer that holds a close up);
+-- bind_jid(resource, n) -> the full JID to bind (default anon@example.test/resource).
 
 local compat = require "lxmpp.compat"
 local net = require "lxmpp.net"
@@ -91,7 +92,7 @@ function Server:on_stanza(conn, n, state, s)
     local res = s:get_child("bind", NS_BIND):get_child_text("resource") or "r"
     self:note(n, "bind %s", res)
     if o.stall and o.stall("bind", n) then return end
-    state.jid = "anon@example.test/" .. res
+    state.jid = (o.bind_jid and o.bind_jid(res, n)) or "anon@example.test/" .. res
     conn:send(st.reply(s):tag("bind", { xmlns = NS_BIND }):text_tag("jid", state.jid))
     if o.stream_error then
       conn:write("<stream:error><" .. o.stream_error .. " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" ..

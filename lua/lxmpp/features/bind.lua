@@ -9,6 +9,27 @@ local NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 
 local M = {}
 
+--- bind.bound_as(client, full): the session's address is full. A client
+-- without an account name of its own (SASL ANONYMOUS, a JID that is only a
+-- domain) takes the bare JID the server gave it as its account from then
+-- on: roster pushes (RFC 6121 §2.1.6), carbons (XEP-0280 §11) and its
+-- archive are checked against client.bare_jid, which was the domain.
+function M.bound_as(client, full)
+  client.jid = full
+  if not client.node then client.bare_jid = jid.bare(full) or client.bare_jid end
+end
+
+--- bind.foreign(client, node, domain) -> message or nil: why a JID the
+-- server gave us (bind, SASL2's authorization identifier) is not ours: of
+-- another account, or, with no account name of our own, of another domain.
+function M.foreign(client, node, domain)
+  if client.node then
+    if not jid.equal(jid.join(node, domain), client.bare_jid) then return "another account's JID" end
+  elseif not jid.equal(domain, client.domain) then
+    return "a JID of another domain"
+  end
+end
+
 local function bind(client, resource)
   local id = session.new_id()
   local iq = st.iq({ type = "set", id = id }):tag("bind", { xmlns = NS_BIND })
@@ -25,9 +46,8 @@ local function bind(client, resource)
         local full = b and b:get_child_text("jid")
         local node, domain, res = jid.split(full or "")
         if not (domain and res) then return nil, "the server bound an invalid JID", "bad-format" end
-        if client.node and not jid.equal(jid.join(node, domain), client.bare_jid) then
-          return nil, "the server bound another account's JID " .. full, "bad-format"
-        end
+        local foreign = M.foreign(client, node, domain)
+        if foreign then return nil, "the server bound " .. foreign .. " " .. full, "bad-format" end
         return full
       end
       local _, econd, etext = reply:get_error()
@@ -47,7 +67,7 @@ function M.negotiate(client, features)
     full, msg, cond = bind(client, client.requested_resource .. "-" .. session.new_id():sub(-6))
   end
   if not full then return client:fail("resource binding failed: " .. tostring(msg), cond) end
-  client.jid = full
+  M.bound_as(client, full)
   client.bound = true
   client.archive_metadata = nil      -- only a Bind2 <bound/> tells it (features/sasl2.lua)
   -- the server delivers the offline messages itself: no catch-up is due

@@ -26,6 +26,7 @@ local sasl = require "lxmpp.features.sasl"
 local datetime = require "lxmpp.datetime"
 local mam = require "lxmpp.plugins.mam"
 local catchup = require "lxmpp.features.catchup"
+local bind = require "lxmpp.features.bind"
 
 local ipairs, tostring, type, os_time, math_floor = ipairs, tostring, type, os.time, math.floor
 
@@ -172,7 +173,7 @@ end
 local function succeeded(client, s, want)
   local authz = s:get_child_text("authorization-identifier")
   local node, domain, res = jid.split(authz or "")
-  if not domain or (client.node and not jid.equal(jid.join(node, domain), client.bare_jid)) then
+  if not domain or bind.foreign(client, node, domain) then
     return client:fail("the server authorized another identity: " .. tostring(authz), "bad-format")
   end
   client.authenticated = true
@@ -191,7 +192,8 @@ local function succeeded(client, s, want)
     if not res then
       return client:fail("Bind2: the server bound no resource (" .. tostring(authz) .. ")", "bad-format")
     end
-    client.jid, client.bound, client.session_done = jid.prep(authz) or authz, true, true
+    bind.bound_as(client, jid.prep(authz) or authz)
+    client.bound, client.session_done = true, true
     -- XEP-0386 §"Performing the bind": the archive as of this bind
     -- (XEP-0313 metadata), for c:mam_catch_up; nil when the server sent
     -- none, or a malformed one (logged)

@@ -324,7 +324,8 @@ function SM:resumed(s)
   end
   self.enabled = true
   if not self:ack(s.attr.h) then return client:fail("bad acknowledgement in <resumed/>", "bad-format") end
-  client.jid, client.bound, client.session_done, client.resumed = self.jid, true, true, true
+  require("lxmpp.features.bind").bound_as(client, self.jid)
+  client.bound, client.session_done, client.resumed = true, true, true
   -- exactly what the server did not get, in order, with their old numbers
   local q = self.q
   for k = 1, q.n do client.conn:write(q:at(k)) end
