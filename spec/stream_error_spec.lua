@@ -42,4 +42,28 @@ describe("stream_error", function()
       c:close()
     end)
   end)
+
+  it("a client with tls = \"none\" does not follow see-other-host away from loopback", function()
+    local lxmpp = require "lxmpp"
+    local net = require "lxmpp.net"
+    lxmpp.run(function()
+      local hits = 0
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        hits = hits + 1
+        conn:raw()
+        conn:write("<?xml version='1.0'?><stream:stream xmlns='jabber:client' " ..
+          "xmlns:stream='http://etherx.jabber.org/streams' from='example.test' id='x' version='1.0'>" ..
+          stream_error.xml("see-other-host", nil, nil):gsub("/></stream:error>",
+            ">192.0.2.1:5222</see-other-host></stream:error>"))
+        conn:close()
+      end))
+      local c, msg, cond = lxmpp.connect({ jid = "example.test/r", mechanism = "ANONYMOUS", host = "127.0.0.1",
+        port = l:port(), tls = "none", reconnect = false, timeout = 5 * SLOW, logger = function() end })
+      l:close()
+      assert.is_nil(c)
+      assert.matches("not following see-other-host to 192.0.2.1:5222", msg, 1, true)
+      assert.equal("see-other-host", cond)
+      assert.equal(1, hits)
+    end)
+  end)
 end)

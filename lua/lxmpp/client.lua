@@ -639,11 +639,18 @@ function Client:establish()
     local host, port = target:match("^%[(.+)%]:(%d+)$")
     if not host then host, port = target:match("^([^:]+):(%d+)$") end
     host = host or target
-    if self.debug then self:log("debug", "following see-other-host to %s", target) end
-    self.redirect = { host = host, port = compat.tointeger(tonumber(port or "")) or
-      (self.tls_mode == "direct" and 5223 or 5222) }
-    ok, msg, cond = establish_once(self)
-    self.redirect = nil
+    if self.tls_mode == "none" and not is_loopback(host) then
+      -- the loopback-only rule of tls = "none" (check_opts) holds for
+      -- where a server sends us too
+      ok, msg = nil, ("not following see-other-host to %s: tls = \"none\" is only allowed with a loopback host")
+        :format(target)
+    else
+      if self.debug then self:log("debug", "following see-other-host to %s", target) end
+      self.redirect = { host = host, port = compat.tointeger(tonumber(port or "")) or
+        (self.tls_mode == "direct" and 5223 or 5222) }
+      ok, msg, cond = establish_once(self)
+      self.redirect = nil
+    end
   end
   self.deadline = nil
   return ok, msg, cond
