@@ -14,7 +14,18 @@ describe("random ids", function()
     math.randomseed(42)
     for _ = 1, 300 do session.new_id() end
     assert(bosh.connect("https://example.test/http-bind"))
-    -- nor does the weighted choice among SRV records (RFC 2782)
+    -- nor do the reconnection's jitter (a client that loses its link and
+    -- retries) and the weighted choice among SRV records (RFC 2782)
+    require("spec.support.smserver").run(function()
+      local srv = require("spec.support.smserver").start({})
+      local c = assert(require("lxmpp").connect(srv:client_opts({})))
+      local again = false
+      c:on("reconnected", function() again = true end)
+      srv:kill()
+      assert.is_true(require("spec.support.smserver").wait_for(function() return again end, 5))
+      c:close()
+      srv:close()
+    end)
     local order = require("lxmpp.resolve").order({ { host = "a", port = 1, priority = 0, weight = 5 },
       { host = "b", port = 1, priority = 0, weight = 7 }, { host = "c", port = 1, priority = 0, weight = 0 } })
     assert.equal(3, #order)

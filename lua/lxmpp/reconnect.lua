@@ -25,8 +25,12 @@ local session = require "lxmpp.session"
 local fifo = require "lxmpp.fifo"
 local signal = require "lxmpp.signal"
 
-local type, error, pairs, ipairs, math_random, math_min, pcall, pack =
-  type, error, pairs, ipairs, math.random, math.min, compat.pcall, compat.pack
+local type, error, pairs, ipairs, math_min, pcall, pack =
+  type, error, pairs, ipairs, math.min, compat.pcall, compat.pack
+-- the jitter draws from OpenSSL's generator (session.random16): math.random
+-- starts unseeded on Lua 5.1 and LuaJIT, so clients of many processes would
+-- retry in step, and the host's own sequence is not ours to move
+local random16 = session.random16
 
 local M = {}
 
@@ -217,7 +221,7 @@ function M.install(Client)
 
   local function backoff(r, attempt)
     local d = math_min(r.max_delay, r.delay * 2 ^ (attempt - 1))
-    return d * (0.5 + 0.5 * math_random())
+    return d * (0.5 + 0.5 * random16() / 65536)
   end
 
   -- The reconnecting task: wait, try, until back, given up, or closed.
