@@ -155,6 +155,28 @@ describe("httpd", function()
     end)
   end)
 
+  it("stops reading ahead while max_unsent bytes of answers wait for a late one", function()
+    local pending, calls = nil, 0
+    run(function(req, res)
+      calls = calls + 1
+      if req.path == "/late" then pending = res; return end
+      res:send(200, nil, ("x"):rep(400000))
+    end, nil, function(server, port)
+      local c = client(port)
+      c:send(get("/late") .. get("/a"):rep(10))
+      assert.is_true(until_true(function() return calls == 4 end))
+      lxmpp.sleep(0.1)
+      assert.equal(4, calls)                            -- 3 x 400000 bytes wait (over 1 MiB): no fifth request
+      local unsent = next(server.conns).unsent          -- (with their heads)
+      assert.truthy(unsent > 1200000 and unsent < 1201000, unsent)
+      pending:send(200, nil, "late")
+      assert.equal("late", c:answer().body)
+      for _ = 1, 10 do assert.equal(400000, #c:answer().body) end
+      assert.equal(11, calls)
+      c:close()
+    end)
+  end)
+
   it("reads bodies by Content-Length, across writes, and refuses what is over max_body with 413", function()
     local bodies = {}
     run(function(req, res)
@@ -446,6 +468,7 @@ describe("httpd", function()
 
   describe("static", function()
     local dir, outside
+    local HUGE = 2 * 1048576
     setup(function()
       dir = os.tmpname()
       os.remove(dir)
@@ -466,6 +489,7 @@ describe("httpd", function()
       write(dir .. "/blob.xyz", "\1\2")
       write(dir .. "/empty.txt", "")
       write(dir .. "/big.bin", ("b"):rep(2000))
+      write(dir .. "/huge.bin", ("h"):rep(HUGE))
       write(dir .. "/sub/index.html", "<h1>sub</h1>")
       write(dir .. "/sub/deeper/page.html", "deep")
       write(dir .. "/.git/config", "secret")
@@ -506,6 +530,38 @@ describe("httpd", function()
         assert.equal(404, fetch("/nope.html").status)
         assert.equal(404, fetch("/emptydir/").status)                    -- no index.html, no listing
         assert.equal(403, fetch("/big.bin").status)                      -- over max_file
+        c:close()
+      end)
+    end)
+
+    -- pipe.py of the audit: pipelined GETs of a large file, nothing read;
+    -- the listener used to read all `pipeline` of them into answers
+    it("reads no further request while an answer waits for a peer that does not read", function()
+      local static, calls = assert(httpd.static(dir)), 0
+      run(function(req, res)
+        calls = calls + 1
+        return static(req, res)
+      end, nil, function(server, port)
+        local c = client(port)
+        c.conn:pause()                                   -- reads nothing
+        c:send(get("/huge.bin"):rep(16))
+        local conn
+        assert.is_true(until_true(function()
+          conn = next(server.conns)
+          return conn ~= nil and conn.waiting_drain == true
+        end))
+        lxmpp.sleep(0.2)
+        local held = 0
+        for _, res in ipairs(conn.queue) do held = held + #(res.out or "") end
+        assert.truthy(held <= HUGE + 1024, ("%d bytes of answers held for %d requests"):format(held, calls))
+        assert.equal(held, conn.unsent)
+        assert.truthy(calls < 16, calls)
+        c.conn:resume()                                  -- it reads: every answer comes, in order
+        for i = 1, 16 do
+          local a = c:answer(10)
+          assert.equal(HUGE, a and #a.body, "answer " .. i)
+        end
+        assert.equal(16, calls)
         c:close()
       end)
     end)

@@ -44,6 +44,7 @@ M.DEFAULTS = {
   max_body = 524288,               -- bytes of a request body
   requests_per_connection = 1000,  -- then the connection closes after its answer
   pipeline = 16,                   -- requests read ahead of their answers; then reading pauses
+  max_unsent = 1048576,            -- bytes of answers waiting to be written; beyond, reading pauses
 }
 
 M.GUID = require("lxmpp.websocket").GUID   -- RFC 6455 §1.3
@@ -244,6 +245,7 @@ function Res:send(status, headers, body)
   self.answered, self.status = true, status
   if c.state == "over" then return nil, "the connection is closed", "closed" end
   self.out, self.close = bytes, close
+  c.unsent = c.unsent + #bytes
   if close and (c.state == "ready" or c.state == "blocked" or c.state == "body") then
     c.state, c.buf, c.body = "stopped", "", nil       -- requests after this one are not answered
   end
@@ -349,7 +351,7 @@ function Conn:retime()
   if self.state == "over" or self.state == "closing" then return end
   if self.waiting_drain then return self:deadline("drain", lim.send_timeout) end
   if self.state == "body" then return self:deadline("body", lim.body_timeout) end
-  if self.state == "ready" and #self.queue < lim.pipeline then
+  if self.state == "ready" and #self.queue < lim.pipeline and not self:backlogged() then
     if self.buf ~= "" or self.nreq == 0 then return self:deadline("head", lim.head_timeout) end
     if #self.queue == 0 then return self:deadline("idle", lim.idle_timeout) end
   end
@@ -374,7 +376,7 @@ function Conn:finish()
   if self.state == "over" then return end
   self:release()
   local queue = self.queue
-  self.queue, self.buf, self.body = {}, "", nil
+  self.queue, self.buf, self.body, self.unsent = {}, "", nil, 0
   for _, res in ipairs(queue) do
     if not res.out and res.closed_fn then
       local ok, err = xpcall(res.closed_fn, traceback)
@@ -404,6 +406,7 @@ function Conn:fail(status, text)
   res.out = render(status, { ["Content-Type"] = "text/plain; charset=utf-8",
     ["Content-Security-Policy"] = "default-src 'none'; sandbox" }, text .. "\n", false, true)
   res.close = true
+  self.unsent = self.unsent + #res.out
   self.queue[#self.queue + 1] = res
   self:flush()
 end
@@ -423,6 +426,7 @@ function Conn:flush()
     end
     self.waiting_drain = false
     remove(queue, 1)
+    self.unsent = self.unsent - #res.out
     res.out = ""
     if res.close then
       self.flushing = false
@@ -433,6 +437,15 @@ function Conn:flush()
   if self.state == "over" or self.state == "closing" then return end
   if self.eof and #queue == 0 then return self:shutdown() end
   self:read_more()
+end
+
+-- True while answers wait: the peer does not read what was written
+-- (the connection's queue is full), or more than max_unsent bytes of
+-- answers wait for an earlier one. No further request is read then, so a
+-- peer that pipelines requests and reads nothing holds at most one answer
+-- here (and the connection's queue), not `pipeline` of them.
+function Conn:backlogged()
+  return self.waiting_drain or self.unsent > self.server.limits.max_unsent
 end
 
 -- Parses what is buffered, while requests may be read.
@@ -447,6 +460,7 @@ function Conn:read_more()
   if self.state == "over" or self.state == "closing" then return end
   local lim = self.server.limits
   local stop = self.state == "blocked" or self.state == "stopped" or #self.queue >= lim.pipeline
+    or self:backlogged()
   if stop and not self.paused then
     self.paused = true
     self.conn:pause()
@@ -485,7 +499,7 @@ end
 -- Reads requests from the buffer while it holds whole ones.
 function Conn:parse()
   local lim = self.server.limits
-  while self.state == "ready" and #self.queue < lim.pipeline do
+  while self.state == "ready" and #self.queue < lim.pipeline and not self:backlogged() do
     local buf = self.buf
     if buf:sub(1, 2) == "\r\n" then
       repeat buf = buf:sub(3) until buf:sub(1, 2) ~= "\r\n"   -- RFC 9112 §2.2: empty lines before a request
@@ -573,7 +587,7 @@ function Server:accept(conn)
     return conn:abort()
   end
   local c = setmetatable({ server = self, conn = conn, ip = ip, peer = info.peer, peer_port = info.port,
-    buf = "", scanned = 1, queue = {}, nreq = 0, state = "ready", secure = self.tls_ctx ~= nil }, Conn)
+    buf = "", scanned = 1, queue = {}, unsent = 0, nreq = 0, state = "ready", secure = self.tls_ctx ~= nil }, Conn)
   self.conns[c] = true
   self.n = self.n + 1
   self.per_ip[ip] = (self.per_ip[ip] or 0) + 1
