@@ -553,7 +553,8 @@ describe("httpd", function()
         lxmpp.sleep(0.2)
         local held = 0
         for _, res in ipairs(conn.queue) do held = held + #(res.out or "") end
-        assert.truthy(held <= HUGE + 1024, ("%d bytes of answers held for %d requests"):format(held, calls))
+        -- (a file is sent as the peer reads: a chunk of it at most, not the file)
+        assert.truthy(held <= httpd.CHUNK + 1024, ("%d bytes of answers held for %d requests"):format(held, calls))
         assert.equal(held, conn.unsent)
         assert.truthy(calls < 16, calls)
         c.conn:resume()                                  -- it reads: every answer comes, in order
@@ -564,6 +565,32 @@ describe("httpd", function()
         assert.equal(16, calls)
         c:close()
       end)
+    end)
+
+    it("sends a large file in chunks as the peer reads, HEAD without it, and cuts a file that shrank", function()
+      run(assert(httpd.static(dir)), nil, function(_, port)
+        local c = client(port)
+        c:send("HEAD /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n" .. get("/huge.bin") .. get("/app.js"))
+        local a = c:answer(nil, true)
+        assert.same({ 200, tostring(HUGE) }, { a.status, a.headers["content-length"] })
+        a = c:answer(10)
+        assert.same({ 200, HUGE, "application/octet-stream" }, { a.status, #a.body, a.headers["content-type"] })
+        assert.equal(("h"):rep(HUGE), a.body)
+        assert.equal("console.log(1)", c:answer().body)
+        c:close()
+      end)
+      local log_seen
+      run(function(_, res)
+        local f = assert(io.open(dir .. "/huge.bin", "rb"))
+        res:send_file(200, nil, f, HUGE + 10)          -- more than there is: the length cannot be kept
+      end, nil, function(_, port, log)
+        local c = client(port)
+        c:send(get("/x"))
+        assert.is_true(c:wait_closed(10))
+        assert.equal(HUGE, #c.buf - #c.buf:match("^.-\r\n\r\n"))   -- all there was, then the cut
+        log_seen = table.concat(log, "\n")
+      end)
+      assert.matches("ended 10 bytes before its size", log_seen, nil, true)
     end)
 
     it("refuses traversal, dot files, encoded separators and symbolic links", function()

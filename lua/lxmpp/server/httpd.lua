@@ -191,7 +191,7 @@ local function check_header(name, value)
 end
 
 -- The bytes of an answer: status line, headers, body (none for HEAD, 1xx, 204, 304).
-local function render(status, headers, body, head_only, close)
+local function render(status, headers, body, head_only, close, length)
   local out, have = { ("HTTP/1.1 %d %s\r\n"):format(status, M.REASONS[status] or "Unknown") }, {}
   for name, value in pairs(headers) do
     local values = type(value) == "table" and value or { value }
@@ -208,7 +208,7 @@ local function render(status, headers, body, head_only, close)
   if not have.date then out[#out + 1] = "Date: " .. http_date() .. "\r\n" end
   if not have["x-content-type-options"] then out[#out + 1] = "X-Content-Type-Options: nosniff\r\n" end
   local bodyless = status == 204 or status == 304
-  if not bodyless then out[#out + 1] = "Content-Length: " .. #body .. "\r\n" end
+  if not bodyless then out[#out + 1] = "Content-Length: " .. (length or #body) .. "\r\n" end
   if close then out[#out + 1] = "Connection: close\r\n" end
   out[#out + 1] = "\r\n"
   if not head_only and not bodyless then out[#out + 1] = body end
@@ -224,13 +224,31 @@ Res.__index = Res
 -- list of values); Content-Length is computed, "Connection: close" closes
 -- the connection after this answer. Sending twice raises.
 function Res:send(status, headers, body)
-  if self.answered then error("res:send: this request was already answered", 2) end
+  return self:answer(status, headers, body, nil, 3)
+end
+
+--- res:send_file(status, headers, file, size) -> true | nil, message, "closed"
+-- As res:send, with the body read from file (an open file, at the
+-- position to send from) as the peer reads: size bytes, in CHUNK pieces,
+-- never the whole file in memory. The file is closed once sent, or when
+-- the connection ends first (and at once for HEAD, 204, 304).
+function Res:send_file(status, headers, file, size)
+  if math_type(size) ~= "integer" or size < 0 then error("res:send_file: size must be an integer", 2) end
+  if not file then error("res:send_file: file must be an open file", 2) end
+  return self:answer(status, headers, "", { file = file, size = size }, 3)
+end
+
+local CHUNK = 65536          -- bytes of a file read at a time (res:send_file)
+M.CHUNK = CHUNK
+
+function Res:answer(status, headers, body, file, level)
+  if self.answered then error("res:send: this request was already answered", level) end
   if math_type(status) ~= "integer" or status < 200 or status > 599 then
-    error("res:send: status must be an integer from 200 to 599", 2)
+    error("res:send: status must be an integer from 200 to 599", level)
   end
-  if headers ~= nil and type(headers) ~= "table" then error("res:send: headers must be a table", 2) end
+  if headers ~= nil and type(headers) ~= "table" then error("res:send: headers must be a table", level) end
   body = body == nil and "" or body
-  if type(body) ~= "string" then error("res:send: body must be a string", 2) end
+  if type(body) ~= "string" then error("res:send: body must be a string", level) end
   local merged = {}
   for k, v in pairs(self.headers) do merged[k] = v end
   local lower = {}
@@ -241,11 +259,24 @@ function Res:send(status, headers, body)
     merged[k] = v
   end
   local c = self.c
-  local bytes, close = render(status, merged, body, self.req.method == "HEAD", self.req.close)
+  local head_only = self.req.method == "HEAD"
+  local ok, bytes, close = pcall(render, status, merged, body, head_only, self.req.close, file and file.size)
+  if not ok then
+    if file then file.file:close() end
+    error(bytes, level)
+  end
   self.answered, self.status = true, status
+  if file and (head_only or status == 204 or status == 304 or file.size == 0 or c.state == "over") then
+    file.file:close()
+    file = nil
+  end
   if c.state == "over" then return nil, "the connection is closed", "closed" end
   self.out, self.close = bytes, close
   c.unsent = c.unsent + #bytes
+  if file then
+    self.file, self.left = file.file, file.size
+    c.files = c.files + 1
+  end
   if close and (c.state == "ready" or c.state == "blocked" or c.state == "body") then
     c.state, c.buf, c.body = "stopped", "", nil       -- requests after this one are not answered
   end
@@ -378,6 +409,10 @@ function Conn:finish()
   local queue = self.queue
   self.queue, self.buf, self.body, self.unsent = {}, "", nil, 0
   for _, res in ipairs(queue) do
+    if res.file then
+      res.file:close()
+      res.file = nil
+    end
     if not res.out and res.closed_fn then
       local ok, err = xpcall(res.closed_fn, traceback)
       if not ok then self:log("error", "http: internal error in on_close: %s", tostring(err)) end
@@ -411,6 +446,37 @@ function Conn:fail(status, text)
   self:flush()
 end
 
+-- Writes what is left of an answer: its bytes, then its file's, a CHUNK
+-- at a time. "done"; "wait" when the connection's queue is full (the peer
+-- does not read: "drain" goes on), and whether bytes went out before; "short" when the file gave less than
+-- its size (the promised length cannot be kept); "fail" when the
+-- connection broke.
+function Conn:write_answer(res)
+  local progress = false
+  while true do
+    local bytes = res.out
+    if bytes == "" then
+      local f = res.file
+      if not f then return "done" end
+      bytes = f:read(res.left < CHUNK and res.left or CHUNK)
+      if not bytes or bytes == "" then
+        self:log("warn", "http: a file ended %d bytes before its size while it was sent to %s", res.left, self.peer)
+        return "short"
+      end
+      res.left = res.left - #bytes
+      if res.left == 0 then
+        f:close()
+        res.file, self.files = nil, self.files - 1
+      end
+      res.out, self.unsent = bytes, self.unsent + #bytes
+    end
+    local ok, _, cond = self.conn:write(bytes)
+    if not ok then return cond == "resource-constraint" and "wait" or "fail", progress end
+    self.unsent = self.unsent - #bytes
+    res.out, progress = "", true
+  end
+end
+
 -- Writes the answers that are ready, in order.
 function Conn:flush()
   if self.flushing then return end
@@ -418,16 +484,19 @@ function Conn:flush()
   local queue = self.queue
   while self.state ~= "over" and self.state ~= "closing" and queue[1] and queue[1].out do
     local res = queue[1]
-    local ok, _, cond = self.conn:write(res.out)
-    if not ok then
-      if cond ~= "resource-constraint" then self.flushing = false; return self:finish() end
+    local done, progress = self:write_answer(res)
+    if done == "fail" then self.flushing = false; return self:finish() end
+    if done == "short" then        -- what was written goes out, then the close tells the body was cut
+      self.flushing = false
+      return self:shutdown()
+    end
+    if done == "wait" then
       self.waiting_drain = true                  -- "drain" calls flush again
+      if progress then self:deadline(nil) end    -- the peer reads: send_timeout starts again
       break
     end
     self.waiting_drain = false
     remove(queue, 1)
-    self.unsent = self.unsent - #res.out
-    res.out = ""
     if res.close then
       self.flushing = false
       return self:shutdown()
@@ -440,12 +509,13 @@ function Conn:flush()
 end
 
 -- True while answers wait: the peer does not read what was written
--- (the connection's queue is full), or more than max_unsent bytes of
--- answers wait for an earlier one. No further request is read then, so a
--- peer that pipelines requests and reads nothing holds at most one answer
--- here (and the connection's queue), not `pipeline` of them.
+-- (the connection's queue is full), more than max_unsent bytes of answers
+-- wait for an earlier one, or a file is being sent (one open file per
+-- connection). No further request is read then, so a peer that pipelines
+-- requests and reads nothing holds at most one answer here (and the
+-- connection's queue), not `pipeline` of them.
 function Conn:backlogged()
-  return self.waiting_drain or self.unsent > self.server.limits.max_unsent
+  return self.waiting_drain or self.files > 0 or self.unsent > self.server.limits.max_unsent
 end
 
 -- Parses what is buffered, while requests may be read.
@@ -587,7 +657,8 @@ function Server:accept(conn)
     return conn:abort()
   end
   local c = setmetatable({ server = self, conn = conn, ip = ip, peer = info.peer, peer_port = info.port,
-    buf = "", scanned = 1, queue = {}, unsent = 0, nreq = 0, state = "ready", secure = self.tls_ctx ~= nil }, Conn)
+    buf = "", scanned = 1, queue = {}, unsent = 0, files = 0, nreq = 0, state = "ready",
+    secure = self.tls_ctx ~= nil }, Conn)
   self.conns[c] = true
   self.n = self.n + 1
   self.per_ip[ip] = (self.per_ip[ip] or 0) + 1
@@ -791,11 +862,13 @@ function M.static(dir, opts)
       return plain(res, 403, "too large to serve")
     end
     f:seek("set", 0)
+    local ext = path:match("%.([%w]+)$")
+    local headers = { ["Content-Type"] = M.TYPES[ext and ext:lower() or ""] or "application/octet-stream",
+      ["Cache-Control"] = "no-cache" }
+    if size > CHUNK then return res:send_file(200, headers, f, size) end   -- read as the peer reads
     local data = f:read("*a") or ""
     f:close()
-    local ext = path:match("%.([%w]+)$")
-    return res:send(200, { ["Content-Type"] = M.TYPES[ext and ext:lower() or ""] or "application/octet-stream",
-      ["Cache-Control"] = "no-cache" }, data)
+    return res:send(200, headers, data)
   end
 end
 
