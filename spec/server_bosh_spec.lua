@@ -572,3 +572,105 @@ describe("server BOSH with SASL2, Bind2 and FAST", function()
     end)
   end)
 end)
+
+-- A TCP stream that pauses its reading stops reading the socket; a BOSH
+-- session cannot, so while its stream does not read (here: a host auth
+-- callback that takes its time) it holds its client back instead: no early
+-- answers, what waits kept as bytes within a bound, and an overactive
+-- client ends with policy-violation (docs/server.md, "BOSH").
+describe("server BOSH while the stream does not read", function()
+  local release                      -- set to true: the auth callback answers
+  local function slow_auth(user, password)
+    while not release do lxmpp.sleep(0.02) end
+    return user == "alice" and password == "pw"
+  end
+  local function auth_body(user, pw)
+    return "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+      .. core.base64_encode("\0" .. user .. "\0" .. pw) .. "</auth>"
+  end
+  -- a body of many small elements: its tree is many times its bytes (b2.py of the audit)
+  local stuffing = ("<m>" .. ("<a/>"):rep(30) .. "</m>"):rep(3500)
+
+  it("keeps what waits as bytes within a bound, answers nothing early, and ends an overactive client", function()
+    release = false
+    run(nil, function(srv, hport, _, service)
+      local c = create(hport)
+      local s = service.sessions[c.sid]
+      local r1 = c:send(auth_body("alice", "pw"))
+      assert.truthy(until_true(function() return s.paused end))
+      collectgarbage("collect")
+      local before = collectgarbage("count")
+      local r2 = c:send(stuffing)
+      assert.truthy(until_true(function() return s.rid == c.rid end))
+      collectgarbage("collect")
+      local grew = collectgarbage("count") - before
+      -- what waits is bytes, not trees (about 30 MiB), within the bound; nothing answered early
+      assert.truthy(grew < 4096, ("the server grew by %.0f KiB while the stream did not read"):format(grew))
+      lxmpp.sleep(0.1)
+      assert.truthy(r1:pending(), "the request held first is not answered early")
+      assert.truthy(r2:pending())
+      local max_n, max_bytes = s:inbox_bounds()
+      assert.same({ 0, 3500 }, { s.inbox.trees, s.inbox.n })
+      assert.truthy(s.inbox.bytes <= max_bytes and s.inbox.n <= max_n, s.inbox.bytes)
+      -- a third simultaneous request (requests='2'): overactive (XEP-0124 §11)
+      local a = c:send(stuffing):answer()
+      assert.truthy(terminated(a, "policy-violation"), a and a.raw)
+      assert.truthy(terminated(r1:answer(), "policy-violation"))
+      assert.truthy(terminated(r2:answer(), "policy-violation"))
+      assert.truthy(until_true(function() return service:count() == 0 and srv:stats().streams == 0 end))
+      release = true
+    end, { auth = slow_auth })
+  end)
+
+  it("ends a client whose requests, answered by 'wait', bring more than the bound", function()
+    release = false
+    run({ limits = { max_body = 65536 } }, function(_, hport, _, service)
+      local xml = ("<body xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh' to='example.test' wait='1' hold='1' rid='7' "
+        .. "xmpp:version='1.0'/>"):format(NS)
+      local c = setmetatable({ port = hport, rid = 7 }, Client)
+      c.sid = request(hport, xml).body.attr.sid
+      local s = service.sessions[c.sid]
+      local r1 = c:send(auth_body("alice", "pw"))
+      assert.truthy(until_true(function() return s.paused end))
+      local chunk = ("<m>" .. ("<a/>"):rep(30) .. "</m>"):rep(400)      -- about 52 KB
+      local a
+      for _ = 1, 6 do                    -- each waits its 'wait' second, then the next comes
+        a = c:send(chunk):answer(3)
+        if terminated(a, "policy-violation") then break end
+        assert.truthy(a and a.status == 200 and not a.body.attr.type, a and a.raw)
+        assert.truthy(s.inbox.bytes <= 2 * 65536)
+      end
+      assert.truthy(terminated(a, "policy-violation"), a and a.raw)
+      assert.equal(200, r1:answer().status)                -- (answered empty after its 'wait')
+      assert.truthy(until_true(function() return service:count() == 0 end))
+      release = true
+    end, { auth = slow_auth })
+  end)
+
+  it("lets a client that waits for its answers go on once the stream reads again", function()
+    release = false
+    run(nil, function(_, hport, _, service)
+      local c = create(hport)
+      local s = service.sessions[c.sid]
+      local r1 = c:send(auth_body("alice", "pw"))
+      assert.truthy(until_true(function() return s.paused end))
+      local r2 = c:send("")                        -- a poll while it waits
+      lxmpp.sleep(0.1)
+      assert.truthy(r1:pending())
+      release = true
+      local a = r1:answer()                         -- the oldest held request has the answer
+      assert.truthy(a.body:get_child("success", "urn:ietf:params:xml:ns:xmpp-sasl"), a.raw)
+      assert.truthy(r2:pending())
+      -- and goes on as usual: a request beyond 'hold' has the oldest answered, with what was written
+      local r3 = c:send("", " xmpp:restart='true'")
+      a = r2:answer()
+      assert.truthy(a.raw:find("urn:ietf:params:xml:ns:xmpp-bind", 1, true), a.raw)
+      local r4 = c:send("<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        .. "<resource>r</resource></bind></iq>")
+      a = r3:answer()
+      assert.truthy(a.raw:find("alice@example.test/r", 1, true), a.raw)
+      assert.truthy(r4:pending())
+      r4.c:close()
+    end, { auth = slow_auth })
+  end)
+end)

@@ -155,6 +155,28 @@ describe("httpd", function()
     end)
   end)
 
+  it("stops reading ahead while max_unsent bytes of answers wait for a late one", function()
+    local pending, calls = nil, 0
+    run(function(req, res)
+      calls = calls + 1
+      if req.path == "/late" then pending = res; return end
+      res:send(200, nil, ("x"):rep(400000))
+    end, nil, function(server, port)
+      local c = client(port)
+      c:send(get("/late") .. get("/a"):rep(10))
+      assert.is_true(until_true(function() return calls == 4 end))
+      lxmpp.sleep(0.1)
+      assert.equal(4, calls)                            -- 3 x 400000 bytes wait (over 1 MiB): no fifth request
+      local unsent = next(server.conns).unsent          -- (with their heads)
+      assert.truthy(unsent > 1200000 and unsent < 1201000, unsent)
+      pending:send(200, nil, "late")
+      assert.equal("late", c:answer().body)
+      for _ = 1, 10 do assert.equal(400000, #c:answer().body) end
+      assert.equal(11, calls)
+      c:close()
+    end)
+  end)
+
   it("reads bodies by Content-Length, across writes, and refuses what is over max_body with 413", function()
     local bodies = {}
     run(function(req, res)
@@ -446,6 +468,7 @@ describe("httpd", function()
 
   describe("static", function()
     local dir, outside
+    local HUGE = 2 * 1048576
     setup(function()
       dir = os.tmpname()
       os.remove(dir)
@@ -466,6 +489,7 @@ describe("httpd", function()
       write(dir .. "/blob.xyz", "\1\2")
       write(dir .. "/empty.txt", "")
       write(dir .. "/big.bin", ("b"):rep(2000))
+      write(dir .. "/huge.bin", ("h"):rep(HUGE))
       write(dir .. "/sub/index.html", "<h1>sub</h1>")
       write(dir .. "/sub/deeper/page.html", "deep")
       write(dir .. "/.git/config", "secret")
@@ -508,6 +532,65 @@ describe("httpd", function()
         assert.equal(403, fetch("/big.bin").status)                      -- over max_file
         c:close()
       end)
+    end)
+
+    -- pipe.py of the audit: pipelined GETs of a large file, nothing read;
+    -- the listener used to read all `pipeline` of them into answers
+    it("reads no further request while an answer waits for a peer that does not read", function()
+      local static, calls = assert(httpd.static(dir)), 0
+      run(function(req, res)
+        calls = calls + 1
+        return static(req, res)
+      end, nil, function(server, port)
+        local c = client(port)
+        c.conn:pause()                                   -- reads nothing
+        c:send(get("/huge.bin"):rep(16))
+        local conn
+        assert.is_true(until_true(function()
+          conn = next(server.conns)
+          return conn ~= nil and conn.waiting_drain == true
+        end))
+        lxmpp.sleep(0.2)
+        local held = 0
+        for _, res in ipairs(conn.queue) do held = held + #(res.out or "") end
+        -- (a file is sent as the peer reads: a chunk of it at most, not the file)
+        assert.truthy(held <= httpd.CHUNK + 1024, ("%d bytes of answers held for %d requests"):format(held, calls))
+        assert.equal(held, conn.unsent)
+        assert.truthy(calls < 16, calls)
+        c.conn:resume()                                  -- it reads: every answer comes, in order
+        for i = 1, 16 do
+          local a = c:answer(10)
+          assert.equal(HUGE, a and #a.body, "answer " .. i)
+        end
+        assert.equal(16, calls)
+        c:close()
+      end)
+    end)
+
+    it("sends a large file in chunks as the peer reads, HEAD without it, and cuts a file that shrank", function()
+      run(assert(httpd.static(dir)), nil, function(_, port)
+        local c = client(port)
+        c:send("HEAD /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n" .. get("/huge.bin") .. get("/app.js"))
+        local a = c:answer(nil, true)
+        assert.same({ 200, tostring(HUGE) }, { a.status, a.headers["content-length"] })
+        a = c:answer(10)
+        assert.same({ 200, HUGE, "application/octet-stream" }, { a.status, #a.body, a.headers["content-type"] })
+        assert.equal(("h"):rep(HUGE), a.body)
+        assert.equal("console.log(1)", c:answer().body)
+        c:close()
+      end)
+      local log_seen
+      run(function(_, res)
+        local f = assert(io.open(dir .. "/huge.bin", "rb"))
+        res:send_file(200, nil, f, HUGE + 10)          -- more than there is: the length cannot be kept
+      end, nil, function(_, port, log)
+        local c = client(port)
+        c:send(get("/x"))
+        assert.is_true(c:wait_closed(10))
+        assert.equal(HUGE, #c.buf - #c.buf:match("^.-\r\n\r\n"))   -- all there was, then the cut
+        log_seen = table.concat(log, "\n")
+      end)
+      assert.matches("ended 10 bytes before its size", log_seen, nil, true)
     end)
 
     it("refuses traversal, dot files, encoded separators and symbolic links", function()

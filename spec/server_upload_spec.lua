@@ -342,6 +342,33 @@ describe("embedded server: HTTP upload", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  -- rm.py of the audit: a PUT under way when its account goes
+  it("stores nothing for a PUT that ends after its account was removed (410), and keeps no quota for the name", function()
+    run(function(srv, port, _, hp)
+      local a = login(port, "alice")
+      local r = ask(a, "f.txt", "10")
+      local url = assert(r:find("{urn:xmpp:http:upload:0}slot/put@url"), tostring(r))
+      local path = url:match("^https://[^/]+(/.*)$")
+      lxmpp.spawn(function()
+        lxmpp.sleep(0.3)                    -- the head and half the body are in
+        assert(srv:remove_user("alice"))
+      end)
+      local answer = raw(hp, { "PUT " .. path .. " HTTP/1.1\r\nHost: example.test\r\nContent-Length: 10\r\n\r\n01234",
+        0.6, "56789" })
+      assert.equal(410, status_of(answer), answer)
+      assert.matches("account", answer)
+      assert.equal(404, status_of(raw(hp, "GET " .. path .. " HTTP/1.1\r\nHost: example.test\r\n\r\n")))
+      assert.same({ 0, 0 }, { srv.upload.used, srv.upload:reserved() })
+      assert.is_nil(next(srv.upload.files))
+      assert.is_nil(srv.upload.used_by["alice@example.test"])
+      -- an account of the same name starts with nothing
+      assert(srv:add_user("alice", "alice-pw"))
+      a = login(port, "alice")
+      assert.truthy(a:upload("fresh", { name = "n.txt", address = "127.0.0.1" }))
+      assert.equal(#"fresh", srv.upload.used_by["alice@example.test"])
+    end)
+  end)
+
   it("validates its options and stops with the server", function()
     local bad = {
       { upload = 5 }, { upload = { domain = "a@b" } }, { upload = { domain = "u.l", url = "http://u.l" } },

@@ -88,6 +88,12 @@ local function digits(s, max)
   return n
 end
 
+-- A request's <body/> as a tree, or nil, message (the same bytes parse
+-- the same way again: a request that waits is kept as its bytes).
+local function parse_body(raw, lim)
+  return core.parse_element(raw, { max_stanza_size = lim.max_body + 1, max_depth = 65 })
+end
+
 ---------------------------------------------------------------------------
 -- a BOSH session: a transport
 
@@ -107,6 +113,9 @@ function Session:on(event, fn)
 end
 
 -- What the peer sent, in rid order, goes to the stream while it reads.
+-- An inbox item is { kind = "open" | "close" | "stanza" }; a stanza's is
+-- its tree (el) or, while the stream does not read, its bytes (xml: see
+-- shelve), parsed again when its turn comes.
 function Session:deliver()
   local max = self.parse_opts and self.parse_opts.max_stanza_size
   while self.parsing and not self.closed and not self.paused and self.inbox.n > 0 do
@@ -116,12 +125,67 @@ function Session:deliver()
     elseif item.kind == "close" then
       emit(self, "stream-close")
     else
-      if max and #tostring(item.el) > max then
+      local el, xml = item.el, item.xml
+      if el then self.inbox.trees = self.inbox.trees - 1 end
+      if max and #(xml or tostring(el)) > max then
         return emit(self, "parse-error", "a stanza larger than " .. max .. " bytes", "policy-violation")
       end
-      emit(self, "stanza", item.el)
+      if xml then
+        local msg, cond
+        el, msg, cond = core.parse_element(xml, { max_stanza_size = #xml, max_depth = 64 })
+        if not el then return emit(self, "parse-error", msg, cond) end
+      end
+      emit(self, "stanza", el)
     end
   end
+  if self.paused and not self.closed and not self.released and self.inbox.trees > 0 and not self:shelve() then
+    self:overflow()
+  end
+end
+
+-- Backpressure (docs/server.md, "BOSH": "While the stream does not
+-- read"). A TCP stream that pauses its reading stops reading the socket:
+-- the peer's bytes wait in the kernel, the peer's writes block. A BOSH
+-- session cannot stop its client that way, so while the stream does not
+-- read (a throttled login, the `rate` limit, a full output queue, an auth
+-- callback) the elements that wait in the inbox are kept as their bytes,
+-- not as trees (a body of small elements makes a tree many times its
+-- size), within a bound of what `requests` full bodies hold; the held
+-- requests are not answered early (below), so a client that keeps to its
+-- `requests` cannot send more. One that sends more anyway ends with
+-- policy-violation.
+
+-- The bound on what waits in the inbox while the stream does not read:
+-- elements (the body parser's children limit, 4096, per request of the
+-- window) and bytes (max_body per request of the window).
+function Session:inbox_bounds()
+  return 4096 * self.requests, self.service.limits.max_body * self.requests
+end
+
+-- Turns the trees that wait in the inbox into their bytes; false when the
+-- inbox then holds more than its bounds.
+function Session:shelve()
+  local inbox = self.inbox
+  local max_n, max_bytes = self:inbox_bounds()
+  if inbox.n > max_n then return false end
+  for _ = 1, inbox.n do
+    local item, size = inbox:pop()
+    if item.el then
+      local xml = tostring(item.el)
+      item, size = { kind = "stanza", xml = xml }, #xml
+      inbox.trees = inbox.trees - 1
+    end
+    inbox:push(item, size)
+    if inbox.bytes > max_bytes then return false end
+  end
+  return true
+end
+
+-- The client sent more than the stream takes while it does not read.
+function Session:overflow(res)
+  local max_n, max_bytes = self:inbox_bounds()
+  self:terminate(res, "policy-violation", ("more than %d elements or %d bytes sent while the stream "
+    .. "does not read"):format(max_n, max_bytes))
 end
 
 function Session:parse(opts)
@@ -293,6 +357,7 @@ function Session:flush()
     local h = remove(held, 1)
     self:answer(h, self:answer_xml(h))
   end
+  self:answer_beyond_hold()              -- held back while the stream did not read
   self:after_answer()
 end
 
@@ -348,7 +413,7 @@ end
 function Session:terminate(res, cond, why)
   self.final_cond = cond
   self.final = terminate_xml(cond)
-  pcall(send, res, self.final)
+  if res then pcall(send, res, self.final) end
   self:expire(why, cond)
 end
 
@@ -422,21 +487,37 @@ function Session:process(rid, res, b)
   if restart and not self.restart_allowed then
     return self:terminate(res, "bad-request", "a restart before authentication")
   end
+  -- While the stream does not read, no held request is answered early
+  -- (below), so a client that keeps to 'requests' waits; one that makes
+  -- more simultaneous requests is overactive (XEP-0124 §11).
+  if self.paused and #self.held >= self.requests then
+    return self:terminate(res, "policy-violation",
+      ("more than %d simultaneous requests while the stream does not read"):format(self.requests))
+  end
   local info = { empty = empty, at = now }
   self.last = info
+  local inbox = self.inbox
   for _, el in ipairs(b.tags) do
     if el.attr.xmlns == NS_CLIENT then el.attr.xmlns = nil end   -- as in a jabber:client stream
-    self.inbox:push({ kind = "stanza", el = el })
+    inbox:push({ kind = "stanza", el = el })
+    inbox.trees = inbox.trees + 1
   end
   if restart then
     self.restart_allowed = false
-    self.inbox:push({ kind = "open", attr = self.open_attr })
+    inbox:push({ kind = "open", attr = self.open_attr })
   end
-  if term then self.inbox:push({ kind = "close" }) end
+  if term then inbox:push({ kind = "close" }) end
+  if self.paused and not self:shelve() then return self:overflow(res) end
   self:hold_request(rid, res, info)
   self:deliver()
-  -- beyond 'hold', the oldest held request is answered now (XEP-0124 §8)
-  while #self.held > self.hold and not self.closed do
+  self:answer_beyond_hold()
+end
+
+-- Beyond 'hold', the oldest held requests are answered now (XEP-0124 §8),
+-- but not while the stream does not read: the client waits for its
+-- answers then, as a TCP client's writes wait.
+function Session:answer_beyond_hold()
+  while #self.held > self.hold and not self.closed and not self.released and not self.paused do
     local h = remove(self.held, 1)
     self:answer(h, self:answer_xml(h))
   end
@@ -490,8 +571,10 @@ function Session:request(req, res, b, rid)
   if rid > self.rid + 1 then      -- out of order: it waits for the ones before it
     local p = self.pending[rid]
     if p then pcall(send, p.res, body({})) end
-    -- (inactivity keeps running: a gap that is never filled ends the session)
-    self.pending[rid] = { res = res, b = b }
+    -- (inactivity keeps running: a gap that is never filled ends the session);
+    -- kept as its bytes, parsed again when its turn comes: a tree of small
+    -- elements is many times the size of the body
+    self.pending[rid] = { res = res, raw = req.body }
     return
   end
   self.in_request = true
@@ -499,7 +582,7 @@ function Session:request(req, res, b, rid)
   while not self.released and self.pending[self.rid + 1] do
     local p = self.pending[self.rid + 1]
     self.pending[self.rid + 1] = nil
-    self:process(self.rid + 1, p.res, p.b)
+    self:process(self.rid + 1, p.res, (parse_body(p.raw, self.service.limits)))
   end
   self.in_request = false
   if not self.released then self:flush() end
@@ -557,6 +640,7 @@ function Service:create(req, res, b, rid)
     open_attr = { xmlns = NS_CLIENT, to = b.attr.to, version = b.attr[XMPP_VERSION],
       ["xml:lang"] = b.attr["xml:lang"] },
   }, Session)
+  s.inbox.trees = 0                        -- stanzas in it as trees (not yet shelved)
   self.sessions[s.sid] = s
   self.n = self.n + 1
   self.per_ip[ipkey] = (self.per_ip[ipkey] or 0) + 1
@@ -577,7 +661,7 @@ function Service:post(req, res)
   if #req.body > lim.max_body then
     return send(res, terminate_xml("bad-request"), 413)
   end
-  local b, msg = core.parse_element(req.body, { max_stanza_size = lim.max_body + 1, max_depth = 65 })
+  local b, msg = parse_body(req.body, lim)
   if not b or b.name ~= "body" or b.attr.xmlns ~= NS then
     self.srv:log("info", "bosh %s: a bad request: %s", tostring(req.peer), tostring(msg or "not a BOSH <body/>"))
     return send(res, terminate_xml("bad-request"), 400)

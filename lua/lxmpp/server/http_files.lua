@@ -31,7 +31,7 @@ M.HEAD_MAX = HEAD_MAX
 
 local REASONS = { [100] = "Continue", [200] = "OK", [201] = "Created", [400] = "Bad Request",
   [403] = "Forbidden", [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout",
-  [411] = "Length Required", [413] = "Content Too Large", [415] = "Unsupported Media Type",
+  [410] = "Gone", [411] = "Length Required", [413] = "Content Too Large", [415] = "Unsupported Media Type",
   [431] = "Request Header Fields Too Large", [500] = "Internal Server Error", [501] = "Not Implemented",
   [505] = "HTTP Version Not Supported", [507] = "Insufficient Storage" }
 
@@ -243,8 +243,8 @@ function Conn:body(bytes)
   self.buf = {}
   local slot = self.slot
   self.slot = nil
-  local ok, status = self.server.svc:store(slot, data, self.ctype)
-  if not ok then return self:answer(status, "the file could not be stored") end
+  local ok, status, why = self.server.svc:store(slot, data, self.ctype)
+  if not ok then return self:answer(status, why or "the file could not be stored") end
   return self:answer(201, "stored")
 end
 

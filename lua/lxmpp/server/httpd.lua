@@ -44,6 +44,7 @@ M.DEFAULTS = {
   max_body = 524288,               -- bytes of a request body
   requests_per_connection = 1000,  -- then the connection closes after its answer
   pipeline = 16,                   -- requests read ahead of their answers; then reading pauses
+  max_unsent = 1048576,            -- bytes of answers waiting to be written; beyond, reading pauses
 }
 
 M.GUID = require("lxmpp.websocket").GUID   -- RFC 6455 §1.3
@@ -190,7 +191,7 @@ local function check_header(name, value)
 end
 
 -- The bytes of an answer: status line, headers, body (none for HEAD, 1xx, 204, 304).
-local function render(status, headers, body, head_only, close)
+local function render(status, headers, body, head_only, close, length)
   local out, have = { ("HTTP/1.1 %d %s\r\n"):format(status, M.REASONS[status] or "Unknown") }, {}
   for name, value in pairs(headers) do
     local values = type(value) == "table" and value or { value }
@@ -207,7 +208,7 @@ local function render(status, headers, body, head_only, close)
   if not have.date then out[#out + 1] = "Date: " .. http_date() .. "\r\n" end
   if not have["x-content-type-options"] then out[#out + 1] = "X-Content-Type-Options: nosniff\r\n" end
   local bodyless = status == 204 or status == 304
-  if not bodyless then out[#out + 1] = "Content-Length: " .. #body .. "\r\n" end
+  if not bodyless then out[#out + 1] = "Content-Length: " .. (length or #body) .. "\r\n" end
   if close then out[#out + 1] = "Connection: close\r\n" end
   out[#out + 1] = "\r\n"
   if not head_only and not bodyless then out[#out + 1] = body end
@@ -223,13 +224,31 @@ Res.__index = Res
 -- list of values); Content-Length is computed, "Connection: close" closes
 -- the connection after this answer. Sending twice raises.
 function Res:send(status, headers, body)
-  if self.answered then error("res:send: this request was already answered", 2) end
+  return self:answer(status, headers, body, nil, 3)
+end
+
+--- res:send_file(status, headers, file, size) -> true | nil, message, "closed"
+-- As res:send, with the body read from file (an open file, at the
+-- position to send from) as the peer reads: size bytes, in CHUNK pieces,
+-- never the whole file in memory. The file is closed once sent, or when
+-- the connection ends first (and at once for HEAD, 204, 304).
+function Res:send_file(status, headers, file, size)
+  if math_type(size) ~= "integer" or size < 0 then error("res:send_file: size must be an integer", 2) end
+  if not file then error("res:send_file: file must be an open file", 2) end
+  return self:answer(status, headers, "", { file = file, size = size }, 3)
+end
+
+local CHUNK = 65536          -- bytes of a file read at a time (res:send_file)
+M.CHUNK = CHUNK
+
+function Res:answer(status, headers, body, file, level)
+  if self.answered then error("res:send: this request was already answered", level) end
   if math_type(status) ~= "integer" or status < 200 or status > 599 then
-    error("res:send: status must be an integer from 200 to 599", 2)
+    error("res:send: status must be an integer from 200 to 599", level)
   end
-  if headers ~= nil and type(headers) ~= "table" then error("res:send: headers must be a table", 2) end
+  if headers ~= nil and type(headers) ~= "table" then error("res:send: headers must be a table", level) end
   body = body == nil and "" or body
-  if type(body) ~= "string" then error("res:send: body must be a string", 2) end
+  if type(body) ~= "string" then error("res:send: body must be a string", level) end
   local merged = {}
   for k, v in pairs(self.headers) do merged[k] = v end
   local lower = {}
@@ -240,10 +259,24 @@ function Res:send(status, headers, body)
     merged[k] = v
   end
   local c = self.c
-  local bytes, close = render(status, merged, body, self.req.method == "HEAD", self.req.close)
+  local head_only = self.req.method == "HEAD"
+  local ok, bytes, close = pcall(render, status, merged, body, head_only, self.req.close, file and file.size)
+  if not ok then
+    if file then file.file:close() end
+    error(bytes, level)
+  end
   self.answered, self.status = true, status
+  if file and (head_only or status == 204 or status == 304 or file.size == 0 or c.state == "over") then
+    file.file:close()
+    file = nil
+  end
   if c.state == "over" then return nil, "the connection is closed", "closed" end
   self.out, self.close = bytes, close
+  c.unsent = c.unsent + #bytes
+  if file then
+    self.file, self.left = file.file, file.size
+    c.files = c.files + 1
+  end
   if close and (c.state == "ready" or c.state == "blocked" or c.state == "body") then
     c.state, c.buf, c.body = "stopped", "", nil       -- requests after this one are not answered
   end
@@ -349,7 +382,7 @@ function Conn:retime()
   if self.state == "over" or self.state == "closing" then return end
   if self.waiting_drain then return self:deadline("drain", lim.send_timeout) end
   if self.state == "body" then return self:deadline("body", lim.body_timeout) end
-  if self.state == "ready" and #self.queue < lim.pipeline then
+  if self.state == "ready" and #self.queue < lim.pipeline and not self:backlogged() then
     if self.buf ~= "" or self.nreq == 0 then return self:deadline("head", lim.head_timeout) end
     if #self.queue == 0 then return self:deadline("idle", lim.idle_timeout) end
   end
@@ -374,8 +407,12 @@ function Conn:finish()
   if self.state == "over" then return end
   self:release()
   local queue = self.queue
-  self.queue, self.buf, self.body = {}, "", nil
+  self.queue, self.buf, self.body, self.unsent = {}, "", nil, 0
   for _, res in ipairs(queue) do
+    if res.file then
+      res.file:close()
+      res.file = nil
+    end
     if not res.out and res.closed_fn then
       local ok, err = xpcall(res.closed_fn, traceback)
       if not ok then self:log("error", "http: internal error in on_close: %s", tostring(err)) end
@@ -404,8 +441,40 @@ function Conn:fail(status, text)
   res.out = render(status, { ["Content-Type"] = "text/plain; charset=utf-8",
     ["Content-Security-Policy"] = "default-src 'none'; sandbox" }, text .. "\n", false, true)
   res.close = true
+  self.unsent = self.unsent + #res.out
   self.queue[#self.queue + 1] = res
   self:flush()
+end
+
+-- Writes what is left of an answer: its bytes, then its file's, a CHUNK
+-- at a time. "done"; "wait" when the connection's queue is full (the peer
+-- does not read: "drain" goes on), and whether bytes went out before; "short" when the file gave less than
+-- its size (the promised length cannot be kept); "fail" when the
+-- connection broke.
+function Conn:write_answer(res)
+  local progress = false
+  while true do
+    local bytes = res.out
+    if bytes == "" then
+      local f = res.file
+      if not f then return "done" end
+      bytes = f:read(res.left < CHUNK and res.left or CHUNK)
+      if not bytes or bytes == "" then
+        self:log("warn", "http: a file ended %d bytes before its size while it was sent to %s", res.left, self.peer)
+        return "short"
+      end
+      res.left = res.left - #bytes
+      if res.left == 0 then
+        f:close()
+        res.file, self.files = nil, self.files - 1
+      end
+      res.out, self.unsent = bytes, self.unsent + #bytes
+    end
+    local ok, _, cond = self.conn:write(bytes)
+    if not ok then return cond == "resource-constraint" and "wait" or "fail", progress end
+    self.unsent = self.unsent - #bytes
+    res.out, progress = "", true
+  end
 end
 
 -- Writes the answers that are ready, in order.
@@ -415,15 +484,19 @@ function Conn:flush()
   local queue = self.queue
   while self.state ~= "over" and self.state ~= "closing" and queue[1] and queue[1].out do
     local res = queue[1]
-    local ok, _, cond = self.conn:write(res.out)
-    if not ok then
-      if cond ~= "resource-constraint" then self.flushing = false; return self:finish() end
+    local done, progress = self:write_answer(res)
+    if done == "fail" then self.flushing = false; return self:finish() end
+    if done == "short" then        -- what was written goes out, then the close tells the body was cut
+      self.flushing = false
+      return self:shutdown()
+    end
+    if done == "wait" then
       self.waiting_drain = true                  -- "drain" calls flush again
+      if progress then self:deadline(nil) end    -- the peer reads: send_timeout starts again
       break
     end
     self.waiting_drain = false
     remove(queue, 1)
-    res.out = ""
     if res.close then
       self.flushing = false
       return self:shutdown()
@@ -433,6 +506,16 @@ function Conn:flush()
   if self.state == "over" or self.state == "closing" then return end
   if self.eof and #queue == 0 then return self:shutdown() end
   self:read_more()
+end
+
+-- True while answers wait: the peer does not read what was written
+-- (the connection's queue is full), more than max_unsent bytes of answers
+-- wait for an earlier one, or a file is being sent (one open file per
+-- connection). No further request is read then, so a peer that pipelines
+-- requests and reads nothing holds at most one answer here (and the
+-- connection's queue), not `pipeline` of them.
+function Conn:backlogged()
+  return self.waiting_drain or self.files > 0 or self.unsent > self.server.limits.max_unsent
 end
 
 -- Parses what is buffered, while requests may be read.
@@ -447,6 +530,7 @@ function Conn:read_more()
   if self.state == "over" or self.state == "closing" then return end
   local lim = self.server.limits
   local stop = self.state == "blocked" or self.state == "stopped" or #self.queue >= lim.pipeline
+    or self:backlogged()
   if stop and not self.paused then
     self.paused = true
     self.conn:pause()
@@ -485,7 +569,7 @@ end
 -- Reads requests from the buffer while it holds whole ones.
 function Conn:parse()
   local lim = self.server.limits
-  while self.state == "ready" and #self.queue < lim.pipeline do
+  while self.state == "ready" and #self.queue < lim.pipeline and not self:backlogged() do
     local buf = self.buf
     if buf:sub(1, 2) == "\r\n" then
       repeat buf = buf:sub(3) until buf:sub(1, 2) ~= "\r\n"   -- RFC 9112 §2.2: empty lines before a request
@@ -573,7 +657,8 @@ function Server:accept(conn)
     return conn:abort()
   end
   local c = setmetatable({ server = self, conn = conn, ip = ip, peer = info.peer, peer_port = info.port,
-    buf = "", scanned = 1, queue = {}, nreq = 0, state = "ready", secure = self.tls_ctx ~= nil }, Conn)
+    buf = "", scanned = 1, queue = {}, unsent = 0, files = 0, nreq = 0, state = "ready",
+    secure = self.tls_ctx ~= nil }, Conn)
   self.conns[c] = true
   self.n = self.n + 1
   self.per_ip[ip] = (self.per_ip[ip] or 0) + 1
@@ -777,11 +862,13 @@ function M.static(dir, opts)
       return plain(res, 403, "too large to serve")
     end
     f:seek("set", 0)
+    local ext = path:match("%.([%w]+)$")
+    local headers = { ["Content-Type"] = M.TYPES[ext and ext:lower() or ""] or "application/octet-stream",
+      ["Cache-Control"] = "no-cache" }
+    if size > CHUNK then return res:send_file(200, headers, f, size) end   -- read as the peer reads
     local data = f:read("*a") or ""
     f:close()
-    local ext = path:match("%.([%w]+)$")
-    return res:send(200, { ["Content-Type"] = M.TYPES[ext and ext:lower() or ""] or "application/octet-stream",
-      ["Cache-Control"] = "no-cache" }, data)
+    return res:send(200, headers, data)
   end
 end
 

@@ -173,13 +173,19 @@ local function expired(self, meta)
   return self.expire and meta.time + self.expire <= self.clock()
 end
 
---- Forgets an account's files and unused slots (the account is removed).
+--- Forgets an account's files and slots (the account is removed). A slot
+-- whose PUT is under way is dropped too and marked: the PUT's end stores
+-- nothing (410), so no file and no quota outlive the account, and a later
+-- account of the same name starts with none.
 function Service:forget_owner(owner)
   for token, meta in pairs(self.files) do
     if meta.owner == owner then self:delete_file(token) end
   end
   for token, slot in pairs(self.slots) do
-    if slot.owner == owner and not slot.busy then self:drop_slot(token) end
+    if slot.owner == owner then
+      if slot.busy then slot.removed = true end
+      self:drop_slot(token)
+    end
   end
 end
 
@@ -278,8 +284,12 @@ function Service:usable_slot(token, name)
   return slot
 end
 
---- Stores a slot's file: true | nil, HTTP status. The slot is used up.
+--- Stores a slot's file: true | nil, HTTP status, text. The slot is used up.
 function Service:store(slot, data, ctype)
+  if slot.removed then
+    self.srv:log("info", "upload: a PUT for %s ended after the account was removed: not stored", slot.owner)
+    return nil, 410, "the account this slot was handed to was removed"
+  end
   local meta = { name = slot.name, size = #data, type = ctype, owner = slot.owner, time = self.clock() }
   self:drop_slot(slot.token)
   if self.dir then
