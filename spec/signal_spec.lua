@@ -290,7 +290,8 @@ describe("lxmpp.shutdown during a connect", function()
       local opts, in_phase
       opts, in_phase, gone, cleanup = prepare()
       lxmpp.spawn(function()
-        res = compat.pack(lxmpp.connect(opts))
+        -- (opts may be the connect itself: a component's)
+        if type(opts) == "function" then res = compat.pack(opts()) else res = compat.pack(lxmpp.connect(opts)) end
         took = core.now() - shut_at
       end)
       assert(wait_for(in_phase, 2), "the connect did not reach the phase under test")
@@ -361,6 +362,46 @@ describe("lxmpp.shutdown during a connect", function()
       end)
     end)
   end
+
+  it("ends a component's connect at once, its server never answering the stream header", function()
+    local comp
+    shutdown_during(function()
+      local silent = blackhole.silent()
+      comp = lxmpp.component({ jid = "gw.example.test", secret = "s3cret", host = "127.0.0.1", port = silent.port,
+        timeout = 5 * SLOW, logger = function() end })
+      return function() return comp:connect() end, function() return silent:bytes_in() > 0 end,
+        function() return silent.conns[1].eof end,
+        function(in_loop) if in_loop then silent:close() end end
+    end)
+    assert.is_nil(comp.connect_waiter)
+  end)
+
+  it("lets comp:close() end a component's connect at once, and connect again after it", function()
+    local res, took
+    local ok, err = pcall(lxmpp.run, function()
+      local silent = blackhole.silent()
+      local comp = lxmpp.component({ jid = "gw.example.test", secret = "s3cret", host = "127.0.0.1",
+        port = silent.port, timeout = 5 * SLOW, logger = function() end })
+      lxmpp.spawn(function()
+        local t0 = core.now()
+        res = compat.pack(comp:connect())
+        took = core.now() - t0
+      end)
+      assert(wait_for(function() return silent:bytes_in() > 0 end, 2), "the component did not send its header")
+      assert.is_true(comp:close())
+      assert(wait_for(function() return res ~= nil end, 0.5), "comp:connect() did not return")
+      assert(wait_for(function() return silent.conns[1].eof end, 0.5), "the attempt's connection is still open")
+      -- a new connect after the close is a new attempt (a gateway's own retry loop)
+      local second = #silent.conns
+      lxmpp.spawn(function() comp:connect() end)
+      assert(wait_for(function() return #silent.conns > second end, 2), "the component did not connect again")
+      comp:close()
+      silent:close()
+    end)
+    assert(ok, err)
+    assert.same({ n = 3, [3] = "closed" }, { n = res.n, [1] = res[1], [3] = res[3] })
+    assert.is_true(took < 0.5 * SLOW, "comp:connect() returned after " .. took .. " s")
+  end)
 
   it("ends a client's reconnection at once, in the attempt's TLS handshake", function()
     local unacked, disconnected, c, shut_at, run_took, silent

@@ -43,9 +43,8 @@ function M.new(opts)
   return self
 end
 
---- comp:connect() -> true | nil, message, condition (waits, in a task)
-function Component:connect()
-  task.current("component:connect", 1)
+-- One connection attempt: TCP, the stream header, the handshake.
+local function establish(self)
   local conn, msg, cond = net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout or 15)
   if not conn then return nil, msg, cond end
   self.lost_reason = nil
@@ -83,8 +82,21 @@ function Component:connect()
   return nil, msg, cond
 end
 
---- comp:close(): ends the stream cleanly.
+--- comp:connect() -> true | nil, message, condition (waits, in a task).
+-- The attempt runs in a task of its own (session.lua I.connect), so that
+-- comp:close(), and so lxmpp.shutdown(), cuts it short in any phase; while
+-- a shutdown is under way it is refused ("system-shutdown").
+function Component:connect()
+  task.current("component:connect", 1)
+  self.closing = nil          -- (a gateway may connect again after a close)
+  return session.internal.connect(self, establish)
+end
+
+--- comp:close(): ends the stream cleanly; a comp:connect() under way
+-- returns nil, message, "closed" (or "system-shutdown") at once.
 function Component:close(timeout)
+  self.closing = true
+  if session.internal.cut_connect(self) then return true end
   return session.Session.close(self, timeout)
 end
 

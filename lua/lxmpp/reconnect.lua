@@ -18,15 +18,13 @@
 --     or is closed, or with resend_unacked = false) is handed to the
 --     application in the "unacked" event (kept until a handler is there).
 
-local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
 local session = require "lxmpp.session"
 local fifo = require "lxmpp.fifo"
-local signal = require "lxmpp.signal"
 
-local type, error, pairs, ipairs, math_min, pcall, pack =
-  type, error, pairs, ipairs, math.min, compat.pcall, compat.pack
+local type, error, pairs, ipairs, math_min =
+  type, error, pairs, ipairs, math.min
 -- the jitter draws from OpenSSL's generator (session.random16): math.random
 -- starts unseeded on Lua 5.1 and LuaJIT, so clients of many processes would
 -- retry in step, and the host's own sequence is not ours to move
@@ -371,85 +369,20 @@ function M.install(Client)
     return nil, "stanzas still unacknowledged", "timeout"
   end
 
-  -- close() during an establish() under way in task t (a reconnection's
-  -- attempt, or the first lxmpp.connect's: R.connect). An attempt may wait
-  -- for a long time in any of its phases (DNS up to the resolver's
-  -- timeout, a TCP connect or an XEP-0156 lookup up to connect_timeout,
-  -- the TLS handshake and the stream negotiation up to opts.timeout): the
-  -- task ends here, and each of those waits, cancelled, releases what it
-  -- holds (lookups abandoned, the connection attempt's socket closed,
-  -- timers stopped). false when no establish() is under way in t (or t is
-  -- the running task, which cannot be cancelled).
-  function R.cut_establish(self, t)
-    if not (t and self.establishing and task.cancel(t)) then return false end
-    self.establishing, self.deadline, self.redirect = nil, nil, nil
-    self.negotiating = false
-    return true
-  end
-
-  -- Why an attempt that close() cut short failed: lxmpp.shutdown's doing,
-  -- or the program's.
-  local function cut_reason()
-    if signal.shutting_down() then
-      return "lxmpp.shutdown() ended the connection attempt", "system-shutdown"
-    end
-    return "the client was closed while connecting", "closed"
-  end
-
-  --- The first connection of lxmpp.connect (and lxmpp.register): its
-  -- establish() runs in a task of its own, as a reconnection's attempt
-  -- does, so that close() (lxmpp.shutdown closes every client) cuts it
-  -- short in any phase the same way (R.cut_establish); the caller's task
-  -- cancelled meanwhile (lxmpp.task.cancel) cuts it too. true, or nil,
-  -- message, condition. While lxmpp.shutdown() is under way, a new
-  -- connection is refused at once (it would escape the shutdown, which
-  -- has already closed the clients it knew).
-  function R.connect(self)
-    if signal.shutting_down() then
-      -- (after a yield: a task that retries at once in a loop lets the
-      -- shutdown go on)
-      task.yield()
-      return nil, "lxmpp.shutdown() is under way: no new connection", "system-shutdown"
-    end
-    local w = task.waiter("lxmpp.connect", 2)
-    local t = task.spawn(function()
-      local r = pack(pcall(self.establish, self))
-      self.establishing = nil
-      -- (close() from inside the attempt, which could not cancel it)
-      if r[1] and r[2] and self.closing then self.conn:abort() end
-      w:wake(r)
-    end)
-    self.establishing, self.connect_task, self.connect_waiter = true, t, w
-    w.cancel = function()
-      self.connect_task, self.connect_waiter = nil, nil
-      if not R.cut_establish(self, t) and self.conn and not self.conn.closed then self.conn:abort() end
-    end
-    local r = w:wait()
-    self.connect_task, self.connect_waiter = nil, nil
-    if not r[1] then error(r[2], 0) end              -- raised in the attempt: raised here
-    if self.closing then
-      -- closed once establish() was over, before this task ran again
-      if r[2] and self.conn and not self.conn.closed then self.conn:abort() end
-      return nil, cut_reason()
-    end
-    return r[2], r[3], r[4]
-  end
+  -- close() during an establish() under way in task t, and the first
+  -- connection's task: session.lua (I.cut_establish, I.connect), shared
+  -- with components
+  R.cut_establish = I.cut_establish
+  R.connect = I.connect
 
   --- c:close([timeout]): ends the session for good (no reconnection); what
   -- the server has not acknowledged by then goes to "unacked".
   function Client:close(timeout)
     self.closing = true
-    local first = self.connect_waiter
-    if first then
-      -- the first lxmpp.connect under way (lxmpp.shutdown reaches the
-      -- client then): cut short as a reconnection's attempt below; the
-      -- connect returns nil, message, condition (R.connect)
-      if not R.cut_establish(self, self.connect_task) and self.conn and not self.conn.closed then
-        self.conn:abort()
-      end
-      first:wake(pack(true))
-      return true
-    end
+    -- the first lxmpp.connect under way (lxmpp.shutdown reaches the client
+    -- then): cut short as a reconnection's attempt below; the connect
+    -- returns nil, message, condition (session.lua I.connect)
+    if I.cut_connect(self) then return true end
     if self.reconnecting then
       local w = self.backoff_waiter
       if w then w:wake() end

@@ -363,6 +363,89 @@ end
 --- Ends the stream cleanly: sends the end of our stream (</stream:stream>,
 -- or <close/> over WebSocket), waits (bounded) for the peer's, then closes
 -- the connection.
+---------------------------------------------------------------------------
+-- a connection attempt that close() cuts short (clients: the first
+-- lxmpp.connect and each reconnection's attempt, reconnect.lua; components:
+-- comp:connect)
+
+-- close() during an establish() under way in task t (a reconnection's
+-- attempt, or a first connection's: I.connect). An attempt may wait for a
+-- long time in any of its phases (DNS up to the resolver's timeout, a TCP
+-- connect or an XEP-0156 lookup up to connect_timeout, the TLS handshake
+-- and the stream negotiation up to opts.timeout): the task ends here, and
+-- each of those waits, cancelled, releases what it holds (lookups
+-- abandoned, the connection attempt's socket closed, timers stopped).
+-- false when no establish() is under way in t (or t is the running task,
+-- which cannot be cancelled).
+function I.cut_establish(self, t)
+  if not (t and self.establishing and task.cancel(t)) then return false end
+  self.establishing, self.deadline, self.redirect = nil, nil, nil
+  self.negotiating = false
+  return true
+end
+
+-- Why an attempt that close() cut short failed: lxmpp.shutdown's doing,
+-- or the program's.
+local function cut_reason()
+  if require("lxmpp.signal").shutting_down() then
+    return "lxmpp.shutdown() ended the connection attempt", "system-shutdown"
+  end
+  return "the client was closed while connecting", "closed"
+end
+
+--- I.connect(self [, establish]): the first connection (lxmpp.connect,
+-- lxmpp.register, comp:connect): establish(self) (default self:establish())
+-- runs in a task of its own, as a
+-- reconnection's attempt does, so that close() (lxmpp.shutdown closes
+-- every session) cuts it short in any phase the same way (I.cut_connect);
+-- the caller's task cancelled meanwhile (lxmpp.task.cancel) cuts it too.
+-- true, or nil, message, condition. While lxmpp.shutdown() is under way, a
+-- new connection is refused at once (it would escape the shutdown, which
+-- has already closed the sessions it knew).
+function I.connect(self, establish)
+  if require("lxmpp.signal").shutting_down() then
+    -- (after a yield: a task that retries at once in a loop lets the
+    -- shutdown go on)
+    task.yield()
+    return nil, "lxmpp.shutdown() is under way: no new connection", "system-shutdown"
+  end
+  local w = task.waiter("lxmpp.connect", 2)
+  local t = task.spawn(function()
+    local r = compat.pack(compat.pcall(establish or self.establish, self))
+    self.establishing = nil
+    -- (close() from inside the attempt, which could not cancel it)
+    if r[1] and r[2] and self.closing then self.conn:abort() end
+    w:wake(r)
+  end)
+  self.establishing, self.connect_task, self.connect_waiter = true, t, w
+  w.cancel = function()
+    self.connect_task, self.connect_waiter = nil, nil
+    if not I.cut_establish(self, t) and self.conn and not self.conn.closed then self.conn:abort() end
+  end
+  local r = w:wait()
+  self.connect_task, self.connect_waiter = nil, nil
+  if not r[1] then error(r[2], 0) end              -- raised in the attempt: raised here
+  if self.closing then
+    -- closed once establish() was over, before this task ran again
+    if r[2] and self.conn and not self.conn.closed then self.conn:abort() end
+    return nil, cut_reason()
+  end
+  return compat.unpack(r, 2, r.n)
+end
+
+--- I.cut_connect(self) -> true when a first connection (I.connect) was
+-- under way and close() has cut it short (self.closing already set): the
+-- connect returns nil, message, condition.
+function I.cut_connect(self)
+  local first = self.connect_waiter
+  if not first then return false end
+  if not I.cut_establish(self, self.connect_task) and self.conn and not self.conn.closed then
+    self.conn:abort()
+  end
+  first:wake(compat.pack(true))
+  return true
+end
+
 function Session:close(timeout)
   local conn = self.conn
   if not conn or conn.closed then return true end
