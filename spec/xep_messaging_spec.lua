@@ -174,6 +174,31 @@ describe("XEP-0203 and XEP-0082 helpers", function()
     m = st.message({}):tag("delay", { xmlns = "urn:xmpp:delay", stamp = "yesterday" }):up()
     assert.is_nil(delay.of(m))
   end)
+
+  it("reads fractions only after a dot, and zones only as Z or ±hh:mm in range (XEP-0082 §3.2)", function()
+    local good = {
+      { "2002-09-10T23:08:25.123Z", 1031699305.123 },
+      { "2002-09-10T23:08:25.000001Z", 1031699305.000001 },
+      { "2002-09-10T23:08:25.9999999999Z", 1031699305.9999999999 },
+      { "2002-09-10T23:08:25.5+02:00", 1031699305.5 - 7200 },
+      { "2002-09-10T23:08:25-23:59", 1031699305 + 23 * 3600 + 59 * 60 },
+      { "2002-09-10T23:08:25+00:00", 1031699305 },
+      { "2002-09-10T23:08:60Z", 1031699340 },                   -- a leap second
+    }
+    for _, c in ipairs(good) do assert.near(c[2], assert(datetime.parse(c[1]), c[1]), 1e-6, c[1]) end
+    for _, bad in ipairs({
+      "2002-09-10T23:08:2599Z",                                 -- digits without the dot: not 99 more seconds
+      "2002-09-10T23:08:25999999999999999999999999Z",
+      "2002-09-10T23:08:25999+02:00",
+      "2002-09-10T23:08:25.5.5Z", "2002-09-10T23:08:25..5Z", "2002-09-10T23:08:25.+02:00",
+      "2002-09-10T23:08:25.5", "2002-09-10T23:08:25z", "2002-09-10T23:08:25+0200", "2002-09-10T23:08:25+02",
+      "2002-09-10T23:08:25+24:00", "2002-09-10T23:08:25-02:60", "2002-09-10T23:08:25Z ", "2002-09-10T23:08:61Z",
+    }) do
+      local t, msg = datetime.parse(bad)
+      assert.is_nil(t, bad)
+      assert.is_string(msg, bad)
+    end
+  end)
 end)
 
 describe("XEP-0313 results", function()
