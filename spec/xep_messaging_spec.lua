@@ -251,4 +251,35 @@ describe("XEP-0313 results", function()
       for _, c in ipairs({ alice, archive, mallory }) do c:close() end
     end)
   end)
+
+  it("takes our own archive's results without a from (RFC 6120 §8.1.2.1), asked with or without to", function()
+    local smserver = require "spec.support.smserver"
+    local RESULT = "<message to='anon@example.test/r'%s><result xmlns='urn:xmpp:mam:2' queryid='%s' id='a1'>" ..
+      "<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/>" ..
+      "<message xmlns='jabber:client' from='juliet@example.test/b' to='anon@example.test'><body>archived</body>" ..
+      "</message></forwarded></result></message>"
+    smserver.run(function()
+      local srv
+      srv = smserver.start({ stanza = function(conn, s)
+        local q = s.name == "iq" and s:get_child("query", "urn:xmpp:mam:2")
+        if not q then return end
+        -- the account's own data: no from; then one from someone else
+        conn:write(RESULT:format("", q.attr.queryid))
+        conn:write(RESULT:format(" from='mallory@example.test'", q.attr.queryid):gsub("id='a1'", "id='m1'"))
+        conn:write(tostring(st.reply(s):tag("fin", { xmlns = "urn:xmpp:mam:2", complete = "true" })))
+      end })
+      local logged = {}
+      local c = assert(lxmpp.connect(srv:client_opts({ jid = "anon@example.test/r", reconnect = false,
+        logger = function(level, msg) logged[#logged + 1] = level .. " " .. msg end })))
+      for _, to in ipairs({ false, "anon@example.test", "ANON@example.test" }) do
+        local page = assert(c:mam_query({ to = to or nil, timeout = 5 }))
+        assert.equal(1, #page.messages, tostring(to))
+        assert.equal("a1", page.messages[1].id)
+        assert.equal("archived", page.messages[1].message:get_child_text("body"))
+      end
+      assert.equal(3, select(2, table.concat(logged, "\n"):gsub("ignored an archive result from mallory", "")))
+      c:close()
+      srv:close()
+    end)
+  end)
 end)
