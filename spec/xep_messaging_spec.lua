@@ -16,7 +16,8 @@ local function login(port, user, res)
 end
 
 describe("XEP-0184 receipts", function()
-  it("asks for receipts once told to, answers by default, and reports them only from the recipient", function()
+  it("asks for receipts once told to, answers by default those allowed to see its presence, and reports "
+    .. "them only from the recipient", function()
     serve.run({ users = USERS }, function(_, port)
       local alice, bob, mallory = login(port, "alice"), login(port, "bob"), login(port, "mallory")
       local receipts = listen(alice, "receipt")
@@ -25,6 +26,21 @@ describe("XEP-0184 receipts", function()
       assert(alice:send_message(bob.jid, "not asking"))
       assert.is_nil(inbox:next():get_child("request", "urn:xmpp:receipts"))
       alice:set_receipts{ request = true }
+      -- bob does not tell a stranger he is online (XEP-0184 §"Security Considerations")
+      assert(alice:send_message(bob.jid, "are you there?"))
+      assert.truthy(inbox:next():get_child("request", "urn:xmpp:receipts"))
+      receipts:none(0.3)
+      -- once alice may see bob's presence (bob approved her subscription), he answers
+      local asked = listen(bob, "subscription")
+      assert(bob:roster_get())              -- (pushes go to resources that asked for the roster)
+      assert(bob:send_presence())           -- (requests to available resources)
+      assert(alice:subscribe(bob.jid))
+      assert.equal("subscribe", (asked:next()))
+      assert(bob:approve(alice.jid))
+      assert.is_true(serve.until_true(function()
+        local item = bob.roster.items and bob.roster.items["alice@example.test"]
+        return item ~= nil and item.subscription == "from"
+      end))
       assert(alice:send_message(bob.jid, "did you get this?"))
       local m = inbox:next()
       assert.truthy(m:get_child("request", "urn:xmpp:receipts"))
@@ -47,6 +63,23 @@ describe("XEP-0184 receipts", function()
       assert(alice:send_message(bob.jid, "requested, not answered"))
       assert.truthy(inbox:next():get_child("request", "urn:xmpp:receipts"))
       receipts:none(0.3)
+      -- answer = "all": strangers too; never to a groupchat message
+      bob:set_receipts{ answer = "all" }
+      local acks = listen(mallory, "message", function(m) return m:get_child("received", "urn:xmpp:receipts") end)
+      for _, typ in ipairs({ "groupchat", "chat" }) do
+        assert(mallory:send(st.message({ to = bob.jid, id = "m-" .. typ, type = typ }, "hi")
+          :tag("request", { xmlns = "urn:xmpp:receipts" }):up()))
+      end
+      assert.equal("m-chat", acks:next():get_child("received", "urn:xmpp:receipts").attr.id)
+      acks:none(0.2)
+      bob:set_receipts{ answer = true }
+      assert(mallory:send(st.message({ to = bob.jid, id = "m-again", type = "chat" }, "hi")
+        :tag("request", { xmlns = "urn:xmpp:receipts" }):up()))
+      acks:none(0.3)
+      for _, bad in ipairs({ "contacts", 1 }) do
+        assert.has_error(function() bob:set_receipts{ answer = bad } end,
+          "set_receipts: answer must be true (those allowed to see our presence), false or \"all\"")
+      end
       for _, c in ipairs({ alice, bob, mallory }) do c:close() end
     end)
   end)
