@@ -65,7 +65,7 @@ describe("XEP-0184 receipts", function()
       receipts:none(0.3)
       -- answer = "all": strangers too; never to a groupchat message
       bob:set_receipts{ answer = "all" }
-      local acks = listen(mallory, "message", function(m) return m:get_child("received", "urn:xmpp:receipts") end)
+      local acks = listen(mallory, "message", function(ack) return ack:get_child("received", "urn:xmpp:receipts") end)
       for _, typ in ipairs({ "groupchat", "chat" }) do
         assert(mallory:send(st.message({ to = bob.jid, id = "m-" .. typ, type = typ }, "hi")
           :tag("request", { xmlns = "urn:xmpp:receipts" }):up()))
