@@ -189,6 +189,31 @@ describe("accounts on the embedded server", function()
     end)
   end)
 
+  it("remembers at most vcard.MAX_HASHES announced avatar hashes per client, forgetting the oldest", function()
+    serve.run({ users = USERS }, function(_, port)
+      local saved = vcard.MAX_HASHES
+      vcard.MAX_HASHES = 1
+      local ok, err = pcall(function()
+        local function login(user) return assert(serve.login(port, user, USERS[user])) end
+        local b = login("bob")                       -- (loads vcard with the lowered bound)
+        local a, c = login("alice"), login("carol")
+        vcard.MAX_HASHES = saved
+        local announced = ev.collect(b, "avatar")
+        for i, who in ipairs({ a, c }) do
+          assert(who:send(st.presence({ to = b.jid }):tag("x", { xmlns = "vcard-temp:x:update" })
+            :text_tag("photo", ("%02d"):format(i):rep(20)):up()))
+          assert.is_true(serve.until_true(function() return #announced == i end))
+        end
+        assert.equal(1, b.vcard.hashes:count())
+        assert.is_nil(b.vcard.hashes:get("alice@example.test"))
+        assert.equal(("02"):rep(20), b.vcard.hashes:get("carol@example.test"))
+        a:close(); b:close(); c:close()
+      end)
+      vcard.MAX_HASHES = saved
+      assert(ok, err)
+    end)
+  end)
+
   scenarios({
     name = "lx",
     run = function(fn)

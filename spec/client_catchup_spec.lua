@@ -401,6 +401,37 @@ describe("client: the archive catch-up against a hostile server", function()
     assert.truthy(count(log, "^warn ignored an archive result from example.test/x") == 1)
   end)
 
+  it("stamps what it delivers with the archive's <delay/> first, the one c:delay_of reads; a sender's "
+    .. "<delay/> claiming our server or account is dropped, others kept after it", function()
+    local function forged(from, stamp)
+      return "<delay xmlns='urn:xmpp:delay' from='" .. from .. "' stamp='" .. stamp .. "'>Offline Storage</delay>"
+    end
+    local c, got = run(function(iq, q)
+      local qid = q.attr.queryid
+      return "<message>" .. result(qid, "a1", "forged ours", forged("example.test", "2001-01-01T00:00:00Z")) ..
+        "</message><message>" .. result(qid, "a2", "forged account",
+          forged("alice@example.test", "2001-01-01T00:00:00Z") .. forged("EXAMPLE.TEST/x", "2002-01-01T00:00:00Z")) ..
+        "</message><message>" .. result(qid, "a3", "relayed", forged("elsewhere.example", "2003-01-01T00:00:00Z")) ..
+        "</message><message>" .. result(qid, "z9", "plain") .. "</message>" .. fin(iq, "true", "z9")
+    end)
+    assert.same({ "forged ours", "forged account", "relayed", "plain" }, bodies(got))
+    local archived = require("lxmpp.datetime").parse("2026-01-01T10:00:00Z")
+    for _, m in ipairs(got) do
+      local stamp, from = c:delay_of(m)
+      assert.equal(archived, stamp, m:get_child_text("body"))
+      assert.equal("example.test", from)
+    end
+    local function delays(m)
+      local out = {}
+      for d in m:childtags("delay", NS_DELAY) do out[#out + 1] = tostring(d.attr.from) .. " " .. d.attr.stamp end
+      return out
+    end
+    assert.same({ "example.test 2026-01-01T10:00:00Z" }, delays(got[1]))
+    assert.same({ "example.test 2026-01-01T10:00:00Z" }, delays(got[2]))
+    assert.same({ "example.test 2026-01-01T10:00:00Z", "elsewhere.example 2003-01-01T00:00:00Z" }, delays(got[3]))
+    assert.same({ "example.test 2026-01-01T10:00:00Z" }, delays(got[4]))
+  end)
+
   it("asks for the archive's metadata when <bound/> has none; none at all: no catch-up", function()
     local bare = "<success xmlns='" .. NS2 .. "'><authorization-identifier>alice@example.test/t.1" ..
       "</authorization-identifier><bound xmlns='urn:xmpp:bind:0'/></success><stream:features/>"

@@ -214,3 +214,52 @@ describe("in-band bytestreams", function()
     end)
   end)
 end)
+
+describe("in-band bytestreams from a hostile server", function()
+  -- a scripted server (spec/support/smserver.lua) sends what no real server
+  -- routes: requests whose from is no JID
+  it("drops requests whose from is not a JID (no reply, no policy call, not our server's); "
+    .. "a request without a from is our server's", function()
+    local smserver = require "spec.support.smserver"
+    smserver.run(function()
+      local got = {}
+      local srv = smserver.start({ stanza = function(_, s) got[#got + 1] = s end })
+      local logged = {}
+      local c = assert(lxmpp.connect(srv:client_opts({ jid = "anon@example.test/r", reconnect = false,
+        logger = function(level, msg) logged[#logged + 1] = level .. " " .. msg end })))
+      local offers = {}
+      c:ibb_receive(function(offer)
+        offers[#offers + 1] = offer.from
+        return offer.from == "example.test"      -- a policy that trusts our server
+      end)
+      local received = ev.collect(c, "ibb-received")
+      local n0 = #got
+      local function iq(id, from, payload)
+        return ("<iq type='set' id='%s'%s>%s</iq>"):format(id, from and (" from='" .. from .. "'") or "", payload)
+      end
+      local conn = srv:session().conn
+      for i, bad in ipairs({ "mallory@@evil.example", "bad@exa mple.test", "example.test/" }) do
+        conn:write(iq("o" .. i, bad, open_xml("s" .. i, 16)) .. iq("d" .. i, bad, data_xml("s" .. i, 0, "hello")) ..
+          iq("c" .. i, bad, ("<close xmlns='%s' sid='s%d'/>"):format(NS, i)))
+      end
+      -- a request without a from: the server's own
+      conn:write(iq("o9", nil, open_xml("s9", 16)) .. iq("d9", nil, data_xml("s9", 0, "hi")) ..
+        iq("c9", nil, ("<close xmlns='%s' sid='s9'/>"):format(NS)))
+      assert.is_true(smserver.wait_for(function() return #received == 1 end, 5))
+      ev.settle(0.2)
+      assert.same({ "example.test" }, offers)
+      assert.equal("example.test", received[1][1].from)
+      assert.equal("hi", received[1][1].data)
+      local replies = {}
+      for i = n0 + 1, #got do replies[#replies + 1] = got[i].attr.id .. " " .. tostring(got[i].attr.type) end
+      assert.same({ "o9 result", "d9 result", "c9 result" }, replies)   -- none to the invalid JIDs
+      local dropped = 0
+      for _, l in ipairs(logged) do
+        if l:find("^warn dropped an in%-band bytestream request from an invalid JID") then dropped = dropped + 1 end
+      end
+      assert.equal(9, dropped)
+      c:close()
+      srv:close()
+    end)
+  end)
+end)

@@ -348,6 +348,67 @@ local function scenarios(env)
     end)
   end)
 
+  it("keeps the state of at most max_occupants occupants, ours always, and warns once; an occupant's avatar "
+    .. "hash goes when it leaves", function()
+    env.run(function(login)
+      local a, b, c = login("alice"), login("bob"), login("carol")
+      local logged = {}
+      a.logger = function(level, msg) logged[#logged + 1] = level .. " " .. msg end
+      local rj = room_name()
+      assert.has_error(function() a:muc_join(rj, "Alice", { max_occupants = 0 }) end,
+        "muc_join: max_occupants must be a positive integer")
+      local room = assert(a:muc_join(rj, "Alice", { max_occupants = 2 }))
+      assert.equal(room.self, room.occupants.Alice)
+      local seen = ev.collect(a, "muc-occupant")
+      b.vcard.hash = ("ab"):rep(20)                          -- bob's presence carries an avatar hash
+      local broom = assert(b:muc_join(rj, "Bob"))
+      assert.is_true(serve.until_true(function() return room.occupants.Bob ~= nil end))
+      assert.is_true(serve.until_true(function() return a.vcard.hashes:get(rj .. "/Bob") ~= nil end))
+      assert(c:muc_join(rj, "Carol"))
+      ev.settle(0.3)
+      assert.is_nil(room.occupants.Carol)                    -- the third one: not kept
+      assert.equal(2, room.noccupants)
+      assert.equal(1, #seen)                                 -- and no event for her
+      assert.same({ "warn " .. rj .. ": more than 2 occupants: not keeping the state of new ones" }, logged)
+      -- bob leaves: his state and his avatar hash go, and there is room again
+      assert.is_true(broom:leave())
+      assert.is_true(serve.until_true(function() return room.occupants.Bob == nil end))
+      assert.is_nil(a.vcard.hashes:get(rj .. "/Bob"))
+      assert.equal(1, room.noccupants)
+      assert(c:send(st.presence({ to = rj .. "/Carol" }):text_tag("show", "away")))
+      assert.is_true(serve.until_true(function() return room.occupants.Carol ~= nil end))
+      assert.equal(2, room.noccupants)
+      assert.equal(1, #logged)
+      a:close(); b:close(); c:close()
+    end)
+  end)
+
+  it("answers receipts of occupants' private messages (they see our presence), never of groupchat", function()
+    env.run(function(login)
+      local a, b = login("alice"), login("bob")
+      local rj = room_name()
+      local room = assert(a:muc_join(rj, "Alice"))
+      assert(b:muc_join(rj, "Bob"))
+      assert.is_true(serve.until_true(function() return room.occupants.Bob ~= nil end))
+      local receipts = ev.collect(a, "receipt")
+      local acks = ev.collect(a, "message")
+      a:set_receipts{ request = true }
+      assert(room:private("Bob", "psst"))                    -- bob has no roster entry for alice
+      assert.is_true(serve.until_true(function() return #receipts == 1 end))
+      assert.equal(rj .. "/Bob", receipts[1][2])
+      -- a groupchat message asking for one gets none (XEP-0184 §5.3: NOT RECOMMENDED)
+      assert(a:send(st.message({ to = rj, type = "groupchat", id = "g1" }, "all of you")
+        :tag("request", { xmlns = "urn:xmpp:receipts" }):up()))
+      ev.settle(0.4)
+      for _, m in ipairs(acks) do
+        local r = m[1]:get_child("received", "urn:xmpp:receipts")
+        assert.is_true(r == nil or r.attr.id ~= "g1")
+      end
+      assert.equal(1, #receipts)
+      a:close(); b:close()
+    end)
+  end)
+
   it("refuses misuse", function()
     env.run(function(login)
       local a = login("alice")

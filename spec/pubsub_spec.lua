@@ -174,4 +174,62 @@ describe("pubsub with a scripted service", function()
       comp:close(); a:close(); b:close()
     end)
   end)
+
+  -- a scripted server (spec/support/smserver.lua) that sends what no real
+  -- server would route: notifications from invalid JIDs, a node
+  -- configuration form whose declared types do not fit the values
+  it("drops notifications whose from is no JID (not our own PEP's), takes a missing from as ours; "
+    .. "values that do not fit the service's form types give not-acceptable", function()
+    local smserver = require "spec.support.smserver"
+    smserver.run(function()
+      local sent = {}
+      local srv = smserver.start({ stanza = function(conn, s)
+        local ps = s.name == "iq" and s:get_child("pubsub", "http://jabber.org/protocol/pubsub#owner")
+        if not ps then return end
+        if s.attr.type == "set" then
+          sent[#sent + 1] = s
+          return conn:write(tostring(st.reply(s)))
+        end
+        -- the service declares max_items a boolean
+        conn:write(tostring(st.reply(s):tag("pubsub", { xmlns = "http://jabber.org/protocol/pubsub#owner" })
+          :tag("configure", { node = "n" }):tag("x", { xmlns = "jabber:x:data", type = "form" })
+          :tag("field", { var = "FORM_TYPE", type = "hidden" })
+          :text_tag("value", "http://jabber.org/protocol/pubsub#node_config"):up()
+          :tag("field", { var = "pubsub#max_items", type = "boolean" }):up()
+          :tag("field", { var = "pubsub#title", type = "text-single" }):up()))
+      end })
+      local logged = {}
+      local c = assert(lxmpp.connect(srv:client_opts({ jid = "anon@example.test/r", reconnect = false,
+        logger = function(level, msg) logged[#logged + 1] = level .. " " .. msg end })))
+      c:plugin("pubsub")
+      local heard = ev.collect(c, "pubsub-item")
+      local function event(from, node)
+        return "<message" .. (from and (" from='" .. from .. "'") or "") .. "><event " ..
+          "xmlns='http://jabber.org/protocol/pubsub#event'><items node='" .. node .. "'><item id='x'>" ..
+          "<p xmlns='urn:test'/></item></items></event></message>"
+      end
+      srv:session().conn:write(event("mallory@@evil.example", "urn:xmpp:avatar:metadata") ..
+        event("a@b/c/../", "n2") .. event(nil, "mine") .. event("pubsub.example.test", "theirs"))
+      assert.is_true(smserver.wait_for(function() return #heard == 2 end, 5))
+      ev.settle(0.2)
+      assert.equal(2, #heard)
+      assert.same({ "anon@example.test", "mine" }, { heard[1][1], heard[1][2] })
+      assert.same({ "pubsub.example.test", "theirs" }, { heard[2][1], heard[2][2] })
+      local log = table.concat(logged, "\n")
+      assert.matches("warn ignored a pubsub notification from an invalid JID mallory@@evil.example", log, 1, true)
+      assert.matches("warn ignored a pubsub notification from a full JID a@b/c/../", log, 1, true)
+      -- the service's form types against our values: an answer, not an error raised
+      for _, values in ipairs({ { ["pubsub#max_items"] = "10" }, { ["pubsub#title"] = { "a", "b" } } }) do
+        local ok, msg, cond = c:pubsub_configure("pubsub.example.test", "n", values)
+        assert.is_nil(ok)
+        assert.equal("not-acceptable", cond)
+        assert.matches("^the values do not fit the node's configuration form: value of", msg)
+      end
+      assert.equal(0, #sent)
+      assert.is_true(c:pubsub_configure("pubsub.example.test", "n", { ["pubsub#max_items"] = true }))
+      assert.equal(1, #sent)
+      c:close()
+      srv:close()
+    end)
+  end)
 end)

@@ -174,6 +174,43 @@ describe("ad-hoc commands", function()
     end)
   end)
 
+  it("returns not-acceptable, sending nothing, when values do not fit the types the peer's form declares", function()
+    serve.run({ users = USERS }, function(_, port)
+      local bot, bob, mallory = setup(port)
+      local steps = 0
+      bot:add_command("urn:example:typed", "Typed form", function(cmd)
+        -- the peer declares "count" a boolean and "rooms" a jid-multi
+        local x = st.stanza("x", { xmlns = forms.xmlns, type = "form" })
+          :tag("field", { var = "count", type = "boolean" }):up()
+          :tag("field", { var = "rooms", type = "jid-multi" }):up()
+        while true do
+          local v = cmd:ask(x, { actions = { "next", "complete" } })
+          if not v then return end
+          steps = steps + 1
+          if v.count == true then return "counted" end
+        end
+      end, { allowed = true })
+      local r = assert(bob:execute(bot.jid, "urn:example:typed"))
+      for _, values in ipairs({ { count = "10" }, { count = 10 }, { rooms = "a@b" } }) do
+        local bad, msg, cond = r:next(values)
+        assert.is_nil(bad)
+        assert.equal("not-acceptable", cond)
+        assert.matches("^the values do not fit the command's form: value of %a+[%-%a]* field '%a+' must be", msg)
+      end
+      lxmpp.sleep(0.1)
+      assert.equal(0, steps)                         -- nothing was sent
+      assert.equal("executing", r.status)
+      local done = assert(r:complete({ count = true, rooms = { "a@b" } }))
+      assert.equal("completed", done.status)
+      assert.equal(1, steps)
+      -- the caller's own misuse still raises
+      r = assert(bob:execute(bot.jid, "urn:example:typed"))
+      assert.has_error(function() r:next("count") end, "command: values must be a table")
+      assert.equal("canceled", assert(r:cancel()).status)
+      for _, c in ipairs({ bot, bob, mallory }) do c:close() end
+    end)
+  end)
+
   it("answers internal-server-error when a handler fails, and ends idle sessions", function()
     serve.run({ users = USERS }, function(_, port)
       local bot, bob, mallory = setup(port)

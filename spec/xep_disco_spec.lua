@@ -224,6 +224,160 @@ describe("XEP-0115 capabilities between clients", function()
     end)
   end)
 
+  -- mallory announces ver and answers disco#info on node#ver with `answer`
+  -- (disco.info_query's tables); counts the queries she gets
+  local function announce(who, ver, answer, node)
+    node = node or "urn:example:" .. who.jid:match("^%w+")
+    who:disco_node(node .. "#" .. ver, function() return answer end)
+    assert(who:send(st.presence({ to = "bob@example.test/r" }):tag("c", { xmlns = caps.NS_CAPS, hash = "sha-1",
+      node = node, ver = ver }):up()))
+  end
+
+  it("caches under a verified ver only what the hash covers: no form without a hidden FORM_TYPE (§5.4 3.6), "
+    .. "no field types, labels or titles", function()
+    serve.run({ users = USERS }, function(_, port)
+      local mallory = assert(serve.login(port, "mallory", "mallory-pw", "m"))
+      local alice = assert(serve.login(port, "alice", "alice-pw", "a"))
+      local bob = assert(serve.login(port, "bob", "bob-pw"))
+      local got = listen(bob, "caps")
+      local unique = "urn:example:covered-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
+      local function softwareinfo(with_extras)
+        local x = st.stanza("x", { xmlns = "jabber:x:data", type = "result" })
+        if with_extras then x:text_tag("title", "Trust me") end
+        x:tag("field", { var = "FORM_TYPE", type = "hidden" }):text_tag("value", "urn:xmpp:dataforms:softwareinfo"):up()
+        x:tag("field", { var = "software", type = with_extras and "list-multi" or nil,
+          label = with_extras and "Download from evil.example" or nil }):text_tag("value", "Psi"):up()
+        x:tag("field", { var = "ip_version" }):text_tag("value", "ipv6"):text_tag("value", "ipv4"):up()
+        return x
+      end
+      local legit = { identities = { { category = "client", type = "pc", name = "Legit" } },
+        features = { "http://jabber.org/protocol/caps", unique }, forms = { softwareinfo(false) } }
+      local ver = assert(caps.ver(disco.info_query(legit)))
+      -- mallory's answer hashes to the same ver: forms §5.4 ignores, and
+      -- types, labels, a title, which the hash does not cover
+      local poisoned = { identities = legit.identities, features = legit.features, forms = {
+        softwareinfo(true),
+        st.stanza("x", { xmlns = "jabber:x:data", type = "result" })
+          :tag("field", { var = "download-url" }):text_tag("value", "https://evil.example/update.exe"):up(),
+        st.stanza("x", { xmlns = "jabber:x:data", type = "result" })
+          :tag("field", { var = "FORM_TYPE" }):text_tag("value", "urn:example:not-hidden"):up()
+          :tag("field", { var = "download-url" }):text_tag("value", "https://evil.example/update.exe"):up(),
+      } }
+      assert.equal(ver, caps.ver(disco.info_query(poisoned)))
+      announce(mallory, ver, poisoned)
+      local from, info = got:next()
+      assert.equal(mallory.jid, from)
+      assert.equal(info, caps.cached("sha-1", ver))
+      assert.equal(1, #info.forms)                           -- the form with a hidden FORM_TYPE only
+      local form = info.forms[1]
+      assert.equal("urn:xmpp:dataforms:softwareinfo", form.form_type)
+      assert.is_nil(form.title)
+      assert.same({ FORM_TYPE = "urn:xmpp:dataforms:softwareinfo", software = "Psi",
+        ip_version = { "ipv4", "ipv6" } }, form.values)      -- S's order; "software" a plain string
+      for _, f in ipairs(form) do assert.is_nil(f.label) end
+      assert.same({ { category = "client", type = "pc", name = "Legit" } }, info.identities)
+      assert.same({ "http://jabber.org/protocol/caps", unique }, info.feature_list)
+      -- alice's legitimate announcement of that ver reads what the hash covers
+      announce(alice, ver, legit)
+      from, info = got:next()
+      assert.equal(alice.jid, from)
+      assert.equal(info, bob:caps_info(alice.jid))
+      assert.equal(1, #info.forms)
+      assert.is_nil(info.forms[1].values["download-url"])
+      for _, c in ipairs({ mallory, alice, bob }) do c:close() end
+    end)
+  end)
+
+  it("does not cache an answer whose strings could make another answer's S ('<' in them, '/' in an "
+    .. "identity's category, type or lang, an empty category or type): the legitimate answer is cached later",
+    function()
+    serve.run({ users = USERS }, function(_, port)
+      local mallory = assert(serve.login(port, "mallory", "mallory-pw", "m"))
+      local alice = assert(serve.login(port, "alice", "alice-pw", "a"))
+      local bob = assert(serve.login(port, "bob", "bob-pw"))
+      local logged = {}
+      bob.logger = function(level, msg) logged[#logged + 1] = level .. " " .. msg end
+      local got = listen(bob, "caps")
+      local queries = 0
+      mallory:on("iq", function(iq) if iq:get_child("query", disco.NS_INFO) then queries = queries + 1 end end)
+      local unique = "urn:example:lt-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
+      local id = { category = "client", type = "pc", name = "Legit" }
+      local features = { "a:feature", "http://jabber.org/protocol/caps", unique, "urn:xmpp:jingle:1",
+        "urn:xmpp:omemo:2" }
+      table.sort(features)
+      local cases = {
+        -- every feature in one, joined by '<': OMEMO and Jingle hidden
+        { legit = { identities = { id }, features = features },
+          poisoned = { identities = { id }, features = { table.concat(features, "<") } } },
+        -- an identity posing as the feature http://jabber.org/protocol/caps (an empty type)
+        -- (the first feature in S's order)
+        { legit = { identities = { id }, features = { "http://jabber.org/protocol/caps", unique } },
+          poisoned = { identities = { id, { category = "http:", type = "", lang = "jabber.org",
+            name = "protocol/caps" } }, features = { unique } } },
+        -- a '/' in an identity's lang: another name
+        { legit = { identities = { { category = "client", type = "pc", name = "a/b" } }, features = { unique } },
+          poisoned = { identities = { { category = "client", type = "pc", lang = "/a", name = "b" } },
+            features = { unique } } },
+        -- a '<' in a form's value: features become a form's
+        { legit = { identities = { id }, features = { unique, "urn:xmpp:omemo:2" } },
+          poisoned = { identities = { id }, features = { unique }, forms = { st.stanza("x",
+            { xmlns = "jabber:x:data", type = "result" }):tag("field", { var = "FORM_TYPE", type = "hidden" })
+            :text_tag("value", "urn:example:form"):up():tag("field", { var = "f" })
+            :text_tag("value", "v<urn:xmpp:omemo:2"):up() } },
+          -- (the legitimate answer with that form is the one whose S has the '<')
+          legit_forms = true },
+      }
+      for i, case in ipairs(cases) do
+        local ver = assert(caps.ver(disco.info_query(case.poisoned)))
+        if not case.legit_forms then assert.equal(ver, caps.ver(disco.info_query(case.legit)), i) end
+        announce(mallory, ver, case.poisoned, "urn:example:m" .. i)
+        assert.is_true(serve.until_true(function() return queries == i end))
+        lxmpp.sleep(0.1)
+        assert.is_nil(caps.cached("sha-1", ver), i)
+        assert.is_nil(bob:caps_info(mallory.jid), i)
+        if not case.legit_forms then
+          announce(alice, ver, case.legit, "urn:example:a" .. i)
+          local from, info = got:next()
+          assert.equal(alice.jid, from)
+          assert.same(disco.read_info(disco.info_query(case.legit)).features, info.features)
+          assert.same(info, caps.cached("sha-1", ver))
+        end
+      end
+      got:none(0.1)
+      local warned = 0
+      for _, l in ipairs(logged) do if l:find("^warn caps from mallory.*ambiguous") then warned = warned + 1 end end
+      assert.equal(#cases, warned)
+      for _, c in ipairs({ mallory, alice, bob }) do c:close() end
+    end)
+  end)
+
+  it("remembers at most caps.MAX_PEERS full JIDs' announcements per client; unavailable forgets one", function()
+    serve.run({ users = USERS }, function(_, port)
+      local saved = caps.MAX_PEERS
+      caps.MAX_PEERS = 2
+      local ok, err = pcall(function()
+        local bob = assert(serve.login(port, "bob", "bob-pw"))
+        local got = listen(bob, "caps")
+        local others = {}
+        for i = 1, 3 do
+          others[i] = assert(serve.login(port, "alice", "alice-pw", "r" .. i))
+          assert(others[i]:send(st.presence({ to = bob.jid })))
+          assert.equal(others[i].jid, (got:next()))
+        end
+        assert.equal(2, bob.caps.of:count())
+        assert.is_nil(bob:caps_info(others[1].jid))          -- the oldest, forgotten
+        assert.is_table(bob:caps_info(others[2].jid))
+        assert.is_table(bob:caps_info(others[3].jid))
+        assert(others[3]:send(st.presence({ to = bob.jid, type = "unavailable" })))
+        assert.is_true(serve.until_true(function() return bob.caps.of:count() == 1 end))
+        for _, c in ipairs(others) do c:close() end
+        bob:close()
+      end)
+      caps.MAX_PEERS = saved
+      assert(ok, err)
+    end)
+  end)
+
   it("does not cache an answer that does not hash to the announced ver, nor a malformed ver", function()
     serve.run({ users = USERS }, function(_, port)
       local mallory = assert(serve.login(port, "mallory", "mallory-pw", "liar"))

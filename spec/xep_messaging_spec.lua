@@ -16,7 +16,8 @@ local function login(port, user, res)
 end
 
 describe("XEP-0184 receipts", function()
-  it("asks for receipts once told to, answers by default, and reports them only from the recipient", function()
+  it("asks for receipts once told to, answers by default those allowed to see its presence, and reports "
+    .. "them only from the recipient", function()
     serve.run({ users = USERS }, function(_, port)
       local alice, bob, mallory = login(port, "alice"), login(port, "bob"), login(port, "mallory")
       local receipts = listen(alice, "receipt")
@@ -25,6 +26,21 @@ describe("XEP-0184 receipts", function()
       assert(alice:send_message(bob.jid, "not asking"))
       assert.is_nil(inbox:next():get_child("request", "urn:xmpp:receipts"))
       alice:set_receipts{ request = true }
+      -- bob does not tell a stranger he is online (XEP-0184 §"Security Considerations")
+      assert(alice:send_message(bob.jid, "are you there?"))
+      assert.truthy(inbox:next():get_child("request", "urn:xmpp:receipts"))
+      receipts:none(0.3)
+      -- once alice may see bob's presence (bob approved her subscription), he answers
+      local asked = listen(bob, "subscription")
+      assert(bob:roster_get())              -- (pushes go to resources that asked for the roster)
+      assert(bob:send_presence())           -- (requests to available resources)
+      assert(alice:subscribe(bob.jid))
+      assert.equal("subscribe", (asked:next()))
+      assert(bob:approve(alice.jid))
+      assert.is_true(serve.until_true(function()
+        local item = bob.roster.items and bob.roster.items["alice@example.test"]
+        return item ~= nil and item.subscription == "from"
+      end))
       assert(alice:send_message(bob.jid, "did you get this?"))
       local m = inbox:next()
       assert.truthy(m:get_child("request", "urn:xmpp:receipts"))
@@ -47,6 +63,23 @@ describe("XEP-0184 receipts", function()
       assert(alice:send_message(bob.jid, "requested, not answered"))
       assert.truthy(inbox:next():get_child("request", "urn:xmpp:receipts"))
       receipts:none(0.3)
+      -- answer = "all": strangers too; never to a groupchat message
+      bob:set_receipts{ answer = "all" }
+      local acks = listen(mallory, "message", function(ack) return ack:get_child("received", "urn:xmpp:receipts") end)
+      for _, typ in ipairs({ "groupchat", "chat" }) do
+        assert(mallory:send(st.message({ to = bob.jid, id = "m-" .. typ, type = typ }, "hi")
+          :tag("request", { xmlns = "urn:xmpp:receipts" }):up()))
+      end
+      assert.equal("m-chat", acks:next():get_child("received", "urn:xmpp:receipts").attr.id)
+      acks:none(0.2)
+      bob:set_receipts{ answer = true }
+      assert(mallory:send(st.message({ to = bob.jid, id = "m-again", type = "chat" }, "hi")
+        :tag("request", { xmlns = "urn:xmpp:receipts" }):up()))
+      acks:none(0.3)
+      for _, bad in ipairs({ "contacts", 1 }) do
+        assert.has_error(function() bob:set_receipts{ answer = bad } end,
+          "set_receipts: answer must be true (those allowed to see our presence), false or \"all\"")
+      end
       for _, c in ipairs({ alice, bob, mallory }) do c:close() end
     end)
   end)
@@ -174,6 +207,31 @@ describe("XEP-0203 and XEP-0082 helpers", function()
     m = st.message({}):tag("delay", { xmlns = "urn:xmpp:delay", stamp = "yesterday" }):up()
     assert.is_nil(delay.of(m))
   end)
+
+  it("reads fractions only after a dot, and zones only as Z or ±hh:mm in range (XEP-0082 §3.2)", function()
+    local good = {
+      { "2002-09-10T23:08:25.123Z", 1031699305.123 },
+      { "2002-09-10T23:08:25.000001Z", 1031699305.000001 },
+      { "2002-09-10T23:08:25.9999999999Z", 1031699305.9999999999 },
+      { "2002-09-10T23:08:25.5+02:00", 1031699305.5 - 7200 },
+      { "2002-09-10T23:08:25-23:59", 1031699305 + 23 * 3600 + 59 * 60 },
+      { "2002-09-10T23:08:25+00:00", 1031699305 },
+      { "2002-09-10T23:08:60Z", 1031699340 },                   -- a leap second
+    }
+    for _, c in ipairs(good) do assert.near(c[2], assert(datetime.parse(c[1]), c[1]), 1e-6, c[1]) end
+    for _, bad in ipairs({
+      "2002-09-10T23:08:2599Z",                                 -- digits without the dot: not 99 more seconds
+      "2002-09-10T23:08:25999999999999999999999999Z",
+      "2002-09-10T23:08:25999+02:00",
+      "2002-09-10T23:08:25.5.5Z", "2002-09-10T23:08:25..5Z", "2002-09-10T23:08:25.+02:00",
+      "2002-09-10T23:08:25.5", "2002-09-10T23:08:25z", "2002-09-10T23:08:25+0200", "2002-09-10T23:08:25+02",
+      "2002-09-10T23:08:25+24:00", "2002-09-10T23:08:25-02:60", "2002-09-10T23:08:25Z ", "2002-09-10T23:08:61Z",
+    }) do
+      local t, msg = datetime.parse(bad)
+      assert.is_nil(t, bad)
+      assert.is_string(msg, bad)
+    end
+  end)
 end)
 
 describe("XEP-0313 results", function()
@@ -224,6 +282,37 @@ describe("XEP-0313 results", function()
       assert.has_error(function() alice:mam_query{ with = "not a jid@@" } end)
       assert.has_error(function() alice:mam_query{ colour = "red" } end)
       for _, c in ipairs({ alice, archive, mallory }) do c:close() end
+    end)
+  end)
+
+  it("takes our own archive's results without a from (RFC 6120 §8.1.2.1), asked with or without to", function()
+    local smserver = require "spec.support.smserver"
+    local RESULT = "<message to='anon@example.test/r'%s><result xmlns='urn:xmpp:mam:2' queryid='%s' id='a1'>" ..
+      "<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/>" ..
+      "<message xmlns='jabber:client' from='juliet@example.test/b' to='anon@example.test'><body>archived</body>" ..
+      "</message></forwarded></result></message>"
+    smserver.run(function()
+      local srv
+      srv = smserver.start({ stanza = function(conn, s)
+        local q = s.name == "iq" and s:get_child("query", "urn:xmpp:mam:2")
+        if not q then return end
+        -- the account's own data: no from; then one from someone else
+        conn:write(RESULT:format("", q.attr.queryid))
+        conn:write(RESULT:format(" from='mallory@example.test'", q.attr.queryid):gsub("id='a1'", "id='m1'"))
+        conn:write(tostring(st.reply(s):tag("fin", { xmlns = "urn:xmpp:mam:2", complete = "true" })))
+      end })
+      local logged = {}
+      local c = assert(lxmpp.connect(srv:client_opts({ jid = "anon@example.test/r", reconnect = false,
+        logger = function(level, msg) logged[#logged + 1] = level .. " " .. msg end })))
+      for _, to in ipairs({ false, "anon@example.test", "ANON@example.test" }) do
+        local page = assert(c:mam_query({ to = to or nil, timeout = 5 }))
+        assert.equal(1, #page.messages, tostring(to))
+        assert.equal("a1", page.messages[1].id)
+        assert.equal("archived", page.messages[1].message:get_child_text("body"))
+      end
+      assert.equal(3, select(2, table.concat(logged, "\n"):gsub("ignored an archive result from mallory", "")))
+      c:close()
+      srv:close()
     end)
   end)
 end)

@@ -378,7 +378,7 @@ function lxmpp_Client:plugin(name) end
 ---@return boolean
 function lxmpp_Client:plugin_loaded(name) end
 
---- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent.
+--- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent; a value whose Lua type does not fit the field type the service declared (a string for a `boolean` field, say) gives `nil, message, "not-acceptable"` and nothing is sent: the form is the service's, so this is an answer, not an error raised.
 ---@param service string
 ---@param node string
 ---@param values table
@@ -398,7 +398,7 @@ function lxmpp_Client:pubsub_create(service, node, config) end
 ---@return any ...
 function lxmpp_Client:pubsub_delete(service, node) end
 
---- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent.
+--- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent; a value whose Lua type does not fit the field type the service declared (a string for a `boolean` field, say) gives `nil, message, "not-acceptable"` and nothing is sent: the form is the service's, so this is an answer, not an error raised.
 ---@param service string
 ---@param node string
 ---@return any ...
@@ -1103,7 +1103,7 @@ function lxmpp_plugin_presence:version(to, timeout) end
 ---@field name string
 local lxmpp_plugin_pubsub = {}
 
---- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent.
+--- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent; a value whose Lua type does not fit the field type the service declared (a string for a `boolean` field, say) gives `nil, message, "not-acceptable"` and nothing is sent: the form is the service's, so this is an answer, not an error raised.
 ---@param service string
 ---@param node string
 ---@param values table
@@ -1123,7 +1123,7 @@ function lxmpp_plugin_pubsub:create(service, node, config) end
 ---@return any ...
 function lxmpp_plugin_pubsub:delete(service, node) end
 
---- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent.
+--- The node's configuration form (`lxmpp.forms.parse`'s table: `values`, `form_type`, the fields), and filling it in: a var the form lacks gives `nil, message, "bad-request"` and nothing is sent; a value whose Lua type does not fit the field type the service declared (a string for a `boolean` field, say) gives `nil, message, "not-acceptable"` and nothing is sent: the form is the service's, so this is an answer, not an error raised.
 ---@param service string
 ---@param node string
 ---@return any ...

@@ -41,21 +41,28 @@ local DAYS = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
 --- datetime.parse(s) -> Unix seconds | nil, message
 function M.parse(s)
   if type(s) ~= "string" or #s > 64 then return nil, "not a date-time" end
-  local y, mo, d, h, mi, sec, frac, zone =
-    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
+  -- XEP-0082 §3.2: CCYY-MM-DDThh:mm:ss[.sss]TZD, the fraction a '.' and
+  -- at least one digit, TZD "Z" or [+-]hh:mm
+  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$")
   if not y then return nil, "not an XEP-0082 date-time: " .. s end
+  local frac, zone = rest:match("^(%.%d+)(.*)$")
+  if not frac then
+    if rest:sub(1, 1) == "." then return nil, "empty fraction of a second: " .. s end
+    frac, zone = "", rest
+  end
   y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
   local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
   if mo < 1 or mo > 12 or d < 1 or d > DAYS[mo] or (mo == 2 and d == 29 and not leap)
       or h > 23 or mi > 59 or sec > 60 then
     return nil, "date-time out of range: " .. s
   end
-  if frac == "." then return nil, "empty fraction of a second: " .. s end
   local offset = 0
   if zone ~= "Z" then
     local sign, zh, zm = zone:match("^([+-])(%d%d):(%d%d)$")
     if not sign then return nil, "date-time without a valid time zone: " .. s end
-    offset = (tonumber(zh) * 60 + tonumber(zm)) * 60
+    zh, zm = tonumber(zh), tonumber(zm)
+    if zh > 23 or zm > 59 then return nil, "time zone offset out of range: " .. s end
+    offset = (zh * 60 + zm) * 60
     if sign == "-" then offset = -offset end
   end
   local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset

@@ -69,7 +69,8 @@ local list = {
   { xep = 114, name = "Jabber Component Protocol", version = "1.6", side = "server", status = "complete",
     modules = { "lxmpp.server.component" } },
   { xep = 115, name = "Entity Capabilities", version = "1.6.0", side = "client", status = "complete",
-    modules = { "lxmpp.plugins.caps" }, notes = "our ver in presence; others' verified and cached by ver" },
+    modules = { "lxmpp.plugins.caps" },
+    notes = "our ver in presence; others' verified and cached by ver (only what the hash covers)" },
   { xep = 124, name = "Bidirectional-streams Over Synchronous HTTP (BOSH)", version = "1.11.2", side = "client",
     status = "partial", modules = { "lxmpp.bosh" },
     notes = "sessions, answers in rid order, one held request; no key sequences, pause or request retries" },
@@ -97,7 +98,7 @@ local list = {
     notes = "server-to-server: offered only for a certificate that verified and names the stream's from domain;"
       .. " empty authzid; refused (§3), dialback over the same stream when offered and s2s.dialback" },
   { xep = 184, name = "Message Delivery Receipts", version = "1.4.0", side = "client", status = "complete",
-    modules = { "lxmpp.plugins.receipts" } },
+    modules = { "lxmpp.plugins.receipts" }, notes = "answered to those allowed to see our presence" },
   { xep = 185, name = "Dialback Key Generation and Validation", version = "1.0", side = "server",
     status = "complete", modules = { "lxmpp.server.s2s" },
     notes = "HMAC-SHA256 keys from a secret drawn at each start" },

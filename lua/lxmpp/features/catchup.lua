@@ -61,6 +61,7 @@ local type, tostring, ipairs, os_time, math_floor, table_remove = type, tostring
 local NS_SID = "urn:xmpp:sid:0"
 local NS_CARBONS = "urn:xmpp:carbons:2"
 local NS_FORWARD = "urn:xmpp:forward:0"
+local NS_DELAY = "urn:xmpp:delay"
 
 local M = {
   MAX_MESSAGES = 1000,     -- fetched by one catch-up
@@ -235,14 +236,34 @@ local function for_us(c, m)
   return to ~= nil and jid.equal(jid.bare(to) or "", c.bare_jid) and typ ~= "groupchat" and typ ~= "error"
 end
 
--- One fetched archive entry: delivered with a <delay/> (XEP-0203, from
--- our server, as its offline storage stamps one), the anchor moves on.
+-- Does a <delay/> claim to come from our server (or our account)?
+local function claims_us(c, d)
+  local from = d.attr.from and jid.prep(d.attr.from)
+  local bare = from and jid.bare(from)
+  return bare ~= nil and (jid.equal(bare, c.domain or "") or jid.equal(bare, c.bare_jid or ""))
+end
+
+-- The archive's time as the message's first <delay/> (XEP-0203, from our
+-- server, as its offline storage stamps one): the one c:delay_of reads.
+-- The sender's own <delay/>s stay after it, except those claiming our
+-- server or account, which only it may put there (a sender's
+-- <delay from='our.domain'/> would otherwise be what the application reads).
+local function stamp_archived(c, m, stamp)
+  local kept = {}
+  for d in m:childtags("delay", NS_DELAY) do
+    if not claims_us(c, d) then kept[#kept + 1] = d end
+  end
+  m:remove_children("delay", NS_DELAY)
+  if stamp then require("lxmpp.plugins.delay").add(m, stamp, c.domain) end
+  for _, d in ipairs(kept) do m:add_direct_child(d) end
+end
+
+-- One fetched archive entry: delivered stamped with the archive's time,
+-- the anchor moves on.
 local function fetched(c, run, item, fire)
   local m = item.message
   if for_us(c, m) and not seen(c, item.id) then
-    if not m:get_child("delay", "urn:xmpp:delay") and item.stamp then
-      require("lxmpp.plugins.delay").add(m, item.stamp, c.domain)
-    end
+    stamp_archived(c, m, item.stamp)
     fire(c, "stanza", m)
     fire(c, "message", m)
   end

@@ -278,9 +278,17 @@ end
 
 local function submit(res, action, values, timeout)
   if res.status ~= "executing" then error("command: the command is " .. tostring(res.status), 3) end
+  if values ~= nil and type(values) ~= "table" then error("command: values must be a table", 3) end
   local x
   if action ~= "cancel" and action ~= "prev" and res.form then
-    x = forms.new(res.form):form(values or {}, "submit")
+    -- the form is the peer's, its field types too: values that do not fit
+    -- them are refused here (nothing sent), not raised out of the call
+    local ok, sub = pcall(function() return forms.new(res.form):form(values or {}, "submit") end)
+    if not ok then
+      return nil, "the values do not fit the command's form: " .. tostring(sub):gsub("^.-lxmpp%.forms: ", ""),
+        "not-acceptable"
+    end
+    x = sub
   end
   return send_step(res.client, res.to, res.node, res.sessionid, action, x, timeout)
 end

@@ -104,13 +104,20 @@ local function read_file_meta(open)
   return meta
 end
 
+-- Who sent a request: its prepared from, or, with none, our server (RFC
+-- 6120 §8.1.2.1). A from that is no JID never gets here: see M:init.
+local function sender(self, iq)
+  if iq.attr.from == nil then return self.domain end
+  return jid.prep(iq.attr.from)
+end
+
 local function fail(self, t, msg, cond)
   self.ibb.sessions[t.key] = nil
   self:fire_user("ibb-failed", t, msg, cond)
 end
 
 local function on_open(self, iq, open)
-  local from = jid.prep(iq.attr.from or "") or self.domain
+  local from = sender(self, iq)
   local sid = open.attr.sid
   local block = tonumber(open.attr["block-size"] or "")
   if not sid or sid == "" or #sid > 128 then return st.error_reply(iq, "modify", "bad-request", "a sid is needed") end
@@ -149,7 +156,7 @@ local function on_open(self, iq, open)
 end
 
 local function on_data(self, iq, data)
-  local from = jid.prep(iq.attr.from or "") or self.domain
+  local from = sender(self, iq)
   local key = from .. "\0" .. (data.attr.sid or "")
   local t = self.ibb.sessions[key]
   if not t then return st.error_reply(iq, "cancel", "item-not-found", "no such stream") end
@@ -179,7 +186,7 @@ local function on_data(self, iq, data)
 end
 
 local function on_close(self, iq, close)
-  local from = jid.prep(iq.attr.from or "") or self.domain
+  local from = sender(self, iq)
   local key = from .. "\0" .. (close.attr.sid or "")
   local t = self.ibb.sessions[key]
   if not t then return st.error_reply(iq, "cancel", "item-not-found", "no such stream") end
@@ -237,6 +244,15 @@ end
 
 function M:init(c)
   self.sessions, self.opts = {}, {}
+  -- A request whose from is not a JID is nobody's stream, and certainly not
+  -- our server's: dropped before anything answers it (a reply would go to
+  -- an address that is none).
+  c:hook_child("iq", NS, function(iq)
+    if iq.attr.from ~= nil and not jid.prep(iq.attr.from) then
+      c:log("warn", "dropped an in-band bytestream request from an invalid JID %s", tostring(iq.attr.from))
+      return true
+    end
+  end)
   c:handle_iq(NS, function(iq)
     if iq.attr.type ~= "set" then return st.error_reply(iq, "cancel", "bad-request") end
     local el = iq.tags[1]

@@ -263,9 +263,11 @@ local function on_message(self, c, m)
   end
   local from = m.attr.from
   local ok
-  if pending.archive then
+  if pending.archive and not jid.equal(pending.archive, c.bare_jid or "") then
     ok = from ~= nil and jid.equal(from, pending.archive)
   else
+    -- our own archive, asked with or without `to`: the server may leave
+    -- `from` out of what it sends for the account (RFC 6120 §8.1.2.1)
     ok = from == nil or jid.equal(from, c.bare_jid)
   end
   if not ok then

@@ -46,6 +46,12 @@ local NS_CONFERENCE = "jabber:x:conference"
 
 local M = { NS_MUC = NS_MUC, NS_USER = NS_USER }
 
+-- Occupants a room object tracks (room.occupants) unless muc_join's
+-- opts.max_occupants says otherwise: a room (or a server) may announce any
+-- number of them. Beyond it, a new occupant's presence is not kept (a
+-- warning is logged, no "muc-occupant" event); our own always is.
+M.MAX_OCCUPANTS = 10000
+
 local MUC_EVENTS = { "muc-message", "muc-private", "muc-subject", "muc-occupant", "muc-left",
   "muc-invite", "muc-decline", "muc-rejoined", "muc-error" }
 for _, e in ipairs(MUC_EVENTS) do session.add_event(e) end
@@ -244,6 +250,17 @@ end
 
 --- Incoming stanzas ----------------------------------------------------------
 
+-- Sets (occ) or removes (nil) room.occupants[nick], counting them.
+local function put_occupant(room, nick, occ)
+  local had = room.occupants[nick] ~= nil
+  if occ == nil and had then
+    room.noccupants = room.noccupants - 1
+  elseif occ ~= nil and not had then
+    room.noccupants = room.noccupants + 1
+  end
+  room.occupants[nick] = occ
+end
+
 -- We are out of the room (kicked, banned, destroyed, ...).
 local function removed(room, info)
   local c = room.client
@@ -278,10 +295,10 @@ local function on_presence(c, room, s, nick)
     if codes["303"] and item and item.attr.nick then
       local new = jid.prep("x@y/" .. item.attr.nick) and jid.resource(jid.prep("x@y/" .. item.attr.nick))
       if not new then return end
-      room.occupants[nick] = nil
+      put_occupant(room, nick, nil)
       if occ then
         occ.nick = new
-        room.occupants[new] = occ
+        put_occupant(room, new, occ)
       end
       if is_self then
         room.nick = new
@@ -290,7 +307,7 @@ local function on_presence(c, room, s, nick)
       end
       return
     end
-    room.occupants[nick] = nil
+    put_occupant(room, nick, nil)
     if is_self then
       removed(room, departure(x, codes))
     elseif occ and room.joined then
@@ -301,8 +318,15 @@ local function on_presence(c, room, s, nick)
   if typ ~= nil then return end
   local occ, new = room.occupants[nick], false
   if not occ then
+    if room.noccupants >= room.max_occupants and not is_self then
+      if not room.full_warned then      -- once per join: a room could make the log grow instead
+        room.full_warned = true
+        c:log("warn", "%s: more than %d occupants: not keeping the state of new ones", room.jid, room.max_occupants)
+      end
+      return
+    end
     occ, new = { nick = nick }, true
-    room.occupants[nick] = occ
+    put_occupant(room, nick, occ)
   end
   occ.role = item and item.attr.role or occ.role or "none"
   occ.affiliation = item and item.attr.affiliation or occ.affiliation or "none"
@@ -381,7 +405,7 @@ end
 local function rejoin_all(c)
   for _, room in pairs(c.muc.rooms) do
     if room.joined then
-      room.joined, room.occupants, room.pending = false, {}, nil
+      room.joined, room.occupants, room.noccupants, room.full_warned, room.pending = false, {}, 0, nil, nil
       task.spawn(function()
         local ok, msg, cond = enter(room, room.rejoin_history or { maxstanzas = 0 })
         if not ok and c.muc.rooms[room.jid] == room then c.muc.rooms[room.jid] = nil end
@@ -406,6 +430,10 @@ function M:join(room_jid, nick, opts)
   if type(opts) ~= "table" then error("muc_join: opts must be a table", 2) end
   if opts.password ~= nil and type(opts.password) ~= "string" then error("muc_join: password must be a string", 2) end
   check_history(opts.history)
+  local max = opts.max_occupants
+  if max ~= nil and (math_type(max) ~= "integer" or max < 1) then
+    error("muc_join: max_occupants must be a positive integer", 2)
+  end
   if opts.config ~= nil and type(opts.config) ~= "table" and type(opts.config) ~= "boolean" then
     error("muc_join: config must be a table of values, true or false", 2)
   end
@@ -416,7 +444,8 @@ function M:join(room_jid, nick, opts)
     return nil, "already in " .. room_jid .. " (or joining it) as " .. tostring(existing.nick), "conflict"
   end
   local room = setmetatable({
-    client = self.client, jid = room_jid, nick = nick, password = opts.password, occupants = {},
+    client = self.client, jid = room_jid, nick = nick, password = opts.password, occupants = {}, noccupants = 0,
+    max_occupants = max or M.MAX_OCCUPANTS,
     joined = false, created = false, timeout = opts.timeout, show = opts.show, status = opts.status,
     rejoin_history = opts.rejoin_history,
   }, Room)

@@ -20,7 +20,9 @@
 --
 -- Notifications are accepted from bare JIDs and domains only (pubsub and
 -- PEP services never send from a full JID), and `service` is who sent it,
--- as the server stamped it: a handler decides whose news it wants.
+-- as the server stamped it: a handler decides whose news it wants. One
+-- without a from is our own account's; one whose from is no valid JID is
+-- dropped (logged).
 
 local compat = require "lxmpp.compat"
 local st = require "lxmpp.stanza"
@@ -87,8 +89,17 @@ end
 local function on_event(self, s)
   local ev = s:get_child("event", NS_EVENT)
   if not ev or s.attr.type == "error" then return end
-  local from = s.attr.from and jid.prep(s.attr.from)
-  if not from then from = self.bare_jid end          -- from our own account's PEP
+  local from
+  if s.attr.from == nil then
+    from = self.bare_jid          -- from our own account's PEP (RFC 6120 §8.1.2.1)
+  else
+    from = jid.prep(s.attr.from)
+    if not from then
+      -- not a JID: nobody's news, and certainly not our own account's
+      self:log("warn", "ignored a pubsub notification from an invalid JID %s", tostring(s.attr.from))
+      return
+    end
+  end
   if jid.resource(from) then
     self:log("warn", "ignored a pubsub notification from a full JID %s", tostring(from))
     return
@@ -163,9 +174,16 @@ function M:configure(service, node, values)
   for var in pairs(values) do
     if not layout.by_var[var] then return nil, "the node has no setting " .. tostring(var), "bad-request" end
   end
+  -- the service declared the fields' types: values that do not fit them are
+  -- refused here (nothing sent), not raised out of the call
+  local ok, x = pcall(layout.form, layout, values, "submit")
+  if not ok then
+    return nil, "the values do not fit the node's configuration form: " .. tostring(x):gsub("^.-lxmpp%.forms: ", ""),
+      "not-acceptable"
+  end
   local r
   r, msg, cond, es = request(self, "set", check_service(service, "pubsub_configure"), NS_OWNER, function(iq)
-    iq:tag("configure", { node = node }):add_child(layout:form(values, "submit"))
+    iq:tag("configure", { node = node }):add_child(x)
   end)
   if not r then return nil, msg, cond, es end
   return true

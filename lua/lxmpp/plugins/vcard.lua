@@ -18,6 +18,7 @@ local core = require "lxmpp.core"
 local st = require "lxmpp.stanza"
 local jid = require "lxmpp.jid"
 local session = require "lxmpp.session"
+local bounded = require "lxmpp.bounded"
 
 local type, error, pairs, ipairs, tostring = type, error, pairs, ipairs, tostring
 local format, byte = string.format, string.byte
@@ -26,6 +27,12 @@ local NS = "vcard-temp"
 local NS_UPDATE = "vcard-temp:x:update"
 
 local M = { xmlns = NS }
+
+-- Announced avatar hashes a client remembers (c.vcard.hashes), by bare JID
+-- or room occupant JID: beyond this, the one announced longest ago is
+-- forgotten (a hostile server or room may announce any number). Read when
+-- a client loads the plugin.
+M.MAX_HASHES = 10000
 
 session.add_event("avatar")
 
@@ -128,7 +135,8 @@ end
 
 -- The plugin object, c.vcard (docs/api.md "Plugins"): .hash is our
 -- avatar's hash once published, .presence our last broadcast presence, and
--- .hashes the hashes contacts and occupants announced.
+-- .hashes the hashes contacts and occupants announced (an lxmpp.bounded map
+-- of M.MAX_HASHES: .hashes:get(jid); an occupant's goes when it leaves).
 M.forwards = { vcard_get = "get", vcard_set = "set", avatar_publish = "avatar_publish", avatar_get = "avatar_get" }
 M.events = { "avatar" }
 
@@ -192,7 +200,7 @@ function M:avatar_get(who, timeout)
   if not v then return nil, msg, cond end
   if not v.photo or not v.photo.data then return nil, "no avatar", "item-not-found" end
   local hash = sha1_hex(v.photo.data)
-  local known = self.hashes[target]
+  local known = self.hashes:get(target)
   if known and known ~= "" and known ~= hash then
     return nil, "the avatar does not match the hash its owner announced", "not-acceptable"
   end
@@ -200,7 +208,7 @@ function M:avatar_get(who, timeout)
 end
 
 function M:init(c)
-  self.hashes = {}
+  self.hashes = bounded.new(M.MAX_HASHES)
   -- available presence carries our avatar's hash once we have one
   c.bus:add("stanza-out", function(s)
     if s.name ~= "presence" or s.attr.type ~= nil then return end
@@ -211,15 +219,23 @@ function M:init(c)
     end
   end)
   c.bus:add("stanza-in", function(s)
-    if s.name ~= "presence" or s.attr.type ~= nil then return end
+    if s.name ~= "presence" then return end
+    if s.attr.type == "unavailable" then
+      -- an occupant that leaves a room takes its hash along (a contact's
+      -- stays: its other resources may still announce it)
+      local from = s.attr.from and jid.prep(s.attr.from)
+      if from and jid.resource(from) and c.muc.rooms[jid.bare(from)] then self.hashes:delete(from) end
+      return
+    end
+    if s.attr.type ~= nil then return end
     local hash = announced_hash(s)
     local from = hash and s.attr.from and jid.prep(s.attr.from)
     if not from then return end
     local bare = jid.bare(from)
     -- occupants of a room are told apart by their occupant JIDs
     local key = c.muc.rooms[bare] and from or bare
-    if self.hashes[key] ~= hash then
-      self.hashes[key] = hash
+    if self.hashes:get(key) ~= hash then
+      self.hashes:put(key, hash)
       c:fire_user("avatar", key, hash, from)
     end
   end)
