@@ -373,3 +373,25 @@ describe("a client without an account name of its own (SASL ANONYMOUS)", functio
     end)
   end)
 end)
+
+describe("an IQ request nobody handles", function()
+  -- RFC 6120 §8.4: answered with service-unavailable; but never to a from
+  -- that is not a JID (SECURITY.md: invalid JIDs never parse partially)
+  it("is answered with service-unavailable, unless its from is no JID", function()
+    run(function()
+      local answers = {}
+      local srv = smserver.start({ stanza = function(_, s)
+        if s.name == "iq" and s.attr.type == "error" then answers[#answers + 1] = s.attr.to end
+      end })
+      local c = assert(lxmpp.connect(srv:client_opts({ reconnect = false })))
+      local conn = srv:session().conn
+      conn:write("<iq type='get' id='q1' from='mallory@@evil.example'><query xmlns='urn:example:none'/></iq>")
+      conn:write("<iq type='get' id='q2' from='bob@example.test/x'><query xmlns='urn:example:none'/></iq>")
+      assert.is_true(wait_for(function() return #answers > 0 end, 2))
+      lxmpp.sleep(0.1)
+      assert.same({ "bob@example.test/x" }, answers)
+      c:close()
+      srv:close()
+    end)
+  end)
+end)

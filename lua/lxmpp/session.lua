@@ -600,6 +600,13 @@ function I.route(self, s)
 end
 
 function I.answer_iq(self, iq)
+  local from = iq.attr.from
+  if from ~= nil and not jid.prep(from) then
+    -- no answer to an address that is none (a server would not have sent
+    -- it; whatever it is, it gets nothing from us)
+    self:log("warn", "ignored an IQ %s from an invalid JID", tostring(iq.attr.type))
+    return
+  end
   local child = iq.tags[1]
   local h = child and self.iq_handlers[child.attr.xmlns or ""]
   if not h then
