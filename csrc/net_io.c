@@ -636,13 +636,13 @@ static void tls_failed(conn *c) {
  * conn is paused or closed. */
 static void pump(conn *c) {
   for (;;) {
+    if (c->draining) return;                  /* closing: nothing is parsed */
     if (c->ws) {
       if (!lx_net_ws_drain(c)) return;
     } else if (c->feeding) {
       lx_protected(c->h.lp, lx_net_feed_protected, c);
-      if (c->feeding || c->paused || c->h.closed || !c->parser) return;
+      if (c->feeding || c->paused || c->h.closed || !c->parser || c->draining) return;
     }
-    if (c->draining) return;
     if (!c->tls || !c->tls_done || (!c->parser && !c->raw && !c->ws)) return;
     {
       size_t n = 0;
