@@ -20,7 +20,10 @@
  *                        has read none of them for linger seconds (default
  *                        30) the socket is aborted: a peer that reads
  *                        nothing cannot hold a closing connection open, a
- *                        slow one that reads is not cut
+ *                        slow one that reads is not cut; from the close on,
+ *                        what the peer sends is read and dropped, and the
+ *                        socket closes after the peer's EOF (a lingering
+ *                        close, bounded: net_io.c, lx_net_drain)
  *   conn:bytes_in()      bytes read so far
  *   conn:raw()           no parser: each read (decrypted) is a "data" event
  *   conn:websocket{ role = "server"|"client", max_message = bytes (262144),
