@@ -53,6 +53,7 @@ typedef struct conn {
   int ws_sent_close;          /* our close frame is queued */
   int ws_close_wait;          /* close(): waiting for the peer's close frame */
   int ws_halt;                /* the parser failed: decode no more messages */
+  int ws_peer_closed;         /* the peer's close frame arrived */
   uint64_t ws_deadline;       /* end of that wait (uv_now, ms) */
   uint64_t close_deadline;    /* close(): aborted at this uv_now (ms) if still
                                  open and the peer read nothing since; 0: none */

@@ -775,11 +775,20 @@ void lx_net_start_reading(conn *c) {
  * everything, LINGER_QUIET_MS without a byte from it or LINGER_TIME_MS in
  * all (each at most that linger time), whatever it keeps sending. Reading
  * starts at once, not after the FIN: a peer blocked sending to us would
- * otherwise never read what we flush. */
+ * otherwise never read what we flush. A WebSocket whose closing handshake
+ * is done does not linger. */
 void lx_net_drain(conn *c) {
   c->draining = 1;
   c->feeding = 0;
   c->paused = 0;
+  if (c->ws_peer_closed) {
+    /* WebSocket, the peer's close frame read: it has sent all it will
+     * (RFC 6455 §5.5.1) and nothing of it is left unread, so closing
+     * after our FIN makes no RST; the server closes first (§7.1.1) */
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    return;
+  }
   if (c->reading || c->in_done || c->h.closed || c->connecting) return;
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
 }

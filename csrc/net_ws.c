@@ -163,6 +163,7 @@ static void peer_closed(conn *c) {
   size_t rlen;
   const char *reason = lx_ws_payload(c->ws, &rlen);
   stop_reading(c);
+  c->ws_peer_closed = 1;        /* (no lingering needed: lx_net_drain) */
   if (!c->ws_sent_close) send_close(c, code == LX_WS_NO_STATUS ? LX_WS_NORMAL : code, NULL);
   if (c->ws_close_wait) {
     lx_net_ws_finish(c);
