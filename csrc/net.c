@@ -20,7 +20,10 @@
  *                        has read none of them for linger seconds (default
  *                        30) the socket is aborted: a peer that reads
  *                        nothing cannot hold a closing connection open, a
- *                        slow one that reads is not cut
+ *                        slow one that reads is not cut; from the close on,
+ *                        what the peer sends is read and dropped, and the
+ *                        socket closes after the peer's EOF (a lingering
+ *                        close, bounded: net_io.c, lx_net_drain)
  *   conn:bytes_in()      bytes read so far
  *   conn:raw()           no parser: each read (decrypted) is a "data" event
  *   conn:websocket{ role = "server"|"client", max_message = bytes (262144),
@@ -389,7 +392,7 @@ static int l_channel_binding(lua_State *L) {
 
 static int l_pause(lua_State *L) {
   conn *c = check_conn(L);
-  if (c->h.closed) return 0;
+  if (c->h.closed || c->draining) return 0;   /* (closing: nothing is parsed) */
   c->paused = 1;
   if (c->reading) {
     uv_read_stop((uv_stream_t *)&c->tcp);
@@ -408,7 +411,11 @@ static int l_resume(lua_State *L) {
 
 /* conn:close([linger]): graceful; queued bytes are sent first. A peer that
  * takes none of them for linger seconds (default CLOSE_LINGER_S) has the
- * socket aborted (the idle sweep of net_io.c checks the progress). */
+ * socket aborted (the idle sweep of net_io.c checks the progress). From
+ * the close on, what the peer sends is read and dropped, and after our FIN
+ * the socket waits for the peer's (a lingering close, lx_net_drain in
+ * net_io.c): closing on unread input would reset the connection and lose
+ * what we sent last. */
 #define CLOSE_LINGER_S 30.0
 static int l_close(lua_State *L) {
   conn *c = check_conn(L);
@@ -425,10 +432,7 @@ static int l_close(lua_State *L) {
     lx_net_touch(c);                             /* listed for the sweep */
   }
   if (c->ws && !c->connecting && lx_net_ws_close(c)) return 0;
-  if (c->reading) {
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-  }
+  if (!c->connecting) lx_net_drain(c);   /* read and drop until the peer's EOF */
   if (c->tls && c->tls_done && lx_net_encrypt_pending(c) &&
       lx_tls_shutdown(c->tls) == LX_TLS_OK)
     lx_net_move_ciphertext(c);                   /* close_notify goes out last */

@@ -53,11 +53,21 @@ typedef struct conn {
   int ws_sent_close;          /* our close frame is queued */
   int ws_close_wait;          /* close(): waiting for the peer's close frame */
   int ws_halt;                /* the parser failed: decode no more messages */
+  int ws_peer_closed;         /* the peer's close frame arrived */
   uint64_t ws_deadline;       /* end of that wait (uv_now, ms) */
   uint64_t close_deadline;    /* close(): aborted at this uv_now (ms) if still
                                  open and the peer read nothing since; 0: none */
   uint64_t close_linger;      /* close(): ms without progress before that */
   size_t close_left;          /* close(): bytes unsent at the last progress */
+  int draining;               /* closing: what the peer sends is read and
+                                 dropped, never parsed (lx_net_drain) */
+  int in_done;                /* the peer's EOF or a read error was seen */
+  int lingering;              /* draining, our FIN sent: waiting for the
+                                 peer's EOF (lx_net_drain) */
+  uint64_t linger_quiet;      /* lingering: closed at this uv_now unless the
+                                 peer sends or reads more before */
+  uint64_t linger_end;        /* lingering: closed at this uv_now whatever the
+                                 peer sends (0: not everything delivered yet) */
   uint64_t bytes_in, bytes_out, writes;
   uv_connect_t creq;
   uv_write_t wreq;
@@ -90,6 +100,7 @@ void lx_net_start_reading(conn *c);
 void lx_net_run_cont(lx_deferred *d);
 int lx_net_feed_protected(lua_State *L);
 void lx_net_touch(conn *c);
+void lx_net_drain(conn *c);
 
 /* ---- WebSocket mode (net_ws.c) ---------------------------------------- */
 

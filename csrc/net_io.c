@@ -23,6 +23,11 @@
 #define POOL_N 16                    /* spare output buffers per loop (pool_put) */
 #define POOL_BUF 16384               /* ... each at most this big */
 #define POOL_BYTES 65536             /* ... and at most this much in all */
+/* Lingering close (lx_net_drain): once our FIN is out and the peer has
+ * everything we sent, it has LINGER_QUIET_MS of silence, and LINGER_TIME_MS
+ * in all, to close its side (each at most the close's linger time). */
+#define LINGER_QUIET_MS 2000
+#define LINGER_TIME_MS 10000
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -130,10 +135,23 @@ void lx_net_conn_abort(conn *c) {
 
 static void start_write(conn *c);
 
+static uint64_t linger_ms(conn *c, uint64_t cap) {
+  return c->close_linger < cap ? c->close_linger : cap;
+}
+
+/* Our FIN is out (uv_shutdown, SHUT_WR). A draining conn lingers until the
+ * peer's EOF (lx_net_drain); any other closes now. */
 static void on_shutdown(uv_shutdown_t *req, int status) {
   conn *c = req->data;
-  (void)status;
-  lx_net_conn_abort(c);
+  if (c->h.closed) return;
+  if (status < 0 || !c->draining || !c->close_deadline || !c->reading || c->in_done ||
+      c->h.lp->closing) {
+    lx_net_conn_abort(c);
+    return;
+  }
+  c->lingering = 1;
+  c->linger_quiet = uv_now(&c->h.lp->uv) + linger_ms(c, LINGER_QUIET_MS);
+  touched(c);                          /* (listed already: closing) */
 }
 
 static void maybe_shutdown(conn *c) {
@@ -311,7 +329,7 @@ int lx_net_enqueue_frame(conn *c, int opcode, const char *p, size_t len,
 int lx_net_feed_protected(lua_State *L) {
   conn *c = lua_touserdata(L, 1);
   int top = lua_gettop(L);
-  while (c->parser && !c->h.closed && !c->paused) {
+  while (c->parser && !c->h.closed && !c->paused && !c->draining) {
     int n, ev = lx_stream_next(c->parser);
     if (ev == LX_EV_MORE) {
       c->feeding = 0;
@@ -339,7 +357,7 @@ int lx_net_feed_protected(lua_State *L) {
     lx_dispatch(c->h.lp, 3 + n);
     c->in_dispatch = 0;
     lua_settop(L, top);
-    if (c->h.closed || !c->parser) return 0;
+    if (c->h.closed || !c->parser || c->draining) return 0;
     if (c->reset == RESET_RESTART) {
       /* the rest of this read belongs to the new stream */
       size_t rest = lx_stream_remaining(c->parser);
@@ -501,9 +519,18 @@ static void on_sweep(uv_timer_t *t) {
         c->close_left = left;
         c->close_deadline = now + c->close_linger;
         if (!c->close_deadline) c->close_deadline = 1;
+        c->linger_quiet = now + linger_ms(c, LINGER_QUIET_MS);
+      }
+      /* lingering, everything delivered: only the peer's EOF is awaited,
+       * for a bounded time whatever it sends (lx_net_drain) */
+      if (c->lingering && !left && !c->linger_end) {
+        c->linger_end = now + linger_ms(c, LINGER_TIME_MS);
+        if (!c->linger_end) c->linger_end = 1;
       }
       if (now >= c->close_deadline) lx_net_conn_abort(c);
       else if (c->ws_close_wait && now >= c->ws_deadline) lx_net_ws_finish(c);
+      else if (c->linger_end && (now >= c->linger_end || now >= c->linger_quiet))
+        lx_net_conn_abort(c);
       continue;
     }
     if (c->ws_close_wait) {                  /* listed until the wait ends */
@@ -563,6 +590,7 @@ static void keep_rest(conn *c) {
   char *p;
   if (c->h.closed) return;
   touched(c);
+  if (c->draining) return;                    /* nothing is parsed any more */
   if (c->ws) {
     lx_net_ws_keep_rest(c);
     return;
@@ -608,11 +636,12 @@ static void tls_failed(conn *c) {
  * conn is paused or closed. */
 static void pump(conn *c) {
   for (;;) {
+    if (c->draining) return;                  /* closing: nothing is parsed */
     if (c->ws) {
       if (!lx_net_ws_drain(c)) return;
     } else if (c->feeding) {
       lx_protected(c->h.lp, lx_net_feed_protected, c);
-      if (c->feeding || c->paused || c->h.closed || !c->parser) return;
+      if (c->feeding || c->paused || c->h.closed || !c->parser || c->draining) return;
     }
     if (!c->tls || !c->tls_done || (!c->parser && !c->raw && !c->ws)) return;
     {
@@ -627,7 +656,7 @@ static void pump(conn *c) {
       }
       if (r == LX_TLS_OK && n > 0 && !c->parser) {
         emit_data(c, pbuf, n);
-        if (c->paused || c->h.closed) return;
+        if (c->paused || c->h.closed || c->draining) return;
         continue;
       }
       if (r == LX_TLS_OK && n > 0) {
@@ -673,10 +702,31 @@ static void tls_input(conn *c, const char *p, size_t n) {
   pump(c);
 }
 
+/* A read while draining (lx_net_drain): the bytes are dropped, and only
+ * hold off the quiet end of the lingering; never "progress" (that is the
+ * peer reading what we sent). The peer's EOF after our FIN ends the close;
+ * a read error ends it at once (nothing more of ours can arrive). */
+static void drained(conn *c, ssize_t nread) {
+  if (nread < 0) {
+    c->in_done = 1;
+    c->reading = 0;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->lingering || nread != UV_EOF) lx_net_conn_abort(c);
+    return;                               /* (EOF before our FIN: on_shutdown closes) */
+  }
+  c->bytes_in += (uint64_t)nread;
+  c->linger_quiet = uv_now(&c->h.lp->uv) + linger_ms(c, LINGER_QUIET_MS);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn *c = s->data;
   if (nread == 0 || c->h.closed) return;
+  if (c->draining) {
+    drained(c, nread);
+    return;
+  }
   if (nread < 0) {
+    c->in_done = 1;
     c->reading = 0;
     uv_read_stop(s);
     if (nread == UV_EOF) lx_net_emit(&c->h, "eof");
@@ -703,11 +753,44 @@ void lx_net_start_reading(conn *c) {
   /* WebSocket: messages wait in the socket until there is a parser for
    * them, and after it failed only close() reads on (for the close frame) */
   if (c->ws && !c->closing && (!c->parser || c->ws_halt)) return;
+  if (c->draining || c->in_done) return;      /* (lx_net_drain reads then) */
   if (c->reading || c->paused || c->h.closed || c->connecting ||
       (!c->parser && !c->tls && !c->raw))
     return;
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
     c->reading = 1;
+}
+
+/* Lingering close (conn:close, after a WebSocket's closing handshake):
+ * from now on what the peer sends is read into the shared socket buffer
+ * and dropped (never parsed, dispatched or kept), until its EOF, a read
+ * error, or the end of the close. Closing with unread bytes in our
+ * receive buffer, or with more arriving, makes the kernel answer with a
+ * RST, which discards what we sent and the peer has not read yet: the
+ * very <stream:error/> and </stream:stream> a closing entity sends (RFC
+ * 6120 §4.4, §4.9.1). So the socket stays open after our FIN (on_shutdown)
+ * until the peer's EOF, as Apache's lingering_close and nginx's
+ * lingering_close do, bounded: the close's linger time (the peer reading
+ * nothing of what waits, close_deadline) as before, and once the peer has
+ * everything, LINGER_QUIET_MS without a byte from it or LINGER_TIME_MS in
+ * all (each at most that linger time), whatever it keeps sending. Reading
+ * starts at once, not after the FIN: a peer blocked sending to us would
+ * otherwise never read what we flush. A WebSocket whose closing handshake
+ * is done does not linger. */
+void lx_net_drain(conn *c) {
+  c->draining = 1;
+  c->feeding = 0;
+  c->paused = 0;
+  if (c->ws_peer_closed) {
+    /* WebSocket, the peer's close frame read: it has sent all it will
+     * (RFC 6455 §5.5.1) and nothing of it is left unread, so closing
+     * after our FIN makes no RST; the server closes first (§7.1.1) */
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    return;
+  }
+  if (c->reading || c->in_done || c->h.closed || c->connecting) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
 }
 
 void lx_net_run_cont(lx_deferred *d) {

@@ -16,7 +16,8 @@
  * Send: conn:write(bytes) is one text message (lx_net_enqueue_frame);
  * conn:close() sends a close frame (1000) and keeps reading, dropping data,
  * until the peer's close frame, its EOF or CLOSE_WAIT_MS (checked by the
- * idle sweep of net_io.c), and only then closes TLS and the socket.
+ * idle sweep of net_io.c), and only then closes TLS and the socket, which
+ * lingers as any closing TCP conn does (net_io.c, lx_net_drain).
  *
  * Input buffering follows net_io.c: the engine reads the shared buffer of
  * the current callback, and what it has not decoded when the callback ends
@@ -124,7 +125,10 @@ void lx_net_ws_finish(conn *c) {
   c->ws_close_wait = 0;
   c->closing = 1;
   c->feeding = 0;
-  stop_reading(c);
+  /* a close with its bound (conn:close) lingers as a TCP one does,
+   * reading and dropping until the peer's EOF (net_io.c, lx_net_drain) */
+  if (c->close_deadline) lx_net_drain(c);
+  else stop_reading(c);
   if (c->h.closed) return;
   if (c->tls && c->tls_done && lx_net_encrypt_pending(c) &&
       lx_tls_shutdown(c->tls) == LX_TLS_OK)
@@ -159,6 +163,7 @@ static void peer_closed(conn *c) {
   size_t rlen;
   const char *reason = lx_ws_payload(c->ws, &rlen);
   stop_reading(c);
+  c->ws_peer_closed = 1;        /* (no lingering needed: lx_net_drain) */
   if (!c->ws_sent_close) send_close(c, code == LX_WS_NO_STATUS ? LX_WS_NORMAL : code, NULL);
   if (c->ws_close_wait) {
     lx_net_ws_finish(c);

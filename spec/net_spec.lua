@@ -476,3 +476,153 @@ io.write("survived")
     assert.is_true(ok, "exit " .. tostring(code))
   end)
 end)
+
+-- The lingering close (csrc/net_io.c, lx_net_drain): after close() what the
+-- peer sends is read and dropped, and after our FIN the socket waits,
+-- bounded, for the peer's EOF. Closing on unread input made the kernel
+-- answer with a RST, which lost what we had sent last (a stream error,
+-- RFC 6120 §4.9) and reset the peer's connection.
+describe("tcp connections: lingering close", function()
+  after_each(assert_clean)
+  local linger_peer = require "spec.support.linger_peer"
+  local slow = require("spec.support.slow").factor
+  local REPLY = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='s1'>"
+  local ERR = "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+    .. "</stream:stream>"
+
+  it("a peer still sending, whose reading lags, gets everything queued before the close, not a reset", function()
+    -- the peer's receive buffer is small, so most of the 512 KiB wait in
+    -- our queue and our kernel's send buffer when it sends 64 KiB more
+    -- after our close; it reads everything only 0.3 s later
+    lxmpp.run(function()
+      local fill = "<message><body>" .. ("x"):rep(512 * 1024) .. "</body></message>"
+      local stanzas = 0
+      local l = assert(net.listen("127.0.0.1", 0, function(conn)
+        conn:on("stanza", function() stanzas = stanzas + 1 end)
+        conn:on("open", function()
+          assert(conn:write(REPLY .. fill))
+          assert(conn:write(ERR))
+          conn:shutdown(10)
+        end)
+        conn:parse()
+      end))
+      local r = linger_peer.run(l:port(), { header = HDR, payload = ("<presence/>"):rep(6000),
+        mode = "nowait", rcvbuf = 4096 })
+      assert.truthy(r.sent > 0, "the peer sent after our close")
+      assert.equal("none", r.send_error)
+      assert.equal("eof", r["end"])
+      assert.equal(#REPLY + #fill + #ERR, r.received)
+      assert.equal(ERR, r.last:sub(-#ERR))
+      assert.equal(0, stanzas, "what came after the close was never parsed")
+      l:close()
+    end)
+  end)
+
+  it("a peer that keeps sending after our close holds the socket no longer than the bound", function()
+    -- conn:shutdown(linger): once the peer has all we sent, at most 2 s
+    -- (LINGER_QUIET_MS) without a byte from it and 10 s (LINGER_TIME_MS)
+    -- in all, each at most linger: a peer sending all along keeps it
+    -- open for linger (3 s here, not the 2 s of a quiet one), no longer
+    -- (give or take the idle sweep's period, 0.25 s, twice)
+    lxmpp.run(function()
+      for _, case in ipairs({ { name = "sending", min = 2.6, max = 3.7 }, { name = "quiet", min = 1.9, max = 2.7 } }) do
+        local peer
+        local l = assert(net.listen("127.0.0.1", 0, function(conn) peer = conn; conn:raw() end))
+        local c = assert(net.connect("127.0.0.1", l:port()))
+        c:raw()
+        wait_until(function() return peer end)
+        local peer_eof, data, closed_at = false, 0, nil
+        peer:on("eof", function() peer_eof = true end)
+        local t0
+        c:on("data", function() if t0 then data = data + 1 end end)
+        c:on("closed", function() closed_at = core.now() end)
+        local writer = case.name == "sending" and lxmpp.spawn(function()
+          while not peer.closed do
+            peer:write(("z"):rep(16384))
+            lxmpp.sleep(0.01)
+          end
+        end)
+        lxmpp.sleep(0.05)
+        assert(c:write("bye"))
+        t0 = core.now()
+        c:shutdown(3)
+        local before = c:info().bytes_in
+        wait_until(function() return closed_at end, 5 * slow + 1)
+        local took = closed_at - t0
+        assert.is_true(peer_eof, case.name .. ": the peer saw our FIN while we lingered")
+        assert.is_true(took >= case.min, case.name .. ": lingered " .. took .. " s")
+        assert.is_true(took <= case.max * slow, case.name .. ": lingered " .. took .. " s")
+        assert.equal(0, data, case.name .. ": nothing read after the close reached Lua")
+        if writer then
+          assert.truthy(c:info().bytes_in > before + 16384, "what the peer sent was read, and dropped")
+        end
+        peer:abort()
+        if writer then wait_until(function() return lxmpp.task.count() == 1 end) end
+        l:close()
+      end
+    end)
+  end)
+
+  it("abort() while lingering closes at once; close() again changes nothing", function()
+    lxmpp.run(function()
+      local peer
+      local l = assert(net.listen("127.0.0.1", 0, function(conn) peer = conn; conn:raw() end))
+      local c = assert(net.connect("127.0.0.1", l:port()))
+      c:raw()
+      wait_until(function() return peer end)
+      local peer_eof = false
+      peer:on("eof", function() peer_eof = true end)
+      c:shutdown(30)
+      wait_until(function() return peer_eof end)
+      lxmpp.sleep(0.3)
+      assert.falsy(c.closed, "our FIN is out, the peer's EOF awaited")
+      c.c:close()
+      assert.falsy(c.closed)
+      local t0 = core.now()
+      c:abort()
+      wait_until(function() return c.closed end)
+      assert.is_true(core.now() - t0 < 0.1)
+      peer:abort()
+      l:close()
+    end)
+  end)
+
+  it("nothing read after close() reaches Lua: no data, no stanza, not even the rest of the same read", function()
+    lxmpp.run(function()
+      for _, mode in ipairs({ "parse", "raw" }) do
+        local seen, server = {}, nil
+        local l = assert(net.listen("127.0.0.1", 0, function(conn)
+          server = conn
+          conn:on("data", function(bytes)
+            seen[#seen + 1] = bytes
+            conn:shutdown(5)
+          end)
+          conn:on("stanza", function(s)
+            seen[#seen + 1] = s.name
+            conn:shutdown(5)
+          end)
+          if mode == "raw" then conn:raw() else conn:parse() end
+        end))
+        local c = assert(net.connect("127.0.0.1", l:port()))
+        c:raw()
+        local eof = false
+        c:on("eof", function() eof = true end)
+        -- one write: the server closes on its first stanza, in the middle of the read
+        assert(c:write(mode == "raw" and "a" or HDR .. "<first/><second/><third/>"))
+        wait_until(function() return #seen > 0 end)
+        local before = server:info().bytes_in
+        for _ = 1, 8 do
+          c:write(mode == "raw" and ("b"):rep(16384) or ("<more/>"):rep(2000))
+          lxmpp.sleep(0.01)
+        end
+        wait_until(function() return eof or c.closed end)
+        assert.same({ mode == "raw" and "a" or "first" }, seen)
+        assert.truthy(server:info().bytes_in >= before + 8 * 14000, mode .. ": the server read on after its close")
+        assert.falsy(server.closed, mode .. ": the server waits for our EOF")
+        c:close()
+        wait_until(function() return server.closed end)
+        l:close()
+      end
+    end)
+  end)
+end)

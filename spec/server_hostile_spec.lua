@@ -261,3 +261,55 @@ describe("embedded server: its own errors", function()
     assert.matches("^error .*boom", logged[#logged])
   end)
 end)
+
+-- A client still sending when the server ends its stream reads the stream
+-- error and </stream:stream>, then the server's EOF (RFC 6120 §4.4, §4.9):
+-- the server reads and drops what it sends meanwhile and closes its socket
+-- after the client's EOF (a lingering close, csrc/net_io.c lx_net_drain).
+-- Before, it closed on unread input, and its kernel answered with a RST:
+-- the client's send failed with ECONNRESET and the error could be lost.
+describe("embedded server: closing on a client that is still sending", function()
+  local linger_peer = require "spec.support.linger_peer"
+  local ERRNS = "xmlns='urn:ietf:params:xml:ns:xmpp-streams'"
+
+  it("a client in the middle of an oversize stanza reads its policy-violation, not a reset", function()
+    serve.run({ users = USERS, limits = { max_stanza_size = 4096 } }, function(_, port)
+      local r = linger_peer.run(port, { header = raw.header(), mode = "block", rcvbuf = 4096,
+        payload = "<message><body>" .. ("x"):rep(2 * 1024 * 1024) .. "</body></message>" })
+      assert.equal("none", r.send_error)
+      assert.equal("eof", r["end"])
+      assert.truthy(r.last:find("<stream:error><policy-violation " .. ERRNS .. "/>", 1, true), r.last)
+      assert.equal("</stream:stream>", r.last:sub(-16))
+      still_serving(port)
+    end)
+  end)
+
+  it("srv:stop() while a client is sending: it reads its system-shutdown, not a reset", function()
+    serve.run({ users = USERS }, function(srv, port)
+      lxmpp.spawn(function()
+        -- once the client is sending (the server has read 64 KiB of it),
+        -- its stream stops reading for a moment, as the server's read
+        -- pausing (limits.rate, an output backlog) does, so that the
+        -- client is still sending when the server stops
+        local t0 = core.now()
+        while core.now() - t0 < 10 * slow do
+          for s in pairs(srv.streams) do
+            if s.conn and s.conn:bytes_in() > 65536 then
+              s.conn:pause()
+              lxmpp.sleep(0.2)
+              return srv:stop()
+            end
+          end
+          lxmpp.sleep(0.01)
+        end
+      end)
+      -- whitespace between stanzas, 16 MiB: more than the socket buffers hold
+      local r = linger_peer.run(port, { header = raw.header(), mode = "block", rcvbuf = 4096,
+        payload = (" "):rep(16 * 1024 * 1024) })
+      assert.equal("none", r.send_error)
+      assert.equal("eof", r["end"])
+      assert.truthy(r.last:find("<stream:error><system-shutdown " .. ERRNS .. "/>", 1, true), r.last)
+      assert.equal("</stream:stream>", r.last:sub(-16))
+    end)
+  end)
+end)

@@ -209,6 +209,21 @@ describe("httpd", function()
     end)
   end)
 
+  it("a client still sending the body a 413 refused reads the answer and an EOF, not a reset", function()
+    -- the answer closes the connection; the server drops the body that
+    -- keeps coming until the client closes (a lingering close, csrc/net_io.c):
+    -- before, it closed on unread input and its RST cut the client's send
+    local linger_peer = require "spec.support.linger_peer"
+    run(echo, { limits = { max_body = 100 } }, function(_, port)
+      local r = linger_peer.run(port, { mode = "block", rcvbuf = 4096,
+        header = "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 8388608\r\n\r\n",
+        payload = ("z"):rep(8388608) })
+      assert.equal("none", r.send_error)
+      assert.equal("eof", r["end"])
+      assert.matches("^HTTP/1.1 413 ", r.last)
+    end)
+  end)
+
   it("refuses malformed requests with 400, 411, 431, 501 and 505, and the handler never sees them", function()
     local called = 0
     run(function(req, res)

@@ -378,3 +378,20 @@ describe("embedded server: accepting a connection", function()
     end)
   end)
 end)
+
+describe("embedded server: a stream it ends with an error", function()
+  it("leaves the client's c:close() nothing to wait for", function()
+    -- the account removed, the server ends the stream (not-authorized);
+    -- the client closes its connection on the stream error and reads
+    -- nothing after it, its TCP close lingering for the server's EOF
+    -- (csrc/net_io.c, lx_net_drain): c:close() must not wait 10 s for a
+    -- </stream:stream> it can no longer read
+    serve.run({ users = USERS, registration = true }, function(_, port)
+      local c = assert(serve.login(port, "bob", "bob-pw", "r"))
+      assert.is_true(c:unregister())
+      local t0 = core.now()
+      c:close()
+      assert.is_true(core.now() - t0 < 1, "c:close() took " .. (core.now() - t0) .. " s")
+    end)
+  end)
+end)

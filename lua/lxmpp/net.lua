@@ -37,7 +37,8 @@ function M.abort_all()
 end
 
 --- net.closing() -> how many connections are closing (close() called, the
--- last bytes not flushed yet); net.abort_closing() cuts them (shutdown).
+-- last bytes not flushed yet, or the peer's EOF awaited: a lingering close,
+-- csrc/net_io.c lx_net_drain); net.abort_closing() cuts them (shutdown).
 function M.closing()
   local n = 0
   for conn in pairs(live) do
@@ -126,8 +127,10 @@ function Conn:raw() return self.c:raw() end
 function Conn:websocket(opts) return self.c:websocket(opts) end
 
 --- conn:shutdown([linger]): graceful close, never waiting: what is queued
--- goes out, then the socket closes ("closed" follows); a peer that reads
--- none of it for linger seconds (default 30) has the socket aborted.
+-- goes out, then the socket closes ("closed" follows) once the peer has
+-- closed its side (what it sends meanwhile is dropped; 2 s of silence or
+-- 10 s in all once it has everything); a peer that reads none of it for
+-- linger seconds (default 30) has the socket aborted.
 function Conn:shutdown(linger)
   if self.closed then return true end
   self.closing = true

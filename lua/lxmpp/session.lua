@@ -450,7 +450,9 @@ function Session:close(timeout)
   local conn = self.conn
   if not conn or conn.closed then return true end
   self.closing = true
-  if not self.remote_closed then
+  -- (a connection closing already, after a stream error, reads nothing
+  -- more: no </stream:stream> of the server's can come to wait for)
+  if not self.remote_closed and not conn.closing then
     conn:write(conn.framing.close)
     local ok = compat.pcall(task.current)
     if ok then

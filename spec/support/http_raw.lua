@@ -34,7 +34,13 @@ function M.client(port, ctx)
   local conn = assert(net.connect("127.0.0.1", port))
   local cl = setmetatable({ conn = conn, buf = "", closed = false }, Client)
   conn:on("data", function(b) cl.buf = cl.buf .. b end)
-  for _, e in ipairs({ "eof", "closed", "read-error" }) do conn:on(e, function() cl.closed = true end) end
+  for _, e in ipairs({ "closed", "read-error" }) do conn:on(e, function() cl.closed = true end) end
+  -- the server's EOF: our side closes too, as HTTP clients do (the server
+  -- lingers until it sees ours: csrc/net_io.c, lx_net_drain)
+  conn:on("eof", function()
+    cl.closed = true
+    conn:shutdown()
+  end)
   if ctx then
     local done
     conn:on("tls-done", function() done = true end)
