@@ -17,15 +17,8 @@ local blackhole = require "spec.support.blackhole"
 local assert_clean = require "spec.support.clean"
 local SLOW = require("spec.support.slow").factor
 
--- Polls (in a task) until pred() holds, at most `seconds`.
-local function wait_for(pred, seconds)
-  local deadline = core.now() + seconds * SLOW
-  while not pred() do
-    if core.now() > deadline then return false end
-    lxmpp.sleep(0.01)
-  end
-  return true
-end
+-- polls (in a task) until pred() holds, at most `seconds` (x SLOW)
+local wait_for = require("spec.support.smserver").wait_for
 
 -- In a task: setup() -> fn, ready, after [, stop]; starts fn as a task,
 -- waits until ready() holds, cancels it (or calls stop() instead), then

@@ -260,15 +260,8 @@ describe("lxmpp.shutdown during a connect", function()
 
   after_each(clean)
 
-  -- Polls (in a task) until pred() holds, at most `seconds` (x SLOW).
-  local function wait_for(pred, seconds)
-    local deadline = core.now() + seconds * SLOW
-    while not pred() do
-      if core.now() > deadline then return false end
-      lxmpp.sleep(0.01)
-    end
-    return true
-  end
+  -- polls (in a task) until pred() holds, at most `seconds` (x SLOW)
+  local wait_for = smserver.wait_for
 
   -- The first lxmpp.connect of a client waits on a peer that never
   -- answers (prepare(), in the loop, returns the connect's options, a
