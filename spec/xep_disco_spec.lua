@@ -326,6 +326,17 @@ describe("XEP-0115 capabilities between clients", function()
             :text_tag("value", "v<urn:xmpp:omemo:2"):up() } },
           -- (the legitimate answer with that form is the one whose S has the '<')
           legit_forms = true },
+        -- no identity, a feature posing as one (XEP-0030 §3.1 wants an identity)
+        { legit = { identities = { id }, features = { "urn:example:five", unique } },
+          poisoned = { identities = {}, features = { "client/pc//Legit", "urn:example:five", unique } } },
+        -- an identity and a feature that reads as another one: the feature hides it
+        { legit = { identities = { id, { category = "pubsub", type = "pep" } }, features = { unique } },
+          poisoned = { identities = { id }, features = { "pubsub/pep//", unique } } },
+        -- the last feature posing as an empty extension form: OMEMO hidden
+        { legit = { identities = { id }, features = { unique, "urn:xmpp:omemo:2" } },
+          poisoned = { identities = { id }, features = { unique }, forms = { st.stanza("x",
+            { xmlns = "jabber:x:data", type = "result" }):tag("field", { var = "FORM_TYPE", type = "hidden" })
+            :text_tag("value", "urn:xmpp:omemo:2"):up() } } },
       }
       for i, case in ipairs(cases) do
         local ver = assert(caps.ver(disco.info_query(case.poisoned)))

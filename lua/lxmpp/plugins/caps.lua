@@ -149,6 +149,13 @@ end
 -- without a var would pose as nothing. Returns a message, or nil when the
 -- answer can be cached. Forms §5.4 ignores are not looked at (nor cached).
 local function ambiguous(query)
+  -- XEP-0030 §3.1: at least one identity. With none, a feature may stand
+  -- for one: S's last identity and first feature are joined as any two
+  -- features are, so a feature "client/pc//Gajim" and an identity of
+  -- those parts give the same S; nor is a feature that reads as an
+  -- identity (two non-empty parts before its second '/') taken. URIs
+  -- ("http://...") have an empty second part.
+  if not query:get_child("identity") then return "no identity" end
   for id in query:childtags("identity") do
     local a = id.attr
     for _, k in ipairs({ "category", "type", "xml:lang" }) do
@@ -162,9 +169,13 @@ local function ambiguous(query)
     local var = f.attr.var
     if var == nil or var == "" then return "a feature without a var" end
     if var:find("<", 1, true) then return "a '<' in a feature" end
+    if var:find("^[^/]+/[^/]+/[^/]*/") then return "a feature that reads as an identity" end
   end
   for _, form in ipairs(hashed_forms(query) or {}) do
     if form.form_type:find("<", 1, true) then return "a '<' in a FORM_TYPE" end
+    -- an extension form of its FORM_TYPE alone is, in S, a last feature
+    -- (another answer's feature hidden as an empty form)
+    if #form.fields == 0 then return "an extension form with no field but its FORM_TYPE" end
     for _, f in ipairs(form.fields) do
       if f.var:find("<", 1, true) then return "a '<' in a form field's var" end
       for _, v in ipairs(f.values) do
