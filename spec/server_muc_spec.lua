@@ -106,6 +106,29 @@ describe("lxmpp.server.muc", function ()
       assert.equal("resource-constraint", (error_condition(out[1])))
     end)
 
+    it("forgets a removed account as a room's creator in storage too", function ()
+      -- the creator handed the room over and dropped its own affiliation,
+      -- then its account went: a new account of that name, after a
+      -- restart, is not charged for the room
+      local store = memory_store()
+      local h = harness({ max_rooms_created = 1 }, store)
+      configured_room(h, { persistentroom = "1" })
+      local out = h:send(iq(OWNER, "set", ROOM, "<query xmlns='" .. NS_ADMIN ..
+        "'><item affiliation='owner' jid='bob@localhost'/></query>"))
+      assert.equal("result", out[1].attr.type)
+      h:send(iq(OWNER, "set", ROOM, "<query xmlns='" .. NS_ADMIN .. "'><item affiliation='none' jid='owner@localhost'/></query>"))
+      h:send("<presence from='" .. OWNER .. "' to='" .. ROOM .. "/boss' type='unavailable'/>")
+      assert.is_nil(h.host.rooms[ROOM].affiliations["owner@localhost"])
+      h.host:account_removed("owner@localhost")
+      h.host:close()
+      local h2 = harness({ max_rooms_created = 1 }, store)
+      assert.is_not_nil(h2.host.rooms[ROOM])
+      assert.is_nil(h2.host.created["owner@localhost"])
+      out = h2:send(presence(OWNER, "other@" .. SERVICE .. "/boss"))
+      assert.equal("presence", out[1].name)
+      assert.is_nil(out[1].attr.type, "the room was not created: " .. tostring(out[1]))
+    end)
+
     it("bounds the rooms one bare JID is in (max_rooms_joined), its sessions on one nickname once", function ()
       local h = harness({ max_rooms_joined = 2 })
       local rooms = {}

@@ -176,6 +176,9 @@ function Host:account_removed(bare)
     if room.creator == bare then             -- a later account of that name starts afresh
       room.creator = nil
       self:count_created(bare, -1)
+      -- (stored too: after a restart the room would count against a new
+      -- account of that name, whatever its affiliations say)
+      if not room.affiliations[bare] then room:save() end
     end
     if room.affiliations[bare] then
       room.affiliations[bare] = nil
