@@ -484,3 +484,28 @@ describe("embedded server: TLS options", function()
     end)
   end)
 end)
+
+describe("embedded server: a component closing from its online handler", function()
+  -- "online" fires once comp:connect() has the handshake, outside the
+  -- attempt's task: a handler that sends and closes at once closes an
+  -- online component (gracefully: what it sent arrives), and connect()
+  -- still reports the success
+  it("sends what it sent, and comp:connect() returns true", function()
+    serve.run({ users = USERS, components = { ["gw.example.test"] = "s3cret" }, component_listen = "127.0.0.1:0" },
+      function(_, port, ports)
+        local a = assert(serve.login(port, "alice", "alice-pw"))
+        local comp = lxmpp.component({ jid = "gw.example.test", secret = "s3cret", host = "127.0.0.1",
+          port = ports.component, logger = function() end })
+        local got
+        a:on("message", function(m) got = m:get_child_text("body") end)
+        comp:on("online", function()
+          comp:send(st.message({ to = a.jid, from = "bot@gw.example.test", type = "chat" }, "hello"))
+          comp:close()
+        end)
+        assert.same({ true }, { comp:connect() })
+        assert.is_true(serve.until_true(function() return got ~= nil end, 3))
+        assert.equal("hello", got)
+        a:close()
+      end)
+  end)
+end)

@@ -71,7 +71,6 @@ local function establish(self)
         self.negotiating = false
         self.on_lost = function(lmsg, lcond) self:fire_user("disconnected", lmsg, lcond) end
         conn:resume()
-        self:fire_user("online", self.jid)
         return true
       end
       msg, cond = "unexpected <" .. tostring(reply.name) .. "> instead of <handshake/>", "bad-format"
@@ -89,7 +88,12 @@ end
 function Component:connect()
   task.current("component:connect", 1)
   self.closing = nil          -- (a gateway may connect again after a close)
-  return session.internal.connect(self, establish)
+  local ok, msg, cond = session.internal.connect(self, establish)
+  if not ok then return nil, msg, cond end
+  -- (here, not in the attempt's task: a handler that closes the component
+  -- at once closes a component that is online, not an attempt)
+  self:fire_user("online", self.jid)
+  return true
 end
 
 --- comp:close(): ends the stream cleanly; a comp:connect() under way
