@@ -376,7 +376,7 @@ end)
 
 describe("an IQ request nobody handles", function()
   -- RFC 6120 §8.4: answered with service-unavailable; but never to a from
-  -- that is not a JID (SECURITY.md: invalid JIDs never parse partially)
+  -- that is not a JID (RFC 7622 §3: an invalid JID is no address at all)
   it("is answered with service-unavailable, unless its from is no JID", function()
     run(function()
       local answers = {}
