@@ -100,8 +100,9 @@ describe("embedded server: HTTP upload", function()
         address = "127.0.0.1" }))
       assert.matches("^https://example%.test:%d+/upload/%x+/hello%%20world%.txt$", url)
       local status, headers, body = get(url)
-      assert.same({ 200, "text/plain", text, "nosniff" },
-        { status, headers["content-type"], body, headers["x-content-type-options"] })
+      assert.same({ 200, "text/plain", text, "nosniff", "default-src 'none'; sandbox; frame-ancestors 'none'" },
+        { status, headers["content-type"], body, headers["x-content-type-options"],
+          headers["content-security-policy"] })
       local bytes = {}
       for i = 1, 200 * 1024 do bytes[i] = string.char((i * 7919 + compat.idiv(i, 256)) % 256) end
       local bin = "\0\0" .. table.concat(bytes) .. "\0"

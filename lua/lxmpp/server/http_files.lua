@@ -37,7 +37,10 @@ local REASONS = { [100] = "Continue", [200] = "OK", [201] = "Created", [400] = "
 
 -- Headers on every answer: files are shown as data, never run as a page of
 -- this origin.
-local SAFE = "X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; sandbox\r\n"
+-- uploads are served inert: no sniffing, no scripts, no framing by
+-- another page (XEP-0363 "Security Considerations")
+local SAFE = "X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; sandbox; " ..
+  "frame-ancestors 'none'\r\n"
 
 local Conn = {}
 Conn.__index = Conn
