@@ -28,6 +28,7 @@
 local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
+local session = require "lxmpp.session"
 local fifo = require "lxmpp.fifo"
 local http = require "lxmpp.http"
 local transport = require "lxmpp.transport"
@@ -530,8 +531,7 @@ function M.connect(url, opts)
   -- a large, unpredictable first rid (XEP-0124 §14.1 and "Unpredictable
   -- SID and RID"), from 2^20 to below 2^40: OpenSSL's generator, not
   -- math.random (unseeded on Lua 5.1 and LuaJIT: the same rid in every process)
-  local v = 0
-  for _, b in ipairs({ core.random(5):byte(1, 5) }) do v = v * 256 + b end
+  local v = session.random_uint(5)
   local rid = compat.tointeger(1048576 + v % (1099511627776 - 1048576))
   return setmetatable({
     url = url, opts = opts, handlers = {}, inbox = fifo.new(), pending = fifo.new(), answers = {},

@@ -12,17 +12,16 @@
 local compat = require "lxmpp.compat"
 local core = require "lxmpp.core"
 local task = require "lxmpp.task"
+local session = require "lxmpp.session"
 
 local type, error, ipairs, tostring, pcall, math_type = type, error, ipairs, tostring, compat.pcall, compat.math_type
 local getenv, pack, unpack = os.getenv, compat.pack, compat.unpack
 
 -- An integer in [lo, hi] from OpenSSL's generator (48 bits: SRV weights
--- are 16-bit, so a sum stays far below): the host's math.random sequence
--- is not ours to move (a game seeds it for replays).
+-- are 16-bit, so a sum stays far below; session.random_uint): the host's
+-- math.random sequence is not ours to move (a game seeds it for replays).
 local function uniform(lo, hi)
-  local v = 0
-  for _, b in ipairs({ core.random(6):byte(1, 6) }) do v = v * 256 + b end
-  return lo + v % (hi - lo + 1)
+  return lo + session.random_uint(6) % (hi - lo + 1)
 end
 local sort, remove = table.sort, table.remove
 

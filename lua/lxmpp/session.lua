@@ -50,17 +50,22 @@ M.Session = Session
 local I = {}
 M.internal = I
 
--- Random 16-bit numbers from OpenSSL's generator (core.random), drawn 128
--- at a time. Never math.random: Lua 5.1 and LuaJIT start it unseeded, so
--- every process would make the same ids, and the host's own sequence (a
--- game's, seeded for replays) is not ours to move.
+--- session.random_uint(n) -> an integer of n random bytes (1 to 6: exact
+-- on every Lua), from OpenSSL's generator (core.random), drawn 256 bytes
+-- at a time: stanza ids, the BOSH client's first rid, the SRV weighted
+-- choice, the reconnection jitter. Never math.random: Lua 5.1 and LuaJIT
+-- start it unseeded, so every process would draw the same, and the host's
+-- own sequence (a game's, seeded for replays) is not ours to move.
 local random_pool, random_at = "", 1
-local function random16()
-  if random_at + 1 > #random_pool then random_pool, random_at = core.random(256), 1 end
-  local a, b = random_pool:byte(random_at, random_at + 1)
-  random_at = random_at + 2
-  return a * 256 + b
+local function random_uint(n)
+  if random_at + n - 1 > #random_pool then random_pool, random_at = core.random(256), 1 end
+  local v = 0
+  for i = random_at, random_at + n - 1 do v = v * 256 + random_pool:byte(i) end
+  random_at = random_at + n
+  return v
 end
+M.random_uint = random_uint
+local function random16() return random_uint(2) end
 M.random16 = random16
 
 local id_prefix = ("%04x%04x"):format(random16(), random16())
