@@ -253,24 +253,12 @@ describe("reconnection", function()
   end
 
   it("close() during a reconnection's TCP connect to a peer that never answers returns at once", function()
-    local tcp_connect = core.tcp_connect
     local hole = blackhole.tcp()
-    local attempt
-    -- (the spy keeps the C connection of the attempt to the black hole)
-    core.tcp_connect = function(ip, port, owner)
-      local conn, msg, cond = tcp_connect(ip, port, owner)
-      if port == hole.port then attempt = conn end
-      return conn, msg, cond
-    end
     close_during(function(c)
       c.opts.port = hole.port
-      return function() return attempt ~= nil and attempt:info().open end,
-        function() return not attempt:info().open end,
-        function(in_loop)
-          if in_loop then return end
-          core.tcp_connect = tcp_connect
-          hole:close()
-        end
+      return function() return hole:attempt_open() end,
+        function() return hole:attempt_closed() end,
+        function(in_loop) if not in_loop then hole:close() end end
     end)
   end)
 

@@ -314,23 +314,11 @@ describe("lxmpp.shutdown during a connect", function()
   end
 
   it("ends it at once in its TCP connect to a host that never answers", function()
-    local tcp_connect = core.tcp_connect
-    local hole, attempt
-    -- (the spy keeps the C connection of the attempt to the black hole)
-    core.tcp_connect = function(ip, port, owner)
-      local conn, msg, cond = tcp_connect(ip, port, owner)
-      if hole and port == hole.port then attempt = conn end
-      return conn, msg, cond
-    end
     shutdown_during(function()
-      hole = blackhole.tcp()
-      return quiet(hole.port, "none"), function() return attempt ~= nil and attempt:info().open end,
-        function() return not attempt:info().open end,
-        function(in_loop)
-          if in_loop then return end
-          core.tcp_connect = tcp_connect
-          hole:close()
-        end
+      local hole = blackhole.tcp()
+      return quiet(hole.port, "none"), function() return hole:attempt_open() end,
+        function() return hole:attempt_closed() end,
+        function(in_loop) if not in_loop then hole:close() end end
     end)
   end)
 

@@ -3,6 +3,8 @@
 --
 --   local bh = blackhole.tcp()     -- a TCP connect to 127.0.0.1:bh.port stays
 --   bh:close()                     -- pending (no SYN-ACK) until it is given up
+--   bh:attempt_open()              -- lxmpp's last connect to it is pending
+--   bh:attempt_closed()            -- ... and has been closed since
 --
 --   local s = blackhole.silent()   -- accepts (in this loop), reads, never writes
 --   s.port  s.conns  s:bytes_in()  s:close()
@@ -20,7 +22,14 @@ local M = {}
 local Hole = {}
 Hole.__index = Hole
 
+-- lxmpp's C connection of its last attempt to this port, kept by a spy on
+-- core.tcp_connect from blackhole.tcp() to Hole:close()
+function Hole:attempt_open() return self.attempt ~= nil and self.attempt:info().open end
+function Hole:attempt_closed() return self.attempt ~= nil and not self.attempt:info().open end
+
 function Hole:close()
+  if self.unspy then self.unspy() end
+  self.unspy = nil
   for _, f in ipairs(self.fill) do f:close() end
   self.fill = {}
   if self.srv then self.srv:close() end
@@ -34,6 +43,15 @@ function M.tcp()
   assert(srv:listen(0))
   local _, port = srv:getsockname()
   local self = setmetatable({ srv = srv, port = compat.tointeger(tonumber(port)), fill = {} }, Hole)
+  local core = require "lxmpp.core"
+  local tcp_connect = core.tcp_connect
+  local function spy(ip, p, owner)
+    local conn, msg, cond = tcp_connect(ip, p, owner)
+    if p == self.port then self.attempt = conn end
+    return conn, msg, cond
+  end
+  core.tcp_connect = spy
+  self.unspy = function() if core.tcp_connect == spy then core.tcp_connect = tcp_connect end end
   for i = 1, 4 do
     local f = assert(socket.tcp())
     f:settimeout(0)
