@@ -29,6 +29,21 @@ local function watch(c)
 end
 
 -- The server ends the stream with a stream error.
+-- Sends n messages of 64 KiB ("i:xxx..."), waiting for the output to
+-- drain whenever the queue is full.
+local function send_big(c, n)
+  local big = ("x"):rep(64 * 1024)
+  for i = 1, n do
+    local body = i .. ":" .. big
+    local sent, _, cond = c:send_message("x@example.test", body)
+    if not sent then
+      assert.equal("resource-constraint", cond)
+      assert(c:wait_drain(5 * SLOW))
+      assert.is_true(c:send_message("x@example.test", body))
+    end
+  end
+end
+
 local function kick(srv, cond)
   local conn = srv:session().conn
   conn:write("<stream:error><" .. cond .. " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>" ..
@@ -301,16 +316,7 @@ describe("reconnection", function()
         stop_reading = function(conn_n) return conn_n == 2 end })
       local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_delay = 0.01 } })))
       local ev = watch(c)
-      local big = ("x"):rep(64 * 1024)
-      for i = 1, n do
-        local body = i .. ":" .. big
-        local sent, _, cond = c:send_message("x@example.test", body)
-        if not sent then
-          assert.equal("resource-constraint", cond)
-          assert(c:wait_drain(5 * SLOW))
-          assert.is_true(c:send_message("x@example.test", body))
-        end
-      end
+      send_big(c, n)
       srv:kill()
       blocked = wait_for(function() return c.flushing and c.drain_waiters ~= nil end, 5)
       assert(blocked, "the resend is not waiting for the server to read")
@@ -352,16 +358,7 @@ describe("reconnection", function()
       local c = assert(lxmpp.connect(srv:client_opts({ reconnect = { delay = 0.01, max_delay = 0.01 },
         keepalive = ka })))
       local ev = watch(c)
-      local big = ("x"):rep(64 * 1024)
-      for i = 1, n do
-        local body = i .. ":" .. big
-        local sent, _, cond = c:send_message("x@example.test", body)
-        if not sent then
-          assert.equal("resource-constraint", cond)
-          assert(c:wait_drain(5 * SLOW))
-          assert.is_true(c:send_message("x@example.test", body))
-        end
-      end
+      send_big(c, n)
       srv:kill()
       assert(wait_for(function() return c.flushing and c.drain_waiters ~= nil end, 5),
         "the resend is not waiting for the server to read")
