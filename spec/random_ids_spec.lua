@@ -5,7 +5,7 @@
 -- game seeds it for replays) is not lxmpp's to move.
 local session = require "lxmpp.session"
 local bosh = require "lxmpp.bosh"
-local LUA = require "spec.support.lua_bin"
+local proc = require "spec.support.proc"
 
 describe("random ids", function()
   it("leave the host's math.random sequence alone", function()
@@ -33,25 +33,20 @@ describe("random ids", function()
   end)
 
   it("differ between processes of the same Lua, as does a BOSH session's first rid", function()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
+    local code = [[
       local session = require "lxmpp.session"
       local t = assert(require("lxmpp.bosh").connect("https://example.test/http-bind"))
       io.write(session.new_id(), " ", session.new_id(), " ", string.format("%.0f", t.rid), "\n")
-    ]])
-    f:close()
+    ]]
     local function run()
-      local p = assert(io.popen(LUA .. " " .. script))
-      local out = p:read("*a")
-      p:close()
-      local a, b, rid = out:match("^(%S+) (%S+) (%d+)\n$")
-      assert(a, "unexpected output: " .. out)
+      local r
+      require("lxmpp").run(function() r = proc.lua({ "-e", code }):wait(10) end)
+      local a, b, rid = r.out:match("^(%S+) (%S+) (%d+)\n$")
+      assert(a, "unexpected output: " .. r.out .. r.err)
       return a, b, tonumber(rid)
     end
     local a1, b1, rid1 = run()
     local a2, b2, rid2 = run()
-    os.remove(script)
     assert.are_not.equal(a1, a2)
     assert.are_not.equal(b1, b2)
     assert.are_not.equal(a1, b1)
