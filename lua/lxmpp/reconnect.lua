@@ -84,6 +84,14 @@ function M.install(Client)
   -- c:send, its output stage (the offline queue while reconnecting) and
   -- write_now are session.lua's: the one way out of a session.
 
+  -- Cuts the link at once and reports it lost (msg, cond): a dead link
+  -- (the keepalive, the resend), or close() during the resend.
+  local function cut_link(self, reason, msg, cond)
+    self.closed_reason = reason
+    self.conn:abort()
+    I.lost(self, msg, cond)
+  end
+
   -- How long sending what waited for the reconnection waits for a server
   -- that reads none of it: the client's keepalive (a link that makes no
   -- progress for that long is dead), or opts.timeout without one.
@@ -114,9 +122,8 @@ function M.install(Client)
         local drained, _, why = self:wait_drain(limit)
         if not drained then
           if why == "timeout" and self.online and not self.closing then
-            self.closed_reason = "dead link"
-            self.conn:abort()
-            I.lost(self, ("the server read nothing for %.1f seconds: the link is dead"):format(limit), "timeout")
+            cut_link(self, "dead link", ("the server read nothing for %.1f seconds: the link is dead"):format(limit),
+              "timeout")
           end
           break
         end
@@ -320,9 +327,8 @@ function M.install(Client)
     local ka = self.keepalive
     local idle = core.now() - (self.last_rx or 0)
     if idle >= ka then
-      self.closed_reason = "dead link"
-      conn:abort()
-      I.lost(self, ("nothing from the server for %.1f seconds: the link is dead"):format(idle), "timeout")
+      cut_link(self, "dead link", ("nothing from the server for %.1f seconds: the link is dead"):format(idle),
+        "timeout")
       return
     end
     if idle >= ka / 2 and self.probed_rx ~= self.last_rx then
@@ -411,9 +417,8 @@ function M.install(Client)
       -- our stream: the link is cut, the resend's wait ends, and what the
       -- server did not acknowledge goes to "unacked" (R.end_session) before
       -- close() returns, as when close() ends a reconnection
-      self.closed_reason = "closed by us"
-      self.conn:abort()
-      I.lost(self, "the client was closed while sending what waited for the reconnection", "closed")
+      cut_link(self, "closed by us", "the client was closed while sending what waited for the reconnection",
+        "closed")
       if task.running() then task.yield() end
       return true
     end
