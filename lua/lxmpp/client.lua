@@ -752,7 +752,7 @@ function M.connect(opts)
   local self = M.new(opts)
   task.current("lxmpp.connect", 1)
   -- (in a task of its own, which close() and lxmpp.shutdown cut short)
-  local ok, msg, cond = reconnect.internal.connect(self)
+  local ok, msg, cond = session.internal.connect(self)
   if not ok then return nil, msg, cond end
   reconnect.internal.went_online(self)
   self:fire_user("online", self.jid)

@@ -375,12 +375,6 @@ function M.install(Client)
     return nil, "stanzas still unacknowledged", "timeout"
   end
 
-  -- close() during an establish() under way in task t, and the first
-  -- connection's task: session.lua (I.cut_establish, I.connect), shared
-  -- with components
-  R.cut_establish = I.cut_establish
-  R.connect = I.connect
-
   --- c:close([timeout]): ends the session for good (no reconnection); what
   -- the server has not acknowledged by then goes to "unacked".
   function Client:close(timeout)
@@ -394,7 +388,8 @@ function M.install(Client)
       if w then w:wake() end
       if self.conn and not self.conn.closed then self.conn:abort() end
       local rt = self.reconnect_task
-      if R.cut_establish(self, rt) then
+      -- (session.lua I.cut_establish, as for a first connection's task)
+      if I.cut_establish(self, rt) then
         -- the task's ending is done in its stead
         R.reconnect_over(self, nil)
         -- the "unacked" handlers it started run before

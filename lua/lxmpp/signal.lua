@@ -112,7 +112,7 @@ local function run_shutdown(timeout)
 end
 
 --- Whether lxmpp.shutdown() is under way (lxmpp.connect refuses to start
--- a connection then: reconnect.lua R.connect).
+-- a connection then: session.lua I.connect).
 function M.shutting_down() return shutting_down end
 
 --- lxmpp.shutdown([timeout]): ends every client and component stream

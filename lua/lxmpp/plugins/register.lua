@@ -94,7 +94,7 @@ function M.register(opts)
   task.current("register", 1)
   c:plugin("register").request = { fields = opts.fields }
   -- (as lxmpp.connect's: lxmpp.shutdown cuts it short in any phase)
-  local ok, msg, cond = require("lxmpp.reconnect").internal.connect(c)
+  local ok, msg, cond = require("lxmpp.session").internal.connect(c)
   if not ok then return nil, msg, cond end
   require("lxmpp.reconnect").internal.went_online(c)   -- as lxmpp.connect: reconnection and all
   c:fire_user("online", c.jid)
